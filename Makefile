@@ -1,0 +1,48 @@
+# The two commands of a fresh Debian machine: `make run` and `make test`.
+# A plain `make` builds the Release binaries without running anything.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+RELEASE := build/release
+ASAN := build/asan
+CMAKE_FLAGS ?=
+
+.PHONY: all deps release asan run test test-release test-asan format clean bench
+
+all: release
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(RELEASE)/Makefile:
+	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+$(ASAN)/Makefile:
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCS_SANITIZE=ON $(CMAKE_FLAGS)
+
+release: $(RELEASE)/Makefile
+	cmake --build $(RELEASE) -j $(JOBS)
+
+asan: $(ASAN)/Makefile
+	cmake --build $(ASAN) -j $(JOBS)
+
+# The demo: a story from the bundled stories260K model.
+run: deps
+	@$(MAKE) --no-print-directory release
+	$(RELEASE)/ctxshift run -p "Once upon a time" -n 256 --temp 0.8 --seed 42
+
+test-release: deps
+	@$(MAKE) --no-print-directory release
+	cd $(RELEASE) && ctest --output-on-failure --no-tests=error -j $(JOBS)
+
+test-asan: deps
+	@$(MAKE) --no-print-directory asan
+	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure --no-tests=error -j $(JOBS)
+
+# Every test, twice: Release, then AddressSanitizer + UBSan.
+test: test-release test-asan
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h src/kernels/*.c src/kernels/*.h tools/*.c tools/*.h tests/*.c tests/*.h tests/fixtures/*.c tests/fixtures/*.h bench/*.c 2>/dev/null || true
+
+clean:
+	rm -rf build

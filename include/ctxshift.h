@@ -1,0 +1,315 @@
+/* ctxshift.h: the only public header of ctxshift, a CPU inference engine for
+ * Llama-family GGUF models with an application-controlled KV cache.
+ *
+ * Conventions (docs/ARCHITECTURE.md):
+ * - Handles are opaque. Constructors return a cs_status and hand the object
+ *   back through an out-parameter, which is set to NULL on failure.
+ *   Destructors accept NULL.
+ * - Parameter structs come from cs_*_default_params(); zero or negative is
+ *   the documented "auto" value of a field.
+ * - Failures return a status (< 0) and leave a message naming the field and
+ *   the numbers in cs_last_error() (thread-local) and the log callback.
+ * - Thread safety: a cs_model is read-only after load and may be shared by
+ *   any number of threads and contexts; tokenizer functions are safe on a
+ *   shared model. A cs_context, cs_batch and cs_sampler belong to one thread
+ *   at a time.
+ *
+ * This header is C99 and includes only <stdbool.h>, <stddef.h>, <stdint.h>.
+ */
+#ifndef CTXSHIFT_H
+#define CTXSHIFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ types */
+
+typedef struct cs_model cs_model;     /* immutable after load; shareable */
+typedef struct cs_context cs_context; /* owns a KV cache; one thread at a time */
+typedef struct cs_batch cs_batch;     /* tokens for one cs_decode call */
+typedef struct cs_sampler cs_sampler; /* token sampler with its own RNG */
+
+typedef int32_t cs_token;
+typedef int32_t cs_pos;
+typedef int32_t cs_seq;
+
+typedef enum cs_status {
+    CS_OK = 0,
+    CS_NO_KV_SLOT = 1,       /* recoverable: the batch does not fit; cache unchanged */
+    CS_ERR_INVALID_ARG = -1, /* a bad argument from the caller */
+    CS_ERR_IO = -2,          /* open/read/write/mmap failed */
+    CS_ERR_FORMAT = -3,      /* malformed GGUF, state file or request */
+    CS_ERR_UNSUPPORTED = -4, /* well-formed but not supported (architecture, type) */
+    CS_ERR_NOMEM = -5,       /* an allocation failed */
+} cs_status;
+
+/* Tensor / cache element types. The values are ggml's type ids, so they
+ * mean the same as in GGUF files. Stored as int32_t in structs. */
+enum {
+    CS_TYPE_F32 = 0,
+    CS_TYPE_F16 = 1,
+    CS_TYPE_Q4_0 = 2,
+    CS_TYPE_Q8_0 = 8,
+    CS_TYPE_BF16 = 30,
+};
+
+/* ------------------------------------------------------- errors, logging */
+
+/* Static name of a status ("CS_ERR_FORMAT"); never NULL, also for unknown values. */
+const char *cs_status_str(cs_status s);
+
+/* Detail of the last failure on this thread ("gguf: tensor 'x': offset ...").
+ * Borrowed; valid until the next failing call on this thread. Never NULL
+ * (empty string when nothing failed yet). */
+const char *cs_last_error(void);
+
+enum { CS_LOG_ERROR = 0, CS_LOG_WARN = 1, CS_LOG_INFO = 2, CS_LOG_DEBUG = 3 };
+
+/* Receives one complete message (no trailing newline) per call. */
+typedef void (*cs_log_fn)(int32_t level, const char *msg, void *user);
+
+/* Install a log callback (NULL restores the default, which writes ERROR and
+ * WARN to stderr) and the most verbose level delivered. Not thread-safe with
+ * respect to concurrent logging; call it at start-up. */
+void cs_log_set(cs_log_fn fn, void *user, int32_t max_level);
+
+/* Name of an element type ("f32", "q8_0", "q4_K", ...), or "unknown". Static. */
+const char *cs_type_name(int32_t type);
+
+/* Parse a type name as the tools accept it ("f32", "f16", "bf16", "q8_0",
+ * "q4_0"; case-insensitive). Returns the type id or -1. */
+int32_t cs_type_from_name(const char *name);
+
+/* Static description of the kernels chosen at run time ("AVX512 = 1 | AVX2 = 1 ..."). */
+const char *cs_system_info(void);
+
+/* ------------------------------------------------------------------ model */
+
+typedef struct cs_model_params {
+    bool vocab_only; /* load only metadata and tokenizer (vocab-only GGUF files) */
+    bool use_mmap;   /* map the file (default); false reads it into memory */
+} cs_model_params;
+
+cs_model_params cs_model_default_params(void);
+
+/* Load a GGUF file. Every byte of it is validated (docs/GGUF.md). Errors:
+ * CS_ERR_IO (cannot open/map), CS_ERR_FORMAT (malformed; the message names
+ * the field and the numbers), CS_ERR_UNSUPPORTED (architecture or tensor type
+ * not supported, named), CS_ERR_NOMEM. *out is NULL on failure. */
+cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out);
+
+/* Free a model. NULL is a no-op. All contexts made from it must be freed first. */
+void cs_model_free(cs_model *model);
+
+int32_t cs_model_n_vocab(const cs_model *model);
+int32_t cs_model_n_ctx_train(const cs_model *model);
+int32_t cs_model_n_embd(const cs_model *model);
+int32_t cs_model_n_layer(const cs_model *model);
+int32_t cs_model_n_head(const cs_model *model);
+int32_t cs_model_n_head_kv(const cs_model *model);
+/* Number of weight parameters and bytes of weight data (0 for vocab-only). */
+uint64_t cs_model_n_params(const cs_model *model);
+uint64_t cs_model_size(const cs_model *model);
+/* Writes a short description ("llama 292K F32") into buf (always NUL-terminated
+ * when size > 0); returns the length it wanted, snprintf-style. */
+int32_t cs_model_desc(const cs_model *model, char *buf, size_t size);
+
+/* -------------------------------------------------------------- tokenizer */
+
+cs_token cs_token_bos(const cs_model *model); /* -1 if the vocabulary has none */
+cs_token cs_token_eos(const cs_model *model);
+cs_token cs_token_unk(const cs_model *model);
+bool cs_vocab_add_bos(const cs_model *model); /* tokenizer.ggml.add_bos_token (or the type's default) */
+bool cs_token_is_eog(const cs_model *model, cs_token t); /* end of generation (EOS, EOT) */
+
+/* Tokenize text[0, len) (need not be NUL-terminated; any bytes accepted,
+ * invalid UTF-8 included). add_special adds BOS when the vocabulary asks for
+ * it; parse_special turns the text of control tokens into those tokens.
+ * Returns the number of tokens written to tokens[0, n_max), or, when n_max
+ * is too small, minus the number needed (nothing useful is written then).
+ * Returns INT32_MIN on an invalid argument (message in cs_last_error()). */
+int32_t cs_tokenize(const cs_model *model, const char *text, size_t len, cs_token *tokens,
+                    int32_t n_max, bool add_special, bool parse_special);
+
+/* The bytes of one token's text (SPM "▁" becomes a space, byte tokens
+ * become their byte, control tokens give "" unless special is true). Not
+ * NUL-terminated. Returns the byte count, minus the size needed when size is
+ * too small, or INT32_MIN for a token id outside the vocabulary. A piece may
+ * hold an incomplete UTF-8 sequence: see cs_utf8_complete_len. */
+int32_t cs_token_to_piece(const cs_model *model, cs_token token, char *buf, size_t size,
+                          bool special);
+
+/* Detokenize tokens[0, n): the concatenated pieces, with the leading space
+ * of the first piece removed when the vocabulary adds one (SPM). Not
+ * NUL-terminated. Returns the byte count, or minus the size needed. */
+int32_t cs_detokenize(const cs_model *model, const cs_token *tokens, int32_t n, char *buf,
+                      size_t size, bool special);
+
+/* For streaming output: the length of the longest prefix of buf[0, len)
+ * that does not end inside an incomplete UTF-8 sequence. Print that prefix
+ * and keep the rest until more bytes arrive. */
+size_t cs_utf8_complete_len(const char *buf, size_t len);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct cs_context_params {
+    uint32_t n_ctx;        /* KV cells; 0 = the model's training context */
+    uint32_t n_batch;      /* max tokens per cs_decode call; 0 = min(n_ctx, 512) */
+    uint32_t n_seq_max;    /* sequence ids are [0, n_seq_max), at most 64; 0 = 1 */
+    int32_t n_threads;     /* <= 0 = number of online cores */
+    int32_t type_k;        /* CS_TYPE_F32 or CS_TYPE_F16 (default) */
+    int32_t type_v;        /* CS_TYPE_F32 or CS_TYPE_F16 (default) */
+    bool contiguous_slots; /* place each batch in consecutive free cells, as llama.cpp
+                              c392e509 did (spec §1.6); default false: any free cells */
+    float defrag_thold;    /* < 0 = never defragment automatically (default) */
+} cs_context_params;
+
+cs_context_params cs_context_default_params(void);
+
+/* Create a context with an empty KV cache. The model must outlive it.
+ * Errors: CS_ERR_INVALID_ARG (a parameter out of range, named),
+ * CS_ERR_UNSUPPORTED (a vocab-only model), CS_ERR_NOMEM. */
+cs_status cs_context_new(const cs_model *model, const cs_context_params *params,
+                         cs_context **out);
+
+/* NULL is a no-op. */
+void cs_context_free(cs_context *ctx);
+
+uint32_t cs_n_ctx(const cs_context *ctx);     /* KV cells */
+uint32_t cs_n_batch(const cs_context *ctx);   /* max tokens per decode */
+uint32_t cs_n_seq_max(const cs_context *ctx); /* sequence ids are [0, n_seq_max) */
+int32_t cs_n_threads(const cs_context *ctx);
+/* Change the number of worker threads (>= 1). Results do not depend on it. */
+cs_status cs_set_n_threads(cs_context *ctx, int32_t n_threads);
+
+/* ------------------------------------------------------------------ batch */
+
+/* Create an empty batch for up to n_tokens_max tokens, each in up to
+ * n_seq_per_token_max sequences. */
+cs_status cs_batch_new(int32_t n_tokens_max, int32_t n_seq_per_token_max, cs_batch **out);
+void cs_batch_free(cs_batch *batch); /* NULL is a no-op */
+void cs_batch_clear(cs_batch *batch);
+int32_t cs_batch_n_tokens(const cs_batch *batch);
+
+/* Append one token at position pos in the sequences seqs[0, n_seq);
+ * want_logits asks for its logits row. Checks only the batch's own
+ * capacity (CS_ERR_INVALID_ARG when full or n_seq is out of range);
+ * cs_decode validates ids against the model and context. */
+cs_status cs_batch_add(cs_batch *batch, cs_token token, cs_pos pos, const cs_seq *seqs,
+                       int32_t n_seq, bool want_logits);
+
+/* ----------------------------------------------------------------- decode */
+
+/* Run the model on a batch: every token gets a KV cell (its position and
+ * sequences recorded, its K and V written), attends to the cells of its
+ * first sequence at positions <= its own (spec §1.5), and rows with
+ * want_logits get logits.
+ * Returns 0 when done; 1 (CS_NO_KV_SLOT) when the cache has no room, with
+ * the cache unchanged; < 0 on error (a token id outside the vocabulary, a
+ * sequence id outside [0, n_seq_max), a token with no sequence, a negative
+ * position, more tokens than n_batch, an empty batch), with the cache unchanged.
+ * Logits of an earlier decode are invalidated by any call. */
+int32_t cs_decode(cs_context *ctx, const cs_batch *batch);
+
+/* Logits (n_vocab floats) of batch row i of the last successful decode, or
+ * NULL when row i did not ask for logits or is out of range. Borrowed: valid
+ * until the next cs_decode on this context. */
+const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
+
+/* ------------------------------------------------------------ KV cache
+ * Only the operations the engine issue needs are here; the full set of
+ * spec §2 comes with the cache issue. */
+
+/* Empty the cache: every cell free, all pending work dropped. Never fails. */
+void cs_kv_clear(cs_context *ctx);
+
+/* Remove positions [p0, p1) of sequence seq (seq < 0: every sequence;
+ * p0 < 0: from 0; p1 < 0: to infinity). Cells left with no sequence are
+ * freed. Returns CS_ERR_INVALID_ARG (cache unchanged) for seq >= n_seq_max. */
+cs_status cs_kv_seq_rm(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
+
+/* Largest position of seq in the cache, -1 when it has none (or seq is out of range). */
+cs_pos cs_kv_seq_pos_max(const cs_context *ctx, cs_seq seq);
+cs_pos cs_kv_seq_pos_min(const cs_context *ctx, cs_seq seq);
+
+/* Cells holding at least one sequence. */
+int32_t cs_kv_used_cells(const cs_context *ctx);
+/* Sum over cells of the number of sequences each holds. */
+int32_t cs_kv_token_count(const cs_context *ctx);
+
+/* ---------------------------------------------------------------- sampler */
+
+typedef struct cs_sampler_params {
+    uint64_t seed;          /* RNG seed; the same seed gives the same tokens */
+    float temp;             /* <= 0: greedy (arg-max, ties to the lowest id) */
+    int32_t top_k;          /* <= 0: off */
+    float top_p;            /* >= 1: off */
+    float min_p;            /* <= 0: off */
+    float repeat_penalty;   /* 1: off */
+    int32_t repeat_last_n;  /* tokens considered by the penalty; 0: off */
+} cs_sampler_params;
+
+/* llama.cpp's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
+ * repeat_penalty 1.0, repeat_last_n 64, seed 0. */
+cs_sampler_params cs_sampler_default_params(void);
+
+/* Errors: CS_ERR_INVALID_ARG for a NaN or out-of-range field, CS_ERR_NOMEM. */
+cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sampler **out);
+void cs_sampler_free(cs_sampler *s); /* NULL is a no-op */
+
+/* Choose a token from logits[0, n_vocab) (not modified). The chain is:
+ * repetition penalty over the last repeat_last_n accepted tokens, then
+ * greedy if temp <= 0, else top-k, top-p, min-p, temperature, and a draw.
+ * Returns the token, or -1 for invalid arguments. */
+cs_token cs_sampler_sample(cs_sampler *s, const float *logits);
+
+/* Record a token as generated (or as prompt) for the repetition penalty. */
+void cs_sampler_accept(cs_sampler *s, cs_token token);
+/* Forget accepted tokens and reseed the RNG with the original seed. */
+void cs_sampler_reset(cs_sampler *s);
+
+/* ------------------------------------------------------------- GGUF tools */
+
+/* Receives text chunks (NUL-terminated). */
+typedef void (*cs_write_fn)(const char *text, void *user);
+
+/* Describe a GGUF file: version, metadata (arrays longer than max_array_items
+ * summarized), then each tensor's name, type, shape and offset. Validates
+ * the file as cs_model_load does; on error nothing after the error is written. */
+cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_fn write,
+                           void *user);
+
+typedef struct cs_gen_model_params {
+    int32_t n_embd;      /* model width */
+    int32_t n_layer;     /* blocks */
+    int32_t n_head;      /* query heads */
+    int32_t n_head_kv;   /* K/V heads (GQA); divides n_head */
+    int32_t n_ff;        /* FFN hidden size */
+    int32_t n_ctx_train; /* llama.context_length */
+    int32_t n_vocab;     /* 0 = the whole vocabulary of vocab_path; else its first n_vocab tokens */
+    int32_t type;        /* weight type of the 2-D tensors (norms stay F32) */
+    float rope_freq_base;
+    float norm_eps;
+    bool tied_embeddings; /* write no output.weight */
+    uint64_t seed;        /* weights are a deterministic function of the seed */
+    const char *vocab_path; /* a GGUF whose tokenizer.* keys are copied */
+} cs_gen_model_params;
+
+/* Presets: "tiny" (tests), "110m" (dim 768, 12 layers, 12 heads, FFN 2048),
+ * "1.1b" (TinyLlama: dim 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632).
+ * Returns false for an unknown name (params untouched). */
+bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
+
+/* Write a random-weight llama GGUF that llama.cpp can load. */
+cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTXSHIFT_H */
