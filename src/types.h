@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ctxshift.h"
+
 #define CS_TYPE_COUNT 40
 
 typedef struct cs_type_traits {

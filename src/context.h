@@ -1,0 +1,68 @@
+/* context.h: cs_context, which owns the KV cache (metadata + K/V rows),
+ * the thread pool, scratch buffers and logits. */
+#ifndef CS_CONTEXT_H
+#define CS_CONTEXT_H
+
+#include "batch.h"
+#include "common.h"
+#include "kernels/kernels.h"
+#include "kv_cells.h"
+#include "model.h"
+#include "threadpool.h"
+
+/* K/V storage. Both are row-major over cells (spec §1.3 [R]): row i of
+ * layer l holds cell i, n_embd_kv elements, head h at [h*head_dim, ...). */
+typedef struct kv_store {
+    int32_t type_k, type_v;
+    size_t row_k, row_v; /* bytes per cell row */
+    void **k;            /* (n_layer) -> (size, n_embd_kv) */
+    void **v;            /* (n_layer) -> (size, n_embd_kv) */
+} kv_store;
+
+struct cs_context {
+    const cs_model *model;
+    cs_context_params params;
+    uint32_t n_ctx;
+    uint32_t n_batch;
+    uint32_t n_seq_max;
+    int32_t n_threads;
+
+    kv_cells cells;
+    kv_store kv;
+
+    cs_threadpool *tp;
+    const cs_kernels *kern;
+    cs_rope_params rope;
+
+    /* scratch, sized for n_batch tokens */
+    float *x;      /* (n_batch, n_embd) residual stream */
+    float *xb;     /* (n_batch, n_embd) normed input */
+    float *q;      /* (n_batch, n_embd) */
+    float *k;      /* (n_batch, n_embd_kv) */
+    float *v;      /* (n_batch, n_embd_kv) */
+    float *att;    /* (n_batch, n_embd) attention output */
+    float *hb;     /* (n_batch, n_ff) */
+    float *hb2;    /* (n_batch, n_ff) */
+    float *rope_cs;        /* (n_batch, n_rot) cos/sin per token */
+    float *scores;         /* (n_threads, n_ctx) attention scores */
+    uint16_t *qh;          /* (n_threads, head_dim) query in f16 for an F16 K cache */
+    void *mm_scratch;      /* activations converted for the matmul */
+    size_t mm_scratch_size;
+    int32_t *slot;         /* (n_batch) cell of each batch row */
+    uint64_t *seqs;        /* (n_batch) sequence set of each batch row */
+    cs_seq *seq0;          /* (n_batch) first sequence of each row (the mask uses it) */
+
+    /* outputs of the last decode */
+    float *logits;         /* (n_outputs, n_vocab) */
+    size_t logits_cap;     /* floats allocated */
+    int32_t *out_index;    /* (n_batch) batch row -> logits row, or -1 */
+    int32_t n_batch_rows;  /* rows in the last decode */
+};
+
+/* Run the transformer over batch b whose rows were placed in cells
+ * ctx->slot[0, n). Writes K/V rows and the logits of rows asking for them
+ * (ctx->out_index). Cannot fail: every buffer was sized at context
+ * creation (logits were grown by the caller). */
+void forward_batch(cs_context *ctx, const cs_batch *b);
+
+#endif /* CS_CONTEXT_H */

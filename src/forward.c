@@ -1,0 +1,173 @@
+/* forward.c: the llama transformer over one batch, on the KV cache.
+ *
+ * Per layer: RMSNorm -> Q,K,V projections -> RoPE on Q and K at each
+ * token's position -> K,V rows written into the token's cell -> attention
+ * of each (token, head) over the cells visible to it (spec §1.5) -> output
+ * projection + residual -> RMSNorm -> SwiGLU FFN + residual. Then the final
+ * norm and the vocabulary projection for the rows that asked for logits.
+ *
+ * Numerics follow ggml's CPU path (kernels.h): the attention scores are
+ * dot(q, k) * 1/sqrt(head_dim) with -inf for masked cells, softmax with a
+ * double sum; for an F16 cache q is rounded to f16 before the dot and the
+ * probabilities are rounded to f16 before weighting V, as ggml's mul_mat
+ * does with f16 operands. Masked cells contribute exactly 0, so holes and
+ * other sequences never change results, only cost.
+ *
+ * Cost per layer: the matmuls (2*T*params) plus T*n_head*cell_max*head_dim*2
+ * for attention. */
+#include <math.h>
+#include <string.h>
+
+#include "context.h"
+#include "kernels/matmul.h"
+
+/* --------------------------------------------------------------- helpers */
+
+static void matmul(cs_context *ctx, const cs_weight *w, const float *x, int64_t T, float *y) {
+    cs_matmul(ctx->kern, ctx->tp, w->type, w->data, w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
+}
+
+static void rmsnorm_rows(cs_context *ctx, float *out, const float *x, const float *w, int64_t T) {
+    int64_t n = ctx->model->hp.n_embd;
+    for (int64_t t = 0; t < T; t++)
+        ctx->kern->rmsnorm(out + t * n, x + t * n, w, n, ctx->model->hp.norm_eps);
+}
+
+/* ------------------------------------------------------------- attention */
+
+typedef struct attn_task {
+    cs_context *ctx;
+    const cs_batch *b;
+    int32_t layer;
+    int32_t n_cells; /* cells [0, n_cells) may be visible */
+} attn_task;
+
+static void attn_worker(void *arg, int32_t ith, int32_t nth) {
+    const attn_task *a = arg;
+    cs_context *ctx = a->ctx;
+    const cs_hparams *hp = &ctx->model->hp;
+    const cs_kernels *k = ctx->kern;
+    const kv_cells *cells = &ctx->cells;
+    const int64_t hd = hp->head_dim;
+    const int32_t n_rep = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const bool k_f16 = ctx->kv.type_k == CS_TYPE_F16;
+    const bool v_f16 = ctx->kv.type_v == CS_TYPE_F16;
+    const uint8_t *K = ctx->kv.k[a->layer];
+    const uint8_t *V = ctx->kv.v[a->layer];
+    float *sc = ctx->scores + (size_t)ith * ctx->n_ctx;
+    uint16_t *qh = ctx->qh + (size_t)ith * (size_t)hd;
+    const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
+    int64_t p0, p1;
+    cs_split(n_pairs, ith, nth, &p0, &p1);
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t t = p / hp->n_head, h = p % hp->n_head, hk = h / n_rep;
+        const float *q = ctx->q + t * hp->n_embd + h * hd;
+        const cs_pos pos = a->b->pos[t];
+        const uint64_t smask = (uint64_t)1 << ctx->seq0[t];
+        if (k_f16) k->fp32_to_fp16_row(q, qh, hd);
+        float mx = -INFINITY;
+        for (int32_t c = 0; c < a->n_cells; c++) {
+            if (!(cells->seq[c] & smask) || cells->pos[c] > pos) {
+                sc[c] = -INFINITY;
+                continue;
+            }
+            float s;
+            const uint8_t *krow = K + (size_t)c * ctx->kv.row_k;
+            if (k_f16) k->vec_dot_f16(hd, &s, (const uint16_t *)krow + hk * hd, qh);
+            else k->vec_dot_f32(hd, &s, (const float *)krow + hk * hd, q);
+            sc[c] = s * scale;
+            if (sc[c] > mx) mx = sc[c];
+        }
+        float *out = ctx->att + t * hp->n_embd + h * hd;
+        memset(out, 0, (size_t)hd * sizeof *out);
+        if (mx == -INFINITY) continue; /* cannot happen: a token always sees itself */
+        k->softmax(sc, a->n_cells);
+        for (int32_t c = 0; c < a->n_cells; c++) {
+            float w = sc[c];
+            if (w == 0.0f) continue;
+            const uint8_t *vrow = V + (size_t)c * ctx->kv.row_v;
+            if (v_f16) {
+                w = cs_fp16_to_fp32(cs_fp32_to_fp16(w));
+                k->axpy_f16(hd, w, (const uint16_t *)vrow + hk * hd, out);
+            } else {
+                k->axpy_f32(hd, w, (const float *)vrow + hk * hd, out);
+            }
+        }
+    }
+}
+
+/* Write the batch's K and V rows (already rotated) into their cells. */
+static void store_kv(cs_context *ctx, int32_t layer, int32_t T) {
+    const int64_t n = ctx->model->hp.n_embd_kv;
+    for (int32_t t = 0; t < T; t++) {
+        size_t cell = (size_t)ctx->slot[t];
+        uint8_t *krow = (uint8_t *)ctx->kv.k[layer] + cell * ctx->kv.row_k;
+        uint8_t *vrow = (uint8_t *)ctx->kv.v[layer] + cell * ctx->kv.row_v;
+        if (ctx->kv.type_k == CS_TYPE_F16)
+            ctx->kern->fp32_to_fp16_row(ctx->k + t * n, (uint16_t *)krow, n);
+        else memcpy(krow, ctx->k + t * n, (size_t)n * sizeof(float));
+        if (ctx->kv.type_v == CS_TYPE_F16)
+            ctx->kern->fp32_to_fp16_row(ctx->v + t * n, (uint16_t *)vrow, n);
+        else memcpy(vrow, ctx->v + t * n, (size_t)n * sizeof(float));
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+void forward_batch(cs_context *ctx, const cs_batch *b) {
+    const cs_model *m = ctx->model;
+    const cs_hparams *hp = &m->hp;
+    const cs_kernels *k = ctx->kern;
+    const int32_t T = b->n_tokens;
+    const int64_t E = hp->n_embd, EKV = hp->n_embd_kv, F = hp->n_ff;
+
+    /* token embeddings (ggml get_rows: dequantize the row) */
+    for (int32_t t = 0; t < T; t++) {
+        uint64_t row_bytes = 0;
+        cs_type_row_size(m->tok_embd.type, E, &row_bytes);
+        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * row_bytes;
+        cs_dequantize_row(m->tok_embd.type, row, ctx->x + t * E, E);
+    }
+    /* RoPE angles once per token, shared by all layers and heads */
+    for (int32_t t = 0; t < T; t++)
+        cs_rope_cache(ctx->rope_cs + (size_t)t * (size_t)hp->n_rot, (float)b->pos[t], &ctx->rope);
+
+    int32_t n_cells = kv_cells_cell_max(&ctx->cells);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const cs_layer *L = &m->layers[il];
+        rmsnorm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, T);
+        matmul(ctx, &L->wq, ctx->xb, T, ctx->q);
+        matmul(ctx, &L->wk, ctx->xb, T, ctx->k);
+        matmul(ctx, &L->wv, ctx->xb, T, ctx->v);
+        for (int32_t t = 0; t < T; t++) {
+            const float *cs = ctx->rope_cs + (size_t)t * (size_t)hp->n_rot;
+            k->rope(ctx->q + t * E, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
+            k->rope(ctx->k + t * EKV, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
+        }
+        store_kv(ctx, il, T);
+        attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
+        cs_threadpool_run(ctx->tp, attn_worker, &at);
+        matmul(ctx, &L->wo, ctx->att, T, ctx->xb);
+        for (int64_t i = 0; i < (int64_t)T * E; i++) ctx->x[i] += ctx->xb[i];
+
+        rmsnorm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, T);
+        matmul(ctx, &L->w_gate, ctx->xb, T, ctx->hb);
+        matmul(ctx, &L->w_up, ctx->xb, T, ctx->hb2);
+        k->swiglu(ctx->hb, ctx->hb, ctx->hb2, (int64_t)T * F);
+        matmul(ctx, &L->w_down, ctx->hb, T, ctx->xb);
+        for (int64_t i = 0; i < (int64_t)T * E; i++) ctx->x[i] += ctx->xb[i];
+    }
+
+    /* gather the rows that want logits, then norm and project them */
+    int32_t n_out = 0;
+    for (int32_t t = 0; t < T; t++) {
+        if (ctx->out_index[t] < 0) continue;
+        memmove(ctx->x + (size_t)n_out * (size_t)E, ctx->x + (size_t)t * (size_t)E,
+                (size_t)E * sizeof(float));
+        n_out++;
+    }
+    if (n_out == 0) return;
+    rmsnorm_rows(ctx, ctx->xb, ctx->x, m->output_norm, n_out);
+    matmul(ctx, &m->output, ctx->xb, n_out, ctx->logits);
+}

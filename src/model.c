@@ -1,0 +1,320 @@
+/* model.c: cs_model_load for general.architecture = "llama". Reads the
+ * hyper-parameters, checks them against sanity caps, binds every tensor by
+ * name with its exact expected shape and a supported type. Cost: O(keys +
+ * tensors); no weight data is touched (it stays in the mapping). */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cs_limits.h"
+#include "kernels/kernels.h"
+#include "types.h"
+
+cs_model_params cs_model_default_params(void) {
+    return (cs_model_params){.vocab_only = false, .use_mmap = true};
+}
+
+/* ------------------------------------------------------ hyper-parameters */
+
+/* Read an integer key "llama.<suffix>" into *out, bounded to [lo, hi].
+ * A missing key takes def when has_def, else it is an error. */
+static cs_status read_int(const gguf_file *g, const char *suffix, bool has_def, int64_t def,
+                          int64_t lo, int64_t hi, int32_t *out) {
+    char key[128];
+    snprintf(key, sizeof key, "llama.%s", suffix);
+    int64_t v = def;
+    if (gguf_find_key(g, key) >= 0 || !has_def) {
+        cs_status st = gguf_get_int(g, key, &v);
+        if (st != CS_OK) return st;
+    }
+    if (v < lo || v > hi)
+        return cs_fail(CS_ERR_FORMAT, "model: key '%s' = %lld is outside [%lld, %lld]", key,
+                       (long long)v, (long long)lo, (long long)hi);
+    *out = (int32_t)v;
+    return CS_OK;
+}
+
+static cs_status read_float(const gguf_file *g, const char *suffix, bool has_def, double def,
+                            float *out) {
+    char key[128];
+    snprintf(key, sizeof key, "llama.%s", suffix);
+    double v = def;
+    if (gguf_find_key(g, key) >= 0 || !has_def) {
+        cs_status st = gguf_get_float(g, key, &v);
+        if (st != CS_OK) return st;
+    }
+    if (!isfinite(v) || v < 0 || v > 1e30)
+        return cs_fail(CS_ERR_FORMAT, "model: key '%s' = %g is not a finite non-negative number",
+                       key, v);
+    *out = (float)v;
+    return CS_OK;
+}
+
+static cs_status load_hparams(cs_model *m) {
+    const gguf_file *g = m->gguf;
+    cs_hparams *hp = &m->hp;
+    cs_status st;
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((st = (x)) != CS_OK) return st;                                                        \
+    } while (0)
+    TRY(read_int(g, "context_length", false, 0, 1, INT32_MAX, &hp->n_ctx_train));
+    TRY(read_int(g, "embedding_length", false, 0, 1, CS_MAX_EMBD, &hp->n_embd));
+    TRY(read_int(g, "block_count", false, 0, 1, CS_MAX_LAYERS, &hp->n_layer));
+    TRY(read_int(g, "feed_forward_length", false, 0, 1, CS_MAX_EMBD * 8, &hp->n_ff));
+    TRY(read_int(g, "attention.head_count", false, 0, 1, CS_MAX_HEADS, &hp->n_head));
+    TRY(read_int(g, "attention.head_count_kv", true, hp->n_head, 1, CS_MAX_HEADS, &hp->n_head_kv));
+    if (hp->n_embd % hp->n_head != 0)
+        return cs_fail(CS_ERR_FORMAT,
+                       "model: llama.embedding_length %d is not a multiple of "
+                       "llama.attention.head_count %d",
+                       hp->n_embd, hp->n_head);
+    if (hp->n_head % hp->n_head_kv != 0)
+        return cs_fail(CS_ERR_FORMAT,
+                       "model: llama.attention.head_count %d is not a multiple of "
+                       "llama.attention.head_count_kv %d",
+                       hp->n_head, hp->n_head_kv);
+    hp->head_dim = hp->n_embd / hp->n_head;
+    hp->n_embd_kv = hp->head_dim * hp->n_head_kv;
+    TRY(read_int(g, "rope.dimension_count", true, hp->head_dim, 2, hp->head_dim, &hp->n_rot));
+    if (hp->n_rot % 2 != 0)
+        return cs_fail(CS_ERR_FORMAT, "model: llama.rope.dimension_count %d is odd", hp->n_rot);
+    TRY(read_float(g, "rope.freq_base", true, 10000.0, &hp->rope_freq_base));
+    if (hp->rope_freq_base <= 1.0f)
+        return cs_fail(CS_ERR_FORMAT, "model: llama.rope.freq_base %g must be > 1",
+                       (double)hp->rope_freq_base);
+    /* Linear RoPE scaling: freq_scale = 1 / factor (llama.cpp). Other
+     * scaling types (yarn, longrope) are refused by name. */
+    hp->rope_freq_scale = 1.0f;
+    const char *stype = NULL;
+    if (gguf_find_key(g, "llama.rope.scaling.type") >= 0) {
+        TRY(gguf_get_str(g, "llama.rope.scaling.type", &stype, NULL));
+        if (strcmp(stype, "none") != 0 && strcmp(stype, "linear") != 0)
+            return cs_fail(CS_ERR_UNSUPPORTED,
+                           "model: llama.rope.scaling.type '%s' is not supported (none, linear)",
+                           stype);
+    }
+    float factor = 0.0f;
+    if (gguf_find_key(g, "llama.rope.scaling.factor") >= 0)
+        TRY(read_float(g, "rope.scaling.factor", true, 0.0, &factor));
+    else if (gguf_find_key(g, "llama.rope.scale_linear") >= 0)
+        TRY(read_float(g, "rope.scale_linear", true, 0.0, &factor));
+    if (factor != 0.0f && (!stype || strcmp(stype, "none") != 0)) {
+        if (factor < 1e-3f)
+            return cs_fail(CS_ERR_FORMAT, "model: rope scaling factor %g is too small",
+                           (double)factor);
+        hp->rope_freq_scale = 1.0f / factor;
+    }
+    TRY(read_float(g, "attention.layer_norm_rms_epsilon", false, 0.0, &hp->norm_eps));
+    hp->rope_mode = CS_ROPE_NORM;
+    hp->n_vocab = tokenizer_n_tokens(m->vocab);
+    if (gguf_find_key(g, "llama.vocab_size") >= 0) {
+        int32_t nv = 0;
+        TRY(read_int(g, "vocab_size", false, 0, 1, CS_MAX_VOCAB, &nv));
+        if (nv != hp->n_vocab)
+            return cs_fail(CS_ERR_FORMAT,
+                           "model: llama.vocab_size %d differs from the %d tokens of "
+                           "tokenizer.ggml.tokens",
+                           nv, hp->n_vocab);
+    }
+#undef TRY
+    return CS_OK;
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+static size_t type_align(int32_t type) { return type == CS_TYPE_F32 ? 4 : 2; }
+
+/* Find tensor `name` with shape [ne0, ne1] (ne1 = 0: a 1-D tensor) and a
+ * supported type. optional: a missing tensor gives CS_OK with w->data NULL. */
+static cs_status bind(cs_model *m, const char *name, int64_t ne0, int64_t ne1, bool optional,
+                      cs_weight *w) {
+    memset(w, 0, sizeof *w);
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (!t) {
+        if (optional) return CS_OK;
+        return cs_fail(CS_ERR_FORMAT, "model: missing tensor '%s'", name);
+    }
+    int32_t want_dims = ne1 ? 2 : 1;
+    int64_t got1 = t->n_dims >= 2 ? t->ne[1] : 0;
+    bool extra = t->ne[2] != 1 || t->ne[3] != 1;
+    if (t->n_dims > want_dims && extra) got1 = -1;
+    if (t->ne[0] != ne0 || got1 != ne1 || (t->n_dims < want_dims))
+        return cs_fail(CS_ERR_FORMAT,
+                       "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, "
+                       "%lld]",
+                       name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                       (long long)t->ne[3], (long long)ne0, (long long)(ne1 ? ne1 : 1));
+    if (!cs_type_is_supported_weight(t->type))
+        return cs_fail(CS_ERR_UNSUPPORTED,
+                       "model: tensor '%s' has type %s (%d), which is not supported (f32, f16, "
+                       "bf16, q8_0, q4_0)",
+                       name, cs_type_name(t->type), t->type);
+    if (((uintptr_t)t->data) % type_align(t->type) != 0)
+        return cs_fail(CS_ERR_UNSUPPORTED, "model: tensor '%s': data is not aligned to %zu bytes",
+                       name, type_align(t->type));
+    w->type = t->type;
+    w->ne0 = ne0;
+    w->ne1 = ne1 ? ne1 : 1;
+    w->data = t->data;
+    m->n_params += (uint64_t)ne0 * (uint64_t)w->ne1;
+    m->n_bytes += t->nbytes;
+    return CS_OK;
+}
+
+static cs_status bind_norm(cs_model *m, const char *name, int64_t n, const float **out) {
+    cs_weight w;
+    cs_status st = bind(m, name, n, 0, false, &w);
+    if (st != CS_OK) return st;
+    if (w.type != CS_TYPE_F32)
+        return cs_fail(CS_ERR_UNSUPPORTED, "model: norm tensor '%s' has type %s; only f32 norms "
+                       "are supported", name, cs_type_name(w.type));
+    *out = w.data;
+    return CS_OK;
+}
+
+static cs_status load_tensors(cs_model *m) {
+    const cs_hparams *hp = &m->hp;
+    cs_status st;
+    char name[96];
+    if ((st = bind(m, "token_embd.weight", hp->n_embd, hp->n_vocab, false, &m->tok_embd)))
+        return st;
+    if ((st = bind_norm(m, "output_norm.weight", hp->n_embd, &m->output_norm))) return st;
+    if ((st = bind(m, "output.weight", hp->n_embd, hp->n_vocab, true, &m->output))) return st;
+    if (!m->output.data) { /* tied embeddings */
+        m->output = m->tok_embd;
+        m->tied_embeddings = true;
+    }
+    m->layers = cs_calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return cs_fail(CS_ERR_NOMEM, "model: out of memory for %d layers", hp->n_layer);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        cs_layer *L = &m->layers[il];
+#define W(field, suffix, a, b)                                                                     \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blk.%d.%s.weight", (int)il, suffix);                          \
+        if ((st = bind(m, name, a, b, false, &L->field))) return st;                               \
+    } while (0)
+#define N(field, suffix)                                                                           \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blk.%d.%s.weight", (int)il, suffix);                          \
+        if ((st = bind_norm(m, name, hp->n_embd, &L->field))) return st;                           \
+    } while (0)
+        N(attn_norm, "attn_norm");
+        W(wq, "attn_q", hp->n_embd, hp->n_embd);
+        W(wk, "attn_k", hp->n_embd, hp->n_embd_kv);
+        W(wv, "attn_v", hp->n_embd, hp->n_embd_kv);
+        W(wo, "attn_output", hp->n_embd, hp->n_embd);
+        N(ffn_norm, "ffn_norm");
+        W(w_gate, "ffn_gate", hp->n_embd, hp->n_ff);
+        W(w_up, "ffn_up", hp->n_embd, hp->n_ff);
+        W(w_down, "ffn_down", hp->n_ff, hp->n_embd);
+#undef W
+#undef N
+    }
+    /* Every tensor in the file must be one we bound: an unexpected tensor
+     * means an architecture variant we would silently compute wrong. */
+    int64_t n_expected = 2 + (m->tied_embeddings ? 0 : 1) + 9 * (int64_t)hp->n_layer;
+    if (gguf_n_tensors(m->gguf) != n_expected) {
+        for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+            const char *tn = gguf_tensor_at(m->gguf, i)->name;
+            int blk = -1;
+            char rest[64] = "";
+            bool known = !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output_norm.weight") ||
+                         !strcmp(tn, "output.weight");
+            if (!known && sscanf(tn, "blk.%d.%63s", &blk, rest) == 2 && blk >= 0 &&
+                blk < hp->n_layer) {
+                static const char *const parts[] = {
+                    "attn_norm.weight", "attn_q.weight",   "attn_k.weight",
+                    "attn_v.weight",    "attn_output.weight", "ffn_norm.weight",
+                    "ffn_gate.weight",  "ffn_up.weight",   "ffn_down.weight"};
+                for (size_t j = 0; j < sizeof parts / sizeof parts[0]; j++)
+                    if (!strcmp(rest, parts[j])) known = true;
+            }
+            if (!known && strcmp(tn, "rope_freqs.weight") != 0)
+                return cs_fail(CS_ERR_UNSUPPORTED, "model: unexpected tensor '%s' for a llama model",
+                               tn);
+            if (!strcmp(tn, "rope_freqs.weight"))
+                return cs_fail(CS_ERR_UNSUPPORTED,
+                               "model: tensor 'rope_freqs.weight' (RoPE frequency factors) is not "
+                               "supported yet");
+        }
+    }
+    return CS_OK;
+}
+
+/* The most common weight type, for the description. */
+static int32_t model_ftype(const cs_model *m) {
+    uint64_t bytes[CS_TYPE_COUNT] = {0};
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+        const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
+        if (t->n_dims >= 2 && t->type >= 0 && t->type < CS_TYPE_COUNT)
+            bytes[t->type] += t->nbytes;
+    }
+    int32_t best = CS_TYPE_F32;
+    for (int32_t i = 0; i < CS_TYPE_COUNT; i++)
+        if (bytes[i] > bytes[best]) best = i;
+    return best;
+}
+
+/* ------------------------------------------------------------------- load */
+
+cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out) {
+    if (out) *out = NULL;
+    if (!path || !out) return cs_fail(CS_ERR_INVALID_ARG, "cs_model_load: path and out must be set");
+    cs_model_params p = params ? *params : cs_model_default_params();
+    cs_model *m = cs_calloc(1, sizeof *m);
+    if (!m) return cs_fail(CS_ERR_NOMEM, "model: out of memory");
+    cs_status st = gguf_open(path, &m->gguf);
+    if (st != CS_OK) goto fail;
+    const char *arch = NULL;
+    if (!p.vocab_only || gguf_find_key(m->gguf, "general.architecture") >= 0) {
+        st = gguf_get_str(m->gguf, "general.architecture", &arch, NULL);
+        if (st != CS_OK) goto fail;
+        if (!p.vocab_only && strcmp(arch, "llama") != 0) {
+            st = cs_fail(CS_ERR_UNSUPPORTED,
+                         "model: general.architecture '%s' is not supported (only 'llama')", arch);
+            goto fail;
+        }
+    }
+    st = tokenizer_load(m->gguf, &m->vocab);
+    if (st != CS_OK) goto fail;
+    m->vocab_only = p.vocab_only;
+    if (!p.vocab_only) {
+        if ((st = load_hparams(m)) != CS_OK) goto fail;
+        if ((st = load_tensors(m)) != CS_OK) goto fail;
+        m->ftype = model_ftype(m);
+    }
+    *out = m;
+    return CS_OK;
+fail:
+    cs_model_free(m);
+    return st;
+}
+
+void cs_model_free(cs_model *m) {
+    if (!m) return;
+    tokenizer_free(m->vocab);
+    gguf_close(m->gguf);
+    cs_free(m->layers);
+    cs_free(m);
+}
+
+int32_t cs_model_n_vocab(const cs_model *m) { return tokenizer_n_tokens(m->vocab); }
+int32_t cs_model_n_ctx_train(const cs_model *m) { return m->hp.n_ctx_train; }
+int32_t cs_model_n_embd(const cs_model *m) { return m->hp.n_embd; }
+int32_t cs_model_n_layer(const cs_model *m) { return m->hp.n_layer; }
+int32_t cs_model_n_head(const cs_model *m) { return m->hp.n_head; }
+int32_t cs_model_n_head_kv(const cs_model *m) { return m->hp.n_head_kv; }
+uint64_t cs_model_n_params(const cs_model *m) { return m->n_params; }
+uint64_t cs_model_size(const cs_model *m) { return m->n_bytes; }
+
+int32_t cs_model_desc(const cs_model *m, char *buf, size_t size) {
+    if (m->vocab_only) return snprintf(buf, size, "vocab-only %d tokens", cs_model_n_vocab(m));
+    double np = (double)m->n_params;
+    const char *unit = np >= 1e9 ? "B" : np >= 1e6 ? "M" : "K";
+    double scaled = np >= 1e9 ? np / 1e9 : np >= 1e6 ? np / 1e6 : np / 1e3;
+    return snprintf(buf, size, "llama %.*f%s %s", scaled < 10 ? 1 : 0, scaled, unit,
+                    cs_type_name(m->ftype));
+}

@@ -1,0 +1,63 @@
+/* model.h: llama-family hyper-parameters from GGUF keys and named weight
+ * tensors bound to the mapped file. Knows llamas, not byte layouts (gguf.c). */
+#ifndef CS_MODEL_H
+#define CS_MODEL_H
+
+#include "common.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+/* A 2-D weight: ne0 elements per row (the input dimension), ne1 rows.
+ * data points into the mapping and stays valid while the model lives. */
+typedef struct cs_weight {
+    int32_t type;
+    int64_t ne0;
+    int64_t ne1;
+    const void *data;
+} cs_weight;
+
+typedef struct cs_layer {
+    const float *attn_norm; /* (n_embd) */
+    cs_weight wq;           /* (n_embd) -> (n_embd) */
+    cs_weight wk;           /* (n_embd) -> (n_embd_kv) */
+    cs_weight wv;           /* (n_embd) -> (n_embd_kv) */
+    cs_weight wo;           /* (n_embd) -> (n_embd) */
+    const float *ffn_norm;  /* (n_embd) */
+    cs_weight w_gate;       /* (n_embd) -> (n_ff) */
+    cs_weight w_up;         /* (n_embd) -> (n_ff) */
+    cs_weight w_down;       /* (n_ff) -> (n_embd) */
+} cs_layer;
+
+typedef struct cs_hparams {
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_ff;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;  /* n_embd / n_head */
+    int32_t n_embd_kv; /* n_head_kv * head_dim */
+    int32_t n_rot;     /* rotated dims per head, even, <= head_dim */
+    int32_t rope_mode; /* CS_ROPE_NORM for llama */
+    float rope_freq_base;
+    float rope_freq_scale;
+    float norm_eps;
+} cs_hparams;
+
+struct cs_model {
+    gguf_file *gguf;
+    cs_vocab *vocab;
+    bool vocab_only;
+    cs_hparams hp;
+    const float *output_norm; /* (n_embd) */
+    cs_weight tok_embd;       /* (n_embd) x n_vocab rows */
+    cs_weight output;         /* (n_embd) -> (n_vocab); == tok_embd when tied */
+    bool tied_embeddings;
+    cs_layer *layers; /* n_layer */
+    uint64_t n_params;
+    uint64_t n_bytes;
+    int32_t ftype; /* most common weight type */
+};
+
+#endif /* CS_MODEL_H */
