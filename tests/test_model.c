@@ -1,0 +1,194 @@
+/* test_model.c: llama hyper-parameters and tensor binding. Valid files
+ * (every stories260K variant) load with the right shape; model-level
+ * defects in otherwise well-formed GGUF files (built from the bundled model
+ * with one thing changed) give the right status and a message naming the
+ * key or tensor. */
+#include "test.h"
+
+#include "gguf.h"
+#include "types.h"
+
+static void test_model_load_variants(void **s) {
+    (void)s;
+    static const char *const files[] = {"stories260K-f32.gguf", "stories260K-f16.gguf",
+                                        "stories260K-q8_0.gguf", "stories260K-q4_0.gguf"};
+    static const char *const descs[] = {"f32", "f16", "q8_0", "q4_0"};
+    for (size_t i = 0; i < 4; i++) {
+        char rel[128], path[1024];
+        snprintf(rel, sizeof rel, "models/%s", files[i]);
+        const char *p = i == 0 ? cs_test_bundled_model() : cs_test_shared_path(rel, path, sizeof path);
+        if (!p) continue;
+        cs_model *m = NULL;
+        assert_int_equal(cs_model_load(p, NULL, &m), CS_OK);
+        assert_int_equal(cs_model_n_vocab(m), 512);
+        assert_int_equal(cs_model_n_embd(m), 64);
+        assert_int_equal(cs_model_n_layer(m), 5);
+        assert_int_equal(cs_model_n_head(m), 8);
+        assert_int_equal(cs_model_n_head_kv(m), 4);
+        assert_int_equal(cs_model_n_ctx_train(m), 2048);
+        assert_int_equal(cs_token_bos(m), 1);
+        assert_int_equal(cs_token_eos(m), 2);
+        char d[64];
+        cs_model_desc(m, d, sizeof d);
+        assert_non_null(strstr(d, descs[i]));
+        assert_true(cs_model_n_params(m) > 250000 && cs_model_n_params(m) < 300000);
+        cs_model_free(m);
+    }
+}
+
+/* ------------------------------------------------ variants of the model */
+
+typedef struct variant {
+    const char *drop_key;      /* key not copied */
+    const char *set_key;       /* key (re)set as u32 set_u32 / string set_str */
+    uint32_t set_u32;
+    const char *set_str;
+    const char *drop_tensor;   /* tensor not copied */
+    const char *retype_tensor; /* tensor written with type `type` (data re-sized) */
+    int32_t type;
+    const char *reshape_tensor; /* tensor written with ne[0] halved */
+    const char *add_tensor;     /* an extra tensor */
+} variant;
+
+static const char *write_variant(const variant *v, char *path, size_t size) {
+    gguf_file *g = NULL;
+    assert_int_equal(gguf_open(cs_test_bundled_model(), &g), CS_OK);
+    gguf_writer *w = NULL;
+    assert_int_equal(gguf_writer_new(&w), CS_OK);
+    for (int64_t i = 0; i < gguf_n_kv(g); i++) {
+        const char *k = gguf_kv_key(g, i);
+        if (v->drop_key && !strcmp(k, v->drop_key)) continue;
+        assert_int_equal(gguf_writer_copy_kv(w, g, i), CS_OK);
+    }
+    if (v->set_key) {
+        if (v->set_str) assert_int_equal(gguf_writer_set_str(w, v->set_key, v->set_str), CS_OK);
+        else assert_int_equal(gguf_writer_set_u32(w, v->set_key, v->set_u32), CS_OK);
+    }
+    static uint8_t zeros[1 << 20];
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (v->drop_tensor && !strcmp(t->name, v->drop_tensor)) continue;
+        int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        int32_t type = t->type;
+        const void *data = t->data;
+        uint64_t nbytes = t->nbytes;
+        if (v->retype_tensor && !strcmp(t->name, v->retype_tensor)) type = v->type;
+        if (v->reshape_tensor && !strcmp(t->name, v->reshape_tensor)) ne[0] /= 2;
+        if (type != t->type || ne[0] != t->ne[0]) {
+            uint64_t row;
+            assert_true(cs_type_row_size(type, ne[0], &row));
+            nbytes = row * (uint64_t)(ne[1] * ne[2] * ne[3]);
+            assert_true(nbytes <= sizeof zeros);
+            data = zeros;
+        }
+        assert_int_equal(gguf_writer_add_tensor(w, t->name, type, t->n_dims, ne, data, nbytes),
+                         CS_OK);
+    }
+    if (v->add_tensor) {
+        int64_t ne[1] = {64};
+        assert_int_equal(gguf_writer_add_tensor(w, v->add_tensor, CS_TYPE_F32, 1, ne, zeros, 256),
+                         CS_OK);
+    }
+    cs_test_tmp_path("variant.gguf", path, size);
+    assert_int_equal(gguf_writer_write_file(w, path), CS_OK);
+    gguf_writer_free(w);
+    gguf_close(g);
+    return path;
+}
+
+static void expect_load(const variant *v, cs_status want, const char *needle) {
+    char path[1024];
+    write_variant(v, path, sizeof path);
+    cs_model *m = (cs_model *)1;
+    cs_status st = cs_model_load(path, NULL, &m);
+    if (st != want || (needle && !strstr(cs_last_error(), needle)))
+        print_message("got %s: %s (wanted %s, '%s')\n", cs_status_str(st), cs_last_error(),
+                      cs_status_str(want), needle ? needle : "");
+    assert_int_equal(st, want);
+    if (st == CS_OK) cs_model_free(m);
+    else {
+        assert_null(m);
+        if (needle) assert_non_null(strstr(cs_last_error(), needle));
+    }
+    unlink(path);
+}
+
+static void test_model_variants(void **s) {
+    (void)s;
+    /* the unchanged copy loads */
+    expect_load(&(variant){0}, CS_OK, NULL);
+    expect_load(&(variant){.set_key = "general.architecture", .set_str = "gpt2"},
+                CS_ERR_UNSUPPORTED, "gpt2");
+    expect_load(&(variant){.drop_key = "general.architecture"}, CS_ERR_FORMAT,
+                "general.architecture");
+    expect_load(&(variant){.drop_key = "llama.block_count"}, CS_ERR_FORMAT, "llama.block_count");
+    expect_load(&(variant){.set_key = "llama.block_count", .set_str = "five"}, CS_ERR_FORMAT,
+                "llama.block_count");
+    expect_load(&(variant){.set_key = "llama.block_count", .set_u32 = 0}, CS_ERR_FORMAT,
+                "llama.block_count");
+    expect_load(&(variant){.set_key = "llama.block_count", .set_u32 = 6}, CS_ERR_FORMAT,
+                "blk.5.attn_norm.weight");
+    expect_load(&(variant){.set_key = "llama.attention.head_count", .set_u32 = 7}, CS_ERR_FORMAT,
+                "head_count");
+    expect_load(&(variant){.set_key = "llama.attention.head_count_kv", .set_u32 = 3},
+                CS_ERR_FORMAT, "head_count_kv");
+    expect_load(&(variant){.set_key = "llama.embedding_length", .set_u32 = 4000000000u},
+                CS_ERR_FORMAT, "llama.embedding_length");
+    expect_load(&(variant){.set_key = "llama.rope.dimension_count", .set_u32 = 9},
+                CS_ERR_FORMAT, "rope.dimension_count");
+    expect_load(&(variant){.set_key = "llama.rope.scaling.type", .set_str = "yarn"},
+                CS_ERR_UNSUPPORTED, "yarn");
+    expect_load(&(variant){.drop_key = "llama.attention.layer_norm_rms_epsilon"}, CS_ERR_FORMAT,
+                "layer_norm_rms_epsilon");
+    expect_load(&(variant){.drop_tensor = "blk.2.ffn_up.weight"}, CS_ERR_FORMAT,
+                "blk.2.ffn_up.weight");
+    expect_load(&(variant){.reshape_tensor = "blk.1.attn_k.weight"}, CS_ERR_FORMAT,
+                "blk.1.attn_k.weight");
+    expect_load(&(variant){.retype_tensor = "blk.0.ffn_gate.weight", .type = 12 /* q4_K */},
+                CS_ERR_FORMAT, "blk.0.ffn_gate.weight"); /* 64 is not a multiple of 256 */
+    expect_load(&(variant){.retype_tensor = "blk.0.attn_q.weight", .type = 3 /* q4_1 */},
+                CS_ERR_UNSUPPORTED, "q4_1");
+    expect_load(&(variant){.retype_tensor = "output_norm.weight", .type = CS_TYPE_F16},
+                CS_ERR_UNSUPPORTED, "output_norm.weight");
+    expect_load(&(variant){.add_tensor = "blk.0.attn_q.bias"}, CS_ERR_UNSUPPORTED,
+                "blk.0.attn_q.bias");
+    /* tied embeddings: no output.weight is fine */
+    expect_load(&(variant){.drop_tensor = "output.weight"}, CS_OK, NULL);
+    /* a vocab-only load of a model file works, a context on it does not */
+    cs_model_params mp = cs_model_default_params();
+    mp.vocab_only = true;
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(cs_test_bundled_model(), &mp, &m), CS_OK);
+    cs_context *c = (cs_context *)1;
+    assert_int_equal(cs_context_new(m, NULL, &c), CS_ERR_UNSUPPORTED);
+    assert_null(c);
+    cs_model_free(m);
+    /* missing files and bad arguments */
+    assert_int_equal(cs_model_load("/nonexistent/x.gguf", NULL, &m), CS_ERR_IO);
+    assert_non_null(strstr(cs_last_error(), "/nonexistent/x.gguf"));
+    assert_int_equal(cs_model_load(NULL, NULL, &m), CS_ERR_INVALID_ARG);
+}
+
+static void test_model_vocab_only_files(void **s) {
+    (void)s;
+    char path[1024];
+    if (!cs_test_shared_path("models/ggml-vocab-llama-spm.gguf", path, sizeof path)) skip();
+    cs_model_params mp = cs_model_default_params();
+    mp.vocab_only = true;
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
+    assert_int_equal(cs_model_n_vocab(m), 32000);
+    cs_model_free(m);
+    /* without vocab_only it is refused with a clear message */
+    assert_true(cs_model_load(path, NULL, &m) != CS_OK);
+    assert_null(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_load_variants),
+        cmocka_unit_test(test_model_variants),
+        cmocka_unit_test(test_model_vocab_only_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
