@@ -145,8 +145,10 @@ int32_t cs_token_to_piece(const cs_model *model, cs_token token, char *buf, size
                           bool special);
 
 /* Detokenize tokens[0, n): the concatenated pieces, with the leading space
- * of the first piece removed when the vocabulary adds one (SPM). Not
- * NUL-terminated. Returns the byte count, or minus the size needed. */
+ * of the first piece removed when the vocabulary adds one (SPM), as
+ * llama.cpp does: when the first token is BOS its piece is empty, so the
+ * space of the following word stays. Not NUL-terminated. Returns the byte
+ * count, or minus the size needed. */
 int32_t cs_detokenize(const cs_model *model, const cs_token *tokens, int32_t n, char *buf,
                       size_t size, bool special);
 
@@ -248,7 +250,7 @@ typedef struct cs_sampler_params {
     uint64_t seed;          /* RNG seed; the same seed gives the same tokens */
     float temp;             /* <= 0: greedy (arg-max, ties to the lowest id) */
     int32_t top_k;          /* <= 0: off */
-    float top_p;            /* >= 1: off */
+    float top_p;            /* in (0, 1]; 1: off */
     float min_p;            /* <= 0: off */
     float repeat_penalty;   /* 1: off */
     int32_t repeat_last_n;  /* tokens considered by the penalty; 0: off */
