@@ -1,0 +1,434 @@
+/* gen_model.c: `ctxshift gen-model` backend: a random-weight llama GGUF in
+ * the layout llama.cpp loads (names, shapes, keys), for tests and benches.
+ *
+ * Weights are a deterministic function of (seed, tensor index, element
+ * index): splitmix64 streams and only exact IEEE operations (no libm), so
+ * the same parameters give the same bytes on every machine.
+ *
+ * Memory: the 1.1B F32 model is 4.4 GB, so tensors are never held whole.
+ * The metadata is built with gguf_writer (which copies the tokenizer keys)
+ * and serialized to a buffer without tensors; this file then writes that
+ * key section, its own tensor infos and each tensor's data row by row.
+ * Peak memory is the vocabulary plus one row. The layout (offsets padded to
+ * 32 bytes, data section aligned to 32) is the one gguf_writer produces. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cs_limits.h"
+#include "gguf.h"
+#include "kernels/kernels.h"
+#include "types.h"
+
+#define GEN_ALIGNMENT 32 /* GGUF default; general.alignment is not written */
+/* Norm weights are 1 + U(-GEN_NORM_SPREAD, GEN_NORM_SPREAD). */
+#define GEN_NORM_SPREAD 0.1f
+/* Largest FFN width accepted (TinyLlama 5632, Llama-3-405B 53248). */
+#define GEN_MAX_FF (1 << 20)
+
+/* ------------------------------------------------------------- presets */
+
+typedef struct gen_preset {
+    const char *name;
+    int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
+} gen_preset;
+
+static const gen_preset k_presets[] = {
+    {"tiny", 64, 2, 4, 2, 128, 512},
+    {"110m", 768, 12, 12, 12, 2048, 2048},
+    {"1.1b", 2048, 22, 32, 4, 5632, 2048},
+};
+
+bool cs_gen_model_preset(const char *name, cs_gen_model_params *params) {
+    if (!name || !params) return false;
+    for (size_t i = 0; i < sizeof k_presets / sizeof k_presets[0]; i++) {
+        const gen_preset *p = &k_presets[i];
+        if (strcmp(p->name, name) != 0) continue;
+        /* vocab_path is left as it was: the caller names the vocabulary. */
+        params->n_embd = p->n_embd;
+        params->n_layer = p->n_layer;
+        params->n_head = p->n_head;
+        params->n_head_kv = p->n_head_kv;
+        params->n_ff = p->n_ff;
+        params->n_ctx_train = p->n_ctx_train;
+        params->n_vocab = 0;
+        params->type = CS_TYPE_F32;
+        params->rope_freq_base = 10000.0f;
+        params->norm_eps = 1e-5f;
+        params->tied_embeddings = false;
+        params->seed = 0;
+        return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------ RNG */
+
+static uint64_t gen_splitmix(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [-1, 1): 24 random bits, exact in float. */
+static float gen_uniform(uint64_t *state) {
+    return (float)(int32_t)(gen_splitmix(state) >> 40) * (1.0f / 8388608.0f) - 1.0f;
+}
+
+/* ------------------------------------------------------------- tensors */
+
+typedef struct gen_tensor {
+    char name[64];
+    int32_t type;
+    int32_t n_dims;
+    int64_t ne[2];
+    uint64_t nbytes;
+    bool is_norm;
+} gen_tensor;
+
+static void gen_add(gen_tensor *t, int64_t *n, const char *name, int32_t type, int64_t ne0,
+                    int64_t ne1) {
+    gen_tensor *g = &t[(*n)++];
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->is_norm = ne1 == 0;
+    g->n_dims = g->is_norm ? 1 : 2;
+    g->ne[0] = ne0;
+    g->ne[1] = g->is_norm ? 1 : ne1;
+    /* Rows that do not fill whole blocks stay F32 (as llama-quantize does
+     * for stories260K's ffn_down, rows of 172). */
+    const cs_type_traits *tr = cs_type_traits_get(type);
+    g->type = (g->is_norm || ne0 % tr->blck != 0) ? CS_TYPE_F32 : type;
+}
+
+static void gen_add_layer(gen_tensor *t, int64_t *n, int32_t il, const char *what, int32_t type,
+                          int64_t ne0, int64_t ne1) {
+    char name[64];
+    snprintf(name, sizeof name, "blk.%" PRId32 ".%s.weight", il, what);
+    gen_add(t, n, name, type, ne0, ne1);
+}
+
+/* The llama tensor list, in llama.cpp's conversion order; ne0 is the input
+ * dimension. Returns the count (t holds 3 + 9 * n_layer entries). */
+static int64_t gen_tensor_list(const cs_gen_model_params *p, int64_t n_vocab, gen_tensor *t) {
+    int64_t n = 0;
+    int64_t n_embd_kv = (int64_t)p->n_embd / p->n_head * p->n_head_kv;
+    gen_add(t, &n, "token_embd.weight", p->type, p->n_embd, n_vocab);
+    gen_add(t, &n, "output_norm.weight", p->type, p->n_embd, 0);
+    if (!p->tied_embeddings) gen_add(t, &n, "output.weight", p->type, p->n_embd, n_vocab);
+    for (int32_t il = 0; il < p->n_layer; il++) {
+        gen_add_layer(t, &n, il, "attn_norm", p->type, p->n_embd, 0);
+        gen_add_layer(t, &n, il, "attn_q", p->type, p->n_embd, p->n_embd);
+        gen_add_layer(t, &n, il, "attn_k", p->type, p->n_embd, n_embd_kv);
+        gen_add_layer(t, &n, il, "attn_v", p->type, p->n_embd, n_embd_kv);
+        gen_add_layer(t, &n, il, "attn_output", p->type, p->n_embd, p->n_embd);
+        gen_add_layer(t, &n, il, "ffn_norm", p->type, p->n_embd, 0);
+        gen_add_layer(t, &n, il, "ffn_gate", p->type, p->n_embd, p->n_ff);
+        gen_add_layer(t, &n, il, "ffn_up", p->type, p->n_embd, p->n_ff);
+        gen_add_layer(t, &n, il, "ffn_down", p->type, p->n_ff, p->n_embd);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t row = 0;
+        cs_type_row_size(t[i].type, t[i].ne[0], &row); /* block multiple by construction */
+        t[i].nbytes = row * (uint64_t)t[i].ne[1];
+    }
+    return n;
+}
+
+/* ----------------------------------------------------------- validation */
+
+static cs_status gen_check_params(const cs_gen_model_params *p) {
+#define GEN_RANGE(field, lo, hi)                                                                   \
+    if (p->field < (lo) || p->field > (hi))                                                        \
+        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: " #field " %" PRId32 " is not in %d..%d",   \
+                       p->field, (int)(lo), (int)(hi));
+    GEN_RANGE(n_embd, 1, CS_MAX_EMBD)
+    GEN_RANGE(n_layer, 1, CS_MAX_LAYERS)
+    GEN_RANGE(n_head, 1, CS_MAX_HEADS)
+    GEN_RANGE(n_head_kv, 1, p->n_head)
+    GEN_RANGE(n_ff, 1, GEN_MAX_FF)
+    GEN_RANGE(n_ctx_train, 1, CS_MAX_CTX)
+    GEN_RANGE(n_vocab, 0, CS_MAX_VOCAB)
+#undef GEN_RANGE
+    if (p->n_embd % p->n_head != 0 || (p->n_embd / p->n_head) % 2 != 0)
+        return cs_fail(CS_ERR_INVALID_ARG,
+                       "gen-model: n_embd %" PRId32 " / n_head %" PRId32
+                       " must be a whole, even head size",
+                       p->n_embd, p->n_head);
+    if (p->n_head % p->n_head_kv != 0)
+        return cs_fail(CS_ERR_INVALID_ARG,
+                       "gen-model: n_head_kv %" PRId32 " does not divide n_head %" PRId32,
+                       p->n_head_kv, p->n_head);
+    if (!cs_type_is_supported_weight(p->type))
+        return cs_fail(CS_ERR_INVALID_ARG,
+                       "gen-model: type %" PRId32 " (%s) is not one of f32, f16, bf16, q8_0, q4_0",
+                       p->type, cs_type_name(p->type));
+    if (!(p->rope_freq_base > 0.0f) || isinf(p->rope_freq_base))
+        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: rope_freq_base %g must be > 0",
+                       (double)p->rope_freq_base);
+    if (!(p->norm_eps > 0.0f) || isinf(p->norm_eps))
+        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: norm_eps %g must be > 0",
+                       (double)p->norm_eps);
+    if (!p->vocab_path)
+        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: vocab_path is required (a GGUF with "
+                                           "tokenizer.* keys)");
+    return CS_OK;
+}
+
+/* llama_ftype of a file whose 2-D weights are mostly `type`. */
+static uint32_t gen_file_type(int32_t type) {
+    switch (type) {
+    case CS_TYPE_F16:
+        return 1;
+    case CS_TYPE_Q4_0:
+        return 2;
+    case CS_TYPE_Q8_0:
+        return 7;
+    case CS_TYPE_BF16:
+        return 32;
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------ metadata */
+
+/* Copy the tokenizer.* keys of vocab. With n_vocab below the vocabulary's
+ * size only SentencePiece ("llama") vocabularies can be cut (BPE merges
+ * would refer to dropped tokens): tokens, scores and token_type keep their
+ * first n_vocab entries, and every special token id must stay inside. */
+static cs_status gen_copy_vocab(gguf_writer *w, const gguf_file *vocab, int64_t n_vocab,
+                                uint64_t vocab_size) {
+    cs_status st = CS_OK;
+    const char **strs = NULL;
+    bool cut = (uint64_t)n_vocab < vocab_size;
+    if (cut) {
+        const char *model = NULL;
+        if (gguf_get_str(vocab, "tokenizer.ggml.model", &model, NULL) != CS_OK ||
+            strcmp(model, "llama") != 0)
+            return cs_fail(CS_ERR_UNSUPPORTED,
+                           "gen-model: n_vocab %" PRId64 " < vocabulary size %" PRIu64
+                           " is only supported for SentencePiece (\"llama\") vocabularies",
+                           n_vocab, vocab_size);
+    }
+    for (int64_t i = 0; i < gguf_n_kv(vocab); i++) {
+        const char *key = gguf_kv_key(vocab, i);
+        if (strncmp(key, "tokenizer.", 10) != 0) continue;
+        size_t klen = strlen(key);
+        if (cut && klen > 9 && strcmp(key + klen - 9, "_token_id") == 0) {
+            int64_t id = -1;
+            if (gguf_get_int(vocab, key, &id) == CS_OK && id >= n_vocab && id != UINT32_MAX) {
+                st = cs_fail(CS_ERR_INVALID_ARG,
+                             "gen-model: %s = %" PRId64 " is outside the first %" PRId64 " tokens",
+                             key, id, n_vocab);
+                goto done;
+            }
+        }
+        bool per_token = strcmp(key, "tokenizer.ggml.tokens") == 0 ||
+                         strcmp(key, "tokenizer.ggml.scores") == 0 ||
+                         strcmp(key, "tokenizer.ggml.token_type") == 0;
+        if (!cut || !per_token) {
+            st = gguf_writer_copy_kv(w, vocab, i);
+        } else if (gguf_kv_type(vocab, i) != GGUF_TYPE_ARRAY ||
+                   gguf_kv_arr_n(vocab, i) != vocab_size) {
+            st = cs_fail(CS_ERR_FORMAT,
+                         "gen-model: vocabulary key '%s' is not an array of %" PRIu64 " items", key,
+                         vocab_size);
+        } else if (gguf_kv_arr_type(vocab, i) == GGUF_TYPE_STRING) {
+            strs = cs_malloc((size_t)n_vocab * sizeof *strs);
+            if (!strs) {
+                st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+                goto done;
+            }
+            /* Token texts with NUL bytes would be cut at the NUL (SPM has none). */
+            for (int64_t j = 0; j < n_vocab; j++)
+                strs[j] = gguf_get_arr_str(vocab, i, (uint64_t)j, NULL);
+            st = gguf_writer_set_arr_str(w, key, strs, (uint64_t)n_vocab);
+            cs_free(strs);
+            strs = NULL;
+        } else {
+            int32_t et;
+            const void *data;
+            st = gguf_get_arr(vocab, key, &et, NULL, &data);
+            if (st == CS_OK) st = gguf_writer_set_arr(w, key, et, data, (uint64_t)n_vocab);
+        }
+        if (st != CS_OK) goto done;
+    }
+done:
+    cs_free(strs);
+    return st;
+}
+
+static cs_status gen_metadata(gguf_writer *w, const cs_gen_model_params *p, int64_t n_vocab) {
+    cs_status st;
+    int32_t head_dim = p->n_embd / p->n_head;
+#define GEN_TRY(call)                                                                              \
+    if ((st = (call)) != CS_OK) return st;
+    GEN_TRY(gguf_writer_set_str(w, "general.architecture", "llama"))
+    GEN_TRY(gguf_writer_set_str(w, "general.name", "ctxshift random llama"))
+    GEN_TRY(gguf_writer_set_u32(w, "general.file_type", gen_file_type(p->type)))
+    GEN_TRY(gguf_writer_set_u32(w, "general.quantization_version", 2))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.context_length", (uint32_t)p->n_ctx_train))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)p->n_embd))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.block_count", (uint32_t)p->n_layer))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)p->n_ff))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_head))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_head_kv))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim))
+    GEN_TRY(gguf_writer_set_f32(w, "llama.rope.freq_base", p->rope_freq_base))
+    GEN_TRY(gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", p->norm_eps))
+    GEN_TRY(gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)n_vocab))
+#undef GEN_TRY
+    return CS_OK;
+}
+
+/* ------------------------------------------------------------- writing */
+
+static void gen_put_le(FILE *f, uint64_t v, int n, bool *ok) {
+    uint8_t b[8];
+    for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
+    if (fwrite(b, 1, (size_t)n, f) != (size_t)n) *ok = false;
+}
+
+static void gen_pad(FILE *f, uint64_t *pos, bool *ok) {
+    static const uint8_t zeros[GEN_ALIGNMENT];
+    uint64_t n = (GEN_ALIGNMENT - *pos % GEN_ALIGNMENT) % GEN_ALIGNMENT;
+    if (n && fwrite(zeros, 1, (size_t)n, f) != n) *ok = false;
+    *pos += n;
+}
+
+/* One tensor's data, generated and converted row by row. row_f32 holds
+ * ne0 floats, row_out one converted row. */
+static void gen_write_tensor(FILE *f, const gen_tensor *t, uint64_t seed, int64_t index,
+                             float *row_f32, void *row_out, bool *ok) {
+    uint64_t state = seed ^ (0x5851f42d4c957f2dull * (uint64_t)(index + 1));
+    gen_splitmix(&state); /* decorrelate nearby seeds */
+    /* Uniform on [-a, a] has std a/sqrt(3); std 1/sqrt(fan_in) keeps
+     * activations O(1) through the layers. fan_in is ne0. */
+    float a = sqrtf(3.0f / (float)t->ne[0]);
+    uint64_t row_bytes = t->nbytes / (uint64_t)t->ne[1];
+    for (int64_t r = 0; r < t->ne[1] && *ok; r++) {
+        for (int64_t j = 0; j < t->ne[0]; j++) {
+            float u = gen_uniform(&state);
+            row_f32[j] = t->is_norm ? 1.0f + GEN_NORM_SPREAD * u : a * u;
+        }
+        const void *out = row_f32;
+        if (t->type != CS_TYPE_F32) {
+            cs_quantize_row(t->type, row_f32, row_out, t->ne[0]);
+            out = row_out;
+        }
+        if (fwrite(out, 1, (size_t)row_bytes, f) != row_bytes) *ok = false;
+    }
+}
+
+cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path) {
+    cs_status st;
+    gguf_file *vocab = NULL;
+    gguf_writer *w = NULL;
+    uint8_t *meta = NULL;
+    size_t meta_size = 0;
+    gen_tensor *tensors = NULL;
+    float *row_f32 = NULL;
+    void *row_out = NULL;
+    FILE *f = NULL;
+
+    if (!params || !path)
+        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: params and path are required");
+    if ((st = gen_check_params(params)) != CS_OK) return st;
+    if ((st = gguf_open(params->vocab_path, &vocab)) != CS_OK) goto fail;
+
+    int64_t tok = gguf_find_key(vocab, "tokenizer.ggml.tokens");
+    if (tok < 0 || gguf_kv_arr_type(vocab, tok) != GGUF_TYPE_STRING) {
+        st = cs_fail(CS_ERR_FORMAT, "gen-model: '%s' has no tokenizer.ggml.tokens string array",
+                     params->vocab_path);
+        goto fail;
+    }
+    uint64_t vocab_size = gguf_kv_arr_n(vocab, tok);
+    int64_t n_vocab = params->n_vocab ? params->n_vocab : (int64_t)vocab_size;
+    if (n_vocab < 1 || (uint64_t)n_vocab > vocab_size || n_vocab > CS_MAX_VOCAB) {
+        st = cs_fail(CS_ERR_INVALID_ARG,
+                     "gen-model: n_vocab %" PRId64 " is not in 1..%" PRIu64
+                     " (the size of the vocabulary in '%s')",
+                     n_vocab, vocab_size, params->vocab_path);
+        goto fail;
+    }
+
+    /* Metadata: key section only (no tensors: no trailing padding). */
+    if ((st = gguf_writer_new(&w)) != CS_OK) goto fail;
+    if ((st = gen_metadata(w, params, n_vocab)) != CS_OK) goto fail;
+    if ((st = gen_copy_vocab(w, vocab, n_vocab, vocab_size)) != CS_OK) goto fail;
+    void *buf = NULL;
+    if ((st = gguf_writer_write_buffer(w, &buf, &meta_size)) != CS_OK) goto fail;
+    meta = buf;
+    gguf_writer_free(w);
+    w = NULL;
+    gguf_close(vocab); /* the vocabulary is in meta now */
+    vocab = NULL;
+
+    int64_t max_tensors = 3 + 9 * (int64_t)params->n_layer;
+    tensors = cs_calloc((size_t)max_tensors, sizeof *tensors);
+    if (!tensors) {
+        st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+        goto fail;
+    }
+    int64_t n_tensors = gen_tensor_list(params, n_vocab, tensors);
+    int64_t max_ne0 = params->n_embd > params->n_ff ? params->n_embd : params->n_ff;
+    row_f32 = cs_malloc((size_t)max_ne0 * sizeof *row_f32);
+    row_out = cs_malloc((size_t)max_ne0 * sizeof *row_f32); /* >= any converted row */
+    if (!row_f32 || !row_out) {
+        st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+        goto fail;
+    }
+
+    f = fopen(path, "wb");
+    if (!f) {
+        st = cs_fail(CS_ERR_IO, "gen-model: cannot create '%s'", path);
+        goto fail;
+    }
+    bool ok = true;
+    /* Header with the real tensor count (bytes 8..15), then the keys. */
+    uint8_t *hdr = meta + 8;
+    for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)n_tensors >> (8 * i));
+    if (fwrite(meta, 1, meta_size, f) != meta_size) ok = false;
+    uint64_t pos = meta_size, offset = 0;
+    for (int64_t i = 0; i < n_tensors; i++) {
+        const gen_tensor *t = &tensors[i];
+        size_t nlen = strlen(t->name);
+        gen_put_le(f, nlen, 8, &ok);
+        if (fwrite(t->name, 1, nlen, f) != nlen) ok = false;
+        gen_put_le(f, (uint64_t)t->n_dims, 4, &ok);
+        for (int32_t d = 0; d < t->n_dims; d++) gen_put_le(f, (uint64_t)t->ne[d], 8, &ok);
+        gen_put_le(f, (uint64_t)t->type, 4, &ok);
+        gen_put_le(f, offset, 8, &ok);
+        pos += 8 + nlen + 4 + 8 * (uint64_t)t->n_dims + 4 + 8;
+        offset += (t->nbytes + GEN_ALIGNMENT - 1) / GEN_ALIGNMENT * GEN_ALIGNMENT;
+    }
+    gen_pad(f, &pos, &ok);
+    for (int64_t i = 0; i < n_tensors && ok; i++) {
+        gen_write_tensor(f, &tensors[i], params->seed, i, row_f32, row_out, &ok);
+        pos += tensors[i].nbytes;
+        gen_pad(f, &pos, &ok);
+    }
+    if (fclose(f) != 0) ok = false;
+    f = NULL;
+    if (!ok) {
+        remove(path);
+        st = cs_fail(CS_ERR_IO, "gen-model: cannot write '%s'", path);
+        goto fail;
+    }
+    st = CS_OK;
+
+fail:
+    if (f) {
+        fclose(f);
+        remove(path);
+    }
+    gguf_close(vocab);
+    gguf_writer_free(w);
+    cs_free(meta);
+    cs_free(tensors);
+    cs_free(row_f32);
+    cs_free(row_out);
+    return st;
+}

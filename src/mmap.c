@@ -1,0 +1,114 @@
+/* mmap.c: read-only file mapping with a read() fallback. */
+#include "mmap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Read exactly size bytes from fd into buf; false on error or early EOF
+ * (the file shrank under us). Loops because read() may return short. */
+static bool mmap_read_all(int fd, uint8_t *buf, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+        size_t chunk = size - done;
+        if (chunk > ((size_t)1 << 30)) chunk = (size_t)1 << 30;
+        ssize_t r = read(fd, buf + done, chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        done += (size_t)r;
+    }
+    return true;
+}
+
+cs_status cs_mmap_open(const char *path, bool use_mmap, cs_mmap **out) {
+    cs_status st = CS_OK;
+    cs_mmap *m = NULL;
+    int fd = -1;
+    *out = NULL;
+    if (!path) return cs_fail(CS_ERR_INVALID_ARG, "mmap: path is NULL");
+
+    m = cs_calloc(1, sizeof *m);
+    if (!m) {
+        st = cs_fail(CS_ERR_NOMEM, "mmap: out of memory");
+        goto fail;
+    }
+    fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        st = cs_fail(CS_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        st = cs_fail(CS_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = cs_fail(CS_ERR_IO, "'%s' is not a regular file", path);
+        goto fail;
+    }
+    if (sb.st_size < 0 || (uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
+        st = cs_fail(CS_ERR_IO, "'%s': size %lld does not fit in memory", path,
+                     (long long)sb.st_size);
+        goto fail;
+    }
+    m->size = (size_t)sb.st_size;
+    if (m->size == 0) goto done; /* mmap refuses length 0; nothing to read */
+
+    if (use_mmap) {
+        void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            m->data = p;
+            m->mapped = true;
+            goto done;
+        }
+        CS_LOG_DBG("mmap of '%s' failed (%s); reading it instead", path, strerror(errno));
+    }
+    uint8_t *buf = cs_malloc(m->size);
+    if (!buf) {
+        st = cs_fail(CS_ERR_NOMEM, "cannot allocate %zu bytes to read '%s'", m->size, path);
+        goto fail;
+    }
+    m->data = buf;
+    errno = 0;
+    if (!mmap_read_all(fd, buf, m->size)) {
+        st = cs_fail(CS_ERR_IO, "cannot read %zu bytes of '%s': %s", m->size, path,
+                     errno ? strerror(errno) : "unexpected end of file");
+        goto fail;
+    }
+
+done:
+    close(fd);
+    *out = m;
+    return CS_OK;
+
+fail:
+    if (fd >= 0) close(fd);
+    cs_mmap_free(m);
+    return st;
+}
+
+void cs_mmap_free(cs_mmap *m) {
+    if (!m) return;
+    if (m->data) {
+        if (m->mapped)
+            munmap((void *)(uintptr_t)m->data, m->size);
+        else
+            cs_free((void *)(uintptr_t)m->data);
+    }
+    cs_free(m);
+}
+
+bool cs_mmap_range_ok(uint64_t size, uint64_t off, uint64_t len) {
+    return off <= size && len <= size - off;
+}
+
+bool cs_mmap_align_up(uint64_t x, uint64_t align, uint64_t *out) {
+    CS_ASSERT(align != 0 && (align & (align - 1)) == 0);
+    uint64_t r;
+    if (!cs_add_u64(x, align - 1, &r)) return false;
+    *out = r & ~(align - 1);
+    return true;
+}
