@@ -622,10 +622,12 @@ cs_status gguf_open_buffer(const void *data, size_t size, gguf_file **out) {
     return CS_OK;
 }
 
-cs_status gguf_open(const char *path, gguf_file **out) {
+cs_status gguf_open(const char *path, gguf_file **out) { return gguf_open_ex(path, true, out); }
+
+cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
     *out = NULL;
     cs_mmap *m = NULL;
-    cs_status st = cs_mmap_open(path, true, &m);
+    cs_status st = cs_mmap_open(path, use_mmap, &m);
     if (st != CS_OK) return st;
     gguf_file *g = NULL;
     st = gguf_open_buffer(m->data, m->size, &g);

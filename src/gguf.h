@@ -44,6 +44,8 @@ typedef struct gguf_tensor {
 /* Map and parse a file. CS_ERR_IO if it cannot be opened or mapped,
  * CS_ERR_FORMAT (message names field and numbers) if malformed. */
 cs_status gguf_open(const char *path, gguf_file **out);
+/* As gguf_open; use_mmap false reads the whole file into memory instead. */
+cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out);
 /* Parse a buffer in memory (tests, fuzzing). The buffer must outlive the
  * result; it is not copied. */
 cs_status gguf_open_buffer(const void *data, size_t size, gguf_file **out);

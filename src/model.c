@@ -266,7 +266,7 @@ cs_status cs_model_load(const char *path, const cs_model_params *params, cs_mode
     cs_model_params p = params ? *params : cs_model_default_params();
     cs_model *m = cs_calloc(1, sizeof *m);
     if (!m) return cs_fail(CS_ERR_NOMEM, "model: out of memory");
-    cs_status st = gguf_open(path, &m->gguf);
+    cs_status st = gguf_open_ex(path, p.use_mmap, &m->gguf);
     if (st != CS_OK) goto fail;
     const char *arch = NULL;
     if (!p.vocab_only || gguf_find_key(m->gguf, "general.architecture") >= 0) {
