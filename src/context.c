@@ -77,8 +77,8 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     if (m->vocab_only)
         return cs_fail(CS_ERR_UNSUPPORTED, "cs_context_new: the model was loaded vocab-only");
     cs_context_params p = params ? *params : cs_context_default_params();
-    uint32_t n_ctx, n_batch, n_seq_max;
-    int32_t n_threads;
+    uint32_t n_ctx = 0, n_batch = 0, n_seq_max = 0;
+    int32_t n_threads = 0;
     cs_status st = check_params(m, &p, &n_ctx, &n_batch, &n_seq_max, &n_threads);
     if (st != CS_OK) return st;
     if (n_ctx == 0) return cs_fail(CS_ERR_INVALID_ARG, "context: n_ctx is 0");

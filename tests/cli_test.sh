@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# cli_test.sh: end-to-end checks of the ctxshift command.
+#
+# usage: tests/cli_test.sh <ctxshift binary> <source dir> <shared dir>
+#
+# Each check prints "ok", "FAIL" (with the reason) or "skip"; the last line is
+# "N passed, M failed" (plus the skipped count). Checks that need the shared
+# folder (golden data, other model types) are skipped when it is missing.
+# Exit status: 0 when nothing failed, 1 otherwise, 2 for bad arguments.
+set -u
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 <ctxshift binary> <source dir> [shared dir]" >&2
+    exit 2
+fi
+BIN=$1
+SRC=$2
+SHARED=${3:-}
+if [ ! -x "$BIN" ]; then
+    echo "error: '$BIN' is not an executable" >&2
+    exit 2
+fi
+
+MODEL="$SRC/models/stories260K-f32.gguf"
+PROMPT="Once upon a time"
+# llama.cpp c392e509, greedy, 32 tokens (shared/models/README.md).
+EXPECT_32="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw"
+# llama-perplexity -c 128 -b 128 on shared/golden/tools/perplexity_story.txt (shared/golden/README.md).
+EXPECT_PPL_F32=2.2991
+PPL_REL_TOL=0.001
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cs-cli-test.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+n_pass=0
+n_fail=0
+n_skip=0
+ok() { n_pass=$((n_pass + 1)); echo "ok   $1"; }
+skip() { n_skip=$((n_skip + 1)); echo "skip $1 ($2)"; }
+fail() {
+    n_fail=$((n_fail + 1))
+    echo "FAIL $1: $2"
+    if [ -s "$TMP/err" ]; then
+        echo "     stderr (last lines):"
+        tail -n 5 "$TMP/err" | sed 's/^/       /'
+    fi
+}
+
+# Run the binary: stdout in $TMP/out, stderr in $TMP/err, exit status in RC.
+RC=0
+run() {
+    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
+    RC=$?
+}
+
+have_shared() { [ -n "$SHARED" ] && [ -d "$SHARED" ]; }
+
+# check_rc NAME EXPECTED_RC [STDERR_SUBSTRING] -- ARGS...
+check_rc() {
+    local name=$1 want=$2 needle=$3
+    shift 4
+    run "$@"
+    if [ "$RC" -ne "$want" ]; then
+        fail "$name" "exit status $RC, expected $want"
+    elif [ -n "$needle" ] && ! grep -qF -- "$needle" "$TMP/err"; then
+        fail "$name" "stderr lacks '$needle'"
+    else
+        ok "$name"
+    fi
+}
+
+# ---------------------------------------------------------------- usage
+run --help
+if [ "$RC" -eq 0 ] && grep -q "usage: ctxshift" "$TMP/out"; then
+    ok "--help exits 0 and prints the usage"
+else
+    fail "--help" "exit status $RC"
+fi
+
+for cmd in run bench perplexity info tokenize gen-model; do
+    run "$cmd" --help
+    if [ "$RC" -eq 0 ] && grep -q "usage: ctxshift $cmd" "$TMP/out"; then
+        ok "$cmd --help exits 0"
+    else
+        fail "$cmd --help" "exit status $RC"
+    fi
+done
+
+check_rc "no command exits 2" 2 "" --
+check_rc "unknown command exits 2" 2 "error: unknown command 'frobnicate'" -- frobnicate
+check_rc "unknown flag exits 2" 2 "error: run: unknown flag '--bogus'" -- run --bogus
+check_rc "bad integer names flag and value" 2 "error: -c: '12x' is not an integer" -- run -c 12x
+check_rc "bad float names flag and value" 2 "error: --temp: 'hot' is not a number" -- run --temp hot
+check_rc "out-of-range value exits 2" 2 "error: --top-p: '1.5' is out of range" -- run --top-p 1.5
+check_rc "missing flag value exits 2" 2 "error: -n: missing value" -- run -n
+check_rc "empty integer exits 2" 2 "error: -t: '' is not an integer" -- run -t ""
+check_rc "bad cache type exits 2" 2 "error: -ctk: 'q9' is not a KV cache type" -- run -ctk q9
+check_rc "bad bench list exits 2" 2 "error: -t: '1,,2'" -- bench -t 1,,2
+check_rc "bad bench output exits 2" 2 "error: -o: 'xml'" -- bench -o xml
+check_rc "perplexity without -f exits 2" 2 "error:" -- perplexity
+check_rc "tokenize without text exits 2" 2 "error:" -- tokenize
+check_rc "info without file exits 2" 2 "error:" -- info
+check_rc "gen-model without -o exits 2" 2 "error:" -- gen-model
+check_rc "gen-model bad preset exits 2" 2 "error: --preset: 'huge'" -- gen-model -o "$TMP/x.gguf" --preset huge
+check_rc "gen-model bad type exits 2" 2 "error: --type: 'q3_k'" -- gen-model -o "$TMP/x.gguf" --type q3_k
+
+# ---------------------------------------------------------------- runtime failures
+check_rc "missing model exits 1 naming the path" 1 "$TMP/no-such-model.gguf" -- \
+    run -m "$TMP/no-such-model.gguf" -p hi -n 1
+check_rc "missing prompt file exits 1 naming the path" 1 "$TMP/no-such-prompt.txt" -- \
+    run -f "$TMP/no-such-prompt.txt" -n 1
+check_rc "info on a missing file exits 1" 1 "$TMP/nothing.gguf" -- info "$TMP/nothing.gguf"
+printf 'not a gguf file at all' >"$TMP/junk.gguf"
+check_rc "info on a non-GGUF file exits 1" 1 "error:" -- info "$TMP/junk.gguf"
+check_rc "run on a non-GGUF file exits 1" 1 "error:" -- run -m "$TMP/junk.gguf" -p hi -n 1
+
+# ---------------------------------------------------------------- run
+run run -m "$MODEL" -p "$PROMPT" -n 16 --temp 0 -t 1
+if [ "$RC" -ne 0 ]; then
+    fail "run -n 16 --temp 0" "exit status $RC"
+elif [ "$(head -c ${#PROMPT} "$TMP/out")" != "$PROMPT" ]; then
+    fail "run -n 16 --temp 0" "stdout does not start with the prompt: '$(head -c 80 "$TMP/out")'"
+elif [ "$(wc -c <"$TMP/out")" -le $((${#PROMPT} + 2)) ]; then
+    fail "run -n 16 --temp 0" "no generated text"
+else
+    ok "run -n 16 --temp 0 prints the prompt then text"
+fi
+if grep -q "prompt eval time" "$TMP/err" && grep -q "eval time" "$TMP/err" && ! grep -q "eval time" "$TMP/out"; then
+    ok "run timings go to stderr, not stdout"
+else
+    fail "run timings" "no 'prompt eval time' line on stderr (or timings on stdout)"
+fi
+
+# check_story NAME MODEL_FILE
+check_story() {
+    local name=$1 model=$2 got
+    run run -m "$model" -c 2048 --temp 0 -n 32 -p "$PROMPT" -t 1
+    got=$(cat "$TMP/out")
+    if [ "$RC" -ne 0 ]; then
+        fail "$name" "exit status $RC"
+    elif [ "$got" != "$EXPECT_32" ]; then
+        fail "$name" "stdout differs from llama.cpp's greedy text:
+       got:      '$got'
+       expected: '$EXPECT_32'"
+    else
+        ok "$name"
+    fi
+}
+check_story "run greedy 32 tokens (bundled f32) matches llama.cpp" "$MODEL"
+for type in f16 q8_0; do
+    if have_shared && [ -f "$SHARED/models/stories260K-$type.gguf" ]; then
+        check_story "run greedy 32 tokens ($type) matches llama.cpp" "$SHARED/models/stories260K-$type.gguf"
+    else
+        skip "run greedy 32 tokens ($type)" "no shared models"
+    fi
+done
+
+printf '%s' "$PROMPT" >"$TMP/prompt.txt"
+run run -m "$MODEL" -f "$TMP/prompt.txt" -c 2048 --temp 0 -n 32 -t 1
+if [ "$RC" -eq 0 ] && [ "$(cat "$TMP/out")" = "$EXPECT_32" ]; then
+    ok "run -f FILE equals run -p TEXT"
+else
+    fail "run -f FILE" "exit status $RC, stdout '$(head -c 200 "$TMP/out")'"
+fi
+
+run run -m "$MODEL" -p "$PROMPT" -n 0 -t 1
+if [ "$RC" -eq 0 ] && [ "$(cat "$TMP/out")" = "$PROMPT" ]; then
+    ok "run -n 0 prints only the prompt"
+else
+    fail "run -n 0" "exit status $RC, stdout '$(head -c 200 "$TMP/out")'"
+fi
+
+run run -m "$MODEL" -p "$PROMPT" -n 24 -s 1234 --temp 0.8 -t 1
+first=$(cat "$TMP/out")
+run run -m "$MODEL" -p "$PROMPT" -n 24 -s 1234 --temp 0.8 -t 2
+if [ "$RC" -eq 0 ] && [ "$first" = "$(cat "$TMP/out")" ] && [ -n "$first" ]; then
+    ok "run with a fixed seed is reproducible (1 and 2 threads)"
+else
+    fail "run -s 1234" "two runs with the same seed differ"
+fi
+
+run run -m "$MODEL" -p "$PROMPT" -c 32 --temp 0 --ignore-eos -t 1
+if [ "$RC" -eq 0 ] && [ "$(head -c ${#PROMPT} "$TMP/out")" = "$PROMPT" ] &&
+    grep -qiE "context (full|shift)" "$TMP/err"; then
+    ok "run -c 32 --ignore-eos stops (or shifts) at a full context"
+else
+    fail "run -c 32 --ignore-eos" "exit status $RC or no context message on stderr"
+fi
+
+LONG_PROMPT=$(for i in $(seq 20); do printf '%s ' "$PROMPT"; done)
+check_rc "run with a prompt longer than the context exits 1" 1 "error:" -- \
+    run -m "$MODEL" -p "$LONG_PROMPT" -c 32 -n 1
+
+# ---------------------------------------------------------------- tokenize
+run tokenize -m "$MODEL" -p "$PROMPT" --ids
+if [ "$RC" -eq 0 ] && [ "$(cat "$TMP/out")" = "[1, 403, 407, 261, 378]" ]; then
+    ok "tokenize --ids matches llama-tokenize"
+else
+    fail "tokenize --ids" "exit status $RC, stdout '$(cat "$TMP/out")'"
+fi
+run tokenize -m "$MODEL" -p "$PROMPT" --no-bos --ids
+if [ "$RC" -eq 0 ] && [ "$(cat "$TMP/out")" = "[403, 407, 261, 378]" ]; then
+    ok "tokenize --no-bos --ids"
+else
+    fail "tokenize --no-bos --ids" "exit status $RC, stdout '$(cat "$TMP/out")'"
+fi
+run tokenize -m "$MODEL" -p "$PROMPT"
+if [ "$RC" -eq 0 ] && [ "$(wc -l <"$TMP/out")" -eq 5 ] && grep -qF "   403 -> ' Once'" "$TMP/out"; then
+    ok "tokenize prints one 'id -> piece' line per token"
+else
+    fail "tokenize" "exit status $RC, stdout '$(head -c 200 "$TMP/out")'"
+fi
+VOCAB="$SHARED/models/ggml-vocab-llama-spm.gguf"
+if have_shared && [ -f "$VOCAB" ]; then
+    run tokenize -m "$VOCAB" -p "Hello world" --no-bos --ids
+    if [ "$RC" -eq 0 ] && [ "$(cat "$TMP/out")" = "[15043, 3186]" ]; then
+        ok "tokenize on a vocab-only file (llama-spm)"
+    else
+        fail "tokenize on a vocab-only file" "exit status $RC, stdout '$(cat "$TMP/out")'"
+    fi
+else
+    skip "tokenize on a vocab-only file" "no shared models"
+fi
+
+# ---------------------------------------------------------------- info
+run info "$MODEL"
+if [ "$RC" -eq 0 ] && grep -qE "(^|[^0-9])48 tensors" "$TMP/out" && grep -q "token_embd.weight" "$TMP/out"; then
+    ok "info prints the tensor count and tensors"
+else
+    fail "info" "exit status $RC, stdout '$(head -n 2 "$TMP/out")'"
+fi
+check_rc "info --max-array bad value exits 2" 2 "error: --max-array: 'x'" -- info "$MODEL" --max-array x
+
+# ---------------------------------------------------------------- perplexity
+STORY="$SHARED/golden/tools/perplexity_story.txt"
+if have_shared && [ -f "$STORY" ] && [ -f "$SHARED/models/stories260K-f32.gguf" ]; then
+    run perplexity -m "$SHARED/models/stories260K-f32.gguf" -f "$STORY" -c 128 -b 128 -t 1
+    ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$TMP/out" | head -n 1)
+    if [ "$RC" -ne 0 ] || [ -z "$ppl" ]; then
+        fail "perplexity f32" "exit status $RC, no 'Final estimate' on stdout"
+    elif awk -v got="$ppl" -v want="$EXPECT_PPL_F32" -v tol="$PPL_REL_TOL" \
+        'BEGIN { d = (got - want) / want; if (d < 0) d = -d; exit !(d <= tol) }'; then
+        ok "perplexity f32 = $ppl (llama.cpp: $EXPECT_PPL_F32)"
+    else
+        fail "perplexity f32" "PPL $ppl is not within $PPL_REL_TOL of $EXPECT_PPL_F32"
+    fi
+    if grep -q '^\[1\][0-9.]*,\[2\][0-9.]*,\[3\][0-9.]*,\[4\][0-9.]*,' "$TMP/out"; then
+        ok "perplexity prints 4 running chunk values"
+    else
+        fail "perplexity chunks" "no '[1]..,[4]..' line on stdout"
+    fi
+    # Two chunks per decode as two sequences must give the same estimate.
+    run perplexity -m "$SHARED/models/stories260K-f32.gguf" -f "$STORY" -c 128 -b 256 -t 1
+    ppl2=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$TMP/out" | head -n 1)
+    if [ "$RC" -eq 0 ] && [ -n "$ppl2" ] && [ -n "$ppl" ] && awk -v a="$ppl" -v b="$ppl2" \
+        'BEGIN { d = (a - b) / a; if (d < 0) d = -d; exit !(d <= 0.0001) }'; then
+        ok "perplexity -b 256 (2 sequences per decode) = $ppl2"
+    else
+        fail "perplexity -b 256" "exit status $RC, PPL '$ppl2' vs '$ppl'"
+    fi
+else
+    skip "perplexity f32" "no shared golden data"
+    skip "perplexity chunks" "no shared golden data"
+    skip "perplexity -b 256" "no shared golden data"
+fi
+printf 'Once upon a time.' >"$TMP/short.txt"
+check_rc "perplexity on a too short text exits 1" 1 "error:" -- \
+    perplexity -m "$MODEL" -f "$TMP/short.txt" -c 128
+
+# ---------------------------------------------------------------- bench
+run bench -m "$MODEL" -p 16 -n 4 -r 1 -t 1 --json
+if [ "$RC" -ne 0 ]; then
+    fail "bench --json" "exit status $RC"
+elif ! command -v python3 >/dev/null 2>&1; then
+    skip "bench --json is valid JSON" "no python3"
+elif python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert isinstance(d, list) and len(d) == 2, "expected 2 tests"
+assert [(t["n_prompt"], t["n_gen"]) for t in d] == [(16, 0), (0, 4)], "tests"
+for t in d:
+    for k in ("model_filename", "model_type", "model_size", "model_n_params", "n_threads",
+              "n_batch", "type_k", "type_v", "test_time", "avg_ns", "stddev_ns", "avg_ts",
+              "stddev_ts", "samples_ns", "samples_ts"):
+        assert k in t, "missing " + k
+    assert t["avg_ts"] > 0 and len(t["samples_ts"]) == 1
+' "$TMP/out" 2>"$TMP/err"; then
+    ok "bench --json is valid JSON with avg_ts"
+else
+    fail "bench --json" "invalid JSON or fields"
+fi
+run bench -m "$MODEL" -p 16 -n 4 -r 2 -t 1
+if [ "$RC" -eq 0 ] && grep -q "| model" "$TMP/out" && grep -q " pp16 |" "$TMP/out" && grep -q " tg4 |" "$TMP/out"; then
+    ok "bench prints a markdown table with pp16 and tg4"
+else
+    fail "bench markdown" "exit status $RC, stdout '$(cat "$TMP/out")'"
+fi
+
+# ---------------------------------------------------------------- gen-model
+TINY="$TMP/tiny.gguf"
+run gen-model -o "$TINY" --preset tiny --seed 7
+if [ "$RC" -eq 0 ] && [ -s "$TINY" ]; then
+    ok "gen-model tiny writes a file"
+    run info "$TINY"
+    if [ "$RC" -eq 0 ] && grep -q "tensors" "$TMP/out"; then
+        ok "info accepts the generated model"
+    else
+        fail "info on the generated model" "exit status $RC"
+    fi
+    run run -m "$TINY" -p "$PROMPT" -n 8 --temp 0 -t 1
+    if [ "$RC" -eq 0 ] && [ "$(head -c ${#PROMPT} "$TMP/out")" = "$PROMPT" ]; then
+        ok "run accepts the generated model"
+    else
+        fail "run on the generated model" "exit status $RC"
+    fi
+else
+    fail "gen-model tiny" "exit status $RC or empty file"
+fi
+run gen-model -o "$TMP/tiny-q8.gguf" --preset tiny --type q8_0 --n-layer 1
+if [ "$RC" -eq 0 ] && "$BIN" info "$TMP/tiny-q8.gguf" 2>/dev/null | grep -q "q8_0"; then
+    ok "gen-model --type q8_0 --n-layer 1"
+else
+    fail "gen-model --type q8_0" "exit status $RC or no q8_0 tensor"
+fi
+
+echo
+if [ "$n_skip" -gt 0 ]; then
+    echo "($n_skip skipped)"
+fi
+echo "$n_pass passed, $n_fail failed"
+[ "$n_fail" -eq 0 ]

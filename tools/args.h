@@ -1,0 +1,107 @@
+/* args.h: strict command-line parsing and small helpers shared by the
+ * ctxshift subcommands (tools/cmd_*.c). Tools use only the public API
+ * (ctxshift.h) and the C library / POSIX.
+ *
+ * Error convention: every helper that can fail prints "error: <message>" to
+ * stderr itself and returns the exit code to use (TOOL_EXIT_USAGE for a bad
+ * flag or value, TOOL_EXIT_FAIL for a runtime failure); 0 means success. */
+#ifndef CS_TOOLS_ARGS_H
+#define CS_TOOLS_ARGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ctxshift.h"
+
+enum { TOOL_EXIT_OK = 0, TOOL_EXIT_FAIL = 1, TOOL_EXIT_USAGE = 2 };
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TOOL_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
+#else
+#define TOOL_PRINTF(fmt_idx, arg_idx)
+#endif
+
+/* ------------------------------------------------------------ messages */
+
+/* Print "error: <formatted message>\n" to stderr. */
+void tool_error(const char *fmt, ...) TOOL_PRINTF(1, 2);
+
+/* Report a failed library call: prints "error: <what>: <cs_last_error()>"
+ * (or just the library message when it already names `what`) and returns
+ * TOOL_EXIT_FAIL. `what` may be NULL. */
+int tool_fail_lib(cs_status st, const char *what);
+
+/* Install the log callback: warnings always, info and debug lines with
+ * verbose. Library errors are not echoed (the tools print cs_last_error()
+ * themselves), except with verbose. */
+void tool_log_setup(bool verbose);
+
+/* ------------------------------------------------------------ arguments */
+
+/* A cursor over argv[first, argc) of one subcommand. */
+typedef struct tool_args {
+    int argc;
+    char **argv;
+    int i; /* index of the argument being looked at */
+} tool_args;
+
+/* True when arg equals short_name or long_name (either may be NULL). */
+bool tool_arg_is(const char *arg, const char *short_name, const char *long_name);
+
+/* Take the value that follows the flag at it->i (advancing it->i). Returns 0,
+ * or TOOL_EXIT_USAGE with "error: <flag>: missing value" when there is none. */
+int tool_arg_value(tool_args *it, const char **out);
+
+/* Print "error: <cmd>: unknown flag '<arg>' (see 'ctxshift <cmd> --help')"
+ * and return TOOL_EXIT_USAGE. */
+int tool_arg_unknown(const char *cmd, const char *arg);
+
+/* Parse a whole string as a base-10 integer in [min, max]. On failure prints
+ * "error: <flag>: '<text>' is not an integer" or "... is out of range [min,
+ * max]" and returns TOOL_EXIT_USAGE; *out is untouched then. */
+int tool_parse_i32(const char *flag, const char *text, int32_t min, int32_t max, int32_t *out);
+int tool_parse_i64(const char *flag, const char *text, int64_t min, int64_t max, int64_t *out);
+
+/* Parse a whole string as a finite number in [min, max]. */
+int tool_parse_f32(const char *flag, const char *text, float min, float max, float *out);
+
+/* Parse a comma-separated list of integers in [min, max] ("1,2,4") into
+ * out[0, cap). *n receives the count. Empty items and more than cap items
+ * are errors. */
+int tool_parse_i32_list(const char *flag, const char *text, int32_t min, int32_t max, int32_t *out,
+                        int32_t cap, int32_t *n);
+
+/* Parse a KV cache type name (f32 or f16). */
+int tool_parse_cache_type(const char *flag, const char *text, int32_t *out);
+
+/* ------------------------------------------------------------ utilities */
+
+/* Number of online cores (at least 1). */
+int32_t tool_default_threads(void);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t tool_time_ns(void);
+
+/* Read a whole file into a NUL-terminated heap buffer (free() it). Returns 0,
+ * or TOOL_EXIT_FAIL after printing "error: <path>: <strerror>". */
+int tool_read_file(const char *path, char **data, size_t *len);
+
+/* Load a model, printing the library's message on failure (exit code 1). */
+int tool_load_model(const char *path, bool vocab_only, cs_model **out);
+
+/* Tokenize text[0, len) into a heap array (free() it). Returns 0 or
+ * TOOL_EXIT_FAIL after printing the error. */
+int tool_tokenize(const cs_model *model, const char *text, size_t len, bool add_special,
+                  bool parse_special, cs_token **tokens, int32_t *n_tokens);
+
+/* The text of one token into a growable heap buffer *buf of *cap bytes.
+ * Returns the byte count (>= 0) or -1 for an invalid token / no memory. */
+int32_t tool_token_piece(const cs_model *model, cs_token token, bool special, char **buf,
+                         size_t *cap);
+
+/* Write s[0, len) to f with JSON string escaping, including the quotes. */
+void tool_json_string(FILE *file, const char *s, size_t len);
+
+#endif /* CS_TOOLS_ARGS_H */

@@ -1,0 +1,424 @@
+/* cmd_bench.c: `ctxshift bench`, llama-bench's pp/tg measurements.
+ *
+ * pp<N>: decode N random tokens from an empty cache in batches of n_batch,
+ * logits only for the last row of each batch. tg<N>: N single-token decodes
+ * from an empty cache. Each test runs once as a warm-up, then r times; the
+ * table reports tokens per second as mean ± sample standard deviation. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "args.h"
+#include "tools.h"
+
+enum { BENCH_LIST_MAX = 32 };
+
+typedef struct bench_opts {
+    const char *model_path;
+    int32_t n_prompt[BENCH_LIST_MAX];
+    int32_t n_n_prompt;
+    int32_t n_gen[BENCH_LIST_MAX];
+    int32_t n_n_gen;
+    int32_t threads[BENCH_LIST_MAX];
+    int32_t n_threads;
+    int32_t n_batch;
+    int32_t reps;
+    int32_t type_k;
+    int32_t type_v;
+    bool json;
+    bool verbose;
+    bool help;
+} bench_opts;
+
+static void bench_usage(FILE *f) {
+    fprintf(f,
+            "usage: ctxshift bench [flags]\n"
+            "\n"
+            "Measure prompt processing (ppN) and text generation (tgN) speed, like llama-bench.\n"
+            "Lists are comma-separated (\"-t 1,2\"); every combination is measured.\n"
+            "\n"
+            "  -m,   --model FILE         GGUF model (default: %s)\n"
+            "  -p,   --n-prompt LIST      prompt tokens per pp test; 0 = none (default: 512)\n"
+            "  -n,   --n-gen LIST         generated tokens per tg test; 0 = none (default: 128)\n"
+            "  -b,   --batch-size N       tokens per decode in pp tests (default: 2048)\n"
+            "  -t,   --threads LIST       worker threads (default: number of cores)\n"
+            "  -r,   --repetitions N      measured runs per test, after one warm-up (default: 5)\n"
+            "  -ctk, --cache-type-k TYPE  K cache type: f32 or f16 (default: f16)\n"
+            "  -ctv, --cache-type-v TYPE  V cache type: f32 or f16 (default: f16)\n"
+            "  -o,   --output FORMAT      md (a markdown table, default) or json\n"
+            "        --json               same as -o json: a JSON array with llama-bench's fields\n"
+            "  -v,   --verbose            print the library's info and debug log\n"
+            "  -h,   --help               print this help\n",
+            CS_DEFAULT_MODEL);
+}
+
+static int bench_parse(int argc, char **argv, bench_opts *o) {
+    tool_args it = {argc, argv, 1};
+    for (; it.i < argc; it.i++) {
+        const char *a = argv[it.i];
+        const char *v = NULL;
+        int rc = 0;
+        if (tool_arg_is(a, "-h", "--help")) {
+            o->help = true;
+        } else if (tool_arg_is(a, "-v", "--verbose")) {
+            o->verbose = true;
+        } else if (tool_arg_is(a, NULL, "--json")) {
+            o->json = true;
+        } else if (tool_arg_is(a, "-o", "--output")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) {
+                if (strcmp(v, "json") == 0) {
+                    o->json = true;
+                } else if (strcmp(v, "md") == 0) {
+                    o->json = false;
+                } else {
+                    tool_error("%s: '%s' is not an output format (md, json)", a, v);
+                    rc = TOOL_EXIT_USAGE;
+                }
+            }
+        } else if (tool_arg_is(a, "-m", "--model")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
+        } else if (tool_arg_is(a, "-p", "--n-prompt")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32_list(a, v, 0, 1 << 20, o->n_prompt, BENCH_LIST_MAX,
+                                         &o->n_n_prompt);
+        } else if (tool_arg_is(a, "-n", "--n-gen")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32_list(a, v, 0, 1 << 20, o->n_gen, BENCH_LIST_MAX, &o->n_n_gen);
+        } else if (tool_arg_is(a, "-t", "--threads")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32_list(a, v, 1, 4096, o->threads, BENCH_LIST_MAX, &o->n_threads);
+        } else if (tool_arg_is(a, "-b", "--batch-size")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_batch);
+        } else if (tool_arg_is(a, "-r", "--repetitions")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 10000, &o->reps);
+        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
+        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
+        } else {
+            rc = tool_arg_unknown("bench", a);
+        }
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ one test */
+
+typedef struct bench_test {
+    int32_t n_prompt;
+    int32_t n_gen;
+    int32_t n_threads;
+    int32_t n_batch; /* effective, after capping at n_ctx */
+    char test_time[32];
+    uint64_t *samples_ns; /* reps */
+    double *samples_ts;   /* reps */
+    double avg_ns, stddev_ns, avg_ts, stddev_ts;
+} bench_test;
+
+/* Deterministic token source (xorshift64*), like llama-bench's rand() % n_vocab. */
+static cs_token bench_rand_token(uint64_t *state, int32_t n_vocab) {
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return (cs_token)((x * 0x2545f4914f6cdd1dull >> 33) % (uint64_t)n_vocab);
+}
+
+static int bench_decode(cs_context *ctx, const cs_batch *batch) {
+    const int32_t ret = cs_decode(ctx, batch);
+    if (ret == CS_NO_KV_SLOT) {
+        tool_error("decode: no KV slot");
+        return TOOL_EXIT_FAIL;
+    }
+    if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
+    return 0;
+}
+
+static int bench_pp(const cs_model *model, cs_context *ctx, cs_batch *batch, int32_t n_prompt,
+                    int32_t n_batch, uint64_t *rng) {
+    const int32_t n_vocab = cs_model_n_vocab(model);
+    const cs_token bos = cs_token_bos(model);
+    const bool add_bos = cs_vocab_add_bos(model) && bos >= 0;
+    const cs_seq seq0 = 0;
+    for (int32_t i = 0; i < n_prompt; i += n_batch) {
+        const int32_t nb = n_prompt - i < n_batch ? n_prompt - i : n_batch;
+        cs_batch_clear(batch);
+        for (int32_t k = 0; k < nb; k++) {
+            const int32_t pos = i + k;
+            const cs_token t = pos == 0 && add_bos ? bos : bench_rand_token(rng, n_vocab);
+            const cs_status st = cs_batch_add(batch, t, pos, &seq0, 1, k == nb - 1);
+            if (st != CS_OK) return tool_fail_lib(st, "batch");
+        }
+        const int rc = bench_decode(ctx, batch);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int32_t n_gen,
+                    uint64_t *rng) {
+    const int32_t n_vocab = cs_model_n_vocab(model);
+    const cs_token bos = cs_token_bos(model);
+    const cs_seq seq0 = 0;
+    cs_token t = cs_vocab_add_bos(model) && bos >= 0 ? bos : bench_rand_token(rng, n_vocab);
+    for (int32_t i = 0; i < n_gen; i++) {
+        cs_batch_clear(batch);
+        const cs_status st = cs_batch_add(batch, t, i, &seq0, 1, true);
+        if (st != CS_OK) return tool_fail_lib(st, "batch");
+        const int rc = bench_decode(ctx, batch);
+        if (rc != 0) return rc;
+        t = bench_rand_token(rng, n_vocab);
+    }
+    return 0;
+}
+
+static void bench_stats(bench_test *t, int32_t reps) {
+    const double n_tokens = (double)(t->n_prompt + t->n_gen);
+    double sum_ns = 0, sum_ts = 0;
+    for (int32_t r = 0; r < reps; r++) {
+        const double ns = t->samples_ns[r] > 0 ? (double)t->samples_ns[r] : 1.0;
+        t->samples_ts[r] = 1e9 * n_tokens / ns;
+        sum_ns += (double)t->samples_ns[r];
+        sum_ts += t->samples_ts[r];
+    }
+    t->avg_ns = sum_ns / reps;
+    t->avg_ts = sum_ts / reps;
+    double var_ns = 0, var_ts = 0;
+    for (int32_t r = 0; r < reps; r++) {
+        var_ns += ((double)t->samples_ns[r] - t->avg_ns) * ((double)t->samples_ns[r] - t->avg_ns);
+        var_ts += (t->samples_ts[r] - t->avg_ts) * (t->samples_ts[r] - t->avg_ts);
+    }
+    t->stddev_ns = reps > 1 ? sqrt(var_ns / (reps - 1)) : 0.0;
+    t->stddev_ts = reps > 1 ? sqrt(var_ts / (reps - 1)) : 0.0;
+}
+
+/* Run one test on a fresh context: a warm-up, then reps timed runs. */
+static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test *t) {
+    int rc = TOOL_EXIT_FAIL;
+    cs_context *ctx = NULL;
+    cs_batch *batch = NULL;
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+    cs_context_params cp = cs_context_default_params();
+    cp.n_ctx = (uint32_t)(t->n_prompt + t->n_gen);
+    cp.n_batch = (uint32_t)o->n_batch < cp.n_ctx ? (uint32_t)o->n_batch : cp.n_ctx;
+    cp.n_seq_max = 1;
+    cp.n_threads = t->n_threads;
+    cp.type_k = o->type_k;
+    cp.type_v = o->type_v;
+    cs_status st = cs_context_new(model, &cp, &ctx);
+    if (st != CS_OK) {
+        rc = tool_fail_lib(st, "context");
+        goto done;
+    }
+    t->n_batch = (int32_t)cs_n_batch(ctx);
+    if ((st = cs_batch_new(t->n_batch, 1, &batch)) != CS_OK) {
+        rc = tool_fail_lib(st, "batch");
+        goto done;
+    }
+
+    const time_t now = time(NULL);
+    struct tm tm_utc;
+    if (gmtime_r(&now, &tm_utc) == NULL ||
+        strftime(t->test_time, sizeof(t->test_time), "%Y-%m-%dT%H:%M:%SZ", &tm_utc) == 0) {
+        snprintf(t->test_time, sizeof(t->test_time), "1970-01-01T00:00:00Z");
+    }
+
+    /* Warm-up: the whole prompt, or one generated token (llama-bench). */
+    if (t->n_prompt > 0 && (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, &rng)) != 0)
+        goto done;
+    if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, 1, &rng)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
+
+    for (int32_t r = 0; r < o->reps; r++) {
+        cs_kv_clear(ctx);
+        const uint64_t t0 = tool_time_ns();
+        if (t->n_prompt > 0 &&
+            (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, &rng)) != 0)
+            goto done;
+        if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, t->n_gen, &rng)) != 0) goto done;
+        t->samples_ns[r] = tool_time_ns() - t0;
+    }
+    bench_stats(t, o->reps);
+    rc = 0;
+done:
+    cs_batch_free(batch);
+    cs_context_free(ctx);
+    return rc;
+}
+
+/* ------------------------------------------------------------ output */
+
+typedef struct bench_model_info {
+    const char *path;
+    char desc[128];
+    uint64_t size;
+    uint64_t n_params;
+} bench_model_info;
+
+static void bench_md_header(void) {
+    printf("| %-30s | %10s | %10s | %-10s | %7s | %13s | %20s |\n", "model", "size", "params",
+           "backend", "threads", "test", "t/s");
+    printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | "
+           "------------: | -------------------: |\n");
+}
+
+static void bench_md_row(const bench_model_info *mi, const bench_test *t) {
+    char size[32], params[32], test[32], ts[48];
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    if ((double)mi->size < gib) {
+        snprintf(size, sizeof(size), "%.2f MiB", (double)mi->size / (1024.0 * 1024.0));
+    } else {
+        snprintf(size, sizeof(size), "%.2f GiB", (double)mi->size / gib);
+    }
+    if (mi->n_params < 1000000000ull) {
+        snprintf(params, sizeof(params), "%.2f M", (double)mi->n_params / 1e6);
+    } else {
+        snprintf(params, sizeof(params), "%.2f B", (double)mi->n_params / 1e9);
+    }
+    if (t->n_prompt > 0 && t->n_gen == 0) {
+        snprintf(test, sizeof(test), "pp%d", (int)t->n_prompt);
+    } else if (t->n_gen > 0 && t->n_prompt == 0) {
+        snprintf(test, sizeof(test), "tg%d", (int)t->n_gen);
+    } else {
+        snprintf(test, sizeof(test), "pp%d+tg%d", (int)t->n_prompt, (int)t->n_gen);
+    }
+    snprintf(ts, sizeof(ts), "%.2f ± %.2f", t->avg_ts, t->stddev_ts);
+    /* "±" is two bytes in UTF-8 but one column: pad by one more. */
+    printf("| %-30.30s | %10s | %10s | %-10s | %7d | %13s | %21s |\n", mi->desc, size, params,
+           "CPU", (int)t->n_threads, test, ts);
+}
+
+static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, const bench_test *t,
+                           int32_t reps) {
+    printf("  {\n");
+    printf("    \"model_filename\": ");
+    tool_json_string(stdout, mi->path, strlen(mi->path));
+    printf(",\n    \"model_type\": ");
+    tool_json_string(stdout, mi->desc, strlen(mi->desc));
+    printf(",\n    \"model_size\": %llu,\n", (unsigned long long)mi->size);
+    printf("    \"model_n_params\": %llu,\n", (unsigned long long)mi->n_params);
+    printf("    \"backends\": \"CPU\",\n");
+    printf("    \"n_batch\": %d,\n", (int)t->n_batch);
+    printf("    \"n_threads\": %d,\n", (int)t->n_threads);
+    printf("    \"type_k\": \"%s\",\n", cs_type_name(o->type_k));
+    printf("    \"type_v\": \"%s\",\n", cs_type_name(o->type_v));
+    printf("    \"n_prompt\": %d,\n", (int)t->n_prompt);
+    printf("    \"n_gen\": %d,\n", (int)t->n_gen);
+    printf("    \"test_time\": \"%s\",\n", t->test_time);
+    printf("    \"avg_ns\": %.0f,\n", t->avg_ns);
+    printf("    \"stddev_ns\": %.0f,\n", t->stddev_ns);
+    printf("    \"avg_ts\": %.6f,\n", t->avg_ts);
+    printf("    \"stddev_ts\": %.6f,\n", t->stddev_ts);
+    printf("    \"samples_ns\": [ ");
+    for (int32_t r = 0; r < reps; r++) {
+        printf("%s%llu", r > 0 ? ", " : "", (unsigned long long)t->samples_ns[r]);
+    }
+    printf(" ],\n    \"samples_ts\": [ ");
+    for (int32_t r = 0; r < reps; r++) printf("%s%.6f", r > 0 ? ", " : "", t->samples_ts[r]);
+    printf(" ]\n  }");
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_opts o;
+    memset(&o, 0, sizeof(o));
+    o.model_path = CS_DEFAULT_MODEL;
+    o.n_prompt[0] = 512;
+    o.n_n_prompt = 1;
+    o.n_gen[0] = 128;
+    o.n_n_gen = 1;
+    o.threads[0] = tool_default_threads();
+    o.n_threads = 1;
+    o.n_batch = 2048;
+    o.reps = 5;
+    o.type_k = CS_TYPE_F16;
+    o.type_v = CS_TYPE_F16;
+    int rc = bench_parse(argc, argv, &o);
+    if (rc != 0) return rc;
+    if (o.help) {
+        bench_usage(stdout);
+        return TOOL_EXIT_OK;
+    }
+    tool_log_setup(o.verbose);
+
+    /* The test list: for every thread count, each pp then each tg size. */
+    int32_t n_tests = 0;
+    bench_test *tests = calloc((size_t)BENCH_LIST_MAX * 2 * BENCH_LIST_MAX, sizeof(bench_test));
+    if (tests == NULL) {
+        tool_error("out of memory for the test list");
+        return TOOL_EXIT_FAIL;
+    }
+    for (int32_t ti = 0; ti < o.n_threads; ti++) {
+        for (int32_t i = 0; i < o.n_n_prompt; i++) {
+            if (o.n_prompt[i] == 0) continue;
+            memset(&tests[n_tests], 0, sizeof(tests[0]));
+            tests[n_tests].n_prompt = o.n_prompt[i];
+            tests[n_tests++].n_threads = o.threads[ti];
+        }
+        for (int32_t i = 0; i < o.n_n_gen; i++) {
+            if (o.n_gen[i] == 0) continue;
+            memset(&tests[n_tests], 0, sizeof(tests[0]));
+            tests[n_tests].n_gen = o.n_gen[i];
+            tests[n_tests++].n_threads = o.threads[ti];
+        }
+    }
+    if (n_tests == 0) {
+        tool_error("bench: nothing to measure (every -p and -n value is 0)");
+        free(tests);
+        return TOOL_EXIT_USAGE;
+    }
+
+    cs_model *model = NULL;
+    uint64_t *samples_ns = NULL;
+    double *samples_ts = NULL;
+    if ((rc = tool_load_model(o.model_path, false, &model)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
+    samples_ns = malloc((size_t)o.reps * sizeof(uint64_t));
+    samples_ts = malloc((size_t)o.reps * sizeof(double));
+    if (samples_ns == NULL || samples_ts == NULL) {
+        tool_error("out of memory for %d samples", (int)o.reps);
+        goto done;
+    }
+    bench_model_info mi;
+    mi.path = o.model_path;
+    cs_model_desc(model, mi.desc, sizeof(mi.desc));
+    mi.size = cs_model_size(model);
+    mi.n_params = cs_model_n_params(model);
+    if (o.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
+
+    if (o.json) {
+        printf("[\n");
+    } else {
+        bench_md_header();
+    }
+    fflush(stdout);
+    for (int32_t i = 0; i < n_tests; i++) {
+        bench_test *t = &tests[i];
+        t->samples_ns = samples_ns;
+        t->samples_ts = samples_ts;
+        if ((rc = bench_run_test(model, &o, t)) != 0) {
+            if (o.json) printf("\n]\n"); /* keep stdout a valid (partial) JSON array */
+            goto done;
+        }
+        if (o.json) {
+            if (i > 0) printf(",\n");
+            bench_json_obj(&mi, &o, t, o.reps);
+        } else {
+            bench_md_row(&mi, t);
+        }
+        fflush(stdout);
+    }
+    if (o.json) printf("\n]\n");
+    rc = TOOL_EXIT_OK;
+done:
+    free(samples_ts);
+    free(samples_ns);
+    free(tests);
+    cs_model_free(model);
+    return rc;
+}

@@ -1,0 +1,22 @@
+/* tools.h: entry points of the ctxshift subcommands (tools/cmd_*.c).
+ *
+ * Each takes the arguments after the subcommand name (argv[0] is the
+ * subcommand itself) and returns the process exit code: 0 ok, 1 runtime
+ * failure, 2 usage error. "--help" prints the usage to stdout and returns 0. */
+#ifndef CS_TOOLS_H
+#define CS_TOOLS_H
+
+int cmd_run(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_gen_model(int argc, char **argv);
+
+#ifndef CS_DEFAULT_MODEL
+/* CMake defines the absolute path of the bundled model; this fallback is
+ * relative to the repository root. */
+#define CS_DEFAULT_MODEL "models/stories260K-f32.gguf"
+#endif
+
+#endif /* CS_TOOLS_H */
