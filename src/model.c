@@ -244,13 +244,13 @@ static cs_status load_tensors(cs_model *m) {
     return CS_OK;
 }
 
-/* The most common weight type, for the description. */
+/* The weight type holding the most parameters, for the description. */
 static int32_t model_ftype(const cs_model *m) {
     uint64_t bytes[CS_TYPE_COUNT] = {0};
     for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
         const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
         if (t->n_dims >= 2 && t->type >= 0 && t->type < CS_TYPE_COUNT)
-            bytes[t->type] += t->nbytes;
+            bytes[t->type] += (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
     }
     int32_t best = CS_TYPE_F32;
     for (int32_t i = 0; i < CS_TYPE_COUNT; i++)

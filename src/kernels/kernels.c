@@ -1,0 +1,78 @@
+/* kernels.c: run-time choice of the kernel table. Compiled without SIMD
+ * flags; the AVX2 and AVX-512 files are only entered after cpuid (through
+ * __builtin_cpu_supports, which also checks that the OS saves the wide
+ * registers) confirms every extension they were compiled for. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common.h"
+#include "kernels.h"
+#include "matmul.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CS_HAVE_X86 1
+#else
+#define CS_HAVE_X86 0
+#endif
+
+#if CS_HAVE_X86
+static bool cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+
+/* x86_avx512.c is compiled with -mavx512f/bw/vl/dq plus the AVX2 set. */
+static bool cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+}
+#endif
+
+const cs_kernels *cs_kernels_by_name(const char *name) {
+    if (!name) return NULL;
+    if (strcmp(name, "ref") == 0) return cs_kernels_ref();
+#if CS_HAVE_X86
+    if (strcmp(name, "avx2") == 0) return cpu_has_avx2() ? cs_kernels_avx2_table() : NULL;
+    if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? cs_kernels_avx512_table() : NULL;
+#endif
+    return NULL;
+}
+
+static const cs_kernels *g_best;
+static pthread_once_t g_best_once = PTHREAD_ONCE_INIT;
+
+static void choose_best(void) {
+    const char *env = getenv("CS_KERNELS");
+    if (env && *env) {
+        g_best = cs_kernels_by_name(env);
+        if (g_best) return;
+        CS_LOG_WRN("kernels: CS_KERNELS=%s is unknown or unsupported by this CPU; "
+                   "choosing automatically",
+                   env);
+    }
+    static const char *const order[] = {"avx512", "avx2", "ref"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0] && !g_best; i++)
+        g_best = cs_kernels_by_name(order[i]);
+}
+
+const cs_kernels *cs_kernels_best(void) {
+    pthread_once(&g_best_once, choose_best);
+    return g_best;
+}
+
+bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk) {
+#if CS_HAVE_X86
+    /* The per-ISA tables are only handed out after the CPU check, so a
+     * pointer equal to one of them proves the features are present. */
+    if (k == cs_kernels_avx512_table()) return cs_avx512_matmul_ukernel(wtype, uk);
+    if (k == cs_kernels_avx2_table()) return cs_avx2_matmul_ukernel(wtype, uk);
+#endif
+    CS_UNUSED(k);
+    CS_UNUSED(wtype);
+    CS_UNUSED(uk);
+    return false;
+}

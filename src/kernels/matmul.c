@@ -1,0 +1,212 @@
+/* matmul.c: Y = X * W^T for the weight matmuls of the forward pass.
+ *
+ * Two phases, each a cs_threadpool_run over independent rows:
+ *  1. convert the T activation rows to the weight's vec-dot type in scratch
+ *     (f16 / bf16 / Q8_0 via the table's row converters, which are
+ *     bit-exact with the reference ones); skipped for F32 weights, and done
+ *     on the calling thread when it is small (a decode step), which saves a
+ *     wake-up of the pool;
+ *  2. split the weight rows in blocks of the micro-kernel height rb across
+ *     threads. Each thread walks its rows chunk by chunk of tokens (chunk =
+ *     converted rows that fit ~128 KiB, so they stay in L2 while the W rows
+ *     stream past), and for each rb-row block runs tb-token tiles, then the
+ *     leftover tokens one at a time.
+ * No reduction is ever split, and the micro-kernels compute every output
+ * with the same instruction sequence whatever the tile shape, so results
+ * do not depend on the thread count, on T, or on where a split falls. */
+#include "matmul.h"
+
+#include <string.h>
+
+#include "../common.h"
+
+#define ROW_ALIGN 64
+#define CHUNK_BYTES (128 * 1024)
+/* below this many activation elements the conversion runs on the caller */
+#define CONVERT_INLINE_ELEMS 16384
+#define MAX_TILE 64 /* rb * tb of any micro-kernel */
+
+/* Bytes of one converted activation row, or 0 for F32 (used in place). */
+static size_t vec_row_bytes(int32_t wtype, int64_t K) {
+    size_t b;
+    switch (wtype) {
+    case CS_TYPE_F32:
+        return 0;
+    case CS_TYPE_F16:
+    case CS_TYPE_BF16:
+        b = (size_t)K * 2;
+        break;
+    case CS_TYPE_Q8_0:
+    case CS_TYPE_Q4_0:
+        b = (size_t)(K / CS_QK8_0) * sizeof(cs_block_q8_0);
+        break;
+    default:
+        CS_ASSERT(!"cs_matmul: unsupported weight type");
+        return 0;
+    }
+    return (b + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+}
+
+static size_t weight_row_bytes(int32_t wtype, int64_t K) {
+    uint64_t b = 0;
+    CS_ASSERT(cs_type_row_size(wtype, K, &b));
+    return (size_t)b;
+}
+
+size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T) {
+    size_t s = vec_row_bytes(wtype, K) * (size_t)T;
+    return s < ROW_ALIGN ? ROW_ALIGN : s;
+}
+
+typedef struct mm_task {
+    const cs_kernels *k;
+    int32_t wtype;
+    const uint8_t *W;
+    size_t w_row; /* bytes per weight row */
+    int64_t N, K, T;
+    const float *X;
+    const uint8_t *Xc; /* converted activations (or X itself for F32) */
+    size_t x_row;      /* bytes per converted row */
+    float *Y;
+    uint8_t *scratch;
+    bool have_uk;
+    cs_matmul_ukernel uk;
+} mm_task;
+
+static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = m->X + t * m->K;
+        void *dst = m->scratch + (size_t)t * m->x_row;
+        switch (m->wtype) {
+        case CS_TYPE_F16:
+            m->k->fp32_to_fp16_row(x, dst, m->K);
+            break;
+        case CS_TYPE_BF16:
+            m->k->fp32_to_bf16_row(x, dst, m->K);
+            break;
+        default: /* Q8_0, Q4_0 */
+            m->k->quantize_row_q8_0(x, dst, m->K);
+            break;
+        }
+    }
+}
+
+static void convert_task(void *arg, int32_t ith, int32_t nth) {
+    const mm_task *m = arg;
+    int64_t t0, t1;
+    cs_split(m->T, ith, nth, &t0, &t1);
+    convert_rows(m, t0, t1);
+}
+
+/* One dot through the table (reference path). */
+static float dot_generic(const mm_task *m, const void *w, const void *x) {
+    float s = 0.0f;
+    switch (m->wtype) {
+    case CS_TYPE_F32:
+        m->k->vec_dot_f32(m->K, &s, w, x);
+        break;
+    case CS_TYPE_F16:
+        m->k->vec_dot_f16(m->K, &s, w, x);
+        break;
+    case CS_TYPE_BF16:
+        m->k->vec_dot_bf16(m->K, &s, w, x);
+        break;
+    case CS_TYPE_Q8_0:
+        m->k->vec_dot_q8_0_q8_0(m->K, &s, w, x);
+        break;
+    default:
+        m->k->vec_dot_q4_0_q8_0(m->K, &s, w, x);
+        break;
+    }
+    return s;
+}
+
+/* Rows [n0, n1) for tokens [t0, t1) with the micro-kernel. Rows past the
+ * end of a short last block repeat the last row; their outputs are
+ * dropped, so every kept output is computed exactly as in a full block. */
+static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
+    const int32_t rb = m->uk.rb, tb = m->uk.tb;
+    const void *w[16];
+    const void *x[16];
+    float out[MAX_TILE];
+    for (int64_t n = n0; n < n1; n += rb) {
+        const int64_t nr = n1 - n < rb ? n1 - n : rb;
+        for (int32_t r = 0; r < rb; r++)
+            w[r] = m->W + (size_t)(n + (r < nr ? r : nr - 1)) * m->w_row;
+        int64_t t = t0;
+        for (; t + tb <= t1; t += tb) {
+            for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(t + j) * m->x_row;
+            m->uk.tile(m->K, w, x, out);
+            for (int32_t j = 0; j < tb; j++)
+                memcpy(m->Y + (t + j) * m->N + n, out + (size_t)j * rb, (size_t)nr * sizeof(float));
+        }
+        for (; t < t1; t++) {
+            m->uk.col(m->K, w, m->Xc + (size_t)t * m->x_row, out);
+            memcpy(m->Y + t * m->N + n, out, (size_t)nr * sizeof(float));
+        }
+    }
+}
+
+static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
+    for (int64_t n = n0; n < n1; n++) {
+        const void *w = m->W + (size_t)n * m->w_row;
+        for (int64_t t = t0; t < t1; t++)
+            m->Y[t * m->N + n] = dot_generic(m, w, m->Xc + (size_t)t * m->x_row);
+    }
+}
+
+static void matmul_task(void *arg, int32_t ith, int32_t nth) {
+    const mm_task *m = arg;
+    const int64_t rb = m->have_uk ? m->uk.rb : 1;
+    int64_t b0, b1;
+    cs_split((m->N + rb - 1) / rb, ith, nth, &b0, &b1);
+    const int64_t n0 = b0 * rb, n1 = b1 * rb < m->N ? b1 * rb : m->N;
+    if (n0 >= n1) return;
+    int64_t chunk = (int64_t)(CHUNK_BYTES / m->x_row);
+    const int64_t tb = m->have_uk ? m->uk.tb : 1;
+    chunk = chunk < tb ? tb : chunk / tb * tb;
+    for (int64_t t0 = 0; t0 < m->T; t0 += chunk) {
+        const int64_t t1 = t0 + chunk < m->T ? t0 + chunk : m->T;
+        if (m->have_uk)
+            rows_ukernel(m, n0, n1, t0, t1);
+        else
+            rows_generic(m, n0, n1, t0, t1);
+    }
+}
+
+void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, const void *W, int64_t N,
+               int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
+    CS_ASSERT(k && W && X && Y && N >= 0 && K >= 0 && T >= 0);
+    if (N == 0 || T == 0) return;
+    mm_task m = {
+        .k = k,
+        .wtype = wtype,
+        .W = W,
+        .w_row = weight_row_bytes(wtype, K),
+        .N = N,
+        .K = K,
+        .T = T,
+        .X = X,
+        .x_row = vec_row_bytes(wtype, K),
+        .Y = Y,
+        .scratch = scratch,
+    };
+    m.have_uk = cs_kernels_matmul_ukernel(k, wtype, &m.uk);
+    CS_ASSERT(!m.have_uk || (m.uk.rb <= 16 && m.uk.tb <= 16 && m.uk.rb * m.uk.tb <= MAX_TILE));
+    if (wtype == CS_TYPE_F32) {
+        m.Xc = (const uint8_t *)X;
+        m.x_row = (size_t)K * sizeof(float);
+    } else {
+        CS_ASSERT(scratch);
+        m.Xc = scratch;
+        if (!tp || T * K <= CONVERT_INLINE_ELEMS)
+            convert_rows(&m, 0, T);
+        else
+            cs_threadpool_run(tp, convert_task, &m);
+    }
+    if (m.x_row == 0) m.x_row = 1; /* K == 0: keep the chunk division defined */
+    if (tp)
+        cs_threadpool_run(tp, matmul_task, &m);
+    else
+        matmul_task(&m, 0, 1);
+}

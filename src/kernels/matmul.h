@@ -1,0 +1,64 @@
+/* matmul.h: the weight matmul of the forward pass, Y = X * W^T, and the
+ * plumbing between the per-ISA kernel files of src/kernels (tables and
+ * register-tiled micro-kernels), which only kernels.c and matmul.c use. */
+#ifndef CS_MATMUL_H
+#define CS_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../threadpool.h"
+#include "kernels.h"
+
+/* Bytes of scratch cs_matmul needs for T activation rows of K elements
+ * against weights of type wtype: T rows of the weight's vec-dot type (f32
+ * for F32 weights: then only a minimum of 64 bytes, never 0, so a caller
+ * can allocate it unconditionally; f16; bf16; Q8_0 blocks for Q8_0 and
+ * Q4_0), each row padded to 64 bytes. K must be a multiple of 32 for
+ * quantized types. */
+size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
+
+/* Y[t*N + n] = dot(W row n, X row t) for t < T, n < N.
+ *   W: (N, K) of wtype (F32, F16, BF16, Q8_0, Q4_0), rows contiguous;
+ *   X: (T, K) f32; Y: (T, N) f32; scratch: cs_matmul_scratch_size bytes,
+ *   64-byte aligned preferred. tp may be NULL (single thread).
+ * X is first converted to the vec-dot type (rows split across threads),
+ * then the rows of W are split across threads in blocks of the
+ * micro-kernel height; each output is computed by one thread with the same
+ * instruction sequence whatever the split, tile shape or T, so the result
+ * is bit-identical for any thread count and a token gives the same output
+ * alone or inside a batch.
+ * Cost: 2*N*K*T flops; memory: W streamed once per chunk of tokens whose
+ * converted rows fit in ~128 KiB (once for T = 1, a GEMV bound by memory
+ * bandwidth), X chunk re-read from L2 per block of rows. */
+void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, const void *W, int64_t N,
+               int64_t K, const float *X, int64_t T, float *Y, void *scratch);
+
+/* ------------------------------------------ internal to src/kernels/ */
+
+/* A register-tiled micro-kernel for one weight type: out[t*rb + r] =
+ * dot(w[r], x[t]) over K elements for r < rb and t < tb (tile) or t < 1
+ * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
+ * activation rows. Both functions run the identical per-output operation
+ * sequence, so the shape never changes a result. */
+typedef struct cs_matmul_ukernel {
+    int32_t rb; /* weight rows per call */
+    int32_t tb; /* activation rows per tile call */
+    void (*tile)(int64_t K, const void *const *w, const void *const *x, float *out);
+    void (*col)(int64_t K, const void *const *w, const void *x, float *out);
+} cs_matmul_ukernel;
+
+/* The micro-kernel of table k for weight type wtype; false when the table
+ * has none (the reference table: cs_matmul then uses k's vec_dot). */
+bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk);
+
+#if defined(__x86_64__) || defined(__i386__)
+/* Per-ISA tables and micro-kernels (x86_avx2.c, x86_avx512.c). Call only
+ * after checking the CPU features (kernels.c does). */
+const cs_kernels *cs_kernels_avx2_table(void);
+bool cs_avx2_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk);
+const cs_kernels *cs_kernels_avx512_table(void);
+bool cs_avx512_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk);
+#endif
+
+#endif /* CS_MATMUL_H */

@@ -1,0 +1,143 @@
+/* quant.c: reference block codecs (Q8_0, Q4_0) and row conversion between
+ * f32 and every supported weight type. Scalar, O(n) per row.
+ *
+ * Two Q8_0 quantizers exist on purpose, as in ggml:
+ *  - cs_quantize_row_q8_0_ref mirrors ggml's x86 SIMD activation quantizer
+ *    (what llama.cpp runs on the activations that meet Q8_0/Q4_0 weights):
+ *    id = 127/amax and round half to even. The SIMD tables must produce the
+ *    same bytes.
+ *  - q8_0_weight (through cs_quantize_row) mirrors quantize_row_q8_0_ref,
+ *    which writes weight files: id = 1/d and roundf (half away from zero).
+ * The two differ in the last bit for a few inputs; swapping them would make
+ * our logits drift from llama.cpp's. */
+#include <math.h>
+#include <string.h>
+
+#include "../common.h"
+#include "kernels.h"
+
+void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n) {
+    const int64_t nb = n / CS_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *v = x + b * CS_QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < CS_QK8_0; j++) {
+            float a = fabsf(v[j]);
+            if (a > amax) amax = a;
+        }
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = cs_fp32_to_fp16(d);
+        /* nearbyintf rounds half to even in the default rounding mode,
+         * like _mm256_round_ps(_MM_ROUND_NEAREST) */
+        for (int j = 0; j < CS_QK8_0; j++) y[b].qs[j] = (int8_t)nearbyintf(v[j] * id);
+    }
+}
+
+/* ggml's quantize_row_q8_0_ref (weights). */
+static void q8_0_weight(const float *x, cs_block_q8_0 *y, int64_t n) {
+    const int64_t nb = n / CS_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *v = x + b * CS_QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < CS_QK8_0; j++) {
+            float a = fabsf(v[j]);
+            if (a > amax) amax = a;
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = cs_fp32_to_fp16(d);
+        for (int j = 0; j < CS_QK8_0; j++) y[b].qs[j] = (int8_t)roundf(v[j] * id);
+    }
+}
+
+void cs_quantize_row_q4_0_ref(const float *x, cs_block_q4_0 *y, int64_t n) {
+    const int64_t nb = n / CS_QK4_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *v = x + b * CS_QK4_0;
+        float amax = 0.0f, max = 0.0f; /* max keeps the sign of the largest |v| */
+        for (int j = 0; j < CS_QK4_0; j++) {
+            if (amax < fabsf(v[j])) {
+                amax = fabsf(v[j]);
+                max = v[j];
+            }
+        }
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = cs_fp32_to_fp16(d);
+        for (int j = 0; j < CS_QK4_0 / 2; j++) {
+            const float x0 = v[j] * id;
+            const float x1 = v[j + CS_QK4_0 / 2] * id;
+            /* x*id lies in [-8, 8]: +8.5 and truncation round to 0..16 */
+            int8_t q0 = (int8_t)(x0 + 8.5f);
+            int8_t q1 = (int8_t)(x1 + 8.5f);
+            uint8_t u0 = (uint8_t)(q0 < 15 ? q0 : 15);
+            uint8_t u1 = (uint8_t)(q1 < 15 ? q1 : 15);
+            y[b].qs[j] = (uint8_t)(u0 | (u1 << 4));
+        }
+    }
+}
+
+void cs_dequantize_row_q8_0(const cs_block_q8_0 *x, float *y, int64_t n) {
+    const int64_t nb = n / CS_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float d = cs_fp16_to_fp32(x[b].d);
+        for (int j = 0; j < CS_QK8_0; j++) y[b * CS_QK8_0 + j] = (float)x[b].qs[j] * d;
+    }
+}
+
+void cs_dequantize_row_q4_0(const cs_block_q4_0 *x, float *y, int64_t n) {
+    const int64_t nb = n / CS_QK4_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float d = cs_fp16_to_fp32(x[b].d);
+        float *o = y + b * CS_QK4_0;
+        for (int j = 0; j < CS_QK4_0 / 2; j++) {
+            o[j] = (float)((int32_t)(x[b].qs[j] & 0x0f) - 8) * d;
+            o[j + CS_QK4_0 / 2] = (float)((int32_t)(x[b].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n) {
+    switch (type) {
+    case CS_TYPE_F32:
+        memcpy(y, x, (size_t)n * sizeof(float));
+        break;
+    case CS_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(((const uint16_t *)x)[i]);
+        break;
+    case CS_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) y[i] = cs_bf16_to_fp32(((const uint16_t *)x)[i]);
+        break;
+    case CS_TYPE_Q8_0:
+        cs_dequantize_row_q8_0(x, y, n);
+        break;
+    case CS_TYPE_Q4_0:
+        cs_dequantize_row_q4_0(x, y, n);
+        break;
+    default:
+        CS_ASSERT(!"cs_dequantize_row: unsupported type");
+    }
+}
+
+void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n) {
+    switch (type) {
+    case CS_TYPE_F32:
+        memcpy(y, x, (size_t)n * sizeof(float));
+        break;
+    case CS_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = cs_fp32_to_fp16(x[i]);
+        break;
+    case CS_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = cs_fp32_to_bf16(x[i]);
+        break;
+    case CS_TYPE_Q8_0:
+        q8_0_weight(x, y, n);
+        break;
+    case CS_TYPE_Q4_0:
+        cs_quantize_row_q4_0_ref(x, y, n);
+        break;
+    default:
+        CS_ASSERT(!"cs_quantize_row: unsupported type");
+    }
+}

@@ -1,0 +1,208 @@
+/* ref.c: the scalar reference kernels, the executable specification of
+ * every slot of cs_kernels. Compiled for generic x86-64 (or any target);
+ * SIMD versions are tested against these with named tolerances.
+ *
+ * Numerics follow ggml's CPU backend (see kernels.h): norms and softmax sums
+ * accumulate in double, float dot products of 16-bit types accumulate in
+ * double like ggml's generic f16/bf16 dots, and the quantized dots sum exact
+ * per-block integer products scaled by d_x*d_y in float. The file is built
+ * with -std=c11, so GCC does not contract a*b+c into FMA: every expression
+ * below is rounded exactly as written. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "matmul.h"
+
+#define CS_PI_F 3.14159265358979323846f /* (float)M_PI; M_PI is not C11 */
+
+/* ------------------------------------------------------------------ dots */
+
+static void ref_vec_dot_f32(int64_t n, float *s, const float *x, const float *y) {
+    double sum = 0.0; /* ggml_vec_dot_f32's generic path: float products, double sum */
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * y[i]);
+    *s = (float)sum;
+}
+
+static void ref_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+    double sum = 0.0; /* each f16*f16 product is exact in float */
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(cs_fp16_to_fp32(x[i]) * cs_fp16_to_fp32(y[i]));
+    *s = (float)sum;
+}
+
+static void ref_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+    double sum = 0.0; /* each bf16*bf16 product is exact in float */
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(cs_bf16_to_fp32(x[i]) * cs_bf16_to_fp32(y[i]));
+    *s = (float)sum;
+}
+
+static void ref_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(cs_fp16_to_fp32(x[i]) * y[i]);
+    *s = (float)sum;
+}
+
+static void ref_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
+                                  const cs_block_q8_0 *y) {
+    int64_t nb = n / CS_QK8_0;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t isum = 0; /* |isum| <= 32 * 128 * 128: no overflow */
+        for (int j = 0; j < CS_QK8_0; j++) isum += (int32_t)x[b].qs[j] * (int32_t)y[b].qs[j];
+        sum += (float)isum * (cs_fp16_to_fp32(x[b].d) * cs_fp16_to_fp32(y[b].d));
+    }
+    *s = sum;
+}
+
+static void ref_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
+                                  const cs_block_q8_0 *y) {
+    int64_t nb = n / CS_QK4_0;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t isum = 0;
+        for (int j = 0; j < CS_QK4_0 / 2; j++) {
+            int32_t lo = (int32_t)(x[b].qs[j] & 0x0f) - 8;
+            int32_t hi = (int32_t)(x[b].qs[j] >> 4) - 8;
+            isum += lo * y[b].qs[j] + hi * y[b].qs[j + CS_QK4_0 / 2];
+        }
+        sum += (float)isum * (cs_fp16_to_fp32(x[b].d) * cs_fp16_to_fp32(y[b].d));
+    }
+    *s = sum;
+}
+
+/* ------------------------------------------------------ row conversions */
+
+static void ref_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+}
+
+static void ref_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+}
+
+static void ref_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+}
+
+/* ------------------------------------------------------- element-wise */
+
+static void ref_axpy_f32(int64_t n, float a, const float *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void ref_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * cs_fp16_to_fp32(x[i]);
+}
+
+static void ref_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double sum = 0.0; /* ggml_float; the square is rounded to float first */
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static void ref_softmax(float *x, int64_t n) {
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > max) max = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        float e = expf(x[i] - max); /* -inf - max = -inf -> 0 */
+        x[i] = e;
+        sum += (double)e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+static void ref_swiglu(float *out, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = g[i];
+        out[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+static void ref_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, int32_t mode,
+                     const float *cs) {
+    const int32_t half = n_rot / 2;
+    const bool neox = (mode & CS_ROPE_NEOX) != 0;
+    for (int64_t h = 0; h < n_head; h++) {
+        float *r = x + h * head_dim;
+        for (int32_t k = 0; k < half; k++) {
+            float *pa = neox ? &r[k] : &r[2 * k];
+            float *pb = neox ? &r[k + half] : &r[2 * k + 1];
+            const float c = cs[2 * k], s = cs[2 * k + 1];
+            const float a = *pa, b = *pb;
+            *pa = a * c - b * s;
+            *pb = a * s + b * c;
+        }
+    }
+}
+
+/* --------------------------------------------------------------- table */
+
+static const cs_kernels k_ref = {
+    .name = "ref",
+    .vec_dot_f32 = ref_vec_dot_f32,
+    .vec_dot_f16 = ref_vec_dot_f16,
+    .vec_dot_bf16 = ref_vec_dot_bf16,
+    .vec_dot_q8_0_q8_0 = ref_vec_dot_q8_0_q8_0,
+    .vec_dot_q4_0_q8_0 = ref_vec_dot_q4_0_q8_0,
+    .vec_dot_f16_f32 = ref_vec_dot_f16_f32,
+    .quantize_row_q8_0 = cs_quantize_row_q8_0_ref,
+    .fp32_to_fp16_row = ref_fp32_to_fp16_row,
+    .fp16_to_fp32_row = ref_fp16_to_fp32_row,
+    .fp32_to_bf16_row = ref_fp32_to_bf16_row,
+    .axpy_f32 = ref_axpy_f32,
+    .axpy_f16 = ref_axpy_f16,
+    .rmsnorm = ref_rmsnorm,
+    .softmax = ref_softmax,
+    .swiglu = ref_swiglu,
+    .rope = ref_rope,
+};
+
+const cs_kernels *cs_kernels_ref(void) { return &k_ref; }
+
+/* ------------------------------------------------------------ rope cache */
+
+/* ggml_rope_yarn_corr_dim: the dimension whose wavelength makes n_rot_beta
+ * turns over the original context. */
+static float rope_corr_dim(int32_t n_dims, int32_t n_ctx_orig, float n_rot_beta, float base) {
+    return (float)n_dims * logf((float)n_ctx_orig / (n_rot_beta * 2.0f * CS_PI_F)) /
+           (2.0f * logf(base));
+}
+
+static float rope_ramp(float low, float high, int32_t i0) {
+    const float y = ((float)(i0 / 2) - low) / fmaxf(0.001f, high - low);
+    return 1.0f - fminf(1.0f, fmaxf(0.0f, y));
+}
+
+void cs_rope_cache(float *cs, float pos, const cs_rope_params *p) {
+    const int32_t n_rot = p->n_rot;
+    const float theta_scale = powf(p->freq_base, -2.0f / (float)n_rot);
+    float corr0 = 0.0f, corr1 = 0.0f;
+    float mscale = p->attn_factor;
+    if (p->ext_factor != 0.0f) {
+        float start = floorf(rope_corr_dim(n_rot, p->n_ctx_orig, p->beta_fast, p->freq_base));
+        float end = ceilf(rope_corr_dim(n_rot, p->n_ctx_orig, p->beta_slow, p->freq_base));
+        corr0 = fmaxf(0.0f, start);
+        corr1 = fminf((float)(n_rot - 1), end);
+        mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+    }
+    float theta = pos;
+    for (int32_t i0 = 0; i0 < n_rot; i0 += 2) {
+        const float theta_extrap = theta;
+        const float theta_interp = p->freq_scale * theta_extrap;
+        float t = theta_interp;
+        if (p->ext_factor != 0.0f) {
+            const float mix = rope_ramp(corr0, corr1, i0) * p->ext_factor;
+            t = theta_interp * (1.0f - mix) + theta_extrap * mix;
+        }
+        cs[i0] = cosf(t) * mscale;
+        cs[i0 + 1] = sinf(t) * mscale;
+        theta *= theta_scale;
+    }
+}

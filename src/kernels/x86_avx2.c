@@ -1,0 +1,547 @@
+/* x86_avx2.c: the AVX2 + FMA + F16C kernel table and matmul micro-kernels.
+ * Compiled with -mavx2 -mfma -mf16c; entered only after kernels.c checked
+ * the CPU. Same contracts as ref.c; tests/test_kernels.c bounds the
+ * difference with named tolerances (the row converters, quantize_row_q8_0
+ * and rope are bit-exact with the reference).
+ *
+ * Matmul micro-kernels: rb = 4 weight rows x tb = 2 tokens, 8 ymm
+ * accumulators (one per output), so every W vector load feeds two FMAs and
+ * every X load four. Each accumulator sees the same operation sequence in
+ * the 4x2 tile and in the 4x1 column kernel, so the tile shape never
+ * changes a result (see matmul.h). */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "matmul.h"
+
+#define CS_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------ helpers */
+
+/* Fixed-order horizontal sum (deterministic). */
+CS_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CS_INLINE double hsum4d(__m256d v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+
+/* Lane mask for the first n (0..8) lanes of a maskload. */
+CS_INLINE __m256i tail_mask(int64_t n) {
+    static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
+}
+
+CS_INLINE __m256 load_f16(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+CS_INLINE __m256 load_bf16(const uint16_t *p) {
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+/* First n (< 8) 16-bit values, zero-padded. */
+CS_INLINE __m128i load_u16_tail(const uint16_t *p, int64_t n) {
+    uint16_t buf[8] = {0};
+    memcpy(buf, p, (size_t)n * sizeof(uint16_t));
+    return _mm_loadu_si128((const __m128i *)buf);
+}
+
+CS_INLINE float f16_scale(uint16_t h) { return _cvtsh_ss(h); }
+
+/* exp(x), Cody-Waite reduction + degree-6 polynomial (cephes expf
+ * coefficients), about 2 ulp; inputs below -87.3 give 0 (so -inf gives 0),
+ * inputs above 88 saturate at exp(88). */
+CS_INLINE __m256 exp8(__m256 x) {
+    const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_floor_ps(
+        _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(zero_below, y);
+}
+
+/* --------------------------------------------------------------- dots */
+
+static void avx2_vec_dot_f32(int64_t n, float *s, const float *x, const float *y) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+    if (i < n) {
+        __m256i m = tail_mask(n - i);
+        a1 = _mm256_fmadd_ps(_mm256_maskload_ps(x + i, m), _mm256_maskload_ps(y + i, m), a1);
+    }
+    *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+static void avx2_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_f16(x + i), load_f16(y + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16(x + i + 8), load_f16(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16(x + i + 16), load_f16(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16(x + i + 24), load_f16(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_f16(x + i), load_f16(y + i), a0);
+    if (i < n)
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(load_u16_tail(x + i, n - i)),
+                             _mm256_cvtph_ps(load_u16_tail(y + i, n - i)), a1);
+    *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+static void avx2_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_f16(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_f16(x + i), _mm256_loadu_ps(y + i), a0);
+    if (i < n)
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(load_u16_tail(x + i, n - i)),
+                             _mm256_maskload_ps(y + i, tail_mask(n - i)), a1);
+    *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
+/* ------------------------------------------------ matmul micro-kernels */
+
+/* Generic RB x TB tile bodies; RB and TB are compile-time constants at
+ * every call site, so the loops unroll and acc[][] lives in registers. */
+
+CS_INLINE void tile_f32(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int RB, const int TB) {
+    __m256 acc[4][2];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 xv[2];
+        for (int t = 0; t < TB; t++) xv[t] = _mm256_loadu_ps((const float *)x[t] + k);
+        for (int r = 0; r < RB; r++) {
+            __m256 wv = _mm256_loadu_ps((const float *)w[r] + k);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    if (k < K) {
+        __m256i m = tail_mask(K - k);
+        __m256 xv[2];
+        for (int t = 0; t < TB; t++) xv[t] = _mm256_maskload_ps((const float *)x[t] + k, m);
+        for (int r = 0; r < RB; r++) {
+            __m256 wv = _mm256_maskload_ps((const float *)w[r] + k, m);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8(acc[r][t]);
+}
+
+/* f16 (is_bf16 = 0) and bf16 (1) weights against activations of the same type. */
+CS_INLINE __m256 cvt_16(__m128i v, const int is_bf16) {
+    if (is_bf16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+    return _mm256_cvtph_ps(v);
+}
+
+CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, float *out,
+                       const int RB, const int TB, const int is_bf16) {
+    __m256 acc[4][2];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 xv[2];
+        for (int t = 0; t < TB; t++)
+            xv[t] = cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)x[t] + k)), is_bf16);
+        for (int r = 0; r < RB; r++) {
+            __m256 wv =
+                cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    if (k < K) {
+        __m256 xv[2];
+        for (int t = 0; t < TB; t++)
+            xv[t] = cvt_16(load_u16_tail((const uint16_t *)x[t] + k, K - k), is_bf16);
+        for (int r = 0; r < RB; r++) {
+            __m256 wv = cvt_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8(acc[r][t]);
+}
+
+/* Signed 32-byte weight block (values in [-127, 127] or [-8, 7]) times a
+ * Q8_0 activation block: 8 int32 partial sums (exact). */
+CS_INLINE __m256i dot_i8(__m256i aw, __m256i wq, __m256i xq) {
+    __m256i p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq, wq));
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+CS_INLINE __m256i unpack_q4(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    v = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+
+/* is_q4 = 0: Q8_0 weights; 1: Q4_0 weights. Activations are Q8_0. */
+CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, float *out,
+                      const int RB, const int TB, const int is_q4) {
+    __m256 acc[4][2];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm256_setzero_ps();
+    const int64_t nb = K / CS_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i xq[2];
+        float dx[2];
+        for (int t = 0; t < TB; t++) {
+            const cs_block_q8_0 *xb = (const cs_block_q8_0 *)x[t] + b;
+            xq[t] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            dx[t] = f16_scale(xb->d);
+        }
+        for (int r = 0; r < RB; r++) {
+            __m256i wq;
+            float dw;
+            if (is_q4) {
+                const cs_block_q4_0 *wb = (const cs_block_q4_0 *)w[r] + b;
+                wq = unpack_q4(wb->qs);
+                dw = f16_scale(wb->d);
+            } else {
+                const cs_block_q8_0 *wb = (const cs_block_q8_0 *)w[r] + b;
+                wq = _mm256_loadu_si256((const __m256i *)wb->qs);
+                dw = f16_scale(wb->d);
+            }
+            __m256i aw = _mm256_abs_epi8(wq);
+            for (int t = 0; t < TB; t++) {
+                __m256 p = _mm256_cvtepi32_ps(dot_i8(aw, wq, xq[t]));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx[t]), p, acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8(acc[r][t]);
+}
+
+#define UK_RB 4
+#define UK_TB 2
+
+static void uk_f32_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_f32(K, w, x, out, UK_RB, UK_TB);
+}
+static void uk_f32_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_f32(K, w, &x, out, UK_RB, 1);
+}
+static void uk_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_16(K, w, x, out, UK_RB, UK_TB, 0);
+}
+static void uk_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_16(K, w, &x, out, UK_RB, 1, 0);
+}
+static void uk_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_16(K, w, x, out, UK_RB, UK_TB, 1);
+}
+static void uk_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_16(K, w, &x, out, UK_RB, 1, 1);
+}
+static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q(K, w, x, out, UK_RB, UK_TB, 0);
+}
+static void uk_q8_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_q(K, w, &x, out, UK_RB, 1, 0);
+}
+static void uk_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q(K, w, x, out, UK_RB, UK_TB, 1);
+}
+static void uk_q4_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_q(K, w, &x, out, UK_RB, 1, 1);
+}
+
+bool cs_avx2_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk) {
+    uk->rb = UK_RB;
+    uk->tb = UK_TB;
+    switch (wtype) {
+    case CS_TYPE_F32:
+        uk->tile = uk_f32_tile, uk->col = uk_f32_col;
+        return true;
+    case CS_TYPE_F16:
+        uk->tile = uk_f16_tile, uk->col = uk_f16_col;
+        return true;
+    case CS_TYPE_BF16:
+        uk->tile = uk_bf16_tile, uk->col = uk_bf16_col;
+        return true;
+    case CS_TYPE_Q8_0:
+        uk->tile = uk_q8_tile, uk->col = uk_q8_col;
+        return true;
+    case CS_TYPE_Q4_0:
+        uk->tile = uk_q4_tile, uk->col = uk_q4_col;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Single dots of the table share the micro-kernel code (1 x 1 shape). */
+static void avx2_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+    const void *w = x, *v = y;
+    tile_16(n, &w, &v, s, 1, 1, 1);
+}
+static void avx2_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
+                                   const cs_block_q8_0 *y) {
+    const void *w = x, *v = y;
+    tile_q(n, &w, &v, s, 1, 1, 0);
+}
+static void avx2_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
+                                   const cs_block_q8_0 *y) {
+    const void *w = x, *v = y;
+    tile_q(n, &w, &v, s, 1, 1, 1);
+}
+
+/* ---------------------------------------------------- row conversions */
+
+/* Bit-exact with cs_quantize_row_q8_0_ref (and ggml's AVX2 quantizer). */
+static void avx2_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) {
+    const int64_t nb = n / CS_QK8_0;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const float *p = x + b * CS_QK8_0;
+        __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+        __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m256 mul = _mm256_set1_ps(id);
+        const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rnd));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
+        __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+    }
+}
+
+static void avx2_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+}
+
+static void avx2_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
+    for (; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+}
+
+/* Round to nearest even; NaN -> quiet NaN (cs_fp32_to_bf16's rule). */
+CS_INLINE __m256i bf16_round8(__m256 v) {
+    __m256i x = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    __m256i nan = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(64));
+    __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                        _mm256_set1_epi32(0x7f800000));
+    return _mm256_blendv_epi8(r, nan, is_nan);
+}
+
+static void avx2_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i a = bf16_round8(_mm256_loadu_ps(x + i));
+        __m256i b = bf16_round8(_mm256_loadu_ps(x + i + 8));
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xd8);
+        _mm256_storeu_si256((__m256i *)(y + i), p);
+    }
+    for (; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+}
+
+/* -------------------------------------------------------- element-wise */
+
+static void avx2_axpy_f32(int64_t n, float a, const float *x, float *y) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static void avx2_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * cs_fp16_to_fp32(x[i]);
+}
+
+static void avx2_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 sq = _mm256_mul_ps(v, v); /* rounded to float, as ggml does */
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+    }
+    double sum = hsum4d(_mm256_add_pd(s0, s1));
+    for (; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs),
+                                                _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static void avx2_softmax(float *x, int64_t n) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(vmax, 1), _mm256_castps256_ps128(vmax));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float max = _mm_cvtss_f32(m4);
+    for (; i < n; i++)
+        if (x[i] > max) max = x[i];
+    const __m256 vm = _mm256_set1_ps(max);
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(x + i, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double sum = hsum4d(_mm256_add_pd(s0, s1));
+    for (; i < n; i++) {
+        float e = expf(x[i] - max);
+        x[i] = e;
+        sum += (double)e;
+    }
+    const float inv = (float)(1.0 / sum);
+    const __m256 vi = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+static void avx2_swiglu(float *out, const float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i);
+        __m256 e = exp8(_mm256_xor_ps(v, neg));
+        __m256 s = _mm256_div_ps(v, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        float v = g[i];
+        out[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+/* Bit-exact with ref_rope: separate multiplies and one add/sub, no FMA. */
+static void avx2_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, int32_t mode,
+                      const float *cs) {
+    const int32_t half = n_rot / 2;
+    const bool neox = (mode & CS_ROPE_NEOX) != 0;
+    for (int64_t h = 0; h < n_head; h++) {
+        float *r = x + h * head_dim;
+        int32_t k = 0;
+        if (!neox) {
+            for (; k + 4 <= half; k += 4) {
+                __m256 v = _mm256_loadu_ps(r + 2 * k);
+                __m256 c = _mm256_loadu_ps(cs + 2 * k);
+                __m256 p = _mm256_mul_ps(v, _mm256_moveldup_ps(c));
+                __m256 q = _mm256_mul_ps(_mm256_permute_ps(v, 0xb1), _mm256_movehdup_ps(c));
+                _mm256_storeu_ps(r + 2 * k, _mm256_addsub_ps(p, q));
+            }
+        } else {
+            for (; k + 8 <= half; k += 8) {
+                __m256 c0 = _mm256_loadu_ps(cs + 2 * k), c1 = _mm256_loadu_ps(cs + 2 * k + 8);
+                __m256 vc = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_shuffle_ps(c0, c1, 0x88)), 0xd8));
+                __m256 vs = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                    _mm256_castps_pd(_mm256_shuffle_ps(c0, c1, 0xdd)), 0xd8));
+                __m256 a = _mm256_loadu_ps(r + k), b = _mm256_loadu_ps(r + k + half);
+                _mm256_storeu_ps(r + k, _mm256_sub_ps(_mm256_mul_ps(a, vc), _mm256_mul_ps(b, vs)));
+                _mm256_storeu_ps(r + k + half,
+                                 _mm256_add_ps(_mm256_mul_ps(a, vs), _mm256_mul_ps(b, vc)));
+            }
+        }
+        for (; k < half; k++) {
+            float *pa = neox ? &r[k] : &r[2 * k];
+            float *pb = neox ? &r[k + half] : &r[2 * k + 1];
+            const float c = cs[2 * k], s = cs[2 * k + 1];
+            const float a = *pa, b = *pb;
+            *pa = a * c - b * s;
+            *pb = a * s + b * c;
+        }
+    }
+}
+
+/* --------------------------------------------------------------- table */
+
+static const cs_kernels k_avx2 = {
+    .name = "avx2",
+    .vec_dot_f32 = avx2_vec_dot_f32,
+    .vec_dot_f16 = avx2_vec_dot_f16,
+    .vec_dot_bf16 = avx2_vec_dot_bf16,
+    .vec_dot_q8_0_q8_0 = avx2_vec_dot_q8_0_q8_0,
+    .vec_dot_q4_0_q8_0 = avx2_vec_dot_q4_0_q8_0,
+    .vec_dot_f16_f32 = avx2_vec_dot_f16_f32,
+    .quantize_row_q8_0 = avx2_quantize_row_q8_0,
+    .fp32_to_fp16_row = avx2_fp32_to_fp16_row,
+    .fp16_to_fp32_row = avx2_fp16_to_fp32_row,
+    .fp32_to_bf16_row = avx2_fp32_to_bf16_row,
+    .axpy_f32 = avx2_axpy_f32,
+    .axpy_f16 = avx2_axpy_f16,
+    .rmsnorm = avx2_rmsnorm,
+    .softmax = avx2_softmax,
+    .swiglu = avx2_swiglu,
+    .rope = avx2_rope,
+};
+
+const cs_kernels *cs_kernels_avx2_table(void) { return &k_avx2; }
+
+#endif /* x86 */

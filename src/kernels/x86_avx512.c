@@ -1,0 +1,542 @@
+/* x86_avx512.c: the AVX-512 (F, BW, VL, DQ) kernel table and matmul
+ * micro-kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq
+ * plus the AVX2/FMA/F16C set; entered only after kernels.c checked all of
+ * them. No VNNI: the int8 dots use maddubs + madd (AVX512BW), which every
+ * AVX-512 CPU has. Tails use masked loads, so every lane of every
+ * accumulator runs the same operation sequence.
+ *
+ * Matmul micro-kernels: rb = 4 weight rows x tb = 4 tokens, 16 zmm
+ * accumulators (one per output). The quantized kernels take two 32-element
+ * blocks per zmm (lanes 0-7 block b, lanes 8-15 block b+1), an odd last
+ * block pairs with zeros. Tile and column kernels share the per-output
+ * operation sequence (see matmul.h). */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "matmul.h"
+
+#define CS_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------ helpers */
+
+/* Fixed-order horizontal sum (deterministic). */
+CS_INLINE float hsum16(__m512 v) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CS_INLINE double hsum8d(__m512d v) {
+    __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+}
+
+CS_INLINE __mmask16 mask16(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+
+CS_INLINE __m512 load_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+CS_INLINE __m512 load_f16_tail(const uint16_t *p, int64_t n) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask16(n), p));
+}
+CS_INLINE __m512 cvt_16(__m256i v, const int is_bf16) {
+    if (is_bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+    return _mm512_cvtph_ps(v);
+}
+
+CS_INLINE float f16_scale(uint16_t h) { return _cvtsh_ss(h); }
+
+/* exp(x): same algorithm and constants as the AVX2 version (about 2 ulp;
+ * below -87.3 gives 0, above 88 saturates). */
+CS_INLINE __m512 exp16(__m512 x) {
+    const __mmask16 zero_below = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(
+        _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)),
+                                  23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps((__mmask16)~zero_below, y);
+}
+
+/* --------------------------------------------------------------- dots */
+
+static void avx512_vec_dot_f32(int64_t n, float *s, const float *x, const float *y) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16)
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
+    if (i < n) {
+        __mmask16 m = mask16(n - i);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), a1);
+    }
+    *s = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+static void avx512_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(load_f16(x + i), load_f16(y + i), a0);
+        a1 = _mm512_fmadd_ps(load_f16(x + i + 16), load_f16(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(load_f16(x + i + 32), load_f16(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(load_f16(x + i + 48), load_f16(y + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(load_f16(x + i), load_f16(y + i), a0);
+    if (i < n)
+        a1 = _mm512_fmadd_ps(load_f16_tail(x + i, n - i), load_f16_tail(y + i, n - i), a1);
+    *s = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+static void avx512_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(load_f16(x + i), _mm512_loadu_ps(y + i), a0);
+        a1 = _mm512_fmadd_ps(load_f16(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(load_f16(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(load_f16(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(load_f16(x + i), _mm512_loadu_ps(y + i), a0);
+    if (i < n)
+        a1 = _mm512_fmadd_ps(load_f16_tail(x + i, n - i),
+                             _mm512_maskz_loadu_ps(mask16(n - i), y + i), a1);
+    *s = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+/* ------------------------------------------------ matmul micro-kernels */
+
+CS_INLINE void tile_f32(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int RB, const int TB) {
+    __m512 acc[4][4];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 xv[4];
+        for (int t = 0; t < TB; t++) xv[t] = _mm512_loadu_ps((const float *)x[t] + k);
+        for (int r = 0; r < RB; r++) {
+            __m512 wv = _mm512_loadu_ps((const float *)w[r] + k);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    if (k < K) {
+        const __mmask16 m = mask16(K - k);
+        __m512 xv[4];
+        for (int t = 0; t < TB; t++) xv[t] = _mm512_maskz_loadu_ps(m, (const float *)x[t] + k);
+        for (int r = 0; r < RB; r++) {
+            __m512 wv = _mm512_maskz_loadu_ps(m, (const float *)w[r] + k);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
+}
+
+CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, float *out,
+                       const int RB, const int TB, const int is_bf16) {
+    __m512 acc[4][4];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 xv[4];
+        for (int t = 0; t < TB; t++)
+            xv[t] = cvt_16(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x[t] + k)),
+                           is_bf16);
+        for (int r = 0; r < RB; r++) {
+            __m512 wv = cvt_16(
+                _mm256_loadu_si256((const __m256i *)((const uint16_t *)w[r] + k)), is_bf16);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    if (k < K) {
+        const __mmask16 m = mask16(K - k);
+        __m512 xv[4];
+        for (int t = 0; t < TB; t++)
+            xv[t] = cvt_16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)x[t] + k), is_bf16);
+        for (int r = 0; r < RB; r++) {
+            __m512 wv = cvt_16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w[r] + k), is_bf16);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
+}
+
+CS_INLINE __m512i join256(__m256i lo, __m256i hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+CS_INLINE __m256i q4_block(const cs_block_q4_0 *b) {
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+
+/* Blocks b and b+1 (two = 0: b only, upper half zero) of a weight row as
+ * signed bytes, and their scales in lanes 0-7 / 8-15. */
+CS_INLINE __m512i load_w2(const void *row, int64_t b, const int two, const int is_q4,
+                          __m512 *dw) {
+    __m256i lo, hi = _mm256_setzero_si256();
+    float d0, d1 = 0.0f;
+    if (is_q4) {
+        const cs_block_q4_0 *p = (const cs_block_q4_0 *)row + b;
+        lo = q4_block(p);
+        d0 = f16_scale(p[0].d);
+        if (two) hi = q4_block(p + 1), d1 = f16_scale(p[1].d);
+    } else {
+        const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
+        lo = _mm256_loadu_si256((const __m256i *)p[0].qs);
+        d0 = f16_scale(p[0].d);
+        if (two) hi = _mm256_loadu_si256((const __m256i *)p[1].qs), d1 = f16_scale(p[1].d);
+    }
+    *dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+    return join256(lo, hi);
+}
+
+CS_INLINE __m512i load_x2(const void *row, int64_t b, const int two, __m512 *dx) {
+    const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
+    __m256i lo = _mm256_loadu_si256((const __m256i *)p[0].qs), hi = _mm256_setzero_si256();
+    float d0 = f16_scale(p[0].d), d1 = 0.0f;
+    if (two) hi = _mm256_loadu_si256((const __m256i *)p[1].qs), d1 = f16_scale(p[1].d);
+    *dx = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+    return join256(lo, hi);
+}
+
+/* One step (one or two blocks) of the quantized tile. */
+CS_INLINE void tile_q_step(__m512 acc[4][4], const void *const *w, const void *const *x, int64_t b,
+                           const int RB, const int TB, const int two, const int is_q4) {
+    const __m512i ones = _mm512_set1_epi16(1);
+    __m512i xq[4];
+    __m512 dx[4];
+    for (int t = 0; t < TB; t++) xq[t] = load_x2(x[t], b, two, &dx[t]);
+    for (int r = 0; r < RB; r++) {
+        __m512 dw;
+        __m512i wq = load_w2(w[r], b, two, is_q4, &dw);
+        __m512i aw = _mm512_abs_epi8(wq);
+        __mmask64 neg = _mm512_movepi8_mask(wq);
+        for (int t = 0; t < TB; t++) {
+            __m512i sx = _mm512_mask_sub_epi8(xq[t], neg, _mm512_setzero_si512(), xq[t]);
+            __m512i p32 = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), ones);
+            acc[r][t] =
+                _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[t]), _mm512_cvtepi32_ps(p32), acc[r][t]);
+        }
+    }
+}
+
+CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, float *out,
+                      const int RB, const int TB, const int is_q4) {
+    __m512 acc[4][4];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps();
+    const int64_t nb = K / CS_QK8_0;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) tile_q_step(acc, w, x, b, RB, TB, 1, is_q4);
+    if (b < nb) tile_q_step(acc, w, x, b, RB, TB, 0, is_q4);
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
+}
+
+#define UK_RB 4
+#define UK_TB 4
+
+static void uk_f32_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_f32(K, w, x, out, UK_RB, UK_TB);
+}
+static void uk_f32_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_f32(K, w, &x, out, UK_RB, 1);
+}
+static void uk_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_16(K, w, x, out, UK_RB, UK_TB, 0);
+}
+static void uk_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_16(K, w, &x, out, UK_RB, 1, 0);
+}
+static void uk_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_16(K, w, x, out, UK_RB, UK_TB, 1);
+}
+static void uk_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_16(K, w, &x, out, UK_RB, 1, 1);
+}
+static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q(K, w, x, out, UK_RB, UK_TB, 0);
+}
+static void uk_q8_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_q(K, w, &x, out, UK_RB, 1, 0);
+}
+static void uk_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q(K, w, x, out, UK_RB, UK_TB, 1);
+}
+static void uk_q4_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_q(K, w, &x, out, UK_RB, 1, 1);
+}
+
+bool cs_avx512_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk) {
+    uk->rb = UK_RB;
+    uk->tb = UK_TB;
+    switch (wtype) {
+    case CS_TYPE_F32:
+        uk->tile = uk_f32_tile, uk->col = uk_f32_col;
+        return true;
+    case CS_TYPE_F16:
+        uk->tile = uk_f16_tile, uk->col = uk_f16_col;
+        return true;
+    case CS_TYPE_BF16:
+        uk->tile = uk_bf16_tile, uk->col = uk_bf16_col;
+        return true;
+    case CS_TYPE_Q8_0:
+        uk->tile = uk_q8_tile, uk->col = uk_q8_col;
+        return true;
+    case CS_TYPE_Q4_0:
+        uk->tile = uk_q4_tile, uk->col = uk_q4_col;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Single dots of the table share the micro-kernel code (1 x 1 shape). */
+static void avx512_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+    const void *w = x, *v = y;
+    tile_16(n, &w, &v, s, 1, 1, 1);
+}
+static void avx512_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
+                                     const cs_block_q8_0 *y) {
+    const void *w = x, *v = y;
+    tile_q(n, &w, &v, s, 1, 1, 0);
+}
+static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
+                                     const cs_block_q8_0 *y) {
+    const void *w = x, *v = y;
+    tile_q(n, &w, &v, s, 1, 1, 1);
+}
+
+/* ---------------------------------------------------- row conversions */
+
+/* Bit-exact with cs_quantize_row_q8_0_ref: one 32-element block in two
+ * zmm halves of 16; max over |x|, id = 127/amax, round half to even. */
+static void avx512_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) {
+    const int64_t nb = n / CS_QK8_0;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *p = x + b * CS_QK8_0;
+        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m512 mul = _mm512_set1_ps(id);
+        /* cvtps_epi32 rounds with MXCSR's default mode: nearest even */
+        __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(i1));
+    }
+}
+
+static void avx512_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+}
+
+static void avx512_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_f16(x + i));
+    for (; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+}
+
+static void avx512_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_castps_si512(_mm512_loadu_ps(x + i));
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(v, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(
+            _mm512_add_epi32(v, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+        __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(v, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+        r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(v, 16), _mm512_set1_epi32(64));
+        _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtepi32_epi16(r));
+    }
+    for (; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+}
+
+/* -------------------------------------------------------- element-wise */
+
+static void avx512_axpy_f32(int64_t n, float a, const float *x, float *y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 m = mask16(n - i);
+        _mm512_mask_storeu_ps(y + i, m,
+                              _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
+                                              _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static void avx512_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, load_f16(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 m = mask16(n - i);
+        _mm512_mask_storeu_ps(
+            y + i, m, _mm512_fmadd_ps(va, load_f16_tail(x + i, n - i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static void avx512_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 sq = _mm512_mul_ps(v, v); /* rounded to float, as ggml does */
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(sq, 1)));
+    }
+    double sum = hsum8d(_mm512_add_pd(s0, s1));
+    for (; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vs),
+                                                _mm512_loadu_ps(w + i)));
+    if (i < n) {
+        const __mmask16 m = mask16(n - i);
+        _mm512_mask_storeu_ps(out + i, m,
+                              _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs),
+                                            _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
+
+static void avx512_softmax(float *x, int64_t n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    if (i < n) vmax = _mm512_mask_max_ps(vmax, mask16(n - i), vmax, _mm512_maskz_loadu_ps(mask16(n - i), x + i));
+    const float max = _mm512_reduce_max_ps(vmax);
+    const __m512 vm = _mm512_set1_ps(max);
+    __m512d s0 = _mm512_setzero_pd(), s1 = s0;
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : mask16(n - i);
+        __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+    }
+    const double sum = hsum8d(_mm512_add_pd(s0, s1));
+    const __m512 vi = _mm512_set1_ps((float)(1.0 / sum));
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : mask16(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vi));
+    }
+}
+
+static void avx512_swiglu(float *out, const float *g, const float *u, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        __m512 s = _mm512_div_ps(v, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+/* Bit-exact with ref_rope: separate multiplies and one add/sub, no FMA. */
+static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, int32_t mode,
+                        const float *cs) {
+    const int32_t half = n_rot / 2;
+    const bool neox = (mode & CS_ROPE_NEOX) != 0;
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int64_t h = 0; h < n_head; h++) {
+        float *r = x + h * head_dim;
+        int32_t k = 0;
+        if (!neox) {
+            for (; k < half; k += 8) {
+                const __mmask16 m = half - k >= 8 ? (__mmask16)0xffff : mask16(2 * (half - k));
+                __m512 v = _mm512_maskz_loadu_ps(m, r + 2 * k);
+                __m512 c = _mm512_maskz_loadu_ps(m, cs + 2 * k);
+                __m512 p = _mm512_mul_ps(v, _mm512_moveldup_ps(c));
+                __m512 q = _mm512_mul_ps(_mm512_permute_ps(v, 0xb1), _mm512_movehdup_ps(c));
+                __m512 res = _mm512_mask_sub_ps(_mm512_add_ps(p, q), 0x5555, p, q);
+                _mm512_mask_storeu_ps(r + 2 * k, m, res);
+            }
+        } else {
+            for (; k + 16 <= half; k += 16) {
+                __m512 c0 = _mm512_loadu_ps(cs + 2 * k), c1 = _mm512_loadu_ps(cs + 2 * k + 16);
+                __m512 vc = _mm512_permutex2var_ps(c0, even, c1);
+                __m512 vs = _mm512_permutex2var_ps(c0, odd, c1);
+                __m512 a = _mm512_loadu_ps(r + k), b = _mm512_loadu_ps(r + k + half);
+                _mm512_storeu_ps(r + k, _mm512_sub_ps(_mm512_mul_ps(a, vc), _mm512_mul_ps(b, vs)));
+                _mm512_storeu_ps(r + k + half,
+                                 _mm512_add_ps(_mm512_mul_ps(a, vs), _mm512_mul_ps(b, vc)));
+            }
+            for (; k < half; k++) {
+                const float c = cs[2 * k], s = cs[2 * k + 1];
+                const float a = r[k], b = r[k + half];
+                r[k] = a * c - b * s;
+                r[k + half] = a * s + b * c;
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------------- table */
+
+static const cs_kernels k_avx512 = {
+    .name = "avx512",
+    .vec_dot_f32 = avx512_vec_dot_f32,
+    .vec_dot_f16 = avx512_vec_dot_f16,
+    .vec_dot_bf16 = avx512_vec_dot_bf16,
+    .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,
+    .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0,
+    .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,
+    .quantize_row_q8_0 = avx512_quantize_row_q8_0,
+    .fp32_to_fp16_row = avx512_fp32_to_fp16_row,
+    .fp16_to_fp32_row = avx512_fp16_to_fp32_row,
+    .fp32_to_bf16_row = avx512_fp32_to_bf16_row,
+    .axpy_f32 = avx512_axpy_f32,
+    .axpy_f16 = avx512_axpy_f16,
+    .rmsnorm = avx512_rmsnorm,
+    .softmax = avx512_softmax,
+    .swiglu = avx512_swiglu,
+    .rope = avx512_rope,
+};
+
+const cs_kernels *cs_kernels_avx512_table(void) { return &k_avx512; }
+
+#endif /* x86 */

@@ -1,0 +1,829 @@
+/* test_kernels.c: every kernel of every table this CPU supports against
+ * the scalar reference table, and the reference against independent
+ * double-precision formulas written here; the block codecs; f16/bf16
+ * conversions; RoPE (float64 rotation, composition identity, untouched
+ * tail); and cs_matmul against a naive double reference, bit-identical for
+ * 1, 2 and 3 threads. Fixed seeds everywhere. */
+#include "test.h"
+
+#include <math.h>
+
+#include "kernels/kernels.h"
+#include "kernels/matmul.h"
+#include "threadpool.h"
+
+#define PI_F64 3.14159265358979323846
+
+/* Dots: |simd - ref| <= TOL * sum|x_i*y_i| (float accumulation over up to
+ * 2048 products in different orders). */
+#define TOL_F32_DOT 1e-5
+#define TOL_F16_DOT 1e-5
+#define TOL_BF16_DOT 1e-5
+#define TOL_Q8_0_DOT 1e-5
+#define TOL_Q4_0_DOT 1e-5
+/* Reference dots against a double sum of the same (exactly representable)
+ * products: only the final rounding (and float block sums for q8/q4). */
+#define TOL_REF_DOT 1e-5
+/* axpy: FMA vs separate multiply-add, relative to |y| + |a*x|. */
+#define TOL_AXPY 1e-6
+/* rmsnorm, softmax, swiglu vs double formulas (relative per element,
+ * softmax absolute since outputs are <= 1). exp approximations of the SIMD
+ * tables are within a few ulp. */
+#define TOL_RMSNORM 2e-6
+#define TOL_SOFTMAX 1e-6
+#define TOL_SWIGLU 2e-6
+/* RoPE: float angles advanced iteratively vs exact double angles, for
+ * positions below 256 (error grows with pos * pair index). */
+#define TOL_ROPE_F64 2e-3
+/* rope(p) then rope(d) vs rope(p + d), relative to the vector's max |x|. */
+#define TOL_ROPE_COMPOSE 2e-3
+/* cs_matmul vs a naive double-precision reference over the same converted
+ * operands, relative to sum|w*x|. */
+#define TOL_MATMUL 2e-5
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t rng_state;
+
+static void rng_seed(uint64_t s) { rng_state = s; }
+
+static uint64_t rng_next(void) { /* splitmix64 */
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* uniform in [-1, 1) */
+static float rng_f(void) { return (float)((double)(rng_next() >> 11) * 0x1.0p-52 - 1.0); }
+
+static void fill(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = rng_f() * scale;
+}
+
+static const char *const k_simd_names[] = {"avx2", "avx512"};
+static const char *const k_all_names[] = {"ref", "avx2", "avx512"};
+#define N_SIMD (sizeof k_simd_names / sizeof k_simd_names[0])
+#define N_ALL (sizeof k_all_names / sizeof k_all_names[0])
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+static void check_rel(double got, double want, double scale, double tol, const char *what,
+                      const char *table, int64_t n) {
+    double err = fabs(got - want);
+    if (!(err <= tol * scale)) {
+        print_error("%s [%s] n=%lld: got %.9g want %.9g (scale %.3g, tol %.3g)\n", what, table,
+                    (long long)n, got, want, scale, tol);
+        fail();
+    }
+}
+
+static const int64_t k_sizes[] = {1, 7, 31, 32, 33, 100, 1000};
+static const int64_t k_qsizes[] = {32, 64, 96, 320, 1024, 2048};
+
+/* ------------------------------------------------------------- tables */
+
+static void test_kernels_tables(void **state) {
+    (void)state;
+    const cs_kernels *ref = cs_kernels_ref();
+    assert_non_null(ref);
+    assert_string_equal(ref->name, "ref");
+    assert_ptr_equal(cs_kernels_by_name("ref"), ref);
+    assert_null(cs_kernels_by_name("sse9"));
+    assert_null(cs_kernels_by_name(NULL));
+    const cs_kernels *best = cs_kernels_best();
+    assert_non_null(best);
+    assert_ptr_equal(best, cs_kernels_best());
+    for (size_t i = 0; i < N_ALL; i++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[i]);
+        if (!k) continue;
+        assert_string_equal(k->name, k_all_names[i]);
+        assert_non_null(k->vec_dot_f32);
+        assert_non_null(k->vec_dot_f16);
+        assert_non_null(k->vec_dot_bf16);
+        assert_non_null(k->vec_dot_q8_0_q8_0);
+        assert_non_null(k->vec_dot_q4_0_q8_0);
+        assert_non_null(k->vec_dot_f16_f32);
+        assert_non_null(k->quantize_row_q8_0);
+        assert_non_null(k->fp32_to_fp16_row);
+        assert_non_null(k->fp16_to_fp32_row);
+        assert_non_null(k->fp32_to_bf16_row);
+        assert_non_null(k->axpy_f32);
+        assert_non_null(k->axpy_f16);
+        assert_non_null(k->rmsnorm);
+        assert_non_null(k->softmax);
+        assert_non_null(k->swiglu);
+        assert_non_null(k->rope);
+    }
+}
+
+/* --------------------------------------------------------------- dots */
+
+static void test_kernels_dot_float_types(void **state) {
+    (void)state;
+    rng_seed(1);
+    const cs_kernels *ref = cs_kernels_ref();
+    for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
+        const int64_t n = k_sizes[si];
+        float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
+        uint16_t *xh = xmalloc((size_t)n * 2), *yh = xmalloc((size_t)n * 2);
+        uint16_t *xb = xmalloc((size_t)n * 2), *yb = xmalloc((size_t)n * 2);
+        fill(x, n, 2.0f);
+        fill(y, n, 3.0f);
+        double w32 = 0, a32 = 0, w16 = 0, a16 = 0, wb = 0, ab = 0, wm = 0, am = 0;
+        for (int64_t i = 0; i < n; i++) {
+            xh[i] = cs_fp32_to_fp16(x[i]), yh[i] = cs_fp32_to_fp16(y[i]);
+            xb[i] = cs_fp32_to_bf16(x[i]), yb[i] = cs_fp32_to_bf16(y[i]);
+            double p = (double)x[i] * (double)y[i];
+            w32 += p, a32 += fabs(p);
+            p = (double)cs_fp16_to_fp32(xh[i]) * (double)cs_fp16_to_fp32(yh[i]);
+            w16 += p, a16 += fabs(p);
+            p = (double)cs_bf16_to_fp32(xb[i]) * (double)cs_bf16_to_fp32(yb[i]);
+            wb += p, ab += fabs(p);
+            p = (double)cs_fp16_to_fp32(xh[i]) * (double)y[i];
+            wm += p, am += fabs(p);
+        }
+        float r32, r16, rb, rm;
+        ref->vec_dot_f32(n, &r32, x, y);
+        ref->vec_dot_f16(n, &r16, xh, yh);
+        ref->vec_dot_bf16(n, &rb, xb, yb);
+        ref->vec_dot_f16_f32(n, &rm, xh, y);
+        check_rel(r32, w32, a32, TOL_REF_DOT, "ref dot_f32", "ref", n);
+        check_rel(r16, w16, a16, TOL_REF_DOT, "ref dot_f16", "ref", n);
+        check_rel(rb, wb, ab, TOL_REF_DOT, "ref dot_bf16", "ref", n);
+        check_rel(rm, wm, am, TOL_REF_DOT, "ref dot_f16_f32", "ref", n);
+        for (size_t ti = 0; ti < N_SIMD; ti++) {
+            const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+            if (!k) continue;
+            float s;
+            k->vec_dot_f32(n, &s, x, y);
+            check_rel(s, r32, a32, TOL_F32_DOT, "dot_f32", k->name, n);
+            k->vec_dot_f16(n, &s, xh, yh);
+            check_rel(s, r16, a16, TOL_F16_DOT, "dot_f16", k->name, n);
+            k->vec_dot_bf16(n, &s, xb, yb);
+            check_rel(s, rb, ab, TOL_BF16_DOT, "dot_bf16", k->name, n);
+            k->vec_dot_f16_f32(n, &s, xh, y);
+            check_rel(s, rm, am, TOL_F16_DOT, "dot_f16_f32", k->name, n);
+        }
+        free(x), free(y), free(xh), free(yh), free(xb), free(yb);
+    }
+}
+
+/* Dequantized double dot of two rows (the oracle of the quantized dots). */
+static double qdot_f64(const float *a, const float *b, int64_t n, double *abs_sum) {
+    double s = 0, as = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double p = (double)a[i] * (double)b[i];
+        s += p, as += fabs(p);
+    }
+    *abs_sum = as;
+    return s;
+}
+
+static void test_kernels_dot_quantized(void **state) {
+    (void)state;
+    rng_seed(2);
+    const cs_kernels *ref = cs_kernels_ref();
+    for (size_t si = 0; si < sizeof k_qsizes / sizeof k_qsizes[0]; si++) {
+        const int64_t n = k_qsizes[si], nb = n / 32;
+        float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
+        float *dx8 = xmalloc((size_t)n * 4), *dx4 = xmalloc((size_t)n * 4);
+        float *dy = xmalloc((size_t)n * 4);
+        cs_block_q8_0 *x8 = xmalloc((size_t)nb * sizeof *x8), *y8 = xmalloc((size_t)nb * sizeof *y8);
+        cs_block_q4_0 *x4 = xmalloc((size_t)nb * sizeof *x4);
+        fill(x, n, 1.5f);
+        fill(y, n, 4.0f);
+        cs_quantize_row(CS_TYPE_Q8_0, x, x8, n);
+        cs_quantize_row(CS_TYPE_Q4_0, x, x4, n);
+        cs_quantize_row_q8_0_ref(y, y8, n);
+        cs_dequantize_row(CS_TYPE_Q8_0, x8, dx8, n);
+        cs_dequantize_row(CS_TYPE_Q4_0, x4, dx4, n);
+        cs_dequantize_row_q8_0(y8, dy, n);
+        double a8, a4;
+        double w8 = qdot_f64(dx8, dy, n, &a8), w4 = qdot_f64(dx4, dy, n, &a4);
+        float r8, r4;
+        ref->vec_dot_q8_0_q8_0(n, &r8, x8, y8);
+        ref->vec_dot_q4_0_q8_0(n, &r4, x4, y8);
+        check_rel(r8, w8, a8, TOL_REF_DOT, "ref dot_q8_0", "ref", n);
+        check_rel(r4, w4, a4, TOL_REF_DOT, "ref dot_q4_0", "ref", n);
+        for (size_t ti = 0; ti < N_SIMD; ti++) {
+            const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+            if (!k) continue;
+            float s;
+            k->vec_dot_q8_0_q8_0(n, &s, x8, y8);
+            check_rel(s, r8, a8, TOL_Q8_0_DOT, "dot_q8_0", k->name, n);
+            k->vec_dot_q4_0_q8_0(n, &s, x4, y8);
+            check_rel(s, r4, a4, TOL_Q4_0_DOT, "dot_q4_0", k->name, n);
+        }
+        free(x), free(y), free(dx8), free(dx4), free(dy), free(x8), free(y8), free(x4);
+    }
+}
+
+/* ----------------------------------------------------- block codecs */
+
+static void test_kernels_quantize_q8_0_ref_rounding(void **state) {
+    (void)state;
+    /* amax = 127 -> d = 1, id = 1: ties round half to even for the
+     * activation quantizer and half away from zero for the weight one. */
+    float x[32] = {0};
+    x[0] = 127.0f, x[1] = 2.5f, x[2] = -3.5f, x[3] = 0.5f, x[4] = -0.5f, x[5] = 1.5f;
+    cs_block_q8_0 a, w;
+    cs_quantize_row_q8_0_ref(x, &a, 32);
+    cs_quantize_row(CS_TYPE_Q8_0, x, &w, 32);
+    assert_int_equal(a.d, 0x3c00); /* 1.0 in f16 */
+    assert_int_equal(w.d, 0x3c00);
+    const int8_t want_a[6] = {127, 2, -4, 0, 0, 2};
+    const int8_t want_w[6] = {127, 3, -4, 1, -1, 2};
+    for (int j = 0; j < 6; j++) {
+        assert_int_equal(a.qs[j], want_a[j]);
+        assert_int_equal(w.qs[j], want_w[j]);
+    }
+    /* all-zero block: d = 0 and q = 0 */
+    float z[32] = {0};
+    cs_quantize_row_q8_0_ref(z, &a, 32);
+    assert_int_equal(a.d, 0);
+    for (int j = 0; j < 32; j++) assert_int_equal(a.qs[j], 0);
+}
+
+static void test_kernels_quantize_q8_0_simd_bit_exact(void **state) {
+    (void)state;
+    rng_seed(3);
+    const int64_t n = 32 * 200;
+    float *x = xmalloc((size_t)n * 4);
+    fill(x, n, 10.0f);
+    /* blocks with exact ties, zeros, a single value, huge and tiny scales */
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 16) + 0.5f;
+    x[31] = 127.0f;
+    for (int j = 32; j < 64; j++) x[j] = 0.0f;
+    for (int j = 64; j < 96; j++) x[j] = j == 70 ? -3.0f : 0.0f;
+    for (int j = 96; j < 128; j++) x[j] *= 1e30f;
+    for (int j = 128; j < 160; j++) x[j] *= 1e-30f;
+    cs_block_q8_0 *r = xmalloc((size_t)n / 32 * sizeof *r), *s = xmalloc((size_t)n / 32 * sizeof *s);
+    cs_quantize_row_q8_0_ref(x, r, n);
+    for (size_t ti = 0; ti < N_SIMD; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+        if (!k) continue;
+        memset(s, 0xee, (size_t)n / 32 * sizeof *s);
+        k->quantize_row_q8_0(x, s, n);
+        assert_memory_equal(r, s, (size_t)n / 32 * sizeof *s);
+    }
+    /* round trip within half a step of each block */
+    float *d = xmalloc((size_t)n * 4);
+    cs_dequantize_row_q8_0(r, d, n);
+    for (int64_t b = 0; b < n / 32; b++) {
+        if (b == 3 || b == 4) continue; /* d overflows / underflows f16 by design */
+        float step = cs_fp16_to_fp32(r[b].d);
+        for (int j = 0; j < 32; j++) {
+            float v = x[b * 32 + j];
+            assert_true(fabsf(d[b * 32 + j] - v) <= 0.5f * step + 0.01f * fabsf(v) + 1e-30f);
+        }
+    }
+    free(x), free(r), free(s), free(d);
+}
+
+static void test_kernels_quantize_q4_0_ref(void **state) {
+    (void)state;
+    /* max with sign -8 -> d = 1: values are exact nibbles minus 8 */
+    float x[32];
+    for (int j = 0; j < 32; j++) x[j] = (float)((j % 16) - 8);
+    x[0] = -8.0f;
+    cs_block_q4_0 b;
+    cs_quantize_row_q4_0_ref(x, &b, 32);
+    assert_int_equal(b.d, 0x3c00);
+    for (int j = 0; j < 16; j++) {
+        assert_int_equal(b.qs[j] & 0x0f, (j % 16));      /* element j */
+        assert_int_equal(b.qs[j] >> 4, ((j + 16) % 16)); /* element j + 16 */
+    }
+    float y[32];
+    cs_dequantize_row_q4_0(&b, y, 32);
+    for (int j = 0; j < 32; j++) assert_true(y[j] == x[j]);
+    /* positive max: d = -max/8 < 0, 8.0 maps to 0 and x = -max clamps to 15 */
+    for (int j = 0; j < 32; j++) x[j] = 0.0f;
+    x[3] = 8.0f, x[20] = -8.0f, x[21] = 4.0f;
+    cs_quantize_row_q4_0_ref(x, &b, 32);
+    assert_true(cs_fp16_to_fp32(b.d) == -1.0f);
+    cs_dequantize_row_q4_0(&b, y, 32);
+    assert_true(y[3] == 8.0f);
+    assert_true(y[20] == -7.0f); /* clamped nibble 15 -> (15-8)*-1 */
+    assert_true(y[21] == 4.0f);
+    assert_true(y[0] == 0.0f);
+    /* random round trip within half a step (plus the clamp at one end) */
+    rng_seed(4);
+    float r[320], o[320];
+    cs_block_q4_0 q[10];
+    fill(r, 320, 3.0f);
+    cs_quantize_row(CS_TYPE_Q4_0, r, q, 320);
+    cs_dequantize_row(CS_TYPE_Q4_0, q, o, 320);
+    for (int i = 0; i < 320; i++) {
+        float step = fabsf(cs_fp16_to_fp32(q[i / 32].d));
+        assert_true(fabsf(o[i] - r[i]) <= step * 1.0f + 1e-3f * fabsf(r[i]));
+    }
+}
+
+static void test_kernels_quantize_row_float_types(void **state) {
+    (void)state;
+    rng_seed(5);
+    float x[100], y[100];
+    uint16_t h[100];
+    fill(x, 100, 100.0f);
+    cs_quantize_row(CS_TYPE_F32, x, y, 100);
+    assert_memory_equal(x, y, sizeof x);
+    cs_quantize_row(CS_TYPE_F16, x, h, 100);
+    cs_dequantize_row(CS_TYPE_F16, h, y, 100);
+    for (int i = 0; i < 100; i++) assert_true(fabsf(y[i] - x[i]) <= fabsf(x[i]) * 0x1p-11f);
+    cs_quantize_row(CS_TYPE_BF16, x, h, 100);
+    cs_dequantize_row(CS_TYPE_BF16, h, y, 100);
+    for (int i = 0; i < 100; i++) assert_true(fabsf(y[i] - x[i]) <= fabsf(x[i]) * 0x1p-8f);
+}
+
+/* ------------------------------------------------- f16 / bf16 rows */
+
+static bool f32_isnan_bits(uint32_t b) { return (b & 0x7fffffffu) > 0x7f800000u; }
+
+static void test_kernels_fp16_all_halfs(void **state) {
+    (void)state;
+    uint16_t *h = xmalloc(65536 * 2), *back = xmalloc(65536 * 2);
+    float *f = xmalloc(65536 * 4);
+    for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        if (!k) continue;
+        /* odd length leaves a scalar tail in every table */
+        k->fp16_to_fp32_row(h, f, 65535);
+        f[65535] = cs_fp16_to_fp32(65535);
+        k->fp32_to_fp16_row(f, back, 65535);
+        for (int i = 0; i < 65535; i++) {
+            float want = cs_fp16_to_fp32(h[i]);
+            uint32_t gb, wb;
+            memcpy(&gb, &f[i], 4);
+            memcpy(&wb, &want, 4);
+            bool nan = (i & 0x7c00) == 0x7c00 && (i & 0x3ff);
+            if (nan) {
+                assert_true(f32_isnan_bits(gb));
+                assert_true((back[i] & 0x7c00) == 0x7c00 && (back[i] & 0x3ff));
+            } else {
+                assert_int_equal(gb, wb);
+                assert_int_equal(back[i], h[i]); /* exact round trip */
+            }
+        }
+    }
+    /* f32 -> f16 rounding: random floats and exact midpoints between halfs */
+    rng_seed(6);
+    const int64_t n = 4099;
+    float *x = xmalloc((size_t)n * 4);
+    uint16_t *r = xmalloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) {
+        if (i % 3 == 0) {
+            uint16_t a = (uint16_t)(rng_next() & 0x7bff); /* finite */
+            float lo = cs_fp16_to_fp32(a), hi = cs_fp16_to_fp32((uint16_t)(a + 1));
+            x[i] = (float)(((double)lo + (double)hi) / 2) * (i % 2 ? -1.0f : 1.0f);
+        } else {
+            x[i] = rng_f() * (float)ldexp(1.0, (int)(rng_next() % 40) - 26);
+        }
+    }
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        if (!k) continue;
+        k->fp32_to_fp16_row(x, r, n);
+        for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], cs_fp32_to_fp16(x[i]));
+    }
+    free(h), free(back), free(f), free(x), free(r);
+}
+
+static void test_kernels_bf16_rows(void **state) {
+    (void)state;
+    rng_seed(7);
+    const int64_t n = 1001;
+    float *x = xmalloc((size_t)n * 4);
+    uint16_t *r = xmalloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t b = (uint32_t)rng_next();
+        if (i % 5 == 0) b = (b & 0xffff0000u) | 0x8000u; /* exact tie */
+        if (i % 7 == 0) b = 0x7f800000u | (b & 0x807fffffu) | 1u; /* NaN */
+        if (i == 3) b = 0x7f800000u;                              /* inf */
+        if (i == 4) b = 0x7f7fffffu;                              /* rounds to inf */
+        memcpy(&x[i], &b, 4);
+    }
+    /* independent expectations for a few values */
+    float one_tie;
+    uint32_t tb = 0x3f808000u; /* 1.00390625: tie between 0x3f80 and 0x3f81 -> even 0x3f80 */
+    memcpy(&one_tie, &tb, 4);
+    assert_int_equal(cs_fp32_to_bf16(one_tie), 0x3f80);
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        if (!k) continue;
+        k->fp32_to_bf16_row(x, r, n);
+        for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], cs_fp32_to_bf16(x[i]));
+        assert_int_equal(r[3], 0x7f80);
+        assert_int_equal(r[4], 0x7f80);
+        k->fp32_to_bf16_row(&one_tie, r, 1);
+        assert_int_equal(r[0], 0x3f80);
+    }
+    free(x), free(r);
+}
+
+/* ------------------------------------------------------- element-wise */
+
+static void test_kernels_axpy(void **state) {
+    (void)state;
+    rng_seed(8);
+    for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
+        const int64_t n = k_sizes[si];
+        float *x = xmalloc((size_t)n * 4), *y0 = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
+        uint16_t *xh = xmalloc((size_t)n * 2);
+        fill(x, n, 2.0f);
+        fill(y0, n, 2.0f);
+        for (int64_t i = 0; i < n; i++) xh[i] = cs_fp32_to_fp16(x[i]);
+        const float a = 0.7f;
+        for (size_t ti = 0; ti < N_ALL; ti++) {
+            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            if (!k) continue;
+            memcpy(y, y0, (size_t)n * 4);
+            k->axpy_f32(n, a, x, y);
+            for (int64_t i = 0; i < n; i++) {
+                double want = (double)y0[i] + (double)a * (double)x[i];
+                check_rel(y[i], want, fabs((double)y0[i]) + fabs((double)a * (double)x[i]), TOL_AXPY, "axpy_f32",
+                          k->name, n);
+            }
+            memcpy(y, y0, (size_t)n * 4);
+            k->axpy_f16(n, a, xh, y);
+            for (int64_t i = 0; i < n; i++) {
+                double xv = cs_fp16_to_fp32(xh[i]);
+                double want = (double)y0[i] + (double)a * xv;
+                check_rel(y[i], want, fabs(y0[i]) + fabs((double)a * xv), TOL_AXPY, "axpy_f16",
+                          k->name, n);
+            }
+        }
+        free(x), free(y0), free(y), free(xh);
+    }
+}
+
+static void test_kernels_rmsnorm(void **state) {
+    (void)state;
+    rng_seed(9);
+    const float eps = 1e-5f;
+    for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
+        const int64_t n = k_sizes[si];
+        float *x = xmalloc((size_t)n * 4), *w = xmalloc((size_t)n * 4), *o = xmalloc((size_t)n * 4);
+        float *r = xmalloc((size_t)n * 4);
+        fill(x, n, 3.0f);
+        fill(w, n, 1.5f);
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+        const double scale = 1.0 / sqrt(ss / (double)n + (double)eps);
+        cs_kernels_ref()->rmsnorm(r, x, w, n, eps);
+        for (size_t ti = 0; ti < N_ALL; ti++) {
+            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            if (!k) continue;
+            k->rmsnorm(o, x, w, n, eps);
+            for (int64_t i = 0; i < n; i++) {
+                double want = (double)x[i] * scale * (double)w[i];
+                check_rel(o[i], want, fabs(want), TOL_RMSNORM, "rmsnorm", k->name, n);
+                /* same float scale, same two multiplies: equal to ref */
+                check_rel(o[i], r[i], fabs(r[i]), 1e-6, "rmsnorm vs ref", k->name, n);
+            }
+            memcpy(o, x, (size_t)n * 4); /* in place */
+            k->rmsnorm(o, o, w, n, eps);
+            for (int64_t i = 0; i < n; i++)
+                check_rel(o[i], r[i], fabs(r[i]), 1e-6, "rmsnorm in place", k->name, n);
+        }
+        free(x), free(w), free(o), free(r);
+    }
+}
+
+static void test_kernels_softmax(void **state) {
+    (void)state;
+    rng_seed(10);
+    for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
+        const int64_t n = k_sizes[si];
+        float *x = xmalloc((size_t)n * 4), *o = xmalloc((size_t)n * 4);
+        double *want = xmalloc((size_t)n * sizeof(double));
+        fill(x, n, 20.0f);
+        for (int64_t i = 0; i < n; i++)
+            if (n > 1 && i % 3 == 1) x[i] = -INFINITY; /* masked */
+        double max = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < n; i++) max = (double)x[i] > max ? (double)x[i] : max;
+        for (int64_t i = 0; i < n; i++) sum += want[i] = exp((double)x[i] - max);
+        for (int64_t i = 0; i < n; i++) want[i] /= sum;
+        for (size_t ti = 0; ti < N_ALL; ti++) {
+            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            if (!k) continue;
+            memcpy(o, x, (size_t)n * 4);
+            k->softmax(o, n);
+            double total = 0;
+            for (int64_t i = 0; i < n; i++) {
+                if (isinf(x[i])) assert_true(o[i] == 0.0f);
+                check_rel(o[i], want[i], 1.0, TOL_SOFTMAX, "softmax", k->name, n);
+                total += (double)o[i];
+            }
+            check_rel(total, 1.0, 1.0, 1e-5, "softmax sum", k->name, n);
+        }
+        free(x), free(o), free(want);
+    }
+}
+
+static void test_kernels_swiglu(void **state) {
+    (void)state;
+    rng_seed(11);
+    for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
+        const int64_t n = k_sizes[si];
+        float *g = xmalloc((size_t)n * 4), *u = xmalloc((size_t)n * 4), *o = xmalloc((size_t)n * 4);
+        fill(g, n, 12.0f);
+        fill(u, n, 2.0f);
+        for (size_t ti = 0; ti < N_ALL; ti++) {
+            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            if (!k) continue;
+            k->swiglu(o, g, u, n);
+            for (int64_t i = 0; i < n; i++) {
+                double v = g[i];
+                double want = v / (1.0 + exp(-v)) * (double)u[i];
+                check_rel(o[i], want, fabs(want) + 1e-30, TOL_SWIGLU, "swiglu", k->name, n);
+            }
+            float *a = xmalloc((size_t)n * 4); /* out aliases g */
+            memcpy(a, g, (size_t)n * 4);
+            k->swiglu(a, a, u, n);
+            assert_memory_equal(a, o, (size_t)n * 4);
+            free(a);
+        }
+        free(g), free(u), free(o);
+    }
+}
+
+/* --------------------------------------------------------------- rope */
+
+static cs_rope_params rope_params(int32_t n_rot, int32_t mode) {
+    return (cs_rope_params){.n_rot = n_rot,
+                            .mode = mode,
+                            .freq_base = 10000.0f,
+                            .freq_scale = 1.0f,
+                            .ext_factor = 0.0f,
+                            .attn_factor = 1.0f,
+                            .beta_fast = 32.0f,
+                            .beta_slow = 1.0f,
+                            .n_ctx_orig = 4096};
+}
+
+/* float64 rotation of one head by the exact angles pos * base^(-2k/n_rot). */
+static void rope_f64(const float *in, double *out, int64_t head_dim, int32_t n_rot, int32_t mode,
+                     double pos, double base) {
+    for (int64_t i = 0; i < head_dim; i++) out[i] = in[i];
+    const int32_t half = n_rot / 2;
+    for (int32_t k = 0; k < half; k++) {
+        double th = pos * pow(base, -2.0 * k / n_rot);
+        int64_t ia = mode == CS_ROPE_NEOX ? k : 2 * k, ib = mode == CS_ROPE_NEOX ? k + half : 2 * k + 1;
+        double a = in[ia], b = in[ib];
+        out[ia] = a * cos(th) - b * sin(th);
+        out[ib] = a * sin(th) + b * cos(th);
+    }
+}
+
+static void test_kernels_rope_vs_f64_and_ref(void **state) {
+    (void)state;
+    rng_seed(12);
+    const int32_t modes[2] = {CS_ROPE_NORM, CS_ROPE_NEOX};
+    const int64_t dims[3][2] = {{64, 64}, {128, 96}, {80, 34}}; /* head_dim, n_rot */
+    const int64_t n_head = 3;
+    for (int mi = 0; mi < 2; mi++) {
+        for (int di = 0; di < 3; di++) {
+            const int64_t hd = dims[di][0];
+            const int32_t n_rot = (int32_t)dims[di][1];
+            cs_rope_params p = rope_params(n_rot, modes[mi]);
+            float *x = xmalloc((size_t)(n_head * hd) * 4), *r = xmalloc((size_t)(n_head * hd) * 4);
+            float *o = xmalloc((size_t)(n_head * hd) * 4), *cs = xmalloc((size_t)n_rot * 4);
+            double *want = xmalloc((size_t)hd * sizeof(double));
+            for (int pos = 0; pos < 256; pos += 37) {
+                fill(x, n_head * hd, 1.0f);
+                cs_rope_cache(cs, (float)pos, &p);
+                memcpy(r, x, (size_t)(n_head * hd) * 4);
+                cs_kernels_ref()->rope(r, n_head, hd, n_rot, modes[mi], cs);
+                for (int64_t h = 0; h < n_head; h++) {
+                    rope_f64(x + h * hd, want, hd, n_rot, modes[mi], pos, 10000.0);
+                    for (int64_t i = 0; i < hd; i++) {
+                        if (i >= n_rot) assert_true(r[h * hd + i] == x[h * hd + i]); /* untouched */
+                        check_rel(r[h * hd + i], want[i], 1.0, TOL_ROPE_F64, "rope vs f64", "ref",
+                                  n_rot);
+                    }
+                }
+                for (size_t ti = 0; ti < N_SIMD; ti++) {
+                    const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+                    if (!k) continue;
+                    memcpy(o, x, (size_t)(n_head * hd) * 4);
+                    k->rope(o, n_head, hd, n_rot, modes[mi], cs);
+                    /* same multiplies and add/sub as ref: bit-exact */
+                    assert_memory_equal(o, r, (size_t)(n_head * hd) * 4);
+                }
+            }
+            free(x), free(r), free(o), free(cs), free(want);
+        }
+    }
+}
+
+static void test_kernels_rope_composition(void **state) {
+    (void)state;
+    rng_seed(13);
+    const int64_t hd = 64;
+    const int32_t n_rot = 64;
+    const float pd[][2] = {{0, 5}, {17, 100}, {300, -120}, {1000, 24}, {4000, -3999}, {250, 0}};
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        if (!k) continue;
+        for (int mi = 0; mi < 2; mi++) {
+            const int32_t mode = mi ? CS_ROPE_NEOX : CS_ROPE_NORM;
+            cs_rope_params p = rope_params(n_rot, mode);
+            for (size_t c = 0; c < sizeof pd / sizeof pd[0]; c++) {
+                float x[64], a[64], b[64], cs[64];
+                fill(x, hd, 1.0f);
+                memcpy(a, x, sizeof x);
+                memcpy(b, x, sizeof x);
+                cs_rope_cache(cs, pd[c][0], &p);
+                k->rope(a, 1, hd, n_rot, mode, cs);
+                cs_rope_cache(cs, pd[c][1], &p);
+                k->rope(a, 1, hd, n_rot, mode, cs);
+                cs_rope_cache(cs, pd[c][0] + pd[c][1], &p);
+                k->rope(b, 1, hd, n_rot, mode, cs);
+                for (int i = 0; i < hd; i++)
+                    check_rel(a[i], b[i], 1.0, TOL_ROPE_COMPOSE, "rope compose", k->name,
+                              (int64_t)c);
+            }
+        }
+    }
+}
+
+/* YaRN: the cache against a double transcription of ggml's formulas. */
+static void test_kernels_rope_cache_yarn(void **state) {
+    (void)state;
+    cs_rope_params p = rope_params(64, CS_ROPE_NEOX);
+    p.freq_scale = 0.25f;
+    p.ext_factor = 1.0f;
+    p.attn_factor = 1.0f;
+    p.n_ctx_orig = 2048;
+    float cs[64];
+    const float pos = 77.0f;
+    cs_rope_cache(cs, pos, &p);
+    const double base = 10000.0, n = 64;
+    double lo = floor(n * log(2048.0 / (32.0 * 2 * PI_F64)) / (2 * log(base)));
+    double hi = ceil(n * log(2048.0 / (1.0 * 2 * PI_F64)) / (2 * log(base)));
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > n - 1 ? n - 1 : hi;
+    const double mscale = 1.0 + 0.1 * log(1.0 / 0.25);
+    for (int k = 0; k < 32; k++) {
+        double extrap = (double)pos * pow(base, -2.0 * k / n);
+        double y = (k - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+        double ramp = 1.0 - (y < 0 ? 0 : y > 1 ? 1 : y);
+        double th = 0.25 * extrap * (1 - ramp) + extrap * ramp;
+        check_rel(cs[2 * k], cos(th) * mscale, 1.0, 1e-4, "yarn cos", "ref", k);
+        check_rel(cs[2 * k + 1], sin(th) * mscale, 1.0, 1e-4, "yarn sin", "ref", k);
+    }
+    /* plain linear scaling: theta = freq_scale * pos * base^(-2k/n) */
+    p.ext_factor = 0.0f;
+    p.attn_factor = 2.0f;
+    cs_rope_cache(cs, pos, &p);
+    for (int k = 0; k < 32; k++) {
+        double th = 0.25 * (double)pos * pow(base, -2.0 * k / n);
+        check_rel(cs[2 * k], 2 * cos(th), 2.0, 1e-4, "linear cos", "ref", k);
+        check_rel(cs[2 * k + 1], 2 * sin(th), 2.0, 1e-4, "linear sin", "ref", k);
+    }
+}
+
+/* ------------------------------------------------------------- matmul */
+
+/* The activation rows as the kernels see them (after conversion). */
+static void convert_x_f64(int32_t wtype, const float *x, int64_t K, double *out) {
+    float *tmp = xmalloc((size_t)K * 4);
+    if (wtype == CS_TYPE_F32) {
+        memcpy(tmp, x, (size_t)K * 4);
+    } else if (wtype == CS_TYPE_F16 || wtype == CS_TYPE_BF16) {
+        uint16_t *h = xmalloc((size_t)K * 2);
+        cs_quantize_row(wtype, x, h, K);
+        cs_dequantize_row(wtype, h, tmp, K);
+        free(h);
+    } else {
+        cs_block_q8_0 *q = xmalloc((size_t)(K / 32) * sizeof *q);
+        cs_quantize_row_q8_0_ref(x, q, K);
+        cs_dequantize_row_q8_0(q, tmp, K);
+        free(q);
+    }
+    for (int64_t i = 0; i < K; i++) out[i] = tmp[i];
+    free(tmp);
+}
+
+static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
+                              cs_threadpool *const tps[3]) {
+    uint64_t rb = 0;
+    assert_true(cs_type_row_size(wtype, K, &rb));
+    float *wf = xmalloc((size_t)(N * K) * 4), *x = xmalloc((size_t)(T * K) * 4);
+    fill(wf, N * K, 1.0f);
+    fill(x, T * K, 2.0f);
+    uint8_t *W = xmalloc((size_t)rb * (size_t)N);
+    for (int64_t n = 0; n < N; n++) cs_quantize_row(wtype, wf + n * K, W + (size_t)n * rb, K);
+    double *wd = xmalloc((size_t)(N * K) * sizeof(double)), *xd = xmalloc((size_t)(T * K) * 8);
+    float *tmp = xmalloc((size_t)K * 4);
+    for (int64_t n = 0; n < N; n++) {
+        cs_dequantize_row(wtype, W + (size_t)n * rb, tmp, K);
+        for (int64_t i = 0; i < K; i++) wd[n * K + i] = tmp[i];
+    }
+    for (int64_t t = 0; t < T; t++) convert_x_f64(wtype, x + t * K, K, xd + t * K);
+    size_t ss = cs_matmul_scratch_size(wtype, K, T);
+    assert_true(ss >= 64);
+    void *scratch = xmalloc(ss);
+    float *y[3], *y1 = xmalloc((size_t)(N * T) * 4);
+    for (int i = 0; i < 3; i++) y[i] = xmalloc((size_t)(N * T) * 4);
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        if (!k) continue;
+        for (int i = 0; i < 3; i++) {
+            memset(y[i], 0xff, (size_t)(N * T) * 4);
+            cs_matmul(k, tps[i], wtype, W, N, K, x, T, y[i], scratch);
+        }
+        for (int64_t t = 0; t < T; t++) {
+            for (int64_t n = 0; n < N; n++) {
+                double s = 0, a = 0;
+                for (int64_t i = 0; i < K; i++) {
+                    double p = wd[n * K + i] * xd[t * K + i];
+                    s += p, a += fabs(p);
+                }
+                char what[64];
+                snprintf(what, sizeof what, "matmul %s N=%lld T=%lld", cs_type_name(wtype),
+                         (long long)N, (long long)T);
+                check_rel(y[0][t * N + n], s, a, TOL_MATMUL, what, k->name, K);
+            }
+        }
+        /* 1, 2, 3 threads: bit-identical */
+        assert_memory_equal(y[0], y[1], (size_t)(N * T) * 4);
+        assert_memory_equal(y[0], y[2], (size_t)(N * T) * 4);
+        /* a token alone gives the same row as inside the batch */
+        for (int64_t t = 0; t < T; t += T > 1 ? T - 1 : 1) {
+            cs_matmul(k, NULL, wtype, W, N, K, x + t * K, 1, y1, scratch);
+            assert_memory_equal(y1, y[0] + t * N, (size_t)N * 4);
+        }
+    }
+    free(wf), free(x), free(W), free(wd), free(xd), free(tmp), free(scratch), free(y1);
+    for (int i = 0; i < 3; i++) free(y[i]);
+}
+
+static void test_kernels_matmul(void **state) {
+    (void)state;
+    rng_seed(14);
+    cs_threadpool *tps[3] = {NULL, NULL, NULL};
+    assert_int_equal(cs_threadpool_new(1, &tps[0]), CS_OK);
+    assert_int_equal(cs_threadpool_new(2, &tps[1]), CS_OK);
+    assert_int_equal(cs_threadpool_new(3, &tps[2]), CS_OK);
+    const int32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    const int64_t Ks[] = {64, 96, 172, 768, 2048}; /* 96: odd block count */
+    const int64_t Ts[] = {1, 5, 33};
+    const int64_t Ns[] = {1, 3, 8, 13, 97};
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+            if (Ks[ki] % 32 && types[ty] != CS_TYPE_F32) continue;
+            for (size_t tt = 0; tt < sizeof Ts / sizeof Ts[0]; tt++) {
+                for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
+                    /* keep the big K cases small in N*T so the test stays fast */
+                    if (Ks[ki] == 2048 && Ns[ni] * Ts[tt] > 300) continue;
+                    check_matmul_case(types[ty], Ns[ni], Ks[ki], Ts[tt], tps);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
+}
+
+/* Enough tokens that the conversion itself runs on the pool. */
+static void test_kernels_matmul_threaded_conversion(void **state) {
+    (void)state;
+    rng_seed(15);
+    cs_threadpool *tps[3] = {NULL, NULL, NULL};
+    assert_int_equal(cs_threadpool_new(1, &tps[0]), CS_OK);
+    assert_int_equal(cs_threadpool_new(2, &tps[1]), CS_OK);
+    assert_int_equal(cs_threadpool_new(3, &tps[2]), CS_OK);
+    check_matmul_case(CS_TYPE_Q4_0, 40, 256, 70, tps);
+    check_matmul_case(CS_TYPE_F16, 21, 256, 70, tps);
+    for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernels_tables),
+        cmocka_unit_test(test_kernels_dot_float_types),
+        cmocka_unit_test(test_kernels_dot_quantized),
+        cmocka_unit_test(test_kernels_quantize_q8_0_ref_rounding),
+        cmocka_unit_test(test_kernels_quantize_q8_0_simd_bit_exact),
+        cmocka_unit_test(test_kernels_quantize_q4_0_ref),
+        cmocka_unit_test(test_kernels_quantize_row_float_types),
+        cmocka_unit_test(test_kernels_fp16_all_halfs),
+        cmocka_unit_test(test_kernels_bf16_rows),
+        cmocka_unit_test(test_kernels_axpy),
+        cmocka_unit_test(test_kernels_rmsnorm),
+        cmocka_unit_test(test_kernels_softmax),
+        cmocka_unit_test(test_kernels_swiglu),
+        cmocka_unit_test(test_kernels_rope_vs_f64_and_ref),
+        cmocka_unit_test(test_kernels_rope_composition),
+        cmocka_unit_test(test_kernels_rope_cache_yarn),
+        cmocka_unit_test(test_kernels_matmul),
+        cmocka_unit_test(test_kernels_matmul_threaded_conversion),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
