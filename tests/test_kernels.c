@@ -16,8 +16,8 @@
 
 /* Dots: |simd - ref| <= TOL * sum|x_i*y_i| (float accumulation over up to
  * 2048 products in different orders). */
-#define TOL_F32_DOT 1e-5
-#define TOL_F16_DOT 1e-5
+#define TOL_F32_DOT  1e-5
+#define TOL_F16_DOT  1e-5
 #define TOL_BF16_DOT 1e-5
 #define TOL_Q8_0_DOT 1e-5
 #define TOL_Q4_0_DOT 1e-5
@@ -31,7 +31,7 @@
  * tables are within a few ulp. */
 #define TOL_RMSNORM 2e-6
 #define TOL_SOFTMAX 1e-6
-#define TOL_SWIGLU 2e-6
+#define TOL_SWIGLU  2e-6
 /* RoPE: float angles advanced iteratively vs exact double angles, for
  * positions below 256 (error grows with pos * pair index). */
 #define TOL_ROPE_F64 2e-3
@@ -45,7 +45,9 @@
 
 static uint64_t rng_state;
 
-static void rng_seed(uint64_t s) { rng_state = s; }
+static void rng_seed(uint64_t s) {
+    rng_state = s;
+}
 
 static uint64_t rng_next(void) { /* splitmix64 */
     uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
@@ -55,7 +57,9 @@ static uint64_t rng_next(void) { /* splitmix64 */
 }
 
 /* uniform in [-1, 1) */
-static float rng_f(void) { return (float)((double)(rng_next() >> 11) * 0x1.0p-52 - 1.0); }
+static float rng_f(void) {
+    return (float)((double)(rng_next() >> 11) * 0x1.0p-52 - 1.0);
+}
 
 static void fill(float *x, int64_t n, float scale) {
     for (int64_t i = 0; i < n; i++) x[i] = rng_f() * scale;
@@ -64,7 +68,7 @@ static void fill(float *x, int64_t n, float scale) {
 static const char *const k_simd_names[] = {"avx2", "avx512"};
 static const char *const k_all_names[] = {"ref", "avx2", "avx512"};
 #define N_SIMD (sizeof k_simd_names / sizeof k_simd_names[0])
-#define N_ALL (sizeof k_all_names / sizeof k_all_names[0])
+#define N_ALL  (sizeof k_all_names / sizeof k_all_names[0])
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -95,8 +99,9 @@ static void test_kernels_tables(void **state) {
     assert_ptr_equal(cs_kernels_by_name("ref"), ref);
     assert_null(cs_kernels_by_name("sse9"));
     assert_null(cs_kernels_by_name(NULL));
+    /* main() sets CS_KERNELS=ref before the first cs_kernels_best() */
     const cs_kernels *best = cs_kernels_best();
-    assert_non_null(best);
+    assert_ptr_equal(best, ref);
     assert_ptr_equal(best, cs_kernels_best());
     for (size_t i = 0; i < N_ALL; i++) {
         const cs_kernels *k = cs_kernels_by_name(k_all_names[i]);
@@ -193,7 +198,8 @@ static void test_kernels_dot_quantized(void **state) {
         float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
         float *dx8 = xmalloc((size_t)n * 4), *dx4 = xmalloc((size_t)n * 4);
         float *dy = xmalloc((size_t)n * 4);
-        cs_block_q8_0 *x8 = xmalloc((size_t)nb * sizeof *x8), *y8 = xmalloc((size_t)nb * sizeof *y8);
+        cs_block_q8_0 *x8 = xmalloc((size_t)nb * sizeof *x8),
+                      *y8 = xmalloc((size_t)nb * sizeof *y8);
         cs_block_q4_0 *x4 = xmalloc((size_t)nb * sizeof *x4);
         fill(x, n, 1.5f);
         fill(y, n, 4.0f);
@@ -262,7 +268,8 @@ static void test_kernels_quantize_q8_0_simd_bit_exact(void **state) {
     for (int j = 64; j < 96; j++) x[j] = j == 70 ? -3.0f : 0.0f;
     for (int j = 96; j < 128; j++) x[j] *= 1e30f;
     for (int j = 128; j < 160; j++) x[j] *= 1e-30f;
-    cs_block_q8_0 *r = xmalloc((size_t)n / 32 * sizeof *r), *s = xmalloc((size_t)n / 32 * sizeof *s);
+    cs_block_q8_0 *r = xmalloc((size_t)n / 32 * sizeof *r),
+                  *s = xmalloc((size_t)n / 32 * sizeof *s);
     cs_quantize_row_q8_0_ref(x, r, n);
     for (size_t ti = 0; ti < N_SIMD; ti++) {
         const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
@@ -342,7 +349,9 @@ static void test_kernels_quantize_row_float_types(void **state) {
 
 /* ------------------------------------------------- f16 / bf16 rows */
 
-static bool f32_isnan_bits(uint32_t b) { return (b & 0x7fffffffu) > 0x7f800000u; }
+static bool f32_isnan_bits(uint32_t b) {
+    return (b & 0x7fffffffu) > 0x7f800000u;
+}
 
 static void test_kernels_fp16_all_halfs(void **state) {
     (void)state;
@@ -402,7 +411,7 @@ static void test_kernels_bf16_rows(void **state) {
     uint16_t *r = xmalloc((size_t)n * 2);
     for (int64_t i = 0; i < n; i++) {
         uint32_t b = (uint32_t)rng_next();
-        if (i % 5 == 0) b = (b & 0xffff0000u) | 0x8000u; /* exact tie */
+        if (i % 5 == 0) b = (b & 0xffff0000u) | 0x8000u;          /* exact tie */
         if (i % 7 == 0) b = 0x7f800000u | (b & 0x807fffffu) | 1u; /* NaN */
         if (i == 3) b = 0x7f800000u;                              /* inf */
         if (i == 4) b = 0x7f7fffffu;                              /* rounds to inf */
@@ -433,7 +442,8 @@ static void test_kernels_axpy(void **state) {
     rng_seed(8);
     for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
         const int64_t n = k_sizes[si];
-        float *x = xmalloc((size_t)n * 4), *y0 = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
+        float *x = xmalloc((size_t)n * 4), *y0 = xmalloc((size_t)n * 4),
+              *y = xmalloc((size_t)n * 4);
         uint16_t *xh = xmalloc((size_t)n * 2);
         fill(x, n, 2.0f);
         fill(y0, n, 2.0f);
@@ -446,8 +456,8 @@ static void test_kernels_axpy(void **state) {
             k->axpy_f32(n, a, x, y);
             for (int64_t i = 0; i < n; i++) {
                 double want = (double)y0[i] + (double)a * (double)x[i];
-                check_rel(y[i], want, fabs((double)y0[i]) + fabs((double)a * (double)x[i]), TOL_AXPY, "axpy_f32",
-                          k->name, n);
+                check_rel(y[i], want, fabs((double)y0[i]) + fabs((double)a * (double)x[i]),
+                          TOL_AXPY, "axpy_f32", k->name, n);
             }
             memcpy(y, y0, (size_t)n * 4);
             k->axpy_f16(n, a, xh, y);
@@ -574,7 +584,8 @@ static void rope_f64(const float *in, double *out, int64_t head_dim, int32_t n_r
     const int32_t half = n_rot / 2;
     for (int32_t k = 0; k < half; k++) {
         double th = pos * pow(base, -2.0 * k / n_rot);
-        int64_t ia = mode == CS_ROPE_NEOX ? k : 2 * k, ib = mode == CS_ROPE_NEOX ? k + half : 2 * k + 1;
+        int64_t ia = mode == CS_ROPE_NEOX ? k : 2 * k,
+                ib = mode == CS_ROPE_NEOX ? k + half : 2 * k + 1;
         double a = in[ia], b = in[ib];
         out[ia] = a * cos(th) - b * sin(th);
         out[ib] = a * sin(th) + b * cos(th);
@@ -756,7 +767,7 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
         assert_memory_equal(y[0], y[1], (size_t)(N * T) * 4);
         assert_memory_equal(y[0], y[2], (size_t)(N * T) * 4);
         /* a token alone gives the same row as inside the batch */
-        for (int64_t t = 0; t < T; t += T > 1 ? T - 1 : 1) {
+        for (int64_t t = 0; t<T; t += T> 1 ? T - 1 : 1) {
             cs_matmul(k, NULL, wtype, W, N, K, x + t * K, 1, y1, scratch);
             assert_memory_equal(y1, y[0] + t * N, (size_t)N * 4);
         }
@@ -805,6 +816,8 @@ static void test_kernels_matmul_threaded_conversion(void **state) {
 }
 
 int main(void) {
+    /* the override must win; every test below names its tables itself */
+    setenv("CS_KERNELS", "ref", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_tables),
         cmocka_unit_test(test_kernels_dot_float_types),

@@ -20,11 +20,11 @@
 
 #include "../common.h"
 
-#define ROW_ALIGN 64
+#define ROW_ALIGN   64
 #define CHUNK_BYTES (128 * 1024)
 /* below this many activation elements the conversion runs on the caller */
 #define CONVERT_INLINE_ELEMS 16384
-#define MAX_TILE 64 /* rb * tb of any micro-kernel */
+#define MAX_TILE             64 /* rb * tb of any micro-kernel */
 
 /* Bytes of one converted activation row, or 0 for F32 (used in place). */
 static size_t vec_row_bytes(int32_t wtype, int64_t K) {

@@ -26,15 +26,13 @@ static void ref_vec_dot_f32(int64_t n, float *s, const float *x, const float *y)
 
 static void ref_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
     double sum = 0.0; /* each f16*f16 product is exact in float */
-    for (int64_t i = 0; i < n; i++)
-        sum += (double)(cs_fp16_to_fp32(x[i]) * cs_fp16_to_fp32(y[i]));
+    for (int64_t i = 0; i < n; i++) sum += (double)(cs_fp16_to_fp32(x[i]) * cs_fp16_to_fp32(y[i]));
     *s = (float)sum;
 }
 
 static void ref_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
     double sum = 0.0; /* each bf16*bf16 product is exact in float */
-    for (int64_t i = 0; i < n; i++)
-        sum += (double)(cs_bf16_to_fp32(x[i]) * cs_bf16_to_fp32(y[i]));
+    for (int64_t i = 0; i < n; i++) sum += (double)(cs_bf16_to_fp32(x[i]) * cs_bf16_to_fp32(y[i]));
     *s = (float)sum;
 }
 
@@ -164,7 +162,9 @@ static const cs_kernels k_ref = {
     .rope = ref_rope,
 };
 
-const cs_kernels *cs_kernels_ref(void) { return &k_ref; }
+const cs_kernels *cs_kernels_ref(void) {
+    return &k_ref;
+}
 
 /* ------------------------------------------------------------ rope cache */
 

@@ -19,6 +19,8 @@
 #include "matmul.h"
 
 #define CS_INLINE static inline __attribute__((always_inline))
+/* an immediate operand: a macro so that -O0 builds compile too */
+#define CS_RND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -58,7 +60,9 @@ CS_INLINE __m128i load_u16_tail(const uint16_t *p, int64_t n) {
     return _mm_loadu_si128((const __m128i *)buf);
 }
 
-CS_INLINE float f16_scale(uint16_t h) { return _cvtsh_ss(h); }
+CS_INLINE float f16_scale(uint16_t h) {
+    return _cvtsh_ss(h);
+}
 
 /* exp(x), Cody-Waite reduction + degree-6 polynomial (cephes expf
  * coefficients), about 2 ulp; inputs below -87.3 give 0 (so -inf gives 0),
@@ -77,8 +81,8 @@ CS_INLINE __m256 exp8(__m256 x) {
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
     return _mm256_andnot_ps(zero_below, y);
 }
@@ -169,8 +173,7 @@ CS_INLINE void tile_f32(int64_t K, const void *const *w, const void *const *x, f
 
 /* f16 (is_bf16 = 0) and bf16 (1) weights against activations of the same type. */
 CS_INLINE __m256 cvt_16(__m128i v, const int is_bf16) {
-    if (is_bf16)
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+    if (is_bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
     return _mm256_cvtph_ps(v);
 }
 
@@ -339,8 +342,9 @@ static void avx2_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) 
         const float *p = x + b * CS_QK8_0;
         __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
         __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m256 m =
+            _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                          _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
         __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -349,11 +353,10 @@ static void avx2_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) 
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         const __m256 mul = _mm256_set1_ps(id);
-        const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rnd));
-        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
-        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
-        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), CS_RND));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), CS_RND));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), CS_RND));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), CS_RND));
         __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)y[b].qs, q);
@@ -403,7 +406,8 @@ static void avx2_axpy_f32(int64_t n, float a, const float *x, float *y) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
 
@@ -461,7 +465,8 @@ static void avx2_softmax(float *x, int64_t n) {
     }
     const float inv = (float)(1.0 / sum);
     const __m256 vi = _mm256_set1_ps(inv);
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
     for (; i < n; i++) x[i] *= inv;
 }
 
@@ -499,10 +504,10 @@ static void avx2_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot,
         } else {
             for (; k + 8 <= half; k += 8) {
                 __m256 c0 = _mm256_loadu_ps(cs + 2 * k), c1 = _mm256_loadu_ps(cs + 2 * k + 8);
-                __m256 vc = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                    _mm256_castps_pd(_mm256_shuffle_ps(c0, c1, 0x88)), 0xd8));
-                __m256 vs = _mm256_castpd_ps(_mm256_permute4x64_pd(
-                    _mm256_castps_pd(_mm256_shuffle_ps(c0, c1, 0xdd)), 0xd8));
+                __m256 vc = _mm256_castpd_ps(
+                    _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(c0, c1, 0x88)), 0xd8));
+                __m256 vs = _mm256_castpd_ps(
+                    _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(c0, c1, 0xdd)), 0xd8));
                 __m256 a = _mm256_loadu_ps(r + k), b = _mm256_loadu_ps(r + k + half);
                 _mm256_storeu_ps(r + k, _mm256_sub_ps(_mm256_mul_ps(a, vc), _mm256_mul_ps(b, vs)));
                 _mm256_storeu_ps(r + k + half,
@@ -542,6 +547,8 @@ static const cs_kernels k_avx2 = {
     .rope = avx2_rope,
 };
 
-const cs_kernels *cs_kernels_avx2_table(void) { return &k_avx2; }
+const cs_kernels *cs_kernels_avx2_table(void) {
+    return &k_avx2;
+}
 
 #endif /* x86 */

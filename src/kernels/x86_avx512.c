@@ -39,7 +39,9 @@ CS_INLINE double hsum8d(__m512d v) {
     return _mm_cvtsd_f64(s);
 }
 
-CS_INLINE __mmask16 mask16(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+CS_INLINE __mmask16 mask16(int64_t n) {
+    return (__mmask16)((1u << n) - 1u);
+}
 
 CS_INLINE __m512 load_f16(const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -52,7 +54,9 @@ CS_INLINE __m512 cvt_16(__m256i v, const int is_bf16) {
     return _mm512_cvtph_ps(v);
 }
 
-CS_INLINE float f16_scale(uint16_t h) { return _cvtsh_ss(h); }
+CS_INLINE float f16_scale(uint16_t h) {
+    return _cvtsh_ss(h);
+}
 
 /* exp(x): same algorithm and constants as the AVX2 version (about 2 ulp;
  * below -87.3 gives 0, above 88 saturates). */
@@ -71,8 +75,8 @@ CS_INLINE __m512 exp16(__m512 x) {
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)),
-                                  23);
+    __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
     return _mm512_maskz_mov_ps((__mmask16)~zero_below, y);
 }
@@ -107,8 +111,7 @@ static void avx512_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uin
         a3 = _mm512_fmadd_ps(load_f16(x + i + 48), load_f16(y + i + 48), a3);
     }
     for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(load_f16(x + i), load_f16(y + i), a0);
-    if (i < n)
-        a1 = _mm512_fmadd_ps(load_f16_tail(x + i, n - i), load_f16_tail(y + i, n - i), a1);
+    if (i < n) a1 = _mm512_fmadd_ps(load_f16_tail(x + i, n - i), load_f16_tail(y + i, n - i), a1);
     *s = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
@@ -166,11 +169,11 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
     for (; k + 16 <= K; k += 16) {
         __m512 xv[4];
         for (int t = 0; t < TB; t++)
-            xv[t] = cvt_16(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x[t] + k)),
-                           is_bf16);
+            xv[t] =
+                cvt_16(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x[t] + k)), is_bf16);
         for (int r = 0; r < RB; r++) {
-            __m512 wv = cvt_16(
-                _mm256_loadu_si256((const __m256i *)((const uint16_t *)w[r] + k)), is_bf16);
+            __m512 wv =
+                cvt_16(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w[r] + k)), is_bf16);
             for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
@@ -200,8 +203,7 @@ CS_INLINE __m256i q4_block(const cs_block_q4_0 *b) {
 
 /* Blocks b and b+1 (two = 0: b only, upper half zero) of a weight row as
  * signed bytes, and their scales in lanes 0-7 / 8-15. */
-CS_INLINE __m512i load_w2(const void *row, int64_t b, const int two, const int is_q4,
-                          __m512 *dw) {
+CS_INLINE __m512i load_w2(const void *row, int64_t b, const int two, const int is_q4, __m512 *dw) {
     __m256i lo, hi = _mm256_setzero_si256();
     float d0, d1 = 0.0f;
     if (is_q4) {
@@ -345,7 +347,8 @@ static void avx512_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n
     for (int64_t b = 0; b < nb; b++) {
         const float *p = x + b * CS_QK8_0;
         __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
@@ -395,12 +398,13 @@ static void avx512_axpy_f32(int64_t n, float a, const float *x, float *y) {
     const __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+        _mm512_storeu_ps(y + i,
+                         _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
     if (i < n) {
         const __mmask16 m = mask16(n - i);
-        _mm512_mask_storeu_ps(y + i, m,
-                              _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
-                                              _mm512_maskz_loadu_ps(m, y + i)));
+        _mm512_mask_storeu_ps(
+            y + i, m,
+            _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
     }
 }
 
@@ -412,7 +416,8 @@ static void avx512_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
     if (i < n) {
         const __mmask16 m = mask16(n - i);
         _mm512_mask_storeu_ps(
-            y + i, m, _mm512_fmadd_ps(va, load_f16_tail(x + i, n - i), _mm512_maskz_loadu_ps(m, y + i)));
+            y + i, m,
+            _mm512_fmadd_ps(va, load_f16_tail(x + i, n - i), _mm512_maskz_loadu_ps(m, y + i)));
     }
 }
 
@@ -445,13 +450,16 @@ static void avx512_softmax(float *x, int64_t n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
-    if (i < n) vmax = _mm512_mask_max_ps(vmax, mask16(n - i), vmax, _mm512_maskz_loadu_ps(mask16(n - i), x + i));
+    if (i < n)
+        vmax = _mm512_mask_max_ps(vmax, mask16(n - i), vmax,
+                                  _mm512_maskz_loadu_ps(mask16(n - i), x + i));
     const float max = _mm512_reduce_max_ps(vmax);
     const __m512 vm = _mm512_set1_ps(max);
     __m512d s0 = _mm512_setzero_pd(), s1 = s0;
     for (i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : mask16(n - i);
-        __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm)));
+        __m512 e =
+            _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm)));
         _mm512_mask_storeu_ps(x + i, m, e);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
@@ -480,8 +488,10 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
                         const float *cs) {
     const int32_t half = n_rot / 2;
     const bool neox = (mode & CS_ROPE_NEOX) != 0;
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (int64_t h = 0; h < n_head; h++) {
         float *r = x + h * head_dim;
         int32_t k = 0;
@@ -537,6 +547,8 @@ static const cs_kernels k_avx512 = {
     .rope = avx512_rope,
 };
 
-const cs_kernels *cs_kernels_avx512_table(void) { return &k_avx512; }
+const cs_kernels *cs_kernels_avx512_table(void) {
+    return &k_avx512;
+}
 
 #endif /* x86 */
