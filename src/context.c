@@ -134,6 +134,7 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->hb2 = cs_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
     c->rope_cs = cs_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
     c->scores = cs_aligned_alloc((size_t)n_threads * n_ctx * sizeof(float));
+    c->vis = cs_aligned_alloc((size_t)n_threads * n_ctx * sizeof(int32_t));
     c->qh = cs_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(uint16_t));
     c->mm_scratch_size = matmul_scratch_max(m, (int64_t)T);
     c->mm_scratch = cs_aligned_alloc(c->mm_scratch_size);
@@ -142,7 +143,7 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->seq0 = cs_malloc(T * sizeof *c->seq0);
     c->out_index = cs_malloc(T * sizeof *c->out_index);
     if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 ||
-        !c->rope_cs || !c->scores || !c->qh || !c->mm_scratch || !c->slot || !c->seqs ||
+        !c->rope_cs || !c->scores || !c->vis || !c->qh || !c->mm_scratch || !c->slot || !c->seqs ||
         !c->seq0 || !c->out_index)
         goto nomem;
     if ((st = cs_threadpool_new(n_threads, &c->tp)) != CS_OK) goto fail;
@@ -166,7 +167,7 @@ void cs_context_free(cs_context *c) {
     cs_free(c->kv.v);
     kv_cells_free(&c->cells);
     void *bufs[] = {c->x,  c->xb,      c->q,      c->att,  c->k,    c->v,
-                    c->hb, c->hb2,     c->rope_cs, c->scores, c->qh, c->mm_scratch,
+                    c->hb, c->hb2,     c->rope_cs, c->scores, c->vis, c->qh, c->mm_scratch,
                     c->slot, c->seqs,  c->seq0,   c->out_index, c->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cs_free(bufs[i]);
     cs_free(c);
@@ -183,20 +184,25 @@ cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
                        n_threads, CS_MAX_THREADS);
     if (n_threads == c->n_threads) return CS_OK;
     float *scores = cs_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(float));
+    int32_t *vis = cs_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(int32_t));
     uint16_t *qh = cs_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 2);
     cs_threadpool *tp = NULL;
-    cs_status st = (scores && qh) ? cs_threadpool_new(n_threads, &tp)
-                                  : cs_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory");
+    cs_status st = (scores && vis && qh)
+                       ? cs_threadpool_new(n_threads, &tp)
+                       : cs_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory");
     if (st != CS_OK) {
         cs_free(scores);
+        cs_free(vis);
         cs_free(qh);
         return st;
     }
     cs_threadpool_free(c->tp);
     cs_free(c->scores);
+    cs_free(c->vis);
     cs_free(c->qh);
     c->tp = tp;
     c->scores = scores;
+    c->vis = vis;
     c->qh = qh;
     c->n_threads = n_threads;
     return CS_OK;

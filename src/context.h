@@ -45,6 +45,7 @@ struct cs_context {
     float *hb2;    /* (n_batch, n_ff) */
     float *rope_cs;        /* (n_batch, n_rot) cos/sin per token */
     float *scores;         /* (n_threads, n_ctx) attention scores */
+    int32_t *vis;          /* (n_threads, n_ctx) cells visible to the current token */
     uint16_t *qh;          /* (n_threads, head_dim) query in f16 for an F16 K cache */
     void *mm_scratch;      /* activations converted for the matmul */
     size_t mm_scratch_size;

@@ -42,54 +42,83 @@ typedef struct attn_task {
     int32_t n_cells; /* cells [0, n_cells) may be visible */
 } attn_task;
 
+/* Heads narrower than this use inline loops: for tiny heads (stories260K
+ * has 8) an indirect call per cell costs more than the arithmetic. */
+#define ATTN_INLINE_HEAD_DIM 32
+
+static inline float dot_f32_small(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Cells visible to batch row t (spec §1.5): holding the row's first
+ * sequence at a position <= its own. Writes their indices to vis and
+ * returns how many. O(n_cells). */
+static int32_t visible_cells(const cs_context *ctx, const cs_batch *b, int64_t t, int32_t n_cells,
+                             int32_t *vis) {
+    const kv_cells *cells = &ctx->cells;
+    const uint64_t smask = (uint64_t)1 << ctx->seq0[t];
+    const cs_pos pos = b->pos[t];
+    int32_t n = 0;
+    for (int32_t c = 0; c < n_cells; c++)
+        if ((cells->seq[c] & smask) && cells->pos[c] <= pos) vis[n++] = c;
+    return n;
+}
+
+/* Work items are (token, head) pairs in token-major order, split evenly
+ * across threads; a thread recomputes the visible list only when its token
+ * changes. Each output row is written by exactly one thread, so results do
+ * not depend on the thread count. */
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const attn_task *a = arg;
     cs_context *ctx = a->ctx;
     const cs_hparams *hp = &ctx->model->hp;
     const cs_kernels *k = ctx->kern;
-    const kv_cells *cells = &ctx->cells;
     const int64_t hd = hp->head_dim;
     const int32_t n_rep = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
     const bool k_f16 = ctx->kv.type_k == CS_TYPE_F16;
     const bool v_f16 = ctx->kv.type_v == CS_TYPE_F16;
+    const bool small = hd < ATTN_INLINE_HEAD_DIM;
     const uint8_t *K = ctx->kv.k[a->layer];
     const uint8_t *V = ctx->kv.v[a->layer];
     float *sc = ctx->scores + (size_t)ith * ctx->n_ctx;
+    int32_t *vis = ctx->vis + (size_t)ith * ctx->n_ctx;
     uint16_t *qh = ctx->qh + (size_t)ith * (size_t)hd;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
-    int64_t p0, p1;
+    int64_t p0, p1, cur_t = -1;
+    int32_t n_vis = 0;
     cs_split(n_pairs, ith, nth, &p0, &p1);
     for (int64_t p = p0; p < p1; p++) {
         const int64_t t = p / hp->n_head, h = p % hp->n_head, hk = h / n_rep;
-        const float *q = ctx->q + t * hp->n_embd + h * hd;
-        const cs_pos pos = a->b->pos[t];
-        const uint64_t smask = (uint64_t)1 << ctx->seq0[t];
-        if (k_f16) k->fp32_to_fp16_row(q, qh, hd);
-        float mx = -INFINITY;
-        for (int32_t c = 0; c < a->n_cells; c++) {
-            if (!(cells->seq[c] & smask) || cells->pos[c] > pos) {
-                sc[c] = -INFINITY;
-                continue;
-            }
-            float s;
-            const uint8_t *krow = K + (size_t)c * ctx->kv.row_k;
-            if (k_f16) k->vec_dot_f16(hd, &s, (const uint16_t *)krow + hk * hd, qh);
-            else k->vec_dot_f32(hd, &s, (const float *)krow + hk * hd, q);
-            sc[c] = s * scale;
-            if (sc[c] > mx) mx = sc[c];
+        if (t != cur_t) {
+            n_vis = visible_cells(ctx, a->b, t, a->n_cells, vis);
+            cur_t = t;
         }
+        const float *q = ctx->q + t * hp->n_embd + h * hd;
         float *out = ctx->att + t * hp->n_embd + h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
-        if (mx == -INFINITY) continue; /* cannot happen: a token always sees itself */
-        k->softmax(sc, a->n_cells);
-        for (int32_t c = 0; c < a->n_cells; c++) {
-            float w = sc[c];
-            if (w == 0.0f) continue;
-            const uint8_t *vrow = V + (size_t)c * ctx->kv.row_v;
+        if (n_vis == 0) continue; /* cannot happen: a token always sees its own cell */
+        if (k_f16) k->fp32_to_fp16_row(q, qh, hd);
+        for (int32_t j = 0; j < n_vis; j++) {
+            const uint8_t *krow = K + (size_t)vis[j] * ctx->kv.row_k;
+            float s;
+            if (k_f16) k->vec_dot_f16(hd, &s, (const uint16_t *)krow + hk * hd, qh);
+            else if (small) s = dot_f32_small((const float *)krow + hk * hd, q, hd);
+            else k->vec_dot_f32(hd, &s, (const float *)krow + hk * hd, q);
+            sc[j] = s * scale;
+        }
+        k->softmax(sc, n_vis);
+        for (int32_t j = 0; j < n_vis; j++) {
+            float w = sc[j];
+            const uint8_t *vrow = V + (size_t)vis[j] * ctx->kv.row_v;
             if (v_f16) {
                 w = cs_fp16_to_fp32(cs_fp32_to_fp16(w));
                 k->axpy_f16(hd, w, (const uint16_t *)vrow + hk * hd, out);
+            } else if (small) {
+                const float *vv = (const float *)vrow + hk * hd;
+                for (int64_t i = 0; i < hd; i++) out[i] += w * vv[i];
             } else {
                 k->axpy_f32(hd, w, (const float *)vrow + hk * hd, out);
             }
