@@ -5,7 +5,7 @@ RELEASE := build/release
 ASAN := build/asan
 CMAKE_FLAGS ?=
 
-.PHONY: all deps release asan run test test-release test-asan format clean bench
+.PHONY: all deps release asan run test test-release test-asan format clean bench fuzz
 
 all: release
 
@@ -43,6 +43,16 @@ test: test-release test-asan
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/kernels/*.c src/kernels/*.h tools/*.c tools/*.h tests/*.c tests/*.h tests/fixtures/*.c tests/fixtures/*.h bench/*.c 2>/dev/null || true
+
+# libFuzzer on the GGUF parser and the tokenizer (clang; FUZZ_SECONDS each).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCS_FUZZ=ON -DCS_BUILD_TESTS=OFF -DCS_BUILD_TOOLS=OFF -DCS_BUILD_BENCH=OFF
+	cmake --build build/fuzz -j $(JOBS)
+	mkdir -p build/fuzz/corpus-gguf build/fuzz/corpus-tok
+	cp models/stories260K-f32.gguf build/fuzz/corpus-gguf/
+	build/fuzz/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 build/fuzz/corpus-gguf
+	build/fuzz/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-tok
 
 clean:
 	rm -rf build

@@ -57,9 +57,7 @@ size_t cs_utf8_complete_len(const char *buf, size_t len) {
 const char *cs_system_info(void) {
     static char buf[128];
     const cs_kernels *k = cs_kernels_best();
-    snprintf(buf, sizeof buf, "kernels = %s | AVX512 = %d | AVX2 = %d | FMA = %d | F16C = %d",
-             k->name, __builtin_cpu_supports("avx512f") ? 1 : 0,
-             __builtin_cpu_supports("avx2") ? 1 : 0, __builtin_cpu_supports("fma") ? 1 : 0,
-             __builtin_cpu_supports("f16c") ? 1 : 0);
+    snprintf(buf, sizeof buf, "kernels = %s | AVX512 = %d | AVX2 = %d", k->name,
+             cs_kernels_by_name("avx512") != NULL, cs_kernels_by_name("avx2") != NULL);
     return buf;
 }

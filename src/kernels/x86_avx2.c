@@ -48,11 +48,6 @@ CS_INLINE __m256 load_f16(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-CS_INLINE __m256 load_bf16(const uint16_t *p) {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-}
-
 /* First n (< 8) 16-bit values, zero-padded. */
 CS_INLINE __m128i load_u16_tail(const uint16_t *p, int64_t n) {
     uint16_t buf[8] = {0};
