@@ -164,11 +164,16 @@ typedef struct cs_context_params {
     uint32_t n_batch;      /* max tokens per cs_decode call; 0 = min(n_ctx, 512) */
     uint32_t n_seq_max;    /* sequence ids are [0, n_seq_max), at most 64; 0 = 1 */
     int32_t n_threads;     /* <= 0 = number of online cores */
-    int32_t type_k;        /* CS_TYPE_F32 or CS_TYPE_F16 (default) */
-    int32_t type_v;        /* CS_TYPE_F32 or CS_TYPE_F16 (default) */
+    int32_t type_k;        /* CS_TYPE_F32, CS_TYPE_F16 (default) or CS_TYPE_Q8_0
+                              (Q8_0 needs a head size that is a multiple of 32) */
+    int32_t type_v;        /* same choices as type_k */
     bool contiguous_slots; /* place each batch in consecutive free cells, as llama.cpp
                               c392e509 did (spec §1.6); default false: any free cells */
-    float defrag_thold;    /* < 0 = never defragment automatically (default) */
+    float defrag_thold;    /* schedule a defrag after a decode when 1 - used/cell_max
+                              exceeds it; <= 0 = never (default -1) */
+    int32_t defrag_min_cells; /* no automatic defrag while cell_max is below this (256) */
+    int32_t defrag_max_moves; /* block moves per defrag pass; 0 = unlimited (passes
+                                 repeat until compact) */
 } cs_context_params;
 
 cs_context_params cs_context_default_params(void);
@@ -224,25 +229,131 @@ int32_t cs_decode(cs_context *ctx, const cs_batch *batch);
 const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
 
 /* ------------------------------------------------------------ KV cache
- * Only the operations the engine issue needs are here; the full set of
- * spec §2 comes with the cache issue. */
+ * Semantics: ../shared/design/kv-cache-spec.md §2 (docs/KV_CACHE.md).
+ * Ranges are half-open [p0, p1); p0 < 0 means 0, p1 < 0 means infinity; an
+ * empty range is a no-op. A cell belongs to a set of sequences: a cell
+ * shared by several sequences (after seq_cp) is moved by seq_add/seq_div on
+ * ANY of them, for all of them (as in llama.cpp; shift every sharing
+ * sequence alike, or only unshared ranges). Positions change at once; the
+ * rotation of the cached K ("K-shift") is applied by cs_kv_update, at the
+ * start of the next cs_decode, or before a state save, whichever comes
+ * first. Every operation either succeeds or leaves the cache unchanged. */
 
-/* Empty the cache: every cell free, all pending work dropped. Never fails. */
+/* Empty the cache: every cell free, pending shift and defrag dropped. */
 void cs_kv_clear(cs_context *ctx);
 
-/* Remove positions [p0, p1) of sequence seq (seq < 0: every sequence;
- * p0 < 0: from 0; p1 < 0: to infinity). Cells left with no sequence are
- * freed. Returns CS_ERR_INVALID_ARG (cache unchanged) for seq >= n_seq_max. */
+/* Remove positions [p0, p1) of sequence seq (seq < 0: every sequence).
+ * Cells left with no sequence are freed. CS_ERR_INVALID_ARG for
+ * seq >= n_seq_max. */
 cs_status cs_kv_seq_rm(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
 
-/* Largest position of seq in the cache, -1 when it has none (or seq is out of range). */
-cs_pos cs_kv_seq_pos_max(const cs_context *ctx, cs_seq seq);
+/* Add dst to the cells of src in [p0, p1): the cells become shared, no
+ * data is copied. src == dst is a no-op. If dst already has cells at those
+ * positions both stay (duplicate positions; callers usually seq_rm dst
+ * first). CS_ERR_INVALID_ARG for ids outside [0, n_seq_max). */
+cs_status cs_kv_seq_cp(cs_context *ctx, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1);
+
+/* Free every cell without seq; reduce the others to {seq}. */
+cs_status cs_kv_seq_keep(cs_context *ctx, cs_seq seq);
+
+/* Move positions [p0, p1) of seq by delta (pos += delta; the pending
+ * rotation accumulates). A cell whose position becomes negative is freed
+ * with all its sequences. delta 0 is a no-op. CS_ERR_INVALID_ARG for
+ * seq < 0 or out of range; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
+cs_status cs_kv_seq_add(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta);
+
+/* Divide positions [p0, p1) of seq by d (integer division; the pending
+ * rotation accumulates new - old). d == 1 is a no-op. CS_ERR_INVALID_ARG
+ * for d < 1 or a bad seq; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
+cs_status cs_kv_seq_div(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
+
+/* Smallest / largest position of seq, -1 when it has no cell (or seq is
+ * out of range). O(1). */
 cs_pos cs_kv_seq_pos_min(const cs_context *ctx, cs_seq seq);
+cs_pos cs_kv_seq_pos_max(const cs_context *ctx, cs_seq seq);
+
+/* Schedule a defragmentation (hole filling, spec §4) for the next update. */
+void cs_kv_defrag(cs_context *ctx);
+
+/* Apply the pending K-shift (rotating only cells whose position changed),
+ * then the scheduled defrag. Cannot fail for a valid context (returns
+ * CS_ERR_INVALID_ARG for NULL). */
+cs_status cs_kv_update(cs_context *ctx);
+
+/* Whether positions can be changed (seq_add/seq_div): true for RoPE llama models. */
+bool cs_kv_can_shift(const cs_context *ctx);
 
 /* Cells holding at least one sequence. */
 int32_t cs_kv_used_cells(const cs_context *ctx);
 /* Sum over cells of the number of sequences each holds. */
 int32_t cs_kv_token_count(const cs_context *ctx);
+
+typedef struct cs_kv_info {
+    int32_t size;            /* cells */
+    int32_t used;            /* non-empty cells */
+    int32_t cell_max;        /* 1 + highest non-empty index, 0 when empty */
+    int32_t n_window;        /* cells attention scans: cell_max */
+    int32_t holes;           /* empty cells below cell_max */
+    int32_t n_pending_shift; /* cells whose K still owes a rotation */
+    float fragmentation;     /* 1 - used / cell_max (0 when empty) */
+    bool defrag_pending;     /* a defrag is scheduled */
+    uint64_t n_shift_passes; /* updates that rotated something */
+    uint64_t n_cells_shifted; /* cell rotations applied (all layers count once) */
+    uint64_t n_defrag_passes;
+    uint64_t n_cells_moved;
+    uint64_t n_blocks_moved;  /* coalesced block moves (per pass, not per layer) */
+    uint64_t n_bytes_moved;   /* K and V bytes moved, all layers */
+    uint64_t n_bytes_shifted; /* K bytes read and written by K-shift, all layers */
+} cs_kv_info;
+
+/* Fill *out with the cache's current figures and totals since creation. */
+cs_status cs_kv_stats(const cs_context *ctx, cs_kv_info *out);
+
+typedef struct cs_kv_cell {
+    cs_pos pos;   /* -1 when empty */
+    cs_pos delta; /* rotation still owed (0 when none pending) */
+    uint64_t seq; /* bit s set: the cell belongs to sequence s */
+} cs_kv_cell;
+
+/* Copy the metadata of cells [0, min(size, n_max)) into cells; returns the
+ * cache size (call with n_max 0 to learn it). For tests and pictures. */
+int32_t cs_kv_view(const cs_context *ctx, cs_kv_cell *cells, int32_t n_max);
+
+/* ------------------------------------------------------------------ state
+ * A state holds the cache metadata and the K/V rows of used cells, with a
+ * header (magic, version, a fingerprint of the model's shape and weights,
+ * cache types, sizes). Pending shifts are applied before saving. Loading
+ * checks every field and every size before changing anything: a failed load
+ * (CS_ERR_FORMAT naming the field, CS_ERR_INVALID_ARG for a mismatch with
+ * this context) leaves the cache exactly as it was. */
+
+/* Bytes a whole-cache save needs now. */
+size_t cs_state_size(cs_context *ctx);
+/* Save the whole cache into buf[0, size); *written gets the byte count.
+ * CS_ERR_INVALID_ARG when size is too small. */
+cs_status cs_state_save(cs_context *ctx, void *buf, size_t size, size_t *written);
+/* Replace the whole cache with a saved one. */
+cs_status cs_state_load(cs_context *ctx, const void *buf, size_t size);
+
+/* Bytes a save of sequence seq needs now. */
+size_t cs_state_seq_size(cs_context *ctx, cs_seq seq);
+/* Save the cells of one sequence (as single-sequence cells). */
+cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_t size,
+                            size_t *written);
+/* Add a saved sequence to the cache as sequence dst (its cells placed in
+ * any free cells: works in a fragmented cache). dst must have no cells.
+ * CS_NO_KV_SLOT when there is no room, cache unchanged. */
+cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t size);
+
+/* Whole-cache state in a file, with tokens[0, n_tokens) alongside (the
+ * prompt a cache holds, for prompt caching). */
+cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *tokens,
+                             int32_t n_tokens);
+/* Load a file saved by cs_state_save_file; its tokens go to tokens[0, n_max)
+ * and their count to *n_tokens (CS_ERR_INVALID_ARG when n_max is too small,
+ * nothing changed). */
+cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens, int32_t n_max,
+                             int32_t *n_tokens);
 
 /* ---------------------------------------------------------------- sampler */
 

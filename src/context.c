@@ -19,6 +19,8 @@ cs_context_params cs_context_default_params(void) {
         .type_v = CS_TYPE_F16,
         .contiguous_slots = false,
         .defrag_thold = -1.0f,
+        .defrag_min_cells = 256,
+        .defrag_max_moves = 0,
     };
 }
 
@@ -26,8 +28,6 @@ static int32_t online_cores(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > CS_MAX_THREADS ? CS_MAX_THREADS : (int32_t)n;
 }
-
-static size_t type_elem_size(int32_t type) { return type == CS_TYPE_F16 ? 2 : 4; }
 
 /* Largest scratch any weight matmul of the model needs for T tokens. */
 static size_t matmul_scratch_max(const cs_model *m, int64_t T) {
@@ -60,14 +60,12 @@ static cs_status check_params(const cs_model *m, const cs_context_params *p, uin
     if (*n_threads > CS_MAX_THREADS)
         return cs_fail(CS_ERR_INVALID_ARG, "context: n_threads %d exceeds the limit %d",
                        *n_threads, CS_MAX_THREADS);
-    if (p->type_k != CS_TYPE_F32 && p->type_k != CS_TYPE_F16)
-        return cs_fail(CS_ERR_UNSUPPORTED, "context: type_k %s (%d) is not supported (f32, f16)",
-                       cs_type_name(p->type_k), p->type_k);
-    if (p->type_v != CS_TYPE_F32 && p->type_v != CS_TYPE_F16)
-        return cs_fail(CS_ERR_UNSUPPORTED, "context: type_v %s (%d) is not supported (f32, f16)",
-                       cs_type_name(p->type_v), p->type_v);
     if (p->defrag_thold != p->defrag_thold)
         return cs_fail(CS_ERR_INVALID_ARG, "context: defrag_thold is NaN");
+    if (p->defrag_min_cells < 0 || p->defrag_max_moves < 0)
+        return cs_fail(CS_ERR_INVALID_ARG,
+                       "context: defrag_min_cells %d and defrag_max_moves %d must be >= 0",
+                       p->defrag_min_cells, p->defrag_max_moves);
     return CS_OK;
 }
 
@@ -104,24 +102,14 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
                                .n_ctx_orig = hp->n_ctx_train};
 
     if ((st = kv_cells_init(&c->cells, (int32_t)n_ctx)) != CS_OK) goto fail;
-    c->kv.type_k = p.type_k;
-    c->kv.type_v = p.type_v;
-    c->kv.row_k = (size_t)hp->n_embd_kv * type_elem_size(p.type_k);
-    c->kv.row_v = (size_t)hp->n_embd_kv * type_elem_size(p.type_v);
-    c->kv.k = cs_calloc((size_t)hp->n_layer, sizeof *c->kv.k);
-    c->kv.v = cs_calloc((size_t)hp->n_layer, sizeof *c->kv.v);
-    if (!c->kv.k || !c->kv.v) goto nomem;
-    for (int32_t il = 0; il < hp->n_layer; il++) {
-        size_t bk, bv;
-        if (!cs_mul_size(c->kv.row_k, n_ctx, &bk) || !cs_mul_size(c->kv.row_v, n_ctx, &bv))
-            goto nomem;
-        c->kv.k[il] = cs_aligned_alloc(bk);
-        c->kv.v[il] = cs_aligned_alloc(bv);
-        if (!c->kv.k[il] || !c->kv.v[il]) goto nomem;
-        /* zeroed so that a read of a never-written cell is deterministic */
-        memset(c->kv.k[il], 0, bk);
-        memset(c->kv.v[il], 0, bv);
-    }
+    if ((st = kv_store_init(&c->kv, hp->n_layer, (int32_t)n_ctx, hp->n_head_kv, hp->head_dim,
+                            p.type_k, p.type_v)) != CS_OK)
+        goto fail;
+    /* every llama model here uses RoPE, whose angle is linear in the position */
+    c->can_shift = true;
+    c->defrag_ids = cs_malloc((size_t)n_ctx * sizeof *c->defrag_ids);
+    c->defrag_moves = cs_malloc((size_t)n_ctx * sizeof *c->defrag_moves);
+    if (!c->defrag_ids || !c->defrag_moves) goto nomem;
 
     size_t T = n_batch;
     c->x = cs_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
@@ -135,7 +123,8 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->rope_cs = cs_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
     c->scores = cs_aligned_alloc((size_t)n_threads * n_ctx * sizeof(float));
     c->vis = cs_aligned_alloc((size_t)n_threads * n_ctx * sizeof(int32_t));
-    c->qh = cs_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(uint16_t));
+    c->qh = cs_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * 4);
+    c->vrow = cs_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(float));
     c->mm_scratch_size = matmul_scratch_max(m, (int64_t)T);
     c->mm_scratch = cs_aligned_alloc(c->mm_scratch_size);
     c->slot = cs_malloc(T * sizeof *c->slot);
@@ -143,7 +132,7 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->seq0 = cs_malloc(T * sizeof *c->seq0);
     c->out_index = cs_malloc(T * sizeof *c->out_index);
     if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 ||
-        !c->rope_cs || !c->scores || !c->vis || !c->qh || !c->mm_scratch || !c->slot || !c->seqs ||
+        !c->rope_cs || !c->scores || !c->vis || !c->qh || !c->vrow || !c->mm_scratch || !c->slot || !c->seqs ||
         !c->seq0 || !c->out_index)
         goto nomem;
     if ((st = cs_threadpool_new(n_threads, &c->tp)) != CS_OK) goto fail;
@@ -159,16 +148,11 @@ fail:
 void cs_context_free(cs_context *c) {
     if (!c) return;
     cs_threadpool_free(c->tp);
-    if (c->kv.k)
-        for (int32_t il = 0; il < c->model->hp.n_layer; il++) cs_free(c->kv.k[il]);
-    if (c->kv.v)
-        for (int32_t il = 0; il < c->model->hp.n_layer; il++) cs_free(c->kv.v[il]);
-    cs_free(c->kv.k);
-    cs_free(c->kv.v);
+    kv_store_free(&c->kv);
     kv_cells_free(&c->cells);
     void *bufs[] = {c->x,  c->xb,      c->q,      c->att,  c->k,    c->v,
                     c->hb, c->hb2,     c->rope_cs, c->scores, c->vis, c->qh, c->mm_scratch,
-                    c->slot, c->seqs,  c->seq0,   c->out_index, c->logits};
+                    c->slot, c->seqs,  c->seq0,   c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cs_free(bufs[i]);
     cs_free(c);
 }
@@ -185,27 +169,86 @@ cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
     if (n_threads == c->n_threads) return CS_OK;
     float *scores = cs_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(float));
     int32_t *vis = cs_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(int32_t));
-    uint16_t *qh = cs_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 2);
+    void *qh = cs_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
+    float *vrow = cs_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
     cs_threadpool *tp = NULL;
-    cs_status st = (scores && vis && qh)
+    cs_status st = (scores && vis && qh && vrow)
                        ? cs_threadpool_new(n_threads, &tp)
                        : cs_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory");
     if (st != CS_OK) {
         cs_free(scores);
         cs_free(vis);
         cs_free(qh);
+        cs_free(vrow);
         return st;
     }
     cs_threadpool_free(c->tp);
     cs_free(c->scores);
     cs_free(c->vis);
     cs_free(c->qh);
+    cs_free(c->vrow);
+    c->vrow = vrow;
     c->tp = tp;
     c->scores = scores;
     c->vis = vis;
     c->qh = qh;
     c->n_threads = n_threads;
     return CS_OK;
+}
+
+/* ----------------------------------------------------------------- update */
+
+/* One defrag pass: plan, move the rows, then the metadata. Returns the
+ * number of blocks moved (0: compact). */
+static int32_t defrag_pass(cs_context *c) {
+    int32_t n = kv_cells_defrag_plan(&c->cells, c->params.defrag_max_moves, c->defrag_ids,
+                                     c->defrag_moves);
+    if (n == 0) return 0;
+    kv_store_move(&c->kv, c->defrag_moves, n, &c->totals.n_bytes_moved);
+    kv_cells_apply_moves(&c->cells, c->defrag_moves, n);
+    for (int32_t i = 0; i < n; i++) c->totals.n_cells_moved += (uint64_t)c->defrag_moves[i].n;
+    c->totals.n_blocks_moved += (uint64_t)n;
+    c->totals.n_defrag_passes++;
+    return n;
+}
+
+/* K-shift first (deltas must be 0 before cells move), then defrag. With a
+ * cap on moves per pass, passes repeat until the cache is compact: each
+ * pass fills at least one hole, so at most `holes` passes run. */
+static cs_status kv_update(cs_context *c) {
+    if (c->cells.has_shift) {
+        int32_t n = kv_store_apply_shift(&c->kv, &c->cells, c->kern, c->tp, &c->rope,
+                                         &c->totals.n_bytes_shifted);
+        if (n < 0) return CS_ERR_NOMEM; /* nothing rotated, deltas still pending */
+        if (n > 0) c->totals.n_shift_passes++;
+        c->totals.n_cells_shifted += (uint64_t)n;
+        CS_ASSERT(!c->cells.has_shift);
+    }
+    if (c->do_defrag) {
+        while (defrag_pass(c) > 0) {
+        }
+        c->do_defrag = false;
+    }
+    return CS_OK;
+}
+
+cs_status cs_kv_update(cs_context *c) {
+    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_update: context is NULL");
+    return kv_update(c);
+}
+
+void cs_kv_defrag(cs_context *c) {
+    if (c) c->do_defrag = true;
+}
+
+/* Spec §4.5 [R]: frag = 1 - used / cell_max, for caches whose cell_max
+ * reaches defrag_min_cells; a defrag is scheduled for the next update. */
+static void maybe_schedule_defrag(cs_context *c) {
+    if (!(c->params.defrag_thold > 0.0f)) return;
+    int32_t cell_max = kv_cells_cell_max(&c->cells);
+    if (cell_max == 0 || cell_max < c->params.defrag_min_cells) return;
+    float frag = 1.0f - (float)c->cells.used / (float)cell_max;
+    if (frag > c->params.defrag_thold) c->do_defrag = true;
 }
 
 /* ----------------------------------------------------------------- decode */
@@ -217,6 +260,9 @@ int32_t cs_decode(cs_context *c, const cs_batch *b) {
     cs_status st = batch_validate(b, n_vocab, c->n_batch, c->n_seq_max, c->seqs);
     if (st != CS_OK) return st;
     const int32_t T = b->n_tokens;
+    /* No room even after compaction: answer before anything changes, so a
+     * failed decode leaves cells, deltas and head as they were (D9). */
+    if (T > c->cells.size - c->cells.used) return CS_NO_KV_SLOT;
 
     /* outputs: grow the logits buffer before touching the cache */
     int32_t n_out = 0;
@@ -233,11 +279,16 @@ int32_t cs_decode(cs_context *c, const cs_batch *b) {
         c->logits_cap = need;
     }
 
-    /* place the batch; nothing has changed if there is no room */
-    int32_t head_before = c->cells.head;
+    /* pending K-shift and defrag before placement (spec §3.6, FIX 2) */
+    if ((st = kv_update(c)) != CS_OK) return st;
     if (!kv_cells_find_slot(&c->cells, T, c->params.contiguous_slots, c->slot)) {
-        c->cells.head = head_before;
-        return CS_NO_KV_SLOT;
+        /* contiguous mode: enough free cells but no run of T; compact once
+         * and retry (spec §4.5). Cannot fail afterwards: free cells are
+         * then exactly [used, size); a defrag allocates nothing. */
+        c->do_defrag = true;
+        kv_update(c);
+        bool ok = kv_cells_find_slot(&c->cells, T, c->params.contiguous_slots, c->slot);
+        CS_ASSERT(ok);
     }
     for (int32_t t = 0; t < T; t++) {
         c->seq0[t] = b->seq[(size_t)t * (size_t)b->n_seq_max];
@@ -245,6 +296,7 @@ int32_t cs_decode(cs_context *c, const cs_batch *b) {
     }
     forward_batch(c, b);
     c->n_batch_rows = T;
+    maybe_schedule_defrag(c);
     return CS_OK;
 }
 
@@ -255,16 +307,63 @@ const float *cs_get_logits_ith(cs_context *c, int32_t i) {
 
 /* --------------------------------------------------------------- KV ops */
 
+static cs_status check_seq(const cs_context *c, const char *op, const char *name, cs_seq s,
+                           bool allow_negative) {
+    if ((s < 0 && !allow_negative) || s >= (cs_seq)c->n_seq_max)
+        return cs_fail(CS_ERR_INVALID_ARG, "%s: %s %d outside [0, %u)", op, name, s,
+                       c->n_seq_max);
+    return CS_OK;
+}
+
 void cs_kv_clear(cs_context *c) {
-    if (c) kv_cells_clear(&c->cells);
+    if (!c) return;
+    kv_cells_clear(&c->cells);
+    c->do_defrag = false;
 }
 
 cs_status cs_kv_seq_rm(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1) {
     if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_rm: context is NULL");
-    if (seq >= (cs_seq)c->n_seq_max)
-        return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_rm: sequence id %d outside [0, %u)", seq,
-                       c->n_seq_max);
+    cs_status st = check_seq(c, "kv_seq_rm", "sequence id", seq, true);
+    if (st != CS_OK) return st;
     kv_cells_seq_rm(&c->cells, seq, p0, p1);
+    return CS_OK;
+}
+
+cs_status cs_kv_seq_cp(cs_context *c, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1) {
+    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_cp: context is NULL");
+    cs_status st = check_seq(c, "kv_seq_cp", "src", src, false);
+    if (st == CS_OK) st = check_seq(c, "kv_seq_cp", "dst", dst, false);
+    if (st != CS_OK) return st;
+    if (src != dst) kv_cells_seq_cp(&c->cells, src, dst, p0, p1);
+    return CS_OK;
+}
+
+cs_status cs_kv_seq_keep(cs_context *c, cs_seq seq) {
+    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_keep: context is NULL");
+    cs_status st = check_seq(c, "kv_seq_keep", "sequence id", seq, false);
+    if (st != CS_OK) return st;
+    kv_cells_seq_keep(&c->cells, seq);
+    return CS_OK;
+}
+
+cs_status cs_kv_seq_add(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta) {
+    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_add: context is NULL");
+    cs_status st = check_seq(c, "kv_seq_add", "sequence id", seq, false);
+    if (st != CS_OK) return st;
+    if (!c->can_shift)
+        return cs_fail(CS_ERR_UNSUPPORTED, "kv_seq_add: this model's cache cannot be shifted");
+    kv_cells_seq_add(&c->cells, seq, p0, p1, delta);
+    return CS_OK;
+}
+
+cs_status cs_kv_seq_div(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d) {
+    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_div: context is NULL");
+    cs_status st = check_seq(c, "kv_seq_div", "sequence id", seq, false);
+    if (st != CS_OK) return st;
+    if (d < 1) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_div: divisor %d must be >= 1", d);
+    if (!c->can_shift)
+        return cs_fail(CS_ERR_UNSUPPORTED, "kv_seq_div: this model's cache cannot be shifted");
+    kv_cells_seq_div(&c->cells, seq, p0, p1, d);
     return CS_OK;
 }
 
@@ -278,5 +377,31 @@ cs_pos cs_kv_seq_pos_min(const cs_context *c, cs_seq seq) {
     return kv_cells_seq_pos_min(&c->cells, seq);
 }
 
+bool cs_kv_can_shift(const cs_context *c) { return c && c->can_shift; }
 int32_t cs_kv_used_cells(const cs_context *c) { return c ? c->cells.used : 0; }
 int32_t cs_kv_token_count(const cs_context *c) { return c ? kv_cells_token_count(&c->cells) : 0; }
+
+cs_status cs_kv_stats(const cs_context *c, cs_kv_info *out) {
+    if (!c || !out) return cs_fail(CS_ERR_INVALID_ARG, "kv_stats: context and out must be set");
+    *out = c->totals;
+    out->size = c->cells.size;
+    out->used = c->cells.used;
+    out->cell_max = kv_cells_cell_max(&c->cells);
+    out->n_window = out->cell_max;
+    out->holes = out->cell_max - out->used;
+    out->n_pending_shift = kv_cells_n_pending(&c->cells);
+    out->fragmentation = out->cell_max ? 1.0f - (float)out->used / (float)out->cell_max : 0.0f;
+    out->defrag_pending = c->do_defrag;
+    return CS_OK;
+}
+
+int32_t cs_kv_view(const cs_context *c, cs_kv_cell *cells, int32_t n_max) {
+    if (!c) return 0;
+    int32_t n = n_max < c->cells.size ? n_max : c->cells.size;
+    for (int32_t i = 0; i < n && cells; i++) {
+        cells[i].pos = c->cells.pos[i];
+        cells[i].delta = c->cells.delta[i];
+        cells[i].seq = c->cells.seq[i];
+    }
+    return c->cells.size;
+}

@@ -6,18 +6,10 @@
 #include "batch.h"
 #include "common.h"
 #include "kernels/kernels.h"
+#include "kv_cache.h"
 #include "kv_cells.h"
 #include "model.h"
 #include "threadpool.h"
-
-/* K/V storage. Both are row-major over cells (spec §1.3 [R]): row i of
- * layer l holds cell i, n_embd_kv elements, head h at [h*head_dim, ...). */
-typedef struct kv_store {
-    int32_t type_k, type_v;
-    size_t row_k, row_v; /* bytes per cell row */
-    void **k;            /* (n_layer) -> (size, n_embd_kv) */
-    void **v;            /* (n_layer) -> (size, n_embd_kv) */
-} kv_store;
 
 struct cs_context {
     const cs_model *model;
@@ -29,6 +21,11 @@ struct cs_context {
 
     kv_cells cells;
     kv_store kv;
+    bool do_defrag;        /* a defrag is scheduled for the next update */
+    bool can_shift;        /* positions may change (RoPE model) */
+    int32_t *defrag_ids;   /* (n_ctx) planner scratch */
+    kv_move *defrag_moves; /* (n_ctx) planned blocks */
+    cs_kv_info totals;     /* the cumulative counters of cs_kv_stats */
 
     cs_threadpool *tp;
     const cs_kernels *kern;
@@ -46,7 +43,8 @@ struct cs_context {
     float *rope_cs;        /* (n_batch, n_rot) cos/sin per token */
     float *scores;         /* (n_threads, n_ctx) attention scores */
     int32_t *vis;          /* (n_threads, n_ctx) cells visible to the current token */
-    uint16_t *qh;          /* (n_threads, head_dim) query in f16 for an F16 K cache */
+    void *qh;              /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
+    float *vrow;           /* (n_threads, head_dim) a V head dequantized from Q8_0 */
     void *mm_scratch;      /* activations converted for the matmul */
     size_t mm_scratch_size;
     int32_t *slot;         /* (n_batch) cell of each batch row */

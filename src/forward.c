@@ -75,17 +75,20 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     cs_context *ctx = a->ctx;
     const cs_hparams *hp = &ctx->model->hp;
     const cs_kernels *k = ctx->kern;
+    const kv_store *kv = &ctx->kv;
     const int64_t hd = hp->head_dim;
     const int32_t n_rep = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const bool k_f16 = ctx->kv.type_k == CS_TYPE_F16;
-    const bool v_f16 = ctx->kv.type_v == CS_TYPE_F16;
+    const int32_t tk = kv->type_k, tv = kv->type_v;
     const bool small = hd < ATTN_INLINE_HEAD_DIM;
-    const uint8_t *K = ctx->kv.k[a->layer];
-    const uint8_t *V = ctx->kv.v[a->layer];
+    /* byte offset of KV head hk inside a row: hd elements of the type */
+    const size_t khead = kv_row_bytes(tk, hd), vhead = kv_row_bytes(tv, hd);
+    const uint8_t *K = kv->k[a->layer];
+    const uint8_t *V = kv->v[a->layer];
     float *sc = ctx->scores + (size_t)ith * ctx->n_ctx;
     int32_t *vis = ctx->vis + (size_t)ith * ctx->n_ctx;
-    uint16_t *qh = ctx->qh + (size_t)ith * (size_t)hd;
+    void *qc = (uint8_t *)ctx->qh + (size_t)ith * (size_t)hd * 4; /* q in the K type */
+    float *vtmp = ctx->vrow + (size_t)ith * (size_t)hd;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
     int64_t p0, p1, cur_t = -1;
     int32_t n_vis = 0;
@@ -100,27 +103,34 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
         float *out = ctx->att + t * hp->n_embd + h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
         if (n_vis == 0) continue; /* cannot happen: a token always sees its own cell */
-        if (k_f16) k->fp32_to_fp16_row(q, qh, hd);
+        /* ggml's mul_mat converts the query to the K type's dot type */
+        if (tk == CS_TYPE_F16) k->fp32_to_fp16_row(q, qc, hd);
+        else if (tk == CS_TYPE_Q8_0) k->quantize_row_q8_0(q, qc, hd);
         for (int32_t j = 0; j < n_vis; j++) {
-            const uint8_t *krow = K + (size_t)vis[j] * ctx->kv.row_k;
+            const uint8_t *kh = K + (size_t)vis[j] * kv->row_k + (size_t)hk * khead;
             float s;
-            if (k_f16) k->vec_dot_f16(hd, &s, (const uint16_t *)krow + hk * hd, qh);
-            else if (small) s = dot_f32_small((const float *)krow + hk * hd, q, hd);
-            else k->vec_dot_f32(hd, &s, (const float *)krow + hk * hd, q);
+            if (tk == CS_TYPE_F16) k->vec_dot_f16(hd, &s, (const uint16_t *)kh, qc);
+            else if (tk == CS_TYPE_Q8_0) k->vec_dot_q8_0_q8_0(hd, &s, (const void *)kh, qc);
+            else if (small) s = dot_f32_small((const float *)kh, q, hd);
+            else k->vec_dot_f32(hd, &s, (const float *)kh, q);
             sc[j] = s * scale;
         }
         k->softmax(sc, n_vis);
         for (int32_t j = 0; j < n_vis; j++) {
             float w = sc[j];
-            const uint8_t *vrow = V + (size_t)vis[j] * ctx->kv.row_v;
-            if (v_f16) {
+            const uint8_t *vh = V + (size_t)vis[j] * kv->row_v + (size_t)hk * vhead;
+            if (tv == CS_TYPE_F16) {
+                /* without flash attention ggml rounds the probabilities to f16 */
                 w = cs_fp16_to_fp32(cs_fp32_to_fp16(w));
-                k->axpy_f16(hd, w, (const uint16_t *)vrow + hk * hd, out);
+                k->axpy_f16(hd, w, (const uint16_t *)vh, out);
+            } else if (tv == CS_TYPE_Q8_0) {
+                cs_dequantize_row_q8_0((const cs_block_q8_0 *)(const void *)vh, vtmp, hd);
+                k->axpy_f32(hd, w, vtmp, out);
             } else if (small) {
-                const float *vv = (const float *)vrow + hk * hd;
+                const float *vv = (const float *)(const void *)vh;
                 for (int64_t i = 0; i < hd; i++) out[i] += w * vv[i];
             } else {
-                k->axpy_f32(hd, w, (const float *)vrow + hk * hd, out);
+                k->axpy_f32(hd, w, (const float *)(const void *)vh, out);
             }
         }
     }
@@ -129,17 +139,8 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
 /* Write the batch's K and V rows (already rotated) into their cells. */
 static void store_kv(cs_context *ctx, int32_t layer, int32_t T) {
     const int64_t n = ctx->model->hp.n_embd_kv;
-    for (int32_t t = 0; t < T; t++) {
-        size_t cell = (size_t)ctx->slot[t];
-        uint8_t *krow = (uint8_t *)ctx->kv.k[layer] + cell * ctx->kv.row_k;
-        uint8_t *vrow = (uint8_t *)ctx->kv.v[layer] + cell * ctx->kv.row_v;
-        if (ctx->kv.type_k == CS_TYPE_F16)
-            ctx->kern->fp32_to_fp16_row(ctx->k + t * n, (uint16_t *)krow, n);
-        else memcpy(krow, ctx->k + t * n, (size_t)n * sizeof(float));
-        if (ctx->kv.type_v == CS_TYPE_F16)
-            ctx->kern->fp32_to_fp16_row(ctx->v + t * n, (uint16_t *)vrow, n);
-        else memcpy(vrow, ctx->v + t * n, (size_t)n * sizeof(float));
-    }
+    for (int32_t t = 0; t < T; t++)
+        kv_store_write(&ctx->kv, ctx->kern, layer, ctx->slot[t], ctx->k + t * n, ctx->v + t * n);
 }
 
 /* ---------------------------------------------------------------- forward */

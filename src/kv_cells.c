@@ -1,11 +1,79 @@
-/* kv_cells.c: KV metadata operations. Every operation is O(size) at most
- * and allocation-free after init. */
+/* kv_cells.c: KV metadata operations (spec §1, §2, §4.2). Every operation
+ * is O(size) at most (plus one bookkeeping rescan, see kv_cells.h) and
+ * allocation-free after init. */
 #include "kv_cells.h"
 
 #include <string.h>
 
+/* ------------------------------------------- per-sequence bookkeeping
+ * A removal that takes the last cell at a sequence's min or max marks the
+ * sequence stale in a caller-held mask; stale sequences are not updated
+ * further and are recounted by seqpos_rescan at the end of the operation. */
+
+static void seqpos_reset(kv_cells *c, int32_t s) {
+    c->seq_n[s] = 0;
+    c->seq_min[s] = -1;
+    c->seq_max[s] = -1;
+    c->seq_nmin[s] = 0;
+    c->seq_nmax[s] = 0;
+}
+
+static void seqpos_add(kv_cells *c, int32_t s, cs_pos p, uint64_t stale) {
+    if (stale & ((uint64_t)1 << s)) return;
+    if (c->seq_n[s]++ == 0) {
+        c->seq_min[s] = c->seq_max[s] = p;
+        c->seq_nmin[s] = c->seq_nmax[s] = 1;
+        return;
+    }
+    if (p < c->seq_min[s]) {
+        c->seq_min[s] = p;
+        c->seq_nmin[s] = 1;
+    } else if (p == c->seq_min[s]) {
+        c->seq_nmin[s]++;
+    }
+    if (p > c->seq_max[s]) {
+        c->seq_max[s] = p;
+        c->seq_nmax[s] = 1;
+    } else if (p == c->seq_max[s]) {
+        c->seq_nmax[s]++;
+    }
+}
+
+static void seqpos_remove(kv_cells *c, int32_t s, cs_pos p, uint64_t *stale) {
+    uint64_t bit = (uint64_t)1 << s;
+    if (*stale & bit) return;
+    if (--c->seq_n[s] == 0) {
+        seqpos_reset(c, s);
+        return;
+    }
+    if (p == c->seq_min[s] && --c->seq_nmin[s] == 0) *stale |= bit;
+    if (p == c->seq_max[s] && --c->seq_nmax[s] == 0) *stale |= bit;
+}
+
+static void seqpos_add_all(kv_cells *c, uint64_t seqs, cs_pos p, uint64_t stale) {
+    for (uint64_t m = seqs; m; m &= m - 1) seqpos_add(c, __builtin_ctzll(m), p, stale);
+}
+
+static void seqpos_remove_all(kv_cells *c, uint64_t seqs, cs_pos p, uint64_t *stale) {
+    for (uint64_t m = seqs; m; m &= m - 1) seqpos_remove(c, __builtin_ctzll(m), p, stale);
+}
+
+/* Recount the stale sequences from the cells. O(size + memberships). */
+static void seqpos_rescan(kv_cells *c, uint64_t stale) {
+    if (!stale) return;
+    for (uint64_t m = stale; m; m &= m - 1) seqpos_reset(c, __builtin_ctzll(m));
+    for (int32_t i = 0; i < c->size; i++) {
+        uint64_t hit = c->seq[i] & stale;
+        if (hit) seqpos_add_all(c, hit, c->pos[i], 0);
+    }
+}
+
+/* ------------------------------------------------------------- basics */
+
 cs_status kv_cells_init(kv_cells *c, int32_t size) {
     memset(c, 0, sizeof *c);
+    if (size < 1 || size > CS_MAX_CTX)
+        return cs_fail(CS_ERR_INVALID_ARG, "kv: cache size %d outside [1, %d]", size, CS_MAX_CTX);
     c->pos = cs_malloc((size_t)size * sizeof *c->pos);
     c->delta = cs_malloc((size_t)size * sizeof *c->delta);
     c->seq = cs_malloc((size_t)size * sizeof *c->seq);
@@ -31,6 +99,7 @@ void kv_cells_clear(kv_cells *c) {
         c->delta[i] = 0;
         c->seq[i] = 0;
     }
+    for (int32_t s = 0; s < CS_MAX_SEQ; s++) seqpos_reset(c, s);
     c->used = 0;
     c->head = 0;
     c->has_shift = false;
@@ -42,40 +111,53 @@ int32_t kv_cells_cell_max(const kv_cells *c) {
     return 0;
 }
 
+/* The PR's contiguous search (spec §1.6): skip past the first clash,
+ * wrap when the slot would run past the end, give up once every start
+ * index has been passed over. Each start index is passed at most once, and
+ * each clash check advances head past the cells it read: O(size * n) worst
+ * case, O(size) for the usual small n. */
+static bool find_contiguous(kv_cells *c, int32_t n, int32_t *idx) {
+    int32_t head = c->head, tested = 0;
+    for (;;) {
+        if (head + n > c->size) {
+            tested += c->size - head;
+            head = 0;
+            continue;
+        }
+        int32_t clash = -1;
+        for (int32_t i = 0; i < n; i++)
+            if (c->pos[head + i] >= 0) {
+                clash = i;
+                break;
+            }
+        if (clash < 0) break;
+        head += clash + 1;
+        tested += clash + 1;
+        if (tested >= c->size) return false;
+    }
+    for (int32_t i = 0; i < n; i++) idx[i] = head + i;
+    c->head = head;
+    return true;
+}
+
 bool kv_cells_find_slot(kv_cells *c, int32_t n, bool contiguous, int32_t *idx) {
     if (n <= 0 || n > c->size - c->used) return false;
+    int32_t head_before = c->head;
     /* The PR's heuristic: plenty of room before head -> refill from the start. */
-    if (c->head > c->used + 2 * n) c->head = 0;
+    if ((int64_t)c->head > (int64_t)c->used + 2 * (int64_t)n) c->head = 0;
     if (contiguous) {
-        int32_t head = c->head, tested = 0;
-        for (;;) {
-            if (head + n > c->size) {
-                tested += c->size - head;
-                head = 0;
-                if (tested >= c->size) return false;
-                continue;
-            }
-            int32_t clash = -1;
-            for (int32_t i = 0; i < n; i++)
-                if (c->pos[head + i] >= 0) {
-                    clash = i;
-                    break;
-                }
-            if (clash < 0) break;
-            head += clash + 1;
-            tested += clash + 1;
-            if (tested >= c->size) return false;
-        }
-        for (int32_t i = 0; i < n; i++) idx[i] = head + i;
-        c->head = head;
-        return true;
+        if (find_contiguous(c, n, idx)) return true;
+        c->head = head_before;
+        return false;
     }
+    /* n <= size - used free cells exist, so one lap finds them all. */
     int32_t found = 0;
     for (int32_t k = 0; k < c->size && found < n; k++) {
-        int32_t i = (c->head + k) % c->size;
+        int32_t i = c->head + k < c->size ? c->head + k : c->head + k - c->size;
         if (c->pos[i] < 0) idx[found++] = i;
     }
-    return found == n;
+    CS_ASSERT(found == n);
+    return true;
 }
 
 void kv_cells_assign(kv_cells *c, int32_t i, cs_pos pos, uint64_t seqs) {
@@ -86,8 +168,10 @@ void kv_cells_assign(kv_cells *c, int32_t i, cs_pos pos, uint64_t seqs) {
     c->delta[i] = 0;
     c->used++;
     c->head = i + 1 < c->size ? i + 1 : 0;
+    seqpos_add_all(c, seqs, pos, 0);
 }
 
+/* Empty cell i (its bookkeeping already removed by the caller). */
 static void cell_free(kv_cells *c, int32_t i) {
     c->pos[i] = -1;
     c->delta[i] = 0;
@@ -95,13 +179,22 @@ static void cell_free(kv_cells *c, int32_t i) {
     c->used--;
 }
 
+/* Normalise [p0, p1) (spec §2.1); false for an empty range. */
+static bool range_norm(cs_pos *p0, cs_pos *p1) {
+    if (*p0 < 0) *p0 = 0;
+    if (*p1 < 0) *p1 = INT32_MAX;
+    return *p0 < *p1;
+}
+
 int32_t kv_cells_seq_rm(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1) {
-    if (p0 < 0) p0 = 0;
-    if (p1 < 0) p1 = INT32_MAX;
+    if (!range_norm(&p0, &p1)) return 0;
+    CS_ASSERT(seq < CS_MAX_SEQ);
     int32_t freed = 0, first = -1;
-    uint64_t mask = seq < 0 ? ~(uint64_t)0 : (uint64_t)1 << seq;
+    uint64_t mask = seq < 0 ? ~(uint64_t)0 : (uint64_t)1 << seq, stale = 0;
     for (int32_t i = 0; i < c->size; i++) {
-        if (c->pos[i] < p0 || c->pos[i] >= p1 || !(c->seq[i] & mask)) continue;
+        uint64_t hit = c->seq[i] & mask;
+        if (!hit || c->pos[i] < p0 || c->pos[i] >= p1) continue;
+        seqpos_remove_all(c, hit, c->pos[i], &stale);
         c->seq[i] &= ~mask;
         if (!c->seq[i]) {
             cell_free(c, i);
@@ -110,23 +203,18 @@ int32_t kv_cells_seq_rm(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1) {
         }
     }
     if (first >= 0 && first < c->head) c->head = first;
+    seqpos_rescan(c, stale);
     return freed;
 }
 
 cs_pos kv_cells_seq_pos_max(const kv_cells *c, cs_seq seq) {
-    cs_pos r = -1;
-    uint64_t m = (uint64_t)1 << seq;
-    for (int32_t i = 0; i < c->size; i++)
-        if ((c->seq[i] & m) && c->pos[i] > r) r = c->pos[i];
-    return r;
+    if (seq < 0 || seq >= CS_MAX_SEQ) return -1;
+    return c->seq_max[seq];
 }
 
 cs_pos kv_cells_seq_pos_min(const kv_cells *c, cs_seq seq) {
-    cs_pos r = -1;
-    uint64_t m = (uint64_t)1 << seq;
-    for (int32_t i = 0; i < c->size; i++)
-        if ((c->seq[i] & m) && (r < 0 || c->pos[i] < r)) r = c->pos[i];
-    return r;
+    if (seq < 0 || seq >= CS_MAX_SEQ) return -1;
+    return c->seq_min[seq];
 }
 
 int32_t kv_cells_token_count(const kv_cells *c) {
@@ -135,14 +223,234 @@ int32_t kv_cells_token_count(const kv_cells *c) {
     return n;
 }
 
+/* ------------------------------------------------- spec §2 operations */
+
+void kv_cells_seq_cp(kv_cells *c, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1) {
+    if (src == dst || !range_norm(&p0, &p1)) return;
+    CS_ASSERT(src >= 0 && src < CS_MAX_SEQ && dst >= 0 && dst < CS_MAX_SEQ);
+    uint64_t sb = (uint64_t)1 << src, db = (uint64_t)1 << dst;
+    for (int32_t i = 0; i < c->size; i++) {
+        if (!(c->seq[i] & sb) || (c->seq[i] & db) || c->pos[i] < p0 || c->pos[i] >= p1) continue;
+        c->seq[i] |= db;
+        seqpos_add(c, dst, c->pos[i], 0);
+    }
+    c->head = 0; /* the PR's side effect (spec §1.7) */
+}
+
+int32_t kv_cells_seq_keep(kv_cells *c, cs_seq seq) {
+    CS_ASSERT(seq >= 0 && seq < CS_MAX_SEQ);
+    uint64_t bit = (uint64_t)1 << seq, stale = 0;
+    int32_t freed = 0, first = -1;
+    for (int32_t i = 0; i < c->size; i++) {
+        if (!c->seq[i]) {
+            if (first < 0) first = i; /* the PR counts every cell without seq */
+            continue;
+        }
+        seqpos_remove_all(c, c->seq[i] & ~bit, c->pos[i], &stale);
+        if (c->seq[i] & bit) {
+            c->seq[i] = bit;
+        } else {
+            cell_free(c, i);
+            if (first < 0) first = i;
+            freed++;
+        }
+    }
+    if (first >= 0 && first < c->head) c->head = first;
+    seqpos_rescan(c, stale);
+    return freed;
+}
+
+static int32_t sat32(int64_t v) {
+    return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v;
+}
+
+int32_t kv_cells_seq_add(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta) {
+    if (delta == 0 || !range_norm(&p0, &p1)) return 0;
+    CS_ASSERT(seq >= 0 && seq < CS_MAX_SEQ);
+    uint64_t bit = (uint64_t)1 << seq, stale = 0;
+    int32_t matched = 0, first = -1;
+    for (int32_t i = 0; i < c->size; i++) {
+        if (!(c->seq[i] & bit) || c->pos[i] < p0 || c->pos[i] >= p1) continue;
+        matched++;
+        cs_pos old = c->pos[i];
+        int64_t np = (int64_t)old + delta;
+        seqpos_remove_all(c, c->seq[i], old, &stale);
+        if (np < 0) {
+            /* dropped entirely, every sequence with it (spec §2.6) */
+            cell_free(c, i);
+            if (first < 0) first = i;
+            continue;
+        }
+        c->pos[i] = sat32(np);
+        c->delta[i] = sat32((int64_t)c->delta[i] + delta);
+        seqpos_add_all(c, c->seq[i], c->pos[i], stale);
+    }
+    if (matched) c->has_shift = true;
+    c->head = first >= 0 ? first : 0; /* always reassigned (spec §1.7) */
+    seqpos_rescan(c, stale);
+    return matched;
+}
+
+int32_t kv_cells_seq_div(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d) {
+    CS_ASSERT(d >= 1);
+    if (d == 1 || !range_norm(&p0, &p1)) return 0;
+    CS_ASSERT(seq >= 0 && seq < CS_MAX_SEQ);
+    uint64_t bit = (uint64_t)1 << seq, stale = 0;
+    int32_t matched = 0;
+    for (int32_t i = 0; i < c->size; i++) {
+        if (!(c->seq[i] & bit) || c->pos[i] < p0 || c->pos[i] >= p1) continue;
+        matched++;
+        cs_pos old = c->pos[i], np = old / d;
+        seqpos_remove_all(c, c->seq[i], old, &stale);
+        c->pos[i] = np;
+        c->delta[i] = sat32((int64_t)c->delta[i] + np - old); /* new - old (spec §2.7) */
+        seqpos_add_all(c, c->seq[i], np, stale);
+    }
+    if (matched) c->has_shift = true;
+    seqpos_rescan(c, stale);
+    return matched;
+}
+
+int32_t kv_cells_n_pending(const kv_cells *c) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < c->size; i++) n += c->seq[i] != 0 && c->delta[i] != 0;
+    return n;
+}
+
+void kv_cells_reset_shift(kv_cells *c) {
+    for (int32_t i = 0; i < c->size; i++) c->delta[i] = 0;
+    c->has_shift = false;
+}
+
+/* ------------------------------------------------------------ defrag */
+
+/* The spec's plan_defrag (§4.2). The back-to-front search of the pseudo-
+ * code restarts at cell_max for every hole; since the sources of each hole
+ * lie below those of the previous one (property 2) and cells in between
+ * are either claimed or empty, it resumes at `top`, the lowest cell
+ * claimed so far. Every index is read at most twice: O(cell_max). */
+int32_t kv_cells_defrag_plan(const kv_cells *c, int32_t max_moves, int32_t *ids, kv_move *moves) {
+    const int32_t n_kv = kv_cells_cell_max(c), n_used = c->used;
+    const int32_t cap = max_moves > 0 ? max_moves : INT32_MAX;
+    CS_ASSERT(n_used <= n_kv);
+    for (int32_t i = 0; i < n_kv; i++) ids[i] = n_kv;
+    int32_t n_moves = 0, top = n_kv, i0 = 0;
+    while (i0 < n_used) {
+        if (c->seq[i0]) {
+            ids[i0] = i0;
+            i0++;
+            continue;
+        }
+        int32_t nh = 1;
+        while (i0 + nh < n_used && !c->seq[i0 + nh]) nh++;
+        /* the nh-th non-empty unclaimed cell from the back */
+        int32_t is = top, nf = 0;
+        while (nf < nh) {
+            is--;
+            CS_ASSERT(is > i0); /* fails only if used is wrong */
+            nf += c->seq[is] != 0;
+        }
+        /* claim them in ascending order; each run of sources is one block */
+        bool cont = false, stop = false;
+        nf = 0;
+        for (int32_t i1 = is; i1 < top && nf < nh; i1++) {
+            if (!c->seq[i1]) {
+                if (n_moves == cap) {
+                    stop = true;
+                    break;
+                }
+                cont = false;
+                continue;
+            }
+            ids[i1] = i0 + nf++;
+            if (!cont) {
+                n_moves++;
+                cont = true;
+            }
+        }
+        top = is;
+        if (stop || n_moves == cap) break;
+        i0 += nh;
+    }
+    if (n_moves == 0) return 0;
+    /* coalesce (§4.3): consecutive sources with consecutive destinations */
+    int32_t nb = 0;
+    for (int32_t i = 0; i < n_kv;) {
+        int32_t d = ids[i];
+        if (d == i || d == n_kv) {
+            i++;
+            continue;
+        }
+        int32_t nm = 1;
+        while (i + nm < n_kv && ids[i + nm] == d + nm) nm++;
+        moves[nb++] = (kv_move){.src = i, .dst = d, .n = nm};
+        i += nm;
+    }
+    return nb;
+}
+
+void kv_cells_apply_moves(kv_cells *c, const kv_move *moves, int32_t n_moves) {
+    for (int32_t m = 0; m < n_moves; m++) {
+        const kv_move *mv = &moves[m];
+        CS_ASSERT(mv->n >= 0 && mv->src >= 0 && mv->dst >= 0 && mv->src <= c->size - mv->n &&
+                  mv->dst <= c->size - mv->n);
+        for (int32_t k = 0; k < mv->n; k++) {
+            int32_t s = mv->src + k, d = mv->dst + k;
+            if (s == d) continue; /* FIX 15: a self-move must not erase the cell */
+            CS_ASSERT(c->seq[d] == 0);
+            c->pos[d] = c->pos[s];
+            c->delta[d] = c->delta[s];
+            c->seq[d] = c->seq[s];
+            c->pos[s] = -1;
+            c->delta[s] = 0;
+            c->seq[s] = 0;
+        }
+    }
+    c->head = c->used < c->size ? c->used : 0;
+}
+
+/* ------------------------------------------------------------- checks */
+
+static bool check_seqpos(const kv_cells *c) {
+    for (int32_t s = 0; s < CS_MAX_SEQ; s++) {
+        uint64_t bit = (uint64_t)1 << s;
+        int32_t n = 0, nmin = 0, nmax = 0;
+        cs_pos mn = -1, mx = -1;
+        for (int32_t i = 0; i < c->size; i++) {
+            if (!(c->seq[i] & bit)) continue;
+            cs_pos p = c->pos[i];
+            if (n++ == 0 || p < mn) {
+                mn = p;
+                nmin = 0;
+            }
+            if (n == 1 || p > mx) {
+                mx = p;
+                nmax = 0;
+            }
+            nmin += p == mn;
+            nmax += p == mx;
+        }
+        if (n != c->seq_n[s] || mn != c->seq_min[s] || mx != c->seq_max[s] ||
+            nmin != c->seq_nmin[s] || nmax != c->seq_nmax[s]) {
+            cs_fail(CS_ERR_INVALID_ARG,
+                    "kv: sequence %d bookkeeping (n %d, min %d x%d, max %d x%d) differs from "
+                    "the cells (n %d, min %d x%d, max %d x%d)",
+                    s, c->seq_n[s], c->seq_min[s], c->seq_nmin[s], c->seq_max[s], c->seq_nmax[s], n,
+                    mn, nmin, mx, nmax);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool kv_cells_check(const kv_cells *c) {
     int32_t used = 0;
     bool any_delta = false;
     for (int32_t i = 0; i < c->size; i++) {
         bool empty = c->seq[i] == 0;
         if (empty != (c->pos[i] < 0)) {
-            cs_fail(CS_ERR_INVALID_ARG, "kv: C1 broken at cell %d: pos %d, seq %#llx", i,
-                    c->pos[i], (unsigned long long)c->seq[i]);
+            cs_fail(CS_ERR_INVALID_ARG, "kv: C1 broken at cell %d: pos %d, seq %#llx", i, c->pos[i],
+                    (unsigned long long)c->seq[i]);
             return false;
         }
         if (empty && c->delta[i] != 0) {
@@ -165,5 +473,5 @@ bool kv_cells_check(const kv_cells *c) {
         cs_fail(CS_ERR_INVALID_ARG, "kv: a cell has a delta but has_shift is false");
         return false;
     }
-    return true;
+    return check_seqpos(c);
 }

@@ -17,6 +17,7 @@ typedef struct run_opts {
     const char *model_path;
     const char *prompt;
     const char *prompt_file;
+    const char *prompt_cache; /* --prompt-cache FILE: KV state of the prompt, reused and saved */
     int32_t n_predict; /* -1: until EOS or a full context */
     int32_t n_ctx;     /* 0: the model's training context */
     int32_t n_batch;
@@ -45,6 +46,8 @@ static void run_usage(FILE *f) {
             "  -m,   --model FILE         GGUF model (default: %s)\n"
             "  -p,   --prompt TEXT        prompt (default: empty, i.e. BOS only)\n"
             "  -f,   --file FILE          read the prompt from a file\n"
+            "        --prompt-cache FILE  reuse the KV state of the longest common prompt prefix\n"
+            "                             saved in FILE, and save the prompt's state there\n"
             "  -n,   --n-predict N        tokens to generate; -1 = until EOS or the context is "
             "full (default: -1)\n"
             "  -c,   --ctx-size N         context size in tokens; 0 = the model's training context "
@@ -106,6 +109,8 @@ static int run_parse(int argc, char **argv, run_opts *o) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt = v;
         } else if (tool_arg_is(a, "-f", "--file")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt_file = v;
+        } else if (tool_arg_is(a, NULL, "--prompt-cache")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt_cache = v;
         } else if (tool_arg_is(a, "-n", "--n-predict")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->n_predict);
@@ -221,12 +226,60 @@ static uint64_t run_random_seed(void) {
     return x & 0xffffffffull; /* printable and reusable with -s */
 }
 
-/* Decode the prompt in chunks of n_batch with logits for the last token only.
- * On success *last_row is that token's row in the last batch. */
-static int run_prompt(cs_context *ctx, cs_batch *batch, const cs_token *tokens, int32_t n,
-                      int32_t n_batch, int32_t *last_row) {
+/* --prompt-cache: load FILE when it exists and fits this model and context,
+ * keep the longest common prefix of its tokens and the prompt (always
+ * leaving the last prompt token to evaluate, for its logits), drop the rest
+ * of the cache, and return the number of reused tokens in *n_reused. A file
+ * that cannot be used is reported and ignored (the cache stays empty). */
+static int run_cache_load(cs_context *ctx, const char *path, const cs_token *tokens,
+                          int32_t n_prompt, int32_t *n_reused) {
+    *n_reused = 0;
+    if (access(path, F_OK) != 0) {
+        fprintf(stderr, "prompt cache: '%s' does not exist yet; it will be created\n", path);
+        return 0;
+    }
+    const int32_t n_max = (int32_t)cs_n_ctx(ctx);
+    cs_token *cached = malloc((size_t)n_max * sizeof(cs_token));
+    if (cached == NULL) {
+        tool_error("out of memory for %d prompt cache tokens", (int)n_max);
+        return TOOL_EXIT_FAIL;
+    }
+    int32_t n_cached = 0;
+    const cs_status st = cs_state_load_file(ctx, path, cached, n_max, &n_cached);
+    if (st != CS_OK) {
+        fprintf(stderr, "prompt cache: cannot use '%s' (%s); evaluating the whole prompt\n", path,
+                cs_last_error());
+        free(cached);
+        return 0;
+    }
+    /* the cells must be exactly the tokens' positions 0 .. n_cached-1 */
+    if (cs_kv_used_cells(ctx) != n_cached || cs_kv_seq_pos_max(ctx, 0) != n_cached - 1 ||
+        (n_cached > 0 && cs_kv_seq_pos_min(ctx, 0) != 0)) {
+        fprintf(stderr,
+                "prompt cache: '%s' holds %d tokens but cells for positions %d..%d; ignoring it\n",
+                path, (int)n_cached, (int)cs_kv_seq_pos_min(ctx, 0),
+                (int)cs_kv_seq_pos_max(ctx, 0));
+        cs_kv_clear(ctx);
+        free(cached);
+        return 0;
+    }
+    int32_t n_common = 0;
+    while (n_common < n_cached && n_common < n_prompt && cached[n_common] == tokens[n_common])
+        n_common++;
+    if (n_common == n_prompt) n_common--; /* re-evaluate the last token for its logits */
+    free(cached);
+    const cs_status rm = cs_kv_seq_rm(ctx, 0, n_common, -1);
+    if (rm != CS_OK) return tool_fail_lib(rm, "prompt cache");
+    *n_reused = n_common;
+    return 0;
+}
+
+/* Decode prompt tokens [first, n) in chunks of n_batch with logits for the
+ * last token only. On success *last_row is that token's row in the last batch. */
+static int run_prompt(cs_context *ctx, cs_batch *batch, const cs_token *tokens, int32_t first,
+                      int32_t n, int32_t n_batch, int32_t *last_row) {
     const cs_seq seq0 = 0;
-    for (int32_t i = 0; i < n; i += n_batch) {
+    for (int32_t i = first; i < n; i += n_batch) {
         const int32_t nb = n - i < n_batch ? n - i : n_batch;
         cs_batch_clear(batch);
         for (int32_t k = 0; k < nb; k++) {
@@ -367,11 +420,25 @@ int cmd_run(int argc, char **argv) {
     fwrite(prompt, 1, prompt_len, stdout);
     fflush(stdout);
 
+    int32_t n_reused = 0;
+    if (o.prompt_cache != NULL) {
+        if ((rc = run_cache_load(ctx, o.prompt_cache, tokens, n_prompt, &n_reused)) != 0) goto done;
+        fprintf(stderr, "prompt cache: reused %d of %d prompt tokens from '%s'\n", (int)n_reused,
+                (int)n_prompt, o.prompt_cache);
+    }
     uint64_t t0 = tool_time_ns();
     int32_t row = 0;
-    if ((rc = run_prompt(ctx, batch, tokens, n_prompt, n_batch, &row)) != 0) goto done;
+    if ((rc = run_prompt(ctx, batch, tokens, n_reused, n_prompt, n_batch, &row)) != 0) goto done;
     rc = TOOL_EXIT_FAIL;
     const double prompt_ms = (double)(tool_time_ns() - t0) / 1e6;
+    if (o.prompt_cache != NULL) {
+        if ((st = cs_state_save_file(ctx, o.prompt_cache, tokens, n_prompt)) != CS_OK) {
+            rc = tool_fail_lib(st, "prompt cache");
+            goto done;
+        }
+        fprintf(stderr, "prompt cache: saved %d prompt tokens to '%s'\n", (int)n_prompt,
+                o.prompt_cache);
+    }
     for (int32_t i = 0; i < n_prompt; i++) cs_sampler_accept(smpl, tokens[i]);
 
     int32_t n_past = n_prompt, n_gen = 0, n_eval = 0, n_sample = 0;
@@ -438,7 +505,7 @@ int cmd_run(int argc, char **argv) {
     out.len = 0;
     fputs("\n\n", stdout);
     fflush(stdout);
-    run_print_timings(load_ms, sample_ms, n_sample, prompt_ms, n_prompt, eval_ms, n_eval,
+    run_print_timings(load_ms, sample_ms, n_sample, prompt_ms, n_prompt - n_reused, eval_ms, n_eval,
                       (double)(tool_time_ns() - t_start) / 1e6);
     rc = TOOL_EXIT_OK;
 

@@ -18,6 +18,7 @@ static const tool_command tool_commands[] = {
     {"info", cmd_info, "describe a GGUF file: metadata and tensors"},
     {"tokenize", cmd_tokenize, "print the tokens of a text"},
     {"gen-model", cmd_gen_model, "write a random-weight llama GGUF model"},
+    {"replay", cmd_replay, "replay a llama.cpp golden KV-cache scenario and compare"},
 };
 
 static void main_usage(FILE *f) {

@@ -1,0 +1,326 @@
+/* kv_cache.c: K/V row storage, row writes, the K-shift and defrag moves. */
+#include "kv_cache.h"
+
+#include <math.h>
+#include <string.h>
+
+size_t kv_row_bytes(int32_t type, int64_t n) {
+    switch (type) {
+    case CS_TYPE_F32:
+        return (size_t)n * 4;
+    case CS_TYPE_F16:
+        return (size_t)n * 2;
+    case CS_TYPE_Q8_0:
+        return n % CS_QK8_0 ? 0 : (size_t)(n / CS_QK8_0) * sizeof(cs_block_q8_0);
+    default:
+        return 0;
+    }
+}
+
+static cs_status check_type(const char *which, int32_t type, int32_t head_dim) {
+    if (type != CS_TYPE_F32 && type != CS_TYPE_F16 && type != CS_TYPE_Q8_0)
+        return cs_fail(CS_ERR_UNSUPPORTED,
+                       "kv: cache type_%s %s (%d) is not supported (f32, f16, q8_0)", which,
+                       cs_type_name(type), type);
+    if (type == CS_TYPE_Q8_0 && head_dim % CS_QK8_0 != 0)
+        return cs_fail(CS_ERR_UNSUPPORTED,
+                       "kv: cache type_%s q8_0 needs a head size that is a multiple of 32; this "
+                       "model's is %d",
+                       which, head_dim);
+    return CS_OK;
+}
+
+cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_head_kv,
+                        int32_t head_dim, int32_t type_k, int32_t type_v) {
+    memset(s, 0, sizeof *s);
+    cs_status st = check_type("k", type_k, head_dim);
+    if (st == CS_OK) st = check_type("v", type_v, head_dim);
+    if (st != CS_OK) return st;
+    s->n_layer = n_layer;
+    s->size = size;
+    s->n_head_kv = n_head_kv;
+    s->head_dim = head_dim;
+    s->n_embd_kv = n_head_kv * head_dim;
+    s->type_k = type_k;
+    s->type_v = type_v;
+    s->row_k = kv_row_bytes(type_k, s->n_embd_kv);
+    s->row_v = kv_row_bytes(type_v, s->n_embd_kv);
+    s->k = cs_calloc((size_t)n_layer, sizeof *s->k);
+    s->v = cs_calloc((size_t)n_layer, sizeof *s->v);
+    if (!s->k || !s->v) goto nomem;
+    for (int32_t il = 0; il < n_layer; il++) {
+        size_t bk, bv;
+        if (!cs_mul_size(s->row_k, (size_t)size, &bk) || !cs_mul_size(s->row_v, (size_t)size, &bv))
+            goto nomem;
+        s->k[il] = cs_aligned_alloc(bk);
+        s->v[il] = cs_aligned_alloc(bv);
+        if (!s->k[il] || !s->v[il]) goto nomem;
+        /* zeroed so that a read of a never-written cell is deterministic */
+        memset(s->k[il], 0, bk);
+        memset(s->v[il], 0, bv);
+    }
+    return CS_OK;
+nomem:
+    kv_store_free(s);
+    return cs_fail(CS_ERR_NOMEM, "kv: out of memory for %d cells x %d layers", size, n_layer);
+}
+
+void kv_store_free(kv_store *s) {
+    for (int32_t il = 0; il < s->n_layer; il++) {
+        if (s->k) cs_free(s->k[il]);
+        if (s->v) cs_free(s->v[il]);
+    }
+    cs_free(s->k);
+    cs_free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static void write_row(int32_t type, const cs_kernels *k, void *dst, const float *src, int64_t n) {
+    switch (type) {
+    case CS_TYPE_F16:
+        k->fp32_to_fp16_row(src, dst, n);
+        break;
+    case CS_TYPE_Q8_0:
+        k->quantize_row_q8_0(src, dst, n);
+        break;
+    default:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
+void kv_store_write(const kv_store *s, const cs_kernels *k, int32_t layer, int32_t cell,
+                    const float *krow, const float *vrow) {
+    write_row(s->type_k, k, (uint8_t *)s->k[layer] + (size_t)cell * s->row_k, krow, s->n_embd_kv);
+    write_row(s->type_v, k, (uint8_t *)s->v[layer] + (size_t)cell * s->row_v, vrow, s->n_embd_kv);
+}
+
+/* ------------------------------------------------------------- K-shift
+ *
+ * The shift is memory-bound: per shifted cell and layer it reads and writes
+ * the rotated part of one K row, and the arithmetic (convert, four
+ * multiplies per pair, convert back) stays in L1. So the loops are arranged
+ * for the memory system and for as few trig calls as possible:
+ *  - the cells to rotate are collected once, in cell order, and split into
+ *    contiguous shares, one per thread (cells are independent, so the
+ *    result does not depend on the number of threads);
+ *  - each share is walked in batches of SHIFT_BATCH cells; the (cos, sin)
+ *    table of each batch cell is computed once (and reused from the
+ *    previous cell when the delta repeats, the common case of a context
+ *    shift) and then applied to every layer, layer-major inside the batch,
+ *    so each layer's rows are visited in ascending order;
+ *  - a row is rotated by one kernel call over all its heads (F32 in place;
+ *    F16 and Q8_0 through an f32 scratch row), per head only when n_rot <
+ *    head_dim leaves pass-through elements that must keep their bytes. */
+
+/* Cells per batch: large enough that each layer's rows are streamed in
+ * runs of SHIFT_BATCH rows (the hardware prefetcher needs runs; 16 was
+ * ~15 % slower than 128 on the 12-layer F16 benchmark), small enough that
+ * the batch's tables stay in L2 (128 * n_rot floats). */
+enum { SHIFT_BATCH = 128 };
+
+typedef struct shift_job {
+    const kv_store *s;
+    const cs_kernels *k;
+    cs_rope_params rope;  /* attn_factor 1: a pure rotation */
+    const int32_t *cells; /* cells to rotate, ascending */
+    const cs_pos *delta;  /* kv_cells delta array */
+    int32_t n_cells;
+    int32_t batch;         /* cells per batch: <= SHIFT_BATCH and <= a thread's share */
+    float *scratch;        /* per thread: batch tables + one f32 row */
+    size_t scratch_floats; /* floats per thread */
+} shift_job;
+
+/* Rotate the K row of one cell of one layer by the table cs. buf holds
+ * n_embd_kv floats. */
+static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const float *cs,
+                      float *buf) {
+    const kv_store *s = j->s;
+    const cs_kernels *k = j->k;
+    const int32_t n_rot = j->rope.n_rot, mode = j->rope.mode;
+    const int32_t hd = s->head_dim, nh = s->n_head_kv;
+    const int64_t n = s->n_embd_kv;
+    uint8_t *row = (uint8_t *)s->k[layer] + (size_t)cell * s->row_k;
+    switch (s->type_k) {
+    case CS_TYPE_F32:
+        k->rope((float *)row, nh, hd, n_rot, mode, cs);
+        break;
+    case CS_TYPE_F16: {
+        uint16_t *h16 = (uint16_t *)row;
+        if (n_rot == hd) {
+            k->fp16_to_fp32_row(h16, buf, n);
+            k->rope(buf, nh, hd, n_rot, mode, cs);
+            k->fp32_to_fp16_row(buf, h16, n);
+        } else {
+            /* only [0, n_rot) of each head is converted and written back,
+             * so the pass-through elements keep their exact bytes */
+            for (int32_t h = 0; h < nh; h++)
+                k->fp16_to_fp32_row(h16 + (size_t)h * hd, buf + (size_t)h * hd, n_rot);
+            k->rope(buf, nh, hd, n_rot, mode, cs);
+            for (int32_t h = 0; h < nh; h++)
+                k->fp32_to_fp16_row(buf + (size_t)h * hd, h16 + (size_t)h * hd, n_rot);
+        }
+        break;
+    }
+    case CS_TYPE_Q8_0: {
+        cs_block_q8_0 *q = (cs_block_q8_0 *)row;
+        const int32_t bph = hd / CS_QK8_0;                      /* blocks per head */
+        const int32_t brot = (n_rot + CS_QK8_0 - 1) / CS_QK8_0; /* blocks holding rotated dims */
+        if (brot == bph) {
+            cs_dequantize_row_q8_0(q, buf, n);
+            k->rope(buf, nh, hd, n_rot, mode, cs);
+            k->quantize_row_q8_0(buf, q, n);
+        } else {
+            /* blocks past the rotated part are neither read nor rewritten */
+            const int64_t ne = (int64_t)brot * CS_QK8_0;
+            for (int32_t h = 0; h < nh; h++)
+                cs_dequantize_row_q8_0(q + (size_t)h * bph, buf + (size_t)h * hd, ne);
+            k->rope(buf, nh, hd, n_rot, mode, cs);
+            for (int32_t h = 0; h < nh; h++)
+                k->quantize_row_q8_0(buf + (size_t)h * hd, q + (size_t)h * bph, ne);
+        }
+        break;
+    }
+    default:
+        CS_ASSERT(!"kv: K-shift of an unsupported cache type");
+    }
+}
+
+static void shift_worker(void *arg, int32_t ith, int32_t nth) {
+    const shift_job *j = arg;
+    int64_t i0, i1;
+    cs_split(j->n_cells, ith, nth, &i0, &i1);
+    if (i0 >= i1) return;
+    const int32_t n_rot = j->rope.n_rot;
+    float *tabs = j->scratch + (size_t)ith * j->scratch_floats;
+    float *buf = tabs + (size_t)j->batch * (size_t)n_rot;
+    const float *tab[SHIFT_BATCH];
+    int32_t n_tab = 0; /* tables filled in tabs for the current batch */
+    cs_pos last_d = 0; /* delta of table n_tab - 1 (deltas here are never 0) */
+    for (int64_t b0 = i0; b0 < i1; b0 += j->batch) {
+        const int32_t nb = (int32_t)(i1 - b0 < j->batch ? i1 - b0 : j->batch);
+        /* carry the previous batch's last table over when the delta repeats */
+        if (n_tab > 0 && j->delta[j->cells[b0]] == last_d) {
+            if (n_tab > 1)
+                memmove(tabs, tabs + (size_t)(n_tab - 1) * n_rot, (size_t)n_rot * sizeof(float));
+            n_tab = 1;
+        } else {
+            n_tab = 0;
+        }
+        for (int32_t b = 0; b < nb; b++) {
+            const cs_pos d = j->delta[j->cells[b0 + b]];
+            if (n_tab == 0 || d != last_d) {
+                cs_rope_cache(tabs + (size_t)n_tab * n_rot, (float)d, &j->rope);
+                n_tab++;
+                last_d = d;
+            }
+            tab[b] = tabs + (size_t)(n_tab - 1) * n_rot;
+        }
+        for (int32_t il = 0; il < j->s->n_layer; il++)
+            for (int32_t b = 0; b < nb; b++) shift_row(j, il, j->cells[b0 + b], tab[b], buf);
+    }
+}
+
+/* The attn_factor that makes cs_rope_cache's magnitude exactly 1. With
+ * ext_factor != 0 cs_rope_cache multiplies attn_factor by the YaRN factor
+ * x = 1 + 0.1*ln(1/freq_scale) (computed below with the same float
+ * expression), so attn_factor 1 alone would scale K by x on every shift
+ * (upstream's drift, spec §3.2 obs.). Pick the float a nearest 1/x with
+ * a*x == 1 exactly, so that the table is cos/sin unscaled. */
+static float shift_attn_factor(const cs_rope_params *p) {
+    if (p->ext_factor == 0.0f) return 1.0f;
+    const float x = 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+    float a = 1.0f / x;
+    for (int i = 0; i < 4 && a * x != 1.0f; i++) a = nextafterf(a, a * x > 1.0f ? 0.0f : 2.0f);
+    return a;
+}
+
+/* Bytes of one K row that a shift reads (and writes again): the blocks or
+ * elements of [0, n_rot) of every head. */
+static size_t shift_row_bytes(const kv_store *s, int32_t n_rot) {
+    if (n_rot == s->head_dim) return s->row_k;
+    int64_t per_head =
+        s->type_k == CS_TYPE_Q8_0 ? (int64_t)((n_rot + CS_QK8_0 - 1) / CS_QK8_0) * CS_QK8_0 : n_rot;
+    return kv_row_bytes(s->type_k, per_head) * (size_t)s->n_head_kv;
+}
+
+/* Contract in kv_cache.h. rope == NULL, rope->n_rot == 0 or rope->mode < 0
+ * (RoPE type NONE) means the model has no RoPE: positions live in the
+ * metadata only, so the deltas are just cleared (spec §8 C6). Allocates
+ * one scratch block (the cell list, and per thread a batch of tables and
+ * an f32 row: at most (n_cells + n_threads) * n_rot + n_threads * n_embd_kv
+ * floats); if that fails, returns -1 with CS_ERR_NOMEM recorded and the
+ * deltas left pending (nothing changed). */
+int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_threadpool *tp,
+                             const cs_rope_params *rope, uint64_t *bytes) {
+    CS_ASSERT(s->size == c->size);
+    int32_t n_cells = 0;
+    for (int32_t i = 0; i < c->size; i++) n_cells += c->pos[i] >= 0 && c->delta[i] != 0;
+    if (n_cells == 0 || !rope || rope->n_rot == 0 || rope->mode < 0) {
+        kv_cells_reset_shift(c);
+        return 0;
+    }
+    CS_ASSERT(rope->n_rot > 0 && rope->n_rot % 2 == 0 && rope->n_rot <= s->head_dim);
+
+    /* a few hundred rows take microseconds: not worth waking the pool */
+    const int32_t nth =
+        tp && (int64_t)n_cells * s->n_layer >= 2 * SHIFT_BATCH ? cs_threadpool_n_threads(tp) : 1;
+    const int32_t share = (n_cells + nth - 1) / nth;
+    const int32_t batch = share < SHIFT_BATCH ? share : SHIFT_BATCH;
+    /* per thread: tables, then the row, rounded up to a cache line so that
+     * threads never write to the same line */
+    size_t per = (size_t)batch * (size_t)rope->n_rot + (size_t)s->n_embd_kv;
+    per = (per + 15) & ~(size_t)15;
+    size_t list_floats = ((size_t)n_cells + 15) & ~(size_t)15; /* int32 and float are 4 bytes */
+    void *mem = cs_aligned_alloc((list_floats + (size_t)nth * per) * sizeof(float));
+    if (!mem) {
+        cs_fail(CS_ERR_NOMEM, "kv: out of memory for the K-shift scratch of %d cells", n_cells);
+        return -1;
+    }
+    int32_t *cells = mem;
+    for (int32_t i = 0, n = 0; i < c->size; i++)
+        if (c->pos[i] >= 0 && c->delta[i] != 0) cells[n++] = i;
+
+    shift_job job = {
+        .s = s,
+        .k = k,
+        .rope = *rope,
+        .cells = cells,
+        .delta = c->delta,
+        .n_cells = n_cells,
+        .batch = batch,
+        .scratch = (float *)mem + list_floats,
+        .scratch_floats = per,
+    };
+    job.rope.attn_factor = shift_attn_factor(rope); /* spec §3.2: magnitude 1, same angles */
+    if (nth > 1)
+        cs_threadpool_run(tp, shift_worker, &job);
+    else
+        shift_worker(&job, 0, 1);
+    cs_free(mem);
+
+    if (bytes)
+        *bytes += 2 * (uint64_t)shift_row_bytes(s, rope->n_rot) * (uint64_t)n_cells *
+                  (uint64_t)s->n_layer;
+    kv_cells_reset_shift(c);
+    return n_cells;
+}
+
+void kv_store_move(kv_store *s, const kv_move *moves, int32_t n_moves, uint64_t *bytes) {
+    uint64_t total = 0;
+    for (int32_t m = 0; m < n_moves; m++) /* a plan from kv_cells_defrag_plan is in range */
+        CS_ASSERT(moves[m].n >= 0 && moves[m].src >= 0 && moves[m].dst >= 0 &&
+                  moves[m].src <= s->size - moves[m].n && moves[m].dst <= s->size - moves[m].n);
+    for (int32_t il = 0; il < s->n_layer; il++) {
+        uint8_t *K = s->k[il], *V = s->v[il];
+        for (int32_t m = 0; m < n_moves; m++) {
+            size_t nk = (size_t)moves[m].n * s->row_k, nv = (size_t)moves[m].n * s->row_v;
+            /* sources >= used > destinations: the ranges never overlap, but
+             * memmove keeps this correct even for a hand-made plan */
+            memmove(K + (size_t)moves[m].dst * s->row_k, K + (size_t)moves[m].src * s->row_k, nk);
+            memmove(V + (size_t)moves[m].dst * s->row_v, V + (size_t)moves[m].src * s->row_v, nv);
+            total += nk + nv;
+        }
+    }
+    if (bytes) *bytes += total;
+}

@@ -1,0 +1,61 @@
+/* kv_cache.h: K/V storage and the operations that touch it: writing a
+ * batch's rows, the K-shift (spec §3) and the defrag data moves (spec §4.3).
+ * Metadata lives in kv_cells.h. */
+#ifndef CS_KV_CACHE_H
+#define CS_KV_CACHE_H
+
+#include "common.h"
+#include "kernels/kernels.h"
+#include "kv_cells.h"
+#include "threadpool.h"
+
+/* K and V are row-major over cells (spec §1.3 [R]): row i of layer l holds
+ * cell i, n_embd_kv elements (head h at [h*head_dim, (h+1)*head_dim)), in
+ * type_k / type_v (F32, F16 or Q8_0; a Q8_0 row is n_embd_kv/32 blocks, and
+ * head_dim % 32 == 0 so that every head is whole blocks). */
+typedef struct kv_store {
+    int32_t n_layer;
+    int32_t size;
+    int32_t n_embd_kv;
+    int32_t head_dim;
+    int32_t n_head_kv;
+    int32_t type_k, type_v;
+    size_t row_k, row_v; /* bytes per cell row */
+    void **k;            /* (n_layer) -> (size, row_k bytes) */
+    void **v;            /* (n_layer) -> (size, row_v bytes) */
+} kv_store;
+
+/* Bytes of a row of n elements of a cache type (F32, F16, Q8_0), 0 if the
+ * type is not a cache type or n does not fit its blocks. */
+size_t kv_row_bytes(int32_t type, int64_t n);
+
+/* Allocate zeroed storage. CS_ERR_UNSUPPORTED (named) for a type other than
+ * F32/F16/Q8_0 or Q8_0 with head_dim % 32 != 0; CS_ERR_NOMEM. */
+cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_head_kv,
+                        int32_t head_dim, int32_t type_k, int32_t type_v);
+void kv_store_free(kv_store *s); /* safe on a zeroed or half-built store */
+
+/* Store the K and V rows (n_embd_kv floats each; K already rotated) of one
+ * cell of one layer, converting to the cache types. */
+void kv_store_write(const kv_store *s, const cs_kernels *k, int32_t layer, int32_t cell,
+                    const float *krow, const float *vrow);
+
+/* K-shift: for every non-empty cell with delta != 0, every layer and K
+ * head, rotate the first n_rot elements of the head by the angle of
+ * position delta, in place: the forward pass's angles (cs_rope_cache,
+ * YaRN ramp included) with the magnitude factor cancelled, so that K is
+ * rotated and never rescaled (spec §3.2 [R]); Q8_0 heads are dequantized,
+ * rotated and requantized. Then every delta is reset
+ * (kv_cells_reset_shift). Split across threads by cell, each thread doing
+ * every layer of its cells. Returns the number of cells rotated and adds
+ * the K bytes read+written to *bytes; returns -1 (CS_ERR_NOMEM recorded,
+ * nothing rotated, deltas still pending) when its scratch cannot be
+ * allocated. O(cells shifted * n_layer * n_embd_kv). */
+int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_threadpool *tp,
+                             const cs_rope_params *rope, uint64_t *bytes);
+
+/* Move the K and V rows of the planned blocks in every layer (memmove of
+ * whole rows: bit-exact for every type). Adds the bytes moved to *bytes. */
+void kv_store_move(kv_store *s, const kv_move *moves, int32_t n_moves, uint64_t *bytes);
+
+#endif /* CS_KV_CACHE_H */

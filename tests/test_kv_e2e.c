@@ -1,0 +1,1225 @@
+/* test_kv_e2e.c: end-to-end KV cache tests (kv-cache spec §8 part D, plus
+ * B9, B11 and the Q8_0 cache) through the public API only, on generated
+ * random-weight llama models:
+ *  - the "tiny" fixture (2 layers, dim 64, 4 heads, 2 KV heads, head_dim 16);
+ *  - a model generated here with head_dim 32 (dim 128, 4 heads, 2 KV heads),
+ *    for the Q8_0 cache, which needs head_dim % 32 == 0.
+ * Both use the bundled stories260K vocabulary. Caches are F32 unless a test
+ * says otherwise, so tolerances only absorb float32 summation order.
+ *
+ * "Relative" below means max_i |a_i - b_i| / max_i |b_i| over one logits
+ * row (b the reference): an L-infinity error scaled by the row's size. */
+#include "test.h"
+
+#include <math.h>
+
+#include "fixtures/tiny_model.h"
+
+/* RoPE attention depends on relative positions only; a translated run
+ * differs from the baseline by float32 angle rounding (p * 2^-24 rad, spec
+ * §3.3) and summation order. Spec D1. */
+#define TOL_TRANSLATION 1e-4
+/* The same logical state reached with a different summation order (a
+ * permuted cache after defrag, a different batch split, several rows per
+ * matmul instead of one). Spec D3/D4/D5. */
+#define TOL_SUM_ORDER 1e-5
+/* Several rotations of the same cells (update after every operation)
+ * against one folded rotation: a few float32 roundings per element. */
+#define TOL_FOLDED_SHIFT 1e-4
+/* Q8_0 K and V cache against an F32 cache, same tokens: 8 bits per value
+ * and a per-32 scale (measured 9.7e-3 on the head_dim-32 model; Q8_0 K
+ * with F16 V after a shift: 7.7e-3). A cache that ignored the scales or
+ * mixed up blocks would be off by O(1). */
+#define TOL_Q8_CACHE 3e-2
+/* A Q8_0 cache translated by a K-shift (dequantize, rotate, requantize)
+ * against the unshifted Q8_0 run: one extra requantization of K (measured
+ * 5.3e-3; a missing rotation gives 0.3 to 0.9 on these models). */
+#define TOL_Q8_SHIFT 2e-2
+
+static cs_model *g_tiny; /* head_dim 16 */
+static cs_model *g_hd32; /* head_dim 32 */
+static char g_hd32_path[4096];
+
+/* ------------------------------------------------------------ helpers */
+
+static int setup(void **state) {
+    (void)state;
+    const char *tiny = cs_fixture_tiny_model(CS_TYPE_F32);
+    if (!tiny) return -1;
+    cs_model_params mp = cs_model_default_params();
+    if (cs_model_load(tiny, &mp, &g_tiny) != CS_OK) return -1;
+
+    cs_gen_model_params gp;
+    memset(&gp, 0, sizeof gp);
+    if (!cs_gen_model_preset("tiny", &gp)) return -1;
+    gp.n_embd = 128;
+    gp.n_layer = 2;
+    gp.n_head = 4;
+    gp.n_head_kv = 2;
+    gp.n_ff = 256;
+    gp.type = CS_TYPE_F32;
+    gp.seed = 32;
+    gp.vocab_path = cs_test_bundled_model();
+    cs_test_tmp_path("kv_e2e_hd32.gguf", g_hd32_path, sizeof g_hd32_path);
+    if (cs_gen_model_write(&gp, g_hd32_path) != CS_OK) return -1;
+    if (cs_model_load(g_hd32_path, &mp, &g_hd32) != CS_OK) return -1;
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    cs_model_free(g_tiny);
+    cs_model_free(g_hd32);
+    if (g_hd32_path[0]) unlink(g_hd32_path);
+    return 0;
+}
+
+typedef struct ctx_opts {
+    uint32_t n_ctx, n_batch, n_seq;
+    int32_t type_k, type_v;
+    bool contiguous;
+    float defrag_thold;
+    int32_t defrag_min_cells;
+} ctx_opts;
+
+static ctx_opts opts(uint32_t n_ctx, uint32_t n_batch, uint32_t n_seq) {
+    ctx_opts o = {n_ctx, n_batch, n_seq, CS_TYPE_F32, CS_TYPE_F32, false, -1.0f, 256};
+    return o;
+}
+
+static cs_context *ctx_new_o(const cs_model *m, const ctx_opts *o) {
+    cs_context_params p = cs_context_default_params();
+    p.n_ctx = o->n_ctx;
+    p.n_batch = o->n_batch;
+    p.n_seq_max = o->n_seq;
+    p.n_threads = 1;
+    p.type_k = o->type_k;
+    p.type_v = o->type_v;
+    p.contiguous_slots = o->contiguous;
+    p.defrag_thold = o->defrag_thold;
+    p.defrag_min_cells = o->defrag_min_cells;
+    cs_context *c = NULL;
+    assert_int_equal(cs_context_new(m, &p, &c), CS_OK);
+    return c;
+}
+
+static cs_context *ctx_new(const cs_model *m, uint32_t n_ctx, uint32_t n_batch, uint32_t n_seq) {
+    ctx_opts o = opts(n_ctx, n_batch, n_seq);
+    return ctx_new_o(m, &o);
+}
+
+/* Deterministic tokens in [3, n_vocab) (xorshift64*). */
+static void gen_tokens(uint64_t seed, const cs_model *m, cs_token *out, int32_t n) {
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    const uint64_t span = (uint64_t)cs_model_n_vocab(m) - 3;
+    for (int32_t i = 0; i < n; i++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out[i] = (cs_token)(3 + ((x * 0x2545f4914f6cdd1dull) >> 33) % span);
+    }
+}
+
+/* Decode toks[0, n) at positions pos0, pos0+1, ... in sequence s, in
+ * batches of `split` tokens. Copies every row's logits to all (n rows) when
+ * all != NULL, and the last row's to last when last != NULL. Returns the
+ * first non-zero decode status, or 0. */
+static int32_t decode_run(cs_context *c, const cs_model *m, const cs_token *toks, int32_t n,
+                          cs_pos pos0, cs_seq s, int32_t split, float *all, float *last) {
+    const int32_t nv = cs_model_n_vocab(m);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(split, 1, &b), CS_OK);
+    int32_t rc = 0;
+    for (int32_t i0 = 0; i0 < n && rc == 0; i0 += split) {
+        const int32_t nb = n - i0 < split ? n - i0 : split;
+        cs_batch_clear(b);
+        for (int32_t k = 0; k < nb; k++) {
+            const bool want = all != NULL || (last != NULL && i0 + k == n - 1);
+            assert_int_equal(cs_batch_add(b, toks[i0 + k], pos0 + i0 + k, &s, 1, want), CS_OK);
+        }
+        rc = cs_decode(c, b);
+        if (rc != 0) break;
+        for (int32_t k = 0; k < nb; k++) {
+            const float *l = cs_get_logits_ith(c, k);
+            if (all) {
+                assert_non_null(l);
+                memcpy(all + (size_t)(i0 + k) * (size_t)nv, l, (size_t)nv * sizeof(float));
+            }
+            if (last && i0 + k == n - 1) {
+                assert_non_null(l);
+                memcpy(last, l, (size_t)nv * sizeof(float));
+            }
+        }
+    }
+    cs_batch_free(b);
+    return rc;
+}
+
+/* Decode one token and copy its logits. */
+static void decode_one(cs_context *c, const cs_model *m, cs_token t, cs_pos pos, cs_seq s,
+                       float *out) {
+    assert_int_equal(decode_run(c, m, &t, 1, pos, s, 1, NULL, out), 0);
+}
+
+static float *logits_buf(const cs_model *m, int32_t rows) {
+    float *p = calloc((size_t)rows * (size_t)cs_model_n_vocab(m), sizeof(float));
+    assert_non_null(p);
+    return p;
+}
+
+static double rel_diff(const float *a, const float *ref, int32_t n) {
+    double md = 0.0, mr = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - (double)ref[i]);
+        if (d > md) md = d;
+        if (fabs((double)ref[i]) > mr) mr = fabs((double)ref[i]);
+    }
+    return md / (mr > 0.0 ? mr : 1.0);
+}
+
+static void assert_rel_le(const float *a, const float *ref, int32_t n, double tol,
+                          const char *what) {
+    const double r = rel_diff(a, ref, n);
+    if (getenv("KV_E2E_VERBOSE")) print_message("%s: %.3e (tol %.1e)\n", what, r, tol);
+    if (!(r <= tol)) {
+        print_error("%s: relative difference %.3e exceeds %.1e\n", what, r, tol);
+        fail();
+    }
+}
+
+static int32_t argmax(const float *l, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+/* Gap between the largest and second largest logit. */
+static double top2_gap(const float *l, int32_t n) {
+    const int32_t b = argmax(l, n);
+    double second = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        if (i != b && (double)l[i] > second) second = (double)l[i];
+    return (double)l[b] - second;
+}
+
+static cs_kv_cell *view_get(const cs_context *c, int32_t *n_out) {
+    const int32_t n = cs_kv_view(c, NULL, 0);
+    assert_true(n > 0);
+    cs_kv_cell *v = calloc((size_t)n, sizeof *v);
+    assert_non_null(v);
+    assert_int_equal(cs_kv_view(c, v, n), n);
+    *n_out = n;
+    return v;
+}
+
+static bool views_equal(const cs_kv_cell *a, const cs_kv_cell *b, int32_t n) {
+    for (int32_t i = 0; i < n; i++)
+        if (a[i].pos != b[i].pos || a[i].delta != b[i].delta || a[i].seq != b[i].seq) return false;
+    return true;
+}
+
+static cs_kv_info stats(const cs_context *c) {
+    cs_kv_info s;
+    assert_int_equal(cs_kv_stats(c, &s), CS_OK);
+    return s;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The multiset of (pos, seq) of non-empty cells, as sorted keys. */
+static int32_t cell_keys(const cs_kv_cell *v, int32_t n, int64_t *keys) {
+    int32_t k = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (v[i].pos >= 0) keys[k++] = (int64_t)v[i].pos * 4096 + (int64_t)v[i].seq;
+    qsort(keys, (size_t)k, sizeof *keys, cmp_i64);
+    return k;
+}
+
+/* ------------------------------------------------ D1 translation invariance */
+
+enum { D1_N = 24 };
+
+static void d1_baseline(const cs_token *prompt, cs_token t, float *out) {
+    cs_context *c = ctx_new(g_tiny, 64, 32, 1);
+    assert_int_equal(decode_run(c, g_tiny, prompt, D1_N, 0, 0, D1_N, NULL, NULL), 0);
+    decode_one(c, g_tiny, t, D1_N, 0, out);
+    cs_context_free(c);
+}
+
+static void test_kv_e2e_d1_translation_invariance(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token prompt[D1_N];
+    gen_tokens(1, g_tiny, prompt, D1_N);
+    const cs_token t = prompt[5];
+    float *base = logits_buf(g_tiny, 1), *got = logits_buf(g_tiny, 1);
+    d1_baseline(prompt, t, base);
+
+    static const cs_pos deltas[] = {1, 37, 500};
+    for (size_t k = 0; k < sizeof deltas / sizeof deltas[0]; k++) {
+        const cs_pos d = deltas[k];
+        /* +d: decoded at [0, n), moved to [d, n + d) */
+        cs_context *c = ctx_new(g_tiny, 64, 32, 1);
+        assert_int_equal(decode_run(c, g_tiny, prompt, D1_N, 0, 0, D1_N, NULL, NULL), 0);
+        assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, d), CS_OK);
+        /* positions change at once, the rotation is pending */
+        assert_int_equal(cs_kv_seq_pos_min(c, 0), d);
+        assert_int_equal(cs_kv_seq_pos_max(c, 0), D1_N - 1 + d);
+        assert_int_equal(stats(c).n_pending_shift, D1_N);
+        const uint64_t shifted0 = stats(c).n_cells_shifted;
+        decode_one(c, g_tiny, t, D1_N + d, 0, got);
+        assert_int_equal(stats(c).n_pending_shift, 0);
+        assert_int_equal((int64_t)(stats(c).n_cells_shifted - shifted0), D1_N);
+        assert_rel_le(got, base, nv, TOL_TRANSLATION, "D1 +delta");
+        cs_context_free(c);
+
+        /* -d: decoded at [d, n + d), moved back to [0, n) */
+        c = ctx_new(g_tiny, 64, 32, 1);
+        assert_int_equal(decode_run(c, g_tiny, prompt, D1_N, d, 0, D1_N, NULL, NULL), 0);
+        assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, -d), CS_OK);
+        assert_int_equal(cs_kv_seq_pos_min(c, 0), 0);
+        assert_int_equal(cs_kv_used_cells(c), D1_N);
+        decode_one(c, g_tiny, t, D1_N, 0, got);
+        assert_rel_le(got, base, nv, TOL_TRANSLATION, "D1 -delta");
+        cs_context_free(c);
+    }
+    free(base);
+    free(got);
+}
+
+/* Two sequences in one cache shifted by different amounts; one batch then
+ * continues both, each at its own shifted position. */
+static void test_kv_e2e_d1_two_sequences_independent(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token p0[D1_N], p1[D1_N];
+    gen_tokens(2, g_tiny, p0, D1_N);
+    gen_tokens(3, g_tiny, p1, D1_N);
+    const cs_token t0 = p0[3], t1 = p1[7];
+    const cs_pos d0 = 11, d1 = 200;
+    float *base0 = logits_buf(g_tiny, 1), *base1 = logits_buf(g_tiny, 1);
+    d1_baseline(p0, t0, base0);
+    d1_baseline(p1, t1, base1);
+
+    cs_context *c = ctx_new(g_tiny, 128, 64, 2);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(2 * D1_N, 1, &b), CS_OK);
+    for (int32_t i = 0; i < D1_N; i++) {
+        const cs_seq s0 = 0, s1 = 1;
+        assert_int_equal(cs_batch_add(b, p0[i], i, &s0, 1, false), CS_OK);
+        assert_int_equal(cs_batch_add(b, p1[i], i, &s1, 1, false), CS_OK);
+    }
+    assert_int_equal(cs_decode(c, b), 0);
+    assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, d0), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 1, -1, -1, d1), CS_OK);
+    assert_int_equal(cs_kv_seq_pos_max(c, 0), D1_N - 1 + d0);
+    assert_int_equal(cs_kv_seq_pos_max(c, 1), D1_N - 1 + d1);
+    cs_batch_clear(b);
+    const cs_seq s0 = 0, s1 = 1;
+    assert_int_equal(cs_batch_add(b, t0, D1_N + d0, &s0, 1, true), CS_OK);
+    assert_int_equal(cs_batch_add(b, t1, D1_N + d1, &s1, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    assert_rel_le(cs_get_logits_ith(c, 0), base0, nv, TOL_TRANSLATION, "D1 seq 0");
+    assert_rel_le(cs_get_logits_ith(c, 1), base1, nv, TOL_TRANSLATION, "D1 seq 1");
+    cs_batch_free(b);
+    cs_context_free(c);
+    free(base0);
+    free(base1);
+}
+
+/* ---------------------------------------------------- D2 context shift
+ *
+ * Context A performs main's context shift: seq_rm(0, n_keep, n_keep +
+ * n_discard), seq_add(0, n_keep + n_discard, -1, -n_discard), then decodes
+ * the next token (lazy K-shift). Three references:
+ *
+ *  C: the same operations with an explicit cs_kv_update before the decode:
+ *     bit-exact (the lazy and explicit paths run the same rotation).
+ *  E: no removal, no seq_add, no K-shift at all; the kept cells hold the
+ *     SAME cached K/V as in A, at positions translated by +n_discard, and
+ *     the discarded tokens are hidden by the mask instead of removed:
+ *       seq 1: head H1 at [0, n_keep), the discarded tokens and the tail at
+ *              their original positions (the tail's first sequence is 1, so
+ *              the tail attends to everything, as it did in A);
+ *       seq 0: the tail cells (shared {1, 0}) and a second copy of the head
+ *              H0 decoded at [n_discard, n_discard + n_keep) (a prefix: its
+ *              hidden states do not depend on where it starts);
+ *     the next token then goes to seq 0 at position N. Seen from seq 0 this
+ *     is A's cache translated by +n_discard, built from the cached tail K/V
+ *     rotated directly at the final positions by the forward pass. Agreement
+ *     within TOL_TRANSLATION proves that seq_rm + seq_add + K-shift equal
+ *     "the same cached k/v re-roped at the new positions" (spec §8 D2); a
+ *     fresh recompute of the kept tokens would differ (spec §3.2).
+ *  D (n_keep = 0): one seq_add of the whole sequence by -n_discard, which
+ *     frees the cells that go negative: the same cells, positions and
+ *     deltas as A's seq_rm + seq_add, hence bit-exact logits. */
+
+enum { D2_N = 32, D2_DISCARD = 12 };
+
+static void d2_shift_ctx(const cs_token *prompt, int32_t n_keep, bool explicit_update,
+                         float *out) {
+    cs_context *c = ctx_new(g_tiny, 64, 64, 1);
+    assert_int_equal(decode_run(c, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_rm(c, 0, n_keep, n_keep + D2_DISCARD), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, n_keep + D2_DISCARD, -1, -D2_DISCARD), CS_OK);
+    assert_int_equal(cs_kv_used_cells(c), D2_N - D2_DISCARD);
+    assert_int_equal(cs_kv_seq_pos_max(c, 0), D2_N - D2_DISCARD - 1);
+    assert_int_equal(stats(c).n_pending_shift, D2_N - D2_DISCARD - n_keep);
+    if (explicit_update) {
+        assert_int_equal(cs_kv_update(c), CS_OK);
+        int32_t n = 0;
+        cs_kv_cell *v = view_get(c, &n);
+        int32_t seen = 0;
+        for (int32_t i = 0; i < n; i++) {
+            assert_int_equal(v[i].delta, 0);
+            if (v[i].pos >= 0) {
+                assert_true(v[i].pos < D2_N - D2_DISCARD);
+                seen++;
+            }
+        }
+        assert_int_equal(seen, D2_N - D2_DISCARD);
+        free(v);
+    }
+    decode_one(c, g_tiny, prompt[1], D2_N - D2_DISCARD, 0, out);
+    cs_context_free(c);
+}
+
+static void d2_masked_reference(const cs_token *prompt, int32_t n_keep, float *out) {
+    cs_context *c = ctx_new(g_tiny, 64, 64, 2);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(D2_N + n_keep, 2, &b), CS_OK);
+    const cs_seq only1[] = {1}, tail[] = {1, 0}, only0[] = {0};
+    for (int32_t i = 0; i < D2_N; i++) {
+        const bool is_tail = i >= n_keep + D2_DISCARD;
+        assert_int_equal(cs_batch_add(b, prompt[i], i, is_tail ? tail : only1, is_tail ? 2 : 1,
+                                      false),
+                         CS_OK);
+    }
+    for (int32_t i = 0; i < n_keep; i++)
+        assert_int_equal(cs_batch_add(b, prompt[i], D2_DISCARD + i, only0, 1, false), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    assert_int_equal(cs_kv_seq_pos_min(c, 0), D2_DISCARD);
+    assert_int_equal(cs_kv_seq_pos_max(c, 0), D2_N - 1);
+    decode_one(c, g_tiny, prompt[1], D2_N, 0, out);
+    assert_int_equal(stats(c).n_cells_shifted, 0); /* no K-shift in the reference */
+    cs_batch_free(b);
+    cs_context_free(c);
+}
+
+static void test_kv_e2e_d2_context_shift(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token prompt[D2_N];
+    gen_tokens(4, g_tiny, prompt, D2_N);
+    float *la = logits_buf(g_tiny, 1), *lc = logits_buf(g_tiny, 1), *le = logits_buf(g_tiny, 1);
+    static const int32_t keeps[] = {4, 0};
+    for (size_t k = 0; k < sizeof keeps / sizeof keeps[0]; k++) {
+        const int32_t n_keep = keeps[k];
+        d2_shift_ctx(prompt, n_keep, false, la);
+        d2_shift_ctx(prompt, n_keep, true, lc);
+        assert_memory_equal(la, lc, (size_t)nv * sizeof(float));
+        d2_masked_reference(prompt, n_keep, le);
+        assert_rel_le(la, le, nv, TOL_TRANSLATION, "D2 vs masked cached-K reference");
+    }
+
+    /* D: n_keep = 0 by one seq_add that drops the negative cells */
+    cs_context *a = ctx_new(g_tiny, 64, 64, 1), *d = ctx_new(g_tiny, 64, 64, 1);
+    assert_int_equal(decode_run(a, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
+    assert_int_equal(decode_run(d, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_rm(a, 0, 0, D2_DISCARD), CS_OK);
+    assert_int_equal(cs_kv_seq_add(a, 0, D2_DISCARD, -1, -D2_DISCARD), CS_OK);
+    assert_int_equal(cs_kv_seq_add(d, 0, -1, -1, -D2_DISCARD), CS_OK);
+    int32_t n = 0;
+    cs_kv_cell *va = view_get(a, &n), *vd = view_get(d, &n);
+    assert_true(views_equal(va, vd, n));
+    assert_int_equal(cs_kv_used_cells(d), D2_N - D2_DISCARD);
+    decode_one(a, g_tiny, prompt[1], D2_N - D2_DISCARD, 0, la);
+    decode_one(d, g_tiny, prompt[1], D2_N - D2_DISCARD, 0, lc);
+    assert_memory_equal(la, lc, (size_t)nv * sizeof(float));
+    free(va);
+    free(vd);
+    cs_context_free(a);
+    cs_context_free(d);
+    free(la);
+    free(lc);
+    free(le);
+}
+
+/* --------------------------------------------------- D3 defrag invariance */
+
+enum { D3_PER_SEQ = 20, D3_STEP = 4 };
+
+/* Three sequences decoded interleaved (cell 3i+s holds seq s's token i when
+ * placement is in order), then sequence 1 removed: holes every third cell. */
+static cs_context *d3_build(const cs_token toks[3][D3_PER_SEQ]) {
+    cs_context *c = ctx_new(g_tiny, 96, 32, 3);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(3 * D3_STEP, 1, &b), CS_OK);
+    for (int32_t p0 = 0; p0 < D3_PER_SEQ; p0 += D3_STEP) {
+        cs_batch_clear(b);
+        for (int32_t p = p0; p < p0 + D3_STEP; p++)
+            for (cs_seq s = 0; s < 3; s++)
+                assert_int_equal(cs_batch_add(b, toks[s][p], p, &s, 1, false), CS_OK);
+        assert_int_equal(cs_decode(c, b), 0);
+    }
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    assert_int_equal(cs_kv_used_cells(c), 2 * D3_PER_SEQ);
+    cs_batch_free(b);
+    return c;
+}
+
+static void d3_next(cs_context *c, float *out0, float *out2) {
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(2, 1, &b), CS_OK);
+    const cs_seq s0 = 0, s2 = 2;
+    assert_int_equal(cs_batch_add(b, 17, D3_PER_SEQ, &s0, 1, true), CS_OK);
+    assert_int_equal(cs_batch_add(b, 29, D3_PER_SEQ, &s2, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    memcpy(out0, cs_get_logits_ith(c, 0), (size_t)nv * sizeof(float));
+    memcpy(out2, cs_get_logits_ith(c, 1), (size_t)nv * sizeof(float));
+    cs_batch_free(b);
+}
+
+static void test_kv_e2e_d3_defrag_invariance(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token toks[3][D3_PER_SEQ];
+    for (int s = 0; s < 3; s++) gen_tokens(10 + (uint64_t)s, g_tiny, toks[s], D3_PER_SEQ);
+
+    cs_context *s_ctx = d3_build(toks), *s2_ctx = d3_build(toks);
+    float *a0 = logits_buf(g_tiny, 1), *a2 = logits_buf(g_tiny, 1);
+    float *b0 = logits_buf(g_tiny, 1), *b2 = logits_buf(g_tiny, 1);
+    d3_next(s_ctx, a0, a2);
+
+    int32_t n = 0;
+    cs_kv_cell *before = view_get(s2_ctx, &n);
+    const cs_kv_info st0 = stats(s2_ctx);
+    assert_true(st0.holes > 0);
+    int32_t holes_below_used = 0;
+    for (int32_t i = 0; i < st0.used; i++) holes_below_used += before[i].pos < 0;
+    assert_true(holes_below_used > 0);
+
+    cs_kv_defrag(s2_ctx);
+    assert_true(stats(s2_ctx).defrag_pending);
+    assert_int_equal(cs_kv_update(s2_ctx), CS_OK);
+    const cs_kv_info st1 = stats(s2_ctx);
+    assert_false(st1.defrag_pending);
+    assert_int_equal(st1.used, st0.used);
+    assert_int_equal(st1.cell_max, st1.used);
+    assert_int_equal(st1.holes, 0);
+    assert_true(st1.n_defrag_passes > st0.n_defrag_passes);
+    assert_int_equal((int64_t)(st1.n_cells_moved - st0.n_cells_moved), holes_below_used);
+    /* every moved cell carries one F32 K row and one F32 V row per layer */
+    const uint64_t row_bytes = (uint64_t)cs_model_n_head_kv(g_tiny) *
+                               (uint64_t)(cs_model_n_embd(g_tiny) / cs_model_n_head(g_tiny)) * 4;
+    assert_int_equal(st1.n_bytes_moved - st0.n_bytes_moved,
+                     (uint64_t)holes_below_used * 2 * row_bytes *
+                         (uint64_t)cs_model_n_layer(g_tiny));
+
+    /* the cells were permuted, not changed: same (pos, seq) multiset */
+    cs_kv_cell *after = view_get(s2_ctx, &n);
+    int64_t *ka = calloc((size_t)n, sizeof *ka), *kb = calloc((size_t)n, sizeof *kb);
+    assert_non_null(ka);
+    assert_non_null(kb);
+    const int32_t na = cell_keys(before, n, ka), nb = cell_keys(after, n, kb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ka, kb, (size_t)na * sizeof *ka);
+
+    d3_next(s2_ctx, b0, b2);
+    assert_rel_le(b0, a0, nv, TOL_SUM_ORDER, "D3 seq 0");
+    assert_rel_le(b2, a2, nv, TOL_SUM_ORDER, "D3 seq 2");
+
+    free(ka);
+    free(kb);
+    free(before);
+    free(after);
+    free(a0);
+    free(a2);
+    free(b0);
+    free(b2);
+    cs_context_free(s_ctx);
+    cs_context_free(s2_ctx);
+}
+
+/* ------------------------------------------------------ D4 shared prefix */
+
+enum { D4_PROMPT = 16, D4_SEQ = 4, D4_STEPS = 8 };
+
+static void test_kv_e2e_d4_shared_prefix(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token prompt[D4_PROMPT];
+    gen_tokens(20, g_tiny, prompt, D4_PROMPT);
+    /* each sequence starts its continuation with a different token */
+    const cs_token first[D4_SEQ] = {40, 41, 300, 455};
+    cs_token toks[D4_SEQ][D4_STEPS];
+    float *ref = logits_buf(g_tiny, D4_SEQ * D4_STEPS);
+
+    /* independent single-sequence greedy runs */
+    for (int32_t s = 0; s < D4_SEQ; s++) {
+        cs_context *c = ctx_new(g_tiny, 64, 32, 1);
+        assert_int_equal(decode_run(c, g_tiny, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL),
+                         0);
+        cs_token t = first[s];
+        for (int32_t k = 0; k < D4_STEPS; k++) {
+            float *row = ref + (size_t)(s * D4_STEPS + k) * (size_t)nv;
+            toks[s][k] = t;
+            decode_one(c, g_tiny, t, D4_PROMPT + k, 0, row);
+            t = argmax(row, nv);
+        }
+        cs_context_free(c);
+    }
+
+    /* one cache: the prompt decoded once, shared by seq_cp, then all four
+     * sequences continue in one batch per step */
+    cs_context *c = ctx_new(g_tiny, 64, 32, D4_SEQ);
+    assert_int_equal(decode_run(c, g_tiny, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL), 0);
+    for (cs_seq s = 1; s < D4_SEQ; s++) assert_int_equal(cs_kv_seq_cp(c, 0, s, -1, -1), CS_OK);
+    assert_int_equal(cs_kv_used_cells(c), D4_PROMPT);
+    assert_int_equal(cs_kv_token_count(c), D4_SEQ * D4_PROMPT);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(D4_SEQ, 1, &b), CS_OK);
+    for (int32_t k = 0; k < D4_STEPS; k++) {
+        cs_batch_clear(b);
+        for (cs_seq s = 0; s < D4_SEQ; s++)
+            assert_int_equal(cs_batch_add(b, toks[s][k], D4_PROMPT + k, &s, 1, true), CS_OK);
+        assert_int_equal(cs_decode(c, b), 0);
+        for (int32_t s = 0; s < D4_SEQ; s++) {
+            const float *got = cs_get_logits_ith(c, s);
+            const float *want = ref + (size_t)(s * D4_STEPS + k) * (size_t)nv;
+            assert_non_null(got);
+            assert_rel_le(got, want, nv, TOL_SUM_ORDER, "D4 parallel vs single");
+            /* the same greedy choice, unless the reference has a near-tie */
+            if (argmax(got, nv) != argmax(want, nv))
+                assert_true(top2_gap(want, nv) <= 2 * TOL_SUM_ORDER * fabs((double)want[argmax(want, nv)]));
+        }
+    }
+    assert_int_equal(cs_kv_used_cells(c), D4_PROMPT + D4_SEQ * D4_STEPS);
+    cs_batch_free(b);
+    cs_context_free(c);
+    free(ref);
+}
+
+/* ------------------------------------------------------------ D5 rollback */
+
+enum { D5_N = 24, D5_SPLIT = 8 };
+
+static void test_kv_e2e_d5_rollback(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token toks[D5_N];
+    gen_tokens(30, g_tiny, toks, D5_N);
+    float *orig = logits_buf(g_tiny, D5_N), *again = logits_buf(g_tiny, D5_N);
+    cs_context *c = ctx_new(g_tiny, 64, 32, 1);
+    assert_int_equal(decode_run(c, g_tiny, toks, D5_N, 0, 0, D5_SPLIT, orig, NULL), 0);
+
+    /* same split: roll back to a batch boundary and redo the last batch */
+    const int32_t m = 2 * D5_SPLIT;
+    assert_int_equal(cs_kv_seq_rm(c, 0, m, -1), CS_OK);
+    assert_int_equal(cs_kv_used_cells(c), m);
+    assert_int_equal(cs_kv_seq_pos_max(c, 0), m - 1);
+    assert_int_equal(decode_run(c, g_tiny, toks + m, D5_N - m, m, 0, D5_SPLIT, again, NULL), 0);
+    assert_memory_equal(again, orig + (size_t)m * (size_t)nv,
+                        (size_t)(D5_N - m) * (size_t)nv * sizeof(float));
+
+    /* different split: roll back into the middle of a batch, redo by 3s */
+    const int32_t m2 = 13;
+    assert_int_equal(cs_kv_seq_rm(c, 0, m2, -1), CS_OK);
+    assert_int_equal(cs_kv_used_cells(c), m2);
+    assert_int_equal(decode_run(c, g_tiny, toks + m2, D5_N - m2, m2, 0, 3, again, NULL), 0);
+    for (int32_t i = 0; i < D5_N - m2; i++)
+        assert_rel_le(again + (size_t)i * (size_t)nv, orig + (size_t)(m2 + i) * (size_t)nv, nv,
+                      TOL_SUM_ORDER, "D5 different split");
+    cs_context_free(c);
+    free(orig);
+    free(again);
+}
+
+/* ----------------------------------------------------- D6 self-extend
+ *
+ * The passkey fill loop of spec §5.4 (n_batch W, group G). After every
+ * compression step the multiset of positions must be {floor(j/G) : j < i}
+ * (the tokens decoded so far), and each cell's pending delta must be
+ * floor(j/G) minus the position it was decoded at; after the last chunk
+ * the tail keeps consecutive positions after n_past.
+ *
+ * Reference: the same loop, but every cell is moved by ONE seq_add of its
+ * net delta (computed by the test from the formula), with no seq_div. The
+ * caches then agree cell for cell (checked), so the logits must be
+ * identical; with the upstream 2025 seq_div sign regression (spec §2.7) the
+ * delta check fails and the rotated K is off by a large angle. */
+
+enum { D6_MAX_TOK = 128 };
+
+typedef struct d6_run {
+    cs_context *c;
+    cs_pos pos_of[D6_MAX_TOK]; /* position token j was decoded at */
+    cs_pos rot_of[D6_MAX_TOK]; /* position its cached K is rotated for */
+} d6_run;
+
+/* Compress the previous chunk [i - W, i); reference mode moves its cells
+ * one by one by their net delta. */
+static void d6_compress(d6_run *r, int32_t i, int32_t W, int32_t G, cs_pos n_past,
+                        bool reference) {
+    const int32_t ib = i / W - 1, bd = (W / G) * (G - 1);
+    if (!reference) {
+        assert_int_equal(cs_kv_seq_add(r->c, 0, n_past - W, n_past, ib * bd), CS_OK);
+        assert_int_equal(cs_kv_seq_div(r->c, 0, n_past - W + ib * bd, n_past + ib * bd, G),
+                         CS_OK);
+        return;
+    }
+    /* ascending decode positions: a cell moves to floor(j/G), strictly below
+     * every range still to be processed, so each range holds one cell */
+    for (int32_t j = i - W; j < i; j++) {
+        const cs_pos p = r->pos_of[j], np = j / G;
+        assert_int_equal(cs_kv_seq_add(r->c, 0, p, p + 1, np - p), CS_OK);
+    }
+}
+
+/* Check the multiset of (position, pending delta) over the first n_done
+ * tokens: floor(j/G) for the grouped ones (j < n_grouped), the decode
+ * position for the tail; pending = that position minus the one the K is
+ * rotated for. Then record the rotation as done (the next update or decode
+ * applies it). */
+static void d6_check_cells(d6_run *r, int32_t n_grouped, int32_t n_done, int32_t G) {
+    int32_t n = 0;
+    cs_kv_cell *v = view_get(r->c, &n);
+    int64_t *want = calloc((size_t)n + 1, sizeof *want), *got = calloc((size_t)n + 1, sizeof *got);
+    assert_non_null(want);
+    assert_non_null(got);
+    for (int32_t j = 0; j < n_done; j++) {
+        const cs_pos np = j < n_grouped ? j / G : r->pos_of[j];
+        want[j] = (int64_t)np * 100000 + (np - r->rot_of[j] + 50000);
+        r->rot_of[j] = np;
+    }
+    int32_t k = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (v[i].pos >= 0) got[k++] = (int64_t)v[i].pos * 100000 + (v[i].delta + 50000);
+    assert_int_equal(k, n_done);
+    qsort(want, (size_t)n_done, sizeof *want, cmp_i64);
+    qsort(got, (size_t)k, sizeof *got, cmp_i64);
+    assert_memory_equal(want, got, (size_t)k * sizeof *got);
+    free(want);
+    free(got);
+    free(v);
+}
+
+/* Run the fill loop over toks[0, n_all) with n_batch W and group G. The
+ * last chunk's last logits go to out_last, the logits of one more token
+ * decoded after the prompt to out_next, the final cells to *view_out. */
+static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, bool reference,
+                    float *out_last, float *out_next, cs_kv_cell **view_out) {
+    d6_run r;
+    memset(&r, 0, sizeof r);
+    r.c = ctx_new(g_tiny, (uint32_t)n_all + 8, (uint32_t)W, 1);
+    cs_pos n_past = 0;
+    int32_t i_last = 0;
+    for (int32_t i = 0; i < n_all; i += W) {
+        if (i > 0) {
+            d6_compress(&r, i, W, G, n_past, reference);
+            /* positions as §5.4 says, with the rotation still pending */
+            d6_check_cells(&r, i, i, G);
+            if (!reference) assert_int_equal(cs_kv_update(r.c), CS_OK);
+            n_past = cs_kv_seq_pos_max(r.c, 0) + 1;
+            assert_int_equal(n_past, i / G);
+        }
+        const int32_t nb = n_all - i < W ? n_all - i : W;
+        for (int32_t k = 0; k < nb; k++) r.pos_of[i + k] = r.rot_of[i + k] = n_past + k;
+        assert_int_equal(decode_run(r.c, g_tiny, toks + i, nb, n_past, 0, W, NULL, out_last), 0);
+        n_past += nb;
+        i_last = i;
+        if (i + W >= n_all) break;
+    }
+    /* grouped prefix, ungrouped final chunk, nothing pending */
+    d6_check_cells(&r, i_last, n_all, G);
+    assert_int_equal(stats(r.c).n_pending_shift, 0);
+    decode_one(r.c, g_tiny, toks[0], n_past, 0, out_next);
+    int32_t n = 0;
+    *view_out = view_get(r.c, &n);
+    cs_context_free(r.c);
+}
+
+static void test_kv_e2e_d6_self_extend(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token toks[D6_MAX_TOK];
+    gen_tokens(40, g_tiny, toks, D6_MAX_TOK);
+    float *l_se = logits_buf(g_tiny, 1), *n_se = logits_buf(g_tiny, 1);
+    float *l_ref = logits_buf(g_tiny, 1), *n_ref = logits_buf(g_tiny, 1);
+    static const int32_t groups[] = {2, 4};
+    static const int32_t widths[] = {8, 16, 32};
+    for (size_t gi = 0; gi < 2; gi++) {
+        for (size_t wi = 0; wi < 3; wi++) {
+            const int32_t G = groups[gi], W = widths[wi];
+            const int32_t n_all = 3 * W + W / 2; /* three full chunks and a half */
+            assert_true(n_all <= D6_MAX_TOK);
+            cs_kv_cell *v_se = NULL, *v_ref = NULL;
+            d6_fill(toks, n_all, W, G, false, l_se, n_se, &v_se);
+            d6_fill(toks, n_all, W, G, true, l_ref, n_ref, &v_ref);
+            assert_true(views_equal(v_se, v_ref, n_all + 8));
+            assert_memory_equal(l_se, l_ref, (size_t)nv * sizeof(float));
+            assert_memory_equal(n_se, n_ref, (size_t)nv * sizeof(float));
+            free(v_se);
+            free(v_ref);
+        }
+    }
+    free(l_se);
+    free(n_se);
+    free(l_ref);
+    free(n_ref);
+}
+
+/* ------------------------------------------------ D7 lazy vs explicit */
+
+enum { D7_N = 32 };
+
+/* mode 0: lazy (the decode applies the shift); 1: one explicit update
+ * before the decode; 2: an explicit update after every operation. */
+static void d7_run(const cs_token *toks, int mode, float *out) {
+    cs_context *c = ctx_new(g_tiny, 64, 64, 1);
+    assert_int_equal(decode_run(c, g_tiny, toks, D7_N, 0, 0, D7_N, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_rm(c, 0, 4, 10), CS_OK);
+    if (mode == 2) assert_int_equal(cs_kv_update(c), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, 10, -1, -6), CS_OK);
+    if (mode == 2) assert_int_equal(cs_kv_update(c), CS_OK);
+    assert_int_equal(cs_kv_seq_div(c, 0, 8, 26, 2), CS_OK);
+    if (mode == 2) assert_int_equal(cs_kv_update(c), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, 7), CS_OK);
+    if (mode >= 1) {
+        assert_int_equal(cs_kv_update(c), CS_OK);
+        assert_int_equal(stats(c).n_pending_shift, 0);
+    } else {
+        assert_true(stats(c).n_pending_shift > 0);
+    }
+    /* positions change eagerly: after rm {0..3, 10..31}; add -6: {0..3,
+     * 4..25}; div of [8, 26): {0..3, 4..7, 4..12}; add +7: {7..10, 11..14,
+     * 11..19} */
+    assert_int_equal(cs_kv_seq_pos_min(c, 0), 7);
+    assert_int_equal(cs_kv_seq_pos_max(c, 0), 12 + 7);
+    decode_one(c, g_tiny, toks[2], cs_kv_seq_pos_max(c, 0) + 1, 0, out);
+    assert_int_equal(stats(c).n_pending_shift, 0);
+    int32_t n = 0;
+    cs_kv_cell *v = view_get(c, &n);
+    for (int32_t i = 0; i < n; i++) assert_int_equal(v[i].delta, 0);
+    free(v);
+    cs_context_free(c);
+}
+
+static void test_kv_e2e_d7_lazy_vs_explicit_update(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token toks[D7_N];
+    gen_tokens(50, g_tiny, toks, D7_N);
+    float *lazy = logits_buf(g_tiny, 1), *expl = logits_buf(g_tiny, 1),
+          *each = logits_buf(g_tiny, 1);
+    d7_run(toks, 0, lazy);
+    d7_run(toks, 1, expl);
+    d7_run(toks, 2, each);
+    assert_memory_equal(lazy, expl, (size_t)nv * sizeof(float));
+    assert_rel_le(each, lazy, nv, TOL_FOLDED_SHIFT, "D7 update after every operation");
+    free(lazy);
+    free(expl);
+    free(each);
+}
+
+/* ------------------------------------------------- D9 failure atomicity */
+
+typedef struct kv_snapshot {
+    cs_kv_cell *cells;
+    int32_t n;
+    cs_kv_info info;
+    cs_pos pos_max[2], pos_min[2];
+    int32_t token_count;
+} kv_snapshot;
+
+static kv_snapshot snap(const cs_context *c) {
+    kv_snapshot s;
+    s.cells = view_get(c, &s.n);
+    s.info = stats(c);
+    for (cs_seq q = 0; q < 2; q++) {
+        s.pos_max[q] = cs_kv_seq_pos_max(c, q);
+        s.pos_min[q] = cs_kv_seq_pos_min(c, q);
+    }
+    s.token_count = cs_kv_token_count(c);
+    return s;
+}
+
+/* Field by field: the struct has padding bytes. */
+static bool infos_equal(const cs_kv_info *a, const cs_kv_info *b) {
+    return a->size == b->size && a->used == b->used && a->cell_max == b->cell_max &&
+           a->n_window == b->n_window && a->holes == b->holes &&
+           a->n_pending_shift == b->n_pending_shift && a->fragmentation == b->fragmentation &&
+           a->defrag_pending == b->defrag_pending && a->n_shift_passes == b->n_shift_passes &&
+           a->n_cells_shifted == b->n_cells_shifted && a->n_defrag_passes == b->n_defrag_passes &&
+           a->n_cells_moved == b->n_cells_moved && a->n_blocks_moved == b->n_blocks_moved &&
+           a->n_bytes_moved == b->n_bytes_moved && a->n_bytes_shifted == b->n_bytes_shifted;
+}
+
+static void assert_unchanged(const cs_context *c, const kv_snapshot *s, const char *what) {
+    kv_snapshot t = snap(c);
+    const bool same = t.n == s->n && views_equal(t.cells, s->cells, s->n) &&
+                      infos_equal(&t.info, &s->info) &&
+                      memcmp(t.pos_max, s->pos_max, sizeof t.pos_max) == 0 &&
+                      memcmp(t.pos_min, s->pos_min, sizeof t.pos_min) == 0 &&
+                      t.token_count == s->token_count;
+    free(t.cells);
+    if (!same) {
+        print_error("%s changed the cache\n", what);
+        fail();
+    }
+}
+
+/* A fresh sentinel message, so that a check of cs_last_error() sees the
+ * message of the call under test, not an older one. */
+static void error_sentinel(void) {
+    assert_int_equal(cs_set_n_threads(NULL, 0), CS_ERR_INVALID_ARG);
+}
+
+static void assert_fresh_error(const char *needle) {
+    const char *msg = cs_last_error();
+    assert_true(strlen(msg) > 0);
+    assert_null(strstr(msg, "cs_set_n_threads"));
+    if (needle && !strstr(msg, needle)) {
+        print_error("message '%s' does not mention '%s'\n", msg, needle);
+        fail();
+    }
+}
+
+static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
+    (void)state;
+    cs_token toks[30];
+    gen_tokens(60, g_tiny, toks, 30);
+    cs_context *c = ctx_new(g_tiny, 32, 8, 2);
+    assert_int_equal(decode_run(c, g_tiny, toks, 30, 0, 0, 8, NULL, NULL), 0);
+    /* pending deltas and a scheduled defrag must survive a failed decode */
+    assert_int_equal(cs_kv_seq_rm(c, 0, 3, 5), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, 10, 20, 40), CS_OK);
+    cs_kv_defrag(c);
+    kv_snapshot s = snap(c);
+    assert_true(s.info.n_pending_shift > 0);
+    assert_true(s.info.defrag_pending);
+
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(8, 2, &b), CS_OK);
+    const cs_seq s0 = 0, s1 = 1, bad_seq = 2, neg_seq = -1;
+
+    /* 5 tokens, 4 free cells: no room */
+    for (int32_t i = 0; i < 5; i++) assert_int_equal(cs_batch_add(b, 5, 60 + i, &s1, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), CS_NO_KV_SLOT);
+    assert_unchanged(c, &s, "a decode without room");
+
+    struct {
+        cs_token tok;
+        cs_pos pos;
+        const cs_seq *seq;
+        int32_t n_seq;
+        const char *needle;
+    } bad[] = {
+        {cs_model_n_vocab(g_tiny), 50, &s0, 1, "token"}, /* token outside the vocabulary */
+        {-1, 50, &s0, 1, "token"},
+        {5, 50, &bad_seq, 1, "sequence"},  /* seq >= n_seq_max */
+        {5, 50, &neg_seq, 1, "sequence"},  /* seq < 0 */
+        {5, -3, &s0, 1, "position"},       /* negative position */
+        {5, 50, NULL, 0, "sequence"},      /* no sequence at all */
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        cs_batch_clear(b);
+        /* a valid first row, so the bad row is not the only one */
+        assert_int_equal(cs_batch_add(b, 7, 49, &s0, 1, false), CS_OK);
+        assert_int_equal(cs_batch_add(b, bad[k].tok, bad[k].pos, bad[k].seq, bad[k].n_seq, true),
+                         CS_OK);
+        error_sentinel();
+        const int32_t rc = cs_decode(c, b);
+        assert_true(rc < 0);
+        assert_fresh_error(bad[k].needle);
+        assert_unchanged(c, &s, "a bad batch");
+        assert_null(cs_get_logits_ith(c, 0));
+    }
+    /* an empty batch and a batch above n_batch */
+    cs_batch_clear(b);
+    error_sentinel();
+    assert_true(cs_decode(c, b) < 0);
+    assert_fresh_error("empty");
+    assert_unchanged(c, &s, "an empty batch");
+    cs_batch *big = NULL;
+    assert_int_equal(cs_batch_new(9, 1, &big), CS_OK);
+    for (int32_t i = 0; i < 9; i++) assert_int_equal(cs_batch_add(big, 5, 60 + i, &s1, 1, false), CS_OK);
+    error_sentinel();
+    assert_true(cs_decode(c, big) < 0);
+    assert_fresh_error("n_batch");
+    assert_unchanged(c, &s, "a batch above n_batch");
+    error_sentinel();
+    assert_true(cs_decode(NULL, big) < 0);
+    assert_fresh_error(NULL);
+
+    /* and afterwards the cache still works: the pending shift and defrag
+     * run at the next good decode */
+    cs_batch_clear(b);
+    assert_int_equal(cs_batch_add(b, 5, cs_kv_seq_pos_max(c, 0) + 1, &s0, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    const cs_kv_info after = stats(c);
+    assert_int_equal(after.n_pending_shift, 0);
+    assert_false(after.defrag_pending);
+    assert_int_equal(after.used, s.info.used + 1);
+    free(s.cells);
+    cs_batch_free(b);
+    cs_batch_free(big);
+    cs_context_free(c);
+}
+
+static void test_kv_e2e_d9_bad_kv_arguments(void **state) {
+    (void)state;
+    cs_token toks[12];
+    gen_tokens(61, g_tiny, toks, 12);
+    cs_context *c = ctx_new(g_tiny, 32, 16, 2);
+    assert_int_equal(decode_run(c, g_tiny, toks, 12, 0, 0, 12, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_cp(c, 0, 1, 0, 6), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, 8, -1, 3), CS_OK); /* a pending delta */
+    kv_snapshot s = snap(c);
+
+#define EXPECT_BAD(call, status, needle)                                                           \
+    do {                                                                                           \
+        error_sentinel();                                                                          \
+        assert_int_equal((call), (status));                                                        \
+        assert_fresh_error(needle);                                                                \
+        assert_unchanged(c, &s, #call);                                                            \
+    } while (0)
+
+    EXPECT_BAD(cs_kv_seq_rm(c, 2, -1, -1), CS_ERR_INVALID_ARG, "2");
+    EXPECT_BAD(cs_kv_seq_rm(c, 64, 0, 5), CS_ERR_INVALID_ARG, "64");
+    EXPECT_BAD(cs_kv_seq_cp(c, 0, 2, -1, -1), CS_ERR_INVALID_ARG, "2");
+    EXPECT_BAD(cs_kv_seq_cp(c, 5, 1, -1, -1), CS_ERR_INVALID_ARG, "5");
+    EXPECT_BAD(cs_kv_seq_cp(c, -1, 1, -1, -1), CS_ERR_INVALID_ARG, "-1");
+    EXPECT_BAD(cs_kv_seq_cp(c, 0, -1, -1, -1), CS_ERR_INVALID_ARG, "-1");
+    EXPECT_BAD(cs_kv_seq_keep(c, 2), CS_ERR_INVALID_ARG, "2");
+    EXPECT_BAD(cs_kv_seq_keep(c, -1), CS_ERR_INVALID_ARG, "-1");
+    EXPECT_BAD(cs_kv_seq_add(c, -1, -1, -1, 5), CS_ERR_INVALID_ARG, "-1");
+    EXPECT_BAD(cs_kv_seq_add(c, 2, -1, -1, 5), CS_ERR_INVALID_ARG, "2");
+    EXPECT_BAD(cs_kv_seq_div(c, -1, -1, -1, 2), CS_ERR_INVALID_ARG, "-1");
+    EXPECT_BAD(cs_kv_seq_div(c, 2, -1, -1, 2), CS_ERR_INVALID_ARG, "2");
+    EXPECT_BAD(cs_kv_seq_div(c, 0, -1, -1, 0), CS_ERR_INVALID_ARG, "0");
+    EXPECT_BAD(cs_kv_seq_div(c, 0, -1, -1, -3), CS_ERR_INVALID_ARG, "-3");
+    EXPECT_BAD(cs_kv_stats(c, NULL), CS_ERR_INVALID_ARG, NULL);
+    /* NULL context */
+    EXPECT_BAD(cs_kv_seq_rm(NULL, 0, -1, -1), CS_ERR_INVALID_ARG, NULL);
+    EXPECT_BAD(cs_kv_seq_cp(NULL, 0, 1, -1, -1), CS_ERR_INVALID_ARG, NULL);
+    EXPECT_BAD(cs_kv_seq_keep(NULL, 0), CS_ERR_INVALID_ARG, NULL);
+    EXPECT_BAD(cs_kv_seq_add(NULL, 0, -1, -1, 1), CS_ERR_INVALID_ARG, NULL);
+    EXPECT_BAD(cs_kv_seq_div(NULL, 0, -1, -1, 2), CS_ERR_INVALID_ARG, NULL);
+    EXPECT_BAD(cs_kv_update(NULL), CS_ERR_INVALID_ARG, NULL);
+    cs_kv_info info;
+    EXPECT_BAD(cs_kv_stats(NULL, &info), CS_ERR_INVALID_ARG, NULL);
+#undef EXPECT_BAD
+
+    /* the documented no-ops and -1 answers */
+    cs_kv_clear(NULL);
+    cs_kv_defrag(NULL);
+    assert_int_equal(cs_kv_seq_pos_max(NULL, 0), -1);
+    assert_int_equal(cs_kv_seq_pos_min(NULL, 0), -1);
+    assert_int_equal(cs_kv_seq_pos_max(c, 2), -1);
+    assert_int_equal(cs_kv_seq_pos_min(c, -1), -1);
+    assert_int_equal(cs_kv_used_cells(NULL), 0);
+    assert_false(cs_kv_can_shift(NULL));
+    assert_int_equal(cs_kv_view(NULL, NULL, 0), 0);
+    /* and the valid no-ops change nothing either */
+    assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, 0), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, 5, 5, 9), CS_OK);
+    assert_int_equal(cs_kv_seq_div(c, 0, -1, -1, 1), CS_OK);
+    assert_int_equal(cs_kv_seq_rm(c, 0, 7, 3), CS_OK);
+    assert_int_equal(cs_kv_seq_cp(c, 1, 1, -1, -1), CS_OK);
+    assert_unchanged(c, &s, "a no-op");
+    free(s.cells);
+    cs_context_free(c);
+}
+
+/* -------------------------------------- B11 contiguous-mode forced defrag */
+
+static void test_kv_e2e_b11_contiguous_forced_defrag(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    enum { PER_SEQ = 12, NEXT = 10 };
+    cs_token t0[PER_SEQ + NEXT], t1[PER_SEQ];
+    gen_tokens(70, g_tiny, t0, PER_SEQ + NEXT);
+    gen_tokens(71, g_tiny, t1, PER_SEQ);
+    ctx_opts o = opts(32, 16, 2);
+    o.contiguous = true;
+    cs_context *c = ctx_new_o(g_tiny, &o);
+    /* interleave: seq 0 and seq 1 alternate in cells [0, 24) */
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(16, 1, &b), CS_OK);
+    for (int32_t p = 0; p < PER_SEQ; p++) {
+        cs_batch_clear(b);
+        const cs_seq s0 = 0, s1 = 1;
+        assert_int_equal(cs_batch_add(b, t0[p], p, &s0, 1, false), CS_OK);
+        assert_int_equal(cs_batch_add(b, t1[p], p, &s1, 1, false), CS_OK);
+        assert_int_equal(cs_decode(c, b), 0);
+    }
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    /* 20 free cells, but the longest free run is the 8 at the end (and the
+     * freed cells are single holes between seq 0's cells) */
+    const cs_kv_info st0 = stats(c);
+    assert_int_equal(st0.used, PER_SEQ);
+    assert_true(st0.holes >= PER_SEQ - 1);
+    assert_true(st0.size - st0.cell_max < NEXT);
+
+    float *got = logits_buf(g_tiny, 1), *want = logits_buf(g_tiny, 1);
+    assert_int_equal(decode_run(c, g_tiny, t0 + PER_SEQ, NEXT, PER_SEQ, 0, NEXT, NULL, got), 0);
+    const cs_kv_info st1 = stats(c);
+    assert_true(st1.n_defrag_passes > st0.n_defrag_passes);
+    assert_int_equal(st1.used, PER_SEQ + NEXT);
+    assert_int_equal(st1.cell_max, st1.used);
+
+    /* the same tokens in a cache that never had seq 1 */
+    cs_context *r = ctx_new(g_tiny, 32, 16, 1);
+    for (int32_t p = 0; p < PER_SEQ; p++)
+        assert_int_equal(decode_run(r, g_tiny, t0 + p, 1, p, 0, 1, NULL, NULL), 0);
+    assert_int_equal(decode_run(r, g_tiny, t0 + PER_SEQ, NEXT, PER_SEQ, 0, NEXT, NULL, want), 0);
+    assert_rel_le(got, want, nv, TOL_SUM_ORDER, "B11 after forced defrag");
+    cs_context_free(r);
+    cs_batch_free(b);
+    cs_context_free(c);
+    free(got);
+    free(want);
+}
+
+/* ------------------------------------------------ B9 automatic threshold */
+
+/* Two interleaved sequences, seq 1 removed, then one decode for seq 0.
+ * Returns the context (after that decode). */
+static cs_context *b9_fragment(float thold, int32_t min_cells) {
+    ctx_opts o = opts(64, 40, 2);
+    o.defrag_thold = thold;
+    o.defrag_min_cells = min_cells;
+    cs_context *c = ctx_new_o(g_tiny, &o);
+    cs_token t[40];
+    gen_tokens(80, g_tiny, t, 40);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(40, 1, &b), CS_OK);
+    for (int32_t p = 0; p < 20; p++) {
+        const cs_seq s0 = 0, s1 = 1;
+        assert_int_equal(cs_batch_add(b, t[2 * p], p, &s0, 1, false), CS_OK);
+        assert_int_equal(cs_batch_add(b, t[2 * p + 1], p, &s1, 1, false), CS_OK);
+    }
+    assert_int_equal(cs_decode(c, b), 0);
+    assert_false(stats(c).defrag_pending); /* no holes yet */
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    assert_int_equal(decode_run(c, g_tiny, t, 1, 20, 0, 1, NULL, NULL), 0);
+    cs_batch_free(b);
+    return c;
+}
+
+static void test_kv_e2e_b9_defrag_threshold(void **state) {
+    (void)state;
+    /* thold 0.1, no size floor: ~half the window is holes -> scheduled */
+    cs_context *c = b9_fragment(0.1f, 0);
+    cs_kv_info st = stats(c);
+    assert_true(st.fragmentation > 0.1f);
+    assert_true(st.defrag_pending);
+    assert_int_equal(st.n_defrag_passes, 0);
+    /* the next decode runs it first */
+    assert_int_equal(decode_run(c, g_tiny, (const cs_token[]){9}, 1, 21, 0, 1, NULL, NULL), 0);
+    st = stats(c);
+    assert_true(st.n_defrag_passes > 0);
+    assert_false(st.defrag_pending);
+    assert_int_equal(st.cell_max, st.used);
+    cs_context_free(c);
+
+    /* thold <= 0: never; a window below defrag_min_cells: never */
+    static const float off[] = {0.0f, -1.0f};
+    for (size_t k = 0; k < 2; k++) {
+        c = b9_fragment(off[k], 0);
+        assert_true(stats(c).fragmentation > 0.1f);
+        assert_false(stats(c).defrag_pending);
+        assert_int_equal(decode_run(c, g_tiny, (const cs_token[]){9}, 1, 21, 0, 1, NULL, NULL), 0);
+        assert_int_equal(stats(c).n_defrag_passes, 0);
+        cs_context_free(c);
+    }
+    c = b9_fragment(0.1f, 256);
+    assert_false(stats(c).defrag_pending);
+    cs_context_free(c);
+}
+
+/* ------------------------------------------------------- Q8_0 K/V cache */
+
+enum { Q8_N = 24 };
+
+static void q8_run(int32_t type_k, int32_t type_v, cs_pos delta, float *out) {
+    const cs_model *m = g_hd32;
+    cs_token toks[Q8_N];
+    gen_tokens(90, m, toks, Q8_N);
+    ctx_opts o = opts(64, 32, 1);
+    o.type_k = type_k;
+    o.type_v = type_v;
+    cs_context *c = ctx_new_o(m, &o);
+    assert_int_equal(decode_run(c, m, toks, Q8_N, 0, 0, Q8_N, NULL, NULL), 0);
+    if (delta != 0) {
+        assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, delta), CS_OK);
+        assert_int_equal(cs_kv_update(c), CS_OK);
+        const cs_kv_info st = stats(c);
+        assert_int_equal(st.n_cells_shifted, Q8_N);
+        assert_true(st.n_bytes_shifted > 0);
+    }
+    decode_one(c, m, toks[3], Q8_N + delta, 0, out);
+    cs_context_free(c);
+}
+
+static void test_kv_e2e_q8_0_cache(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_hd32);
+    float *f32 = logits_buf(g_hd32, 1), *q8 = logits_buf(g_hd32, 1),
+          *q8_shift = logits_buf(g_hd32, 1), *f32_shift = logits_buf(g_hd32, 1);
+    q8_run(CS_TYPE_F32, CS_TYPE_F32, 0, f32);
+    q8_run(CS_TYPE_Q8_0, CS_TYPE_Q8_0, 0, q8);
+    print_message("q8_0 cache vs f32 cache: relative %.3e\n", rel_diff(q8, f32, nv));
+    assert_rel_le(q8, f32, nv, TOL_Q8_CACHE, "Q8_0 cache vs F32 cache");
+    for (int32_t i = 0; i < nv; i++) assert_true(isfinite(q8[i]));
+
+    /* the K-shift of a Q8_0 cache: translation invariance up to one
+     * requantization; the F32 run of the same shift is the tight control */
+    q8_run(CS_TYPE_F32, CS_TYPE_F32, 45, f32_shift);
+    assert_rel_le(f32_shift, f32, nv, TOL_TRANSLATION, "F32 shift on the head_dim-32 model");
+    q8_run(CS_TYPE_Q8_0, CS_TYPE_Q8_0, 45, q8_shift);
+    print_message("q8_0 shifted vs q8_0 unshifted: relative %.3e\n", rel_diff(q8_shift, q8, nv));
+    assert_rel_le(q8_shift, q8, nv, TOL_Q8_SHIFT, "Q8_0 shift vs Q8_0 unshifted");
+    /* mixed: Q8_0 K with an F16 V */
+    q8_run(CS_TYPE_Q8_0, CS_TYPE_F16, 45, q8_shift);
+    assert_rel_le(q8_shift, f32, nv, TOL_Q8_CACHE, "Q8_0 K + F16 V, shifted");
+
+    /* head_dim 16 cannot hold Q8_0 blocks: refused at creation, named */
+    cs_context_params p = cs_context_default_params();
+    p.n_ctx = 32;
+    p.type_k = CS_TYPE_Q8_0;
+    cs_context *c = NULL;
+    error_sentinel();
+    assert_int_equal(cs_context_new(g_tiny, &p, &c), CS_ERR_UNSUPPORTED);
+    assert_null(c);
+    assert_fresh_error("32");
+    free(f32);
+    free(q8);
+    free(q8_shift);
+    free(f32_shift);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kv_e2e_d1_translation_invariance),
+        cmocka_unit_test(test_kv_e2e_d1_two_sequences_independent),
+        cmocka_unit_test(test_kv_e2e_d2_context_shift),
+        cmocka_unit_test(test_kv_e2e_d3_defrag_invariance),
+        cmocka_unit_test(test_kv_e2e_d4_shared_prefix),
+        cmocka_unit_test(test_kv_e2e_d5_rollback),
+        cmocka_unit_test(test_kv_e2e_d6_self_extend),
+        cmocka_unit_test(test_kv_e2e_d7_lazy_vs_explicit_update),
+        cmocka_unit_test(test_kv_e2e_d9_failed_decode_atomic),
+        cmocka_unit_test(test_kv_e2e_d9_bad_kv_arguments),
+        cmocka_unit_test(test_kv_e2e_b11_contiguous_forced_defrag),
+        cmocka_unit_test(test_kv_e2e_b9_defrag_threshold),
+        cmocka_unit_test(test_kv_e2e_q8_0_cache),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
