@@ -346,12 +346,31 @@ cs_status cs_kv_seq_keep(cs_context *c, cs_seq seq) {
     return CS_OK;
 }
 
+/* Spec §2.1 [R] / A14: moving a cell shared with other sequences moves it
+ * for all of them. Legal (llama.cpp does the same) but rarely intended, so
+ * say it in the log. O(size), like the operation itself. */
+static void warn_shared(const cs_context *c, const char *op, cs_seq seq, cs_pos p0, cs_pos p1) {
+    if (p0 < 0) p0 = 0;
+    if (p1 < 0) p1 = INT32_MAX;
+    const uint64_t bit = (uint64_t)1 << seq;
+    int32_t n = 0;
+    for (int32_t i = 0; i < c->cells.size; i++)
+        if ((c->cells.seq[i] & bit) && (c->cells.seq[i] & ~bit) && c->cells.pos[i] >= p0 &&
+            c->cells.pos[i] < p1)
+            n++;
+    if (n > 0)
+        CS_LOG_WRN("%s: sequence %d: %d cells in [%d, %d) are shared with other sequences and "
+                   "move for them too",
+                   op, seq, n, p0, p1);
+}
+
 cs_status cs_kv_seq_add(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta) {
     if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_add: context is NULL");
     cs_status st = check_seq(c, "kv_seq_add", "sequence id", seq, false);
     if (st != CS_OK) return st;
     if (!c->can_shift)
         return cs_fail(CS_ERR_UNSUPPORTED, "kv_seq_add: this model's cache cannot be shifted");
+    if (delta != 0) warn_shared(c, "kv_seq_add", seq, p0, p1);
     kv_cells_seq_add(&c->cells, seq, p0, p1, delta);
     return CS_OK;
 }
@@ -363,6 +382,7 @@ cs_status cs_kv_seq_div(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t
     if (d < 1) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_div: divisor %d must be >= 1", d);
     if (!c->can_shift)
         return cs_fail(CS_ERR_UNSUPPORTED, "kv_seq_div: this model's cache cannot be shifted");
+    if (d != 1) warn_shared(c, "kv_seq_div", seq, p0, p1);
     kv_cells_seq_div(&c->cells, seq, p0, p1, d);
     return CS_OK;
 }

@@ -261,6 +261,35 @@ static void test_context_shared_prefix_token(void **s) {
     cs_context_free(c);
 }
 
+static void count_warn(int32_t level, const char *msg, void *user) {
+    if (level == CS_LOG_WARN && strstr(msg, "shared")) ++*(int *)user;
+}
+
+/* A14: seq_add/seq_div on cells shared with another sequence move them for
+ * both; the library says so in the log (and still does it). */
+static void test_context_A14_shared_cell_warning(void **s) {
+    (void)s;
+    cs_context *c = new_ctx(64, 32, 2, 1, CS_TYPE_F32);
+    cs_batch *b;
+    assert_int_equal(cs_batch_new(32, 1, &b), CS_OK);
+    assert_int_equal(decode_prompt(c, b, 0, 0, 6), 0);
+    int warnings = 0;
+    cs_log_set(count_warn, &warnings, CS_LOG_WARN);
+    assert_int_equal(cs_kv_seq_add(c, 0, 0, -1, 3), CS_OK); /* nothing shared yet */
+    assert_int_equal(warnings, 0);
+    assert_int_equal(cs_kv_seq_cp(c, 0, 1, 3, 6), CS_OK); /* positions 3..5 now shared */
+    assert_int_equal(cs_kv_seq_add(c, 0, 6, -1, 2), CS_OK); /* 6..8 unshared: quiet */
+    assert_int_equal(warnings, 0);
+    assert_int_equal(cs_kv_seq_add(c, 0, 0, 6, 1), CS_OK); /* 3..5 shared */
+    assert_int_equal(warnings, 1);
+    assert_int_equal(cs_kv_seq_pos_max(c, 1), 6); /* moved for sequence 1 too */
+    assert_int_equal(cs_kv_seq_div(c, 1, -1, -1, 2), CS_OK);
+    assert_int_equal(warnings, 2);
+    cs_log_set(NULL, NULL, CS_LOG_WARN);
+    cs_batch_free(b);
+    cs_context_free(c);
+}
+
 static void test_context_rollback_redecode(void **s) {
     (void)s;
     int32_t nv = cs_model_n_vocab(g_model);
@@ -359,6 +388,7 @@ int main(void) {
         cmocka_unit_test(test_context_multi_seq_matches_single),
         cmocka_unit_test(test_context_shared_prefix_token),
         cmocka_unit_test(test_context_rollback_redecode),
+        cmocka_unit_test(test_context_A14_shared_cell_warning),
         cmocka_unit_test(test_context_bad_params),
         cmocka_unit_test(test_context_alloc_failures),
     };

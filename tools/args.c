@@ -145,8 +145,8 @@ int tool_parse_i32_list(const char *flag, const char *text, int32_t min, int32_t
 
 int tool_parse_cache_type(const char *flag, const char *text, int32_t *out) {
     const int32_t t = cs_type_from_name(text);
-    if (t != CS_TYPE_F32 && t != CS_TYPE_F16) {
-        tool_error("%s: '%s' is not a KV cache type (f32, f16)", flag, text);
+    if (t != CS_TYPE_F32 && t != CS_TYPE_F16 && t != CS_TYPE_Q8_0) {
+        tool_error("%s: '%s' is not a KV cache type (f32, f16, q8_0)", flag, text);
         return TOOL_EXIT_USAGE;
     }
     *out = t;

@@ -38,6 +38,7 @@ static void bench_usage(FILE *f) {
             "\n"
             "Measure prompt processing (ppN) and text generation (tgN) speed, like llama-bench.\n"
             "Lists are comma-separated (\"-t 1,2\"); every combination is measured.\n"
+            "'ctxshift bench kv --help': the KV cache operations (K-shift, defrag).\n"
             "\n"
             "  -m,   --model FILE         GGUF model (default: %s)\n"
             "  -p,   --n-prompt LIST      prompt tokens per pp test; 0 = none (default: 512)\n"
@@ -45,8 +46,8 @@ static void bench_usage(FILE *f) {
             "  -b,   --batch-size N       tokens per decode in pp tests (default: 2048)\n"
             "  -t,   --threads LIST       worker threads (default: number of cores)\n"
             "  -r,   --repetitions N      measured runs per test, after one warm-up (default: 5)\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32 or f16 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32 or f16 (default: f16)\n"
+            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
+            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
             "  -o,   --output FORMAT      md (a markdown table, default) or json\n"
             "        --json               same as -o json: a JSON array with llama-bench's fields\n"
             "  -v,   --verbose            print the library's info and debug log\n"
@@ -325,6 +326,7 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
 }
 
 int cmd_bench(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "kv") == 0) return cmd_bench_kv(argc - 1, argv + 1);
     bench_opts o;
     memset(&o, 0, sizeof(o));
     o.model_path = CS_DEFAULT_MODEL;

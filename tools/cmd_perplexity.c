@@ -44,8 +44,8 @@ static void ppl_usage(FILE *f) {
             "                             per decode as separate sequences (default: 2048)\n"
             "  -t,   --threads N          worker threads (default: number of cores)\n"
             "        --chunks N           score at most N chunks; -1 = all (default: -1)\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32 or f16 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32 or f16 (default: f16)\n"
+            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
+            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
             "  -v,   --verbose            print the library's info and debug log\n"
             "  -h,   --help               print this help\n",
             CS_DEFAULT_MODEL);

@@ -31,6 +31,7 @@ typedef struct run_opts {
     int32_t repeat_last_n; /* -1: the context size */
     int32_t type_k;
     int32_t type_v;
+    float defrag_thold;
     bool ignore_eos;
     bool verbose;
     bool help;
@@ -65,8 +66,10 @@ static void run_usage(FILE *f) {
             "        --repeat-last-n N    tokens the penalty looks back at; 0 = off, -1 = context "
             "size (default: 64)\n"
             "        --ignore-eos         never stop at end-of-generation tokens\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32 or f16 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32 or f16 (default: f16)\n"
+            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
+            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
+            "  -dt,  --defrag-thold X     defragment the KV cache when 1 - used/cell_max > X;\n"
+            "                             <= 0 = never (default: 0.1)\n"
             "  -v,   --verbose            print the library's info and debug log\n"
             "  -h,   --help               print this help\n",
             CS_DEFAULT_MODEL);
@@ -89,6 +92,7 @@ static void run_defaults(run_opts *o) {
     o->repeat_last_n = sp.repeat_last_n;
     o->type_k = CS_TYPE_F16;
     o->type_v = CS_TYPE_F16;
+    o->defrag_thold = 0.1f; /* llama.cpp's tools default since b141e5f6 */
 }
 
 static int run_parse(int argc, char **argv, run_opts *o) {
@@ -146,6 +150,9 @@ static int run_parse(int argc, char **argv, run_opts *o) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
         } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
+        } else if (tool_arg_is(a, "-dt", "--defrag-thold")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_f32(a, v, -1.0f, 1.0f, &o->defrag_thold);
         } else {
             rc = tool_arg_unknown("run", a);
         }
@@ -353,6 +360,7 @@ int cmd_run(int argc, char **argv) {
     cp.n_threads = o.n_threads > 0 ? o.n_threads : tool_default_threads();
     cp.type_k = o.type_k;
     cp.type_v = o.type_v;
+    cp.defrag_thold = o.defrag_thold;
     cs_status st = cs_context_new(model, &cp, &ctx);
     if (st != CS_OK) {
         rc = tool_fail_lib(st, "context");
