@@ -8,7 +8,8 @@
  * says otherwise, so tolerances only absorb float32 summation order.
  *
  * "Relative" below means max_i |a_i - b_i| / max_i |b_i| over one logits
- * row (b the reference): an L-infinity error scaled by the row's size. */
+ * row (b the reference): an L-infinity error scaled by the row's size.
+ * KV_E2E_VERBOSE=1 prints every measured difference. */
 #include "test.h"
 
 #include <math.h>
@@ -360,8 +361,7 @@ static void test_kv_e2e_d1_two_sequences_independent(void **state) {
 
 enum { D2_N = 32, D2_DISCARD = 12 };
 
-static void d2_shift_ctx(const cs_token *prompt, int32_t n_keep, bool explicit_update,
-                         float *out) {
+static void d2_shift_ctx(const cs_token *prompt, int32_t n_keep, bool explicit_update, float *out) {
     cs_context *c = ctx_new(g_tiny, 64, 64, 1);
     assert_int_equal(decode_run(c, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
     assert_int_equal(cs_kv_seq_rm(c, 0, n_keep, n_keep + D2_DISCARD), CS_OK);
@@ -395,9 +395,8 @@ static void d2_masked_reference(const cs_token *prompt, int32_t n_keep, float *o
     const cs_seq only1[] = {1}, tail[] = {1, 0}, only0[] = {0};
     for (int32_t i = 0; i < D2_N; i++) {
         const bool is_tail = i >= n_keep + D2_DISCARD;
-        assert_int_equal(cs_batch_add(b, prompt[i], i, is_tail ? tail : only1, is_tail ? 2 : 1,
-                                      false),
-                         CS_OK);
+        assert_int_equal(
+            cs_batch_add(b, prompt[i], i, is_tail ? tail : only1, is_tail ? 2 : 1, false), CS_OK);
     }
     for (int32_t i = 0; i < n_keep; i++)
         assert_int_equal(cs_batch_add(b, prompt[i], D2_DISCARD + i, only0, 1, false), CS_OK);
@@ -517,9 +516,9 @@ static void test_kv_e2e_d3_defrag_invariance(void **state) {
     /* every moved cell carries one F32 K row and one F32 V row per layer */
     const uint64_t row_bytes = (uint64_t)cs_model_n_head_kv(g_tiny) *
                                (uint64_t)(cs_model_n_embd(g_tiny) / cs_model_n_head(g_tiny)) * 4;
-    assert_int_equal(st1.n_bytes_moved - st0.n_bytes_moved,
-                     (uint64_t)holes_below_used * 2 * row_bytes *
-                         (uint64_t)cs_model_n_layer(g_tiny));
+    assert_int_equal(st1.n_bytes_moved - st0.n_bytes_moved, (uint64_t)holes_below_used * 2 *
+                                                                row_bytes *
+                                                                (uint64_t)cs_model_n_layer(g_tiny));
 
     /* the cells were permuted, not changed: same (pos, seq) multiset */
     cs_kv_cell *after = view_get(s2_ctx, &n);
@@ -563,8 +562,7 @@ static void test_kv_e2e_d4_shared_prefix(void **state) {
     /* independent single-sequence greedy runs */
     for (int32_t s = 0; s < D4_SEQ; s++) {
         cs_context *c = ctx_new(g_tiny, 64, 32, 1);
-        assert_int_equal(decode_run(c, g_tiny, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL),
-                         0);
+        assert_int_equal(decode_run(c, g_tiny, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL), 0);
         cs_token t = first[s];
         for (int32_t k = 0; k < D4_STEPS; k++) {
             float *row = ref + (size_t)(s * D4_STEPS + k) * (size_t)nv;
@@ -596,7 +594,8 @@ static void test_kv_e2e_d4_shared_prefix(void **state) {
             assert_rel_le(got, want, nv, TOL_SUM_ORDER, "D4 parallel vs single");
             /* the same greedy choice, unless the reference has a near-tie */
             if (argmax(got, nv) != argmax(want, nv))
-                assert_true(top2_gap(want, nv) <= 2 * TOL_SUM_ORDER * fabs((double)want[argmax(want, nv)]));
+                assert_true(top2_gap(want, nv) <=
+                            2 * TOL_SUM_ORDER * fabs((double)want[argmax(want, nv)]));
         }
     }
     assert_int_equal(cs_kv_used_cells(c), D4_PROMPT + D4_SEQ * D4_STEPS);
@@ -664,13 +663,11 @@ typedef struct d6_run {
 
 /* Compress the previous chunk [i - W, i); reference mode moves its cells
  * one by one by their net delta. */
-static void d6_compress(d6_run *r, int32_t i, int32_t W, int32_t G, cs_pos n_past,
-                        bool reference) {
+static void d6_compress(d6_run *r, int32_t i, int32_t W, int32_t G, cs_pos n_past, bool reference) {
     const int32_t ib = i / W - 1, bd = (W / G) * (G - 1);
     if (!reference) {
         assert_int_equal(cs_kv_seq_add(r->c, 0, n_past - W, n_past, ib * bd), CS_OK);
-        assert_int_equal(cs_kv_seq_div(r->c, 0, n_past - W + ib * bd, n_past + ib * bd, G),
-                         CS_OK);
+        assert_int_equal(cs_kv_seq_div(r->c, 0, n_past - W + ib * bd, n_past + ib * bd, G), CS_OK);
         return;
     }
     /* ascending decode positions: a cell moves to floor(j/G), strictly below
@@ -862,11 +859,10 @@ static bool infos_equal(const cs_kv_info *a, const cs_kv_info *b) {
 
 static void assert_unchanged(const cs_context *c, const kv_snapshot *s, const char *what) {
     kv_snapshot t = snap(c);
-    const bool same = t.n == s->n && views_equal(t.cells, s->cells, s->n) &&
-                      infos_equal(&t.info, &s->info) &&
-                      memcmp(t.pos_max, s->pos_max, sizeof t.pos_max) == 0 &&
-                      memcmp(t.pos_min, s->pos_min, sizeof t.pos_min) == 0 &&
-                      t.token_count == s->token_count;
+    const bool same =
+        t.n == s->n && views_equal(t.cells, s->cells, s->n) && infos_equal(&t.info, &s->info) &&
+        memcmp(t.pos_max, s->pos_max, sizeof t.pos_max) == 0 &&
+        memcmp(t.pos_min, s->pos_min, sizeof t.pos_min) == 0 && t.token_count == s->token_count;
     free(t.cells);
     if (!same) {
         print_error("%s changed the cache\n", what);
@@ -909,7 +905,8 @@ static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
     const cs_seq s0 = 0, s1 = 1, bad_seq = 2, neg_seq = -1;
 
     /* 5 tokens, 4 free cells: no room */
-    for (int32_t i = 0; i < 5; i++) assert_int_equal(cs_batch_add(b, 5, 60 + i, &s1, 1, true), CS_OK);
+    for (int32_t i = 0; i < 5; i++)
+        assert_int_equal(cs_batch_add(b, 5, 60 + i, &s1, 1, true), CS_OK);
     assert_int_equal(cs_decode(c, b), CS_NO_KV_SLOT);
     assert_unchanged(c, &s, "a decode without room");
 
@@ -922,10 +919,10 @@ static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
     } bad[] = {
         {cs_model_n_vocab(g_tiny), 50, &s0, 1, "token"}, /* token outside the vocabulary */
         {-1, 50, &s0, 1, "token"},
-        {5, 50, &bad_seq, 1, "sequence"},  /* seq >= n_seq_max */
-        {5, 50, &neg_seq, 1, "sequence"},  /* seq < 0 */
-        {5, -3, &s0, 1, "position"},       /* negative position */
-        {5, 50, NULL, 0, "sequence"},      /* no sequence at all */
+        {5, 50, &bad_seq, 1, "sequence"}, /* seq >= n_seq_max */
+        {5, 50, &neg_seq, 1, "sequence"}, /* seq < 0 */
+        {5, -3, &s0, 1, "position"},      /* negative position */
+        {5, 50, NULL, 0, "sequence"},     /* no sequence at all */
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         cs_batch_clear(b);
@@ -948,7 +945,8 @@ static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
     assert_unchanged(c, &s, "an empty batch");
     cs_batch *big = NULL;
     assert_int_equal(cs_batch_new(9, 1, &big), CS_OK);
-    for (int32_t i = 0; i < 9; i++) assert_int_equal(cs_batch_add(big, 5, 60 + i, &s1, 1, false), CS_OK);
+    for (int32_t i = 0; i < 9; i++)
+        assert_int_equal(cs_batch_add(big, 5, 60 + i, &s1, 1, false), CS_OK);
     error_sentinel();
     assert_true(cs_decode(c, big) < 0);
     assert_fresh_error("n_batch");

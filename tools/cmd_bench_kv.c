@@ -4,7 +4,8 @@
  * The cache (-c cells, one sequence) is filled once by decoding random
  * tokens in batches of 512 and saved with cs_state_save; every timed
  * repetition starts from cs_state_load of that image, so all repetitions
- * see the same cells. Timed:
+ * see the same cells. After one warm-up round the operations run
+ * round-robin, r rounds; each row reports mean ± sample sd. Timed:
  *  - memcpy of a buffer of the K+V size (the bandwidth yardstick);
  *  - K-shift: seq_add of the second half of the positions, then only
  *    cs_kv_update is timed; bytes = the n_bytes_shifted increase (K rows
@@ -98,7 +99,8 @@ static int kv_parse(int argc, char **argv, kv_opts *o) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 4 * KV_HOLE_BLOCK, 1 << 20, &o->n_ctx);
         } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 10000, &o->reps);
         } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
@@ -176,12 +178,12 @@ static int kv_default_model(int32_t wtype, char *path, size_t size) {
 /* ------------------------------------------------------------ samples */
 
 typedef struct kv_result {
-    const char *op;     /* machine name (JSON) */
-    char label[96];     /* table name */
-    double *ms;         /* reps samples */
-    double mean, sd;    /* ms */
-    uint64_t bytes;     /* read + written per run, 0: not a memory operation */
-    const char *check;  /* "OK", "MISMATCH" or NULL */
+    const char *op;    /* machine name (JSON) */
+    char label[96];    /* table name */
+    double *ms;        /* reps samples */
+    double mean, sd;   /* ms */
+    uint64_t bytes;    /* read + written per run, 0: not a memory operation */
+    const char *check; /* "OK", "MISMATCH" or NULL */
 } kv_result;
 
 static void kv_stats(kv_result *r, int32_t reps) {
@@ -237,8 +239,8 @@ static int kv_fill(kv_bench *b) {
         const int32_t nb = b->o->n_ctx - i < KV_FILL_BATCH ? b->o->n_ctx - i : KV_FILL_BATCH;
         cs_batch_clear(b->batch);
         for (int32_t k = 0; k < nb; k++) {
-            const cs_status st = cs_batch_add(b->batch, kv_rand_token(&rng, n_vocab), i + k, &s0,
-                                              1, k == nb - 1);
+            const cs_status st =
+                cs_batch_add(b->batch, kv_rand_token(&rng, n_vocab), i + k, &s0, 1, k == nb - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
         const int rc = kv_decode(b);
@@ -338,8 +340,8 @@ static int kv_run_op(kv_bench *b, int op, uint8_t *src, uint8_t *dst, kv_result 
         if (op == OP_DEFRAG) {
             *ms = t;
             r->bytes = 2 * (s1.n_bytes_moved - s0.n_bytes_moved);
-            const bool ok = (int64_t)(s1.n_cells_moved - s0.n_cells_moved) == holes &&
-                            s1.cell_max == s1.used;
+            const bool ok =
+                (int64_t)(s1.n_cells_moved - s0.n_cells_moved) == holes && s1.cell_max == s1.used;
             if (!ok || !r->check) r->check = ok ? "OK" : "MISMATCH";
             return 0;
         }
@@ -371,19 +373,21 @@ static int kv_measure(kv_bench *b, kv_result *res) {
     uint8_t *src = malloc((size_t)b->kv_bytes), *dst = malloc((size_t)b->kv_bytes);
     int rc = TOOL_EXIT_FAIL;
     if (!src || !dst) {
-        tool_error("out of memory for two buffers of %llu bytes",
-                   (unsigned long long)b->kv_bytes);
+        tool_error("out of memory for two buffers of %llu bytes", (unsigned long long)b->kv_bytes);
         goto done;
     }
     memset(src, 1, (size_t)b->kv_bytes); /* fault the pages in before timing */
     memset(dst, 2, (size_t)b->kv_bytes);
+    /* one warm-up round, then the operations round-robin, so that a
+     * disturbance (another process) spreads over all of them */
     for (int op = 0; op < OP_COUNT; op++) {
         double warm = 0;
         if ((rc = kv_run_op(b, op, src, dst, &res[op], &warm)) != 0) goto done;
-        for (int32_t i = 0; i < reps; i++)
-            if ((rc = kv_run_op(b, op, src, dst, &res[op], &res[op].ms[i])) != 0) goto done;
-        kv_stats(&res[op], reps);
     }
+    for (int32_t i = 0; i < reps; i++)
+        for (int op = 0; op < OP_COUNT; op++)
+            if ((rc = kv_run_op(b, op, src, dst, &res[op], &res[op].ms[i])) != 0) goto done;
+    for (int op = 0; op < OP_COUNT; op++) kv_stats(&res[op], reps);
     rc = 0;
 done:
     free(src);
@@ -525,7 +529,7 @@ int cmd_bench_kv(int argc, char **argv) {
     fprintf(stderr, "filled in %.1f s; state image %zu bytes\n", b.fill_ms * 1e-3, b.state_size);
 
     const int32_t n = o.n_ctx;
-    static const char *const ops[OP_COUNT] = {"memcpy", "kshift", "defrag",
+    static const char *const ops[OP_COUNT] = {"memcpy",      "kshift",       "defrag",
                                               "decode_full", "decode_holes", "decode_compact"};
     for (int op = 0; op < OP_COUNT; op++) {
         res[op].op = ops[op];
