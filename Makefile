@@ -27,7 +27,7 @@ asan: $(ASAN)/Makefile
 # The demo: a story from the bundled stories260K model.
 run: deps
 	@$(MAKE) --no-print-directory release
-	$(RELEASE)/ctxshift run -p "Once upon a time" -n 256 --temp 0.8 --seed 42
+	$(RELEASE)/ctxshift run -p "Once upon a time" -n 600 -c 256 --temp 0.8 --seed 42 --ignore-eos --kv-map
 
 test-release: deps
 	@$(MAKE) --no-print-directory release

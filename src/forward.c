@@ -10,8 +10,9 @@
  * dot(q, k) * 1/sqrt(head_dim) with -inf for masked cells, softmax with a
  * double sum; for an F16 cache q is rounded to f16 before the dot and the
  * probabilities are rounded to f16 before weighting V, as ggml's mul_mat
- * does with f16 operands. Masked cells contribute exactly 0, so holes and
- * other sequences never change results, only cost.
+ * does with f16 operands. Only the visible cells are visited, in position
+ * order, so holes, other sequences and the cell order never change a
+ * result, only the cost of scanning.
  *
  * Cost per layer: the matmuls (2*T*params) plus T*n_head*cell_max*head_dim*2
  * for attention. */
@@ -52,17 +53,55 @@ static inline float dot_f32_small(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+/* In-place heap sort of cell indices by (position, index). O(n log n), no
+ * allocation (it runs inside worker threads). */
+static bool cell_before(const kv_cells *c, int32_t a, int32_t b) {
+    return c->pos[a] < c->pos[b] || (c->pos[a] == c->pos[b] && a < b);
+}
+
+static void sift_down(const kv_cells *c, int32_t *v, int32_t root, int32_t n) {
+    for (;;) {
+        int32_t child = 2 * root + 1;
+        if (child >= n) return;
+        if (child + 1 < n && cell_before(c, v[child], v[child + 1])) child++;
+        if (!cell_before(c, v[root], v[child])) return;
+        int32_t tmp = v[root];
+        v[root] = v[child];
+        v[child] = tmp;
+        root = child;
+    }
+}
+
+static void sort_by_position(const kv_cells *c, int32_t *v, int32_t n) {
+    for (int32_t i = n / 2 - 1; i >= 0; i--) sift_down(c, v, i, n);
+    for (int32_t end = n - 1; end > 0; end--) {
+        int32_t tmp = v[0];
+        v[0] = v[end];
+        v[end] = tmp;
+        sift_down(c, v, 0, end);
+    }
+}
+
 /* Cells visible to batch row t (spec §1.5): holding the row's first
- * sequence at a position <= its own. Writes their indices to vis and
- * returns how many. O(n_cells). */
+ * sequence at a position <= its own. Writes their indices to vis, in
+ * position order, and returns how many. Attention then sums in position
+ * order, so where a token sits in the cache (hole reuse, defrag, other
+ * sequences' cells) never changes a result, not even in the last bit
+ * (spec §8 D3). O(n_cells), plus O(n log n) when placement left the cells
+ * out of position order. */
 static int32_t visible_cells(const cs_context *ctx, const cs_batch *b, int64_t t, int32_t n_cells,
                              int32_t *vis) {
     const kv_cells *cells = &ctx->cells;
     const uint64_t smask = (uint64_t)1 << ctx->seq0[t];
     const cs_pos pos = b->pos[t];
     int32_t n = 0;
+    bool sorted = true;
     for (int32_t c = 0; c < n_cells; c++)
-        if ((cells->seq[c] & smask) && cells->pos[c] <= pos) vis[n++] = c;
+        if ((cells->seq[c] & smask) && cells->pos[c] <= pos) {
+            if (n > 0 && cells->pos[c] < cells->pos[vis[n - 1]]) sorted = false;
+            vis[n++] = c;
+        }
+    if (!sorted) sort_by_position(cells, vis, n);
     return n;
 }
 

@@ -179,7 +179,7 @@ else
     fail "run -s 1234" "two runs with the same seed differ"
 fi
 
-run run -m "$MODEL" -p "$PROMPT" -c 32 --temp 0 --ignore-eos -t 1
+run run -m "$MODEL" -p "$PROMPT" -c 32 -n 64 --temp 0 --ignore-eos -t 1
 if [ "$RC" -eq 0 ] && [ "$(head -c ${#PROMPT} "$TMP/out")" = "$PROMPT" ] &&
     grep -qiE "context (full|shift)" "$TMP/err"; then
     ok "run -c 32 --ignore-eos stops (or shifts) at a full context"

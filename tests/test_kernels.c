@@ -65,8 +65,10 @@ static void fill(float *x, int64_t n, float scale) {
     for (int64_t i = 0; i < n; i++) x[i] = rng_f() * scale;
 }
 
-static const char *const k_simd_names[] = {"avx2", "avx512"};
-static const char *const k_all_names[] = {"ref", "avx2", "avx512"};
+/* avx512novnni: the AVX-512 table with the non-VNNI matmul micro-kernels
+ * (on a VNNI CPU, "avx512" takes the vpdpbusd ones) */
+static const char *const k_simd_names[] = {"avx2", "avx512", "avx512novnni"};
+static const char *const k_all_names[] = {"ref", "avx2", "avx512", "avx512novnni"};
 #define N_SIMD (sizeof k_simd_names / sizeof k_simd_names[0])
 #define N_ALL  (sizeof k_all_names / sizeof k_all_names[0])
 
@@ -815,6 +817,37 @@ static void test_kernels_matmul_threaded_conversion(void **state) {
     for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
 }
 
+/* The VNNI and non-VNNI AVX-512 micro-kernels produce the same int32 lane
+ * sums, so their results must be bit-identical, tile and column paths. */
+static void test_kernels_matmul_vnni_matches_fallback(void **state) {
+    (void)state;
+    const cs_kernels *kv = cs_kernels_by_name("avx512"), *kn = cs_kernels_by_name("avx512novnni");
+    if (!kv || !kn) {
+        skip();
+        return;
+    }
+    rng_seed(16);
+    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    const int64_t N = 37, K = 800, T = 9; /* 25 blocks: odd count */
+    float *wf = xmalloc((size_t)(N * K) * 4), *x = xmalloc((size_t)(T * K) * 4);
+    float *ya = xmalloc((size_t)(N * T) * 4), *yb = xmalloc((size_t)(N * T) * 4);
+    uint8_t *W = xmalloc((size_t)(N * K) * 2);
+    void *scratch = xmalloc(cs_matmul_scratch_size(CS_TYPE_Q8_0, K, T));
+    fill(wf, N * K, 1.0f);
+    fill(x, T * K, 3.0f);
+    for (size_t ty = 0; ty < 2; ty++) {
+        uint64_t rb = 0;
+        assert_true(cs_type_row_size(types[ty], K, &rb));
+        for (int64_t n = 0; n < N; n++) cs_quantize_row(types[ty], wf + n * K, W + n * rb, K);
+        for (int64_t t = 1; t <= T; t += T - 1) {
+            cs_matmul(kv, NULL, types[ty], W, N, K, x, t, ya, scratch);
+            cs_matmul(kn, NULL, types[ty], W, N, K, x, t, yb, scratch);
+            assert_memory_equal(ya, yb, (size_t)(N * t) * 4);
+        }
+    }
+    free(wf), free(x), free(ya), free(yb), free(W), free(scratch);
+}
+
 int main(void) {
     /* the override must win; every test below names its tables itself */
     setenv("CS_KERNELS", "ref", 1);
@@ -837,6 +870,7 @@ int main(void) {
         cmocka_unit_test(test_kernels_rope_cache_yarn),
         cmocka_unit_test(test_kernels_matmul),
         cmocka_unit_test(test_kernels_matmul_threaded_conversion),
+        cmocka_unit_test(test_kernels_matmul_vnni_matches_fallback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,15 @@
  *
  * stdout carries only the text: the prompt as given, each generated piece as
  * it is produced, then "\n\n" (the shape of llama-cli's stdout). Load info,
- * the seed, stop reasons and timings go to stderr. */
+ * the seed, stop reasons, KV maps and timings go to stderr.
+ *
+ * Long generation follows llama-cli (llama.cpp c392e509,
+ * examples/main/main.cpp; kv-cache spec §6.1): before every decode, either
+ * the context shift (when the next tokens would reach the last cell: keep
+ * n_keep tokens, drop half of the rest, slide the tail down) or, with
+ * --grp-attn-n G > 1, self-extend (compress each full window of W positions
+ * to W/G positions). Both only edit cell positions; the K rotation they
+ * owe is applied lazily by the next decode. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +19,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "kvmap.h"
 #include "tools.h"
 
 typedef struct run_opts {
@@ -18,11 +27,15 @@ typedef struct run_opts {
     const char *prompt;
     const char *prompt_file;
     const char *prompt_cache; /* --prompt-cache FILE: KV state of the prompt, reused and saved */
-    int32_t n_predict; /* -1: until EOS or a full context */
-    int32_t n_ctx;     /* 0: the model's training context */
+    const char *kv_map_svg;   /* --kv-map-svg FILE */
+    int32_t n_predict;        /* -1: no limit; -2: until the context is full */
+    int32_t n_ctx;            /* 0: the model's training context */
     int32_t n_batch;
-    int32_t n_threads; /* 0: number of cores */
-    int64_t seed;      /* -1: random */
+    int32_t n_threads;  /* 0: number of cores */
+    int32_t n_keep;     /* --keep: prompt tokens kept after BOS; -1: the whole prompt */
+    int32_t grp_attn_n; /* self-extend group factor G; 1: off */
+    int32_t grp_attn_w; /* self-extend window W */
+    int64_t seed;       /* -1: random */
     float temp;
     int32_t top_k;
     float top_p;
@@ -33,46 +46,60 @@ typedef struct run_opts {
     int32_t type_v;
     float defrag_thold;
     bool ignore_eos;
+    bool no_ctx_shift;
+    bool kv_map;
+    bool check_shift; /* hidden: assert the cache invariants at every shift */
     bool verbose;
     bool help;
 } run_opts;
 
 static void run_usage(FILE *f) {
-    fprintf(f,
-            "usage: ctxshift run [flags]\n"
-            "\n"
-            "Generate text from a prompt. stdout gets the prompt, then the generated text;\n"
-            "everything else goes to stderr.\n"
-            "\n"
-            "  -m,   --model FILE         GGUF model (default: %s)\n"
-            "  -p,   --prompt TEXT        prompt (default: empty, i.e. BOS only)\n"
-            "  -f,   --file FILE          read the prompt from a file\n"
-            "        --prompt-cache FILE  reuse the KV state of the longest common prompt prefix\n"
-            "                             saved in FILE, and save the prompt's state there\n"
-            "  -n,   --n-predict N        tokens to generate; -1 = until EOS or the context is "
-            "full (default: -1)\n"
-            "  -c,   --ctx-size N         context size in tokens; 0 = the model's training context "
-            "(default: 0)\n"
-            "  -b,   --batch-size N       prompt tokens per decode, capped at the context size "
-            "(default: 2048)\n"
-            "  -t,   --threads N          worker threads (default: number of cores)\n"
-            "  -s,   --seed N             sampler seed; -1 = random, printed to stderr (default: "
-            "-1)\n"
-            "        --temp X             temperature; <= 0 = greedy (default: 0.8)\n"
-            "        --top-k N            top-k sampling; 0 = off (default: 40)\n"
-            "        --top-p X            top-p sampling; 1 = off (default: 0.95)\n"
-            "        --min-p X            min-p sampling; 0 = off (default: 0.05)\n"
-            "        --repeat-penalty X   repetition penalty; 1 = off (default: 1.0)\n"
-            "        --repeat-last-n N    tokens the penalty looks back at; 0 = off, -1 = context "
-            "size (default: 64)\n"
-            "        --ignore-eos         never stop at end-of-generation tokens\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
-            "  -dt,  --defrag-thold X     defragment the KV cache when 1 - used/cell_max > X;\n"
-            "                             <= 0 = never (default: 0.1)\n"
-            "  -v,   --verbose            print the library's info and debug log\n"
-            "  -h,   --help               print this help\n",
-            CS_DEFAULT_MODEL);
+    fprintf(
+        f,
+        "usage: ctxshift run [flags]\n"
+        "\n"
+        "Generate text from a prompt. stdout gets the prompt, then the generated text;\n"
+        "everything else goes to stderr. When the context is full, the oldest half of\n"
+        "the tokens after --keep is dropped and generation goes on (context shift).\n"
+        "\n"
+        "  -m,   --model FILE         GGUF model (default: %s)\n"
+        "  -p,   --prompt TEXT        prompt (default: empty, i.e. BOS only)\n"
+        "  -f,   --file FILE          read the prompt from a file\n"
+        "        --prompt-cache FILE  reuse the KV state of the longest common prompt prefix\n"
+        "                             saved in FILE, and save the prompt's state there\n"
+        "  -n,   --n-predict N        tokens to generate; -1 = no limit (until EOS), -2 = "
+        "until\n"
+        "                             the context is full (default: -1)\n"
+        "  -c,   --ctx-size N         context size in tokens; 0 = the model's training context "
+        "(default: 0)\n"
+        "  -b,   --batch-size N       prompt tokens per decode, capped at the context size "
+        "(default: 2048)\n"
+        "  -t,   --threads N          worker threads (default: number of cores)\n"
+        "  -s,   --seed N             sampler seed; -1 = random, printed to stderr (default: "
+        "-1)\n"
+        "        --temp X             temperature; <= 0 = greedy (default: 0.8)\n"
+        "        --top-k N            top-k sampling; 0 = off (default: 40)\n"
+        "        --top-p X            top-p sampling; 1 = off (default: 0.95)\n"
+        "        --min-p X            min-p sampling; 0 = off (default: 0.05)\n"
+        "        --repeat-penalty X   repetition penalty; 1 = off (default: 1.0)\n"
+        "        --repeat-last-n N    tokens the penalty looks back at; 0 = off, -1 = context "
+        "size (default: 64)\n"
+        "        --ignore-eos         never stop at end-of-generation tokens\n"
+        "        --keep N             prompt tokens kept by a context shift, after BOS (BOS is\n"
+        "                             always kept); -1 = the whole prompt (default: 0)\n"
+        "        --no-context-shift   stop when the context is full instead of shifting\n"
+        "        --grp-attn-n G       self-extend group factor; 1 = off (default: 1)\n"
+        "        --grp-attn-w W       self-extend window, a multiple of G (default: 512)\n"
+        "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
+        "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
+        "  -dt,  --defrag-thold X     defragment the KV cache when 1 - used/cell_max > X;\n"
+        "                             <= 0 = never (default: 0.1)\n"
+        "        --kv-map             print a map of the KV cells to stderr after every shift,\n"
+        "                             self-extend step and defrag, and at the end\n"
+        "        --kv-map-svg FILE    write the same maps as an SVG timeline\n"
+        "  -v,   --verbose            print the library's info and debug log, and each shift\n"
+        "  -h,   --help               print this help\n",
+        CS_DEFAULT_MODEL);
 }
 
 static void run_defaults(run_opts *o) {
@@ -83,6 +110,9 @@ static void run_defaults(run_opts *o) {
     o->n_ctx = 0;
     o->n_batch = 2048;
     o->n_threads = 0;
+    o->n_keep = 0;
+    o->grp_attn_n = 1;
+    o->grp_attn_w = 512;
     o->seed = -1;
     o->temp = sp.temp;
     o->top_k = sp.top_k;
@@ -107,6 +137,12 @@ static int run_parse(int argc, char **argv, run_opts *o) {
             o->verbose = true;
         } else if (tool_arg_is(a, NULL, "--ignore-eos")) {
             o->ignore_eos = true;
+        } else if (tool_arg_is(a, NULL, "--no-context-shift")) {
+            o->no_ctx_shift = true;
+        } else if (tool_arg_is(a, NULL, "--kv-map")) {
+            o->kv_map = true;
+        } else if (tool_arg_is(a, NULL, "--check-shift")) {
+            o->check_shift = true;
         } else if (tool_arg_is(a, "-m", "--model")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
         } else if (tool_arg_is(a, "-p", "--prompt")) {
@@ -115,9 +151,11 @@ static int run_parse(int argc, char **argv, run_opts *o) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt_file = v;
         } else if (tool_arg_is(a, NULL, "--prompt-cache")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt_cache = v;
+        } else if (tool_arg_is(a, NULL, "--kv-map-svg")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) o->kv_map_svg = v;
         } else if (tool_arg_is(a, "-n", "--n-predict")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->n_predict);
+                rc = tool_parse_i32(a, v, -2, INT32_MAX, &o->n_predict);
         } else if (tool_arg_is(a, "-c", "--ctx-size")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 0, INT32_MAX, &o->n_ctx);
@@ -127,6 +165,15 @@ static int run_parse(int argc, char **argv, run_opts *o) {
         } else if (tool_arg_is(a, "-t", "--threads")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
+        } else if (tool_arg_is(a, NULL, "--keep")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->n_keep);
+        } else if (tool_arg_is(a, NULL, "--grp-attn-n")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->grp_attn_n);
+        } else if (tool_arg_is(a, NULL, "--grp-attn-w")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->grp_attn_w);
         } else if (tool_arg_is(a, "-s", "--seed")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i64(a, v, -1, INT64_MAX, &o->seed);
@@ -160,6 +207,13 @@ static int run_parse(int argc, char **argv, run_opts *o) {
     }
     if (o->prompt != NULL && o->prompt_file != NULL) {
         tool_error("run: -p and -f are mutually exclusive");
+        return TOOL_EXIT_USAGE;
+    }
+    /* llama-cli asserts this (GGML_ASSERT); here it is a usage error. */
+    if (o->grp_attn_n > 1 && o->grp_attn_w % o->grp_attn_n != 0) {
+        tool_error("--grp-attn-w: %d is not a multiple of --grp-attn-n %d (self-extend compresses "
+                   "each window of W positions into W/G)",
+                   (int)o->grp_attn_w, (int)o->grp_attn_n);
         return TOOL_EXIT_USAGE;
     }
     return 0;
@@ -281,25 +335,314 @@ static int run_cache_load(cs_context *ctx, const char *path, const cs_token *tok
     return 0;
 }
 
+/* ------------------------------------------------------------ long context */
+
+/* Generation state of sequence 0 and what the shifts did. */
+typedef struct run_kv {
+    cs_context *ctx;
+    const run_opts *o;
+    int32_t n_ctx;
+    int32_t n_keep;       /* cells kept by a context shift (BOS included) */
+    int32_t n_past;       /* next position of sequence 0 */
+    int32_t n_cached;     /* tokens in the cache (cells of sequence 0) */
+    int32_t ga_i;         /* self-extend: positions [0, ga_i) are compressed */
+    int32_t n_shifts;     /* context shifts done */
+    int64_t n_discarded;  /* tokens dropped by them */
+    int32_t n_extends;    /* self-extend window compressions done */
+    int32_t n_checks;     /* --check-shift: verifications passed */
+    uint64_t defrag_seen; /* defrag passes already reported on the map */
+    tool_kvmap *map;      /* --kv-map / --kv-map-svg, or NULL */
+    /* --check-shift scratch */
+    cs_kv_cell *cells; /* n_ctx */
+    int32_t *per_pos;  /* cells per position, n_ctx */
+    int32_t *keep_idx; /* cell index of each kept position, n_keep */
+    bool keep_known;   /* keep_idx recorded */
+} run_kv;
+
+/* Stop reasons of run_kv_before_decode (0: go on). */
+enum { RUN_GO = 0, RUN_STOP = 1 };
+
+static void run_kv_free(run_kv *s) {
+    free(s->cells);
+    free(s->per_pos);
+    free(s->keep_idx);
+    tool_kvmap_free(s->map);
+}
+
+/* Record the cache on the map (when one is kept) after `event`. The text map
+ * starts on a line of its own, after the story printed so far. */
+static void run_kv_event(run_kv *s, const char *event) {
+    if (s->map == NULL) return;
+    fflush(stdout);
+    if (s->o->kv_map) fputc('\n', stderr);
+    tool_kvmap_event(s->map, s->ctx, event);
+}
+
+/* --check-shift: verify the cache against the generation state.
+ *  - pos_max(0) + 1 == n_past;
+ *  - every used cell belongs to sequence 0 only, with a position < n_past;
+ *  - position p holds G cells below ga_i (self-extend) and 1 cell above, so
+ *    the used cells are exactly the n_cached tokens (nothing lost);
+ *  - context shift: the cells of positions [0, n_keep) are the ones the
+ *    prompt wrote, at the same positions, with no rotation owed, and after
+ *    a shift every later cell owes exactly -n_discard (shift_delta; 0: not
+ *    checked).
+ * Cost O(n_ctx). Returns 0, or TOOL_EXIT_FAIL with a message naming the
+ * cell and the numbers. */
+static int run_kv_check(run_kv *s, const char *when, int32_t shift_delta) {
+    const cs_pos pmax = cs_kv_seq_pos_max(s->ctx, 0);
+    if (pmax + 1 != s->n_past) {
+        tool_error("shift-check (%s): pos_max + 1 = %d but n_past = %d", when, (int)(pmax + 1),
+                   (int)s->n_past);
+        return TOOL_EXIT_FAIL;
+    }
+    const int32_t size = cs_kv_view(s->ctx, s->cells, s->n_ctx);
+    if (size != s->n_ctx) {
+        tool_error("shift-check (%s): the cache has %d cells, expected %d", when, (int)size,
+                   (int)s->n_ctx);
+        return TOOL_EXIT_FAIL;
+    }
+    memset(s->per_pos, 0, (size_t)s->n_ctx * sizeof(int32_t));
+    int32_t used = 0;
+    for (int32_t i = 0; i < size; i++) {
+        const cs_kv_cell *c = &s->cells[i];
+        if (c->pos < 0) {
+            if (c->seq != 0) {
+                tool_error("shift-check (%s): empty cell %d has sequences 0x%llx", when, (int)i,
+                           (unsigned long long)c->seq);
+                return TOOL_EXIT_FAIL;
+            }
+            continue;
+        }
+        if (c->seq != 1u || c->pos >= s->n_past) {
+            tool_error("shift-check (%s): cell %d holds position %d of sequences 0x%llx; expected "
+                       "sequence 0 below n_past = %d",
+                       when, (int)i, (int)c->pos, (unsigned long long)c->seq, (int)s->n_past);
+            return TOOL_EXIT_FAIL;
+        }
+        s->per_pos[c->pos]++;
+        used++;
+        if (shift_delta != 0 && c->pos >= s->n_keep && c->delta != shift_delta) {
+            tool_error("shift-check (%s): cell %d (position %d) owes a rotation of %d, expected "
+                       "%d",
+                       when, (int)i, (int)c->pos, (int)c->delta, (int)shift_delta);
+            return TOOL_EXIT_FAIL;
+        }
+    }
+    if (used != s->n_cached || used != cs_kv_used_cells(s->ctx)) {
+        tool_error("shift-check (%s): %d cells in the view, %d used cells reported, %d tokens "
+                   "expected",
+                   when, (int)used, (int)cs_kv_used_cells(s->ctx), (int)s->n_cached);
+        return TOOL_EXIT_FAIL;
+    }
+    for (int32_t p = 0; p < s->n_past; p++) {
+        const int32_t want = p < s->ga_i ? s->o->grp_attn_n : 1;
+        if (s->per_pos[p] != want) {
+            tool_error("shift-check (%s): position %d has %d cells, expected %d", when, (int)p,
+                       (int)s->per_pos[p], (int)want);
+            return TOOL_EXIT_FAIL;
+        }
+    }
+    if (s->o->grp_attn_n == 1) {
+        for (int32_t p = 0; p < s->n_keep && p < s->n_past; p++) {
+            if (!s->keep_known) {
+                for (int32_t i = 0; i < size; i++) {
+                    if (s->cells[i].pos == p) s->keep_idx[p] = i;
+                }
+                continue;
+            }
+            const cs_kv_cell *c = &s->cells[s->keep_idx[p]];
+            if (c->pos != p || c->delta != 0) {
+                tool_error("shift-check (%s): kept cell %d (position %d) changed: position %d, "
+                           "rotation owed %d",
+                           when, (int)s->keep_idx[p], (int)p, (int)c->pos, (int)c->delta);
+                return TOOL_EXIT_FAIL;
+            }
+        }
+        if (s->n_past >= s->n_keep) s->keep_known = true;
+    }
+    s->n_checks++;
+    return 0;
+}
+
+/* The context shift of llama-cli (spec §6.1): keep [0, n_keep), drop the
+ * next n_discard = (n_past - n_keep) / 2 positions, move the rest down.
+ * Returns 0 or TOOL_EXIT_FAIL (a library error, or nothing to discard). */
+static int run_kv_shift(run_kv *s) {
+    const int32_t n_left = s->n_past - s->n_keep;
+    const int32_t n_discard = n_left / 2;
+    if (n_discard < 1) {
+        /* run_kv_validate rules this out up front; never loop on a no-op shift */
+        tool_error("context full (%d of %d cells) and --keep leaves nothing to discard (n_keep = "
+                   "%d, n_past = %d); use a smaller --keep or a larger -c",
+                   (int)s->n_past, (int)s->n_ctx, (int)s->n_keep, (int)s->n_past);
+        return TOOL_EXIT_FAIL;
+    }
+    if (s->o->verbose) {
+        fprintf(stderr, "\ncontext shift: n_keep = %d, n_discard = %d (n_past %d -> %d)\n",
+                (int)s->n_keep, (int)n_discard, (int)s->n_past, (int)(s->n_past - n_discard));
+    }
+    cs_status st = cs_kv_seq_rm(s->ctx, 0, s->n_keep, s->n_keep + n_discard);
+    if (st == CS_OK) st = cs_kv_seq_add(s->ctx, 0, s->n_keep + n_discard, s->n_past, -n_discard);
+    if (st != CS_OK) return tool_fail_lib(st, "context shift");
+    s->n_past -= n_discard;
+    s->n_cached -= n_discard;
+    s->n_shifts++;
+    s->n_discarded += n_discard;
+    if (s->o->check_shift) {
+        char when[48];
+        snprintf(when, sizeof(when), "context shift %d", (int)s->n_shifts);
+        /* delta 0 cannot be told from "not moved"; n_discard >= 1 here */
+        const int rc = run_kv_check(s, when, -n_discard);
+        if (rc != 0) return rc;
+    }
+    char event[64];
+    snprintf(event, sizeof(event), "context shift %d: drop [%d, %d)", (int)s->n_shifts,
+             (int)s->n_keep, (int)(s->n_keep + n_discard));
+    run_kv_event(s, event);
+    return 0;
+}
+
+/* Self-extend (llama-cli, spec §6.1): while the window [ga_i, ga_i + W)
+ * is complete, divide its positions by G and slide the later ones down, so
+ * that positions grow W/G per W tokens except in the last < W tokens.
+ * Returns 0 or TOOL_EXIT_FAIL. */
+static int run_kv_self_extend(run_kv *s) {
+    const int32_t ga_n = s->o->grp_attn_n, ga_w = s->o->grp_attn_w;
+    while (s->n_past >= s->ga_i + ga_w) {
+        const int32_t ib = (int32_t)(((int64_t)ga_n * s->ga_i) / ga_w);
+        const int32_t bd = (ga_w / ga_n) * (ga_n - 1);
+        const int32_t dd = (ga_w / ga_n) - ib * bd - ga_w;
+        const int32_t p_div = s->ga_i + ib * bd;
+        if (s->o->verbose) {
+            fprintf(stderr,
+                    "\nself-extend: [%d, %d) + %d; [%d, %d) / %d; [%d, %d) + %d; n_past %d -> %d, "
+                    "ga_i %d -> %d\n",
+                    (int)s->ga_i, (int)s->n_past, (int)(ib * bd), (int)p_div, (int)(p_div + ga_w),
+                    (int)ga_n, (int)(p_div + ga_w), (int)(s->n_past + ib * bd), (int)dd,
+                    (int)s->n_past, (int)(s->n_past - bd), (int)s->ga_i,
+                    (int)(s->ga_i + ga_w / ga_n));
+        }
+        cs_status st = cs_kv_seq_add(s->ctx, 0, s->ga_i, s->n_past, ib * bd);
+        if (st == CS_OK) st = cs_kv_seq_div(s->ctx, 0, p_div, p_div + ga_w, ga_n);
+        if (st == CS_OK) st = cs_kv_seq_add(s->ctx, 0, p_div + ga_w, s->n_past + ib * bd, dd);
+        if (st != CS_OK) return tool_fail_lib(st, "self-extend");
+        s->n_past -= bd;
+        s->ga_i += ga_w / ga_n;
+        s->n_extends++;
+        if (s->o->check_shift) {
+            char when[48];
+            snprintf(when, sizeof(when), "self-extend %d", (int)s->n_extends);
+            const int rc = run_kv_check(s, when, 0);
+            if (rc != 0) return rc;
+        }
+        char event[64];
+        snprintf(event, sizeof(event), "self-extend %d: [%d, %d) / %d", (int)s->n_extends,
+                 (int)(s->ga_i - ga_w / ga_n), (int)(s->ga_i - ga_w / ga_n + ga_w), (int)ga_n);
+        run_kv_event(s, event);
+    }
+    return 0;
+}
+
+/* Before decoding n_new tokens at n_past: make room as llama-cli does, or
+ * decide to stop (*stop = RUN_STOP, reason printed to stderr). Returns 0 or
+ * TOOL_EXIT_FAIL. */
+static int run_kv_before_decode(run_kv *s, int32_t n_new, int *stop) {
+    *stop = RUN_GO;
+    if (s->o->grp_attn_n == 1) {
+        /* llama-cli's trigger: the last cell is never filled */
+        if (s->n_past + n_new < s->n_ctx) return 0;
+        if (s->o->no_ctx_shift) {
+            fprintf(stderr, "\ncontext full (%d of %d cells); stopping (--no-context-shift)\n",
+                    (int)s->n_past, (int)s->n_ctx);
+            *stop = RUN_STOP;
+            return 0;
+        }
+        if (s->o->n_predict == -2) {
+            fprintf(stderr, "\ncontext full (%d of %d cells); stopping (-n -2)\n", (int)s->n_past,
+                    (int)s->n_ctx);
+            *stop = RUN_STOP;
+            return 0;
+        }
+        return run_kv_shift(s);
+    }
+    /* Self-extend keeps every token: the cells, not the positions, run out. */
+    if (s->n_cached + n_new >= s->n_ctx) {
+        fprintf(stderr,
+                "\ncontext full (%d of %d cells); self-extend keeps every token in the cache, "
+                "stopping (use a larger -c)\n",
+                (int)s->n_cached, (int)s->n_ctx);
+        *stop = RUN_STOP;
+        return 0;
+    }
+    return run_kv_self_extend(s);
+}
+
+/* After a successful decode of n_new tokens: advance, and put a defrag the
+ * decode ran (the -dt threshold) on the map. */
+static void run_kv_after_decode(run_kv *s, int32_t n_new) {
+    s->n_past += n_new;
+    s->n_cached += n_new;
+    if (s->map == NULL) return;
+    cs_kv_info info;
+    if (cs_kv_stats(s->ctx, &info) == CS_OK && info.n_defrag_passes != s->defrag_seen) {
+        s->defrag_seen = info.n_defrag_passes;
+        run_kv_event(s, "defrag");
+    }
+}
+
+/* n_keep as llama-cli computes it (spec §6.1): --keep < 0 or larger than the
+ * prompt: the whole prompt; otherwise N + 1 with BOS (BOS always kept),
+ * never more than the prompt. Then refuse settings whose first shift could
+ * not discard anything (n_discard = (n_ctx - 1 - n_keep) / 2 < 1). */
+static int run_kv_keep(run_kv *s, const cs_model *model, int32_t n_prompt, bool may_shift) {
+    const int32_t add_bos = cs_vocab_add_bos(model) ? 1 : 0;
+    const int32_t keep = s->o->n_keep;
+    if (keep < 0 || keep >= n_prompt) {
+        s->n_keep = n_prompt;
+    } else {
+        s->n_keep = keep + add_bos < n_prompt ? keep + add_bos : n_prompt;
+    }
+    if (may_shift && s->n_keep > s->n_ctx - 3) {
+        tool_error("--keep: n_keep = %d (BOS included) leaves nothing to discard when the context "
+                   "of %d cells is full; a context shift needs n_keep <= n_ctx - 3 = %d (use a "
+                   "smaller --keep, a larger -c, or --no-context-shift)",
+                   (int)s->n_keep, (int)s->n_ctx, (int)(s->n_ctx - 3));
+        return TOOL_EXIT_FAIL;
+    }
+    return 0;
+}
+
 /* Decode prompt tokens [first, n) in chunks of n_batch with logits for the
- * last token only. On success *last_row is that token's row in the last batch. */
-static int run_prompt(cs_context *ctx, cs_batch *batch, const cs_token *tokens, int32_t first,
-                      int32_t n, int32_t n_batch, int32_t *last_row) {
+ * last token only, at positions from s->n_past on. As in llama-cli, the
+ * shift / self-extend step runs before every chunk. On success *last_row is
+ * the last token's row in the last batch. */
+static int run_prompt(run_kv *s, cs_batch *batch, const cs_token *tokens, int32_t first, int32_t n,
+                      int32_t n_batch, int32_t *last_row) {
     const cs_seq seq0 = 0;
     for (int32_t i = first; i < n; i += n_batch) {
         const int32_t nb = n - i < n_batch ? n - i : n_batch;
+        int stop = RUN_GO;
+        const int rc = run_kv_before_decode(s, nb, &stop);
+        if (rc != 0) return rc;
+        if (stop != RUN_GO) {
+            /* cannot happen: the prompt is shorter than the context */
+            tool_error("the prompt does not fit the context");
+            return TOOL_EXIT_FAIL;
+        }
         cs_batch_clear(batch);
         for (int32_t k = 0; k < nb; k++) {
             const cs_status st =
-                cs_batch_add(batch, tokens[i + k], i + k, &seq0, 1, i + k == n - 1);
+                cs_batch_add(batch, tokens[i + k], s->n_past + k, &seq0, 1, i + k == n - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
-        const int32_t ret = cs_decode(ctx, batch);
+        const int32_t ret = cs_decode(s->ctx, batch);
         if (ret == CS_NO_KV_SLOT) {
             tool_error("decode: no KV slot for prompt tokens [%d, %d)", (int)i, (int)(i + nb));
             return TOOL_EXIT_FAIL;
         }
         if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
+        run_kv_after_decode(s, nb);
         *last_row = nb - 1;
     }
     return 0;
@@ -329,6 +672,9 @@ int cmd_run(int argc, char **argv) {
     char *piece = NULL;
     size_t piece_cap = 0;
     run_out out = {NULL, 0, 0};
+    run_kv s;
+    memset(&s, 0, sizeof(s));
+    s.o = &o;
     int32_t n_prompt = 0, n_eog = 0;
     const uint64_t t_start = tool_time_ns();
 
@@ -368,10 +714,17 @@ int cmd_run(int argc, char **argv) {
     }
     const int32_t n_ctx = (int32_t)cs_n_ctx(ctx);
     const int32_t n_batch = (int32_t)cs_n_batch(ctx);
+    s.ctx = ctx;
+    s.n_ctx = n_ctx;
     fprintf(stderr, "context: n_ctx = %d, n_batch = %d, n_threads = %d, type_k = %s, type_v = %s\n",
             (int)n_ctx, (int)n_batch, (int)cs_n_threads(ctx), cs_type_name(o.type_k),
             cs_type_name(o.type_v));
     fprintf(stderr, "system_info: n_threads = %d | %s\n", (int)cs_n_threads(ctx), cs_system_info());
+    if ((o.grp_attn_n > 1 || !o.no_ctx_shift) && !cs_kv_can_shift(ctx)) {
+        tool_error("this model cannot move cache positions; use --no-context-shift and no "
+                   "--grp-attn-n");
+        goto done;
+    }
 
     if ((rc = tool_tokenize(model, prompt, prompt_len, true, true, &tokens, &n_prompt)) != 0)
         goto done;
@@ -385,6 +738,10 @@ int cmd_run(int argc, char **argv) {
                    (int)n_prompt, (int)n_ctx);
         goto done;
     }
+    const bool may_shift = o.grp_attn_n == 1 && !o.no_ctx_shift && o.n_predict != -2 &&
+                           (o.n_predict < 0 || (int64_t)n_prompt + o.n_predict > n_ctx);
+    if ((rc = run_kv_keep(&s, model, n_prompt, may_shift)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
 
     const uint64_t seed = o.seed >= 0 ? (uint64_t)o.seed : run_random_seed();
     cs_sampler_params sp = cs_sampler_default_params();
@@ -417,13 +774,34 @@ int cmd_run(int argc, char **argv) {
             if (cs_token_is_eog(model, t)) eog[n_eog++] = t;
         }
     }
+    if (o.check_shift) {
+        s.cells = malloc((size_t)n_ctx * sizeof(cs_kv_cell));
+        s.per_pos = malloc((size_t)n_ctx * sizeof(int32_t));
+        s.keep_idx = malloc((size_t)(s.n_keep > 0 ? s.n_keep : 1) * sizeof(int32_t));
+        if (s.cells == NULL || s.per_pos == NULL || s.keep_idx == NULL) {
+            tool_error("out of memory for --check-shift over %d cells", (int)n_ctx);
+            goto done;
+        }
+    }
+    if (o.kv_map || o.kv_map_svg != NULL) {
+        s.map = tool_kvmap_new(o.kv_map ? stderr : NULL, o.kv_map_svg, 0);
+        if (s.map == NULL) goto done;
+    }
 
     if ((st = cs_batch_new(n_batch, 1, &batch)) != CS_OK) {
         rc = tool_fail_lib(st, "batch");
         goto done;
     }
-    fprintf(stderr, "generate: n_ctx = %d, n_batch = %d, n_predict = %d, n_prompt = %d\n\n",
-            (int)n_ctx, (int)n_batch, (int)o.n_predict, (int)n_prompt);
+    fprintf(stderr,
+            "generate: n_ctx = %d, n_batch = %d, n_predict = %d, n_keep = %d, n_prompt = %d",
+            (int)n_ctx, (int)n_batch, (int)o.n_predict, (int)s.n_keep, (int)n_prompt);
+    if (o.grp_attn_n > 1) {
+        fprintf(stderr, ", self-extend: grp_attn_n = %d, grp_attn_w = %d", (int)o.grp_attn_n,
+                (int)o.grp_attn_w);
+    } else if (o.no_ctx_shift) {
+        fprintf(stderr, ", context shift off");
+    }
+    fprintf(stderr, "\n\n");
 
     fwrite(prompt, 1, prompt_len, stdout);
     fflush(stdout);
@@ -434,9 +812,11 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "prompt cache: reused %d of %d prompt tokens from '%s'\n", (int)n_reused,
                 (int)n_prompt, o.prompt_cache);
     }
+    s.n_past = n_reused;
+    s.n_cached = n_reused;
     uint64_t t0 = tool_time_ns();
     int32_t row = 0;
-    if ((rc = run_prompt(ctx, batch, tokens, n_reused, n_prompt, n_batch, &row)) != 0) goto done;
+    if ((rc = run_prompt(&s, batch, tokens, n_reused, n_prompt, n_batch, &row)) != 0) goto done;
     rc = TOOL_EXIT_FAIL;
     const double prompt_ms = (double)(tool_time_ns() - t0) / 1e6;
     if (o.prompt_cache != NULL) {
@@ -447,9 +827,11 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "prompt cache: saved %d prompt tokens to '%s'\n", (int)n_prompt,
                 o.prompt_cache);
     }
+    if (o.check_shift && (rc = run_kv_check(&s, "prompt", 0)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
     for (int32_t i = 0; i < n_prompt; i++) cs_sampler_accept(smpl, tokens[i]);
 
-    int32_t n_past = n_prompt, n_gen = 0, n_eval = 0, n_sample = 0;
+    int32_t n_gen = 0, n_eval = 0, n_sample = 0;
     double eval_ms = 0.0, sample_ms = 0.0;
     const cs_seq seq0 = 0;
     while (o.n_predict < 0 || n_gen < o.n_predict) {
@@ -483,14 +865,12 @@ int cmd_run(int argc, char **argv) {
         }
         n_gen++;
         if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
-        /* llama-cli's trigger: the last cell is never filled (n_past + 1 >= n_ctx). */
-        if (n_past + 1 >= n_ctx) {
-            fprintf(stderr, "\ncontext full (%d tokens); context shift comes with issue 4\n",
-                    (int)n_ctx);
-            break;
-        }
+        int stop = RUN_GO;
+        if ((rc = run_kv_before_decode(&s, 1, &stop)) != 0) goto done;
+        rc = TOOL_EXIT_FAIL;
+        if (stop != RUN_GO) break;
         cs_batch_clear(batch);
-        if ((st = cs_batch_add(batch, tok, n_past, &seq0, 1, true)) != CS_OK) {
+        if ((st = cs_batch_add(batch, tok, s.n_past, &seq0, 1, true)) != CS_OK) {
             rc = tool_fail_lib(st, "batch");
             goto done;
         }
@@ -498,26 +878,59 @@ int cmd_run(int argc, char **argv) {
         const int32_t ret = cs_decode(ctx, batch);
         eval_ms += (double)(tool_time_ns() - t0) / 1e6;
         if (ret == CS_NO_KV_SLOT) {
-            tool_error("decode: no KV slot at position %d", (int)n_past);
+            tool_error("decode: no KV slot at position %d", (int)s.n_past);
             goto done;
         }
         if (ret != 0) {
             rc = tool_fail_lib((cs_status)ret, "decode");
             goto done;
         }
+        run_kv_after_decode(&s, 1);
         n_eval++;
-        n_past++;
         row = 0;
     }
     if (out.len > 0) fwrite(out.buf, 1, out.len, stdout); /* an incomplete UTF-8 tail */
     out.len = 0;
     fputs("\n\n", stdout);
     fflush(stdout);
+
+    if (o.check_shift && (rc = run_kv_check(&s, "end", 0)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
+    if (s.map != NULL) {
+        run_kv_event(&s, "end");
+        if (tool_kvmap_finish(s.map) != 0) goto done;
+        if (o.kv_map_svg != NULL) fprintf(stderr, "kv-map: wrote '%s'\n", o.kv_map_svg);
+    }
+    cs_kv_info info;
+    if ((st = cs_kv_stats(ctx, &info)) != CS_OK) {
+        rc = tool_fail_lib(st, "kv stats");
+        goto done;
+    }
+    fprintf(stderr, "\ncontext shift: %d shifts, %lld tokens discarded, n_keep = %d\n",
+            (int)s.n_shifts, (long long)s.n_discarded, (int)s.n_keep);
+    if (o.grp_attn_n > 1) {
+        fprintf(stderr,
+                "self-extend: %d window compressions (G = %d, W = %d); %d tokens cached at "
+                "positions 0..%d\n",
+                (int)s.n_extends, (int)o.grp_attn_n, (int)o.grp_attn_w, (int)s.n_cached,
+                (int)(s.n_past - 1));
+    }
+    fprintf(stderr,
+            "kv cache: used %d/%d cells, holes %d; K-shift: %llu passes, %llu cells rotated; "
+            "defrag: %llu passes, %llu cells moved\n",
+            (int)info.used, (int)info.size, (int)info.holes,
+            (unsigned long long)info.n_shift_passes, (unsigned long long)info.n_cells_shifted,
+            (unsigned long long)info.n_defrag_passes, (unsigned long long)info.n_cells_moved);
+    if (o.check_shift) {
+        fprintf(stderr, "shift-check ok (%d shifts, %d self-extend compressions, %d checks)\n",
+                (int)s.n_shifts, (int)s.n_extends, (int)s.n_checks);
+    }
     run_print_timings(load_ms, sample_ms, n_sample, prompt_ms, n_prompt - n_reused, eval_ms, n_eval,
                       (double)(tool_time_ns() - t_start) / 1e6);
     rc = TOOL_EXIT_OK;
 
 done:
+    run_kv_free(&s);
     free(out.buf);
     free(piece);
     free(logits_buf);

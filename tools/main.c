@@ -19,6 +19,8 @@ static const tool_command tool_commands[] = {
     {"tokenize", cmd_tokenize, "print the tokens of a text"},
     {"gen-model", cmd_gen_model, "write a random-weight llama GGUF model"},
     {"replay", cmd_replay, "replay a llama.cpp golden KV-cache scenario and compare"},
+    {"parallel", cmd_parallel, "serve N simulated clients with continuous batching"},
+    {"passkey", cmd_passkey, "llama.cpp's passkey retrieval test (self-extend, context shift)"},
 };
 
 static void main_usage(FILE *f) {

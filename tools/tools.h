@@ -15,6 +15,8 @@ int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_gen_model(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
+int cmd_parallel(int argc, char **argv);
+int cmd_passkey(int argc, char **argv);
 
 #ifndef CS_DEFAULT_MODEL
 /* CMake defines the absolute path of the bundled model; this fallback is

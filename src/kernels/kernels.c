@@ -39,6 +39,22 @@ static bool cpu_has_avx512(void) {
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq");
 }
+
+/* AVX512_VNNI: CPUID leaf 7 subleaf 0, ECX bit 11 (read directly: older
+ * compilers' __builtin_cpu_supports lacks the name). */
+static bool g_vnni;
+static pthread_once_t g_vnni_once = PTHREAD_ONCE_INIT;
+
+static void detect_avx512vnni(void) {
+    unsigned a, b, c, d;
+    g_vnni = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1u);
+}
+
+/* Cached: cs_matmul asks on every call, and cpuid traps in a VM. */
+static bool cpu_has_avx512vnni(void) {
+    pthread_once(&g_vnni_once, detect_avx512vnni);
+    return g_vnni;
+}
 #endif
 
 const cs_kernels *cs_kernels_by_name(const char *name) {
@@ -47,6 +63,8 @@ const cs_kernels *cs_kernels_by_name(const char *name) {
 #if CS_HAVE_X86
     if (strcmp(name, "avx2") == 0) return cpu_has_avx2() ? cs_kernels_avx2_table() : NULL;
     if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? cs_kernels_avx512_table() : NULL;
+    if (strcmp(name, "avx512novnni") == 0)
+        return cpu_has_avx512() ? cs_kernels_avx512_novnni_table() : NULL;
 #endif
     return NULL;
 }
@@ -77,7 +95,9 @@ bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_uke
 #if CS_HAVE_X86
     /* The per-ISA tables are only handed out after the CPU check, so a
      * pointer equal to one of them proves the features are present. */
-    if (k == cs_kernels_avx512_table()) return cs_avx512_matmul_ukernel(wtype, uk);
+    if (k == cs_kernels_avx512_table())
+        return cs_avx512_matmul_ukernel(wtype, cpu_has_avx512vnni(), uk);
+    if (k == cs_kernels_avx512_novnni_table()) return cs_avx512_matmul_ukernel(wtype, false, uk);
     if (k == cs_kernels_avx2_table()) return cs_avx2_matmul_ukernel(wtype, uk);
 #endif
     CS_UNUSED(k);

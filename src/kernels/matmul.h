@@ -58,7 +58,12 @@ bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_uke
 const cs_kernels *cs_kernels_avx2_table(void);
 bool cs_avx2_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk);
 const cs_kernels *cs_kernels_avx512_table(void);
-bool cs_avx512_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk);
+/* The same table under the name "avx512novnni": its matmul never uses
+ * AVX512-VNNI (tests the fallback on CPUs that have it). */
+const cs_kernels *cs_kernels_avx512_novnni_table(void);
+/* vnni: use vpdpbusd (only when cpuid reports AVX512_VNNI); results are
+ * bit-identical either way. */
+bool cs_avx512_matmul_ukernel(int32_t wtype, bool vnni, cs_matmul_ukernel *uk);
 #endif
 
 #endif /* CS_MATMUL_H */

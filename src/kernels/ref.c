@@ -65,7 +65,11 @@ static void ref_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
             int32_t hi = (int32_t)(x[b].qs[j] >> 4) - 8;
             isum += lo * y[b].qs[j] + hi * y[b].qs[j + CS_QK4_0 / 2];
         }
-        sum += (float)isum * (cs_fp16_to_fp32(x[b].d) * cs_fp16_to_fp32(y[b].d));
+        /* ggml's repacked Q4_0 kernels (q4_0_8x8 gemm/gemv, what llama.cpp
+         * runs for these weights on AVX2/AVX-512) accumulate each block with
+         * one FMA: acc = fma(isum, d_x*d_y, acc). Rounding the product first
+         * moves K/Q by an ulp, enough to flip a later Q8_0 rounding. */
+        sum = fmaf((float)isum, cs_fp16_to_fp32(x[b].d) * cs_fp16_to_fp32(y[b].d), sum);
     }
     *s = sum;
 }

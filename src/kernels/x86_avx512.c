@@ -1,15 +1,22 @@
 /* x86_avx512.c: the AVX-512 (F, BW, VL, DQ) kernel table and matmul
  * micro-kernels. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq
  * plus the AVX2/FMA/F16C set; entered only after kernels.c checked all of
- * them. No VNNI: the int8 dots use maddubs + madd (AVX512BW), which every
- * AVX-512 CPU has. Tails use masked loads, so every lane of every
+ * them. The int8 dots use maddubs + madd (AVX512BW, every AVX-512 CPU), or
+ * vpdpbusd (inline asm) in the VNNI micro-kernels, which kernels.c hands
+ * out only when cpuid reports AVX512_VNNI; both give the same int32 lane
+ * sums, hence bit-identical results. Q4_0 weights stay unsigned nibbles
+ * (u8 operand) and the -8 offset is folded in as -8 * (sum of the lane's 4
+ * activation bytes). Tails use masked loads, so every lane of every
  * accumulator runs the same operation sequence.
  *
  * Matmul micro-kernels: rb = 4 weight rows x tb = 4 tokens, 16 zmm
  * accumulators (one per output). The quantized kernels take two 32-element
  * blocks per zmm (lanes 0-7 block b, lanes 8-15 block b+1), an odd last
  * block pairs with zeros. Tile and column kernels share the per-output
- * operation sequence (see matmul.h). */
+ * operation sequence (see matmul.h). The column kernel (T = 1, a GEMV bound
+ * by memory bandwidth) walks its rows one at a time so the weights stream
+ * in one sequential pass the hardware prefetcher follows: 2 or 4 rows side
+ * by side measured 2.5-3x slower on the 110M model's matrices. */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
@@ -191,114 +198,218 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
         for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
 }
 
+/* vpdpbusd through inline asm: the file is not compiled with -mavx512vnni
+ * (the CPU may lack it); callers only take this path after the cpuid check
+ * in kernels.c. acc += sum of 4 products u8(a) * s8(b) per int32 lane. */
+CS_INLINE __m512i dpbusd_asm(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+#define DPBUSD(acc, a, b) dpbusd_asm(acc, a, b)
+
 CS_INLINE __m512i join256(__m256i lo, __m256i hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-CS_INLINE __m256i q4_block(const cs_block_q4_0 *b) {
-    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
-    __m256i v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
-    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+/* Two f16 scales as a zmm: d0 in lanes 0-7, d1 in lanes 8-15 (two
+ * broadcast loads, one insert, one conversion). */
+CS_INLINE __m512 scale2(const uint16_t *d0, const uint16_t *d1) {
+    const __m128i a = _mm_set1_epi16((short)*d0), b = _mm_set1_epi16((short)*d1);
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
 }
 
-/* Blocks b and b+1 (two = 0: b only, upper half zero) of a weight row as
- * signed bytes, and their scales in lanes 0-7 / 8-15. */
-CS_INLINE __m512i load_w2(const void *row, int64_t b, const int two, const int is_q4, __m512 *dw) {
-    __m256i lo, hi = _mm256_setzero_si256();
-    float d0, d1 = 0.0f;
-    if (is_q4) {
-        const cs_block_q4_0 *p = (const cs_block_q4_0 *)row + b;
-        lo = q4_block(p);
-        d0 = f16_scale(p[0].d);
-        if (two) hi = q4_block(p + 1), d1 = f16_scale(p[1].d);
-    } else {
-        const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
-        lo = _mm256_loadu_si256((const __m256i *)p[0].qs);
-        d0 = f16_scale(p[0].d);
-        if (two) hi = _mm256_loadu_si256((const __m256i *)p[1].qs), d1 = f16_scale(p[1].d);
-    }
-    *dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
-    return join256(lo, hi);
-}
+/* Activation blocks b and b+1 (two = 0: b only, upper half zero): the 64
+ * signed bytes, the scales (lanes 0-7 / 8-15), and for Q4_0 weights the
+ * per-lane correction -8 * (sum of the 4 bytes of that int32 lane). */
+typedef struct xq_step {
+    __m512i q;
+    __m512 d;
+    __m512i c4; /* Q4_0 only */
+} xq_step;
 
-CS_INLINE __m512i load_x2(const void *row, int64_t b, const int two, __m512 *dx) {
+CS_INLINE xq_step load_x2(const void *row, int64_t b, const int two, const int is_q4,
+                          const int vnni) {
     const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
-    __m256i lo = _mm256_loadu_si256((const __m256i *)p[0].qs), hi = _mm256_setzero_si256();
-    float d0 = f16_scale(p[0].d), d1 = 0.0f;
-    if (two) hi = _mm256_loadu_si256((const __m256i *)p[1].qs), d1 = f16_scale(p[1].d);
-    *dx = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
-    return join256(lo, hi);
+    xq_step s;
+    if (two) {
+        s.q = join256(_mm256_loadu_si256((const __m256i *)p[0].qs),
+                      _mm256_loadu_si256((const __m256i *)p[1].qs));
+        s.d = scale2(&p[0].d, &p[1].d);
+    } else {
+        static const uint16_t zero = 0;
+        s.q = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)p[0].qs));
+        s.d = scale2(&p[0].d, &zero);
+    }
+    s.c4 = _mm512_setzero_si512();
+    if (is_q4) {
+        /* 8 * x summed over each lane's 4 bytes, then negated */
+        __m512i s8;
+        if (vnni)
+            s8 = DPBUSD(_mm512_setzero_si512(), _mm512_set1_epi8(8), s.q);
+        else
+            s8 = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(8), s.q),
+                                   _mm512_set1_epi16(1));
+        s.c4 = _mm512_sub_epi32(_mm512_setzero_si512(), s8);
+    }
+    return s;
 }
 
-/* One step (one or two blocks) of the quantized tile. */
-CS_INLINE void tile_q_step(__m512 acc[4][4], const void *const *w, const void *const *x, int64_t b,
-                           const int RB, const int TB, const int two, const int is_q4) {
+/* Weight blocks b and b+1 of a Q4_0 row as unsigned nibbles in the byte
+ * order of the activations (lo nibbles of b = elements 0-15, hi = 16-31,
+ * then b+1), and their scales. */
+CS_INLINE __m512i load_w2_q4(const void *row, int64_t b, const int two, __m512 *dw) {
+    const cs_block_q4_0 *p = (const cs_block_q4_0 *)row + b;
+    __m128i q0 = _mm_loadu_si128((const __m128i *)p[0].qs);
+    __m128i q1 = two ? _mm_loadu_si128((const __m128i *)p[1].qs) : _mm_set1_epi8(0x08);
+    static const uint16_t zero = 0;
+    *dw = scale2(&p[0].d, two ? &p[1].d : &zero);
+    /* v = [q0, q1], z = [q0, q1, q0>>4, q1>>4] -> [q0, q0>>4, q1, q1>>4] */
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+    __m512i z = join256(v, _mm256_srli_epi16(v, 4));
+    z = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 4, 5, 2, 3, 6, 7), z);
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
+}
+
+CS_INLINE __m512i load_w2_q8(const void *row, int64_t b, const int two, __m512 *dw) {
+    const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
+    static const uint16_t zero = 0;
+    if (two) {
+        *dw = scale2(&p[0].d, &p[1].d);
+        return join256(_mm256_loadu_si256((const __m256i *)p[0].qs),
+                       _mm256_loadu_si256((const __m256i *)p[1].qs));
+    }
+    *dw = scale2(&p[0].d, &zero);
+    return _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)p[0].qs));
+}
+
+/* One step (one or two blocks) of the quantized tile. Every int32 lane
+ * holds the exact integer sum of its 4 byte products (whatever the
+ * instruction sequence: VNNI or maddubs + madd), so the float sequence per
+ * output is the same for every shape and for VNNI / non-VNNI. */
+/* Exact sum of the 8 int32 lanes of a 256-bit vector. */
+CS_INLINE int32_t hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+CS_INLINE float f16s(uint16_t h) { return _cvtsh_ss(h); }
+
+CS_INLINE void tile_q_step(__m512 acc[4][4], float accq[4][4], const void *const *w,
+                           const void *const *x, int64_t b, const int RB, const int TB,
+                           const int two, const int is_q4, const int vnni) {
     const __m512i ones = _mm512_set1_epi16(1);
-    __m512i xq[4];
-    __m512 dx[4];
-    for (int t = 0; t < TB; t++) xq[t] = load_x2(x[t], b, two, &dx[t]);
+    xq_step xs[4];
+    for (int t = 0; t < TB; t++) xs[t] = load_x2(x[t], b, two, is_q4, vnni);
     for (int r = 0; r < RB; r++) {
         __m512 dw;
-        __m512i wq = load_w2(w[r], b, two, is_q4, &dw);
-        __m512i aw = _mm512_abs_epi8(wq);
-        __mmask64 neg = _mm512_movepi8_mask(wq);
-        for (int t = 0; t < TB; t++) {
-            __m512i sx = _mm512_mask_sub_epi8(xq[t], neg, _mm512_setzero_si512(), xq[t]);
-            __m512i p32 = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), ones);
-            acc[r][t] =
-                _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[t]), _mm512_cvtepi32_ps(p32), acc[r][t]);
+        if (is_q4) {
+            const __m512i nib = load_w2_q4(w[r], b, two, &dw);
+            for (int t = 0; t < TB; t++) {
+                __m512i p32;
+                if (vnni)
+                    p32 = DPBUSD(xs[t].c4, nib, xs[t].q);
+                else
+                    p32 = _mm512_add_epi32(
+                        xs[t].c4, _mm512_madd_epi16(_mm512_maddubs_epi16(nib, xs[t].q), ones));
+                /* Q4_0 accumulates per block, acc = fma(block int sum, d_w*d_x,
+                 * acc), like ref_vec_dot_q4_0_q8_0 and ggml's repacked Q4_0
+                 * kernels: bit-identical to the reference (the golden
+                 * context_shift_q4_0 scenario sits 5 ulp from a rounding
+                 * boundary that any other order crosses). Lanes 0-7 hold
+                 * block b, lanes 8-15 block b + 1. */
+                const cs_block_q4_0 *wb = (const cs_block_q4_0 *)w[r] + b;
+                const cs_block_q8_0 *xb = (const cs_block_q8_0 *)x[t] + b;
+                accq[r][t] = fmaf((float)hsum_i32x8(_mm512_castsi512_si256(p32)),
+                                  f16s(wb[0].d) * f16s(xb[0].d), accq[r][t]);
+                if (two)
+                    accq[r][t] = fmaf((float)hsum_i32x8(_mm512_extracti64x4_epi64(p32, 1)),
+                                      f16s(wb[1].d) * f16s(xb[1].d), accq[r][t]);
+            }
+            (void)dw;
+        } else {
+            const __m512i wq = load_w2_q8(w[r], b, two, &dw);
+            const __m512i aw = _mm512_abs_epi8(wq);
+            const __mmask64 neg = _mm512_movepi8_mask(wq);
+            for (int t = 0; t < TB; t++) {
+                __m512i sx = _mm512_mask_sub_epi8(xs[t].q, neg, _mm512_setzero_si512(), xs[t].q);
+                __m512i p32;
+                if (vnni)
+                    p32 = DPBUSD(_mm512_setzero_si512(), aw, sx);
+                else
+                    p32 = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), ones);
+                acc[r][t] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dw, xs[t].d), _mm512_cvtepi32_ps(p32), acc[r][t]);
+            }
         }
     }
 }
 
 CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, float *out,
-                      const int RB, const int TB, const int is_q4) {
+                      const int RB, const int TB, const int is_q4, const int vnni) {
     __m512 acc[4][4];
+    float accq[4][4];
     for (int r = 0; r < RB; r++)
-        for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps(), accq[r][t] = 0.0f;
     const int64_t nb = K / CS_QK8_0;
     int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) tile_q_step(acc, w, x, b, RB, TB, 1, is_q4);
-    if (b < nb) tile_q_step(acc, w, x, b, RB, TB, 0, is_q4);
+    for (; b + 2 <= nb; b += 2) tile_q_step(acc, accq, w, x, b, RB, TB, 1, is_q4, vnni);
+    if (b < nb) tile_q_step(acc, accq, w, x, b, RB, TB, 0, is_q4, vnni);
     for (int r = 0; r < RB; r++)
-        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
+        for (int t = 0; t < TB; t++) out[t * RB + r] = is_q4 ? accq[r][t] : hsum16(acc[r][t]);
 }
 
 #define UK_RB 4
 #define UK_TB 4
+#ifndef COL_RB
+#define COL_RB 1
+#endif
 
 static void uk_f32_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_f32(K, w, x, out, UK_RB, UK_TB);
 }
 static void uk_f32_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_f32(K, w, &x, out, UK_RB, 1);
+    for (int r = 0; r < UK_RB; r++) tile_f32(K, &w[r], &x, out + r, 1, 1);
 }
 static void uk_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_16(K, w, x, out, UK_RB, UK_TB, 0);
 }
 static void uk_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_16(K, w, &x, out, UK_RB, 1, 0);
+    for (int r = 0; r < UK_RB; r++) tile_16(K, &w[r], &x, out + r, 1, 1, 0);
 }
 static void uk_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_16(K, w, x, out, UK_RB, UK_TB, 1);
 }
 static void uk_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_16(K, w, &x, out, UK_RB, 1, 1);
+    for (int r = 0; r < UK_RB; r++) tile_16(K, &w[r], &x, out + r, 1, 1, 1);
 }
 static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_q(K, w, x, out, UK_RB, UK_TB, 0);
+    tile_q(K, w, x, out, UK_RB, UK_TB, 0, 0);
 }
 static void uk_q8_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_q(K, w, &x, out, UK_RB, 1, 0);
+    for (int r = 0; r < UK_RB; r += COL_RB) tile_q(K, w + r, &x, out + r, COL_RB, 1, 0, 0);
+}
+static void uk_q8_tile_vnni(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q(K, w, x, out, UK_RB, UK_TB, 0, 1);
+}
+static void uk_q8_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    for (int r = 0; r < UK_RB; r += COL_RB) tile_q(K, w + r, &x, out + r, COL_RB, 1, 0, 1);
 }
 static void uk_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_q(K, w, x, out, UK_RB, UK_TB, 1);
+    tile_q(K, w, x, out, UK_RB, UK_TB, 1, 0);
 }
 static void uk_q4_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_q(K, w, &x, out, UK_RB, 1, 1);
+    for (int r = 0; r < UK_RB; r += COL_RB) tile_q(K, w + r, &x, out + r, COL_RB, 1, 1, 0);
+}
+static void uk_q4_tile_vnni(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q(K, w, x, out, UK_RB, UK_TB, 1, 1);
+}
+static void uk_q4_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    for (int r = 0; r < UK_RB; r += COL_RB) tile_q(K, w + r, &x, out + r, COL_RB, 1, 1, 1);
 }
 
-bool cs_avx512_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk) {
+bool cs_avx512_matmul_ukernel(int32_t wtype, bool vnni, cs_matmul_ukernel *uk) {
     uk->rb = UK_RB;
     uk->tb = UK_TB;
     switch (wtype) {
@@ -312,10 +423,16 @@ bool cs_avx512_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk) {
         uk->tile = uk_bf16_tile, uk->col = uk_bf16_col;
         return true;
     case CS_TYPE_Q8_0:
-        uk->tile = uk_q8_tile, uk->col = uk_q8_col;
+        if (vnni)
+            uk->tile = uk_q8_tile_vnni, uk->col = uk_q8_col_vnni;
+        else
+            uk->tile = uk_q8_tile, uk->col = uk_q8_col;
         return true;
     case CS_TYPE_Q4_0:
-        uk->tile = uk_q4_tile, uk->col = uk_q4_col;
+        if (vnni)
+            uk->tile = uk_q4_tile_vnni, uk->col = uk_q4_col_vnni;
+        else
+            uk->tile = uk_q4_tile, uk->col = uk_q4_col;
         return true;
     default:
         return false;
@@ -330,12 +447,12 @@ static void avx512_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const ui
 static void avx512_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
                                      const cs_block_q8_0 *y) {
     const void *w = x, *v = y;
-    tile_q(n, &w, &v, s, 1, 1, 0);
+    tile_q(n, &w, &v, s, 1, 1, 0, 0);
 }
 static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
                                      const cs_block_q8_0 *y) {
     const void *w = x, *v = y;
-    tile_q(n, &w, &v, s, 1, 1, 1);
+    tile_q(n, &w, &v, s, 1, 1, 1, 0);
 }
 
 /* ---------------------------------------------------- row conversions */
@@ -547,8 +664,34 @@ static const cs_kernels k_avx512 = {
     .rope = avx512_rope,
 };
 
+/* Same kernels; cs_kernels_matmul_ukernel never gives it the VNNI
+ * micro-kernels (tests cover the fallback on VNNI machines through it). */
+static const cs_kernels k_avx512_novnni = {
+    .name = "avx512novnni",
+    .vec_dot_f32 = avx512_vec_dot_f32,
+    .vec_dot_f16 = avx512_vec_dot_f16,
+    .vec_dot_bf16 = avx512_vec_dot_bf16,
+    .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,
+    .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0,
+    .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,
+    .quantize_row_q8_0 = avx512_quantize_row_q8_0,
+    .fp32_to_fp16_row = avx512_fp32_to_fp16_row,
+    .fp16_to_fp32_row = avx512_fp16_to_fp32_row,
+    .fp32_to_bf16_row = avx512_fp32_to_bf16_row,
+    .axpy_f32 = avx512_axpy_f32,
+    .axpy_f16 = avx512_axpy_f16,
+    .rmsnorm = avx512_rmsnorm,
+    .softmax = avx512_softmax,
+    .swiglu = avx512_swiglu,
+    .rope = avx512_rope,
+};
+
 const cs_kernels *cs_kernels_avx512_table(void) {
     return &k_avx512;
+}
+
+const cs_kernels *cs_kernels_avx512_novnni_table(void) {
+    return &k_avx512_novnni;
 }
 
 #endif /* x86 */
