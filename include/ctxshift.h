@@ -55,6 +55,9 @@ enum {
     CS_TYPE_F16 = 1,
     CS_TYPE_Q4_0 = 2,
     CS_TYPE_Q8_0 = 8,
+    CS_TYPE_Q4_K = 12,
+    CS_TYPE_Q5_K = 13,
+    CS_TYPE_Q6_K = 14,
     CS_TYPE_BF16 = 30,
 };
 

@@ -150,7 +150,7 @@ static cs_status bind(cs_model *m, const char *name, int64_t ne0, int64_t ne1, b
     if (!cs_type_is_supported_weight(t->type))
         return cs_fail(CS_ERR_UNSUPPORTED,
                        "model: tensor '%s' has type %s (%d), which is not supported (f32, f16, "
-                       "bf16, q8_0, q4_0)",
+                       "bf16, q8_0, q4_0, q4_K, q5_K, q6_K)",
                        name, cs_type_name(t->type), t->type);
     if (((uintptr_t)t->data) % type_align(t->type) != 0)
         return cs_fail(CS_ERR_UNSUPPORTED, "model: tensor '%s': data is not aligned to %zu bytes",

@@ -33,7 +33,8 @@ bool cs_type_row_size(int32_t type, int64_t n, uint64_t *bytes) {
 
 bool cs_type_is_supported_weight(int32_t type) {
     return type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16 ||
-           type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0;
+           type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0 || type == 12 /* Q4_K */ ||
+           type == 13 /* Q5_K */ || type == 14 /* Q6_K */;
 }
 
 const char *cs_type_name(int32_t type) {

@@ -97,10 +97,11 @@ void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n);
 void cs_quantize_row_q4_0_ref(const float *x, cs_block_q4_0 *y, int64_t n);
 void cs_dequantize_row_q8_0(const cs_block_q8_0 *x, float *y, int64_t n);
 void cs_dequantize_row_q4_0(const cs_block_q4_0 *x, float *y, int64_t n);
-/* Any supported weight type (F32, F16, BF16, Q8_0, Q4_0) to f32. */
+/* Any supported weight type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) to f32. */
 void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n);
 /* f32 to any supported weight type (Q8_0 via ggml's reference quantizer
- * quantize_row_q8_0_ref: roundf, id = 1/d), used by writers. */
+ * quantize_row_q8_0_ref: roundf, id = 1/d; K-quants via kquants.c's ports
+ * of ggml's reference quantizers), used by writers. */
 void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n);
 
 #endif /* CS_KERNELS_H */

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "kquants.h"
 
 #define ROW_ALIGN   64
 #define CHUNK_BYTES (128 * 1024)
@@ -39,6 +40,11 @@ static size_t vec_row_bytes(int32_t wtype, int64_t K) {
     case CS_TYPE_Q8_0:
     case CS_TYPE_Q4_0:
         b = (size_t)(K / CS_QK8_0) * sizeof(cs_block_q8_0);
+        break;
+    case CS_TYPE_Q4_K:
+    case CS_TYPE_Q5_K:
+    case CS_TYPE_Q6_K:
+        b = (size_t)(K / CS_QK_K) * sizeof(cs_block_q8_K);
         break;
     default:
         CS_ASSERT(!"cs_matmul: unsupported weight type");
@@ -71,6 +77,7 @@ typedef struct mm_task {
     uint8_t *scratch;
     bool have_uk;
     cs_matmul_ukernel uk;
+    cs_vec_dot_kq_fn kq_dot; /* K-quant weights (no micro-kernel yet) */
 } mm_task;
 
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
@@ -83,6 +90,11 @@ static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
             break;
         case CS_TYPE_BF16:
             m->k->fp32_to_bf16_row(x, dst, m->K);
+            break;
+        case CS_TYPE_Q4_K:
+        case CS_TYPE_Q5_K:
+        case CS_TYPE_Q6_K:
+            cs_quantize_row_q8_K_ref(x, dst, m->K);
             break;
         default: /* Q8_0, Q4_0 */
             m->k->quantize_row_q8_0(x, dst, m->K);
@@ -113,6 +125,11 @@ static float dot_generic(const mm_task *m, const void *w, const void *x) {
         break;
     case CS_TYPE_Q8_0:
         m->k->vec_dot_q8_0_q8_0(m->K, &s, w, x);
+        break;
+    case CS_TYPE_Q4_K:
+    case CS_TYPE_Q5_K:
+    case CS_TYPE_Q6_K:
+        m->kq_dot(m->K, &s, w, x);
         break;
     default:
         m->k->vec_dot_q4_0_q8_0(m->K, &s, w, x);
@@ -192,6 +209,7 @@ void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, const void
         .scratch = scratch,
     };
     m.have_uk = cs_kernels_matmul_ukernel(k, wtype, &m.uk);
+    m.kq_dot = cs_kquant_vec_dot(k, wtype);
     CS_ASSERT(!m.have_uk || (m.uk.rb <= 16 && m.uk.tb <= 16 && m.uk.rb * m.uk.tb <= MAX_TILE));
     if (wtype == CS_TYPE_F32) {
         m.Xc = (const uint8_t *)X;

@@ -14,12 +14,13 @@
  * against weights of type wtype: T rows of the weight's vec-dot type (f32
  * for F32 weights: then only a minimum of 64 bytes, never 0, so a caller
  * can allocate it unconditionally; f16; bf16; Q8_0 blocks for Q8_0 and
- * Q4_0), each row padded to 64 bytes. K must be a multiple of 32 for
- * quantized types. */
+ * Q4_0; Q8_K blocks for Q4_K, Q5_K and Q6_K), each row padded to 64 bytes.
+ * K must be a multiple of the weight type's block (32, or 256 for K-quants). */
 size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
 
 /* Y[t*N + n] = dot(W row n, X row t) for t < T, n < N.
- *   W: (N, K) of wtype (F32, F16, BF16, Q8_0, Q4_0), rows contiguous;
+ *   W: (N, K) of wtype (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K),
+ *   rows contiguous (K-quants: dotted row by row with kquants.h's kernels);
  *   X: (T, K) f32; Y: (T, N) f32; scratch: cs_matmul_scratch_size bytes,
  *   64-byte aligned preferred. tp may be NULL (single thread).
  * X is first converted to the vec-dot type (rows split across threads),

@@ -15,6 +15,7 @@
 
 #include "../common.h"
 #include "kernels.h"
+#include "kquants.h"
 
 void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n) {
     const int64_t nb = n / CS_QK8_0;
@@ -115,6 +116,15 @@ void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n) {
     case CS_TYPE_Q4_0:
         cs_dequantize_row_q4_0(x, y, n);
         break;
+    case CS_TYPE_Q4_K:
+        cs_dequantize_row_q4_K(x, y, n);
+        break;
+    case CS_TYPE_Q5_K:
+        cs_dequantize_row_q5_K(x, y, n);
+        break;
+    case CS_TYPE_Q6_K:
+        cs_dequantize_row_q6_K(x, y, n);
+        break;
     default:
         CS_ASSERT(!"cs_dequantize_row: unsupported type");
     }
@@ -136,6 +146,15 @@ void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n) {
         break;
     case CS_TYPE_Q4_0:
         cs_quantize_row_q4_0_ref(x, y, n);
+        break;
+    case CS_TYPE_Q4_K:
+        cs_quantize_row_q4_K_ref(x, y, n);
+        break;
+    case CS_TYPE_Q5_K:
+        cs_quantize_row_q5_K_ref(x, y, n);
+        break;
+    case CS_TYPE_Q6_K:
+        cs_quantize_row_q6_K_ref(x, y, n);
         break;
     default:
         CS_ASSERT(!"cs_quantize_row: unsupported type");
