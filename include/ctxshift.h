@@ -424,6 +424,19 @@ bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
 /* Write a random-weight llama GGUF that llama.cpp can load. */
 cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
 
+/* Quantize the weights of a llama GGUF file into a new file: TYPE one of
+ * "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
+ * "q5_K_M" (llama.cpp's per-tensor rules). Norms and 1-D tensors stay F32; a
+ * tensor whose row length does not fit the type's block keeps a type that fits
+ * (as llama.cpp does). Metadata copied, general.file_type set. Streams tensor by
+ * tensor. Errors: CS_ERR_INVALID_ARG (unknown type, named), CS_ERR_IO,
+ * CS_ERR_FORMAT / CS_ERR_UNSUPPORTED from loading IN. */
+cs_status cs_model_quantize(const char *in_path, const char *out_path, const char *type);
+/* As cs_model_quantize with n_threads workers (0 = one per online CPU); the
+ * output does not depend on n_threads. */
+cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, const char *type,
+                                    int32_t n_threads);
+
 #ifdef __cplusplus
 }
 #endif

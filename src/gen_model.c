@@ -7,10 +7,9 @@
  *
  * Memory: the 1.1B F32 model is 4.4 GB, so tensors are never held whole.
  * The metadata is built with gguf_writer (which copies the tokenizer keys)
- * and serialized to a buffer without tensors; this file then writes that
- * key section, its own tensor infos and each tensor's data row by row.
- * Peak memory is the vocabulary plus one row. The layout (offsets padded to
- * 32 bytes, data section aligned to 32) is the one gguf_writer produces. */
+ * and written by gguf_stream (gguf_stream.h) with the tensor infos, then
+ * each tensor's data is appended row by row. Peak memory is the vocabulary
+ * plus one row. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,10 +17,10 @@
 
 #include "cs_limits.h"
 #include "gguf.h"
+#include "gguf_stream.h"
 #include "kernels/kernels.h"
 #include "types.h"
 
-#define GEN_ALIGNMENT 32 /* GGUF default; general.alignment is not written */
 /* Norm weights are 1 + U(-GEN_NORM_SPREAD, GEN_NORM_SPREAD). */
 #define GEN_NORM_SPREAD 0.1f
 /* Largest FFN width accepted (TinyLlama 5632, Llama-3-405B 53248). */
@@ -285,30 +284,18 @@ static cs_status gen_metadata(gguf_writer *w, const cs_gen_model_params *p, int6
 
 /* ------------------------------------------------------------- writing */
 
-static void gen_put_le(FILE *f, uint64_t v, int n, bool *ok) {
-    uint8_t b[8];
-    for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
-    if (fwrite(b, 1, (size_t)n, f) != (size_t)n) *ok = false;
-}
-
-static void gen_pad(FILE *f, uint64_t *pos, bool *ok) {
-    static const uint8_t zeros[GEN_ALIGNMENT];
-    uint64_t n = (GEN_ALIGNMENT - *pos % GEN_ALIGNMENT) % GEN_ALIGNMENT;
-    if (n && fwrite(zeros, 1, (size_t)n, f) != n) *ok = false;
-    *pos += n;
-}
-
 /* One tensor's data, generated and converted row by row. row_f32 holds
  * ne0 floats, row_out one converted row. */
-static void gen_write_tensor(FILE *f, const gen_tensor *t, uint64_t seed, int64_t index,
-                             float *row_f32, void *row_out, bool *ok) {
+static cs_status gen_write_tensor(gguf_stream *s, const gen_tensor *t, uint64_t seed, int64_t index,
+                                  float *row_f32, void *row_out) {
+    cs_status st;
     uint64_t state = seed ^ (0x5851f42d4c957f2dull * (uint64_t)(index + 1));
     gen_splitmix(&state); /* decorrelate nearby seeds */
     /* Uniform on [-a, a] has std a/sqrt(3); std 1/sqrt(fan_in) keeps
      * activations O(1) through the layers. fan_in is ne0. */
     float a = sqrtf(3.0f / (float)t->ne[0]);
     uint64_t row_bytes = t->nbytes / (uint64_t)t->ne[1];
-    for (int64_t r = 0; r < t->ne[1] && *ok; r++) {
+    for (int64_t r = 0; r < t->ne[1]; r++) {
         for (int64_t j = 0; j < t->ne[0]; j++) {
             float u = gen_uniform(&state);
             row_f32[j] = t->is_norm ? 1.0f + GEN_NORM_SPREAD * u : a * u;
@@ -318,20 +305,20 @@ static void gen_write_tensor(FILE *f, const gen_tensor *t, uint64_t seed, int64_
             cs_quantize_row(t->type, row_f32, row_out, t->ne[0]);
             out = row_out;
         }
-        if (fwrite(out, 1, (size_t)row_bytes, f) != row_bytes) *ok = false;
+        if ((st = gguf_stream_write(s, out, (size_t)row_bytes)) != CS_OK) return st;
     }
+    return gguf_stream_end_tensor(s);
 }
 
 cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path) {
     cs_status st;
     gguf_file *vocab = NULL;
     gguf_writer *w = NULL;
-    uint8_t *meta = NULL;
-    size_t meta_size = 0;
     gen_tensor *tensors = NULL;
+    gguf_stream_tensor *infos = NULL;
     float *row_f32 = NULL;
     void *row_out = NULL;
-    FILE *f = NULL;
+    gguf_stream *s = NULL;
 
     if (!params || !path)
         return cs_fail(CS_ERR_INVALID_ARG, "gen-model: params and path are required");
@@ -354,25 +341,30 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
         goto fail;
     }
 
-    /* Metadata: key section only (no tensors: no trailing padding). */
+    /* Metadata (the writer copies the vocabulary). */
     if ((st = gguf_writer_new(&w)) != CS_OK) goto fail;
     if ((st = gen_metadata(w, params, n_vocab)) != CS_OK) goto fail;
     if ((st = gen_copy_vocab(w, vocab, n_vocab, vocab_size)) != CS_OK) goto fail;
-    void *buf = NULL;
-    if ((st = gguf_writer_write_buffer(w, &buf, &meta_size)) != CS_OK) goto fail;
-    meta = buf;
-    gguf_writer_free(w);
-    w = NULL;
-    gguf_close(vocab); /* the vocabulary is in meta now */
+    gguf_close(vocab);
     vocab = NULL;
 
     int64_t max_tensors = 3 + 9 * (int64_t)params->n_layer;
     tensors = cs_calloc((size_t)max_tensors, sizeof *tensors);
-    if (!tensors) {
+    infos = cs_calloc((size_t)max_tensors, sizeof *infos);
+    if (!tensors || !infos) {
         st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
         goto fail;
     }
     int64_t n_tensors = gen_tensor_list(params, n_vocab, tensors);
+    for (int64_t i = 0; i < n_tensors; i++) {
+        infos[i].name = tensors[i].name;
+        infos[i].type = tensors[i].type;
+        infos[i].n_dims = tensors[i].n_dims;
+        infos[i].ne[0] = tensors[i].ne[0];
+        infos[i].ne[1] = tensors[i].ne[1];
+        infos[i].ne[2] = infos[i].ne[3] = 1;
+        infos[i].nbytes = tensors[i].nbytes;
+    }
     int64_t max_ne0 = params->n_embd > params->n_ff ? params->n_embd : params->n_ff;
     row_f32 = cs_malloc((size_t)max_ne0 * sizeof *row_f32);
     row_out = cs_malloc((size_t)max_ne0 * sizeof *row_f32); /* >= any converted row */
@@ -381,53 +373,22 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
         goto fail;
     }
 
-    f = fopen(path, "wb");
-    if (!f) {
-        st = cs_fail(CS_ERR_IO, "gen-model: cannot create '%s'", path);
-        goto fail;
-    }
-    bool ok = true;
-    /* Header with the real tensor count (bytes 8..15), then the keys. */
-    uint8_t *hdr = meta + 8;
-    for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)n_tensors >> (8 * i));
-    if (fwrite(meta, 1, meta_size, f) != meta_size) ok = false;
-    uint64_t pos = meta_size, offset = 0;
+    if ((st = gguf_stream_begin(path, w, infos, n_tensors, &s)) != CS_OK) goto fail;
+    gguf_writer_free(w);
+    w = NULL;
     for (int64_t i = 0; i < n_tensors; i++) {
-        const gen_tensor *t = &tensors[i];
-        size_t nlen = strlen(t->name);
-        gen_put_le(f, nlen, 8, &ok);
-        if (fwrite(t->name, 1, nlen, f) != nlen) ok = false;
-        gen_put_le(f, (uint64_t)t->n_dims, 4, &ok);
-        for (int32_t d = 0; d < t->n_dims; d++) gen_put_le(f, (uint64_t)t->ne[d], 8, &ok);
-        gen_put_le(f, (uint64_t)t->type, 4, &ok);
-        gen_put_le(f, offset, 8, &ok);
-        pos += 8 + nlen + 4 + 8 * (uint64_t)t->n_dims + 4 + 8;
-        offset += (t->nbytes + GEN_ALIGNMENT - 1) / GEN_ALIGNMENT * GEN_ALIGNMENT;
+        st = gen_write_tensor(s, &tensors[i], params->seed, i, row_f32, row_out);
+        if (st != CS_OK) goto fail;
     }
-    gen_pad(f, &pos, &ok);
-    for (int64_t i = 0; i < n_tensors && ok; i++) {
-        gen_write_tensor(f, &tensors[i], params->seed, i, row_f32, row_out, &ok);
-        pos += tensors[i].nbytes;
-        gen_pad(f, &pos, &ok);
-    }
-    if (fclose(f) != 0) ok = false;
-    f = NULL;
-    if (!ok) {
-        remove(path);
-        st = cs_fail(CS_ERR_IO, "gen-model: cannot write '%s'", path);
-        goto fail;
-    }
-    st = CS_OK;
+    st = gguf_stream_finish(s);
+    s = NULL;
 
 fail:
-    if (f) {
-        fclose(f);
-        remove(path);
-    }
+    gguf_stream_abort(s);
     gguf_close(vocab);
     gguf_writer_free(w);
-    cs_free(meta);
     cs_free(tensors);
+    cs_free(infos);
     cs_free(row_f32);
     cs_free(row_out);
     return st;

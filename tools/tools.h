@@ -17,6 +17,7 @@ int cmd_gen_model(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_parallel(int argc, char **argv);
 int cmd_passkey(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #ifndef CS_DEFAULT_MODEL
 /* CMake defines the absolute path of the bundled model; this fallback is
