@@ -24,14 +24,110 @@
 
 /* --------------------------------------------------------------- helpers */
 
+/* Below this many multiply-adds (N * K * T) a matmul runs on the calling
+ * thread: a pool job costs ~1 us of hand-offs, and a stories260K-sized
+ * matrix (64 x 64) takes less than that on one core. cs_matmul is
+ * bit-identical for any thread count, so this choice never changes a
+ * result. */
+#define MATMUL_PARALLEL_MIN_MACS ((int64_t)1 << 16)
+/* Below this many elements a row-wise step (norm, residual, RoPE, SwiGLU)
+ * runs on the calling thread: a decode step (T = 1) then costs no pool job
+ * for them, while a prompt batch splits them by rows. */
+#define ROWS_PARALLEL_MIN_ELEMS ((int64_t)1 << 15)
+
 static void matmul(cs_context *ctx, const cs_weight *w, const float *x, int64_t T, float *y) {
-    cs_matmul(ctx->kern, ctx->tp, w->type, w->data, w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
+    cs_threadpool *tp = w->ne1 * w->ne0 * T >= MATMUL_PARALLEL_MIN_MACS ? ctx->tp : NULL;
+    cs_matmul(ctx->kern, tp, w->type, w->data, w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
 }
 
-static void rmsnorm_rows(cs_context *ctx, float *out, const float *x, const float *w, int64_t T) {
-    int64_t n = ctx->model->hp.n_embd;
-    for (int64_t t = 0; t < T; t++)
-        ctx->kern->rmsnorm(out + t * n, x + t * n, w, n, ctx->model->hp.norm_eps);
+/* The row-wise steps of the forward pass. Each batch row t is computed by
+ * one thread with the same per-row kernel calls whatever the split, so
+ * results do not depend on the number of threads (no reduction crosses a
+ * row). */
+typedef enum rows_op {
+    ROWS_EMBED,      /* x[t] = tok_embd[token t]; rope angles of pos t */
+    ROWS_NORM,       /* xb[t] = rmsnorm(x[t]) * w */
+    ROWS_RESID,      /* x[t] += xb[t] */
+    ROWS_RESID_NORM, /* x[t] += xb[t]; xb[t] = rmsnorm(x[t]) * w (one pass) */
+    ROWS_ROPE,       /* rotate q[t] and k[t] */
+    ROWS_SWIGLU,     /* hb[t] = silu(hb[t]) * hb2[t] */
+} rows_op;
+
+typedef struct rows_task {
+    cs_context *ctx;
+    const cs_batch *b;
+    rows_op op;
+    const float *w; /* norm weights */
+    int64_t T;      /* rows */
+} rows_task;
+
+static void rows_range(const rows_task *r, int64_t t0, int64_t t1) {
+    cs_context *ctx = r->ctx;
+    const cs_model *m = ctx->model;
+    const cs_hparams *hp = &m->hp;
+    const cs_kernels *k = ctx->kern;
+    const int64_t E = hp->n_embd;
+    switch (r->op) {
+    case ROWS_EMBED: {
+        /* ggml get_rows: dequantize the row */
+        uint64_t row_bytes = 0;
+        CS_ASSERT(cs_type_row_size(m->tok_embd.type, E, &row_bytes));
+        for (int64_t t = t0; t < t1; t++) {
+            const uint8_t *row =
+                (const uint8_t *)m->tok_embd.data + (size_t)r->b->token[t] * (size_t)row_bytes;
+            cs_dequantize_row(m->tok_embd.type, row, ctx->x + t * E, E);
+            cs_rope_cache(ctx->rope_cs + (size_t)t * (size_t)hp->n_rot, (float)r->b->pos[t],
+                          &ctx->rope);
+        }
+        break;
+    }
+    case ROWS_NORM:
+        for (int64_t t = t0; t < t1; t++)
+            k->rmsnorm(ctx->xb + t * E, ctx->x + t * E, r->w, E, hp->norm_eps);
+        break;
+    case ROWS_RESID:
+    case ROWS_RESID_NORM:
+        for (int64_t t = t0; t < t1; t++) {
+            float *x = ctx->x + t * E;
+            float *xb = ctx->xb + t * E;
+            for (int64_t i = 0; i < E; i++) x[i] += xb[i];
+            if (r->op == ROWS_RESID_NORM) k->rmsnorm(xb, x, r->w, E, hp->norm_eps);
+        }
+        break;
+    case ROWS_ROPE:
+        for (int64_t t = t0; t < t1; t++) {
+            const float *cs = ctx->rope_cs + (size_t)t * (size_t)hp->n_rot;
+            k->rope(ctx->q + t * E, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
+            k->rope(ctx->k + t * hp->n_embd_kv, hp->n_head_kv, hp->head_dim, hp->n_rot,
+                    hp->rope_mode, cs);
+        }
+        break;
+    case ROWS_SWIGLU:
+        /* one call per row, so a row's split between a SIMD body and a
+         * scalar tail never depends on T or on the thread split */
+        for (int64_t t = t0; t < t1; t++)
+            k->swiglu(ctx->hb + t * hp->n_ff, ctx->hb + t * hp->n_ff, ctx->hb2 + t * hp->n_ff,
+                      hp->n_ff);
+        break;
+    }
+}
+
+static void rows_worker(void *arg, int32_t ith, int32_t nth) {
+    const rows_task *r = arg;
+    int64_t t0, t1;
+    cs_split(r->T, ith, nth, &t0, &t1);
+    rows_range(r, t0, t1);
+}
+
+/* Run op over rows [0, T) of width elements each: on the pool, split by
+ * rows, when there is enough work to pay for a job, else on the caller. */
+static void run_rows(cs_context *ctx, const cs_batch *b, rows_op op, const float *w, int64_t T,
+                     int64_t width) {
+    rows_task r = {.ctx = ctx, .b = b, .op = op, .w = w, .T = T};
+    if (T > 1 && T * width >= ROWS_PARALLEL_MIN_ELEMS)
+        cs_threadpool_run(ctx->tp, rows_worker, &r);
+    else
+        rows_range(&r, 0, T);
 }
 
 /* ------------------------------------------------------------- attention */
@@ -187,45 +283,36 @@ static void store_kv(cs_context *ctx, int32_t layer, int32_t T) {
 void forward_batch(cs_context *ctx, const cs_batch *b) {
     const cs_model *m = ctx->model;
     const cs_hparams *hp = &m->hp;
-    const cs_kernels *k = ctx->kern;
     const int32_t T = b->n_tokens;
-    const int64_t E = hp->n_embd, EKV = hp->n_embd_kv, F = hp->n_ff;
+    const int64_t E = hp->n_embd, F = hp->n_ff;
 
-    /* token embeddings (ggml get_rows: dequantize the row) */
-    for (int32_t t = 0; t < T; t++) {
-        uint64_t row_bytes = 0;
-        cs_type_row_size(m->tok_embd.type, E, &row_bytes);
-        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)b->token[t] * row_bytes;
-        cs_dequantize_row(m->tok_embd.type, row, ctx->x + t * E, E);
-    }
-    /* RoPE angles once per token, shared by all layers and heads */
-    for (int32_t t = 0; t < T; t++)
-        cs_rope_cache(ctx->rope_cs + (size_t)t * (size_t)hp->n_rot, (float)b->pos[t], &ctx->rope);
+    /* token embeddings, and the RoPE angles once per token, shared by all
+     * layers and heads */
+    run_rows(ctx, b, ROWS_EMBED, NULL, T, E);
 
     int32_t n_cells = kv_cells_cell_max(&ctx->cells);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const cs_layer *L = &m->layers[il];
-        rmsnorm_rows(ctx, ctx->xb, ctx->x, L->attn_norm, T);
+        /* layers after the first got xb = norm(x) with the residual below */
+        if (il == 0) run_rows(ctx, b, ROWS_NORM, L->attn_norm, T, E);
         matmul(ctx, &L->wq, ctx->xb, T, ctx->q);
         matmul(ctx, &L->wk, ctx->xb, T, ctx->k);
         matmul(ctx, &L->wv, ctx->xb, T, ctx->v);
-        for (int32_t t = 0; t < T; t++) {
-            const float *cs = ctx->rope_cs + (size_t)t * (size_t)hp->n_rot;
-            k->rope(ctx->q + t * E, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
-            k->rope(ctx->k + t * EKV, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
-        }
+        run_rows(ctx, b, ROWS_ROPE, NULL, T, E + hp->n_embd_kv);
         store_kv(ctx, il, T);
         attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
         cs_threadpool_run(ctx->tp, attn_worker, &at);
         matmul(ctx, &L->wo, ctx->att, T, ctx->xb);
-        for (int64_t i = 0; i < (int64_t)T * E; i++) ctx->x[i] += ctx->xb[i];
+        run_rows(ctx, b, ROWS_RESID_NORM, L->ffn_norm, T, E);
 
-        rmsnorm_rows(ctx, ctx->xb, ctx->x, L->ffn_norm, T);
         matmul(ctx, &L->w_gate, ctx->xb, T, ctx->hb);
         matmul(ctx, &L->w_up, ctx->xb, T, ctx->hb2);
-        k->swiglu(ctx->hb, ctx->hb, ctx->hb2, (int64_t)T * F);
+        run_rows(ctx, b, ROWS_SWIGLU, NULL, T, F);
         matmul(ctx, &L->w_down, ctx->hb, T, ctx->xb);
-        for (int64_t i = 0; i < (int64_t)T * E; i++) ctx->x[i] += ctx->xb[i];
+        if (il + 1 < hp->n_layer)
+            run_rows(ctx, b, ROWS_RESID_NORM, m->layers[il + 1].attn_norm, T, E);
+        else
+            run_rows(ctx, b, ROWS_RESID, NULL, T, E);
     }
 
     /* gather the rows that want logits, then norm and project them */
@@ -237,6 +324,6 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
         n_out++;
     }
     if (n_out == 0) return;
-    rmsnorm_rows(ctx, ctx->xb, ctx->x, m->output_norm, n_out);
+    run_rows(ctx, b, ROWS_NORM, m->output_norm, n_out, E);
     matmul(ctx, &m->output, ctx->xb, n_out, ctx->logits);
 }
