@@ -28,27 +28,10 @@ THREADS=2
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cs-passkey-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-n_pass=0
-n_fail=0
-n_skip=0
-ok() { n_pass=$((n_pass + 1)); echo "ok   $1"; }
-skip() { n_skip=$((n_skip + 1)); echo "skip $1 ($2)"; }
-fail() {
-    n_fail=$((n_fail + 1))
-    echo "FAIL $1: $2"
-    if [ -s "$TMP/err" ]; then
-        echo "     stderr (last lines):"
-        tail -n 5 "$TMP/err" | sed 's/^/       /'
-    fi
-}
+# shellcheck source=tests/cli_lib.sh
+. "$(dirname "$0")/cli_lib.sh"
 
-# Run the binary: stdout in $TMP/out, stderr in $TMP/err, exit status in RC.
-RC=0
-run() {
-    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
-    RC=$?
-}
-
+# shared/ counts as present only with the transcripts this script reads
 have_shared() { [ -n "$SHARED" ] && [ -f "$SHARED/golden/tools/transcripts.json" ]; }
 
 # --------------------------------------------------------------- golden runs

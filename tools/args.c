@@ -153,6 +153,42 @@ int tool_parse_cache_type(const char *flag, const char *text, int32_t *out) {
     return 0;
 }
 
+int tool_parse_common(tool_args *it, const tool_common *c, bool *handled) {
+    const char *a = it->argv[it->i];
+    const char *v = NULL;
+    int rc = 0;
+    *handled = true;
+    if (c->help != NULL && tool_arg_is(a, "-h", "--help")) {
+        *c->help = true;
+    } else if (c->verbose != NULL && tool_arg_is(a, "-v", "--verbose")) {
+        *c->verbose = true;
+    } else if (c->kv_map != NULL && tool_arg_is(a, NULL, "--kv-map")) {
+        *c->kv_map = true;
+    } else if (c->kv_map_svg != NULL && tool_arg_is(a, NULL, "--kv-map-svg")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) *c->kv_map_svg = v;
+    } else if (c->model != NULL && tool_arg_is(a, "-m", "--model")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) *c->model = v;
+    } else if (c->n_threads != NULL && tool_arg_is(a, "-t", "--threads")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 4096, c->n_threads);
+    } else if (c->n_ctx != NULL && tool_arg_is(a, "-c", "--ctx-size")) {
+        if ((rc = tool_arg_value(it, &v)) == 0)
+            rc = tool_parse_i32(a, v, c->ctx_min, c->ctx_max, c->n_ctx);
+    } else if (c->n_batch != NULL && tool_arg_is(a, "-b", "--batch-size")) {
+        if ((rc = tool_arg_value(it, &v)) == 0)
+            rc = tool_parse_i32(a, v, 1, c->batch_max, c->n_batch);
+    } else if (c->type_k != NULL && tool_arg_is(a, "-ctk", "--cache-type-k")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_cache_type(a, v, c->type_k);
+    } else if (c->type_v != NULL && tool_arg_is(a, "-ctv", "--cache-type-v")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_cache_type(a, v, c->type_v);
+    } else if (c->defrag_thold != NULL && tool_arg_is(a, "-dt", "--defrag-thold")) {
+        if ((rc = tool_arg_value(it, &v)) == 0)
+            rc = tool_parse_f32(a, v, -1.0f, 1.0f, c->defrag_thold);
+    } else {
+        *handled = false;
+    }
+    return rc;
+}
+
 /* ------------------------------------------------------------ utilities */
 
 int32_t tool_default_threads(void) {

@@ -76,6 +76,41 @@ int tool_parse_i32_list(const char *flag, const char *text, int32_t min, int32_t
 /* Parse a KV cache type name (f32 or f16). */
 int tool_parse_cache_type(const char *flag, const char *text, int32_t *out);
 
+/* Where the flags that several tools share store their values. A NULL
+ * pointer means the tool does not take that flag: tool_parse_common leaves
+ * it to the tool's own branches (and so to tool_arg_unknown). */
+typedef struct tool_common {
+    bool *help;         /* -h, --help */
+    bool *verbose;      /* -v, --verbose */
+    const char **model; /* -m, --model FILE */
+    int32_t *n_threads; /* -t, --threads N in [1, 4096] */
+    int32_t *n_ctx;     /* -c, --ctx-size N in [ctx_min, ctx_max] */
+    int32_t ctx_min;
+    int32_t ctx_max;
+    int32_t *n_batch; /* -b, --batch-size N in [1, batch_max] */
+    int32_t batch_max;
+    int32_t *type_k;         /* -ctk, --cache-type-k TYPE (tool_parse_cache_type) */
+    int32_t *type_v;         /* -ctv, --cache-type-v TYPE */
+    float *defrag_thold;     /* -dt, --defrag-thold X in [-1, 1] */
+    bool *kv_map;            /* --kv-map */
+    const char **kv_map_svg; /* --kv-map-svg FILE */
+} tool_common;
+
+/* Parse it->argv[it->i] when it is one of the shared flags that c accepts:
+ * sets *handled, takes the value (advancing it->i) and stores it. Returns 0
+ * or the exit code of a missing / bad value (the message is printed, with
+ * the same wording as tool_arg_value and tool_parse_*). *handled is false,
+ * and nothing is consumed, for any other argument. */
+int tool_parse_common(tool_args *it, const tool_common *c, bool *handled);
+
+/* Help lines shared by the tools that align their flags in 29 columns. */
+#define TOOL_HELP_THREADS "  -t,   --threads N          worker threads (default: number of cores)\n"
+#define TOOL_HELP_CACHE_TYPES                                                                      \
+    "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"                 \
+    "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
+#define TOOL_HELP_VERBOSE "  -v,   --verbose            print the library's info and debug log\n"
+#define TOOL_HELP_HELP    "  -h,   --help               print this help\n"
+
 /* ------------------------------------------------------------ utilities */
 
 /* Number of online cores (at least 1). */

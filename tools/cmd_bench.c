@@ -45,27 +45,28 @@ static void bench_usage(FILE *f) {
             "  -n,   --n-gen LIST         generated tokens per tg test; 0 = none (default: 128)\n"
             "  -b,   --batch-size N       tokens per decode in pp tests (default: 2048)\n"
             "  -t,   --threads LIST       worker threads (default: number of cores)\n"
-            "  -r,   --repetitions N      measured runs per test, after one warm-up (default: 5)\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
+            "  -r,   --repetitions N      measured runs per test, after one warm-up (default: "
+            "5)\n" TOOL_HELP_CACHE_TYPES
             "  -o,   --output FORMAT      md (a markdown table, default) or json\n"
-            "        --json               same as -o json: a JSON array with llama-bench's fields\n"
-            "  -v,   --verbose            print the library's info and debug log\n"
-            "  -h,   --help               print this help\n",
+            "        --json               same as -o json: a JSON array with llama-bench's "
+            "fields\n" TOOL_HELP_VERBOSE TOOL_HELP_HELP,
             CS_DEFAULT_MODEL);
 }
 
 static int bench_parse(int argc, char **argv, bench_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {&o->help,   &o->verbose, &o->model_path, NULL,      NULL,
+                             0,          0,           &o->n_batch,    INT32_MAX, &o->type_k,
+                             &o->type_v, NULL,        NULL,           NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, NULL, "--json")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, NULL, "--json")) {
             o->json = true;
         } else if (tool_arg_is(a, "-o", "--output")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) {
@@ -78,8 +79,6 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
                     rc = TOOL_EXIT_USAGE;
                 }
             }
-        } else if (tool_arg_is(a, "-m", "--model")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
         } else if (tool_arg_is(a, "-p", "--n-prompt")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32_list(a, v, 0, 1 << 20, o->n_prompt, BENCH_LIST_MAX,
@@ -90,15 +89,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
         } else if (tool_arg_is(a, "-t", "--threads")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32_list(a, v, 1, 4096, o->threads, BENCH_LIST_MAX, &o->n_threads);
-        } else if (tool_arg_is(a, "-b", "--batch-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_batch);
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 10000, &o->reps);
-        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
-        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
         } else {
             rc = tool_arg_unknown("bench", a);
         }

@@ -46,33 +46,28 @@ typedef struct kv_opts {
 } kv_opts;
 
 static void kv_usage(FILE *f) {
-    fprintf(f, "usage: ctxshift bench kv [flags]\n"
-               "\n"
-               "Measure the KV cache operations on a full cache: K-shift of half the cells,\n"
-               "defrag of a half-fragmented cache, memcpy of the K+V size for comparison, and one\n"
-               "decoded token over the full, the half-emptied and the compacted cache.\n"
-               "\n"
-               "  -m,   --model FILE         GGUF model (default: a generated 110m-preset model,\n"
-               "                             cached in /tmp, with the Llama SPM vocabulary from\n"
-               "                             ../shared/models if present, else the bundled one)\n"
-               "        --gen-type TYPE      weight type of the generated model (default: f32)\n"
-               "  -c,   --ctx-size N         KV cells, all filled (default: 4096)\n"
-               "  -t,   --threads N          worker threads (default: number of cores)\n"
-               "  -r,   --repetitions N      timed runs per operation, after one warm-up (default: "
-               "5)\n"
-               "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
-               "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
-               "        --json               print the results as a JSON object\n"
-               "  -v,   --verbose            print the library's info and debug log\n"
-               "  -h,   --help               print this help\n");
+    fprintf(f,
+            "usage: ctxshift bench kv [flags]\n"
+            "\n"
+            "Measure the KV cache operations on a full cache: K-shift of half the cells,\n"
+            "defrag of a half-fragmented cache, memcpy of the K+V size for comparison, and one\n"
+            "decoded token over the full, the half-emptied and the compacted cache.\n"
+            "\n"
+            "  -m,   --model FILE         GGUF model (default: a generated 110m-preset model,\n"
+            "                             cached in /tmp, with the Llama SPM vocabulary from\n"
+            "                             ../shared/models if present, else the bundled one)\n"
+            "        --gen-type TYPE      weight type of the generated model (default: f32)\n"
+            "  -c,   --ctx-size N         KV cells, all filled (default: 4096)\n" TOOL_HELP_THREADS
+            "  -r,   --repetitions N      timed runs per operation, after one warm-up (default: "
+            "5)\n" TOOL_HELP_CACHE_TYPES
+            "        --json               print the results as a JSON object\n" TOOL_HELP_VERBOSE
+                TOOL_HELP_HELP);
 }
 
-static int kv_parse_type(const char *flag, const char *v, bool cache, int32_t *out) {
+static int kv_parse_weight_type(const char *flag, const char *v, int32_t *out) {
     const int32_t t = cs_type_from_name(v);
-    const bool ok = cache ? (t == CS_TYPE_F32 || t == CS_TYPE_F16 || t == CS_TYPE_Q8_0) : t >= 0;
-    if (!ok) {
-        tool_error("%s: '%s' is not %s", flag, v,
-                   cache ? "a KV cache type (f32, f16, q8_0)" : "a weight type");
+    if (t < 0) {
+        tool_error("%s: '%s' is not a weight type", flag, v);
         return TOOL_EXIT_USAGE;
     }
     *out = t;
@@ -81,32 +76,25 @@ static int kv_parse_type(const char *flag, const char *v, bool cache, int32_t *o
 
 static int kv_parse(int argc, char **argv, kv_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {&o->help,      &o->verbose, &o->model_path,
+                             &o->n_threads, &o->n_ctx,   4 * KV_HOLE_BLOCK,
+                             1 << 20,       NULL,        0,
+                             &o->type_k,    &o->type_v,  NULL,
+                             NULL,          NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, NULL, "--json")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, NULL, "--json")) {
             o->json = true;
-        } else if (tool_arg_is(a, "-m", "--model")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
         } else if (tool_arg_is(a, NULL, "--gen-type")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = kv_parse_type(a, v, false, &o->gen_type);
-        } else if (tool_arg_is(a, "-c", "--ctx-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 4 * KV_HOLE_BLOCK, 1 << 20, &o->n_ctx);
-        } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = kv_parse_weight_type(a, v, &o->gen_type);
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 10000, &o->reps);
-        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = kv_parse_type(a, v, true, &o->type_k);
-        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = kv_parse_type(a, v, true, &o->type_v);
         } else {
             rc = tool_arg_unknown("bench kv", a);
         }

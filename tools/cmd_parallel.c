@@ -150,21 +150,19 @@ static void par_defaults(par_opts *o) {
 
 static int par_parse(int argc, char **argv, par_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {
+        &o->help,   &o->verbose,      &o->model_path, &o->n_threads, &o->n_ctx,
+        0,          INT32_MAX,        &o->n_batch,    INT32_MAX,     &o->type_k,
+        &o->type_v, &o->defrag_thold, &o->kv_map,     &o->kv_map_svg};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, NULL, "--kv-map")) {
-            o->kv_map = true;
-        } else if (tool_arg_is(a, NULL, "--kv-map-svg")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->kv_map_svg = v;
-        } else if (tool_arg_is(a, "-m", "--model")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
-        } else if (tool_arg_is(a, "-p", "--prompt")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, "-p", "--prompt")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->system_prompt = v;
         } else if (tool_arg_is(a, NULL, "--prompts")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompts_file = v;
@@ -177,28 +175,12 @@ static int par_parse(int argc, char **argv, par_opts *o) {
         } else if (tool_arg_is(a, "-n", "--n-predict")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_predict);
-        } else if (tool_arg_is(a, "-c", "--ctx-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 0, INT32_MAX, &o->n_ctx);
-        } else if (tool_arg_is(a, "-b", "--batch-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_batch);
-        } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
         } else if (tool_arg_is(a, "-s", "--seed")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i64(a, v, -1, INT64_MAX, &o->seed);
         } else if (tool_arg_is(a, NULL, "--temp")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_f32(a, v, -1e6f, 1e6f, &o->temp);
-        } else if (tool_arg_is(a, "-dt", "--defrag-thold")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_f32(a, v, -1.0f, 1.0f, &o->defrag_thold);
-        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
-        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
         } else {
             rc = tool_arg_unknown("parallel", a);
         }

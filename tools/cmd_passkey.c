@@ -107,10 +107,8 @@ static void pk_usage(FILE *f) {
             "  -s,   --seed S             seed of the key / position draw; -1 = random, printed\n"
             "                             (default: -1)\n"
             "  -c,   --ctx-train N        use N instead of the model's training context in the\n"
-            "                             sizing (default: the model's)\n"
-            "  -t,   --threads N          worker threads (default: number of cores)\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
+            "                             sizing (default: the model's)\n" TOOL_HELP_THREADS
+                TOOL_HELP_CACHE_TYPES
             "        --kv-map             print a map of the cache after every compression and "
             "shift\n"
             "        --kv-map-svg FILE    write the maps as an SVG timeline\n"
@@ -118,10 +116,8 @@ static void pk_usage(FILE *f) {
             "        --sweep-junk LIST    junk values of the grid (default: 25,50,100,200)\n"
             "        --sweep-depths N     key depths 0..100%% of the junk (default: %d)\n"
             "        --sweep-csv FILE     the grid's results (default: passkey_sweep.csv)\n"
-            "        --sweep-svg FILE     the grid's heatmap (default: passkey_sweep.svg)\n"
-            "  -v,   --verbose            print the library's info and debug log\n"
-            "  -h,   --help               print this help\n"
-            "\n"
+            "        --sweep-svg FILE     the grid's heatmap (default: "
+            "passkey_sweep.svg)\n" TOOL_HELP_VERBOSE TOOL_HELP_HELP "\n"
             "The golden llama.cpp runs: --junk 250 --pos 90 --keep 32 -b 2048 --key 39384\n"
             "-ctk f32 -ctv f32 [--grp-attn-n 4].\n",
             CS_DEFAULT_MODEL, PK_DEFAULT_JUNK, PK_DEFAULT_KEEP, PK_DEFAULT_BATCH,
@@ -148,22 +144,21 @@ static void pk_defaults(pk_opts *o) {
 
 static int pk_parse(int argc, char **argv, pk_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {&o->help,   &o->verbose, &o->model_path, &o->n_threads, NULL,
+                             0,          0,           &o->n_batch,    INT32_MAX,     &o->type_k,
+                             &o->type_v, NULL,        &o->kv_map,     &o->kv_map_svg};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, NULL, "--kv-map")) {
-            o->kv_map = true;
-        } else if (tool_arg_is(a, NULL, "--sweep")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, NULL, "--sweep")) {
             o->sweep = true;
         } else if (tool_arg_is(a, NULL, "--print-prompt")) {
             o->print_prompt = true;
-        } else if (tool_arg_is(a, "-m", "--model")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
         } else if (tool_arg_is(a, NULL, "--junk")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, PK_MAX_JUNK, &o->n_junk);
@@ -176,9 +171,6 @@ static int pk_parse(int argc, char **argv, pk_opts *o) {
         } else if (tool_arg_is(a, NULL, "--grp-attn-n")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, PK_MAX_GRP, &o->n_grp);
-        } else if (tool_arg_is(a, "-b", "--batch-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_batch);
         } else if (tool_arg_is(a, NULL, "--key")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i64(a, v, -1, INT32_MAX, &o->key);
@@ -188,15 +180,6 @@ static int pk_parse(int argc, char **argv, pk_opts *o) {
         } else if (tool_arg_is(a, "-c", "--ctx-train")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_ctx_train);
-        } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
-        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
-        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
-        } else if (tool_arg_is(a, NULL, "--kv-map-svg")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->kv_map_svg = v;
         } else if (tool_arg_is(a, NULL, "--sweep-junk")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->sweep_junk = v;
         } else if (tool_arg_is(a, NULL, "--sweep-depths")) {

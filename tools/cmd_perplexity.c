@@ -41,46 +41,31 @@ static void ppl_usage(FILE *f) {
             "  -f,   --file FILE          the text (required; at least 2 * c tokens)\n"
             "  -c,   --ctx-size N         tokens per chunk (default: 512)\n"
             "  -b,   --batch-size N       tokens per decode; b >= 2c scores floor(b / c) chunks\n"
-            "                             per decode as separate sequences (default: 2048)\n"
-            "  -t,   --threads N          worker threads (default: number of cores)\n"
-            "        --chunks N           score at most N chunks; -1 = all (default: -1)\n"
-            "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
-            "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
-            "  -v,   --verbose            print the library's info and debug log\n"
-            "  -h,   --help               print this help\n",
+            "                             per decode as separate sequences (default: "
+            "2048)\n" TOOL_HELP_THREADS
+            "        --chunks N           score at most N chunks; -1 = all (default: "
+            "-1)\n" TOOL_HELP_CACHE_TYPES TOOL_HELP_VERBOSE TOOL_HELP_HELP,
             CS_DEFAULT_MODEL);
 }
 
 static int ppl_parse(int argc, char **argv, ppl_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {&o->help,   &o->verbose, &o->model_path, &o->n_threads, &o->n_ctx,
+                             4,          1 << 24,     &o->n_batch,    1 << 24,       &o->type_k,
+                             &o->type_v, NULL,        NULL,           NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, "-m", "--model")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
-        } else if (tool_arg_is(a, "-f", "--file")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, "-f", "--file")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->file = v;
-        } else if (tool_arg_is(a, "-c", "--ctx-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 4, 1 << 24, &o->n_ctx);
-        } else if (tool_arg_is(a, "-b", "--batch-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 1 << 24, &o->n_batch);
-        } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
         } else if (tool_arg_is(a, NULL, "--chunks")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->n_chunks);
-        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
-        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
         } else {
             rc = tool_arg_unknown("perplexity", a);
         }

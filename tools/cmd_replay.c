@@ -112,15 +112,17 @@ static void rp_usage(FILE *f) {
 
 static int rp_parse(int argc, char **argv, rp_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {&o->help, &o->verbose, NULL, &o->n_threads, NULL, 0,    0,
+                             NULL,     0,           NULL, NULL,          NULL, NULL, NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, "-q", "--quiet")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, "-q", "--quiet")) {
             o->quiet = true;
         } else if (tool_arg_is(a, NULL, "--contiguous")) {
             o->contiguous = true;
@@ -134,9 +136,6 @@ static int rp_parse(int argc, char **argv, rp_opts *o) {
             float x = 0.0f;
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0.0f, 1e6f, &x);
             if (rc == 0) o->atol = (double)x;
-        } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
         } else if (a[0] == '-' && a[1] != '\0') {
             rc = tool_arg_unknown("replay", a);
         } else if (o->file == NULL) {

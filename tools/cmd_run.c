@@ -73,8 +73,7 @@ static void run_usage(FILE *f) {
         "  -c,   --ctx-size N         context size in tokens; 0 = the model's training context "
         "(default: 0)\n"
         "  -b,   --batch-size N       prompt tokens per decode, capped at the context size "
-        "(default: 2048)\n"
-        "  -t,   --threads N          worker threads (default: number of cores)\n"
+        "(default: 2048)\n" TOOL_HELP_THREADS
         "  -s,   --seed N             sampler seed; -1 = random, printed to stderr (default: "
         "-1)\n"
         "        --temp X             temperature; <= 0 = greedy (default: 0.8)\n"
@@ -89,16 +88,15 @@ static void run_usage(FILE *f) {
         "                             always kept); -1 = the whole prompt (default: 0)\n"
         "        --no-context-shift   stop when the context is full instead of shifting\n"
         "        --grp-attn-n G       self-extend group factor; 1 = off (default: 1)\n"
-        "        --grp-attn-w W       self-extend window, a multiple of G (default: 512)\n"
-        "  -ctk, --cache-type-k TYPE  K cache type: f32, f16 or q8_0 (default: f16)\n"
-        "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
+        "        --grp-attn-w W       self-extend window, a multiple of G (default: "
+        "512)\n" TOOL_HELP_CACHE_TYPES
         "  -dt,  --defrag-thold X     defragment the KV cache when 1 - used/cell_max > X;\n"
         "                             <= 0 = never (default: 0.1)\n"
         "        --kv-map             print a map of the KV cells to stderr after every shift,\n"
         "                             self-extend step and defrag, and at the end\n"
         "        --kv-map-svg FILE    write the same maps as an SVG timeline\n"
-        "  -v,   --verbose            print the library's info and debug log, and each shift\n"
-        "  -h,   --help               print this help\n",
+        "  -v,   --verbose            print the library's info and debug log, and each "
+        "shift\n" TOOL_HELP_HELP,
         CS_DEFAULT_MODEL);
 }
 
@@ -127,44 +125,33 @@ static void run_defaults(run_opts *o) {
 
 static int run_parse(int argc, char **argv, run_opts *o) {
     tool_args it = {argc, argv, 1};
+    /* fields in the order of tool_common (args.h); NULL = flag not taken */
+    const tool_common com = {
+        &o->help,   &o->verbose,      &o->model_path, &o->n_threads, &o->n_ctx,
+        0,          INT32_MAX,        &o->n_batch,    INT32_MAX,     &o->type_k,
+        &o->type_v, &o->defrag_thold, &o->kv_map,     &o->kv_map_svg};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
-        int rc = 0;
-        if (tool_arg_is(a, "-h", "--help")) {
-            o->help = true;
-        } else if (tool_arg_is(a, "-v", "--verbose")) {
-            o->verbose = true;
-        } else if (tool_arg_is(a, NULL, "--ignore-eos")) {
+        bool handled = false;
+        int rc = tool_parse_common(&it, &com, &handled);
+        if (rc != 0) return rc;
+        if (handled) continue;
+        if (tool_arg_is(a, NULL, "--ignore-eos")) {
             o->ignore_eos = true;
         } else if (tool_arg_is(a, NULL, "--no-context-shift")) {
             o->no_ctx_shift = true;
-        } else if (tool_arg_is(a, NULL, "--kv-map")) {
-            o->kv_map = true;
         } else if (tool_arg_is(a, NULL, "--check-shift")) {
             o->check_shift = true;
-        } else if (tool_arg_is(a, "-m", "--model")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->model_path = v;
         } else if (tool_arg_is(a, "-p", "--prompt")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt = v;
         } else if (tool_arg_is(a, "-f", "--file")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt_file = v;
         } else if (tool_arg_is(a, NULL, "--prompt-cache")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt_cache = v;
-        } else if (tool_arg_is(a, NULL, "--kv-map-svg")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) o->kv_map_svg = v;
         } else if (tool_arg_is(a, "-n", "--n-predict")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, -2, INT32_MAX, &o->n_predict);
-        } else if (tool_arg_is(a, "-c", "--ctx-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 0, INT32_MAX, &o->n_ctx);
-        } else if (tool_arg_is(a, "-b", "--batch-size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, INT32_MAX, &o->n_batch);
-        } else if (tool_arg_is(a, "-t", "--threads")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 1, 4096, &o->n_threads);
         } else if (tool_arg_is(a, NULL, "--keep")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->n_keep);
@@ -193,13 +180,6 @@ static int run_parse(int argc, char **argv, run_opts *o) {
         } else if (tool_arg_is(a, NULL, "--repeat-last-n")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->repeat_last_n);
-        } else if (tool_arg_is(a, "-ctk", "--cache-type-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_k);
-        } else if (tool_arg_is(a, "-ctv", "--cache-type-v")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_cache_type(a, v, &o->type_v);
-        } else if (tool_arg_is(a, "-dt", "--defrag-thold")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_f32(a, v, -1.0f, 1.0f, &o->defrag_thold);
         } else {
             rc = tool_arg_unknown("run", a);
         }
