@@ -127,7 +127,8 @@ int32_t cs_model_desc(const cs_model *model, char *buf, size_t size);
 cs_token cs_token_bos(const cs_model *model); /* -1 if the vocabulary has none */
 cs_token cs_token_eos(const cs_model *model);
 cs_token cs_token_unk(const cs_model *model);
-bool cs_vocab_add_bos(const cs_model *model); /* tokenizer.ggml.add_bos_token (or the type's default) */
+bool cs_vocab_add_bos(
+    const cs_model *model); /* tokenizer.ggml.add_bos_token (or the type's default) */
 bool cs_token_is_eog(const cs_model *model, cs_token t); /* end of generation (EOS, EOT) */
 
 /* Tokenize text[0, len) (need not be NUL-terminated; any bytes accepted,
@@ -163,17 +164,17 @@ size_t cs_utf8_complete_len(const char *buf, size_t len);
 /* ---------------------------------------------------------------- context */
 
 typedef struct cs_context_params {
-    uint32_t n_ctx;        /* KV cells; 0 = the model's training context */
-    uint32_t n_batch;      /* max tokens per cs_decode call; 0 = min(n_ctx, 512) */
-    uint32_t n_seq_max;    /* sequence ids are [0, n_seq_max), at most 64; 0 = 1 */
-    int32_t n_threads;     /* <= 0 = number of online cores */
-    int32_t type_k;        /* CS_TYPE_F32, CS_TYPE_F16 (default) or CS_TYPE_Q8_0
-                              (Q8_0 needs a head size that is a multiple of 32) */
-    int32_t type_v;        /* same choices as type_k */
-    bool contiguous_slots; /* place each batch in consecutive free cells, as llama.cpp
-                              c392e509 did (spec §1.6); default false: any free cells */
-    float defrag_thold;    /* schedule a defrag after a decode when 1 - used/cell_max
-                              exceeds it; <= 0 = never (default -1) */
+    uint32_t n_ctx;           /* KV cells; 0 = the model's training context */
+    uint32_t n_batch;         /* max tokens per cs_decode call; 0 = min(n_ctx, 512) */
+    uint32_t n_seq_max;       /* sequence ids are [0, n_seq_max), at most 64; 0 = 1 */
+    int32_t n_threads;        /* <= 0 = number of online cores */
+    int32_t type_k;           /* CS_TYPE_F32, CS_TYPE_F16 (default) or CS_TYPE_Q8_0
+                                 (Q8_0 needs a head size that is a multiple of 32) */
+    int32_t type_v;           /* same choices as type_k */
+    bool contiguous_slots;    /* place each batch in consecutive free cells, as llama.cpp
+                                 c392e509 did (spec §1.6); default false: any free cells */
+    float defrag_thold;       /* schedule a defrag after a decode when 1 - used/cell_max
+                                 exceeds it; <= 0 = never (default -1) */
     int32_t defrag_min_cells; /* no automatic defrag while cell_max is below this (256) */
     int32_t defrag_max_moves; /* block moves per defrag pass; 0 = unlimited (passes
                                  repeat until compact) */
@@ -184,8 +185,7 @@ cs_context_params cs_context_default_params(void);
 /* Create a context with an empty KV cache. The model must outlive it.
  * Errors: CS_ERR_INVALID_ARG (a parameter out of range, named),
  * CS_ERR_UNSUPPORTED (a vocab-only model), CS_ERR_NOMEM. */
-cs_status cs_context_new(const cs_model *model, const cs_context_params *params,
-                         cs_context **out);
+cs_status cs_context_new(const cs_model *model, const cs_context_params *params, cs_context **out);
 
 /* NULL is a no-op. */
 void cs_context_free(cs_context *ctx);
@@ -292,15 +292,15 @@ int32_t cs_kv_used_cells(const cs_context *ctx);
 int32_t cs_kv_token_count(const cs_context *ctx);
 
 typedef struct cs_kv_info {
-    int32_t size;            /* cells */
-    int32_t used;            /* non-empty cells */
-    int32_t cell_max;        /* 1 + highest non-empty index, 0 when empty */
-    int32_t n_window;        /* cells attention scans: cell_max */
-    int32_t holes;           /* empty cells below cell_max */
-    int32_t n_pending_shift; /* cells whose K still owes a rotation */
-    float fragmentation;     /* 1 - used / cell_max (0 when empty) */
-    bool defrag_pending;     /* a defrag is scheduled */
-    uint64_t n_shift_passes; /* updates that rotated something */
+    int32_t size;             /* cells */
+    int32_t used;             /* non-empty cells */
+    int32_t cell_max;         /* 1 + highest non-empty index, 0 when empty */
+    int32_t n_window;         /* cells attention scans: cell_max */
+    int32_t holes;            /* empty cells below cell_max */
+    int32_t n_pending_shift;  /* cells whose K still owes a rotation */
+    float fragmentation;      /* 1 - used / cell_max (0 when empty) */
+    bool defrag_pending;      /* a defrag is scheduled */
+    uint64_t n_shift_passes;  /* updates that rotated something */
     uint64_t n_cells_shifted; /* cell rotations applied (all layers count once) */
     uint64_t n_defrag_passes;
     uint64_t n_cells_moved;
@@ -341,8 +341,7 @@ cs_status cs_state_load(cs_context *ctx, const void *buf, size_t size);
 /* Bytes a save of sequence seq needs now. */
 size_t cs_state_seq_size(cs_context *ctx, cs_seq seq);
 /* Save the cells of one sequence (as single-sequence cells). */
-cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_t size,
-                            size_t *written);
+cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_t size, size_t *written);
 /* Add a saved sequence to the cache as sequence dst (its cells placed in
  * any free cells: works in a fragmented cache). dst must have no cells.
  * CS_NO_KV_SLOT when there is no room, cache unchanged. */
@@ -361,13 +360,13 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
 /* ---------------------------------------------------------------- sampler */
 
 typedef struct cs_sampler_params {
-    uint64_t seed;          /* RNG seed; the same seed gives the same tokens */
-    float temp;             /* <= 0: greedy (arg-max, ties to the lowest id) */
-    int32_t top_k;          /* <= 0: off */
-    float top_p;            /* in (0, 1]; 1: off */
-    float min_p;            /* <= 0: off */
-    float repeat_penalty;   /* 1: off */
-    int32_t repeat_last_n;  /* tokens considered by the penalty; 0: off */
+    uint64_t seed;         /* RNG seed; the same seed gives the same tokens */
+    float temp;            /* <= 0: greedy (arg-max, ties to the lowest id) */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* in (0, 1]; 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* tokens considered by the penalty; 0: off */
 } cs_sampler_params;
 
 /* llama.cpp's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
@@ -411,8 +410,8 @@ typedef struct cs_gen_model_params {
     int32_t type;        /* weight type of the 2-D tensors (norms stay F32) */
     float rope_freq_base;
     float norm_eps;
-    bool tied_embeddings; /* write no output.weight */
-    uint64_t seed;        /* weights are a deterministic function of the seed */
+    bool tied_embeddings;   /* write no output.weight */
+    uint64_t seed;          /* weights are a deterministic function of the seed */
     const char *vocab_path; /* a GGUF whose tokenizer.* keys are copied */
 } cs_gen_model_params;
 

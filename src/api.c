@@ -6,11 +6,21 @@
 #include "kernels/kernels.h"
 #include "model.h"
 
-cs_token cs_token_bos(const cs_model *m) { return tokenizer_bos(m->vocab); }
-cs_token cs_token_eos(const cs_model *m) { return tokenizer_eos(m->vocab); }
-cs_token cs_token_unk(const cs_model *m) { return tokenizer_unk(m->vocab); }
-bool cs_vocab_add_bos(const cs_model *m) { return tokenizer_add_bos(m->vocab); }
-bool cs_token_is_eog(const cs_model *m, cs_token t) { return tokenizer_is_eog(m->vocab, t); }
+cs_token cs_token_bos(const cs_model *m) {
+    return tokenizer_bos(m->vocab);
+}
+cs_token cs_token_eos(const cs_model *m) {
+    return tokenizer_eos(m->vocab);
+}
+cs_token cs_token_unk(const cs_model *m) {
+    return tokenizer_unk(m->vocab);
+}
+bool cs_vocab_add_bos(const cs_model *m) {
+    return tokenizer_add_bos(m->vocab);
+}
+bool cs_token_is_eog(const cs_model *m, cs_token t) {
+    return tokenizer_is_eog(m->vocab, t);
+}
 
 int32_t cs_tokenize(const cs_model *m, const char *text, size_t len, cs_token *tokens,
                     int32_t n_max, bool add_special, bool parse_special) {
@@ -45,8 +55,11 @@ size_t cs_utf8_complete_len(const char *buf, size_t len) {
     while (back < len && back < 4) {
         unsigned char ch = (unsigned char)buf[len - 1 - back];
         if ((ch & 0xC0) != 0x80) { /* a lead byte or ASCII */
-            size_t need = ch < 0x80 ? 1 : (ch & 0xE0) == 0xC0 ? 2 : (ch & 0xF0) == 0xE0 ? 3
-                                      : (ch & 0xF8) == 0xF0 ? 4 : 1;
+            size_t need = ch < 0x80             ? 1
+                          : (ch & 0xE0) == 0xC0 ? 2
+                          : (ch & 0xF0) == 0xE0 ? 3
+                          : (ch & 0xF8) == 0xF0 ? 4
+                                                : 1;
             return back + 1 >= need ? len : len - back - 1;
         }
         back++;

@@ -44,7 +44,9 @@ void cs_batch_clear(cs_batch *b) {
     if (b) b->n_tokens = 0;
 }
 
-int32_t cs_batch_n_tokens(const cs_batch *b) { return b ? b->n_tokens : 0; }
+int32_t cs_batch_n_tokens(const cs_batch *b) {
+    return b ? b->n_tokens : 0;
+}
 
 cs_status cs_batch_add(cs_batch *b, cs_token token, cs_pos pos, const cs_seq *seqs, int32_t n_seq,
                        bool want_logits) {
@@ -60,7 +62,8 @@ cs_status cs_batch_add(cs_batch *b, cs_token token, cs_pos pos, const cs_seq *se
     b->token[i] = token;
     b->pos[i] = pos;
     b->n_seq[i] = n_seq;
-    for (int32_t s = 0; s < n_seq; s++) b->seq[(size_t)i * (size_t)b->n_seq_max + (size_t)s] = seqs[s];
+    for (int32_t s = 0; s < n_seq; s++)
+        b->seq[(size_t)i * (size_t)b->n_seq_max + (size_t)s] = seqs[s];
     b->logits[i] = want_logits;
     return CS_OK;
 }

@@ -8,12 +8,12 @@
 struct cs_batch {
     int32_t n_tokens;
     int32_t n_tokens_max;
-    int32_t n_seq_max;   /* sequences per token this batch can hold */
-    cs_token *token;     /* (n_tokens_max) */
-    cs_pos *pos;         /* (n_tokens_max) */
-    int32_t *n_seq;      /* (n_tokens_max) */
-    cs_seq *seq;         /* (n_tokens_max, n_seq_max) */
-    bool *logits;        /* (n_tokens_max) */
+    int32_t n_seq_max; /* sequences per token this batch can hold */
+    cs_token *token;   /* (n_tokens_max) */
+    cs_pos *pos;       /* (n_tokens_max) */
+    int32_t *n_seq;    /* (n_tokens_max) */
+    cs_seq *seq;       /* (n_tokens_max, n_seq_max) */
+    bool *logits;      /* (n_tokens_max) */
 };
 
 /* Validate batch b for a model of n_vocab tokens and a context with

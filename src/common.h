@@ -18,7 +18,7 @@
 
 #if defined(__GNUC__)
 #define CS_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define CS_NORETURN __attribute__((noreturn))
+#define CS_NORETURN     __attribute__((noreturn))
 #else
 #define CS_PRINTF(a, b)
 #define CS_NORETURN

@@ -58,8 +58,8 @@ static cs_status check_params(const cs_model *m, const cs_context_params *p, uin
                        CS_MAX_SEQ);
     *n_threads = p->n_threads > 0 ? p->n_threads : online_cores();
     if (*n_threads > CS_MAX_THREADS)
-        return cs_fail(CS_ERR_INVALID_ARG, "context: n_threads %d exceeds the limit %d",
-                       *n_threads, CS_MAX_THREADS);
+        return cs_fail(CS_ERR_INVALID_ARG, "context: n_threads %d exceeds the limit %d", *n_threads,
+                       CS_MAX_THREADS);
     if (p->defrag_thold != p->defrag_thold)
         return cs_fail(CS_ERR_INVALID_ARG, "context: defrag_thold is NaN");
     if (p->defrag_min_cells < 0 || p->defrag_max_moves < 0)
@@ -131,8 +131,8 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->seqs = cs_malloc(T * sizeof *c->seqs);
     c->seq0 = cs_malloc(T * sizeof *c->seq0);
     c->out_index = cs_malloc(T * sizeof *c->out_index);
-    if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 ||
-        !c->rope_cs || !c->scores || !c->vis || !c->qh || !c->vrow || !c->mm_scratch || !c->slot || !c->seqs ||
+    if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 || !c->rope_cs ||
+        !c->scores || !c->vis || !c->qh || !c->vrow || !c->mm_scratch || !c->slot || !c->seqs ||
         !c->seq0 || !c->out_index)
         goto nomem;
     if ((st = cs_threadpool_new(n_threads, &c->tp)) != CS_OK) goto fail;
@@ -150,17 +150,26 @@ void cs_context_free(cs_context *c) {
     cs_threadpool_free(c->tp);
     kv_store_free(&c->kv);
     kv_cells_free(&c->cells);
-    void *bufs[] = {c->x,  c->xb,      c->q,      c->att,  c->k,    c->v,
-                    c->hb, c->hb2,     c->rope_cs, c->scores, c->vis, c->qh, c->mm_scratch,
-                    c->slot, c->seqs,  c->seq0,   c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves};
+    void *bufs[] = {
+        c->x,    c->xb,      c->q,         c->att,    c->k,    c->v,          c->hb,
+        c->hb2,  c->rope_cs, c->scores,    c->vis,    c->qh,   c->mm_scratch, c->slot,
+        c->seqs, c->seq0,    c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cs_free(bufs[i]);
     cs_free(c);
 }
 
-uint32_t cs_n_ctx(const cs_context *c) { return c->n_ctx; }
-uint32_t cs_n_batch(const cs_context *c) { return c->n_batch; }
-uint32_t cs_n_seq_max(const cs_context *c) { return c->n_seq_max; }
-int32_t cs_n_threads(const cs_context *c) { return c->n_threads; }
+uint32_t cs_n_ctx(const cs_context *c) {
+    return c->n_ctx;
+}
+uint32_t cs_n_batch(const cs_context *c) {
+    return c->n_batch;
+}
+uint32_t cs_n_seq_max(const cs_context *c) {
+    return c->n_seq_max;
+}
+int32_t cs_n_threads(const cs_context *c) {
+    return c->n_threads;
+}
 
 cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
     if (!c || n_threads < 1 || n_threads > CS_MAX_THREADS)
@@ -201,8 +210,8 @@ cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
 /* One defrag pass: plan, move the rows, then the metadata. Returns the
  * number of blocks moved (0: compact). */
 static int32_t defrag_pass(cs_context *c) {
-    int32_t n = kv_cells_defrag_plan(&c->cells, c->params.defrag_max_moves, c->defrag_ids,
-                                     c->defrag_moves);
+    int32_t n =
+        kv_cells_defrag_plan(&c->cells, c->params.defrag_max_moves, c->defrag_ids, c->defrag_moves);
     if (n == 0) return 0;
     kv_store_move(&c->kv, c->defrag_moves, n, &c->totals.n_bytes_moved);
     kv_cells_apply_moves(&c->cells, c->defrag_moves, n);
@@ -272,8 +281,7 @@ int32_t cs_decode(cs_context *c, const cs_batch *b) {
         return cs_fail(CS_ERR_NOMEM, "decode: logits size overflows");
     if (need > c->logits_cap) {
         float *l = cs_aligned_alloc(need * sizeof(float));
-        if (!l)
-            return cs_fail(CS_ERR_NOMEM, "decode: out of memory for %d logits rows", n_out);
+        if (!l) return cs_fail(CS_ERR_NOMEM, "decode: out of memory for %d logits rows", n_out);
         cs_free(c->logits);
         c->logits = l;
         c->logits_cap = need;
@@ -310,8 +318,7 @@ const float *cs_get_logits_ith(cs_context *c, int32_t i) {
 static cs_status check_seq(const cs_context *c, const char *op, const char *name, cs_seq s,
                            bool allow_negative) {
     if ((s < 0 && !allow_negative) || s >= (cs_seq)c->n_seq_max)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: %s %d outside [0, %u)", op, name, s,
-                       c->n_seq_max);
+        return cs_fail(CS_ERR_INVALID_ARG, "%s: %s %d outside [0, %u)", op, name, s, c->n_seq_max);
     return CS_OK;
 }
 
@@ -397,9 +404,15 @@ cs_pos cs_kv_seq_pos_min(const cs_context *c, cs_seq seq) {
     return kv_cells_seq_pos_min(&c->cells, seq);
 }
 
-bool cs_kv_can_shift(const cs_context *c) { return c && c->can_shift; }
-int32_t cs_kv_used_cells(const cs_context *c) { return c ? c->cells.used : 0; }
-int32_t cs_kv_token_count(const cs_context *c) { return c ? kv_cells_token_count(&c->cells) : 0; }
+bool cs_kv_can_shift(const cs_context *c) {
+    return c && c->can_shift;
+}
+int32_t cs_kv_used_cells(const cs_context *c) {
+    return c ? c->cells.used : 0;
+}
+int32_t cs_kv_token_count(const cs_context *c) {
+    return c ? kv_cells_token_count(&c->cells) : 0;
+}
 
 cs_status cs_kv_stats(const cs_context *c, cs_kv_info *out) {
     if (!c || !out) return cs_fail(CS_ERR_INVALID_ARG, "kv_stats: context and out must be set");

@@ -32,30 +32,30 @@ struct cs_context {
     cs_rope_params rope;
 
     /* scratch, sized for n_batch tokens */
-    float *x;      /* (n_batch, n_embd) residual stream */
-    float *xb;     /* (n_batch, n_embd) normed input */
-    float *q;      /* (n_batch, n_embd) */
-    float *k;      /* (n_batch, n_embd_kv) */
-    float *v;      /* (n_batch, n_embd_kv) */
-    float *att;    /* (n_batch, n_embd) attention output */
-    float *hb;     /* (n_batch, n_ff) */
-    float *hb2;    /* (n_batch, n_ff) */
-    float *rope_cs;        /* (n_batch, n_rot) cos/sin per token */
-    float *scores;         /* (n_threads, n_ctx) attention scores */
-    int32_t *vis;          /* (n_threads, n_ctx) cells visible to the current token */
-    void *qh;              /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
-    float *vrow;           /* (n_threads, head_dim) a V head dequantized from Q8_0 */
-    void *mm_scratch;      /* activations converted for the matmul */
+    float *x;         /* (n_batch, n_embd) residual stream */
+    float *xb;        /* (n_batch, n_embd) normed input */
+    float *q;         /* (n_batch, n_embd) */
+    float *k;         /* (n_batch, n_embd_kv) */
+    float *v;         /* (n_batch, n_embd_kv) */
+    float *att;       /* (n_batch, n_embd) attention output */
+    float *hb;        /* (n_batch, n_ff) */
+    float *hb2;       /* (n_batch, n_ff) */
+    float *rope_cs;   /* (n_batch, n_rot) cos/sin per token */
+    float *scores;    /* (n_threads, n_ctx) attention scores */
+    int32_t *vis;     /* (n_threads, n_ctx) cells visible to the current token */
+    void *qh;         /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
+    float *vrow;      /* (n_threads, head_dim) a V head dequantized from Q8_0 */
+    void *mm_scratch; /* activations converted for the matmul */
     size_t mm_scratch_size;
-    int32_t *slot;         /* (n_batch) cell of each batch row */
-    uint64_t *seqs;        /* (n_batch) sequence set of each batch row */
-    cs_seq *seq0;          /* (n_batch) first sequence of each row (the mask uses it) */
+    int32_t *slot;  /* (n_batch) cell of each batch row */
+    uint64_t *seqs; /* (n_batch) sequence set of each batch row */
+    cs_seq *seq0;   /* (n_batch) first sequence of each row (the mask uses it) */
 
     /* outputs of the last decode */
-    float *logits;         /* (n_outputs, n_vocab) */
-    size_t logits_cap;     /* floats allocated */
-    int32_t *out_index;    /* (n_batch) batch row -> logits row, or -1 */
-    int32_t n_batch_rows;  /* rows in the last decode */
+    float *logits;        /* (n_outputs, n_vocab) */
+    size_t logits_cap;    /* floats allocated */
+    int32_t *out_index;   /* (n_batch) batch row -> logits row, or -1 */
+    int32_t n_batch_rows; /* rows in the last decode */
 };
 
 /* Run the transformer over batch b whose rows were placed in cells

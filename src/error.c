@@ -12,13 +12,20 @@
 
 const char *cs_status_str(cs_status s) {
     switch (s) {
-    case CS_OK: return "CS_OK";
-    case CS_NO_KV_SLOT: return "CS_NO_KV_SLOT";
-    case CS_ERR_INVALID_ARG: return "CS_ERR_INVALID_ARG";
-    case CS_ERR_IO: return "CS_ERR_IO";
-    case CS_ERR_FORMAT: return "CS_ERR_FORMAT";
-    case CS_ERR_UNSUPPORTED: return "CS_ERR_UNSUPPORTED";
-    case CS_ERR_NOMEM: return "CS_ERR_NOMEM";
+    case CS_OK:
+        return "CS_OK";
+    case CS_NO_KV_SLOT:
+        return "CS_NO_KV_SLOT";
+    case CS_ERR_INVALID_ARG:
+        return "CS_ERR_INVALID_ARG";
+    case CS_ERR_IO:
+        return "CS_ERR_IO";
+    case CS_ERR_FORMAT:
+        return "CS_ERR_FORMAT";
+    case CS_ERR_UNSUPPORTED:
+        return "CS_ERR_UNSUPPORTED";
+    case CS_ERR_NOMEM:
+        return "CS_ERR_NOMEM";
     }
     return "CS_STATUS_UNKNOWN";
 }
@@ -43,8 +50,10 @@ static void log_emit(int32_t level, const char *msg) {
     }
     static const char *const names[] = {"error", "warning", "info", "debug"};
     const char *name = (level >= 0 && level <= 3) ? names[level] : "log";
-    if (level <= CS_LOG_WARN) fprintf(stderr, "%s: %s\n", name, msg);
-    else fprintf(stderr, "%s\n", msg);
+    if (level <= CS_LOG_WARN)
+        fprintf(stderr, "%s: %s\n", name, msg);
+    else
+        fprintf(stderr, "%s\n", msg);
 }
 
 void cs_log(int32_t level, const char *fmt, ...) {
@@ -61,7 +70,9 @@ void cs_log(int32_t level, const char *fmt, ...) {
 
 static _Thread_local char g_last_error[1024];
 
-const char *cs_last_error(void) { return g_last_error; }
+const char *cs_last_error(void) {
+    return g_last_error;
+}
 
 cs_status cs_fail(cs_status status, const char *fmt, ...) {
     va_list ap;
@@ -85,7 +96,9 @@ void cs_abort_impl(const char *file, int line, const char *expr) {
 
 static int64_t g_alloc_fail_after = -1;
 
-void cs_alloc_fail_after(int64_t n) { g_alloc_fail_after = n; }
+void cs_alloc_fail_after(int64_t n) {
+    g_alloc_fail_after = n;
+}
 
 static bool alloc_should_fail(void) {
     if (g_alloc_fail_after < 0) return false;
@@ -117,7 +130,9 @@ void *cs_aligned_alloc(size_t n) {
     return p;
 }
 
-void cs_free(void *p) { free(p); }
+void cs_free(void *p) {
+    free(p);
+}
 
 char *cs_strndup(const char *s, size_t n) {
     char *d = cs_malloc(n + 1);
@@ -127,7 +142,9 @@ char *cs_strndup(const char *s, size_t n) {
     return d;
 }
 
-char *cs_strdup(const char *s) { return cs_strndup(s, strlen(s)); }
+char *cs_strdup(const char *s) {
+    return cs_strndup(s, strlen(s));
+}
 
 /* ---------------------------------------------------------------- time */
 

@@ -239,15 +239,21 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
         memset(out, 0, (size_t)hd * sizeof *out);
         if (n_vis == 0) continue; /* cannot happen: a token always sees its own cell */
         /* ggml's mul_mat converts the query to the K type's dot type */
-        if (tk == CS_TYPE_F16) k->fp32_to_fp16_row(q, qc, hd);
-        else if (tk == CS_TYPE_Q8_0) k->quantize_row_q8_0(q, qc, hd);
+        if (tk == CS_TYPE_F16)
+            k->fp32_to_fp16_row(q, qc, hd);
+        else if (tk == CS_TYPE_Q8_0)
+            k->quantize_row_q8_0(q, qc, hd);
         for (int32_t j = 0; j < n_vis; j++) {
             const uint8_t *kh = K + (size_t)vis[j] * kv->row_k + (size_t)hk * khead;
             float s;
-            if (tk == CS_TYPE_F16) k->vec_dot_f16(hd, &s, (const uint16_t *)kh, qc);
-            else if (tk == CS_TYPE_Q8_0) k->vec_dot_q8_0_q8_0(hd, &s, (const void *)kh, qc);
-            else if (small) s = dot_f32_small((const float *)kh, q, hd);
-            else k->vec_dot_f32(hd, &s, (const float *)kh, q);
+            if (tk == CS_TYPE_F16)
+                k->vec_dot_f16(hd, &s, (const uint16_t *)kh, qc);
+            else if (tk == CS_TYPE_Q8_0)
+                k->vec_dot_q8_0_q8_0(hd, &s, (const void *)kh, qc);
+            else if (small)
+                s = dot_f32_small((const float *)kh, q, hd);
+            else
+                k->vec_dot_f32(hd, &s, (const float *)kh, q);
             sc[j] = s * scale;
         }
         k->softmax(sc, n_vis);

@@ -622,7 +622,9 @@ cs_status gguf_open_buffer(const void *data, size_t size, gguf_file **out) {
     return CS_OK;
 }
 
-cs_status gguf_open(const char *path, gguf_file **out) { return gguf_open_ex(path, true, out); }
+cs_status gguf_open(const char *path, gguf_file **out) {
+    return gguf_open_ex(path, true, out);
+}
 
 cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
     *out = NULL;

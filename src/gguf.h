@@ -32,13 +32,13 @@ const char *gguf_type_name(int32_t type);
 typedef struct gguf_file gguf_file;
 
 typedef struct gguf_tensor {
-    const char *name;   /* NUL-terminated copy */
-    int32_t type;       /* ggml type id (types.h); any known type, supported or not */
-    int32_t n_dims;     /* 1..CS_MAX_DIMS */
-    int64_t ne[4];      /* extents, ne[0] fastest; unused dims are 1 */
-    uint64_t offset;    /* relative to the data section */
-    uint64_t nbytes;    /* bytes of data */
-    const void *data;   /* inside the mapping (aligned per general.alignment) */
+    const char *name; /* NUL-terminated copy */
+    int32_t type;     /* ggml type id (types.h); any known type, supported or not */
+    int32_t n_dims;   /* 1..CS_MAX_DIMS */
+    int64_t ne[4];    /* extents, ne[0] fastest; unused dims are 1 */
+    uint64_t offset;  /* relative to the data section */
+    uint64_t nbytes;  /* bytes of data */
+    const void *data; /* inside the mapping (aligned per general.alignment) */
 } gguf_tensor;
 
 /* Map and parse a file. CS_ERR_IO if it cannot be opened or mapped,
@@ -114,8 +114,8 @@ cs_status gguf_writer_set_f32(gguf_writer *w, const char *key, float v);
 cs_status gguf_writer_set_bool(gguf_writer *w, const char *key, bool v);
 cs_status gguf_writer_set_str(gguf_writer *w, const char *key, const char *v);
 /* Numeric array of n elements of elem_type, raw little-endian bytes. */
-cs_status gguf_writer_set_arr(gguf_writer *w, const char *key, int32_t elem_type,
-                              const void *data, uint64_t n);
+cs_status gguf_writer_set_arr(gguf_writer *w, const char *key, int32_t elem_type, const void *data,
+                              uint64_t n);
 cs_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *strs,
                                   uint64_t n);
 /* Copy key i of g (any type, arrays included) into w. */

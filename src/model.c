@@ -125,7 +125,9 @@ static cs_status load_hparams(cs_model *m) {
 
 /* ---------------------------------------------------------------- tensors */
 
-static size_t type_align(int32_t type) { return type == CS_TYPE_F32 ? 4 : 2; }
+static size_t type_align(int32_t type) {
+    return type == CS_TYPE_F32 ? 4 : 2;
+}
 
 /* Find tensor `name` with shape [ne0, ne1] (ne1 = 0: a 1-D tensor) and a
  * supported type. optional: a missing tensor gives CS_OK with w->data NULL. */
@@ -169,8 +171,10 @@ static cs_status bind_norm(cs_model *m, const char *name, int64_t n, const float
     cs_status st = bind(m, name, n, 0, false, &w);
     if (st != CS_OK) return st;
     if (w.type != CS_TYPE_F32)
-        return cs_fail(CS_ERR_UNSUPPORTED, "model: norm tensor '%s' has type %s; only f32 norms "
-                       "are supported", name, cs_type_name(w.type));
+        return cs_fail(CS_ERR_UNSUPPORTED,
+                       "model: norm tensor '%s' has type %s; only f32 norms "
+                       "are supported",
+                       name, cs_type_name(w.type));
     *out = w.data;
     return CS_OK;
 }
@@ -226,15 +230,15 @@ static cs_status load_tensors(cs_model *m) {
             if (!known && sscanf(tn, "blk.%d.%63s", &blk, rest) == 2 && blk >= 0 &&
                 blk < hp->n_layer) {
                 static const char *const parts[] = {
-                    "attn_norm.weight", "attn_q.weight",   "attn_k.weight",
+                    "attn_norm.weight", "attn_q.weight",      "attn_k.weight",
                     "attn_v.weight",    "attn_output.weight", "ffn_norm.weight",
-                    "ffn_gate.weight",  "ffn_up.weight",   "ffn_down.weight"};
+                    "ffn_gate.weight",  "ffn_up.weight",      "ffn_down.weight"};
                 for (size_t j = 0; j < sizeof parts / sizeof parts[0]; j++)
                     if (!strcmp(rest, parts[j])) known = true;
             }
             if (!known && strcmp(tn, "rope_freqs.weight") != 0)
-                return cs_fail(CS_ERR_UNSUPPORTED, "model: unexpected tensor '%s' for a llama model",
-                               tn);
+                return cs_fail(CS_ERR_UNSUPPORTED,
+                               "model: unexpected tensor '%s' for a llama model", tn);
             if (!strcmp(tn, "rope_freqs.weight"))
                 return cs_fail(CS_ERR_UNSUPPORTED,
                                "model: tensor 'rope_freqs.weight' (RoPE frequency factors) is not "
@@ -262,7 +266,8 @@ static int32_t model_ftype(const cs_model *m) {
 
 cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out) {
     if (out) *out = NULL;
-    if (!path || !out) return cs_fail(CS_ERR_INVALID_ARG, "cs_model_load: path and out must be set");
+    if (!path || !out)
+        return cs_fail(CS_ERR_INVALID_ARG, "cs_model_load: path and out must be set");
     cs_model_params p = params ? *params : cs_model_default_params();
     cs_model *m = cs_calloc(1, sizeof *m);
     if (!m) return cs_fail(CS_ERR_NOMEM, "model: out of memory");
@@ -301,14 +306,30 @@ void cs_model_free(cs_model *m) {
     cs_free(m);
 }
 
-int32_t cs_model_n_vocab(const cs_model *m) { return tokenizer_n_tokens(m->vocab); }
-int32_t cs_model_n_ctx_train(const cs_model *m) { return m->hp.n_ctx_train; }
-int32_t cs_model_n_embd(const cs_model *m) { return m->hp.n_embd; }
-int32_t cs_model_n_layer(const cs_model *m) { return m->hp.n_layer; }
-int32_t cs_model_n_head(const cs_model *m) { return m->hp.n_head; }
-int32_t cs_model_n_head_kv(const cs_model *m) { return m->hp.n_head_kv; }
-uint64_t cs_model_n_params(const cs_model *m) { return m->n_params; }
-uint64_t cs_model_size(const cs_model *m) { return m->n_bytes; }
+int32_t cs_model_n_vocab(const cs_model *m) {
+    return tokenizer_n_tokens(m->vocab);
+}
+int32_t cs_model_n_ctx_train(const cs_model *m) {
+    return m->hp.n_ctx_train;
+}
+int32_t cs_model_n_embd(const cs_model *m) {
+    return m->hp.n_embd;
+}
+int32_t cs_model_n_layer(const cs_model *m) {
+    return m->hp.n_layer;
+}
+int32_t cs_model_n_head(const cs_model *m) {
+    return m->hp.n_head;
+}
+int32_t cs_model_n_head_kv(const cs_model *m) {
+    return m->hp.n_head_kv;
+}
+uint64_t cs_model_n_params(const cs_model *m) {
+    return m->n_params;
+}
+uint64_t cs_model_size(const cs_model *m) {
+    return m->n_bytes;
+}
 
 int32_t cs_model_desc(const cs_model *m, char *buf, size_t size) {
     if (m->vocab_only) return snprintf(buf, size, "vocab-only %d tokens", cs_model_n_vocab(m));

@@ -33,8 +33,8 @@ bool cs_type_is_supported_weight(int32_t type);
 #define CS_QK4_0 32
 
 typedef struct {
-    uint16_t d;            /* f16 scale */
-    int8_t qs[CS_QK8_0];   /* values */
+    uint16_t d;          /* f16 scale */
+    int8_t qs[CS_QK8_0]; /* values */
 } cs_block_q8_0;
 
 typedef struct {

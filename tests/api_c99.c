@@ -2,4 +2,6 @@
 #include "ctxshift.h"
 
 int cs_api_c99_check(void);
-int cs_api_c99_check(void) { return (int)sizeof(cs_context_params) + (int)CS_OK; }
+int cs_api_c99_check(void) {
+    return (int)sizeof(cs_context_params) + (int)CS_OK;
+}

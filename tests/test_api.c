@@ -24,10 +24,10 @@ static void test_api_status_and_types(void **s) {
 
 static void test_api_utf8_complete_len(void **s) {
     (void)s;
-    const char *e = "caf\xc3\xa9";          /* é: 2 bytes */
+    const char *e = "caf\xc3\xa9"; /* é: 2 bytes */
     assert_int_equal(cs_utf8_complete_len(e, 5), 5);
     assert_int_equal(cs_utf8_complete_len(e, 4), 3); /* lead byte alone is held back */
-    const char *euro = "\xe2\x82\xac";       /* €: 3 bytes */
+    const char *euro = "\xe2\x82\xac";               /* €: 3 bytes */
     assert_int_equal(cs_utf8_complete_len(euro, 1), 0);
     assert_int_equal(cs_utf8_complete_len(euro, 2), 0);
     assert_int_equal(cs_utf8_complete_len(euro, 3), 3);

@@ -90,16 +90,15 @@ static void test_context_bad_batch_leaves_cache(void **s) {
         int32_t n_seq;
         const char *needle;
     } cases[] = {
-        {512, 4, &s0, 1, "vocabulary"},  {-1, 4, &s0, 1, "vocabulary"},
+        {512, 4, &s0, 1, "vocabulary"},   {-1, 4, &s0, 1, "vocabulary"},
         {5, 4, &s_bad, 1, "sequence id"}, {5, 4, &s_neg, 1, "sequence id"},
         {5, 4, &s0, 0, "no sequence"},    {5, -3, &s0, 1, "negative"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cs_batch_clear(b);
         cs_batch_add(b, 5, 4, &s0, 1, true); /* a good row first */
-        assert_int_equal(cs_batch_add(b, cases[i].tok, cases[i].pos, cases[i].seq,
-                                      cases[i].n_seq, true),
-                         CS_OK);
+        assert_int_equal(
+            cs_batch_add(b, cases[i].tok, cases[i].pos, cases[i].seq, cases[i].n_seq, true), CS_OK);
         assert_true(cs_decode(c, b) < 0);
         assert_non_null(strstr(cs_last_error(), cases[i].needle));
         assert_int_equal(cs_kv_used_cells(c), 4);
@@ -277,7 +276,7 @@ static void test_context_A14_shared_cell_warning(void **s) {
     cs_log_set(count_warn, &warnings, CS_LOG_WARN);
     assert_int_equal(cs_kv_seq_add(c, 0, 0, -1, 3), CS_OK); /* nothing shared yet */
     assert_int_equal(warnings, 0);
-    assert_int_equal(cs_kv_seq_cp(c, 0, 1, 3, 6), CS_OK); /* positions 3..5 now shared */
+    assert_int_equal(cs_kv_seq_cp(c, 0, 1, 3, 6), CS_OK);   /* positions 3..5 now shared */
     assert_int_equal(cs_kv_seq_add(c, 0, 6, -1, 2), CS_OK); /* 6..8 unshared: quiet */
     assert_int_equal(warnings, 0);
     assert_int_equal(cs_kv_seq_add(c, 0, 0, 6, 1), CS_OK); /* 3..5 shared */
@@ -304,7 +303,8 @@ static void test_context_rollback_redecode(void **s) {
     assert_int_equal(cs_kv_used_cells(c), 6);
     cs_batch_clear(b);
     cs_seq s0 = 0;
-    for (int32_t i = 6; i < N_PROMPT; i++) cs_batch_add(b, k_prompt[i], i, &s0, 1, i == N_PROMPT - 1);
+    for (int32_t i = 6; i < N_PROMPT; i++)
+        cs_batch_add(b, k_prompt[i], i, &s0, 1, i == N_PROMPT - 1);
     assert_int_equal(cs_decode(c, b), 0);
     assert_true(max_diff(first, cs_get_logits_ith(c, N_PROMPT - 7), nv) < TOL_SAME_STATE);
     cs_kv_clear(c);

@@ -8,8 +8,8 @@
 #include "fixtures/golden.h"
 
 /* golden/README.md, "Recommended tolerances" */
-#define TOL_GOLDEN_F32 1e-3
-#define TOL_GOLDEN_F16 3e-2
+#define TOL_GOLDEN_F32  1e-3
+#define TOL_GOLDEN_F16  3e-2
 #define TOL_GOLDEN_Q8_0 1e-2
 #define TOL_GOLDEN_Q4_0 1e-2
 

@@ -16,7 +16,8 @@ static void test_model_load_variants(void **s) {
     for (size_t i = 0; i < 4; i++) {
         char rel[128], path[1024];
         snprintf(rel, sizeof rel, "models/%s", files[i]);
-        const char *p = i == 0 ? cs_test_bundled_model() : cs_test_shared_path(rel, path, sizeof path);
+        const char *p =
+            i == 0 ? cs_test_bundled_model() : cs_test_shared_path(rel, path, sizeof path);
         if (!p) continue;
         cs_model *m = NULL;
         assert_int_equal(cs_model_load(p, NULL, &m), CS_OK);
@@ -40,8 +41,8 @@ static void test_model_load_variants(void **s) {
 /* ------------------------------------------------ variants of the model */
 
 typedef struct variant {
-    const char *drop_key;      /* key not copied */
-    const char *set_key;       /* key (re)set as u32 set_u32 / string set_str */
+    const char *drop_key; /* key not copied */
+    const char *set_key;  /* key (re)set as u32 set_u32 / string set_str */
     uint32_t set_u32;
     const char *set_str;
     const char *drop_tensor;   /* tensor not copied */
@@ -62,8 +63,10 @@ static const char *write_variant(const variant *v, char *path, size_t size) {
         assert_int_equal(gguf_writer_copy_kv(w, g, i), CS_OK);
     }
     if (v->set_key) {
-        if (v->set_str) assert_int_equal(gguf_writer_set_str(w, v->set_key, v->set_str), CS_OK);
-        else assert_int_equal(gguf_writer_set_u32(w, v->set_key, v->set_u32), CS_OK);
+        if (v->set_str)
+            assert_int_equal(gguf_writer_set_str(w, v->set_key, v->set_str), CS_OK);
+        else
+            assert_int_equal(gguf_writer_set_u32(w, v->set_key, v->set_u32), CS_OK);
     }
     static uint8_t zeros[1 << 20];
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
@@ -106,7 +109,8 @@ static void expect_load(const variant *v, cs_status want, const char *needle) {
         print_message("got %s: %s (wanted %s, '%s')\n", cs_status_str(st), cs_last_error(),
                       cs_status_str(want), needle ? needle : "");
     assert_int_equal(st, want);
-    if (st == CS_OK) cs_model_free(m);
+    if (st == CS_OK)
+        cs_model_free(m);
     else {
         assert_null(m);
         if (needle) assert_non_null(strstr(cs_last_error(), needle));
@@ -131,12 +135,12 @@ static void test_model_variants(void **s) {
                 "blk.5.attn_norm.weight");
     expect_load(&(variant){.set_key = "llama.attention.head_count", .set_u32 = 7}, CS_ERR_FORMAT,
                 "head_count");
-    expect_load(&(variant){.set_key = "llama.attention.head_count_kv", .set_u32 = 3},
-                CS_ERR_FORMAT, "head_count_kv");
+    expect_load(&(variant){.set_key = "llama.attention.head_count_kv", .set_u32 = 3}, CS_ERR_FORMAT,
+                "head_count_kv");
     expect_load(&(variant){.set_key = "llama.embedding_length", .set_u32 = 4000000000u},
                 CS_ERR_FORMAT, "llama.embedding_length");
-    expect_load(&(variant){.set_key = "llama.rope.dimension_count", .set_u32 = 9},
-                CS_ERR_FORMAT, "rope.dimension_count");
+    expect_load(&(variant){.set_key = "llama.rope.dimension_count", .set_u32 = 9}, CS_ERR_FORMAT,
+                "rope.dimension_count");
     expect_load(&(variant){.set_key = "llama.rope.scaling.type", .set_str = "yarn"},
                 CS_ERR_UNSUPPORTED, "yarn");
     expect_load(&(variant){.drop_key = "llama.attention.layer_norm_rms_epsilon"}, CS_ERR_FORMAT,

@@ -294,7 +294,9 @@ CS_INLINE int32_t hsum_i32x8(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-CS_INLINE float f16s(uint16_t h) { return _cvtsh_ss(h); }
+CS_INLINE float f16s(uint16_t h) {
+    return _cvtsh_ss(h);
+}
 
 CS_INLINE void tile_q_step(__m512 acc[4][4], float accq[4][4], const void *const *w,
                            const void *const *x, int64_t b, const int RB, const int TB,
