@@ -17,15 +17,21 @@
 #include "kernels.h"
 #include "kquants.h"
 
+/* Largest |v[j]| of one 32-element block. */
+static float block_amax(const float *v) {
+    float amax = 0.0f;
+    for (int j = 0; j < CS_QK8_0; j++) {
+        float a = fabsf(v[j]);
+        if (a > amax) amax = a;
+    }
+    return amax;
+}
+
 void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n) {
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK8_0;
-        float amax = 0.0f;
-        for (int j = 0; j < CS_QK8_0; j++) {
-            float a = fabsf(v[j]);
-            if (a > amax) amax = a;
-        }
+        const float amax = block_amax(v);
         const float d = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[b].d = cs_fp32_to_fp16(d);
@@ -40,11 +46,7 @@ static void q8_0_weight(const float *x, cs_block_q8_0 *y, int64_t n) {
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK8_0;
-        float amax = 0.0f;
-        for (int j = 0; j < CS_QK8_0; j++) {
-            float a = fabsf(v[j]);
-            if (a > amax) amax = a;
-        }
+        const float amax = block_amax(v);
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = cs_fp32_to_fp16(d);

@@ -646,47 +646,23 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
 
 /* --------------------------------------------------------------- table */
 
-static const cs_kernels k_avx512 = {
-    .name = "avx512",
-    .vec_dot_f32 = avx512_vec_dot_f32,
-    .vec_dot_f16 = avx512_vec_dot_f16,
-    .vec_dot_bf16 = avx512_vec_dot_bf16,
-    .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,
-    .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0,
-    .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,
-    .quantize_row_q8_0 = avx512_quantize_row_q8_0,
-    .fp32_to_fp16_row = avx512_fp32_to_fp16_row,
-    .fp16_to_fp32_row = avx512_fp16_to_fp32_row,
-    .fp32_to_bf16_row = avx512_fp32_to_bf16_row,
-    .axpy_f32 = avx512_axpy_f32,
-    .axpy_f16 = avx512_axpy_f16,
-    .rmsnorm = avx512_rmsnorm,
-    .softmax = avx512_softmax,
-    .swiglu = avx512_swiglu,
-    .rope = avx512_rope,
-};
+/* Both tables hold the same kernels; cs_kernels_matmul_ukernel never gives
+ * the "avx512novnni" one the VNNI micro-kernels (tests cover the fallback on
+ * VNNI machines through it). */
+#define AVX512_TABLE(NAME)                                                                         \
+    {                                                                                              \
+        .name = NAME, .vec_dot_f32 = avx512_vec_dot_f32, .vec_dot_f16 = avx512_vec_dot_f16,        \
+        .vec_dot_bf16 = avx512_vec_dot_bf16, .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,        \
+        .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0, .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,  \
+        .quantize_row_q8_0 = avx512_quantize_row_q8_0,                                             \
+        .fp32_to_fp16_row = avx512_fp32_to_fp16_row, .fp16_to_fp32_row = avx512_fp16_to_fp32_row,  \
+        .fp32_to_bf16_row = avx512_fp32_to_bf16_row, .axpy_f32 = avx512_axpy_f32,                  \
+        .axpy_f16 = avx512_axpy_f16, .rmsnorm = avx512_rmsnorm, .softmax = avx512_softmax,         \
+        .swiglu = avx512_swiglu, .rope = avx512_rope,                                              \
+    }
 
-/* Same kernels; cs_kernels_matmul_ukernel never gives it the VNNI
- * micro-kernels (tests cover the fallback on VNNI machines through it). */
-static const cs_kernels k_avx512_novnni = {
-    .name = "avx512novnni",
-    .vec_dot_f32 = avx512_vec_dot_f32,
-    .vec_dot_f16 = avx512_vec_dot_f16,
-    .vec_dot_bf16 = avx512_vec_dot_bf16,
-    .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,
-    .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0,
-    .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,
-    .quantize_row_q8_0 = avx512_quantize_row_q8_0,
-    .fp32_to_fp16_row = avx512_fp32_to_fp16_row,
-    .fp16_to_fp32_row = avx512_fp16_to_fp32_row,
-    .fp32_to_bf16_row = avx512_fp32_to_bf16_row,
-    .axpy_f32 = avx512_axpy_f32,
-    .axpy_f16 = avx512_axpy_f16,
-    .rmsnorm = avx512_rmsnorm,
-    .softmax = avx512_softmax,
-    .swiglu = avx512_swiglu,
-    .rope = avx512_rope,
-};
+static const cs_kernels k_avx512 = AVX512_TABLE("avx512");
+static const cs_kernels k_avx512_novnni = AVX512_TABLE("avx512novnni");
 
 const cs_kernels *cs_kernels_avx512_table(void) {
     return &k_avx512;
