@@ -183,6 +183,7 @@ typedef struct margs {
     const cs_kernels *k;
     cs_threadpool *tp;
     int32_t type;
+    int32_t layout;
     const void *W;
     int64_t N, K, T;
     const float *X;
@@ -192,13 +193,19 @@ typedef struct margs {
 
 static void b_matmul(void *p) {
     margs *m = p;
-    cs_matmul(m->k, m->tp, m->type, m->W, m->N, m->K, m->X, m->T, m->Y, m->scratch);
+    cs_matmul(m->k, m->tp, m->type, m->layout, m->W, m->N, m->K, m->X, m->T, m->Y, m->scratch);
 }
 
 static void bench_matmul(int64_t N_full) {
     const int64_t K = g_quick ? 64 : 768, N = g_quick ? K : N_full;
     const int64_t Ts[2] = {1, g_quick ? 8 : 512};
-    const int32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    /* Q8_0 and Q4_0 twice: row-major, then packed x16 (repack.h) as the
+     * model loader leaves them on AVX-512 */
+    const int32_t types[] = {CS_TYPE_F32,  CS_TYPE_F16,  CS_TYPE_BF16, CS_TYPE_Q8_0,
+                             CS_TYPE_Q4_0, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    const int32_t layouts[] = {CS_LAYOUT_ROWS, CS_LAYOUT_ROWS, CS_LAYOUT_ROWS, CS_LAYOUT_ROWS,
+                               CS_LAYOUT_ROWS, CS_LAYOUT_X16,  CS_LAYOUT_X16};
+    void *tmp = malloc((size_t)K * 4 * CS_X16_ROWS);
     cs_threadpool *tp[2] = {NULL, NULL};
     if (cs_threadpool_new(1, &tp[0]) != CS_OK || cs_threadpool_new(2, &tp[1]) != CS_OK) {
         fprintf(stderr, "threadpool: %s\n", cs_last_error());
@@ -216,7 +223,7 @@ static void bench_matmul(int64_t N_full) {
     }
     for (int64_t i = 0; i < N * K; i++) wf[i] = rnd();
     for (int64_t i = 0; i < Ts[1] * K; i++) X[i] = rnd();
-    printf("\nmatmul K=%lld N=%lld, GFLOP/s (2*N*K*T / time)\n%-6s %5s %3s", (long long)K,
+    printf("\nmatmul K=%lld N=%lld, GFLOP/s (2*N*K*T / time)\n%-7s %5s %3s", (long long)K,
            (long long)N, "type", "T", "thr");
     for (int t = 0; t < N_TABLES; t++)
         if (cs_kernels_by_name(k_tables[t])) printf(" %9s", k_tables[t]);
@@ -226,9 +233,11 @@ static void bench_matmul(int64_t N_full) {
         cs_type_row_size(types[ty], K, &rb);
         for (int64_t n = 0; n < N; n++)
             cs_quantize_row(types[ty], wf + n * K, (uint8_t *)W + (size_t)n * rb, K);
+        if (layouts[ty] == CS_LAYOUT_X16) cs_x16_pack(types[ty], W, N, K, tmp);
         for (int ti = 0; ti < 2; ti++) {
             for (int th = 0; th < 2; th++) {
-                printf("%-6s %5lld %3d", cs_type_name(types[ty]), (long long)Ts[ti], th + 1);
+                printf("%-4s%-3s %5lld %3d", cs_type_name(types[ty]),
+                       layouts[ty] == CS_LAYOUT_X16 ? "x16" : "", (long long)Ts[ti], th + 1);
                 for (int t = 0; t < N_TABLES; t++) {
                     const cs_kernels *k = cs_kernels_by_name(k_tables[t]);
                     if (!k) continue;
@@ -236,7 +245,7 @@ static void bench_matmul(int64_t N_full) {
                         printf(" %9s", "-");
                         continue;
                     }
-                    margs m = {k, tp[th], types[ty], W, N, K, Ts[ti], X, Y, scratch};
+                    margs m = {k, tp[th], types[ty], layouts[ty], W, N, K, Ts[ti], X, Y, scratch};
                     double dt = time_per_call(b_matmul, &m);
                     printf(" %9.1f", 2.0 * (double)(N * K * Ts[ti]) / dt * 1e-9);
                 }
@@ -246,7 +255,7 @@ static void bench_matmul(int64_t N_full) {
     }
     cs_threadpool_free(tp[0]);
     cs_threadpool_free(tp[1]);
-    free(wf), free(X), free(Y), free(W), free(scratch);
+    free(wf), free(X), free(Y), free(W), free(scratch), free(tmp);
 }
 
 int main(int argc, char **argv) {

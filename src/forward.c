@@ -37,7 +37,7 @@
 
 static void matmul(cs_context *ctx, const cs_weight *w, const float *x, int64_t T, float *y) {
     cs_threadpool *tp = w->ne1 * w->ne0 * T >= MATMUL_PARALLEL_MIN_MACS ? ctx->tp : NULL;
-    cs_matmul(ctx->kern, tp, w->type, w->data, w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
+    cs_matmul(ctx->kern, tp, w->type, w->layout, w->data, w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
 }
 
 /* The row-wise steps of the forward pass. Each batch row t is computed by

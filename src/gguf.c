@@ -642,6 +642,11 @@ cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
     return CS_OK;
 }
 
+cs_status gguf_set_writable(gguf_file *g, bool writable) {
+    if (!g->map) return cs_fail(CS_ERR_INVALID_ARG, "gguf: a caller's buffer cannot be made writable");
+    return cs_mmap_set_writable(g->map, writable);
+}
+
 void gguf_close(gguf_file *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_kv; i++) gguf_kv_clear(&g->kvs[i]);

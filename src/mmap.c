@@ -90,6 +90,14 @@ fail:
     return st;
 }
 
+cs_status cs_mmap_set_writable(cs_mmap *m, bool writable) {
+    if (!m->mapped || m->size == 0) return CS_OK;
+    if (mprotect((void *)(uintptr_t)m->data, m->size, PROT_READ | (writable ? PROT_WRITE : 0)) != 0)
+        return cs_fail(CS_ERR_IO, "mprotect of %zu mapped bytes failed: %s", m->size,
+                       strerror(errno));
+    return CS_OK;
+}
+
 void cs_mmap_free(cs_mmap *m) {
     if (!m) return;
     if (m->data) {

@@ -19,6 +19,12 @@ typedef struct cs_mmap {
  * CS_ERR_NOMEM. *out is NULL on failure; free with cs_mmap_free. */
 cs_status cs_mmap_open(const char *path, bool use_mmap, cs_mmap **out);
 
+/* Allow (writable true) or forbid writes to the bytes, for the model
+ * loader's in-place weight packing. A mapping is private (MAP_PRIVATE), so
+ * written pages become private copies and the file never changes; a heap
+ * copy is always writable (no-op). Errors: CS_ERR_IO (mprotect failed). */
+cs_status cs_mmap_set_writable(cs_mmap *m, bool writable);
+
 /* Unmap or free. NULL is a no-op. Pointers into data die with it. */
 void cs_mmap_free(cs_mmap *m);
 

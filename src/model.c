@@ -10,10 +10,11 @@
 
 #include "cs_limits.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul.h"
 #include "types.h"
 
 cs_model_params cs_model_default_params(void) {
-    return (cs_model_params){.vocab_only = false, .use_mmap = true};
+    return (cs_model_params){.vocab_only = false, .use_mmap = true, .repack = true};
 }
 
 /* ------------------------------------------------------ hyper-parameters */
@@ -262,6 +263,76 @@ static int32_t model_ftype(const cs_model *m) {
     return best;
 }
 
+/* ---------------------------------------------------------------- packing */
+
+/* True when w's bytes overlap no other tensor's: packing rewrites them in
+ * place, so a (hostile) file whose tensors share bytes keeps those
+ * tensors as they are. O(n_tensors). */
+static bool weight_bytes_private(const cs_model *m, const cs_weight *w, uint64_t bytes) {
+    const uint8_t *a0 = w->data, *a1 = a0 + bytes;
+    for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+        const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
+        const uint8_t *b0 = t->data, *b1 = b0 + t->nbytes;
+        if (b0 == a0 && t->nbytes == bytes) continue; /* w itself */
+        if (b0 < a1 && a0 < b1 && t->nbytes > 0) return false;
+    }
+    return true;
+}
+
+/* Pack every Q4_0 / Q8_0 matmul weight the kernels of this CPU read in the
+ * x16 layout (kernels/repack.h). The token embedding is read row by row
+ * (get_rows) and stays as is, so a tied output does too. Cost: one read and
+ * write of those weights at load; memory: 16 rows of scratch. */
+static cs_status pack_weights(cs_model *m) {
+    const cs_kernels *k = cs_kernels_best();
+    const cs_hparams *hp = &m->hp;
+    const int64_t n_w = (int64_t)hp->n_layer * 7 + 1;
+    cs_weight **ws = cs_calloc((size_t)n_w, sizeof *ws);
+    if (!ws) return cs_fail(CS_ERR_NOMEM, "model: out of memory");
+    int64_t n = 0;
+    uint64_t tmp_bytes = 0;
+    for (int64_t i = 0; i < n_w; i++) {
+        cs_weight *w;
+        if (i == n_w - 1) {
+            if (m->tied_embeddings) continue;
+            w = &m->output;
+        } else {
+            cs_layer *L = &m->layers[i / 7];
+            cs_weight *lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            w = lw[i % 7];
+        }
+        uint64_t row = 0, bytes = 0;
+        if (!cs_x16_fits(w->type, w->ne1, w->ne0) || !cs_matmul_x16_native(k, w->type) ||
+            !cs_type_row_size(w->type, w->ne0, &row) || !cs_mul_u64(row, (uint64_t)w->ne1, &bytes) ||
+            !weight_bytes_private(m, w, bytes))
+            continue;
+        ws[n++] = w;
+        if (row * CS_X16_ROWS > tmp_bytes) tmp_bytes = row * CS_X16_ROWS;
+    }
+    cs_status st = CS_OK;
+    void *tmp = NULL;
+    /* a refused mprotect only costs the speed-up: the weights stay as they are */
+    if (n > 0 && gguf_set_writable(m->gguf, true) == CS_OK) {
+        tmp = cs_malloc((size_t)tmp_bytes);
+        if (!tmp) {
+            st = cs_fail(CS_ERR_NOMEM, "model: out of memory for %llu bytes of packing scratch",
+                         (unsigned long long)tmp_bytes);
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                cs_x16_pack(ws[i]->type, (void *)(uintptr_t)ws[i]->data, ws[i]->ne1, ws[i]->ne0,
+                            tmp);
+                ws[i]->layout = CS_LAYOUT_X16;
+            }
+            m->n_packed = (int32_t)n;
+        }
+        cs_status st2 = gguf_set_writable(m->gguf, false);
+        if (st == CS_OK) st = st2;
+    }
+    cs_free(tmp);
+    cs_free(ws);
+    return st;
+}
+
 /* ------------------------------------------------------------------- load */
 
 cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out) {
@@ -290,6 +361,8 @@ cs_status cs_model_load(const char *path, const cs_model_params *params, cs_mode
         if ((st = load_hparams(m)) != CS_OK) goto fail;
         if ((st = load_tensors(m)) != CS_OK) goto fail;
         m->ftype = model_ftype(m);
+        m->weights_hash = cs_state_weights_hash(m);
+        if (p.repack && (st = pack_weights(m)) != CS_OK) goto fail;
     }
     *out = m;
     return CS_OK;

@@ -8,9 +8,12 @@
 #include "tokenizer.h"
 
 /* A 2-D weight: ne0 elements per row (the input dimension), ne1 rows.
- * data points into the mapping and stays valid while the model lives. */
+ * data points into the mapping and stays valid while the model lives.
+ * layout: CS_LAYOUT_ROWS as in the file, or CS_LAYOUT_X16 when the loader
+ * packed it for the AVX-512 kernels (kernels/repack.h). */
 typedef struct cs_weight {
     int32_t type;
+    int32_t layout;
     int64_t ne0;
     int64_t ne1;
     const void *data;
@@ -58,6 +61,14 @@ struct cs_model {
     uint64_t n_params;
     uint64_t n_bytes;
     int32_t ftype; /* most common weight type */
+    /* Fingerprint of the weights that state files carry, taken at load
+     * before any packing (so it does not depend on the CPU). */
+    uint64_t weights_hash;
+    int32_t n_packed; /* weights packed to CS_LAYOUT_X16 at load */
 };
+
+/* state.c: FNV-1a over the ends of tok_embd and output (as the file holds
+ * them) and their sizes. O(16 KiB). */
+uint64_t cs_state_weights_hash(const cs_model *m);
 
 #endif /* CS_MODEL_H */

@@ -110,6 +110,12 @@ static uint64_t hash_weight(uint64_t h, const cs_weight *w) {
     return fnv1a(h, d + (size_t)bytes - span, span);
 }
 
+uint64_t cs_state_weights_hash(const cs_model *m) {
+    uint64_t wh = 1469598103934665603ull; /* FNV-1a offset basis */
+    wh = hash_weight(wh, &m->tok_embd);
+    return hash_weight(wh, &m->output);
+}
+
 /* The header this context would write for a state of the given kind. */
 static state_header header_of(const cs_context *ctx, uint32_t kind, uint32_t n_cells,
                               uint32_t n_tokens) {
@@ -126,10 +132,7 @@ static state_header header_of(const cs_context *ctx, uint32_t kind, uint32_t n_c
     h.rope_base_bits = f32_bits(hp->rope_freq_base);
     h.rope_scale_bits = f32_bits(hp->rope_freq_scale);
     h.n_vocab = (uint32_t)hp->n_vocab;
-    uint64_t wh = 1469598103934665603ull; /* FNV-1a offset basis */
-    wh = hash_weight(wh, &m->tok_embd);
-    wh = hash_weight(wh, &m->output);
-    h.weights_hash = wh;
+    h.weights_hash = m->weights_hash;
     h.type_k = ctx->kv.type_k;
     h.type_v = ctx->kv.type_v;
     h.row_k = (uint32_t)ctx->kv.row_k;

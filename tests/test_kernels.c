@@ -750,7 +750,7 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
         if (!k) continue;
         for (int i = 0; i < 3; i++) {
             memset(y[i], 0xff, (size_t)(N * T) * 4);
-            cs_matmul(k, tps[i], wtype, W, N, K, x, T, y[i], scratch);
+            cs_matmul(k, tps[i], wtype, CS_LAYOUT_ROWS, W, N, K, x, T, y[i], scratch);
         }
         for (int64_t t = 0; t < T; t++) {
             for (int64_t n = 0; n < N; n++) {
@@ -770,7 +770,7 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
         assert_memory_equal(y[0], y[2], (size_t)(N * T) * 4);
         /* a token alone gives the same row as inside the batch */
         for (int64_t t = 0; t<T; t += T> 1 ? T - 1 : 1) {
-            cs_matmul(k, NULL, wtype, W, N, K, x + t * K, 1, y1, scratch);
+            cs_matmul(k, NULL, wtype, CS_LAYOUT_ROWS, W, N, K, x + t * K, 1, y1, scratch);
             assert_memory_equal(y1, y[0] + t * N, (size_t)N * 4);
         }
     }
@@ -840,12 +840,69 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
         assert_true(cs_type_row_size(types[ty], K, &rb));
         for (int64_t n = 0; n < N; n++) cs_quantize_row(types[ty], wf + n * K, W + n * rb, K);
         for (int64_t t = 1; t <= T; t += T - 1) {
-            cs_matmul(kv, NULL, types[ty], W, N, K, x, t, ya, scratch);
-            cs_matmul(kn, NULL, types[ty], W, N, K, x, t, yb, scratch);
+            cs_matmul(kv, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, t, ya, scratch);
+            cs_matmul(kn, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, t, yb, scratch);
             assert_memory_equal(ya, yb, (size_t)(N * t) * 4);
         }
     }
     free(wf), free(x), free(ya), free(yb), free(W), free(scratch);
+}
+
+/* x16 packing (repack.h): pack then unpack restores the bytes; with every
+ * table, at 1/2/3 threads, for T = 1 and batches, a packed matmul equals
+ * the reference table's row-major result bit for bit (the x16 kernels keep
+ * ref.c's per-block order), and the SIMD kernels equal cs_x16_dot_ref. */
+static void test_kernels_matmul_x16(void **state) {
+    (void)state;
+    rng_seed(17);
+    cs_threadpool *tps[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) assert_int_equal(cs_threadpool_new(i + 1, &tps[i]), CS_OK);
+    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    const int64_t shapes[][3] = {{16, 32, 1}, {48, 800, 9}, {32, 768, 33}, {64, 2048, 3}};
+    const cs_kernels *ref = cs_kernels_ref();
+    for (size_t ty = 0; ty < 2; ty++) {
+        assert_false(cs_x16_fits(types[ty], 15, 64));
+        assert_false(cs_x16_fits(types[ty], 16, 48));
+        assert_false(cs_x16_fits(CS_TYPE_F16, 16, 64));
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int64_t N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
+            uint64_t rb = 0;
+            assert_true(cs_type_row_size(types[ty], K, &rb));
+            const size_t wbytes = (size_t)rb * (size_t)N;
+            float *wf = xmalloc((size_t)(N * K) * 4), *x = xmalloc((size_t)(T * K) * 4);
+            fill(wf, N * K, 1.0f);
+            fill(x, T * K, 2.0f);
+            uint8_t *W = xmalloc(wbytes), *P = xmalloc(wbytes), *U = xmalloc(wbytes);
+            uint8_t *tmp = xmalloc((size_t)rb * CS_X16_ROWS);
+            for (int64_t n = 0; n < N; n++)
+                cs_quantize_row(types[ty], wf + n * K, W + (size_t)n * rb, K);
+            memcpy(P, W, wbytes);
+            cs_x16_pack(types[ty], P, N, K, tmp);
+            assert_memory_not_equal(P, W, wbytes);
+            cs_x16_unpack(types[ty], P, N, K, U);
+            assert_memory_equal(U, W, wbytes);
+            void *scratch = xmalloc(cs_matmul_scratch_size(types[ty], K, T));
+            float *want = xmalloc((size_t)(N * T) * 4), *got = xmalloc((size_t)(N * T) * 4);
+            cs_matmul(ref, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, T, want, scratch);
+            for (size_t ti = 0; ti < N_ALL; ti++) {
+                const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+                if (!k) continue;
+                for (int i = 0; i < 3; i++) {
+                    memset(got, 0xff, (size_t)(N * T) * 4);
+                    cs_matmul(k, tps[i], types[ty], CS_LAYOUT_X16, P, N, K, x, T, got, scratch);
+                    assert_memory_equal(got, want, (size_t)(N * T) * 4);
+                }
+                for (int64_t t = 0; t < T; t++) {
+                    cs_matmul(k, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x + t * K, 1, got,
+                              scratch);
+                    assert_memory_equal(got, want + t * N, (size_t)N * 4);
+                }
+            }
+            free(wf), free(x), free(W), free(P), free(U), free(tmp), free(scratch), free(want),
+                free(got);
+        }
+    }
+    for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
 }
 
 int main(void) {
@@ -853,6 +910,7 @@ int main(void) {
     setenv("CS_KERNELS", "ref", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_tables),
+        cmocka_unit_test(test_kernels_matmul_x16),
         cmocka_unit_test(test_kernels_dot_float_types),
         cmocka_unit_test(test_kernels_dot_quantized),
         cmocka_unit_test(test_kernels_quantize_q8_0_ref_rounding),

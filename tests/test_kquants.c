@@ -288,10 +288,10 @@ static void check_matmul(const cs_kernels *k, int32_t type, int64_t N, int64_t K
     fill(xw, N * K, 11);
     fill(X, T * K, 12);
     for (int64_t n = 0; n < N; n++) cs_quantize_row(type, xw + n * K, W + (size_t)n * row, K);
-    cs_matmul(k, NULL, type, W, N, K, X, T, Y, scratch);
+    cs_matmul(k, NULL, type, CS_LAYOUT_ROWS, W, N, K, X, T, Y, scratch);
     cs_threadpool *tp = NULL;
     assert_int_equal(cs_threadpool_new(2, &tp), CS_OK);
-    cs_matmul(k, tp, type, W, N, K, X, T, Y2, scratch);
+    cs_matmul(k, tp, type, CS_LAYOUT_ROWS, W, N, K, X, T, Y2, scratch);
     cs_threadpool_free(tp);
     assert_memory_equal(Y, Y2, (size_t)(T * N) * sizeof(float)); /* thread count invariant */
     for (int64_t t = 0; t < T; t++) {

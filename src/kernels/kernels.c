@@ -105,3 +105,15 @@ bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_uke
     CS_UNUSED(uk);
     return false;
 }
+
+bool cs_kernels_matmul_ukernel_x16(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk) {
+#if CS_HAVE_X86
+    if (k == cs_kernels_avx512_table())
+        return cs_avx512_matmul_ukernel_x16(wtype, cpu_has_avx512vnni(), uk);
+    if (k == cs_kernels_avx512_novnni_table()) return cs_avx512_matmul_ukernel_x16(wtype, false, uk);
+#endif
+    CS_UNUSED(k);
+    CS_UNUSED(wtype);
+    CS_UNUSED(uk);
+    return false;
+}

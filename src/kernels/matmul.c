@@ -25,7 +25,7 @@
 #define CHUNK_BYTES (128 * 1024)
 /* below this many activation elements the conversion runs on the caller */
 #define CONVERT_INLINE_ELEMS 16384
-#define MAX_TILE             64 /* rb * tb of any micro-kernel */
+#define MAX_TILE             128 /* rb * tb of any micro-kernel */
 
 /* Bytes of one converted activation row, or 0 for F32 (used in place). */
 static size_t vec_row_bytes(int32_t wtype, int64_t K) {
@@ -38,8 +38,8 @@ static size_t vec_row_bytes(int32_t wtype, int64_t K) {
         b = (size_t)K * 2;
         break;
     case CS_TYPE_Q8_0:
-    case CS_TYPE_Q4_0:
-        b = (size_t)(K / CS_QK8_0) * sizeof(cs_block_q8_0);
+    case CS_TYPE_Q4_0: /* blocks, then the x16 aux entries (used or not) */
+        b = cs_x16_aux_offset(K) + (size_t)(K / CS_QK8_0) * sizeof(cs_x16_aux);
         break;
     case CS_TYPE_Q4_K:
     case CS_TYPE_Q5_K:
@@ -67,6 +67,7 @@ size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T) {
 typedef struct mm_task {
     const cs_kernels *k;
     int32_t wtype;
+    int32_t layout;
     const uint8_t *W;
     size_t w_row; /* bytes per weight row */
     int64_t N, K, T;
@@ -79,6 +80,19 @@ typedef struct mm_task {
     cs_matmul_ukernel uk;
     cs_vec_dot_kq_fn kq_dot; /* K-quant weights (no micro-kernel yet) */
 } mm_task;
+
+/* The aux entries of a converted row for x16 weights. O(K). */
+static void fill_x16_aux(int32_t wtype, int64_t K, void *row) {
+    const cs_block_q8_0 *q = row;
+    cs_x16_aux *a = (cs_x16_aux *)((uint8_t *)row + cs_x16_aux_offset(K));
+    const int32_t off = wtype == CS_TYPE_Q4_0 ? 8 : 128;
+    for (int64_t b = 0; b < K / CS_QK8_0; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < CS_QK8_0; j++) s += q[b].qs[j];
+        a[b].d = cs_fp16_to_fp32(q[b].d);
+        a[b].corr = -off * s;
+    }
+}
 
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
@@ -98,6 +112,7 @@ static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
             break;
         default: /* Q8_0, Q4_0 */
             m->k->quantize_row_q8_0(x, dst, m->K);
+            if (m->layout == CS_LAYOUT_X16) fill_x16_aux(m->wtype, m->K, dst);
             break;
         }
     }
@@ -165,6 +180,18 @@ static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
 }
 
 static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
+    if (m->layout == CS_LAYOUT_X16) { /* n0, n1: multiples of 16 */
+        float out[CS_X16_ROWS];
+        for (int64_t n = n0; n < n1; n += CS_X16_ROWS) {
+            const void *grp = m->W + (size_t)n * m->w_row;
+            for (int64_t t = t0; t < t1; t++) {
+                cs_x16_dot_ref(m->wtype, m->K, grp,
+                               (const cs_block_q8_0 *)(m->Xc + (size_t)t * m->x_row), out);
+                memcpy(m->Y + t * m->N + n, out, sizeof out);
+            }
+        }
+        return;
+    }
     for (int64_t n = n0; n < n1; n++) {
         const void *w = m->W + (size_t)n * m->w_row;
         for (int64_t t = t0; t < t1; t++)
@@ -174,7 +201,7 @@ static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
 
 static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     const mm_task *m = arg;
-    const int64_t rb = m->have_uk ? m->uk.rb : 1;
+    const int64_t rb = m->have_uk ? m->uk.rb : m->layout == CS_LAYOUT_X16 ? CS_X16_ROWS : 1;
     int64_t b0, b1;
     cs_split((m->N + rb - 1) / rb, ith, nth, &b0, &b1);
     const int64_t n0 = b0 * rb, n1 = b1 * rb < m->N ? b1 * rb : m->N;
@@ -191,13 +218,21 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     }
 }
 
-void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, const void *W, int64_t N,
-               int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
+bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype) {
+    cs_matmul_ukernel uk;
+    return cs_kernels_matmul_ukernel_x16(k, wtype, &uk);
+}
+
+void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
+               const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
+               void *scratch) {
     CS_ASSERT(k && W && X && Y && N >= 0 && K >= 0 && T >= 0);
+    CS_ASSERT(layout == CS_LAYOUT_ROWS || (layout == CS_LAYOUT_X16 && cs_x16_fits(wtype, N, K)));
     if (N == 0 || T == 0) return;
     mm_task m = {
         .k = k,
         .wtype = wtype,
+        .layout = layout,
         .W = W,
         .w_row = weight_row_bytes(wtype, K),
         .N = N,
@@ -208,9 +243,11 @@ void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, const void
         .Y = Y,
         .scratch = scratch,
     };
-    m.have_uk = cs_kernels_matmul_ukernel(k, wtype, &m.uk);
+    m.have_uk = layout == CS_LAYOUT_X16 ? cs_kernels_matmul_ukernel_x16(k, wtype, &m.uk)
+                                        : cs_kernels_matmul_ukernel(k, wtype, &m.uk);
     m.kq_dot = cs_kquant_vec_dot(k, wtype);
     CS_ASSERT(!m.have_uk || (m.uk.rb <= 16 && m.uk.tb <= 16 && m.uk.rb * m.uk.tb <= MAX_TILE));
+    CS_ASSERT(layout != CS_LAYOUT_X16 || !m.have_uk || m.uk.rb == CS_X16_ROWS);
     if (wtype == CS_TYPE_F32) {
         m.Xc = (const uint8_t *)X;
         m.x_row = (size_t)K * sizeof(float);

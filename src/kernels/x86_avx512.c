@@ -441,6 +441,131 @@ bool cs_avx512_matmul_ukernel(int32_t wtype, bool vnni, cs_matmul_ukernel *uk) {
     }
 }
 
+/* ------------------------------------- x16 micro-kernels (repack.h) */
+
+/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes. */
+typedef int32_t cs_i32u __attribute__((may_alias, aligned(1)));
+CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const cs_i32u *)p));
+    return acc;
+}
+
+/* One x16 group (16 weight rows) against TB activation rows: lane r of
+ * acc[t] accumulates row r's output for token t. Per block: the weight
+ * quants are loaded (and, for Q4_0, split into nibbles) once and shared by
+ * the TB tokens; each token then needs 8 int8 dot steps against a
+ * broadcast 4-byte slice of its block and one vector scale step. The int32
+ * lanes are exact block sums whatever the instruction path (VNNI with the
+ * offset correction, or maddubs on |w| and sign-moved activations), so
+ * VNNI and non-VNNI results are bit-identical, and so are the reference's
+ * (cs_x16_dot_ref): Q4_0 scales with one FMA per block, Q8_0 with a
+ * multiply then an add. */
+CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB, const int is_q4, const int vnni) {
+    const int64_t nb = K / CS_QK8_0;
+    const size_t aux_off = cs_x16_aux_offset(K);
+    const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi16(1);
+    __m512 acc[8];
+    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gb;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        __m512i wq[8];
+        __mmask64 neg[8];
+        for (int s = 0; s < 8; s++) neg[s] = 0;
+        if (is_q4) {
+            for (int s = 0; s < 4; s++) {
+                const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * s);
+                wq[2 * s] = _mm512_and_si512(raw, m4);
+                wq[2 * s + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            }
+        } else {
+            for (int s = 0; s < 8; s++) {
+                wq[s] = _mm512_loadu_si512(blk + 32 + 64 * s);
+                if (!vnni) {
+                    const __m512i sw = _mm512_xor_si512(wq[s], _mm512_set1_epi8((char)0x80));
+                    neg[s] = _mm512_movepi8_mask(sw);
+                    wq[s] = _mm512_abs_epi8(sw);
+                }
+            }
+        }
+        for (int t = 0; t < TB; t++) {
+            const cs_block_q8_0 *xb = (const cs_block_q8_0 *)x[t] + b;
+            const cs_x16_aux *a = (const cs_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            __m512i acc_i = is_q4 || vnni ? _mm512_set1_epi32(a->corr) : _mm512_setzero_si512();
+            for (int s = 0; s < 8; s++) {
+                /* Q4_0: wq[2s'] = low nibbles (elements 4s'..), wq[2s'+1]
+                 * = high nibbles (elements 16+4s'..) */
+                const int8_t *xp = is_q4 ? xb->qs + (s & 1) * 16 + (s >> 1) * 4 : xb->qs + 4 * s;
+                if (vnni) {
+                    acc_i = dpbusd_bcast(acc_i, wq[s], xp);
+                } else {
+                    int32_t v;
+                    memcpy(&v, xp, 4);
+                    __m512i xv = _mm512_set1_epi32(v);
+                    if (!is_q4) xv = _mm512_mask_sub_epi8(xv, neg[s], _mm512_setzero_si512(), xv);
+                    acc_i = _mm512_add_epi32(acc_i,
+                                             _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
+                }
+            }
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
+            const __m512 f = _mm512_cvtepi32_ps(acc_i);
+            acc[t] = is_q4 ? _mm512_fmadd_ps(f, sc, acc[t])
+                           : _mm512_add_ps(acc[t], _mm512_mul_ps(f, sc));
+        }
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+#define X16_TB 8
+static void uk_x16_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16(K, w, x, out, X16_TB, 1, 0);
+}
+static void uk_x16_q4_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16(K, w, &x, out, 1, 1, 0);
+}
+static void uk_x16_q4_tile_vnni(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16(K, w, x, out, X16_TB, 1, 1);
+}
+static void uk_x16_q4_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16(K, w, &x, out, 1, 1, 1);
+}
+static void uk_x16_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16(K, w, x, out, X16_TB, 0, 0);
+}
+static void uk_x16_q8_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16(K, w, &x, out, 1, 0, 0);
+}
+static void uk_x16_q8_tile_vnni(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16(K, w, x, out, X16_TB, 0, 1);
+}
+static void uk_x16_q8_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16(K, w, &x, out, 1, 0, 1);
+}
+
+bool cs_avx512_matmul_ukernel_x16(int32_t wtype, bool vnni, cs_matmul_ukernel *uk) {
+    uk->rb = CS_X16_ROWS;
+    uk->tb = X16_TB;
+    switch (wtype) {
+    case CS_TYPE_Q4_0:
+        if (vnni)
+            uk->tile = uk_x16_q4_tile_vnni, uk->col = uk_x16_q4_col_vnni;
+        else
+            uk->tile = uk_x16_q4_tile, uk->col = uk_x16_q4_col;
+        return true;
+    case CS_TYPE_Q8_0:
+        if (vnni)
+            uk->tile = uk_x16_q8_tile_vnni, uk->col = uk_x16_q8_col_vnni;
+        else
+            uk->tile = uk_x16_q8_tile, uk->col = uk_x16_q8_col;
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Single dots of the table share the micro-kernel code (1 x 1 shape). */
 static void avx512_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
     const void *w = x, *v = y;

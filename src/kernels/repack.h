@@ -1,0 +1,70 @@
+/* repack.h: the "x16" weight layout, Q4_0 and Q8_0 matrices reordered at
+ * load time so that one 64-byte load holds 4 bytes of each of 16 rows.
+ *
+ * Why: the row-major matmul needs a horizontal sum per 32-element block and
+ * per output (8 int32 lanes to 1) before the block's scale can be applied,
+ * because ggml's numerics (and the golden logits) scale every block's exact
+ * integer sum separately. With 16 rows interleaved, vpdpbusd against a
+ * broadcast 4-byte slice of the activation block puts row r's partial sum
+ * in lane r: after a block's 8 steps each lane holds that row's exact block
+ * sum, and one vector multiply-add applies 16 scales. No horizontal work is
+ * left, so the prompt matmul becomes bound by the dot instructions and the
+ * generation matmul by memory.
+ *
+ * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
+ * occupies exactly the bytes of those 16 rows in row-major order, so the
+ * reorder happens in place and group g starts where row 16g started:
+ *   for each block b (K / 32 of them):
+ *     uint16_t d[16]                 f16 scale of row r's block b
+ *     Q4_0: uint8_t qs[4][16][4]     qs[s][r][j] = row r's qs[4s + j]
+ *                                    (low nibble: element 4s+j, high
+ *                                    nibble: element 16+4s+j; value - 8)
+ *     Q8_0: uint8_t qs[8][16][4]     qs[s][r][j] = row r's qs[4s + j] ^ 0x80
+ *                                    (value + 128 as an unsigned byte, the
+ *                                    u8 operand of vpdpbusd)
+ * Block sizes: Q4_0 32 + 256 = 288 = 16 * 18 bytes, Q8_0 32 + 512 = 544 =
+ * 16 * 34 bytes.
+ *
+ * The activation rows a matmul with x16 weights converts to carry, after
+ * their Q8_0 blocks, one cs_x16_aux per block (matmul.h): the scale as a
+ * float and the offset correction -8 * sum(q) (Q4_0) or -128 * sum(q) (Q8_0),
+ * so the int32 accumulator starts at the correction.
+ *
+ * Numerics: every output is sum over blocks of (exact block integer sum) *
+ * (d_w * d_x), accumulated in block order like the row-major reference
+ * kernels (ref.c): fma for Q4_0, multiply then add for Q8_0. The x16 path
+ * is bit-identical to the reference table on unpacked rows. */
+#ifndef CS_REPACK_H
+#define CS_REPACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../types.h"
+
+enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
+
+#define CS_X16_ROWS     16
+#define CS_X16_Q4_BLOCK 288 /* bytes per block of a group */
+#define CS_X16_Q8_BLOCK 544
+
+/* True when an (N rows, K columns) matrix of type can take the x16 layout:
+ * Q4_0 or Q8_0, N a positive multiple of 16, K a positive multiple of 32. */
+bool cs_x16_fits(int32_t type, int64_t N, int64_t K);
+
+/* Reorder W (N rows of K elements, row-major) into the x16 layout in place.
+ * tmp: scratch of 16 rows (16 * row bytes). Requires cs_x16_fits.
+ * Cost: one read and one write of W. */
+void cs_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
+
+/* The inverse: x16 matrix W back to row-major rows in out (not in place). */
+void cs_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
+
+/* The scalar reference of one x16 group against one Q8_0 activation row:
+ * out[r] = dot(row 16g + r, x) for r < 16, grp = the group's first byte.
+ * Reads only the Q8_0 blocks of x (not the aux entries), so it also checks
+ * the aux entries the SIMD kernels rely on. */
+void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const cs_block_q8_0 *x,
+                    float out[CS_X16_ROWS]);
+
+#endif /* CS_REPACK_H */
