@@ -3,8 +3,20 @@
  * pp<N>: decode N random tokens from an empty cache in batches of n_batch,
  * logits only for the last row of each batch. tg<N>: N single-token decodes
  * from an empty cache. Each test runs once as a warm-up, then r times; the
- * table reports tokens per second as mean ± sample standard deviation. */
+ * table reports tokens per second as mean ± sample standard deviation.
+ *
+ * Depth (-d D, llama-bench's --n-depth): before every timed run, untimed, D
+ * tokens of the same sequence fill the cache, so the test measures decoding
+ * against D cached cells. --fragment makes those cells half holes: 2D tokens
+ * alternate between sequence 0 and a second sequence in consecutive cells,
+ * then the second sequence is removed; attention must then cost the D live
+ * cells, not the 2D-cell window.
+ *
+ * Peak memory: the JSON gives the process's peak resident set (getrusage)
+ * and the KV cache bytes of the test's context, for the check peak <= file
+ * + KV + 64 MiB. */
 #include <math.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +35,15 @@ typedef struct bench_opts {
     int32_t n_n_gen;
     int32_t threads[BENCH_LIST_MAX];
     int32_t n_threads;
+    int32_t depth[BENCH_LIST_MAX];
+    int32_t n_depth;
     int32_t n_batch;
     int32_t reps;
+    int32_t warmup; /* pp warm-up tokens; < 0 = the whole prompt */
     int32_t type_k;
     int32_t type_v;
+    bool fragment;
+    bool no_repack;
     bool json;
     bool verbose;
     bool help;
@@ -46,7 +63,13 @@ static void bench_usage(FILE *f) {
             "  -b,   --batch-size N       tokens per decode in pp tests (default: 2048)\n"
             "  -t,   --threads LIST       worker threads (default: number of cores)\n"
             "  -r,   --repetitions N      measured runs per test, after one warm-up (default: "
-            "5)\n" TOOL_HELP_CACHE_TYPES
+            "5)\n"
+            "  -d,   --n-depth LIST       tokens already in the cache before each run "
+            "(default: 0)\n"
+            "        --fragment           with -d D: the D cached cells alternate with D holes\n"
+            "        --warmup-tokens N    tokens of the pp warm-up (default: the whole prompt)\n"
+            "        --no-repack          keep Q4_0/Q8_0 weights in file order (no x16 "
+            "packing)\n" TOOL_HELP_CACHE_TYPES
             "  -o,   --output FORMAT      md (a markdown table, default) or json\n"
             "        --json               same as -o json: a JSON array with llama-bench's "
             "fields\n" TOOL_HELP_VERBOSE TOOL_HELP_HELP,
@@ -91,6 +114,16 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
                 rc = tool_parse_i32_list(a, v, 1, 4096, o->threads, BENCH_LIST_MAX, &o->n_threads);
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 10000, &o->reps);
+        } else if (tool_arg_is(a, "-d", "--n-depth")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32_list(a, v, 0, 1 << 20, o->depth, BENCH_LIST_MAX, &o->n_depth);
+        } else if (tool_arg_is(a, NULL, "--fragment")) {
+            o->fragment = true;
+        } else if (tool_arg_is(a, NULL, "--no-repack")) {
+            o->no_repack = true;
+        } else if (tool_arg_is(a, NULL, "--warmup-tokens")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, 1, 1 << 20, &o->warmup);
         } else {
             rc = tool_arg_unknown("bench", a);
         }
@@ -104,12 +137,17 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
 typedef struct bench_test {
     int32_t n_prompt;
     int32_t n_gen;
+    int32_t n_depth;
     int32_t n_threads;
     int32_t n_batch; /* effective, after capping at n_ctx */
     char test_time[32];
     uint64_t *samples_ns; /* reps */
     double *samples_ts;   /* reps */
     double avg_ns, stddev_ns, avg_ts, stddev_ts;
+    uint64_t kv_bytes;      /* K and V bytes of the test's cache */
+    uint64_t peak_rss;      /* process peak resident set after the test, bytes */
+    int32_t n_window;       /* cells attention scanned at the end of the last run */
+    int32_t n_used;         /* live cells then */
 } bench_test;
 
 /* Deterministic token source (xorshift64*), like llama-bench's rand() % n_vocab. */
@@ -133,7 +171,7 @@ static int bench_decode(cs_context *ctx, const cs_batch *batch) {
 }
 
 static int bench_pp(const cs_model *model, cs_context *ctx, cs_batch *batch, int32_t n_prompt,
-                    int32_t n_batch, uint64_t *rng) {
+                    int32_t n_batch, int32_t pos0, uint64_t *rng) {
     const int32_t n_vocab = cs_model_n_vocab(model);
     const cs_token bos = cs_token_bos(model);
     const bool add_bos = cs_vocab_add_bos(model) && bos >= 0;
@@ -142,7 +180,7 @@ static int bench_pp(const cs_model *model, cs_context *ctx, cs_batch *batch, int
         const int32_t nb = n_prompt - i < n_batch ? n_prompt - i : n_batch;
         cs_batch_clear(batch);
         for (int32_t k = 0; k < nb; k++) {
-            const int32_t pos = i + k;
+            const int32_t pos = pos0 + i + k;
             const cs_token t = pos == 0 && add_bos ? bos : bench_rand_token(rng, n_vocab);
             const cs_status st = cs_batch_add(batch, t, pos, &seq0, 1, k == nb - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
@@ -154,20 +192,61 @@ static int bench_pp(const cs_model *model, cs_context *ctx, cs_batch *batch, int
 }
 
 static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int32_t n_gen,
-                    uint64_t *rng) {
+                    int32_t pos0, uint64_t *rng) {
     const int32_t n_vocab = cs_model_n_vocab(model);
     const cs_token bos = cs_token_bos(model);
     const cs_seq seq0 = 0;
-    cs_token t = cs_vocab_add_bos(model) && bos >= 0 ? bos : bench_rand_token(rng, n_vocab);
+    cs_token t = pos0 == 0 && cs_vocab_add_bos(model) && bos >= 0 ? bos
+                                                                  : bench_rand_token(rng, n_vocab);
     for (int32_t i = 0; i < n_gen; i++) {
         cs_batch_clear(batch);
-        const cs_status st = cs_batch_add(batch, t, i, &seq0, 1, true);
+        const cs_status st = cs_batch_add(batch, t, pos0 + i, &seq0, 1, true);
         if (st != CS_OK) return tool_fail_lib(st, "batch");
         const int rc = bench_decode(ctx, batch);
         if (rc != 0) return rc;
         t = bench_rand_token(rng, n_vocab);
     }
     return 0;
+}
+
+/* Fill the cache with depth tokens of sequence 0 (positions 0..depth-1);
+ * fragment: 2*depth tokens alternating between sequence 0 and sequence 1
+ * in consecutive cells, then sequence 1 removed, leaving a hole after every
+ * live cell. Untimed. */
+static int bench_fill_depth(const cs_model *model, cs_context *ctx, cs_batch *batch,
+                            int32_t depth, bool fragment, int32_t n_batch, uint64_t *rng) {
+    if (!fragment) return bench_pp(model, ctx, batch, depth, n_batch, 0, rng);
+    const int32_t n_vocab = cs_model_n_vocab(model);
+    const int32_t total = 2 * depth;
+    for (int32_t i = 0; i < total; i += n_batch) {
+        const int32_t nb = total - i < n_batch ? total - i : n_batch;
+        cs_batch_clear(batch);
+        for (int32_t k = 0; k < nb; k++) {
+            const cs_seq s = (cs_seq)((i + k) % 2);
+            const cs_status st = cs_batch_add(batch, bench_rand_token(rng, n_vocab),
+                                              (i + k) / 2, &s, 1, k == nb - 1);
+            if (st != CS_OK) return tool_fail_lib(st, "batch");
+        }
+        const int rc = bench_decode(ctx, batch);
+        if (rc != 0) return rc;
+    }
+    const cs_status st = cs_kv_seq_rm(ctx, 1, -1, -1);
+    return st == CS_OK ? 0 : tool_fail_lib(st, "seq_rm");
+}
+
+/* K+V bytes of a cache of n_ctx cells (what cs_context_new allocates). */
+static uint64_t bench_kv_bytes(const cs_model *model, uint32_t n_ctx, int32_t type_k,
+                               int32_t type_v) {
+    const uint64_t n_embd_kv = (uint64_t)cs_model_n_embd(model) / (uint64_t)cs_model_n_head(model) *
+                               (uint64_t)cs_model_n_head_kv(model);
+    /* the cache types a context accepts: F32, F16, Q8_0 (34 bytes / 32) */
+    const uint64_t row_k = type_k == CS_TYPE_F32   ? 4 * n_embd_kv
+                           : type_k == CS_TYPE_F16 ? 2 * n_embd_kv
+                                                   : n_embd_kv / 32 * 34;
+    const uint64_t row_v = type_v == CS_TYPE_F32   ? 4 * n_embd_kv
+                           : type_v == CS_TYPE_F16 ? 2 * n_embd_kv
+                                                   : n_embd_kv / 32 * 34;
+    return (row_k + row_v) * (uint64_t)cs_model_n_layer(model) * n_ctx;
 }
 
 static void bench_stats(bench_test *t, int32_t reps) {
@@ -198,9 +277,10 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
     uint64_t rng = 0x9e3779b97f4a7c15ull;
 
     cs_context_params cp = cs_context_default_params();
-    cp.n_ctx = (uint32_t)(t->n_prompt + t->n_gen);
+    const int32_t fill = o->fragment ? 2 * t->n_depth : t->n_depth;
+    cp.n_ctx = (uint32_t)(fill + t->n_prompt + t->n_gen);
     cp.n_batch = (uint32_t)o->n_batch < cp.n_ctx ? (uint32_t)o->n_batch : cp.n_ctx;
-    cp.n_seq_max = 1;
+    cp.n_seq_max = o->fragment ? 2 : 1;
     cp.n_threads = t->n_threads;
     cp.type_k = o->type_k;
     cp.type_v = o->type_v;
@@ -222,22 +302,38 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
         snprintf(t->test_time, sizeof(t->test_time), "1970-01-01T00:00:00Z");
     }
 
-    /* Warm-up: the whole prompt, or one generated token (llama-bench). */
-    if (t->n_prompt > 0 && (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, &rng)) != 0)
+    /* Warm-up: the whole prompt (or --warmup-tokens of it), or one
+     * generated token (llama-bench). */
+    const int32_t n_warm =
+        o->warmup > 0 && o->warmup < t->n_prompt ? o->warmup : t->n_prompt;
+    if (t->n_prompt > 0 && (rc = bench_pp(model, ctx, batch, n_warm, t->n_batch, 0, &rng)) != 0)
         goto done;
-    if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, 1, &rng)) != 0) goto done;
+    if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, 1, 0, &rng)) != 0) goto done;
     rc = TOOL_EXIT_FAIL;
 
     for (int32_t r = 0; r < o->reps; r++) {
         cs_kv_clear(ctx);
+        if (t->n_depth > 0 && (rc = bench_fill_depth(model, ctx, batch, t->n_depth, o->fragment,
+                                                     t->n_batch, &rng)) != 0)
+            goto done;
         const uint64_t t0 = tool_time_ns();
         if (t->n_prompt > 0 &&
-            (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, &rng)) != 0)
+            (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, t->n_depth, &rng)) != 0)
             goto done;
-        if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, t->n_gen, &rng)) != 0) goto done;
+        if (t->n_gen > 0 &&
+            (rc = bench_tg(model, ctx, batch, t->n_gen, t->n_depth, &rng)) != 0)
+            goto done;
         t->samples_ns[r] = tool_time_ns() - t0;
     }
     bench_stats(t, o->reps);
+    cs_kv_info ki;
+    if (cs_kv_stats(ctx, &ki) == CS_OK) {
+        t->n_window = ki.n_window;
+        t->n_used = ki.used;
+    }
+    t->kv_bytes = bench_kv_bytes(model, cp.n_ctx, o->type_k, o->type_v);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) t->peak_rss = (uint64_t)ru.ru_maxrss * 1024u;
     rc = 0;
 done:
     cs_batch_free(batch);
@@ -281,6 +377,10 @@ static void bench_md_row(const bench_model_info *mi, const bench_test *t) {
     } else {
         snprintf(test, sizeof(test), "pp%d+tg%d", (int)t->n_prompt, (int)t->n_gen);
     }
+    if (t->n_depth > 0) {
+        const size_t l = strlen(test);
+        snprintf(test + l, sizeof(test) - l, " @ d%d%s", (int)t->n_depth, t->n_window > t->n_used ? "h" : "");
+    }
     snprintf(ts, sizeof(ts), "%.2f ± %.2f", t->avg_ts, t->stddev_ts);
     /* "±" is two bytes in UTF-8 but one column: pad by one more. */
     printf("| %-30.30s | %10s | %10s | %-10s | %7d | %13s | %21s |\n", mi->desc, size, params,
@@ -303,6 +403,13 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
     printf("    \"type_v\": \"%s\",\n", cs_type_name(o->type_v));
     printf("    \"n_prompt\": %d,\n", (int)t->n_prompt);
     printf("    \"n_gen\": %d,\n", (int)t->n_gen);
+    printf("    \"n_depth\": %d,\n", (int)t->n_depth);
+    printf("    \"fragmented\": %s,\n", o->fragment && t->n_depth > 0 ? "true" : "false");
+    printf("    \"kv_cells_used\": %d,\n", (int)t->n_used);
+    printf("    \"kv_window\": %d,\n", (int)t->n_window);
+    printf("    \"kv_bytes\": %llu,\n", (unsigned long long)t->kv_bytes);
+    printf("    \"peak_rss_bytes\": %llu,\n", (unsigned long long)t->peak_rss);
+    printf("    \"repack\": %s,\n", o->no_repack ? "false" : "true");
     printf("    \"test_time\": \"%s\",\n", t->test_time);
     printf("    \"avg_ns\": %.0f,\n", t->avg_ns);
     printf("    \"stddev_ns\": %.0f,\n", t->stddev_ns);
@@ -330,6 +437,8 @@ int cmd_bench(int argc, char **argv) {
     o.n_threads = 1;
     o.n_batch = 2048;
     o.reps = 5;
+    o.n_depth = 1; /* depth[0] = 0 */
+    o.warmup = -1;
     o.type_k = CS_TYPE_F16;
     o.type_v = CS_TYPE_F16;
     int rc = bench_parse(argc, argv, &o);
@@ -342,23 +451,28 @@ int cmd_bench(int argc, char **argv) {
 
     /* The test list: for every thread count, each pp then each tg size. */
     int32_t n_tests = 0;
-    bench_test *tests = calloc((size_t)BENCH_LIST_MAX * 2 * BENCH_LIST_MAX, sizeof(bench_test));
+    bench_test *tests = calloc((size_t)BENCH_LIST_MAX * BENCH_LIST_MAX * 2 * BENCH_LIST_MAX,
+                               sizeof(bench_test));
     if (tests == NULL) {
         tool_error("out of memory for the test list");
         return TOOL_EXIT_FAIL;
     }
     for (int32_t ti = 0; ti < o.n_threads; ti++) {
-        for (int32_t i = 0; i < o.n_n_prompt; i++) {
-            if (o.n_prompt[i] == 0) continue;
-            memset(&tests[n_tests], 0, sizeof(tests[0]));
-            tests[n_tests].n_prompt = o.n_prompt[i];
-            tests[n_tests++].n_threads = o.threads[ti];
-        }
-        for (int32_t i = 0; i < o.n_n_gen; i++) {
-            if (o.n_gen[i] == 0) continue;
-            memset(&tests[n_tests], 0, sizeof(tests[0]));
-            tests[n_tests].n_gen = o.n_gen[i];
-            tests[n_tests++].n_threads = o.threads[ti];
+        for (int32_t di = 0; di < o.n_depth; di++) {
+            for (int32_t i = 0; i < o.n_n_prompt; i++) {
+                if (o.n_prompt[i] == 0) continue;
+                memset(&tests[n_tests], 0, sizeof(tests[0]));
+                tests[n_tests].n_prompt = o.n_prompt[i];
+                tests[n_tests].n_depth = o.depth[di];
+                tests[n_tests++].n_threads = o.threads[ti];
+            }
+            for (int32_t i = 0; i < o.n_n_gen; i++) {
+                if (o.n_gen[i] == 0) continue;
+                memset(&tests[n_tests], 0, sizeof(tests[0]));
+                tests[n_tests].n_gen = o.n_gen[i];
+                tests[n_tests].n_depth = o.depth[di];
+                tests[n_tests++].n_threads = o.threads[ti];
+            }
         }
     }
     if (n_tests == 0) {
@@ -370,7 +484,15 @@ int cmd_bench(int argc, char **argv) {
     cs_model *model = NULL;
     uint64_t *samples_ns = NULL;
     double *samples_ts = NULL;
-    if ((rc = tool_load_model(o.model_path, false, &model)) != 0) goto done;
+    {
+        cs_model_params mp = cs_model_default_params();
+        mp.repack = !o.no_repack;
+        const cs_status st = cs_model_load(o.model_path, &mp, &model);
+        if (st != CS_OK) {
+            rc = tool_fail_lib(st, o.model_path);
+            goto done;
+        }
+    }
     rc = TOOL_EXIT_FAIL;
     samples_ns = malloc((size_t)o.reps * sizeof(uint64_t));
     samples_ts = malloc((size_t)o.reps * sizeof(double));
