@@ -243,7 +243,10 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
             k->fp32_to_fp16_row(q, qc, hd);
         else if (tk == CS_TYPE_Q8_0)
             k->quantize_row_q8_0(q, qc, hd);
-        for (int32_t j = 0; j < n_vis; j++) {
+        const bool gathered_k = tk == CS_TYPE_F16 && k->attn_scores_f16;
+        if (gathered_k)
+            k->attn_scores_f16(hd, n_vis, K + (size_t)hk * khead, kv->row_k, vis, qc, scale, sc);
+        for (int32_t j = 0; j < (gathered_k ? 0 : n_vis); j++) {
             const uint8_t *kh = K + (size_t)vis[j] * kv->row_k + (size_t)hk * khead;
             float s;
             if (tk == CS_TYPE_F16)
@@ -257,7 +260,10 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
             sc[j] = s * scale;
         }
         k->softmax(sc, n_vis);
-        for (int32_t j = 0; j < n_vis; j++) {
+        const bool gathered_v = tv == CS_TYPE_F16 && k->attn_accum_f16;
+        if (gathered_v)
+            k->attn_accum_f16(hd, n_vis, V + (size_t)hk * vhead, kv->row_v, vis, sc, out);
+        for (int32_t j = 0; j < (gathered_v ? 0 : n_vis); j++) {
             float w = sc[j];
             const uint8_t *vh = V + (size_t)vis[j] * kv->row_v + (size_t)hk * vhead;
             if (tv == CS_TYPE_F16) {

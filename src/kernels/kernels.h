@@ -59,6 +59,20 @@ typedef struct cs_kernels {
      *   a' = a*cos - b*sin,  b' = a*sin + b*cos */
     void (*rope)(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, int32_t mode,
                  const float *cs);
+
+    /* ---- attention over an F16 cache, gathered cells (optional: NULL in
+     * tables without them; forward.c then loops over vec_dot_f16 and
+     * axpy_f16). Row j of the cache is base + idx[j] * stride.
+     * s[j] = scale * dot(row j, q) over hd elements, each dot computed
+     * exactly as the table's vec_dot_f16 (q is f16, like the rows). */
+    void (*attn_scores_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                            const int32_t *idx, const uint16_t *q, float scale, float *s);
+    /* out[i] += f16(w[j]) * row j [i] for j = 0..n-1 in order, where f16()
+     * rounds to the nearest f16 (ggml rounds the probabilities to f16
+     * without flash attention): the same operations as n calls of
+     * axpy_f16. */
+    void (*attn_accum_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                           const int32_t *idx, const float *w, float *out);
 } cs_kernels;
 
 /* The scalar reference table (always available). */

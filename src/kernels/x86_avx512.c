@@ -122,6 +122,66 @@ static void avx512_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uin
     *s = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+static void avx512_axpy_f16(int64_t n, float a, const uint16_t *x, float *y);
+
+/* Gathered attention kernels (kernels.h). For hd = 64 (and other
+ * multiples of 16 up to 128) the query and the output stay in registers
+ * across cells; the per-cell operations are those of avx512_vec_dot_f16 /
+ * avx512_axpy_f16, so results are bit-identical to the per-cell calls. */
+static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                                   const int32_t *idx, const uint16_t *q, float scale, float *s) {
+    if (hd != 64) {
+        for (int32_t j = 0; j < n; j++) {
+            float d;
+            avx512_vec_dot_f16(hd, &d, (const uint16_t *)(base + (size_t)idx[j] * stride), q);
+            s[j] = d * scale;
+        }
+        return;
+    }
+    const __m512 q0 = load_f16(q), q1 = load_f16(q + 16), q2 = load_f16(q + 32),
+                 q3 = load_f16(q + 48);
+    for (int32_t j = 0; j < n; j++) {
+        const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j] * stride);
+        if (j + 2 < n) _mm_prefetch((const char *)(base + (size_t)idx[j + 2] * stride), _MM_HINT_T0);
+        const __m512 a0 = _mm512_fmadd_ps(load_f16(x), q0, _mm512_setzero_ps());
+        const __m512 a1 = _mm512_fmadd_ps(load_f16(x + 16), q1, _mm512_setzero_ps());
+        const __m512 a2 = _mm512_fmadd_ps(load_f16(x + 32), q2, _mm512_setzero_ps());
+        const __m512 a3 = _mm512_fmadd_ps(load_f16(x + 48), q3, _mm512_setzero_ps());
+        s[j] = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) * scale;
+    }
+}
+
+static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                                  const int32_t *idx, const float *w, float *out) {
+    if (hd % 16 != 0 || hd > 128) {
+        for (int32_t j = 0; j < n; j++) {
+            const float wr = _cvtsh_ss(_cvtss_sh(w[j], _MM_FROUND_TO_NEAREST_INT));
+            avx512_axpy_f16(hd, wr, (const uint16_t *)(base + (size_t)idx[j] * stride), out);
+        }
+        return;
+    }
+    const int nv = (int)(hd / 16);
+    __m512 acc[8];
+    for (int v = 0; v < nv; v++) acc[v] = _mm512_loadu_ps(out + 16 * v);
+    int32_t j = 0;
+    for (; j < n; j += 16) {
+        /* 16 probabilities rounded to f16 at once (round to nearest even) */
+        const int32_t m = n - j < 16 ? n - j : 16;
+        const __m512 wv = _mm512_cvtph_ps(
+            _mm512_cvtps_ph(_mm512_maskz_loadu_ps(mask16(m), w + j), _MM_FROUND_TO_NEAREST_INT));
+        float wr[16];
+        _mm512_storeu_ps(wr, wv);
+        for (int32_t u = 0; u < m; u++) {
+            const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j + u] * stride);
+            if (j + u + 2 < n)
+                _mm_prefetch((const char *)(base + (size_t)idx[j + u + 2] * stride), _MM_HINT_T0);
+            const __m512 va = _mm512_set1_ps(wr[u]);
+            for (int v = 0; v < nv; v++) acc[v] = _mm512_fmadd_ps(va, load_f16(x + 16 * v), acc[v]);
+        }
+    }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + 16 * v, acc[v]);
+}
+
 static void avx512_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
@@ -782,7 +842,8 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
         .quantize_row_q8_0 = avx512_quantize_row_q8_0,                                             \
         .fp32_to_fp16_row = avx512_fp32_to_fp16_row, .fp16_to_fp32_row = avx512_fp16_to_fp32_row,  \
         .fp32_to_bf16_row = avx512_fp32_to_bf16_row, .axpy_f32 = avx512_axpy_f32,                  \
-        .axpy_f16 = avx512_axpy_f16, .rmsnorm = avx512_rmsnorm, .softmax = avx512_softmax,         \
+        .axpy_f16 = avx512_axpy_f16, .attn_scores_f16 = avx512_attn_scores_f16,                   \
+        .attn_accum_f16 = avx512_attn_accum_f16, .rmsnorm = avx512_rmsnorm, .softmax = avx512_softmax,         \
         .swiglu = avx512_swiglu, .rope = avx512_rope,                                              \
     }
 
