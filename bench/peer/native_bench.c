@@ -26,8 +26,12 @@
 // Output: a JSON array like llama-bench -o json (subset of its fields), one
 // object for pp (n_gen 0) and one for tg (n_prompt 0).
 //
-// usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5]
-//                     [--fa off|on|auto] [--backend-dir DIR]
+// -d D: before every timed run, untimed, D tokens fill the cache (llama-bench
+// --n-depth); --warmup-tokens N: the pp warm-up decodes N tokens instead of
+// the whole prompt (the interleaved suite runs one repetition per process).
+//
+// usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [-d D]
+//                     [--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR]
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -52,6 +56,8 @@ typedef struct nb_args {
     int n_gen;
     int threads;
     int reps;
+    int depth;  /* tokens in the cache before each timed run (llama-bench -d) */
+    int warmup; /* pp warm-up tokens; 0 = the whole prompt */
     enum llama_flash_attn_type fa;
     const char *fa_name;
 } nb_args;
@@ -96,6 +102,8 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
     a->n_gen = 128;
     a->threads = 1;
     a->reps = 5;
+    a->depth = 0;
+    a->warmup = 0;
     a->fa = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     a->fa_name = "off";
     for (int i = 1; i < argc; i++) {
@@ -121,6 +129,10 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
                 fprintf(stderr, "native_bench: -r at most %d\n", NB_MAX_REPS);
                 exit(2);
             }
+        } else if (strcmp(k, "-d") == 0) {
+            a->depth = nb_parse_int(v, 0, k);
+        } else if (strcmp(k, "--warmup-tokens") == 0) {
+            a->warmup = nb_parse_int(v, 1, k);
         } else if (strcmp(k, "--fa") == 0) {
             a->fa_name = v;
             if (strcmp(v, "off") == 0) {
@@ -141,14 +153,29 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
     }
     if (a->model == NULL || (a->n_prompt == 0 && a->n_gen == 0)) {
         fprintf(stderr,
-                "usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [--fa off|on|auto] "
-                "[--backend-dir DIR]\n");
+                "usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [-d DEPTH] "
+                "[--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR]\n");
         exit(2);
     }
 }
 
-static int nb_pp(struct llama_context *ctx, const llama_token *toks, int n) {
+// Clear the cache, then (untimed) decode depth tokens; the timed decodes
+// that follow continue the sequence (llama_batch_get_one positions follow
+// the cache).
+static int nb_reset(struct llama_context *ctx, const llama_token *toks, int depth) {
     llama_memory_clear(llama_get_memory(ctx), false);
+    for (int i = 0; i < depth; i += NB_BATCH) {
+        int len = depth - i < NB_BATCH ? depth - i : NB_BATCH;
+        if (llama_decode(ctx, llama_batch_get_one((llama_token *)(uintptr_t)(toks + i), len)) !=
+            0) {
+            return -1;
+        }
+    }
+    llama_synchronize(ctx);
+    return 0;
+}
+
+static int nb_pp(struct llama_context *ctx, const llama_token *toks, int n) {
     for (int i = 0; i < n; i += NB_BATCH) {
         int len = n - i < NB_BATCH ? n - i : NB_BATCH;
         if (llama_decode(ctx, llama_batch_get_one((llama_token *)(uintptr_t)(toks + i), len)) !=
@@ -161,7 +188,6 @@ static int nb_pp(struct llama_context *ctx, const llama_token *toks, int n) {
 }
 
 static int nb_tg(struct llama_context *ctx, const llama_token *toks, int n) {
-    llama_memory_clear(llama_get_memory(ctx), false);
     for (int i = 0; i < n; i++) {
         llama_token t = toks[i];
         if (llama_decode(ctx, llama_batch_get_one(&t, 1)) != 0) {
@@ -197,12 +223,12 @@ static void nb_print(const nb_args *a, const struct llama_model *model, int n_pr
            "\"backends\": \"CPU\", \"n_batch\": %d, \"n_ubatch\": %d, \"n_threads\": %d, \"poll\": "
            "50, "
            "\"type_k\": \"f16\", \"type_v\": \"f16\", \"flash_attn\": \"%s\", \"n_prompt\": %d, "
-           "\"n_gen\": %d, "
+           "\"n_gen\": %d, \"n_depth\": %d, "
            "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, "
            "\"native_avg_ts\": %.6f, \"native_stddev_ts\": %.6f, \"samples_ts\": [",
            first ? "" : ",\n", a->model, desc, (unsigned long long)llama_model_size(model),
            (unsigned long long)llama_model_n_params(model), NB_BATCH, NB_BATCH, a->threads,
-           a->fa_name, n_prompt, n_gen, avg_ns, sd_ns, avg_ts, sd_ts, avg_ts, sd_ts);
+           a->fa_name, n_prompt, n_gen, a->depth, avg_ns, sd_ns, avg_ts, sd_ts, avg_ts, sd_ts);
     for (int r = 0; r < reps; r++) {
         printf("%s%.6f", r ? ", " : "", ts[r]);
     }
@@ -250,7 +276,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     struct llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = (uint32_t)(a.n_prompt + a.n_gen);
+    cp.n_ctx = (uint32_t)(a.depth + a.n_prompt + a.n_gen);
     cp.n_batch = NB_BATCH;
     cp.n_ubatch = NB_BATCH;
     cp.n_threads = a.threads;
@@ -275,6 +301,9 @@ int main(int argc, char **argv) {
     const struct llama_vocab *vocab = llama_model_get_vocab(model);
     int32_t n_vocab = llama_vocab_n_tokens(vocab);
     int n_max = a.n_prompt > a.n_gen ? a.n_prompt : a.n_gen;
+    if (a.depth > n_max) {
+        n_max = a.depth;
+    }
     toks = malloc(sizeof *toks * (size_t)n_max);
     if (toks == NULL) {
         goto done;
@@ -287,10 +316,14 @@ int main(int argc, char **argv) {
     printf("[\n");
     int first = 1;
     if (a.n_prompt > 0) {
-        if (nb_pp(ctx, toks, a.n_prompt) != 0) { // warm-up
+        int n_warm = a.warmup > 0 && a.warmup < a.n_prompt ? a.warmup : a.n_prompt;
+        if (nb_reset(ctx, toks, 0) != 0 || nb_pp(ctx, toks, n_warm) != 0) { // warm-up
             goto decode_fail;
         }
         for (int r = 0; r < a.reps; r++) {
+            if (nb_reset(ctx, toks, a.depth) != 0) {
+                goto decode_fail;
+            }
             uint64_t t0 = nb_now_ns();
             if (nb_pp(ctx, toks, a.n_prompt) != 0) {
                 goto decode_fail;
@@ -301,10 +334,13 @@ int main(int argc, char **argv) {
         first = 0;
     }
     if (a.n_gen > 0) {
-        if (nb_tg(ctx, toks, 1) != 0) { // warm-up, like llama-bench
+        if (nb_reset(ctx, toks, 0) != 0 || nb_tg(ctx, toks, 1) != 0) { // warm-up
             goto decode_fail;
         }
         for (int r = 0; r < a.reps; r++) {
+            if (nb_reset(ctx, toks, a.depth) != 0) {
+                goto decode_fail;
+            }
             uint64_t t0 = nb_now_ns();
             if (nb_tg(ctx, toks, a.n_gen) != 0) {
                 goto decode_fail;
