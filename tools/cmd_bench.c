@@ -56,6 +56,7 @@ static void bench_usage(FILE *f) {
             "Measure prompt processing (ppN) and text generation (tgN) speed, like llama-bench.\n"
             "Lists are comma-separated (\"-t 1,2\"); every combination is measured.\n"
             "'ctxshift bench kv --help': the KV cache operations (K-shift, defrag).\n"
+            "'ctxshift bench mem --help': memory read bandwidth (the tg ceiling).\n"
             "\n"
             "  -m,   --model FILE         GGUF model (default: %s)\n"
             "  -p,   --n-prompt LIST      prompt tokens per pp test; 0 = none (default: 512)\n"
@@ -426,6 +427,7 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
 
 int cmd_bench(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "kv") == 0) return cmd_bench_kv(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "mem") == 0) return cmd_bench_mem(argc - 1, argv + 1);
     bench_opts o;
     memset(&o, 0, sizeof(o));
     o.model_path = CS_DEFAULT_MODEL;

@@ -10,6 +10,8 @@ int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* `ctxshift bench kv`: KV cache operation costs (tools/cmd_bench_kv.c). */
 int cmd_bench_kv(int argc, char **argv);
+/* `ctxshift bench mem`: memory read bandwidth (tools/cmd_bench_mem.c). */
+int cmd_bench_mem(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

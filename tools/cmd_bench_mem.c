@@ -1,0 +1,152 @@
+/* cmd_bench_mem.c: `ctxshift bench mem`, the memory read bandwidth that
+ * bounds token generation (every weight byte is read once per token).
+ *
+ * Each of T threads (pinned to nothing, like the engine's pool) sums its
+ * contiguous share of a buffer far larger than the caches (default 1 GiB)
+ * with 8 independent 64-bit accumulators, which keeps the loads, not the
+ * adds, the limit. One untimed pass pages the buffer in; then r timed
+ * passes; the reported figure is the median (and best) bytes / second.
+ * The tg ceiling of a model is this bandwidth divided by the bytes a token
+ * reads (bench/peer/suite.sh does that division). */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "tools.h"
+
+enum { MEM_MAX_THREADS = 256 };
+
+typedef struct mem_job {
+    const uint64_t *p;
+    size_t n; /* uint64 words */
+    uint64_t sum;
+    pthread_barrier_t *start;
+} mem_job;
+
+static void *mem_worker(void *arg) {
+    mem_job *j = arg;
+    pthread_barrier_wait(j->start);
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    size_t i = 0;
+    for (; i + 8 <= j->n; i += 8) {
+        a0 += j->p[i], a1 += j->p[i + 1], a2 += j->p[i + 2], a3 += j->p[i + 3];
+        a4 += j->p[i + 4], a5 += j->p[i + 5], a6 += j->p[i + 6], a7 += j->p[i + 7];
+    }
+    for (; i < j->n; i++) a0 += j->p[i];
+    j->sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+    return NULL;
+}
+
+/* One timed pass with nt threads; returns seconds, or < 0 on failure. */
+static double mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink) {
+    pthread_t th[MEM_MAX_THREADS];
+    mem_job jobs[MEM_MAX_THREADS];
+    pthread_barrier_t start;
+    if (pthread_barrier_init(&start, NULL, (unsigned)nt + 1) != 0) return -1.0;
+    int32_t made = 0;
+    for (int32_t t = 0; t < nt; t++) {
+        const size_t a = words * (size_t)t / (size_t)nt, b = words * (size_t)(t + 1) / (size_t)nt;
+        jobs[t] = (mem_job){buf + a, b - a, 0, &start};
+        if (pthread_create(&th[t], NULL, mem_worker, &jobs[t]) != 0) break;
+        made++;
+    }
+    if (made < nt) { /* release the barrier with stand-in waits, then fail */
+        for (int32_t t = made; t < nt; t++) {
+            jobs[t].n = 0;
+            mem_worker(&jobs[t]);
+        }
+    }
+    const uint64_t t0 = tool_time_ns();
+    pthread_barrier_wait(&start);
+    for (int32_t t = 0; t < made; t++) pthread_join(th[t], NULL);
+    const uint64_t t1 = tool_time_ns();
+    pthread_barrier_destroy(&start);
+    for (int32_t t = 0; t < made; t++) *sink += jobs[t].sum;
+    return made < nt ? -1.0 : (double)(t1 - t0) * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void mem_usage(FILE *f) {
+    fprintf(f, "usage: ctxshift bench mem [flags]\n"
+               "\n"
+               "Measure memory read bandwidth (GB/s = 1e9 bytes/s), the ceiling of token\n"
+               "generation: tokens/s <= bandwidth / bytes of weights read per token.\n"
+               "\n"
+               "  -t, --threads LIST     reader threads (default: number of cores)\n"
+               "  -r, --repetitions N    timed passes per thread count (default: 5)\n"
+               "      --size MIB         buffer size in MiB (default: 1024)\n"
+               "      --json             a JSON array, one object per thread count\n"
+               "  -h, --help             print this help\n");
+}
+
+int cmd_bench_mem(int argc, char **argv) {
+    tool_args it = {argc, argv, 1};
+    int32_t threads[32], n_threads = 1, reps = 5, size_mib = 1024;
+    bool json = false;
+    threads[0] = tool_default_threads();
+    for (; it.i < argc; it.i++) {
+        const char *a = argv[it.i], *v = NULL;
+        int rc = 0;
+        if (tool_arg_is(a, "-h", "--help")) {
+            mem_usage(stdout);
+            return TOOL_EXIT_OK;
+        } else if (tool_arg_is(a, "-t", "--threads")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32_list(a, v, 1, MEM_MAX_THREADS, threads, 32, &n_threads);
+        } else if (tool_arg_is(a, "-r", "--repetitions")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 1000, &reps);
+        } else if (tool_arg_is(a, NULL, "--size")) {
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 1 << 20, &size_mib);
+        } else if (tool_arg_is(a, NULL, "--json")) {
+            json = true;
+        } else {
+            rc = tool_arg_unknown("bench mem", a);
+        }
+        if (rc != 0) return rc;
+    }
+    const size_t bytes = (size_t)size_mib << 20, words = bytes / sizeof(uint64_t);
+    uint64_t *buf = malloc(bytes);
+    double *secs = malloc((size_t)reps * sizeof *secs);
+    if (!buf || !secs) {
+        free(buf), free(secs);
+        tool_error("out of memory for a %d MiB buffer", (int)size_mib);
+        return TOOL_EXIT_FAIL;
+    }
+    for (size_t i = 0; i < words; i++) buf[i] = i * 0x9e3779b97f4a7c15ull;
+    uint64_t sink = 0;
+    int rc = TOOL_EXIT_OK;
+    if (json) printf("[\n");
+    else
+        printf("| threads | buffer MiB | read GB/s (median) | best GB/s |\n"
+               "| ------: | ---------: | -----------------: | --------: |\n");
+    for (int32_t ti = 0; ti < n_threads && rc == TOOL_EXIT_OK; ti++) {
+        if (mem_pass(buf, words, threads[ti], &sink) < 0) { /* untimed warm pass */
+            tool_error("cannot start %d threads", (int)threads[ti]);
+            rc = TOOL_EXIT_FAIL;
+            break;
+        }
+        for (int32_t r = 0; r < reps && rc == TOOL_EXIT_OK; r++)
+            if ((secs[r] = mem_pass(buf, words, threads[ti], &sink)) <= 0) rc = TOOL_EXIT_FAIL;
+        if (rc != TOOL_EXIT_OK) break;
+        qsort(secs, (size_t)reps, sizeof *secs, cmp_double);
+        const double med = reps % 2 ? secs[reps / 2] : 0.5 * (secs[reps / 2 - 1] + secs[reps / 2]);
+        const double gbs = (double)bytes / med * 1e-9, best = (double)bytes / secs[0] * 1e-9;
+        if (json)
+            printf("%s  {\"test\": \"mem_read\", \"n_threads\": %d, \"bytes\": %zu, \"reps\": %d, "
+                   "\"median_gbs\": %.3f, \"best_gbs\": %.3f}",
+                   ti ? ",\n" : "", (int)threads[ti], bytes, (int)reps, gbs, best);
+        else
+            printf("| %7d | %10d | %18.2f | %9.2f |\n", (int)threads[ti], (int)size_mib, gbs, best);
+    }
+    if (json) printf("\n]\n");
+    if (sink == 42) fprintf(stderr, "(checksum %llu)\n", (unsigned long long)sink); /* keep it */
+    free(buf), free(secs);
+    return rc;
+}
