@@ -643,7 +643,8 @@ cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
 }
 
 cs_status gguf_set_writable(gguf_file *g, bool writable) {
-    if (!g->map) return cs_fail(CS_ERR_INVALID_ARG, "gguf: a caller's buffer cannot be made writable");
+    if (!g->map)
+        return cs_fail(CS_ERR_INVALID_ARG, "gguf: a caller's buffer cannot be made writable");
     return cs_mmap_set_writable(g->map, writable);
 }
 

@@ -303,8 +303,8 @@ static cs_status pack_weights(cs_model *m) {
         }
         uint64_t row = 0, bytes = 0;
         if (!cs_x16_fits(w->type, w->ne1, w->ne0) || !cs_matmul_x16_native(k, w->type) ||
-            !cs_type_row_size(w->type, w->ne0, &row) || !cs_mul_u64(row, (uint64_t)w->ne1, &bytes) ||
-            !weight_bytes_private(m, w, bytes))
+            !cs_type_row_size(w->type, w->ne0, &row) ||
+            !cs_mul_u64(row, (uint64_t)w->ne1, &bytes) || !weight_bytes_private(m, w, bytes))
             continue;
         ws[n++] = w;
         if (row * CS_X16_ROWS > tmp_bytes) tmp_bytes = row * CS_X16_ROWS;

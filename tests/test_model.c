@@ -82,7 +82,8 @@ static float *packed_logits(const char *path, bool repack, bool use_mmap, uint8_
     assert_int_equal(cs_batch_new(24, 1, &b), CS_OK);
     const cs_seq seq = 0;
     for (int32_t i = 0; i < 24; i++)
-        assert_int_equal(cs_batch_add(b, (cs_token)(1 + (i * 37) % 500), i, &seq, 1, i == 23), CS_OK);
+        assert_int_equal(cs_batch_add(b, (cs_token)(1 + (i * 37) % 500), i, &seq, 1, i == 23),
+                         CS_OK);
     assert_int_equal(cs_decode(c, b), 0);
     const float *l = cs_get_logits_ith(c, 23);
     assert_non_null(l);

@@ -145,10 +145,10 @@ typedef struct bench_test {
     uint64_t *samples_ns; /* reps */
     double *samples_ts;   /* reps */
     double avg_ns, stddev_ns, avg_ts, stddev_ts;
-    uint64_t kv_bytes;      /* K and V bytes of the test's cache */
-    uint64_t peak_rss;      /* process peak resident set after the test, bytes */
-    int32_t n_window;       /* cells attention scanned at the end of the last run */
-    int32_t n_used;         /* live cells then */
+    uint64_t kv_bytes; /* K and V bytes of the test's cache */
+    uint64_t peak_rss; /* process peak resident set after the test, bytes */
+    int32_t n_window;  /* cells attention scanned at the end of the last run */
+    int32_t n_used;    /* live cells then */
 } bench_test;
 
 /* Deterministic token source (xorshift64*), like llama-bench's rand() % n_vocab. */
@@ -197,8 +197,8 @@ static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int
     const int32_t n_vocab = cs_model_n_vocab(model);
     const cs_token bos = cs_token_bos(model);
     const cs_seq seq0 = 0;
-    cs_token t = pos0 == 0 && cs_vocab_add_bos(model) && bos >= 0 ? bos
-                                                                  : bench_rand_token(rng, n_vocab);
+    cs_token t =
+        pos0 == 0 && cs_vocab_add_bos(model) && bos >= 0 ? bos : bench_rand_token(rng, n_vocab);
     for (int32_t i = 0; i < n_gen; i++) {
         cs_batch_clear(batch);
         const cs_status st = cs_batch_add(batch, t, pos0 + i, &seq0, 1, true);
@@ -214,8 +214,8 @@ static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int
  * fragment: 2*depth tokens alternating between sequence 0 and sequence 1
  * in consecutive cells, then sequence 1 removed, leaving a hole after every
  * live cell. Untimed. */
-static int bench_fill_depth(const cs_model *model, cs_context *ctx, cs_batch *batch,
-                            int32_t depth, bool fragment, int32_t n_batch, uint64_t *rng) {
+static int bench_fill_depth(const cs_model *model, cs_context *ctx, cs_batch *batch, int32_t depth,
+                            bool fragment, int32_t n_batch, uint64_t *rng) {
     if (!fragment) return bench_pp(model, ctx, batch, depth, n_batch, 0, rng);
     const int32_t n_vocab = cs_model_n_vocab(model);
     const int32_t total = 2 * depth;
@@ -224,8 +224,8 @@ static int bench_fill_depth(const cs_model *model, cs_context *ctx, cs_batch *ba
         cs_batch_clear(batch);
         for (int32_t k = 0; k < nb; k++) {
             const cs_seq s = (cs_seq)((i + k) % 2);
-            const cs_status st = cs_batch_add(batch, bench_rand_token(rng, n_vocab),
-                                              (i + k) / 2, &s, 1, k == nb - 1);
+            const cs_status st = cs_batch_add(batch, bench_rand_token(rng, n_vocab), (i + k) / 2,
+                                              &s, 1, k == nb - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
         const int rc = bench_decode(ctx, batch);
@@ -305,8 +305,7 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
 
     /* Warm-up: the whole prompt (or --warmup-tokens of it), or one
      * generated token (llama-bench). */
-    const int32_t n_warm =
-        o->warmup > 0 && o->warmup < t->n_prompt ? o->warmup : t->n_prompt;
+    const int32_t n_warm = o->warmup > 0 && o->warmup < t->n_prompt ? o->warmup : t->n_prompt;
     if (t->n_prompt > 0 && (rc = bench_pp(model, ctx, batch, n_warm, t->n_batch, 0, &rng)) != 0)
         goto done;
     if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, 1, 0, &rng)) != 0) goto done;
@@ -321,8 +320,7 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
         if (t->n_prompt > 0 &&
             (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, t->n_depth, &rng)) != 0)
             goto done;
-        if (t->n_gen > 0 &&
-            (rc = bench_tg(model, ctx, batch, t->n_gen, t->n_depth, &rng)) != 0)
+        if (t->n_gen > 0 && (rc = bench_tg(model, ctx, batch, t->n_gen, t->n_depth, &rng)) != 0)
             goto done;
         t->samples_ns[r] = tool_time_ns() - t0;
     }
@@ -380,7 +378,8 @@ static void bench_md_row(const bench_model_info *mi, const bench_test *t) {
     }
     if (t->n_depth > 0) {
         const size_t l = strlen(test);
-        snprintf(test + l, sizeof(test) - l, " @ d%d%s", (int)t->n_depth, t->n_window > t->n_used ? "h" : "");
+        snprintf(test + l, sizeof(test) - l, " @ d%d%s", (int)t->n_depth,
+                 t->n_window > t->n_used ? "h" : "");
     }
     snprintf(ts, sizeof(ts), "%.2f ± %.2f", t->avg_ts, t->stddev_ts);
     /* "±" is two bytes in UTF-8 but one column: pad by one more. */
@@ -453,8 +452,8 @@ int cmd_bench(int argc, char **argv) {
 
     /* The test list: for every thread count, each pp then each tg size. */
     int32_t n_tests = 0;
-    bench_test *tests = calloc((size_t)BENCH_LIST_MAX * BENCH_LIST_MAX * 2 * BENCH_LIST_MAX,
-                               sizeof(bench_test));
+    bench_test *tests =
+        calloc((size_t)BENCH_LIST_MAX * BENCH_LIST_MAX * 2 * BENCH_LIST_MAX, sizeof(bench_test));
     if (tests == NULL) {
         tool_error("out of memory for the test list");
         return TOOL_EXIT_FAIL;

@@ -103,7 +103,8 @@ int cmd_bench_mem(int argc, char **argv) {
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 1000, &reps);
         } else if (tool_arg_is(a, NULL, "--size")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 1 << 20, &size_mib);
+            if ((rc = tool_arg_value(&it, &v)) == 0)
+                rc = tool_parse_i32(a, v, 1, 1 << 20, &size_mib);
         } else if (tool_arg_is(a, NULL, "--json")) {
             json = true;
         } else {
@@ -122,7 +123,8 @@ int cmd_bench_mem(int argc, char **argv) {
     for (size_t i = 0; i < words; i++) buf[i] = i * 0x9e3779b97f4a7c15ull;
     uint64_t sink = 0;
     int rc = TOOL_EXIT_OK;
-    if (json) printf("[\n");
+    if (json)
+        printf("[\n");
     else
         printf("| threads | buffer MiB | read GB/s (median) | best GB/s |\n"
                "| ------: | ---------: | -----------------: | --------: |\n");

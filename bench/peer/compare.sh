@@ -5,6 +5,7 @@
 #   bench/peer/compare.sh [-r R] [-p P] [-n N] [-t "1 2"] [--fa off|on|auto]
 #                         [--no-native] [--with-110m] [MODEL.gguf ...]
 #   bench/peer/compare.sh --generate
+#   bench/peer/compare.sh --build-native-only   (used by suite.sh)
 #
 # Bench mode: for every model and thread count, runs `ctxshift bench --json`,
 # bench/peer/native_bench (llama-bench's loop on node-llama-cpp's prebuilt
@@ -50,6 +51,7 @@ fa=off
 native=1
 with_110m=0
 generate=0
+build_only=0
 models=()
 
 die() { echo "compare.sh: $*" >&2; exit 2; }
@@ -64,6 +66,7 @@ while [[ $# -gt 0 ]]; do
     --no-native) native=0; shift ;;
     --with-110m) with_110m=1; shift ;;
     --generate) generate=1; shift ;;
+    --build-native-only) build_only=1; shift ;;
     -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     -*) die "unknown option '$1'" ;;
     *) models+=("$1"); shift ;;
@@ -86,6 +89,32 @@ stories_files() {
   done
   return 0
 }
+
+# Build native_bench once per node-llama-cpp install: headers come from the
+# llama.cpp git bundle inside the npm package, libraries are the prebuilt ones.
+bins="$here/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+native_dir="$tmp_root/ctxshift-peer-native"
+native_bin="$native_dir/native_bench"
+if [[ $native -eq 1 && ( ! -x "$native_bin" || "$here/native_bench.c" -nt "$native_bin" ) ]]; then
+  echo "building $native_bin ..." >&2
+  rm -rf "$native_dir/src"
+  mkdir -p "$native_dir"
+  if git clone -q --no-checkout "$here/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$native_dir/src" &&
+     git -C "$native_dir/src" -c advice.detachedHead=false checkout -q HEAD -- include ggml/include &&
+     ${CC:-gcc} -std=c11 -O2 -Wall -Wextra -Werror -I"$native_dir/src/include" -I"$native_dir/src/ggml/include" \
+       "$here/native_bench.c" -o "$native_bin" "$bins/libllama.v0.4.0.so" "$bins/libggml.v0.4.0.so" \
+       "$bins/libggml-base.so" -Wl,-rpath,"$bins" -lm; then
+    rm -rf "$native_dir/src"
+  else
+    echo "compare.sh: could not build native_bench; falling back to node-only numbers" >&2
+    native=0
+  fi
+fi
+
+if [[ $build_only -eq 1 ]]; then
+  [[ $native -eq 1 ]] || exit 1
+  exit 0
+fi
 
 if [[ $generate -eq 1 ]]; then
   # Reference continuations, from /work/shared/models/README.md (llama.cpp
@@ -146,27 +175,6 @@ run_native() { # model threads outfile
   "$native_bin" -m "$1" -p "$n_prompt" -n "$n_gen" -t "$2" -r "$reps" --fa "$fa" --backend-dir "$bins" >"$3" ||
     echo "compare.sh: native_bench failed on $(basename "$1") t=$2" >&2
 }
-
-# Build native_bench once per node-llama-cpp install: headers come from the
-# llama.cpp git bundle inside the npm package, libraries are the prebuilt ones.
-bins="$here/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
-native_dir="$tmp_root/ctxshift-peer-native"
-native_bin="$native_dir/native_bench"
-if [[ $native -eq 1 && ( ! -x "$native_bin" || "$here/native_bench.c" -nt "$native_bin" ) ]]; then
-  echo "building $native_bin ..." >&2
-  rm -rf "$native_dir/src"
-  mkdir -p "$native_dir"
-  if git clone -q --no-checkout "$here/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$native_dir/src" &&
-     git -C "$native_dir/src" -c advice.detachedHead=false checkout -q HEAD -- include ggml/include &&
-     ${CC:-gcc} -std=c11 -O2 -Wall -Wextra -Werror -I"$native_dir/src/include" -I"$native_dir/src/ggml/include" \
-       "$here/native_bench.c" -o "$native_bin" "$bins/libllama.v0.4.0.so" "$bins/libggml.v0.4.0.so" \
-       "$bins/libggml-base.so" -Wl,-rpath,"$bins" -lm; then
-    rm -rf "$native_dir/src"
-  else
-    echo "compare.sh: could not build native_bench; falling back to node-only numbers" >&2
-    native=0
-  fi
-fi
 
 pair=0
 for i in "${!models[@]}"; do

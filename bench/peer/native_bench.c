@@ -152,9 +152,8 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
         i++;
     }
     if (a->model == NULL || (a->n_prompt == 0 && a->n_gen == 0)) {
-        fprintf(stderr,
-                "usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [-d DEPTH] "
-                "[--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR]\n");
+        fprintf(stderr, "usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [-d DEPTH] "
+                        "[--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR]\n");
         exit(2);
     }
 }

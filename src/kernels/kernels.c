@@ -110,7 +110,8 @@ bool cs_kernels_matmul_ukernel_x16(const cs_kernels *k, int32_t wtype, cs_matmul
 #if CS_HAVE_X86
     if (k == cs_kernels_avx512_table())
         return cs_avx512_matmul_ukernel_x16(wtype, cpu_has_avx512vnni(), uk);
-    if (k == cs_kernels_avx512_novnni_table()) return cs_avx512_matmul_ukernel_x16(wtype, false, uk);
+    if (k == cs_kernels_avx512_novnni_table())
+        return cs_avx512_matmul_ukernel_x16(wtype, false, uk);
 #endif
     CS_UNUSED(k);
     CS_UNUSED(wtype);

@@ -223,9 +223,8 @@ bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype) {
     return cs_kernels_matmul_ukernel_x16(k, wtype, &uk);
 }
 
-void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
-               const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
-               void *scratch) {
+void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
+               int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
     CS_ASSERT(k && W && X && Y && N >= 0 && K >= 0 && T >= 0);
     CS_ASSERT(layout == CS_LAYOUT_ROWS || (layout == CS_LAYOUT_X16 && cs_x16_fits(wtype, N, K)));
     if (N == 0 || T == 0) return;

@@ -38,9 +38,8 @@ size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
  * Cost: 2*N*K*T flops; memory: W streamed once per chunk of tokens whose
  * converted rows fit in ~128 KiB (once for T = 1, a GEMV bound by memory
  * bandwidth), X chunk re-read from L2 per block of rows. */
-void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
-               const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
-               void *scratch);
+void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
+               int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch);
 
 /* True when table k has an x16 micro-kernel for wtype, i.e. packing such
  * weights pays off (the model loader asks this of cs_kernels_best()). */

@@ -95,7 +95,8 @@ void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const cs_block_q8_
             int32_t isum = 0;
             for (int s = 0; s < qs_bytes(type) / 4; s++) {
                 for (int j = 0; j < 4; j++) {
-                    const uint8_t q = blk[32 + ((size_t)s * CS_X16_ROWS + (size_t)r) * 4 + (size_t)j];
+                    const uint8_t q =
+                        blk[32 + ((size_t)s * CS_X16_ROWS + (size_t)r) * 4 + (size_t)j];
                     if (type == CS_TYPE_Q4_0)
                         isum += ((int32_t)(q & 0x0f) - 8) * x[b].qs[4 * s + j] +
                                 ((int32_t)(q >> 4) - 8) * x[b].qs[16 + 4 * s + j];

@@ -142,7 +142,8 @@ static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, s
                  q3 = load_f16(q + 48);
     for (int32_t j = 0; j < n; j++) {
         const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j] * stride);
-        if (j + 2 < n) _mm_prefetch((const char *)(base + (size_t)idx[j + 2] * stride), _MM_HINT_T0);
+        if (j + 2 < n)
+            _mm_prefetch((const char *)(base + (size_t)idx[j + 2] * stride), _MM_HINT_T0);
         const __m512 a0 = _mm512_fmadd_ps(load_f16(x), q0, _mm512_setzero_ps());
         const __m512 a1 = _mm512_fmadd_ps(load_f16(x + 16), q1, _mm512_setzero_ps());
         const __m512 a2 = _mm512_fmadd_ps(load_f16(x + 32), q2, _mm512_setzero_ps());
@@ -566,8 +567,8 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
                     memcpy(&v, xp, 4);
                     __m512i xv = _mm512_set1_epi32(v);
                     if (!is_q4) xv = _mm512_mask_sub_epi8(xv, neg[s], _mm512_setzero_si512(), xv);
-                    acc_i = _mm512_add_epi32(acc_i,
-                                             _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
+                    acc_i = _mm512_add_epi32(
+                        acc_i, _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
                 }
             }
             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
@@ -842,9 +843,9 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
         .quantize_row_q8_0 = avx512_quantize_row_q8_0,                                             \
         .fp32_to_fp16_row = avx512_fp32_to_fp16_row, .fp16_to_fp32_row = avx512_fp16_to_fp32_row,  \
         .fp32_to_bf16_row = avx512_fp32_to_bf16_row, .axpy_f32 = avx512_axpy_f32,                  \
-        .axpy_f16 = avx512_axpy_f16, .attn_scores_f16 = avx512_attn_scores_f16,                   \
-        .attn_accum_f16 = avx512_attn_accum_f16, .rmsnorm = avx512_rmsnorm, .softmax = avx512_softmax,         \
-        .swiglu = avx512_swiglu, .rope = avx512_rope,                                              \
+        .axpy_f16 = avx512_axpy_f16, .attn_scores_f16 = avx512_attn_scores_f16,                    \
+        .attn_accum_f16 = avx512_attn_accum_f16, .rmsnorm = avx512_rmsnorm,                        \
+        .softmax = avx512_softmax, .swiglu = avx512_swiglu, .rope = avx512_rope,                   \
     }
 
 static const cs_kernels k_avx512 = AVX512_TABLE("avx512");

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The side-by-side speed suite: ctxshift vs llama.cpp (the prebuilt libllama
+# that node-llama-cpp 3.21.1 ships, driven by bench/peer/native_bench the
+# way llama-bench drives it) on the same generated models, same threads,
+# interleaved, with the memory bandwidth ceiling measured in the same run.
+#
+#   bench/peer/suite.sh [-r 5] [-t "1 2"] [--shapes "110m 1.1b"]
+#                       [--types "f16 q8_0 q4_0 q4_K_M"] [--no-depth] [--out DIR]
+#
+# Steps:
+#  1. models: `ctxshift gen-model --preset SHAPE --type T` (deterministic
+#     random weights, Llama-2's 32000-token vocabulary from
+#     ../shared/models/ggml-vocab-llama-spm.gguf) for f16 / q8_0 / q4_0, and
+#     `ctxshift quantize F16 OUT q4_K_M` for q4_K_M; written once to
+#     $CS_TMP/ctxshift-suite (default /tmp; 1.1B needs about 4.5 GB).
+#  2. `ctxshift bench mem -t 1,2`: read bandwidth (median of 5 passes).
+#  3. for every model and thread count, r rounds; each round runs ctxshift
+#     bench and native_bench once each (pp512 then tg128, one repetition
+#     after a 32-token warm-up), in alternating order, so both see the same
+#     machine state. The table shows medians over the rounds.
+#  4. speed at depth (110M Q4_0 and Q8_0, 2 threads): pp512 / tg128 with
+#     2048 and 4096 tokens already cached, and ctxshift with 2048 live cells
+#     spread over a 4096-cell window (every other cell a hole).
+#  5. bandwidth again at the end; the ceiling uses the mean of both runs.
+# Output: markdown tables on stdout (bench/peer/suite_table.mjs), raw JSON
+# kept in --out DIR (default: a temporary folder, removed).
+#
+# Needs: build/release/ctxshift (`make`), bench/peer/node_modules (`npm ci`
+# in bench/peer, npm registry once), gcc + git (native_bench is built from
+# one C file against the prebuilt libraries, see compare.sh), jq, node.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+ctxshift="${CTXSHIFT:-$root/build/release/ctxshift}"
+node_bin="${NODE:-node}"
+shared="${SHARED_MODELS:-$root/../shared/models}"
+tmp_root="${CS_TMP:-/tmp}"
+models_dir="$tmp_root/ctxshift-suite"
+
+reps=5
+threads_list="1 2"
+shapes="110m 1.1b"
+types="f16 q8_0 q4_0 q4_K_M"
+depth=1
+out=""
+
+die() { echo "suite.sh: $*" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -r) reps="${2:?}"; shift 2 ;;
+    -t) threads_list="${2:?}"; shift 2 ;;
+    --shapes) shapes="${2:?}"; shift 2 ;;
+    --types) types="${2:?}"; shift 2 ;;
+    --no-depth) depth=0; shift ;;
+    --out) out="${2:?}"; shift 2 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1'" ;;
+  esac
+done
+
+[[ -x "$ctxshift" ]] || die "$ctxshift not found: run 'make' first"
+[[ -d "$here/node_modules/node-llama-cpp" ]] ||
+  die "node-llama-cpp is not installed: run 'cd bench/peer && npm ci' (needs the npm registry once)"
+vocab="$shared/ggml-vocab-llama-spm.gguf"
+[[ -f "$vocab" ]] || die "the Llama vocabulary $vocab is missing (set SHARED_MODELS)"
+command -v jq >/dev/null || die "jq is needed"
+
+export NODE_LLAMA_CPP_SKIP_DOWNLOAD=true NODE_LLAMA_CPP_GPU=false
+bins="$here/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+native_bin="$tmp_root/ctxshift-peer-native/native_bench"
+if [[ ! -x "$native_bin" || "$here/native_bench.c" -nt "$native_bin" ]]; then
+  # compare.sh knows how to build it; ask it for nothing but the build
+  bash "$here/compare.sh" --build-native-only
+fi
+[[ -x "$native_bin" ]] || die "native_bench could not be built"
+
+if [[ -z "$out" ]]; then
+  out="$(mktemp -d "$tmp_root/ctxshift-suite-res.XXXXXX")"
+  trap 'rm -rf "$out"' EXIT
+fi
+mkdir -p "$out" "$models_dir"
+
+# ---- 1. models
+model_path() { echo "$models_dir/$1-$2.gguf"; }
+for s in $shapes; do
+  f16="$(model_path "$s" f16)"
+  for ty in $types; do
+    m="$(model_path "$s" "$ty")"
+    [[ -f "$m" ]] && continue
+    echo "generating $m ..." >&2
+    case "$ty" in
+      f16|q8_0|q4_0|bf16|f32)
+        "$ctxshift" gen-model --preset "$s" --type "$ty" --vocab "$vocab" -o "$m.part" >&2 ;;
+      *)
+        if [[ ! -f "$f16" ]]; then
+          "$ctxshift" gen-model --preset "$s" --type f16 --vocab "$vocab" -o "$f16.part" >&2
+          mv "$f16.part" "$f16"
+        fi
+        "$ctxshift" quantize "$f16" "$m.part" "$ty" >&2 ;;
+    esac
+    mv "$m.part" "$m"
+  done
+done
+
+# ---- 2. bandwidth
+tcsv="$(echo $threads_list | tr ' ' ',')"
+"$ctxshift" bench mem -t "$tcsv,2" -r 5 --json >"$out/mem.start.json"
+
+# ---- 3. pp512 / tg128, interleaved rounds
+run_cs() { "$ctxshift" bench -m "$1" -t "$2" -r 1 --warmup-tokens 32 --json "${@:4}" >"$3"; }
+run_nb() { "$native_bin" -m "$1" -t "$2" -r 1 --warmup-tokens 32 --backend-dir "$bins" "${@:4}" >"$3"; }
+round() { # model threads id k [extra ctxshift args] -- [extra native args]
+  local m="$1" t="$2" id="$3" k="$4"; shift 4
+  local cs_extra=() nb_extra=() side=cs
+  for a in "$@"; do
+    if [[ "$a" == "--" ]]; then side=nb; continue; fi
+    if [[ $side == cs ]]; then cs_extra+=("$a"); else nb_extra+=("$a"); fi
+  done
+  if (( k % 2 == 0 )); then
+    run_cs "$m" "$t" "$out/$id.cs.$k.json" "${cs_extra[@]}" || echo "ctxshift failed: $id" >&2
+    [[ ${#nb_extra[@]} -eq 1 && "${nb_extra[0]}" == "none" ]] ||
+      run_nb "$m" "$t" "$out/$id.nb.$k.json" "${nb_extra[@]}" || echo "native_bench failed: $id" >&2
+  else
+    [[ ${#nb_extra[@]} -eq 1 && "${nb_extra[0]}" == "none" ]] ||
+      run_nb "$m" "$t" "$out/$id.nb.$k.json" "${nb_extra[@]}" || echo "native_bench failed: $id" >&2
+    run_cs "$m" "$t" "$out/$id.cs.$k.json" "${cs_extra[@]}" || echo "ctxshift failed: $id" >&2
+  fi
+}
+
+for s in $shapes; do
+  for ty in $types; do
+    m="$(model_path "$s" "$ty")"
+    for t in $threads_list; do
+      id="main.$s.$ty.t$t"
+      echo "$m" >"$out/$id.model"
+      for ((k = 0; k < reps; k++)); do
+        echo "[$id round $((k + 1))/$reps]" >&2
+        round "$m" "$t" "$id" "$k"
+      done
+    done
+  done
+done
+
+# ---- 4. depth
+if [[ $depth -eq 1 && " $shapes " == *" 110m "* ]]; then
+  for ty in q4_0 q8_0; do
+    [[ " $types " == *" $ty "* ]] || continue
+    m="$(model_path 110m "$ty")"
+    for d in 2048 4096; do
+      id="depth.110m.$ty.d$d"
+      echo "$m" >"$out/$id.model"
+      for ((k = 0; k < reps; k++)); do
+        echo "[$id round $((k + 1))/$reps]" >&2
+        round "$m" 2 "$id" "$k" -d "$d" -- -d "$d"
+      done
+    done
+    id="depth.110m.$ty.d2048h"
+    echo "$m" >"$out/$id.model"
+    for ((k = 0; k < reps; k++)); do
+      echo "[$id round $((k + 1))/$reps]" >&2
+      round "$m" 2 "$id" "$k" -d 2048 --fragment -- none
+    done
+  done
+fi
+
+# ---- 5. bandwidth again
+"$ctxshift" bench mem -t "$tcsv,2" -r 5 --json >"$out/mem.end.json"
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "llama.cpp: node-llama-cpp $(jq -r .version "$here/node_modules/node-llama-cpp/package.json") prebuilt CPU libllama via bench/peer/native_bench (persistent thread pool, flash attention off, like llama-bench)"
+echo "medians of $reps interleaved rounds; ratio = ctxshift / llama.cpp (> 1: ctxshift faster)"
+echo
+"$node_bin" "$here/suite_table.mjs" "$out"

@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+// Tables for bench/peer/suite.sh from the JSON it leaves in RESULTS_DIR:
+//   mem.start.json, mem.end.json          `ctxshift bench mem --json`
+//   <id>.model                            model path
+//   <id>.cs.<k>.json, <id>.nb.<k>.json    round k of `ctxshift bench --json`
+//                                         and of native_bench (llama.cpp)
+// where <id> is main.<shape>.<type>.t<threads> or depth.110m.<type>.d<D>[h].
+// Every cell is the median over the rounds. usage: node suite_table.mjs DIR
+import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
+import path from "node:path";
+
+const dir = process.argv[2];
+if (!dir) {
+  process.stderr.write("usage: node suite_table.mjs RESULTS_DIR\n");
+  process.exit(2);
+}
+
+function readJson(file) {
+  if (!existsSync(file)) return null;
+  const text = readFileSync(file, "utf8").trim();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+const median = (xs) => {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+};
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : "n/a");
+const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
+const pct = (x) => (Number.isFinite(x) ? `${(100 * x).toFixed(0)} %` : "n/a");
+const mib = (x) => (Number.isFinite(x) ? (x / 1048576).toFixed(1) : "n/a");
+
+// bandwidth per thread count: mean of the start and end medians
+const bw = {};
+for (const f of ["mem.start.json", "mem.end.json"]) {
+  for (const o of readJson(path.join(dir, f)) ?? []) (bw[o.n_threads] ??= []).push(o.median_gbs);
+}
+const bwOf = (t) => (bw[t] ? bw[t].reduce((a, b) => a + b, 0) / bw[t].length : NaN);
+
+const files = readdirSync(dir);
+const ids = [...new Set(files.filter((f) => f.endsWith(".model")).map((f) => f.slice(0, -6)))];
+
+// rounds of one engine: {pp: [t/s], tg: [t/s], objs: [...]}
+function rounds(id, eng) {
+  const r = { pp: [], tg: [], objs: [] };
+  const re = new RegExp(`^${id.replace(/[.]/g, "\\.")}\\.${eng}\\.\\d+\\.json$`);
+  for (const f of files.filter((x) => re.test(x))) {
+    const arr = readJson(path.join(dir, f));
+    if (!Array.isArray(arr)) continue;
+    for (const o of arr) {
+      r.objs.push(o);
+      if (o.n_prompt > 0 && !o.n_gen) r.pp.push(o.avg_ts);
+      if (o.n_gen > 0 && !o.n_prompt) r.tg.push(o.avg_ts);
+    }
+  }
+  return r;
+}
+
+const typeOrder = ["f16", "q8_0", "q4_0", "q4_K_M"];
+const key = (id) => {
+  const [, shape, type, t] = id.split(".");
+  return [shape === "110m" ? 0 : 1, typeOrder.indexOf(type), t];
+};
+const main = ids.filter((i) => i.startsWith("main.")).sort((a, b) => {
+  const ka = key(a), kb = key(b);
+  return ka[0] - kb[0] || ka[1] - kb[1] || ka[2].localeCompare(kb[2]);
+});
+
+const out = [];
+out.push(
+  `memory read bandwidth (ctxshift bench mem, mean of the start and end runs): ` +
+    Object.keys(bw)
+      .sort()
+      .map((t) => `${t} thread${t > 1 ? "s" : ""} ${f1(bwOf(t))} GB/s`)
+      .join(", "),
+);
+out.push("");
+out.push(
+  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling |",
+);
+out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+const mem = [];
+for (const id of main) {
+  const [, shape, type, tt] = id.split(".");
+  const t = Number(tt.slice(1));
+  const cs = rounds(id, "cs"), nb = rounds(id, "nb");
+  const cpp = median(cs.pp), ctg = median(cs.tg), lpp = median(nb.pp), ltg = median(nb.tg);
+  const size = cs.objs[0]?.model_size ?? nb.objs[0]?.model_size;
+  const ceil = (bwOf(t) * 1e9) / size;
+  out.push(
+    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} |`,
+  );
+  const modelFile = readFileSync(path.join(dir, `${id}.model`), "utf8").trim();
+  const fileBytes = existsSync(modelFile) ? statSync(modelFile).size : NaN;
+  const peak = Math.max(...cs.objs.map((o) => o.peak_rss_bytes ?? NaN));
+  const kv = Math.max(...cs.objs.map((o) => o.kv_bytes ?? NaN));
+  if (t === 1 || !mem.some((m) => m.name === `${shape} ${type}`))
+    mem.push({ name: `${shape} ${type}`, fileBytes, kv, peak });
+}
+out.push("");
+out.push(
+  "tg ceiling = bandwidth / bytes of weights (every weight byte read once per token; the token embedding is read one row per token, so the true ceiling is a few % higher).",
+);
+out.push("");
+out.push("peak memory of `ctxshift bench` (peak RSS over its pp512 and tg128 runs) against the target file + KV cache + 64 MiB:");
+out.push("");
+out.push("| model | file MiB | KV cache MiB | peak RSS MiB | limit MiB | within |");
+out.push("| --- | ---: | ---: | ---: | ---: | --- |");
+for (const m of mem) {
+  const limit = m.fileBytes + m.kv + 64 * 1048576;
+  out.push(
+    `| ${m.name} | ${mib(m.fileBytes)} | ${mib(m.kv)} | ${mib(m.peak)} | ${mib(limit)} | ${m.peak <= limit ? "yes" : "NO"} |`,
+  );
+}
+
+const depth = ids.filter((i) => i.startsWith("depth.")).sort();
+if (depth.length) {
+  out.push("");
+  out.push("speed at depth, 2 threads (dD: D tokens cached before the timed run; d2048h: 2048 live cells in a 4096-cell window, every other cell a hole; llama.cpp has no such case):");
+  out.push("");
+  out.push("| model | depth | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio |");
+  out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const id of depth) {
+    const [, shape, type, d] = id.split(".");
+    const cs = rounds(id, "cs"), nb = rounds(id, "nb");
+    const cpp = median(cs.pp), ctg = median(cs.tg), lpp = median(nb.pp), ltg = median(nb.tg);
+    out.push(
+      `| ${shape} ${type} | ${d.slice(1)} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} |`,
+    );
+  }
+}
+process.stdout.write(out.join("\n") + "\n");
