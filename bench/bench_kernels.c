@@ -202,8 +202,10 @@ static void bench_matmul(int64_t N_full) {
     /* Q8_0 and Q4_0 twice: row-major, then packed x16 (repack.h) as the
      * model loader leaves them on AVX-512 */
     const int32_t types[] = {CS_TYPE_F32,  CS_TYPE_F16,  CS_TYPE_BF16, CS_TYPE_Q8_0,
-                             CS_TYPE_Q4_0, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+                             CS_TYPE_Q4_0, CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K,
+                             CS_TYPE_Q6_K, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
     const int32_t layouts[] = {CS_LAYOUT_ROWS, CS_LAYOUT_ROWS, CS_LAYOUT_ROWS, CS_LAYOUT_ROWS,
+                               CS_LAYOUT_ROWS, CS_LAYOUT_X16,  CS_LAYOUT_X16,  CS_LAYOUT_ROWS,
                                CS_LAYOUT_ROWS, CS_LAYOUT_X16,  CS_LAYOUT_X16};
     void *tmp = malloc((size_t)K * 4 * CS_X16_ROWS);
     cs_threadpool *tp[2] = {NULL, NULL};
@@ -230,6 +232,7 @@ static void bench_matmul(int64_t N_full) {
     printf("\n");
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         uint64_t rb = 0;
+        if ((types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K) && K % 256 != 0) continue;
         cs_type_row_size(types[ty], K, &rb);
         for (int64_t n = 0; n < N; n++)
             cs_quantize_row(types[ty], wf + n * K, (uint8_t *)W + (size_t)n * rb, K);

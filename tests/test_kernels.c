@@ -850,22 +850,28 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
 
 /* x16 packing (repack.h): pack then unpack restores the bytes; with every
  * table, at 1/2/3 threads, for T = 1 and batches, a packed matmul equals
- * the reference table's row-major result bit for bit (the x16 kernels keep
- * ref.c's per-block order), and the SIMD kernels equal cs_x16_dot_ref. */
+ * the scalar x16 reference (cs_x16_dot_ref, the ref table's path) bit for
+ * bit. For Q4_0 / Q8_0 that is also the reference table's row-major result
+ * bit for bit (same per-block order); for Q4_K / Q6_K (their own integer
+ * order) it agrees with the row-major reference within rounding. */
 static void test_kernels_matmul_x16(void **state) {
     (void)state;
     rng_seed(17);
     cs_threadpool *tps[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++) assert_int_equal(cs_threadpool_new(i + 1, &tps[i]), CS_OK);
-    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0};
-    const int64_t shapes[][3] = {{16, 32, 1}, {48, 800, 9}, {32, 768, 33}, {64, 2048, 3}};
+    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
+    const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
+                                 {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
     const cs_kernels *ref = cs_kernels_ref();
-    for (size_t ty = 0; ty < 2; ty++) {
-        assert_false(cs_x16_fits(types[ty], 15, 64));
-        assert_false(cs_x16_fits(types[ty], 16, 48));
-        assert_false(cs_x16_fits(CS_TYPE_F16, 16, 64));
+    assert_false(cs_x16_fits(CS_TYPE_F16, 16, 256));
+    assert_false(cs_x16_fits(CS_TYPE_Q5_K, 16, 256));
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        const bool kq = types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K;
+        assert_false(cs_x16_fits(types[ty], 15, 256));
+        assert_false(cs_x16_fits(types[ty], 16, kq ? 128 : 48));
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int64_t N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
+            if (!cs_x16_fits(types[ty], N, K)) continue;
             uint64_t rb = 0;
             assert_true(cs_type_row_size(types[ty], K, &rb));
             const size_t wbytes = (size_t)rb * (size_t)N;
@@ -882,8 +888,16 @@ static void test_kernels_matmul_x16(void **state) {
             cs_x16_unpack(types[ty], P, N, K, U);
             assert_memory_equal(U, W, wbytes);
             void *scratch = xmalloc(cs_matmul_scratch_size(types[ty], K, T));
-            float *want = xmalloc((size_t)(N * T) * 4), *got = xmalloc((size_t)(N * T) * 4);
-            cs_matmul(ref, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, T, want, scratch);
+            float *want = xmalloc((size_t)(N * T) * 4), *rows = xmalloc((size_t)(N * T) * 4);
+            float *got = xmalloc((size_t)(N * T) * 4);
+            cs_matmul(ref, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x, T, want, scratch);
+            cs_matmul(ref, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, T, rows, scratch);
+            if (kq) {
+                for (int64_t i = 0; i < N * T; i++)
+                    assert_true(fabsf(want[i] - rows[i]) <= 1e-4f * (1.0f + fabsf(rows[i])));
+            } else {
+                assert_memory_equal(want, rows, (size_t)(N * T) * 4);
+            }
             for (size_t ti = 0; ti < N_ALL; ti++) {
                 const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
                 if (!k) continue;
@@ -899,7 +913,7 @@ static void test_kernels_matmul_x16(void **state) {
                 }
             }
             free(wf), free(x), free(W), free(P), free(U), free(tmp), free(scratch), free(want),
-                free(got);
+                free(rows), free(got);
         }
     }
     for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);

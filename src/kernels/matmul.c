@@ -185,8 +185,7 @@ static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
         for (int64_t n = n0; n < n1; n += CS_X16_ROWS) {
             const void *grp = m->W + (size_t)n * m->w_row;
             for (int64_t t = t0; t < t1; t++) {
-                cs_x16_dot_ref(m->wtype, m->K, grp,
-                               (const cs_block_q8_0 *)(m->Xc + (size_t)t * m->x_row), out);
+                cs_x16_dot_ref(m->wtype, m->K, grp, m->Xc + (size_t)t * m->x_row, out);
                 memcpy(m->Y + t * m->N + n, out, sizeof out);
             }
         }

@@ -1,116 +1,236 @@
 /* repack.c: the x16 weight layout (see repack.h): pack, unpack, and the
- * scalar reference dot that the SIMD kernels are tested against. */
+ * scalar reference dots that the SIMD kernels are tested against. */
 #include "repack.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "../common.h"
+#include "kquants.h"
 
-static size_t block_bytes(int32_t type) {
-    return type == CS_TYPE_Q4_0 ? sizeof(cs_block_q4_0) : sizeof(cs_block_q8_0);
-}
-static size_t group_block_bytes(int32_t type) {
-    return type == CS_TYPE_Q4_0 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
-}
-/* bytes of quants in one row block: 16 (Q4_0) or 32 (Q8_0) */
-static int qs_bytes(int32_t type) {
-    return type == CS_TYPE_Q4_0 ? CS_QK4_0 / 2 : CS_QK8_0;
-}
-/* the byte stored for a quant byte: Q8_0 flips the sign bit (value + 128) */
-static uint8_t flip(int32_t type) {
-    return type == CS_TYPE_Q8_0 ? 0x80 : 0x00;
+/* A block format as a list of fields. In the x16 layout each field of the
+ * 16 rows' block b is stored as slices: slice i of the field (bytes
+ * [i*size, (i+1)*size) of it) of row r goes to field_start + (i*16 + r) *
+ * size. size 2 puts the f16 scales side by side (d[16]); size 1 makes byte
+ * planes; size 4 interleaves the quants by 4-byte slices. Fields are
+ * written in the listed order; xor flips bits of every byte (Q8_0: +128). */
+typedef struct x16_field {
+    uint16_t off; /* offset in the row-major block */
+    uint16_t len; /* bytes in the row-major block */
+    uint8_t size; /* slice size */
+    uint8_t xor_mask;
+} x16_field;
+
+typedef struct x16_format {
+    size_t block; /* row-major block bytes */
+    int64_t qk;   /* elements per block */
+    int n_fields;
+    x16_field f[4];
+    /* where slice i of field k goes (offset of its 16-row group in the
+     * x16 block); NULL: fields one after the other, slices in order */
+    size_t (*slot)(int k, int i);
+} x16_format;
+
+/* Q6_K: the kernel assembles 6-bit values from one ql slice at l, one at
+ * l + 32 and the qh slice at l; storing those three side by side, in the
+ * order the kernel walks them (half h, sub-block parity g, slice u), makes
+ * the weight stream strictly sequential, which the hardware prefetcher
+ * needs for generation (T = 1): the field-by-field order ran at a fifth of
+ * the bandwidth. ql and qh take bytes [0, 3072) of the block. */
+static size_t q6_K_slot(int k, int i) {
+    int h, g, u, sub;
+    if (k == 0) { /* ql slice i: bytes 4i..4i+3 of ql */
+        h = i / 16, sub = (i % 16) < 8 ? 0 : 1, g = (i % 8) / 4, u = i % 4;
+    } else if (k == 1) { /* qh slice i */
+        h = i / 8, sub = 2, g = (i % 8) / 4, u = i % 4;
+    } else if (k == 2) { /* scale planes */
+        return 3072 + (size_t)i * CS_X16_ROWS;
+    } else { /* d */
+        return 3328;
+    }
+    return (size_t)(((2 * h + g) * 4 + u) * 3 + sub) * 64;
 }
 
-bool cs_x16_fits(int32_t type, int64_t N, int64_t K) {
-    return (type == CS_TYPE_Q4_0 || type == CS_TYPE_Q8_0) && N > 0 && N % CS_X16_ROWS == 0 &&
-           K > 0 && K % CS_QK8_0 == 0;
-}
+static const x16_format k_q4_0 = {18, 32, 2, {{0, 2, 2, 0}, {2, 16, 4, 0}}, NULL};
+static const x16_format k_q8_0 = {34, 32, 2, {{0, 2, 2, 0}, {2, 32, 4, 0x80}}, NULL};
+static const x16_format k_q4_K = {
+    144, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 12, 1, 0}, {16, 128, 4, 0}}, NULL};
+static const x16_format k_q6_K = {
+    210, 256, 4, {{0, 128, 4, 0}, {128, 64, 4, 0}, {192, 16, 1, 0}, {208, 2, 2, 0}}, q6_K_slot};
 
-/* Row-major group (16 rows of nb blocks) in src -> x16 group in dst. Block
- * layout of both formats: f16 d first, then the quant bytes. */
-static void pack_group(int32_t type, int64_t nb, const uint8_t *src, uint8_t *dst) {
-    const size_t bb = block_bytes(type), gb = group_block_bytes(type), row = (size_t)nb * bb;
-    const int nq = qs_bytes(type);
-    const uint8_t f = flip(type);
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *o = dst + (size_t)b * gb;
-        for (int r = 0; r < CS_X16_ROWS; r++) {
-            const uint8_t *blk = src + (size_t)r * row + (size_t)b * bb;
-            memcpy(o + 2 * r, blk, 2);
-            for (int i = 0; i < nq; i++)
-                o[32 + ((size_t)(i / 4) * CS_X16_ROWS + (size_t)r) * 4 + (size_t)(i % 4)] =
-                    blk[2 + i] ^ f;
-        }
+static const x16_format *format_of(int32_t type) {
+    switch (type) {
+    case CS_TYPE_Q4_0:
+        return &k_q4_0;
+    case CS_TYPE_Q8_0:
+        return &k_q8_0;
+    case CS_TYPE_Q4_K:
+        return &k_q4_K;
+    case CS_TYPE_Q6_K:
+        return &k_q6_K;
+    default:
+        return NULL;
     }
 }
 
-static void unpack_group(int32_t type, int64_t nb, const uint8_t *src, uint8_t *dst) {
-    const size_t bb = block_bytes(type), gb = group_block_bytes(type), row = (size_t)nb * bb;
-    const int nq = qs_bytes(type);
-    const uint8_t f = flip(type);
+bool cs_x16_fits(int32_t type, int64_t N, int64_t K) {
+    const x16_format *f = format_of(type);
+    return f && N > 0 && N % CS_X16_ROWS == 0 && K > 0 && K % f->qk == 0;
+}
+
+/* Row-major group (16 rows of nb blocks) in rows <-> x16 group in grp. */
+static void convert_group(const x16_format *fm, int64_t nb, uint8_t *rows, uint8_t *grp,
+                          bool to_x16) {
+    const size_t gb = fm->block * CS_X16_ROWS, row = (size_t)nb * fm->block;
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *in = src + (size_t)b * gb;
-        for (int r = 0; r < CS_X16_ROWS; r++) {
-            uint8_t *blk = dst + (size_t)r * row + (size_t)b * bb;
-            memcpy(blk, in + 2 * r, 2);
-            for (int i = 0; i < nq; i++)
-                blk[2 + i] =
-                    in[32 + ((size_t)(i / 4) * CS_X16_ROWS + (size_t)r) * 4 + (size_t)(i % 4)] ^ f;
+        uint8_t *o = grp + (size_t)b * gb;
+        size_t start = 0;
+        for (int k = 0; k < fm->n_fields; k++) {
+            const x16_field *f = &fm->f[k];
+            for (int r = 0; r < CS_X16_ROWS; r++) {
+                uint8_t *blk = rows + (size_t)r * row + (size_t)b * fm->block + f->off;
+                for (int i = 0; i < f->len / f->size; i++) {
+                    const size_t at =
+                        fm->slot ? fm->slot(k, i) : start + (size_t)i * CS_X16_ROWS * f->size;
+                    uint8_t *x = o + at + (size_t)r * f->size;
+                    uint8_t *y = blk + (size_t)i * f->size;
+                    for (int j = 0; j < f->size; j++) {
+                        if (to_x16)
+                            x[j] = y[j] ^ f->xor_mask;
+                        else
+                            y[j] = x[j] ^ f->xor_mask;
+                    }
+                }
+            }
+            start += (size_t)f->len * CS_X16_ROWS;
         }
     }
 }
 
 void cs_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp) {
     CS_ASSERT(cs_x16_fits(type, N, K) && W && tmp);
-    const int64_t nb = K / CS_QK8_0;
-    const size_t gsize = (size_t)nb * block_bytes(type) * CS_X16_ROWS;
+    const x16_format *fm = format_of(type);
+    const int64_t nb = K / fm->qk;
+    const size_t gsize = (size_t)nb * fm->block * CS_X16_ROWS;
     for (int64_t g = 0; g < N / CS_X16_ROWS; g++) {
         uint8_t *p = (uint8_t *)W + (size_t)g * gsize;
         memcpy(tmp, p, gsize);
-        pack_group(type, nb, tmp, p);
+        convert_group(fm, nb, tmp, p, true);
     }
 }
 
 void cs_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out) {
     CS_ASSERT(cs_x16_fits(type, N, K) && W && out);
-    const int64_t nb = K / CS_QK8_0;
-    const size_t gsize = (size_t)nb * block_bytes(type) * CS_X16_ROWS;
+    const x16_format *fm = format_of(type);
+    const int64_t nb = K / fm->qk;
+    const size_t gsize = (size_t)nb * fm->block * CS_X16_ROWS;
     for (int64_t g = 0; g < N / CS_X16_ROWS; g++)
-        unpack_group(type, nb, (const uint8_t *)W + (size_t)g * gsize,
-                     (uint8_t *)out + (size_t)g * gsize);
+        convert_group(fm, nb, (uint8_t *)out + (size_t)g * gsize,
+                      (uint8_t *)(uintptr_t)W + (size_t)g * gsize, false);
 }
 
-void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const cs_block_q8_0 *x,
-                    float out[CS_X16_ROWS]) {
-    const int64_t nb = K / CS_QK8_0;
-    const size_t gb = group_block_bytes(type);
-    float acc[CS_X16_ROWS] = {0};
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk = (const uint8_t *)grp + (size_t)b * gb;
-        const float dx = cs_fp16_to_fp32(x[b].d);
-        for (int r = 0; r < CS_X16_ROWS; r++) {
-            uint16_t dh;
-            memcpy(&dh, blk + 2 * r, 2);
+/* ------------------------------------------------ reference dots */
+
+/* The x16 kernels' order on one unpacked row of Q4_0 / Q8_0: per block the
+ * exact integer sum, scaled by d_w * d_x; fma for Q4_0, multiply then add
+ * for Q8_0 (ref.c's row-major order). */
+static float dot_row_q(int32_t type, int64_t K, const uint8_t *w, const cs_block_q8_0 *x) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < K / CS_QK8_0; b++) {
+        int32_t isum = 0;
+        uint16_t dh;
+        if (type == CS_TYPE_Q4_0) {
+            const cs_block_q4_0 *q = (const cs_block_q4_0 *)(const void *)w + b;
+            dh = q->d;
+            for (int j = 0; j < 16; j++)
+                isum += ((int32_t)(q->qs[j] & 0x0f) - 8) * x[b].qs[j] +
+                        ((int32_t)(q->qs[j] >> 4) - 8) * x[b].qs[j + 16];
+        } else {
+            const cs_block_q8_0 *q = (const cs_block_q8_0 *)(const void *)w + b;
+            dh = q->d;
+            for (int j = 0; j < 32; j++) isum += (int32_t)q->qs[j] * x[b].qs[j];
+        }
+        const float sc = cs_fp16_to_fp32(dh) * cs_fp16_to_fp32(x[b].d);
+        if (type == CS_TYPE_Q4_0)
+            acc = fmaf((float)isum, sc, acc);
+        else
+            acc += (float)isum * sc;
+    }
+    return acc;
+}
+
+/* Q4_K in the x16 kernels' order: per super-block the exact integers
+ * sumi = sum_j sc[j] * (sum of q * a over sub-block j) and
+ * summ = sum_j m[j] * (sum of a over sub-block j), then
+ * acc = fma(sumi, d*d_a, acc), accm = fma(summ, dmin*d_a, accm);
+ * the result is acc - accm. */
+static float dot_row_q4_K(int64_t K, const cs_block_q4_K *w, const cs_block_q8_K *a) {
+    float acc = 0.0f, accm = 0.0f;
+    for (int64_t b = 0; b < K / CS_QK_K; b++) {
+        const uint8_t *q = w[b].scales;
+        int32_t sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            const int32_t sc = j < 4 ? (q[j] & 63) : ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+            const int32_t mn = j < 4 ? (q[j + 4] & 63) : ((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
             int32_t isum = 0;
-            for (int s = 0; s < qs_bytes(type) / 4; s++) {
-                for (int j = 0; j < 4; j++) {
-                    const uint8_t q =
-                        blk[32 + ((size_t)s * CS_X16_ROWS + (size_t)r) * 4 + (size_t)j];
-                    if (type == CS_TYPE_Q4_0)
-                        isum += ((int32_t)(q & 0x0f) - 8) * x[b].qs[4 * s + j] +
-                                ((int32_t)(q >> 4) - 8) * x[b].qs[16 + 4 * s + j];
-                    else
-                        isum += (int32_t)(int8_t)(q ^ 0x80) * x[b].qs[4 * s + j];
-                }
+            for (int l = 0; l < 32; l++) {
+                const uint8_t byte = w[b].qs[32 * (j / 2) + l];
+                isum += (int32_t)(j % 2 ? byte >> 4 : byte & 0xF) * a[b].qs[32 * j + l];
             }
-            const float sc = cs_fp16_to_fp32(dh) * dx;
-            /* the block order and rounding of ref.c's row-major dots */
-            if (type == CS_TYPE_Q4_0)
-                acc[r] = fmaf((float)isum, sc, acc[r]);
-            else
-                acc[r] += (float)isum * sc;
+            sumi += sc * isum;
+            summ += mn * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        }
+        acc = fmaf((float)sumi, cs_fp16_to_fp32(w[b].d) * a[b].d, acc);
+        accm = fmaf((float)summ, cs_fp16_to_fp32(w[b].dmin) * a[b].d, accm);
+    }
+    return acc - accm;
+}
+
+/* Q6_K in the x16 kernels' order: per super-block the exact integer
+ * sumi = sum_s scale[s] * (sum of q * a over sub-block s - 32 * bsums[s]),
+ * then acc = fma(sumi, d*d_a, acc). */
+static float dot_row_q6_K(int64_t K, const cs_block_q6_K *w, const cs_block_q8_K *a) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < K / CS_QK_K; b++) {
+        int32_t sumi = 0;
+        for (int s = 0; s < 16; s++) {
+            int32_t isum = 0;
+            for (int e = 16 * s; e < 16 * s + 16; e++) {
+                const int h = e / 128, l = e % 32, m = (e % 128) / 32;
+                const uint8_t lo = w[b].ql[64 * h + l + 32 * (m & 1)];
+                const int32_t q =
+                    (m < 2 ? lo & 0xF : lo >> 4) | (((w[b].qh[32 * h + l] >> (2 * m)) & 3) << 4);
+                isum += q * a[b].qs[e];
+            }
+            sumi += (int32_t)w[b].scales[s] * (isum - 32 * a[b].bsums[s]);
+        }
+        acc = fmaf((float)sumi, cs_fp16_to_fp32(w[b].d) * a[b].d, acc);
+    }
+    return acc;
+}
+
+void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
+                    float out[CS_X16_ROWS]) {
+    const x16_format *fm = format_of(type);
+    CS_ASSERT(fm);
+    const size_t row = (size_t)(K / fm->qk) * fm->block;
+    uint8_t rows[CS_X16_ROWS * 210 * 4]; /* up to K = 1024 of any type */
+    uint8_t *buf = row * CS_X16_ROWS <= sizeof rows ? rows : cs_malloc(row * CS_X16_ROWS);
+    CS_ASSERT(buf);
+    cs_x16_unpack(type, grp, CS_X16_ROWS, K, buf);
+    for (int r = 0; r < CS_X16_ROWS; r++) {
+        const uint8_t *w = buf + (size_t)r * row;
+        switch (type) {
+        case CS_TYPE_Q4_K:
+            out[r] = dot_row_q4_K(K, (const void *)w, x);
+            break;
+        case CS_TYPE_Q6_K:
+            out[r] = dot_row_q6_K(K, (const void *)w, x);
+            break;
+        default:
+            out[r] = dot_row_q(type, K, w, x);
+            break;
         }
     }
-    memcpy(out, acc, sizeof acc);
+    if (buf != rows) cs_free(buf);
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kquants.h"
 #include "matmul.h"
 
 #define CS_INLINE static inline __attribute__((always_inline))
@@ -580,6 +581,175 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+/* int8 dot step for the x16 kernels: acc += per-lane sum of 4 products of
+ * u8 w bytes and the 4 s8 bytes at p (broadcast). Exact int32 either way. */
+CS_INLINE __m512i dp_x16(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
+    if (vnni) return dpbusd_bcast(acc, w, p);
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, _mm512_set1_epi32(v)),
+                                                   _mm512_set1_epi16(1)));
+}
+
+/* Q4_K x16 (repack.c's dot_row_q4_K order): per super-block and token the
+ * exact integers sumi (sub-block sums times 6-bit scales) and summ (mins
+ * times the activation's sub-block sums), then one FMA each with the
+ * scales. The nibbles of a 32-byte chunk (two sub-blocks) are loaded once
+ * per TB tokens. */
+CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    __m512 acc[4], accm[4];
+    for (int t = 0; t < TB; t++) acc[t] = accm[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)));
+        const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
+        __m512i sc[8], mn[8];
+        for (int j = 0; j < 4; j++) {
+            const __m128i p0 = _mm_loadu_si128((const __m128i *)(pl + 16 * j));
+            const __m128i p4 = _mm_loadu_si128((const __m128i *)(pl + 16 * (j + 4)));
+            const __m128i p8 = _mm_loadu_si128((const __m128i *)(pl + 16 * (j + 8)));
+            sc[j] = _mm512_cvtepu8_epi32(_mm_and_si128(p0, m63));
+            mn[j] = _mm512_cvtepu8_epi32(_mm_and_si128(p4, m63));
+            sc[j + 4] = _mm512_cvtepu8_epi32(
+                _mm_or_si128(_mm_and_si128(p8, m15),
+                             _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4)));
+            mn[j + 4] = _mm512_cvtepu8_epi32(
+                _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                             _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4)));
+        }
+        const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
+        __m512i sumi[4];
+        for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++) {
+            __m512i lo[8], hi[8];
+            for (int s = 0; s < 8; s++) {
+                const __m512i raw = _mm512_loadu_si512(qs + (size_t)(8 * j + s) * 64);
+                lo[s] = _mm512_and_si512(raw, m4);
+                hi[s] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            }
+            for (int t = 0; t < TB; t++) {
+                const int8_t *a = ((const cs_block_q8_K *)x[t])[b].qs + 64 * j;
+                __m512i al = _mm512_setzero_si512(), ah = _mm512_setzero_si512();
+                for (int s = 0; s < 8; s++) {
+                    al = dp_x16(al, lo[s], a + 4 * s, vnni);
+                    ah = dp_x16(ah, hi[s], a + 32 + 4 * s, vnni);
+                }
+                sumi[t] = _mm512_add_epi32(sumi[t],
+                                           _mm512_add_epi32(_mm512_mullo_epi32(al, sc[2 * j]),
+                                                            _mm512_mullo_epi32(ah, sc[2 * j + 1])));
+            }
+        }
+        for (int t = 0; t < TB; t++) {
+            const cs_block_q8_K *ab = (const cs_block_q8_K *)x[t] + b;
+            __m512i summ = _mm512_setzero_si512();
+            for (int j = 0; j < 8; j++)
+                summ = _mm512_add_epi32(
+                    summ,
+                    _mm512_mullo_epi32(mn[j], _mm512_set1_epi32((int32_t)ab->bsums[2 * j] +
+                                                                (int32_t)ab->bsums[2 * j + 1])));
+            const __m512 dy = _mm512_set1_ps(ab->d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(dv, dy), acc[t]);
+            accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), _mm512_mul_ps(dmv, dy), accm[t]);
+        }
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_sub_ps(acc[t], accm[t]));
+}
+
+/* Q6_K x16 (repack.c's dot_row_q6_K order): per super-block and token the
+ * exact integer sum over the 16 sub-blocks of scale * (sum of q*a - 32 *
+ * bsum), then one FMA. A quarter super-block (4 slices x 4 element groups,
+ * one sub-block each per group) of 6-bit values is assembled once per TB
+ * tokens. */
+CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
+    __m512 acc[4];
+    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
+        const uint8_t *scp = blk + 3072;
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 3328)));
+        __m512i sumi[4];
+        for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            for (int g = 0; g < 2; g++) {
+                __m512i v[4][4]; /* [m][slice in the group] */
+                for (int u = 0; u < 4; u++) {
+                    /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l */
+                    const uint8_t *c = blk + (size_t)((2 * h + g) * 4 + u) * 192;
+                    const __m512i A = _mm512_loadu_si512(c);
+                    const __m512i B = _mm512_loadu_si512(c + 64);
+                    const __m512i H = _mm512_loadu_si512(c + 128);
+                    v[0][u] = _mm512_or_si512(_mm512_and_si512(A, m4),
+                                              _mm512_slli_epi16(_mm512_and_si512(H, m3), 4));
+                    v[1][u] = _mm512_or_si512(
+                        _mm512_and_si512(B, m4),
+                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 2), m3), 4));
+                    v[2][u] = _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(A, 4), m4),
+                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 4), m3), 4));
+                    v[3][u] = _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(B, 4), m4),
+                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 6), m3), 4));
+                }
+                for (int m = 0; m < 4; m++) {
+                    const int sb = 8 * h + 2 * m + g;
+                    const __m512i scv =
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scp + 16 * sb)));
+                    for (int t = 0; t < TB; t++) {
+                        const cs_block_q8_K *ab = (const cs_block_q8_K *)x[t] + b;
+                        const int8_t *a = ab->qs + 128 * h + 32 * m + 16 * g;
+                        __m512i ai = _mm512_set1_epi32(-32 * (int32_t)ab->bsums[sb]);
+                        for (int u = 0; u < 4; u++) ai = dp_x16(ai, v[m][u], a + 4 * u, vnni);
+                        sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ai, scv));
+                    }
+                }
+            }
+        }
+        for (int t = 0; t < TB; t++) {
+            const __m512 dy = _mm512_set1_ps(((const cs_block_q8_K *)x[t])[b].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(dv, dy), acc[t]);
+        }
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+#define X16K_TB 4
+static void uk_x16_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q4K(K, w, x, out, X16K_TB, 0);
+}
+static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q4K(K, w, &x, out, 1, 0);
+}
+static void uk_x16_q4K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                 float *out) {
+    tile_x16_q4K(K, w, x, out, X16K_TB, 1);
+}
+static void uk_x16_q4K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q4K(K, w, &x, out, 1, 1);
+}
+static void uk_x16_q6K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q6K(K, w, x, out, X16K_TB, 0);
+}
+static void uk_x16_q6K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q6K(K, w, &x, out, 1, 0);
+}
+static void uk_x16_q6K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                 float *out) {
+    tile_x16_q6K(K, w, x, out, X16K_TB, 1);
+}
+static void uk_x16_q6K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q6K(K, w, &x, out, 1, 1);
+}
+
 #define X16_TB 8
 static void uk_x16_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16(K, w, x, out, X16_TB, 1, 0);
@@ -621,6 +791,20 @@ bool cs_avx512_matmul_ukernel_x16(int32_t wtype, bool vnni, cs_matmul_ukernel *u
             uk->tile = uk_x16_q8_tile_vnni, uk->col = uk_x16_q8_col_vnni;
         else
             uk->tile = uk_x16_q8_tile, uk->col = uk_x16_q8_col;
+        return true;
+    case CS_TYPE_Q4_K:
+        uk->tb = X16K_TB;
+        if (vnni)
+            uk->tile = uk_x16_q4K_tile_vnni, uk->col = uk_x16_q4K_col_vnni;
+        else
+            uk->tile = uk_x16_q4K_tile, uk->col = uk_x16_q4K_col;
+        return true;
+    case CS_TYPE_Q6_K:
+        uk->tb = X16K_TB;
+        if (vnni)
+            uk->tile = uk_x16_q6K_tile_vnni, uk->col = uk_x16_q6K_col_vnni;
+        else
+            uk->tile = uk_x16_q6K_tile, uk->col = uk_x16_q6K_col;
         return true;
     default:
         return false;
