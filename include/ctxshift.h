@@ -124,6 +124,11 @@ int32_t cs_model_n_head_kv(const cs_model *model);
 /* Number of weight parameters and bytes of weight data (0 for vocab-only). */
 uint64_t cs_model_n_params(const cs_model *model);
 uint64_t cs_model_size(const cs_model *model);
+/* Bytes of weight data one single-token decode reads: every weight except
+ * the token embedding, of which it reads one row (the embedding counts in
+ * full when it doubles as the output matrix). Memory bandwidth divided by
+ * this bounds generation speed. 0 for vocab-only models. */
+uint64_t cs_model_decode_bytes(const cs_model *model);
 /* Writes a short description ("llama 292K F32") into buf (always NUL-terminated
  * when size > 0); returns the length it wanted, snprintf-style. */
 int32_t cs_model_desc(const cs_model *model, char *buf, size_t size);

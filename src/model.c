@@ -404,6 +404,14 @@ uint64_t cs_model_size(const cs_model *m) {
     return m->n_bytes;
 }
 
+uint64_t cs_model_decode_bytes(const cs_model *m) {
+    if (m->vocab_only) return 0;
+    uint64_t row = 0;
+    if (!cs_type_row_size(m->tok_embd.type, m->tok_embd.ne0, &row)) return m->n_bytes;
+    const uint64_t embd = row * (uint64_t)m->tok_embd.ne1;
+    return m->tied_embeddings ? m->n_bytes + row : m->n_bytes - embd + row;
+}
+
 int32_t cs_model_desc(const cs_model *m, char *buf, size_t size) {
     if (m->vocab_only) return snprintf(buf, size, "vocab-only %d tokens", cs_model_n_vocab(m));
     double np = (double)m->n_params;

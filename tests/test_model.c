@@ -38,6 +38,17 @@ static void test_model_load_variants(void **s) {
         if (!strstr(d, descs[i])) print_message("description '%s' lacks '%s'\n", d, descs[i]);
         assert_non_null(strstr(d, descs[i]));
         assert_true(cs_model_n_params(m) > 250000 && cs_model_n_params(m) < 300000);
+        /* decode bytes: all weights but the embedding, of which one row */
+        gguf_file *g = NULL;
+        assert_int_equal(gguf_open(p, &g), CS_OK);
+        const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+        assert_non_null(te);
+        const uint64_t row = te->nbytes / 512;
+        const uint64_t want = gguf_find_tensor(g, "output.weight")
+                                  ? cs_model_size(m) - te->nbytes + row
+                                  : cs_model_size(m) + row;
+        assert_int_equal(cs_model_decode_bytes(m), want);
+        gguf_close(g);
         cs_model_free(m);
     }
 }

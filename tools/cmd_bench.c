@@ -346,6 +346,7 @@ typedef struct bench_model_info {
     const char *path;
     char desc[128];
     uint64_t size;
+    uint64_t decode_bytes; /* weight bytes a single-token decode reads */
     uint64_t n_params;
 } bench_model_info;
 
@@ -396,6 +397,7 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
     tool_json_string(stdout, mi->desc, strlen(mi->desc));
     printf(",\n    \"model_size\": %llu,\n", (unsigned long long)mi->size);
     printf("    \"model_n_params\": %llu,\n", (unsigned long long)mi->n_params);
+    printf("    \"model_decode_bytes\": %llu,\n", (unsigned long long)mi->decode_bytes);
     printf("    \"backends\": \"CPU\",\n");
     printf("    \"n_batch\": %d,\n", (int)t->n_batch);
     printf("    \"n_threads\": %d,\n", (int)t->n_threads);
@@ -505,6 +507,7 @@ int cmd_bench(int argc, char **argv) {
     mi.path = o.model_path;
     cs_model_desc(model, mi.desc, sizeof(mi.desc));
     mi.size = cs_model_size(model);
+    mi.decode_bytes = cs_model_decode_bytes(model);
     mi.n_params = cs_model_n_params(model);
     if (o.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
 

@@ -29,14 +29,26 @@ typedef struct mem_job {
 static void *mem_worker(void *arg) {
     mem_job *j = arg;
     pthread_barrier_wait(j->start);
-    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    /* 32-byte vector loads (GCC/clang vector extension: whatever SIMD the
+     * build targets), 4 independent accumulators: one 128-byte step per
+     * two cache lines keeps enough loads in flight to saturate memory */
+    typedef uint64_t v4u64 __attribute__((vector_size(32), aligned(8)));
+    v4u64 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     size_t i = 0;
-    for (; i + 8 <= j->n; i += 8) {
-        a0 += j->p[i], a1 += j->p[i + 1], a2 += j->p[i + 2], a3 += j->p[i + 3];
-        a4 += j->p[i + 4], a5 += j->p[i + 5], a6 += j->p[i + 6], a7 += j->p[i + 7];
+    for (; i + 16 <= j->n; i += 16) {
+        v4u64 x0, x1, x2, x3;
+        __builtin_prefetch(j->p + i + 512); /* 4 KiB ahead */
+        __builtin_prefetch(j->p + i + 520);
+        memcpy(&x0, j->p + i, 32);
+        memcpy(&x1, j->p + i + 4, 32);
+        memcpy(&x2, j->p + i + 8, 32);
+        memcpy(&x3, j->p + i + 12, 32);
+        a0 += x0, a1 += x1, a2 += x2, a3 += x3;
     }
-    for (; i < j->n; i++) a0 += j->p[i];
-    j->sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
+    uint64_t s = 0;
+    for (; i < j->n; i++) s += j->p[i];
+    const v4u64 t = a0 + a1 + a2 + a3;
+    j->sum = s + t[0] + t[1] + t[2] + t[3];
     return NULL;
 }
 
