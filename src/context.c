@@ -131,6 +131,9 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->seqs = cs_malloc(T * sizeof *c->seqs);
     c->seq0 = cs_malloc(T * sizeof *c->seq0);
     c->out_index = cs_malloc(T * sizeof *c->out_index);
+    c->seq_cells = cs_malloc((size_t)CS_ATTN_SEQ_LISTS * n_ctx * sizeof *c->seq_cells);
+    c->tok_list = cs_malloc(T * sizeof *c->tok_list);
+    if (!c->seq_cells || !c->tok_list) goto nomem;
     if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 || !c->rope_cs ||
         !c->scores || !c->vis || !c->qh || !c->vrow || !c->mm_scratch || !c->slot || !c->seqs ||
         !c->seq0 || !c->out_index)
@@ -151,9 +154,10 @@ void cs_context_free(cs_context *c) {
     kv_store_free(&c->kv);
     kv_cells_free(&c->cells);
     void *bufs[] = {
-        c->x,    c->xb,      c->q,         c->att,    c->k,    c->v,          c->hb,
-        c->hb2,  c->rope_cs, c->scores,    c->vis,    c->qh,   c->mm_scratch, c->slot,
-        c->seqs, c->seq0,    c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves};
+        c->x,         c->xb,      c->q,         c->att,    c->k,    c->v,          c->hb,
+        c->hb2,       c->rope_cs, c->scores,    c->vis,    c->qh,   c->mm_scratch, c->slot,
+        c->seqs,      c->seq0,    c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves,
+        c->seq_cells, c->tok_list};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cs_free(bufs[i]);
     cs_free(c);
 }

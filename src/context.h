@@ -11,6 +11,8 @@
 #include "model.h"
 #include "threadpool.h"
 
+#define CS_ATTN_SEQ_LISTS 4
+
 struct cs_context {
     const cs_model *model;
     cs_context_params params;
@@ -32,17 +34,26 @@ struct cs_context {
     cs_rope_params rope;
 
     /* scratch, sized for n_batch tokens */
-    float *x;         /* (n_batch, n_embd) residual stream */
-    float *xb;        /* (n_batch, n_embd) normed input */
-    float *q;         /* (n_batch, n_embd) */
-    float *k;         /* (n_batch, n_embd_kv) */
-    float *v;         /* (n_batch, n_embd_kv) */
-    float *att;       /* (n_batch, n_embd) attention output */
-    float *hb;        /* (n_batch, n_ff) */
-    float *hb2;       /* (n_batch, n_ff) */
-    float *rope_cs;   /* (n_batch, n_rot) cos/sin per token */
-    float *scores;    /* (n_threads, n_ctx) attention scores */
-    int32_t *vis;     /* (n_threads, n_ctx) cells visible to the current token */
+    float *x;       /* (n_batch, n_embd) residual stream */
+    float *xb;      /* (n_batch, n_embd) normed input */
+    float *q;       /* (n_batch, n_embd) */
+    float *k;       /* (n_batch, n_embd_kv) */
+    float *v;       /* (n_batch, n_embd_kv) */
+    float *att;     /* (n_batch, n_embd) attention output */
+    float *hb;      /* (n_batch, n_ff) */
+    float *hb2;     /* (n_batch, n_ff) */
+    float *rope_cs; /* (n_batch, n_rot) cos/sin per token */
+    float *scores;  /* (n_threads, n_ctx) attention scores */
+    int32_t *vis;   /* (n_threads, n_ctx) cells visible to the current token */
+    /* Per decode (forward.c): the cells of up to CS_ATTN_SEQ_LISTS of the
+     * batch's sequences in position order, so a row's visible cells are a
+     * prefix of its sequence's list: sorted once per decode, not per
+     * (row, layer). Rows of other sequences use vis. */
+    int32_t *seq_cells; /* (CS_ATTN_SEQ_LISTS, n_ctx) */
+    int32_t *tok_list;  /* (n_batch) list of each row's first sequence, -1: none */
+    int32_t seq_list_n[4];
+    cs_seq seq_list_id[4];
+    int32_t n_seq_lists;
     void *qh;         /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
     float *vrow;      /* (n_threads, head_dim) a V head dequantized from Q8_0 */
     void *mm_scratch; /* activations converted for the matmul */

@@ -201,6 +201,59 @@ static int32_t visible_cells(const cs_context *ctx, const cs_batch *b, int64_t t
     return n;
 }
 
+/* Before the layers of a decode (the cell metadata does not change during
+ * the forward pass): for up to CS_ATTN_SEQ_LISTS distinct first sequences
+ * of the batch, all cells of that sequence in [0, n_cells) sorted by
+ * position. The cells visible to row t are then the prefix of its list with
+ * positions <= pos[t]: the same cells in the same order as visible_cells
+ * gives, found by a binary search. Cost: O(n_cells) per list, plus one sort
+ * when placement left the cells out of position order, instead of a scan
+ * (and maybe a sort) per row, layer and thread. */
+static void prepare_seq_lists(cs_context *ctx, const cs_batch *b, int32_t n_cells) {
+    const kv_cells *cells = &ctx->cells;
+    ctx->n_seq_lists = 0;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        const cs_seq s = ctx->seq0[t];
+        int32_t li = -1;
+        for (int32_t i = 0; i < ctx->n_seq_lists; i++)
+            if (ctx->seq_list_id[i] == s) li = i;
+        if (li < 0 && ctx->n_seq_lists < CS_ATTN_SEQ_LISTS) {
+            li = ctx->n_seq_lists++;
+            ctx->seq_list_id[li] = s;
+            int32_t *v = ctx->seq_cells + (size_t)li * ctx->n_ctx, n = 0;
+            const uint64_t smask = (uint64_t)1 << s;
+            bool sorted = true;
+            for (int32_t c = 0; c < n_cells; c++)
+                if (cells->seq[c] & smask) {
+                    if (n > 0 && cells->pos[c] < cells->pos[v[n - 1]]) sorted = false;
+                    v[n++] = c;
+                }
+            if (!sorted) sort_by_position(cells, v, n);
+            ctx->seq_list_n[li] = n;
+        }
+        ctx->tok_list[t] = li;
+    }
+}
+
+/* Row t's visible cells from its sequence's list: the longest prefix with
+ * positions <= pos[t]. O(log n). */
+static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t t,
+                              const int32_t **vis) {
+    const int32_t li = ctx->tok_list[t];
+    const int32_t *v = ctx->seq_cells + (size_t)li * ctx->n_ctx;
+    const cs_pos pos = b->pos[t];
+    int32_t lo = 0, hi = ctx->seq_list_n[li];
+    while (lo < hi) {
+        const int32_t mid = lo + (hi - lo) / 2;
+        if (ctx->cells.pos[v[mid]] <= pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *vis = v;
+    return lo;
+}
+
 /* Work items are (token, head) pairs in token-major order, split evenly
  * across threads; a thread recomputes the visible list only when its token
  * changes. Each output row is written by exactly one thread, so results do
@@ -221,7 +274,8 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const uint8_t *K = kv->k[a->layer];
     const uint8_t *V = kv->v[a->layer];
     float *sc = ctx->scores + (size_t)ith * ctx->n_ctx;
-    int32_t *vis = ctx->vis + (size_t)ith * ctx->n_ctx;
+    int32_t *vis_buf = ctx->vis + (size_t)ith * ctx->n_ctx;
+    const int32_t *vis = vis_buf;
     void *qc = (uint8_t *)ctx->qh + (size_t)ith * (size_t)hd * 4; /* q in the K type */
     float *vtmp = ctx->vrow + (size_t)ith * (size_t)hd;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
@@ -231,7 +285,12 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     for (int64_t p = p0; p < p1; p++) {
         const int64_t t = p / hp->n_head, h = p % hp->n_head, hk = h / n_rep;
         if (t != cur_t) {
-            n_vis = visible_cells(ctx, a->b, t, a->n_cells, vis);
+            if (ctx->tok_list[t] >= 0) {
+                n_vis = visible_prefix(ctx, a->b, t, &vis);
+            } else {
+                n_vis = visible_cells(ctx, a->b, t, a->n_cells, vis_buf);
+                vis = vis_buf;
+            }
             cur_t = t;
         }
         const float *q = ctx->q + t * hp->n_embd + h * hd;
@@ -303,6 +362,7 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
     run_rows(ctx, b, ROWS_EMBED, NULL, T, E);
 
     int32_t n_cells = kv_cells_cell_max(&ctx->cells);
+    prepare_seq_lists(ctx, b, n_cells);
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const cs_layer *L = &m->layers[il];
         /* layers after the first got xb = norm(x) with the residual below */
