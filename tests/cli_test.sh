@@ -255,6 +255,34 @@ for t in d:
 else
     fail "bench --json" "invalid JSON or fields"
 fi
+# depth, a fragmented cache, the peak-memory fields and the issue-5 budget:
+# peak RSS <= file + KV cache + 64 MiB (not under AddressSanitizer, whose
+# shadow memory counts in the RSS)
+ASAN_BUILD=0
+if grep -q __asan_init "$BIN" 2>/dev/null; then ASAN_BUILD=1; fi
+run bench -m "$MODEL" -p 32 -n 8 -r 1 -t 2 -d 64 --fragment --json
+if [ "$RC" -ne 0 ]; then
+    fail "bench -d --fragment" "exit status $RC"
+elif ! command -v python3 >/dev/null 2>&1; then
+    skip "bench -d --fragment fields and peak memory" "no python3"
+elif python3 -c '
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+assert [(t["n_prompt"], t["n_gen"], t["n_depth"]) for t in d] == [(32, 0, 64), (0, 8, 64)], "tests"
+for t in d:
+    assert t["fragmented"] is True, "fragmented"
+    # 2 x 64 cells filled, one sequence removed: 64 live cells plus the test tokens
+    assert t["kv_window"] > t["kv_cells_used"] >= 64, "window %d used %d" % (t["kv_window"], t["kv_cells_used"])
+    limit = os.path.getsize(sys.argv[2]) + t["kv_bytes"] + 64 * 1024 * 1024
+    assert t["peak_rss_bytes"] > 0, "peak RSS"
+    if sys.argv[3] == "0":
+        assert t["peak_rss_bytes"] <= limit, "peak %d > limit %d" % (t["peak_rss_bytes"], limit)
+    assert 0 < t["model_decode_bytes"] <= t["model_size"] + 4096, "decode bytes"
+ ' "$TMP/out" "$MODEL" "$ASAN_BUILD" 2>"$TMP/err"; then
+    ok "bench -d 64 --fragment: depth fields, holes, peak RSS within file + KV + 64 MiB"
+else
+    fail "bench -d --fragment" "$(cat "$TMP/err")"
+fi
 run bench -m "$MODEL" -p 16 -n 4 -r 2 -t 1
 if [ "$RC" -eq 0 ] && grep -q "| model" "$TMP/out" && grep -q " pp16 |" "$TMP/out" && grep -q " tg4 |" "$TMP/out"; then
     ok "bench prints a markdown table with pp16 and tg4"

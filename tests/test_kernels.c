@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "kernels/kernels.h"
+#include "kernels/kquants.h"
 #include "kernels/matmul.h"
 #include "threadpool.h"
 
@@ -255,6 +256,36 @@ static void test_kernels_quantize_q8_0_ref_rounding(void **state) {
     cs_quantize_row_q8_0_ref(z, &a, 32);
     assert_int_equal(a.d, 0);
     for (int j = 0; j < 32; j++) assert_int_equal(a.qs[j], 0);
+}
+
+/* Q8_K activations: every table bit-exact with the reference, including
+ * blocks whose largest magnitude appears with both signs (the first one
+ * sets the sign of the scale), all zeros, a NaN, huge and tiny values. */
+static void test_kernels_quantize_q8_K_bit_exact(void **state) {
+    (void)state;
+    rng_seed(33);
+    const int64_t n = 256 * 12;
+    float *x = xmalloc((size_t)n * 4);
+    fill(x, n, 10.0f);
+    for (int j = 0; j < 256; j++) x[j] = (float)((j % 7) - 3) * 0.5f; /* many ties */
+    x[40] = -5.0f, x[41] = 5.0f;                                      /* -5 comes first */
+    for (int j = 256; j < 512; j++) x[j] = 0.0f;
+    x[512 + 100] = NAN;
+    for (int j = 768; j < 1024; j++) x[j] *= 1e30f;
+    for (int j = 1024; j < 1280; j++) x[j] *= 1e-30f;
+    for (int j = 1280; j < 1536; j++) x[j] = (float)(j - 1408) + 0.5f; /* halves: round to even */
+    const size_t bytes = (size_t)(n / 256) * sizeof(cs_block_q8_K);
+    uint8_t *r = xmalloc(bytes), *s = xmalloc(bytes);
+    memset(r, 0, bytes);
+    cs_quantize_row_q8_K_ref(x, (cs_block_q8_K *)(void *)r, n);
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        if (!k) continue;
+        memset(s, 0, bytes);
+        k->quantize_row_q8_K(x, s, n);
+        assert_memory_equal(r, s, bytes);
+    }
+    free(x), free(r), free(s);
 }
 
 static void test_kernels_quantize_q8_0_simd_bit_exact(void **state) {
@@ -929,6 +960,7 @@ int main(void) {
         cmocka_unit_test(test_kernels_dot_quantized),
         cmocka_unit_test(test_kernels_quantize_q8_0_ref_rounding),
         cmocka_unit_test(test_kernels_quantize_q8_0_simd_bit_exact),
+        cmocka_unit_test(test_kernels_quantize_q8_K_bit_exact),
         cmocka_unit_test(test_kernels_quantize_q4_0_ref),
         cmocka_unit_test(test_kernels_quantize_row_float_types),
         cmocka_unit_test(test_kernels_fp16_all_halfs),

@@ -36,12 +36,14 @@ const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
 const pct = (x) => (Number.isFinite(x) ? `${(100 * x).toFixed(0)} %` : "n/a");
 const mib = (x) => (Number.isFinite(x) ? (x / 1048576).toFixed(1) : "n/a");
 
-// bandwidth per thread count: mean of the start and end medians
+// bandwidth per thread count: the best pass of the start and end runs (a
+// ceiling is an upper bound; the median pass sits a few % lower and the
+// engines' own weight streams were seen to beat it)
 const bw = {};
 for (const f of ["mem.start.json", "mem.end.json"]) {
-  for (const o of readJson(path.join(dir, f)) ?? []) (bw[o.n_threads] ??= []).push(o.median_gbs);
+  for (const o of readJson(path.join(dir, f)) ?? []) (bw[o.n_threads] ??= []).push(o.best_gbs);
 }
-const bwOf = (t) => (bw[t] ? bw[t].reduce((a, b) => a + b, 0) / bw[t].length : NaN);
+const bwOf = (t) => (bw[t] ? Math.max(...bw[t]) : NaN);
 
 const files = readdirSync(dir);
 const ids = [...new Set(files.filter((f) => f.endsWith(".model")).map((f) => f.slice(0, -6)))];
@@ -63,18 +65,24 @@ function rounds(id, eng) {
 }
 
 const typeOrder = ["f16", "q8_0", "q4_0", "q4_K_M"];
+// ids: main.<shape>.<type>.t<threads>, depth.<shape>.<type>.d<D>[h]; shapes
+// may contain dots (1.1b), types do not
+function parseId(id) {
+  const m = /^(main|depth)\.(.+)\.([^.]+)\.([td]\d+h?)$/.exec(id);
+  return m ? { kind: m[1], shape: m[2], type: m[3], last: m[4] } : null;
+}
 const key = (id) => {
-  const [, shape, type, t] = id.split(".");
-  return [shape === "110m" ? 0 : 1, typeOrder.indexOf(type), t];
+  const p = parseId(id);
+  return [p.shape === "110m" ? 0 : 1, typeOrder.indexOf(p.type), p.last];
 };
-const main = ids.filter((i) => i.startsWith("main.")).sort((a, b) => {
+const main = ids.filter((i) => parseId(i)?.kind === "main").sort((a, b) => {
   const ka = key(a), kb = key(b);
   return ka[0] - kb[0] || ka[1] - kb[1] || ka[2].localeCompare(kb[2]);
 });
 
 const out = [];
 out.push(
-  `memory read bandwidth (ctxshift bench mem, mean of the start and end runs): ` +
+  `memory read bandwidth (ctxshift bench mem, best pass of the start and end runs): ` +
     Object.keys(bw)
       .sort()
       .map((t) => `${t} thread${t > 1 ? "s" : ""} ${f1(bwOf(t))} GB/s`)
@@ -87,8 +95,8 @@ out.push(
 out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 const mem = [];
 for (const id of main) {
-  const [, shape, type, tt] = id.split(".");
-  const t = Number(tt.slice(1));
+  const { shape, type, last } = parseId(id);
+  const t = Number(last.slice(1));
   const cs = rounds(id, "cs"), nb = rounds(id, "nb");
   const cpp = median(cs.pp), ctg = median(cs.tg), lpp = median(nb.pp), ltg = median(nb.tg);
   const size = cs.objs[0]?.model_decode_bytes ?? cs.objs[0]?.model_size ?? nb.objs[0]?.model_size;
@@ -119,7 +127,7 @@ for (const m of mem) {
   );
 }
 
-const depth = ids.filter((i) => i.startsWith("depth.")).sort();
+const depth = ids.filter((i) => parseId(i)?.kind === "depth").sort();
 if (depth.length) {
   out.push("");
   out.push("speed at depth, 2 threads (dD: D tokens cached before the timed run; d2048h: 2048 live cells in a 4096-cell window, every other cell a hole; llama.cpp has no such case):");
@@ -127,7 +135,7 @@ if (depth.length) {
   out.push("| model | depth | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio |");
   out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const id of depth) {
-    const [, shape, type, d] = id.split(".");
+    const { shape, type, last: d } = parseId(id);
     const cs = rounds(id, "cs"), nb = rounds(id, "nb");
     const cpp = median(cs.pp), ctg = median(cs.tg), lpp = median(nb.pp), ltg = median(nb.tg);
     out.push(

@@ -36,6 +36,9 @@ typedef struct cs_kernels {
 
     /* ---- row conversions (n elements; n % 32 == 0 for q8_0) */
     void (*quantize_row_q8_0)(const float *x, cs_block_q8_0 *y, int64_t n);
+    /* Q8_K activations for K-quant weights (y: n/256 cs_block_q8_K, see
+     * kquants.h), bit-exact with cs_quantize_row_q8_K_ref */
+    void (*quantize_row_q8_K)(const float *x, void *y, int64_t n);
     void (*fp32_to_fp16_row)(const float *x, uint16_t *y, int64_t n);
     void (*fp16_to_fp32_row)(const uint16_t *x, float *y, int64_t n);
     void (*fp32_to_bf16_row)(const float *x, uint16_t *y, int64_t n);

@@ -108,7 +108,7 @@ static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
         case CS_TYPE_Q4_K:
         case CS_TYPE_Q5_K:
         case CS_TYPE_Q6_K:
-            cs_quantize_row_q8_K_ref(x, dst, m->K);
+            m->k->quantize_row_q8_K(x, dst, m->K);
             break;
         default: /* Q8_0, Q4_0 */
             m->k->quantize_row_q8_0(x, dst, m->K);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kquants.h"
 #include "matmul.h"
 
 #define CS_PI_F 3.14159265358979323846f /* (float)M_PI; M_PI is not C11 */
@@ -75,6 +76,10 @@ static void ref_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
 }
 
 /* ------------------------------------------------------ row conversions */
+
+static void ref_quantize_row_q8_K(const float *x, void *y, int64_t n) {
+    cs_quantize_row_q8_K_ref(x, y, n);
+}
 
 static void ref_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
@@ -155,6 +160,7 @@ static const cs_kernels k_ref = {
     .vec_dot_q4_0_q8_0 = ref_vec_dot_q4_0_q8_0,
     .vec_dot_f16_f32 = ref_vec_dot_f16_f32,
     .quantize_row_q8_0 = cs_quantize_row_q8_0_ref,
+    .quantize_row_q8_K = ref_quantize_row_q8_K,
     .fp32_to_fp16_row = ref_fp32_to_fp16_row,
     .fp16_to_fp32_row = ref_fp16_to_fp32_row,
     .fp32_to_bf16_row = ref_fp32_to_bf16_row,

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kquants.h"
 #include "matmul.h"
 
 #define CS_INLINE static inline __attribute__((always_inline))
@@ -542,6 +543,12 @@ static void avx2_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot,
 
 /* --------------------------------------------------------------- table */
 
+/* No AVX2 version: the scalar reference (Q8_K conversion is O(K) per
+ * token against O(N*K) for the dots). */
+static void avx2_quantize_row_q8_K(const float *x, void *y, int64_t n) {
+    cs_quantize_row_q8_K_ref(x, y, n);
+}
+
 static const cs_kernels k_avx2 = {
     .name = "avx2",
     .vec_dot_f32 = avx2_vec_dot_f32,
@@ -551,6 +558,7 @@ static const cs_kernels k_avx2 = {
     .vec_dot_q4_0_q8_0 = avx2_vec_dot_q4_0_q8_0,
     .vec_dot_f16_f32 = avx2_vec_dot_f16_f32,
     .quantize_row_q8_0 = avx2_quantize_row_q8_0,
+    .quantize_row_q8_K = avx2_quantize_row_q8_K,
     .fp32_to_fp16_row = avx2_fp32_to_fp16_row,
     .fp16_to_fp32_row = avx2_fp16_to_fp32_row,
     .fp32_to_bf16_row = avx2_fp32_to_bf16_row,

@@ -873,6 +873,53 @@ static void avx512_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n
     }
 }
 
+/* Bit-exact with cs_quantize_row_q8_K_ref (ggml's quantize_row_q8_K_ref):
+ * the scale comes from the first element of largest magnitude (its sign
+ * included), values are rounded to nearest even (cvtps2dq in the default
+ * mode equals ggml's nearest_int below 2^22) and capped at 127. A block
+ * holding a NaN goes to the reference. On the serial path of every
+ * K-quant decode step: the scalar version took ~6 % of a 1.1B Q4_K_M token. */
+static void avx512_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
+    cs_block_q8_K *y = vy;
+    for (int64_t i = 0; i < n / CS_QK_K; i++) {
+        const float *xb = x + i * CS_QK_K;
+        __m512 vmax = _mm512_setzero_ps();
+        __mmask16 nan = 0;
+        for (int k = 0; k < 16; k++) {
+            const __m512 v = _mm512_loadu_ps(xb + 16 * k);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+        }
+        if (nan) {
+            cs_quantize_row_q8_K_ref(xb, &y[i], CS_QK_K);
+            continue;
+        }
+        const float amax = _mm512_reduce_max_ps(vmax);
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        float max = 0.0f;
+        for (int k = 0; k < 16; k++) {
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * k)),
+                                                   _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (m) {
+                max = xb[16 * k + __builtin_ctz((unsigned)m)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m512 vs = _mm512_set1_ps(iscale);
+        for (int k = 0; k < 16; k++) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(xb + 16 * k)));
+            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(void *)(y[i].qs + 16 * k), _mm512_cvtepi32_epi8(q));
+            y[i].bsums[k] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
 static void avx512_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -1046,6 +1093,7 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
         .vec_dot_bf16 = avx512_vec_dot_bf16, .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,        \
         .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0, .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,  \
         .quantize_row_q8_0 = avx512_quantize_row_q8_0,                                             \
+        .quantize_row_q8_K = avx512_quantize_row_q8_K,                                             \
         .fp32_to_fp16_row = avx512_fp32_to_fp16_row, .fp16_to_fp32_row = avx512_fp16_to_fp32_row,  \
         .fp32_to_bf16_row = avx512_fp32_to_bf16_row, .axpy_f32 = avx512_axpy_f32,                  \
         .axpy_f16 = avx512_axpy_f16, .attn_scores_f16 = avx512_attn_scores_f16,                    \
