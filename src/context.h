@@ -54,9 +54,10 @@ struct cs_context {
     int32_t seq_list_n[4];
     cs_seq seq_list_id[4];
     int32_t n_seq_lists;
-    void *qh;         /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
-    float *vrow;      /* (n_threads, head_dim) a V head dequantized from Q8_0 */
-    void *mm_scratch; /* activations converted for the matmul */
+    bool all_rows_listed; /* every row of the batch has a list */
+    void *qh;             /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
+    float *vrow;          /* (n_threads, head_dim) a V head dequantized from Q8_0 */
+    void *mm_scratch;     /* activations converted for the matmul */
     size_t mm_scratch_size;
     int32_t *slot;  /* (n_batch) cell of each batch row */
     uint64_t *seqs; /* (n_batch) sequence set of each batch row */

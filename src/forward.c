@@ -212,6 +212,7 @@ static int32_t visible_cells(const cs_context *ctx, const cs_batch *b, int64_t t
 static void prepare_seq_lists(cs_context *ctx, const cs_batch *b, int32_t n_cells) {
     const kv_cells *cells = &ctx->cells;
     ctx->n_seq_lists = 0;
+    ctx->all_rows_listed = true;
     for (int32_t t = 0; t < b->n_tokens; t++) {
         const cs_seq s = ctx->seq0[t];
         int32_t li = -1;
@@ -232,6 +233,7 @@ static void prepare_seq_lists(cs_context *ctx, const cs_batch *b, int32_t n_cell
             ctx->seq_list_n[li] = n;
         }
         ctx->tok_list[t] = li;
+        if (li < 0) ctx->all_rows_listed = false;
     }
 }
 
@@ -254,8 +256,8 @@ static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t 
     return lo;
 }
 
-/* Work items are (token, head) pairs in token-major order, split evenly
- * across threads; a thread recomputes the visible list only when its token
+/* Work items are (token, head) pairs, KV head by KV head, split evenly
+ * across threads; a thread looks up the visible list when its token
  * changes. Each output row is written by exactly one thread, so results do
  * not depend on the thread count. */
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
@@ -283,7 +285,21 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     int32_t n_vis = 0;
     cs_split(n_pairs, ith, nth, &p0, &p1);
     for (int64_t p = p0; p < p1; p++) {
-        const int64_t t = p / hp->n_head, h = p % hp->n_head, hk = h / n_rep;
+        /* KV-head-major order: consecutive items of a thread read the same
+         * K/V head slices (all tokens, then the query heads sharing them),
+         * so a deep cache streams from memory once per head instead of once
+         * per token. Every output is still computed by one item, so the
+         * order changes no result. For T = 1 it is the plain head order.
+         * Rows without a sorted list (more distinct sequences than lists)
+         * keep the token-major order, whose scan runs once per token. */
+        int64_t t, h, hk;
+        if (ctx->all_rows_listed) {
+            const int64_t per_kv = (int64_t)a->b->n_tokens * n_rep;
+            const int64_t rem = p % per_kv;
+            hk = p / per_kv, t = rem / n_rep, h = hk * n_rep + rem % n_rep;
+        } else { /* token-major: visible_cells scans once per token */
+            t = p / hp->n_head, h = p % hp->n_head, hk = h / n_rep;
+        }
         if (t != cur_t) {
             if (ctx->tok_list[t] >= 0) {
                 n_vis = visible_prefix(ctx, a->b, t, &vis);
