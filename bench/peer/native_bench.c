@@ -158,22 +158,6 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
     }
 }
 
-// Clear the cache, then (untimed) decode depth tokens; the timed decodes
-// that follow continue the sequence (llama_batch_get_one positions follow
-// the cache).
-static int nb_reset(struct llama_context *ctx, const llama_token *toks, int depth) {
-    llama_memory_clear(llama_get_memory(ctx), false);
-    for (int i = 0; i < depth; i += NB_BATCH) {
-        int len = depth - i < NB_BATCH ? depth - i : NB_BATCH;
-        if (llama_decode(ctx, llama_batch_get_one((llama_token *)(uintptr_t)(toks + i), len)) !=
-            0) {
-            return -1;
-        }
-    }
-    llama_synchronize(ctx);
-    return 0;
-}
-
 static int nb_pp(struct llama_context *ctx, const llama_token *toks, int n) {
     for (int i = 0; i < n; i += NB_BATCH) {
         int len = n - i < NB_BATCH ? n - i : NB_BATCH;
@@ -184,6 +168,14 @@ static int nb_pp(struct llama_context *ctx, const llama_token *toks, int n) {
     }
     llama_synchronize(ctx);
     return 0;
+}
+
+// Clear the cache, then (untimed) decode depth tokens; the timed decodes
+// that follow continue the sequence (llama_batch_get_one positions follow
+// the cache).
+static int nb_reset(struct llama_context *ctx, const llama_token *toks, int depth) {
+    llama_memory_clear(llama_get_memory(ctx), false);
+    return depth > 0 ? nb_pp(ctx, toks, depth) : 0;
 }
 
 static int nb_tg(struct llama_context *ctx, const llama_token *toks, int n) {

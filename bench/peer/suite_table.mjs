@@ -8,6 +8,7 @@
 // Every cell is the median over the rounds. usage: node suite_table.mjs DIR
 import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
+import { readJson } from "./results.mjs";
 
 const dir = process.argv[2];
 if (!dir) {
@@ -15,16 +16,6 @@ if (!dir) {
   process.exit(2);
 }
 
-function readJson(file) {
-  if (!existsSync(file)) return null;
-  const text = readFileSync(file, "utf8").trim();
-  if (!text) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
 const median = (xs) => {
   const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
   if (!v.length) return NaN;

@@ -19,25 +19,14 @@
 // and, for information, the node run's perf-counter and wall-clock t/s (the
 // latter adds node-llama-cpp's per-call overhead).
 
-import { readdirSync, readFileSync, existsSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { readJsonArray } from "./results.mjs";
 
 const dir = process.argv[2];
 if (!dir) {
   process.stderr.write("usage: node table.mjs RESULTS_DIR\n");
   process.exit(2);
-}
-
-function readJsonArray(file) {
-  if (!existsSync(file)) return null;
-  const text = readFileSync(file, "utf8").trim();
-  if (!text) return null;
-  try {
-    const v = JSON.parse(text);
-    return Array.isArray(v) ? v : null;
-  } catch {
-    return null;
-  }
 }
 
 function pick(arr, test) {
