@@ -51,8 +51,8 @@ struct cs_context {
      * (row, layer). Rows of other sequences use vis. */
     int32_t *seq_cells; /* (CS_ATTN_SEQ_LISTS, n_ctx) */
     int32_t *tok_list;  /* (n_batch) list of each row's first sequence, -1: none */
-    int32_t seq_list_n[4];
-    cs_seq seq_list_id[4];
+    int32_t seq_list_n[CS_ATTN_SEQ_LISTS];
+    cs_seq seq_list_id[CS_ATTN_SEQ_LISTS];
     int32_t n_seq_lists;
     bool all_rows_listed; /* every row of the batch has a list */
     void *qh;             /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */

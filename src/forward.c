@@ -35,9 +35,17 @@
  * for them, while a prompt batch splits them by rows. */
 #define ROWS_PARALLEL_MIN_ELEMS ((int64_t)1 << 15)
 
-static void matmul(cs_context *ctx, const cs_weight *w, const float *x, int64_t T, float *y) {
+/* y = x * w^T. prev: the weight of the previous matmul when it read the
+ * same x (else NULL); when that left x converted to what w needs, the
+ * conversion is not done again (Q/K/V, and the FFN gate/up pair). */
+static void matmul(cs_context *ctx, const cs_weight *w, const cs_weight *prev, const float *x,
+                   int64_t T, float *y) {
     cs_threadpool *tp = w->ne1 * w->ne0 * T >= MATMUL_PARALLEL_MIN_MACS ? ctx->tp : NULL;
-    cs_matmul(ctx->kern, tp, w->type, w->layout, w->data, w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
+    const bool converted = prev && prev->ne0 == w->ne0 &&
+                           cs_matmul_convert_kind(prev->type, prev->layout) ==
+                               cs_matmul_convert_kind(w->type, w->layout);
+    (converted ? cs_matmul_converted : cs_matmul)(ctx->kern, tp, w->type, w->layout, w->data,
+                                                  w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
 }
 
 /* The row-wise steps of the forward pass. Each batch row t is computed by
@@ -383,20 +391,20 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
         const cs_layer *L = &m->layers[il];
         /* layers after the first got xb = norm(x) with the residual below */
         if (il == 0) run_rows(ctx, b, ROWS_NORM, L->attn_norm, T, E);
-        matmul(ctx, &L->wq, ctx->xb, T, ctx->q);
-        matmul(ctx, &L->wk, ctx->xb, T, ctx->k);
-        matmul(ctx, &L->wv, ctx->xb, T, ctx->v);
+        matmul(ctx, &L->wq, NULL, ctx->xb, T, ctx->q);
+        matmul(ctx, &L->wk, &L->wq, ctx->xb, T, ctx->k);
+        matmul(ctx, &L->wv, &L->wk, ctx->xb, T, ctx->v);
         run_rows(ctx, b, ROWS_ROPE, NULL, T, E + hp->n_embd_kv);
         store_kv(ctx, il, T);
         attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
         cs_threadpool_run(ctx->tp, attn_worker, &at);
-        matmul(ctx, &L->wo, ctx->att, T, ctx->xb);
+        matmul(ctx, &L->wo, NULL, ctx->att, T, ctx->xb);
         run_rows(ctx, b, ROWS_RESID_NORM, L->ffn_norm, T, E);
 
-        matmul(ctx, &L->w_gate, ctx->xb, T, ctx->hb);
-        matmul(ctx, &L->w_up, ctx->xb, T, ctx->hb2);
+        matmul(ctx, &L->w_gate, NULL, ctx->xb, T, ctx->hb);
+        matmul(ctx, &L->w_up, &L->w_gate, ctx->xb, T, ctx->hb2);
         run_rows(ctx, b, ROWS_SWIGLU, NULL, T, F);
-        matmul(ctx, &L->w_down, ctx->hb, T, ctx->xb);
+        matmul(ctx, &L->w_down, NULL, ctx->hb, T, ctx->xb);
         if (il + 1 < hp->n_layer)
             run_rows(ctx, b, ROWS_RESID_NORM, m->layers[il + 1].attn_norm, T, E);
         else
@@ -413,5 +421,5 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
     }
     if (n_out == 0) return;
     run_rows(ctx, b, ROWS_NORM, m->output_norm, n_out, E);
-    matmul(ctx, &m->output, ctx->xb, n_out, ctx->logits);
+    matmul(ctx, &m->output, NULL, ctx->xb, n_out, ctx->logits);
 }

@@ -895,6 +895,17 @@ static void test_kernels_matmul_x16(void **state) {
                                  {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
     const cs_kernels *ref = cs_kernels_ref();
     assert_false(cs_x16_fits(CS_TYPE_F16, 16, 256));
+    /* conversion kinds: equal exactly when the converted rows are equal */
+    assert_int_equal(cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_ROWS),
+                     cs_matmul_convert_kind(CS_TYPE_Q4_0, CS_LAYOUT_ROWS));
+    assert_int_equal(cs_matmul_convert_kind(CS_TYPE_Q4_K, CS_LAYOUT_X16),
+                     cs_matmul_convert_kind(CS_TYPE_Q6_K, CS_LAYOUT_ROWS));
+    assert_int_not_equal(cs_matmul_convert_kind(CS_TYPE_Q4_0, CS_LAYOUT_X16),
+                         cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_X16));
+    assert_int_not_equal(cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_X16),
+                         cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_ROWS));
+    assert_int_not_equal(cs_matmul_convert_kind(CS_TYPE_F16, CS_LAYOUT_ROWS),
+                         cs_matmul_convert_kind(CS_TYPE_BF16, CS_LAYOUT_ROWS));
     assert_false(cs_x16_fits(CS_TYPE_Q5_K, 16, 256));
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         const bool kq = types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K;
@@ -942,6 +953,17 @@ static void test_kernels_matmul_x16(void **state) {
                               scratch);
                     assert_memory_equal(got, want + t * N, (size_t)N * 4);
                 }
+                /* the converted variant reads scratch, not X: spoil X after a
+                 * full call and the result must not change */
+                float *xs = xmalloc((size_t)(T * K) * 4);
+                memcpy(xs, x, (size_t)(T * K) * 4);
+                cs_matmul(k, tps[1], types[ty], CS_LAYOUT_X16, P, N, K, xs, T, got, scratch);
+                for (int64_t i = 0; i < T * K; i++) xs[i] = -xs[i] * 3.0f;
+                memset(got, 0xff, (size_t)(N * T) * 4);
+                cs_matmul_converted(k, tps[1], types[ty], CS_LAYOUT_X16, P, N, K, xs, T, got,
+                                    scratch);
+                assert_memory_equal(got, want, (size_t)(N * T) * 4);
+                free(xs);
             }
             free(wf), free(x), free(W), free(P), free(U), free(tmp), free(scratch), free(want),
                 free(rows), free(got);

@@ -222,8 +222,26 @@ bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype) {
     return cs_kernels_matmul_ukernel_x16(k, wtype, &uk);
 }
 
-void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
-               int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
+int32_t cs_matmul_convert_kind(int32_t wtype, int32_t layout) {
+    switch (wtype) {
+    case CS_TYPE_F32:
+        return 0;
+    case CS_TYPE_F16:
+        return 1;
+    case CS_TYPE_BF16:
+        return 2;
+    case CS_TYPE_Q4_K:
+    case CS_TYPE_Q5_K:
+    case CS_TYPE_Q6_K:
+        return 3; /* Q8_K */
+    default:      /* Q8_0 blocks; the x16 aux entries depend on the weight type */
+        return layout != CS_LAYOUT_X16 ? 4 : wtype == CS_TYPE_Q4_0 ? 5 : 6;
+    }
+}
+
+static void matmul_impl(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
+                        const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
+                        void *scratch, bool converted) {
     CS_ASSERT(k && W && X && Y && N >= 0 && K >= 0 && T >= 0);
     CS_ASSERT(layout == CS_LAYOUT_ROWS || (layout == CS_LAYOUT_X16 && cs_x16_fits(wtype, N, K)));
     if (N == 0 || T == 0) return;
@@ -252,7 +270,9 @@ void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t la
     } else {
         CS_ASSERT(scratch);
         m.Xc = scratch;
-        if (!tp || T * K <= CONVERT_INLINE_ELEMS)
+        if (converted)
+            ; /* the caller's previous call left X converted in scratch */
+        else if (!tp || T * K <= CONVERT_INLINE_ELEMS)
             convert_rows(&m, 0, T);
         else
             cs_threadpool_run(tp, convert_task, &m);
@@ -262,4 +282,15 @@ void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t la
         cs_threadpool_run(tp, matmul_task, &m);
     else
         matmul_task(&m, 0, 1);
+}
+
+void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
+               int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
+    matmul_impl(k, tp, wtype, layout, W, N, K, X, T, Y, scratch, false);
+}
+
+void cs_matmul_converted(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
+                         const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
+                         void *scratch) {
+    matmul_impl(k, tp, wtype, layout, W, N, K, X, T, Y, scratch, true);
 }

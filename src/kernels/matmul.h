@@ -41,6 +41,18 @@ size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
 void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
                int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch);
 
+/* As cs_matmul, but with X already converted in scratch by the previous
+ * call with the same X, T, K and cs_matmul_convert_kind (the Q, K and V
+ * projections read one normed input; so do the FFN gate and up): the
+ * conversion is skipped, the result is the same. */
+void cs_matmul_converted(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
+                         const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
+                         void *scratch);
+
+/* What cs_matmul converts X to for weights of wtype in layout: equal kinds
+ * mean equal scratch contents (0: nothing, X is used as it is). */
+int32_t cs_matmul_convert_kind(int32_t wtype, int32_t layout);
+
 /* True when table k has an x16 micro-kernel for wtype, i.e. packing such
  * weights pays off (the model loader asks this of cs_kernels_best()). */
 bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype);
