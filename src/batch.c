@@ -16,7 +16,7 @@ cs_status cs_batch_new(int32_t n_tokens_max, int32_t n_seq_per_token_max, cs_bat
     if (!b) goto nomem;
     size_t n = (size_t)n_tokens_max;
     b->n_tokens_max = n_tokens_max;
-    b->n_seq_max = n_seq_per_token_max;
+    b->n_seq_per_token = n_seq_per_token_max;
     b->token = cs_malloc(n * sizeof *b->token);
     b->pos = cs_malloc(n * sizeof *b->pos);
     b->n_seq = cs_malloc(n * sizeof *b->n_seq);
@@ -54,21 +54,21 @@ cs_status cs_batch_add(cs_batch *b, cs_token token, cs_pos pos, const cs_seq *se
     if (b->n_tokens >= b->n_tokens_max)
         return cs_fail(CS_ERR_INVALID_ARG, "cs_batch_add: batch is full (%d tokens)",
                        b->n_tokens_max);
-    if (n_seq < 0 || n_seq > b->n_seq_max || (n_seq > 0 && !seqs))
+    if (n_seq < 0 || n_seq > b->n_seq_per_token || (n_seq > 0 && !seqs))
         return cs_fail(CS_ERR_INVALID_ARG,
                        "cs_batch_add: n_seq %d outside [0, %d] (or seqs is NULL)", n_seq,
-                       b->n_seq_max);
+                       b->n_seq_per_token);
     int32_t i = b->n_tokens++;
     b->token[i] = token;
     b->pos[i] = pos;
     b->n_seq[i] = n_seq;
     for (int32_t s = 0; s < n_seq; s++)
-        b->seq[(size_t)i * (size_t)b->n_seq_max + (size_t)s] = seqs[s];
+        b->seq[(size_t)i * (size_t)b->n_seq_per_token + (size_t)s] = seqs[s];
     b->logits[i] = want_logits;
     return CS_OK;
 }
 
-cs_status batch_validate(const cs_batch *b, int32_t n_vocab, uint32_t n_batch, uint32_t n_seq_max,
+cs_status batch_validate(const cs_batch *b, int32_t n_vocab, uint32_t n_batch, uint32_t n_seq_ids,
                          uint64_t *seqs_out) {
     if (!b) return cs_fail(CS_ERR_INVALID_ARG, "decode: batch is NULL");
     if (b->n_tokens <= 0) return cs_fail(CS_ERR_INVALID_ARG, "decode: the batch is empty");
@@ -87,11 +87,11 @@ cs_status batch_validate(const cs_batch *b, int32_t n_vocab, uint32_t n_batch, u
             return cs_fail(CS_ERR_INVALID_ARG, "decode: batch row %d has no sequence id", i);
         uint64_t set = 0;
         for (int32_t s = 0; s < b->n_seq[i]; s++) {
-            cs_seq id = b->seq[(size_t)i * (size_t)b->n_seq_max + (size_t)s];
-            if (id < 0 || (uint32_t)id >= n_seq_max)
+            cs_seq id = b->seq[(size_t)i * (size_t)b->n_seq_per_token + (size_t)s];
+            if (id < 0 || (uint32_t)id >= n_seq_ids)
                 return cs_fail(CS_ERR_INVALID_ARG,
                                "decode: batch row %d: sequence id %d outside [0, %u)", i, id,
-                               n_seq_max);
+                               n_seq_ids);
             set |= (uint64_t)1 << id;
         }
         seqs_out[i] = set;

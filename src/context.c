@@ -303,7 +303,7 @@ int32_t cs_decode(cs_context *c, const cs_batch *b) {
         CS_ASSERT(ok);
     }
     for (int32_t t = 0; t < T; t++) {
-        c->seq0[t] = b->seq[(size_t)t * (size_t)b->n_seq_max];
+        c->seq0[t] = b->seq[(size_t)t * (size_t)b->n_seq_per_token];
         kv_cells_assign(&c->cells, c->slot[t], b->pos[t], c->seqs[t]);
     }
     forward_batch(c, b);

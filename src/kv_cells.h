@@ -127,10 +127,10 @@ typedef struct kv_move {
  * ascending source order to moves (capacity: size) and returns their
  * count (0: nothing to do). Sources are all >= used and destinations < used,
  * so the blocks never overlap and may be applied in any order. Does not
- * change c. O(size). scratch: size int32s; on return scratch[0, cell_max)
+ * change c. O(size). ids: size int32s of scratch; on return ids[0, cell_max)
  * holds the spec's ids vector (ids[i] == i: stays, == cell_max: not moved,
  * else the destination of cell i). */
-int32_t kv_cells_defrag_plan(const kv_cells *c, int32_t max_moves, int32_t *scratch,
+int32_t kv_cells_defrag_plan(const kv_cells *c, int32_t max_moves, int32_t *ids,
                              kv_move *moves);
 
 /* Apply planned moves to the metadata: each source cell's pos, delta and
