@@ -5,7 +5,7 @@ RELEASE := build/release
 ASAN := build/asan
 CMAKE_FLAGS ?=
 
-.PHONY: all deps release asan run test test-release test-asan format clean bench fuzz
+.PHONY: all deps release asan run test test-release test-asan format clean bench fuzz install
 
 all: release
 
@@ -23,6 +23,14 @@ release: $(RELEASE)/Makefile
 
 asan: $(ASAN)/Makefile
 	cmake --build $(ASAN) -j $(JOBS)
+
+# Install the Release build: ctxshift.h, libctxshift.so and .a, the ctxshift
+# command, ctxshift.pc and the CMake package, under PREFIX (DESTDIR is
+# honoured). The library folder is fixed when build/release is configured
+# (GNUInstallDirs: "lib" unless CMAKE_FLAGS sets CMAKE_INSTALL_PREFIX=/usr).
+PREFIX ?= /usr/local
+install: release
+	cmake --install $(RELEASE) --prefix $(PREFIX)
 
 # The demo: a story from the bundled stories260K model.
 run: deps

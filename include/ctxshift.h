@@ -23,6 +23,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---------------------------------------------------------------- version
+ * The one place the version is written: CMakeLists.txt reads these three
+ * lines (project VERSION, the shared library's soname, ctxshift.pc, the
+ * CMake package version). CS_VERSION_STRING is what this header was;
+ * cs_version() is what the linked library is. */
+#define CS_VERSION_MAJOR    0
+#define CS_VERSION_MINOR    1
+#define CS_VERSION_PATCH    0
+#define CS_VERSION_XSTR_(x) #x
+#define CS_VERSION_STR_(x)  CS_VERSION_XSTR_(x)
+#define CS_VERSION_STRING                                                                          \
+    CS_VERSION_STR_(CS_VERSION_MAJOR)                                                              \
+    "." CS_VERSION_STR_(CS_VERSION_MINOR) "." CS_VERSION_STR_(CS_VERSION_PATCH)
+/* For #if: 10000 * major + 100 * minor + patch. */
+#define CS_VERSION_NUMBER (10000 * CS_VERSION_MAJOR + 100 * CS_VERSION_MINOR + CS_VERSION_PATCH)
+
+/* CS_API marks the functions libctxshift.so exports. The library is compiled
+ * with -fvisibility=hidden, so everything else (the internal functions the
+ * static archive still carries for the tests) stays out of the dynamic
+ * symbol table. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define CS_API __attribute__((visibility("default")))
+#else
+#define CS_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -64,12 +90,12 @@ enum {
 /* ------------------------------------------------------- errors, logging */
 
 /* Static name of a status ("CS_ERR_FORMAT"); never NULL, also for unknown values. */
-const char *cs_status_str(cs_status s);
+CS_API const char *cs_status_str(cs_status s);
 
 /* Detail of the last failure on this thread ("gguf: tensor 'x': offset ...").
  * Borrowed; valid until the next failing call on this thread. Never NULL
  * (empty string when nothing failed yet). */
-const char *cs_last_error(void);
+CS_API const char *cs_last_error(void);
 
 enum { CS_LOG_ERROR = 0, CS_LOG_WARN = 1, CS_LOG_INFO = 2, CS_LOG_DEBUG = 3 };
 
@@ -79,17 +105,24 @@ typedef void (*cs_log_fn)(int32_t level, const char *msg, void *user);
 /* Install a log callback (NULL restores the default, which writes ERROR and
  * WARN to stderr) and the most verbose level delivered. Not thread-safe with
  * respect to concurrent logging; call it at start-up. */
-void cs_log_set(cs_log_fn fn, void *user, int32_t max_level);
+CS_API void cs_log_set(cs_log_fn fn, void *user, int32_t max_level);
 
 /* Name of an element type ("f32", "q8_0", "q4_K", ...), or "unknown". Static. */
-const char *cs_type_name(int32_t type);
+CS_API const char *cs_type_name(int32_t type);
 
 /* Parse a type name as the tools accept it ("f32", "f16", "bf16", "q8_0",
  * "q4_0"; case-insensitive). Returns the type id or -1. */
-int32_t cs_type_from_name(const char *name);
+CS_API int32_t cs_type_from_name(const char *name);
 
-/* Static description of the kernels chosen at run time ("AVX512 = 1 | AVX2 = 1 ..."). */
-const char *cs_system_info(void);
+/* The version of the linked library ("0.1.0"): CS_VERSION_STRING as the
+ * library was built. Static; never NULL. Compare with CS_VERSION_STRING to
+ * catch a header / library mismatch. */
+CS_API const char *cs_version(void);
+
+/* Static description of the kernels chosen at run time
+ * ("kernels = avx512 | AVX512 = 1 | AVX2 = 1"); the first field names the
+ * kernel table in use (CS_KERNELS=ref|avx2|avx512 in the environment forces one). */
+CS_API const char *cs_system_info(void);
 
 /* ------------------------------------------------------------------ model */
 
@@ -104,43 +137,43 @@ typedef struct cs_model_params {
     bool repack;
 } cs_model_params;
 
-cs_model_params cs_model_default_params(void);
+CS_API cs_model_params cs_model_default_params(void);
 
 /* Load a GGUF file. Every byte of it is validated (docs/GGUF.md). Errors:
  * CS_ERR_IO (cannot open/map), CS_ERR_FORMAT (malformed; the message names
  * the field and the numbers), CS_ERR_UNSUPPORTED (architecture or tensor type
  * not supported, named), CS_ERR_NOMEM. *out is NULL on failure. */
-cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out);
+CS_API cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out);
 
 /* Free a model. NULL is a no-op. All contexts made from it must be freed first. */
-void cs_model_free(cs_model *model);
+CS_API void cs_model_free(cs_model *model);
 
-int32_t cs_model_n_vocab(const cs_model *model);
-int32_t cs_model_n_ctx_train(const cs_model *model);
-int32_t cs_model_n_embd(const cs_model *model);
-int32_t cs_model_n_layer(const cs_model *model);
-int32_t cs_model_n_head(const cs_model *model);
-int32_t cs_model_n_head_kv(const cs_model *model);
+CS_API int32_t cs_model_n_vocab(const cs_model *model);
+CS_API int32_t cs_model_n_ctx_train(const cs_model *model);
+CS_API int32_t cs_model_n_embd(const cs_model *model);
+CS_API int32_t cs_model_n_layer(const cs_model *model);
+CS_API int32_t cs_model_n_head(const cs_model *model);
+CS_API int32_t cs_model_n_head_kv(const cs_model *model);
 /* Number of weight parameters and bytes of weight data (0 for vocab-only). */
-uint64_t cs_model_n_params(const cs_model *model);
-uint64_t cs_model_size(const cs_model *model);
+CS_API uint64_t cs_model_n_params(const cs_model *model);
+CS_API uint64_t cs_model_size(const cs_model *model);
 /* Bytes of weight data one single-token decode reads: every weight except
  * the token embedding, of which it reads one row (the embedding counts in
  * full when it doubles as the output matrix). Memory bandwidth divided by
  * this bounds generation speed. 0 for vocab-only models. */
-uint64_t cs_model_decode_bytes(const cs_model *model);
+CS_API uint64_t cs_model_decode_bytes(const cs_model *model);
 /* Writes a short description ("llama 292K F32") into buf (always NUL-terminated
  * when size > 0); returns the length it wanted, snprintf-style. */
-int32_t cs_model_desc(const cs_model *model, char *buf, size_t size);
+CS_API int32_t cs_model_desc(const cs_model *model, char *buf, size_t size);
 
 /* -------------------------------------------------------------- tokenizer */
 
-cs_token cs_token_bos(const cs_model *model); /* -1 if the vocabulary has none */
-cs_token cs_token_eos(const cs_model *model);
-cs_token cs_token_unk(const cs_model *model);
-bool cs_vocab_add_bos(
-    const cs_model *model); /* tokenizer.ggml.add_bos_token (or the type's default) */
-bool cs_token_is_eog(const cs_model *model, cs_token t); /* end of generation (EOS, EOT) */
+CS_API cs_token cs_token_bos(const cs_model *model); /* -1 if the vocabulary has none */
+CS_API cs_token cs_token_eos(const cs_model *model);
+CS_API cs_token cs_token_unk(const cs_model *model);
+/* tokenizer.ggml.add_bos_token (or the type's default) */
+CS_API bool cs_vocab_add_bos(const cs_model *model);
+CS_API bool cs_token_is_eog(const cs_model *model, cs_token t); /* end of generation (EOS, EOT) */
 
 /* Tokenize text[0, len) (need not be NUL-terminated; any bytes accepted,
  * invalid UTF-8 included). add_special adds BOS when the vocabulary asks for
@@ -148,29 +181,29 @@ bool cs_token_is_eog(const cs_model *model, cs_token t); /* end of generation (E
  * Returns the number of tokens written to tokens[0, n_max), or, when n_max
  * is too small, minus the number needed (nothing useful is written then).
  * Returns INT32_MIN on an invalid argument (message in cs_last_error()). */
-int32_t cs_tokenize(const cs_model *model, const char *text, size_t len, cs_token *tokens,
-                    int32_t n_max, bool add_special, bool parse_special);
+CS_API int32_t cs_tokenize(const cs_model *model, const char *text, size_t len, cs_token *tokens,
+                           int32_t n_max, bool add_special, bool parse_special);
 
 /* The bytes of one token's text (SPM "▁" becomes a space, byte tokens
  * become their byte, control tokens give "" unless special is true). Not
  * NUL-terminated. Returns the byte count, minus the size needed when size is
  * too small, or INT32_MIN for a token id outside the vocabulary. A piece may
  * hold an incomplete UTF-8 sequence: see cs_utf8_complete_len. */
-int32_t cs_token_to_piece(const cs_model *model, cs_token token, char *buf, size_t size,
-                          bool special);
+CS_API int32_t cs_token_to_piece(const cs_model *model, cs_token token, char *buf, size_t size,
+                                 bool special);
 
 /* Detokenize tokens[0, n): the concatenated pieces, with the leading space
  * of the first piece removed when the vocabulary adds one (SPM), as
  * llama.cpp does: when the first token is BOS its piece is empty, so the
  * space of the following word stays. Not NUL-terminated. Returns the byte
  * count, or minus the size needed. */
-int32_t cs_detokenize(const cs_model *model, const cs_token *tokens, int32_t n, char *buf,
-                      size_t size, bool special);
+CS_API int32_t cs_detokenize(const cs_model *model, const cs_token *tokens, int32_t n, char *buf,
+                             size_t size, bool special);
 
 /* For streaming output: the length of the longest prefix of buf[0, len)
  * that does not end inside an incomplete UTF-8 sequence. Print that prefix
  * and keep the rest until more bytes arrive. */
-size_t cs_utf8_complete_len(const char *buf, size_t len);
+CS_API size_t cs_utf8_complete_len(const char *buf, size_t len);
 
 /* ---------------------------------------------------------------- context */
 
@@ -191,38 +224,39 @@ typedef struct cs_context_params {
                                  repeat until compact) */
 } cs_context_params;
 
-cs_context_params cs_context_default_params(void);
+CS_API cs_context_params cs_context_default_params(void);
 
 /* Create a context with an empty KV cache. The model must outlive it.
  * Errors: CS_ERR_INVALID_ARG (a parameter out of range, named),
  * CS_ERR_UNSUPPORTED (a vocab-only model), CS_ERR_NOMEM. */
-cs_status cs_context_new(const cs_model *model, const cs_context_params *params, cs_context **out);
+CS_API cs_status cs_context_new(const cs_model *model, const cs_context_params *params,
+                                cs_context **out);
 
 /* NULL is a no-op. */
-void cs_context_free(cs_context *ctx);
+CS_API void cs_context_free(cs_context *ctx);
 
-uint32_t cs_n_ctx(const cs_context *ctx);     /* KV cells */
-uint32_t cs_n_batch(const cs_context *ctx);   /* max tokens per decode */
-uint32_t cs_n_seq_max(const cs_context *ctx); /* sequence ids are [0, n_seq_max) */
-int32_t cs_n_threads(const cs_context *ctx);
+CS_API uint32_t cs_n_ctx(const cs_context *ctx);     /* KV cells */
+CS_API uint32_t cs_n_batch(const cs_context *ctx);   /* max tokens per decode */
+CS_API uint32_t cs_n_seq_max(const cs_context *ctx); /* sequence ids are [0, n_seq_max) */
+CS_API int32_t cs_n_threads(const cs_context *ctx);
 /* Change the number of worker threads (>= 1). Results do not depend on it. */
-cs_status cs_set_n_threads(cs_context *ctx, int32_t n_threads);
+CS_API cs_status cs_set_n_threads(cs_context *ctx, int32_t n_threads);
 
 /* ------------------------------------------------------------------ batch */
 
 /* Create an empty batch for up to n_tokens_max tokens, each in up to
  * n_seq_per_token_max sequences. */
-cs_status cs_batch_new(int32_t n_tokens_max, int32_t n_seq_per_token_max, cs_batch **out);
-void cs_batch_free(cs_batch *batch); /* NULL is a no-op */
-void cs_batch_clear(cs_batch *batch);
-int32_t cs_batch_n_tokens(const cs_batch *batch);
+CS_API cs_status cs_batch_new(int32_t n_tokens_max, int32_t n_seq_per_token_max, cs_batch **out);
+CS_API void cs_batch_free(cs_batch *batch); /* NULL is a no-op */
+CS_API void cs_batch_clear(cs_batch *batch);
+CS_API int32_t cs_batch_n_tokens(const cs_batch *batch);
 
 /* Append one token at position pos in the sequences seqs[0, n_seq);
  * want_logits asks for its logits row. Checks only the batch's own
  * capacity (CS_ERR_INVALID_ARG when full or n_seq is out of range);
  * cs_decode validates ids against the model and context. */
-cs_status cs_batch_add(cs_batch *batch, cs_token token, cs_pos pos, const cs_seq *seqs,
-                       int32_t n_seq, bool want_logits);
+CS_API cs_status cs_batch_add(cs_batch *batch, cs_token token, cs_pos pos, const cs_seq *seqs,
+                              int32_t n_seq, bool want_logits);
 
 /* ----------------------------------------------------------------- decode */
 
@@ -235,12 +269,12 @@ cs_status cs_batch_add(cs_batch *batch, cs_token token, cs_pos pos, const cs_seq
  * sequence id outside [0, n_seq_max), a token with no sequence, a negative
  * position, more tokens than n_batch, an empty batch), with the cache unchanged.
  * Logits of an earlier decode are invalidated by any call. */
-int32_t cs_decode(cs_context *ctx, const cs_batch *batch);
+CS_API int32_t cs_decode(cs_context *ctx, const cs_batch *batch);
 
 /* Logits (n_vocab floats) of batch row i of the last successful decode, or
  * NULL when row i did not ask for logits or is out of range. Borrowed: valid
  * until the next cs_decode on this context. */
-const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
+CS_API const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
 
 /* ------------------------------------------------------------ KV cache
  * Semantics: ../shared/design/kv-cache-spec.md §2 (docs/KV_CACHE.md).
@@ -254,53 +288,53 @@ const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
  * first. Every operation either succeeds or leaves the cache unchanged. */
 
 /* Empty the cache: every cell free, pending shift and defrag dropped. */
-void cs_kv_clear(cs_context *ctx);
+CS_API void cs_kv_clear(cs_context *ctx);
 
 /* Remove positions [p0, p1) of sequence seq (seq < 0: every sequence).
  * Cells left with no sequence are freed. CS_ERR_INVALID_ARG for
  * seq >= n_seq_max. */
-cs_status cs_kv_seq_rm(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
+CS_API cs_status cs_kv_seq_rm(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
 
 /* Add dst to the cells of src in [p0, p1): the cells become shared, no
  * data is copied. src == dst is a no-op. If dst already has cells at those
  * positions both stay (duplicate positions; callers usually seq_rm dst
  * first). CS_ERR_INVALID_ARG for ids outside [0, n_seq_max). */
-cs_status cs_kv_seq_cp(cs_context *ctx, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1);
+CS_API cs_status cs_kv_seq_cp(cs_context *ctx, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1);
 
 /* Free every cell without seq; reduce the others to {seq}. */
-cs_status cs_kv_seq_keep(cs_context *ctx, cs_seq seq);
+CS_API cs_status cs_kv_seq_keep(cs_context *ctx, cs_seq seq);
 
 /* Move positions [p0, p1) of seq by delta (pos += delta; the pending
  * rotation accumulates). A cell whose position becomes negative is freed
  * with all its sequences. delta 0 is a no-op. CS_ERR_INVALID_ARG for
  * seq < 0 or out of range; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
-cs_status cs_kv_seq_add(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta);
+CS_API cs_status cs_kv_seq_add(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta);
 
 /* Divide positions [p0, p1) of seq by d (integer division; the pending
  * rotation accumulates new - old). d == 1 is a no-op. CS_ERR_INVALID_ARG
  * for d < 1 or a bad seq; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
-cs_status cs_kv_seq_div(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
+CS_API cs_status cs_kv_seq_div(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
 
 /* Smallest / largest position of seq, -1 when it has no cell (or seq is
  * out of range). O(1). */
-cs_pos cs_kv_seq_pos_min(const cs_context *ctx, cs_seq seq);
-cs_pos cs_kv_seq_pos_max(const cs_context *ctx, cs_seq seq);
+CS_API cs_pos cs_kv_seq_pos_min(const cs_context *ctx, cs_seq seq);
+CS_API cs_pos cs_kv_seq_pos_max(const cs_context *ctx, cs_seq seq);
 
 /* Schedule a defragmentation (hole filling, spec §4) for the next update. */
-void cs_kv_defrag(cs_context *ctx);
+CS_API void cs_kv_defrag(cs_context *ctx);
 
 /* Apply the pending K-shift (rotating only cells whose position changed),
  * then the scheduled defrag. Cannot fail for a valid context (returns
  * CS_ERR_INVALID_ARG for NULL). */
-cs_status cs_kv_update(cs_context *ctx);
+CS_API cs_status cs_kv_update(cs_context *ctx);
 
 /* Whether positions can be changed (seq_add/seq_div): true for RoPE llama models. */
-bool cs_kv_can_shift(const cs_context *ctx);
+CS_API bool cs_kv_can_shift(const cs_context *ctx);
 
 /* Cells holding at least one sequence. */
-int32_t cs_kv_used_cells(const cs_context *ctx);
+CS_API int32_t cs_kv_used_cells(const cs_context *ctx);
 /* Sum over cells of the number of sequences each holds. */
-int32_t cs_kv_token_count(const cs_context *ctx);
+CS_API int32_t cs_kv_token_count(const cs_context *ctx);
 
 typedef struct cs_kv_info {
     int32_t size;             /* cells */
@@ -321,7 +355,7 @@ typedef struct cs_kv_info {
 } cs_kv_info;
 
 /* Fill *out with the cache's current figures and totals since creation. */
-cs_status cs_kv_stats(const cs_context *ctx, cs_kv_info *out);
+CS_API cs_status cs_kv_stats(const cs_context *ctx, cs_kv_info *out);
 
 typedef struct cs_kv_cell {
     cs_pos pos;   /* -1 when empty */
@@ -331,7 +365,7 @@ typedef struct cs_kv_cell {
 
 /* Copy the metadata of cells [0, min(size, n_max)) into cells; returns the
  * cache size (call with n_max 0 to learn it). For tests and pictures. */
-int32_t cs_kv_view(const cs_context *ctx, cs_kv_cell *cells, int32_t n_max);
+CS_API int32_t cs_kv_view(const cs_context *ctx, cs_kv_cell *cells, int32_t n_max);
 
 /* ------------------------------------------------------------------ state
  * A state holds the cache metadata and the K/V rows of used cells, with a
@@ -342,31 +376,32 @@ int32_t cs_kv_view(const cs_context *ctx, cs_kv_cell *cells, int32_t n_max);
  * this context) leaves the cache exactly as it was. */
 
 /* Bytes a whole-cache save needs now. */
-size_t cs_state_size(cs_context *ctx);
+CS_API size_t cs_state_size(cs_context *ctx);
 /* Save the whole cache into buf[0, size); *written gets the byte count.
  * CS_ERR_INVALID_ARG when size is too small. */
-cs_status cs_state_save(cs_context *ctx, void *buf, size_t size, size_t *written);
+CS_API cs_status cs_state_save(cs_context *ctx, void *buf, size_t size, size_t *written);
 /* Replace the whole cache with a saved one. */
-cs_status cs_state_load(cs_context *ctx, const void *buf, size_t size);
+CS_API cs_status cs_state_load(cs_context *ctx, const void *buf, size_t size);
 
 /* Bytes a save of sequence seq needs now. */
-size_t cs_state_seq_size(cs_context *ctx, cs_seq seq);
+CS_API size_t cs_state_seq_size(cs_context *ctx, cs_seq seq);
 /* Save the cells of one sequence (as single-sequence cells). */
-cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_t size, size_t *written);
+CS_API cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_t size,
+                                   size_t *written);
 /* Add a saved sequence to the cache as sequence dst (its cells placed in
  * any free cells: works in a fragmented cache). dst must have no cells.
  * CS_NO_KV_SLOT when there is no room, cache unchanged. */
-cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t size);
+CS_API cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t size);
 
 /* Whole-cache state in a file, with tokens[0, n_tokens) alongside (the
  * prompt a cache holds, for prompt caching). */
-cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *tokens,
-                             int32_t n_tokens);
+CS_API cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *tokens,
+                                    int32_t n_tokens);
 /* Load a file saved by cs_state_save_file; its tokens go to tokens[0, n_max)
  * and their count to *n_tokens (CS_ERR_INVALID_ARG when n_max is too small,
  * nothing changed). */
-cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens, int32_t n_max,
-                             int32_t *n_tokens);
+CS_API cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens,
+                                    int32_t n_max, int32_t *n_tokens);
 
 /* ---------------------------------------------------------------- sampler */
 
@@ -382,22 +417,22 @@ typedef struct cs_sampler_params {
 
 /* llama.cpp's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
  * repeat_penalty 1.0, repeat_last_n 64, seed 0. */
-cs_sampler_params cs_sampler_default_params(void);
+CS_API cs_sampler_params cs_sampler_default_params(void);
 
 /* Errors: CS_ERR_INVALID_ARG for a NaN or out-of-range field, CS_ERR_NOMEM. */
-cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sampler **out);
-void cs_sampler_free(cs_sampler *s); /* NULL is a no-op */
+CS_API cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sampler **out);
+CS_API void cs_sampler_free(cs_sampler *s); /* NULL is a no-op */
 
 /* Choose a token from logits[0, n_vocab) (not modified). The chain is:
  * repetition penalty over the last repeat_last_n accepted tokens, then
  * greedy if temp <= 0, else top-k, top-p, min-p, temperature, and a draw.
  * Returns the token, or -1 for invalid arguments. */
-cs_token cs_sampler_sample(cs_sampler *s, const float *logits);
+CS_API cs_token cs_sampler_sample(cs_sampler *s, const float *logits);
 
 /* Record a token as generated (or as prompt) for the repetition penalty. */
-void cs_sampler_accept(cs_sampler *s, cs_token token);
+CS_API void cs_sampler_accept(cs_sampler *s, cs_token token);
 /* Forget accepted tokens and reseed the RNG with the original seed. */
-void cs_sampler_reset(cs_sampler *s);
+CS_API void cs_sampler_reset(cs_sampler *s);
 
 /* ------------------------------------------------------------- GGUF tools */
 
@@ -407,8 +442,8 @@ typedef void (*cs_write_fn)(const char *text, void *user);
 /* Describe a GGUF file: version, metadata (arrays longer than max_array_items
  * summarized), then each tensor's name, type, shape and offset. Validates
  * the file as cs_model_load does; on error nothing after the error is written. */
-cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_fn write,
-                           void *user);
+CS_API cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_fn write,
+                                  void *user);
 
 typedef struct cs_gen_model_params {
     int32_t n_embd;      /* model width */
@@ -429,10 +464,10 @@ typedef struct cs_gen_model_params {
 /* Presets: "tiny" (tests), "110m" (dim 768, 12 layers, 12 heads, FFN 2048),
  * "1.1b" (TinyLlama: dim 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632).
  * Returns false for an unknown name (params untouched). */
-bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
+CS_API bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
 
 /* Write a random-weight llama GGUF that llama.cpp can load. */
-cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
+CS_API cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
 
 /* Quantize the weights of a llama GGUF file into a new file: TYPE one of
  * "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
@@ -441,11 +476,11 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
  * (as llama.cpp does). Metadata copied, general.file_type set. Streams tensor by
  * tensor. Errors: CS_ERR_INVALID_ARG (unknown type, named), CS_ERR_IO,
  * CS_ERR_FORMAT / CS_ERR_UNSUPPORTED from loading IN. */
-cs_status cs_model_quantize(const char *in_path, const char *out_path, const char *type);
+CS_API cs_status cs_model_quantize(const char *in_path, const char *out_path, const char *type);
 /* As cs_model_quantize with n_threads workers (0 = one per online CPU); the
  * output does not depend on n_threads. */
-cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, const char *type,
-                                    int32_t n_threads);
+CS_API cs_status cs_model_quantize_threads(const char *in_path, const char *out_path,
+                                           const char *type, int32_t n_threads);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /* api.c: exported tokenizer entry points on a model (argument checks only;
- * the work is in tokenizer.c) and small utilities. */
+ * the work is in tokenizer.c) and small utilities (version, system info). */
 #include <limits.h>
 #include <stdio.h>
 
@@ -65,6 +65,10 @@ size_t cs_utf8_complete_len(const char *buf, size_t len) {
         back++;
     }
     return len; /* only continuation bytes: not ours to hold back */
+}
+
+const char *cs_version(void) {
+    return CS_VERSION_STRING;
 }
 
 const char *cs_system_info(void) {

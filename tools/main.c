@@ -50,6 +50,14 @@ int main(int argc, char **argv) {
         main_usage(stdout);
         return TOOL_EXIT_OK;
     }
+    if (strcmp(cmd, "--version") == 0) {
+        /* The header's version, the loaded library's when it differs, and
+         * the kernel table in use (cs_system_info's first field). */
+        printf("ctxshift %s", CS_VERSION_STRING);
+        if (strcmp(cs_version(), CS_VERSION_STRING) != 0) printf(" (library %s)", cs_version());
+        printf(" (%s)\n", cs_system_info());
+        return fflush(stdout) == 0 ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
+    }
     for (size_t i = 0; i < sizeof(tool_commands) / sizeof(tool_commands[0]); i++) {
         if (strcmp(cmd, tool_commands[i].name) == 0) {
             const int rc = tool_commands[i].fn(argc - 1, argv + 1);
