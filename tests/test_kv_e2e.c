@@ -1,6 +1,6 @@
 /* test_kv_e2e.c: end-to-end KV cache tests (kv-cache spec §8 part D, plus
- * B9, B11 and the Q8_0 cache) through the public API only, on generated
- * random-weight llama models:
+ * A9, B4, B9, B10, B11 and the Q8_0 cache) on generated random-weight llama
+ * models:
  *  - the "tiny" fixture (2 layers, dim 64, 4 heads, 2 KV heads, head_dim 16);
  *  - a model generated here with head_dim 32 (dim 128, 4 heads, 2 KV heads),
  *    for the Q8_0 cache, which needs head_dim % 32 == 0.
