@@ -1,11 +1,17 @@
 /* test_kv_e2e.c: end-to-end KV cache tests (kv-cache spec §8 part D, plus
- * B9, B11 and the Q8_0 cache) through the public API only, on generated
- * random-weight llama models:
+ * A9, B4, B9, B10, B11 and the Q8_0 cache) on generated random-weight llama
+ * models:
  *  - the "tiny" fixture (2 layers, dim 64, 4 heads, 2 KV heads, head_dim 16);
  *  - a model generated here with head_dim 32 (dim 128, 4 heads, 2 KV heads),
  *    for the Q8_0 cache, which needs head_dim % 32 == 0.
  * Both use the bundled stories260K vocabulary. Caches are F32 unless a test
  * says otherwise, so tolerances only absorb float32 summation order.
+ *
+ * Operations go through the public API. Where the spec asks about the cached
+ * K/V themselves (A9, B4, B10, D6, D7), the tests read the rows directly
+ * (context.h) and compare them with an independent float64 computation:
+ * fixtures/ref_forward.c's RoPE of the original (unrotated) key, never the
+ * cache's own K-shift code.
  *
  * "Relative" below means max_i |a_i - b_i| / max_i |b_i| over one logits
  * row (b the reference): an L-infinity error scaled by the row's size.
@@ -14,6 +20,8 @@
 
 #include <math.h>
 
+#include "context.h"
+#include "fixtures/ref_forward.h"
 #include "fixtures/tiny_model.h"
 
 /* RoPE attention depends on relative positions only; a translated run
@@ -36,9 +44,14 @@
  * against the unshifted Q8_0 run: one extra requantization of K (measured
  * 5.3e-3; a missing rotation gives 0.3 to 0.9 on these models). */
 #define TOL_Q8_SHIFT 2e-2
+/* An F32 K row (any layer) against the float64 RoPE, at the cell's current
+ * position, of the original unrotated key: spec C1/C2's F32 bound (rel-L1
+ * 1e-5 for p <= 4096; positions here stay below 200). */
+#define TOL_K_DIRECT 1e-5
 
-static cs_model *g_tiny; /* head_dim 16 */
-static cs_model *g_hd32; /* head_dim 32 */
+static cs_model *g_tiny;         /* head_dim 16 */
+static cs_ref_model *g_tiny_ref; /* the same GGUF in float64 (fixtures/ref_forward.c) */
+static cs_model *g_hd32;         /* head_dim 32 */
 static char g_hd32_path[4096];
 
 /* ------------------------------------------------------------ helpers */
@@ -49,6 +62,9 @@ static int setup(void **state) {
     if (!tiny) return -1;
     cs_model_params mp = cs_model_default_params();
     if (cs_model_load(tiny, &mp, &g_tiny) != CS_OK) return -1;
+    if (cs_ref_model_load(tiny, &g_tiny_ref) != CS_OK) return -1;
+    /* the float64 RoPE of the fixture has no frequency scaling or YaRN */
+    if (g_tiny->hp.rope_freq_scale != 1.0f || g_tiny->hp.rope_mode != CS_ROPE_NORM) return -1;
 
     cs_gen_model_params gp;
     memset(&gp, 0, sizeof gp);
@@ -70,6 +86,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     cs_model_free(g_tiny);
+    cs_ref_model_free(g_tiny_ref);
     cs_model_free(g_hd32);
     if (g_hd32_path[0]) unlink(g_hd32_path);
     return 0;
@@ -238,6 +255,132 @@ static int32_t cell_keys(const cs_kv_cell *v, int32_t n, int64_t *keys) {
         if (v[i].pos >= 0) keys[k++] = (int64_t)v[i].pos * 4096 + (int64_t)v[i].seq;
     qsort(keys, (size_t)k, sizeof *keys, cmp_i64);
     return k;
+}
+
+/* --------------------------------------- direct reads of the K/V rows
+ * (context.h). Rows are F32 in every test that uses these. */
+
+#define BIT(s) ((uint64_t)1 << (s))
+
+static const float *k_row(const cs_context *c, int32_t layer, int32_t cell) {
+    assert_int_equal(c->kv.type_k, CS_TYPE_F32);
+    return (const float *)((const uint8_t *)c->kv.k[layer] + (size_t)cell * c->kv.row_k);
+}
+
+/* Every K and V byte of every layer and every cell (used or not): per
+ * layer, the K buffer then the V buffer. */
+static size_t kv_dump_size(const cs_context *c) {
+    return (size_t)c->kv.n_layer * (size_t)c->kv.size * (c->kv.row_k + c->kv.row_v);
+}
+
+static uint8_t *kv_dump(const cs_context *c) {
+    uint8_t *d = malloc(kv_dump_size(c)), *p = d;
+    assert_non_null(d);
+    for (int32_t l = 0; l < c->kv.n_layer; l++) {
+        memcpy(p, c->kv.k[l], (size_t)c->kv.size * c->kv.row_k);
+        p += (size_t)c->kv.size * c->kv.row_k;
+        memcpy(p, c->kv.v[l], (size_t)c->kv.size * c->kv.row_v);
+        p += (size_t)c->kv.size * c->kv.row_v;
+    }
+    return d;
+}
+
+/* FNV-1a 64 over the bytes of kv_dump, in the same order. */
+static uint64_t kv_checksum(const cs_context *c) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int32_t l = 0; l < c->kv.n_layer; l++) {
+        const uint8_t *bufs[2] = {c->kv.k[l], c->kv.v[l]};
+        const size_t lens[2] = {(size_t)c->kv.size * c->kv.row_k, (size_t)c->kv.size * c->kv.row_v};
+        for (int b = 0; b < 2; b++)
+            for (size_t i = 0; i < lens[b]; i++) h = (h ^ bufs[b][i]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* K (v_part false) or V row of a cell of a layer inside a kv_dump. */
+static const uint8_t *dump_row(const cs_context *c, const uint8_t *dump, int32_t layer,
+                               int32_t cell, bool v_part) {
+    const size_t k_bytes = (size_t)c->kv.size * c->kv.row_k;
+    const size_t layer_bytes = k_bytes + (size_t)c->kv.size * c->kv.row_v;
+    const uint8_t *p = dump + (size_t)layer * layer_bytes;
+    return v_part ? p + k_bytes + (size_t)cell * c->kv.row_v : p + (size_t)cell * c->kv.row_k;
+}
+
+/* The K and V rows of cell a of context/dump x and cell b of y, all layers,
+ * are byte-identical. */
+static bool rows_identical(const cs_context *c, const uint8_t *x, int32_t a, const uint8_t *y,
+                           int32_t b) {
+    for (int32_t l = 0; l < c->kv.n_layer; l++) {
+        if (memcmp(dump_row(c, x, l, a, false), dump_row(c, y, l, b, false), c->kv.row_k) != 0)
+            return false;
+        if (memcmp(dump_row(c, x, l, a, true), dump_row(c, y, l, b, true), c->kv.row_v) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* The cell holding exactly the sequence set seq at position pos (unique). */
+static int32_t find_cell(const cs_kv_cell *v, int32_t n, uint64_t seq, cs_pos pos) {
+    int32_t found = -1;
+    for (int32_t i = 0; i < n; i++)
+        if (v[i].pos == pos && v[i].seq == seq) {
+            assert_int_equal(found, -1);
+            found = i;
+        }
+    assert_true(found >= 0);
+    return found;
+}
+
+/* rel-L1 accumulator: sum |got - want| / sum |want|. */
+typedef struct err_acc {
+    double diff, ref;
+} err_acc;
+
+static void err_add(err_acc *e, const float *got, const double *want, int32_t n) {
+    for (int32_t i = 0; i < n; i++) {
+        e->diff += fabs((double)got[i] - want[i]);
+        e->ref += fabs(want[i]);
+    }
+}
+
+static double err_rel(const err_acc *e) {
+    return e->ref > 0.0 ? e->diff / e->ref : e->diff;
+}
+
+static void assert_err_le(const err_acc *e, double tol, const char *what) {
+    const double r = err_rel(e);
+    if (getenv("KV_E2E_VERBOSE")) print_message("%s: rel-L1 %.3e (tol %.1e)\n", what, r, tol);
+    if (!(r <= tol)) {
+        print_error("%s: rel-L1 %.3e exceeds %.1e\n", what, r, tol);
+        fail();
+    }
+}
+
+/* The original (unrotated) key of a K row written at position p_written:
+ * the row in float64, rotated back by -p_written with the fixture's float64
+ * RoPE. Rotating it by p then gives the key the forward pass writes at p,
+ * computed without the cache's K-shift. */
+static void key_unrotated(const cs_context *c, const float *row, cs_pos p_written, double *out) {
+    for (int32_t i = 0; i < c->kv.n_embd_kv; i++) out[i] = (double)row[i];
+    cs_ref_rope(g_tiny_ref, out, c->kv.n_head_kv, -(double)p_written);
+}
+
+/* Layer-0 K of cells[j] against the float64 RoPE at pos[j] of the pre-RoPE
+ * key of toks[j], which the fixture computes from the weights (it depends
+ * on the token alone): fully independent of the engine's forward and shift. */
+static void err_add_k0_direct(err_acc *e, const cs_context *c, const int32_t *cells,
+                              const cs_token *toks, const cs_pos *pos, int32_t n) {
+    const int32_t kv = cs_ref_model_n_embd_kv(g_tiny_ref);
+    assert_int_equal(kv, c->kv.n_embd_kv);
+    double *k = malloc((size_t)n * (size_t)kv * sizeof *k);
+    assert_non_null(k);
+    assert_int_equal(cs_ref_layer0_keys(g_tiny_ref, toks, n, k), CS_OK);
+    for (int32_t j = 0; j < n; j++) {
+        double *kj = k + (size_t)j * (size_t)kv;
+        cs_ref_rope(g_tiny_ref, kj, c->kv.n_head_kv, (double)pos[j]);
+        err_add(e, k_row(c, 0, cells[j]), kj, kv);
+    }
+    free(k);
 }
 
 /* ------------------------------------------------ D1 translation invariance */
@@ -651,15 +794,73 @@ static void test_kv_e2e_d5_rollback(void **state) {
  * net delta (computed by the test from the formula), with no seq_div. The
  * caches then agree cell for cell (checked), so the logits must be
  * identical; with the upstream 2025 seq_div sign regression (spec §2.7) the
- * delta check fails and the rotated K is off by a large angle. */
+ * delta check fails and the rotated K is off by a large angle.
+ *
+ * Both runs share the shift code, so K is also checked against a direct
+ * computation after every update (d6_check_k): every layer's row equals the
+ * float64 RoPE at floor(j/G) of the key as written (rotated back by its
+ * decode position, fixtures/ref_forward.c), and layer 0 equals the float64
+ * RoPE of the key the fixture computes from the weights. */
 
 enum { D6_MAX_TOK = 128 };
 
 typedef struct d6_run {
     cs_context *c;
-    cs_pos pos_of[D6_MAX_TOK]; /* position token j was decoded at */
-    cs_pos rot_of[D6_MAX_TOK]; /* position its cached K is rotated for */
+    cs_pos pos_of[D6_MAX_TOK];   /* position token j was decoded at */
+    cs_pos rot_of[D6_MAX_TOK];   /* position its cached K is rotated for */
+    int32_t cell_of[D6_MAX_TOK]; /* cell token j was placed in (no defrag here) */
+    float *k_written;            /* (D6_MAX_TOK, n_layer, n_embd_kv) K rows as decoded */
 } d6_run;
+
+/* After decoding toks[i0, i0 + nb) at n_past...: find each token's cell
+ * (the newly used cells, by position) and keep its K rows as written. */
+static void d6_record(d6_run *r, const bool *was_used, int32_t i0, int32_t nb, cs_pos n_past) {
+    const kv_store *kv = &r->c->kv;
+    int32_t found = 0;
+    for (int32_t i = 0; i < r->c->cells.size; i++) {
+        if (was_used[i] || r->c->cells.pos[i] < 0) continue;
+        const int32_t j = i0 + (r->c->cells.pos[i] - n_past);
+        assert_true(j >= i0 && j < i0 + nb);
+        r->cell_of[j] = i;
+        for (int32_t l = 0; l < kv->n_layer; l++)
+            memcpy(r->k_written +
+                       ((size_t)j * (size_t)kv->n_layer + (size_t)l) * (size_t)kv->n_embd_kv,
+                   k_row(r->c, l, i), (size_t)kv->n_embd_kv * sizeof(float));
+        found++;
+    }
+    assert_int_equal(found, nb);
+}
+
+/* With no rotation pending: token j's cell sits at floor(j/G) (j <
+ * n_grouped) or at its decode position, and its K rows equal the direct
+ * float64 RoPE at that position (see the section comment). */
+static void d6_check_k(const d6_run *r, const cs_token *toks, int32_t n_grouped, int32_t n_done,
+                       int32_t G) {
+    const kv_store *kv = &r->c->kv;
+    assert_int_equal(stats(r->c).n_pending_shift, 0);
+    double *key = malloc((size_t)kv->n_embd_kv * sizeof *key);
+    cs_pos *np = malloc((size_t)n_done * sizeof *np);
+    assert_non_null(key);
+    assert_non_null(np);
+    err_acc all = {0, 0}, l0 = {0, 0};
+    for (int32_t j = 0; j < n_done; j++) {
+        np[j] = j < n_grouped ? j / G : r->pos_of[j];
+        assert_int_equal(r->c->cells.pos[r->cell_of[j]], np[j]);
+        for (int32_t l = 0; l < kv->n_layer; l++) {
+            key_unrotated(r->c,
+                          r->k_written +
+                              ((size_t)j * (size_t)kv->n_layer + (size_t)l) * (size_t)kv->n_embd_kv,
+                          r->pos_of[j], key);
+            cs_ref_rope(g_tiny_ref, key, kv->n_head_kv, (double)np[j]);
+            err_add(&all, k_row(r->c, l, r->cell_of[j]), key, kv->n_embd_kv);
+        }
+    }
+    err_add_k0_direct(&l0, r->c, r->cell_of, toks, np, n_done);
+    assert_err_le(&all, TOL_K_DIRECT, "D6 K (all layers) vs float64 RoPE of the written key");
+    assert_err_le(&l0, TOL_K_DIRECT, "D6 layer-0 K vs float64 RoPE of the weights' key");
+    free(key);
+    free(np);
+}
 
 /* Compress the previous chunk [i - W, i); reference mode moves its cells
  * one by one by their net delta. */
@@ -714,6 +915,11 @@ static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, b
     d6_run r;
     memset(&r, 0, sizeof r);
     r.c = ctx_new(g_tiny, (uint32_t)n_all + 8, (uint32_t)W, 1);
+    r.k_written = malloc((size_t)D6_MAX_TOK * (size_t)r.c->kv.n_layer * (size_t)r.c->kv.n_embd_kv *
+                         sizeof(float));
+    bool *was_used = calloc((size_t)r.c->cells.size, sizeof *was_used);
+    assert_non_null(r.k_written);
+    assert_non_null(was_used);
     cs_pos n_past = 0;
     int32_t i_last = 0;
     for (int32_t i = 0; i < n_all; i += W) {
@@ -721,13 +927,18 @@ static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, b
             d6_compress(&r, i, W, G, n_past, reference);
             /* positions as §5.4 says, with the rotation still pending */
             d6_check_cells(&r, i, i, G);
-            if (!reference) assert_int_equal(cs_kv_update(r.c), CS_OK);
+            if (!reference) {
+                assert_int_equal(cs_kv_update(r.c), CS_OK);
+                d6_check_k(&r, toks, i, i, G);
+            }
             n_past = cs_kv_seq_pos_max(r.c, 0) + 1;
             assert_int_equal(n_past, i / G);
         }
         const int32_t nb = n_all - i < W ? n_all - i : W;
         for (int32_t k = 0; k < nb; k++) r.pos_of[i + k] = r.rot_of[i + k] = n_past + k;
+        for (int32_t k = 0; k < r.c->cells.size; k++) was_used[k] = r.c->cells.pos[k] >= 0;
         assert_int_equal(decode_run(r.c, g_tiny, toks + i, nb, n_past, 0, W, NULL, out_last), 0);
+        d6_record(&r, was_used, i, nb, n_past);
         n_past += nb;
         i_last = i;
         if (i + W >= n_all) break;
@@ -735,6 +946,9 @@ static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, b
     /* grouped prefix, ungrouped final chunk, nothing pending */
     d6_check_cells(&r, i_last, n_all, G);
     assert_int_equal(stats(r.c).n_pending_shift, 0);
+    d6_check_k(&r, toks, i_last, n_all, G);
+    free(was_used);
+    free(r.k_written);
     decode_one(r.c, g_tiny, toks[0], n_past, 0, out_next);
     int32_t n = 0;
     *view_out = view_get(r.c, &n);
@@ -776,8 +990,10 @@ static void test_kv_e2e_d6_self_extend(void **state) {
 enum { D7_N = 32 };
 
 /* mode 0: lazy (the decode applies the shift); 1: one explicit update
- * before the decode; 2: an explicit update after every operation. */
-static void d7_run(const cs_token *toks, int mode, float *out) {
+ * before the decode; 2: an explicit update after every operation. The
+ * final K/V bytes go to *dump_out and the cells to *view_out. */
+static void d7_run(const cs_token *toks, int mode, float *out, uint8_t **dump_out,
+                   cs_kv_cell **view_out) {
     cs_context *c = ctx_new(g_tiny, 64, 64, 1);
     assert_int_equal(decode_run(c, g_tiny, toks, D7_N, 0, 0, D7_N, NULL, NULL), 0);
     assert_int_equal(cs_kv_seq_rm(c, 0, 4, 10), CS_OK);
@@ -803,7 +1019,8 @@ static void d7_run(const cs_token *toks, int mode, float *out) {
     int32_t n = 0;
     cs_kv_cell *v = view_get(c, &n);
     for (int32_t i = 0; i < n; i++) assert_int_equal(v[i].delta, 0);
-    free(v);
+    *view_out = v;
+    *dump_out = kv_dump(c);
     cs_context_free(c);
 }
 
@@ -814,14 +1031,165 @@ static void test_kv_e2e_d7_lazy_vs_explicit_update(void **state) {
     gen_tokens(50, g_tiny, toks, D7_N);
     float *lazy = logits_buf(g_tiny, 1), *expl = logits_buf(g_tiny, 1),
           *each = logits_buf(g_tiny, 1);
-    d7_run(toks, 0, lazy);
-    d7_run(toks, 1, expl);
-    d7_run(toks, 2, each);
+    uint8_t *d_lazy = NULL, *d_expl = NULL, *d_each = NULL;
+    cs_kv_cell *v_lazy = NULL, *v_expl = NULL, *v_each = NULL;
+    d7_run(toks, 0, lazy, &d_lazy, &v_lazy);
+    d7_run(toks, 1, expl, &d_expl, &v_expl);
+    d7_run(toks, 2, each, &d_each, &v_each);
     assert_memory_equal(lazy, expl, (size_t)nv * sizeof(float));
     assert_rel_le(each, lazy, nv, TOL_FOLDED_SHIFT, "D7 update after every operation");
+    /* the lazy decode left exactly the cache an update-then-decode leaves:
+     * same cells (the new token placed where it is placed after the
+     * rotation) and the same K/V bytes */
+    assert_true(views_equal(v_lazy, v_expl, 64));
+    assert_true(views_equal(v_lazy, v_each, 64));
+    cs_context *shape = ctx_new(g_tiny, 64, 64, 1);
+    assert_memory_equal(d_lazy, d_expl, kv_dump_size(shape));
+    cs_context_free(shape);
     free(lazy);
     free(expl);
     free(each);
+    free(d_lazy);
+    free(d_expl);
+    free(d_each);
+    free(v_lazy);
+    free(v_expl);
+    free(v_each);
+}
+
+/* D7, second half: "no find_slot while has_shift is pending". Contiguous
+ * placement, a fragmented cache (single holes between seq 0's cells), a
+ * pending shift of seq 0 and a scheduled defrag. Applied first, the shift
+ * and the defrag compact seq 0 into [0, used) and the batch then gets
+ * [used, used + T); a placement before them would take the free run at the
+ * end of the window ([cell_max, ...)) and the defrag would then move cells
+ * around the reserved slot (upstream FIX 2). So: the batch must land at
+ * [used, used + T), the whole cache (cells and K/V bytes) must equal that
+ * of an explicit update before the decode, the old cells' K must be the
+ * direct RoPE at their new positions, and the new cells' K the direct RoPE
+ * at theirs (no stale rotation). */
+enum { D7C_PER_SEQ = 12, D7C_T = 10, D7C_DELTA = 5 };
+
+static cs_context *d7c_build(const cs_token *t0, const cs_token *t1, float **k_written) {
+    ctx_opts o = opts(48, 16, 2);
+    o.contiguous = true;
+    cs_context *c = ctx_new_o(g_tiny, &o);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(2, 1, &b), CS_OK);
+    for (int32_t p = 0; p < D7C_PER_SEQ; p++) {
+        cs_batch_clear(b);
+        const cs_seq s0 = 0, s1 = 1;
+        assert_int_equal(cs_batch_add(b, t0[p], p, &s0, 1, false), CS_OK);
+        assert_int_equal(cs_batch_add(b, t1[p], p, &s1, 1, false), CS_OK);
+        assert_int_equal(cs_decode(c, b), 0);
+    }
+    cs_batch_free(b);
+    /* seq 0 at even cells 0, 2, ..., 22 (position p at cell 2p) */
+    for (int32_t p = 0; p < D7C_PER_SEQ; p++) {
+        assert_int_equal(c->cells.pos[2 * p], p);
+        assert_int_equal(c->cells.seq[2 * p], BIT(0));
+    }
+    /* K as written, per (position, layer), before any shift */
+    const size_t row = (size_t)c->kv.n_embd_kv;
+    *k_written = malloc((size_t)D7C_PER_SEQ * (size_t)c->kv.n_layer * row * sizeof(float));
+    assert_non_null(*k_written);
+    for (int32_t p = 0; p < D7C_PER_SEQ; p++)
+        for (int32_t l = 0; l < c->kv.n_layer; l++)
+            memcpy(*k_written + ((size_t)p * (size_t)c->kv.n_layer + (size_t)l) * row,
+                   k_row(c, l, 2 * p), row * sizeof(float));
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, D7C_DELTA), CS_OK);
+    cs_kv_defrag(c);
+    const cs_kv_info st = stats(c);
+    assert_int_equal(st.used, D7C_PER_SEQ);
+    assert_int_equal(st.cell_max, 2 * D7C_PER_SEQ - 1);
+    assert_int_equal(st.n_pending_shift, D7C_PER_SEQ);
+    assert_true(st.defrag_pending);
+    /* before compaction the only free run of D7C_T cells starts at cell_max */
+    assert_true(st.size - st.cell_max >= D7C_T);
+    return c;
+}
+
+static void test_kv_e2e_d7_no_placement_while_shift_pending(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token t0[D7C_PER_SEQ + D7C_T], t1[D7C_PER_SEQ];
+    gen_tokens(51, g_tiny, t0, D7C_PER_SEQ + D7C_T);
+    gen_tokens(52, g_tiny, t1, D7C_PER_SEQ);
+    float *kw_lazy = NULL, *kw_expl = NULL;
+    cs_context *lazy = d7c_build(t0, t1, &kw_lazy), *expl = d7c_build(t0, t1, &kw_expl);
+    float *l_lazy = logits_buf(g_tiny, 1), *l_expl = logits_buf(g_tiny, 1);
+    const cs_pos p_next = D7C_PER_SEQ + D7C_DELTA;
+    assert_int_equal(cs_kv_seq_pos_max(lazy, 0) + 1, p_next);
+
+    /* lazy: the decode itself must rotate and compact before placing */
+    assert_int_equal(
+        decode_run(lazy, g_tiny, t0 + D7C_PER_SEQ, D7C_T, p_next, 0, D7C_T, NULL, l_lazy), 0);
+    /* explicit: update first, then the same decode */
+    assert_int_equal(cs_kv_update(expl), CS_OK);
+    assert_int_equal(stats(expl).n_pending_shift, 0);
+    assert_int_equal(stats(expl).cell_max, D7C_PER_SEQ);
+    assert_int_equal(
+        decode_run(expl, g_tiny, t0 + D7C_PER_SEQ, D7C_T, p_next, 0, D7C_T, NULL, l_expl), 0);
+
+    const cs_kv_info st = stats(lazy);
+    assert_int_equal(st.n_pending_shift, 0);
+    assert_false(st.defrag_pending);
+    assert_int_equal(st.n_cells_shifted, D7C_PER_SEQ);
+    assert_true(st.n_defrag_passes > 0);
+    assert_int_equal(st.used, D7C_PER_SEQ + D7C_T);
+    assert_int_equal(st.cell_max, D7C_PER_SEQ + D7C_T);
+    /* the batch went to [used, used + T), in batch order */
+    for (int32_t k = 0; k < D7C_T; k++) {
+        assert_int_equal(lazy->cells.pos[D7C_PER_SEQ + k], p_next + k);
+        assert_int_equal(lazy->cells.seq[D7C_PER_SEQ + k], BIT(0));
+        assert_int_equal(lazy->cells.delta[D7C_PER_SEQ + k], 0);
+    }
+    /* identical to update-then-decode: cells, K/V bytes, logits */
+    int32_t n = 0;
+    cs_kv_cell *va = view_get(lazy, &n), *vb = view_get(expl, &n);
+    assert_true(views_equal(va, vb, n));
+    uint8_t *da = kv_dump(lazy), *db = kv_dump(expl);
+    assert_memory_equal(da, db, kv_dump_size(lazy));
+    assert_memory_equal(l_lazy, l_expl, (size_t)nv * sizeof(float));
+
+    /* K against direct float64 RoPE: every cell of seq 0, old and new */
+    const int32_t n_all = D7C_PER_SEQ + D7C_T;
+    const size_t row = (size_t)lazy->kv.n_embd_kv;
+    int32_t cells[D7C_PER_SEQ + D7C_T];
+    cs_pos pos[D7C_PER_SEQ + D7C_T];
+    double *key = malloc(row * sizeof *key);
+    assert_non_null(key);
+    err_acc old_all = {0, 0}, l0 = {0, 0};
+    for (int32_t p = 0; p < D7C_PER_SEQ; p++) {
+        cells[p] = find_cell(va, n, BIT(0), p + D7C_DELTA);
+        pos[p] = p + D7C_DELTA;
+        for (int32_t l = 0; l < lazy->kv.n_layer; l++) {
+            key_unrotated(lazy, kw_lazy + ((size_t)p * (size_t)lazy->kv.n_layer + (size_t)l) * row,
+                          p, key);
+            cs_ref_rope(g_tiny_ref, key, lazy->kv.n_head_kv, (double)(p + D7C_DELTA));
+            err_add(&old_all, k_row(lazy, l, cells[p]), key, (int32_t)row);
+        }
+    }
+    for (int32_t k = 0; k < D7C_T; k++) {
+        cells[D7C_PER_SEQ + k] = D7C_PER_SEQ + k;
+        pos[D7C_PER_SEQ + k] = p_next + k;
+    }
+    err_add_k0_direct(&l0, lazy, cells, t0, pos, n_all);
+    assert_err_le(&old_all, TOL_K_DIRECT, "D7 shifted K (all layers) vs float64 RoPE");
+    assert_err_le(&l0, TOL_K_DIRECT, "D7 layer-0 K (old and new cells) vs float64 RoPE");
+
+    free(key);
+    free(va);
+    free(vb);
+    free(da);
+    free(db);
+    free(kw_lazy);
+    free(kw_expl);
+    free(l_lazy);
+    free(l_expl);
+    cs_context_free(lazy);
+    cs_context_free(expl);
 }
 
 /* ------------------------------------------------- D9 failure atomicity */
@@ -1142,6 +1510,426 @@ static void test_kv_e2e_b9_defrag_threshold(void **state) {
     cs_context_free(c);
 }
 
+/* B9, exactly: frag = 1 - used / cell_max (spec §4.5 [R]), evaluated after
+ * the decode with `used` already counting the batch, compared strictly with
+ * the threshold. The state is built so that the formula gives exactly 0.5
+ * (used 24, cell_max 48) while the upstream variants give something else:
+ * the padded window 1 - used / roundup(cell_max, 32) = 1 - 24/64 = 0.625,
+ * the double-counted batch 1 - (used + 1) / cell_max = 0.479. */
+static cs_context *b9_half(float thold, int32_t min_cells) {
+    ctx_opts o = opts(64, 32, 2);
+    o.defrag_thold = thold;
+    o.defrag_min_cells = min_cells;
+    cs_context *c = ctx_new_o(g_tiny, &o);
+    cs_token t0[24], t1[25];
+    gen_tokens(81, g_tiny, t0, 24);
+    gen_tokens(82, g_tiny, t1, 25);
+    /* seq 1 in cells [0, 25), seq 0 in [25, 48): compact, nothing scheduled */
+    assert_int_equal(decode_run(c, g_tiny, t1, 25, 0, 1, 25, NULL, NULL), 0);
+    assert_int_equal(decode_run(c, g_tiny, t0, 23, 0, 0, 23, NULL, NULL), 0);
+    assert_true(stats(c).fragmentation == 0.0f);
+    assert_false(stats(c).defrag_pending);
+    /* free [0, 25); the next seq-0 token takes cell 0 */
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    assert_int_equal(decode_run(c, g_tiny, t0 + 23, 1, 23, 0, 1, NULL, NULL), 0);
+    /* used and cell_max recounted from the cells, not from the stats */
+    int32_t n = 0, used = 0, cell_max = 0;
+    cs_kv_cell *v = view_get(c, &n);
+    for (int32_t i = 0; i < n; i++)
+        if (v[i].pos >= 0) {
+            used++;
+            cell_max = i + 1;
+        }
+    free(v);
+    assert_int_equal(used, 24);
+    assert_int_equal(cell_max, 48);
+    const cs_kv_info st = stats(c);
+    assert_int_equal(st.used, used);
+    assert_int_equal(st.cell_max, cell_max);
+    assert_true(st.fragmentation == 1.0f - (float)used / (float)cell_max);
+    assert_true(st.fragmentation == 0.5f);
+    return c;
+}
+
+static void test_kv_e2e_b9_exact_formula(void **state) {
+    (void)state;
+    static const struct {
+        float thold;
+        int32_t min_cells;
+        bool scheduled;
+    } cases[] = {
+        {0.49f, 0, true},   /* 0.5 > 0.49 (the double-counted 0.479 would not be) */
+        {0.4999f, 0, true}, /* just below */
+        {0.5f, 0, false},   /* strict: frag == thold is not enough (padded 0.625 would) */
+        {0.6f, 0, false},   /* above (padded 0.625 would still schedule) */
+        {0.49f, 48, true},  /* cell_max == min_cells counts */
+        {0.49f, 49, false}, /* cell_max below min_cells */
+        {0.0f, 0, false},   /* thold <= 0: never */
+        {-1.0f, 0, false},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        cs_context *c = b9_half(cases[k].thold, cases[k].min_cells);
+        if (stats(c).defrag_pending != cases[k].scheduled) {
+            print_error("B9 thold %g min_cells %d: scheduled %d, want %d\n", (double)cases[k].thold,
+                        cases[k].min_cells, stats(c).defrag_pending, cases[k].scheduled);
+            fail();
+        }
+        cs_context_free(c);
+    }
+
+    /* Padding-only slack: a compact cache whose cell_max (37) is no multiple
+     * of any padding, in a larger cache (64 cells). frag is 0, so even a
+     * tiny threshold schedules nothing; upstream's padded 2024 formula
+     * (1 - 37/64 = 0.42) would have. */
+    ctx_opts o = opts(64, 40, 1);
+    o.defrag_thold = 1e-6f;
+    o.defrag_min_cells = 0;
+    cs_context *c = ctx_new_o(g_tiny, &o);
+    cs_token t[37];
+    gen_tokens(83, g_tiny, t, 37);
+    assert_int_equal(decode_run(c, g_tiny, t, 30, 0, 0, 30, NULL, NULL), 0);
+    assert_int_equal(decode_run(c, g_tiny, t + 30, 7, 30, 0, 7, NULL, NULL), 0);
+    cs_kv_info st = stats(c);
+    assert_int_equal(st.cell_max, 37);
+    assert_int_equal(st.used, 37);
+    assert_true(st.fragmentation == 0.0f);
+    assert_false(st.defrag_pending);
+    /* and the same after freeing the tail: the slack beyond cell_max is no hole */
+    assert_int_equal(cs_kv_seq_rm(c, 0, 33, -1), CS_OK);
+    assert_int_equal(decode_run(c, g_tiny, t + 33, 1, 33, 0, 1, NULL, NULL), 0);
+    st = stats(c);
+    assert_int_equal(st.cell_max, st.used);
+    assert_false(st.defrag_pending);
+    cs_context_free(c);
+    /* Causal only: the engine loads general.architecture "llama" alone
+     * (model.c refuses the rest), and llama attention is causal, so every
+     * model here is causal and the cases above are the causal ones; there is
+     * no non-causal model to exercise the other branch with. */
+}
+
+/* ------------------------------------------------ A9 clear, then decode */
+
+enum { A9_N = 16, A9_M = 12 };
+
+/* Spec A9: clear drops the pending shift and the scheduled defrag along with
+ * the cells. Seed a pending delta (and a defrag), clear, decode: the new
+ * cells' K/V must be exactly what a fresh context writes (K = RoPE at the
+ * token's own position, no stale rotation), before and after a later
+ * update and decode. */
+static void test_kv_e2e_a9_clear_drops_pending_shift(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token p[A9_N], q[A9_M + 1];
+    gen_tokens(100, g_tiny, p, A9_N);
+    gen_tokens(101, g_tiny, q, A9_M + 1);
+    cs_context *a = ctx_new(g_tiny, 64, 32, 1), *b = ctx_new(g_tiny, 64, 32, 1);
+    assert_int_equal(decode_run(a, g_tiny, p, A9_N, 0, 0, A9_N, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_add(a, 0, -1, -1, 9), CS_OK);
+    assert_int_equal(cs_kv_seq_div(a, 0, 0, 15, 2), CS_OK); /* cells at 9..14 -> 4..7 */
+    cs_kv_defrag(a);
+    cs_kv_info st = stats(a);
+    assert_int_equal(st.n_pending_shift, A9_N);
+    assert_true(st.defrag_pending);
+
+    cs_kv_clear(a);
+    st = stats(a);
+    assert_int_equal(st.used, 0);
+    assert_int_equal(st.cell_max, 0);
+    assert_int_equal(st.n_pending_shift, 0);
+    assert_false(st.defrag_pending);
+    assert_false(a->cells.has_shift);
+    int32_t n = 0;
+    cs_kv_cell *v = view_get(a, &n);
+    for (int32_t i = 0; i < n; i++) {
+        assert_int_equal(v[i].pos, -1);
+        assert_int_equal(v[i].delta, 0);
+        assert_int_equal(v[i].seq, 0);
+    }
+    free(v);
+    assert_int_equal(cs_kv_seq_pos_max(a, 0), -1);
+
+    /* decode into the cleared cache and into a fresh one */
+    float *la = logits_buf(g_tiny, 1), *lb = logits_buf(g_tiny, 1);
+    assert_int_equal(decode_run(a, g_tiny, q, A9_M, 0, 0, A9_M, NULL, la), 0);
+    assert_int_equal(decode_run(b, g_tiny, q, A9_M, 0, 0, A9_M, NULL, lb), 0);
+    assert_memory_equal(la, lb, (size_t)nv * sizeof(float));
+    cs_kv_cell *va = view_get(a, &n), *vb = view_get(b, &n);
+    assert_true(views_equal(va, vb, n));
+    uint8_t *da = kv_dump(a), *db = kv_dump(b);
+    int32_t cells[A9_M];
+    cs_pos pos[A9_M];
+    for (int32_t j = 0; j < A9_M; j++) {
+        cells[j] = find_cell(va, n, BIT(0), j);
+        pos[j] = j;
+        assert_true(rows_identical(a, da, cells[j], db, cells[j]));
+    }
+    err_acc l0 = {0, 0};
+    err_add_k0_direct(&l0, a, cells, q, pos, A9_M);
+    assert_err_le(&l0, TOL_K_DIRECT, "A9 layer-0 K after clear vs float64 RoPE");
+    free(da);
+    free(va);
+    free(vb);
+
+    /* nothing stale surfaces later: an update rotates nothing, and one more
+     * decode stays identical to the fresh context */
+    assert_int_equal(cs_kv_update(a), CS_OK);
+    assert_int_equal(decode_run(a, g_tiny, q + A9_M, 1, A9_M, 0, 1, NULL, la), 0);
+    assert_int_equal(decode_run(b, g_tiny, q + A9_M, 1, A9_M, 0, 1, NULL, lb), 0);
+    assert_memory_equal(la, lb, (size_t)nv * sizeof(float));
+    st = stats(a);
+    assert_int_equal(st.n_cells_shifted, 0);
+    assert_int_equal(st.n_shift_passes, 0);
+    assert_int_equal(st.n_defrag_passes, 0);
+    va = view_get(a, &n);
+    vb = view_get(b, &n);
+    assert_true(views_equal(va, vb, n));
+    da = kv_dump(a);
+    free(db);
+    db = kv_dump(b);
+    for (int32_t j = 0; j <= A9_M; j++) {
+        const int32_t i = find_cell(va, n, BIT(0), j);
+        assert_true(rows_identical(a, da, i, db, i));
+    }
+    free(da);
+    free(db);
+    free(va);
+    free(vb);
+    free(la);
+    free(lb);
+    cs_context_free(a);
+    cs_context_free(b);
+}
+
+/* ------------------------------------------- B4 empty plan, data untouched */
+
+/* Schedule a defrag on a cache with no holes and update: the plan is empty,
+ * so no byte of any K or V buffer (used rows or not) may change, and no
+ * pass or move is counted. */
+static void b4_check_empty_plan(cs_context *c, const char *what) {
+    const cs_kv_info st0 = stats(c);
+    assert_int_equal(st0.holes, 0);
+    int32_t n = 0;
+    cs_kv_cell *v0 = view_get(c, &n);
+    const uint64_t sum0 = kv_checksum(c);
+    uint8_t *d0 = kv_dump(c);
+    cs_kv_defrag(c);
+    assert_true(stats(c).defrag_pending);
+    assert_int_equal(cs_kv_update(c), CS_OK);
+    const cs_kv_info st1 = stats(c);
+    assert_false(st1.defrag_pending);
+    if (kv_checksum(c) != sum0) {
+        print_error("B4 %s: K/V checksum changed by an empty defrag plan\n", what);
+        fail();
+    }
+    uint8_t *d1 = kv_dump(c);
+    assert_memory_equal(d0, d1, kv_dump_size(c));
+    cs_kv_cell *v1 = view_get(c, &n);
+    assert_true(views_equal(v0, v1, n));
+    assert_int_equal(st1.n_defrag_passes, st0.n_defrag_passes);
+    assert_int_equal(st1.n_cells_moved, st0.n_cells_moved);
+    assert_int_equal(st1.n_blocks_moved, st0.n_blocks_moved);
+    assert_int_equal(st1.n_bytes_moved, st0.n_bytes_moved);
+    assert_int_equal(st1.used, st0.used);
+    free(v0);
+    free(v1);
+    free(d0);
+    free(d1);
+}
+
+static void test_kv_e2e_b4_empty_plan_checksum(void **state) {
+    (void)state;
+    cs_token t[48];
+    gen_tokens(110, g_tiny, t, 48);
+    cs_context *c = ctx_new(g_tiny, 48, 48, 2);
+    b4_check_empty_plan(c, "empty cache");
+    assert_int_equal(decode_run(c, g_tiny, t, 20, 0, 0, 20, NULL, NULL), 0);
+    b4_check_empty_plan(c, "packed [0, 20), free tail");
+    assert_int_equal(cs_kv_seq_cp(c, 0, 1, -1, -1), CS_OK);
+    b4_check_empty_plan(c, "packed, shared cells");
+    assert_int_equal(decode_run(c, g_tiny, t + 20, 28, 20, 1, 28, NULL, NULL), 0);
+    assert_int_equal(cs_kv_used_cells(c), 48);
+    b4_check_empty_plan(c, "full cache");
+    assert_int_equal(cs_kv_seq_rm(c, 1, 20, -1), CS_OK); /* frees the tail [20, 48) */
+    assert_int_equal(stats(c).cell_max, 20);
+    b4_check_empty_plan(c, "tail freed");
+    cs_context_free(c);
+}
+
+/* ------------------------------- B10 defrag without / with a pending shift */
+
+enum { B10_DELTA = 33 };
+
+/* Decode toks at positions pos0.. in batches of D3_STEP in a fresh
+ * single-sequence context (the direct computation B10 compares with). */
+static cs_context *b10_fresh(const cs_token *toks, cs_pos pos0) {
+    cs_context *f = ctx_new(g_tiny, 96, 32, 1);
+    assert_int_equal(decode_run(f, g_tiny, toks, D3_PER_SEQ, pos0, 0, D3_STEP, NULL, NULL), 0);
+    return f;
+}
+
+static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
+    (void)state;
+    const int32_t nv = cs_model_n_vocab(g_tiny);
+    cs_token toks[3][D3_PER_SEQ];
+    for (int s = 0; s < 3; s++) gen_tokens(10 + (uint64_t)s, g_tiny, toks[s], D3_PER_SEQ);
+
+    /* 1. no pending shift (regression #16): the defrag runs by itself,
+     * rotates nothing, and every row moves bit-exactly with its cell */
+    cs_context *c = d3_build(toks);
+    int32_t n = 0;
+    cs_kv_cell *pre = view_get(c, &n);
+    uint8_t *dpre = kv_dump(c);
+    cs_kv_info st0 = stats(c);
+    assert_int_equal(st0.n_pending_shift, 0);
+    cs_kv_defrag(c);
+    assert_int_equal(cs_kv_update(c), CS_OK);
+    cs_kv_info st1 = stats(c);
+    assert_true(st1.n_defrag_passes > st0.n_defrag_passes);
+    assert_true(st1.n_cells_moved > st0.n_cells_moved);
+    assert_int_equal(st1.n_cells_shifted, st0.n_cells_shifted);
+    assert_int_equal(st1.holes, 0);
+    cs_kv_cell *post = view_get(c, &n);
+    uint8_t *dpost = kv_dump(c);
+    for (int32_t i = 0; i < n; i++) {
+        if (post[i].pos < 0) continue;
+        const int32_t j = find_cell(pre, n, post[i].seq, post[i].pos);
+        assert_true(rows_identical(c, dpost, i, dpre, j));
+    }
+    free(pre);
+    free(post);
+    free(dpre);
+    free(dpost);
+    cs_context_free(c);
+
+    /* 2. seq 0 translated by +B10_DELTA (pending), then defrag: the shift
+     * must be applied first (or carried along), so that every moved cell
+     * holds K rotated for its new position. Direct computations: the
+     * float64 RoPE of the written key, the fixture's layer-0 key, and fresh
+     * contexts that decode the same tokens at the final positions. */
+    c = d3_build(toks);
+    cs_context *lazy = d3_build(toks);
+    pre = view_get(c, &n);
+    dpre = kv_dump(c);
+    st0 = stats(c);
+    assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, B10_DELTA), CS_OK);
+    assert_int_equal(cs_kv_seq_add(lazy, 0, -1, -1, B10_DELTA), CS_OK);
+    assert_int_equal(stats(c).n_pending_shift, D3_PER_SEQ);
+    cs_kv_defrag(c);
+    cs_kv_defrag(lazy);
+    assert_int_equal(cs_kv_update(c), CS_OK);
+    st1 = stats(c);
+    assert_int_equal(st1.n_pending_shift, 0);
+    assert_false(st1.defrag_pending);
+    assert_int_equal(st1.holes, 0);
+    assert_int_equal(st1.cell_max, 2 * D3_PER_SEQ);
+    assert_int_equal((int64_t)(st1.n_cells_shifted - st0.n_cells_shifted), D3_PER_SEQ);
+    assert_true(st1.n_defrag_passes > st0.n_defrag_passes);
+    post = view_get(c, &n);
+    int32_t moved_shifted = 0;
+    for (int32_t i = 0; i < n; i++) {
+        assert_int_equal(post[i].delta, 0);
+        if (post[i].seq == BIT(0) && i != find_cell(pre, n, BIT(0), post[i].pos - B10_DELTA))
+            moved_shifted++;
+    }
+    assert_true(moved_shifted > 0); /* the case B10 is about: shifted cells that moved */
+
+    cs_context *f0 = b10_fresh(toks[0], B10_DELTA), *f2 = b10_fresh(toks[2], 0);
+    int32_t nf = 0;
+    cs_kv_cell *vf0 = view_get(f0, &nf), *vf2 = view_get(f2, &nf);
+    const size_t row = (size_t)c->kv.n_embd_kv;
+    double *key = malloc(row * sizeof *key), *fresh = malloc(row * sizeof *fresh);
+    assert_non_null(key);
+    assert_non_null(fresh);
+    int32_t cells0[D3_PER_SEQ];
+    cs_pos pos0[D3_PER_SEQ];
+    err_acc k_rope = {0, 0}, k_fresh = {0, 0}, v_fresh = {0, 0}, k0 = {0, 0};
+    for (int32_t i = 0; i < n; i++) {
+        if (post[i].pos < 0) continue;
+        const bool s0 = post[i].seq == BIT(0);
+        assert_true(s0 || post[i].seq == BIT(2));
+        const cs_pos p_orig = s0 ? post[i].pos - B10_DELTA : post[i].pos;
+        const int32_t j = find_cell(pre, n, post[i].seq, p_orig);
+        const cs_context *f = s0 ? f0 : f2;
+        const int32_t jf = find_cell(s0 ? vf0 : vf2, nf, BIT(0), post[i].pos);
+        if (s0) {
+            cells0[p_orig] = i;
+            pos0[p_orig] = post[i].pos;
+        }
+        for (int32_t l = 0; l < c->kv.n_layer; l++) {
+            /* V carries no position: moved bit-exactly, shifted or not */
+            assert_memory_equal(dump_row(c, dpre, l, j, true),
+                                (const uint8_t *)c->kv.v[l] + (size_t)i * c->kv.row_v, c->kv.row_v);
+            if (!s0) { /* moved only: K bit-exact too */
+                assert_memory_equal(dump_row(c, dpre, l, j, false), k_row(c, l, i), c->kv.row_k);
+            } else {
+                key_unrotated(c, (const float *)dump_row(c, dpre, l, j, false), p_orig, key);
+                cs_ref_rope(g_tiny_ref, key, c->kv.n_head_kv, (double)post[i].pos);
+                err_add(&k_rope, k_row(c, l, i), key, (int32_t)row);
+            }
+            for (size_t d = 0; d < row; d++) fresh[d] = (double)k_row(f, l, jf)[d];
+            err_add(&k_fresh, k_row(c, l, i), fresh, (int32_t)row);
+            const float *fv =
+                (const float *)((const uint8_t *)f->kv.v[l] + (size_t)jf * f->kv.row_v);
+            for (size_t d = 0; d < row; d++) fresh[d] = (double)fv[d];
+            err_add(&v_fresh,
+                    (const float *)((const uint8_t *)c->kv.v[l] + (size_t)i * c->kv.row_v), fresh,
+                    (int32_t)row);
+        }
+    }
+    err_add_k0_direct(&k0, c, cells0, toks[0], pos0, D3_PER_SEQ);
+    assert_err_le(&k_rope, TOL_K_DIRECT, "B10 shifted+moved K vs float64 RoPE of the written key");
+    assert_err_le(&k0, TOL_K_DIRECT, "B10 shifted+moved layer-0 K vs float64 RoPE (weights)");
+    assert_err_le(&k_fresh, TOL_K_DIRECT, "B10 K vs a fresh decode at the final positions");
+    assert_err_le(&v_fresh, TOL_K_DIRECT, "B10 V vs a fresh decode at the final positions");
+
+    /* the next decode: both sequences continue; seq 0 equals the fresh
+     * translated run (D1 tolerance), seq 2 the fresh unshifted one; the lazy
+     * path (shift + defrag run by the decode) is bit-identical */
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(2, 1, &b), CS_OK);
+    const cs_seq s0 = 0, s2 = 2;
+    assert_int_equal(cs_batch_add(b, 17, D3_PER_SEQ + B10_DELTA, &s0, 1, true), CS_OK);
+    assert_int_equal(cs_batch_add(b, 29, D3_PER_SEQ, &s2, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    assert_int_equal(cs_decode(lazy, b), 0);
+    float *g0 = logits_buf(g_tiny, 1), *g2 = logits_buf(g_tiny, 1);
+    float *w0 = logits_buf(g_tiny, 1), *w2 = logits_buf(g_tiny, 1);
+    memcpy(g0, cs_get_logits_ith(c, 0), (size_t)nv * sizeof(float));
+    memcpy(g2, cs_get_logits_ith(c, 1), (size_t)nv * sizeof(float));
+    assert_memory_equal(g0, cs_get_logits_ith(lazy, 0), (size_t)nv * sizeof(float));
+    assert_memory_equal(g2, cs_get_logits_ith(lazy, 1), (size_t)nv * sizeof(float));
+    int32_t nl = 0;
+    cs_kv_cell *vc = view_get(c, &nl), *vl = view_get(lazy, &nl);
+    assert_true(views_equal(vc, vl, nl));
+    uint8_t *dc = kv_dump(c), *dl = kv_dump(lazy);
+    assert_memory_equal(dc, dl, kv_dump_size(c));
+    decode_one(f0, g_tiny, 17, D3_PER_SEQ + B10_DELTA, 0, w0);
+    decode_one(f2, g_tiny, 29, D3_PER_SEQ, 0, w2);
+    assert_rel_le(g0, w0, nv, TOL_TRANSLATION, "B10 seq 0 (shifted, moved) vs fresh");
+    assert_rel_le(g2, w2, nv, TOL_SUM_ORDER, "B10 seq 2 (moved) vs fresh");
+
+    free(vc);
+    free(vl);
+    free(dc);
+    free(dl);
+    free(g0);
+    free(g2);
+    free(w0);
+    free(w2);
+    cs_batch_free(b);
+    free(key);
+    free(fresh);
+    free(vf0);
+    free(vf2);
+    free(pre);
+    free(post);
+    free(dpre);
+    cs_context_free(f0);
+    cs_context_free(f2);
+    cs_context_free(lazy);
+    cs_context_free(c);
+}
+
 /* ------------------------------------------------------- Q8_0 K/V cache */
 
 enum { Q8_N = 24 };
@@ -1213,10 +2001,15 @@ int main(void) {
         cmocka_unit_test(test_kv_e2e_d5_rollback),
         cmocka_unit_test(test_kv_e2e_d6_self_extend),
         cmocka_unit_test(test_kv_e2e_d7_lazy_vs_explicit_update),
+        cmocka_unit_test(test_kv_e2e_d7_no_placement_while_shift_pending),
         cmocka_unit_test(test_kv_e2e_d9_failed_decode_atomic),
         cmocka_unit_test(test_kv_e2e_d9_bad_kv_arguments),
         cmocka_unit_test(test_kv_e2e_b11_contiguous_forced_defrag),
         cmocka_unit_test(test_kv_e2e_b9_defrag_threshold),
+        cmocka_unit_test(test_kv_e2e_b9_exact_formula),
+        cmocka_unit_test(test_kv_e2e_a9_clear_drops_pending_shift),
+        cmocka_unit_test(test_kv_e2e_b4_empty_plan_checksum),
+        cmocka_unit_test(test_kv_e2e_b10_defrag_and_pending_shift),
         cmocka_unit_test(test_kv_e2e_q8_0_cache),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
