@@ -63,10 +63,6 @@ CS_INLINE __m512 cvt_16(__m256i v, const int is_bf16) {
     return _mm512_cvtph_ps(v);
 }
 
-CS_INLINE float f16_scale(uint16_t h) {
-    return _cvtsh_ss(h);
-}
-
 /* exp(x): same algorithm and constants as the AVX2 version (about 2 ulp;
  * below -87.3 gives 0, above 88 saturates). */
 CS_INLINE __m512 exp16(__m512 x) {
