@@ -1,9 +1,10 @@
-/* kernels.h: the kernel table. Every kernel has a scalar reference in
- * ref.c / quant.c (the executable specification, compiled forever) and
- * may have SIMD versions (x86_avx2.c, x86_avx512.c) with the same
- * signatures, chosen once at start-up by cpuid (kernels.c). Each SIMD
- * kernel is tested against the reference with a named tolerance
- * (tests/test_kernels.c).
+/* kernels.h: the kernel table. Every kernel has a scalar reference (the
+ * executable specification, compiled forever): the per-type ones are the
+ * type table's entries (types.c, implemented in quant.c, kquants.c, ref.c),
+ * the others ref.c's. SIMD versions (x86_avx2.c, x86_avx512.c) with the
+ * same signatures fill the tables chosen once at start-up by cpuid
+ * (kernels.c). Each SIMD kernel is tested against the reference with a
+ * named tolerance (tests/test_kernels.c).
  *
  * Numerics follow ggml's CPU backend so that logits agree with llama.cpp:
  * activations are converted to the weight type's vec_dot_type (types.h:

@@ -1,6 +1,8 @@
 /* ref.c: the scalar reference kernels, the executable specification of
- * every slot of cs_kernels. Compiled for generic x86-64 (or any target);
- * SIMD versions are tested against these with named tolerances.
+ * every slot of cs_kernels (the per-type slots come from the type table,
+ * whose f32/f16/bf16/Q8_0/Q4_0 dots are here), and the reference table.
+ * Compiled for generic x86-64 (or any target); SIMD versions are tested
+ * against these with named tolerances.
  *
  * Numerics follow ggml's CPU backend (see kernels.h): norms and softmax sums
  * accumulate in double, float dot products of 16-bit types accumulate in

@@ -231,7 +231,7 @@ CS_INLINE int32_t hsum_i32x8(__m256i v) {
 }
 
 /* is_q4 = 0: Q8_0 weights; 1: Q4_0 weights. Activations are Q8_0.
- * Q4_0 accumulates per block like ref_vec_dot_q4_0_q8_0 (and ggml's
+ * Q4_0 accumulates per block like cs_vec_dot_q4_0_q8_0_ref (and ggml's
  * repacked Q4_0 kernels): acc = fma(block int sum, d_w*d_x, acc), so the
  * result is bit-identical to the reference. */
 CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, float *out,

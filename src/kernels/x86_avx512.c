@@ -377,7 +377,7 @@ CS_INLINE void tile_q_step(__m512 acc[4][4], float accq[4][4], const void *const
                     p32 = _mm512_add_epi32(
                         xs[t].c4, _mm512_madd_epi16(_mm512_maddubs_epi16(nib, xs[t].q), ones));
                 /* Q4_0 accumulates per block, acc = fma(block int sum, d_w*d_x,
-                 * acc), like ref_vec_dot_q4_0_q8_0 and ggml's repacked Q4_0
+                 * acc), like cs_vec_dot_q4_0_q8_0_ref and ggml's repacked Q4_0
                  * kernels: bit-identical to the reference (the golden
                  * context_shift_q4_0 scenario sits 5 ulp from a rounding
                  * boundary that any other order crosses). Lanes 0-7 hold
