@@ -76,7 +76,7 @@ static void b_dot_q8(void *p) {
 static void b_dot_q4(void *p) {
     kargs *a = p;
     float s;
-    a->k->vec_dot_q4_0_q8_0(a->n, &s, a->x4, a->y8);
+    a->k->vec_dot[CS_TYPE_Q4_0](a->n, &s, a->x4, a->y8);
     g_sink = s;
 }
 static void b_quant(void *p) {

@@ -110,9 +110,16 @@ CS_API void cs_log_set(cs_log_fn fn, void *user, int32_t max_level);
 /* Name of an element type ("f32", "q8_0", "q4_K", ...), or "unknown". Static. */
 CS_API const char *cs_type_name(int32_t type);
 
-/* Parse a type name as the tools accept it ("f32", "f16", "bf16", "q8_0",
- * "q4_0"; case-insensitive). Returns the type id or -1. */
+/* Parse the name of a type listed by cs_weight_types ("f32", "f16", "q4_0",
+ * "q8_0", "q4_K", "q5_K", "q6_K", "bf16"; case-insensitive). Returns the
+ * type id, or -1 for any other name (also for types that exist in ggml but
+ * that the engine does not compute with). Callers that need a narrower set
+ * (KV cache types: f32, f16, q8_0) check the id. */
 CS_API int32_t cs_type_from_name(const char *name);
+
+/* The weight types the engine computes with, in table order: writes up to cap ids to types
+ * (types may be NULL when cap is 0) and returns how many there are. Thread-safe, no allocation. */
+CS_API int32_t cs_weight_types(int32_t *types, int32_t cap);
 
 /* The version of the linked library ("0.1.0"): CS_VERSION_STRING as the
  * library was built. Static; never NULL. Compare with CS_VERSION_STRING to

@@ -150,11 +150,12 @@ static cs_status bind(cs_model *m, const char *name, int64_t ne0, int64_t ne1, b
                        "%lld]",
                        name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                        (long long)t->ne[3], (long long)ne0, (long long)(ne1 ? ne1 : 1));
-    if (!cs_type_is_supported_weight(t->type))
+    if (!cs_type_is_supported_weight(t->type)) {
+        char names[256];
         return cs_fail(CS_ERR_UNSUPPORTED,
-                       "model: tensor '%s' has type %s (%d), which is not supported (f32, f16, "
-                       "bf16, q8_0, q4_0, q4_K, q5_K, q6_K)",
-                       name, cs_type_name(t->type), t->type);
+                       "model: tensor '%s' has type %s (%d), which is not supported (%s)", name,
+                       cs_type_name(t->type), t->type, cs_type_weight_names(names, sizeof names));
+    }
     if (((uintptr_t)t->data) % type_align(t->type) != 0)
         return cs_fail(CS_ERR_UNSUPPORTED, "model: tensor '%s': data is not aligned to %zu bytes",
                        name, type_align(t->type));

@@ -5,8 +5,9 @@
  * - Only 2-D (and higher) tensors whose name ends in "weight" and is not a
  *   norm are converted; 1-D tensors and norms are copied as they are (F32
  *   in every llama file).
- * - The plain types (f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K) convert every
- *   such tensor to that type, like `llama-quantize --pure`. This is how the
+ * - The plain types (every weight type of the type table that the engine
+ *   can write, f32 excepted: f16, q4_0, q8_0, q4_K, q5_K, q6_K, bf16)
+ *   convert every such tensor to that type, like `llama-quantize --pure`. This is how the
  *   reference files shared/models/stories260K-q8_0/q4_0.gguf were made
  *   (every 2-D weight in the type, output.weight included).
  * - The mixes q4_K_M and q5_K_M follow llama.cpp's llama_tensor_get_type
@@ -59,17 +60,11 @@
 #define QZ_CHUNK_BYTES ((size_t)8 << 20)
 /* Upper bound on the automatic thread count. */
 #define QZ_MAX_AUTO_THREADS 64
-/* llama_ftype values of the written general.file_type. */
+/* llama_ftype values of the written general.file_type for the mixes (a
+ * plain type's is the type table's ftype). */
 enum {
-    QZ_FTYPE_F16 = 1,
-    QZ_FTYPE_Q4_0 = 2,
-    QZ_FTYPE_Q8_0 = 7,
-    QZ_FTYPE_Q4_K_S = 14,
     QZ_FTYPE_Q4_K_M = 15,
-    QZ_FTYPE_Q5_K_S = 16,
     QZ_FTYPE_Q5_K_M = 17,
-    QZ_FTYPE_Q6_K = 18,
-    QZ_FTYPE_BF16 = 32,
 };
 
 typedef struct qz_target {
@@ -79,29 +74,51 @@ typedef struct qz_target {
     uint32_t ftype; /* general.file_type */
 } qz_target;
 
-static const qz_target k_targets[] = {
-    {"f16", CS_TYPE_F16, false, QZ_FTYPE_F16},
-    {"bf16", CS_TYPE_BF16, false, QZ_FTYPE_BF16},
-    {"q8_0", CS_TYPE_Q8_0, false, QZ_FTYPE_Q8_0},
-    {"q4_0", CS_TYPE_Q4_0, false, QZ_FTYPE_Q4_0},
-    {"q4_K", CS_TYPE_Q4_K, false, QZ_FTYPE_Q4_K_S},
-    {"q5_K", CS_TYPE_Q5_K, false, QZ_FTYPE_Q5_K_S},
-    {"q6_K", CS_TYPE_Q6_K, false, QZ_FTYPE_Q6_K},
+static const qz_target k_mixes[] = {
     {"q4_K_M", CS_TYPE_Q4_K, true, QZ_FTYPE_Q4_K_M},
     {"q5_K_M", CS_TYPE_Q5_K, true, QZ_FTYPE_Q5_K_M},
 };
-#define QZ_N_TARGETS (sizeof k_targets / sizeof k_targets[0])
+#define QZ_N_MIXES (sizeof k_mixes / sizeof k_mixes[0])
 
-static const qz_target *qz_find_target(const char *name) {
-    for (size_t i = 0; i < QZ_N_TARGETS; i++)
-        if (strcasecmp(k_targets[i].name, name) == 0) return &k_targets[i];
-    return NULL;
+/* A plain target: a weight type the engine can write (the type table's
+ * from_float_ref), f32 excepted. */
+static bool qz_plain_target(int32_t type) {
+    const cs_type_traits *tr = cs_type_traits_get(type);
+    return type != CS_TYPE_F32 && tr && tr->is_weight && tr->from_float_ref;
 }
 
-/* Types cs_dequantize_row reads. */
+/* The target named name (case-insensitive): a plain type or a mix. */
+static bool qz_find_target(const char *name, qz_target *out) {
+    for (size_t i = 0; i < QZ_N_MIXES; i++)
+        if (strcasecmp(k_mixes[i].name, name) == 0) return *out = k_mixes[i], true;
+    const int32_t type = cs_type_from_name(name);
+    if (!qz_plain_target(type)) return false;
+    const cs_type_traits *tr = cs_type_traits_get(type);
+    *out = (qz_target){tr->name, type, false, (uint32_t)tr->ftype};
+    return true;
+}
+
+/* "f16, q4_0, ..., q4_K_M or q5_K_M" into buf (truncated to fit). */
+static const char *qz_target_names(char *buf, size_t cap) {
+    int32_t types[CS_TYPE_COUNT];
+    const int32_t n = cs_weight_types(types, CS_TYPE_COUNT);
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int32_t i = 0; i < n && len < cap; i++)
+        if (qz_plain_target(types[i]))
+            len += (size_t)snprintf(buf + len, cap - len, "%s, ", cs_type_name(types[i]));
+    for (size_t i = 0; i < QZ_N_MIXES && len < cap; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%s", k_mixes[i].name,
+                                i + 2 < QZ_N_MIXES   ? ", "
+                                : i + 1 < QZ_N_MIXES ? " or "
+                                                     : "");
+    return buf;
+}
+
+/* Types cs_dequantize_row reads: the weight types (type table's to_float). */
 static bool qz_can_convert(int32_t type) {
-    return type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16 ||
-           type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0 || cs_type_is_kquant(type);
+    const cs_type_traits *tr = cs_type_traits_get(type);
+    return tr && tr->is_weight && tr->to_float;
 }
 
 static bool qz_ends_with(const char *s, const char *suffix) {
@@ -144,7 +161,7 @@ static int32_t qz_choose_type(const qz_target *tg, qz_mix_state *ms, const gguf_
         }
     }
     if (ne0 % cs_type_traits_get(type)->blck != 0) {
-        if (cs_type_is_kquant(type))
+        if (cs_type_traits_get(type)->blck == CS_QK_K)
             type = ne0 % CS_QK8_0 == 0 ? CS_TYPE_Q8_0 : CS_TYPE_F16;
         else
             type = CS_TYPE_F32;
@@ -234,12 +251,12 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
 
     if (!in_path || !out_path || !type)
         return cs_fail(CS_ERR_INVALID_ARG, "quantize: in_path, out_path and type are required");
-    const qz_target *tg = qz_find_target(type);
-    if (!tg)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "quantize: unknown type '%s' (expected f16, bf16, q8_0, q4_0, q4_K, q5_K, "
-                       "q6_K, q4_K_M or q5_K_M)",
-                       type);
+    qz_target target;
+    const qz_target *tg = &target;
+    char names[256];
+    if (!qz_find_target(type, &target))
+        return cs_fail(CS_ERR_INVALID_ARG, "quantize: unknown type '%s' (expected %s)", type,
+                       qz_target_names(names, sizeof names));
     if (n_threads < 0 || n_threads > CS_MAX_THREADS)
         return cs_fail(CS_ERR_INVALID_ARG, "quantize: n_threads %" PRId32 " is not in 0..%d",
                        n_threads, CS_MAX_THREADS);
@@ -281,8 +298,8 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
         if (!qz_can_convert(t->type)) {
             st = cs_fail(CS_ERR_UNSUPPORTED,
                          "quantize: tensor '%s' has type %s, which cannot be converted (supported: "
-                         "f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K)",
-                         t->name, cs_type_name(t->type));
+                         "%s)",
+                         t->name, cs_type_name(t->type), cs_type_weight_names(names, sizeof names));
             goto fail;
         }
         uint64_t row = 0;

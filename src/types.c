@@ -1,22 +1,140 @@
-/* types.c: ggml element type traits and scalar f16/bf16 conversion. */
+/* types.c: the type table (ggml element type traits, one row per type
+ * id) and scalar f16/bf16 conversion. */
 #include "types.h"
 
+#include <stdio.h>
 #include <string.h>
 
-/* Block layouts as in ggml (ggml-common.h). Ids 4, 5, 31-33 and 36-38 were
- * removed upstream and are refused. */
+#include "kernels/kernels.h"
+#include "kernels/kquants.h"
+
+/* The type table, as ggml's type_traits. Block layouts as in ggml
+ * (ggml-common.h) for every id; ids 4, 5, 31-33 and 36-38 were removed
+ * upstream and are refused.
+ *
+ * Adding a weight type touches exactly:
+ *  1. this table: its row with the compute entries (is_weight, to_float,
+ *     from_float_ref, vec_dot_type, vec_dot_ref, ftype), plus a row for its
+ *     vec_dot_type if that is new (act_from_float_ref);
+ *  2. its kernels file under src/kernels/ (block struct, reference
+ *     dequantizer, quantizer and dot, e.g. quant.c or kquants.c) and their
+ *     declarations in kernels.h / kquants.h;
+ *  3. include/ctxshift.h: a named CS_TYPE_* constant;
+ *  4. optionally, per SIMD kernel table: its vec_dot[type] (and
+ *     from_float[] for a new vec_dot_type) and micro-kernels (ukernel[],
+ *     ukernel_x16[]) in the table's init function in x86_avx2.c /
+ *     x86_avx512.c (a table without them uses the scalar entries here).
+ * Everything else looks the type up here: matmul (scratch, conversion,
+ * dots), cs_dequantize_row / cs_quantize_row, the model loader and its
+ * error text, cs_weight_types, cs_type_from_name, quantize's plain targets
+ * and file types. (x16 repacking, repack.c, is per type by nature.) */
+/* A type the engine only bounds (the GGUF reader), never computes with. */
+#define LAYOUT(n, b, s)                                                                            \
+    { .name = (n), .blck = (b), .size = (s) }
+
 static const cs_type_traits k_traits[CS_TYPE_COUNT] = {
-    [0] = {"f32", 1, 4},         [1] = {"f16", 1, 2},         [2] = {"q4_0", 32, 18},
-    [3] = {"q4_1", 32, 20},      [6] = {"q5_0", 32, 22},      [7] = {"q5_1", 32, 24},
-    [8] = {"q8_0", 32, 34},      [9] = {"q8_1", 32, 36},      [10] = {"q2_K", 256, 84},
-    [11] = {"q3_K", 256, 110},   [12] = {"q4_K", 256, 144},   [13] = {"q5_K", 256, 176},
-    [14] = {"q6_K", 256, 210},   [15] = {"q8_K", 256, 292},   [16] = {"iq2_xxs", 256, 66},
-    [17] = {"iq2_xs", 256, 74},  [18] = {"iq3_xxs", 256, 98}, [19] = {"iq1_s", 256, 50},
-    [20] = {"iq4_nl", 32, 18},   [21] = {"iq3_s", 256, 110},  [22] = {"iq2_s", 256, 82},
-    [23] = {"iq4_xs", 256, 136}, [24] = {"i8", 1, 1},         [25] = {"i16", 1, 2},
-    [26] = {"i32", 1, 4},        [27] = {"i64", 1, 8},        [28] = {"f64", 1, 8},
-    [29] = {"iq1_m", 256, 56},   [30] = {"bf16", 1, 2},       [34] = {"tq1_0", 256, 54},
-    [35] = {"tq2_0", 256, 66},   [39] = {"mxfp4", 32, 17},
+    [CS_TYPE_F32] = {.name = "f32",
+                     .blck = 1,
+                     .size = 4,
+                     .is_weight = true,
+                     .to_float = cs_f32_to_float_row,
+                     .from_float_ref = cs_f32_from_float_row,
+                     .vec_dot_type = CS_TYPE_F32,
+                     .vec_dot_ref = cs_vec_dot_f32_ref,
+                     .ftype = 0},
+    [CS_TYPE_F16] = {.name = "f16",
+                     .blck = 1,
+                     .size = 2,
+                     .is_weight = true,
+                     .to_float = cs_fp16_to_fp32_row_ref,
+                     .from_float_ref = cs_fp32_to_fp16_row_ref,
+                     .vec_dot_type = CS_TYPE_F16,
+                     .vec_dot_ref = cs_vec_dot_f16_ref,
+                     .act_from_float_ref = cs_fp32_to_fp16_row_ref,
+                     .ftype = 1},
+    [CS_TYPE_Q4_0] = {.name = "q4_0",
+                      .blck = 32,
+                      .size = 18,
+                      .is_weight = true,
+                      .to_float = cs_dequantize_row_q4_0,
+                      .from_float_ref = cs_quantize_row_q4_0_ref,
+                      .vec_dot_type = CS_TYPE_Q8_0,
+                      .vec_dot_ref = cs_vec_dot_q4_0_q8_0_ref,
+                      .ftype = 2},
+    [3] = LAYOUT("q4_1", 32, 20),
+    [6] = LAYOUT("q5_0", 32, 22),
+    [7] = LAYOUT("q5_1", 32, 24),
+    [CS_TYPE_Q8_0] = {.name = "q8_0",
+                      .blck = 32,
+                      .size = 34,
+                      .is_weight = true,
+                      .to_float = cs_dequantize_row_q8_0,
+                      .from_float_ref = cs_quantize_row_q8_0_weight_ref,
+                      .vec_dot_type = CS_TYPE_Q8_0,
+                      .vec_dot_ref = cs_vec_dot_q8_0_q8_0_ref,
+                      .act_from_float_ref = cs_quantize_row_q8_0_ref,
+                      .ftype = 7},
+    [9] = LAYOUT("q8_1", 32, 36),
+    [10] = LAYOUT("q2_K", 256, 84),
+    [11] = LAYOUT("q3_K", 256, 110),
+    [CS_TYPE_Q4_K] = {.name = "q4_K",
+                      .blck = 256,
+                      .size = 144,
+                      .is_weight = true,
+                      .to_float = cs_dequantize_row_q4_K,
+                      .from_float_ref = cs_quantize_row_q4_K_ref,
+                      .vec_dot_type = CS_TYPE_Q8_K,
+                      .vec_dot_ref = cs_vec_dot_q4_K_q8_K_ref,
+                      .ftype = 14 /* Q4_K_S */},
+    [CS_TYPE_Q5_K] = {.name = "q5_K",
+                      .blck = 256,
+                      .size = 176,
+                      .is_weight = true,
+                      .to_float = cs_dequantize_row_q5_K,
+                      .from_float_ref = cs_quantize_row_q5_K_ref,
+                      .vec_dot_type = CS_TYPE_Q8_K,
+                      .vec_dot_ref = cs_vec_dot_q5_K_q8_K_ref,
+                      .ftype = 16 /* Q5_K_S */},
+    [CS_TYPE_Q6_K] = {.name = "q6_K",
+                      .blck = 256,
+                      .size = 210,
+                      .is_weight = true,
+                      .to_float = cs_dequantize_row_q6_K,
+                      .from_float_ref = cs_quantize_row_q6_K_ref,
+                      .vec_dot_type = CS_TYPE_Q8_K,
+                      .vec_dot_ref = cs_vec_dot_q6_K_q8_K_ref,
+                      .ftype = 18},
+    [CS_TYPE_Q8_K] = {.name = "q8_K",
+                      .blck = 256,
+                      .size = 292,
+                      .act_from_float_ref = cs_quantize_row_q8_K_ref},
+    [16] = LAYOUT("iq2_xxs", 256, 66),
+    [17] = LAYOUT("iq2_xs", 256, 74),
+    [18] = LAYOUT("iq3_xxs", 256, 98),
+    [19] = LAYOUT("iq1_s", 256, 50),
+    [20] = LAYOUT("iq4_nl", 32, 18),
+    [21] = LAYOUT("iq3_s", 256, 110),
+    [22] = LAYOUT("iq2_s", 256, 82),
+    [23] = LAYOUT("iq4_xs", 256, 136),
+    [24] = LAYOUT("i8", 1, 1),
+    [25] = LAYOUT("i16", 1, 2),
+    [26] = LAYOUT("i32", 1, 4),
+    [27] = LAYOUT("i64", 1, 8),
+    [28] = LAYOUT("f64", 1, 8),
+    [29] = LAYOUT("iq1_m", 256, 56),
+    [CS_TYPE_BF16] = {.name = "bf16",
+                      .blck = 1,
+                      .size = 2,
+                      .is_weight = true,
+                      .to_float = cs_bf16_to_fp32_row_ref,
+                      .from_float_ref = cs_fp32_to_bf16_row_ref,
+                      .vec_dot_type = CS_TYPE_BF16,
+                      .vec_dot_ref = cs_vec_dot_bf16_ref,
+                      .act_from_float_ref = cs_fp32_to_bf16_row_ref,
+                      .ftype = 32},
+    [34] = LAYOUT("tq1_0", 256, 54),
+    [35] = LAYOUT("tq2_0", 256, 66),
+    [39] = LAYOUT("mxfp4", 32, 17),
 };
 
 const cs_type_traits *cs_type_traits_get(int32_t type) {
@@ -32,9 +150,34 @@ bool cs_type_row_size(int32_t type, int64_t n, uint64_t *bytes) {
 }
 
 bool cs_type_is_supported_weight(int32_t type) {
-    return type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16 ||
-           type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0 || type == 12 /* Q4_K */ ||
-           type == 13 /* Q5_K */ || type == 14 /* Q6_K */;
+    const cs_type_traits *t = cs_type_traits_get(type);
+    return t && t->is_weight;
+}
+
+int32_t cs_weight_types(int32_t *types, int32_t cap) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < CS_TYPE_COUNT; i++) {
+        if (!k_traits[i].is_weight) continue;
+        if (n < cap) types[n] = i;
+        n++;
+    }
+    return n;
+}
+
+const char *cs_type_weight_names(char *buf, size_t cap) {
+    if (cap == 0) return buf;
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int32_t i = 0; i < CS_TYPE_COUNT; i++) {
+        if (!k_traits[i].is_weight) continue;
+        int w = snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", k_traits[i].name);
+        if (w < 0 || (size_t)w >= cap - len) { /* keep whole names only */
+            buf[len] = '\0';
+            break;
+        }
+        len += (size_t)w;
+    }
+    return buf;
 }
 
 const char *cs_type_name(int32_t type) {
@@ -43,18 +186,18 @@ const char *cs_type_name(int32_t type) {
 }
 
 int32_t cs_type_from_name(const char *name) {
-    static const int32_t accepted[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0,
-                                       CS_TYPE_Q4_0};
     if (!name) return -1;
-    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
-        const char *a = k_traits[accepted[i]].name;
+    for (int32_t i = 0; i < CS_TYPE_COUNT; i++) {
+        if (!k_traits[i].is_weight) continue;
+        const char *a = k_traits[i].name;
         size_t j = 0;
         for (; a[j] && name[j]; j++) {
-            char c = name[j];
+            char c = name[j], e = a[j];
             if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-            if (c != a[j]) break;
+            if (e >= 'A' && e <= 'Z') e = (char)(e - 'A' + 'a');
+            if (c != e) break;
         }
-        if (!a[j] && !name[j]) return accepted[i];
+        if (!a[j] && !name[j]) return i;
     }
     return -1;
 }

@@ -5,16 +5,60 @@
 #define CS_TYPES_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ctxshift.h"
 
 #define CS_TYPE_COUNT 40
 
+/* Q8_K: the activation type of the K-quant weights (never a weight or cache
+ * type, so not in ctxshift.h). */
+enum { CS_TYPE_Q8_K = 15 };
+
+/* Row kernels of the type table and of the kernel tables (kernels.h); n
+ * elements, a multiple of the type's block. Rows are untyped so that one
+ * table holds every type's functions. */
+typedef void (*cs_to_float_fn)(const void *x, float *y, int64_t n);
+typedef void (*cs_from_float_fn)(const float *x, void *y, int64_t n);
+/* *s = sum_i x[i] * y[i]: x a row of a weight type, y a row of its
+ * vec_dot_type. */
+typedef void (*cs_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+
+/* One row per ggml type id (types.c), as ggml's type_traits. Layout (name,
+ * blck, size) for every id, so the GGUF reader can bound any tensor; the
+ * compute entries only for the types the engine computes with. The SIMD
+ * versions of vec_dot and of the activation converter live in the kernel
+ * tables (kernels.h: vec_dot[type], from_float[type]), which start from
+ * the scalar entries here and replace the ones they have SIMD for. */
 typedef struct cs_type_traits {
     const char *name; /* NULL for ids that ggml removed */
     int32_t blck;     /* elements per block */
     int32_t size;     /* bytes per block */
+
+    /* A weight type: cs_matmul, cs_weight_types and the model loader take it. */
+    bool is_weight;
+    /* Row to f32, exact (weights, and embeddings read row by row). */
+    cs_to_float_fn to_float;
+    /* f32 to this type as weight files hold it (ggml's quantize_row_*_ref,
+     * what llama-quantize writes without an importance matrix); NULL when
+     * the engine cannot write the type. */
+    cs_from_float_fn from_float_ref;
+    /* The type the activations are converted to before the dot with a
+     * weight row (ggml's vec_dot_type): F32 (used as it is), F16, BF16,
+     * Q8_0 or Q8_K. */
+    int32_t vec_dot_type;
+    /* The scalar dot of a row of this (weight) type with a row of its
+     * vec_dot_type: the specification the kernel tables' vec_dot[] match. */
+    cs_vec_dot_fn vec_dot_ref;
+    /* For a type that is some weight's vec_dot_type (F16, BF16, Q8_0, Q8_K):
+     * f32 activations to this type, the scalar specification of the kernel
+     * tables' from_float[]. Differs from from_float_ref for Q8_0, as in
+     * ggml (see quant.c). NULL for F32 (activations are used in place). */
+    cs_from_float_fn act_from_float_ref;
+    /* general.file_type (llama_ftype) of a file whose 2-D weights are all
+     * of this type (the "_S" variant for K-quants); 0 for F32. */
+    int32_t ftype;
 } cs_type_traits;
 
 /* NULL when the id is out of range or was removed from ggml. */
@@ -24,8 +68,13 @@ const cs_type_traits *cs_type_traits_get(int32_t type);
  * block size or the type is unknown. */
 bool cs_type_row_size(int32_t type, int64_t n, uint64_t *bytes);
 
-/* Types the engine computes with (weights: F32, F16, BF16, Q8_0, Q4_0). */
+/* A type the engine computes with (traits is_weight; listed by cs_weight_types). */
 bool cs_type_is_supported_weight(int32_t type);
+
+/* Writes the weight types' names, in table order, separated by ", "
+ * ("f32, f16, q4_0, ...") into buf (NUL-terminated when cap > 0; only the
+ * whole names that fit) and returns buf: for error texts. O(types). */
+const char *cs_type_weight_names(char *buf, size_t cap);
 
 /* ------------------------------------------------- quantized blocks */
 

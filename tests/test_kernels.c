@@ -112,14 +112,14 @@ static void test_kernels_tables(void **state) {
         assert_string_equal(k->name, k_all_names[i]);
         assert_non_null(k->vec_dot_f32);
         assert_non_null(k->vec_dot_f16);
-        assert_non_null(k->vec_dot_bf16);
+        assert_non_null(k->vec_dot[CS_TYPE_BF16]);
         assert_non_null(k->vec_dot_q8_0_q8_0);
-        assert_non_null(k->vec_dot_q4_0_q8_0);
+        assert_non_null(k->vec_dot[CS_TYPE_Q4_0]);
         assert_non_null(k->vec_dot_f16_f32);
         assert_non_null(k->quantize_row_q8_0);
         assert_non_null(k->fp32_to_fp16_row);
         assert_non_null(k->fp16_to_fp32_row);
-        assert_non_null(k->fp32_to_bf16_row);
+        assert_non_null(k->from_float[CS_TYPE_BF16]);
         assert_non_null(k->axpy_f32);
         assert_non_null(k->axpy_f16);
         assert_non_null(k->rmsnorm);
@@ -127,6 +127,96 @@ static void test_kernels_tables(void **state) {
         assert_non_null(k->swiglu);
         assert_non_null(k->rope);
     }
+}
+
+/* The type table and the per-type slots of every kernel table: each weight
+ * type has its scalar entries, its activation type a converter, and every
+ * table a dot and a converter for it; the KV cache slots are the per-type
+ * ones. */
+static void test_kernels_type_table(void **state) {
+    (void)state;
+    int32_t types[CS_TYPE_COUNT];
+    const int32_t n = cs_weight_types(types, CS_TYPE_COUNT);
+    assert_int_equal(n, 8);
+    for (size_t i = 0; i < N_ALL; i++) {
+        const cs_kernels *k = cs_kernels_by_name(k_all_names[i]);
+        if (!k) continue;
+        for (int32_t j = 0; j < n; j++) {
+            const int32_t t = types[j];
+            const cs_type_traits *tr = cs_type_traits_get(t);
+            assert_non_null(tr);
+            assert_true(tr->is_weight && tr->to_float && tr->from_float_ref && tr->vec_dot_ref);
+            const cs_type_traits *act = cs_type_traits_get(tr->vec_dot_type);
+            assert_non_null(act);
+            assert_non_null(k->vec_dot[t]);
+            if (tr->vec_dot_type == CS_TYPE_F32) continue;
+            assert_non_null(act->act_from_float_ref);
+            assert_non_null(k->from_float[tr->vec_dot_type]);
+        }
+        /* a type the engine does not compute with has no dot */
+        assert_null(k->vec_dot[3]); /* q4_1 */
+        assert_ptr_equal(k->vec_dot_f32, k->vec_dot[CS_TYPE_F32]);
+        assert_ptr_equal(k->vec_dot_f16, k->vec_dot[CS_TYPE_F16]);
+        assert_ptr_equal(k->vec_dot_q8_0_q8_0, k->vec_dot[CS_TYPE_Q8_0]);
+        assert_ptr_equal(k->quantize_row_q8_0, k->from_float[CS_TYPE_Q8_0]);
+        assert_ptr_equal(k->fp32_to_fp16_row, k->from_float[CS_TYPE_F16]);
+    }
+    /* the reference table is the type table's scalar entries */
+    const cs_kernels *ref = cs_kernels_ref();
+    for (int32_t j = 0; j < n; j++)
+        assert_ptr_equal(ref->vec_dot[types[j]], cs_type_traits_get(types[j])->vec_dot_ref);
+    assert_ptr_equal(ref->from_float[CS_TYPE_Q8_K],
+                     cs_type_traits_get(CS_TYPE_Q8_K)->act_from_float_ref);
+}
+
+/* cs_weight_types lists the weight types in id order and honours cap;
+ * cs_type_from_name takes exactly those names, in any case. */
+static void test_kernels_weight_types_and_names(void **state) {
+    (void)state;
+    const int32_t want[] = {CS_TYPE_F32,  CS_TYPE_F16,  CS_TYPE_Q4_0, CS_TYPE_Q8_0,
+                            CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K, CS_TYPE_BF16};
+    const int32_t n_want = (int32_t)(sizeof want / sizeof want[0]);
+    assert_int_equal(cs_weight_types(NULL, 0), n_want);
+    int32_t got[CS_TYPE_COUNT + 1];
+    for (int i = 0; i <= CS_TYPE_COUNT; i++) got[i] = -7;
+    assert_int_equal(cs_weight_types(got, CS_TYPE_COUNT), n_want);
+    assert_memory_equal(got, want, sizeof want);
+    assert_int_equal(got[n_want], -7);
+    for (int i = 0; i <= CS_TYPE_COUNT; i++) got[i] = -7;
+    assert_int_equal(cs_weight_types(got, 3), n_want); /* only 3 written */
+    assert_memory_equal(got, want, 3 * sizeof want[0]);
+    assert_int_equal(got[3], -7);
+
+    char upper[16];
+    for (int32_t i = 0; i < n_want; i++) {
+        const char *name = cs_type_name(want[i]);
+        assert_true(cs_type_is_supported_weight(want[i]));
+        assert_int_equal(cs_type_from_name(name), want[i]);
+        size_t j = 0;
+        for (; name[j] && j + 1 < sizeof upper; j++)
+            upper[j] = (char)(name[j] >= 'a' && name[j] <= 'z' ? name[j] - 'a' + 'A' : name[j]);
+        upper[j] = '\0';
+        assert_int_equal(cs_type_from_name(upper), want[i]);
+    }
+    assert_int_equal(cs_type_from_name("q6_k"), CS_TYPE_Q6_K);
+    /* ggml types the engine does not compute with, and non-names */
+    assert_int_equal(cs_type_from_name("q4_1"), -1);
+    assert_int_equal(cs_type_from_name("q8_K"), -1);
+    assert_int_equal(cs_type_from_name("iq4_nl"), -1);
+    assert_int_equal(cs_type_from_name("q4_K_M"), -1);
+    assert_int_equal(cs_type_from_name("q4"), -1);
+    assert_int_equal(cs_type_from_name(""), -1);
+    assert_int_equal(cs_type_from_name(NULL), -1);
+    assert_false(cs_type_is_supported_weight(CS_TYPE_Q8_K));
+    assert_false(cs_type_is_supported_weight(-1));
+    assert_false(cs_type_is_supported_weight(CS_TYPE_COUNT));
+
+    /* the list for error texts, and its truncation */
+    char buf[128];
+    assert_string_equal(cs_type_weight_names(buf, sizeof buf),
+                        "f32, f16, q4_0, q8_0, q4_K, q5_K, q6_K, bf16");
+    char small[10];
+    assert_string_equal(cs_type_weight_names(small, sizeof small), "f32, f16");
 }
 
 /* --------------------------------------------------------------- dots */
@@ -158,7 +248,7 @@ static void test_kernels_dot_float_types(void **state) {
         float r32, r16, rb, rm;
         ref->vec_dot_f32(n, &r32, x, y);
         ref->vec_dot_f16(n, &r16, xh, yh);
-        ref->vec_dot_bf16(n, &rb, xb, yb);
+        ref->vec_dot[CS_TYPE_BF16](n, &rb, xb, yb);
         ref->vec_dot_f16_f32(n, &rm, xh, y);
         check_rel(r32, w32, a32, TOL_REF_DOT, "ref dot_f32", "ref", n);
         check_rel(r16, w16, a16, TOL_REF_DOT, "ref dot_f16", "ref", n);
@@ -172,7 +262,7 @@ static void test_kernels_dot_float_types(void **state) {
             check_rel(s, r32, a32, TOL_F32_DOT, "dot_f32", k->name, n);
             k->vec_dot_f16(n, &s, xh, yh);
             check_rel(s, r16, a16, TOL_F16_DOT, "dot_f16", k->name, n);
-            k->vec_dot_bf16(n, &s, xb, yb);
+            k->vec_dot[CS_TYPE_BF16](n, &s, xb, yb);
             check_rel(s, rb, ab, TOL_BF16_DOT, "dot_bf16", k->name, n);
             k->vec_dot_f16_f32(n, &s, xh, y);
             check_rel(s, rm, am, TOL_F16_DOT, "dot_f16_f32", k->name, n);
@@ -216,7 +306,7 @@ static void test_kernels_dot_quantized(void **state) {
         double w8 = qdot_f64(dx8, dy, n, &a8), w4 = qdot_f64(dx4, dy, n, &a4);
         float r8, r4;
         ref->vec_dot_q8_0_q8_0(n, &r8, x8, y8);
-        ref->vec_dot_q4_0_q8_0(n, &r4, x4, y8);
+        ref->vec_dot[CS_TYPE_Q4_0](n, &r4, x4, y8);
         check_rel(r8, w8, a8, TOL_REF_DOT, "ref dot_q8_0", "ref", n);
         check_rel(r4, w4, a4, TOL_REF_DOT, "ref dot_q4_0", "ref", n);
         for (size_t ti = 0; ti < N_SIMD; ti++) {
@@ -225,7 +315,7 @@ static void test_kernels_dot_quantized(void **state) {
             float s;
             k->vec_dot_q8_0_q8_0(n, &s, x8, y8);
             check_rel(s, r8, a8, TOL_Q8_0_DOT, "dot_q8_0", k->name, n);
-            k->vec_dot_q4_0_q8_0(n, &s, x4, y8);
+            k->vec_dot[CS_TYPE_Q4_0](n, &s, x4, y8);
             check_rel(s, r4, a4, TOL_Q4_0_DOT, "dot_q4_0", k->name, n);
         }
         free(x), free(y), free(dx8), free(dx4), free(dy), free(x8), free(y8), free(x4);
@@ -282,7 +372,7 @@ static void test_kernels_quantize_q8_K_bit_exact(void **state) {
         const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         memset(s, 0, bytes);
-        k->quantize_row_q8_K(x, s, n);
+        k->from_float[CS_TYPE_Q8_K](x, s, n);
         assert_memory_equal(r, s, bytes);
     }
     free(x), free(r), free(s);
@@ -458,11 +548,11 @@ static void test_kernels_bf16_rows(void **state) {
     for (size_t ti = 0; ti < N_ALL; ti++) {
         const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
         if (!k) continue;
-        k->fp32_to_bf16_row(x, r, n);
+        k->from_float[CS_TYPE_BF16](x, r, n);
         for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], cs_fp32_to_bf16(x[i]));
         assert_int_equal(r[3], 0x7f80);
         assert_int_equal(r[4], 0x7f80);
-        k->fp32_to_bf16_row(&one_tie, r, 1);
+        k->from_float[CS_TYPE_BF16](&one_tie, r, 1);
         assert_int_equal(r[0], 0x3f80);
     }
     free(x), free(r);
@@ -977,6 +1067,8 @@ int main(void) {
     setenv("CS_KERNELS", "ref", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_tables),
+        cmocka_unit_test(test_kernels_type_table),
+        cmocka_unit_test(test_kernels_weight_types_and_names),
         cmocka_unit_test(test_kernels_matmul_x16),
         cmocka_unit_test(test_kernels_dot_float_types),
         cmocka_unit_test(test_kernels_dot_quantized),

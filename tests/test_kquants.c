@@ -201,8 +201,8 @@ static double ref_dot64(int32_t type, const void *w, const cs_block_q8_K *a, int
     return s;
 }
 
-static cs_vec_dot_kq_fn ref_fn(int32_t type) {
-    return cs_kquant_vec_dot(cs_kernels_ref(), type);
+static cs_vec_dot_fn ref_fn(int32_t type) {
+    return cs_kernels_ref()->vec_dot[type];
 }
 
 static void test_kquants_vec_dot_vs_double(void **state) {
@@ -263,7 +263,7 @@ static void test_kquants_simd_bit_identical(void **state) {
             }
             float s_ref = 0, s_simd = 0;
             ref_fn(k_types[t])(N, &s_ref, w, a);
-            cs_kquant_vec_dot(best, k_types[t])(N, &s_simd, w, a);
+            best->vec_dot[k_types[t]](N, &s_simd, w, a);
             assert_memory_equal(&s_ref, &s_simd, sizeof(float));
         }
     }

@@ -50,8 +50,8 @@ static void detect_avx512vnni(void) {
     g_vnni = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1u);
 }
 
-/* Cached: cs_matmul asks on every call, and cpuid traps in a VM. */
-static bool cpu_has_avx512vnni(void) {
+/* Cached: cpuid traps in a VM. */
+bool kernels_cpu_has_avx512vnni(void) {
     pthread_once(&g_vnni_once, detect_avx512vnni);
     return g_vnni;
 }
@@ -89,32 +89,4 @@ static void choose_best(void) {
 const cs_kernels *cs_kernels_best(void) {
     pthread_once(&g_best_once, choose_best);
     return g_best;
-}
-
-bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk) {
-#if CS_HAVE_X86
-    /* The per-ISA tables are only handed out after the CPU check, so a
-     * pointer equal to one of them proves the features are present. */
-    if (k == cs_kernels_avx512_table())
-        return cs_avx512_matmul_ukernel(wtype, cpu_has_avx512vnni(), uk);
-    if (k == cs_kernels_avx512_novnni_table()) return cs_avx512_matmul_ukernel(wtype, false, uk);
-    if (k == cs_kernels_avx2_table()) return cs_avx2_matmul_ukernel(wtype, uk);
-#endif
-    CS_UNUSED(k);
-    CS_UNUSED(wtype);
-    CS_UNUSED(uk);
-    return false;
-}
-
-bool cs_kernels_matmul_ukernel_x16(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk) {
-#if CS_HAVE_X86
-    if (k == cs_kernels_avx512_table())
-        return cs_avx512_matmul_ukernel_x16(wtype, cpu_has_avx512vnni(), uk);
-    if (k == cs_kernels_avx512_novnni_table())
-        return cs_avx512_matmul_ukernel_x16(wtype, false, uk);
-#endif
-    CS_UNUSED(k);
-    CS_UNUSED(wtype);
-    CS_UNUSED(uk);
-    return false;
 }

@@ -1,14 +1,16 @@
-/* kernels.h: the kernel table. Every kernel has a scalar reference in
- * ref.c / quant.c (the executable specification, compiled forever) and
- * may have SIMD versions (x86_avx2.c, x86_avx512.c) with the same
- * signatures, chosen once at start-up by cpuid (kernels.c). Each SIMD
- * kernel is tested against the reference with a named tolerance
- * (tests/test_kernels.c).
+/* kernels.h: the kernel table. Every kernel has a scalar reference (the
+ * executable specification, compiled forever): the per-type ones are the
+ * type table's entries (types.c, implemented in quant.c, kquants.c, ref.c),
+ * the others ref.c's. SIMD versions (x86_avx2.c, x86_avx512.c) with the
+ * same signatures fill the tables chosen once at start-up by cpuid
+ * (kernels.c). Each SIMD kernel is tested against the reference with a
+ * named tolerance (tests/test_kernels.c).
  *
  * Numerics follow ggml's CPU backend so that logits agree with llama.cpp:
- * activations are quantized to Q8_0 for Q8_0/Q4_0 weights, rounded to f16
- * for F16 weights and to bf16 for BF16 weights; reductions of norms and
- * softmax sums use double accumulators. */
+ * activations are converted to the weight type's vec_dot_type (types.h:
+ * Q8_0 for Q8_0/Q4_0 weights, Q8_K for K-quants, f16 for F16 weights, bf16
+ * for BF16 weights); reductions of norms and softmax sums use double
+ * accumulators. */
 #ifndef CS_KERNELS_H
 #define CS_KERNELS_H
 
@@ -20,28 +22,52 @@
 /* RoPE pairing modes (ggml's mode bits). */
 enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
 
-typedef struct cs_kernels {
-    const char *name; /* "ref", "avx2", "avx512" */
+/* A register-tiled matmul micro-kernel for one weight type: out[t*rb + r]
+ * = dot(w[r], x[t]) over K elements for r < rb and t < tb (tile) or t < 1
+ * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
+ * activation rows. Both functions run the identical per-output operation
+ * sequence, so the shape never changes a result. tile == NULL: none. */
+typedef struct cs_matmul_ukernel {
+    int32_t rb; /* weight rows per call */
+    int32_t tb; /* activation rows per tile call */
+    void (*tile)(int64_t K, const void *const *w, const void *const *x, float *out);
+    void (*col)(int64_t K, const void *const *w, const void *x, float *out);
+} cs_matmul_ukernel;
 
-    /* ---- dot products: *s = sum_i x[i]*y[i]; n elements (a multiple of
-     * 32 for the quantized ones; x holds n/32 blocks) */
-    void (*vec_dot_f32)(int64_t n, float *s, const float *x, const float *y);
-    void (*vec_dot_f16)(int64_t n, float *s, const uint16_t *x, const uint16_t *y);
-    void (*vec_dot_bf16)(int64_t n, float *s, const uint16_t *x, const uint16_t *y);
-    void (*vec_dot_q8_0_q8_0)(int64_t n, float *s, const cs_block_q8_0 *x, const cs_block_q8_0 *y);
-    void (*vec_dot_q4_0_q8_0)(int64_t n, float *s, const cs_block_q4_0 *x, const cs_block_q8_0 *y);
+typedef struct cs_kernels {
+    const char *name; /* "ref", "avx2", "avx512", "avx512novnni" */
+
+    /* ---- per element type, indexed by CS_TYPE_* (the type table,
+     * types.h, says which types are weights and their vec_dot_type). Each
+     * table starts from the type table's scalar entries (kernels_init_ref)
+     * and its ISA file replaces those it has SIMD for; an entry is NULL
+     * only for types the engine does not compute with. */
+    /* [weight type]: dot of a weight row with a row of its vec_dot_type;
+     * n a multiple of the type's block. */
+    cs_vec_dot_fn vec_dot[CS_TYPE_COUNT];
+    /* [vec_dot type]: f32 activations to that type, bit-exact with the
+     * type table's act_from_float_ref (F16, BF16, Q8_0, Q8_K). */
+    cs_from_float_fn from_float[CS_TYPE_COUNT];
+    /* [weight type]: the matmul micro-kernels for the row layout and for
+     * x16-packed weights (repack.h; rb = 16, w[0] is the group's first
+     * byte, out[t*16 + r], activation rows are Q8_0 blocks followed by
+     * cs_x16_aux entries, or Q8_K blocks). tile NULL: none, cs_matmul
+     * then uses vec_dot (rows) or cs_x16_dot_ref (x16). */
+    cs_matmul_ukernel ukernel[CS_TYPE_COUNT];
+    cs_matmul_ukernel ukernel_x16[CS_TYPE_COUNT];
+
+    /* ---- the KV cache's kernels (cache types F32, F16, Q8_0; forward.c,
+     * kv_cache.c): the same functions as vec_dot[CS_TYPE_F32 / F16 / Q8_0]
+     * and from_float[CS_TYPE_F16 / Q8_0], set from them by kernels_finish. */
+    cs_vec_dot_fn vec_dot_f32;
+    cs_vec_dot_fn vec_dot_f16;
+    cs_vec_dot_fn vec_dot_q8_0_q8_0;
+    cs_from_float_fn quantize_row_q8_0;
+    cs_from_float_fn fp32_to_fp16_row;
     /* dot of an f16 row x with an f32 vector y (attention over an F16 K cache
      * when the query is kept in f32) */
     void (*vec_dot_f16_f32)(int64_t n, float *s, const uint16_t *x, const float *y);
-
-    /* ---- row conversions (n elements; n % 32 == 0 for q8_0) */
-    void (*quantize_row_q8_0)(const float *x, cs_block_q8_0 *y, int64_t n);
-    /* Q8_K activations for K-quant weights (y: n/256 cs_block_q8_K, see
-     * kquants.h), bit-exact with cs_quantize_row_q8_K_ref */
-    void (*quantize_row_q8_K)(const float *x, void *y, int64_t n);
-    void (*fp32_to_fp16_row)(const float *x, uint16_t *y, int64_t n);
     void (*fp16_to_fp32_row)(const uint16_t *x, float *y, int64_t n);
-    void (*fp32_to_bf16_row)(const float *x, uint16_t *y, int64_t n);
 
     /* ---- element-wise and reductions */
     /* y[i] += a * x[i] */
@@ -78,13 +104,21 @@ typedef struct cs_kernels {
                            const int32_t *idx, const float *w, float *out);
 } cs_kernels;
 
-/* The scalar reference table (always available). */
+/* The scalar reference table (always available): the type table's scalar
+ * entries and ref.c's kernels. */
 const cs_kernels *cs_kernels_ref(void);
 /* The best table for this CPU (AVX-512 > AVX2+FMA+F16C > ref), chosen once;
  * CS_KERNELS=ref|avx2|avx512 in the environment forces one (if supported). */
 const cs_kernels *cs_kernels_best(void);
 /* A table by name, or NULL when the CPU (or build) lacks it. */
 const cs_kernels *cs_kernels_by_name(const char *name);
+
+/* For the per-ISA files' table set-up (run once, under pthread_once):
+ * kernels_init_ref copies the reference table into *k (so every slot a
+ * file does not replace keeps its scalar kernel) and names it;
+ * kernels_finish sets the KV cache slots from the per-type arrays. */
+void kernels_init_ref(cs_kernels *k, const char *name);
+void kernels_finish(cs_kernels *k);
 
 /* RoPE angle parameters (ggml's YaRN formulation, spec §3.1). With
  * ext_factor 0: theta_k = freq_scale * pos * base^(-2k/n_rot), magnitude
@@ -106,19 +140,38 @@ typedef struct cs_rope_params {
  * K-shift can rotate by any delta). Scalar; shared by forward and K-shift. */
 void cs_rope_cache(float *cs, float pos, const cs_rope_params *p);
 
-/* ---------------------------------------------- reference block codecs */
+/* ------------------------------------- reference row kernels (scalar) */
+/* The type table's entries (types.c) for the types of quant.c and ref.c;
+ * x, y: rows of n elements of the named types. */
+
 /* Bit-exact with ggml's x86 SIMD quantize_row_q8_0 (what llama.cpp uses for
  * activations): d = amax/127 stored as f16, q = round-half-even(x * 127/amax). */
-void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n);
+void cs_quantize_row_q8_0_ref(const float *x, void *y, int64_t n);
+/* ggml's quantize_row_q8_0_ref (writes Q8_0 weights): roundf, id = 1/d. */
+void cs_quantize_row_q8_0_weight_ref(const float *x, void *y, int64_t n);
 /* ggml's quantize_row_q4_0_ref (used to write Q4_0 weights). */
-void cs_quantize_row_q4_0_ref(const float *x, cs_block_q4_0 *y, int64_t n);
-void cs_dequantize_row_q8_0(const cs_block_q8_0 *x, float *y, int64_t n);
-void cs_dequantize_row_q4_0(const cs_block_q4_0 *x, float *y, int64_t n);
-/* Any supported weight type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) to f32. */
+void cs_quantize_row_q4_0_ref(const float *x, void *y, int64_t n);
+void cs_dequantize_row_q8_0(const void *x, float *y, int64_t n);
+void cs_dequantize_row_q4_0(const void *x, float *y, int64_t n);
+void cs_f32_to_float_row(const void *x, float *y, int64_t n);   /* a copy */
+void cs_f32_from_float_row(const float *x, void *y, int64_t n); /* a copy */
+void cs_fp16_to_fp32_row_ref(const void *x, float *y, int64_t n);
+void cs_fp32_to_fp16_row_ref(const float *x, void *y, int64_t n);
+void cs_bf16_to_fp32_row_ref(const void *x, float *y, int64_t n);
+void cs_fp32_to_bf16_row_ref(const float *x, void *y, int64_t n);
+/* Scalar dots (ref.c): float products summed in double for f32/f16/bf16
+ * (ggml's generic path), exact per-block integer sums scaled in float for
+ * the quantized ones. */
+void cs_vec_dot_f32_ref(int64_t n, float *s, const void *x, const void *y);
+void cs_vec_dot_f16_ref(int64_t n, float *s, const void *x, const void *y);
+void cs_vec_dot_bf16_ref(int64_t n, float *s, const void *x, const void *y);
+void cs_vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
+void cs_vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
+
+/* Any weight type (cs_weight_types) to f32: the type table's to_float. */
 void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n);
-/* f32 to any supported weight type (Q8_0 via ggml's reference quantizer
- * quantize_row_q8_0_ref: roundf, id = 1/d; K-quants via kquants.c's ports
- * of ggml's reference quantizers), used by writers. */
+/* f32 to any weight type through the type table's from_float_ref (ggml's
+ * reference quantizers, as llama-quantize writes them), used by writers. */
 void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n);
 
 #endif /* CS_KERNELS_H */

@@ -16,10 +16,6 @@
 
 #define GROUP_MAX_EPS 1e-15f
 
-bool cs_type_is_kquant(int32_t type) {
-    return type == CS_TYPE_Q4_K || type == CS_TYPE_Q5_K || type == CS_TYPE_Q6_K;
-}
-
 /* Round to nearest, ties to even, for |v| < 2^22 (ggml's nearest_int). */
 static int nearest_int(float v) {
     float t = v + 12582912.0f;
@@ -221,7 +217,8 @@ static void quantize_k_super(const float *x, int nmax, float rmin, float rdelta,
     }
 }
 
-void cs_quantize_row_q4_K_ref(const float *x, cs_block_q4_K *y, int64_t n) {
+void cs_quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q4_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     uint8_t L[CS_QK_K];
     for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
@@ -232,7 +229,8 @@ void cs_quantize_row_q4_K_ref(const float *x, cs_block_q4_K *y, int64_t n) {
     }
 }
 
-void cs_quantize_row_q5_K_ref(const float *x, cs_block_q5_K *y, int64_t n) {
+void cs_quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q5_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     uint8_t L[CS_QK_K];
     for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
@@ -259,7 +257,8 @@ void cs_quantize_row_q5_K_ref(const float *x, cs_block_q5_K *y, int64_t n) {
     }
 }
 
-void cs_quantize_row_q6_K_ref(const float *x, cs_block_q6_K *y, int64_t n) {
+void cs_quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q6_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     int8_t L[CS_QK_K];
     float scales[CS_QK_K / 16];
@@ -307,7 +306,8 @@ void cs_quantize_row_q6_K_ref(const float *x, cs_block_q6_K *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q4_K(const cs_block_q4_K *x, float *y, int64_t n) {
+void cs_dequantize_row_q4_K(const void *vx, float *y, int64_t n) {
+    const cs_block_q4_K *x = vx;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++) {
         const float d = cs_fp16_to_fp32(x[i].d), min = cs_fp16_to_fp32(x[i].dmin);
@@ -324,7 +324,8 @@ void cs_dequantize_row_q4_K(const cs_block_q4_K *x, float *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q5_K(const cs_block_q5_K *x, float *y, int64_t n) {
+void cs_dequantize_row_q5_K(const void *vx, float *y, int64_t n) {
+    const cs_block_q5_K *x = vx;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++) {
         const float d = cs_fp16_to_fp32(x[i].d), min = cs_fp16_to_fp32(x[i].dmin);
@@ -344,7 +345,8 @@ void cs_dequantize_row_q5_K(const cs_block_q5_K *x, float *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q6_K(const cs_block_q6_K *x, float *y, int64_t n) {
+void cs_dequantize_row_q6_K(const void *vx, float *y, int64_t n) {
+    const cs_block_q6_K *x = vx;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++) {
         const float d = cs_fp16_to_fp32(x[i].d);
@@ -366,7 +368,8 @@ void cs_dequantize_row_q6_K(const cs_block_q6_K *x, float *y, int64_t n) {
     }
 }
 
-void cs_quantize_row_q8_K_ref(const float *x, cs_block_q8_K *y, int64_t n) {
+void cs_quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
         float max = 0, amax = 0;
@@ -496,42 +499,4 @@ void cs_vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *v
         for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
     }
     *s = hsum8(acc);
-}
-
-/* ---------------------------------------------------------- dispatch */
-
-#if defined(__x86_64__) || defined(__i386__)
-static bool cpu_has_avx2_fma(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#endif
-
-cs_vec_dot_kq_fn cs_kquant_vec_dot(const cs_kernels *k, int32_t wtype) {
-    bool simd = false;
-#if defined(__x86_64__) || defined(__i386__)
-    simd = k != cs_kernels_ref() && cpu_has_avx2_fma();
-#else
-    CS_UNUSED(k);
-#endif
-    switch (wtype) {
-#if defined(__x86_64__) || defined(__i386__)
-    case CS_TYPE_Q4_K:
-        return simd ? cs_vec_dot_q4_K_q8_K_avx2 : cs_vec_dot_q4_K_q8_K_ref;
-    case CS_TYPE_Q5_K:
-        return simd ? cs_vec_dot_q5_K_q8_K_avx2 : cs_vec_dot_q5_K_q8_K_ref;
-    case CS_TYPE_Q6_K:
-        return simd ? cs_vec_dot_q6_K_q8_K_avx2 : cs_vec_dot_q6_K_q8_K_ref;
-#else
-    case CS_TYPE_Q4_K:
-        return cs_vec_dot_q4_K_q8_K_ref;
-    case CS_TYPE_Q5_K:
-        return cs_vec_dot_q5_K_q8_K_ref;
-    case CS_TYPE_Q6_K:
-        return cs_vec_dot_q6_K_q8_K_ref;
-#endif
-    default:
-        CS_UNUSED(simd);
-        return NULL;
-    }
 }

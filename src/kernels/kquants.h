@@ -69,40 +69,33 @@ _Static_assert(sizeof(cs_block_q5_K) == 176, "q5_K block layout");
 _Static_assert(sizeof(cs_block_q6_K) == 210, "q6_K block layout");
 _Static_assert(sizeof(cs_block_q8_K) == 292, "q8_K block layout");
 
-/* True for Q4_K, Q5_K, Q6_K. */
-bool cs_type_is_kquant(int32_t type);
-
 /* ---- codecs; n elements, a multiple of 256. O(n). */
 /* ggml's quantize_row_q{4,5,6}_K_ref (what llama-quantize writes without an
  * importance matrix). Cost: about 20 (q4_K) / 15 (q5_K) / 19 (q6_K) trial
  * passes over each sub-block. */
-void cs_quantize_row_q4_K_ref(const float *x, cs_block_q4_K *y, int64_t n);
-void cs_quantize_row_q5_K_ref(const float *x, cs_block_q5_K *y, int64_t n);
-void cs_quantize_row_q6_K_ref(const float *x, cs_block_q6_K *y, int64_t n);
-void cs_dequantize_row_q4_K(const cs_block_q4_K *x, float *y, int64_t n);
-void cs_dequantize_row_q5_K(const cs_block_q5_K *x, float *y, int64_t n);
-void cs_dequantize_row_q6_K(const cs_block_q6_K *x, float *y, int64_t n);
+void cs_quantize_row_q4_K_ref(const float *x, void *y, int64_t n);
+void cs_quantize_row_q5_K_ref(const float *x, void *y, int64_t n);
+void cs_quantize_row_q6_K_ref(const float *x, void *y, int64_t n);
+void cs_dequantize_row_q4_K(const void *x, float *y, int64_t n);
+void cs_dequantize_row_q5_K(const void *x, float *y, int64_t n);
+void cs_dequantize_row_q6_K(const void *x, float *y, int64_t n);
 /* ggml's quantize_row_q8_K_ref (llama.cpp uses it on x86 too). */
-void cs_quantize_row_q8_K_ref(const float *x, cs_block_q8_K *y, int64_t n);
+void cs_quantize_row_q8_K_ref(const float *x, void *y, int64_t n);
 
-/* ---- dots: *s = sum_i w[i] * a[i] over n elements (n/256 blocks each),
- * in the order described at the top. x: weight blocks, y: Q8_K blocks. */
-typedef void (*cs_vec_dot_kq_fn)(int64_t n, float *s, const void *x, const void *y);
-
+/* ---- dots (cs_vec_dot_fn): *s = sum_i w[i] * a[i] over n elements (n/256
+ * blocks each), in the order described at the top. x: weight blocks, y:
+ * Q8_K blocks. The type table (types.c) holds the references; the AVX2 and
+ * AVX-512 kernel tables (x86_avx2.c, x86_avx512.c) the AVX2 versions. */
 void cs_vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 void cs_vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 void cs_vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 
 #if defined(__x86_64__) || defined(__i386__)
-/* AVX2 + FMA versions (kquants_avx2.c); call only when the CPU has both. */
+/* AVX2 + FMA versions (kquants_avx2.c); only in tables handed out after
+ * the CPU check (kernels.c). */
 void cs_vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void cs_vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void cs_vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 #endif
-
-/* The dot for weight type wtype (a K-quant) to use with kernel table k:
- * the scalar reference for the "ref" table, else the AVX2 version when the
- * CPU has AVX2 and FMA. NULL for other types. */
-cs_vec_dot_kq_fn cs_kquant_vec_dot(const cs_kernels *k, int32_t wtype);
 
 #endif /* CS_KQUANTS_H */

@@ -1,6 +1,6 @@
 /* kquants_avx2.c: AVX2 + FMA dot products of Q4_K / Q5_K / Q6_K weights
  * with Q8_K activations. Compiled with -mavx2 -mfma -mf16c; entered only
- * through cs_kquant_vec_dot after a CPU check.
+ * through the AVX2 and AVX-512 kernel tables, after a CPU check.
  *
  * Bit-identical to the scalar references in kquants.c: vpmaddubsw +
  * vpmaddwd leave in int32 lane k exactly the products of bytes 4k..4k+3 of

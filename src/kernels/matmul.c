@@ -1,9 +1,9 @@
 /* matmul.c: Y = X * W^T for the weight matmuls of the forward pass.
  *
  * Two phases, each a cs_threadpool_run over independent rows:
- *  1. convert the T activation rows to the weight's vec-dot type in scratch
- *     (f16 / bf16 / Q8_0 via the table's row converters, which are
- *     bit-exact with the reference ones); skipped for F32 weights, and done
+ *  1. convert the T activation rows to the weight's vec_dot_type (type
+ *     table, types.h) in scratch with the kernel table's from_float[] (bit-
+ *     exact with the reference converters); skipped for F32 weights, and done
  *     on the calling thread when it is small (a decode step), which saves a
  *     wake-up of the pool;
  *  2. split the weight rows in blocks of the micro-kernel height rb across
@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "../common.h"
-#include "kquants.h"
 
 #define ROW_ALIGN   64
 #define CHUNK_BYTES (128 * 1024)
@@ -27,30 +26,23 @@
 #define CONVERT_INLINE_ELEMS 16384
 #define MAX_TILE             128 /* rb * tb of any micro-kernel */
 
-/* Bytes of one converted activation row, or 0 for F32 (used in place). */
+/* The type table's row of a weight type (asserted: a broken caller contract). */
+static const cs_type_traits *weight_traits(int32_t wtype) {
+    const cs_type_traits *t = cs_type_traits_get(wtype);
+    CS_ASSERT(t && t->is_weight && "cs_matmul: unsupported weight type");
+    return t;
+}
+
+/* Bytes of one converted activation row (a row of the weight's
+ * vec_dot_type), or 0 for F32 (used in place). */
 static size_t vec_row_bytes(int32_t wtype, int64_t K) {
-    size_t b;
-    switch (wtype) {
-    case CS_TYPE_F32:
-        return 0;
-    case CS_TYPE_F16:
-    case CS_TYPE_BF16:
-        b = (size_t)K * 2;
-        break;
-    case CS_TYPE_Q8_0:
-    case CS_TYPE_Q4_0: /* blocks, then the x16 aux entries (used or not) */
+    const int32_t vdt = weight_traits(wtype)->vec_dot_type;
+    if (vdt == CS_TYPE_F32) return 0;
+    uint64_t b = 0;
+    CS_ASSERT(cs_type_row_size(vdt, K, &b));
+    if (vdt == CS_TYPE_Q8_0) /* blocks, then the x16 aux entries (used or not) */
         b = cs_x16_aux_offset(K) + (size_t)(K / CS_QK8_0) * sizeof(cs_x16_aux);
-        break;
-    case CS_TYPE_Q4_K:
-    case CS_TYPE_Q5_K:
-    case CS_TYPE_Q6_K:
-        b = (size_t)(K / CS_QK_K) * sizeof(cs_block_q8_K);
-        break;
-    default:
-        CS_ASSERT(!"cs_matmul: unsupported weight type");
-        return 0;
-    }
-    return (b + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+    return ((size_t)b + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
 }
 
 static size_t weight_row_bytes(int32_t wtype, int64_t K) {
@@ -67,6 +59,7 @@ size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T) {
 typedef struct mm_task {
     const cs_kernels *k;
     int32_t wtype;
+    int32_t vdt; /* the weight type's vec_dot_type */
     int32_t layout;
     const uint8_t *W;
     size_t w_row; /* bytes per weight row */
@@ -78,7 +71,7 @@ typedef struct mm_task {
     uint8_t *scratch;
     bool have_uk;
     cs_matmul_ukernel uk;
-    cs_vec_dot_kq_fn kq_dot; /* K-quant weights (no micro-kernel yet) */
+    cs_vec_dot_fn vec_dot; /* k->vec_dot[wtype], when there is no micro-kernel */
 } mm_task;
 
 /* The aux entries of a converted row for x16 weights. O(K). */
@@ -95,26 +88,12 @@ static void fill_x16_aux(int32_t wtype, int64_t K, void *row) {
 }
 
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
+    const cs_from_float_fn from_float = m->k->from_float[m->vdt];
+    const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
     for (int64_t t = t0; t < t1; t++) {
-        const float *x = m->X + t * m->K;
         void *dst = m->scratch + (size_t)t * m->x_row;
-        switch (m->wtype) {
-        case CS_TYPE_F16:
-            m->k->fp32_to_fp16_row(x, dst, m->K);
-            break;
-        case CS_TYPE_BF16:
-            m->k->fp32_to_bf16_row(x, dst, m->K);
-            break;
-        case CS_TYPE_Q4_K:
-        case CS_TYPE_Q5_K:
-        case CS_TYPE_Q6_K:
-            m->k->quantize_row_q8_K(x, dst, m->K);
-            break;
-        default: /* Q8_0, Q4_0 */
-            m->k->quantize_row_q8_0(x, dst, m->K);
-            if (m->layout == CS_LAYOUT_X16) fill_x16_aux(m->wtype, m->K, dst);
-            break;
-        }
+        from_float(m->X + t * m->K, dst, m->K);
+        if (aux) fill_x16_aux(m->wtype, m->K, dst);
     }
 }
 
@@ -125,31 +104,10 @@ static void convert_task(void *arg, int32_t ith, int32_t nth) {
     convert_rows(m, t0, t1);
 }
 
-/* One dot through the table (reference path). */
+/* One dot through the table (no micro-kernel). */
 static float dot_generic(const mm_task *m, const void *w, const void *x) {
     float s = 0.0f;
-    switch (m->wtype) {
-    case CS_TYPE_F32:
-        m->k->vec_dot_f32(m->K, &s, w, x);
-        break;
-    case CS_TYPE_F16:
-        m->k->vec_dot_f16(m->K, &s, w, x);
-        break;
-    case CS_TYPE_BF16:
-        m->k->vec_dot_bf16(m->K, &s, w, x);
-        break;
-    case CS_TYPE_Q8_0:
-        m->k->vec_dot_q8_0_q8_0(m->K, &s, w, x);
-        break;
-    case CS_TYPE_Q4_K:
-    case CS_TYPE_Q5_K:
-    case CS_TYPE_Q6_K:
-        m->kq_dot(m->K, &s, w, x);
-        break;
-    default:
-        m->k->vec_dot_q4_0_q8_0(m->K, &s, w, x);
-        break;
-    }
+    m->vec_dot(m->K, &s, w, x);
     return s;
 }
 
@@ -218,25 +176,13 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
 }
 
 bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype) {
-    cs_matmul_ukernel uk;
-    return cs_kernels_matmul_ukernel_x16(k, wtype, &uk);
+    return wtype >= 0 && wtype < CS_TYPE_COUNT && k->ukernel_x16[wtype].tile != NULL;
 }
 
 int32_t cs_matmul_convert_kind(int32_t wtype, int32_t layout) {
-    switch (wtype) {
-    case CS_TYPE_F32:
-        return 0;
-    case CS_TYPE_F16:
-        return 1;
-    case CS_TYPE_BF16:
-        return 2;
-    case CS_TYPE_Q4_K:
-    case CS_TYPE_Q5_K:
-    case CS_TYPE_Q6_K:
-        return 3; /* Q8_K */
-    default:      /* Q8_0 blocks; the x16 aux entries depend on the weight type */
-        return layout != CS_LAYOUT_X16 ? 4 : wtype == CS_TYPE_Q4_0 ? 5 : 6;
-    }
+    const int32_t vdt = weight_traits(wtype)->vec_dot_type;
+    if (layout == CS_LAYOUT_X16 && vdt == CS_TYPE_Q8_0) return MATMUL_CONVERT_X16 + wtype;
+    return vdt; /* CS_TYPE_F32 is MATMUL_CONVERT_NONE */
 }
 
 static void matmul_impl(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
@@ -248,6 +194,7 @@ static void matmul_impl(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, i
     mm_task m = {
         .k = k,
         .wtype = wtype,
+        .vdt = weight_traits(wtype)->vec_dot_type,
         .layout = layout,
         .W = W,
         .w_row = weight_row_bytes(wtype, K),
@@ -259,12 +206,13 @@ static void matmul_impl(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, i
         .Y = Y,
         .scratch = scratch,
     };
-    m.have_uk = layout == CS_LAYOUT_X16 ? cs_kernels_matmul_ukernel_x16(k, wtype, &m.uk)
-                                        : cs_kernels_matmul_ukernel(k, wtype, &m.uk);
-    m.kq_dot = cs_kquant_vec_dot(k, wtype);
+    m.uk = layout == CS_LAYOUT_X16 ? k->ukernel_x16[wtype] : k->ukernel[wtype];
+    m.have_uk = m.uk.tile != NULL;
+    m.vec_dot = k->vec_dot[wtype];
+    CS_ASSERT(m.have_uk || m.vec_dot);
     CS_ASSERT(!m.have_uk || (m.uk.rb <= 16 && m.uk.tb <= 16 && m.uk.rb * m.uk.tb <= MAX_TILE));
     CS_ASSERT(layout != CS_LAYOUT_X16 || !m.have_uk || m.uk.rb == CS_X16_ROWS);
-    if (wtype == CS_TYPE_F32) {
+    if (m.vdt == CS_TYPE_F32) {
         m.Xc = (const uint8_t *)X;
         m.x_row = (size_t)K * sizeof(float);
     } else {

@@ -12,19 +12,17 @@
 #include "repack.h"
 
 /* Bytes of scratch cs_matmul needs for T activation rows of K elements
- * against weights of type wtype: T rows of the weight's vec-dot type (f32
- * for F32 weights: then only a minimum of 64 bytes, never 0, so a caller
- * can allocate it unconditionally; f16; bf16; Q8_0 blocks for Q8_0 and
- * Q4_0; Q8_K blocks for Q4_K, Q5_K and Q6_K), each row padded to 64 bytes.
- * Q8_0 rows also reserve room for the x16 aux entries (repack.h), so the
- * size holds for either layout.
+ * against weights of type wtype: T rows of the weight's vec_dot_type (the
+ * type table, types.h: for F32 weights, used in place, only a minimum of 64
+ * bytes, never 0, so a caller can allocate it unconditionally), each row
+ * padded to 64 bytes. Q8_0 rows also reserve room for the x16 aux entries
+ * (repack.h), so the size holds for either layout.
  * K must be a multiple of the weight type's block (32, or 256 for K-quants). */
 size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
 
 /* Y[t*N + n] = dot(W row n, X row t) for t < T, n < N.
- *   W: (N, K) of wtype (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K),
- *   rows contiguous (K-quants: dotted row by row with kquants.h's kernels);
- *   layout: CS_LAYOUT_ROWS, or CS_LAYOUT_X16 for a Q4_0 / Q8_0 matrix
+ *   W: (N, K) of a weight type (cs_type_is_supported_weight), rows
+ *   contiguous; layout: CS_LAYOUT_ROWS, or CS_LAYOUT_X16 for a matrix
  *   packed by cs_x16_pack (then cs_x16_fits(wtype, N, K) must hold; tables
  *   without an x16 micro-kernel use cs_x16_dot_ref);
  *   X: (T, K) f32; Y: (T, N) f32; scratch: cs_matmul_scratch_size bytes,
@@ -49,8 +47,17 @@ void cs_matmul_converted(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, 
                          const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
                          void *scratch);
 
-/* What cs_matmul converts X to for weights of wtype in layout: equal kinds
- * mean equal scratch contents (0: nothing, X is used as it is). */
+/* What cs_matmul leaves in scratch for weights of wtype in layout: equal
+ * kinds mean equal scratch contents. For the row layout the kind is the
+ * weight's vec_dot_type (type table, types.h), so weights that share an
+ * activation type share the conversion with no list to update; F32 gives
+ * MATMUL_CONVERT_NONE (X is used as it is). x16 layouts add aux entries
+ * that depend on the weight type: MATMUL_CONVERT_X16 + wtype. */
+typedef enum matmul_convert_kind {
+    MATMUL_CONVERT_NONE = CS_TYPE_F32,
+    MATMUL_CONVERT_X16 = CS_TYPE_COUNT,
+} matmul_convert_kind;
+
 int32_t cs_matmul_convert_kind(int32_t wtype, int32_t layout);
 
 /* True when table k has an x16 micro-kernel for wtype, i.e. packing such
@@ -59,25 +66,8 @@ bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype);
 
 /* ------------------------------------------ internal to src/kernels/ */
 
-/* A register-tiled micro-kernel for one weight type: out[t*rb + r] =
- * dot(w[r], x[t]) over K elements for r < rb and t < tb (tile) or t < 1
- * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
- * activation rows. Both functions run the identical per-output operation
- * sequence, so the shape never changes a result. */
-typedef struct cs_matmul_ukernel {
-    int32_t rb; /* weight rows per call */
-    int32_t tb; /* activation rows per tile call */
-    void (*tile)(int64_t K, const void *const *w, const void *const *x, float *out);
-    void (*col)(int64_t K, const void *const *w, const void *x, float *out);
-} cs_matmul_ukernel;
-
-/* The micro-kernel of table k for weight type wtype; false when the table
- * has none (the reference table: cs_matmul then uses k's vec_dot). */
-bool cs_kernels_matmul_ukernel(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk);
-/* The same for x16-packed weights: rb = 16 (one group; w[0] is the group's
- * first byte, the other w[] are unused), out[t*16 + r]. Activation rows are
- * Q8_0 blocks followed by cs_x16_aux entries at cs_x16_aux_offset(K). */
-bool cs_kernels_matmul_ukernel_x16(const cs_kernels *k, int32_t wtype, cs_matmul_ukernel *uk);
+/* (The micro-kernel type, cs_matmul_ukernel, is in kernels.h: the kernel
+ * tables hold one per weight type and layout.) */
 
 /* Per activation block, for x16 weights: the block's scale as a float and
  * the int32 accumulator's start value, -8 * sum(qs) for Q4_0 weights or
@@ -93,18 +83,17 @@ static inline size_t cs_x16_aux_offset(int64_t K) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-/* Per-ISA tables and micro-kernels (x86_avx2.c, x86_avx512.c). Call only
- * after checking the CPU features (kernels.c does). */
+/* Per-ISA tables (x86_avx2.c, x86_avx512.c), set up on first use. Call
+ * only after checking the CPU features (kernels.c does). */
 const cs_kernels *cs_kernels_avx2_table(void);
-bool cs_avx2_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk);
+/* Its matmul uses vpdpbusd when kernels_cpu_has_avx512vnni() says the CPU
+ * has AVX512_VNNI; results are bit-identical either way. */
 const cs_kernels *cs_kernels_avx512_table(void);
 /* The same table under the name "avx512novnni": its matmul never uses
  * AVX512-VNNI (tests the fallback on CPUs that have it). */
 const cs_kernels *cs_kernels_avx512_novnni_table(void);
-/* vnni: use vpdpbusd (only when cpuid reports AVX512_VNNI); results are
- * bit-identical either way. */
-bool cs_avx512_matmul_ukernel(int32_t wtype, bool vnni, cs_matmul_ukernel *uk);
-bool cs_avx512_matmul_ukernel_x16(int32_t wtype, bool vnni, cs_matmul_ukernel *uk);
+/* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
+bool kernels_cpu_has_avx512vnni(void);
 #endif
 
 #endif /* CS_MATMUL_H */

@@ -1,12 +1,14 @@
-/* quant.c: reference block codecs (Q8_0, Q4_0) and row conversion between
- * f32 and every supported weight type. Scalar, O(n) per row.
+/* quant.c: reference block codecs (Q8_0, Q4_0), the f32/f16/bf16 row
+ * conversions of the type table, and cs_dequantize_row / cs_quantize_row,
+ * its look-ups. Scalar, O(n) per row.
  *
  * Two Q8_0 quantizers exist on purpose, as in ggml:
  *  - cs_quantize_row_q8_0_ref mirrors ggml's x86 SIMD activation quantizer
  *    (what llama.cpp runs on the activations that meet Q8_0/Q4_0 weights):
  *    id = 127/amax and round half to even. The SIMD tables must produce the
  *    same bytes.
- *  - q8_0_weight (through cs_quantize_row) mirrors quantize_row_q8_0_ref,
+ *  - cs_quantize_row_q8_0_weight_ref (the type table's from_float_ref, so
+ *    cs_quantize_row) mirrors quantize_row_q8_0_ref,
  *    which writes weight files: id = 1/d and roundf (half away from zero).
  * The two differ in the last bit for a few inputs; swapping them would make
  * our logits drift from llama.cpp's. */
@@ -15,7 +17,6 @@
 
 #include "../common.h"
 #include "kernels.h"
-#include "kquants.h"
 
 /* Largest |v[j]| of one 32-element block. */
 static float block_amax(const float *v) {
@@ -27,7 +28,8 @@ static float block_amax(const float *v) {
     return amax;
 }
 
-void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n) {
+void cs_quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK8_0;
@@ -41,8 +43,8 @@ void cs_quantize_row_q8_0_ref(const float *x, cs_block_q8_0 *y, int64_t n) {
     }
 }
 
-/* ggml's quantize_row_q8_0_ref (weights). */
-static void q8_0_weight(const float *x, cs_block_q8_0 *y, int64_t n) {
+void cs_quantize_row_q8_0_weight_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK8_0;
@@ -54,7 +56,8 @@ static void q8_0_weight(const float *x, cs_block_q8_0 *y, int64_t n) {
     }
 }
 
-void cs_quantize_row_q4_0_ref(const float *x, cs_block_q4_0 *y, int64_t n) {
+void cs_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
+    cs_block_q4_0 *y = vy;
     const int64_t nb = n / CS_QK4_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK4_0;
@@ -81,7 +84,8 @@ void cs_quantize_row_q4_0_ref(const float *x, cs_block_q4_0 *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q8_0(const cs_block_q8_0 *x, float *y, int64_t n) {
+void cs_dequantize_row_q8_0(const void *vx, float *y, int64_t n) {
+    const cs_block_q8_0 *x = vx;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float d = cs_fp16_to_fp32(x[b].d);
@@ -89,7 +93,8 @@ void cs_dequantize_row_q8_0(const cs_block_q8_0 *x, float *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q4_0(const cs_block_q4_0 *x, float *y, int64_t n) {
+void cs_dequantize_row_q4_0(const void *vx, float *y, int64_t n) {
+    const cs_block_q4_0 *x = vx;
     const int64_t nb = n / CS_QK4_0;
     for (int64_t b = 0; b < nb; b++) {
         const float d = cs_fp16_to_fp32(x[b].d);
@@ -101,64 +106,42 @@ void cs_dequantize_row_q4_0(const cs_block_q4_0 *x, float *y, int64_t n) {
     }
 }
 
+void cs_f32_to_float_row(const void *x, float *y, int64_t n) {
+    memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+void cs_f32_from_float_row(const float *x, void *y, int64_t n) {
+    memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+void cs_fp16_to_fp32_row_ref(const void *vx, float *y, int64_t n) {
+    const uint16_t *x = vx;
+    for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+}
+
+void cs_fp32_to_fp16_row_ref(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
+    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+}
+
+void cs_bf16_to_fp32_row_ref(const void *vx, float *y, int64_t n) {
+    const uint16_t *x = vx;
+    for (int64_t i = 0; i < n; i++) y[i] = cs_bf16_to_fp32(x[i]);
+}
+
+void cs_fp32_to_bf16_row_ref(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
+    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+}
+
 void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n) {
-    switch (type) {
-    case CS_TYPE_F32:
-        memcpy(y, x, (size_t)n * sizeof(float));
-        break;
-    case CS_TYPE_F16:
-        for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(((const uint16_t *)x)[i]);
-        break;
-    case CS_TYPE_BF16:
-        for (int64_t i = 0; i < n; i++) y[i] = cs_bf16_to_fp32(((const uint16_t *)x)[i]);
-        break;
-    case CS_TYPE_Q8_0:
-        cs_dequantize_row_q8_0(x, y, n);
-        break;
-    case CS_TYPE_Q4_0:
-        cs_dequantize_row_q4_0(x, y, n);
-        break;
-    case CS_TYPE_Q4_K:
-        cs_dequantize_row_q4_K(x, y, n);
-        break;
-    case CS_TYPE_Q5_K:
-        cs_dequantize_row_q5_K(x, y, n);
-        break;
-    case CS_TYPE_Q6_K:
-        cs_dequantize_row_q6_K(x, y, n);
-        break;
-    default:
-        CS_ASSERT(!"cs_dequantize_row: unsupported type");
-    }
+    const cs_type_traits *t = cs_type_traits_get(type);
+    CS_ASSERT(t && t->to_float && "cs_dequantize_row: unsupported type");
+    t->to_float(x, y, n);
 }
 
 void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n) {
-    switch (type) {
-    case CS_TYPE_F32:
-        memcpy(y, x, (size_t)n * sizeof(float));
-        break;
-    case CS_TYPE_F16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = cs_fp32_to_fp16(x[i]);
-        break;
-    case CS_TYPE_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = cs_fp32_to_bf16(x[i]);
-        break;
-    case CS_TYPE_Q8_0:
-        q8_0_weight(x, y, n);
-        break;
-    case CS_TYPE_Q4_0:
-        cs_quantize_row_q4_0_ref(x, y, n);
-        break;
-    case CS_TYPE_Q4_K:
-        cs_quantize_row_q4_K_ref(x, y, n);
-        break;
-    case CS_TYPE_Q5_K:
-        cs_quantize_row_q5_K_ref(x, y, n);
-        break;
-    case CS_TYPE_Q6_K:
-        cs_quantize_row_q6_K_ref(x, y, n);
-        break;
-    default:
-        CS_ASSERT(!"cs_quantize_row: unsupported type");
-    }
+    const cs_type_traits *t = cs_type_traits_get(type);
+    CS_ASSERT(t && t->from_float_ref && "cs_quantize_row: unsupported type");
+    t->from_float_ref(x, y, n);
 }

@@ -1,6 +1,8 @@
 /* ref.c: the scalar reference kernels, the executable specification of
- * every slot of cs_kernels. Compiled for generic x86-64 (or any target);
- * SIMD versions are tested against these with named tolerances.
+ * every slot of cs_kernels (the per-type slots come from the type table,
+ * whose f32/f16/bf16/Q8_0/Q4_0 dots are here), and the reference table.
+ * Compiled for generic x86-64 (or any target); SIMD versions are tested
+ * against these with named tolerances.
  *
  * Numerics follow ggml's CPU backend (see kernels.h): norms and softmax sums
  * accumulate in double, float dot products of 16-bit types accumulate in
@@ -9,29 +11,31 @@
  * with -std=c11, so GCC does not contract a*b+c into FMA: every expression
  * below is rounded exactly as written. */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "kernels.h"
-#include "kquants.h"
-#include "matmul.h"
 
 #define CS_PI_F 3.14159265358979323846f /* (float)M_PI; M_PI is not C11 */
 
 /* ------------------------------------------------------------------ dots */
 
-static void ref_vec_dot_f32(int64_t n, float *s, const float *x, const float *y) {
+void cs_vec_dot_f32_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const float *x = vx, *y = vy;
     double sum = 0.0; /* ggml_vec_dot_f32's generic path: float products, double sum */
     for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * y[i]);
     *s = (float)sum;
 }
 
-static void ref_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+void cs_vec_dot_f16_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const uint16_t *x = vx, *y = vy;
     double sum = 0.0; /* each f16*f16 product is exact in float */
     for (int64_t i = 0; i < n; i++) sum += (double)(cs_fp16_to_fp32(x[i]) * cs_fp16_to_fp32(y[i]));
     *s = (float)sum;
 }
 
-static void ref_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+void cs_vec_dot_bf16_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const uint16_t *x = vx, *y = vy;
     double sum = 0.0; /* each bf16*bf16 product is exact in float */
     for (int64_t i = 0; i < n; i++) sum += (double)(cs_bf16_to_fp32(x[i]) * cs_bf16_to_fp32(y[i]));
     *s = (float)sum;
@@ -43,8 +47,8 @@ static void ref_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const fl
     *s = (float)sum;
 }
 
-static void ref_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
-                                  const cs_block_q8_0 *y) {
+void cs_vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const cs_block_q8_0 *x = vx, *y = vy;
     int64_t nb = n / CS_QK8_0;
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
@@ -55,8 +59,9 @@ static void ref_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
     *s = sum;
 }
 
-static void ref_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
-                                  const cs_block_q8_0 *y) {
+void cs_vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const cs_block_q4_0 *x = vx;
+    const cs_block_q8_0 *y = vy;
     int64_t nb = n / CS_QK4_0;
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
@@ -77,20 +82,8 @@ static void ref_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
 
 /* ------------------------------------------------------ row conversions */
 
-static void ref_quantize_row_q8_K(const float *x, void *y, int64_t n) {
-    cs_quantize_row_q8_K_ref(x, y, n);
-}
-
-static void ref_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
-}
-
 static void ref_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
-}
-
-static void ref_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
 }
 
 /* ------------------------------------------------------- element-wise */
@@ -151,29 +144,47 @@ static void ref_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, 
 
 /* --------------------------------------------------------------- table */
 
-static const cs_kernels k_ref = {
-    .name = "ref",
-    .vec_dot_f32 = ref_vec_dot_f32,
-    .vec_dot_f16 = ref_vec_dot_f16,
-    .vec_dot_bf16 = ref_vec_dot_bf16,
-    .vec_dot_q8_0_q8_0 = ref_vec_dot_q8_0_q8_0,
-    .vec_dot_q4_0_q8_0 = ref_vec_dot_q4_0_q8_0,
-    .vec_dot_f16_f32 = ref_vec_dot_f16_f32,
-    .quantize_row_q8_0 = cs_quantize_row_q8_0_ref,
-    .quantize_row_q8_K = ref_quantize_row_q8_K,
-    .fp32_to_fp16_row = ref_fp32_to_fp16_row,
-    .fp16_to_fp32_row = ref_fp16_to_fp32_row,
-    .fp32_to_bf16_row = ref_fp32_to_bf16_row,
-    .axpy_f32 = ref_axpy_f32,
-    .axpy_f16 = ref_axpy_f16,
-    .rmsnorm = ref_rmsnorm,
-    .softmax = ref_softmax,
-    .swiglu = ref_swiglu,
-    .rope = ref_rope,
-};
+/* Filled once from the type table (per-type slots) and the kernels above;
+ * the SIMD tables start from a copy of it (kernels_init_ref). */
+static cs_kernels k_ref;
+static pthread_once_t k_ref_once = PTHREAD_ONCE_INIT;
+
+static void ref_init(void) {
+    cs_kernels *k = &k_ref;
+    k->name = "ref";
+    for (int32_t t = 0; t < CS_TYPE_COUNT; t++) {
+        const cs_type_traits *tr = cs_type_traits_get(t);
+        if (!tr) continue;
+        if (tr->is_weight) k->vec_dot[t] = tr->vec_dot_ref;
+        k->from_float[t] = tr->act_from_float_ref;
+    }
+    k->vec_dot_f16_f32 = ref_vec_dot_f16_f32;
+    k->fp16_to_fp32_row = ref_fp16_to_fp32_row;
+    k->axpy_f32 = ref_axpy_f32;
+    k->axpy_f16 = ref_axpy_f16;
+    k->rmsnorm = ref_rmsnorm;
+    k->softmax = ref_softmax;
+    k->swiglu = ref_swiglu;
+    k->rope = ref_rope;
+    kernels_finish(k);
+}
 
 const cs_kernels *cs_kernels_ref(void) {
+    pthread_once(&k_ref_once, ref_init);
     return &k_ref;
+}
+
+void kernels_init_ref(cs_kernels *k, const char *name) {
+    *k = *cs_kernels_ref();
+    k->name = name;
+}
+
+void kernels_finish(cs_kernels *k) {
+    k->vec_dot_f32 = k->vec_dot[CS_TYPE_F32];
+    k->vec_dot_f16 = k->vec_dot[CS_TYPE_F16];
+    k->vec_dot_q8_0_q8_0 = k->vec_dot[CS_TYPE_Q8_0];
+    k->quantize_row_q8_0 = k->from_float[CS_TYPE_Q8_0];
+    k->fp32_to_fp16_row = k->from_float[CS_TYPE_F16];
 }
 
 /* ------------------------------------------------------------ rope cache */

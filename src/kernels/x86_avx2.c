@@ -16,6 +16,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -88,7 +89,8 @@ CS_INLINE __m256 exp8(__m256 x) {
 
 /* --------------------------------------------------------------- dots */
 
-static void avx2_vec_dot_f32(int64_t n, float *s, const float *x, const float *y) {
+static void avx2_vec_dot_f32(int64_t n, float *s, const void *vx, const void *vy) {
+    const float *x = vx, *y = vy;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -106,7 +108,8 @@ static void avx2_vec_dot_f32(int64_t n, float *s, const float *x, const float *y
     *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
-static void avx2_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+static void avx2_vec_dot_f16(int64_t n, float *s, const void *vx, const void *vy) {
+    const uint16_t *x = vx, *y = vy;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -228,7 +231,7 @@ CS_INLINE int32_t hsum_i32x8(__m256i v) {
 }
 
 /* is_q4 = 0: Q8_0 weights; 1: Q4_0 weights. Activations are Q8_0.
- * Q4_0 accumulates per block like ref_vec_dot_q4_0_q8_0 (and ggml's
+ * Q4_0 accumulates per block like cs_vec_dot_q4_0_q8_0_ref (and ggml's
  * repacked Q4_0 kernels): acc = fma(block int sum, d_w*d_x, acc), so the
  * result is bit-identical to the reference. */
 CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, float *out,
@@ -308,50 +311,22 @@ static void uk_q4_col(int64_t K, const void *const *w, const void *x, float *out
     for (int r = 0; r < UK_RB; r++) tile_q(K, w + r, &x, out + r, 1, 1, 1);
 }
 
-bool cs_avx2_matmul_ukernel(int32_t wtype, cs_matmul_ukernel *uk) {
-    uk->rb = UK_RB;
-    uk->tb = UK_TB;
-    switch (wtype) {
-    case CS_TYPE_F32:
-        uk->tile = uk_f32_tile, uk->col = uk_f32_col;
-        return true;
-    case CS_TYPE_F16:
-        uk->tile = uk_f16_tile, uk->col = uk_f16_col;
-        return true;
-    case CS_TYPE_BF16:
-        uk->tile = uk_bf16_tile, uk->col = uk_bf16_col;
-        return true;
-    case CS_TYPE_Q8_0:
-        uk->tile = uk_q8_tile, uk->col = uk_q8_col;
-        return true;
-    case CS_TYPE_Q4_0:
-        uk->tile = uk_q4_tile, uk->col = uk_q4_col;
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* Single dots of the table share the micro-kernel code (1 x 1 shape). */
-static void avx2_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
-    const void *w = x, *v = y;
-    tile_16(n, &w, &v, s, 1, 1, 1);
+static void avx2_vec_dot_bf16(int64_t n, float *s, const void *x, const void *y) {
+    tile_16(n, &x, &y, s, 1, 1, 1);
 }
-static void avx2_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
-                                   const cs_block_q8_0 *y) {
-    const void *w = x, *v = y;
-    tile_q(n, &w, &v, s, 1, 1, 0);
+static void avx2_vec_dot_q8_0_q8_0(int64_t n, float *s, const void *x, const void *y) {
+    tile_q(n, &x, &y, s, 1, 1, 0);
 }
-static void avx2_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
-                                   const cs_block_q8_0 *y) {
-    const void *w = x, *v = y;
-    tile_q(n, &w, &v, s, 1, 1, 1);
+static void avx2_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const void *y) {
+    tile_q(n, &x, &y, s, 1, 1, 1);
 }
 
 /* ---------------------------------------------------- row conversions */
 
 /* Bit-exact with cs_quantize_row_q8_0_ref (and ggml's AVX2 quantizer). */
-static void avx2_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) {
+static void avx2_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
+    cs_block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -379,7 +354,8 @@ static void avx2_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) 
     }
 }
 
-static void avx2_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
+static void avx2_fp32_to_fp16_row(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i),
@@ -405,7 +381,8 @@ CS_INLINE __m256i bf16_round8(__m256 v) {
     return _mm256_blendv_epi8(r, nan, is_nan);
 }
 
-static void avx2_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
+static void avx2_fp32_to_bf16_row(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256i a = bf16_round8(_mm256_loadu_ps(x + i));
@@ -543,34 +520,47 @@ static void avx2_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot,
 
 /* --------------------------------------------------------------- table */
 
-/* No AVX2 version: the scalar reference (Q8_K conversion is O(K) per
- * token against O(N*K) for the dots). */
-static void avx2_quantize_row_q8_K(const float *x, void *y, int64_t n) {
-    cs_quantize_row_q8_K_ref(x, y, n);
+/* Starts from the reference table (kernels_init_ref): Q8_K activations stay
+ * on the scalar converter (O(K) per token against O(N*K) for the dots).
+ * One row per weight type (and per vec_dot_type for from_float). */
+static cs_kernels k_avx2;
+static pthread_once_t k_avx2_once = PTHREAD_ONCE_INIT;
+
+static void avx2_init(void) {
+    cs_kernels *k = &k_avx2;
+    kernels_init_ref(k, "avx2");
+    k->vec_dot[CS_TYPE_F32] = avx2_vec_dot_f32;
+    k->vec_dot[CS_TYPE_F16] = avx2_vec_dot_f16;
+    k->vec_dot[CS_TYPE_BF16] = avx2_vec_dot_bf16;
+    k->vec_dot[CS_TYPE_Q8_0] = avx2_vec_dot_q8_0_q8_0;
+    k->vec_dot[CS_TYPE_Q4_0] = avx2_vec_dot_q4_0_q8_0;
+    k->vec_dot[CS_TYPE_Q4_K] = cs_vec_dot_q4_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q5_K] = cs_vec_dot_q5_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q6_K] = cs_vec_dot_q6_K_q8_K_avx2;
+
+    k->from_float[CS_TYPE_F16] = avx2_fp32_to_fp16_row;
+    k->from_float[CS_TYPE_BF16] = avx2_fp32_to_bf16_row;
+    k->from_float[CS_TYPE_Q8_0] = avx2_quantize_row_q8_0;
+
+    k->ukernel[CS_TYPE_F32] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
+    k->ukernel[CS_TYPE_F16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
+    k->ukernel[CS_TYPE_BF16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
+    k->ukernel[CS_TYPE_Q8_0] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
+    k->ukernel[CS_TYPE_Q4_0] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
+
+    k->vec_dot_f16_f32 = avx2_vec_dot_f16_f32;
+    k->fp16_to_fp32_row = avx2_fp16_to_fp32_row;
+    k->axpy_f32 = avx2_axpy_f32;
+    k->axpy_f16 = avx2_axpy_f16;
+    k->rmsnorm = avx2_rmsnorm;
+    k->softmax = avx2_softmax;
+    k->swiglu = avx2_swiglu;
+    k->rope = avx2_rope;
+    kernels_finish(k);
 }
 
-static const cs_kernels k_avx2 = {
-    .name = "avx2",
-    .vec_dot_f32 = avx2_vec_dot_f32,
-    .vec_dot_f16 = avx2_vec_dot_f16,
-    .vec_dot_bf16 = avx2_vec_dot_bf16,
-    .vec_dot_q8_0_q8_0 = avx2_vec_dot_q8_0_q8_0,
-    .vec_dot_q4_0_q8_0 = avx2_vec_dot_q4_0_q8_0,
-    .vec_dot_f16_f32 = avx2_vec_dot_f16_f32,
-    .quantize_row_q8_0 = avx2_quantize_row_q8_0,
-    .quantize_row_q8_K = avx2_quantize_row_q8_K,
-    .fp32_to_fp16_row = avx2_fp32_to_fp16_row,
-    .fp16_to_fp32_row = avx2_fp16_to_fp32_row,
-    .fp32_to_bf16_row = avx2_fp32_to_bf16_row,
-    .axpy_f32 = avx2_axpy_f32,
-    .axpy_f16 = avx2_axpy_f16,
-    .rmsnorm = avx2_rmsnorm,
-    .softmax = avx2_softmax,
-    .swiglu = avx2_swiglu,
-    .rope = avx2_rope,
-};
-
 const cs_kernels *cs_kernels_avx2_table(void) {
+    pthread_once(&k_avx2_once, avx2_init);
     return &k_avx2;
 }
 

@@ -21,6 +21,7 @@
 
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -62,10 +63,6 @@ CS_INLINE __m512 cvt_16(__m256i v, const int is_bf16) {
     return _mm512_cvtph_ps(v);
 }
 
-CS_INLINE float f16_scale(uint16_t h) {
-    return _cvtsh_ss(h);
-}
-
 /* exp(x): same algorithm and constants as the AVX2 version (about 2 ulp;
  * below -87.3 gives 0, above 88 saturates). */
 CS_INLINE __m512 exp16(__m512 x) {
@@ -91,7 +88,8 @@ CS_INLINE __m512 exp16(__m512 x) {
 
 /* --------------------------------------------------------------- dots */
 
-static void avx512_vec_dot_f32(int64_t n, float *s, const float *x, const float *y) {
+static void avx512_vec_dot_f32(int64_t n, float *s, const void *vx, const void *vy) {
+    const float *x = vx, *y = vy;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -109,7 +107,8 @@ static void avx512_vec_dot_f32(int64_t n, float *s, const float *x, const float 
     *s = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-static void avx512_vec_dot_f16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
+static void avx512_vec_dot_f16(int64_t n, float *s, const void *vx, const void *vy) {
+    const uint16_t *x = vx, *y = vy;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -378,7 +377,7 @@ CS_INLINE void tile_q_step(__m512 acc[4][4], float accq[4][4], const void *const
                     p32 = _mm512_add_epi32(
                         xs[t].c4, _mm512_madd_epi16(_mm512_maddubs_epi16(nib, xs[t].q), ones));
                 /* Q4_0 accumulates per block, acc = fma(block int sum, d_w*d_x,
-                 * acc), like ref_vec_dot_q4_0_q8_0 and ggml's repacked Q4_0
+                 * acc), like cs_vec_dot_q4_0_q8_0_ref and ggml's repacked Q4_0
                  * kernels: bit-identical to the reference (the golden
                  * context_shift_q4_0 scenario sits 5 ulp from a rounding
                  * boundary that any other order crosses). Lanes 0-7 hold
@@ -471,36 +470,6 @@ static void uk_q4_tile_vnni(int64_t K, const void *const *w, const void *const *
 }
 static void uk_q4_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     for (int r = 0; r < UK_RB; r += COL_RB) tile_q(K, w + r, &x, out + r, COL_RB, 1, 1, 1);
-}
-
-bool cs_avx512_matmul_ukernel(int32_t wtype, bool vnni, cs_matmul_ukernel *uk) {
-    uk->rb = UK_RB;
-    uk->tb = UK_TB;
-    switch (wtype) {
-    case CS_TYPE_F32:
-        uk->tile = uk_f32_tile, uk->col = uk_f32_col;
-        return true;
-    case CS_TYPE_F16:
-        uk->tile = uk_f16_tile, uk->col = uk_f16_col;
-        return true;
-    case CS_TYPE_BF16:
-        uk->tile = uk_bf16_tile, uk->col = uk_bf16_col;
-        return true;
-    case CS_TYPE_Q8_0:
-        if (vnni)
-            uk->tile = uk_q8_tile_vnni, uk->col = uk_q8_col_vnni;
-        else
-            uk->tile = uk_q8_tile, uk->col = uk_q8_col;
-        return true;
-    case CS_TYPE_Q4_0:
-        if (vnni)
-            uk->tile = uk_q4_tile_vnni, uk->col = uk_q4_col_vnni;
-        else
-            uk->tile = uk_q4_tile, uk->col = uk_q4_col;
-        return true;
-    default:
-        return false;
-    }
 }
 
 /* ------------------------------------- x16 micro-kernels (repack.h) */
@@ -797,62 +766,23 @@ static void uk_x16_q8_col_vnni(int64_t K, const void *const *w, const void *x, f
     tile_x16(K, w, &x, out, 1, 0, 1);
 }
 
-bool cs_avx512_matmul_ukernel_x16(int32_t wtype, bool vnni, cs_matmul_ukernel *uk) {
-    uk->rb = CS_X16_ROWS;
-    uk->tb = X16_TB;
-    switch (wtype) {
-    case CS_TYPE_Q4_0:
-        if (vnni)
-            uk->tile = uk_x16_q4_tile_vnni, uk->col = uk_x16_q4_col_vnni;
-        else
-            uk->tile = uk_x16_q4_tile, uk->col = uk_x16_q4_col;
-        return true;
-    case CS_TYPE_Q8_0:
-        if (vnni)
-            uk->tile = uk_x16_q8_tile_vnni, uk->col = uk_x16_q8_col_vnni;
-        else
-            uk->tile = uk_x16_q8_tile, uk->col = uk_x16_q8_col;
-        return true;
-    case CS_TYPE_Q4_K:
-        uk->tb = X16K_TB;
-        if (vnni)
-            uk->tile = uk_x16_q4K_tile_vnni, uk->col = uk_x16_q4K_col_vnni;
-        else
-            uk->tile = uk_x16_q4K_tile, uk->col = uk_x16_q4K_col;
-        return true;
-    case CS_TYPE_Q6_K:
-        uk->tb = X16K_TB;
-        if (vnni)
-            uk->tile = uk_x16_q6K_tile_vnni, uk->col = uk_x16_q6K_col_vnni;
-        else
-            uk->tile = uk_x16_q6K_tile, uk->col = uk_x16_q6K_col;
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* Single dots of the table share the micro-kernel code (1 x 1 shape). */
-static void avx512_vec_dot_bf16(int64_t n, float *s, const uint16_t *x, const uint16_t *y) {
-    const void *w = x, *v = y;
-    tile_16(n, &w, &v, s, 1, 1, 1);
+static void avx512_vec_dot_bf16(int64_t n, float *s, const void *x, const void *y) {
+    tile_16(n, &x, &y, s, 1, 1, 1);
 }
-static void avx512_vec_dot_q8_0_q8_0(int64_t n, float *s, const cs_block_q8_0 *x,
-                                     const cs_block_q8_0 *y) {
-    const void *w = x, *v = y;
-    tile_q(n, &w, &v, s, 1, 1, 0, 0);
+static void avx512_vec_dot_q8_0_q8_0(int64_t n, float *s, const void *x, const void *y) {
+    tile_q(n, &x, &y, s, 1, 1, 0, 0);
 }
-static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const cs_block_q4_0 *x,
-                                     const cs_block_q8_0 *y) {
-    const void *w = x, *v = y;
-    tile_q(n, &w, &v, s, 1, 1, 1, 0);
+static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const void *y) {
+    tile_q(n, &x, &y, s, 1, 1, 1, 0);
 }
 
 /* ---------------------------------------------------- row conversions */
 
 /* Bit-exact with cs_quantize_row_q8_0_ref: one 32-element block in two
  * zmm halves of 16; max over |x|, id = 127/amax, round half to even. */
-static void avx512_quantize_row_q8_0(const float *x, cs_block_q8_0 *y, int64_t n) {
+static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
+    cs_block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *p = x + b * CS_QK8_0;
@@ -920,7 +850,8 @@ static void avx512_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
     }
 }
 
-static void avx512_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n) {
+static void avx512_fp32_to_fp16_row(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(y + i),
@@ -934,7 +865,8 @@ static void avx512_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
 }
 
-static void avx512_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
+static void avx512_fp32_to_bf16_row(const float *x, void *vy, int64_t n) {
+    uint16_t *y = vy;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512i v = _mm512_castps_si512(_mm512_loadu_ps(x + i));
@@ -1084,31 +1016,81 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
 
 /* --------------------------------------------------------------- table */
 
-/* Both tables hold the same kernels; cs_kernels_matmul_ukernel never gives
- * the "avx512novnni" one the VNNI micro-kernels (tests cover the fallback on
- * VNNI machines through it). */
-#define AVX512_TABLE(NAME)                                                                         \
-    {                                                                                              \
-        .name = NAME, .vec_dot_f32 = avx512_vec_dot_f32, .vec_dot_f16 = avx512_vec_dot_f16,        \
-        .vec_dot_bf16 = avx512_vec_dot_bf16, .vec_dot_q8_0_q8_0 = avx512_vec_dot_q8_0_q8_0,        \
-        .vec_dot_q4_0_q8_0 = avx512_vec_dot_q4_0_q8_0, .vec_dot_f16_f32 = avx512_vec_dot_f16_f32,  \
-        .quantize_row_q8_0 = avx512_quantize_row_q8_0,                                             \
-        .quantize_row_q8_K = avx512_quantize_row_q8_K,                                             \
-        .fp32_to_fp16_row = avx512_fp32_to_fp16_row, .fp16_to_fp32_row = avx512_fp16_to_fp32_row,  \
-        .fp32_to_bf16_row = avx512_fp32_to_bf16_row, .axpy_f32 = avx512_axpy_f32,                  \
-        .axpy_f16 = avx512_axpy_f16, .attn_scores_f16 = avx512_attn_scores_f16,                    \
-        .attn_accum_f16 = avx512_attn_accum_f16, .rmsnorm = avx512_rmsnorm,                        \
-        .softmax = avx512_softmax, .swiglu = avx512_swiglu, .rope = avx512_rope,                   \
-    }
+/* Both tables hold the same kernels; only "avx512" gets the VNNI
+ * micro-kernels, and only when cpuid reports AVX512_VNNI ("avx512novnni"
+ * lets tests cover the fallback on VNNI machines). K-quant weights use the
+ * AVX2 dots (every AVX-512 CPU has AVX2 and FMA; kernels.c checks both). A
+ * row per weight type (and per vec_dot_type for from_float). */
+static void avx512_init(cs_kernels *k, const char *name, bool vnni) {
+    kernels_init_ref(k, name);
+    k->vec_dot[CS_TYPE_F32] = avx512_vec_dot_f32;
+    k->vec_dot[CS_TYPE_F16] = avx512_vec_dot_f16;
+    k->vec_dot[CS_TYPE_BF16] = avx512_vec_dot_bf16;
+    k->vec_dot[CS_TYPE_Q8_0] = avx512_vec_dot_q8_0_q8_0;
+    k->vec_dot[CS_TYPE_Q4_0] = avx512_vec_dot_q4_0_q8_0;
+    k->vec_dot[CS_TYPE_Q4_K] = cs_vec_dot_q4_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q5_K] = cs_vec_dot_q5_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q6_K] = cs_vec_dot_q6_K_q8_K_avx2;
 
-static const cs_kernels k_avx512 = AVX512_TABLE("avx512");
-static const cs_kernels k_avx512_novnni = AVX512_TABLE("avx512novnni");
+    k->from_float[CS_TYPE_F16] = avx512_fp32_to_fp16_row;
+    k->from_float[CS_TYPE_BF16] = avx512_fp32_to_bf16_row;
+    k->from_float[CS_TYPE_Q8_0] = avx512_quantize_row_q8_0;
+    k->from_float[CS_TYPE_Q8_K] = avx512_quantize_row_q8_K;
+
+    cs_matmul_ukernel *u = k->ukernel;
+    u[CS_TYPE_F32] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
+    u[CS_TYPE_F16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
+    u[CS_TYPE_BF16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
+    u[CS_TYPE_Q8_0] = vnni ? (cs_matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni}
+                           : (cs_matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
+    u[CS_TYPE_Q4_0] = vnni ? (cs_matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni}
+                           : (cs_matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
+
+    cs_matmul_ukernel *x = k->ukernel_x16;
+    const int32_t r = CS_X16_ROWS;
+    x[CS_TYPE_Q4_0] = vnni ? (cs_matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni}
+                           : (cs_matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
+    x[CS_TYPE_Q8_0] = vnni ? (cs_matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
+                           : (cs_matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col};
+    x[CS_TYPE_Q4_K] =
+        vnni ? (cs_matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
+             : (cs_matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
+    x[CS_TYPE_Q6_K] =
+        vnni ? (cs_matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
+             : (cs_matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
+
+    k->vec_dot_f16_f32 = avx512_vec_dot_f16_f32;
+    k->fp16_to_fp32_row = avx512_fp16_to_fp32_row;
+    k->axpy_f32 = avx512_axpy_f32;
+    k->axpy_f16 = avx512_axpy_f16;
+    k->attn_scores_f16 = avx512_attn_scores_f16;
+    k->attn_accum_f16 = avx512_attn_accum_f16;
+    k->rmsnorm = avx512_rmsnorm;
+    k->softmax = avx512_softmax;
+    k->swiglu = avx512_swiglu;
+    k->rope = avx512_rope;
+    kernels_finish(k);
+}
+
+static cs_kernels k_avx512, k_avx512_novnni;
+static pthread_once_t k_avx512_once = PTHREAD_ONCE_INIT;
+static pthread_once_t k_avx512_novnni_once = PTHREAD_ONCE_INIT;
+
+static void avx512_init_vnni(void) {
+    avx512_init(&k_avx512, "avx512", kernels_cpu_has_avx512vnni());
+}
+
+static void avx512_init_novnni(void) {
+    avx512_init(&k_avx512_novnni, "avx512novnni", false);
+}
 
 const cs_kernels *cs_kernels_avx512_table(void) {
+    pthread_once(&k_avx512_once, avx512_init_vnni);
     return &k_avx512;
 }
 
 const cs_kernels *cs_kernels_avx512_novnni_table(void) {
+    pthread_once(&k_avx512_novnni_once, avx512_init_novnni);
     return &k_avx512_novnni;
 }
 
