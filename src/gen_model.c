@@ -159,10 +159,11 @@ static cs_status gen_check_params(const cs_gen_model_params *p) {
         return cs_fail(CS_ERR_INVALID_ARG,
                        "gen-model: n_head_kv %" PRId32 " does not divide n_head %" PRId32,
                        p->n_head_kv, p->n_head);
-    if (!cs_type_is_supported_weight(p->type))
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gen-model: type %" PRId32 " (%s) is not one of f32, f16, bf16, q8_0, q4_0",
-                       p->type, cs_type_name(p->type));
+    if (!cs_type_is_supported_weight(p->type)) {
+        char names[160];
+        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: type %" PRId32 " (%s) is not one of %s",
+                       p->type, cs_type_name(p->type), cs_type_weight_names(names, sizeof names));
+    }
     if (!(p->rope_freq_base > 0.0f) || isinf(p->rope_freq_base))
         return cs_fail(CS_ERR_INVALID_ARG, "gen-model: rope_freq_base %g must be > 0",
                        (double)p->rope_freq_base);
@@ -175,20 +176,10 @@ static cs_status gen_check_params(const cs_gen_model_params *p) {
     return CS_OK;
 }
 
-/* llama_ftype of a file whose 2-D weights are mostly `type`. */
+/* llama_ftype of a file whose 2-D weights are mostly `type` (the table's
+ * general.file_type; the type was checked to be a weight type). */
 static uint32_t gen_file_type(int32_t type) {
-    switch (type) {
-    case CS_TYPE_F16:
-        return 1;
-    case CS_TYPE_Q4_0:
-        return 2;
-    case CS_TYPE_Q8_0:
-        return 7;
-    case CS_TYPE_BF16:
-        return 32;
-    default:
-        return 0;
-    }
+    return (uint32_t)cs_type_traits_get(type)->ftype;
 }
 
 /* ------------------------------------------------------------ metadata */
