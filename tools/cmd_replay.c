@@ -44,15 +44,13 @@
 #define RP_ATOL_QUANT 1e-2
 
 typedef struct rp_opts {
+    tool_common common; /* -t -v -h */
     const char *file;
     const char *models_dir;
     const char *out_path;
     double atol; /* < 0: from the model's weight type */
-    int32_t n_threads;
     bool contiguous;
     bool quiet;
-    bool verbose;
-    bool help;
 } rp_opts;
 
 typedef struct rp_stats {
@@ -112,14 +110,11 @@ static void rp_usage(FILE *f) {
 
 static int rp_parse(int argc, char **argv, rp_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {&o->help, &o->verbose, NULL, &o->n_threads, NULL, 0,    0,
-                             NULL,     0,           NULL, NULL,          NULL, NULL, NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, "-q", "--quiet")) {
@@ -146,7 +141,7 @@ static int rp_parse(int argc, char **argv, rp_opts *o) {
         }
         if (rc != 0) return rc;
     }
-    if (!o->help && o->file == NULL) {
+    if (!o->common.help && o->file == NULL) {
         tool_error("replay: a scenario FILE.json is required (see 'ctxshift replay --help')");
         return TOOL_EXIT_USAGE;
     }
@@ -926,7 +921,7 @@ static int rp_replay_run(const rp_opts *o, const cs_model *model, double atol, j
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)n_batch;
     cp.n_seq_max = (uint32_t)n_seq_max;
-    cp.n_threads = o->n_threads;
+    cp.n_threads = o->common.n_threads;
     cp.type_k = type_k;
     cp.type_v = type_v;
     cp.contiguous_slots = o->contiguous;
@@ -1069,18 +1064,19 @@ static double rp_default_atol(const cs_model *model, char *type_name, size_t siz
 }
 
 int cmd_replay(int argc, char **argv) {
-    rp_opts o;
-    memset(&o, 0, sizeof o);
-    o.atol = -1.0;
-    o.n_threads = 1;
-    o.contiguous = true;
+    rp_opts o = {
+        .common = tool_common_defaults(TOOL_FLAG_THREADS),
+        .atol = -1.0,
+        .contiguous = true,
+    };
+    o.common.n_threads = 1;
     int rc = rp_parse(argc, argv, &o);
     if (rc != 0) return rc;
-    if (o.help) {
+    if (o.common.help) {
         rp_usage(stdout);
         return TOOL_EXIT_OK;
     }
-    tool_log_setup(o.verbose);
+    tool_log_setup(o.common.verbose);
 
     cs_model *model = NULL;
     json_error_t jerr;
@@ -1117,7 +1113,8 @@ int cmd_replay(int argc, char **argv) {
     json_t *jname = json_object_get(root, "name");
     printf("replay %s (%s): model %s (%s), atol %.3g, %d thread%s, %s placement\n", o.file,
            json_is_string(jname) ? json_string_value(jname) : "?", mpath, type_name, atol,
-           o.n_threads, o.n_threads == 1 ? "" : "s", o.contiguous ? "contiguous" : "any-cell");
+           o.common.n_threads, o.common.n_threads == 1 ? "" : "s",
+           o.contiguous ? "contiguous" : "any-cell");
     fprintf(stderr, "replay: model loaded in %.3f s\n", (double)(tool_time_ns() - t_load) * 1e-9);
 
     const uint64_t t0 = tool_time_ns();
@@ -1142,7 +1139,7 @@ int cmd_replay(int argc, char **argv) {
         json_t *meta = json_object();
         json_object_set_new(meta, "tool", json_string("ctxshift replay"));
         json_object_set_new(meta, "atol", json_real(atol));
-        json_object_set_new(meta, "n_threads", json_integer(o.n_threads));
+        json_object_set_new(meta, "n_threads", json_integer(o.common.n_threads));
         json_object_set_new(meta, "contiguous_slots", json_boolean(o.contiguous));
         json_object_set_new(meta, "failures", json_integer(total.n_fail));
         json_object_set_new(meta, "departures", json_integer(total.n_departures));
