@@ -212,6 +212,17 @@ int tool_parse_common(tool_args *it, tool_common *c, bool *handled) {
     return rc;
 }
 
+bool tool_begin(int *rc, const tool_common *c, void (*usage)(FILE *f)) {
+    if (*rc != 0) return false;
+    if (c->help) {
+        usage(stdout);
+        *rc = TOOL_EXIT_OK;
+        return false;
+    }
+    tool_log_setup(c->verbose);
+    return true;
+}
+
 /* ------------------------------------------------------------ utilities */
 
 int32_t tool_default_threads(void) {

@@ -132,6 +132,12 @@ int tool_parse_common(tool_args *it, tool_common *c, bool *handled);
 #define TOOL_HELP_VERBOSE "  -v,   --verbose            print the library's info and debug log\n"
 #define TOOL_HELP_HELP    "  -h,   --help               print this help\n"
 
+/* The start every tool_common tool shares, after its parse returned *rc:
+ * a parse error, or --help (usage to stdout, *rc = TOOL_EXIT_OK), ends the
+ * command (returns false, *rc is its exit code); otherwise the log is set
+ * up for -v and the command goes on (returns true). */
+bool tool_begin(int *rc, const tool_common *c, void (*usage)(FILE *f));
+
 /* ------------------------------------------------------------ utilities */
 
 /* Number of online cores (at least 1). */

@@ -419,12 +419,7 @@ int cmd_bench(int argc, char **argv) {
         .warmup = -1,
     };
     int rc = bench_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.common.help) {
-        bench_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.common.verbose);
+    if (!tool_begin(&rc, &o.common, bench_usage)) return rc;
 
     /* The test list: for every thread count, each pp then each tg size. */
     int32_t n_tests = 0;

@@ -448,12 +448,7 @@ int cmd_bench_kv(int argc, char **argv) {
     o.common.n_batch = KV_FILL_BATCH;
     o.common.n_threads = tool_default_threads();
     int rc = kv_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.common.help) {
-        kv_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.common.verbose);
+    if (!tool_begin(&rc, &o.common, kv_usage)) return rc;
 
     kv_bench b;
     memset(&b, 0, sizeof b);

@@ -638,12 +638,7 @@ int cmd_parallel(int argc, char **argv) {
     par_opts o;
     par_defaults(&o);
     int rc = par_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.common.help) {
-        par_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.common.verbose);
+    if (!tool_begin(&rc, &o.common, par_usage)) return rc;
 
     par_state s;
     memset(&s, 0, sizeof(s));

@@ -593,6 +593,20 @@ static int pk_run(const cs_model *model, cs_context *ctx, cs_batch *batch, const
     return rc;
 }
 
+/* The run of the flags (progress printed) on a context of n_ctx usable
+ * positions. */
+static pk_run_cfg pk_cfg(const pk_opts *o, int32_t n_ctx, tool_kvmap *map) {
+    return (pk_run_cfg){.n_junk = o->n_junk,
+                        .i_pos = o->i_pos,
+                        .key = o->key,
+                        .n_keep = o->n_keep,
+                        .n_grp = o->n_grp,
+                        .n_batch = o->common.n_batch,
+                        .n_ctx = n_ctx,
+                        .quiet = false,
+                        .map = map};
+}
+
 /* ------------------------------------------------------------ sweep */
 
 typedef struct pk_cell {
@@ -767,15 +781,11 @@ static int pk_sweep(const pk_opts *o, const cs_model *model, cs_context *ctx, cs
             /* a key per cell from the seed and the cell index */
             uint64_t st = seed ^ ((uint64_t)(r * n_depths + c + 1) * 0xd1b54a32d192ed03ull);
             cell->key = o->key >= 0 ? o->key : (int64_t)(pk_next(&st) % PK_KEY_RANGE) + 1;
-            pk_run_cfg cfg = {.n_junk = cell->junk,
-                              .i_pos = cell->pos,
-                              .key = cell->key,
-                              .n_keep = o->n_keep,
-                              .n_grp = o->n_grp,
-                              .n_batch = o->common.n_batch,
-                              .n_ctx = n_ctx,
-                              .quiet = true,
-                              .map = NULL};
+            pk_run_cfg cfg = pk_cfg(o, n_ctx, NULL);
+            cfg.n_junk = cell->junk;
+            cfg.i_pos = cell->pos;
+            cfg.key = cell->key;
+            cfg.quiet = true;
             if ((rc = pk_run(model, ctx, batch, &cfg, res)) != 0) goto done;
             cell->n_tokens = res->n_tokens;
             cell->found = res->found;
@@ -874,15 +884,7 @@ static int pk_single(const pk_opts *o, const cs_model *model, cs_context *ctx, c
         tool_error("out of memory");
         goto done;
     }
-    const pk_run_cfg cfg = {.n_junk = o->n_junk,
-                            .i_pos = o->i_pos,
-                            .key = o->key,
-                            .n_keep = o->n_keep,
-                            .n_grp = o->n_grp,
-                            .n_batch = o->common.n_batch,
-                            .n_ctx = n_ctx,
-                            .quiet = false,
-                            .map = map};
+    const pk_run_cfg cfg = pk_cfg(o, n_ctx, map);
     if ((rc = pk_run(model, ctx, batch, &cfg, res)) != 0) goto done;
     if ((rc = tool_kvmap_finish(map)) != 0) goto done;
     if (o->common.kv_map_svg != NULL) fprintf(stderr, "passkey: wrote %s\n", o->common.kv_map_svg);
@@ -899,12 +901,7 @@ int cmd_passkey(int argc, char **argv) {
     pk_opts o;
     pk_defaults(&o);
     int rc = pk_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.common.help) {
-        pk_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.common.verbose);
+    if (!tool_begin(&rc, &o.common, pk_usage)) return rc;
 
     /* Key and position: given, or drawn from the seed in this order
      * (position first, as llama.cpp's rand() calls). */

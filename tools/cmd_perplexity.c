@@ -279,12 +279,7 @@ int cmd_perplexity(int argc, char **argv) {
     st.o.common.ctx_max = 1 << 24;
     st.o.common.batch_max = 1 << 24;
     int rc = ppl_parse(argc, argv, &st.o);
-    if (rc != 0) return rc;
-    if (st.o.common.help) {
-        ppl_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(st.o.common.verbose);
+    if (!tool_begin(&rc, &st.o.common, ppl_usage)) return rc;
 
     if ((rc = ppl_load(&st)) != 0) goto done;
     if ((rc = ppl_prepare(&st)) != 0) goto done;

@@ -1131,12 +1131,7 @@ int cmd_replay(int argc, char **argv) {
     };
     o.common.n_threads = 1;
     int rc = rp_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.common.help) {
-        rp_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.common.verbose);
+    if (!tool_begin(&rc, &o.common, rp_usage)) return rc;
 
     cs_model *model = NULL;
     json_error_t jerr;

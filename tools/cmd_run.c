@@ -940,12 +940,7 @@ int cmd_run(int argc, char **argv) {
     memset(&st, 0, sizeof(st));
     run_defaults(&st.o);
     int rc = run_parse(argc, argv, &st.o);
-    if (rc != 0) return rc;
-    if (st.o.common.help) {
-        run_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(st.o.common.verbose);
+    if (!tool_begin(&rc, &st.o.common, run_usage)) return rc;
     st.kv.o = &st.o;
     st.t_start = tool_time_ns();
 
