@@ -151,6 +151,8 @@ static int rp_parse(int argc, char **argv, rp_opts *o) {
 /* ------------------------------------------------------------ messages */
 
 /* "<KIND>: run 'name' step N (op): message" on stdout. */
+static void rp_vmsg(const rp_run *r, const char *kind, const char *fmt, va_list ap)
+    TOOL_PRINTF(3, 0);
 static void rp_vmsg(const rp_run *r, const char *kind, const char *fmt, va_list ap) {
     printf("%s: run '%s' step %zu (%s): ", kind, r->name, r->step, r->op ? r->op : "?");
     vprintf(fmt, ap);
@@ -287,7 +289,7 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
     }
     json_t *lg = json_object_get(row, "logits");
     json_t *ml = json_object_get(row, "max_logit");
-    double diff = 0.0, margin = INFINITY;
+    double diff = 0.0, margin = (double)INFINITY;
     int32_t worst_i = -1;
     double worst_ref = 0.0;
     *near_tie = false;
@@ -295,14 +297,14 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
         if ((int32_t)json_array_size(lg) != n_vocab) {
             rp_fail(r, "row %d: %zu recorded logits, the model has %d", row_idx,
                     json_array_size(lg), n_vocab);
-            return NAN;
+            return (double)NAN;
         }
-        double top1 = -INFINITY, top2 = -INFINITY;
+        double top1 = -(double)INFINITY, top2 = -(double)INFINITY;
         for (int32_t i = 0; i < n_vocab; i++) {
             json_t *e = json_array_get(lg, (size_t)i);
             if (!json_is_number(e)) {
                 rp_fail(r, "row %d: logits[%d] is not a number", row_idx, i);
-                return NAN;
+                return (double)NAN;
             }
             const double ref = json_number_value(e);
             const double d = fabs(ref - (double)ours[i]);
@@ -329,7 +331,7 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
         *near_tie = ref_arg >= 0 && (double)ours[ref_arg] >= (double)ours[our_arg] - 2.0 * atol;
     } else {
         rp_fail(r, "row %d: neither 'logits' nor 'max_logit' recorded", row_idx);
-        return NAN;
+        return (double)NAN;
     }
     r->st.n_rows++;
     if (isnan(diff) || diff > r->st.max_diff) r->st.max_diff = diff;
