@@ -1,6 +1,8 @@
 /* args.c: strict flag parsing and shared helpers of the ctxshift tools. */
 #include "args.h"
 
+#include "tools.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -12,12 +14,16 @@
 
 /* ------------------------------------------------------------ messages */
 
-void tool_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+void tool_verror(const char *fmt, va_list ap) {
     fputs("error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+}
+
+void tool_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    tool_verror(fmt, ap);
     va_end(ap);
 }
 
@@ -153,40 +159,68 @@ int tool_parse_cache_type(const char *flag, const char *text, int32_t *out) {
     return 0;
 }
 
-int tool_parse_common(tool_args *it, const tool_common *c, bool *handled) {
+tool_common tool_common_defaults(uint32_t accepts) {
+    return (tool_common){
+        .accepts = accepts,
+        .model = CS_DEFAULT_MODEL,
+        .n_threads = 0,
+        .n_ctx = 0,
+        .ctx_min = 0,
+        .ctx_max = INT32_MAX,
+        .n_batch = 2048,
+        .batch_max = INT32_MAX,
+        .type_k = CS_TYPE_F16,
+        .type_v = CS_TYPE_F16,
+        .defrag_thold = cs_context_default_params().defrag_thold,
+    };
+}
+
+int tool_parse_common(tool_args *it, tool_common *c, bool *handled) {
     const char *a = it->argv[it->i];
     const char *v = NULL;
     int rc = 0;
+    const uint32_t f = c->accepts;
     *handled = true;
-    if (c->help != NULL && tool_arg_is(a, "-h", "--help")) {
-        *c->help = true;
-    } else if (c->verbose != NULL && tool_arg_is(a, "-v", "--verbose")) {
-        *c->verbose = true;
-    } else if (c->kv_map != NULL && tool_arg_is(a, NULL, "--kv-map")) {
-        *c->kv_map = true;
-    } else if (c->kv_map_svg != NULL && tool_arg_is(a, NULL, "--kv-map-svg")) {
-        if ((rc = tool_arg_value(it, &v)) == 0) *c->kv_map_svg = v;
-    } else if (c->model != NULL && tool_arg_is(a, "-m", "--model")) {
-        if ((rc = tool_arg_value(it, &v)) == 0) *c->model = v;
-    } else if (c->n_threads != NULL && tool_arg_is(a, "-t", "--threads")) {
-        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 4096, c->n_threads);
-    } else if (c->n_ctx != NULL && tool_arg_is(a, "-c", "--ctx-size")) {
+    if (tool_arg_is(a, "-h", "--help")) {
+        c->help = true;
+    } else if (tool_arg_is(a, "-v", "--verbose")) {
+        c->verbose = true;
+    } else if ((f & TOOL_FLAG_KV_MAP) && tool_arg_is(a, NULL, "--kv-map")) {
+        c->kv_map = true;
+    } else if ((f & TOOL_FLAG_KV_MAP) && tool_arg_is(a, NULL, "--kv-map-svg")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) c->kv_map_svg = v;
+    } else if ((f & TOOL_FLAG_MODEL) && tool_arg_is(a, "-m", "--model")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) c->model = v;
+    } else if ((f & TOOL_FLAG_THREADS) && tool_arg_is(a, "-t", "--threads")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 4096, &c->n_threads);
+    } else if ((f & TOOL_FLAG_CTX) && tool_arg_is(a, "-c", "--ctx-size")) {
         if ((rc = tool_arg_value(it, &v)) == 0)
-            rc = tool_parse_i32(a, v, c->ctx_min, c->ctx_max, c->n_ctx);
-    } else if (c->n_batch != NULL && tool_arg_is(a, "-b", "--batch-size")) {
+            rc = tool_parse_i32(a, v, c->ctx_min, c->ctx_max, &c->n_ctx);
+    } else if ((f & TOOL_FLAG_BATCH) && tool_arg_is(a, "-b", "--batch-size")) {
         if ((rc = tool_arg_value(it, &v)) == 0)
-            rc = tool_parse_i32(a, v, 1, c->batch_max, c->n_batch);
-    } else if (c->type_k != NULL && tool_arg_is(a, "-ctk", "--cache-type-k")) {
-        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_cache_type(a, v, c->type_k);
-    } else if (c->type_v != NULL && tool_arg_is(a, "-ctv", "--cache-type-v")) {
-        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_cache_type(a, v, c->type_v);
-    } else if (c->defrag_thold != NULL && tool_arg_is(a, "-dt", "--defrag-thold")) {
+            rc = tool_parse_i32(a, v, 1, c->batch_max, &c->n_batch);
+    } else if ((f & TOOL_FLAG_CACHE_TYPES) && tool_arg_is(a, "-ctk", "--cache-type-k")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_cache_type(a, v, &c->type_k);
+    } else if ((f & TOOL_FLAG_CACHE_TYPES) && tool_arg_is(a, "-ctv", "--cache-type-v")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_cache_type(a, v, &c->type_v);
+    } else if ((f & TOOL_FLAG_DEFRAG) && tool_arg_is(a, "-dt", "--defrag-thold")) {
         if ((rc = tool_arg_value(it, &v)) == 0)
-            rc = tool_parse_f32(a, v, -1.0f, 1.0f, c->defrag_thold);
+            rc = tool_parse_f32(a, v, -1.0f, 1.0f, &c->defrag_thold);
     } else {
         *handled = false;
     }
     return rc;
+}
+
+bool tool_begin(int *rc, const tool_common *c, void (*usage)(FILE *f)) {
+    if (*rc != 0) return false;
+    if (c->help) {
+        usage(stdout);
+        *rc = TOOL_EXIT_OK;
+        return false;
+    }
+    tool_log_setup(c->verbose);
+    return true;
 }
 
 /* ------------------------------------------------------------ utilities */

@@ -8,6 +8,7 @@
 #ifndef CS_TOOLS_ARGS_H
 #define CS_TOOLS_ARGS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,8 @@ enum { TOOL_EXIT_OK = 0, TOOL_EXIT_FAIL = 1, TOOL_EXIT_USAGE = 2 };
 
 /* Print "error: <formatted message>\n" to stderr. */
 void tool_error(const char *fmt, ...) TOOL_PRINTF(1, 2);
+/* The same with a va_list, for helpers that take a message format. */
+void tool_verror(const char *fmt, va_list ap) TOOL_PRINTF(1, 0);
 
 /* Report a failed library call: prints "error: <what>: <cs_last_error()>"
  * (or just the library message when it already names `what`) and returns
@@ -76,32 +79,50 @@ int tool_parse_i32_list(const char *flag, const char *text, int32_t min, int32_t
 /* Parse a KV cache type name (f32 or f16). */
 int tool_parse_cache_type(const char *flag, const char *text, int32_t *out);
 
-/* Where the flags that several tools share store their values. A NULL
- * pointer means the tool does not take that flag: tool_parse_common leaves
- * it to the tool's own branches (and so to tool_arg_unknown). */
+/* The shared flags a tool takes (tool_common.accepts). -h / --help and
+ * -v / --verbose are always taken. */
+enum {
+    TOOL_FLAG_MODEL = 1u << 0,       /* -m, --model FILE */
+    TOOL_FLAG_THREADS = 1u << 1,     /* -t, --threads N in [1, 4096] */
+    TOOL_FLAG_CTX = 1u << 2,         /* -c, --ctx-size N in [ctx_min, ctx_max] */
+    TOOL_FLAG_BATCH = 1u << 3,       /* -b, --batch-size N in [1, batch_max] */
+    TOOL_FLAG_CACHE_TYPES = 1u << 4, /* -ctk, --cache-type-k / -ctv, --cache-type-v TYPE */
+    TOOL_FLAG_DEFRAG = 1u << 5,      /* -dt, --defrag-thold X in [-1, 1] */
+    TOOL_FLAG_KV_MAP = 1u << 6,      /* --kv-map, --kv-map-svg FILE */
+};
+
+/* The values of the flags that several tools share. Every options struct
+ * embeds one by value (`opts.common`), starts from tool_common_defaults and
+ * then sets its own defaults by field name. A flag outside `accepts` is left
+ * to the tool's own branches (and so to tool_arg_unknown); its field keeps
+ * the default, which tool_context_new still uses. */
 typedef struct tool_common {
-    bool *help;         /* -h, --help */
-    bool *verbose;      /* -v, --verbose */
-    const char **model; /* -m, --model FILE */
-    int32_t *n_threads; /* -t, --threads N in [1, 4096] */
-    int32_t *n_ctx;     /* -c, --ctx-size N in [ctx_min, ctx_max] */
-    int32_t ctx_min;
-    int32_t ctx_max;
-    int32_t *n_batch; /* -b, --batch-size N in [1, batch_max] */
-    int32_t batch_max;
-    int32_t *type_k;         /* -ctk, --cache-type-k TYPE (tool_parse_cache_type) */
-    int32_t *type_v;         /* -ctv, --cache-type-v TYPE */
-    float *defrag_thold;     /* -dt, --defrag-thold X in [-1, 1] */
-    bool *kv_map;            /* --kv-map */
-    const char **kv_map_svg; /* --kv-map-svg FILE */
+    uint32_t accepts; /* TOOL_FLAG_* */
+    bool help;
+    bool verbose;
+    const char *model;      /* default CS_DEFAULT_MODEL */
+    int32_t n_threads;      /* default 0: number of cores */
+    int32_t n_ctx;          /* default 0: the model's training context */
+    int32_t ctx_min;        /* range of -c, default [0, INT32_MAX] */
+    int32_t ctx_max;        /* */
+    int32_t n_batch;        /* default 2048; capped at the context by tool_context_new */
+    int32_t batch_max;      /* range of -b is [1, batch_max], default INT32_MAX */
+    int32_t type_k;         /* default CS_TYPE_F16 */
+    int32_t type_v;         /* default CS_TYPE_F16 */
+    float defrag_thold;     /* default: the library's (never) */
+    bool kv_map;            /* --kv-map: text maps to stderr */
+    const char *kv_map_svg; /* --kv-map-svg FILE, or NULL */
 } tool_common;
 
+/* The shared defaults above, taking the flags in `accepts`. */
+tool_common tool_common_defaults(uint32_t accepts);
+
 /* Parse it->argv[it->i] when it is one of the shared flags that c accepts:
- * sets *handled, takes the value (advancing it->i) and stores it. Returns 0
- * or the exit code of a missing / bad value (the message is printed, with
- * the same wording as tool_arg_value and tool_parse_*). *handled is false,
- * and nothing is consumed, for any other argument. */
-int tool_parse_common(tool_args *it, const tool_common *c, bool *handled);
+ * sets *handled, takes the value (advancing it->i) and stores it in c.
+ * Returns 0 or the exit code of a missing / bad value (the message is
+ * printed, with the same wording as tool_arg_value and tool_parse_*).
+ * *handled is false, and nothing is consumed, for any other argument. */
+int tool_parse_common(tool_args *it, tool_common *c, bool *handled);
 
 /* Help lines shared by the tools that align their flags in 29 columns. */
 #define TOOL_HELP_THREADS "  -t,   --threads N          worker threads (default: number of cores)\n"
@@ -110,6 +131,12 @@ int tool_parse_common(tool_args *it, const tool_common *c, bool *handled);
     "  -ctv, --cache-type-v TYPE  V cache type: f32, f16 or q8_0 (default: f16)\n"
 #define TOOL_HELP_VERBOSE "  -v,   --verbose            print the library's info and debug log\n"
 #define TOOL_HELP_HELP    "  -h,   --help               print this help\n"
+
+/* The start every tool_common tool shares, after its parse returned *rc:
+ * a parse error, or --help (usage to stdout, *rc = TOOL_EXIT_OK), ends the
+ * command (returns false, *rc is its exit code); otherwise the log is set
+ * up for -v and the command goes on (returns true). */
+bool tool_begin(int *rc, const tool_common *c, void (*usage)(FILE *f));
 
 /* ------------------------------------------------------------ utilities */
 

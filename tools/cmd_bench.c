@@ -23,30 +23,26 @@
 #include <time.h>
 
 #include "args.h"
+#include "tool_context.h"
 #include "tools.h"
 
 enum { BENCH_LIST_MAX = 32 };
 
 typedef struct bench_opts {
-    const char *model_path;
+    tool_common common; /* -m -b -ctk -ctv -v -h */
     int32_t n_prompt[BENCH_LIST_MAX];
     int32_t n_n_prompt;
     int32_t n_gen[BENCH_LIST_MAX];
     int32_t n_n_gen;
     int32_t threads[BENCH_LIST_MAX];
-    int32_t n_threads;
+    int32_t n_n_threads;
     int32_t depth[BENCH_LIST_MAX];
     int32_t n_depth;
-    int32_t n_batch;
     int32_t reps;
     int32_t warmup; /* pp warm-up tokens; < 0 = the whole prompt */
-    int32_t type_k;
-    int32_t type_v;
     bool fragment;
     bool no_repack;
     bool json;
-    bool verbose;
-    bool help;
 } bench_opts;
 
 static void bench_usage(FILE *f) {
@@ -79,15 +75,11 @@ static void bench_usage(FILE *f) {
 
 static int bench_parse(int argc, char **argv, bench_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {&o->help,   &o->verbose, &o->model_path, NULL,      NULL,
-                             0,          0,           &o->n_batch,    INT32_MAX, &o->type_k,
-                             &o->type_v, NULL,        NULL,           NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, NULL, "--json")) {
@@ -112,7 +104,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
                 rc = tool_parse_i32_list(a, v, 0, 1 << 20, o->n_gen, BENCH_LIST_MAX, &o->n_n_gen);
         } else if (tool_arg_is(a, "-t", "--threads")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32_list(a, v, 1, 4096, o->threads, BENCH_LIST_MAX, &o->n_threads);
+                rc =
+                    tool_parse_i32_list(a, v, 1, 4096, o->threads, BENCH_LIST_MAX, &o->n_n_threads);
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 10000, &o->reps);
         } else if (tool_arg_is(a, "-d", "--n-depth")) {
@@ -161,16 +154,6 @@ static cs_token bench_rand_token(uint64_t *state, int32_t n_vocab) {
     return (cs_token)((x * 0x2545f4914f6cdd1dull >> 33) % (uint64_t)n_vocab);
 }
 
-static int bench_decode(cs_context *ctx, const cs_batch *batch) {
-    const int32_t ret = cs_decode(ctx, batch);
-    if (ret == CS_NO_KV_SLOT) {
-        tool_error("decode: no KV slot");
-        return TOOL_EXIT_FAIL;
-    }
-    if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
-    return 0;
-}
-
 static int bench_pp(const cs_model *model, cs_context *ctx, cs_batch *batch, int32_t n_prompt,
                     int32_t n_batch, int32_t pos0, uint64_t *rng) {
     const int32_t n_vocab = cs_model_n_vocab(model);
@@ -186,7 +169,7 @@ static int bench_pp(const cs_model *model, cs_context *ctx, cs_batch *batch, int
             const cs_status st = cs_batch_add(batch, t, pos, &seq0, 1, k == nb - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
-        const int rc = bench_decode(ctx, batch);
+        const int rc = tool_decode(ctx, batch, "decode: no KV slot");
         if (rc != 0) return rc;
     }
     return 0;
@@ -203,7 +186,7 @@ static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int
         cs_batch_clear(batch);
         const cs_status st = cs_batch_add(batch, t, pos0 + i, &seq0, 1, true);
         if (st != CS_OK) return tool_fail_lib(st, "batch");
-        const int rc = bench_decode(ctx, batch);
+        const int rc = tool_decode(ctx, batch, "decode: no KV slot");
         if (rc != 0) return rc;
         t = bench_rand_token(rng, n_vocab);
     }
@@ -228,7 +211,7 @@ static int bench_fill_depth(const cs_model *model, cs_context *ctx, cs_batch *ba
                                               &s, 1, k == nb - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
-        const int rc = bench_decode(ctx, batch);
+        const int rc = tool_decode(ctx, batch, "decode: no KV slot");
         if (rc != 0) return rc;
     }
     const cs_status st = cs_kv_seq_rm(ctx, 1, -1, -1);
@@ -277,22 +260,16 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
     cs_batch *batch = NULL;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
 
-    cs_context_params cp = cs_context_default_params();
     const int32_t fill = o->fragment ? 2 * t->n_depth : t->n_depth;
-    cp.n_ctx = (uint32_t)(fill + t->n_prompt + t->n_gen);
-    cp.n_batch = (uint32_t)o->n_batch < cp.n_ctx ? (uint32_t)o->n_batch : cp.n_ctx;
-    cp.n_seq_max = o->fragment ? 2 : 1;
-    cp.n_threads = t->n_threads;
-    cp.type_k = o->type_k;
-    cp.type_v = o->type_v;
-    cs_status st = cs_context_new(model, &cp, &ctx);
-    if (st != CS_OK) {
-        rc = tool_fail_lib(st, "context");
-        goto done;
-    }
+    tool_common cc = o->common;
+    cc.n_ctx = fill + t->n_prompt + t->n_gen; /* >= 1: tests of no tokens are never listed */
+    cc.n_threads = t->n_threads;
+    if ((rc = tool_context_new(model, &cc, o->fragment ? 2 : 1, &ctx)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
     t->n_batch = (int32_t)cs_n_batch(ctx);
-    if ((st = cs_batch_new(t->n_batch, 1, &batch)) != CS_OK) {
-        rc = tool_fail_lib(st, "batch");
+    const cs_status bs = cs_batch_new(t->n_batch, 1, &batch);
+    if (bs != CS_OK) {
+        rc = tool_fail_lib(bs, "batch");
         goto done;
     }
 
@@ -330,7 +307,7 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
         t->n_window = ki.n_window;
         t->n_used = ki.used;
     }
-    t->kv_bytes = bench_kv_bytes(model, cp.n_ctx, o->type_k, o->type_v);
+    t->kv_bytes = bench_kv_bytes(model, (uint32_t)cc.n_ctx, o->common.type_k, o->common.type_v);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) t->peak_rss = (uint64_t)ru.ru_maxrss * 1024u;
     rc = 0;
@@ -401,8 +378,8 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
     printf("    \"backends\": \"CPU\",\n");
     printf("    \"n_batch\": %d,\n", (int)t->n_batch);
     printf("    \"n_threads\": %d,\n", (int)t->n_threads);
-    printf("    \"type_k\": \"%s\",\n", cs_type_name(o->type_k));
-    printf("    \"type_v\": \"%s\",\n", cs_type_name(o->type_v));
+    printf("    \"type_k\": \"%s\",\n", cs_type_name(o->common.type_k));
+    printf("    \"type_v\": \"%s\",\n", cs_type_name(o->common.type_v));
     printf("    \"n_prompt\": %d,\n", (int)t->n_prompt);
     printf("    \"n_gen\": %d,\n", (int)t->n_gen);
     printf("    \"n_depth\": %d,\n", (int)t->n_depth);
@@ -429,28 +406,20 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
 int cmd_bench(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "kv") == 0) return cmd_bench_kv(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "mem") == 0) return cmd_bench_mem(argc - 1, argv + 1);
-    bench_opts o;
-    memset(&o, 0, sizeof(o));
-    o.model_path = CS_DEFAULT_MODEL;
-    o.n_prompt[0] = 512;
-    o.n_n_prompt = 1;
-    o.n_gen[0] = 128;
-    o.n_n_gen = 1;
-    o.threads[0] = tool_default_threads();
-    o.n_threads = 1;
-    o.n_batch = 2048;
-    o.reps = 5;
-    o.n_depth = 1; /* depth[0] = 0 */
-    o.warmup = -1;
-    o.type_k = CS_TYPE_F16;
-    o.type_v = CS_TYPE_F16;
+    bench_opts o = {
+        .common = tool_common_defaults(TOOL_FLAG_MODEL | TOOL_FLAG_BATCH | TOOL_FLAG_CACHE_TYPES),
+        .n_prompt = {512},
+        .n_n_prompt = 1,
+        .n_gen = {128},
+        .n_n_gen = 1,
+        .threads = {tool_default_threads()},
+        .n_n_threads = 1,
+        .reps = 5,
+        .n_depth = 1, /* depth[0] = 0 */
+        .warmup = -1,
+    };
     int rc = bench_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.help) {
-        bench_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.verbose);
+    if (!tool_begin(&rc, &o.common, bench_usage)) return rc;
 
     /* The test list: for every thread count, each pp then each tg size. */
     int32_t n_tests = 0;
@@ -460,7 +429,7 @@ int cmd_bench(int argc, char **argv) {
         tool_error("out of memory for the test list");
         return TOOL_EXIT_FAIL;
     }
-    for (int32_t ti = 0; ti < o.n_threads; ti++) {
+    for (int32_t ti = 0; ti < o.n_n_threads; ti++) {
         for (int32_t di = 0; di < o.n_depth; di++) {
             for (int32_t i = 0; i < o.n_n_prompt; i++) {
                 if (o.n_prompt[i] == 0) continue;
@@ -490,9 +459,9 @@ int cmd_bench(int argc, char **argv) {
     {
         cs_model_params mp = cs_model_default_params();
         mp.repack = !o.no_repack;
-        const cs_status st = cs_model_load(o.model_path, &mp, &model);
+        const cs_status st = cs_model_load(o.common.model, &mp, &model);
         if (st != CS_OK) {
-            rc = tool_fail_lib(st, o.model_path);
+            rc = tool_fail_lib(st, o.common.model);
             goto done;
         }
     }
@@ -504,12 +473,12 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
     bench_model_info mi;
-    mi.path = o.model_path;
+    mi.path = o.common.model;
     cs_model_desc(model, mi.desc, sizeof(mi.desc));
     mi.size = cs_model_size(model);
     mi.decode_bytes = cs_model_decode_bytes(model);
     mi.n_params = cs_model_n_params(model);
-    if (o.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
+    if (o.common.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
 
     if (o.json) {
         printf("[\n");

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "tool_context.h"
 #include "tools.h"
 
 enum {
@@ -34,15 +35,10 @@ enum {
 };
 
 typedef struct kv_opts {
-    const char *model_path; /* NULL: generate the 110m preset */
-    int32_t n_ctx;
-    int32_t n_threads;
+    tool_common common; /* -m (default NULL: generate the 110m preset) -c -t -ctk -ctv -v -h */
     int32_t reps;
-    int32_t type_k, type_v;
     int32_t gen_type; /* weight type of the generated model */
     bool json;
-    bool verbose;
-    bool help;
 } kv_opts;
 
 static void kv_usage(FILE *f) {
@@ -76,17 +72,11 @@ static int kv_parse_weight_type(const char *flag, const char *v, int32_t *out) {
 
 static int kv_parse(int argc, char **argv, kv_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {&o->help,      &o->verbose, &o->model_path,
-                             &o->n_threads, &o->n_ctx,   4 * KV_HOLE_BLOCK,
-                             1 << 20,       NULL,        0,
-                             &o->type_k,    &o->type_v,  NULL,
-                             NULL,          NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, NULL, "--json")) {
@@ -100,8 +90,8 @@ static int kv_parse(int argc, char **argv, kv_opts *o) {
         }
         if (rc != 0) return rc;
     }
-    if (o->n_ctx % (2 * KV_HOLE_BLOCK) != 0) {
-        tool_error("-c: %d is not a multiple of %d", (int)o->n_ctx, 2 * KV_HOLE_BLOCK);
+    if (o->common.n_ctx % (2 * KV_HOLE_BLOCK) != 0) {
+        tool_error("-c: %d is not a multiple of %d", (int)o->common.n_ctx, 2 * KV_HOLE_BLOCK);
         return TOOL_EXIT_USAGE;
     }
     return 0;
@@ -210,12 +200,7 @@ static cs_token kv_rand_token(uint64_t *state, int32_t n_vocab) {
 }
 
 static int kv_decode(kv_bench *b) {
-    const int32_t ret = cs_decode(b->ctx, b->batch);
-    if (ret == CS_NO_KV_SLOT) {
-        tool_error("decode: no KV slot");
-        return TOOL_EXIT_FAIL;
-    }
-    return ret != 0 ? tool_fail_lib((cs_status)ret, "decode") : 0;
+    return tool_decode(b->ctx, b->batch, "decode: no KV slot");
 }
 
 static int kv_fill(kv_bench *b) {
@@ -223,8 +208,9 @@ static int kv_fill(kv_bench *b) {
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     const cs_seq s0 = 0;
     const uint64_t t0 = tool_time_ns();
-    for (int32_t i = 0; i < b->o->n_ctx; i += KV_FILL_BATCH) {
-        const int32_t nb = b->o->n_ctx - i < KV_FILL_BATCH ? b->o->n_ctx - i : KV_FILL_BATCH;
+    for (int32_t i = 0; i < b->o->common.n_ctx; i += KV_FILL_BATCH) {
+        const int32_t nb =
+            b->o->common.n_ctx - i < KV_FILL_BATCH ? b->o->common.n_ctx - i : KV_FILL_BATCH;
         cs_batch_clear(b->batch);
         for (int32_t k = 0; k < nb; k++) {
             const cs_status st =
@@ -261,7 +247,7 @@ static int kv_stats_of(const kv_bench *b, cs_kv_info *out) {
 /* Remove alternate blocks of KV_HOLE_BLOCK positions, starting with the
  * first, keeping the last block: half the cells become holes. */
 static int kv_punch_holes(kv_bench *b) {
-    for (int32_t p = 0; p < b->o->n_ctx; p += 2 * KV_HOLE_BLOCK) {
+    for (int32_t p = 0; p < b->o->common.n_ctx; p += 2 * KV_HOLE_BLOCK) {
         const cs_status st = cs_kv_seq_rm(b->ctx, 0, p, p + KV_HOLE_BLOCK);
         if (st != CS_OK) return tool_fail_lib(st, "seq_rm");
     }
@@ -300,7 +286,7 @@ static int kv_run_op(kv_bench *b, int op, uint8_t *src, uint8_t *dst, kv_result 
         return 0;
     }
     if ((rc = kv_restore(b)) != 0) return rc;
-    const int32_t n = b->o->n_ctx;
+    const int32_t n = b->o->common.n_ctx;
     if (op == OP_SHIFT) {
         const cs_status st = cs_kv_seq_add(b->ctx, 0, n / 2, -1, -n / 4);
         if (st != CS_OK) return tool_fail_lib(st, "seq_add");
@@ -388,8 +374,9 @@ done:
 static void kv_print_table(const kv_bench *b, const kv_result *res, const char *desc) {
     const double memcpy_gbps = kv_gbps(&res[OP_MEMCPY]);
     printf("model: %s, cache %d cells, K %s, V %s, %d threads, %d reps (fill: %.0f ms)\n\n", desc,
-           (int)b->o->n_ctx, cs_type_name(b->o->type_k), cs_type_name(b->o->type_v),
-           (int)b->o->n_threads, (int)b->o->reps, b->fill_ms);
+           (int)b->o->common.n_ctx, cs_type_name(b->o->common.type_k),
+           cs_type_name(b->o->common.type_v), (int)b->o->common.n_threads, (int)b->o->reps,
+           b->fill_ms);
     printf("| %-40s | %19s | %12s | %7s | %8s | %-8s |\n", "operation", "ms", "bytes", "GB/s",
            "% memcpy", "check");
     printf("| ---------------------------------------- | ------------------: | -----------: | "
@@ -421,10 +408,11 @@ static void kv_print_json(const kv_bench *b, const kv_result *res, const char *p
     tool_json_string(stdout, path, strlen(path));
     printf(",\n  \"model_type\": ");
     tool_json_string(stdout, desc, strlen(desc));
-    printf(",\n  \"n_ctx\": %d,\n  \"type_k\": \"%s\",\n  \"type_v\": \"%s\",\n", (int)b->o->n_ctx,
-           cs_type_name(b->o->type_k), cs_type_name(b->o->type_v));
-    printf("  \"n_threads\": %d,\n  \"reps\": %d,\n  \"fill_ms\": %.3f,\n", (int)b->o->n_threads,
-           (int)b->o->reps, b->fill_ms);
+    printf(",\n  \"n_ctx\": %d,\n  \"type_k\": \"%s\",\n  \"type_v\": \"%s\",\n",
+           (int)b->o->common.n_ctx, cs_type_name(b->o->common.type_k),
+           cs_type_name(b->o->common.type_v));
+    printf("  \"n_threads\": %d,\n  \"reps\": %d,\n  \"fill_ms\": %.3f,\n",
+           (int)b->o->common.n_threads, (int)b->o->reps, b->fill_ms);
     printf("  \"kv_bytes\": %llu,\n  \"results\": [\n", (unsigned long long)b->kv_bytes);
     for (int op = 0; op < OP_COUNT; op++) {
         const kv_result *r = &res[op];
@@ -447,21 +435,20 @@ static void kv_print_json(const kv_bench *b, const kv_result *res, const char *p
 /* ------------------------------------------------------------ entry */
 
 int cmd_bench_kv(int argc, char **argv) {
-    kv_opts o;
-    memset(&o, 0, sizeof o);
-    o.n_ctx = 4096;
-    o.n_threads = tool_default_threads();
-    o.reps = 5;
-    o.type_k = CS_TYPE_F16;
-    o.type_v = CS_TYPE_F16;
-    o.gen_type = CS_TYPE_F32;
+    kv_opts o = {
+        .common = tool_common_defaults(TOOL_FLAG_MODEL | TOOL_FLAG_THREADS | TOOL_FLAG_CTX |
+                                       TOOL_FLAG_CACHE_TYPES),
+        .reps = 5,
+        .gen_type = CS_TYPE_F32,
+    };
+    o.common.model = NULL;
+    o.common.n_ctx = 4096;
+    o.common.ctx_min = 4 * KV_HOLE_BLOCK;
+    o.common.ctx_max = 1 << 20;
+    o.common.n_batch = KV_FILL_BATCH;
+    o.common.n_threads = tool_default_threads();
     int rc = kv_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.help) {
-        kv_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.verbose);
+    if (!tool_begin(&rc, &o.common, kv_usage)) return rc;
 
     kv_bench b;
     memset(&b, 0, sizeof b);
@@ -470,7 +457,7 @@ int cmd_bench_kv(int argc, char **argv) {
     memset(res, 0, sizeof res);
     double *samples = calloc((size_t)OP_COUNT * (size_t)o.reps, sizeof(double));
     char gen_path[4096];
-    const char *path = o.model_path;
+    const char *path = o.common.model;
     if (!samples) {
         tool_error("out of memory for %d samples", (int)o.reps);
         return TOOL_EXIT_FAIL;
@@ -482,41 +469,32 @@ int cmd_bench_kv(int argc, char **argv) {
     if ((rc = tool_load_model(path, false, &b.model)) != 0) goto done;
     rc = TOOL_EXIT_FAIL;
 
-    cs_context_params cp = cs_context_default_params();
-    cp.n_ctx = (uint32_t)o.n_ctx;
-    cp.n_batch = KV_FILL_BATCH;
-    cp.n_seq_max = 1;
-    cp.n_threads = o.n_threads;
-    cp.type_k = o.type_k;
-    cp.type_v = o.type_v;
-    cs_status st = cs_context_new(b.model, &cp, &b.ctx);
-    if (st != CS_OK) {
-        rc = tool_fail_lib(st, "context");
-        goto done;
-    }
-    if ((st = cs_batch_new(KV_FILL_BATCH, 1, &b.batch)) != CS_OK) {
-        rc = tool_fail_lib(st, "batch");
+    if ((rc = tool_context_new(b.model, &o.common, 1, &b.ctx)) != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
+    const cs_status bs = cs_batch_new(KV_FILL_BATCH, 1, &b.batch);
+    if (bs != CS_OK) {
+        rc = tool_fail_lib(bs, "batch");
         goto done;
     }
     /* K+V bytes of the whole cache, from the model's shape and the types */
     const int64_t n_embd_kv = (int64_t)cs_model_n_head_kv(b.model) *
                               (cs_model_n_embd(b.model) / cs_model_n_head(b.model));
-    const int32_t types[2] = {o.type_k, o.type_v};
+    const int32_t types[2] = {o.common.type_k, o.common.type_v};
     b.kv_bytes = 0;
     for (int i = 0; i < 2; i++) {
         const uint64_t row = types[i] == CS_TYPE_F32   ? (uint64_t)n_embd_kv * 4
                              : types[i] == CS_TYPE_F16 ? (uint64_t)n_embd_kv * 2
                                                        : (uint64_t)n_embd_kv / 32 * 34;
-        b.kv_bytes += row * (uint64_t)o.n_ctx * (uint64_t)cs_model_n_layer(b.model);
+        b.kv_bytes += row * (uint64_t)o.common.n_ctx * (uint64_t)cs_model_n_layer(b.model);
     }
     char desc[128];
     cs_model_desc(b.model, desc, sizeof desc);
-    if (o.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
-    fprintf(stderr, "filling %d cells in batches of %d ...\n", (int)o.n_ctx, KV_FILL_BATCH);
+    if (o.common.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
+    fprintf(stderr, "filling %d cells in batches of %d ...\n", (int)o.common.n_ctx, KV_FILL_BATCH);
     if ((rc = kv_fill(&b)) != 0) goto done;
     fprintf(stderr, "filled in %.1f s; state image %zu bytes\n", b.fill_ms * 1e-3, b.state_size);
 
-    const int32_t n = o.n_ctx;
+    const int32_t n = o.common.n_ctx;
     static const char *const ops[OP_COUNT] = {"memcpy",      "kshift",       "defrag",
                                               "decode_full", "decode_holes", "decode_compact"};
     for (int op = 0; op < OP_COUNT; op++) {

@@ -24,6 +24,7 @@
 
 #include "args.h"
 #include "kvmap.h"
+#include "tool_context.h"
 #include "tools.h"
 
 enum {
@@ -43,24 +44,14 @@ static const char *const par_default_prompts[] = {
 };
 
 typedef struct par_opts {
-    const char *model_path;
+    tool_common common; /* -m -c -b -t -ctk -ctv -dt --kv-map --kv-map-svg -v -h */
     const char *system_prompt;
     const char *prompts_file;
-    const char *kv_map_svg;
     int32_t n_parallel;
     int32_t n_sequences;
     int32_t n_predict;
-    int32_t n_ctx; /* 0: the model's training context */
-    int32_t n_batch;
-    int32_t n_threads; /* 0: number of cores */
-    int32_t type_k;
-    int32_t type_v;
     int64_t seed; /* -1: random */
     float temp;
-    float defrag_thold;
-    bool kv_map;
-    bool verbose;
-    bool help;
 } par_opts;
 
 /* A growable byte string. */
@@ -134,32 +125,27 @@ static void par_usage(FILE *f) {
 }
 
 static void par_defaults(par_opts *o) {
-    memset(o, 0, sizeof(*o));
-    o->model_path = CS_DEFAULT_MODEL;
-    o->system_prompt = par_default_system;
-    o->n_parallel = 4;
-    o->n_sequences = 16;
-    o->n_predict = 64;
-    o->n_batch = 2048;
-    o->type_k = CS_TYPE_F16;
-    o->type_v = CS_TYPE_F16;
-    o->seed = -1;
-    o->temp = 0.0f;
-    o->defrag_thold = 0.1f; /* llama.cpp's tools default since b141e5f6 */
+    *o = (par_opts){
+        .common = tool_common_defaults(TOOL_FLAG_MODEL | TOOL_FLAG_THREADS | TOOL_FLAG_CTX |
+                                       TOOL_FLAG_BATCH | TOOL_FLAG_CACHE_TYPES | TOOL_FLAG_DEFRAG |
+                                       TOOL_FLAG_KV_MAP),
+        .system_prompt = par_default_system,
+        .n_parallel = 4,
+        .n_sequences = 16,
+        .n_predict = 64,
+        .seed = -1,
+        .temp = 0.0f,
+    };
+    o->common.defrag_thold = 0.1f; /* llama.cpp's tools default since b141e5f6 */
 }
 
 static int par_parse(int argc, char **argv, par_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {
-        &o->help,   &o->verbose,      &o->model_path, &o->n_threads, &o->n_ctx,
-        0,          INT32_MAX,        &o->n_batch,    INT32_MAX,     &o->type_k,
-        &o->type_v, &o->defrag_thold, &o->kv_map,     &o->kv_map_svg};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, "-p", "--prompt")) {
@@ -371,15 +357,13 @@ static int par_system_prompt(par_state *s) {
                 cs_batch_add(s->batch, s->sys_tokens[i + k], i + k, &seq0, 1, false);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
-        const int32_t ret = cs_decode(s->ctx, s->batch);
         s->tot.n_decode_calls++;
-        if (ret == CS_NO_KV_SLOT) {
-            tool_error("the system prompt (%d tokens) does not fit in the KV cache (%d cells)",
-                       (int)s->n_sys, (int)cs_n_ctx(s->ctx));
-            return TOOL_EXIT_FAIL;
-        }
-        if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
-        int rc = par_track(s);
+        int rc =
+            tool_decode(s->ctx, s->batch,
+                        "the system prompt (%d tokens) does not fit in the KV cache (%d cells)",
+                        (int)s->n_sys, (int)cs_n_ctx(s->ctx));
+        if (rc != 0) return rc;
+        rc = par_track(s);
         if (rc == 0) rc = par_defrag_if_pending(s);
         if (rc != 0) return rc;
     }
@@ -496,9 +480,11 @@ static int par_decode_step(par_state *s, int32_t n_items) {
                 cs_batch_add(s->batch, it->token, it->pos, &it->seq, 1, it->logits);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
-        const int32_t ret = cs_decode(s->ctx, s->batch);
+        bool no_slot = false;
         s->tot.n_decode_calls++;
-        if (ret == CS_NO_KV_SLOT) {
+        int rc = tool_decode_try(s->ctx, s->batch, &no_slot);
+        if (rc != 0) return rc;
+        if (no_slot) {
             s->tot.n_cache_misses++;
             if (nb == 1) {
                 int32_t active = 0;
@@ -510,15 +496,13 @@ static int par_decode_step(par_state *s, int32_t n_items) {
                 return TOOL_EXIT_FAIL;
             }
             nb /= 2;
-            if (s->o->verbose) {
+            if (s->o->common.verbose) {
                 fprintf(stderr, "parallel: no KV slot for %d tokens, retrying with %d\n", (int)n,
                         (int)nb);
             }
             continue;
         }
-        if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
-        int rc = par_track(s);
-        if (rc != 0) return rc;
+        if ((rc = par_track(s)) != 0) return rc;
         for (int32_t c = 0; c < s->o->n_parallel; c++) {
             const int32_t row = s->clients[c].i_batch;
             if (s->clients[c].req < 0 || row < i || row >= i + n) continue;
@@ -638,7 +622,7 @@ static void par_print_summary(const par_state *s, double secs) {
            (long long)s->tot.n_decode_calls, (long long)s->tot.n_cache_misses);
     printf("defrag: threshold = %.3f, passes = %llu, cells moved = %llu, blocks moved = %llu, "
            "bytes moved = %llu, fragmentation = %.3f (max %.3f)\n",
-           (double)o->defrag_thold, (unsigned long long)info.n_defrag_passes,
+           (double)o->common.defrag_thold, (unsigned long long)info.n_defrag_passes,
            (unsigned long long)info.n_cells_moved, (unsigned long long)info.n_blocks_moved,
            (unsigned long long)info.n_bytes_moved, (double)info.fragmentation,
            (double)s->tot.max_frag);
@@ -654,12 +638,7 @@ int cmd_parallel(int argc, char **argv) {
     par_opts o;
     par_defaults(&o);
     int rc = par_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.help) {
-        par_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.verbose);
+    if (!tool_begin(&rc, &o.common, par_usage)) return rc;
 
     par_state s;
     memset(&s, 0, sizeof(s));
@@ -667,35 +646,25 @@ int cmd_parallel(int argc, char **argv) {
     int32_t max_prompt = 0;
 
     if ((rc = par_load_prompts(&s)) != 0) goto done;
-    if ((rc = tool_load_model(o.model_path, false, &s.model)) != 0) goto done;
+    if ((rc = tool_load_model(o.common.model, false, &s.model)) != 0) goto done;
     rc = TOOL_EXIT_FAIL;
 
     char desc[128];
     cs_model_desc(s.model, desc, sizeof(desc));
     const int32_t n_ctx_train = cs_model_n_ctx_train(s.model);
-    fprintf(stderr, "load: model '%s': %s, n_vocab = %d, n_ctx_train = %d\n", o.model_path, desc,
+    fprintf(stderr, "load: model '%s': %s, n_vocab = %d, n_ctx_train = %d\n", o.common.model, desc,
             (int)cs_model_n_vocab(s.model), (int)n_ctx_train);
 
-    cs_context_params cp = cs_context_default_params();
-    cp.n_ctx = o.n_ctx > 0 ? (uint32_t)o.n_ctx : (n_ctx_train > 0 ? (uint32_t)n_ctx_train : 4096u);
-    cp.n_batch = (uint32_t)o.n_batch < cp.n_ctx ? (uint32_t)o.n_batch : cp.n_ctx;
-    cp.n_seq_max = (uint32_t)o.n_parallel + 1;
-    cp.n_threads = o.n_threads > 0 ? o.n_threads : tool_default_threads();
-    cp.type_k = o.type_k;
-    cp.type_v = o.type_v;
-    cp.defrag_thold = o.defrag_thold;
-    cs_status st = cs_context_new(s.model, &cp, &s.ctx);
-    if (st != CS_OK) {
-        rc = tool_fail_lib(st, "context");
-        goto done;
-    }
+    rc = tool_context_new(s.model, &o.common, (uint32_t)o.n_parallel + 1, &s.ctx);
+    if (rc != 0) goto done;
+    rc = TOOL_EXIT_FAIL;
     s.n_batch = (int32_t)cs_n_batch(s.ctx);
     fprintf(stderr,
             "context: n_ctx = %d, n_batch = %d, n_seq_max = %d, n_threads = %d, type_k = %s, "
             "type_v = %s, defrag_thold = %.3f\n",
             (int)cs_n_ctx(s.ctx), (int)s.n_batch, (int)cs_n_seq_max(s.ctx),
-            (int)cs_n_threads(s.ctx), cs_type_name(o.type_k), cs_type_name(o.type_v),
-            (double)o.defrag_thold);
+            (int)cs_n_threads(s.ctx), cs_type_name(o.common.type_k), cs_type_name(o.common.type_v),
+            (double)o.common.defrag_thold);
 
     if ((rc = par_tokenize_all(&s, &max_prompt)) != 0) goto done;
     rc = TOOL_EXIT_FAIL;
@@ -721,12 +690,13 @@ int cmd_parallel(int argc, char **argv) {
         s.clients[c].req = -1;
         s.clients[c].i_batch = -1;
     }
-    if ((st = cs_batch_new(s.n_batch, 1, &s.batch)) != CS_OK) {
-        rc = tool_fail_lib(st, "batch");
+    const cs_status bs = cs_batch_new(s.n_batch, 1, &s.batch);
+    if (bs != CS_OK) {
+        rc = tool_fail_lib(bs, "batch");
         goto done;
     }
-    if (o.kv_map || o.kv_map_svg != NULL) {
-        s.kvmap = tool_kvmap_new(o.kv_map ? stdout : NULL, o.kv_map_svg, 0);
+    if (o.common.kv_map || o.common.kv_map_svg != NULL) {
+        s.kvmap = tool_kvmap_new(o.common.kv_map ? stdout : NULL, o.common.kv_map_svg, 0);
         if (s.kvmap == NULL) goto done;
     }
 

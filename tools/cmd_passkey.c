@@ -34,6 +34,7 @@
 
 #include "args.h"
 #include "kvmap.h"
+#include "tool_context.h"
 #include "tools.h"
 
 /* ------------------------------------------------------------ constants */
@@ -62,28 +63,20 @@ static const char pk_suffix[] = " What is the pass key? The pass key is";
 /* ------------------------------------------------------------ options */
 
 typedef struct pk_opts {
-    const char *model_path;
+    tool_common common; /* -m -b -t -ctk -ctv --kv-map --kv-map-svg -v -h */
     int32_t n_junk;
     int32_t i_pos;  /* -1: drawn */
     int32_t n_keep; /* -1: the prefix tokens (BOS + instruction) */
     int32_t n_grp;
-    int32_t n_batch;
     int32_t n_ctx_train; /* 0: the model's */
     int64_t key;         /* -1: drawn */
     int64_t seed;        /* -1: random, printed */
-    int32_t n_threads;   /* 0: number of cores */
-    int32_t type_k;
-    int32_t type_v;
-    bool kv_map;
-    const char *kv_map_svg;
     bool sweep;
     const char *sweep_junk; /* comma list */
     int32_t sweep_depths;
     const char *sweep_csv;
     const char *sweep_svg;
     bool print_prompt; /* hidden: print the prompt and exit (tests) */
-    bool verbose;
-    bool help;
 } pk_opts;
 
 static void pk_usage(FILE *f) {
@@ -125,34 +118,30 @@ static void pk_usage(FILE *f) {
 }
 
 static void pk_defaults(pk_opts *o) {
-    memset(o, 0, sizeof(*o));
-    o->model_path = CS_DEFAULT_MODEL;
-    o->n_junk = PK_DEFAULT_JUNK;
-    o->i_pos = -1;
-    o->n_keep = PK_DEFAULT_KEEP;
-    o->n_grp = 1;
-    o->n_batch = PK_DEFAULT_BATCH;
-    o->key = -1;
-    o->seed = -1;
-    o->type_k = CS_TYPE_F16;
-    o->type_v = CS_TYPE_F16;
-    o->sweep_junk = "25,50,100,200";
-    o->sweep_depths = PK_DEFAULT_DEPTHS;
-    o->sweep_csv = "passkey_sweep.csv";
-    o->sweep_svg = "passkey_sweep.svg";
+    *o = (pk_opts){
+        .common = tool_common_defaults(TOOL_FLAG_MODEL | TOOL_FLAG_THREADS | TOOL_FLAG_BATCH |
+                                       TOOL_FLAG_CACHE_TYPES | TOOL_FLAG_KV_MAP),
+        .n_junk = PK_DEFAULT_JUNK,
+        .i_pos = -1,
+        .n_keep = PK_DEFAULT_KEEP,
+        .n_grp = 1,
+        .key = -1,
+        .seed = -1,
+        .sweep_junk = "25,50,100,200",
+        .sweep_depths = PK_DEFAULT_DEPTHS,
+        .sweep_csv = "passkey_sweep.csv",
+        .sweep_svg = "passkey_sweep.svg",
+    };
+    o->common.n_batch = PK_DEFAULT_BATCH;
 }
 
 static int pk_parse(int argc, char **argv, pk_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {&o->help,   &o->verbose, &o->model_path, &o->n_threads, NULL,
-                             0,          0,           &o->n_batch,    INT32_MAX,     &o->type_k,
-                             &o->type_v, NULL,        &o->kv_map,     &o->kv_map_svg};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, NULL, "--sweep")) {
@@ -195,10 +184,10 @@ static int pk_parse(int argc, char **argv, pk_opts *o) {
         if (rc != 0) return rc;
     }
     /* Checks that need no model (llama.cpp asserts or divides by zero here). */
-    if (o->n_batch % o->n_grp != 0) {
+    if (o->common.n_batch % o->n_grp != 0) {
         tool_error("passkey: -b %d is not a multiple of --grp-attn-n %d (self-extend compresses "
                    "each batch into b/G positions)",
-                   (int)o->n_batch, (int)o->n_grp);
+                   (int)o->common.n_batch, (int)o->n_grp);
         return TOOL_EXIT_USAGE;
     }
     if (!o->sweep && o->i_pos >= o->n_junk) {
@@ -206,7 +195,7 @@ static int pk_parse(int argc, char **argv, pk_opts *o) {
                    (int)o->i_pos, (int)o->n_junk);
         return TOOL_EXIT_USAGE;
     }
-    if (o->sweep && (o->kv_map || o->kv_map_svg != NULL)) {
+    if (o->sweep && (o->common.kv_map || o->common.kv_map_svg != NULL)) {
         tool_error("passkey: --kv-map and --kv-map-svg draw a single run; not with --sweep");
         return TOOL_EXIT_USAGE;
     }
@@ -293,8 +282,12 @@ typedef struct pk_state {
     cs_context *ctx;
     cs_batch *batch;
     const pk_run_cfg *cfg;
-    const cs_token *tokens;
+    char *prompt;
+    cs_token *tokens; /* the prompt's, n_tokens */
     int32_t n_tokens;
+    cs_token *prefix_tokens;
+    char *piece; /* text of the last answer token, piece_cap bytes */
+    size_t piece_cap;
     int32_t n_keep;
     int32_t n_past;
     float *logits; /* the logits of the last decoded token, copied */
@@ -325,12 +318,9 @@ static int pk_decode_chunk(pk_state *s, int32_t i0, int32_t i1) {
             cs_batch_add(s->batch, s->tokens[j], s->n_past++, &seq0, 1, j == s->n_tokens - 1);
         if (st != CS_OK) return tool_fail_lib(st, "batch");
     }
-    const int32_t ret = cs_decode(s->ctx, s->batch);
-    if (ret == CS_NO_KV_SLOT) {
-        tool_error("passkey: no KV slot for the tokens [%d, %d)", (int)i0, (int)i1);
-        return TOOL_EXIT_FAIL;
-    }
-    if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
+    const int rc = tool_decode(s->ctx, s->batch, "passkey: no KV slot for the tokens [%d, %d)",
+                               (int)i0, (int)i1);
+    if (rc != 0) return rc;
     if (i1 == s->n_tokens) {
         const float *l = cs_get_logits_ith(s->ctx, n - 1);
         if (l == NULL) {
@@ -372,214 +362,191 @@ static int32_t pk_argmax(const float *x, int32_t n) {
     return best;
 }
 
-/* Prompt, fill, shifts and answer for one configuration on a cleared
- * context. Cost: one forward pass over the prompt plus 16 tokens. */
-static int pk_run(const cs_model *model, cs_context *ctx, cs_batch *batch, const pk_run_cfg *cfg,
-                  pk_result *res) {
-    int rc = TOOL_EXIT_FAIL;
-    char *prompt = NULL;
-    cs_token *tokens = NULL;
-    cs_token *prefix_tokens = NULL;
-    char *piece = NULL;
-    size_t piece_cap = 0;
+static void pk_state_free(pk_state *s) {
+    free(s->piece);
+    free(s->prefix_tokens);
+    free(s->tokens);
+    free(s->prompt);
+    free(s->logits);
+}
+
+/* Build and tokenize the prompt of cfg on a cleared cache, work out n_keep
+ * and print the run's header. */
+static int pk_prepare(pk_state *s, pk_result *res) {
+    const pk_run_cfg *cfg = s->cfg;
+    s->n_vocab = cs_model_n_vocab(s->model);
+    s->logits = malloc((size_t)s->n_vocab * sizeof(float));
+    if (s->logits == NULL) {
+        tool_error("out of memory for %d logits", (int)s->n_vocab);
+        return TOOL_EXIT_FAIL;
+    }
+    cs_kv_clear(s->ctx);
+
     size_t prompt_len = 0;
     int32_t n_prefix = 0;
-    pk_state s;
-    memset(&s, 0, sizeof(s));
-    memset(res, 0, sizeof(*res));
-    s.model = model;
-    s.ctx = ctx;
-    s.batch = batch;
-    s.cfg = cfg;
-    s.n_vocab = cs_model_n_vocab(model);
-    s.logits = malloc((size_t)s.n_vocab * sizeof(float));
-    if (s.logits == NULL) {
-        tool_error("out of memory for %d logits", (int)s.n_vocab);
-        goto done;
+    s->prompt = pk_build_prompt(cfg->n_junk, cfg->i_pos, cfg->key, &prompt_len);
+    if (s->prompt == NULL) return TOOL_EXIT_FAIL;
+    int rc = tool_tokenize(s->model, s->prompt, prompt_len, true, false, &s->tokens, &s->n_tokens);
+    if (rc == 0) {
+        rc = tool_tokenize(s->model, pk_prefix, sizeof(pk_prefix) - 1, true, false,
+                           &s->prefix_tokens, &n_prefix);
     }
-    cs_kv_clear(ctx);
-
-    prompt = pk_build_prompt(cfg->n_junk, cfg->i_pos, cfg->key, &prompt_len);
-    if (prompt == NULL) goto done;
-    if ((rc = tool_tokenize(model, prompt, prompt_len, true, false, &tokens, &s.n_tokens)) != 0)
-        goto done;
-    if ((rc = tool_tokenize(model, pk_prefix, sizeof(pk_prefix) - 1, true, false, &prefix_tokens,
-                            &n_prefix)) != 0)
-        goto done;
-    rc = TOOL_EXIT_FAIL;
-    s.tokens = tokens;
-    res->n_tokens = s.n_tokens;
+    if (rc != 0) return rc;
+    res->n_tokens = s->n_tokens;
     res->n_prefix = n_prefix;
-    s.n_keep = cfg->n_keep >= 0 ? cfg->n_keep : n_prefix;
-    const int32_t n_ctx = cfg->n_ctx;
-    const int32_t n_batch = cfg->n_batch;
-    const int32_t n_grp = cfg->n_grp;
-    const int32_t n_len = s.n_tokens + PK_N_PREDICT;
-    if (s.n_keep >= n_ctx) {
+    s->n_keep = cfg->n_keep >= 0 ? cfg->n_keep : n_prefix;
+    if (s->n_keep >= cfg->n_ctx) {
         tool_error("passkey: --keep %d must be smaller than the context (%d positions = "
                    "n_ctx_train * grp-attn-n)",
-                   (int)s.n_keep, (int)n_ctx);
-        rc = TOOL_EXIT_USAGE;
-        goto done;
+                   (int)s->n_keep, (int)cfg->n_ctx);
+        return TOOL_EXIT_USAGE;
     }
     if (!cfg->quiet) {
         printf("main: n_len = %d, n_ctx = %d, n_kv_req = %d, n_grp = %d, n_batch = %d, n_junk = "
                "%d, i_pos = %d\n",
-               (int)n_len, (int)n_ctx, (int)cs_n_ctx(ctx), (int)n_grp, (int)n_batch,
-               (int)cfg->n_junk, (int)cfg->i_pos);
+               (int)(s->n_tokens + PK_N_PREDICT), (int)cfg->n_ctx, (int)cs_n_ctx(s->ctx),
+               (int)cfg->n_grp, (int)cfg->n_batch, (int)cfg->n_junk, (int)cfg->i_pos);
         printf("prefix tokens: %d\n", (int)n_prefix);
-        printf("prompt tokens: %d\n", (int)s.n_tokens);
-        if (cfg->n_keep < 0) printf("main: n_keep = %d (the prefix tokens)\n", (int)s.n_keep);
+        printf("prompt tokens: %d\n", (int)s->n_tokens);
+        if (cfg->n_keep < 0) printf("main: n_keep = %d (the prefix tokens)\n", (int)s->n_keep);
         fflush(stdout);
     }
-    if (s.n_tokens == 0) {
+    if (s->n_tokens == 0) {
         tool_error("passkey: the prompt has no tokens");
-        goto done;
+        return TOOL_EXIT_FAIL;
     }
+    return 0;
+}
 
-    /* Fill phase (§5.4): batches while the usable context lasts; with
-     * self-extend each earlier batch is compressed by n_grp first. The last
-     * fill batch stops at n_ctx (llama.cpp overruns it when -b does not
-     * divide n_ctx). */
-    const int32_t n_batch_grp = n_batch / n_grp;
-    int32_t i = 0;
-    bool done_prompt = false;
-    for (i = 0; i < n_ctx; i += n_batch) {
-        if (i > 0 && n_grp > 1) {
-            const int32_t ib = i / n_batch - 1;
-            const int32_t bd = n_batch_grp * (n_grp - 1);
-            cs_status st = cs_kv_seq_add(ctx, 0, s.n_past - n_batch, s.n_past, ib * bd);
-            if (st == CS_OK)
-                st = cs_kv_seq_div(ctx, 0, s.n_past - n_batch + ib * bd, s.n_past + ib * bd, n_grp);
-            if (st != CS_OK) {
-                rc = tool_fail_lib(st, "self-extend");
-                goto done;
-            }
-            char label[96];
-            snprintf(label, sizeof(label), "self-extend: batch %d grouped by %d", (int)ib,
-                     (int)n_grp);
-            pk_map(&s, label);
-            if ((st = cs_kv_update(ctx)) != CS_OK) {
-                rc = tool_fail_lib(st, "update");
-                goto done;
-            }
-            s.n_past = cs_kv_seq_pos_max(ctx, 0) + 1;
-        }
+/* Self-extend before fill batch i (i > 0): group the previous batch's
+ * positions by n_grp, after moving them by the earlier batches' saving. */
+static int pk_group_batch(pk_state *s, int32_t i) {
+    const int32_t n_batch = s->cfg->n_batch, n_grp = s->cfg->n_grp;
+    const int32_t ib = i / n_batch - 1;
+    const int32_t bd = (n_batch / n_grp) * (n_grp - 1);
+    cs_status st = cs_kv_seq_add(s->ctx, 0, s->n_past - n_batch, s->n_past, ib * bd);
+    if (st == CS_OK)
+        st = cs_kv_seq_div(s->ctx, 0, s->n_past - n_batch + ib * bd, s->n_past + ib * bd, n_grp);
+    if (st != CS_OK) return tool_fail_lib(st, "self-extend");
+    char label[96];
+    snprintf(label, sizeof(label), "self-extend: batch %d grouped by %d", (int)ib, (int)n_grp);
+    pk_map(s, label);
+    if ((st = cs_kv_update(s->ctx)) != CS_OK) return tool_fail_lib(st, "update");
+    s->n_past = cs_kv_seq_pos_max(s->ctx, 0) + 1;
+    return 0;
+}
+
+/* Fill phase (§5.4): batches while the usable context lasts; with
+ * self-extend each earlier batch is compressed by n_grp first. The last
+ * fill batch stops at n_ctx (llama.cpp overruns it when -b does not divide
+ * n_ctx). *done_prompt: the whole prompt was decoded. */
+static int pk_fill(pk_state *s, bool *done_prompt) {
+    const int32_t n_ctx = s->cfg->n_ctx, n_batch = s->cfg->n_batch;
+    *done_prompt = false;
+    for (int32_t i = 0; i < n_ctx; i += n_batch) {
+        int rc = 0;
+        if (i > 0 && s->cfg->n_grp > 1 && (rc = pk_group_batch(s, i)) != 0) return rc;
         int32_t i1 = i + n_batch;
-        if (i1 > s.n_tokens) i1 = s.n_tokens;
+        if (i1 > s->n_tokens) i1 = s->n_tokens;
         if (i1 > n_ctx) i1 = n_ctx;
-        if ((rc = pk_decode_chunk(&s, i, i1)) != 0) goto done;
-        rc = TOOL_EXIT_FAIL;
-        if (i1 == s.n_tokens) {
-            done_prompt = true;
+        if ((rc = pk_decode_chunk(s, i, i1)) != 0) return rc;
+        if (i1 == s->n_tokens) {
+            *done_prompt = true;
             break;
         }
     }
+    return 0;
+}
 
-    /* Context-shift phase (§5.5): discard n_batch positions after n_keep
-     * before each further batch. */
-    if (!done_prompt) {
-        for (i = n_ctx; i < s.n_tokens; i += n_batch) {
-            if (!cfg->quiet) printf("main: shifting KV cache with %d\n", (int)n_batch);
-            if ((rc = pk_shift(&s, n_batch, "context shift")) != 0) goto done;
-            const int32_t i1 = s.n_tokens - i < n_batch ? s.n_tokens : i + n_batch;
-            if ((rc = pk_decode_chunk(&s, i, i1)) != 0) goto done;
-            rc = TOOL_EXIT_FAIL;
-        }
+/* Context-shift phase (§5.5): discard n_batch positions after n_keep
+ * before each further batch. */
+static int pk_shift_rest(pk_state *s) {
+    const int32_t n_batch = s->cfg->n_batch;
+    for (int32_t i = s->cfg->n_ctx; i < s->n_tokens; i += n_batch) {
+        if (!s->cfg->quiet) printf("main: shifting KV cache with %d\n", (int)n_batch);
+        int rc = pk_shift(s, n_batch, "context shift");
+        if (rc != 0) return rc;
+        const int32_t i1 = s->n_tokens - i < n_batch ? s->n_tokens : i + n_batch;
+        if ((rc = pk_decode_chunk(s, i, i1)) != 0) return rc;
     }
-    {
-        char label[96];
-        snprintf(label, sizeof(label), "prompt processed (n_past %d)", (int)s.n_past);
-        pk_map(&s, label);
-    }
+    return 0;
+}
 
-    /* Room for the answer: llama.cpp's n_past - n_ctx + n_predict, and at
-     * least enough free cells for the answer tokens. */
-    {
-        cs_kv_info info;
-        cs_kv_stats(ctx, &info);
-        int32_t n_discard = s.n_past - n_ctx + PK_N_PREDICT;
-        const int32_t need = PK_N_PREDICT - (info.size - info.used);
-        if (need > n_discard) n_discard = need;
-        /* each discarded position frees at least one cell */
-        if (n_discard > s.n_past - s.n_keep && need <= s.n_past - s.n_keep)
-            n_discard = s.n_past - s.n_keep;
-        if (n_discard > 0) {
-            if (s.n_past - s.n_keep < n_discard) {
-                tool_error("passkey: no room for the answer: %d of %d cells used and --keep %d "
-                           "protects them",
-                           (int)info.used, (int)info.size, (int)s.n_keep);
-                goto done;
-            }
-            if (!cfg->quiet) {
-                printf("main: shifting KV cache with %d to free space for the answer\n",
-                       (int)n_discard);
-            }
-            if ((rc = pk_shift(&s, n_discard, "shift for the answer")) != 0) goto done;
-            rc = TOOL_EXIT_FAIL;
-        }
+/* Room for the answer: llama.cpp's n_past - n_ctx + n_predict, and at
+ * least enough free cells for the answer tokens. */
+static int pk_answer_room(pk_state *s) {
+    cs_kv_info info;
+    cs_kv_stats(s->ctx, &info);
+    int32_t n_discard = s->n_past - s->cfg->n_ctx + PK_N_PREDICT;
+    const int32_t need = PK_N_PREDICT - (info.size - info.used);
+    if (need > n_discard) n_discard = need;
+    /* each discarded position frees at least one cell */
+    if (n_discard > s->n_past - s->n_keep && need <= s->n_past - s->n_keep)
+        n_discard = s->n_past - s->n_keep;
+    if (n_discard <= 0) return 0;
+    if (s->n_past - s->n_keep < n_discard) {
+        tool_error("passkey: no room for the answer: %d of %d cells used and --keep %d "
+                   "protects them",
+                   (int)info.used, (int)info.size, (int)s->n_keep);
+        return TOOL_EXIT_FAIL;
     }
-
-    if (!cfg->quiet) {
-        printf("main: passkey = %" PRId64 ", inserted at position %d / %d (token pos: ~%d)\n",
-               cfg->key, (int)cfg->i_pos, (int)cfg->n_junk,
-               (int)((int64_t)cfg->i_pos * s.n_tokens / cfg->n_junk));
-        printf("\n%s\n", pk_suffix);
-        fflush(stdout);
+    if (!s->cfg->quiet) {
+        printf("main: shifting KV cache with %d to free space for the answer\n", (int)n_discard);
     }
+    return pk_shift(s, n_discard, "shift for the answer");
+}
 
-    /* Greedy answer (§5.6): at most PK_N_PREDICT tokens, stop at EOG. */
-    const uint64_t t0 = tool_time_ns();
-    int32_t n_decode = 0;
+/* Decode answer token tok (number k of the answer) and copy its logits. */
+static int pk_decode_answer(pk_state *s, cs_token tok, int32_t k) {
     const cs_seq seq0 = 0;
-    for (int32_t n_cur = s.n_tokens; n_cur < n_len; n_cur++) {
-        const cs_token tok = pk_argmax(s.logits, s.n_vocab);
-        if (cs_token_is_eog(model, tok)) break;
-        const int32_t n = tool_token_piece(model, tok, false, &piece, &piece_cap);
+    cs_batch_clear(s->batch);
+    const cs_status st = cs_batch_add(s->batch, tok, s->n_past++, &seq0, 1, true);
+    if (st != CS_OK) return tool_fail_lib(st, "batch");
+    const int rc = tool_decode(s->ctx, s->batch, "passkey: no KV slot for answer token %d", (int)k);
+    if (rc != 0) return rc;
+    const float *l = cs_get_logits_ith(s->ctx, 0);
+    if (l == NULL) {
+        tool_error("passkey: decode returned no logits");
+        return TOOL_EXIT_FAIL;
+    }
+    memcpy(s->logits, l, (size_t)s->n_vocab * sizeof(float));
+    return 0;
+}
+
+/* Greedy answer (§5.6): at most PK_N_PREDICT tokens, stop at EOG; then the
+ * verdict: does the answer contain the key. */
+static int pk_answer(pk_state *s, pk_result *res) {
+    const pk_run_cfg *cfg = s->cfg;
+    const uint64_t t0 = tool_time_ns();
+    const int32_t n_len = s->n_tokens + PK_N_PREDICT;
+    int32_t n_decode = 0;
+    for (int32_t n_cur = s->n_tokens; n_cur < n_len; n_cur++) {
+        const cs_token tok = pk_argmax(s->logits, s->n_vocab);
+        if (cs_token_is_eog(s->model, tok)) break;
+        const int32_t n = tool_token_piece(s->model, tok, false, &s->piece, &s->piece_cap);
         if (n < 0) {
             tool_error("passkey: cannot print token %d", (int)tok);
-            goto done;
+            return TOOL_EXIT_FAIL;
         }
         if (!cfg->quiet) {
-            fwrite(piece, 1, (size_t)n, stdout);
+            fwrite(s->piece, 1, (size_t)n, stdout);
             fflush(stdout);
         }
         if (res->answer_len + (size_t)n < sizeof(res->answer)) {
-            memcpy(res->answer + res->answer_len, piece, (size_t)n);
+            memcpy(res->answer + res->answer_len, s->piece, (size_t)n);
             res->answer_len += (size_t)n;
             res->answer[res->answer_len] = '\0';
         }
         if (n_cur + 1 == n_len) break; /* llama.cpp decodes it but never reads the logits */
-        cs_batch_clear(batch);
-        cs_status st = cs_batch_add(batch, tok, s.n_past++, &seq0, 1, true);
-        if (st != CS_OK) {
-            rc = tool_fail_lib(st, "batch");
-            goto done;
-        }
-        const int32_t ret = cs_decode(ctx, batch);
-        if (ret == CS_NO_KV_SLOT) {
-            tool_error("passkey: no KV slot for answer token %d", (int)(n_cur - s.n_tokens));
-            goto done;
-        }
-        if (ret != 0) {
-            rc = tool_fail_lib((cs_status)ret, "decode");
-            goto done;
-        }
+        const int rc = pk_decode_answer(s, tok, n_cur - s->n_tokens);
+        if (rc != 0) return rc;
         n_decode++;
-        const float *l = cs_get_logits_ith(ctx, 0);
-        if (l == NULL) {
-            tool_error("passkey: decode returned no logits");
-            goto done;
-        }
-        memcpy(s.logits, l, (size_t)s.n_vocab * sizeof(float));
     }
     const double secs = (double)(tool_time_ns() - t0) / 1e9;
     if (!cfg->quiet) putchar('\n'); /* ends the answer line */
-    {
-        char label[96];
-        snprintf(label, sizeof(label), "answer done (n_past %d)", (int)s.n_past);
-        pk_map(&s, label);
-    }
+    char label[96];
+    snprintf(label, sizeof(label), "answer done (n_past %d)", (int)s->n_past);
+    pk_map(s, label);
 
     char key_text[32];
     snprintf(key_text, sizeof(key_text), "%" PRId64, cfg->key);
@@ -590,15 +557,54 @@ static int pk_run(const cs_model *model, cs_context *ctx, cs_batch *batch, const
         fprintf(stderr, "main: decoded %d tokens in %.2f s, speed: %.2f t/s\n", (int)n_decode, secs,
                 secs > 0 ? n_decode / secs : 0.0);
     }
-    rc = 0;
+    return 0;
+}
 
-done:
-    free(piece);
-    free(prefix_tokens);
-    free(tokens);
-    free(prompt);
-    free(s.logits);
+/* Prompt, fill, shifts and answer for one configuration on a cleared
+ * context. Cost: one forward pass over the prompt plus 16 tokens. */
+static int pk_run(const cs_model *model, cs_context *ctx, cs_batch *batch, const pk_run_cfg *cfg,
+                  pk_result *res) {
+    pk_state s;
+    memset(&s, 0, sizeof(s));
+    memset(res, 0, sizeof(*res));
+    s.model = model;
+    s.ctx = ctx;
+    s.batch = batch;
+    s.cfg = cfg;
+    bool done_prompt = false;
+    int rc = pk_prepare(&s, res);
+    if (rc == 0) rc = pk_fill(&s, &done_prompt);
+    if (rc == 0 && !done_prompt) rc = pk_shift_rest(&s);
+    if (rc == 0) {
+        char label[96];
+        snprintf(label, sizeof(label), "prompt processed (n_past %d)", (int)s.n_past);
+        pk_map(&s, label);
+        rc = pk_answer_room(&s);
+    }
+    if (rc == 0 && !cfg->quiet) {
+        printf("main: passkey = %" PRId64 ", inserted at position %d / %d (token pos: ~%d)\n",
+               cfg->key, (int)cfg->i_pos, (int)cfg->n_junk,
+               (int)((int64_t)cfg->i_pos * s.n_tokens / cfg->n_junk));
+        printf("\n%s\n", pk_suffix);
+        fflush(stdout);
+    }
+    if (rc == 0) rc = pk_answer(&s, res);
+    pk_state_free(&s);
     return rc;
+}
+
+/* The run of the flags (progress printed) on a context of n_ctx usable
+ * positions. */
+static pk_run_cfg pk_cfg(const pk_opts *o, int32_t n_ctx, tool_kvmap *map) {
+    return (pk_run_cfg){.n_junk = o->n_junk,
+                        .i_pos = o->i_pos,
+                        .key = o->key,
+                        .n_keep = o->n_keep,
+                        .n_grp = o->n_grp,
+                        .n_batch = o->common.n_batch,
+                        .n_ctx = n_ctx,
+                        .quiet = false,
+                        .map = map};
 }
 
 /* ------------------------------------------------------------ sweep */
@@ -775,15 +781,11 @@ static int pk_sweep(const pk_opts *o, const cs_model *model, cs_context *ctx, cs
             /* a key per cell from the seed and the cell index */
             uint64_t st = seed ^ ((uint64_t)(r * n_depths + c + 1) * 0xd1b54a32d192ed03ull);
             cell->key = o->key >= 0 ? o->key : (int64_t)(pk_next(&st) % PK_KEY_RANGE) + 1;
-            pk_run_cfg cfg = {.n_junk = cell->junk,
-                              .i_pos = cell->pos,
-                              .key = cell->key,
-                              .n_keep = o->n_keep,
-                              .n_grp = o->n_grp,
-                              .n_batch = o->n_batch,
-                              .n_ctx = n_ctx,
-                              .quiet = true,
-                              .map = NULL};
+            pk_run_cfg cfg = pk_cfg(o, n_ctx, NULL);
+            cfg.n_junk = cell->junk;
+            cfg.i_pos = cell->pos;
+            cfg.key = cell->key;
+            cfg.quiet = true;
             if ((rc = pk_run(model, ctx, batch, &cfg, res)) != 0) goto done;
             cell->n_tokens = res->n_tokens;
             cell->found = res->found;
@@ -800,7 +802,7 @@ static int pk_sweep(const pk_opts *o, const cs_model *model, cs_context *ctx, cs
     snprintf(title, sizeof(title),
              "passkey retrieval: %d / %d found (grp-attn-n %d, batch %d, "
              "keep %d, context %d)",
-             (int)n_found, (int)n_cells, (int)o->n_grp, (int)o->n_batch, (int)o->n_keep,
+             (int)n_found, (int)n_cells, (int)o->n_grp, (int)o->common.n_batch, (int)o->n_keep,
              (int)n_ctx);
     if ((rc = pk_write_csv(o->sweep_csv, cells, n_cells)) != 0) goto done;
     if ((rc = pk_write_svg(o->sweep_svg, cells, n_junks, n_depths, title)) != 0) goto done;
@@ -815,16 +817,91 @@ done:
 
 /* ------------------------------------------------------------ command */
 
+/* Sizing (§5.3): n_ctx = n_ctx_train * G usable positions (*n_ctx_out),
+ * plus n_keep cells; with --keep -1 the prefix tokens (counted here as
+ * pk_run does). Checks them, creates the context and batch, prints them. */
+static int pk_context_new(const pk_opts *o, const cs_model *model, cs_context **ctx,
+                          cs_batch **batch, int32_t *n_ctx_out) {
+    const int32_t n_ctx_train = o->n_ctx_train > 0 ? o->n_ctx_train : cs_model_n_ctx_train(model);
+    int32_t n_keep_cells = o->n_keep;
+    if (n_keep_cells < 0) {
+        cs_token tmp[512];
+        n_keep_cells = cs_tokenize(model, pk_prefix, sizeof(pk_prefix) - 1, tmp, 512, true, false);
+        if (n_keep_cells < 0) n_keep_cells = 512;
+    }
+    const int64_t n_ctx64 = (int64_t)n_ctx_train * o->n_grp;
+    const int64_t n_kv_req = n_ctx64 + n_keep_cells;
+    if (n_ctx_train <= 0 || n_kv_req > (1 << 20)) {
+        tool_error("passkey: a context of %" PRId64 " cells (n_ctx_train %d * grp-attn-n %d + "
+                   "keep %d) is outside [1, %d]; use -c or a smaller --grp-attn-n / --keep",
+                   n_kv_req, (int)n_ctx_train, (int)o->n_grp, (int)n_keep_cells, 1 << 20);
+        return TOOL_EXIT_USAGE;
+    }
+    const int32_t n_ctx = (int32_t)n_ctx64;
+    if (n_keep_cells >= n_ctx) {
+        tool_error("passkey: --keep %d must be smaller than the context (%d positions = "
+                   "n_ctx_train %d * grp-attn-n %d)",
+                   (int)n_keep_cells, (int)n_ctx, (int)n_ctx_train, (int)o->n_grp);
+        return TOOL_EXIT_USAGE;
+    }
+    if (o->common.n_batch > n_ctx) {
+        tool_error("passkey: -b %d is larger than the context (%d positions = n_ctx_train %d * "
+                   "grp-attn-n %d); a shift discards one batch",
+                   (int)o->common.n_batch, (int)n_ctx, (int)n_ctx_train, (int)o->n_grp);
+        return TOOL_EXIT_USAGE;
+    }
+
+    tool_common cc = o->common;
+    cc.n_ctx = (int32_t)n_kv_req; /* n_batch <= n_ctx < n_kv_req: taken whole */
+    cc.defrag_thold = -1.0f;      /* as llama-passkey: no automatic defrag */
+    int rc = tool_context_new(model, &cc, 1, ctx);
+    if (rc != 0) return rc;
+    if (!cs_kv_can_shift(*ctx)) {
+        tool_error("passkey: this model's cache cannot shift positions");
+        return TOOL_EXIT_FAIL;
+    }
+    const cs_status st = cs_batch_new(o->common.n_batch, 1, batch);
+    if (st != CS_OK) return tool_fail_lib(st, "batch");
+    fprintf(stderr, "passkey: model '%s', n_ctx_train = %d, cache %s/%s, %d threads\n",
+            o->common.model, (int)n_ctx_train, cs_type_name(o->common.type_k),
+            cs_type_name(o->common.type_v), (int)cs_n_threads(*ctx));
+    *n_ctx_out = n_ctx;
+    return 0;
+}
+
+/* One run of the flags' configuration, with the --kv-map recorder. */
+static int pk_single(const pk_opts *o, const cs_model *model, cs_context *ctx, cs_batch *batch,
+                     int32_t n_ctx) {
+    int rc = TOOL_EXIT_FAIL;
+    tool_kvmap *map = NULL;
+    pk_result *res = NULL;
+    if (o->common.kv_map || o->common.kv_map_svg != NULL) {
+        map = tool_kvmap_new(o->common.kv_map ? stdout : NULL, o->common.kv_map_svg, 0);
+        if (map == NULL) goto done;
+    }
+    res = malloc(sizeof(*res));
+    if (res == NULL) {
+        tool_error("out of memory");
+        goto done;
+    }
+    const pk_run_cfg cfg = pk_cfg(o, n_ctx, map);
+    if ((rc = pk_run(model, ctx, batch, &cfg, res)) != 0) goto done;
+    if ((rc = tool_kvmap_finish(map)) != 0) goto done;
+    if (o->common.kv_map_svg != NULL) fprintf(stderr, "passkey: wrote %s\n", o->common.kv_map_svg);
+    rc = TOOL_EXIT_OK;
+done:
+    free(res);
+    tool_kvmap_free(map);
+    return rc;
+}
+
+/* parse -> draw the key -> (print the prompt) -> load -> context -> one run
+ * or the sweep, one cleanup. */
 int cmd_passkey(int argc, char **argv) {
     pk_opts o;
     pk_defaults(&o);
     int rc = pk_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.help) {
-        pk_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.verbose);
+    if (!tool_begin(&rc, &o.common, pk_usage)) return rc;
 
     /* Key and position: given, or drawn from the seed in this order
      * (position first, as llama.cpp's rand() calls). */
@@ -846,101 +923,16 @@ int cmd_passkey(int argc, char **argv) {
     cs_model *model = NULL;
     cs_context *ctx = NULL;
     cs_batch *batch = NULL;
-    tool_kvmap *map = NULL;
-    pk_result *res = NULL;
-    if ((rc = tool_load_model(o.model_path, false, &model)) != 0) goto done;
-    rc = TOOL_EXIT_FAIL;
-
-    /* Sizing (§5.3): n_ctx = n_ctx_train * G usable positions, plus n_keep
-     * cells; with --keep -1 the prefix tokens (counted here as pk_run does). */
-    const int32_t n_ctx_train = o.n_ctx_train > 0 ? o.n_ctx_train : cs_model_n_ctx_train(model);
-    int32_t n_keep_cells = o.n_keep;
-    if (n_keep_cells < 0) {
-        cs_token tmp[512];
-        n_keep_cells = cs_tokenize(model, pk_prefix, sizeof(pk_prefix) - 1, tmp, 512, true, false);
-        if (n_keep_cells < 0) n_keep_cells = 512;
-    }
-    const int64_t n_ctx64 = (int64_t)n_ctx_train * o.n_grp;
-    const int64_t n_kv_req = n_ctx64 + n_keep_cells;
-    if (n_ctx_train <= 0 || n_kv_req > (1 << 20)) {
-        tool_error("passkey: a context of %" PRId64 " cells (n_ctx_train %d * grp-attn-n %d + "
-                   "keep %d) is outside [1, %d]; use -c or a smaller --grp-attn-n / --keep",
-                   n_kv_req, (int)n_ctx_train, (int)o.n_grp, (int)n_keep_cells, 1 << 20);
-        rc = TOOL_EXIT_USAGE;
-        goto done;
-    }
-    const int32_t n_ctx = (int32_t)n_ctx64;
-    if (n_keep_cells >= n_ctx) {
-        tool_error("passkey: --keep %d must be smaller than the context (%d positions = "
-                   "n_ctx_train %d * grp-attn-n %d)",
-                   (int)n_keep_cells, (int)n_ctx, (int)n_ctx_train, (int)o.n_grp);
-        rc = TOOL_EXIT_USAGE;
-        goto done;
-    }
-    if (o.n_batch > n_ctx) {
-        tool_error("passkey: -b %d is larger than the context (%d positions = n_ctx_train %d * "
-                   "grp-attn-n %d); a shift discards one batch",
-                   (int)o.n_batch, (int)n_ctx, (int)n_ctx_train, (int)o.n_grp);
-        rc = TOOL_EXIT_USAGE;
-        goto done;
-    }
-
-    cs_context_params cp = cs_context_default_params();
-    cp.n_ctx = (uint32_t)n_kv_req;
-    cp.n_batch = (uint32_t)o.n_batch;
-    cp.n_seq_max = 1;
-    cp.n_threads = o.n_threads > 0 ? o.n_threads : tool_default_threads();
-    cp.type_k = o.type_k;
-    cp.type_v = o.type_v;
-    cp.defrag_thold = -1.0f; /* as llama-passkey: no automatic defrag */
-    cs_status st = cs_context_new(model, &cp, &ctx);
-    if (st != CS_OK) {
-        rc = tool_fail_lib(st, "context");
-        goto done;
-    }
-    if (!cs_kv_can_shift(ctx)) {
-        tool_error("passkey: this model's cache cannot shift positions");
-        goto done;
-    }
-    if ((st = cs_batch_new(o.n_batch, 1, &batch)) != CS_OK) {
-        rc = tool_fail_lib(st, "batch");
-        goto done;
-    }
-    fprintf(stderr, "passkey: model '%s', n_ctx_train = %d, cache %s/%s, %d threads\n",
-            o.model_path, (int)n_ctx_train, cs_type_name(o.type_k), cs_type_name(o.type_v),
-            (int)cs_n_threads(ctx));
-
+    int32_t n_ctx = 0;
+    if ((rc = tool_load_model(o.common.model, false, &model)) != 0) goto done;
+    if ((rc = pk_context_new(&o, model, &ctx, &batch, &n_ctx)) != 0) goto done;
     if (o.sweep) {
         rc = pk_sweep(&o, model, ctx, batch, n_ctx, seed);
         goto done;
     }
     if (draws) printf("main: seed = %" PRIu64 " (key and position drawn from it)\n", seed);
-    if (o.kv_map || o.kv_map_svg != NULL) {
-        map = tool_kvmap_new(o.kv_map ? stdout : NULL, o.kv_map_svg, 0);
-        if (map == NULL) goto done;
-    }
-    res = malloc(sizeof(*res));
-    if (res == NULL) {
-        tool_error("out of memory");
-        goto done;
-    }
-    pk_run_cfg cfg = {.n_junk = o.n_junk,
-                      .i_pos = o.i_pos,
-                      .key = o.key,
-                      .n_keep = o.n_keep,
-                      .n_grp = o.n_grp,
-                      .n_batch = o.n_batch,
-                      .n_ctx = n_ctx,
-                      .quiet = false,
-                      .map = map};
-    if ((rc = pk_run(model, ctx, batch, &cfg, res)) != 0) goto done;
-    if ((rc = tool_kvmap_finish(map)) != 0) goto done;
-    if (o.kv_map_svg != NULL) fprintf(stderr, "passkey: wrote %s\n", o.kv_map_svg);
-    rc = TOOL_EXIT_OK;
-
+    rc = pk_single(&o, model, ctx, batch, n_ctx);
 done:
-    free(res);
-    tool_kvmap_free(map);
     cs_batch_free(batch);
     cs_context_free(ctx);
     cs_model_free(model);

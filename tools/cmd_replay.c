@@ -44,15 +44,13 @@
 #define RP_ATOL_QUANT 1e-2
 
 typedef struct rp_opts {
+    tool_common common; /* -t -v -h */
     const char *file;
     const char *models_dir;
     const char *out_path;
     double atol; /* < 0: from the model's weight type */
-    int32_t n_threads;
     bool contiguous;
     bool quiet;
-    bool verbose;
-    bool help;
 } rp_opts;
 
 typedef struct rp_stats {
@@ -112,14 +110,11 @@ static void rp_usage(FILE *f) {
 
 static int rp_parse(int argc, char **argv, rp_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {&o->help, &o->verbose, NULL, &o->n_threads, NULL, 0,    0,
-                             NULL,     0,           NULL, NULL,          NULL, NULL, NULL};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, "-q", "--quiet")) {
@@ -146,7 +141,7 @@ static int rp_parse(int argc, char **argv, rp_opts *o) {
         }
         if (rc != 0) return rc;
     }
-    if (!o->help && o->file == NULL) {
+    if (!o->common.help && o->file == NULL) {
         tool_error("replay: a scenario FILE.json is required (see 'ctxshift replay --help')");
         return TOOL_EXIT_USAGE;
     }
@@ -156,6 +151,8 @@ static int rp_parse(int argc, char **argv, rp_opts *o) {
 /* ------------------------------------------------------------ messages */
 
 /* "<KIND>: run 'name' step N (op): message" on stdout. */
+static void rp_vmsg(const rp_run *r, const char *kind, const char *fmt, va_list ap)
+    TOOL_PRINTF(3, 0);
 static void rp_vmsg(const rp_run *r, const char *kind, const char *fmt, va_list ap) {
     printf("%s: run '%s' step %zu (%s): ", kind, r->name, r->step, r->op ? r->op : "?");
     vprintf(fmt, ap);
@@ -292,7 +289,7 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
     }
     json_t *lg = json_object_get(row, "logits");
     json_t *ml = json_object_get(row, "max_logit");
-    double diff = 0.0, margin = INFINITY;
+    double diff = 0.0, margin = (double)INFINITY;
     int32_t worst_i = -1;
     double worst_ref = 0.0;
     *near_tie = false;
@@ -300,14 +297,14 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
         if ((int32_t)json_array_size(lg) != n_vocab) {
             rp_fail(r, "row %d: %zu recorded logits, the model has %d", row_idx,
                     json_array_size(lg), n_vocab);
-            return NAN;
+            return (double)NAN;
         }
-        double top1 = -INFINITY, top2 = -INFINITY;
+        double top1 = -(double)INFINITY, top2 = -(double)INFINITY;
         for (int32_t i = 0; i < n_vocab; i++) {
             json_t *e = json_array_get(lg, (size_t)i);
             if (!json_is_number(e)) {
                 rp_fail(r, "row %d: logits[%d] is not a number", row_idx, i);
-                return NAN;
+                return (double)NAN;
             }
             const double ref = json_number_value(e);
             const double d = fabs(ref - (double)ours[i]);
@@ -334,7 +331,7 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
         *near_tie = ref_arg >= 0 && (double)ours[ref_arg] >= (double)ours[our_arg] - 2.0 * atol;
     } else {
         rp_fail(r, "row %d: neither 'logits' nor 'max_logit' recorded", row_idx);
-        return NAN;
+        return (double)NAN;
     }
     r->st.n_rows++;
     if (isnan(diff) || diff > r->st.max_diff) r->st.max_diff = diff;
@@ -384,72 +381,93 @@ static json_t *rp_row_json(int32_t row_idx, const float *ours, int32_t n_vocab, 
 
 /* ------------------------------------------------------------ decode */
 
-/* One decode step. Returns 0, or -1 when the run cannot go on (a malformed
- * step or a decode that failed; already reported). */
-static int rp_decode(rp_run *r, json_t *step, json_t *ref) {
-    json_t *jt = json_object_get(step, "tokens"), *jp = json_object_get(step, "pos");
-    json_t *js = json_object_get(step, "seq"), *jo = json_object_get(step, "out");
-    json_t *jg = json_object_get(step, "greedy");
-    if (!json_is_array(jt) || !json_is_array(jp) || !json_is_array(js) || !json_is_array(jo)) {
+/* A decode step's rows, read from its JSON. */
+typedef struct rp_dstep {
+    json_t *jt, *jp, *js, *jo; /* tokens, pos, seq, out */
+    json_t *jg;                /* greedy, or NULL */
+    size_t n;                  /* rows */
+    size_t n_out;              /* rows with logits */
+    bool full;                 /* record whole logits rows */
+    int32_t *out_k;            /* batch row -> index in out, or -1 */
+    int32_t *first_seq;        /* batch row -> its first sequence */
+    int32_t max_seqs;          /* sequences of the widest row */
+    float *ours;               /* n_out rows of logits */
+} rp_dstep;
+
+/* The step's arrays and their sizes. Returns 0 or -1 (reported). */
+static int rp_dstep_check(rp_run *r, json_t *step, rp_dstep *d) {
+    d->jt = json_object_get(step, "tokens");
+    d->jp = json_object_get(step, "pos");
+    d->js = json_object_get(step, "seq");
+    d->jo = json_object_get(step, "out");
+    d->jg = json_object_get(step, "greedy");
+    if (!json_is_array(d->jt) || !json_is_array(d->jp) || !json_is_array(d->js) ||
+        !json_is_array(d->jo)) {
         rp_fail(r, "malformed step: 'tokens', 'pos', 'seq' and 'out' must be arrays");
         return -1;
     }
-    const size_t n = json_array_size(jt);
-    if (n == 0 || n > RP_MAX_ROWS || json_array_size(jp) != n || json_array_size(js) != n) {
+    const size_t n = json_array_size(d->jt);
+    if (n == 0 || n > RP_MAX_ROWS || json_array_size(d->jp) != n || json_array_size(d->js) != n) {
         rp_fail(r, "malformed step: %zu tokens, %zu pos, %zu seq (need equal counts in [1, %d])", n,
-                json_array_size(jp), json_array_size(js), RP_MAX_ROWS);
+                json_array_size(d->jp), json_array_size(d->js), RP_MAX_ROWS);
         return -1;
     }
-    if (jg != NULL && !json_is_array(jg)) {
+    if (d->jg != NULL && !json_is_array(d->jg)) {
         rp_fail(r, "malformed step: 'greedy' is not an array");
         return -1;
     }
-    const bool full = !json_is_false(json_object_get(step, "logits"));
-    const size_t n_out = json_array_size(jo);
-    int rc = -1;
-    int32_t *out_k = NULL;     /* batch row -> index in out, or -1 */
-    int32_t *first_seq = NULL; /* batch row -> its first sequence */
-    float *ours = NULL;        /* n_out rows of logits */
-    cs_batch *batch = NULL;
-    json_t *res = NULL;
-    out_k = malloc(n * sizeof *out_k);
-    first_seq = malloc(n * sizeof *first_seq);
-    ours = malloc((n_out ? n_out : 1) * (size_t)r->n_vocab * sizeof *ours);
-    if (!out_k || !first_seq || !ours) {
+    d->n = n;
+    d->full = !json_is_false(json_object_get(step, "logits"));
+    d->n_out = json_array_size(d->jo);
+    return 0;
+}
+
+/* The row tables: out_k from 'out' (strictly ascending), first_seq and
+ * max_seqs from 'seq'; the logits buffer. Returns 0 or -1 (reported). */
+static int rp_dstep_rows(rp_run *r, rp_dstep *d) {
+    const size_t n = d->n;
+    d->out_k = malloc(n * sizeof *d->out_k);
+    d->first_seq = malloc(n * sizeof *d->first_seq);
+    d->ours = malloc((d->n_out ? d->n_out : 1) * (size_t)r->n_vocab * sizeof *d->ours);
+    if (!d->out_k || !d->first_seq || !d->ours) {
         rp_fail(r, "out of memory for %zu rows", n);
-        goto done;
+        return -1;
     }
-    for (size_t i = 0; i < n; i++) out_k[i] = -1;
+    for (size_t i = 0; i < n; i++) d->out_k[i] = -1;
     int32_t prev = -1;
-    for (size_t k = 0; k < n_out; k++) {
+    for (size_t k = 0; k < d->n_out; k++) {
         int32_t row = 0;
-        if (!rp_get_elem(r, jo, "out", k, 0, (int32_t)n - 1, &row)) goto done;
+        if (!rp_get_elem(r, d->jo, "out", k, 0, (int32_t)n - 1, &row)) return -1;
         if (row <= prev) {
             rp_fail(r, "malformed step: 'out' is not strictly ascending at out[%zu] = %d", k, row);
-            goto done;
+            return -1;
         }
         prev = row;
-        out_k[row] = (int32_t)k;
+        d->out_k[row] = (int32_t)k;
     }
-    int32_t max_seqs = 1;
+    d->max_seqs = 1;
     for (size_t i = 0; i < n; i++) {
-        json_t *sl = json_array_get(js, i);
+        json_t *sl = json_array_get(d->js, i);
         if (!json_is_array(sl) || json_array_size(sl) == 0 || json_array_size(sl) > RP_MAX_SEQ) {
             rp_fail(r, "malformed step: seq[%zu] is not a list of 1 to %d sequence ids", i,
                     RP_MAX_SEQ);
-            goto done;
+            return -1;
         }
-        if ((int32_t)json_array_size(sl) > max_seqs) max_seqs = (int32_t)json_array_size(sl);
-        if (!rp_get_elem(r, sl, "seq[i]", 0, 0, RP_MAX_SEQ - 1, &first_seq[i])) goto done;
+        if ((int32_t)json_array_size(sl) > d->max_seqs) d->max_seqs = (int32_t)json_array_size(sl);
+        if (!rp_get_elem(r, sl, "seq[i]", 0, 0, RP_MAX_SEQ - 1, &d->first_seq[i])) return -1;
     }
+    return 0;
+}
 
-    /* Greedy rows: the token must be our arg-max of the latest logits row
-     * of the same sequence (checked before this step's rows replace it). */
-    for (size_t g = 0; jg != NULL && g < json_array_size(jg); g++) {
+/* Greedy rows: the token must be our arg-max of the latest logits row of
+ * the same sequence (checked before this step's rows replace it). A
+ * mismatch is counted, not fatal. Returns 0 or -1 (malformed). */
+static int rp_check_greedy(rp_run *r, const rp_dstep *d) {
+    for (size_t g = 0; d->jg != NULL && g < json_array_size(d->jg); g++) {
         int32_t row = 0, tok = 0;
-        if (!rp_get_elem(r, jg, "greedy", g, 0, (int32_t)n - 1, &row)) goto done;
-        if (!rp_get_elem(r, jt, "tokens", (size_t)row, 0, INT32_MAX, &tok)) goto done;
-        const int32_t s = first_seq[row];
+        if (!rp_get_elem(r, d->jg, "greedy", g, 0, (int32_t)d->n - 1, &row)) return -1;
+        if (!rp_get_elem(r, d->jt, "tokens", (size_t)row, 0, INT32_MAX, &tok)) return -1;
+        const int32_t s = d->first_seq[row];
         r->st.n_values++;
         if (r->last_arg[s] < 0) {
             rp_fail(r, "greedy row %d: no earlier logits row for sequence %d", row, s);
@@ -468,115 +486,154 @@ static int rp_decode(rp_run *r, json_t *step, json_t *ref) {
             }
         }
     }
+    return 0;
+}
 
-    /* ubatches of n_ubatch consecutive rows, as llama_decode splits. */
+/* Add rows [off, end) of the step to batch. Returns 0 or -1 (reported). */
+static int rp_fill_batch(rp_run *r, const rp_dstep *d, cs_batch *batch, size_t off, size_t end) {
+    cs_batch_clear(batch);
+    for (size_t i = off; i < end; i++) {
+        int32_t tok = 0, pos = 0;
+        cs_seq ids[RP_MAX_SEQ];
+        json_t *sl = json_array_get(d->js, i);
+        if (!rp_get_elem(r, d->jt, "tokens", i, INT32_MIN, INT32_MAX, &tok)) return -1;
+        if (!rp_get_elem(r, d->jp, "pos", i, INT32_MIN, INT32_MAX, &pos)) return -1;
+        for (size_t j = 0; j < json_array_size(sl); j++) {
+            if (!rp_get_elem(r, sl, "seq[i]", j, 0, RP_MAX_SEQ - 1, &ids[j])) return -1;
+        }
+        const cs_status st =
+            cs_batch_add(batch, tok, pos, ids, (int32_t)json_array_size(sl), d->out_k[i] >= 0);
+        if (st != CS_OK) {
+            rp_fail(r, "cs_batch_add row %zu: %s", i, cs_last_error());
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Decode the rows in ubatches of n_ubatch consecutive rows, as llama_decode
+ * splits, copying the logits of the 'out' rows; then compare the return
+ * code with llama.cpp's (*ret: ours). Returns 0 or -1 (a failed decode or
+ * a malformed row, reported). */
+static int rp_decode_rows(rp_run *r, rp_dstep *d, json_t *ref, int32_t *ret) {
+    const size_t n = d->n;
     int32_t ub = r->n_ubatch;
     if (ub > (int32_t)cs_n_batch(r->ctx)) ub = (int32_t)cs_n_batch(r->ctx);
     if (ub > (int32_t)n) ub = (int32_t)n;
-    cs_status st = cs_batch_new(ub, max_seqs, &batch);
-    if (st != CS_OK) {
+    cs_batch *batch = NULL;
+    if (cs_batch_new(ub, d->max_seqs, &batch) != CS_OK) {
         rp_fail(r, "cs_batch_new: %s", cs_last_error());
-        goto done;
+        return -1;
     }
     int32_t ref_ret = 0;
     json_t *jr = json_object_get(ref, "ret");
     if (json_is_integer(jr)) ref_ret = (int32_t)json_integer_value(jr);
-    int32_t ret = 0;
+    int rc = -1;
     for (size_t off = 0; off < n; off += (size_t)ub) {
         const size_t end = off + (size_t)ub < n ? off + (size_t)ub : n;
-        cs_batch_clear(batch);
-        for (size_t i = off; i < end; i++) {
-            int32_t tok = 0, pos = 0;
-            cs_seq ids[RP_MAX_SEQ];
-            json_t *sl = json_array_get(js, i);
-            if (!rp_get_elem(r, jt, "tokens", i, INT32_MIN, INT32_MAX, &tok)) goto done;
-            if (!rp_get_elem(r, jp, "pos", i, INT32_MIN, INT32_MAX, &pos)) goto done;
-            for (size_t j = 0; j < json_array_size(sl); j++) {
-                if (!rp_get_elem(r, sl, "seq[i]", j, 0, RP_MAX_SEQ - 1, &ids[j])) goto done;
-            }
-            st = cs_batch_add(batch, tok, pos, ids, (int32_t)json_array_size(sl), out_k[i] >= 0);
-            if (st != CS_OK) {
-                rp_fail(r, "cs_batch_add row %zu: %s", i, cs_last_error());
-                goto done;
-            }
-        }
-        ret = cs_decode(r->ctx, batch);
-        if (ret != 0) {
+        if (rp_fill_batch(r, d, batch, off, end) != 0) goto done;
+        *ret = cs_decode(r->ctx, batch);
+        if (*ret != 0) {
             r->st.n_values++;
-            rp_fail(r, "rows [%zu, %zu): cs_decode returned %d (%s), llama.cpp %d", off, end, ret,
-                    ret < 0 ? cs_last_error() : "no KV slot", ref_ret);
+            rp_fail(r, "rows [%zu, %zu): cs_decode returned %d (%s), llama.cpp %d", off, end, *ret,
+                    *ret < 0 ? cs_last_error() : "no KV slot", ref_ret);
             goto done;
         }
         for (size_t i = off; i < end; i++) {
-            if (out_k[i] < 0) continue;
+            if (d->out_k[i] < 0) continue;
             const float *lg = cs_get_logits_ith(r->ctx, (int32_t)(i - off));
             if (lg == NULL) {
                 rp_fail(r, "row %zu: no logits from cs_get_logits_ith", i);
                 goto done;
             }
-            memcpy(ours + (size_t)out_k[i] * (size_t)r->n_vocab, lg,
-                   (size_t)r->n_vocab * sizeof *ours);
+            memcpy(d->ours + (size_t)d->out_k[i] * (size_t)r->n_vocab, lg,
+                   (size_t)r->n_vocab * sizeof *d->ours);
         }
     }
     r->st.n_values++;
     if (ref_ret != 0) rp_fail(r, "cs_decode returned 0, llama.cpp %d", ref_ret);
+    rc = 0;
+done:
+    cs_batch_free(batch);
+    return rc;
+}
 
-    /* Compare the recorded rows. */
+/* Compare the recorded rows with ours (tie[k]: row k of 'out' is a
+ * near-tie) and print the step's line. Mismatches are counted. */
+static void rp_compare_rows(rp_run *r, const rp_dstep *d, json_t *ref, bool *tie) {
     json_t *rows = json_object_get(ref, "rows");
     double step_max = 0.0;
-    bool *tie = calloc(n_out ? n_out : 1, sizeof *tie);
-    if (tie == NULL) {
-        rp_fail(r, "out of memory");
-        goto done;
-    }
-    if (!json_is_array(rows) || json_array_size(rows) != n_out) {
+    if (!json_is_array(rows) || json_array_size(rows) != d->n_out) {
         rp_fail(r, "recorded result has %zu rows, 'out' asks for %zu",
-                json_is_array(rows) ? json_array_size(rows) : (size_t)0, n_out);
+                json_is_array(rows) ? json_array_size(rows) : (size_t)0, d->n_out);
     }
     for (size_t j = 0; json_is_array(rows) && j < json_array_size(rows); j++) {
         json_t *row = json_array_get(rows, j);
         json_t *ri = json_object_get(row, "row");
         if (!json_is_integer(ri) || json_integer_value(ri) < 0 ||
-            (size_t)json_integer_value(ri) >= n || out_k[json_integer_value(ri)] < 0) {
+            (size_t)json_integer_value(ri) >= d->n || d->out_k[json_integer_value(ri)] < 0) {
             rp_fail(r, "rows[%zu]: 'row' is missing or not a row listed in 'out'", j);
             continue;
         }
         const int32_t row_idx = (int32_t)json_integer_value(ri);
-        const int32_t k = out_k[row_idx];
+        const int32_t k = d->out_k[row_idx];
         bool nt = false;
-        const double d =
-            rp_compare_row(r, row, row_idx, ours + (size_t)k * (size_t)r->n_vocab, &nt);
+        const double diff =
+            rp_compare_row(r, row, row_idx, d->ours + (size_t)k * (size_t)r->n_vocab, &nt);
         tie[k] = nt;
-        if (isnan(d) || d > step_max) step_max = d;
+        if (isnan(diff) || diff > step_max) step_max = diff;
     }
     if (!r->o->quiet) {
-        printf("  step %4zu decode      %6zu tokens, %3zu rows, max |diff| %.3g\n", r->step, n,
-               n_out, step_max);
+        printf("  step %4zu decode      %6zu tokens, %3zu rows, max |diff| %.3g\n", r->step, d->n,
+               d->n_out, step_max);
     }
+}
 
-    /* The latest row of each sequence feeds the next greedy check. */
-    res = json_object();
+/* Our result of the step ({"ret", "rows"}); the latest row of each
+ * sequence feeds the next greedy check. */
+static void rp_record_decode(rp_run *r, json_t *step, const rp_dstep *d, int32_t ret,
+                             const bool *tie) {
+    json_t *res = json_object();
     json_object_set_new(res, "ret", json_integer(ret));
     json_t *our_rows = json_array();
-    for (size_t k = 0; k < n_out; k++) {
-        const int32_t row = (int32_t)json_integer_value(json_array_get(jo, k));
-        const float *lg = ours + k * (size_t)r->n_vocab;
-        r->last_arg[first_seq[row]] = rp_argmax(lg, r->n_vocab);
-        r->last_tie[first_seq[row]] = tie[k];
-        json_array_append_new(our_rows, rp_row_json(row, lg, r->n_vocab, full));
+    for (size_t k = 0; k < d->n_out; k++) {
+        const int32_t row = (int32_t)json_integer_value(json_array_get(d->jo, k));
+        const float *lg = d->ours + k * (size_t)r->n_vocab;
+        r->last_arg[d->first_seq[row]] = rp_argmax(lg, r->n_vocab);
+        r->last_tie[d->first_seq[row]] = tie[k];
+        json_array_append_new(our_rows, rp_row_json(row, lg, r->n_vocab, d->full));
     }
     json_object_set_new(res, "rows", our_rows);
-    free(tie);
     rp_set_result(step, res);
-    res = NULL;
+}
+
+/* One decode step: check -> rows -> greedy check -> decode -> compare ->
+ * record. Returns 0, or -1 when the run cannot go on (a malformed step or a
+ * decode that failed; already reported). */
+static int rp_decode(rp_run *r, json_t *step, json_t *ref) {
+    rp_dstep d;
+    memset(&d, 0, sizeof d);
+    if (rp_dstep_check(r, step, &d) != 0) return -1;
+    int rc = -1;
+    bool *tie = NULL;
+    int32_t ret = 0;
+    if (rp_dstep_rows(r, &d) != 0 || rp_check_greedy(r, &d) != 0 ||
+        rp_decode_rows(r, &d, ref, &ret) != 0)
+        goto done;
+    tie = calloc(d.n_out ? d.n_out : 1, sizeof *tie);
+    if (tie == NULL) {
+        rp_fail(r, "out of memory");
+        goto done;
+    }
+    rp_compare_rows(r, &d, ref, tie);
+    rp_record_decode(r, step, &d, ret, tie);
     rc = 0;
 done:
     if (rc != 0) rp_set_result(step, NULL);
-    json_decref(res);
-    cs_batch_free(batch);
-    free(ours);
-    free(first_seq);
-    free(out_k);
+    free(tie);
+    free(d.ours);
+    free(d.first_seq);
+    free(d.out_k);
     return rc;
 }
 
@@ -926,7 +983,7 @@ static int rp_replay_run(const rp_opts *o, const cs_model *model, double atol, j
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = (uint32_t)n_batch;
     cp.n_seq_max = (uint32_t)n_seq_max;
-    cp.n_threads = o->n_threads;
+    cp.n_threads = o->common.n_threads;
     cp.type_k = type_k;
     cp.type_v = type_v;
     cp.contiguous_slots = o->contiguous;
@@ -1069,18 +1126,14 @@ static double rp_default_atol(const cs_model *model, char *type_name, size_t siz
 }
 
 int cmd_replay(int argc, char **argv) {
-    rp_opts o;
-    memset(&o, 0, sizeof o);
-    o.atol = -1.0;
-    o.n_threads = 1;
-    o.contiguous = true;
+    rp_opts o = {
+        .common = tool_common_defaults(TOOL_FLAG_THREADS),
+        .atol = -1.0,
+        .contiguous = true,
+    };
+    o.common.n_threads = 1;
     int rc = rp_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.help) {
-        rp_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.verbose);
+    if (!tool_begin(&rc, &o.common, rp_usage)) return rc;
 
     cs_model *model = NULL;
     json_error_t jerr;
@@ -1117,7 +1170,8 @@ int cmd_replay(int argc, char **argv) {
     json_t *jname = json_object_get(root, "name");
     printf("replay %s (%s): model %s (%s), atol %.3g, %d thread%s, %s placement\n", o.file,
            json_is_string(jname) ? json_string_value(jname) : "?", mpath, type_name, atol,
-           o.n_threads, o.n_threads == 1 ? "" : "s", o.contiguous ? "contiguous" : "any-cell");
+           o.common.n_threads, o.common.n_threads == 1 ? "" : "s",
+           o.contiguous ? "contiguous" : "any-cell");
     fprintf(stderr, "replay: model loaded in %.3f s\n", (double)(tool_time_ns() - t_load) * 1e-9);
 
     const uint64_t t0 = tool_time_ns();
@@ -1142,7 +1196,7 @@ int cmd_replay(int argc, char **argv) {
         json_t *meta = json_object();
         json_object_set_new(meta, "tool", json_string("ctxshift replay"));
         json_object_set_new(meta, "atol", json_real(atol));
-        json_object_set_new(meta, "n_threads", json_integer(o.n_threads));
+        json_object_set_new(meta, "n_threads", json_integer(o.common.n_threads));
         json_object_set_new(meta, "contiguous_slots", json_boolean(o.contiguous));
         json_object_set_new(meta, "failures", json_integer(total.n_fail));
         json_object_set_new(meta, "departures", json_integer(total.n_departures));

@@ -20,37 +20,28 @@
 
 #include "args.h"
 #include "kvmap.h"
+#include "tool_context.h"
 #include "tools.h"
 
 typedef struct run_opts {
-    const char *model_path;
+    tool_common common; /* -m -c -b -t -ctk -ctv -dt --kv-map --kv-map-svg -v -h */
     const char *prompt;
     const char *prompt_file;
     const char *prompt_cache; /* --prompt-cache FILE: KV state of the prompt, reused and saved */
-    const char *kv_map_svg;   /* --kv-map-svg FILE */
     int32_t n_predict;        /* -1: no limit; -2: until the context is full */
-    int32_t n_ctx;            /* 0: the model's training context */
-    int32_t n_batch;
-    int32_t n_threads;  /* 0: number of cores */
-    int32_t n_keep;     /* --keep: prompt tokens kept after BOS; -1: the whole prompt */
-    int32_t grp_attn_n; /* self-extend group factor G; 1: off */
-    int32_t grp_attn_w; /* self-extend window W */
-    int64_t seed;       /* -1: random */
+    int32_t n_keep;           /* --keep: prompt tokens kept after BOS; -1: the whole prompt */
+    int32_t grp_attn_n;       /* self-extend group factor G; 1: off */
+    int32_t grp_attn_w;       /* self-extend window W */
+    int64_t seed;             /* -1: random */
     float temp;
     int32_t top_k;
     float top_p;
     float min_p;
     float repeat_penalty;
     int32_t repeat_last_n; /* -1: the context size */
-    int32_t type_k;
-    int32_t type_v;
-    float defrag_thold;
     bool ignore_eos;
     bool no_ctx_shift;
-    bool kv_map;
     bool check_shift; /* hidden: assert the cache invariants at every shift */
-    bool verbose;
-    bool help;
 } run_opts;
 
 static void run_usage(FILE *f) {
@@ -102,39 +93,32 @@ static void run_usage(FILE *f) {
 
 static void run_defaults(run_opts *o) {
     const cs_sampler_params sp = cs_sampler_default_params();
-    memset(o, 0, sizeof(*o));
-    o->model_path = CS_DEFAULT_MODEL;
-    o->n_predict = -1;
-    o->n_ctx = 0;
-    o->n_batch = 2048;
-    o->n_threads = 0;
-    o->n_keep = 0;
-    o->grp_attn_n = 1;
-    o->grp_attn_w = 512;
-    o->seed = -1;
-    o->temp = sp.temp;
-    o->top_k = sp.top_k;
-    o->top_p = sp.top_p;
-    o->min_p = sp.min_p;
-    o->repeat_penalty = sp.repeat_penalty;
-    o->repeat_last_n = sp.repeat_last_n;
-    o->type_k = CS_TYPE_F16;
-    o->type_v = CS_TYPE_F16;
-    o->defrag_thold = 0.1f; /* llama.cpp's tools default since b141e5f6 */
+    *o = (run_opts){
+        .common = tool_common_defaults(TOOL_FLAG_MODEL | TOOL_FLAG_THREADS | TOOL_FLAG_CTX |
+                                       TOOL_FLAG_BATCH | TOOL_FLAG_CACHE_TYPES | TOOL_FLAG_DEFRAG |
+                                       TOOL_FLAG_KV_MAP),
+        .n_predict = -1,
+        .n_keep = 0,
+        .grp_attn_n = 1,
+        .grp_attn_w = 512,
+        .seed = -1,
+        .temp = sp.temp,
+        .top_k = sp.top_k,
+        .top_p = sp.top_p,
+        .min_p = sp.min_p,
+        .repeat_penalty = sp.repeat_penalty,
+        .repeat_last_n = sp.repeat_last_n,
+    };
+    o->common.defrag_thold = 0.1f; /* llama.cpp's tools default since b141e5f6 */
 }
 
 static int run_parse(int argc, char **argv, run_opts *o) {
     tool_args it = {argc, argv, 1};
-    /* fields in the order of tool_common (args.h); NULL = flag not taken */
-    const tool_common com = {
-        &o->help,   &o->verbose,      &o->model_path, &o->n_threads, &o->n_ctx,
-        0,          INT32_MAX,        &o->n_batch,    INT32_MAX,     &o->type_k,
-        &o->type_v, &o->defrag_thold, &o->kv_map,     &o->kv_map_svg};
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i];
         const char *v = NULL;
         bool handled = false;
-        int rc = tool_parse_common(&it, &com, &handled);
+        int rc = tool_parse_common(&it, &o->common, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, NULL, "--ignore-eos")) {
@@ -354,7 +338,7 @@ static void run_kv_free(run_kv *s) {
 static void run_kv_event(run_kv *s, const char *event) {
     if (s->map == NULL) return;
     fflush(stdout);
-    if (s->o->kv_map) fputc('\n', stderr);
+    if (s->o->common.kv_map) fputc('\n', stderr);
     tool_kvmap_event(s->map, s->ctx, event);
 }
 
@@ -458,7 +442,7 @@ static int run_kv_shift(run_kv *s) {
                    (int)s->n_past, (int)s->n_ctx, (int)s->n_keep, (int)s->n_past);
         return TOOL_EXIT_FAIL;
     }
-    if (s->o->verbose) {
+    if (s->o->common.verbose) {
         fprintf(stderr, "\ncontext shift: n_keep = %d, n_discard = %d (n_past %d -> %d)\n",
                 (int)s->n_keep, (int)n_discard, (int)s->n_past, (int)(s->n_past - n_discard));
     }
@@ -494,7 +478,7 @@ static int run_kv_self_extend(run_kv *s) {
         const int32_t bd = (ga_w / ga_n) * (ga_n - 1);
         const int32_t dd = (ga_w / ga_n) - ib * bd - ga_w;
         const int32_t p_div = s->ga_i + ib * bd;
-        if (s->o->verbose) {
+        if (s->o->common.verbose) {
             fprintf(stderr,
                     "\nself-extend: [%d, %d) + %d; [%d, %d) / %d; [%d, %d) + %d; n_past %d -> %d, "
                     "ga_i %d -> %d\n",
@@ -616,284 +600,323 @@ static int run_prompt(run_kv *s, cs_batch *batch, const cs_token *tokens, int32_
                 cs_batch_add(batch, tokens[i + k], s->n_past + k, &seq0, 1, i + k == n - 1);
             if (st != CS_OK) return tool_fail_lib(st, "batch");
         }
-        const int32_t ret = cs_decode(s->ctx, batch);
-        if (ret == CS_NO_KV_SLOT) {
-            tool_error("decode: no KV slot for prompt tokens [%d, %d)", (int)i, (int)(i + nb));
-            return TOOL_EXIT_FAIL;
-        }
-        if (ret != 0) return tool_fail_lib((cs_status)ret, "decode");
+        const int rc_dec = tool_decode(
+            s->ctx, batch, "decode: no KV slot for prompt tokens [%d, %d)", (int)i, (int)(i + nb));
+        if (rc_dec != 0) return rc_dec;
         run_kv_after_decode(s, nb);
         *last_row = nb - 1;
     }
     return 0;
 }
 
-int cmd_run(int argc, char **argv) {
+/* ------------------------------------------------------------ the command */
+
+/* Everything one `ctxshift run` holds; run_free releases it. */
+typedef struct run_state {
     run_opts o;
-    run_defaults(&o);
-    int rc = run_parse(argc, argv, &o);
-    if (rc != 0) return rc;
-    if (o.help) {
-        run_usage(stdout);
-        return TOOL_EXIT_OK;
-    }
-    tool_log_setup(o.verbose);
+    char *file_text; /* -f: the file's bytes */
+    const char *prompt;
+    size_t prompt_len;
+    cs_model *model;
+    cs_context *ctx;
+    cs_batch *batch;
+    cs_sampler *smpl;
+    cs_token *tokens; /* the prompt, n_prompt */
+    int32_t n_prompt;
+    int32_t n_vocab;
+    int32_t n_batch;
+    cs_token *eog; /* --ignore-eos: the end-of-generation tokens, n_eog */
+    int32_t n_eog;
+    float *logits_buf; /* --ignore-eos: the logits with them masked */
+    char *piece;
+    size_t piece_cap;
+    run_out out;
+    run_kv kv;
+    int32_t row;      /* logits row of the last prompt token */
+    int32_t n_reused; /* prompt tokens taken from --prompt-cache */
+    int32_t n_eval;   /* generated tokens decoded */
+    int32_t n_sample; /* tokens sampled */
+    uint64_t t_start;
+    double load_ms, prompt_ms, eval_ms, sample_ms;
+} run_state;
 
-    char *file_text = NULL;
-    size_t prompt_len = 0;
-    const char *prompt = NULL;
-    cs_model *model = NULL;
-    cs_context *ctx = NULL;
-    cs_batch *batch = NULL;
-    cs_sampler *smpl = NULL;
-    cs_token *tokens = NULL;
-    cs_token *eog = NULL;
-    float *logits_buf = NULL;
-    char *piece = NULL;
-    size_t piece_cap = 0;
-    run_out out = {NULL, 0, 0};
-    run_kv s;
-    memset(&s, 0, sizeof(s));
-    s.o = &o;
-    int32_t n_prompt = 0, n_eog = 0;
-    const uint64_t t_start = tool_time_ns();
+static void run_free(run_state *st) {
+    run_kv_free(&st->kv);
+    free(st->out.buf);
+    free(st->piece);
+    free(st->logits_buf);
+    free(st->eog);
+    free(st->tokens);
+    cs_sampler_free(st->smpl);
+    cs_batch_free(st->batch);
+    cs_context_free(st->ctx);
+    cs_model_free(st->model);
+    free(st->file_text);
+}
 
-    if (o.prompt_file != NULL) {
-        if ((rc = tool_read_file(o.prompt_file, &file_text, &prompt_len)) != 0) goto done;
-        prompt = file_text;
+/* Read the prompt, load the model, create the context; print what they are. */
+static int run_load(run_state *st) {
+    const run_opts *o = &st->o;
+    int rc = 0;
+    if (o->prompt_file != NULL) {
+        if ((rc = tool_read_file(o->prompt_file, &st->file_text, &st->prompt_len)) != 0) return rc;
+        st->prompt = st->file_text;
     } else {
-        prompt = o.prompt != NULL ? o.prompt : "";
-        prompt_len = strlen(prompt);
+        st->prompt = o->prompt != NULL ? o->prompt : "";
+        st->prompt_len = strlen(st->prompt);
     }
 
-    if ((rc = tool_load_model(o.model_path, false, &model)) != 0) goto done;
-    const double load_ms = (double)(tool_time_ns() - t_start) / 1e6;
-    rc = TOOL_EXIT_FAIL;
-
+    if ((rc = tool_load_model(o->common.model, false, &st->model)) != 0) return rc;
+    st->load_ms = (double)(tool_time_ns() - st->t_start) / 1e6;
     char desc[128];
-    cs_model_desc(model, desc, sizeof(desc));
-    const int32_t n_vocab = cs_model_n_vocab(model);
-    const int32_t n_ctx_train = cs_model_n_ctx_train(model);
+    cs_model_desc(st->model, desc, sizeof(desc));
+    st->n_vocab = cs_model_n_vocab(st->model);
     fprintf(stderr,
             "load: model '%s': %s, %.2f M params, %.2f MiB, n_vocab = %d, n_ctx_train = %d\n",
-            o.model_path, desc, (double)cs_model_n_params(model) / 1e6,
-            (double)cs_model_size(model) / (1024.0 * 1024.0), (int)n_vocab, (int)n_ctx_train);
+            o->common.model, desc, (double)cs_model_n_params(st->model) / 1e6,
+            (double)cs_model_size(st->model) / (1024.0 * 1024.0), (int)st->n_vocab,
+            (int)cs_model_n_ctx_train(st->model));
 
-    cs_context_params cp = cs_context_default_params();
-    cp.n_ctx = o.n_ctx > 0 ? (uint32_t)o.n_ctx : (n_ctx_train > 0 ? (uint32_t)n_ctx_train : 4096u);
-    cp.n_batch = (uint32_t)o.n_batch < cp.n_ctx ? (uint32_t)o.n_batch : cp.n_ctx;
-    cp.n_seq_max = 1;
-    cp.n_threads = o.n_threads > 0 ? o.n_threads : tool_default_threads();
-    cp.type_k = o.type_k;
-    cp.type_v = o.type_v;
-    cp.defrag_thold = o.defrag_thold;
-    cs_status st = cs_context_new(model, &cp, &ctx);
-    if (st != CS_OK) {
-        rc = tool_fail_lib(st, "context");
-        goto done;
-    }
-    const int32_t n_ctx = (int32_t)cs_n_ctx(ctx);
-    const int32_t n_batch = (int32_t)cs_n_batch(ctx);
-    s.ctx = ctx;
-    s.n_ctx = n_ctx;
+    if ((rc = tool_context_new(st->model, &o->common, 1, &st->ctx)) != 0) return rc;
+    const int32_t n_ctx = (int32_t)cs_n_ctx(st->ctx);
+    st->n_batch = (int32_t)cs_n_batch(st->ctx);
+    st->kv.ctx = st->ctx;
+    st->kv.n_ctx = n_ctx;
     fprintf(stderr, "context: n_ctx = %d, n_batch = %d, n_threads = %d, type_k = %s, type_v = %s\n",
-            (int)n_ctx, (int)n_batch, (int)cs_n_threads(ctx), cs_type_name(o.type_k),
-            cs_type_name(o.type_v));
-    fprintf(stderr, "system_info: n_threads = %d | %s\n", (int)cs_n_threads(ctx), cs_system_info());
-    if ((o.grp_attn_n > 1 || !o.no_ctx_shift) && !cs_kv_can_shift(ctx)) {
+            (int)n_ctx, (int)st->n_batch, (int)cs_n_threads(st->ctx),
+            cs_type_name(o->common.type_k), cs_type_name(o->common.type_v));
+    fprintf(stderr, "system_info: n_threads = %d | %s\n", (int)cs_n_threads(st->ctx),
+            cs_system_info());
+    if ((o->grp_attn_n > 1 || !o->no_ctx_shift) && !cs_kv_can_shift(st->ctx)) {
         tool_error("this model cannot move cache positions; use --no-context-shift and no "
                    "--grp-attn-n");
-        goto done;
+        return TOOL_EXIT_FAIL;
     }
+    return 0;
+}
 
-    if ((rc = tool_tokenize(model, prompt, prompt_len, true, true, &tokens, &n_prompt)) != 0)
-        goto done;
-    rc = TOOL_EXIT_FAIL;
-    if (n_prompt == 0) {
-        tool_error("the prompt is empty and the vocabulary adds no BOS token");
-        goto done;
-    }
-    if (n_prompt >= n_ctx) {
-        tool_error("the prompt is %d tokens but the context holds %d (use a larger -c)",
-                   (int)n_prompt, (int)n_ctx);
-        goto done;
-    }
-    const bool may_shift = o.grp_attn_n == 1 && !o.no_ctx_shift && o.n_predict != -2 &&
-                           (o.n_predict < 0 || (int64_t)n_prompt + o.n_predict > n_ctx);
-    if ((rc = run_kv_keep(&s, model, n_prompt, may_shift)) != 0) goto done;
-    rc = TOOL_EXIT_FAIL;
-
-    const uint64_t seed = o.seed >= 0 ? (uint64_t)o.seed : run_random_seed();
+/* The sampler of the flags (a random seed unless -s), printed. */
+static int run_sampler_new(run_state *st) {
+    const run_opts *o = &st->o;
+    const uint64_t seed = o->seed >= 0 ? (uint64_t)o->seed : run_random_seed();
     cs_sampler_params sp = cs_sampler_default_params();
     sp.seed = seed;
-    sp.temp = o.temp;
-    sp.top_k = o.top_k;
-    sp.top_p = o.top_p;
-    sp.min_p = o.min_p;
-    sp.repeat_penalty = o.repeat_penalty;
-    sp.repeat_last_n = o.repeat_last_n < 0 ? n_ctx : o.repeat_last_n;
-    if ((st = cs_sampler_new(&sp, n_vocab, &smpl)) != CS_OK) {
-        rc = tool_fail_lib(st, "sampler");
-        goto done;
-    }
+    sp.temp = o->temp;
+    sp.top_k = o->top_k;
+    sp.top_p = o->top_p;
+    sp.min_p = o->min_p;
+    sp.repeat_penalty = o->repeat_penalty;
+    sp.repeat_last_n = o->repeat_last_n < 0 ? st->kv.n_ctx : o->repeat_last_n;
+    const cs_status st_new = cs_sampler_new(&sp, st->n_vocab, &st->smpl);
+    if (st_new != CS_OK) return tool_fail_lib(st_new, "sampler");
     fprintf(stderr,
             "sampler: seed = %llu, temp = %.3f, top_k = %d, top_p = %.3f, min_p = %.3f, "
             "repeat_penalty = %.3f, repeat_last_n = %d\n",
             (unsigned long long)seed, (double)sp.temp, (int)sp.top_k, (double)sp.top_p,
             (double)sp.min_p, (double)sp.repeat_penalty, (int)sp.repeat_last_n);
+    return 0;
+}
 
-    if (o.ignore_eos) {
+/* What the optional flags need: --ignore-eos's token list and logits
+ * buffer, --check-shift's scratch, the --kv-map recorder. */
+static int run_extras_new(run_state *st) {
+    const run_opts *o = &st->o;
+    const int32_t n_ctx = st->kv.n_ctx;
+    if (o->ignore_eos) {
         /* As llama.cpp: end-of-generation tokens get logit -inf. */
-        eog = malloc((size_t)n_vocab * sizeof(cs_token));
-        logits_buf = malloc((size_t)n_vocab * sizeof(float));
-        if (eog == NULL || logits_buf == NULL) {
-            tool_error("out of memory for %d logits", (int)n_vocab);
-            goto done;
+        st->eog = malloc((size_t)st->n_vocab * sizeof(cs_token));
+        st->logits_buf = malloc((size_t)st->n_vocab * sizeof(float));
+        if (st->eog == NULL || st->logits_buf == NULL) {
+            tool_error("out of memory for %d logits", (int)st->n_vocab);
+            return TOOL_EXIT_FAIL;
         }
-        for (cs_token t = 0; t < n_vocab; t++) {
-            if (cs_token_is_eog(model, t)) eog[n_eog++] = t;
+        for (cs_token t = 0; t < st->n_vocab; t++) {
+            if (cs_token_is_eog(st->model, t)) st->eog[st->n_eog++] = t;
         }
     }
-    if (o.check_shift) {
-        s.cells = malloc((size_t)n_ctx * sizeof(cs_kv_cell));
-        s.per_pos = malloc((size_t)n_ctx * sizeof(int32_t));
-        s.keep_idx = malloc((size_t)(s.n_keep > 0 ? s.n_keep : 1) * sizeof(int32_t));
-        if (s.cells == NULL || s.per_pos == NULL || s.keep_idx == NULL) {
+    run_kv *s = &st->kv;
+    if (o->check_shift) {
+        s->cells = malloc((size_t)n_ctx * sizeof(cs_kv_cell));
+        s->per_pos = malloc((size_t)n_ctx * sizeof(int32_t));
+        s->keep_idx = malloc((size_t)(s->n_keep > 0 ? s->n_keep : 1) * sizeof(int32_t));
+        if (s->cells == NULL || s->per_pos == NULL || s->keep_idx == NULL) {
             tool_error("out of memory for --check-shift over %d cells", (int)n_ctx);
-            goto done;
+            return TOOL_EXIT_FAIL;
         }
     }
-    if (o.kv_map || o.kv_map_svg != NULL) {
-        s.map = tool_kvmap_new(o.kv_map ? stderr : NULL, o.kv_map_svg, 0);
-        if (s.map == NULL) goto done;
+    if (o->common.kv_map || o->common.kv_map_svg != NULL) {
+        s->map = tool_kvmap_new(o->common.kv_map ? stderr : NULL, o->common.kv_map_svg, 0);
+        if (s->map == NULL) return TOOL_EXIT_FAIL;
     }
+    return 0;
+}
 
-    if ((st = cs_batch_new(n_batch, 1, &batch)) != CS_OK) {
-        rc = tool_fail_lib(st, "batch");
-        goto done;
+/* Tokenize the prompt and check it against the context, work out n_keep,
+ * then the sampler, the extras and the batch; print the plan. */
+static int run_setup(run_state *st) {
+    const run_opts *o = &st->o;
+    const int32_t n_ctx = st->kv.n_ctx;
+    int rc = tool_tokenize(st->model, st->prompt, st->prompt_len, true, true, &st->tokens,
+                           &st->n_prompt);
+    if (rc != 0) return rc;
+    const int32_t n_prompt = st->n_prompt;
+    if (n_prompt == 0) {
+        tool_error("the prompt is empty and the vocabulary adds no BOS token");
+        return TOOL_EXIT_FAIL;
     }
+    if (n_prompt >= n_ctx) {
+        tool_error("the prompt is %d tokens but the context holds %d (use a larger -c)",
+                   (int)n_prompt, (int)n_ctx);
+        return TOOL_EXIT_FAIL;
+    }
+    const bool may_shift = o->grp_attn_n == 1 && !o->no_ctx_shift && o->n_predict != -2 &&
+                           (o->n_predict < 0 || (int64_t)n_prompt + o->n_predict > n_ctx);
+    if ((rc = run_kv_keep(&st->kv, st->model, n_prompt, may_shift)) != 0) return rc;
+    if ((rc = run_sampler_new(st)) != 0) return rc;
+    if ((rc = run_extras_new(st)) != 0) return rc;
+
+    const cs_status bs = cs_batch_new(st->n_batch, 1, &st->batch);
+    if (bs != CS_OK) return tool_fail_lib(bs, "batch");
     fprintf(stderr,
             "generate: n_ctx = %d, n_batch = %d, n_predict = %d, n_keep = %d, n_prompt = %d",
-            (int)n_ctx, (int)n_batch, (int)o.n_predict, (int)s.n_keep, (int)n_prompt);
-    if (o.grp_attn_n > 1) {
-        fprintf(stderr, ", self-extend: grp_attn_n = %d, grp_attn_w = %d", (int)o.grp_attn_n,
-                (int)o.grp_attn_w);
-    } else if (o.no_ctx_shift) {
+            (int)n_ctx, (int)st->n_batch, (int)o->n_predict, (int)st->kv.n_keep, (int)n_prompt);
+    if (o->grp_attn_n > 1) {
+        fprintf(stderr, ", self-extend: grp_attn_n = %d, grp_attn_w = %d", (int)o->grp_attn_n,
+                (int)o->grp_attn_w);
+    } else if (o->no_ctx_shift) {
         fprintf(stderr, ", context shift off");
     }
     fprintf(stderr, "\n\n");
+    return 0;
+}
 
-    fwrite(prompt, 1, prompt_len, stdout);
+/* Print the prompt; take what --prompt-cache holds of it, decode the rest,
+ * save the prompt's state; feed the prompt to the sampler's history. */
+static int run_eval_prompt(run_state *st) {
+    const run_opts *o = &st->o;
+    fwrite(st->prompt, 1, st->prompt_len, stdout);
     fflush(stdout);
 
-    int32_t n_reused = 0;
-    if (o.prompt_cache != NULL) {
-        if ((rc = run_cache_load(ctx, o.prompt_cache, tokens, n_prompt, &n_reused)) != 0) goto done;
-        fprintf(stderr, "prompt cache: reused %d of %d prompt tokens from '%s'\n", (int)n_reused,
-                (int)n_prompt, o.prompt_cache);
+    int rc = 0;
+    if (o->prompt_cache != NULL) {
+        rc = run_cache_load(st->ctx, o->prompt_cache, st->tokens, st->n_prompt, &st->n_reused);
+        if (rc != 0) return rc;
+        fprintf(stderr, "prompt cache: reused %d of %d prompt tokens from '%s'\n",
+                (int)st->n_reused, (int)st->n_prompt, o->prompt_cache);
     }
-    s.n_past = n_reused;
-    s.n_cached = n_reused;
-    uint64_t t0 = tool_time_ns();
-    int32_t row = 0;
-    if ((rc = run_prompt(&s, batch, tokens, n_reused, n_prompt, n_batch, &row)) != 0) goto done;
-    rc = TOOL_EXIT_FAIL;
-    const double prompt_ms = (double)(tool_time_ns() - t0) / 1e6;
-    if (o.prompt_cache != NULL) {
-        if ((st = cs_state_save_file(ctx, o.prompt_cache, tokens, n_prompt)) != CS_OK) {
-            rc = tool_fail_lib(st, "prompt cache");
-            goto done;
-        }
-        fprintf(stderr, "prompt cache: saved %d prompt tokens to '%s'\n", (int)n_prompt,
-                o.prompt_cache);
+    st->kv.n_past = st->n_reused;
+    st->kv.n_cached = st->n_reused;
+    const uint64_t t0 = tool_time_ns();
+    rc = run_prompt(&st->kv, st->batch, st->tokens, st->n_reused, st->n_prompt, st->n_batch,
+                    &st->row);
+    if (rc != 0) return rc;
+    st->prompt_ms = (double)(tool_time_ns() - t0) / 1e6;
+    if (o->prompt_cache != NULL) {
+        const cs_status ss = cs_state_save_file(st->ctx, o->prompt_cache, st->tokens, st->n_prompt);
+        if (ss != CS_OK) return tool_fail_lib(ss, "prompt cache");
+        fprintf(stderr, "prompt cache: saved %d prompt tokens to '%s'\n", (int)st->n_prompt,
+                o->prompt_cache);
     }
-    if (o.check_shift && (rc = run_kv_check(&s, "prompt", 0)) != 0) goto done;
-    rc = TOOL_EXIT_FAIL;
-    for (int32_t i = 0; i < n_prompt; i++) cs_sampler_accept(smpl, tokens[i]);
+    if (o->check_shift && (rc = run_kv_check(&st->kv, "prompt", 0)) != 0) return rc;
+    for (int32_t i = 0; i < st->n_prompt; i++) cs_sampler_accept(st->smpl, st->tokens[i]);
+    return 0;
+}
 
-    int32_t n_gen = 0, n_eval = 0, n_sample = 0;
-    double eval_ms = 0.0, sample_ms = 0.0;
+/* Sample the next token from the logits of `row` (end-of-generation tokens
+ * masked with --ignore-eos) and add it to the sampler's history. */
+static int run_sample(run_state *st, int32_t row, cs_token *tok) {
+    const float *logits = cs_get_logits_ith(st->ctx, row);
+    if (logits == NULL) {
+        tool_error("decode returned no logits for row %d", (int)row);
+        return TOOL_EXIT_FAIL;
+    }
+    if (st->n_eog > 0) {
+        memcpy(st->logits_buf, logits, (size_t)st->n_vocab * sizeof(float));
+        for (int32_t i = 0; i < st->n_eog; i++) st->logits_buf[st->eog[i]] = -INFINITY;
+        logits = st->logits_buf;
+    }
+    const uint64_t t0 = tool_time_ns();
+    *tok = cs_sampler_sample(st->smpl, logits);
+    st->sample_ms += (double)(tool_time_ns() - t0) / 1e6;
+    st->n_sample++;
+    if (*tok < 0) return tool_fail_lib(CS_ERR_INVALID_ARG, "sampler");
+    cs_sampler_accept(st->smpl, *tok);
+    return 0;
+}
+
+/* Decode one generated token at n_past, timed. */
+static int run_decode_token(run_state *st, cs_token tok) {
     const cs_seq seq0 = 0;
-    while (o.n_predict < 0 || n_gen < o.n_predict) {
-        const float *logits = cs_get_logits_ith(ctx, row);
-        if (logits == NULL) {
-            tool_error("decode returned no logits for row %d", (int)row);
-            goto done;
-        }
-        if (n_eog > 0) {
-            memcpy(logits_buf, logits, (size_t)n_vocab * sizeof(float));
-            for (int32_t i = 0; i < n_eog; i++) logits_buf[eog[i]] = -INFINITY;
-            logits = logits_buf;
-        }
-        t0 = tool_time_ns();
-        const cs_token tok = cs_sampler_sample(smpl, logits);
-        sample_ms += (double)(tool_time_ns() - t0) / 1e6;
-        n_sample++;
-        if (tok < 0) {
-            tool_fail_lib(CS_ERR_INVALID_ARG, "sampler");
-            goto done;
-        }
-        cs_sampler_accept(smpl, tok);
-        if (!o.ignore_eos && cs_token_is_eog(model, tok)) {
+    cs_batch_clear(st->batch);
+    const cs_status bs = cs_batch_add(st->batch, tok, st->kv.n_past, &seq0, 1, true);
+    if (bs != CS_OK) return tool_fail_lib(bs, "batch");
+    const uint64_t t0 = tool_time_ns();
+    const int rc =
+        tool_decode(st->ctx, st->batch, "decode: no KV slot at position %d", (int)st->kv.n_past);
+    st->eval_ms += (double)(tool_time_ns() - t0) / 1e6;
+    if (rc != 0) return rc;
+    run_kv_after_decode(&st->kv, 1);
+    st->n_eval++;
+    return 0;
+}
+
+/* Sample, print and decode until -n tokens, an end-of-generation token or
+ * a full context (without shift); then the text's tail and "\n\n". */
+static int run_generate(run_state *st) {
+    const run_opts *o = &st->o;
+    int32_t n_gen = 0;
+    int32_t row = st->row;
+    while (o->n_predict < 0 || n_gen < o->n_predict) {
+        cs_token tok = 0;
+        int rc = run_sample(st, row, &tok);
+        if (rc != 0) return rc;
+        if (!o->ignore_eos && cs_token_is_eog(st->model, tok)) {
             fprintf(stderr, "\n[end of text]\n");
             break;
         }
-        const int32_t n = tool_token_piece(model, tok, false, &piece, &piece_cap);
-        if (n < 0 || run_out_piece(&out, piece, (size_t)n) != 0) {
+        const int32_t n = tool_token_piece(st->model, tok, false, &st->piece, &st->piece_cap);
+        if (n < 0 || run_out_piece(&st->out, st->piece, (size_t)n) != 0) {
             tool_error("cannot print token %d", (int)tok);
-            goto done;
+            return TOOL_EXIT_FAIL;
         }
         n_gen++;
-        if (o.n_predict >= 0 && n_gen >= o.n_predict) break;
+        if (o->n_predict >= 0 && n_gen >= o->n_predict) break;
         int stop = RUN_GO;
-        if ((rc = run_kv_before_decode(&s, 1, &stop)) != 0) goto done;
-        rc = TOOL_EXIT_FAIL;
+        if ((rc = run_kv_before_decode(&st->kv, 1, &stop)) != 0) return rc;
         if (stop != RUN_GO) break;
-        cs_batch_clear(batch);
-        if ((st = cs_batch_add(batch, tok, s.n_past, &seq0, 1, true)) != CS_OK) {
-            rc = tool_fail_lib(st, "batch");
-            goto done;
-        }
-        t0 = tool_time_ns();
-        const int32_t ret = cs_decode(ctx, batch);
-        eval_ms += (double)(tool_time_ns() - t0) / 1e6;
-        if (ret == CS_NO_KV_SLOT) {
-            tool_error("decode: no KV slot at position %d", (int)s.n_past);
-            goto done;
-        }
-        if (ret != 0) {
-            rc = tool_fail_lib((cs_status)ret, "decode");
-            goto done;
-        }
-        run_kv_after_decode(&s, 1);
-        n_eval++;
+        if ((rc = run_decode_token(st, tok)) != 0) return rc;
         row = 0;
     }
-    if (out.len > 0) fwrite(out.buf, 1, out.len, stdout); /* an incomplete UTF-8 tail */
-    out.len = 0;
+    if (st->out.len > 0) fwrite(st->out.buf, 1, st->out.len, stdout); /* an incomplete UTF-8 tail */
+    st->out.len = 0;
     fputs("\n\n", stdout);
     fflush(stdout);
+    return 0;
+}
 
-    if (o.check_shift && (rc = run_kv_check(&s, "end", 0)) != 0) goto done;
-    rc = TOOL_EXIT_FAIL;
-    if (s.map != NULL) {
-        run_kv_event(&s, "end");
-        if (tool_kvmap_finish(s.map) != 0) goto done;
-        if (o.kv_map_svg != NULL) fprintf(stderr, "kv-map: wrote '%s'\n", o.kv_map_svg);
+/* The last check and map, the shift / cache statistics and the timings. */
+static int run_report(run_state *st) {
+    const run_opts *o = &st->o;
+    run_kv *s = &st->kv;
+    int rc = 0;
+    if (o->check_shift && (rc = run_kv_check(s, "end", 0)) != 0) return rc;
+    if (s->map != NULL) {
+        run_kv_event(s, "end");
+        if (tool_kvmap_finish(s->map) != 0) return TOOL_EXIT_FAIL;
+        if (o->common.kv_map_svg != NULL)
+            fprintf(stderr, "kv-map: wrote '%s'\n", o->common.kv_map_svg);
     }
     cs_kv_info info;
-    if ((st = cs_kv_stats(ctx, &info)) != CS_OK) {
-        rc = tool_fail_lib(st, "kv stats");
-        goto done;
-    }
+    const cs_status ks = cs_kv_stats(st->ctx, &info);
+    if (ks != CS_OK) return tool_fail_lib(ks, "kv stats");
     fprintf(stderr, "\ncontext shift: %d shifts, %lld tokens discarded, n_keep = %d\n",
-            (int)s.n_shifts, (long long)s.n_discarded, (int)s.n_keep);
-    if (o.grp_attn_n > 1) {
+            (int)s->n_shifts, (long long)s->n_discarded, (int)s->n_keep);
+    if (o->grp_attn_n > 1) {
         fprintf(stderr,
                 "self-extend: %d window compressions (G = %d, W = %d); %d tokens cached at "
                 "positions 0..%d\n",
-                (int)s.n_extends, (int)o.grp_attn_n, (int)o.grp_attn_w, (int)s.n_cached,
-                (int)(s.n_past - 1));
+                (int)s->n_extends, (int)o->grp_attn_n, (int)o->grp_attn_w, (int)s->n_cached,
+                (int)(s->n_past - 1));
     }
     fprintf(stderr,
             "kv cache: used %d/%d cells, holes %d; K-shift: %llu passes, %llu cells rotated; "
@@ -901,25 +924,32 @@ int cmd_run(int argc, char **argv) {
             (int)info.used, (int)info.size, (int)info.holes,
             (unsigned long long)info.n_shift_passes, (unsigned long long)info.n_cells_shifted,
             (unsigned long long)info.n_defrag_passes, (unsigned long long)info.n_cells_moved);
-    if (o.check_shift) {
+    if (o->check_shift) {
         fprintf(stderr, "shift-check ok (%d shifts, %d self-extend compressions, %d checks)\n",
-                (int)s.n_shifts, (int)s.n_extends, (int)s.n_checks);
+                (int)s->n_shifts, (int)s->n_extends, (int)s->n_checks);
     }
-    run_print_timings(load_ms, sample_ms, n_sample, prompt_ms, n_prompt - n_reused, eval_ms, n_eval,
-                      (double)(tool_time_ns() - t_start) / 1e6);
-    rc = TOOL_EXIT_OK;
+    run_print_timings(st->load_ms, st->sample_ms, st->n_sample, st->prompt_ms,
+                      st->n_prompt - st->n_reused, st->eval_ms, st->n_eval,
+                      (double)(tool_time_ns() - st->t_start) / 1e6);
+    return TOOL_EXIT_OK;
+}
 
+/* parse -> load -> set up -> prompt -> generate -> report, one cleanup. */
+int cmd_run(int argc, char **argv) {
+    run_state st;
+    memset(&st, 0, sizeof(st));
+    run_defaults(&st.o);
+    int rc = run_parse(argc, argv, &st.o);
+    if (!tool_begin(&rc, &st.o.common, run_usage)) return rc;
+    st.kv.o = &st.o;
+    st.t_start = tool_time_ns();
+
+    if ((rc = run_load(&st)) != 0) goto done;
+    if ((rc = run_setup(&st)) != 0) goto done;
+    if ((rc = run_eval_prompt(&st)) != 0) goto done;
+    if ((rc = run_generate(&st)) != 0) goto done;
+    rc = run_report(&st);
 done:
-    run_kv_free(&s);
-    free(out.buf);
-    free(piece);
-    free(logits_buf);
-    free(eog);
-    free(tokens);
-    cs_sampler_free(smpl);
-    cs_batch_free(batch);
-    cs_context_free(ctx);
-    cs_model_free(model);
-    free(file_text);
+    run_free(&st);
     return rc;
 }

@@ -11,6 +11,7 @@ typedef struct tool_command {
     const char *summary;
 } tool_command;
 
+/* One row per subcommand; tools.h says how to add one. */
 static const tool_command tool_commands[] = {
     {"run", cmd_run, "generate text from a prompt (llama-cli style flags)"},
     {"bench", cmd_bench, "measure prompt processing and generation speed (llama-bench style)"},

@@ -2,7 +2,19 @@
  *
  * Each takes the arguments after the subcommand name (argv[0] is the
  * subcommand itself) and returns the process exit code: 0 ok, 1 runtime
- * failure, 2 usage error. "--help" prints the usage to stdout and returns 0. */
+ * failure, 2 usage error. "--help" prints the usage to stdout and returns 0.
+ *
+ * Adding a subcommand is a file and a row: write tools/cmd_NAME.c with
+ * `int cmd_NAME(int argc, char **argv)`, declare it here, and add a row
+ * {"NAME", cmd_NAME, "summary"} to the command table in tools/main.c (the
+ * build globs the .c files of tools/). The file reads as its phases: an options
+ * struct that embeds tool_common (args.h) and starts from
+ * tool_common_defaults(TOOL_FLAG_...) with its own defaults by field name;
+ * a parse loop that hands each argument to tool_parse_common first, then
+ * its own flags, then tool_arg_unknown; tool_begin for --help and -v;
+ * tool_load_model, tool_context_new and tool_decode (tool_context.h) for
+ * the model, the context and every decode; the work; the report; one
+ * cleanup label. Tools use only the public API (include/ctxshift.h). */
 #ifndef CS_TOOLS_H
 #define CS_TOOLS_H
 
