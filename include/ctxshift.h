@@ -284,7 +284,7 @@ CS_API int32_t cs_decode(cs_context *ctx, const cs_batch *batch);
 CS_API const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
 
 /* ------------------------------------------------------------ KV cache
- * Semantics: ../shared/design/kv-cache-spec.md §2 (docs/KV_CACHE.md).
+ * Semantics: docs/KV_CACHE_SPEC.md §2 (docs/KV_CACHE.md).
  * Ranges are half-open [p0, p1); p0 < 0 means 0, p1 < 0 means infinity; an
  * empty range is a no-op. A cell belongs to a set of sequences: a cell
  * shared by several sequences (after seq_cp) is moved by seq_add/seq_div on

@@ -254,7 +254,7 @@ void cs_kv_defrag(cs_context *c) {
     if (c) c->do_defrag = true;
 }
 
-/* Spec §4.5 [R]: frag = 1 - used / cell_max, for caches whose cell_max
+/* docs/KV_CACHE_SPEC.md §4.5 [R]: frag = 1 - used / cell_max, for caches whose cell_max
  * reaches defrag_min_cells; a defrag is scheduled for the next update. */
 static void maybe_schedule_defrag(cs_context *c) {
     if (!(c->params.defrag_thold > 0.0f)) return;

@@ -2,7 +2,7 @@
  *
  * Per layer: RMSNorm -> Q,K,V projections -> RoPE on Q and K at each
  * token's position -> K,V rows written into the token's cell -> attention
- * of each (token, head) over the cells visible to it (spec §1.5) -> output
+ * of each (token, head) over the cells visible to it (docs/KV_CACHE_SPEC.md §1.5) -> output
  * projection + residual -> RMSNorm -> SwiGLU FFN + residual. Then the final
  * norm and the vocabulary projection for the rows that asked for logits.
  *

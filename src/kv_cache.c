@@ -225,7 +225,7 @@ static void shift_worker(void *arg, int32_t ith, int32_t nth) {
  * ext_factor != 0 cs_rope_cache multiplies attn_factor by the YaRN factor
  * x = 1 + 0.1*ln(1/freq_scale) (computed below with the same float
  * expression), so attn_factor 1 alone would scale K by x on every shift
- * (upstream's drift, spec §3.2 obs.). Pick the float a nearest 1/x with
+ * (upstream's drift, docs/KV_CACHE_SPEC.md §3.2 obs.). Pick the float a nearest 1/x with
  * a*x == 1 exactly, so that the table is cos/sin unscaled. */
 static float shift_attn_factor(const cs_rope_params *p) {
     if (p->ext_factor == 0.0f) return 1.0f;

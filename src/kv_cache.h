@@ -1,5 +1,5 @@
 /* kv_cache.h: K/V storage and the operations that touch it: writing a
- * batch's rows, the K-shift (spec §3) and the defrag data moves (spec §4.3).
+ * batch's rows, the K-shift (docs/KV_CACHE_SPEC.md §3) and the defrag data moves (spec §4.3).
  * Metadata lives in kv_cells.h. */
 #ifndef CS_KV_CACHE_H
 #define CS_KV_CACHE_H

@@ -1,4 +1,4 @@
-/* kv_cells.c: KV metadata operations (spec §1, §2, §4.2). Every operation
+/* kv_cells.c: KV metadata operations (docs/KV_CACHE_SPEC.md §1, §2, §4.2). Every operation
  * is O(size) at most (plus one bookkeeping rescan, see kv_cells.h) and
  * allocation-free after init. */
 #include "kv_cells.h"
@@ -111,7 +111,7 @@ int32_t kv_cells_cell_max(const kv_cells *c) {
     return 0;
 }
 
-/* The PR's contiguous search (spec §1.6): skip past the first clash,
+/* llama.cpp PR #5691's contiguous search (spec §1.6): skip past the first clash,
  * wrap when the slot would run past the end, give up once every start
  * index has been passed over. Each start index is passed at most once, and
  * each clash check advances head past the cells it read: O(size * n) worst
@@ -143,7 +143,7 @@ static bool find_contiguous(kv_cells *c, int32_t n, int32_t *idx) {
 bool kv_cells_find_slot(kv_cells *c, int32_t n, bool contiguous, int32_t *idx) {
     if (n <= 0 || n > c->size - c->used) return false;
     int32_t head_before = c->head;
-    /* The PR's heuristic: plenty of room before head -> refill from the start. */
+    /* llama.cpp PR #5691's heuristic: plenty of room before head -> refill from the start. */
     if ((int64_t)c->head > (int64_t)c->used + 2 * (int64_t)n) c->head = 0;
     if (contiguous) {
         if (find_contiguous(c, n, idx)) return true;
@@ -234,7 +234,7 @@ void kv_cells_seq_cp(kv_cells *c, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1) 
         c->seq[i] |= db;
         seqpos_add(c, dst, c->pos[i], 0);
     }
-    c->head = 0; /* the PR's side effect (spec §1.7) */
+    c->head = 0; /* llama.cpp PR #5691's side effect (spec §1.7) */
 }
 
 int32_t kv_cells_seq_keep(kv_cells *c, cs_seq seq) {
@@ -243,7 +243,7 @@ int32_t kv_cells_seq_keep(kv_cells *c, cs_seq seq) {
     int32_t freed = 0, first = -1;
     for (int32_t i = 0; i < c->size; i++) {
         if (!c->seq[i]) {
-            if (first < 0) first = i; /* the PR counts every cell without seq */
+            if (first < 0) first = i; /* llama.cpp PR #5691 counts every cell without seq */
             continue;
         }
         seqpos_remove_all(c, c->seq[i] & ~bit, c->pos[i], &stale);

@@ -1,4 +1,4 @@
-/* kv_cells.h: pure KV-cache metadata (spec §1): per cell the position,
+/* kv_cells.h: pure KV-cache metadata (docs/KV_CACHE_SPEC.md §1): per cell the position,
  * the pending RoPE delta and the set of sequences; the used count and the
  * search hint head. No tensors here: kv_cache.c owns the K/V rows.
  *
@@ -48,9 +48,9 @@ void kv_cells_clear(kv_cells *c);
 /* 1 + the highest non-empty index, or 0 (spec §1.4; cell 0 included). O(size). */
 int32_t kv_cells_cell_max(const kv_cells *c);
 
-/* Find n free cells for a batch. First the PR's heuristic: if head >
+/* Find n free cells for a batch. First llama.cpp PR #5691's heuristic: if head >
  * used + 2n, head = 0. contiguous: n consecutive free cells, searched from
- * head with the PR's wrap rule (spec §1.6), head = first cell of the slot;
+ * head with llama.cpp PR #5691's wrap rule (spec §1.6), head = first cell of the slot;
  * otherwise any n free cells starting at head, wrapping around. Writes the
  * cell indices to idx[0, n) in batch order and returns true; false (nothing
  * changed, head included) when there is no room or n <= 0. Does not mark
@@ -83,12 +83,12 @@ int32_t kv_cells_token_count(const kv_cells *c);
  * negative p1 means +infinity, ranges are half-open. */
 
 /* Add dst to every cell of src with pos in [p0, p1). src == dst or an
- * empty range: no-op; otherwise head = 0 (the PR's side effect). dst may
+ * empty range: no-op; otherwise head = 0 (llama.cpp PR #5691's side effect). dst may
  * end up with duplicate positions (spec §2.4). O(size). */
 void kv_cells_seq_cp(kv_cells *c, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1);
 
 /* Free cells without seq, reduce the rest to {seq}; head = min(head,
- * first cell without seq, already empty ones included, as in the PR).
+ * first cell without seq, already empty ones included, as in llama.cpp PR #5691).
  * Returns cells freed. O(size). */
 int32_t kv_cells_seq_keep(kv_cells *c, cs_seq seq);
 
@@ -130,8 +130,7 @@ typedef struct kv_move {
  * change c. O(size). ids: size int32s of scratch; on return ids[0, cell_max)
  * holds the spec's ids vector (ids[i] == i: stays, == cell_max: not moved,
  * else the destination of cell i). */
-int32_t kv_cells_defrag_plan(const kv_cells *c, int32_t max_moves, int32_t *ids,
-                             kv_move *moves);
+int32_t kv_cells_defrag_plan(const kv_cells *c, int32_t max_moves, int32_t *ids, kv_move *moves);
 
 /* Apply planned moves to the metadata: each source cell's pos, delta and
  * seq go to its destination (which must be empty) and the source is

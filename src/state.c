@@ -1,4 +1,4 @@
-/* state.c: saving and restoring the KV cache (spec §4.6, §7 items 8, 21, 28;
+/* state.c: saving and restoring the KV cache (docs/KV_CACHE_SPEC.md §4.6, §7 items 8, 21, 28;
  * format in docs/STATE.md).
  *
  * A state is a little-endian byte string: a fixed 72-byte header (magic,

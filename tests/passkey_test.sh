@@ -87,7 +87,7 @@ golden "golden_grp1_answer_and_lines" 0
 golden "golden_grp4_answer_and_lines" 1 --grp-attn-n 4
 
 # ----------------------------------------------------------- prompt builder
-# The text of spec §5.2, written out here independently of the tool.
+# The text of docs/KV_CACHE_SPEC.md §5.2, written out here independently of the tool.
 P="There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there."
 J=" The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 S=" What is the pass key? The pass key is"

@@ -264,8 +264,8 @@ static void count_warn(int32_t level, const char *msg, void *user) {
     if (level == CS_LOG_WARN && strstr(msg, "shared")) ++*(int *)user;
 }
 
-/* A14: seq_add/seq_div on cells shared with another sequence move them for
- * both; the library says so in the log (and still does it). */
+/* docs/KV_CACHE_SPEC.md test A14: seq_add/seq_div on cells shared with another sequence move them
+ * for both; the library says so in the log (and still does it). */
 static void test_context_A14_shared_cell_warning(void **s) {
     (void)s;
     cs_context *c = new_ctx(64, 32, 2, 1, CS_TYPE_F32);

@@ -1,4 +1,4 @@
-/* test_kv_cache.c: K/V storage numerics without a model (spec §8 part C,
+/* test_kv_cache.c: K/V storage numerics without a model (docs/KV_CACHE_SPEC.md §8 part C,
  * and B2/B8 at the storage level). K rows are written as RoPE(k, p) of
  * random pre-RoPE keys k, computed in float64 here (an independent
  * reference of spec §3.1, YaRN included), converted to the cache type by

@@ -1,4 +1,4 @@
-/* test_kv_cells.c: KV cache metadata (spec §1, §2, §4.2), test ids of spec
+/* test_kv_cells.c: KV cache metadata (docs/KV_CACHE_SPEC.md §1, §2, §4.2), test ids of spec
  * §8 A and B (metadata level). Expected values are worked out by hand from
  * the spec in the comments beside them; the differential fuzz (A15) runs
  * every operation on kv_cells and on the independent reference model in
@@ -325,7 +325,7 @@ static void test_kv_cells_A4_seq_cp(void **state) {
     assert_int_equal(kv_cells_token_count(&c), 8);
     assert_int_equal(kv_cells_seq_pos_min(&c, 1), 2);
     assert_int_equal(kv_cells_seq_pos_max(&c, 1), 3);
-    assert_int_equal(c.head, 0); /* the PR's side effect */
+    assert_int_equal(c.head, 0); /* llama.cpp PR #5691's side effect */
     /* src == dst and empty ranges: nothing changes */
     c.head = 7;
     cells_copy(&before, &c);
@@ -376,7 +376,7 @@ static void test_kv_cells_A5_seq_keep(void **state) {
     assert_int_equal(kv_cells_seq_pos_max(&c, 1), 3);
     assert_true(kv_cells_check(&c));
     /* head moves to the first cell without seq, even one that was already
-     * empty (the PR): cells 0 and 3 are empty, head 6 -> 0 */
+     * empty (llama.cpp PR #5691): cells 0 and 3 are empty, head 6 -> 0 */
     c.head = 6;
     assert_int_equal(kv_cells_seq_keep(&c, 1), 0);
     assert_int_equal(c.head, 0);

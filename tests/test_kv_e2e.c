@@ -1,4 +1,4 @@
-/* test_kv_e2e.c: end-to-end KV cache tests (kv-cache spec §8 part D, plus
+/* test_kv_e2e.c: end-to-end KV cache tests (docs/KV_CACHE_SPEC.md §8 part D, plus
  * A9, B4, B9, B10, B11 and the Q8_0 cache) on generated random-weight llama
  * models:
  *  - the "tiny" fixture (2 layers, dim 64, 4 heads, 2 KV heads, head_dim 16);

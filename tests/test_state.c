@@ -1,4 +1,4 @@
-/* test_state.c: KV state save and restore (spec §4.6, §7 items 8, 21, 28,
+/* test_state.c: KV state save and restore (docs/KV_CACHE_SPEC.md §4.6, §7 items 8, 21, 28,
  * test D8) on the bundled stories260K model and the generated tiny model:
  * round trips through buffers and files give bit-identical next-token
  * logits, a pending shift is applied before saving, a sequence restores

@@ -1,6 +1,6 @@
 /* cmd_parallel.c: `ctxshift parallel`, N simulated clients served with
  * continuous batching over one shared KV cache (llama.cpp's
- * examples/parallel, spec §6.3).
+ * examples/parallel, docs/KV_CACHE_SPEC.md §6.3).
  *
  * The system prompt is decoded once as sequence 0 and shared with every
  * client sequence 1..N by cs_kv_seq_cp (no data copied). Each step builds

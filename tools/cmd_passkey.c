@@ -1,5 +1,5 @@
 /* cmd_passkey.c: `ctxshift passkey`, llama.cpp's passkey retrieval test
- * (spec §5 of ../shared/design/kv-cache-spec.md).
+ * (docs/KV_CACHE_SPEC.md §5).
  *
  * A pass key is hidden at a chosen depth in a long run of junk sentences;
  * the prompt is processed in batches, with self-extend (seq_add + seq_div)
@@ -42,8 +42,8 @@
 enum {
     PK_N_PREDICT = 16,      /* answer tokens, as llama-passkey */
     PK_DEFAULT_JUNK = 250,  /* llama-passkey's default */
-    PK_DEFAULT_KEEP = 32,   /* the PR's fixed n_keep */
-    PK_DEFAULT_BATCH = 512, /* the PR's n_batch */
+    PK_DEFAULT_KEEP = 32,   /* llama.cpp PR #5691's fixed n_keep */
+    PK_DEFAULT_BATCH = 512, /* llama.cpp PR #5691's n_batch */
     PK_MAX_JUNK = 100000,   /* ~9 MB of prompt text */
     PK_MAX_GRP = 64,        /* self-extend group factor */
     PK_KEY_RANGE = 50000,   /* drawn keys are 1 .. 50000, as llama.cpp */

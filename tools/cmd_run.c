@@ -5,7 +5,7 @@
  * the seed, stop reasons, KV maps and timings go to stderr.
  *
  * Long generation follows llama-cli (llama.cpp c392e509,
- * examples/main/main.cpp; kv-cache spec §6.1): before every decode, either
+ * examples/main/main.cpp; docs/KV_CACHE_SPEC.md §6.1): before every decode, either
  * the context shift (when the next tokens would reach the last cell: keep
  * n_keep tokens, drop half of the rest, slide the tail down) or, with
  * --grp-attn-n G > 1, self-extend (compress each full window of W positions

@@ -120,7 +120,7 @@ const cs_kernels *cs_kernels_by_name(const char *name);
 void kernels_init_ref(cs_kernels *k, const char *name);
 void kernels_finish(cs_kernels *k);
 
-/* RoPE angle parameters (ggml's YaRN formulation, spec §3.1). With
+/* RoPE angle parameters (ggml's YaRN formulation, docs/KV_CACHE_SPEC.md §3.1). With
  * ext_factor 0: theta_k = freq_scale * pos * base^(-2k/n_rot), magnitude
  * attn_factor. theta is advanced iteratively in float (theta *= base^(-2/n_rot))
  * exactly as ggml_rope_cache_init does. */
