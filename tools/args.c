@@ -337,6 +337,22 @@ int32_t tool_token_piece(const cs_model *model, cs_token token, bool special, ch
     return n;
 }
 
+const char *tool_weight_type_names(char *buf, size_t cap, bool skip_f32) {
+    int32_t types[64];
+    int32_t n = cs_weight_types(types, 64);
+    if (n > 64) n = 64;
+    size_t len = 0;
+    if (cap > 0) buf[0] = '\0';
+    for (int32_t i = 0; i < n; i++) {
+        if (skip_f32 && types[i] == CS_TYPE_F32) continue;
+        const char *name = cs_type_name(types[i]);
+        const size_t need = strlen(name) + (len ? 2 : 0);
+        if (len + need + 1 > cap) break;
+        len += (size_t)snprintf(buf + len, cap - len, "%s%s", len ? ", " : "", name);
+    }
+    return buf;
+}
+
 void tool_json_string(FILE *file, const char *s, size_t len) {
     fputc('"', file);
     for (size_t i = 0; i < len; i++) {

@@ -163,6 +163,12 @@ int tool_tokenize(const cs_model *model, const char *text, size_t len, bool add_
 int32_t tool_token_piece(const cs_model *model, cs_token token, bool special, char **buf,
                          size_t *cap);
 
+/* The names of the weight types the engine computes with (cs_weight_types,
+ * the library's type table), ", "-separated, into buf (NUL-terminated;
+ * whole names only). skip_f32 leaves out f32 (not a quantize target).
+ * Returns buf. */
+const char *tool_weight_type_names(char *buf, size_t cap, bool skip_f32);
+
 /* Write s[0, len) to f with JSON string escaping, including the quotes. */
 void tool_json_string(FILE *file, const char *s, size_t len);
 

@@ -7,6 +7,7 @@
 #include "tools.h"
 
 static void gen_usage(FILE *f) {
+    char names[256];
     fprintf(f,
             "usage: ctxshift gen-model -o FILE [flags]\n"
             "\n"
@@ -15,7 +16,7 @@ static void gen_usage(FILE *f) {
             "\n"
             "  -o, --output FILE     the file to write (required)\n"
             "      --preset NAME     tiny, 110m or 1.1b (default: tiny)\n"
-            "      --type TYPE       weight type of the 2-D tensors: f32, f16, bf16, q8_0, q4_0\n"
+            "      --type TYPE       weight type of the 2-D tensors: %s\n"
             "                        (default: f32; norms stay f32)\n"
             "      --vocab FILE      GGUF whose tokenizer is copied (required except for tiny,\n"
             "                        whose default is %s)\n"
@@ -29,7 +30,7 @@ static void gen_usage(FILE *f) {
             "      --n-vocab N       use the first N tokens of the vocabulary; 0 = all\n"
             "      --tied            tie the output matrix to the token embeddings\n"
             "  -h, --help            print this help\n",
-            CS_DEFAULT_MODEL);
+            tool_weight_type_names(names, sizeof names, false), CS_DEFAULT_MODEL);
 }
 
 typedef struct gen_override {
@@ -78,7 +79,9 @@ int cmd_gen_model(int argc, char **argv) {
             if ((rc = tool_arg_value(&it, &v)) == 0) {
                 type = cs_type_from_name(v);
                 if (type < 0) {
-                    tool_error("%s: '%s' is not a weight type (f32, f16, bf16, q8_0, q4_0)", a, v);
+                    char names[256];
+                    tool_error("%s: '%s' is not a weight type (%s)", a, v,
+                               tool_weight_type_names(names, sizeof names, false));
                     rc = TOOL_EXIT_USAGE;
                 }
             }

@@ -7,12 +7,15 @@
 #include "tools.h"
 
 static void info_usage(FILE *f) {
+    char names[256];
     fputs("usage: ctxshift info FILE [flags]\n"
           "\n"
           "Describe a GGUF file: version, metadata (long arrays summarized), then each tensor's\n"
-          "name, type, shape and offset. The file is validated as a model load does.\n"
-          "\n"
-          "  -m, --model FILE     the file (instead of the positional FILE)\n"
+          "name, type, shape and offset. The file is validated as a model load does.\n",
+          f);
+    fprintf(f, "Weight types ctxshift computes with: %s.\n\n",
+            tool_weight_type_names(names, sizeof names, false));
+    fputs("  -m, --model FILE     the file (instead of the positional FILE)\n"
           "      --max-array N    print at most N items of an array (default: 16)\n"
           "  -h, --help           print this help\n",
           f);

@@ -8,12 +8,14 @@
 #include "tools.h"
 
 static void quantize_usage(FILE *f) {
+    char names[256];
     fputs("usage: ctxshift quantize IN OUT TYPE [flags]\n"
           "\n"
           "Write the llama GGUF IN with its weights in TYPE to OUT (written to OUT.tmp, then\n"
-          "renamed). TYPE:\n"
-          "  f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K\n"
-          "                 every 2-D weight in TYPE (like llama-quantize --pure)\n"
+          "renamed). TYPE:\n",
+          f);
+    fprintf(f, "  %s\n", tool_weight_type_names(names, sizeof names, true));
+    fputs("                 every 2-D weight in TYPE (like llama-quantize --pure)\n"
           "  q4_K_M, q5_K_M llama.cpp's mixes: output.weight and some attn_v / ffn_down\n"
           "                 tensors in q6_K, the rest in q4_K / q5_K\n"
           "Norms and 1-D tensors are copied. A tensor whose rows do not fit TYPE's block\n"
