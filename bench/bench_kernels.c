@@ -36,9 +36,9 @@ static double time_per_call(bench_fn fn, void *arg) {
     fn(arg); /* warm-up */
     int64_t iters = 1;
     for (;;) {
-        int64_t t0 = cs_time_us();
+        int64_t t0 = common_time_us();
         for (int64_t i = 0; i < iters; i++) fn(arg);
-        double dt = (double)(cs_time_us() - t0) * 1e-6;
+        double dt = (double)(common_time_us() - t0) * 1e-6;
         if (dt >= budget || iters > (1 << 28)) return dt / (double)iters;
         iters *= dt > 0 ? (budget / dt > 10 ? 10 : 2) : 10;
     }
@@ -47,12 +47,12 @@ static double time_per_call(bench_fn fn, void *arg) {
 /* ------------------------------------------------------------ kernels */
 
 typedef struct kargs {
-    const cs_kernels *k;
+    const kernels_table *k;
     int64_t n;
     float *x, *y, *w, *cs;
     uint16_t *xh, *yh;
-    cs_block_q8_0 *x8, *y8;
-    cs_block_q4_0 *x4;
+    block_q8_0 *x8, *y8;
+    block_q4_0 *x4;
 } kargs;
 
 static void b_dot_f32(void *p) {
@@ -140,21 +140,21 @@ static void bench_kernels_table(void) {
     }
     for (int64_t i = 0; i < nmax; i++) {
         a.x[i] = rnd() * 4, a.y[i] = rnd(), a.w[i] = rnd();
-        a.xh[i] = cs_fp32_to_fp16(a.x[i]), a.yh[i] = cs_fp32_to_fp16(a.y[i]);
+        a.xh[i] = fp32_to_fp16(a.x[i]), a.yh[i] = fp32_to_fp16(a.y[i]);
     }
-    cs_quantize_row(CS_TYPE_Q8_0, a.x, a.x8, nmax);
-    cs_quantize_row(CS_TYPE_Q4_0, a.x, a.x4, nmax);
-    cs_quantize_row_q8_0_ref(a.y, a.y8, nmax);
-    cs_rope_params rp = {.n_rot = 128,
-                         .freq_base = 10000.0f,
-                         .freq_scale = 1.0f,
-                         .attn_factor = 1.0f,
-                         .n_ctx_orig = 4096};
-    cs_rope_cache(a.cs, 123.0f, &rp);
+    quantize_row(CS_TYPE_Q8_0, a.x, a.x8, nmax);
+    quantize_row(CS_TYPE_Q4_0, a.x, a.x4, nmax);
+    quantize_row_q8_0_ref(a.y, a.y8, nmax);
+    kernels_rope_params rp = {.n_rot = 128,
+                              .freq_base = 10000.0f,
+                              .freq_scale = 1.0f,
+                              .attn_factor = 1.0f,
+                              .n_ctx_orig = 4096};
+    kernels_rope_cache(a.cs, 123.0f, &rp);
 
     printf("kernel throughput, GB/s (speed-up vs ref)\n%-11s %7s", "kernel", "n");
     for (int t = 0; t < N_TABLES; t++)
-        if (cs_kernels_by_name(k_tables[t])) printf(" %16s", k_tables[t]);
+        if (kernels_by_name(k_tables[t])) printf(" %16s", k_tables[t]);
     printf("\n");
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (size_t s = 0; s < n_sizes; s++) {
@@ -162,7 +162,7 @@ static void bench_kernels_table(void) {
             printf("%-11s %7lld", cases[c].name, (long long)a.n);
             double ref_t = 0;
             for (int t = 0; t < N_TABLES; t++) {
-                a.k = cs_kernels_by_name(k_tables[t]);
+                a.k = kernels_by_name(k_tables[t]);
                 if (!a.k) continue;
                 for (int64_t i = 0; i < a.n; i++) a.y[i] = rnd(); /* fresh y for rope/axpy */
                 double dt = time_per_call(cases[c].fn, &a);
@@ -180,8 +180,8 @@ static void bench_kernels_table(void) {
 /* ------------------------------------------------------------- matmul */
 
 typedef struct margs {
-    const cs_kernels *k;
-    cs_threadpool *tp;
+    const kernels_table *k;
+    threadpool *tp;
     int32_t type;
     int32_t layout;
     const void *W;
@@ -193,7 +193,7 @@ typedef struct margs {
 
 static void b_matmul(void *p) {
     margs *m = p;
-    cs_matmul(m->k, m->tp, m->type, m->layout, m->W, m->N, m->K, m->X, m->T, m->Y, m->scratch);
+    matmul(m->k, m->tp, m->type, m->layout, m->W, m->N, m->K, m->X, m->T, m->Y, m->scratch);
 }
 
 static void bench_matmul(int64_t N_full) {
@@ -208,15 +208,15 @@ static void bench_matmul(int64_t N_full) {
                                CS_LAYOUT_ROWS, CS_LAYOUT_X16,  CS_LAYOUT_X16,  CS_LAYOUT_ROWS,
                                CS_LAYOUT_ROWS, CS_LAYOUT_X16,  CS_LAYOUT_X16};
     void *tmp = malloc((size_t)K * 4 * CS_X16_ROWS);
-    cs_threadpool *tp[2] = {NULL, NULL};
-    if (cs_threadpool_new(1, &tp[0]) != CS_OK || cs_threadpool_new(2, &tp[1]) != CS_OK) {
+    threadpool *tp[2] = {NULL, NULL};
+    if (threadpool_new(1, &tp[0]) != CS_OK || threadpool_new(2, &tp[1]) != CS_OK) {
         fprintf(stderr, "threadpool: %s\n", cs_last_error());
         exit(1);
     }
     float *wf = malloc((size_t)(N * K) * 4), *X = malloc((size_t)(Ts[1] * K) * 4);
     float *Y = malloc((size_t)(Ts[1] * N) * 4);
     void *W = malloc((size_t)(N * K) * 4);
-    void *scratch = malloc(cs_matmul_scratch_size(CS_TYPE_F16, K, Ts[1]) + 64);
+    void *scratch = malloc(matmul_scratch_size(CS_TYPE_F16, K, Ts[1]) + 64);
     /* the ref table at N = 32000, T = 512 would take minutes */
     const bool skip_ref_big = N * Ts[1] > 768 * 512;
     if (!wf || !X || !Y || !W || !scratch) {
@@ -228,21 +228,21 @@ static void bench_matmul(int64_t N_full) {
     printf("\nmatmul K=%lld N=%lld, GFLOP/s (2*N*K*T / time)\n%-7s %5s %3s", (long long)K,
            (long long)N, "type", "T", "thr");
     for (int t = 0; t < N_TABLES; t++)
-        if (cs_kernels_by_name(k_tables[t])) printf(" %9s", k_tables[t]);
+        if (kernels_by_name(k_tables[t])) printf(" %9s", k_tables[t]);
     printf("\n");
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         uint64_t rb = 0;
         if ((types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K) && K % 256 != 0) continue;
-        cs_type_row_size(types[ty], K, &rb);
+        type_row_size(types[ty], K, &rb);
         for (int64_t n = 0; n < N; n++)
-            cs_quantize_row(types[ty], wf + n * K, (uint8_t *)W + (size_t)n * rb, K);
-        if (layouts[ty] == CS_LAYOUT_X16) cs_x16_pack(types[ty], W, N, K, tmp);
+            quantize_row(types[ty], wf + n * K, (uint8_t *)W + (size_t)n * rb, K);
+        if (layouts[ty] == CS_LAYOUT_X16) repack_x16_pack(types[ty], W, N, K, tmp);
         for (int ti = 0; ti < 2; ti++) {
             for (int th = 0; th < 2; th++) {
                 printf("%-4s%-3s %5lld %3d", cs_type_name(types[ty]),
                        layouts[ty] == CS_LAYOUT_X16 ? "x16" : "", (long long)Ts[ti], th + 1);
                 for (int t = 0; t < N_TABLES; t++) {
-                    const cs_kernels *k = cs_kernels_by_name(k_tables[t]);
+                    const kernels_table *k = kernels_by_name(k_tables[t]);
                     if (!k) continue;
                     if (t == 0 && ti == 1 && skip_ref_big) {
                         printf(" %9s", "-");
@@ -256,8 +256,8 @@ static void bench_matmul(int64_t N_full) {
             }
         }
     }
-    cs_threadpool_free(tp[0]);
-    cs_threadpool_free(tp[1]);
+    threadpool_free(tp[0]);
+    threadpool_free(tp[1]);
     free(wf), free(X), free(Y), free(W), free(scratch), free(tmp);
 }
 
@@ -270,7 +270,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    printf("best table: %s\n", cs_kernels_best()->name);
+    printf("best table: %s\n", kernels_best()->name);
     bench_kernels_table();
     bench_matmul(768);
     if (!g_quick) bench_matmul(32000);

@@ -25,7 +25,7 @@ bool cs_token_is_eog(const cs_model *m, cs_token t) {
 int32_t cs_tokenize(const cs_model *m, const char *text, size_t len, cs_token *tokens,
                     int32_t n_max, bool add_special, bool parse_special) {
     if (!m || (!text && len > 0) || n_max < 0 || (!tokens && n_max > 0)) {
-        cs_fail(CS_ERR_INVALID_ARG, "cs_tokenize: bad arguments");
+        error_fail(CS_ERR_INVALID_ARG, "cs_tokenize: bad arguments");
         return INT32_MIN;
     }
     return tokenizer_encode(m->vocab, text ? text : "", len, tokens, n_max, add_special,
@@ -34,7 +34,7 @@ int32_t cs_tokenize(const cs_model *m, const char *text, size_t len, cs_token *t
 
 int32_t cs_token_to_piece(const cs_model *m, cs_token t, char *buf, size_t size, bool special) {
     if (!m || (!buf && size > 0)) {
-        cs_fail(CS_ERR_INVALID_ARG, "cs_token_to_piece: bad arguments");
+        error_fail(CS_ERR_INVALID_ARG, "cs_token_to_piece: bad arguments");
         return INT32_MIN;
     }
     return tokenizer_token_to_piece(m->vocab, t, buf, size, special);
@@ -43,7 +43,7 @@ int32_t cs_token_to_piece(const cs_model *m, cs_token t, char *buf, size_t size,
 int32_t cs_detokenize(const cs_model *m, const cs_token *tokens, int32_t n, char *buf, size_t size,
                       bool special) {
     if (!m || n < 0 || (!tokens && n > 0) || (!buf && size > 0)) {
-        cs_fail(CS_ERR_INVALID_ARG, "cs_detokenize: bad arguments");
+        error_fail(CS_ERR_INVALID_ARG, "cs_detokenize: bad arguments");
         return INT32_MIN;
     }
     return tokenizer_decode(m->vocab, tokens, n, buf, size, special);
@@ -73,8 +73,8 @@ const char *cs_version(void) {
 
 const char *cs_system_info(void) {
     static char buf[128];
-    const cs_kernels *k = cs_kernels_best();
+    const kernels_table *k = kernels_best();
     snprintf(buf, sizeof buf, "kernels = %s | AVX512 = %d | AVX2 = %d", k->name,
-             cs_kernels_by_name("avx512") != NULL, cs_kernels_by_name("avx2") != NULL);
+             kernels_by_name("avx512") != NULL, kernels_by_name("avx2") != NULL);
     return buf;
 }

@@ -31,12 +31,13 @@ static int32_t online_cores(void) {
 
 /* Largest scratch any weight matmul of the model needs for T tokens. */
 static size_t matmul_scratch_max(const cs_model *m, int64_t T) {
-    size_t best = cs_matmul_scratch_size(m->output.type, m->output.ne0, T);
+    size_t best = matmul_scratch_size(m->output.type, m->output.ne0, T);
     for (int32_t il = 0; il < m->hp.n_layer; il++) {
-        const cs_layer *L = &m->layers[il];
-        const cs_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const model_layer *L = &m->layers[il];
+        const model_weight *ws[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                    &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
-            size_t s = cs_matmul_scratch_size(ws[i]->type, ws[i]->ne0, T);
+            size_t s = matmul_scratch_size(ws[i]->type, ws[i]->ne0, T);
             if (s > best) best = s;
         }
     }
@@ -48,58 +49,59 @@ static cs_status check_params(const cs_model *m, const cs_context_params *p, uin
                               uint32_t *n_batch, uint32_t *n_seq_max, int32_t *n_threads) {
     *n_ctx = p->n_ctx ? p->n_ctx : (uint32_t)m->hp.n_ctx_train;
     if (*n_ctx > CS_MAX_CTX)
-        return cs_fail(CS_ERR_INVALID_ARG, "context: n_ctx %u exceeds the limit %d", *n_ctx,
-                       CS_MAX_CTX);
+        return error_fail(CS_ERR_INVALID_ARG, "context: n_ctx %u exceeds the limit %d", *n_ctx,
+                          CS_MAX_CTX);
     *n_batch = p->n_batch ? p->n_batch : (*n_ctx < 512 ? *n_ctx : 512);
     if (*n_batch > *n_ctx) *n_batch = *n_ctx;
     *n_seq_max = p->n_seq_max ? p->n_seq_max : 1;
     if (*n_seq_max > CS_MAX_SEQ)
-        return cs_fail(CS_ERR_INVALID_ARG, "context: n_seq_max %u exceeds the limit %d", *n_seq_max,
-                       CS_MAX_SEQ);
+        return error_fail(CS_ERR_INVALID_ARG, "context: n_seq_max %u exceeds the limit %d",
+                          *n_seq_max, CS_MAX_SEQ);
     *n_threads = p->n_threads > 0 ? p->n_threads : online_cores();
     if (*n_threads > CS_MAX_THREADS)
-        return cs_fail(CS_ERR_INVALID_ARG, "context: n_threads %d exceeds the limit %d", *n_threads,
-                       CS_MAX_THREADS);
+        return error_fail(CS_ERR_INVALID_ARG, "context: n_threads %d exceeds the limit %d",
+                          *n_threads, CS_MAX_THREADS);
     if (p->defrag_thold != p->defrag_thold)
-        return cs_fail(CS_ERR_INVALID_ARG, "context: defrag_thold is NaN");
+        return error_fail(CS_ERR_INVALID_ARG, "context: defrag_thold is NaN");
     if (p->defrag_min_cells < 0 || p->defrag_max_moves < 0)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "context: defrag_min_cells %d and defrag_max_moves %d must be >= 0",
-                       p->defrag_min_cells, p->defrag_max_moves);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "context: defrag_min_cells %d and defrag_max_moves %d must be >= 0",
+                          p->defrag_min_cells, p->defrag_max_moves);
     return CS_OK;
 }
 
 cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_context **out) {
     if (out) *out = NULL;
-    if (!m || !out) return cs_fail(CS_ERR_INVALID_ARG, "cs_context_new: model and out must be set");
+    if (!m || !out)
+        return error_fail(CS_ERR_INVALID_ARG, "cs_context_new: model and out must be set");
     if (m->vocab_only)
-        return cs_fail(CS_ERR_UNSUPPORTED, "cs_context_new: the model was loaded vocab-only");
+        return error_fail(CS_ERR_UNSUPPORTED, "cs_context_new: the model was loaded vocab-only");
     cs_context_params p = params ? *params : cs_context_default_params();
     uint32_t n_ctx = 0, n_batch = 0, n_seq_max = 0;
     int32_t n_threads = 0;
     cs_status st = check_params(m, &p, &n_ctx, &n_batch, &n_seq_max, &n_threads);
     if (st != CS_OK) return st;
-    if (n_ctx == 0) return cs_fail(CS_ERR_INVALID_ARG, "context: n_ctx is 0");
+    if (n_ctx == 0) return error_fail(CS_ERR_INVALID_ARG, "context: n_ctx is 0");
 
-    cs_context *c = cs_calloc(1, sizeof *c);
-    if (!c) return cs_fail(CS_ERR_NOMEM, "context: out of memory");
-    const cs_hparams *hp = &m->hp;
+    cs_context *c = mem_calloc(1, sizeof *c);
+    if (!c) return error_fail(CS_ERR_NOMEM, "context: out of memory");
+    const model_hparams *hp = &m->hp;
     c->model = m;
     c->params = p;
     c->n_ctx = n_ctx;
     c->n_batch = n_batch;
     c->n_seq_max = n_seq_max;
     c->n_threads = n_threads;
-    c->kern = cs_kernels_best();
-    c->rope = (cs_rope_params){.n_rot = hp->n_rot,
-                               .mode = hp->rope_mode,
-                               .freq_base = hp->rope_freq_base,
-                               .freq_scale = hp->rope_freq_scale,
-                               .ext_factor = 0.0f,
-                               .attn_factor = 1.0f,
-                               .beta_fast = 32.0f,
-                               .beta_slow = 1.0f,
-                               .n_ctx_orig = hp->n_ctx_train};
+    c->kern = kernels_best();
+    c->rope = (kernels_rope_params){.n_rot = hp->n_rot,
+                                    .mode = hp->rope_mode,
+                                    .freq_base = hp->rope_freq_base,
+                                    .freq_scale = hp->rope_freq_scale,
+                                    .ext_factor = 0.0f,
+                                    .attn_factor = 1.0f,
+                                    .beta_fast = 32.0f,
+                                    .beta_slow = 1.0f,
+                                    .n_ctx_orig = hp->n_ctx_train};
 
     if ((st = kv_cells_init(&c->cells, (int32_t)n_ctx)) != CS_OK) goto fail;
     if ((st = kv_store_init(&c->kv, hp->n_layer, (int32_t)n_ctx, hp->n_head_kv, hp->head_dim,
@@ -107,42 +109,43 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
         goto fail;
     /* every llama model here uses RoPE, whose angle is linear in the position */
     c->can_shift = true;
-    c->defrag_ids = cs_malloc((size_t)n_ctx * sizeof *c->defrag_ids);
-    c->defrag_moves = cs_malloc((size_t)n_ctx * sizeof *c->defrag_moves);
+    c->defrag_ids = mem_malloc((size_t)n_ctx * sizeof *c->defrag_ids);
+    c->defrag_moves = mem_malloc((size_t)n_ctx * sizeof *c->defrag_moves);
     if (!c->defrag_ids || !c->defrag_moves) goto nomem;
 
     size_t T = n_batch;
-    c->x = cs_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
-    c->xb = cs_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
-    c->q = cs_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
-    c->att = cs_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
-    c->k = cs_aligned_alloc(T * (size_t)hp->n_embd_kv * sizeof(float));
-    c->v = cs_aligned_alloc(T * (size_t)hp->n_embd_kv * sizeof(float));
-    c->hb = cs_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
-    c->hb2 = cs_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
-    c->rope_cs = cs_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
-    c->scores = cs_aligned_alloc((size_t)n_threads * n_ctx * sizeof(float));
-    c->vis = cs_aligned_alloc((size_t)n_threads * n_ctx * sizeof(int32_t));
-    c->qh = cs_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * 4);
-    c->vrow = cs_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(float));
+    c->x = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
+    c->xb = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
+    c->q = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
+    c->att = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
+    c->k = mem_aligned_alloc(T * (size_t)hp->n_embd_kv * sizeof(float));
+    c->v = mem_aligned_alloc(T * (size_t)hp->n_embd_kv * sizeof(float));
+    c->hb = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
+    c->hb2 = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
+    c->rope_cs = mem_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
+    c->scores = mem_aligned_alloc((size_t)n_threads * n_ctx * sizeof(float));
+    c->vis = mem_aligned_alloc((size_t)n_threads * n_ctx * sizeof(int32_t));
+    c->qh = mem_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * 4);
+    c->vrow = mem_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(float));
     c->mm_scratch_size = matmul_scratch_max(m, (int64_t)T);
-    c->mm_scratch = cs_aligned_alloc(c->mm_scratch_size);
-    c->slot = cs_malloc(T * sizeof *c->slot);
-    c->seqs = cs_malloc(T * sizeof *c->seqs);
-    c->seq0 = cs_malloc(T * sizeof *c->seq0);
-    c->out_index = cs_malloc(T * sizeof *c->out_index);
-    c->seq_cells = cs_malloc((size_t)CS_ATTN_SEQ_LISTS * n_ctx * sizeof *c->seq_cells);
-    c->tok_list = cs_malloc(T * sizeof *c->tok_list);
+    c->mm_scratch = mem_aligned_alloc(c->mm_scratch_size);
+    c->slot = mem_malloc(T * sizeof *c->slot);
+    c->seqs = mem_malloc(T * sizeof *c->seqs);
+    c->seq0 = mem_malloc(T * sizeof *c->seq0);
+    c->out_index = mem_malloc(T * sizeof *c->out_index);
+    c->seq_cells = mem_malloc((size_t)CS_ATTN_SEQ_LISTS * n_ctx * sizeof *c->seq_cells);
+    c->tok_list = mem_malloc(T * sizeof *c->tok_list);
     if (!c->seq_cells || !c->tok_list) goto nomem;
     if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 || !c->rope_cs ||
         !c->scores || !c->vis || !c->qh || !c->vrow || !c->mm_scratch || !c->slot || !c->seqs ||
         !c->seq0 || !c->out_index)
         goto nomem;
-    if ((st = cs_threadpool_new(n_threads, &c->tp)) != CS_OK) goto fail;
+    if ((st = threadpool_new(n_threads, &c->tp)) != CS_OK) goto fail;
     *out = c;
     return CS_OK;
 nomem:
-    st = cs_fail(CS_ERR_NOMEM, "context: out of memory for n_ctx %u, n_batch %u", n_ctx, n_batch);
+    st =
+        error_fail(CS_ERR_NOMEM, "context: out of memory for n_ctx %u, n_batch %u", n_ctx, n_batch);
 fail:
     cs_context_free(c);
     return st;
@@ -150,7 +153,7 @@ fail:
 
 void cs_context_free(cs_context *c) {
     if (!c) return;
-    cs_threadpool_free(c->tp);
+    threadpool_free(c->tp);
     kv_store_free(&c->kv);
     kv_cells_free(&c->cells);
     void *bufs[] = {
@@ -158,8 +161,8 @@ void cs_context_free(cs_context *c) {
         c->hb2,       c->rope_cs, c->scores,    c->vis,    c->qh,   c->mm_scratch, c->slot,
         c->seqs,      c->seq0,    c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves,
         c->seq_cells, c->tok_list};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cs_free(bufs[i]);
-    cs_free(c);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mem_free(bufs[i]);
+    mem_free(c);
 }
 
 uint32_t cs_n_ctx(const cs_context *c) {
@@ -177,29 +180,29 @@ int32_t cs_n_threads(const cs_context *c) {
 
 cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
     if (!c || n_threads < 1 || n_threads > CS_MAX_THREADS)
-        return cs_fail(CS_ERR_INVALID_ARG, "cs_set_n_threads: n_threads %d outside [1, %d]",
-                       n_threads, CS_MAX_THREADS);
+        return error_fail(CS_ERR_INVALID_ARG, "cs_set_n_threads: n_threads %d outside [1, %d]",
+                          n_threads, CS_MAX_THREADS);
     if (n_threads == c->n_threads) return CS_OK;
-    float *scores = cs_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(float));
-    int32_t *vis = cs_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(int32_t));
-    void *qh = cs_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
-    float *vrow = cs_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
-    cs_threadpool *tp = NULL;
+    float *scores = mem_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(float));
+    int32_t *vis = mem_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(int32_t));
+    void *qh = mem_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
+    float *vrow = mem_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
+    threadpool *tp = NULL;
     cs_status st = (scores && vis && qh && vrow)
-                       ? cs_threadpool_new(n_threads, &tp)
-                       : cs_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory");
+                       ? threadpool_new(n_threads, &tp)
+                       : error_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory");
     if (st != CS_OK) {
-        cs_free(scores);
-        cs_free(vis);
-        cs_free(qh);
-        cs_free(vrow);
+        mem_free(scores);
+        mem_free(vis);
+        mem_free(qh);
+        mem_free(vrow);
         return st;
     }
-    cs_threadpool_free(c->tp);
-    cs_free(c->scores);
-    cs_free(c->vis);
-    cs_free(c->qh);
-    cs_free(c->vrow);
+    threadpool_free(c->tp);
+    mem_free(c->scores);
+    mem_free(c->vis);
+    mem_free(c->qh);
+    mem_free(c->vrow);
     c->vrow = vrow;
     c->tp = tp;
     c->scores = scores;
@@ -246,7 +249,7 @@ static cs_status kv_update(cs_context *c) {
 }
 
 cs_status cs_kv_update(cs_context *c) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_update: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_update: context is NULL");
     return kv_update(c);
 }
 
@@ -267,7 +270,7 @@ static void maybe_schedule_defrag(cs_context *c) {
 /* ----------------------------------------------------------------- decode */
 
 int32_t cs_decode(cs_context *c, const cs_batch *b) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "decode: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "decode: context is NULL");
     const int32_t n_vocab = c->model->hp.n_vocab;
     c->n_batch_rows = 0; /* earlier logits are invalid from here on */
     cs_status st = batch_validate(b, n_vocab, c->n_batch, c->n_seq_max, c->seqs);
@@ -281,12 +284,12 @@ int32_t cs_decode(cs_context *c, const cs_batch *b) {
     int32_t n_out = 0;
     for (int32_t t = 0; t < T; t++) c->out_index[t] = b->logits[t] ? n_out++ : -1;
     size_t need;
-    if (!cs_mul_size((size_t)n_out, (size_t)n_vocab, &need))
-        return cs_fail(CS_ERR_NOMEM, "decode: logits size overflows");
+    if (!common_mul_size((size_t)n_out, (size_t)n_vocab, &need))
+        return error_fail(CS_ERR_NOMEM, "decode: logits size overflows");
     if (need > c->logits_cap) {
-        float *l = cs_aligned_alloc(need * sizeof(float));
-        if (!l) return cs_fail(CS_ERR_NOMEM, "decode: out of memory for %d logits rows", n_out);
-        cs_free(c->logits);
+        float *l = mem_aligned_alloc(need * sizeof(float));
+        if (!l) return error_fail(CS_ERR_NOMEM, "decode: out of memory for %d logits rows", n_out);
+        mem_free(c->logits);
         c->logits = l;
         c->logits_cap = need;
     }
@@ -322,7 +325,8 @@ const float *cs_get_logits_ith(cs_context *c, int32_t i) {
 static cs_status check_seq(const cs_context *c, const char *op, const char *name, cs_seq s,
                            bool allow_negative) {
     if ((s < 0 && !allow_negative) || s >= (cs_seq)c->n_seq_max)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: %s %d outside [0, %u)", op, name, s, c->n_seq_max);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: %s %d outside [0, %u)", op, name, s,
+                          c->n_seq_max);
     return CS_OK;
 }
 
@@ -333,7 +337,7 @@ void cs_kv_clear(cs_context *c) {
 }
 
 cs_status cs_kv_seq_rm(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_rm: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_rm: context is NULL");
     cs_status st = check_seq(c, "kv_seq_rm", "sequence id", seq, true);
     if (st != CS_OK) return st;
     kv_cells_seq_rm(&c->cells, seq, p0, p1);
@@ -341,7 +345,7 @@ cs_status cs_kv_seq_rm(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1) {
 }
 
 cs_status cs_kv_seq_cp(cs_context *c, cs_seq src, cs_seq dst, cs_pos p0, cs_pos p1) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_cp: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_cp: context is NULL");
     cs_status st = check_seq(c, "kv_seq_cp", "src", src, false);
     if (st == CS_OK) st = check_seq(c, "kv_seq_cp", "dst", dst, false);
     if (st != CS_OK) return st;
@@ -350,7 +354,7 @@ cs_status cs_kv_seq_cp(cs_context *c, cs_seq src, cs_seq dst, cs_pos p0, cs_pos 
 }
 
 cs_status cs_kv_seq_keep(cs_context *c, cs_seq seq) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_keep: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_keep: context is NULL");
     cs_status st = check_seq(c, "kv_seq_keep", "sequence id", seq, false);
     if (st != CS_OK) return st;
     kv_cells_seq_keep(&c->cells, seq);
@@ -376,23 +380,23 @@ static void warn_shared(const cs_context *c, const char *op, cs_seq seq, cs_pos 
 }
 
 cs_status cs_kv_seq_add(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos delta) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_add: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_add: context is NULL");
     cs_status st = check_seq(c, "kv_seq_add", "sequence id", seq, false);
     if (st != CS_OK) return st;
     if (!c->can_shift)
-        return cs_fail(CS_ERR_UNSUPPORTED, "kv_seq_add: this model's cache cannot be shifted");
+        return error_fail(CS_ERR_UNSUPPORTED, "kv_seq_add: this model's cache cannot be shifted");
     if (delta != 0) warn_shared(c, "kv_seq_add", seq, p0, p1);
     kv_cells_seq_add(&c->cells, seq, p0, p1, delta);
     return CS_OK;
 }
 
 cs_status cs_kv_seq_div(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d) {
-    if (!c) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_div: context is NULL");
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_div: context is NULL");
     cs_status st = check_seq(c, "kv_seq_div", "sequence id", seq, false);
     if (st != CS_OK) return st;
-    if (d < 1) return cs_fail(CS_ERR_INVALID_ARG, "kv_seq_div: divisor %d must be >= 1", d);
+    if (d < 1) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_div: divisor %d must be >= 1", d);
     if (!c->can_shift)
-        return cs_fail(CS_ERR_UNSUPPORTED, "kv_seq_div: this model's cache cannot be shifted");
+        return error_fail(CS_ERR_UNSUPPORTED, "kv_seq_div: this model's cache cannot be shifted");
     if (d != 1) warn_shared(c, "kv_seq_div", seq, p0, p1);
     kv_cells_seq_div(&c->cells, seq, p0, p1, d);
     return CS_OK;
@@ -419,7 +423,7 @@ int32_t cs_kv_token_count(const cs_context *c) {
 }
 
 cs_status cs_kv_stats(const cs_context *c, cs_kv_info *out) {
-    if (!c || !out) return cs_fail(CS_ERR_INVALID_ARG, "kv_stats: context and out must be set");
+    if (!c || !out) return error_fail(CS_ERR_INVALID_ARG, "kv_stats: context and out must be set");
     *out = c->totals;
     out->size = c->cells.size;
     out->used = c->cells.used;

@@ -29,9 +29,9 @@ struct cs_context {
     kv_move *defrag_moves; /* (n_ctx) planned blocks */
     cs_kv_info totals;     /* the cumulative counters of cs_kv_stats */
 
-    cs_threadpool *tp;
-    const cs_kernels *kern;
-    cs_rope_params rope;
+    threadpool *tp;
+    const kernels_table *kern;
+    kernels_rope_params rope;
 
     /* scratch, sized for n_batch tokens */
     float *x;       /* (n_batch, n_embd) residual stream */

@@ -1,5 +1,5 @@
-/* error.c: status names, the thread-local last error, logging, the
- * always-on assertion, allocation wrappers with failure injection, time. */
+/* error.c: status names, the thread-local last error, logging and the
+ * always-on assertion. */
 #include "common.h"
 
 #include <stdarg.h>
@@ -56,7 +56,7 @@ static void log_emit(int32_t level, const char *msg) {
         fprintf(stderr, "%s\n", msg);
 }
 
-void cs_log(int32_t level, const char *fmt, ...) {
+void error_log(int32_t level, const char *fmt, ...) {
     if (level > g_log_level) return;
     char buf[1024];
     va_list ap;
@@ -74,7 +74,7 @@ const char *cs_last_error(void) {
     return g_last_error;
 }
 
-cs_status cs_fail(cs_status status, const char *fmt, ...) {
+cs_status error_fail(cs_status status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
@@ -86,70 +86,8 @@ cs_status cs_fail(cs_status status, const char *fmt, ...) {
     return status;
 }
 
-void cs_abort_impl(const char *file, int line, const char *expr) {
+void error_abort(const char *file, int line, const char *expr) {
     fprintf(stderr, "%s:%d: CS_ASSERT(%s) failed\n", file, line, expr);
     fflush(stderr);
     abort();
-}
-
-/* ---------------------------------------------------------- allocation */
-
-static int64_t g_alloc_fail_after = -1;
-
-void cs_alloc_fail_after(int64_t n) {
-    g_alloc_fail_after = n;
-}
-
-static bool alloc_should_fail(void) {
-    if (g_alloc_fail_after < 0) return false;
-    if (g_alloc_fail_after == 0) return true;
-    g_alloc_fail_after--;
-    return false;
-}
-
-void *cs_malloc(size_t n) {
-    if (alloc_should_fail()) return NULL;
-    return malloc(n ? n : 1);
-}
-
-void *cs_calloc(size_t n, size_t size) {
-    if (alloc_should_fail()) return NULL;
-    if (n == 0 || size == 0) return calloc(1, 1);
-    return calloc(n, size);
-}
-
-void *cs_realloc(void *p, size_t n) {
-    if (alloc_should_fail()) return NULL;
-    return realloc(p, n ? n : 1);
-}
-
-void *cs_aligned_alloc(size_t n) {
-    if (alloc_should_fail()) return NULL;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 64) != 0) return NULL;
-    return p;
-}
-
-void cs_free(void *p) {
-    free(p);
-}
-
-char *cs_strndup(const char *s, size_t n) {
-    char *d = cs_malloc(n + 1);
-    if (!d) return NULL;
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
-char *cs_strdup(const char *s) {
-    return cs_strndup(s, strlen(s));
-}
-
-/* ---------------------------------------------------------------- time */
-
-int64_t cs_time_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }

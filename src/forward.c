@@ -26,7 +26,7 @@
 
 /* Below this many multiply-adds (N * K * T) a matmul runs on the calling
  * thread: a pool job costs ~1 us of hand-offs, and a stories260K-sized
- * matrix (64 x 64) takes less than that on one core. cs_matmul is
+ * matrix (64 x 64) takes less than that on one core. matmul is
  * bit-identical for any thread count, so this choice never changes a
  * result. */
 #define MATMUL_PARALLEL_MIN_MACS ((int64_t)1 << 16)
@@ -38,14 +38,14 @@
 /* y = x * w^T. prev: the weight of the previous matmul when it read the
  * same x (else NULL); when that left x converted to what w needs, the
  * conversion is not done again (Q/K/V, and the FFN gate/up pair). */
-static void matmul(cs_context *ctx, const cs_weight *w, const cs_weight *prev, const float *x,
-                   int64_t T, float *y) {
-    cs_threadpool *tp = w->ne1 * w->ne0 * T >= MATMUL_PARALLEL_MIN_MACS ? ctx->tp : NULL;
+static void forward_matmul(cs_context *ctx, const model_weight *w, const model_weight *prev,
+                           const float *x, int64_t T, float *y) {
+    threadpool *tp = w->ne1 * w->ne0 * T >= MATMUL_PARALLEL_MIN_MACS ? ctx->tp : NULL;
     const bool converted = prev && prev->ne0 == w->ne0 &&
-                           cs_matmul_convert_kind(prev->type, prev->layout) ==
-                               cs_matmul_convert_kind(w->type, w->layout);
-    (converted ? cs_matmul_converted : cs_matmul)(ctx->kern, tp, w->type, w->layout, w->data,
-                                                  w->ne1, w->ne0, x, T, y, ctx->mm_scratch);
+                           matmul_convert_kind_of(prev->type, prev->layout) ==
+                               matmul_convert_kind_of(w->type, w->layout);
+    (converted ? matmul_converted : matmul)(ctx->kern, tp, w->type, w->layout, w->data, w->ne1,
+                                            w->ne0, x, T, y, ctx->mm_scratch);
 }
 
 /* The row-wise steps of the forward pass. Each batch row t is computed by
@@ -72,20 +72,20 @@ typedef struct rows_task {
 static void rows_range(const rows_task *r, int64_t t0, int64_t t1) {
     cs_context *ctx = r->ctx;
     const cs_model *m = ctx->model;
-    const cs_hparams *hp = &m->hp;
-    const cs_kernels *k = ctx->kern;
+    const model_hparams *hp = &m->hp;
+    const kernels_table *k = ctx->kern;
     const int64_t E = hp->n_embd;
     switch (r->op) {
     case ROWS_EMBED: {
         /* ggml get_rows: dequantize the row */
         uint64_t row_bytes = 0;
-        CS_ASSERT(cs_type_row_size(m->tok_embd.type, E, &row_bytes));
+        CS_ASSERT(type_row_size(m->tok_embd.type, E, &row_bytes));
         for (int64_t t = t0; t < t1; t++) {
             const uint8_t *row =
                 (const uint8_t *)m->tok_embd.data + (size_t)r->b->token[t] * (size_t)row_bytes;
-            cs_dequantize_row(m->tok_embd.type, row, ctx->x + t * E, E);
-            cs_rope_cache(ctx->rope_cs + (size_t)t * (size_t)hp->n_rot, (float)r->b->pos[t],
-                          &ctx->rope);
+            dequantize_row(m->tok_embd.type, row, ctx->x + t * E, E);
+            kernels_rope_cache(ctx->rope_cs + (size_t)t * (size_t)hp->n_rot, (float)r->b->pos[t],
+                               &ctx->rope);
         }
         break;
     }
@@ -123,7 +123,7 @@ static void rows_range(const rows_task *r, int64_t t0, int64_t t1) {
 static void rows_worker(void *arg, int32_t ith, int32_t nth) {
     const rows_task *r = arg;
     int64_t t0, t1;
-    cs_split(r->T, ith, nth, &t0, &t1);
+    threadpool_split(r->T, ith, nth, &t0, &t1);
     rows_range(r, t0, t1);
 }
 
@@ -133,7 +133,7 @@ static void run_rows(cs_context *ctx, const cs_batch *b, rows_op op, const float
                      int64_t width) {
     rows_task r = {.ctx = ctx, .b = b, .op = op, .w = w, .T = T};
     if (T > 1 && T * width >= ROWS_PARALLEL_MIN_ELEMS)
-        cs_threadpool_run(ctx->tp, rows_worker, &r);
+        threadpool_run(ctx->tp, rows_worker, &r);
     else
         rows_range(&r, 0, T);
 }
@@ -271,8 +271,8 @@ static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t 
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const attn_task *a = arg;
     cs_context *ctx = a->ctx;
-    const cs_hparams *hp = &ctx->model->hp;
-    const cs_kernels *k = ctx->kern;
+    const model_hparams *hp = &ctx->model->hp;
+    const kernels_table *k = ctx->kern;
     const kv_store *kv = &ctx->kv;
     const int64_t hd = hp->head_dim;
     const int32_t n_rep = hp->n_head / hp->n_head_kv;
@@ -291,7 +291,7 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
     int64_t p0, p1, cur_t = -1;
     int32_t n_vis = 0;
-    cs_split(n_pairs, ith, nth, &p0, &p1);
+    threadpool_split(n_pairs, ith, nth, &p0, &p1);
     for (int64_t p = p0; p < p1; p++) {
         /* KV-head-major order: consecutive items of a thread read the same
          * K/V head slices (all tokens, then the query heads sharing them),
@@ -351,10 +351,10 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
             const uint8_t *vh = V + (size_t)vis[j] * kv->row_v + (size_t)hk * vhead;
             if (tv == CS_TYPE_F16) {
                 /* without flash attention ggml rounds the probabilities to f16 */
-                w = cs_fp16_to_fp32(cs_fp32_to_fp16(w));
+                w = fp16_to_fp32(fp32_to_fp16(w));
                 k->axpy_f16(hd, w, (const uint16_t *)vh, out);
             } else if (tv == CS_TYPE_Q8_0) {
-                cs_dequantize_row_q8_0((const cs_block_q8_0 *)(const void *)vh, vtmp, hd);
+                dequantize_row_q8_0((const block_q8_0 *)(const void *)vh, vtmp, hd);
                 k->axpy_f32(hd, w, vtmp, out);
             } else if (small) {
                 const float *vv = (const float *)(const void *)vh;
@@ -377,7 +377,7 @@ static void store_kv(cs_context *ctx, int32_t layer, int32_t T) {
 
 void forward_batch(cs_context *ctx, const cs_batch *b) {
     const cs_model *m = ctx->model;
-    const cs_hparams *hp = &m->hp;
+    const model_hparams *hp = &m->hp;
     const int32_t T = b->n_tokens;
     const int64_t E = hp->n_embd, F = hp->n_ff;
 
@@ -388,23 +388,23 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
     int32_t n_cells = kv_cells_cell_max(&ctx->cells);
     prepare_seq_lists(ctx, b, n_cells);
     for (int32_t il = 0; il < hp->n_layer; il++) {
-        const cs_layer *L = &m->layers[il];
+        const model_layer *L = &m->layers[il];
         /* layers after the first got xb = norm(x) with the residual below */
         if (il == 0) run_rows(ctx, b, ROWS_NORM, L->attn_norm, T, E);
-        matmul(ctx, &L->wq, NULL, ctx->xb, T, ctx->q);
-        matmul(ctx, &L->wk, &L->wq, ctx->xb, T, ctx->k);
-        matmul(ctx, &L->wv, &L->wk, ctx->xb, T, ctx->v);
+        forward_matmul(ctx, &L->wq, NULL, ctx->xb, T, ctx->q);
+        forward_matmul(ctx, &L->wk, &L->wq, ctx->xb, T, ctx->k);
+        forward_matmul(ctx, &L->wv, &L->wk, ctx->xb, T, ctx->v);
         run_rows(ctx, b, ROWS_ROPE, NULL, T, E + hp->n_embd_kv);
         store_kv(ctx, il, T);
         attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
-        cs_threadpool_run(ctx->tp, attn_worker, &at);
-        matmul(ctx, &L->wo, NULL, ctx->att, T, ctx->xb);
+        threadpool_run(ctx->tp, attn_worker, &at);
+        forward_matmul(ctx, &L->wo, NULL, ctx->att, T, ctx->xb);
         run_rows(ctx, b, ROWS_RESID_NORM, L->ffn_norm, T, E);
 
-        matmul(ctx, &L->w_gate, NULL, ctx->xb, T, ctx->hb);
-        matmul(ctx, &L->w_up, &L->w_gate, ctx->xb, T, ctx->hb2);
+        forward_matmul(ctx, &L->w_gate, NULL, ctx->xb, T, ctx->hb);
+        forward_matmul(ctx, &L->w_up, &L->w_gate, ctx->xb, T, ctx->hb2);
         run_rows(ctx, b, ROWS_SWIGLU, NULL, T, F);
-        matmul(ctx, &L->w_down, NULL, ctx->hb, T, ctx->xb);
+        forward_matmul(ctx, &L->w_down, NULL, ctx->hb, T, ctx->xb);
         if (il + 1 < hp->n_layer)
             run_rows(ctx, b, ROWS_RESID_NORM, m->layers[il + 1].attn_norm, T, E);
         else
@@ -421,5 +421,5 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
     }
     if (n_out == 0) return;
     run_rows(ctx, b, ROWS_NORM, m->output_norm, n_out, E);
-    matmul(ctx, &m->output, NULL, ctx->xb, n_out, ctx->logits);
+    forward_matmul(ctx, &m->output, NULL, ctx->xb, n_out, ctx->logits);
 }

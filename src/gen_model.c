@@ -97,7 +97,7 @@ static void gen_add(gen_tensor *t, int64_t *n, const char *name, int32_t type, i
     g->ne[1] = g->is_norm ? 1 : ne1;
     /* Rows that do not fill whole blocks stay F32 (as llama-quantize does
      * for stories260K's ffn_down, rows of 172). */
-    const cs_type_traits *tr = cs_type_traits_get(type);
+    const type_traits *tr = type_traits_get(type);
     g->type = (g->is_norm || ne0 % tr->blck != 0) ? CS_TYPE_F32 : type;
 }
 
@@ -129,7 +129,7 @@ static int64_t gen_tensor_list(const cs_gen_model_params *p, int64_t n_vocab, ge
     }
     for (int64_t i = 0; i < n; i++) {
         uint64_t row = 0;
-        cs_type_row_size(t[i].type, t[i].ne[0], &row); /* block multiple by construction */
+        type_row_size(t[i].type, t[i].ne[0], &row); /* block multiple by construction */
         t[i].nbytes = row * (uint64_t)t[i].ne[1];
     }
     return n;
@@ -140,8 +140,9 @@ static int64_t gen_tensor_list(const cs_gen_model_params *p, int64_t n_vocab, ge
 static cs_status gen_check_params(const cs_gen_model_params *p) {
 #define GEN_RANGE(field, lo, hi)                                                                   \
     if (p->field < (lo) || p->field > (hi))                                                        \
-        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: " #field " %" PRId32 " is not in %d..%d",   \
-                       p->field, (int)(lo), (int)(hi));
+        return error_fail(CS_ERR_INVALID_ARG,                                                      \
+                          "gen-model: " #field " %" PRId32 " is not in %d..%d", p->field,          \
+                          (int)(lo), (int)(hi));
     GEN_RANGE(n_embd, 1, CS_MAX_EMBD)
     GEN_RANGE(n_layer, 1, CS_MAX_LAYERS)
     GEN_RANGE(n_head, 1, CS_MAX_HEADS)
@@ -151,35 +152,35 @@ static cs_status gen_check_params(const cs_gen_model_params *p) {
     GEN_RANGE(n_vocab, 0, CS_MAX_VOCAB)
 #undef GEN_RANGE
     if (p->n_embd % p->n_head != 0 || (p->n_embd / p->n_head) % 2 != 0)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gen-model: n_embd %" PRId32 " / n_head %" PRId32
-                       " must be a whole, even head size",
-                       p->n_embd, p->n_head);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gen-model: n_embd %" PRId32 " / n_head %" PRId32
+                          " must be a whole, even head size",
+                          p->n_embd, p->n_head);
     if (p->n_head % p->n_head_kv != 0)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gen-model: n_head_kv %" PRId32 " does not divide n_head %" PRId32,
-                       p->n_head_kv, p->n_head);
-    if (!cs_type_is_supported_weight(p->type)) {
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gen-model: n_head_kv %" PRId32 " does not divide n_head %" PRId32,
+                          p->n_head_kv, p->n_head);
+    if (!type_is_weight(p->type)) {
         char names[160];
-        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: type %" PRId32 " (%s) is not one of %s",
-                       p->type, cs_type_name(p->type), cs_type_weight_names(names, sizeof names));
+        return error_fail(CS_ERR_INVALID_ARG, "gen-model: type %" PRId32 " (%s) is not one of %s",
+                          p->type, cs_type_name(p->type), type_weight_names(names, sizeof names));
     }
     if (!(p->rope_freq_base > 0.0f) || isinf(p->rope_freq_base))
-        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: rope_freq_base %g must be > 0",
-                       (double)p->rope_freq_base);
+        return error_fail(CS_ERR_INVALID_ARG, "gen-model: rope_freq_base %g must be > 0",
+                          (double)p->rope_freq_base);
     if (!(p->norm_eps > 0.0f) || isinf(p->norm_eps))
-        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: norm_eps %g must be > 0",
-                       (double)p->norm_eps);
+        return error_fail(CS_ERR_INVALID_ARG, "gen-model: norm_eps %g must be > 0",
+                          (double)p->norm_eps);
     if (!p->vocab_path)
-        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: vocab_path is required (a GGUF with "
-                                           "tokenizer.* keys)");
+        return error_fail(CS_ERR_INVALID_ARG, "gen-model: vocab_path is required (a GGUF with "
+                                              "tokenizer.* keys)");
     return CS_OK;
 }
 
 /* llama_ftype of a file whose 2-D weights are mostly `type` (the table's
  * general.file_type; the type was checked to be a weight type). */
 static uint32_t gen_file_type(int32_t type) {
-    return (uint32_t)cs_type_traits_get(type)->ftype;
+    return (uint32_t)type_traits_get(type)->ftype;
 }
 
 /* ------------------------------------------------------------ metadata */
@@ -197,10 +198,10 @@ static cs_status gen_copy_vocab(gguf_writer *w, const gguf_file *vocab, int64_t 
         const char *model = NULL;
         if (gguf_get_str(vocab, "tokenizer.ggml.model", &model, NULL) != CS_OK ||
             strcmp(model, "llama") != 0)
-            return cs_fail(CS_ERR_UNSUPPORTED,
-                           "gen-model: n_vocab %" PRId64 " < vocabulary size %" PRIu64
-                           " is only supported for SentencePiece (\"llama\") vocabularies",
-                           n_vocab, vocab_size);
+            return error_fail(CS_ERR_UNSUPPORTED,
+                              "gen-model: n_vocab %" PRId64 " < vocabulary size %" PRIu64
+                              " is only supported for SentencePiece (\"llama\") vocabularies",
+                              n_vocab, vocab_size);
     }
     for (int64_t i = 0; i < gguf_n_kv(vocab); i++) {
         const char *key = gguf_kv_key(vocab, i);
@@ -209,9 +210,10 @@ static cs_status gen_copy_vocab(gguf_writer *w, const gguf_file *vocab, int64_t 
         if (cut && klen > 9 && strcmp(key + klen - 9, "_token_id") == 0) {
             int64_t id = -1;
             if (gguf_get_int(vocab, key, &id) == CS_OK && id >= n_vocab && id != UINT32_MAX) {
-                st = cs_fail(CS_ERR_INVALID_ARG,
-                             "gen-model: %s = %" PRId64 " is outside the first %" PRId64 " tokens",
-                             key, id, n_vocab);
+                st = error_fail(CS_ERR_INVALID_ARG,
+                                "gen-model: %s = %" PRId64 " is outside the first %" PRId64
+                                " tokens",
+                                key, id, n_vocab);
                 goto done;
             }
         }
@@ -222,20 +224,20 @@ static cs_status gen_copy_vocab(gguf_writer *w, const gguf_file *vocab, int64_t 
             st = gguf_writer_copy_kv(w, vocab, i);
         } else if (gguf_kv_type(vocab, i) != GGUF_TYPE_ARRAY ||
                    gguf_kv_arr_n(vocab, i) != vocab_size) {
-            st = cs_fail(CS_ERR_FORMAT,
-                         "gen-model: vocabulary key '%s' is not an array of %" PRIu64 " items", key,
-                         vocab_size);
+            st = error_fail(CS_ERR_FORMAT,
+                            "gen-model: vocabulary key '%s' is not an array of %" PRIu64 " items",
+                            key, vocab_size);
         } else if (gguf_kv_arr_type(vocab, i) == GGUF_TYPE_STRING) {
-            strs = cs_malloc((size_t)n_vocab * sizeof *strs);
+            strs = mem_malloc((size_t)n_vocab * sizeof *strs);
             if (!strs) {
-                st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+                st = error_fail(CS_ERR_NOMEM, "gen-model: out of memory");
                 goto done;
             }
             /* Token texts with NUL bytes would be cut at the NUL (SPM has none). */
             for (int64_t j = 0; j < n_vocab; j++)
                 strs[j] = gguf_get_arr_str(vocab, i, (uint64_t)j, NULL);
             st = gguf_writer_set_arr_str(w, key, strs, (uint64_t)n_vocab);
-            cs_free(strs);
+            mem_free(strs);
             strs = NULL;
         } else {
             int32_t et;
@@ -246,7 +248,7 @@ static cs_status gen_copy_vocab(gguf_writer *w, const gguf_file *vocab, int64_t 
         if (st != CS_OK) goto done;
     }
 done:
-    cs_free(strs);
+    mem_free(strs);
     return st;
 }
 
@@ -293,7 +295,7 @@ static cs_status gen_write_tensor(gguf_stream *s, const gen_tensor *t, uint64_t 
         }
         const void *out = row_f32;
         if (t->type != CS_TYPE_F32) {
-            cs_quantize_row(t->type, row_f32, row_out, t->ne[0]);
+            quantize_row(t->type, row_f32, row_out, t->ne[0]);
             out = row_out;
         }
         if ((st = gguf_stream_write(s, out, (size_t)row_bytes)) != CS_OK) return st;
@@ -312,23 +314,23 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
     gguf_stream *s = NULL;
 
     if (!params || !path)
-        return cs_fail(CS_ERR_INVALID_ARG, "gen-model: params and path are required");
+        return error_fail(CS_ERR_INVALID_ARG, "gen-model: params and path are required");
     if ((st = gen_check_params(params)) != CS_OK) return st;
     if ((st = gguf_open(params->vocab_path, &vocab)) != CS_OK) goto fail;
 
     int64_t tok = gguf_find_key(vocab, "tokenizer.ggml.tokens");
     if (tok < 0 || gguf_kv_arr_type(vocab, tok) != GGUF_TYPE_STRING) {
-        st = cs_fail(CS_ERR_FORMAT, "gen-model: '%s' has no tokenizer.ggml.tokens string array",
-                     params->vocab_path);
+        st = error_fail(CS_ERR_FORMAT, "gen-model: '%s' has no tokenizer.ggml.tokens string array",
+                        params->vocab_path);
         goto fail;
     }
     uint64_t vocab_size = gguf_kv_arr_n(vocab, tok);
     int64_t n_vocab = params->n_vocab ? params->n_vocab : (int64_t)vocab_size;
     if (n_vocab < 1 || (uint64_t)n_vocab > vocab_size || n_vocab > CS_MAX_VOCAB) {
-        st = cs_fail(CS_ERR_INVALID_ARG,
-                     "gen-model: n_vocab %" PRId64 " is not in 1..%" PRIu64
-                     " (the size of the vocabulary in '%s')",
-                     n_vocab, vocab_size, params->vocab_path);
+        st = error_fail(CS_ERR_INVALID_ARG,
+                        "gen-model: n_vocab %" PRId64 " is not in 1..%" PRIu64
+                        " (the size of the vocabulary in '%s')",
+                        n_vocab, vocab_size, params->vocab_path);
         goto fail;
     }
 
@@ -340,10 +342,10 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
     vocab = NULL;
 
     int64_t max_tensors = 3 + 9 * (int64_t)params->n_layer;
-    tensors = cs_calloc((size_t)max_tensors, sizeof *tensors);
-    infos = cs_calloc((size_t)max_tensors, sizeof *infos);
+    tensors = mem_calloc((size_t)max_tensors, sizeof *tensors);
+    infos = mem_calloc((size_t)max_tensors, sizeof *infos);
     if (!tensors || !infos) {
-        st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+        st = error_fail(CS_ERR_NOMEM, "gen-model: out of memory");
         goto fail;
     }
     int64_t n_tensors = gen_tensor_list(params, n_vocab, tensors);
@@ -357,10 +359,10 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
         infos[i].nbytes = tensors[i].nbytes;
     }
     int64_t max_ne0 = params->n_embd > params->n_ff ? params->n_embd : params->n_ff;
-    row_f32 = cs_malloc((size_t)max_ne0 * sizeof *row_f32);
-    row_out = cs_malloc((size_t)max_ne0 * sizeof *row_f32); /* >= any converted row */
+    row_f32 = mem_malloc((size_t)max_ne0 * sizeof *row_f32);
+    row_out = mem_malloc((size_t)max_ne0 * sizeof *row_f32); /* >= any converted row */
     if (!row_f32 || !row_out) {
-        st = cs_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+        st = error_fail(CS_ERR_NOMEM, "gen-model: out of memory");
         goto fail;
     }
 
@@ -378,9 +380,9 @@ fail:
     gguf_stream_abort(s);
     gguf_close(vocab);
     gguf_writer_free(w);
-    cs_free(tensors);
-    cs_free(infos);
-    cs_free(row_f32);
-    cs_free(row_out);
+    mem_free(tensors);
+    mem_free(infos);
+    mem_free(row_f32);
+    mem_free(row_out);
     return st;
 }

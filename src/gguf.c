@@ -96,11 +96,11 @@ typedef struct gguf_kv {
 } gguf_kv;
 
 static void gguf_kv_clear(gguf_kv *kv) {
-    cs_free(kv->key);
-    cs_free(kv->str);
-    cs_free(kv->arr_own);
-    cs_free(kv->blob);
-    cs_free(kv->offs);
+    mem_free(kv->key);
+    mem_free(kv->str);
+    mem_free(kv->arr_own);
+    mem_free(kv->blob);
+    mem_free(kv->offs);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -121,8 +121,8 @@ static uint64_t gguf_hash(const char *s) {
 static cs_status gguf_index_init(gguf_index *ix, uint64_t n) {
     uint64_t cap = 8;
     while (cap < 2 * n) cap *= 2; /* n <= 65536 (caps), no overflow */
-    ix->slots = cs_calloc((size_t)cap, sizeof *ix->slots);
-    if (!ix->slots) return cs_fail(CS_ERR_NOMEM, "gguf: out of memory for a name index");
+    ix->slots = mem_calloc((size_t)cap, sizeof *ix->slots);
+    if (!ix->slots) return error_fail(CS_ERR_NOMEM, "gguf: out of memory for a name index");
     ix->mask = cap - 1;
     return CS_OK;
 }
@@ -148,7 +148,7 @@ static void gguf_index_insert(gguf_index *ix, const char *name, int64_t i) {
 struct gguf_file {
     const uint8_t *base; /* file bytes */
     uint64_t size;
-    cs_mmap *map; /* owned when opened by path */
+    mmap_file *map; /* owned when opened by path */
     uint32_t version;
     uint64_t alignment;
     uint64_t data_offset;
@@ -189,10 +189,10 @@ static cs_status gguf_truncated(const gguf_reader *r, uint64_t need, const char 
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return cs_fail(CS_ERR_FORMAT,
-                   "gguf: truncated file: %s needs %" PRIu64 " bytes at offset %" PRIu64
-                   ", only %" PRIu64 " left (file size %" PRIu64 ")",
-                   what, need, r->pos, rd_left(r), r->size);
+    return error_fail(CS_ERR_FORMAT,
+                      "gguf: truncated file: %s needs %" PRIu64 " bytes at offset %" PRIu64
+                      ", only %" PRIu64 " left (file size %" PRIu64 ")",
+                      what, need, r->pos, rd_left(r), r->size);
 }
 
 /* Take n bytes; NULL (cursor unchanged) when fewer are left. */
@@ -224,13 +224,14 @@ static cs_status gguf_read_string_value(gguf_reader *r, gguf_kv *kv) {
     uint64_t len;
     if (!rd_u64(r, &len)) return gguf_truncated(r, 8, "key '%s': string length", kv->key);
     if (len > CS_MAX_STRING_BYTES)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key '%s': string length %" PRIu64 " exceeds CS_MAX_STRING_BYTES (%u)",
-                       kv->key, len, (unsigned)CS_MAX_STRING_BYTES);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key '%s': string length %" PRIu64
+                          " exceeds CS_MAX_STRING_BYTES (%u)",
+                          kv->key, len, (unsigned)CS_MAX_STRING_BYTES);
     const uint8_t *p = rd_take(r, len);
     if (!p) return gguf_truncated(r, len, "key '%s': string bytes", kv->key);
-    kv->str = cs_strndup((const char *)p, (size_t)len);
-    if (!kv->str) return cs_fail(CS_ERR_NOMEM, "gguf: out of memory for key '%s'", kv->key);
+    kv->str = mem_strndup((const char *)p, (size_t)len);
+    if (!kv->str) return error_fail(CS_ERR_NOMEM, "gguf: out of memory for key '%s'", kv->key);
     kv->str_len = len;
     return CS_OK;
 }
@@ -245,19 +246,19 @@ static cs_status gguf_read_string_array(gguf_reader *r, gguf_kv *kv) {
         if (!rd_u64(r, &len))
             return gguf_truncated(r, 8, "key '%s': length of string %" PRIu64, kv->key, i);
         if (len > CS_MAX_STRING_BYTES)
-            return cs_fail(CS_ERR_FORMAT,
-                           "gguf: key '%s': string %" PRIu64 " length %" PRIu64
-                           " exceeds CS_MAX_STRING_BYTES (%u)",
-                           kv->key, i, len, (unsigned)CS_MAX_STRING_BYTES);
+            return error_fail(CS_ERR_FORMAT,
+                              "gguf: key '%s': string %" PRIu64 " length %" PRIu64
+                              " exceeds CS_MAX_STRING_BYTES (%u)",
+                              kv->key, i, len, (unsigned)CS_MAX_STRING_BYTES);
         if (!rd_take(r, len))
             return gguf_truncated(r, len, "key '%s': bytes of string %" PRIu64, kv->key, i);
         total += len + 1; /* bounded by the file size: no overflow */
     }
-    kv->blob = cs_malloc((size_t)total);
-    kv->offs = cs_malloc(((size_t)kv->arr_n + 1) * sizeof *kv->offs);
+    kv->blob = mem_malloc((size_t)total);
+    kv->offs = mem_malloc(((size_t)kv->arr_n + 1) * sizeof *kv->offs);
     if (!kv->blob || !kv->offs)
-        return cs_fail(CS_ERR_NOMEM, "gguf: out of memory for array '%s' (%" PRIu64 " strings)",
-                       kv->key, kv->arr_n);
+        return error_fail(CS_ERR_NOMEM, "gguf: out of memory for array '%s' (%" PRIu64 " strings)",
+                          kv->key, kv->arr_n);
     r->pos = start;
     uint64_t off = 0;
     for (uint64_t i = 0; i < kv->arr_n; i++) {
@@ -275,38 +276,38 @@ static cs_status gguf_read_string_array(gguf_reader *r, gguf_kv *kv) {
 static cs_status gguf_check_bool(const gguf_kv *kv, uint8_t b, uint64_t i, bool in_array) {
     if (b <= 1) return CS_OK;
     if (in_array)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key '%s': bool element %" PRIu64 " has value %u (not 0 or 1)",
-                       kv->key, i, (unsigned)b);
-    return cs_fail(CS_ERR_FORMAT, "gguf: key '%s': bool value %u is not 0 or 1", kv->key,
-                   (unsigned)b);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key '%s': bool element %" PRIu64 " has value %u (not 0 or 1)",
+                          kv->key, i, (unsigned)b);
+    return error_fail(CS_ERR_FORMAT, "gguf: key '%s': bool value %u is not 0 or 1", kv->key,
+                      (unsigned)b);
 }
 
 static cs_status gguf_read_array(gguf_reader *r, gguf_kv *kv) {
     uint32_t et;
     if (!rd_u32(r, &et)) return gguf_truncated(r, 4, "key '%s': array element type", kv->key);
     if (et >= GGUF_TYPE_COUNT)
-        return cs_fail(CS_ERR_FORMAT, "gguf: key '%s': invalid array element type %" PRIu32,
-                       kv->key, et);
+        return error_fail(CS_ERR_FORMAT, "gguf: key '%s': invalid array element type %" PRIu32,
+                          kv->key, et);
     if (et == GGUF_TYPE_ARRAY)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key '%s': array element type array (nested arrays are not "
-                       "supported)",
-                       kv->key);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key '%s': array element type array (nested arrays are not "
+                          "supported)",
+                          kv->key);
     kv->arr_type = (int32_t)et;
     uint64_t n;
     if (!rd_u64(r, &n)) return gguf_truncated(r, 8, "key '%s': array count", kv->key);
     if (n > CS_MAX_ARRAY_ITEMS)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key '%s': array count %" PRIu64 " exceeds CS_MAX_ARRAY_ITEMS (%u)",
-                       kv->key, n, (unsigned)CS_MAX_ARRAY_ITEMS);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key '%s': array count %" PRIu64 " exceeds CS_MAX_ARRAY_ITEMS (%u)",
+                          kv->key, n, (unsigned)CS_MAX_ARRAY_ITEMS);
     uint64_t min_item = et == GGUF_TYPE_STRING ? 8 : k_type_size[et];
     uint64_t need = n * min_item; /* n <= 2^24, min_item <= 8: no overflow */
     if (need > rd_left(r))
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key '%s': array count %" PRIu64 " of %s needs at least %" PRIu64
-                       " bytes at offset %" PRIu64 ", only %" PRIu64 " left",
-                       kv->key, n, k_type_names[et], need, r->pos, rd_left(r));
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key '%s': array count %" PRIu64 " of %s needs at least %" PRIu64
+                          " bytes at offset %" PRIu64 ", only %" PRIu64 " left",
+                          kv->key, n, k_type_names[et], need, r->pos, rd_left(r));
     kv->arr_n = n;
     if (et == GGUF_TYPE_STRING) return gguf_read_string_array(r, kv);
     kv->arr_data = rd_take(r, need);
@@ -323,28 +324,30 @@ static cs_status gguf_read_kv(gguf_file *g, gguf_reader *r, int64_t idx) {
     gguf_kv *kv = &g->kvs[idx];
     uint64_t len;
     if (!rd_u64(r, &len)) return gguf_truncated(r, 8, "key #%" PRId64 ": key length", idx);
-    if (len == 0) return cs_fail(CS_ERR_FORMAT, "gguf: key #%" PRId64 " is empty (length 0)", idx);
+    if (len == 0)
+        return error_fail(CS_ERR_FORMAT, "gguf: key #%" PRId64 " is empty (length 0)", idx);
     if (len > CS_MAX_KEY_BYTES)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key #%" PRId64 ": key length %" PRIu64
-                       " exceeds CS_MAX_KEY_BYTES (%u)",
-                       idx, len, (unsigned)CS_MAX_KEY_BYTES);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key #%" PRId64 ": key length %" PRIu64
+                          " exceeds CS_MAX_KEY_BYTES (%u)",
+                          idx, len, (unsigned)CS_MAX_KEY_BYTES);
     const uint8_t *p = rd_take(r, len);
     if (!p) return gguf_truncated(r, len, "key #%" PRId64 ": key bytes", idx);
     if (memchr(p, 0, (size_t)len))
-        return cs_fail(CS_ERR_FORMAT, "gguf: key #%" PRId64 ": key contains a NUL byte", idx);
-    kv->key = cs_strndup((const char *)p, (size_t)len);
-    if (!kv->key) return cs_fail(CS_ERR_NOMEM, "gguf: out of memory for key #%" PRId64, idx);
+        return error_fail(CS_ERR_FORMAT, "gguf: key #%" PRId64 ": key contains a NUL byte", idx);
+    kv->key = mem_strndup((const char *)p, (size_t)len);
+    if (!kv->key) return error_fail(CS_ERR_NOMEM, "gguf: out of memory for key #%" PRId64, idx);
     int64_t dup = gguf_index_find(&g->kv_index, kv->key, gguf_kv_name_at, g);
     if (dup >= 0)
-        return cs_fail(CS_ERR_FORMAT, "gguf: duplicate key '%s' (#%" PRId64 " and #%" PRId64 ")",
-                       kv->key, dup, idx);
+        return error_fail(CS_ERR_FORMAT, "gguf: duplicate key '%s' (#%" PRId64 " and #%" PRId64 ")",
+                          kv->key, dup, idx);
     gguf_index_insert(&g->kv_index, kv->key, idx);
 
     uint32_t type;
     if (!rd_u32(r, &type)) return gguf_truncated(r, 4, "key '%s': value type", kv->key);
     if (type >= GGUF_TYPE_COUNT)
-        return cs_fail(CS_ERR_FORMAT, "gguf: key '%s': invalid value type %" PRIu32, kv->key, type);
+        return error_fail(CS_ERR_FORMAT, "gguf: key '%s': invalid value type %" PRIu32, kv->key,
+                          type);
     kv->type = (int32_t)type;
     if (type == GGUF_TYPE_STRING) return gguf_read_string_value(r, kv);
     if (type == GGUF_TYPE_ARRAY) return gguf_read_array(r, kv);
@@ -414,31 +417,32 @@ static cs_status gguf_read_tensor_info(gguf_file *g, gguf_reader *r, int64_t idx
     uint64_t len;
     if (!rd_u64(r, &len)) return gguf_truncated(r, 8, "tensor #%" PRId64 ": name length", idx);
     if (len == 0)
-        return cs_fail(CS_ERR_FORMAT, "gguf: tensor #%" PRId64 ": empty name (length 0)", idx);
+        return error_fail(CS_ERR_FORMAT, "gguf: tensor #%" PRId64 ": empty name (length 0)", idx);
     if (len > CS_MAX_NAME_BYTES)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: tensor #%" PRId64 ": name length %" PRIu64
-                       " exceeds CS_MAX_NAME_BYTES (%u)",
-                       idx, len, (unsigned)CS_MAX_NAME_BYTES);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: tensor #%" PRId64 ": name length %" PRIu64
+                          " exceeds CS_MAX_NAME_BYTES (%u)",
+                          idx, len, (unsigned)CS_MAX_NAME_BYTES);
     const uint8_t *p = rd_take(r, len);
     if (!p) return gguf_truncated(r, len, "tensor #%" PRId64 ": name bytes", idx);
     if (memchr(p, 0, (size_t)len))
-        return cs_fail(CS_ERR_FORMAT, "gguf: tensor #%" PRId64 ": name contains a NUL byte", idx);
-    char *name = cs_strndup((const char *)p, (size_t)len);
-    if (!name) return cs_fail(CS_ERR_NOMEM, "gguf: out of memory for tensor #%" PRId64, idx);
+        return error_fail(CS_ERR_FORMAT, "gguf: tensor #%" PRId64 ": name contains a NUL byte",
+                          idx);
+    char *name = mem_strndup((const char *)p, (size_t)len);
+    if (!name) return error_fail(CS_ERR_NOMEM, "gguf: out of memory for tensor #%" PRId64, idx);
     t->name = name;
     int64_t dup = gguf_index_find(&g->tensor_index, name, gguf_tensor_name_at, g);
     if (dup >= 0)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: duplicate tensor name '%s' (#%" PRId64 " and #%" PRId64 ")", name,
-                       dup, idx);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: duplicate tensor name '%s' (#%" PRId64 " and #%" PRId64 ")", name,
+                          dup, idx);
     gguf_index_insert(&g->tensor_index, name, idx);
 
     uint32_t n_dims;
     if (!rd_u32(r, &n_dims)) return gguf_truncated(r, 4, "tensor '%s': n_dims", name);
     if (n_dims < 1 || n_dims > CS_MAX_DIMS)
-        return cs_fail(CS_ERR_FORMAT, "gguf: tensor '%s': n_dims %" PRIu32 " is not in 1..%d", name,
-                       n_dims, CS_MAX_DIMS);
+        return error_fail(CS_ERR_FORMAT, "gguf: tensor '%s': n_dims %" PRIu32 " is not in 1..%d",
+                          name, n_dims, CS_MAX_DIMS);
     t->n_dims = (int32_t)n_dims;
     uint64_t n_elems = 1;
     for (int d = 0; d < CS_MAX_DIMS; d++) t->ne[d] = 1;
@@ -446,47 +450,47 @@ static cs_status gguf_read_tensor_info(gguf_file *g, gguf_reader *r, int64_t idx
         uint64_t ne;
         if (!rd_u64(r, &ne)) return gguf_truncated(r, 8, "tensor '%s': ne[%" PRIu32 "]", name, d);
         if (ne == 0)
-            return cs_fail(CS_ERR_FORMAT, "gguf: tensor '%s': ne[%" PRIu32 "] is 0", name, d);
+            return error_fail(CS_ERR_FORMAT, "gguf: tensor '%s': ne[%" PRIu32 "] is 0", name, d);
         if (ne > (uint64_t)CS_MAX_TENSOR_DIM)
-            return cs_fail(CS_ERR_FORMAT,
-                           "gguf: tensor '%s': ne[%" PRIu32 "] = %" PRIu64
-                           " exceeds CS_MAX_TENSOR_DIM (%" PRId64 ")",
-                           name, d, ne, (int64_t)CS_MAX_TENSOR_DIM);
-        if (!cs_mul_u64(n_elems, ne, &n_elems) || n_elems > (uint64_t)CS_MAX_TENSOR_ELEMS)
-            return cs_fail(CS_ERR_FORMAT,
-                           "gguf: tensor '%s': element count (product of ne[0..%" PRIu32
-                           "]) exceeds CS_MAX_TENSOR_ELEMS (%" PRId64 ")",
-                           name, d, (int64_t)CS_MAX_TENSOR_ELEMS);
+            return error_fail(CS_ERR_FORMAT,
+                              "gguf: tensor '%s': ne[%" PRIu32 "] = %" PRIu64
+                              " exceeds CS_MAX_TENSOR_DIM (%" PRId64 ")",
+                              name, d, ne, (int64_t)CS_MAX_TENSOR_DIM);
+        if (!common_mul_u64(n_elems, ne, &n_elems) || n_elems > (uint64_t)CS_MAX_TENSOR_ELEMS)
+            return error_fail(CS_ERR_FORMAT,
+                              "gguf: tensor '%s': element count (product of ne[0..%" PRIu32
+                              "]) exceeds CS_MAX_TENSOR_ELEMS (%" PRId64 ")",
+                              name, d, (int64_t)CS_MAX_TENSOR_ELEMS);
         t->ne[d] = (int64_t)ne;
     }
     uint32_t type;
     if (!rd_u32(r, &type)) return gguf_truncated(r, 4, "tensor '%s': type", name);
-    const cs_type_traits *tr = type < CS_TYPE_COUNT ? cs_type_traits_get((int32_t)type) : NULL;
+    const type_traits *tr = type < CS_TYPE_COUNT ? type_traits_get((int32_t)type) : NULL;
     if (!tr) {
         const char *removed = gguf_removed_type_name(type);
         if (removed)
-            return cs_fail(CS_ERR_FORMAT,
-                           "gguf: tensor '%s': type %" PRIu32 " (%s) was removed from ggml", name,
-                           type, removed);
-        return cs_fail(CS_ERR_FORMAT, "gguf: tensor '%s': unknown type %" PRIu32, name, type);
+            return error_fail(CS_ERR_FORMAT,
+                              "gguf: tensor '%s': type %" PRIu32 " (%s) was removed from ggml",
+                              name, type, removed);
+        return error_fail(CS_ERR_FORMAT, "gguf: tensor '%s': unknown type %" PRIu32, name, type);
     }
     t->type = (int32_t)type;
     uint64_t row;
-    if (!cs_type_row_size(t->type, t->ne[0], &row))
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: tensor '%s': ne[0] = %" PRId64
-                       " is not a multiple of the %s block size %" PRId32,
-                       name, t->ne[0], tr->name, tr->blck);
+    if (!type_row_size(t->type, t->ne[0], &row))
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: tensor '%s': ne[0] = %" PRId64
+                          " is not a multiple of the %s block size %" PRId32,
+                          name, t->ne[0], tr->name, tr->blck);
     /* row <= 2^40 * 292/256 and n_rows <= 2^40; check anyway */
     uint64_t n_rows = n_elems / (uint64_t)t->ne[0];
-    if (!cs_mul_u64(row, n_rows, &t->nbytes))
-        return cs_fail(CS_ERR_FORMAT, "gguf: tensor '%s': byte size overflows", name);
+    if (!common_mul_u64(row, n_rows, &t->nbytes))
+        return error_fail(CS_ERR_FORMAT, "gguf: tensor '%s': byte size overflows", name);
     if (!rd_u64(r, &t->offset)) return gguf_truncated(r, 8, "tensor '%s': offset", name);
     if (t->offset % g->alignment != 0)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: tensor '%s': offset %" PRIu64
-                       " is not a multiple of the alignment %" PRIu64,
-                       name, t->offset, g->alignment);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: tensor '%s': offset %" PRIu64
+                          " is not a multiple of the alignment %" PRIu64,
+                          name, t->offset, g->alignment);
     return CS_OK;
 }
 
@@ -495,16 +499,17 @@ static cs_status gguf_bind_tensor_data(gguf_file *g) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
         gguf_tensor *t = &g->tensors[i];
         uint64_t start, end;
-        if (!cs_add_u64(g->data_offset, t->offset, &start) || !cs_add_u64(start, t->nbytes, &end))
-            return cs_fail(CS_ERR_FORMAT,
-                           "gguf: tensor '%s': offset %" PRIu64 " + %" PRIu64
-                           " bytes overflows (data section at %" PRIu64 ")",
-                           t->name, t->offset, t->nbytes, g->data_offset);
+        if (!common_add_u64(g->data_offset, t->offset, &start) ||
+            !common_add_u64(start, t->nbytes, &end))
+            return error_fail(CS_ERR_FORMAT,
+                              "gguf: tensor '%s': offset %" PRIu64 " + %" PRIu64
+                              " bytes overflows (data section at %" PRIu64 ")",
+                              t->name, t->offset, t->nbytes, g->data_offset);
         if (end > g->size)
-            return cs_fail(CS_ERR_FORMAT,
-                           "gguf: tensor '%s': offset %" PRIu64 " + %" PRIu64
-                           " bytes exceeds file size %" PRIu64 " (data section at %" PRIu64 ")",
-                           t->name, start, t->nbytes, g->size, g->data_offset);
+            return error_fail(CS_ERR_FORMAT,
+                              "gguf: tensor '%s': offset %" PRIu64 " + %" PRIu64
+                              " bytes exceeds file size %" PRIu64 " (data section at %" PRIu64 ")",
+                              t->name, start, t->nbytes, g->size, g->data_offset);
         t->data = g->base + start;
     }
     return CS_OK;
@@ -517,15 +522,15 @@ static cs_status gguf_read_alignment(gguf_file *g) {
     if (i < 0) return CS_OK;
     const gguf_kv *kv = &g->kvs[i];
     if (!gguf_type_is_int(kv->type))
-        return cs_fail(CS_ERR_FORMAT, "gguf: key '%s' has type %s, expected uint32",
-                       GGUF_ALIGNMENT_KEY, k_type_names[kv->type]);
+        return error_fail(CS_ERR_FORMAT, "gguf: key '%s' has type %s, expected uint32",
+                          GGUF_ALIGNMENT_KEY, k_type_names[kv->type]);
     int64_t a;
     if (!gguf_kv_int(kv, &a) || a <= 0 || a > (int64_t)CS_MAX_ALIGNMENT || (a & (a - 1)) != 0) {
         char text[64];
         gguf_kv_to_text(g, i, 0, text, sizeof text);
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: key '%s' = %s is not a power of two in 1..CS_MAX_ALIGNMENT (%u)",
-                       GGUF_ALIGNMENT_KEY, text, (unsigned)CS_MAX_ALIGNMENT);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: key '%s' = %s is not a power of two in 1..CS_MAX_ALIGNMENT (%u)",
+                          GGUF_ALIGNMENT_KEY, text, (unsigned)CS_MAX_ALIGNMENT);
     }
     g->alignment = (uint64_t)a;
     return CS_OK;
@@ -537,54 +542,55 @@ static cs_status gguf_parse(gguf_file *g) {
 
     const uint8_t *magic = rd_take(&r, 4);
     if (!magic)
-        return cs_fail(CS_ERR_FORMAT, "gguf: file of %" PRIu64 " bytes is too short for the magic",
-                       g->size);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: file of %" PRIu64 " bytes is too short for the magic", g->size);
     if (memcmp(magic, "GGUF", 4) != 0)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: bad magic %02x %02x %02x %02x (expected \"GGUF\" = 47 47 55 46)",
-                       magic[0], magic[1], magic[2], magic[3]);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: bad magic %02x %02x %02x %02x (expected \"GGUF\" = 47 47 55 46)",
+                          magic[0], magic[1], magic[2], magic[3]);
     uint32_t version;
     if (!rd_u32(&r, &version)) return gguf_truncated(&r, 4, "header: version");
     if ((version & 0xffffffu) == 0 && (version >> 24) >= 1 && (version >> 24) <= 3) {
         /* Versions 1..3 in big-endian byte order read as v << 24. */
         const uint8_t *v = g->base + 4;
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: big-endian file (version bytes %02x %02x %02x %02x) is not "
-                       "supported; only little-endian GGUF is",
-                       v[0], v[1], v[2], v[3]);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: big-endian file (version bytes %02x %02x %02x %02x) is not "
+                          "supported; only little-endian GGUF is",
+                          v[0], v[1], v[2], v[3]);
     }
     if (version == 1)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: version 1 is not supported (32-bit counts); only versions 2 and 3");
+        return error_fail(
+            CS_ERR_FORMAT,
+            "gguf: version 1 is not supported (32-bit counts); only versions 2 and 3");
     if (version != 2 && version != 3)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: version %" PRIu32 " is not supported; only versions 2 and 3",
-                       version);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: version %" PRIu32 " is not supported; only versions 2 and 3",
+                          version);
     g->version = version;
 
     uint64_t n_tensors, n_kv;
     if (!rd_u64(&r, &n_tensors)) return gguf_truncated(&r, 8, "header: n_tensors");
     if (!rd_u64(&r, &n_kv)) return gguf_truncated(&r, 8, "header: n_kv");
     if (n_tensors > CS_MAX_GGUF_TENSORS)
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: n_tensors %" PRIu64 " exceeds CS_MAX_GGUF_TENSORS (%d)", n_tensors,
-                       CS_MAX_GGUF_TENSORS);
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: n_tensors %" PRIu64 " exceeds CS_MAX_GGUF_TENSORS (%d)", n_tensors,
+                          CS_MAX_GGUF_TENSORS);
     if (n_kv > CS_MAX_GGUF_KV)
-        return cs_fail(CS_ERR_FORMAT, "gguf: n_kv %" PRIu64 " exceeds CS_MAX_GGUF_KV (%d)", n_kv,
-                       CS_MAX_GGUF_KV);
+        return error_fail(CS_ERR_FORMAT, "gguf: n_kv %" PRIu64 " exceeds CS_MAX_GGUF_KV (%d)", n_kv,
+                          CS_MAX_GGUF_KV);
     uint64_t need = n_kv * GGUF_MIN_KV_BYTES + n_tensors * GGUF_MIN_TENSOR_BYTES;
     if (need > rd_left(&r))
-        return cs_fail(CS_ERR_FORMAT,
-                       "gguf: n_kv %" PRIu64 " and n_tensors %" PRIu64 " need at least %" PRIu64
-                       " bytes, only %" PRIu64 " left after the header",
-                       n_kv, n_tensors, need, rd_left(&r));
+        return error_fail(CS_ERR_FORMAT,
+                          "gguf: n_kv %" PRIu64 " and n_tensors %" PRIu64 " need at least %" PRIu64
+                          " bytes, only %" PRIu64 " left after the header",
+                          n_kv, n_tensors, need, rd_left(&r));
 
-    g->kvs = cs_calloc((size_t)n_kv, sizeof *g->kvs);
-    g->tensors = cs_calloc((size_t)n_tensors, sizeof *g->tensors);
+    g->kvs = mem_calloc((size_t)n_kv, sizeof *g->kvs);
+    g->tensors = mem_calloc((size_t)n_tensors, sizeof *g->tensors);
     if (!g->kvs || !g->tensors)
-        return cs_fail(CS_ERR_NOMEM,
-                       "gguf: out of memory for %" PRIu64 " keys, %" PRIu64 " tensors", n_kv,
-                       n_tensors);
+        return error_fail(CS_ERR_NOMEM,
+                          "gguf: out of memory for %" PRIu64 " keys, %" PRIu64 " tensors", n_kv,
+                          n_tensors);
     if ((st = gguf_index_init(&g->kv_index, n_kv)) != CS_OK) return st;
     if ((st = gguf_index_init(&g->tensor_index, n_tensors)) != CS_OK) return st;
 
@@ -600,7 +606,7 @@ static cs_status gguf_parse(gguf_file *g) {
     }
     /* The data section starts at the next multiple of the alignment; it may
      * lie past the end of a file without tensors (gguf-py does not pad). */
-    cs_mmap_align_up(r.pos, g->alignment, &g->data_offset); /* pos <= size: no overflow */
+    mmap_align_up(r.pos, g->alignment, &g->data_offset); /* pos <= size: no overflow */
     return gguf_bind_tensor_data(g);
 }
 
@@ -608,9 +614,9 @@ static cs_status gguf_parse(gguf_file *g) {
 
 cs_status gguf_open_buffer(const void *data, size_t size, gguf_file **out) {
     *out = NULL;
-    if (!data && size > 0) return cs_fail(CS_ERR_INVALID_ARG, "gguf: buffer is NULL");
-    gguf_file *g = cs_calloc(1, sizeof *g);
-    if (!g) return cs_fail(CS_ERR_NOMEM, "gguf: out of memory");
+    if (!data && size > 0) return error_fail(CS_ERR_INVALID_ARG, "gguf: buffer is NULL");
+    gguf_file *g = mem_calloc(1, sizeof *g);
+    if (!g) return error_fail(CS_ERR_NOMEM, "gguf: out of memory");
     g->base = data;
     g->size = size;
     cs_status st = gguf_parse(g);
@@ -628,13 +634,13 @@ cs_status gguf_open(const char *path, gguf_file **out) {
 
 cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
     *out = NULL;
-    cs_mmap *m = NULL;
-    cs_status st = cs_mmap_open(path, use_mmap, &m);
+    mmap_file *m = NULL;
+    cs_status st = mmap_open(path, use_mmap, &m);
     if (st != CS_OK) return st;
     gguf_file *g = NULL;
     st = gguf_open_buffer(m->data, m->size, &g);
     if (st != CS_OK) {
-        cs_mmap_free(m);
+        mmap_free(m);
         return st;
     }
     g->map = m;
@@ -644,20 +650,20 @@ cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
 
 cs_status gguf_set_writable(gguf_file *g, bool writable) {
     if (!g->map)
-        return cs_fail(CS_ERR_INVALID_ARG, "gguf: a caller's buffer cannot be made writable");
-    return cs_mmap_set_writable(g->map, writable);
+        return error_fail(CS_ERR_INVALID_ARG, "gguf: a caller's buffer cannot be made writable");
+    return mmap_set_writable(g->map, writable);
 }
 
 void gguf_close(gguf_file *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_kv; i++) gguf_kv_clear(&g->kvs[i]);
-    for (int64_t i = 0; i < g->n_tensors; i++) cs_free((void *)(uintptr_t)g->tensors[i].name);
-    cs_free(g->kvs);
-    cs_free(g->tensors);
-    cs_free(g->kv_index.slots);
-    cs_free(g->tensor_index.slots);
-    cs_mmap_free(g->map);
-    cs_free(g);
+    for (int64_t i = 0; i < g->n_tensors; i++) mem_free((void *)(uintptr_t)g->tensors[i].name);
+    mem_free(g->kvs);
+    mem_free(g->tensors);
+    mem_free(g->kv_index.slots);
+    mem_free(g->tensor_index.slots);
+    mmap_free(g->map);
+    mem_free(g);
 }
 
 uint32_t gguf_version(const gguf_file *g) {
@@ -709,15 +715,15 @@ uint64_t gguf_kv_arr_n(const gguf_file *g, int64_t i) {
 static const gguf_kv *gguf_kv_get(const gguf_file *g, const char *key, cs_status *st) {
     int64_t i = gguf_find_key(g, key);
     if (i < 0) {
-        *st = cs_fail(CS_ERR_FORMAT, "gguf: missing key '%s'", key);
+        *st = error_fail(CS_ERR_FORMAT, "gguf: missing key '%s'", key);
         return NULL;
     }
     return &g->kvs[i];
 }
 
 static cs_status gguf_wrong_type(const gguf_kv *kv, const char *expected) {
-    return cs_fail(CS_ERR_FORMAT, "gguf: key '%s' has type %s, expected %s", kv->key,
-                   k_type_names[kv->type], expected);
+    return error_fail(CS_ERR_FORMAT, "gguf: key '%s' has type %s, expected %s", kv->key,
+                      k_type_names[kv->type], expected);
 }
 
 cs_status gguf_get_int(const gguf_file *g, const char *key, int64_t *out) {
@@ -726,8 +732,8 @@ cs_status gguf_get_int(const gguf_file *g, const char *key, int64_t *out) {
     if (!kv) return st;
     if (!gguf_type_is_int(kv->type)) return gguf_wrong_type(kv, "an integer");
     if (!gguf_kv_int(kv, out))
-        return cs_fail(CS_ERR_FORMAT, "gguf: key '%s' = %" PRIu64 " does not fit int64", key,
-                       gguf_load_le(kv->raw, 8));
+        return error_fail(CS_ERR_FORMAT, "gguf: key '%s' = %" PRIu64 " does not fit int64", key,
+                          gguf_load_le(kv->raw, 8));
     return CS_OK;
 }
 
@@ -932,8 +938,8 @@ struct gguf_writer {
 };
 
 cs_status gguf_writer_new(gguf_writer **out) {
-    *out = cs_calloc(1, sizeof **out);
-    if (!*out) return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory");
+    *out = mem_calloc(1, sizeof **out);
+    if (!*out) return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory");
     return CS_OK;
 }
 
@@ -941,21 +947,21 @@ void gguf_writer_free(gguf_writer *w) {
     if (!w) return;
     for (int64_t i = 0; i < w->n_kv; i++) gguf_kv_clear(&w->kvs[i]);
     for (int64_t i = 0; i < w->n_tensors; i++) {
-        cs_free(w->tensors[i].name);
-        cs_free(w->tensors[i].data);
+        mem_free(w->tensors[i].name);
+        mem_free(w->tensors[i].data);
     }
-    cs_free(w->kvs);
-    cs_free(w->tensors);
-    cs_free(w);
+    mem_free(w->kvs);
+    mem_free(w->tensors);
+    mem_free(w);
 }
 
 static cs_status gguf_writer_check_key(const char *key) {
-    if (!key || !key[0]) return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: empty key");
+    if (!key || !key[0]) return error_fail(CS_ERR_INVALID_ARG, "gguf writer: empty key");
     size_t n = strlen(key);
     if (n > CS_MAX_KEY_BYTES)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: key length %zu exceeds CS_MAX_KEY_BYTES (%u)", n,
-                       (unsigned)CS_MAX_KEY_BYTES);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: key length %zu exceeds CS_MAX_KEY_BYTES (%u)", n,
+                          (unsigned)CS_MAX_KEY_BYTES);
     return CS_OK;
 }
 
@@ -967,9 +973,9 @@ static cs_status gguf_writer_put(gguf_writer *w, gguf_kv *kv) {
     if (strcmp(kv->key, GGUF_ALIGNMENT_KEY) == 0) {
         uint64_t a = gguf_load_le(kv->raw, 4);
         if (kv->type != GGUF_TYPE_UINT32 || a == 0 || a > CS_MAX_ALIGNMENT || (a & (a - 1))) {
-            st = cs_fail(CS_ERR_INVALID_ARG,
-                         "gguf writer: '%s' must be a uint32 power of two <= %u (type %s)",
-                         GGUF_ALIGNMENT_KEY, (unsigned)CS_MAX_ALIGNMENT, k_type_names[kv->type]);
+            st = error_fail(CS_ERR_INVALID_ARG,
+                            "gguf writer: '%s' must be a uint32 power of two <= %u (type %s)",
+                            GGUF_ALIGNMENT_KEY, (unsigned)CS_MAX_ALIGNMENT, k_type_names[kv->type]);
             goto fail;
         }
     }
@@ -981,15 +987,15 @@ static cs_status gguf_writer_put(gguf_writer *w, gguf_kv *kv) {
         }
     }
     if (w->n_kv >= CS_MAX_GGUF_KV) {
-        st = cs_fail(CS_ERR_INVALID_ARG, "gguf writer: more than CS_MAX_GGUF_KV (%d) keys",
-                     CS_MAX_GGUF_KV);
+        st = error_fail(CS_ERR_INVALID_ARG, "gguf writer: more than CS_MAX_GGUF_KV (%d) keys",
+                        CS_MAX_GGUF_KV);
         goto fail;
     }
     if (w->n_kv == w->cap_kv) {
         int64_t cap = w->cap_kv ? 2 * w->cap_kv : 16;
-        gguf_kv *p = cs_realloc(w->kvs, (size_t)cap * sizeof *p);
+        gguf_kv *p = mem_realloc(w->kvs, (size_t)cap * sizeof *p);
         if (!p) {
-            st = cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", kv->key);
+            st = error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", kv->key);
             goto fail;
         }
         w->kvs = p;
@@ -1007,8 +1013,8 @@ static cs_status gguf_writer_set_scalar(gguf_writer *w, const char *key, int32_t
     cs_status st = gguf_writer_check_key(key);
     if (st != CS_OK) return st;
     gguf_kv kv = {.type = type};
-    kv.key = cs_strdup(key);
-    if (!kv.key) return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
+    kv.key = mem_strdup(key);
+    if (!kv.key) return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
     gguf_store_le(kv.raw, bits, k_type_size[type]);
     return gguf_writer_put(w, &kv);
 }
@@ -1038,18 +1044,19 @@ cs_status gguf_writer_set_bool(gguf_writer *w, const char *key, bool v) {
 cs_status gguf_writer_set_str(gguf_writer *w, const char *key, const char *v) {
     cs_status st = gguf_writer_check_key(key);
     if (st != CS_OK) return st;
-    if (!v) return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': string is NULL", key);
+    if (!v) return error_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': string is NULL", key);
     size_t n = strlen(v);
     if (n > CS_MAX_STRING_BYTES)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: key '%s': string length %zu exceeds CS_MAX_STRING_BYTES (%u)",
-                       key, n, (unsigned)CS_MAX_STRING_BYTES);
+        return error_fail(
+            CS_ERR_INVALID_ARG,
+            "gguf writer: key '%s': string length %zu exceeds CS_MAX_STRING_BYTES (%u)", key, n,
+            (unsigned)CS_MAX_STRING_BYTES);
     gguf_kv kv = {.type = GGUF_TYPE_STRING, .str_len = n};
-    kv.key = cs_strdup(key);
-    kv.str = cs_strndup(v, n);
+    kv.key = mem_strdup(key);
+    kv.str = mem_strndup(v, n);
     if (!kv.key || !kv.str) {
         gguf_kv_clear(&kv);
-        return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
+        return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
     }
     return gguf_writer_put(w, &kv);
 }
@@ -1060,22 +1067,22 @@ cs_status gguf_writer_set_arr(gguf_writer *w, const char *key, int32_t elem_type
     if (st != CS_OK) return st;
     if (elem_type < 0 || elem_type >= GGUF_TYPE_COUNT || elem_type == GGUF_TYPE_STRING ||
         elem_type == GGUF_TYPE_ARRAY)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: key '%s': element type %" PRId32 " is not numeric", key,
-                       elem_type);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: key '%s': element type %" PRId32 " is not numeric", key,
+                          elem_type);
     if (n > CS_MAX_ARRAY_ITEMS)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: key '%s': %" PRIu64 " items exceed CS_MAX_ARRAY_ITEMS (%u)",
-                       key, n, (unsigned)CS_MAX_ARRAY_ITEMS);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: key '%s': %" PRIu64 " items exceed CS_MAX_ARRAY_ITEMS (%u)",
+                          key, n, (unsigned)CS_MAX_ARRAY_ITEMS);
     if (n > 0 && !data)
-        return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': data is NULL", key);
+        return error_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': data is NULL", key);
     size_t bytes = (size_t)n * k_type_size[elem_type];
     gguf_kv kv = {.type = GGUF_TYPE_ARRAY, .arr_type = elem_type, .arr_n = n};
-    kv.key = cs_strdup(key);
-    kv.arr_own = cs_malloc(bytes);
+    kv.key = mem_strdup(key);
+    kv.arr_own = mem_malloc(bytes);
     if (!kv.key || !kv.arr_own) {
         gguf_kv_clear(&kv);
-        return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
+        return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
     }
     if (bytes) memcpy(kv.arr_own, data, bytes);
     kv.arr_data = kv.arr_own;
@@ -1093,17 +1100,18 @@ static cs_status gguf_make_str_array(gguf_kv *kv, uint64_t n,
         size_t len = 0;
         get(ctx, i, &len);
         if (len > CS_MAX_STRING_BYTES)
-            return cs_fail(CS_ERR_INVALID_ARG,
-                           "gguf writer: key '%s': string %" PRIu64
-                           " length %zu exceeds CS_MAX_STRING_BYTES (%u)",
-                           kv->key, i, len, (unsigned)CS_MAX_STRING_BYTES);
-        if (!cs_add_u64(total, (uint64_t)len + 1, &total) || total > SIZE_MAX)
-            return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': strings too large", kv->key);
+            return error_fail(CS_ERR_INVALID_ARG,
+                              "gguf writer: key '%s': string %" PRIu64
+                              " length %zu exceeds CS_MAX_STRING_BYTES (%u)",
+                              kv->key, i, len, (unsigned)CS_MAX_STRING_BYTES);
+        if (!common_add_u64(total, (uint64_t)len + 1, &total) || total > SIZE_MAX)
+            return error_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': strings too large",
+                              kv->key);
     }
-    kv->blob = cs_malloc((size_t)total);
-    kv->offs = cs_malloc(((size_t)n + 1) * sizeof *kv->offs);
+    kv->blob = mem_malloc((size_t)total);
+    kv->offs = mem_malloc(((size_t)n + 1) * sizeof *kv->offs);
     if (!kv->blob || !kv->offs)
-        return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", kv->key);
+        return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", kv->key);
     uint64_t off = 0;
     for (uint64_t i = 0; i < n; i++) {
         size_t len = 0;
@@ -1133,16 +1141,16 @@ cs_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *c
     cs_status st = gguf_writer_check_key(key);
     if (st != CS_OK) return st;
     if (n > CS_MAX_ARRAY_ITEMS)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: key '%s': %" PRIu64 " items exceed CS_MAX_ARRAY_ITEMS (%u)",
-                       key, n, (unsigned)CS_MAX_ARRAY_ITEMS);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: key '%s': %" PRIu64 " items exceed CS_MAX_ARRAY_ITEMS (%u)",
+                          key, n, (unsigned)CS_MAX_ARRAY_ITEMS);
     for (uint64_t i = 0; i < n; i++)
         if (!strs[i])
-            return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: key '%s': string %" PRIu64 " is NULL",
-                           key, i);
+            return error_fail(CS_ERR_INVALID_ARG,
+                              "gguf writer: key '%s': string %" PRIu64 " is NULL", key, i);
     gguf_kv kv = {.type = GGUF_TYPE_ARRAY, .arr_type = GGUF_TYPE_STRING};
-    kv.key = cs_strdup(key);
-    if (!kv.key) return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
+    kv.key = mem_strdup(key);
+    if (!kv.key) return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for key '%s'", key);
     st = gguf_make_str_array(&kv, n, gguf_cstr_at, strs);
     if (st != CS_OK) {
         gguf_kv_clear(&kv);
@@ -1153,16 +1161,16 @@ cs_status gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *c
 
 cs_status gguf_writer_copy_kv(gguf_writer *w, const gguf_file *g, int64_t i) {
     if (i < 0 || i >= g->n_kv)
-        return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: key index %" PRId64 " not in 0..%" PRId64,
-                       i, g->n_kv - 1);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: key index %" PRId64 " not in 0..%" PRId64, i, g->n_kv - 1);
     const gguf_kv *src = &g->kvs[i];
     cs_status st = CS_OK;
     gguf_kv kv = {.type = src->type, .arr_type = src->arr_type, .arr_n = src->arr_n};
     memcpy(kv.raw, src->raw, sizeof kv.raw);
-    kv.key = cs_strdup(src->key);
+    kv.key = mem_strdup(src->key);
     if (!kv.key) goto nomem;
     if (src->type == GGUF_TYPE_STRING) {
-        kv.str = cs_strndup(src->str, (size_t)src->str_len);
+        kv.str = mem_strndup(src->str, (size_t)src->str_len);
         kv.str_len = src->str_len;
         if (!kv.str) goto nomem;
     } else if (src->type == GGUF_TYPE_ARRAY && src->arr_type == GGUF_TYPE_STRING) {
@@ -1170,14 +1178,14 @@ cs_status gguf_writer_copy_kv(gguf_writer *w, const gguf_file *g, int64_t i) {
         if (st != CS_OK) goto fail;
     } else if (src->type == GGUF_TYPE_ARRAY) {
         size_t bytes = (size_t)src->arr_n * k_type_size[src->arr_type];
-        kv.arr_own = cs_malloc(bytes);
+        kv.arr_own = mem_malloc(bytes);
         if (!kv.arr_own) goto nomem;
         if (bytes) memcpy(kv.arr_own, src->arr_data, bytes);
         kv.arr_data = kv.arr_own;
     }
     return gguf_writer_put(w, &kv);
 nomem:
-    st = cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory copying key '%s'", src->key);
+    st = error_fail(CS_ERR_NOMEM, "gguf writer: out of memory copying key '%s'", src->key);
 fail:
     gguf_kv_clear(&kv);
     return st;
@@ -1185,68 +1193,69 @@ fail:
 
 cs_status gguf_writer_add_tensor(gguf_writer *w, const char *name, int32_t type, int32_t n_dims,
                                  const int64_t *ne, const void *data, uint64_t nbytes) {
-    if (!name || !name[0]) return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: empty tensor name");
+    if (!name || !name[0]) return error_fail(CS_ERR_INVALID_ARG, "gguf writer: empty tensor name");
     size_t len = strlen(name);
     if (len > GGUF_WRITER_MAX_NAME)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: tensor name length %zu exceeds %d (llama.cpp's GGML_MAX_NAME "
-                       "is 64 with the NUL)",
-                       len, GGUF_WRITER_MAX_NAME);
+        return error_fail(
+            CS_ERR_INVALID_ARG,
+            "gguf writer: tensor name length %zu exceeds %d (llama.cpp's GGML_MAX_NAME "
+            "is 64 with the NUL)",
+            len, GGUF_WRITER_MAX_NAME);
     if (n_dims < 1 || n_dims > CS_MAX_DIMS)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: tensor '%s': n_dims %" PRId32 " is not in 1..%d", name, n_dims,
-                       CS_MAX_DIMS);
-    const cs_type_traits *tr = cs_type_traits_get(type);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: tensor '%s': n_dims %" PRId32 " is not in 1..%d", name,
+                          n_dims, CS_MAX_DIMS);
+    const type_traits *tr = type_traits_get(type);
     if (!tr)
-        return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: tensor '%s': unknown type %" PRId32, name,
-                       type);
+        return error_fail(CS_ERR_INVALID_ARG, "gguf writer: tensor '%s': unknown type %" PRId32,
+                          name, type);
     uint64_t n_elems = 1;
     for (int32_t d = 0; d < n_dims; d++) {
         if (ne[d] < 1 || ne[d] > CS_MAX_TENSOR_DIM ||
-            !cs_mul_u64(n_elems, (uint64_t)ne[d], &n_elems) ||
+            !common_mul_u64(n_elems, (uint64_t)ne[d], &n_elems) ||
             n_elems > (uint64_t)CS_MAX_TENSOR_ELEMS)
-            return cs_fail(CS_ERR_INVALID_ARG,
-                           "gguf writer: tensor '%s': ne[%" PRId32 "] = %" PRId64
-                           " out of range (or too many elements)",
-                           name, d, ne[d]);
+            return error_fail(CS_ERR_INVALID_ARG,
+                              "gguf writer: tensor '%s': ne[%" PRId32 "] = %" PRId64
+                              " out of range (or too many elements)",
+                              name, d, ne[d]);
     }
     uint64_t row = 0, expect = 0;
-    if (!cs_type_row_size(type, ne[0], &row))
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: tensor '%s': ne[0] = %" PRId64
-                       " is not a multiple of the %s block size %" PRId32,
-                       name, ne[0], tr->name, tr->blck);
-    if (!cs_mul_u64(row, n_elems / (uint64_t)ne[0], &expect) || expect != nbytes ||
+    if (!type_row_size(type, ne[0], &row))
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: tensor '%s': ne[0] = %" PRId64
+                          " is not a multiple of the %s block size %" PRId32,
+                          name, ne[0], tr->name, tr->blck);
+    if (!common_mul_u64(row, n_elems / (uint64_t)ne[0], &expect) || expect != nbytes ||
         nbytes > SIZE_MAX)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: tensor '%s': %" PRIu64 " bytes given, shape needs %" PRIu64,
-                       name, nbytes, expect);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: tensor '%s': %" PRIu64 " bytes given, shape needs %" PRIu64,
+                          name, nbytes, expect);
     if (nbytes > 0 && !data)
-        return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: tensor '%s': data is NULL", name);
+        return error_fail(CS_ERR_INVALID_ARG, "gguf writer: tensor '%s': data is NULL", name);
     for (int64_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
-            return cs_fail(CS_ERR_INVALID_ARG, "gguf writer: duplicate tensor name '%s'", name);
+            return error_fail(CS_ERR_INVALID_ARG, "gguf writer: duplicate tensor name '%s'", name);
     if (w->n_tensors >= CS_MAX_GGUF_TENSORS)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "gguf writer: more than CS_MAX_GGUF_TENSORS (%d) tensors",
-                       CS_MAX_GGUF_TENSORS);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gguf writer: more than CS_MAX_GGUF_TENSORS (%d) tensors",
+                          CS_MAX_GGUF_TENSORS);
     if (w->n_tensors == w->cap_tensors) {
         int64_t cap = w->cap_tensors ? 2 * w->cap_tensors : 16;
-        gguf_wtensor *p = cs_realloc(w->tensors, (size_t)cap * sizeof *p);
-        if (!p) return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for tensor '%s'", name);
+        gguf_wtensor *p = mem_realloc(w->tensors, (size_t)cap * sizeof *p);
+        if (!p) return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for tensor '%s'", name);
         w->tensors = p;
         w->cap_tensors = cap;
     }
     gguf_wtensor t = {.type = type, .n_dims = n_dims, .nbytes = nbytes};
     for (int d = 0; d < 4; d++) t.ne[d] = d < n_dims ? ne[d] : 1;
-    t.name = cs_strdup(name);
-    t.data = cs_malloc((size_t)nbytes);
+    t.name = mem_strdup(name);
+    t.data = mem_malloc((size_t)nbytes);
     if (!t.name || !t.data) {
-        cs_free(t.name);
-        cs_free(t.data);
-        return cs_fail(CS_ERR_NOMEM,
-                       "gguf writer: out of memory for tensor '%s' (%" PRIu64 " bytes)", name,
-                       nbytes);
+        mem_free(t.name);
+        mem_free(t.data);
+        return error_fail(CS_ERR_NOMEM,
+                          "gguf writer: out of memory for tensor '%s' (%" PRIu64 " bytes)", name,
+                          nbytes);
     }
     if (nbytes) memcpy(t.data, data, (size_t)nbytes);
     w->tensors[w->n_tensors++] = t;
@@ -1355,12 +1364,12 @@ static void gguf_writer_emit(const gguf_writer *w, gguf_sink *s) {
 
 cs_status gguf_writer_write_file(const gguf_writer *w, const char *path) {
     FILE *f = fopen(path, "wb");
-    if (!f) return cs_fail(CS_ERR_IO, "gguf writer: cannot create '%s'", path);
+    if (!f) return error_fail(CS_ERR_IO, "gguf writer: cannot create '%s'", path);
     gguf_sink s = {.f = f};
     gguf_writer_emit(w, &s);
     bool ok = !s.failed;
     if (fclose(f) != 0) ok = false;
-    if (!ok) return cs_fail(CS_ERR_IO, "gguf writer: cannot write '%s'", path);
+    if (!ok) return error_fail(CS_ERR_IO, "gguf writer: cannot write '%s'", path);
     return CS_OK;
 }
 
@@ -1370,11 +1379,12 @@ cs_status gguf_writer_write_buffer(const gguf_writer *w, void **out, size_t *siz
     gguf_sink count = {0};
     gguf_writer_emit(w, &count);
     if (count.pos > SIZE_MAX)
-        return cs_fail(CS_ERR_NOMEM, "gguf writer: %" PRIu64 " bytes do not fit in memory",
-                       count.pos);
-    uint8_t *buf = cs_malloc((size_t)count.pos);
+        return error_fail(CS_ERR_NOMEM, "gguf writer: %" PRIu64 " bytes do not fit in memory",
+                          count.pos);
+    uint8_t *buf = mem_malloc((size_t)count.pos);
     if (!buf)
-        return cs_fail(CS_ERR_NOMEM, "gguf writer: out of memory for %" PRIu64 " bytes", count.pos);
+        return error_fail(CS_ERR_NOMEM, "gguf writer: out of memory for %" PRIu64 " bytes",
+                          count.pos);
     gguf_sink s = {.buf = buf};
     gguf_writer_emit(w, &s);
     *out = buf;

@@ -98,7 +98,7 @@ const char *gguf_kv_to_text(const gguf_file *g, int64_t i, int32_t max_items, ch
 int64_t gguf_n_tensors(const gguf_file *g);
 const gguf_tensor *gguf_tensor_at(const gguf_file *g, int64_t i);
 /* For a file opened by path: allow or forbid writes to its bytes (see
- * cs_mmap_set_writable; the file itself never changes). CS_ERR_INVALID_ARG
+ * mmap_set_writable; the file itself never changes). CS_ERR_INVALID_ARG
  * for a file opened on a caller's buffer. */
 cs_status gguf_set_writable(gguf_file *g, bool writable);
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name); /* NULL if absent */
@@ -130,7 +130,7 @@ cs_status gguf_writer_copy_kv(gguf_writer *w, const gguf_file *g, int64_t i);
 cs_status gguf_writer_add_tensor(gguf_writer *w, const char *name, int32_t type, int32_t n_dims,
                                  const int64_t *ne, const void *data, uint64_t nbytes);
 
-/* Serialize: to a file, or to a malloc'd buffer (*out freed with cs_free). */
+/* Serialize: to a file, or to a malloc'd buffer (*out freed with mem_free). */
 cs_status gguf_writer_write_file(const gguf_writer *w, const char *path);
 cs_status gguf_writer_write_buffer(const gguf_writer *w, void **out, size_t *size);
 

@@ -13,7 +13,7 @@
 cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_fn write,
                            void *user) {
     if (!path || !write)
-        return cs_fail(CS_ERR_INVALID_ARG, "gguf describe: path and write must not be NULL");
+        return error_fail(CS_ERR_INVALID_ARG, "gguf describe: path and write must not be NULL");
     gguf_file *g = NULL;
     cs_status st = gguf_open(path, &g); /* validates the whole file before any output */
     if (st != CS_OK) return st;

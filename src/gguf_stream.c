@@ -35,9 +35,9 @@ static void stream_pad(gguf_stream *s) {
 }
 
 static void stream_free(gguf_stream *s) {
-    cs_free((void *)s->sizes);
-    cs_free(s->path);
-    cs_free(s);
+    mem_free((void *)s->sizes);
+    mem_free(s->path);
+    mem_free(s);
 }
 
 void gguf_stream_abort(gguf_stream *s) {
@@ -61,10 +61,10 @@ cs_status gguf_stream_begin(const char *path, const gguf_writer *w, const gguf_s
     if ((st = gguf_writer_write_buffer(w, &buf, &meta_size)) != CS_OK) goto fail;
     meta = buf;
     CS_ASSERT(meta_size >= 24); /* magic, version, n_tensors, n_kv */
-    s = cs_calloc(1, sizeof *s);
-    sizes = cs_malloc(((size_t)n + 1) * sizeof *sizes);
-    if (!s || !sizes || !(s->path = cs_strdup(path))) {
-        st = cs_fail(CS_ERR_NOMEM, "gguf: out of memory writing '%s'", path);
+    s = mem_calloc(1, sizeof *s);
+    sizes = mem_malloc(((size_t)n + 1) * sizeof *sizes);
+    if (!s || !sizes || !(s->path = mem_strdup(path))) {
+        st = error_fail(CS_ERR_NOMEM, "gguf: out of memory writing '%s'", path);
         goto fail;
     }
     for (int64_t i = 0; i < n; i++) sizes[i] = t[i].nbytes;
@@ -74,7 +74,7 @@ cs_status gguf_stream_begin(const char *path, const gguf_writer *w, const gguf_s
     s->ok = true;
     s->f = fopen(path, "wb");
     if (!s->f) {
-        st = cs_fail(CS_ERR_IO, "gguf: cannot create '%s'", path);
+        st = error_fail(CS_ERR_IO, "gguf: cannot create '%s'", path);
         goto fail;
     }
     s->created = true;
@@ -96,17 +96,17 @@ cs_status gguf_stream_begin(const char *path, const gguf_writer *w, const gguf_s
     }
     stream_pad(s);
     if (!s->ok) {
-        st = cs_fail(CS_ERR_IO, "gguf: cannot write '%s'", path);
+        st = error_fail(CS_ERR_IO, "gguf: cannot write '%s'", path);
         goto fail;
     }
-    cs_free(meta);
+    mem_free(meta);
     *out = s;
     return CS_OK;
 
 fail:
     if (s) gguf_stream_abort(s);
-    cs_free(sizes);
-    cs_free(meta);
+    mem_free(sizes);
+    mem_free(meta);
     return st;
 }
 
@@ -114,7 +114,7 @@ cs_status gguf_stream_write(gguf_stream *s, const void *data, size_t n) {
     CS_ASSERT(s->cur < s->n_tensors && n <= s->sizes[s->cur] - s->written);
     stream_put(s, data, n);
     s->written += n;
-    return s->ok ? CS_OK : cs_fail(CS_ERR_IO, "gguf: cannot write '%s'", s->path);
+    return s->ok ? CS_OK : error_fail(CS_ERR_IO, "gguf: cannot write '%s'", s->path);
 }
 
 cs_status gguf_stream_end_tensor(gguf_stream *s) {
@@ -122,7 +122,7 @@ cs_status gguf_stream_end_tensor(gguf_stream *s) {
     stream_pad(s);
     s->cur++;
     s->written = 0;
-    return s->ok ? CS_OK : cs_fail(CS_ERR_IO, "gguf: cannot write '%s'", s->path);
+    return s->ok ? CS_OK : error_fail(CS_ERR_IO, "gguf: cannot write '%s'", s->path);
 }
 
 cs_status gguf_stream_finish(gguf_stream *s) {
@@ -130,7 +130,7 @@ cs_status gguf_stream_finish(gguf_stream *s) {
     if (fclose(s->f) != 0) s->ok = false;
     s->f = NULL;
     if (!s->ok) {
-        cs_status st = cs_fail(CS_ERR_IO, "gguf: cannot write '%s'", s->path);
+        cs_status st = error_fail(CS_ERR_IO, "gguf: cannot write '%s'", s->path);
         gguf_stream_abort(s);
         return st;
     }

@@ -11,7 +11,7 @@ size_t kv_row_bytes(int32_t type, int64_t n) {
     case CS_TYPE_F16:
         return (size_t)n * 2;
     case CS_TYPE_Q8_0:
-        return n % CS_QK8_0 ? 0 : (size_t)(n / CS_QK8_0) * sizeof(cs_block_q8_0);
+        return n % CS_QK8_0 ? 0 : (size_t)(n / CS_QK8_0) * sizeof(block_q8_0);
     default:
         return 0;
     }
@@ -19,14 +19,14 @@ size_t kv_row_bytes(int32_t type, int64_t n) {
 
 static cs_status check_type(const char *which, int32_t type, int32_t head_dim) {
     if (type != CS_TYPE_F32 && type != CS_TYPE_F16 && type != CS_TYPE_Q8_0)
-        return cs_fail(CS_ERR_UNSUPPORTED,
-                       "kv: cache type_%s %s (%d) is not supported (f32, f16, q8_0)", which,
-                       cs_type_name(type), type);
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "kv: cache type_%s %s (%d) is not supported (f32, f16, q8_0)", which,
+                          cs_type_name(type), type);
     if (type == CS_TYPE_Q8_0 && head_dim % CS_QK8_0 != 0)
-        return cs_fail(CS_ERR_UNSUPPORTED,
-                       "kv: cache type_%s q8_0 needs a head size that is a multiple of 32; this "
-                       "model's is %d",
-                       which, head_dim);
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "kv: cache type_%s q8_0 needs a head size that is a multiple of 32; this "
+                          "model's is %d",
+                          which, head_dim);
     return CS_OK;
 }
 
@@ -45,15 +45,16 @@ cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_he
     s->type_v = type_v;
     s->row_k = kv_row_bytes(type_k, s->n_embd_kv);
     s->row_v = kv_row_bytes(type_v, s->n_embd_kv);
-    s->k = cs_calloc((size_t)n_layer, sizeof *s->k);
-    s->v = cs_calloc((size_t)n_layer, sizeof *s->v);
+    s->k = mem_calloc((size_t)n_layer, sizeof *s->k);
+    s->v = mem_calloc((size_t)n_layer, sizeof *s->v);
     if (!s->k || !s->v) goto nomem;
     for (int32_t il = 0; il < n_layer; il++) {
         size_t bk, bv;
-        if (!cs_mul_size(s->row_k, (size_t)size, &bk) || !cs_mul_size(s->row_v, (size_t)size, &bv))
+        if (!common_mul_size(s->row_k, (size_t)size, &bk) ||
+            !common_mul_size(s->row_v, (size_t)size, &bv))
             goto nomem;
-        s->k[il] = cs_aligned_alloc(bk);
-        s->v[il] = cs_aligned_alloc(bv);
+        s->k[il] = mem_aligned_alloc(bk);
+        s->v[il] = mem_aligned_alloc(bv);
         if (!s->k[il] || !s->v[il]) goto nomem;
         /* zeroed so that a read of a never-written cell is deterministic */
         memset(s->k[il], 0, bk);
@@ -62,20 +63,21 @@ cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_he
     return CS_OK;
 nomem:
     kv_store_free(s);
-    return cs_fail(CS_ERR_NOMEM, "kv: out of memory for %d cells x %d layers", size, n_layer);
+    return error_fail(CS_ERR_NOMEM, "kv: out of memory for %d cells x %d layers", size, n_layer);
 }
 
 void kv_store_free(kv_store *s) {
     for (int32_t il = 0; il < s->n_layer; il++) {
-        if (s->k) cs_free(s->k[il]);
-        if (s->v) cs_free(s->v[il]);
+        if (s->k) mem_free(s->k[il]);
+        if (s->v) mem_free(s->v[il]);
     }
-    cs_free(s->k);
-    cs_free(s->v);
+    mem_free(s->k);
+    mem_free(s->v);
     memset(s, 0, sizeof *s);
 }
 
-static void write_row(int32_t type, const cs_kernels *k, void *dst, const float *src, int64_t n) {
+static void write_row(int32_t type, const kernels_table *k, void *dst, const float *src,
+                      int64_t n) {
     switch (type) {
     case CS_TYPE_F16:
         k->fp32_to_fp16_row(src, dst, n);
@@ -89,7 +91,7 @@ static void write_row(int32_t type, const cs_kernels *k, void *dst, const float 
     }
 }
 
-void kv_store_write(const kv_store *s, const cs_kernels *k, int32_t layer, int32_t cell,
+void kv_store_write(const kv_store *s, const kernels_table *k, int32_t layer, int32_t cell,
                     const float *krow, const float *vrow) {
     write_row(s->type_k, k, (uint8_t *)s->k[layer] + (size_t)cell * s->row_k, krow, s->n_embd_kv);
     write_row(s->type_v, k, (uint8_t *)s->v[layer] + (size_t)cell * s->row_v, vrow, s->n_embd_kv);
@@ -121,10 +123,10 @@ enum { SHIFT_BATCH = 128 };
 
 typedef struct shift_job {
     const kv_store *s;
-    const cs_kernels *k;
-    cs_rope_params rope;  /* attn_factor 1: a pure rotation */
-    const int32_t *cells; /* cells to rotate, ascending */
-    const cs_pos *delta;  /* kv_cells delta array */
+    const kernels_table *k;
+    kernels_rope_params rope; /* attn_factor 1: a pure rotation */
+    const int32_t *cells;     /* cells to rotate, ascending */
+    const cs_pos *delta;      /* kv_cells delta array */
     int32_t n_cells;
     int32_t batch;         /* cells per batch: <= SHIFT_BATCH and <= a thread's share */
     float *scratch;        /* per thread: batch tables + one f32 row */
@@ -136,7 +138,7 @@ typedef struct shift_job {
 static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const float *cs,
                       float *buf) {
     const kv_store *s = j->s;
-    const cs_kernels *k = j->k;
+    const kernels_table *k = j->k;
     const int32_t n_rot = j->rope.n_rot, mode = j->rope.mode;
     const int32_t hd = s->head_dim, nh = s->n_head_kv;
     const int64_t n = s->n_embd_kv;
@@ -163,18 +165,18 @@ static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const flo
         break;
     }
     case CS_TYPE_Q8_0: {
-        cs_block_q8_0 *q = (cs_block_q8_0 *)row;
+        block_q8_0 *q = (block_q8_0 *)row;
         const int32_t bph = hd / CS_QK8_0;                      /* blocks per head */
         const int32_t brot = (n_rot + CS_QK8_0 - 1) / CS_QK8_0; /* blocks holding rotated dims */
         if (brot == bph) {
-            cs_dequantize_row_q8_0(q, buf, n);
+            dequantize_row_q8_0(q, buf, n);
             k->rope(buf, nh, hd, n_rot, mode, cs);
             k->quantize_row_q8_0(buf, q, n);
         } else {
             /* blocks past the rotated part are neither read nor rewritten */
             const int64_t ne = (int64_t)brot * CS_QK8_0;
             for (int32_t h = 0; h < nh; h++)
-                cs_dequantize_row_q8_0(q + (size_t)h * bph, buf + (size_t)h * hd, ne);
+                dequantize_row_q8_0(q + (size_t)h * bph, buf + (size_t)h * hd, ne);
             k->rope(buf, nh, hd, n_rot, mode, cs);
             for (int32_t h = 0; h < nh; h++)
                 k->quantize_row_q8_0(buf + (size_t)h * hd, q + (size_t)h * bph, ne);
@@ -189,7 +191,7 @@ static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const flo
 static void shift_worker(void *arg, int32_t ith, int32_t nth) {
     const shift_job *j = arg;
     int64_t i0, i1;
-    cs_split(j->n_cells, ith, nth, &i0, &i1);
+    threadpool_split(j->n_cells, ith, nth, &i0, &i1);
     if (i0 >= i1) return;
     const int32_t n_rot = j->rope.n_rot;
     float *tabs = j->scratch + (size_t)ith * j->scratch_floats;
@@ -210,7 +212,7 @@ static void shift_worker(void *arg, int32_t ith, int32_t nth) {
         for (int32_t b = 0; b < nb; b++) {
             const cs_pos d = j->delta[j->cells[b0 + b]];
             if (n_tab == 0 || d != last_d) {
-                cs_rope_cache(tabs + (size_t)n_tab * n_rot, (float)d, &j->rope);
+                kernels_rope_cache(tabs + (size_t)n_tab * n_rot, (float)d, &j->rope);
                 n_tab++;
                 last_d = d;
             }
@@ -221,13 +223,13 @@ static void shift_worker(void *arg, int32_t ith, int32_t nth) {
     }
 }
 
-/* The attn_factor that makes cs_rope_cache's magnitude exactly 1. With
- * ext_factor != 0 cs_rope_cache multiplies attn_factor by the YaRN factor
+/* The attn_factor that makes kernels_rope_cache's magnitude exactly 1. With
+ * ext_factor != 0 kernels_rope_cache multiplies attn_factor by the YaRN factor
  * x = 1 + 0.1*ln(1/freq_scale) (computed below with the same float
  * expression), so attn_factor 1 alone would scale K by x on every shift
  * (upstream's drift, docs/KV_CACHE_SPEC.md §3.2 obs.). Pick the float a nearest 1/x with
  * a*x == 1 exactly, so that the table is cos/sin unscaled. */
-static float shift_attn_factor(const cs_rope_params *p) {
+static float shift_attn_factor(const kernels_rope_params *p) {
     if (p->ext_factor == 0.0f) return 1.0f;
     const float x = 1.0f + 0.1f * logf(1.0f / p->freq_scale);
     float a = 1.0f / x;
@@ -251,8 +253,8 @@ static size_t shift_row_bytes(const kv_store *s, int32_t n_rot) {
  * an f32 row: at most (n_cells + n_threads) * n_rot + n_threads * n_embd_kv
  * floats); if that fails, returns -1 with CS_ERR_NOMEM recorded and the
  * deltas left pending (nothing changed). */
-int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_threadpool *tp,
-                             const cs_rope_params *rope, uint64_t *bytes) {
+int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const kernels_table *k, threadpool *tp,
+                             const kernels_rope_params *rope, uint64_t *bytes) {
     CS_ASSERT(s->size == c->size);
     int32_t n_cells = 0;
     for (int32_t i = 0; i < c->size; i++) n_cells += c->pos[i] >= 0 && c->delta[i] != 0;
@@ -264,7 +266,7 @@ int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_t
 
     /* a few hundred rows take microseconds: not worth waking the pool */
     const int32_t nth =
-        tp && (int64_t)n_cells * s->n_layer >= 2 * SHIFT_BATCH ? cs_threadpool_n_threads(tp) : 1;
+        tp && (int64_t)n_cells * s->n_layer >= 2 * SHIFT_BATCH ? threadpool_n_threads(tp) : 1;
     const int32_t share = (n_cells + nth - 1) / nth;
     const int32_t batch = share < SHIFT_BATCH ? share : SHIFT_BATCH;
     /* per thread: tables, then the row, rounded up to a cache line so that
@@ -272,9 +274,9 @@ int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_t
     size_t per = (size_t)batch * (size_t)rope->n_rot + (size_t)s->n_embd_kv;
     per = (per + 15) & ~(size_t)15;
     size_t list_floats = ((size_t)n_cells + 15) & ~(size_t)15; /* int32 and float are 4 bytes */
-    void *mem = cs_aligned_alloc((list_floats + (size_t)nth * per) * sizeof(float));
+    void *mem = mem_aligned_alloc((list_floats + (size_t)nth * per) * sizeof(float));
     if (!mem) {
-        cs_fail(CS_ERR_NOMEM, "kv: out of memory for the K-shift scratch of %d cells", n_cells);
+        error_fail(CS_ERR_NOMEM, "kv: out of memory for the K-shift scratch of %d cells", n_cells);
         return -1;
     }
     int32_t *cells = mem;
@@ -294,10 +296,10 @@ int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_t
     };
     job.rope.attn_factor = shift_attn_factor(rope); /* spec §3.2: magnitude 1, same angles */
     if (nth > 1)
-        cs_threadpool_run(tp, shift_worker, &job);
+        threadpool_run(tp, shift_worker, &job);
     else
         shift_worker(&job, 0, 1);
-    cs_free(mem);
+    mem_free(mem);
 
     if (bytes)
         *bytes += 2 * (uint64_t)shift_row_bytes(s, rope->n_rot) * (uint64_t)n_cells *

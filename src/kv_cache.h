@@ -37,12 +37,12 @@ void kv_store_free(kv_store *s); /* safe on a zeroed or half-built store */
 
 /* Store the K and V rows (n_embd_kv floats each; K already rotated) of one
  * cell of one layer, converting to the cache types. */
-void kv_store_write(const kv_store *s, const cs_kernels *k, int32_t layer, int32_t cell,
+void kv_store_write(const kv_store *s, const kernels_table *k, int32_t layer, int32_t cell,
                     const float *krow, const float *vrow);
 
 /* K-shift: for every non-empty cell with delta != 0, every layer and K
  * head, rotate the first n_rot elements of the head by the angle of
- * position delta, in place: the forward pass's angles (cs_rope_cache,
+ * position delta, in place: the forward pass's angles (kernels_rope_cache,
  * YaRN ramp included) with the magnitude factor cancelled, so that K is
  * rotated and never rescaled (spec §3.2 [R]); Q8_0 heads are dequantized,
  * rotated and requantized. Then every delta is reset
@@ -51,8 +51,8 @@ void kv_store_write(const kv_store *s, const cs_kernels *k, int32_t layer, int32
  * the K bytes read+written to *bytes; returns -1 (CS_ERR_NOMEM recorded,
  * nothing rotated, deltas still pending) when its scratch cannot be
  * allocated. O(cells shifted * n_layer * n_embd_kv). */
-int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const cs_kernels *k, cs_threadpool *tp,
-                             const cs_rope_params *rope, uint64_t *bytes);
+int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const kernels_table *k, threadpool *tp,
+                             const kernels_rope_params *rope, uint64_t *bytes);
 
 /* Move the K and V rows of the planned blocks in every layer (memmove of
  * whole rows: bit-exact for every type). Adds the bytes moved to *bytes. */

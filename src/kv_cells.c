@@ -73,13 +73,14 @@ static void seqpos_rescan(kv_cells *c, uint64_t stale) {
 cs_status kv_cells_init(kv_cells *c, int32_t size) {
     memset(c, 0, sizeof *c);
     if (size < 1 || size > CS_MAX_CTX)
-        return cs_fail(CS_ERR_INVALID_ARG, "kv: cache size %d outside [1, %d]", size, CS_MAX_CTX);
-    c->pos = cs_malloc((size_t)size * sizeof *c->pos);
-    c->delta = cs_malloc((size_t)size * sizeof *c->delta);
-    c->seq = cs_malloc((size_t)size * sizeof *c->seq);
+        return error_fail(CS_ERR_INVALID_ARG, "kv: cache size %d outside [1, %d]", size,
+                          CS_MAX_CTX);
+    c->pos = mem_malloc((size_t)size * sizeof *c->pos);
+    c->delta = mem_malloc((size_t)size * sizeof *c->delta);
+    c->seq = mem_malloc((size_t)size * sizeof *c->seq);
     if (!c->pos || !c->delta || !c->seq) {
         kv_cells_free(c);
-        return cs_fail(CS_ERR_NOMEM, "kv: out of memory for %d cells", size);
+        return error_fail(CS_ERR_NOMEM, "kv: out of memory for %d cells", size);
     }
     c->size = size;
     kv_cells_clear(c);
@@ -87,9 +88,9 @@ cs_status kv_cells_init(kv_cells *c, int32_t size) {
 }
 
 void kv_cells_free(kv_cells *c) {
-    cs_free(c->pos);
-    cs_free(c->delta);
-    cs_free(c->seq);
+    mem_free(c->pos);
+    mem_free(c->delta);
+    mem_free(c->seq);
     memset(c, 0, sizeof *c);
 }
 
@@ -432,11 +433,11 @@ static bool check_seqpos(const kv_cells *c) {
         }
         if (n != c->seq_n[s] || mn != c->seq_min[s] || mx != c->seq_max[s] ||
             nmin != c->seq_nmin[s] || nmax != c->seq_nmax[s]) {
-            cs_fail(CS_ERR_INVALID_ARG,
-                    "kv: sequence %d bookkeeping (n %d, min %d x%d, max %d x%d) differs from "
-                    "the cells (n %d, min %d x%d, max %d x%d)",
-                    s, c->seq_n[s], c->seq_min[s], c->seq_nmin[s], c->seq_max[s], c->seq_nmax[s], n,
-                    mn, nmin, mx, nmax);
+            error_fail(CS_ERR_INVALID_ARG,
+                       "kv: sequence %d bookkeeping (n %d, min %d x%d, max %d x%d) differs from "
+                       "the cells (n %d, min %d x%d, max %d x%d)",
+                       s, c->seq_n[s], c->seq_min[s], c->seq_nmin[s], c->seq_max[s], c->seq_nmax[s],
+                       n, mn, nmin, mx, nmax);
             return false;
         }
     }
@@ -449,28 +450,28 @@ bool kv_cells_check(const kv_cells *c) {
     for (int32_t i = 0; i < c->size; i++) {
         bool empty = c->seq[i] == 0;
         if (empty != (c->pos[i] < 0)) {
-            cs_fail(CS_ERR_INVALID_ARG, "kv: C1 broken at cell %d: pos %d, seq %#llx", i, c->pos[i],
-                    (unsigned long long)c->seq[i]);
+            error_fail(CS_ERR_INVALID_ARG, "kv: C1 broken at cell %d: pos %d, seq %#llx", i,
+                       c->pos[i], (unsigned long long)c->seq[i]);
             return false;
         }
         if (empty && c->delta[i] != 0) {
-            cs_fail(CS_ERR_INVALID_ARG, "kv: C2 broken at cell %d: empty with delta %d", i,
-                    c->delta[i]);
+            error_fail(CS_ERR_INVALID_ARG, "kv: C2 broken at cell %d: empty with delta %d", i,
+                       c->delta[i]);
             return false;
         }
         used += !empty;
         any_delta |= c->delta[i] != 0;
     }
     if (used != c->used) {
-        cs_fail(CS_ERR_INVALID_ARG, "kv: used is %d but %d cells are non-empty", c->used, used);
+        error_fail(CS_ERR_INVALID_ARG, "kv: used is %d but %d cells are non-empty", c->used, used);
         return false;
     }
     if (c->head < 0 || c->head >= c->size) {
-        cs_fail(CS_ERR_INVALID_ARG, "kv: head %d outside [0, %d)", c->head, c->size);
+        error_fail(CS_ERR_INVALID_ARG, "kv: head %d outside [0, %d)", c->head, c->size);
         return false;
     }
     if (any_delta && !c->has_shift) {
-        cs_fail(CS_ERR_INVALID_ARG, "kv: a cell has a delta but has_shift is false");
+        error_fail(CS_ERR_INVALID_ARG, "kv: a cell has a delta but has_shift is false");
         return false;
     }
     return check_seqpos(c);

@@ -23,35 +23,35 @@ static bool mmap_read_all(int fd, uint8_t *buf, size_t size) {
     return true;
 }
 
-cs_status cs_mmap_open(const char *path, bool use_mmap, cs_mmap **out) {
+cs_status mmap_open(const char *path, bool use_mmap, mmap_file **out) {
     cs_status st = CS_OK;
-    cs_mmap *m = NULL;
+    mmap_file *m = NULL;
     int fd = -1;
     *out = NULL;
-    if (!path) return cs_fail(CS_ERR_INVALID_ARG, "mmap: path is NULL");
+    if (!path) return error_fail(CS_ERR_INVALID_ARG, "mmap: path is NULL");
 
-    m = cs_calloc(1, sizeof *m);
+    m = mem_calloc(1, sizeof *m);
     if (!m) {
-        st = cs_fail(CS_ERR_NOMEM, "mmap: out of memory");
+        st = error_fail(CS_ERR_NOMEM, "mmap: out of memory");
         goto fail;
     }
     fd = open(path, O_RDONLY);
     if (fd < 0) {
-        st = cs_fail(CS_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+        st = error_fail(CS_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        st = cs_fail(CS_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
+        st = error_fail(CS_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
         goto fail;
     }
     if (!S_ISREG(sb.st_mode)) {
-        st = cs_fail(CS_ERR_IO, "'%s' is not a regular file", path);
+        st = error_fail(CS_ERR_IO, "'%s' is not a regular file", path);
         goto fail;
     }
     if (sb.st_size < 0 || (uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
-        st = cs_fail(CS_ERR_IO, "'%s': size %lld does not fit in memory", path,
-                     (long long)sb.st_size);
+        st = error_fail(CS_ERR_IO, "'%s': size %lld does not fit in memory", path,
+                        (long long)sb.st_size);
         goto fail;
     }
     m->size = (size_t)sb.st_size;
@@ -66,16 +66,16 @@ cs_status cs_mmap_open(const char *path, bool use_mmap, cs_mmap **out) {
         }
         CS_LOG_DBG("mmap of '%s' failed (%s); reading it instead", path, strerror(errno));
     }
-    uint8_t *buf = cs_malloc(m->size);
+    uint8_t *buf = mem_malloc(m->size);
     if (!buf) {
-        st = cs_fail(CS_ERR_NOMEM, "cannot allocate %zu bytes to read '%s'", m->size, path);
+        st = error_fail(CS_ERR_NOMEM, "cannot allocate %zu bytes to read '%s'", m->size, path);
         goto fail;
     }
     m->data = buf;
     errno = 0;
     if (!mmap_read_all(fd, buf, m->size)) {
-        st = cs_fail(CS_ERR_IO, "cannot read %zu bytes of '%s': %s", m->size, path,
-                     errno ? strerror(errno) : "unexpected end of file");
+        st = error_fail(CS_ERR_IO, "cannot read %zu bytes of '%s': %s", m->size, path,
+                        errno ? strerror(errno) : "unexpected end of file");
         goto fail;
     }
 
@@ -86,37 +86,37 @@ done:
 
 fail:
     if (fd >= 0) close(fd);
-    cs_mmap_free(m);
+    mmap_free(m);
     return st;
 }
 
-cs_status cs_mmap_set_writable(cs_mmap *m, bool writable) {
+cs_status mmap_set_writable(mmap_file *m, bool writable) {
     if (!m->mapped || m->size == 0) return CS_OK;
     if (mprotect((void *)(uintptr_t)m->data, m->size, PROT_READ | (writable ? PROT_WRITE : 0)) != 0)
-        return cs_fail(CS_ERR_IO, "mprotect of %zu mapped bytes failed: %s", m->size,
-                       strerror(errno));
+        return error_fail(CS_ERR_IO, "mprotect of %zu mapped bytes failed: %s", m->size,
+                          strerror(errno));
     return CS_OK;
 }
 
-void cs_mmap_free(cs_mmap *m) {
+void mmap_free(mmap_file *m) {
     if (!m) return;
     if (m->data) {
         if (m->mapped)
             munmap((void *)(uintptr_t)m->data, m->size);
         else
-            cs_free((void *)(uintptr_t)m->data);
+            mem_free((void *)(uintptr_t)m->data);
     }
-    cs_free(m);
+    mem_free(m);
 }
 
-bool cs_mmap_range_ok(uint64_t size, uint64_t off, uint64_t len) {
+bool mmap_range_ok(uint64_t size, uint64_t off, uint64_t len) {
     return off <= size && len <= size - off;
 }
 
-bool cs_mmap_align_up(uint64_t x, uint64_t align, uint64_t *out) {
+bool mmap_align_up(uint64_t x, uint64_t align, uint64_t *out) {
     CS_ASSERT(align != 0 && (align & (align - 1)) == 0);
     uint64_t r;
-    if (!cs_add_u64(x, align - 1, &r)) return false;
+    if (!common_add_u64(x, align - 1, &r)) return false;
     *out = r & ~(align - 1);
     return true;
 }

@@ -6,34 +6,34 @@
 
 #include "common.h"
 
-typedef struct cs_mmap {
+typedef struct mmap_file {
     const void *data; /* size bytes; NULL when size is 0 */
     size_t size;      /* file size in bytes */
     bool mapped;      /* true: mmap'd (munmap on free); false: heap copy */
-} cs_mmap;
+} mmap_file;
 
 /* Open path and make its bytes available read-only. use_mmap false (or a
  * failed mmap) reads the file into memory instead (cost: one copy of the
  * file). Only regular files are accepted. Errors: CS_ERR_IO (open, stat,
  * read or a non-regular file; message names the path and errno text),
- * CS_ERR_NOMEM. *out is NULL on failure; free with cs_mmap_free. */
-cs_status cs_mmap_open(const char *path, bool use_mmap, cs_mmap **out);
+ * CS_ERR_NOMEM. *out is NULL on failure; free with mmap_free. */
+cs_status mmap_open(const char *path, bool use_mmap, mmap_file **out);
 
 /* Allow (writable true) or forbid writes to the bytes, for the model
  * loader's in-place weight packing. A mapping is private (MAP_PRIVATE), so
  * written pages become private copies and the file never changes; a heap
  * copy is always writable (no-op). Errors: CS_ERR_IO (mprotect failed). */
-cs_status cs_mmap_set_writable(cs_mmap *m, bool writable);
+cs_status mmap_set_writable(mmap_file *m, bool writable);
 
 /* Unmap or free. NULL is a no-op. Pointers into data die with it. */
-void cs_mmap_free(cs_mmap *m);
+void mmap_free(mmap_file *m);
 
 /* True when [off, off + len) lies inside a buffer of size bytes, computed
  * without overflow. O(1). */
-bool cs_mmap_range_ok(uint64_t size, uint64_t off, uint64_t len);
+bool mmap_range_ok(uint64_t size, uint64_t off, uint64_t len);
 
 /* x rounded up to a multiple of align (a nonzero power of two); false on
  * overflow. */
-bool cs_mmap_align_up(uint64_t x, uint64_t align, uint64_t *out);
+bool mmap_align_up(uint64_t x, uint64_t align, uint64_t *out);
 
 #endif /* CS_MMAP_H */

@@ -31,8 +31,8 @@ static cs_status read_int(const gguf_file *g, const char *suffix, bool has_def, 
         if (st != CS_OK) return st;
     }
     if (v < lo || v > hi)
-        return cs_fail(CS_ERR_FORMAT, "model: key '%s' = %lld is outside [%lld, %lld]", key,
-                       (long long)v, (long long)lo, (long long)hi);
+        return error_fail(CS_ERR_FORMAT, "model: key '%s' = %lld is outside [%lld, %lld]", key,
+                          (long long)v, (long long)lo, (long long)hi);
     *out = (int32_t)v;
     return CS_OK;
 }
@@ -47,15 +47,15 @@ static cs_status read_float(const gguf_file *g, const char *suffix, bool has_def
         if (st != CS_OK) return st;
     }
     if (!isfinite(v) || v < 0 || v > 1e30)
-        return cs_fail(CS_ERR_FORMAT, "model: key '%s' = %g is not a finite non-negative number",
-                       key, v);
+        return error_fail(CS_ERR_FORMAT, "model: key '%s' = %g is not a finite non-negative number",
+                          key, v);
     *out = (float)v;
     return CS_OK;
 }
 
 static cs_status load_hparams(cs_model *m) {
     const gguf_file *g = m->gguf;
-    cs_hparams *hp = &m->hp;
+    model_hparams *hp = &m->hp;
     cs_status st;
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -68,24 +68,24 @@ static cs_status load_hparams(cs_model *m) {
     TRY(read_int(g, "attention.head_count", false, 0, 1, CS_MAX_HEADS, &hp->n_head));
     TRY(read_int(g, "attention.head_count_kv", true, hp->n_head, 1, CS_MAX_HEADS, &hp->n_head_kv));
     if (hp->n_embd % hp->n_head != 0)
-        return cs_fail(CS_ERR_FORMAT,
-                       "model: llama.embedding_length %d is not a multiple of "
-                       "llama.attention.head_count %d",
-                       hp->n_embd, hp->n_head);
+        return error_fail(CS_ERR_FORMAT,
+                          "model: llama.embedding_length %d is not a multiple of "
+                          "llama.attention.head_count %d",
+                          hp->n_embd, hp->n_head);
     if (hp->n_head % hp->n_head_kv != 0)
-        return cs_fail(CS_ERR_FORMAT,
-                       "model: llama.attention.head_count %d is not a multiple of "
-                       "llama.attention.head_count_kv %d",
-                       hp->n_head, hp->n_head_kv);
+        return error_fail(CS_ERR_FORMAT,
+                          "model: llama.attention.head_count %d is not a multiple of "
+                          "llama.attention.head_count_kv %d",
+                          hp->n_head, hp->n_head_kv);
     hp->head_dim = hp->n_embd / hp->n_head;
     hp->n_embd_kv = hp->head_dim * hp->n_head_kv;
     TRY(read_int(g, "rope.dimension_count", true, hp->head_dim, 2, hp->head_dim, &hp->n_rot));
     if (hp->n_rot % 2 != 0)
-        return cs_fail(CS_ERR_FORMAT, "model: llama.rope.dimension_count %d is odd", hp->n_rot);
+        return error_fail(CS_ERR_FORMAT, "model: llama.rope.dimension_count %d is odd", hp->n_rot);
     TRY(read_float(g, "rope.freq_base", true, 10000.0, &hp->rope_freq_base));
     if (hp->rope_freq_base <= 1.0f)
-        return cs_fail(CS_ERR_FORMAT, "model: llama.rope.freq_base %g must be > 1",
-                       (double)hp->rope_freq_base);
+        return error_fail(CS_ERR_FORMAT, "model: llama.rope.freq_base %g must be > 1",
+                          (double)hp->rope_freq_base);
     /* Linear RoPE scaling: freq_scale = 1 / factor (llama.cpp). Other
      * scaling types (yarn, longrope) are refused by name. */
     hp->rope_freq_scale = 1.0f;
@@ -93,9 +93,9 @@ static cs_status load_hparams(cs_model *m) {
     if (gguf_find_key(g, "llama.rope.scaling.type") >= 0) {
         TRY(gguf_get_str(g, "llama.rope.scaling.type", &stype, NULL));
         if (strcmp(stype, "none") != 0 && strcmp(stype, "linear") != 0)
-            return cs_fail(CS_ERR_UNSUPPORTED,
-                           "model: llama.rope.scaling.type '%s' is not supported (none, linear)",
-                           stype);
+            return error_fail(CS_ERR_UNSUPPORTED,
+                              "model: llama.rope.scaling.type '%s' is not supported (none, linear)",
+                              stype);
     }
     float factor = 0.0f;
     if (gguf_find_key(g, "llama.rope.scaling.factor") >= 0)
@@ -104,8 +104,8 @@ static cs_status load_hparams(cs_model *m) {
         TRY(read_float(g, "rope.scale_linear", true, 0.0, &factor));
     if (factor != 0.0f && (!stype || strcmp(stype, "none") != 0)) {
         if (factor < 1e-3f)
-            return cs_fail(CS_ERR_FORMAT, "model: rope scaling factor %g is too small",
-                           (double)factor);
+            return error_fail(CS_ERR_FORMAT, "model: rope scaling factor %g is too small",
+                              (double)factor);
         hp->rope_freq_scale = 1.0f / factor;
     }
     TRY(read_float(g, "attention.layer_norm_rms_epsilon", false, 0.0, &hp->norm_eps));
@@ -115,10 +115,10 @@ static cs_status load_hparams(cs_model *m) {
         int32_t nv = 0;
         TRY(read_int(g, "vocab_size", false, 0, 1, CS_MAX_VOCAB, &nv));
         if (nv != hp->n_vocab)
-            return cs_fail(CS_ERR_FORMAT,
-                           "model: llama.vocab_size %d differs from the %d tokens of "
-                           "tokenizer.ggml.tokens",
-                           nv, hp->n_vocab);
+            return error_fail(CS_ERR_FORMAT,
+                              "model: llama.vocab_size %d differs from the %d tokens of "
+                              "tokenizer.ggml.tokens",
+                              nv, hp->n_vocab);
     }
 #undef TRY
     return CS_OK;
@@ -133,32 +133,33 @@ static size_t type_align(int32_t type) {
 /* Find tensor `name` with shape [ne0, ne1] (ne1 = 0: a 1-D tensor) and a
  * supported type. optional: a missing tensor gives CS_OK with w->data NULL. */
 static cs_status bind(cs_model *m, const char *name, int64_t ne0, int64_t ne1, bool optional,
-                      cs_weight *w) {
+                      model_weight *w) {
     memset(w, 0, sizeof *w);
     const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
     if (!t) {
         if (optional) return CS_OK;
-        return cs_fail(CS_ERR_FORMAT, "model: missing tensor '%s'", name);
+        return error_fail(CS_ERR_FORMAT, "model: missing tensor '%s'", name);
     }
     int32_t want_dims = ne1 ? 2 : 1;
     int64_t got1 = t->n_dims >= 2 ? t->ne[1] : 0;
     bool extra = t->ne[2] != 1 || t->ne[3] != 1;
     if (t->n_dims > want_dims && extra) got1 = -1;
     if (t->ne[0] != ne0 || got1 != ne1 || (t->n_dims < want_dims))
-        return cs_fail(CS_ERR_FORMAT,
-                       "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, "
-                       "%lld]",
-                       name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
-                       (long long)t->ne[3], (long long)ne0, (long long)(ne1 ? ne1 : 1));
-    if (!cs_type_is_supported_weight(t->type)) {
+        return error_fail(CS_ERR_FORMAT,
+                          "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, "
+                          "%lld]",
+                          name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                          (long long)t->ne[3], (long long)ne0, (long long)(ne1 ? ne1 : 1));
+    if (!type_is_weight(t->type)) {
         char names[256];
-        return cs_fail(CS_ERR_UNSUPPORTED,
-                       "model: tensor '%s' has type %s (%d), which is not supported (%s)", name,
-                       cs_type_name(t->type), t->type, cs_type_weight_names(names, sizeof names));
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "model: tensor '%s' has type %s (%d), which is not supported (%s)", name,
+                          cs_type_name(t->type), t->type, type_weight_names(names, sizeof names));
     }
     if (((uintptr_t)t->data) % type_align(t->type) != 0)
-        return cs_fail(CS_ERR_UNSUPPORTED, "model: tensor '%s': data is not aligned to %zu bytes",
-                       name, type_align(t->type));
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "model: tensor '%s': data is not aligned to %zu bytes", name,
+                          type_align(t->type));
     w->type = t->type;
     w->ne0 = ne0;
     w->ne1 = ne1 ? ne1 : 1;
@@ -169,20 +170,20 @@ static cs_status bind(cs_model *m, const char *name, int64_t ne0, int64_t ne1, b
 }
 
 static cs_status bind_norm(cs_model *m, const char *name, int64_t n, const float **out) {
-    cs_weight w;
+    model_weight w;
     cs_status st = bind(m, name, n, 0, false, &w);
     if (st != CS_OK) return st;
     if (w.type != CS_TYPE_F32)
-        return cs_fail(CS_ERR_UNSUPPORTED,
-                       "model: norm tensor '%s' has type %s; only f32 norms "
-                       "are supported",
-                       name, cs_type_name(w.type));
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "model: norm tensor '%s' has type %s; only f32 norms "
+                          "are supported",
+                          name, cs_type_name(w.type));
     *out = w.data;
     return CS_OK;
 }
 
 static cs_status load_tensors(cs_model *m) {
-    const cs_hparams *hp = &m->hp;
+    const model_hparams *hp = &m->hp;
     cs_status st;
     char name[96];
     if ((st = bind(m, "token_embd.weight", hp->n_embd, hp->n_vocab, false, &m->tok_embd)))
@@ -193,10 +194,11 @@ static cs_status load_tensors(cs_model *m) {
         m->output = m->tok_embd;
         m->tied_embeddings = true;
     }
-    m->layers = cs_calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return cs_fail(CS_ERR_NOMEM, "model: out of memory for %d layers", hp->n_layer);
+    m->layers = mem_calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return error_fail(CS_ERR_NOMEM, "model: out of memory for %d layers", hp->n_layer);
     for (int32_t il = 0; il < hp->n_layer; il++) {
-        cs_layer *L = &m->layers[il];
+        model_layer *L = &m->layers[il];
 #define W(field, suffix, a, b)                                                                     \
     do {                                                                                           \
         snprintf(name, sizeof name, "blk.%d.%s.weight", (int)il, suffix);                          \
@@ -239,12 +241,13 @@ static cs_status load_tensors(cs_model *m) {
                     if (!strcmp(rest, parts[j])) known = true;
             }
             if (!known && strcmp(tn, "rope_freqs.weight") != 0)
-                return cs_fail(CS_ERR_UNSUPPORTED,
-                               "model: unexpected tensor '%s' for a llama model", tn);
+                return error_fail(CS_ERR_UNSUPPORTED,
+                                  "model: unexpected tensor '%s' for a llama model", tn);
             if (!strcmp(tn, "rope_freqs.weight"))
-                return cs_fail(CS_ERR_UNSUPPORTED,
-                               "model: tensor 'rope_freqs.weight' (RoPE frequency factors) is not "
-                               "supported yet");
+                return error_fail(
+                    CS_ERR_UNSUPPORTED,
+                    "model: tensor 'rope_freqs.weight' (RoPE frequency factors) is not "
+                    "supported yet");
         }
     }
     return CS_OK;
@@ -269,7 +272,7 @@ static int32_t model_ftype(const cs_model *m) {
 /* True when w's bytes overlap no other tensor's: packing rewrites them in
  * place, so a (hostile) file whose tensors share bytes keeps those
  * tensors as they are. O(n_tensors). */
-static bool weight_bytes_private(const cs_model *m, const cs_weight *w, uint64_t bytes) {
+static bool weight_bytes_private(const cs_model *m, const model_weight *w, uint64_t bytes) {
     const uint8_t *a0 = w->data, *a1 = a0 + bytes;
     for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
         const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
@@ -285,27 +288,28 @@ static bool weight_bytes_private(const cs_model *m, const cs_weight *w, uint64_t
  * (get_rows) and stays as is, so a tied output does too. Cost: one read and
  * write of those weights at load; memory: 16 rows of scratch. */
 static cs_status pack_weights(cs_model *m) {
-    const cs_kernels *k = cs_kernels_best();
-    const cs_hparams *hp = &m->hp;
+    const kernels_table *k = kernels_best();
+    const model_hparams *hp = &m->hp;
     const int64_t n_w = (int64_t)hp->n_layer * 7 + 1;
-    cs_weight **ws = cs_calloc((size_t)n_w, sizeof *ws);
-    if (!ws) return cs_fail(CS_ERR_NOMEM, "model: out of memory");
+    model_weight **ws = mem_calloc((size_t)n_w, sizeof *ws);
+    if (!ws) return error_fail(CS_ERR_NOMEM, "model: out of memory");
     int64_t n = 0;
     uint64_t tmp_bytes = 0;
     for (int64_t i = 0; i < n_w; i++) {
-        cs_weight *w;
+        model_weight *w;
         if (i == n_w - 1) {
             if (m->tied_embeddings) continue;
             w = &m->output;
         } else {
-            cs_layer *L = &m->layers[i / 7];
-            cs_weight *lw[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            model_layer *L = &m->layers[i / 7];
+            model_weight *lw[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                   &L->w_gate, &L->w_up, &L->w_down};
             w = lw[i % 7];
         }
         uint64_t row = 0, bytes = 0;
-        if (!cs_x16_fits(w->type, w->ne1, w->ne0) || !cs_matmul_x16_native(k, w->type) ||
-            !cs_type_row_size(w->type, w->ne0, &row) ||
-            !cs_mul_u64(row, (uint64_t)w->ne1, &bytes) || !weight_bytes_private(m, w, bytes))
+        if (!repack_x16_fits(w->type, w->ne1, w->ne0) || !matmul_x16_native(k, w->type) ||
+            !type_row_size(w->type, w->ne0, &row) ||
+            !common_mul_u64(row, (uint64_t)w->ne1, &bytes) || !weight_bytes_private(m, w, bytes))
             continue;
         ws[n++] = w;
         if (row * CS_X16_ROWS > tmp_bytes) tmp_bytes = row * CS_X16_ROWS;
@@ -314,14 +318,14 @@ static cs_status pack_weights(cs_model *m) {
     void *tmp = NULL;
     /* a refused mprotect only costs the speed-up: the weights stay as they are */
     if (n > 0 && gguf_set_writable(m->gguf, true) == CS_OK) {
-        tmp = cs_malloc((size_t)tmp_bytes);
+        tmp = mem_malloc((size_t)tmp_bytes);
         if (!tmp) {
-            st = cs_fail(CS_ERR_NOMEM, "model: out of memory for %llu bytes of packing scratch",
-                         (unsigned long long)tmp_bytes);
+            st = error_fail(CS_ERR_NOMEM, "model: out of memory for %llu bytes of packing scratch",
+                            (unsigned long long)tmp_bytes);
         } else {
             for (int64_t i = 0; i < n; i++) {
-                cs_x16_pack(ws[i]->type, (void *)(uintptr_t)ws[i]->data, ws[i]->ne1, ws[i]->ne0,
-                            tmp);
+                repack_x16_pack(ws[i]->type, (void *)(uintptr_t)ws[i]->data, ws[i]->ne1, ws[i]->ne0,
+                                tmp);
                 ws[i]->layout = CS_LAYOUT_X16;
             }
             m->n_packed = (int32_t)n;
@@ -329,8 +333,8 @@ static cs_status pack_weights(cs_model *m) {
         cs_status st2 = gguf_set_writable(m->gguf, false);
         if (st == CS_OK) st = st2;
     }
-    cs_free(tmp);
-    cs_free(ws);
+    mem_free(tmp);
+    mem_free(ws);
     return st;
 }
 
@@ -339,10 +343,10 @@ static cs_status pack_weights(cs_model *m) {
 cs_status cs_model_load(const char *path, const cs_model_params *params, cs_model **out) {
     if (out) *out = NULL;
     if (!path || !out)
-        return cs_fail(CS_ERR_INVALID_ARG, "cs_model_load: path and out must be set");
+        return error_fail(CS_ERR_INVALID_ARG, "cs_model_load: path and out must be set");
     cs_model_params p = params ? *params : cs_model_default_params();
-    cs_model *m = cs_calloc(1, sizeof *m);
-    if (!m) return cs_fail(CS_ERR_NOMEM, "model: out of memory");
+    cs_model *m = mem_calloc(1, sizeof *m);
+    if (!m) return error_fail(CS_ERR_NOMEM, "model: out of memory");
     cs_status st = gguf_open_ex(path, p.use_mmap, &m->gguf);
     if (st != CS_OK) goto fail;
     const char *arch = NULL;
@@ -350,8 +354,9 @@ cs_status cs_model_load(const char *path, const cs_model_params *params, cs_mode
         st = gguf_get_str(m->gguf, "general.architecture", &arch, NULL);
         if (st != CS_OK) goto fail;
         if (!p.vocab_only && strcmp(arch, "llama") != 0) {
-            st = cs_fail(CS_ERR_UNSUPPORTED,
-                         "model: general.architecture '%s' is not supported (only 'llama')", arch);
+            st = error_fail(CS_ERR_UNSUPPORTED,
+                            "model: general.architecture '%s' is not supported (only 'llama')",
+                            arch);
             goto fail;
         }
     }
@@ -362,7 +367,7 @@ cs_status cs_model_load(const char *path, const cs_model_params *params, cs_mode
         if ((st = load_hparams(m)) != CS_OK) goto fail;
         if ((st = load_tensors(m)) != CS_OK) goto fail;
         m->ftype = model_ftype(m);
-        m->weights_hash = cs_state_weights_hash(m);
+        m->weights_hash = state_weights_hash(m);
         if (p.repack && (st = pack_weights(m)) != CS_OK) goto fail;
     }
     *out = m;
@@ -376,8 +381,8 @@ void cs_model_free(cs_model *m) {
     if (!m) return;
     tokenizer_free(m->vocab);
     gguf_close(m->gguf);
-    cs_free(m->layers);
-    cs_free(m);
+    mem_free(m->layers);
+    mem_free(m);
 }
 
 int32_t cs_model_n_vocab(const cs_model *m) {
@@ -408,7 +413,7 @@ uint64_t cs_model_size(const cs_model *m) {
 uint64_t cs_model_decode_bytes(const cs_model *m) {
     if (m->vocab_only) return 0;
     uint64_t row = 0;
-    if (!cs_type_row_size(m->tok_embd.type, m->tok_embd.ne0, &row)) return m->n_bytes;
+    if (!type_row_size(m->tok_embd.type, m->tok_embd.ne0, &row)) return m->n_bytes;
     const uint64_t embd = row * (uint64_t)m->tok_embd.ne1;
     return m->tied_embeddings ? m->n_bytes + row : m->n_bytes - embd + row;
 }

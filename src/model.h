@@ -11,27 +11,27 @@
  * data points into the mapping and stays valid while the model lives.
  * layout: CS_LAYOUT_ROWS as in the file, or CS_LAYOUT_X16 when the loader
  * packed it for the AVX-512 kernels (kernels/repack.h). */
-typedef struct cs_weight {
+typedef struct model_weight {
     int32_t type;
     int32_t layout;
     int64_t ne0;
     int64_t ne1;
     const void *data;
-} cs_weight;
+} model_weight;
 
-typedef struct cs_layer {
+typedef struct model_layer {
     const float *attn_norm; /* (n_embd) */
-    cs_weight wq;           /* (n_embd) -> (n_embd) */
-    cs_weight wk;           /* (n_embd) -> (n_embd_kv) */
-    cs_weight wv;           /* (n_embd) -> (n_embd_kv) */
-    cs_weight wo;           /* (n_embd) -> (n_embd) */
+    model_weight wq;        /* (n_embd) -> (n_embd) */
+    model_weight wk;        /* (n_embd) -> (n_embd_kv) */
+    model_weight wv;        /* (n_embd) -> (n_embd_kv) */
+    model_weight wo;        /* (n_embd) -> (n_embd) */
     const float *ffn_norm;  /* (n_embd) */
-    cs_weight w_gate;       /* (n_embd) -> (n_ff) */
-    cs_weight w_up;         /* (n_embd) -> (n_ff) */
-    cs_weight w_down;       /* (n_ff) -> (n_embd) */
-} cs_layer;
+    model_weight w_gate;    /* (n_embd) -> (n_ff) */
+    model_weight w_up;      /* (n_embd) -> (n_ff) */
+    model_weight w_down;    /* (n_ff) -> (n_embd) */
+} model_layer;
 
-typedef struct cs_hparams {
+typedef struct model_hparams {
     int32_t n_vocab;
     int32_t n_ctx_train;
     int32_t n_embd;
@@ -46,18 +46,18 @@ typedef struct cs_hparams {
     float rope_freq_base;
     float rope_freq_scale;
     float norm_eps;
-} cs_hparams;
+} model_hparams;
 
 struct cs_model {
     gguf_file *gguf;
-    cs_vocab *vocab;
+    tokenizer_vocab *vocab;
     bool vocab_only;
-    cs_hparams hp;
+    model_hparams hp;
     const float *output_norm; /* (n_embd) */
-    cs_weight tok_embd;       /* (n_embd) x n_vocab rows */
-    cs_weight output;         /* (n_embd) -> (n_vocab); == tok_embd when tied */
+    model_weight tok_embd;    /* (n_embd) x n_vocab rows */
+    model_weight output;      /* (n_embd) -> (n_vocab); == tok_embd when tied */
     bool tied_embeddings;
-    cs_layer *layers; /* n_layer */
+    model_layer *layers; /* n_layer */
     uint64_t n_params;
     uint64_t n_bytes;
     int32_t ftype; /* most common weight type */
@@ -69,6 +69,6 @@ struct cs_model {
 
 /* state.c: FNV-1a over the ends of tok_embd and output (as the file holds
  * them) and their sizes. O(16 KiB). */
-uint64_t cs_state_weights_hash(const cs_model *m);
+uint64_t state_weights_hash(const cs_model *m);
 
 #endif /* CS_MODEL_H */

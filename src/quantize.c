@@ -32,8 +32,8 @@
  *   llama-quantize refuses those files.
  * - A tensor already in its chosen type is copied byte for byte.
  *
- * Conversion: each row is dequantized to f32 (cs_dequantize_row) and
- * quantized with ggml's reference quantizers (cs_quantize_row), so the
+ * Conversion: each row is dequantized to f32 (dequantize_row) and
+ * quantized with ggml's reference quantizers (quantize_row), so the
  * bytes are those llama-quantize writes without an importance matrix.
  * Rows are split over a thread pool; the result does not depend on the
  * number of threads.
@@ -83,7 +83,7 @@ static const qz_target k_mixes[] = {
 /* A plain target: a weight type the engine can write (the type table's
  * from_float_ref), f32 excepted. */
 static bool qz_plain_target(int32_t type) {
-    const cs_type_traits *tr = cs_type_traits_get(type);
+    const type_traits *tr = type_traits_get(type);
     return type != CS_TYPE_F32 && tr && tr->is_weight && tr->from_float_ref;
 }
 
@@ -93,7 +93,7 @@ static bool qz_find_target(const char *name, qz_target *out) {
         if (strcasecmp(k_mixes[i].name, name) == 0) return *out = k_mixes[i], true;
     const int32_t type = cs_type_from_name(name);
     if (!qz_plain_target(type)) return false;
-    const cs_type_traits *tr = cs_type_traits_get(type);
+    const type_traits *tr = type_traits_get(type);
     *out = (qz_target){tr->name, type, false, (uint32_t)tr->ftype};
     return true;
 }
@@ -115,9 +115,9 @@ static const char *qz_target_names(char *buf, size_t cap) {
     return buf;
 }
 
-/* Types cs_dequantize_row reads: the weight types (type table's to_float). */
+/* Types dequantize_row reads: the weight types (type table's to_float). */
 static bool qz_can_convert(int32_t type) {
-    const cs_type_traits *tr = cs_type_traits_get(type);
+    const type_traits *tr = type_traits_get(type);
     return tr && tr->is_weight && tr->to_float;
 }
 
@@ -151,7 +151,7 @@ static int32_t qz_choose_type(const qz_target *tg, qz_mix_state *ms, const gguf_
     if (tg->mix) {
         if (strcmp(t->name, "output.weight") == 0 ||
             (!ms->has_output && strcmp(t->name, "token_embd.weight") == 0)) {
-            type = ne0 % cs_type_traits_get(type)->blck != 0 ? CS_TYPE_Q8_0 : CS_TYPE_Q6_K;
+            type = ne0 % type_traits_get(type)->blck != 0 ? CS_TYPE_Q8_0 : CS_TYPE_Q6_K;
         } else if (strstr(t->name, "attn_v.weight")) {
             if (qz_use_more_bits(ms->i_attn_v, ms->n_attn_v)) type = CS_TYPE_Q6_K;
             ms->i_attn_v++;
@@ -160,8 +160,8 @@ static int32_t qz_choose_type(const qz_target *tg, qz_mix_state *ms, const gguf_
             ms->i_ffn_down++;
         }
     }
-    if (ne0 % cs_type_traits_get(type)->blck != 0) {
-        if (cs_type_traits_get(type)->blck == CS_QK_K)
+    if (ne0 % type_traits_get(type)->blck != 0) {
+        if (type_traits_get(type)->blck == CS_QK_K)
             type = ne0 % CS_QK8_0 == 0 ? CS_TYPE_Q8_0 : CS_TYPE_F16;
         else
             type = CS_TYPE_F32;
@@ -183,17 +183,17 @@ typedef struct qz_job {
 static void qz_job_run(void *arg, int32_t ith, int32_t nth) {
     const qz_job *j = arg;
     int64_t r0, r1;
-    cs_split(j->n_rows, ith, nth, &r0, &r1);
+    threadpool_split(j->n_rows, ith, nth, &r0, &r1);
     float *row = j->scratch + (size_t)ith * (size_t)j->ne0;
     for (int64_t r = r0; r < r1; r++) {
-        cs_dequantize_row(j->src_type, j->src + (size_t)r * j->row_in, row, j->ne0);
-        cs_quantize_row(j->dst_type, row, j->dst + (size_t)r * j->row_out, j->ne0);
+        dequantize_row(j->src_type, j->src + (size_t)r * j->row_in, row, j->ne0);
+        quantize_row(j->dst_type, row, j->dst + (size_t)r * j->row_out, j->ne0);
     }
 }
 
 /* Write one tensor: a copy, or a conversion chunk by chunk. */
-static cs_status qz_write_tensor(gguf_stream *s, cs_threadpool *tp, const gguf_tensor *t,
-                                 int32_t type, uint8_t *chunk, float *scratch) {
+static cs_status qz_write_tensor(gguf_stream *s, threadpool *tp, const gguf_tensor *t, int32_t type,
+                                 uint8_t *chunk, float *scratch) {
     cs_status st;
     if (type == t->type) return gguf_stream_write(s, t->data, (size_t)t->nbytes);
     qz_job j;
@@ -203,7 +203,7 @@ static cs_status qz_write_tensor(gguf_stream *s, cs_threadpool *tp, const gguf_t
     j.n_rows = t->ne[1] * t->ne[2] * t->ne[3];
     if (j.n_rows == 0) return CS_OK;
     j.row_in = t->nbytes / (uint64_t)j.n_rows;
-    CS_ASSERT(cs_type_row_size(type, j.ne0, &j.row_out));
+    CS_ASSERT(type_row_size(type, j.ne0, &j.row_out));
     j.scratch = scratch;
     j.dst = chunk;
     int64_t total = j.n_rows;
@@ -212,7 +212,7 @@ static cs_status qz_write_tensor(gguf_stream *s, cs_threadpool *tp, const gguf_t
     for (int64_t r = 0; r < total; r += rows_per_chunk) {
         j.n_rows = total - r < rows_per_chunk ? total - r : rows_per_chunk;
         j.src = (const uint8_t *)t->data + (size_t)r * j.row_in;
-        cs_threadpool_run(tp, qz_job_run, &j);
+        threadpool_run(tp, qz_job_run, &j);
         if ((st = gguf_stream_write(s, chunk, (size_t)j.n_rows * j.row_out)) != CS_OK) return st;
     }
     return CS_OK;
@@ -244,31 +244,31 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
     gguf_writer *w = NULL;
     gguf_stream *s = NULL;
     gguf_stream_tensor *plan = NULL;
-    cs_threadpool *tp = NULL;
+    threadpool *tp = NULL;
     uint8_t *chunk = NULL;
     float *scratch = NULL;
     char *tmp_path = NULL;
 
     if (!in_path || !out_path || !type)
-        return cs_fail(CS_ERR_INVALID_ARG, "quantize: in_path, out_path and type are required");
+        return error_fail(CS_ERR_INVALID_ARG, "quantize: in_path, out_path and type are required");
     qz_target target;
     const qz_target *tg = &target;
     char names[256];
     if (!qz_find_target(type, &target))
-        return cs_fail(CS_ERR_INVALID_ARG, "quantize: unknown type '%s' (expected %s)", type,
-                       qz_target_names(names, sizeof names));
+        return error_fail(CS_ERR_INVALID_ARG, "quantize: unknown type '%s' (expected %s)", type,
+                          qz_target_names(names, sizeof names));
     if (n_threads < 0 || n_threads > CS_MAX_THREADS)
-        return cs_fail(CS_ERR_INVALID_ARG, "quantize: n_threads %" PRId32 " is not in 0..%d",
-                       n_threads, CS_MAX_THREADS);
+        return error_fail(CS_ERR_INVALID_ARG, "quantize: n_threads %" PRId32 " is not in 0..%d",
+                          n_threads, CS_MAX_THREADS);
     if (n_threads == 0) n_threads = qz_auto_threads();
 
     if ((st = gguf_open(in_path, &g)) != CS_OK) goto fail;
     const char *arch = NULL;
     if (gguf_get_str(g, "general.architecture", &arch, NULL) != CS_OK ||
         strcmp(arch, "llama") != 0) {
-        st =
-            cs_fail(CS_ERR_UNSUPPORTED, "quantize: '%s': general.architecture is %s%s%s, not llama",
-                    in_path, arch ? "'" : "", arch ? arch : "missing", arch ? "'" : "");
+        st = error_fail(CS_ERR_UNSUPPORTED,
+                        "quantize: '%s': general.architecture is %s%s%s, not llama", in_path,
+                        arch ? "'" : "", arch ? arch : "missing", arch ? "'" : "");
         goto fail;
     }
 
@@ -282,7 +282,7 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
     if (tg->mix && (st = gguf_get_int(g, "llama.block_count", &ms.n_ffn_down)) != CS_OK) goto fail;
 
     /* Plan every tensor's type and size; find the longest converted row. */
-    plan = cs_calloc((size_t)n + 1, sizeof *plan);
+    plan = mem_calloc((size_t)n + 1, sizeof *plan);
     if (!plan) goto nomem;
     int64_t max_ne0 = 1;
     uint64_t max_row_out = 1;
@@ -296,14 +296,15 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
         p->nbytes = t->nbytes;
         if (p->type == t->type) continue;
         if (!qz_can_convert(t->type)) {
-            st = cs_fail(CS_ERR_UNSUPPORTED,
-                         "quantize: tensor '%s' has type %s, which cannot be converted (supported: "
-                         "%s)",
-                         t->name, cs_type_name(t->type), cs_type_weight_names(names, sizeof names));
+            st = error_fail(
+                CS_ERR_UNSUPPORTED,
+                "quantize: tensor '%s' has type %s, which cannot be converted (supported: "
+                "%s)",
+                t->name, cs_type_name(t->type), type_weight_names(names, sizeof names));
             goto fail;
         }
         uint64_t row = 0;
-        CS_ASSERT(cs_type_row_size(p->type, t->ne[0], &row)); /* qz_choose_type made it fit */
+        CS_ASSERT(type_row_size(p->type, t->ne[0], &row)); /* qz_choose_type made it fit */
         /* nbytes: the reader checked the source size, and no type takes
          * more than 4 bytes per element, so this cannot overflow. */
         p->nbytes = row * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
@@ -313,15 +314,15 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
 
     size_t chunk_size = max_row_out > QZ_CHUNK_BYTES ? (size_t)max_row_out : QZ_CHUNK_BYTES;
     size_t scratch_n = 0;
-    if (!cs_mul_size((size_t)max_ne0, (size_t)n_threads, &scratch_n)) goto nomem;
-    chunk = cs_malloc(chunk_size);
-    scratch = cs_malloc(scratch_n * sizeof *scratch);
+    if (!common_mul_size((size_t)max_ne0, (size_t)n_threads, &scratch_n)) goto nomem;
+    chunk = mem_malloc(chunk_size);
+    scratch = mem_malloc(scratch_n * sizeof *scratch);
     size_t plen = strlen(out_path);
-    tmp_path = cs_malloc(plen + 5);
+    tmp_path = mem_malloc(plen + 5);
     if (!chunk || !scratch || !tmp_path) goto nomem;
     memcpy(tmp_path, out_path, plen);
     memcpy(tmp_path + plen, ".tmp", 5);
-    if ((st = cs_threadpool_new(n_threads, &tp)) != CS_OK) goto fail;
+    if ((st = threadpool_new(n_threads, &tp)) != CS_OK) goto fail;
 
     if ((st = gguf_writer_new(&w)) != CS_OK) goto fail;
     if ((st = qz_metadata(w, g, tg)) != CS_OK) goto fail;
@@ -340,24 +341,24 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
     if (st != CS_OK) goto fail;
     if (rename(tmp_path, out_path) != 0) {
         remove(tmp_path);
-        st = cs_fail(CS_ERR_IO, "quantize: cannot rename '%s' to '%s'", tmp_path, out_path);
+        st = error_fail(CS_ERR_IO, "quantize: cannot rename '%s' to '%s'", tmp_path, out_path);
         goto fail;
     }
     st = CS_OK;
     goto done;
 
 nomem:
-    st = cs_fail(CS_ERR_NOMEM, "quantize: out of memory");
+    st = error_fail(CS_ERR_NOMEM, "quantize: out of memory");
 fail:
 done:
     gguf_stream_abort(s);
     gguf_writer_free(w);
-    cs_threadpool_free(tp);
+    threadpool_free(tp);
     gguf_close(g);
-    cs_free(plan);
-    cs_free(chunk);
-    cs_free(scratch);
-    cs_free(tmp_path);
+    mem_free(plan);
+    mem_free(chunk);
+    mem_free(scratch);
+    mem_free(tmp_path);
     return st;
 }
 

@@ -264,28 +264,28 @@ cs_sampler_params cs_sampler_default_params(void) {
 /* Checks every field; the message names the field and its value. */
 static cs_status sampler_check_params(const cs_sampler_params *p, int32_t n_vocab) {
     if (n_vocab <= 0 || n_vocab > CS_MAX_VOCAB) {
-        return cs_fail(CS_ERR_INVALID_ARG, "sampler: n_vocab = %d is outside [1, %d]", (int)n_vocab,
-                       (int)CS_MAX_VOCAB);
+        return error_fail(CS_ERR_INVALID_ARG, "sampler: n_vocab = %d is outside [1, %d]",
+                          (int)n_vocab, (int)CS_MAX_VOCAB);
     }
     if (!isfinite(p->temp)) {
-        return cs_fail(CS_ERR_INVALID_ARG, "sampler: temp = %g is not finite", (double)p->temp);
+        return error_fail(CS_ERR_INVALID_ARG, "sampler: temp = %g is not finite", (double)p->temp);
     }
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
-        return cs_fail(CS_ERR_INVALID_ARG, "sampler: top_p = %g is outside (0, 1]",
-                       (double)p->top_p);
+        return error_fail(CS_ERR_INVALID_ARG, "sampler: top_p = %g is outside (0, 1]",
+                          (double)p->top_p);
     }
     if (isnan(p->min_p) || p->min_p > 1.0f) {
-        return cs_fail(CS_ERR_INVALID_ARG, "sampler: min_p = %g is NaN or above 1",
-                       (double)p->min_p);
+        return error_fail(CS_ERR_INVALID_ARG, "sampler: min_p = %g is NaN or above 1",
+                          (double)p->min_p);
     }
     if (!(p->repeat_penalty > 0.0f) || !isfinite(p->repeat_penalty)) {
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "sampler: repeat_penalty = %g must be finite and > 0 (1 = off)",
-                       (double)p->repeat_penalty);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "sampler: repeat_penalty = %g must be finite and > 0 (1 = off)",
+                          (double)p->repeat_penalty);
     }
     if (p->repeat_last_n < 0 || p->repeat_last_n > CS_MAX_CTX) {
-        return cs_fail(CS_ERR_INVALID_ARG, "sampler: repeat_last_n = %d is outside [0, %d]",
-                       (int)p->repeat_last_n, (int)CS_MAX_CTX);
+        return error_fail(CS_ERR_INVALID_ARG, "sampler: repeat_last_n = %d is outside [0, %d]",
+                          (int)p->repeat_last_n, (int)CS_MAX_CTX);
     }
     return CS_OK;
 }
@@ -301,7 +301,7 @@ cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sa
     size_t off_weight = 0, off_cand = 0, off_prev = 0, off_seen = 0, total = 0;
     if (out) *out = NULL;
     if (!params || !out) {
-        st = cs_fail(CS_ERR_INVALID_ARG, "sampler: %s is NULL", params ? "out" : "params");
+        st = error_fail(CS_ERR_INVALID_ARG, "sampler: %s is NULL", params ? "out" : "params");
         goto fail;
     }
     st = sampler_check_params(params, n_vocab);
@@ -312,10 +312,10 @@ cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sa
     off_prev = off_cand + (size_t)n_vocab * sizeof(sampler_cand);
     off_seen = off_prev + (size_t)params->repeat_last_n * sizeof(cs_token);
     total = off_seen + (size_t)n_vocab;
-    block = cs_malloc(total);
+    block = mem_malloc(total);
     if (!block) {
-        st = cs_fail(CS_ERR_NOMEM, "sampler: cannot allocate %zu bytes for n_vocab = %d", total,
-                     (int)n_vocab);
+        st = error_fail(CS_ERR_NOMEM, "sampler: cannot allocate %zu bytes for n_vocab = %d", total,
+                        (int)n_vocab);
         goto fail;
     }
     s = (cs_sampler *)(void *)block;
@@ -332,12 +332,12 @@ cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sa
     return CS_OK;
 
 fail:
-    cs_free(block);
+    mem_free(block);
     return st;
 }
 
 void cs_sampler_free(cs_sampler *s) {
-    cs_free(s);
+    mem_free(s);
 }
 
 /* Record a token for the repetition penalty: O(1). Ids outside
@@ -371,7 +371,7 @@ void cs_sampler_reset(cs_sampler *s) {
  * call, so the stream stays aligned whatever the filters keep. */
 cs_token cs_sampler_sample(cs_sampler *s, const float *logits) {
     if (!s || !logits) {
-        cs_fail(CS_ERR_INVALID_ARG, "sampler: %s is NULL", s ? "logits" : "sampler");
+        error_fail(CS_ERR_INVALID_ARG, "sampler: %s is NULL", s ? "logits" : "sampler");
         return -1;
     }
     const cs_sampler_params *p = &s->params;

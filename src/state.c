@@ -96,10 +96,10 @@ static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n) {
 
 /* FNV-1a over the first and last STATE_HASH_SPAN bytes of a weight's data,
  * with its byte size mixed in. O(STATE_HASH_SPAN). */
-static uint64_t hash_weight(uint64_t h, const cs_weight *w) {
+static uint64_t hash_weight(uint64_t h, const model_weight *w) {
     uint64_t row = 0, bytes = 0;
-    if (!w->data || !cs_type_row_size(w->type, w->ne0, &row) ||
-        !cs_mul_u64(row, (uint64_t)w->ne1, &bytes))
+    if (!w->data || !type_row_size(w->type, w->ne0, &row) ||
+        !common_mul_u64(row, (uint64_t)w->ne1, &bytes))
         return h;
     uint8_t sz[8];
     put_u64(sz, bytes);
@@ -110,7 +110,7 @@ static uint64_t hash_weight(uint64_t h, const cs_weight *w) {
     return fnv1a(h, d + (size_t)bytes - span, span);
 }
 
-uint64_t cs_state_weights_hash(const cs_model *m) {
+uint64_t state_weights_hash(const cs_model *m) {
     uint64_t wh = 1469598103934665603ull; /* FNV-1a offset basis */
     wh = hash_weight(wh, &m->tok_embd);
     return hash_weight(wh, &m->output);
@@ -120,7 +120,7 @@ uint64_t cs_state_weights_hash(const cs_model *m) {
 static state_header header_of(const cs_context *ctx, uint32_t kind, uint32_t n_cells,
                               uint32_t n_tokens) {
     const cs_model *m = ctx->model;
-    const cs_hparams *hp = &m->hp;
+    const model_hparams *hp = &m->hp;
     state_header h;
     memset(&h, 0, sizeof h);
     h.version = STATE_VERSION;
@@ -167,8 +167,8 @@ static void header_write(const state_header *h, uint8_t *p) {
 static bool cell_bytes_of(uint32_t kind, uint32_t n_layer, uint64_t row_k, uint64_t row_v,
                           size_t *out) {
     uint64_t rows, per = 4 + (kind == STATE_KIND_WHOLE ? 8 : 0);
-    if (!cs_add_u64(row_k, row_v, &rows) || !cs_mul_u64(rows, n_layer, &rows) ||
-        !cs_add_u64(per, rows, &per) || per > SIZE_MAX)
+    if (!common_add_u64(row_k, row_v, &rows) || !common_mul_u64(rows, n_layer, &rows) ||
+        !common_add_u64(per, rows, &per) || per > SIZE_MAX)
         return false;
     *out = (size_t)per;
     return true;
@@ -177,8 +177,8 @@ static bool cell_bytes_of(uint32_t kind, uint32_t n_layer, uint64_t row_k, uint6
 /* Total bytes of a state; false on overflow. */
 static bool total_bytes(size_t cell_bytes, uint64_t n_cells, uint64_t n_tokens, size_t *out) {
     uint64_t cells, toks, total;
-    if (!cs_mul_u64(cell_bytes, n_cells, &cells) || !cs_mul_u64(4, n_tokens, &toks) ||
-        !cs_add_u64(STATE_HEADER_SIZE, toks, &total) || !cs_add_u64(total, cells, &total) ||
+    if (!common_mul_u64(cell_bytes, n_cells, &cells) || !common_mul_u64(4, n_tokens, &toks) ||
+        !common_add_u64(STATE_HEADER_SIZE, toks, &total) || !common_add_u64(total, cells, &total) ||
         total > SIZE_MAX)
         return false;
     *out = (size_t)total;
@@ -261,18 +261,19 @@ static cs_status save_to_buffer(cs_context *ctx, cs_seq seq, void *buf, size_t s
                                 size_t *written, const char *fn) {
     if (written) *written = 0;
     if (!ctx || (!buf && size > 0))
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: context and buffer must be set", fn);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: context and buffer must be set", fn);
     if (seq >= (cs_seq)ctx->n_seq_max)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: sequence id %d outside [0, %u)", fn, seq,
-                       ctx->n_seq_max);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: sequence id %d outside [0, %u)", fn, seq,
+                          ctx->n_seq_max);
     const uint32_t kind = seq < 0 ? STATE_KIND_WHOLE : STATE_KIND_SEQ;
     const uint32_t n_cells = count_cells(&ctx->cells, seq);
     size_t cell_bytes = 0, need = 0;
     if (!ctx_cell_bytes(ctx, kind, &cell_bytes) || !total_bytes(cell_bytes, n_cells, 0, &need))
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: state size overflows", fn);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: state size overflows", fn);
     if (size < need)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "%s: buffer of %zu bytes is too small: the state needs %zu", fn, size, need);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "%s: buffer of %zu bytes is too small: the state needs %zu", fn, size,
+                          need);
     /* spec §7 item 28: apply pending shifts (and defrag) so that the saved K
      * matches the saved positions. Does not change the cell count. */
     cs_status st = cs_kv_update(ctx);
@@ -289,16 +290,16 @@ static cs_status save_to_buffer(cs_context *ctx, cs_seq seq, void *buf, size_t s
 
 static cs_status truncated(const char *fn, const char *field, size_t off, size_t need,
                            size_t have) {
-    return cs_fail(CS_ERR_FORMAT,
-                   "%s: truncated state: field '%s' at offset %zu needs %zu bytes, %zu remain", fn,
-                   field, off, need, have);
+    return error_fail(CS_ERR_FORMAT,
+                      "%s: truncated state: field '%s' at offset %zu needs %zu bytes, %zu remain",
+                      fn, field, off, need, have);
 }
 
 static cs_status mismatch_u(const char *fn, const char *field, uint64_t saved, uint64_t here) {
-    return cs_fail(CS_ERR_INVALID_ARG,
-                   "%s: model fingerprint mismatch: %s is %llu in the state, %llu in this "
-                   "context's model",
-                   fn, field, (unsigned long long)saved, (unsigned long long)here);
+    return error_fail(CS_ERR_INVALID_ARG,
+                      "%s: model fingerprint mismatch: %s is %llu in the state, %llu in this "
+                      "context's model",
+                      fn, field, (unsigned long long)saved, (unsigned long long)here);
 }
 
 /* Read and check the header fields of data[0, size) against ctx: the
@@ -317,15 +318,15 @@ static cs_status header_parse(const cs_context *ctx, const uint8_t *data, size_t
                   {"n_vocab", 36, 4}, {"weights_hash", 40, 8},   {"type_k", 48, 4},
                   {"type_v", 52, 4},  {"row_k", 56, 4},          {"row_v", 60, 4},
                   {"n_cells", 64, 4}, {"n_tokens", 68, 4}};
-    if (!data && size > 0) return cs_fail(CS_ERR_INVALID_ARG, "%s: buffer is NULL", fn);
+    if (!data && size > 0) return error_fail(CS_ERR_INVALID_ARG, "%s: buffer is NULL", fn);
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (size < (size_t)fields[i].off + fields[i].len)
             return truncated(fn, fields[i].name, fields[i].off, fields[i].len,
                              size > fields[i].off ? size - fields[i].off : 0);
     if (memcmp(data, STATE_MAGIC, 4) != 0)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "%s: magic is %02x %02x %02x %02x, expected \"%s\": not a ctxshift state",
-                       fn, data[0], data[1], data[2], data[3], STATE_MAGIC);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "%s: magic is %02x %02x %02x %02x, expected \"%s\": not a ctxshift state",
+                          fn, data[0], data[1], data[2], data[3], STATE_MAGIC);
     state_header h;
     h.version = get_u32(data + 4);
     h.kind = get_u32(data + 8);
@@ -345,16 +346,17 @@ static cs_status header_parse(const cs_context *ctx, const uint8_t *data, size_t
     h.n_tokens = get_u32(data + 68);
 
     if (h.version != STATE_VERSION)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: state format version is %u, this library reads %u",
-                       fn, h.version, STATE_VERSION);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "%s: state format version is %u, this library reads %u", fn, h.version,
+                          STATE_VERSION);
     if (h.kind != STATE_KIND_WHOLE && h.kind != STATE_KIND_SEQ)
-        return cs_fail(CS_ERR_FORMAT, "%s: kind is %u at offset 8, expected %d or %d", fn, h.kind,
-                       STATE_KIND_WHOLE, STATE_KIND_SEQ);
+        return error_fail(CS_ERR_FORMAT, "%s: kind is %u at offset 8, expected %d or %d", fn,
+                          h.kind, STATE_KIND_WHOLE, STATE_KIND_SEQ);
     if (h.kind != want_kind)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: the state holds %s, this call loads %s", fn,
-                       h.kind == STATE_KIND_WHOLE ? "a whole cache" : "one sequence",
-                       want_kind == STATE_KIND_WHOLE ? "a whole cache (cs_state_load)"
-                                                     : "one sequence (cs_state_seq_load)");
+        return error_fail(CS_ERR_INVALID_ARG, "%s: the state holds %s, this call loads %s", fn,
+                          h.kind == STATE_KIND_WHOLE ? "a whole cache" : "one sequence",
+                          want_kind == STATE_KIND_WHOLE ? "a whole cache (cs_state_load)"
+                                                        : "one sequence (cs_state_seq_load)");
 
     const state_header e = header_of(ctx, want_kind, 0, 0);
     if (h.n_layer != e.n_layer) return mismatch_u(fn, "n_layer", h.n_layer, e.n_layer);
@@ -367,25 +369,26 @@ static cs_status header_parse(const cs_context *ctx, const uint8_t *data, size_t
         return mismatch_u(fn, "rope_freq_scale bits", h.rope_scale_bits, e.rope_scale_bits);
     if (h.n_vocab != e.n_vocab) return mismatch_u(fn, "n_vocab", h.n_vocab, e.n_vocab);
     if (h.weights_hash != e.weights_hash)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "%s: model fingerprint mismatch: weights_hash is %016llx in the state, "
-                       "%016llx in this context's model (different weights)",
-                       fn, (unsigned long long)h.weights_hash, (unsigned long long)e.weights_hash);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "%s: model fingerprint mismatch: weights_hash is %016llx in the state, "
+                          "%016llx in this context's model (different weights)",
+                          fn, (unsigned long long)h.weights_hash,
+                          (unsigned long long)e.weights_hash);
     if (h.type_k != e.type_k || h.type_v != e.type_v)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "%s: cache types mismatch: the state has type_k %s (%d), type_v %s (%d); "
-                       "this context has type_k %s (%d), type_v %s (%d)",
-                       fn, cs_type_name(h.type_k), h.type_k, cs_type_name(h.type_v), h.type_v,
-                       cs_type_name(e.type_k), e.type_k, cs_type_name(e.type_v), e.type_v);
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "%s: cache types mismatch: the state has type_k %s (%d), type_v %s (%d); "
+                          "this context has type_k %s (%d), type_v %s (%d)",
+                          fn, cs_type_name(h.type_k), h.type_k, cs_type_name(h.type_v), h.type_v,
+                          cs_type_name(e.type_k), e.type_k, cs_type_name(e.type_v), e.type_v);
     if (h.row_k != e.row_k || h.row_v != e.row_v)
-        return cs_fail(CS_ERR_FORMAT,
-                       "%s: row sizes row_k %u, row_v %u at offset 56 do not match the cache "
-                       "types (%u, %u)",
-                       fn, h.row_k, h.row_v, e.row_k, e.row_v);
+        return error_fail(CS_ERR_FORMAT,
+                          "%s: row sizes row_k %u, row_v %u at offset 56 do not match the cache "
+                          "types (%u, %u)",
+                          fn, h.row_k, h.row_v, e.row_k, e.row_v);
     if (!cell_bytes_of(h.kind, h.n_layer, h.row_k, h.row_v, cell_bytes) ||
         !total_bytes(*cell_bytes, h.n_cells, h.n_tokens, need))
-        return cs_fail(CS_ERR_FORMAT, "%s: n_cells %u and n_tokens %u overflow the state size", fn,
-                       h.n_cells, h.n_tokens);
+        return error_fail(CS_ERR_FORMAT, "%s: n_cells %u and n_tokens %u overflow the state size",
+                          fn, h.n_cells, h.n_tokens);
     *out = h;
     return CS_OK;
 }
@@ -416,20 +419,20 @@ static cs_status state_parse(const cs_context *ctx, const uint8_t *data, size_t 
                          size - tok_end - cut * cell_bytes);
     }
     if (size > need)
-        return cs_fail(CS_ERR_FORMAT,
-                       "%s: %zu trailing bytes after the last cell at offset %zu (n_cells %u)", fn,
-                       size - need, need, h.n_cells);
+        return error_fail(CS_ERR_FORMAT,
+                          "%s: %zu trailing bytes after the last cell at offset %zu (n_cells %u)",
+                          fn, size - need, need, h.n_cells);
     if (h.n_cells > ctx->n_ctx)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: the state holds %u cells, this context has %u", fn,
-                       h.n_cells, ctx->n_ctx);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: the state holds %u cells, this context has %u",
+                          fn, h.n_cells, ctx->n_ctx);
 
     const int32_t n_vocab = ctx->model->hp.n_vocab;
     for (uint32_t t = 0; t < h.n_tokens; t++) {
         const size_t off = STATE_HEADER_SIZE + (size_t)t * 4;
         const int32_t tok = (int32_t)get_u32(data + off);
         if (tok < 0 || tok >= n_vocab)
-            return cs_fail(CS_ERR_FORMAT, "%s: token %u at offset %zu is %d, outside [0, %d)", fn,
-                           t, off, tok, n_vocab);
+            return error_fail(CS_ERR_FORMAT, "%s: token %u at offset %zu is %d, outside [0, %d)",
+                              fn, t, off, tok, n_vocab);
     }
     const uint64_t seq_ok =
         ctx->n_seq_max >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << ctx->n_seq_max) - 1;
@@ -437,18 +440,18 @@ static cs_status state_parse(const cs_context *ctx, const uint8_t *data, size_t 
         const size_t off = tok_end + (size_t)i * cell_bytes;
         const int32_t pos = (int32_t)get_u32(data + off);
         if (pos < 0)
-            return cs_fail(CS_ERR_FORMAT, "%s: cell %u: position %d at offset %zu is negative", fn,
-                           i, pos, off);
+            return error_fail(CS_ERR_FORMAT, "%s: cell %u: position %d at offset %zu is negative",
+                              fn, i, pos, off);
         if (h.kind != STATE_KIND_WHOLE) continue;
         const uint64_t bits = get_u64(data + off + 4);
         if (bits == 0)
-            return cs_fail(CS_ERR_FORMAT, "%s: cell %u: empty sequence set at offset %zu", fn, i,
-                           off + 4);
+            return error_fail(CS_ERR_FORMAT, "%s: cell %u: empty sequence set at offset %zu", fn, i,
+                              off + 4);
         if (bits & ~seq_ok)
-            return cs_fail(CS_ERR_INVALID_ARG,
-                           "%s: cell %u: sequence bits %#llx at offset %zu name ids outside "
-                           "[0, %u) of this context",
-                           fn, i, (unsigned long long)bits, off + 4, ctx->n_seq_max);
+            return error_fail(CS_ERR_INVALID_ARG,
+                              "%s: cell %u: sequence bits %#llx at offset %zu name ids outside "
+                              "[0, %u) of this context",
+                              fn, i, (unsigned long long)bits, off + 4, ctx->n_seq_max);
     }
     p->h = h;
     p->tokens = data + STATE_HEADER_SIZE;
@@ -494,7 +497,7 @@ cs_status cs_state_save(cs_context *ctx, void *buf, size_t size, size_t *written
 }
 
 cs_status cs_state_load(cs_context *ctx, const void *buf, size_t size) {
-    if (!ctx) return cs_fail(CS_ERR_INVALID_ARG, "cs_state_load: context is NULL");
+    if (!ctx) return error_fail(CS_ERR_INVALID_ARG, "cs_state_load: context is NULL");
     state_parsed p;
     cs_status st = state_parse(ctx, buf, size, STATE_KIND_WHOLE, "cs_state_load", &p);
     if (st != CS_OK) return st;
@@ -514,35 +517,35 @@ size_t cs_state_seq_size(cs_context *ctx, cs_seq seq) {
 cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_t size, size_t *written) {
     if (seq < 0) {
         if (written) *written = 0;
-        return cs_fail(CS_ERR_INVALID_ARG, "cs_state_seq_save: sequence id %d is negative", seq);
+        return error_fail(CS_ERR_INVALID_ARG, "cs_state_seq_save: sequence id %d is negative", seq);
     }
     return save_to_buffer(ctx, seq, buf, size, written, "cs_state_seq_save");
 }
 
 cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t size) {
     const char *fn = "cs_state_seq_load";
-    if (!ctx) return cs_fail(CS_ERR_INVALID_ARG, "%s: context is NULL", fn);
+    if (!ctx) return error_fail(CS_ERR_INVALID_ARG, "%s: context is NULL", fn);
     if (dst < 0 || dst >= (cs_seq)ctx->n_seq_max)
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: sequence id %d outside [0, %u)", fn, dst,
-                       ctx->n_seq_max);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: sequence id %d outside [0, %u)", fn, dst,
+                          ctx->n_seq_max);
     if (kv_cells_seq_pos_max(&ctx->cells, dst) >= 0)
-        return cs_fail(CS_ERR_INVALID_ARG,
-                       "%s: sequence %d already has cells (positions %d..%d); remove them first",
-                       fn, dst, kv_cells_seq_pos_min(&ctx->cells, dst),
-                       kv_cells_seq_pos_max(&ctx->cells, dst));
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "%s: sequence %d already has cells (positions %d..%d); remove them first",
+                          fn, dst, kv_cells_seq_pos_min(&ctx->cells, dst),
+                          kv_cells_seq_pos_max(&ctx->cells, dst));
     state_parsed p;
     cs_status st = state_parse(ctx, buf, size, STATE_KIND_SEQ, fn, &p);
     if (st != CS_OK) return st;
     const int32_t n = (int32_t)p.h.n_cells;
     if (n == 0) return CS_OK;
     if (n > ctx->cells.size - ctx->cells.used) return CS_NO_KV_SLOT;
-    int32_t *idx = cs_malloc((size_t)n * sizeof *idx);
-    if (!idx) return cs_fail(CS_ERR_NOMEM, "%s: out of memory for %d cell indices", fn, n);
+    int32_t *idx = mem_malloc((size_t)n * sizeof *idx);
+    if (!idx) return error_fail(CS_ERR_NOMEM, "%s: out of memory for %d cell indices", fn, n);
     /* spec §7 item 21: any free cells, so that a fragmented cache works */
     const int32_t head = ctx->cells.head;
     if (!kv_cells_find_slot(&ctx->cells, n, false, idx)) {
         ctx->cells.head = head; /* the search may move the hint; restore it */
-        cs_free(idx);
+        mem_free(idx);
         return CS_NO_KV_SLOT;
     }
     const uint64_t bit = (uint64_t)1 << dst;
@@ -551,7 +554,7 @@ cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t
         kv_cells_assign(&ctx->cells, idx[i], (cs_pos)get_u32(rec), bit);
         copy_rows(ctx, rec, 4, idx[i]);
     }
-    cs_free(idx);
+    mem_free(idx);
     return CS_OK;
 }
 
@@ -559,12 +562,12 @@ cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *
                              int32_t n_tokens) {
     const char *fn = "cs_state_save_file";
     if (!ctx || !path || n_tokens < 0 || (n_tokens > 0 && !tokens))
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: context, path and tokens must be set", fn);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: context, path and tokens must be set", fn);
     const int32_t n_vocab = ctx->model->hp.n_vocab;
     for (int32_t t = 0; t < n_tokens; t++)
         if (tokens[t] < 0 || tokens[t] >= n_vocab)
-            return cs_fail(CS_ERR_INVALID_ARG, "%s: token %d is %d, outside [0, %d)", fn, t,
-                           tokens[t], n_vocab);
+            return error_fail(CS_ERR_INVALID_ARG, "%s: token %d is %d, outside [0, %d)", fn, t,
+                              tokens[t], n_vocab);
     cs_status st = cs_kv_update(ctx);
     if (st != CS_OK) return st;
     const uint32_t n_cells = (uint32_t)ctx->cells.used;
@@ -573,12 +576,12 @@ cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *
     FILE *f = NULL;
     const size_t plen = strlen(path);
     size_t tlen;
-    if (!cs_add_size(plen, 32, &tlen) || !(tmp = cs_malloc(tlen)))
-        return cs_fail(CS_ERR_NOMEM, "%s: out of memory", fn);
+    if (!common_add_size(plen, 32, &tlen) || !(tmp = mem_malloc(tlen)))
+        return error_fail(CS_ERR_NOMEM, "%s: out of memory", fn);
     snprintf(tmp, tlen, "%s.tmp-%ld", path, (long)getpid());
     f = fopen(tmp, "wb");
     if (!f) {
-        st = cs_fail(CS_ERR_IO, "%s: cannot create '%s': %s", fn, tmp, strerror(errno));
+        st = error_fail(CS_ERR_IO, "%s: cannot create '%s': %s", fn, tmp, strerror(errno));
         goto fail;
     }
     state_sink s = {NULL, 0, f, false};
@@ -586,20 +589,20 @@ cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *
     const int close_rc = fclose(f);
     f = NULL;
     if (s.failed || close_rc != 0) {
-        st = cs_fail(CS_ERR_IO, "%s: cannot write '%s': %s", fn, tmp, strerror(errno));
+        st = error_fail(CS_ERR_IO, "%s: cannot write '%s': %s", fn, tmp, strerror(errno));
         goto fail;
     }
     if (rename(tmp, path) != 0) {
-        st = cs_fail(CS_ERR_IO, "%s: cannot rename '%s' to '%s': %s", fn, tmp, path,
-                     strerror(errno));
+        st = error_fail(CS_ERR_IO, "%s: cannot rename '%s' to '%s': %s", fn, tmp, path,
+                        strerror(errno));
         goto fail;
     }
-    cs_free(tmp);
+    mem_free(tmp);
     return CS_OK;
 fail:
     if (f) fclose(f);
     remove(tmp);
-    cs_free(tmp);
+    mem_free(tmp);
     return st;
 }
 
@@ -608,15 +611,15 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
     const char *fn = "cs_state_load_file";
     if (n_tokens) *n_tokens = 0;
     if (!ctx || !path || !n_tokens || n_max < 0 || (n_max > 0 && !tokens))
-        return cs_fail(CS_ERR_INVALID_ARG, "%s: context, path, tokens and n_tokens must be set",
-                       fn);
+        return error_fail(CS_ERR_INVALID_ARG, "%s: context, path, tokens and n_tokens must be set",
+                          fn);
     cs_status st = CS_OK;
     uint8_t *data = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return cs_fail(CS_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
+    if (!f) return error_fail(CS_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 0) {
-        st = cs_fail(CS_ERR_IO, "%s: '%s' is not a readable regular file", fn, path);
+        st = error_fail(CS_ERR_IO, "%s: '%s' is not a readable regular file", fn, path);
         goto done;
     }
     const uint64_t fsize = (uint64_t)sb.st_size;
@@ -632,33 +635,33 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
     if ((st = header_parse(ctx, hdr, got, STATE_KIND_WHOLE, who, &h, &cb, &need)) != CS_OK)
         goto done;
     if (h.n_cells > ctx->n_ctx) {
-        st = cs_fail(CS_ERR_INVALID_ARG, "%s: '%s' holds %u cells, this context has %u", fn, path,
-                     h.n_cells, ctx->n_ctx);
+        st = error_fail(CS_ERR_INVALID_ARG, "%s: '%s' holds %u cells, this context has %u", fn,
+                        path, h.n_cells, ctx->n_ctx);
         goto done;
     }
     if (h.n_tokens > (uint32_t)n_max) {
-        st = cs_fail(CS_ERR_INVALID_ARG, "%s: '%s' holds %u tokens, the buffer has room for %d", fn,
-                     path, h.n_tokens, n_max);
+        st = error_fail(CS_ERR_INVALID_ARG, "%s: '%s' holds %u tokens, the buffer has room for %d",
+                        fn, path, h.n_tokens, n_max);
         goto done;
     }
     if (fsize > need) {
-        st = cs_fail(CS_ERR_FORMAT, "%s: '%s' is %llu bytes, %llu more than its counts imply", fn,
-                     path, (unsigned long long)fsize, (unsigned long long)(fsize - need));
+        st = error_fail(CS_ERR_FORMAT, "%s: '%s' is %llu bytes, %llu more than its counts imply",
+                        fn, path, (unsigned long long)fsize, (unsigned long long)(fsize - need));
         goto done;
     }
     const size_t n = (size_t)fsize;
-    data = cs_malloc(n ? n : 1);
+    data = mem_malloc(n ? n : 1);
     if (!data) {
-        st = cs_fail(CS_ERR_NOMEM, "%s: out of memory for %zu bytes of '%s'", fn, n, path);
+        st = error_fail(CS_ERR_NOMEM, "%s: out of memory for %zu bytes of '%s'", fn, n, path);
         goto done;
     }
     if (n < got) {
-        st = cs_fail(CS_ERR_IO, "%s: '%s' changed while being read", fn, path);
+        st = error_fail(CS_ERR_IO, "%s: '%s' changed while being read", fn, path);
         goto done;
     }
     memcpy(data, hdr, got);
     if (fread(data + got, 1, n - got, f) != n - got) {
-        st = cs_fail(CS_ERR_IO, "%s: cannot read %zu bytes of '%s'", fn, n, path);
+        st = error_fail(CS_ERR_IO, "%s: cannot read %zu bytes of '%s'", fn, n, path);
         goto done;
     }
     state_parsed p;
@@ -669,6 +672,6 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
     *n_tokens = (int32_t)p.h.n_tokens;
 done:
     fclose(f);
-    cs_free(data);
+    mem_free(data);
     return st;
 }

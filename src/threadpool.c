@@ -63,13 +63,13 @@
 
 /* Fields written by different threads sit on different cache lines (the
  * pad arrays), so polling one does not slow down writing another. */
-struct cs_threadpool {
+struct threadpool {
     int32_t n_threads;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv_start;
     pthread_cond_t cv_done;
-    cs_task_fn fn; /* published by the generation bump (release) */
+    threadpool_task_fn fn; /* published by the generation bump (release) */
     void *arg;
     char pad0[64];
     atomic_uint_fast64_t generation; /* written by the caller only */
@@ -83,7 +83,7 @@ struct cs_threadpool {
 };
 
 typedef struct {
-    cs_threadpool *tp;
+    threadpool *tp;
     int32_t ith;
 } worker_arg;
 
@@ -95,7 +95,7 @@ static int64_t now_ns(void) {
 
 /* Poll until the generation differs from seen; HOT, then WARM, then sleep.
  * Returns the new generation. */
-static uint64_t wait_for_job(cs_threadpool *tp, uint64_t seen) {
+static uint64_t wait_for_job(threadpool *tp, uint64_t seen) {
     const int64_t t0 = now_ns();
     bool warm = false;
     for (;;) {
@@ -119,9 +119,9 @@ static uint64_t wait_for_job(cs_threadpool *tp, uint64_t seen) {
 }
 
 static void *worker_main(void *p) {
-    cs_threadpool *tp = ((worker_arg *)p)->tp;
+    threadpool *tp = ((worker_arg *)p)->tp;
     const int32_t ith = ((worker_arg *)p)->ith;
-    cs_free(p);
+    mem_free(p);
     uint64_t seen = 0;
     for (;;) {
         seen = wait_for_job(tp, seen);
@@ -141,7 +141,7 @@ static void *worker_main(void *p) {
  * sleep on cv_done until the last worker signals it. Sleeping frees this
  * core: on a machine busy with other processes a worker may be queued
  * behind one of them, and an idle core lets the scheduler run it at once. */
-static void wait_for_workers(cs_threadpool *tp) {
+static void wait_for_workers(threadpool *tp) {
     int64_t t0 = -1;
     for (;;) {
         for (int i = 0; i < TP_POLLS_PER_CLOCK; i++) {
@@ -161,12 +161,12 @@ static void wait_for_workers(cs_threadpool *tp) {
     pthread_mutex_unlock(&tp->mu);
 }
 
-cs_status cs_threadpool_new(int32_t n_threads, cs_threadpool **out) {
+cs_status threadpool_new(int32_t n_threads, threadpool **out) {
     *out = NULL;
     if (n_threads < 1) n_threads = 1;
-    cs_threadpool *tp = cs_calloc(1, sizeof *tp);
-    if (!tp) return cs_fail(CS_ERR_NOMEM, "threadpool: out of memory");
-    tp->n_threads = 1; /* threads started so far, for cs_threadpool_free */
+    threadpool *tp = mem_calloc(1, sizeof *tp);
+    if (!tp) return error_fail(CS_ERR_NOMEM, "threadpool: out of memory");
+    tp->n_threads = 1; /* threads started so far, for threadpool_free */
     pthread_mutex_init(&tp->mu, NULL);
     pthread_cond_init(&tp->cv_start, NULL);
     pthread_cond_init(&tp->cv_done, NULL);
@@ -176,19 +176,19 @@ cs_status cs_threadpool_new(int32_t n_threads, cs_threadpool **out) {
     atomic_init(&tp->caller_waiting, 0);
     atomic_init(&tp->stop, false);
     if (n_threads > 1) {
-        tp->threads = cs_calloc((size_t)n_threads - 1, sizeof *tp->threads);
+        tp->threads = mem_calloc((size_t)n_threads - 1, sizeof *tp->threads);
         if (!tp->threads) goto nomem;
         for (int32_t i = 1; i < n_threads; i++) {
-            worker_arg *wa = cs_malloc(sizeof *wa);
+            worker_arg *wa = mem_malloc(sizeof *wa);
             if (!wa) goto nomem;
             wa->tp = tp;
             wa->ith = i;
             /* workers read n_threads only inside a job, after this loop */
             if (pthread_create(&tp->threads[i - 1], NULL, worker_main, wa) != 0) {
-                cs_free(wa);
-                cs_threadpool_free(tp);
-                return cs_fail(CS_ERR_IO, "threadpool: cannot create thread %d of %d", i,
-                               n_threads);
+                mem_free(wa);
+                threadpool_free(tp);
+                return error_fail(CS_ERR_IO, "threadpool: cannot create thread %d of %d", i,
+                                  n_threads);
             }
             tp->n_threads = i + 1;
         }
@@ -196,11 +196,11 @@ cs_status cs_threadpool_new(int32_t n_threads, cs_threadpool **out) {
     *out = tp;
     return CS_OK;
 nomem:
-    cs_threadpool_free(tp);
-    return cs_fail(CS_ERR_NOMEM, "threadpool: out of memory for %d threads", n_threads);
+    threadpool_free(tp);
+    return error_fail(CS_ERR_NOMEM, "threadpool: out of memory for %d threads", n_threads);
 }
 
-void cs_threadpool_free(cs_threadpool *tp) {
+void threadpool_free(threadpool *tp) {
     if (!tp) return;
     pthread_mutex_lock(&tp->mu);
     atomic_store(&tp->stop, true);
@@ -212,15 +212,15 @@ void cs_threadpool_free(cs_threadpool *tp) {
     pthread_mutex_destroy(&tp->mu);
     pthread_cond_destroy(&tp->cv_start);
     pthread_cond_destroy(&tp->cv_done);
-    cs_free(tp->threads);
-    cs_free(tp);
+    mem_free(tp->threads);
+    mem_free(tp);
 }
 
-int32_t cs_threadpool_n_threads(const cs_threadpool *tp) {
+int32_t threadpool_n_threads(const threadpool *tp) {
     return tp ? tp->n_threads : 1;
 }
 
-void cs_threadpool_run(cs_threadpool *tp, cs_task_fn fn, void *arg) {
+void threadpool_run(threadpool *tp, threadpool_task_fn fn, void *arg) {
     if (!tp || tp->n_threads == 1) {
         fn(arg, 0, 1);
         return;

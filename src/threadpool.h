@@ -1,4 +1,4 @@
-/* threadpool.h: a fixed pthread pool. cs_threadpool_run runs fn on every
+/* threadpool.h: a fixed pthread pool. threadpool_run runs fn on every
  * thread (the caller is thread 0) and returns when all are done. Work is
  * split by (ith, nth) over independent rows, never across a reduction, so
  * results do not depend on the number of threads. */
@@ -7,18 +7,19 @@
 
 #include "common.h"
 
-typedef struct cs_threadpool cs_threadpool;
-typedef void (*cs_task_fn)(void *arg, int32_t ith, int32_t nth);
+typedef struct threadpool threadpool;
+typedef void (*threadpool_task_fn)(void *arg, int32_t ith, int32_t nth);
 
 /* n_threads >= 1 (1 = no extra threads). CS_ERR_NOMEM / CS_ERR_IO on failure. */
-cs_status cs_threadpool_new(int32_t n_threads, cs_threadpool **out);
-void cs_threadpool_free(cs_threadpool *tp); /* NULL is a no-op */
-int32_t cs_threadpool_n_threads(const cs_threadpool *tp);
+cs_status threadpool_new(int32_t n_threads, threadpool **out);
+void threadpool_free(threadpool *tp); /* NULL is a no-op */
+int32_t threadpool_n_threads(const threadpool *tp);
 /* Run fn(arg, ith, nth) for ith in [0, nth) and wait. Not reentrant. */
-void cs_threadpool_run(cs_threadpool *tp, cs_task_fn fn, void *arg);
+void threadpool_run(threadpool *tp, threadpool_task_fn fn, void *arg);
 
 /* The [start, end) share of n items for thread ith of nth. */
-static inline void cs_split(int64_t n, int32_t ith, int32_t nth, int64_t *start, int64_t *end) {
+static inline void threadpool_split(int64_t n, int32_t ith, int32_t nth, int64_t *start,
+                                    int64_t *end) {
     int64_t per = (n + nth - 1) / nth;
     int64_t s = per * ith;
     int64_t e = s + per;

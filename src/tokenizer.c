@@ -4,7 +4,7 @@
  * Layout: all token texts live in one blob (NUL-terminated each, for
  * convenience); text -> id is an open-addressing hash table; BPE merges are
  * a second table keyed by the (left, right) pair. Encoding allocates its
- * scratch per call, so a cs_vocab is read-only after load and thread-safe.
+ * scratch per call, so a tokenizer_vocab is read-only after load and thread-safe.
  *
  * Known, documented divergences from llama.cpp (all on inputs where
  * llama.cpp aborts, throws, or depends on hash-map order):
@@ -85,7 +85,7 @@ static const char *const RE_DEFAULT[] = {
 /* ---------------------------------------------------------------- types */
 
 typedef struct vocab_token {
-    size_t off;   /* text offset in cs_vocab.text */
+    size_t off;   /* text offset in tokenizer_vocab.text */
     uint32_t len; /* bytes, 1..CS_MAX_TOKEN_BYTES */
     float score;
     uint8_t attr; /* ATTR_* */
@@ -93,11 +93,11 @@ typedef struct vocab_token {
 } vocab_token;
 
 typedef struct vocab_merge {
-    size_t off; /* left bytes, then right bytes, in cs_vocab.merge_text */
+    size_t off; /* left bytes, then right bytes, in tokenizer_vocab.merge_text */
     uint32_t left_len, right_len;
 } vocab_merge;
 
-struct cs_vocab {
+struct tokenizer_vocab {
     int32_t type; /* VOCAB_SPM / VOCAB_BPE */
     int32_t n_tokens;
     vocab_token *tok; /* n_tokens */
@@ -134,12 +134,12 @@ static uint64_t hash_bytes(uint64_t h, const char *s, size_t n) {
 }
 #define HASH_SEED 0xcbf29ce484222325ULL
 
-static const char *tok_text(const cs_vocab *v, int32_t id) {
+static const char *tok_text(const tokenizer_vocab *v, int32_t id) {
     return v->text + v->tok[id].off;
 }
 
 /* Id of the token whose text is s[0, n), or -1. Expected O(n). */
-static int32_t vocab_find(const cs_vocab *v, const char *s, size_t n) {
+static int32_t vocab_find(const tokenizer_vocab *v, const char *s, size_t n) {
     size_t i = (size_t)hash_bytes(HASH_SEED, s, n) & v->map_mask;
     for (;;) {
         const int32_t id = v->map[i];
@@ -156,7 +156,8 @@ static uint64_t merge_hash(const char *l, size_t ln, const char *r, size_t rn) {
 }
 
 /* Rank of the merge "l r", or -1. Expected O(ln + rn). */
-static int32_t merge_find(const cs_vocab *v, const char *l, size_t ln, const char *r, size_t rn) {
+static int32_t merge_find(const tokenizer_vocab *v, const char *l, size_t ln, const char *r,
+                          size_t rn) {
     if (!v->merge_map) return -1;
     size_t i = (size_t)merge_hash(l, ln, r, rn) & v->merge_mask;
     for (;;) {
@@ -179,17 +180,17 @@ static size_t table_slots(size_t n) {
 
 /* ------------------------------------------------------------- loading */
 
-void tokenizer_free(cs_vocab *v) {
+void tokenizer_free(tokenizer_vocab *v) {
     if (!v) return;
     for (int32_t i = 0; i < v->n_re; ++i) pcre2_code_free(v->re[i]);
-    cs_free(v->tok);
-    cs_free(v->text);
-    cs_free(v->map);
-    cs_free(v->merges);
-    cs_free(v->merge_text);
-    cs_free(v->merge_map);
-    cs_free(v->special);
-    cs_free(v);
+    mem_free(v->tok);
+    mem_free(v->text);
+    mem_free(v->map);
+    mem_free(v->merges);
+    mem_free(v->merge_text);
+    mem_free(v->merge_map);
+    mem_free(v->special);
+    mem_free(v);
 }
 
 /* Index of array key `key` with string elements, or -1 if absent (optional)
@@ -199,13 +200,13 @@ static cs_status find_str_array(const gguf_file *g, const char *key, bool requir
     *idx = gguf_find_key(g, key);
     *n = 0;
     if (*idx < 0) {
-        if (required) return cs_fail(CS_ERR_FORMAT, "tokenizer: missing key '%s'", key);
+        if (required) return error_fail(CS_ERR_FORMAT, "tokenizer: missing key '%s'", key);
         return CS_OK;
     }
     if (gguf_kv_type(g, *idx) != GGUF_TYPE_ARRAY || gguf_kv_arr_type(g, *idx) != GGUF_TYPE_STRING)
-        return cs_fail(CS_ERR_FORMAT,
-                       "tokenizer: key '%s' has type %s, expected an array of strings", key,
-                       gguf_type_name(gguf_kv_type(g, *idx)));
+        return error_fail(CS_ERR_FORMAT,
+                          "tokenizer: key '%s' has type %s, expected an array of strings", key,
+                          gguf_type_name(gguf_kv_type(g, *idx)));
     *n = gguf_kv_arr_n(g, *idx);
     return CS_OK;
 }
@@ -220,13 +221,14 @@ static cs_status get_num_array(const gguf_file *g, const char *key, int32_t elem
     cs_status st = gguf_get_arr(g, key, &et, &m, data);
     if (st != CS_OK) return st;
     if (et != elem_type)
-        return cs_fail(CS_ERR_FORMAT, "tokenizer: key '%s' holds %s elements, expected %s", key,
-                       gguf_type_name(et), gguf_type_name(elem_type));
+        return error_fail(CS_ERR_FORMAT, "tokenizer: key '%s' holds %s elements, expected %s", key,
+                          gguf_type_name(et), gguf_type_name(elem_type));
     if (m != n)
-        return cs_fail(CS_ERR_FORMAT,
-                       "tokenizer: key '%s' has %llu elements but tokenizer.ggml.tokens has %llu",
-                       key, (unsigned long long)m, (unsigned long long)n);
-    if (n > 0 && !*data) return cs_fail(CS_ERR_FORMAT, "tokenizer: key '%s' has no data", key);
+        return error_fail(
+            CS_ERR_FORMAT,
+            "tokenizer: key '%s' has %llu elements but tokenizer.ggml.tokens has %llu", key,
+            (unsigned long long)m, (unsigned long long)n);
+    if (n > 0 && !*data) return error_fail(CS_ERR_FORMAT, "tokenizer: key '%s' has no data", key);
     return CS_OK;
 }
 
@@ -249,49 +251,50 @@ static cs_status get_token_id(const gguf_file *g, const char *key, int32_t n_tok
         return CS_OK;
     }
     if (val < 0 || val >= n_tokens)
-        return cs_fail(CS_ERR_FORMAT, "tokenizer: %s = %lld is outside the vocabulary of %d tokens",
-                       key, (long long)val, (int)n_tokens);
+        return error_fail(CS_ERR_FORMAT,
+                          "tokenizer: %s = %lld is outside the vocabulary of %d tokens", key,
+                          (long long)val, (int)n_tokens);
     *id = (cs_token)val;
     return CS_OK;
 }
 
 /* Read and hash the token texts, scores and types. */
-static cs_status load_tokens(cs_vocab *v, const gguf_file *g) {
+static cs_status load_tokens(tokenizer_vocab *v, const gguf_file *g) {
     int64_t idx;
     uint64_t n;
     cs_status st = find_str_array(g, "tokenizer.ggml.tokens", true, &idx, &n);
     if (st != CS_OK) return st;
-    if (n == 0) return cs_fail(CS_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is empty");
+    if (n == 0) return error_fail(CS_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is empty");
     if (n > (uint64_t)CS_MAX_VOCAB)
-        return cs_fail(CS_ERR_FORMAT, "tokenizer: %llu tokens exceed CS_MAX_VOCAB (%d)",
-                       (unsigned long long)n, CS_MAX_VOCAB);
+        return error_fail(CS_ERR_FORMAT, "tokenizer: %llu tokens exceed CS_MAX_VOCAB (%d)",
+                          (unsigned long long)n, CS_MAX_VOCAB);
     const void *scores = NULL, *types = NULL;
     if ((st = get_num_array(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, n, &scores))) return st;
     if ((st = get_num_array(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, n, &types))) return st;
 
     v->n_tokens = (int32_t)n;
-    v->tok = cs_calloc((size_t)n, sizeof(vocab_token));
+    v->tok = mem_calloc((size_t)n, sizeof(vocab_token));
     if (!v->tok)
-        return cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %llu tokens",
-                       (unsigned long long)n);
+        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %llu tokens",
+                          (unsigned long long)n);
 
     /* pass 1: sizes (an empty text becomes "[EMPTY_<id>]" as in llama.cpp) */
     size_t total = 0;
     for (uint64_t i = 0; i < n; ++i) {
         size_t len = 0;
         if (!gguf_get_arr_str(g, idx, i, &len))
-            return cs_fail(CS_ERR_FORMAT, "tokenizer: cannot read token %llu",
-                           (unsigned long long)i);
+            return error_fail(CS_ERR_FORMAT, "tokenizer: cannot read token %llu",
+                              (unsigned long long)i);
         if (len > CS_MAX_TOKEN_BYTES)
-            return cs_fail(CS_ERR_FORMAT,
-                           "tokenizer: token %llu has %zu bytes, over CS_MAX_TOKEN_BYTES (%d)",
-                           (unsigned long long)i, len, CS_MAX_TOKEN_BYTES);
+            return error_fail(CS_ERR_FORMAT,
+                              "tokenizer: token %llu has %zu bytes, over CS_MAX_TOKEN_BYTES (%d)",
+                              (unsigned long long)i, len, CS_MAX_TOKEN_BYTES);
         if (len == 0) len = 32;
         total += len + 1; /* <= 2^21 * 4097: no overflow */
     }
-    v->text = cs_malloc(total);
+    v->text = mem_malloc(total);
     if (!v->text)
-        return cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %zu bytes of text", total);
+        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %zu bytes of text", total);
 
     size_t off = 0;
     for (uint64_t i = 0; i < n; ++i) {
@@ -312,8 +315,8 @@ static cs_status load_tokens(cs_vocab *v, const gguf_file *g) {
         float score = 0.0f;
         if (scores) memcpy(&score, (const char *)scores + i * 4, 4);
         if (isnan(score))
-            return cs_fail(CS_ERR_FORMAT, "tokenizer: tokenizer.ggml.scores[%llu] is NaN",
-                           (unsigned long long)i);
+            return error_fail(CS_ERR_FORMAT, "tokenizer: tokenizer.ggml.scores[%llu] is NaN",
+                              (unsigned long long)i);
         t->score = score;
 
         int32_t type = TTYPE_NORMAL;
@@ -345,8 +348,8 @@ static cs_status load_tokens(cs_vocab *v, const gguf_file *g) {
 
     /* text -> id; O(n) expected */
     const size_t slots = table_slots((size_t)n);
-    v->map = cs_malloc(slots * sizeof(int32_t));
-    if (!v->map) return cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory for the token table");
+    v->map = mem_malloc(slots * sizeof(int32_t));
+    if (!v->map) return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for the token table");
     memset(v->map, 0xFF, slots * sizeof(int32_t));
     v->map_mask = slots - 1;
     for (int32_t id = 0; id < v->n_tokens; ++id) {
@@ -356,8 +359,8 @@ static cs_status load_tokens(cs_vocab *v, const gguf_file *g) {
         while (v->map[i] >= 0) {
             const int32_t o = v->map[i];
             if (v->tok[o].len == len && memcmp(tok_text(v, o), s, len) == 0)
-                return cs_fail(CS_ERR_FORMAT, "tokenizer: tokens %d and %d have the same text",
-                               (int)o, (int)id);
+                return error_fail(CS_ERR_FORMAT, "tokenizer: tokens %d and %d have the same text",
+                                  (int)o, (int)id);
             i = (i + 1) & v->map_mask;
         }
         v->map[i] = id;
@@ -367,33 +370,33 @@ static cs_status load_tokens(cs_vocab *v, const gguf_file *g) {
 
 /* BPE merges "left right" (split at the first space after the first byte,
  * as llama.cpp; the first occurrence of a pair keeps its rank). */
-static cs_status load_merges(cs_vocab *v, const gguf_file *g) {
+static cs_status load_merges(tokenizer_vocab *v, const gguf_file *g) {
     int64_t idx;
     uint64_t n;
     cs_status st = find_str_array(g, "tokenizer.ggml.merges", true, &idx, &n);
     if (st != CS_OK) return st;
     if (n > (uint64_t)CS_MAX_ARRAY_ITEMS || n > (uint64_t)INT32_MAX)
-        return cs_fail(CS_ERR_FORMAT, "tokenizer: %llu merges exceed CS_MAX_ARRAY_ITEMS (%u)",
-                       (unsigned long long)n, CS_MAX_ARRAY_ITEMS);
+        return error_fail(CS_ERR_FORMAT, "tokenizer: %llu merges exceed CS_MAX_ARRAY_ITEMS (%u)",
+                          (unsigned long long)n, CS_MAX_ARRAY_ITEMS);
     size_t total = 0;
     for (uint64_t i = 0; i < n; ++i) {
         size_t len = 0;
         if (!gguf_get_arr_str(g, idx, i, &len))
-            return cs_fail(CS_ERR_FORMAT, "tokenizer: cannot read merge %llu",
-                           (unsigned long long)i);
+            return error_fail(CS_ERR_FORMAT, "tokenizer: cannot read merge %llu",
+                              (unsigned long long)i);
         if (len > 2 * CS_MAX_TOKEN_BYTES + 1)
-            return cs_fail(CS_ERR_FORMAT, "tokenizer: merge %llu has %zu bytes, over %d",
-                           (unsigned long long)i, len, 2 * CS_MAX_TOKEN_BYTES + 1);
+            return error_fail(CS_ERR_FORMAT, "tokenizer: merge %llu has %zu bytes, over %d",
+                              (unsigned long long)i, len, 2 * CS_MAX_TOKEN_BYTES + 1);
         total += len;
     }
     v->n_merges = (int32_t)n;
-    v->merges = cs_calloc(n ? (size_t)n : 1, sizeof(vocab_merge));
-    v->merge_text = cs_malloc(total ? total : 1);
+    v->merges = mem_calloc(n ? (size_t)n : 1, sizeof(vocab_merge));
+    v->merge_text = mem_malloc(total ? total : 1);
     const size_t slots = table_slots((size_t)n);
-    v->merge_map = cs_malloc(slots * sizeof(int32_t));
+    v->merge_map = mem_malloc(slots * sizeof(int32_t));
     if (!v->merges || !v->merge_text || !v->merge_map)
-        return cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %llu merges",
-                       (unsigned long long)n);
+        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %llu merges",
+                          (unsigned long long)n);
     memset(v->merge_map, 0xFF, slots * sizeof(int32_t));
     v->merge_mask = slots - 1;
 
@@ -419,7 +422,7 @@ static cs_status load_merges(cs_vocab *v, const gguf_file *g) {
     return CS_OK;
 }
 
-static cs_status compile_regexes(cs_vocab *v, const char *const *exprs, int32_t n) {
+static cs_status compile_regexes(tokenizer_vocab *v, const char *const *exprs, int32_t n) {
     for (int32_t i = 0; i < n; ++i) {
         int err = 0;
         PCRE2_SIZE err_off = 0;
@@ -428,9 +431,9 @@ static cs_status compile_regexes(cs_vocab *v, const char *const *exprs, int32_t 
         if (!re) {
             PCRE2_UCHAR msg[128];
             pcre2_get_error_message(err, msg, sizeof(msg));
-            return cs_fail(CS_ERR_UNSUPPORTED,
-                           "tokenizer: PCRE2 cannot compile regex %d at %zu: %s", (int)i,
-                           (size_t)err_off, (const char *)msg);
+            return error_fail(CS_ERR_UNSUPPORTED,
+                              "tokenizer: PCRE2 cannot compile regex %d at %zu: %s", (int)i,
+                              (size_t)err_off, (const char *)msg);
         }
         (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional speed-up */
         v->re[v->n_re++] = re;
@@ -446,7 +449,7 @@ static bool str_in(const char *s, const char *const *list, size_t n) {
 
 /* Select the BPE pre-tokenizer from tokenizer.ggml.pre (llama.cpp's table,
  * restricted to the regexes implemented here). */
-static cs_status load_pre(cs_vocab *v, const gguf_file *g) {
+static cs_status load_pre(tokenizer_vocab *v, const gguf_file *g) {
     static const char *const gpt2[] = {"gpt-2",   "phi-2",       "mpt",      "olmo",
                                        "jais",    "roberta-bpe", "gigachat", "jina-es",
                                        "jina-de", "jina-v1-en"};
@@ -475,14 +478,14 @@ static cs_status load_pre(cs_vocab *v, const gguf_file *g) {
         const char *re = RE_LLAMA3;
         return compile_regexes(v, &re, 1);
     }
-    return cs_fail(CS_ERR_UNSUPPORTED,
-                   "tokenizer: pre-tokenizer tokenizer.ggml.pre = '%.*s' is not supported",
-                   (int)(pre_len > 64 ? 64 : pre_len), pre);
+    return error_fail(CS_ERR_UNSUPPORTED,
+                      "tokenizer: pre-tokenizer tokenizer.ggml.pre = '%.*s' is not supported",
+                      (int)(pre_len > 64 ? 64 : pre_len), pre);
 }
 
 /* EOT/EOM/FIM detection by text and the end-of-generation set, as
  * llama.cpp's load(): a found token is forced to CONTROL. */
-static void detect_special(cs_vocab *v, cs_token *fim_ids, size_t n_fim) {
+static void detect_special(tokenizer_vocab *v, cs_token *fim_ids, size_t n_fim) {
     static const char *const eot_texts[] = {"<|eot_id|>",
                                             "<|im_end|>",
                                             "<|end|>",
@@ -565,15 +568,15 @@ static int special_cmp(const void *a, const void *b) {
 /* The special-token cache: control, user-defined and unknown tokens,
  * longest text first (ties by id; llama.cpp's std::sort leaves them in an
  * unspecified order). O(n log n). */
-static cs_status build_special_cache(cs_vocab *v) {
+static cs_status build_special_cache(tokenizer_vocab *v) {
     int32_t n = 0;
     for (int32_t id = 0; id < v->n_tokens; ++id)
         if (v->tok[id].attr & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)) ++n;
-    special_key *keys = cs_malloc((size_t)(n ? n : 1) * sizeof(special_key));
-    v->special = cs_malloc((size_t)(n ? n : 1) * sizeof(cs_token));
+    special_key *keys = mem_malloc((size_t)(n ? n : 1) * sizeof(special_key));
+    v->special = mem_malloc((size_t)(n ? n : 1) * sizeof(cs_token));
     if (!keys || !v->special) {
-        cs_free(keys);
-        return cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %d special tokens", (int)n);
+        mem_free(keys);
+        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %d special tokens", (int)n);
     }
     int32_t k = 0;
     for (int32_t id = 0; id < v->n_tokens; ++id)
@@ -582,19 +585,19 @@ static cs_status build_special_cache(cs_vocab *v) {
     qsort(keys, (size_t)n, sizeof(special_key), special_cmp);
     for (int32_t i = 0; i < n; ++i) v->special[i] = keys[i].id;
     v->n_special = n;
-    cs_free(keys);
+    mem_free(keys);
     return CS_OK;
 }
 
-cs_status tokenizer_load(const gguf_file *g, cs_vocab **out) {
+cs_status tokenizer_load(const gguf_file *g, tokenizer_vocab **out) {
     cs_status st = CS_OK;
-    cs_vocab *v = NULL;
-    if (!out) return cs_fail(CS_ERR_INVALID_ARG, "tokenizer_load: out is NULL");
+    tokenizer_vocab *v = NULL;
+    if (!out) return error_fail(CS_ERR_INVALID_ARG, "tokenizer_load: out is NULL");
     *out = NULL;
-    if (!g) return cs_fail(CS_ERR_INVALID_ARG, "tokenizer_load: gguf is NULL");
+    if (!g) return error_fail(CS_ERR_INVALID_ARG, "tokenizer_load: gguf is NULL");
 
-    v = cs_calloc(1, sizeof(*v));
-    if (!v) return cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory");
+    v = mem_calloc(1, sizeof(*v));
+    if (!v) return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory");
 
     const char *model = NULL;
     size_t model_len = 0;
@@ -604,10 +607,11 @@ cs_status tokenizer_load(const gguf_file *g, cs_vocab **out) {
     } else if (model_len == 4 && strcmp(model, "gpt2") == 0) {
         v->type = VOCAB_BPE;
     } else {
-        st = cs_fail(CS_ERR_UNSUPPORTED,
-                     "tokenizer: tokenizer.ggml.model = '%.*s' is not supported (only 'llama' and "
-                     "'gpt2')",
-                     (int)(model_len > 64 ? 64 : model_len), model);
+        st = error_fail(
+            CS_ERR_UNSUPPORTED,
+            "tokenizer: tokenizer.ggml.model = '%.*s' is not supported (only 'llama' and "
+            "'gpt2')",
+            (int)(model_len > 64 ? 64 : model_len), model);
         goto fail;
     }
 
@@ -695,22 +699,22 @@ fail:
 
 /* -------------------------------------------------------------- getters */
 
-int32_t tokenizer_n_tokens(const cs_vocab *v) {
+int32_t tokenizer_n_tokens(const tokenizer_vocab *v) {
     return v ? v->n_tokens : 0;
 }
-cs_token tokenizer_bos(const cs_vocab *v) {
+cs_token tokenizer_bos(const tokenizer_vocab *v) {
     return v ? v->bos : -1;
 }
-cs_token tokenizer_eos(const cs_vocab *v) {
+cs_token tokenizer_eos(const tokenizer_vocab *v) {
     return v ? v->eos : -1;
 }
-cs_token tokenizer_unk(const cs_vocab *v) {
+cs_token tokenizer_unk(const tokenizer_vocab *v) {
     return v ? v->unk : -1;
 }
-bool tokenizer_add_bos(const cs_vocab *v) {
+bool tokenizer_add_bos(const tokenizer_vocab *v) {
     return v && v->add_bos;
 }
-bool tokenizer_is_eog(const cs_vocab *v, cs_token t) {
+bool tokenizer_is_eog(const tokenizer_vocab *v, cs_token t) {
     return v && t >= 0 && t < v->n_tokens && v->tok[t].eog;
 }
 
@@ -724,8 +728,8 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem) {
         if (n > SIZE_MAX / 2) return false;
         n *= 2;
     }
-    if (!cs_mul_size(n, elem, &bytes)) return false;
-    void *q = cs_realloc(*p, bytes);
+    if (!common_mul_size(n, elem, &bytes)) return false;
+    void *q = mem_realloc(*p, bytes);
     if (!q) return false;
     *p = q;
     *cap = n;
@@ -753,7 +757,7 @@ typedef struct seg {
 } seg;
 
 typedef struct enc {
-    const cs_vocab *v;
+    const tokenizer_vocab *v;
     cs_token *out;
     size_t n_out, cap_out;
     sym *syms;
@@ -771,15 +775,16 @@ typedef struct enc {
 } enc;
 
 static bool enc_oom(enc *e) {
-    if (e->err == CS_OK) e->err = cs_fail(CS_ERR_NOMEM, "tokenizer: out of memory while encoding");
+    if (e->err == CS_OK)
+        e->err = error_fail(CS_ERR_NOMEM, "tokenizer: out of memory while encoding");
     return false;
 }
 
 static bool push_token(enc *e, cs_token t) {
     if (e->n_out >= (size_t)INT32_MAX) {
         if (e->err == CS_OK)
-            e->err = cs_fail(CS_ERR_INVALID_ARG, "tokenizer: the text gives more than %d tokens",
-                             INT32_MAX);
+            e->err = error_fail(CS_ERR_INVALID_ARG, "tokenizer: the text gives more than %d tokens",
+                                INT32_MAX);
         return false;
     }
     if (!grow((void **)&e->out, &e->cap_out, e->n_out + 1, sizeof(cs_token))) return enc_oom(e);
@@ -895,7 +900,7 @@ static bool spm_session(enc *e, size_t n) {
 /* One raw fragment: optional leading space, spaces escaped to U+2581. */
 static bool spm_fragment(enc *e, const char *text, size_t len, bool prefix) {
     size_t need;
-    if (!cs_add_size(len, 1, &need) || !cs_mul_size(need, 3, &need)) return enc_oom(e);
+    if (!common_add_size(len, 1, &need) || !common_mul_size(need, 3, &need)) return enc_oom(e);
     if (!grow((void **)&e->buf, &e->cap_buf, need, 1)) return enc_oom(e);
     size_t n = 0;
     if (prefix) {
@@ -926,9 +931,9 @@ static bool bpe_add(enc *e, int32_t left, int32_t right) {
 /* llm_tokenizer_bpe_session on one pre-tokenized word orig[0, n): map its
  * bytes to the GPT-2 alphabet, merge by rank, emit tokens. */
 static bool bpe_word(enc *e, const char *word, size_t n) {
-    const cs_vocab *v = e->v;
+    const tokenizer_vocab *v = e->v;
     size_t need;
-    if (!cs_mul_size(n, 2, &need) || !grow((void **)&e->buf, &e->cap_buf, need + 1, 1))
+    if (!common_mul_size(n, 2, &need) || !grow((void **)&e->buf, &e->cap_buf, need + 1, 1))
         return enc_oom(e);
     size_t m = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -968,9 +973,9 @@ static bool bpe_word(enc *e, const char *word, size_t n) {
  * U+FFFD). Each pass splits every piece into matches and the gaps between
  * them (unicode_regex_split_stl). O(len) per pass plus the regex cost. */
 static bool bpe_fragment(enc *e, const char *text, size_t len) {
-    const cs_vocab *v = e->v;
+    const tokenizer_vocab *v = e->v;
     size_t need;
-    if (!cs_mul_size(len, 3, &need) || !grow((void **)&e->subj, &e->cap_subj, need + 1, 1) ||
+    if (!common_mul_size(len, 3, &need) || !grow((void **)&e->subj, &e->cap_subj, need + 1, 1) ||
         !grow((void **)&e->orig, &e->cap_orig, need + 1, 1))
         return enc_oom(e);
     size_t n = 0;
@@ -1001,8 +1006,8 @@ static bool bpe_fragment(enc *e, const char *text, size_t len) {
                     PCRE2_UCHAR msg[128];
                     pcre2_get_error_message(rc, msg, sizeof(msg));
                     e->err =
-                        cs_fail(CS_ERR_INVALID_ARG, "tokenizer: pre-tokenizer regex failed: %s",
-                                (const char *)msg);
+                        error_fail(CS_ERR_INVALID_ARG, "tokenizer: pre-tokenizer regex failed: %s",
+                                   (const char *)msg);
                     return false;
                 }
                 const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
@@ -1057,7 +1062,7 @@ static size_t find_bytes(const char *hay, size_t n, const char *needle, size_t m
  * the byte comparisons. *frags has *n_frags entries on return. */
 static bool partition(enc *e, const char *text, size_t len, bool parse_special, frag **frags,
                       size_t *n_frags) {
-    const cs_vocab *v = e->v;
+    const tokenizer_vocab *v = e->v;
     frag *a = NULL, *b = NULL;
     size_t ca = 0, cb = 0, na = 0;
     if (len > 0) {
@@ -1099,29 +1104,30 @@ static bool partition(enc *e, const char *text, size_t len, bool parse_special, 
         cb = tc;
         na = nb;
     }
-    cs_free(b);
+    mem_free(b);
     *frags = a;
     *n_frags = na;
     return true;
 oom:
-    cs_free(a);
-    cs_free(b);
+    mem_free(a);
+    mem_free(b);
     return enc_oom(e);
 }
 
 /* -------------------------------------------------------------- encode */
 
-int32_t tokenizer_encode(const cs_vocab *v, const char *text, size_t len, cs_token *tokens,
+int32_t tokenizer_encode(const tokenizer_vocab *v, const char *text, size_t len, cs_token *tokens,
                          int32_t n_max, bool add_special, bool parse_special) {
     if (!v || (!text && len > 0) || n_max < 0 || (!tokens && n_max > 0)) {
-        cs_fail(CS_ERR_INVALID_ARG,
-                "tokenizer_encode: bad arguments (vocab %p, text %p, len %zu, "
-                "tokens %p, n_max %d)",
-                (const void *)v, (const void *)text, len, (void *)tokens, (int)n_max);
+        error_fail(CS_ERR_INVALID_ARG,
+                   "tokenizer_encode: bad arguments (vocab %p, text %p, len %zu, "
+                   "tokens %p, n_max %d)",
+                   (const void *)v, (const void *)text, len, (void *)tokens, (int)n_max);
         return INT32_MIN;
     }
     if (len > (size_t)INT32_MAX) {
-        cs_fail(CS_ERR_INVALID_ARG, "tokenizer_encode: text of %zu bytes exceeds INT32_MAX", len);
+        error_fail(CS_ERR_INVALID_ARG, "tokenizer_encode: text of %zu bytes exceeds INT32_MAX",
+                   len);
         return INT32_MIN;
     }
     enc e;
@@ -1171,15 +1177,15 @@ int32_t tokenizer_encode(const cs_vocab *v, const char *text, size_t len, cs_tok
     }
 done:
     pcre2_match_data_free(e.md);
-    cs_free(frags);
-    cs_free(e.out);
-    cs_free(e.syms);
-    cs_free(e.heap);
-    cs_free(e.buf);
-    cs_free(e.subj);
-    cs_free(e.orig);
-    cs_free(e.segs);
-    cs_free(e.segs2);
+    mem_free(frags);
+    mem_free(e.out);
+    mem_free(e.syms);
+    mem_free(e.heap);
+    mem_free(e.buf);
+    mem_free(e.subj);
+    mem_free(e.orig);
+    mem_free(e.segs);
+    mem_free(e.segs2);
     return ret;
 }
 
@@ -1236,7 +1242,7 @@ static void bpe_piece(const char *t, size_t len, sink *s) {
 
 /* The piece of token t into a sink (llama_vocab::token_to_piece with
  * lstrip 0 or 1). O(token bytes), or O(bytes^2) for the UNK_BYTE form. */
-static void piece(const cs_vocab *v, cs_token t, bool special, bool lstrip, sink *s) {
+static void piece(const tokenizer_vocab *v, cs_token t, bool special, bool lstrip, sink *s) {
     const vocab_token *tk = &v->tok[t];
     const char *text = tok_text(v, t);
     const uint8_t attr = tk->attr;
@@ -1277,20 +1283,20 @@ static void piece(const cs_vocab *v, cs_token t, bool special, bool lstrip, sink
     s->strip = false; /* unused and undefined tokens give "" */
 }
 
-int32_t tokenizer_token_to_piece(const cs_vocab *v, cs_token t, char *buf, size_t size,
+int32_t tokenizer_token_to_piece(const tokenizer_vocab *v, cs_token t, char *buf, size_t size,
                                  bool special) {
     if (!v || t < 0 || t >= v->n_tokens || (!buf && size > 0)) {
-        cs_fail(CS_ERR_INVALID_ARG,
-                "tokenizer_token_to_piece: token %d outside [0, %d) or bad buffer", (int)t,
-                v ? (int)v->n_tokens : 0);
+        error_fail(CS_ERR_INVALID_ARG,
+                   "tokenizer_token_to_piece: token %d outside [0, %d) or bad buffer", (int)t,
+                   v ? (int)v->n_tokens : 0);
         return INT32_MIN;
     }
     /* measure first so that a short buffer is left untouched */
     sink m = {NULL, 0, 0, false};
     piece(v, t, special, false, &m);
     if (m.n > (uint64_t)INT32_MAX) {
-        cs_fail(CS_ERR_INVALID_ARG, "tokenizer_token_to_piece: piece of %llu bytes",
-                (unsigned long long)m.n);
+        error_fail(CS_ERR_INVALID_ARG, "tokenizer_token_to_piece: piece of %llu bytes",
+                   (unsigned long long)m.n);
         return INT32_MIN;
     }
     if (m.n > size) return -(int32_t)m.n;
@@ -1342,16 +1348,16 @@ static size_t clean_spaces(char *text, size_t total) {
  * losing one leading space when the vocabulary adds a space prefix (note:
  * when tokens[0] is BOS, that first piece is BOS's, so the space after it
  * stays, as in llama.cpp), then clean_spaces for BPE. */
-int32_t tokenizer_decode(const cs_vocab *v, const cs_token *tokens, int32_t n, char *buf,
+int32_t tokenizer_decode(const tokenizer_vocab *v, const cs_token *tokens, int32_t n, char *buf,
                          size_t size, bool special) {
     if (!v || n < 0 || (!tokens && n > 0) || (!buf && size > 0)) {
-        cs_fail(CS_ERR_INVALID_ARG, "tokenizer_decode: bad arguments (n %d)", (int)n);
+        error_fail(CS_ERR_INVALID_ARG, "tokenizer_decode: bad arguments (n %d)", (int)n);
         return INT32_MIN;
     }
     for (int32_t i = 0; i < n; ++i) {
         if (tokens[i] < 0 || tokens[i] >= v->n_tokens) {
-            cs_fail(CS_ERR_INVALID_ARG, "tokenizer_decode: tokens[%d] = %d is outside [0, %d)",
-                    (int)i, (int)tokens[i], (int)v->n_tokens);
+            error_fail(CS_ERR_INVALID_ARG, "tokenizer_decode: tokens[%d] = %d is outside [0, %d)",
+                       (int)i, (int)tokens[i], (int)v->n_tokens);
             return INT32_MIN;
         }
     }
@@ -1360,7 +1366,7 @@ int32_t tokenizer_decode(const cs_vocab *v, const cs_token *tokens, int32_t n, c
     for (int32_t i = 0; i < n; ++i) {
         piece(v, tokens[i], special, i == 0 && v->add_space_prefix, &s);
         if (s.n > (uint64_t)INT32_MAX) {
-            cs_fail(CS_ERR_INVALID_ARG, "tokenizer_decode: output exceeds INT32_MAX bytes");
+            error_fail(CS_ERR_INVALID_ARG, "tokenizer_decode: output exceeds INT32_MAX bytes");
             return INT32_MIN;
         }
     }

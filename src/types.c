@@ -25,41 +25,41 @@
  *     ukernel_x16[]) in the table's init function in x86_avx2.c /
  *     x86_avx512.c (a table without them uses the scalar entries here).
  * Everything else looks the type up here: matmul (scratch, conversion,
- * dots), cs_dequantize_row / cs_quantize_row, the model loader and its
+ * dots), dequantize_row / quantize_row, the model loader and its
  * error text, cs_weight_types, cs_type_from_name, quantize's plain targets
  * and file types. (x16 repacking, repack.c, is per type by nature.) */
 /* A type the engine only bounds (the GGUF reader), never computes with. */
 #define LAYOUT(n, b, s)                                                                            \
     { .name = (n), .blck = (b), .size = (s) }
 
-static const cs_type_traits k_traits[CS_TYPE_COUNT] = {
+static const type_traits k_traits[CS_TYPE_COUNT] = {
     [CS_TYPE_F32] = {.name = "f32",
                      .blck = 1,
                      .size = 4,
                      .is_weight = true,
-                     .to_float = cs_f32_to_float_row,
-                     .from_float_ref = cs_f32_from_float_row,
+                     .to_float = f32_to_float_row,
+                     .from_float_ref = f32_from_float_row,
                      .vec_dot_type = CS_TYPE_F32,
-                     .vec_dot_ref = cs_vec_dot_f32_ref,
+                     .vec_dot_ref = vec_dot_f32_ref,
                      .ftype = 0},
     [CS_TYPE_F16] = {.name = "f16",
                      .blck = 1,
                      .size = 2,
                      .is_weight = true,
-                     .to_float = cs_fp16_to_fp32_row_ref,
-                     .from_float_ref = cs_fp32_to_fp16_row_ref,
+                     .to_float = fp16_to_fp32_row_ref,
+                     .from_float_ref = fp32_to_fp16_row_ref,
                      .vec_dot_type = CS_TYPE_F16,
-                     .vec_dot_ref = cs_vec_dot_f16_ref,
-                     .act_from_float_ref = cs_fp32_to_fp16_row_ref,
+                     .vec_dot_ref = vec_dot_f16_ref,
+                     .act_from_float_ref = fp32_to_fp16_row_ref,
                      .ftype = 1},
     [CS_TYPE_Q4_0] = {.name = "q4_0",
                       .blck = 32,
                       .size = 18,
                       .is_weight = true,
-                      .to_float = cs_dequantize_row_q4_0,
-                      .from_float_ref = cs_quantize_row_q4_0_ref,
+                      .to_float = dequantize_row_q4_0,
+                      .from_float_ref = quantize_row_q4_0_ref,
                       .vec_dot_type = CS_TYPE_Q8_0,
-                      .vec_dot_ref = cs_vec_dot_q4_0_q8_0_ref,
+                      .vec_dot_ref = vec_dot_q4_0_q8_0_ref,
                       .ftype = 2},
     [3] = LAYOUT("q4_1", 32, 20),
     [6] = LAYOUT("q5_0", 32, 22),
@@ -68,11 +68,11 @@ static const cs_type_traits k_traits[CS_TYPE_COUNT] = {
                       .blck = 32,
                       .size = 34,
                       .is_weight = true,
-                      .to_float = cs_dequantize_row_q8_0,
-                      .from_float_ref = cs_quantize_row_q8_0_weight_ref,
+                      .to_float = dequantize_row_q8_0,
+                      .from_float_ref = quantize_row_q8_0_weight_ref,
                       .vec_dot_type = CS_TYPE_Q8_0,
-                      .vec_dot_ref = cs_vec_dot_q8_0_q8_0_ref,
-                      .act_from_float_ref = cs_quantize_row_q8_0_ref,
+                      .vec_dot_ref = vec_dot_q8_0_q8_0_ref,
+                      .act_from_float_ref = quantize_row_q8_0_ref,
                       .ftype = 7},
     [9] = LAYOUT("q8_1", 32, 36),
     [10] = LAYOUT("q2_K", 256, 84),
@@ -81,33 +81,33 @@ static const cs_type_traits k_traits[CS_TYPE_COUNT] = {
                       .blck = 256,
                       .size = 144,
                       .is_weight = true,
-                      .to_float = cs_dequantize_row_q4_K,
-                      .from_float_ref = cs_quantize_row_q4_K_ref,
+                      .to_float = dequantize_row_q4_K,
+                      .from_float_ref = quantize_row_q4_K_ref,
                       .vec_dot_type = CS_TYPE_Q8_K,
-                      .vec_dot_ref = cs_vec_dot_q4_K_q8_K_ref,
+                      .vec_dot_ref = vec_dot_q4_K_q8_K_ref,
                       .ftype = 14 /* Q4_K_S */},
     [CS_TYPE_Q5_K] = {.name = "q5_K",
                       .blck = 256,
                       .size = 176,
                       .is_weight = true,
-                      .to_float = cs_dequantize_row_q5_K,
-                      .from_float_ref = cs_quantize_row_q5_K_ref,
+                      .to_float = dequantize_row_q5_K,
+                      .from_float_ref = quantize_row_q5_K_ref,
                       .vec_dot_type = CS_TYPE_Q8_K,
-                      .vec_dot_ref = cs_vec_dot_q5_K_q8_K_ref,
+                      .vec_dot_ref = vec_dot_q5_K_q8_K_ref,
                       .ftype = 16 /* Q5_K_S */},
     [CS_TYPE_Q6_K] = {.name = "q6_K",
                       .blck = 256,
                       .size = 210,
                       .is_weight = true,
-                      .to_float = cs_dequantize_row_q6_K,
-                      .from_float_ref = cs_quantize_row_q6_K_ref,
+                      .to_float = dequantize_row_q6_K,
+                      .from_float_ref = quantize_row_q6_K_ref,
                       .vec_dot_type = CS_TYPE_Q8_K,
-                      .vec_dot_ref = cs_vec_dot_q6_K_q8_K_ref,
+                      .vec_dot_ref = vec_dot_q6_K_q8_K_ref,
                       .ftype = 18},
     [CS_TYPE_Q8_K] = {.name = "q8_K",
                       .blck = 256,
                       .size = 292,
-                      .act_from_float_ref = cs_quantize_row_q8_K_ref},
+                      .act_from_float_ref = quantize_row_q8_K_ref},
     [16] = LAYOUT("iq2_xxs", 256, 66),
     [17] = LAYOUT("iq2_xs", 256, 74),
     [18] = LAYOUT("iq3_xxs", 256, 98),
@@ -126,31 +126,31 @@ static const cs_type_traits k_traits[CS_TYPE_COUNT] = {
                       .blck = 1,
                       .size = 2,
                       .is_weight = true,
-                      .to_float = cs_bf16_to_fp32_row_ref,
-                      .from_float_ref = cs_fp32_to_bf16_row_ref,
+                      .to_float = bf16_to_fp32_row_ref,
+                      .from_float_ref = fp32_to_bf16_row_ref,
                       .vec_dot_type = CS_TYPE_BF16,
-                      .vec_dot_ref = cs_vec_dot_bf16_ref,
-                      .act_from_float_ref = cs_fp32_to_bf16_row_ref,
+                      .vec_dot_ref = vec_dot_bf16_ref,
+                      .act_from_float_ref = fp32_to_bf16_row_ref,
                       .ftype = 32},
     [34] = LAYOUT("tq1_0", 256, 54),
     [35] = LAYOUT("tq2_0", 256, 66),
     [39] = LAYOUT("mxfp4", 32, 17),
 };
 
-const cs_type_traits *cs_type_traits_get(int32_t type) {
+const type_traits *type_traits_get(int32_t type) {
     if (type < 0 || type >= CS_TYPE_COUNT || !k_traits[type].name) return NULL;
     return &k_traits[type];
 }
 
-bool cs_type_row_size(int32_t type, int64_t n, uint64_t *bytes) {
-    const cs_type_traits *t = cs_type_traits_get(type);
+bool type_row_size(int32_t type, int64_t n, uint64_t *bytes) {
+    const type_traits *t = type_traits_get(type);
     if (!t || n < 0 || n % t->blck != 0) return false;
     *bytes = (uint64_t)(n / t->blck) * (uint64_t)t->size;
     return true;
 }
 
-bool cs_type_is_supported_weight(int32_t type) {
-    const cs_type_traits *t = cs_type_traits_get(type);
+bool type_is_weight(int32_t type) {
+    const type_traits *t = type_traits_get(type);
     return t && t->is_weight;
 }
 
@@ -164,7 +164,7 @@ int32_t cs_weight_types(int32_t *types, int32_t cap) {
     return n;
 }
 
-const char *cs_type_weight_names(char *buf, size_t cap) {
+const char *type_weight_names(char *buf, size_t cap) {
     if (cap == 0) return buf;
     size_t len = 0;
     buf[0] = '\0';
@@ -181,7 +181,7 @@ const char *cs_type_weight_names(char *buf, size_t cap) {
 }
 
 const char *cs_type_name(int32_t type) {
-    const cs_type_traits *t = cs_type_traits_get(type);
+    const type_traits *t = type_traits_get(type);
     return t ? t->name : "unknown";
 }
 
@@ -204,7 +204,7 @@ int32_t cs_type_from_name(const char *name) {
 
 /* ------------------------------------------------------ f16 and bf16 */
 
-float cs_fp16_to_fp32(uint16_t h) {
+float fp16_to_fp32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t mant = h & 0x3ff;
@@ -231,7 +231,7 @@ float cs_fp16_to_fp32(uint16_t h) {
     return f;
 }
 
-uint16_t cs_fp32_to_fp16(float f) {
+uint16_t fp32_to_fp16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000;
@@ -258,14 +258,14 @@ uint16_t cs_fp32_to_fp16(float f) {
     return (uint16_t)(sign | val);
 }
 
-float cs_bf16_to_fp32(uint16_t h) {
+float bf16_to_fp32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, 4);
     return f;
 }
 
-uint16_t cs_fp32_to_bf16(float f) {
+uint16_t fp32_to_bf16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 64); /* quiet NaN */

@@ -10,8 +10,8 @@ static_assert(sizeof(CS_VERSION_STRING) >= sizeof("0.0.0"), "CS_VERSION_STRING")
 
 // Taking the address of a few functions checks that the declarations have C
 // linkage types the compiler accepts; the call signatures are C++-checked.
-int cs_api_cxx_check();
-int cs_api_cxx_check() {
+int api_cxx_check();
+int api_cxx_check() {
     const char *(*version)(void) = cs_version;
     cs_status (*seq_rm)(cs_context *, cs_seq, cs_pos, cs_pos) = cs_kv_seq_rm;
     cs_status (*seq_add)(cs_context *, cs_seq, cs_pos, cs_pos, cs_pos) = cs_kv_seq_add;

@@ -341,7 +341,7 @@ static void test_context_bad_params(void **s) {
 /* Every allocation of context creation and model load may fail: the
  * constructor returns CS_ERR_NOMEM, leaves *out NULL and leaks nothing
  * (the sanitizer build checks the leaks). */
-void cs_alloc_fail_after(int64_t n); /* test hook from src/common.h */
+void mem_fail_after(int64_t n); /* test hook from src/common.h */
 static void test_context_alloc_failures(void **s) {
     (void)s;
     cs_context_params p = cs_context_default_params();
@@ -350,9 +350,9 @@ static void test_context_alloc_failures(void **s) {
     int failures = 0;
     for (int64_t n = 0; n < 200; n++) {
         cs_context *c = (cs_context *)1;
-        cs_alloc_fail_after(n);
+        mem_fail_after(n);
         cs_status st = cs_context_new(g_model, &p, &c);
-        cs_alloc_fail_after(-1);
+        mem_fail_after(-1);
         if (st == CS_OK) {
             cs_context_free(c);
             break;
@@ -365,9 +365,9 @@ static void test_context_alloc_failures(void **s) {
     failures = 0;
     for (int64_t n = 0; n < 100000; n++) {
         cs_model *m = (cs_model *)1;
-        cs_alloc_fail_after(n);
+        mem_fail_after(n);
         cs_status st = cs_model_load(cs_test_bundled_model(), NULL, &m);
-        cs_alloc_fail_after(-1);
+        mem_fail_after(-1);
         if (st == CS_OK) {
             cs_model_free(m);
             break;

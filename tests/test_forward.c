@@ -9,7 +9,7 @@
  * relative error in units of the largest logit.
  *
  * Each case is compared with two oracles: the exact one (float64
- * throughout) and the rounding one (cs_ref_forward_ex), which also rounds
+ * throughout) and the rounding one (ref_forward_ex), which also rounds
  * every matmul input as the engine does for the weight type; the second
  * shows that the engine's error against the first is that rounding. */
 #include "test.h"
@@ -50,7 +50,7 @@
 /* An F16 KV cache adds the f16 rounding of K and V (2.8e-4 rms) on top of
  * the weight type's error. [F32 weights: 9.1e-4] */
 #define TOL_F16_CACHE_EXTRA 3e-3
-/* The rounding oracle (cs_ref_forward_ex) applies the engine's activation
+/* The rounding oracle (ref_forward_ex) applies the engine's activation
  * rounding itself, so where both round every element the same way they
  * differ by float32 arithmetic only: [BF16, Q8_0, Q4_0: 1e-7 of the scale
  * with the avx512, avx2 and ref kernels]. But where the oracle's double
@@ -85,7 +85,7 @@ static const double k_tol[N_TYPES] = {TOL_F32, TOL_F16, TOL_BF16, TOL_Q8_0, TOL_
 
 typedef struct fwd_model {
     cs_model *model;
-    cs_ref_model *ref;
+    ref_model *ref;
     int32_t n_vocab;
 } fwd_model;
 
@@ -107,15 +107,15 @@ static int load_pair(const char *path, fwd_model *fm) {
     cs_model_params mp = cs_model_default_params();
     if (!path) return -1;
     if (cs_model_load(path, &mp, &fm->model) != CS_OK) return -1;
-    if (cs_ref_model_load(path, &fm->ref) != CS_OK) return -1;
+    if (ref_model_load(path, &fm->ref) != CS_OK) return -1;
     fm->n_vocab = cs_model_n_vocab(fm->model);
-    return fm->n_vocab == cs_ref_model_n_vocab(fm->ref) ? 0 : -1;
+    return fm->n_vocab == ref_model_n_vocab(fm->ref) ? 0 : -1;
 }
 
 static int setup(void **state) {
     (void)state;
     for (int t = 0; t < N_TYPES; t++)
-        if (load_pair(cs_fixture_tiny_model(k_types[t]), &g_tiny[t]) != 0) {
+        if (load_pair(fixture_tiny_model(k_types[t]), &g_tiny[t]) != 0) {
             fprintf(stderr, "setup: %s: %s\n", cs_type_name(k_types[t]), cs_last_error());
             return -1;
         }
@@ -131,10 +131,10 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     for (int t = 0; t < N_TYPES; t++) {
-        cs_ref_model_free(g_tiny[t].ref);
+        ref_model_free(g_tiny[t].ref);
         cs_model_free(g_tiny[t].model);
     }
-    cs_ref_model_free(g_stories.ref);
+    ref_model_free(g_stories.ref);
     cs_model_free(g_stories.model);
     return 0;
 }
@@ -184,14 +184,14 @@ static double *ref_logits(const fwd_model *fm, const cs_token *tokens, const cs_
                           int32_t n) {
     double *out = malloc((size_t)n * (size_t)fm->n_vocab * sizeof *out);
     assert_non_null(out);
-    cs_status st = pos ? cs_ref_forward_pos(fm->ref, tokens, pos, n, out)
-                       : cs_ref_forward(fm->ref, tokens, n, out);
+    cs_status st =
+        pos ? ref_forward_pos(fm->ref, tokens, pos, n, out) : ref_forward(fm->ref, tokens, n, out);
     assert_int_equal(st, CS_OK);
     return out;
 }
 
 /* The oracle's logits twice: exact, and with the engine's activation
- * rounding (cs_ref_forward_ex). pos NULL means 0, 1, ... */
+ * rounding (ref_forward_ex). pos NULL means 0, 1, ... */
 typedef struct ref_pair {
     double *exact, *emu;
 } ref_pair;
@@ -204,7 +204,7 @@ static ref_pair ref_pair_new(const fwd_model *fm, const cs_token *tokens, const 
     for (int32_t i = 0; i < n; i++) p[i] = pos ? pos[i] : i;
     rp.emu = malloc((size_t)n * (size_t)fm->n_vocab * sizeof *rp.emu);
     assert_non_null(rp.emu);
-    assert_int_equal(cs_ref_forward_ex(fm->ref, tokens, p, n, true, rp.emu), CS_OK);
+    assert_int_equal(ref_forward_ex(fm->ref, tokens, p, n, true, rp.emu), CS_OK);
     free(p);
     return rp;
 }

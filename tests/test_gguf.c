@@ -784,7 +784,7 @@ static void check_consistent(const gguf_file *g) {
         assert_int_equal(t->offset % gguf_alignment(g), 0);
         assert_true(base_data + t->offset + t->nbytes <= gguf_file_size(g));
         uint64_t row = 0;
-        assert_true(cs_type_row_size(t->type, t->ne[0], &row));
+        assert_true(type_row_size(t->type, t->ne[0], &row));
         assert_int_equal(t->nbytes, row * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]));
     }
 }
@@ -1158,7 +1158,7 @@ static void test_gguf_writer_round_trip(void **state) {
     gguf_close(back);
     remove(path);
 
-    cs_free(out);
+    mem_free(out);
     gguf_writer_free(w);
     gguf_close(src);
     free(b.p);
@@ -1237,7 +1237,7 @@ static void test_gguf_writer_setters(void **state) {
     assert_string_equal(gguf_get_arr_str(g, is, 0, NULL), "<s>");
     assert_string_equal(gguf_get_arr_str(g, is, 1, NULL), "");
     gguf_close(g);
-    cs_free(out);
+    mem_free(out);
     gguf_writer_free(w);
 
     /* an empty writer makes a valid 24-byte file */
@@ -1247,7 +1247,7 @@ static void test_gguf_writer_setters(void **state) {
     assert_int_equal(gguf_open_buffer(out, size, &g), CS_OK);
     assert_int_equal(gguf_n_kv(g), 0);
     gguf_close(g);
-    cs_free(out);
+    mem_free(out);
     assert_int_equal(gguf_writer_write_file(w, "/nonexistent/dir/x.gguf"), CS_ERR_IO);
     gguf_writer_free(w);
     gguf_writer_free(NULL);
@@ -1261,9 +1261,9 @@ static void test_gguf_alloc_failures(void **state) {
     int64_t n;
     for (n = 0; n < 1000; n++) {
         gguf_file *g = NULL;
-        cs_alloc_fail_after(n);
+        mem_fail_after(n);
         cs_status st = gguf_open_buffer(b.p, b.n, &g);
-        cs_alloc_fail_after(-1);
+        mem_fail_after(-1);
         if (st == CS_OK) {
             gguf_close(g);
             break;
@@ -1279,7 +1279,7 @@ static void test_gguf_alloc_failures(void **state) {
         gguf_writer *w = NULL;
         void *out = NULL;
         size_t size = 0;
-        cs_alloc_fail_after(n);
+        mem_fail_after(n);
         cs_status st = gguf_writer_new(&w);
         for (int64_t i = 0; st == CS_OK && i < gguf_n_kv(src); i++)
             st = gguf_writer_copy_kv(w, src, i);
@@ -1287,9 +1287,9 @@ static void test_gguf_alloc_failures(void **state) {
         if (st == CS_OK)
             st = gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, t->nbytes);
         if (st == CS_OK) st = gguf_writer_write_buffer(w, &out, &size);
-        cs_alloc_fail_after(-1);
+        mem_fail_after(-1);
         gguf_writer_free(w);
-        cs_free(out);
+        mem_free(out);
         if (st == CS_OK) break;
         assert_int_equal(st, CS_ERR_NOMEM);
     }
@@ -1370,7 +1370,7 @@ static double tensor_std(const gguf_tensor *t) {
 
 static void test_gguf_gen_model_tiny(void **state) {
     (void)state;
-    const char *path = cs_fixture_tiny_model(CS_TYPE_F32);
+    const char *path = fixture_tiny_model(CS_TYPE_F32);
     if (!path) fail_msg("fixture: %s", cs_last_error());
     gguf_file *g = NULL;
     assert_int_equal(gguf_open(path, &g), CS_OK);
@@ -1620,7 +1620,7 @@ static void test_gguf_gen_model_quantized(void **state) {
     assert_non_null(ref);
     assert_non_null(deq);
     memcpy(ref, tf->data, (size_t)n * sizeof *ref);
-    cs_dequantize_row(CS_TYPE_Q8_0, tq->data, deq, n);
+    dequantize_row(CS_TYPE_Q8_0, tq->data, deq, n);
     for (int64_t blk = 0; blk < n / 32; blk++) {
         float amax = 0;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(ref[blk * 32 + j]));

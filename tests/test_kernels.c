@@ -2,7 +2,7 @@
  * the scalar reference table, and the reference against independent
  * double-precision formulas written here; the block codecs; f16/bf16
  * conversions; RoPE (float64 rotation, composition identity, untouched
- * tail); and cs_matmul against a naive double reference, bit-identical for
+ * tail); and matmul against a naive double reference, bit-identical for
  * 1, 2 and 3 threads. Fixed seeds everywhere. */
 #include "test.h"
 
@@ -38,7 +38,7 @@
 #define TOL_ROPE_F64 2e-3
 /* rope(p) then rope(d) vs rope(p + d), relative to the vector's max |x|. */
 #define TOL_ROPE_COMPOSE 2e-3
-/* cs_matmul vs a naive double-precision reference over the same converted
+/* matmul vs a naive double-precision reference over the same converted
  * operands, relative to sum|w*x|. */
 #define TOL_MATMUL 2e-5
 
@@ -96,18 +96,18 @@ static const int64_t k_qsizes[] = {32, 64, 96, 320, 1024, 2048};
 
 static void test_kernels_tables(void **state) {
     (void)state;
-    const cs_kernels *ref = cs_kernels_ref();
+    const kernels_table *ref = kernels_ref();
     assert_non_null(ref);
     assert_string_equal(ref->name, "ref");
-    assert_ptr_equal(cs_kernels_by_name("ref"), ref);
-    assert_null(cs_kernels_by_name("sse9"));
-    assert_null(cs_kernels_by_name(NULL));
-    /* main() sets CS_KERNELS=ref before the first cs_kernels_best() */
-    const cs_kernels *best = cs_kernels_best();
+    assert_ptr_equal(kernels_by_name("ref"), ref);
+    assert_null(kernels_by_name("sse9"));
+    assert_null(kernels_by_name(NULL));
+    /* main() sets CS_KERNELS=ref before the first kernels_best() */
+    const kernels_table *best = kernels_best();
     assert_ptr_equal(best, ref);
-    assert_ptr_equal(best, cs_kernels_best());
+    assert_ptr_equal(best, kernels_best());
     for (size_t i = 0; i < N_ALL; i++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[i]);
+        const kernels_table *k = kernels_by_name(k_all_names[i]);
         if (!k) continue;
         assert_string_equal(k->name, k_all_names[i]);
         assert_non_null(k->vec_dot_f32);
@@ -139,14 +139,14 @@ static void test_kernels_type_table(void **state) {
     const int32_t n = cs_weight_types(types, CS_TYPE_COUNT);
     assert_int_equal(n, 8);
     for (size_t i = 0; i < N_ALL; i++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[i]);
+        const kernels_table *k = kernels_by_name(k_all_names[i]);
         if (!k) continue;
         for (int32_t j = 0; j < n; j++) {
             const int32_t t = types[j];
-            const cs_type_traits *tr = cs_type_traits_get(t);
+            const type_traits *tr = type_traits_get(t);
             assert_non_null(tr);
             assert_true(tr->is_weight && tr->to_float && tr->from_float_ref && tr->vec_dot_ref);
-            const cs_type_traits *act = cs_type_traits_get(tr->vec_dot_type);
+            const type_traits *act = type_traits_get(tr->vec_dot_type);
             assert_non_null(act);
             assert_non_null(k->vec_dot[t]);
             if (tr->vec_dot_type == CS_TYPE_F32) continue;
@@ -162,11 +162,11 @@ static void test_kernels_type_table(void **state) {
         assert_ptr_equal(k->fp32_to_fp16_row, k->from_float[CS_TYPE_F16]);
     }
     /* the reference table is the type table's scalar entries */
-    const cs_kernels *ref = cs_kernels_ref();
+    const kernels_table *ref = kernels_ref();
     for (int32_t j = 0; j < n; j++)
-        assert_ptr_equal(ref->vec_dot[types[j]], cs_type_traits_get(types[j])->vec_dot_ref);
+        assert_ptr_equal(ref->vec_dot[types[j]], type_traits_get(types[j])->vec_dot_ref);
     assert_ptr_equal(ref->from_float[CS_TYPE_Q8_K],
-                     cs_type_traits_get(CS_TYPE_Q8_K)->act_from_float_ref);
+                     type_traits_get(CS_TYPE_Q8_K)->act_from_float_ref);
 }
 
 /* cs_weight_types lists the weight types in id order and honours cap;
@@ -190,7 +190,7 @@ static void test_kernels_weight_types_and_names(void **state) {
     char upper[16];
     for (int32_t i = 0; i < n_want; i++) {
         const char *name = cs_type_name(want[i]);
-        assert_true(cs_type_is_supported_weight(want[i]));
+        assert_true(type_is_weight(want[i]));
         assert_int_equal(cs_type_from_name(name), want[i]);
         size_t j = 0;
         for (; name[j] && j + 1 < sizeof upper; j++)
@@ -207,16 +207,16 @@ static void test_kernels_weight_types_and_names(void **state) {
     assert_int_equal(cs_type_from_name("q4"), -1);
     assert_int_equal(cs_type_from_name(""), -1);
     assert_int_equal(cs_type_from_name(NULL), -1);
-    assert_false(cs_type_is_supported_weight(CS_TYPE_Q8_K));
-    assert_false(cs_type_is_supported_weight(-1));
-    assert_false(cs_type_is_supported_weight(CS_TYPE_COUNT));
+    assert_false(type_is_weight(CS_TYPE_Q8_K));
+    assert_false(type_is_weight(-1));
+    assert_false(type_is_weight(CS_TYPE_COUNT));
 
     /* the list for error texts, and its truncation */
     char buf[128];
-    assert_string_equal(cs_type_weight_names(buf, sizeof buf),
+    assert_string_equal(type_weight_names(buf, sizeof buf),
                         "f32, f16, q4_0, q8_0, q4_K, q5_K, q6_K, bf16");
     char small[10];
-    assert_string_equal(cs_type_weight_names(small, sizeof small), "f32, f16");
+    assert_string_equal(type_weight_names(small, sizeof small), "f32, f16");
 }
 
 /* --------------------------------------------------------------- dots */
@@ -224,7 +224,7 @@ static void test_kernels_weight_types_and_names(void **state) {
 static void test_kernels_dot_float_types(void **state) {
     (void)state;
     rng_seed(1);
-    const cs_kernels *ref = cs_kernels_ref();
+    const kernels_table *ref = kernels_ref();
     for (size_t si = 0; si < sizeof k_sizes / sizeof k_sizes[0]; si++) {
         const int64_t n = k_sizes[si];
         float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
@@ -234,15 +234,15 @@ static void test_kernels_dot_float_types(void **state) {
         fill(y, n, 3.0f);
         double w32 = 0, a32 = 0, w16 = 0, a16 = 0, wb = 0, ab = 0, wm = 0, am = 0;
         for (int64_t i = 0; i < n; i++) {
-            xh[i] = cs_fp32_to_fp16(x[i]), yh[i] = cs_fp32_to_fp16(y[i]);
-            xb[i] = cs_fp32_to_bf16(x[i]), yb[i] = cs_fp32_to_bf16(y[i]);
+            xh[i] = fp32_to_fp16(x[i]), yh[i] = fp32_to_fp16(y[i]);
+            xb[i] = fp32_to_bf16(x[i]), yb[i] = fp32_to_bf16(y[i]);
             double p = (double)x[i] * (double)y[i];
             w32 += p, a32 += fabs(p);
-            p = (double)cs_fp16_to_fp32(xh[i]) * (double)cs_fp16_to_fp32(yh[i]);
+            p = (double)fp16_to_fp32(xh[i]) * (double)fp16_to_fp32(yh[i]);
             w16 += p, a16 += fabs(p);
-            p = (double)cs_bf16_to_fp32(xb[i]) * (double)cs_bf16_to_fp32(yb[i]);
+            p = (double)bf16_to_fp32(xb[i]) * (double)bf16_to_fp32(yb[i]);
             wb += p, ab += fabs(p);
-            p = (double)cs_fp16_to_fp32(xh[i]) * (double)y[i];
+            p = (double)fp16_to_fp32(xh[i]) * (double)y[i];
             wm += p, am += fabs(p);
         }
         float r32, r16, rb, rm;
@@ -255,7 +255,7 @@ static void test_kernels_dot_float_types(void **state) {
         check_rel(rb, wb, ab, TOL_REF_DOT, "ref dot_bf16", "ref", n);
         check_rel(rm, wm, am, TOL_REF_DOT, "ref dot_f16_f32", "ref", n);
         for (size_t ti = 0; ti < N_SIMD; ti++) {
-            const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+            const kernels_table *k = kernels_by_name(k_simd_names[ti]);
             if (!k) continue;
             float s;
             k->vec_dot_f32(n, &s, x, y);
@@ -285,23 +285,22 @@ static double qdot_f64(const float *a, const float *b, int64_t n, double *abs_su
 static void test_kernels_dot_quantized(void **state) {
     (void)state;
     rng_seed(2);
-    const cs_kernels *ref = cs_kernels_ref();
+    const kernels_table *ref = kernels_ref();
     for (size_t si = 0; si < sizeof k_qsizes / sizeof k_qsizes[0]; si++) {
         const int64_t n = k_qsizes[si], nb = n / 32;
         float *x = xmalloc((size_t)n * 4), *y = xmalloc((size_t)n * 4);
         float *dx8 = xmalloc((size_t)n * 4), *dx4 = xmalloc((size_t)n * 4);
         float *dy = xmalloc((size_t)n * 4);
-        cs_block_q8_0 *x8 = xmalloc((size_t)nb * sizeof *x8),
-                      *y8 = xmalloc((size_t)nb * sizeof *y8);
-        cs_block_q4_0 *x4 = xmalloc((size_t)nb * sizeof *x4);
+        block_q8_0 *x8 = xmalloc((size_t)nb * sizeof *x8), *y8 = xmalloc((size_t)nb * sizeof *y8);
+        block_q4_0 *x4 = xmalloc((size_t)nb * sizeof *x4);
         fill(x, n, 1.5f);
         fill(y, n, 4.0f);
-        cs_quantize_row(CS_TYPE_Q8_0, x, x8, n);
-        cs_quantize_row(CS_TYPE_Q4_0, x, x4, n);
-        cs_quantize_row_q8_0_ref(y, y8, n);
-        cs_dequantize_row(CS_TYPE_Q8_0, x8, dx8, n);
-        cs_dequantize_row(CS_TYPE_Q4_0, x4, dx4, n);
-        cs_dequantize_row_q8_0(y8, dy, n);
+        quantize_row(CS_TYPE_Q8_0, x, x8, n);
+        quantize_row(CS_TYPE_Q4_0, x, x4, n);
+        quantize_row_q8_0_ref(y, y8, n);
+        dequantize_row(CS_TYPE_Q8_0, x8, dx8, n);
+        dequantize_row(CS_TYPE_Q4_0, x4, dx4, n);
+        dequantize_row_q8_0(y8, dy, n);
         double a8, a4;
         double w8 = qdot_f64(dx8, dy, n, &a8), w4 = qdot_f64(dx4, dy, n, &a4);
         float r8, r4;
@@ -310,7 +309,7 @@ static void test_kernels_dot_quantized(void **state) {
         check_rel(r8, w8, a8, TOL_REF_DOT, "ref dot_q8_0", "ref", n);
         check_rel(r4, w4, a4, TOL_REF_DOT, "ref dot_q4_0", "ref", n);
         for (size_t ti = 0; ti < N_SIMD; ti++) {
-            const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+            const kernels_table *k = kernels_by_name(k_simd_names[ti]);
             if (!k) continue;
             float s;
             k->vec_dot_q8_0_q8_0(n, &s, x8, y8);
@@ -330,9 +329,9 @@ static void test_kernels_quantize_q8_0_ref_rounding(void **state) {
      * activation quantizer and half away from zero for the weight one. */
     float x[32] = {0};
     x[0] = 127.0f, x[1] = 2.5f, x[2] = -3.5f, x[3] = 0.5f, x[4] = -0.5f, x[5] = 1.5f;
-    cs_block_q8_0 a, w;
-    cs_quantize_row_q8_0_ref(x, &a, 32);
-    cs_quantize_row(CS_TYPE_Q8_0, x, &w, 32);
+    block_q8_0 a, w;
+    quantize_row_q8_0_ref(x, &a, 32);
+    quantize_row(CS_TYPE_Q8_0, x, &w, 32);
     assert_int_equal(a.d, 0x3c00); /* 1.0 in f16 */
     assert_int_equal(w.d, 0x3c00);
     const int8_t want_a[6] = {127, 2, -4, 0, 0, 2};
@@ -343,7 +342,7 @@ static void test_kernels_quantize_q8_0_ref_rounding(void **state) {
     }
     /* all-zero block: d = 0 and q = 0 */
     float z[32] = {0};
-    cs_quantize_row_q8_0_ref(z, &a, 32);
+    quantize_row_q8_0_ref(z, &a, 32);
     assert_int_equal(a.d, 0);
     for (int j = 0; j < 32; j++) assert_int_equal(a.qs[j], 0);
 }
@@ -364,12 +363,12 @@ static void test_kernels_quantize_q8_K_bit_exact(void **state) {
     for (int j = 768; j < 1024; j++) x[j] *= 1e30f;
     for (int j = 1024; j < 1280; j++) x[j] *= 1e-30f;
     for (int j = 1280; j < 1536; j++) x[j] = (float)(j - 1408) + 0.5f; /* halves: round to even */
-    const size_t bytes = (size_t)(n / 256) * sizeof(cs_block_q8_K);
+    const size_t bytes = (size_t)(n / 256) * sizeof(block_q8_K);
     uint8_t *r = xmalloc(bytes), *s = xmalloc(bytes);
     memset(r, 0, bytes);
-    cs_quantize_row_q8_K_ref(x, (cs_block_q8_K *)(void *)r, n);
+    quantize_row_q8_K_ref(x, (block_q8_K *)(void *)r, n);
     for (size_t ti = 0; ti < N_ALL; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         memset(s, 0, bytes);
         k->from_float[CS_TYPE_Q8_K](x, s, n);
@@ -391,11 +390,10 @@ static void test_kernels_quantize_q8_0_simd_bit_exact(void **state) {
     for (int j = 64; j < 96; j++) x[j] = j == 70 ? -3.0f : 0.0f;
     for (int j = 96; j < 128; j++) x[j] *= 1e30f;
     for (int j = 128; j < 160; j++) x[j] *= 1e-30f;
-    cs_block_q8_0 *r = xmalloc((size_t)n / 32 * sizeof *r),
-                  *s = xmalloc((size_t)n / 32 * sizeof *s);
-    cs_quantize_row_q8_0_ref(x, r, n);
+    block_q8_0 *r = xmalloc((size_t)n / 32 * sizeof *r), *s = xmalloc((size_t)n / 32 * sizeof *s);
+    quantize_row_q8_0_ref(x, r, n);
     for (size_t ti = 0; ti < N_SIMD; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+        const kernels_table *k = kernels_by_name(k_simd_names[ti]);
         if (!k) continue;
         memset(s, 0xee, (size_t)n / 32 * sizeof *s);
         k->quantize_row_q8_0(x, s, n);
@@ -403,10 +401,10 @@ static void test_kernels_quantize_q8_0_simd_bit_exact(void **state) {
     }
     /* round trip within half a step of each block */
     float *d = xmalloc((size_t)n * 4);
-    cs_dequantize_row_q8_0(r, d, n);
+    dequantize_row_q8_0(r, d, n);
     for (int64_t b = 0; b < n / 32; b++) {
         if (b == 3 || b == 4) continue; /* d overflows / underflows f16 by design */
-        float step = cs_fp16_to_fp32(r[b].d);
+        float step = fp16_to_fp32(r[b].d);
         for (int j = 0; j < 32; j++) {
             float v = x[b * 32 + j];
             assert_true(fabsf(d[b * 32 + j] - v) <= 0.5f * step + 0.01f * fabsf(v) + 1e-30f);
@@ -421,22 +419,22 @@ static void test_kernels_quantize_q4_0_ref(void **state) {
     float x[32];
     for (int j = 0; j < 32; j++) x[j] = (float)((j % 16) - 8);
     x[0] = -8.0f;
-    cs_block_q4_0 b;
-    cs_quantize_row_q4_0_ref(x, &b, 32);
+    block_q4_0 b;
+    quantize_row_q4_0_ref(x, &b, 32);
     assert_int_equal(b.d, 0x3c00);
     for (int j = 0; j < 16; j++) {
         assert_int_equal(b.qs[j] & 0x0f, (j % 16));      /* element j */
         assert_int_equal(b.qs[j] >> 4, ((j + 16) % 16)); /* element j + 16 */
     }
     float y[32];
-    cs_dequantize_row_q4_0(&b, y, 32);
+    dequantize_row_q4_0(&b, y, 32);
     for (int j = 0; j < 32; j++) assert_true(y[j] == x[j]);
     /* positive max: d = -max/8 < 0, 8.0 maps to 0 and x = -max clamps to 15 */
     for (int j = 0; j < 32; j++) x[j] = 0.0f;
     x[3] = 8.0f, x[20] = -8.0f, x[21] = 4.0f;
-    cs_quantize_row_q4_0_ref(x, &b, 32);
-    assert_true(cs_fp16_to_fp32(b.d) == -1.0f);
-    cs_dequantize_row_q4_0(&b, y, 32);
+    quantize_row_q4_0_ref(x, &b, 32);
+    assert_true(fp16_to_fp32(b.d) == -1.0f);
+    dequantize_row_q4_0(&b, y, 32);
     assert_true(y[3] == 8.0f);
     assert_true(y[20] == -7.0f); /* clamped nibble 15 -> (15-8)*-1 */
     assert_true(y[21] == 4.0f);
@@ -444,12 +442,12 @@ static void test_kernels_quantize_q4_0_ref(void **state) {
     /* random round trip within half a step (plus the clamp at one end) */
     rng_seed(4);
     float r[320], o[320];
-    cs_block_q4_0 q[10];
+    block_q4_0 q[10];
     fill(r, 320, 3.0f);
-    cs_quantize_row(CS_TYPE_Q4_0, r, q, 320);
-    cs_dequantize_row(CS_TYPE_Q4_0, q, o, 320);
+    quantize_row(CS_TYPE_Q4_0, r, q, 320);
+    dequantize_row(CS_TYPE_Q4_0, q, o, 320);
     for (int i = 0; i < 320; i++) {
-        float step = fabsf(cs_fp16_to_fp32(q[i / 32].d));
+        float step = fabsf(fp16_to_fp32(q[i / 32].d));
         assert_true(fabsf(o[i] - r[i]) <= step * 1.0f + 1e-3f * fabsf(r[i]));
     }
 }
@@ -460,13 +458,13 @@ static void test_kernels_quantize_row_float_types(void **state) {
     float x[100], y[100];
     uint16_t h[100];
     fill(x, 100, 100.0f);
-    cs_quantize_row(CS_TYPE_F32, x, y, 100);
+    quantize_row(CS_TYPE_F32, x, y, 100);
     assert_memory_equal(x, y, sizeof x);
-    cs_quantize_row(CS_TYPE_F16, x, h, 100);
-    cs_dequantize_row(CS_TYPE_F16, h, y, 100);
+    quantize_row(CS_TYPE_F16, x, h, 100);
+    dequantize_row(CS_TYPE_F16, h, y, 100);
     for (int i = 0; i < 100; i++) assert_true(fabsf(y[i] - x[i]) <= fabsf(x[i]) * 0x1p-11f);
-    cs_quantize_row(CS_TYPE_BF16, x, h, 100);
-    cs_dequantize_row(CS_TYPE_BF16, h, y, 100);
+    quantize_row(CS_TYPE_BF16, x, h, 100);
+    dequantize_row(CS_TYPE_BF16, h, y, 100);
     for (int i = 0; i < 100; i++) assert_true(fabsf(y[i] - x[i]) <= fabsf(x[i]) * 0x1p-8f);
 }
 
@@ -482,14 +480,14 @@ static void test_kernels_fp16_all_halfs(void **state) {
     float *f = xmalloc(65536 * 4);
     for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
     for (size_t ti = 0; ti < N_ALL; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         /* odd length leaves a scalar tail in every table */
         k->fp16_to_fp32_row(h, f, 65535);
-        f[65535] = cs_fp16_to_fp32(65535);
+        f[65535] = fp16_to_fp32(65535);
         k->fp32_to_fp16_row(f, back, 65535);
         for (int i = 0; i < 65535; i++) {
-            float want = cs_fp16_to_fp32(h[i]);
+            float want = fp16_to_fp32(h[i]);
             uint32_t gb, wb;
             memcpy(&gb, &f[i], 4);
             memcpy(&wb, &want, 4);
@@ -511,17 +509,17 @@ static void test_kernels_fp16_all_halfs(void **state) {
     for (int64_t i = 0; i < n; i++) {
         if (i % 3 == 0) {
             uint16_t a = (uint16_t)(rng_next() & 0x7bff); /* finite */
-            float lo = cs_fp16_to_fp32(a), hi = cs_fp16_to_fp32((uint16_t)(a + 1));
+            float lo = fp16_to_fp32(a), hi = fp16_to_fp32((uint16_t)(a + 1));
             x[i] = (float)(((double)lo + (double)hi) / 2) * (i % 2 ? -1.0f : 1.0f);
         } else {
             x[i] = rng_f() * (float)ldexp(1.0, (int)(rng_next() % 40) - 26);
         }
     }
     for (size_t ti = 0; ti < N_ALL; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         k->fp32_to_fp16_row(x, r, n);
-        for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], cs_fp32_to_fp16(x[i]));
+        for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], fp32_to_fp16(x[i]));
     }
     free(h), free(back), free(f), free(x), free(r);
 }
@@ -544,12 +542,12 @@ static void test_kernels_bf16_rows(void **state) {
     float one_tie;
     uint32_t tb = 0x3f808000u; /* 1.00390625: tie between 0x3f80 and 0x3f81 -> even 0x3f80 */
     memcpy(&one_tie, &tb, 4);
-    assert_int_equal(cs_fp32_to_bf16(one_tie), 0x3f80);
+    assert_int_equal(fp32_to_bf16(one_tie), 0x3f80);
     for (size_t ti = 0; ti < N_ALL; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         k->from_float[CS_TYPE_BF16](x, r, n);
-        for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], cs_fp32_to_bf16(x[i]));
+        for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], fp32_to_bf16(x[i]));
         assert_int_equal(r[3], 0x7f80);
         assert_int_equal(r[4], 0x7f80);
         k->from_float[CS_TYPE_BF16](&one_tie, r, 1);
@@ -570,10 +568,10 @@ static void test_kernels_axpy(void **state) {
         uint16_t *xh = xmalloc((size_t)n * 2);
         fill(x, n, 2.0f);
         fill(y0, n, 2.0f);
-        for (int64_t i = 0; i < n; i++) xh[i] = cs_fp32_to_fp16(x[i]);
+        for (int64_t i = 0; i < n; i++) xh[i] = fp32_to_fp16(x[i]);
         const float a = 0.7f;
         for (size_t ti = 0; ti < N_ALL; ti++) {
-            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            const kernels_table *k = kernels_by_name(k_all_names[ti]);
             if (!k) continue;
             memcpy(y, y0, (size_t)n * 4);
             k->axpy_f32(n, a, x, y);
@@ -585,7 +583,7 @@ static void test_kernels_axpy(void **state) {
             memcpy(y, y0, (size_t)n * 4);
             k->axpy_f16(n, a, xh, y);
             for (int64_t i = 0; i < n; i++) {
-                double xv = cs_fp16_to_fp32(xh[i]);
+                double xv = fp16_to_fp32(xh[i]);
                 double want = (double)y0[i] + (double)a * xv;
                 check_rel(y[i], want, fabs(y0[i]) + fabs((double)a * xv), TOL_AXPY, "axpy_f16",
                           k->name, n);
@@ -608,9 +606,9 @@ static void test_kernels_rmsnorm(void **state) {
         double ss = 0;
         for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
         const double scale = 1.0 / sqrt(ss / (double)n + (double)eps);
-        cs_kernels_ref()->rmsnorm(r, x, w, n, eps);
+        kernels_ref()->rmsnorm(r, x, w, n, eps);
         for (size_t ti = 0; ti < N_ALL; ti++) {
-            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            const kernels_table *k = kernels_by_name(k_all_names[ti]);
             if (!k) continue;
             k->rmsnorm(o, x, w, n, eps);
             for (int64_t i = 0; i < n; i++) {
@@ -643,7 +641,7 @@ static void test_kernels_softmax(void **state) {
         for (int64_t i = 0; i < n; i++) sum += want[i] = exp((double)x[i] - max);
         for (int64_t i = 0; i < n; i++) want[i] /= sum;
         for (size_t ti = 0; ti < N_ALL; ti++) {
-            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            const kernels_table *k = kernels_by_name(k_all_names[ti]);
             if (!k) continue;
             memcpy(o, x, (size_t)n * 4);
             k->softmax(o, n);
@@ -668,7 +666,7 @@ static void test_kernels_swiglu(void **state) {
         fill(g, n, 12.0f);
         fill(u, n, 2.0f);
         for (size_t ti = 0; ti < N_ALL; ti++) {
-            const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+            const kernels_table *k = kernels_by_name(k_all_names[ti]);
             if (!k) continue;
             k->swiglu(o, g, u, n);
             for (int64_t i = 0; i < n; i++) {
@@ -688,16 +686,16 @@ static void test_kernels_swiglu(void **state) {
 
 /* --------------------------------------------------------------- rope */
 
-static cs_rope_params rope_params(int32_t n_rot, int32_t mode) {
-    return (cs_rope_params){.n_rot = n_rot,
-                            .mode = mode,
-                            .freq_base = 10000.0f,
-                            .freq_scale = 1.0f,
-                            .ext_factor = 0.0f,
-                            .attn_factor = 1.0f,
-                            .beta_fast = 32.0f,
-                            .beta_slow = 1.0f,
-                            .n_ctx_orig = 4096};
+static kernels_rope_params rope_params(int32_t n_rot, int32_t mode) {
+    return (kernels_rope_params){.n_rot = n_rot,
+                                 .mode = mode,
+                                 .freq_base = 10000.0f,
+                                 .freq_scale = 1.0f,
+                                 .ext_factor = 0.0f,
+                                 .attn_factor = 1.0f,
+                                 .beta_fast = 32.0f,
+                                 .beta_slow = 1.0f,
+                                 .n_ctx_orig = 4096};
 }
 
 /* float64 rotation of one head by the exact angles pos * base^(-2k/n_rot). */
@@ -725,15 +723,15 @@ static void test_kernels_rope_vs_f64_and_ref(void **state) {
         for (int di = 0; di < 3; di++) {
             const int64_t hd = dims[di][0];
             const int32_t n_rot = (int32_t)dims[di][1];
-            cs_rope_params p = rope_params(n_rot, modes[mi]);
+            kernels_rope_params p = rope_params(n_rot, modes[mi]);
             float *x = xmalloc((size_t)(n_head * hd) * 4), *r = xmalloc((size_t)(n_head * hd) * 4);
             float *o = xmalloc((size_t)(n_head * hd) * 4), *cs = xmalloc((size_t)n_rot * 4);
             double *want = xmalloc((size_t)hd * sizeof(double));
             for (int pos = 0; pos < 256; pos += 37) {
                 fill(x, n_head * hd, 1.0f);
-                cs_rope_cache(cs, (float)pos, &p);
+                kernels_rope_cache(cs, (float)pos, &p);
                 memcpy(r, x, (size_t)(n_head * hd) * 4);
-                cs_kernels_ref()->rope(r, n_head, hd, n_rot, modes[mi], cs);
+                kernels_ref()->rope(r, n_head, hd, n_rot, modes[mi], cs);
                 for (int64_t h = 0; h < n_head; h++) {
                     rope_f64(x + h * hd, want, hd, n_rot, modes[mi], pos, 10000.0);
                     for (int64_t i = 0; i < hd; i++) {
@@ -743,7 +741,7 @@ static void test_kernels_rope_vs_f64_and_ref(void **state) {
                     }
                 }
                 for (size_t ti = 0; ti < N_SIMD; ti++) {
-                    const cs_kernels *k = cs_kernels_by_name(k_simd_names[ti]);
+                    const kernels_table *k = kernels_by_name(k_simd_names[ti]);
                     if (!k) continue;
                     memcpy(o, x, (size_t)(n_head * hd) * 4);
                     k->rope(o, n_head, hd, n_rot, modes[mi], cs);
@@ -763,21 +761,21 @@ static void test_kernels_rope_composition(void **state) {
     const int32_t n_rot = 64;
     const float pd[][2] = {{0, 5}, {17, 100}, {300, -120}, {1000, 24}, {4000, -3999}, {250, 0}};
     for (size_t ti = 0; ti < N_ALL; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         for (int mi = 0; mi < 2; mi++) {
             const int32_t mode = mi ? CS_ROPE_NEOX : CS_ROPE_NORM;
-            cs_rope_params p = rope_params(n_rot, mode);
+            kernels_rope_params p = rope_params(n_rot, mode);
             for (size_t c = 0; c < sizeof pd / sizeof pd[0]; c++) {
                 float x[64], a[64], b[64], cs[64];
                 fill(x, hd, 1.0f);
                 memcpy(a, x, sizeof x);
                 memcpy(b, x, sizeof x);
-                cs_rope_cache(cs, pd[c][0], &p);
+                kernels_rope_cache(cs, pd[c][0], &p);
                 k->rope(a, 1, hd, n_rot, mode, cs);
-                cs_rope_cache(cs, pd[c][1], &p);
+                kernels_rope_cache(cs, pd[c][1], &p);
                 k->rope(a, 1, hd, n_rot, mode, cs);
-                cs_rope_cache(cs, pd[c][0] + pd[c][1], &p);
+                kernels_rope_cache(cs, pd[c][0] + pd[c][1], &p);
                 k->rope(b, 1, hd, n_rot, mode, cs);
                 for (int i = 0; i < hd; i++)
                     check_rel(a[i], b[i], 1.0, TOL_ROPE_COMPOSE, "rope compose", k->name,
@@ -790,14 +788,14 @@ static void test_kernels_rope_composition(void **state) {
 /* YaRN: the cache against a double transcription of ggml's formulas. */
 static void test_kernels_rope_cache_yarn(void **state) {
     (void)state;
-    cs_rope_params p = rope_params(64, CS_ROPE_NEOX);
+    kernels_rope_params p = rope_params(64, CS_ROPE_NEOX);
     p.freq_scale = 0.25f;
     p.ext_factor = 1.0f;
     p.attn_factor = 1.0f;
     p.n_ctx_orig = 2048;
     float cs[64];
     const float pos = 77.0f;
-    cs_rope_cache(cs, pos, &p);
+    kernels_rope_cache(cs, pos, &p);
     const double base = 10000.0, n = 64;
     double lo = floor(n * log(2048.0 / (32.0 * 2 * PI_F64)) / (2 * log(base)));
     double hi = ceil(n * log(2048.0 / (1.0 * 2 * PI_F64)) / (2 * log(base)));
@@ -815,7 +813,7 @@ static void test_kernels_rope_cache_yarn(void **state) {
     /* plain linear scaling: theta = freq_scale * pos * base^(-2k/n) */
     p.ext_factor = 0.0f;
     p.attn_factor = 2.0f;
-    cs_rope_cache(cs, pos, &p);
+    kernels_rope_cache(cs, pos, &p);
     for (int k = 0; k < 32; k++) {
         double th = 0.25 * (double)pos * pow(base, -2.0 * k / n);
         check_rel(cs[2 * k], 2 * cos(th), 2.0, 1e-4, "linear cos", "ref", k);
@@ -832,13 +830,13 @@ static void convert_x_f64(int32_t wtype, const float *x, int64_t K, double *out)
         memcpy(tmp, x, (size_t)K * 4);
     } else if (wtype == CS_TYPE_F16 || wtype == CS_TYPE_BF16) {
         uint16_t *h = xmalloc((size_t)K * 2);
-        cs_quantize_row(wtype, x, h, K);
-        cs_dequantize_row(wtype, h, tmp, K);
+        quantize_row(wtype, x, h, K);
+        dequantize_row(wtype, h, tmp, K);
         free(h);
     } else {
-        cs_block_q8_0 *q = xmalloc((size_t)(K / 32) * sizeof *q);
-        cs_quantize_row_q8_0_ref(x, q, K);
-        cs_dequantize_row_q8_0(q, tmp, K);
+        block_q8_0 *q = xmalloc((size_t)(K / 32) * sizeof *q);
+        quantize_row_q8_0_ref(x, q, K);
+        dequantize_row_q8_0(q, tmp, K);
         free(q);
     }
     for (int64_t i = 0; i < K; i++) out[i] = tmp[i];
@@ -846,32 +844,32 @@ static void convert_x_f64(int32_t wtype, const float *x, int64_t K, double *out)
 }
 
 static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
-                              cs_threadpool *const tps[3]) {
+                              threadpool *const tps[3]) {
     uint64_t rb = 0;
-    assert_true(cs_type_row_size(wtype, K, &rb));
+    assert_true(type_row_size(wtype, K, &rb));
     float *wf = xmalloc((size_t)(N * K) * 4), *x = xmalloc((size_t)(T * K) * 4);
     fill(wf, N * K, 1.0f);
     fill(x, T * K, 2.0f);
     uint8_t *W = xmalloc((size_t)rb * (size_t)N);
-    for (int64_t n = 0; n < N; n++) cs_quantize_row(wtype, wf + n * K, W + (size_t)n * rb, K);
+    for (int64_t n = 0; n < N; n++) quantize_row(wtype, wf + n * K, W + (size_t)n * rb, K);
     double *wd = xmalloc((size_t)(N * K) * sizeof(double)), *xd = xmalloc((size_t)(T * K) * 8);
     float *tmp = xmalloc((size_t)K * 4);
     for (int64_t n = 0; n < N; n++) {
-        cs_dequantize_row(wtype, W + (size_t)n * rb, tmp, K);
+        dequantize_row(wtype, W + (size_t)n * rb, tmp, K);
         for (int64_t i = 0; i < K; i++) wd[n * K + i] = tmp[i];
     }
     for (int64_t t = 0; t < T; t++) convert_x_f64(wtype, x + t * K, K, xd + t * K);
-    size_t ss = cs_matmul_scratch_size(wtype, K, T);
+    size_t ss = matmul_scratch_size(wtype, K, T);
     assert_true(ss >= 64);
     void *scratch = xmalloc(ss);
     float *y[3], *y1 = xmalloc((size_t)(N * T) * 4);
     for (int i = 0; i < 3; i++) y[i] = xmalloc((size_t)(N * T) * 4);
     for (size_t ti = 0; ti < N_ALL; ti++) {
-        const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
         for (int i = 0; i < 3; i++) {
             memset(y[i], 0xff, (size_t)(N * T) * 4);
-            cs_matmul(k, tps[i], wtype, CS_LAYOUT_ROWS, W, N, K, x, T, y[i], scratch);
+            matmul(k, tps[i], wtype, CS_LAYOUT_ROWS, W, N, K, x, T, y[i], scratch);
         }
         for (int64_t t = 0; t < T; t++) {
             for (int64_t n = 0; n < N; n++) {
@@ -891,7 +889,7 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
         assert_memory_equal(y[0], y[2], (size_t)(N * T) * 4);
         /* a token alone gives the same row as inside the batch */
         for (int64_t t = 0; t<T; t += T> 1 ? T - 1 : 1) {
-            cs_matmul(k, NULL, wtype, CS_LAYOUT_ROWS, W, N, K, x + t * K, 1, y1, scratch);
+            matmul(k, NULL, wtype, CS_LAYOUT_ROWS, W, N, K, x + t * K, 1, y1, scratch);
             assert_memory_equal(y1, y[0] + t * N, (size_t)N * 4);
         }
     }
@@ -902,10 +900,10 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
 static void test_kernels_matmul(void **state) {
     (void)state;
     rng_seed(14);
-    cs_threadpool *tps[3] = {NULL, NULL, NULL};
-    assert_int_equal(cs_threadpool_new(1, &tps[0]), CS_OK);
-    assert_int_equal(cs_threadpool_new(2, &tps[1]), CS_OK);
-    assert_int_equal(cs_threadpool_new(3, &tps[2]), CS_OK);
+    threadpool *tps[3] = {NULL, NULL, NULL};
+    assert_int_equal(threadpool_new(1, &tps[0]), CS_OK);
+    assert_int_equal(threadpool_new(2, &tps[1]), CS_OK);
+    assert_int_equal(threadpool_new(3, &tps[2]), CS_OK);
     const int32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
     const int64_t Ks[] = {64, 96, 172, 768, 2048}; /* 96: odd block count */
     const int64_t Ts[] = {1, 5, 33};
@@ -922,27 +920,27 @@ static void test_kernels_matmul(void **state) {
             }
         }
     }
-    for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
+    for (int i = 0; i < 3; i++) threadpool_free(tps[i]);
 }
 
 /* Enough tokens that the conversion itself runs on the pool. */
 static void test_kernels_matmul_threaded_conversion(void **state) {
     (void)state;
     rng_seed(15);
-    cs_threadpool *tps[3] = {NULL, NULL, NULL};
-    assert_int_equal(cs_threadpool_new(1, &tps[0]), CS_OK);
-    assert_int_equal(cs_threadpool_new(2, &tps[1]), CS_OK);
-    assert_int_equal(cs_threadpool_new(3, &tps[2]), CS_OK);
+    threadpool *tps[3] = {NULL, NULL, NULL};
+    assert_int_equal(threadpool_new(1, &tps[0]), CS_OK);
+    assert_int_equal(threadpool_new(2, &tps[1]), CS_OK);
+    assert_int_equal(threadpool_new(3, &tps[2]), CS_OK);
     check_matmul_case(CS_TYPE_Q4_0, 40, 256, 70, tps);
     check_matmul_case(CS_TYPE_F16, 21, 256, 70, tps);
-    for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
+    for (int i = 0; i < 3; i++) threadpool_free(tps[i]);
 }
 
 /* The VNNI and non-VNNI AVX-512 micro-kernels produce the same int32 lane
  * sums, so their results must be bit-identical, tile and column paths. */
 static void test_kernels_matmul_vnni_matches_fallback(void **state) {
     (void)state;
-    const cs_kernels *kv = cs_kernels_by_name("avx512"), *kn = cs_kernels_by_name("avx512novnni");
+    const kernels_table *kv = kernels_by_name("avx512"), *kn = kernels_by_name("avx512novnni");
     if (!kv || !kn) {
         skip();
         return;
@@ -953,16 +951,16 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
     float *wf = xmalloc((size_t)(N * K) * 4), *x = xmalloc((size_t)(T * K) * 4);
     float *ya = xmalloc((size_t)(N * T) * 4), *yb = xmalloc((size_t)(N * T) * 4);
     uint8_t *W = xmalloc((size_t)(N * K) * 2);
-    void *scratch = xmalloc(cs_matmul_scratch_size(CS_TYPE_Q8_0, K, T));
+    void *scratch = xmalloc(matmul_scratch_size(CS_TYPE_Q8_0, K, T));
     fill(wf, N * K, 1.0f);
     fill(x, T * K, 3.0f);
     for (size_t ty = 0; ty < 2; ty++) {
         uint64_t rb = 0;
-        assert_true(cs_type_row_size(types[ty], K, &rb));
-        for (int64_t n = 0; n < N; n++) cs_quantize_row(types[ty], wf + n * K, W + n * rb, K);
+        assert_true(type_row_size(types[ty], K, &rb));
+        for (int64_t n = 0; n < N; n++) quantize_row(types[ty], wf + n * K, W + n * rb, K);
         for (int64_t t = 1; t <= T; t += T - 1) {
-            cs_matmul(kv, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, t, ya, scratch);
-            cs_matmul(kn, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, t, yb, scratch);
+            matmul(kv, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, t, ya, scratch);
+            matmul(kn, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, t, yb, scratch);
             assert_memory_equal(ya, yb, (size_t)(N * t) * 4);
         }
     }
@@ -971,41 +969,41 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
 
 /* x16 packing (repack.h): pack then unpack restores the bytes; with every
  * table, at 1/2/3 threads, for T = 1 and batches, a packed matmul equals
- * the scalar x16 reference (cs_x16_dot_ref, the ref table's path) bit for
+ * the scalar x16 reference (repack_x16_dot_ref, the ref table's path) bit for
  * bit. For Q4_0 / Q8_0 that is also the reference table's row-major result
  * bit for bit (same per-block order); for Q4_K / Q6_K (their own integer
  * order) it agrees with the row-major reference within rounding. */
 static void test_kernels_matmul_x16(void **state) {
     (void)state;
     rng_seed(17);
-    cs_threadpool *tps[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3; i++) assert_int_equal(cs_threadpool_new(i + 1, &tps[i]), CS_OK);
+    threadpool *tps[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) assert_int_equal(threadpool_new(i + 1, &tps[i]), CS_OK);
     const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
     const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
                                  {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
-    const cs_kernels *ref = cs_kernels_ref();
-    assert_false(cs_x16_fits(CS_TYPE_F16, 16, 256));
+    const kernels_table *ref = kernels_ref();
+    assert_false(repack_x16_fits(CS_TYPE_F16, 16, 256));
     /* conversion kinds: equal exactly when the converted rows are equal */
-    assert_int_equal(cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_ROWS),
-                     cs_matmul_convert_kind(CS_TYPE_Q4_0, CS_LAYOUT_ROWS));
-    assert_int_equal(cs_matmul_convert_kind(CS_TYPE_Q4_K, CS_LAYOUT_X16),
-                     cs_matmul_convert_kind(CS_TYPE_Q6_K, CS_LAYOUT_ROWS));
-    assert_int_not_equal(cs_matmul_convert_kind(CS_TYPE_Q4_0, CS_LAYOUT_X16),
-                         cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_X16));
-    assert_int_not_equal(cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_X16),
-                         cs_matmul_convert_kind(CS_TYPE_Q8_0, CS_LAYOUT_ROWS));
-    assert_int_not_equal(cs_matmul_convert_kind(CS_TYPE_F16, CS_LAYOUT_ROWS),
-                         cs_matmul_convert_kind(CS_TYPE_BF16, CS_LAYOUT_ROWS));
-    assert_false(cs_x16_fits(CS_TYPE_Q5_K, 16, 256));
+    assert_int_equal(matmul_convert_kind_of(CS_TYPE_Q8_0, CS_LAYOUT_ROWS),
+                     matmul_convert_kind_of(CS_TYPE_Q4_0, CS_LAYOUT_ROWS));
+    assert_int_equal(matmul_convert_kind_of(CS_TYPE_Q4_K, CS_LAYOUT_X16),
+                     matmul_convert_kind_of(CS_TYPE_Q6_K, CS_LAYOUT_ROWS));
+    assert_int_not_equal(matmul_convert_kind_of(CS_TYPE_Q4_0, CS_LAYOUT_X16),
+                         matmul_convert_kind_of(CS_TYPE_Q8_0, CS_LAYOUT_X16));
+    assert_int_not_equal(matmul_convert_kind_of(CS_TYPE_Q8_0, CS_LAYOUT_X16),
+                         matmul_convert_kind_of(CS_TYPE_Q8_0, CS_LAYOUT_ROWS));
+    assert_int_not_equal(matmul_convert_kind_of(CS_TYPE_F16, CS_LAYOUT_ROWS),
+                         matmul_convert_kind_of(CS_TYPE_BF16, CS_LAYOUT_ROWS));
+    assert_false(repack_x16_fits(CS_TYPE_Q5_K, 16, 256));
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         const bool kq = types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K;
-        assert_false(cs_x16_fits(types[ty], 15, 256));
-        assert_false(cs_x16_fits(types[ty], 16, kq ? 128 : 48));
+        assert_false(repack_x16_fits(types[ty], 15, 256));
+        assert_false(repack_x16_fits(types[ty], 16, kq ? 128 : 48));
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int64_t N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
-            if (!cs_x16_fits(types[ty], N, K)) continue;
+            if (!repack_x16_fits(types[ty], N, K)) continue;
             uint64_t rb = 0;
-            assert_true(cs_type_row_size(types[ty], K, &rb));
+            assert_true(type_row_size(types[ty], K, &rb));
             const size_t wbytes = (size_t)rb * (size_t)N;
             float *wf = xmalloc((size_t)(N * K) * 4), *x = xmalloc((size_t)(T * K) * 4);
             fill(wf, N * K, 1.0f);
@@ -1013,17 +1011,17 @@ static void test_kernels_matmul_x16(void **state) {
             uint8_t *W = xmalloc(wbytes), *P = xmalloc(wbytes), *U = xmalloc(wbytes);
             uint8_t *tmp = xmalloc((size_t)rb * CS_X16_ROWS);
             for (int64_t n = 0; n < N; n++)
-                cs_quantize_row(types[ty], wf + n * K, W + (size_t)n * rb, K);
+                quantize_row(types[ty], wf + n * K, W + (size_t)n * rb, K);
             memcpy(P, W, wbytes);
-            cs_x16_pack(types[ty], P, N, K, tmp);
+            repack_x16_pack(types[ty], P, N, K, tmp);
             assert_memory_not_equal(P, W, wbytes);
-            cs_x16_unpack(types[ty], P, N, K, U);
+            repack_x16_unpack(types[ty], P, N, K, U);
             assert_memory_equal(U, W, wbytes);
-            void *scratch = xmalloc(cs_matmul_scratch_size(types[ty], K, T));
+            void *scratch = xmalloc(matmul_scratch_size(types[ty], K, T));
             float *want = xmalloc((size_t)(N * T) * 4), *rows = xmalloc((size_t)(N * T) * 4);
             float *got = xmalloc((size_t)(N * T) * 4);
-            cs_matmul(ref, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x, T, want, scratch);
-            cs_matmul(ref, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, T, rows, scratch);
+            matmul(ref, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x, T, want, scratch);
+            matmul(ref, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, T, rows, scratch);
             if (kq) {
                 for (int64_t i = 0; i < N * T; i++)
                     assert_true(fabsf(want[i] - rows[i]) <= 1e-4f * (1.0f + fabsf(rows[i])));
@@ -1031,27 +1029,25 @@ static void test_kernels_matmul_x16(void **state) {
                 assert_memory_equal(want, rows, (size_t)(N * T) * 4);
             }
             for (size_t ti = 0; ti < N_ALL; ti++) {
-                const cs_kernels *k = cs_kernels_by_name(k_all_names[ti]);
+                const kernels_table *k = kernels_by_name(k_all_names[ti]);
                 if (!k) continue;
                 for (int i = 0; i < 3; i++) {
                     memset(got, 0xff, (size_t)(N * T) * 4);
-                    cs_matmul(k, tps[i], types[ty], CS_LAYOUT_X16, P, N, K, x, T, got, scratch);
+                    matmul(k, tps[i], types[ty], CS_LAYOUT_X16, P, N, K, x, T, got, scratch);
                     assert_memory_equal(got, want, (size_t)(N * T) * 4);
                 }
                 for (int64_t t = 0; t < T; t++) {
-                    cs_matmul(k, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x + t * K, 1, got,
-                              scratch);
+                    matmul(k, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x + t * K, 1, got, scratch);
                     assert_memory_equal(got, want + t * N, (size_t)N * 4);
                 }
                 /* the converted variant reads scratch, not X: spoil X after a
                  * full call and the result must not change */
                 float *xs = xmalloc((size_t)(T * K) * 4);
                 memcpy(xs, x, (size_t)(T * K) * 4);
-                cs_matmul(k, tps[1], types[ty], CS_LAYOUT_X16, P, N, K, xs, T, got, scratch);
+                matmul(k, tps[1], types[ty], CS_LAYOUT_X16, P, N, K, xs, T, got, scratch);
                 for (int64_t i = 0; i < T * K; i++) xs[i] = -xs[i] * 3.0f;
                 memset(got, 0xff, (size_t)(N * T) * 4);
-                cs_matmul_converted(k, tps[1], types[ty], CS_LAYOUT_X16, P, N, K, xs, T, got,
-                                    scratch);
+                matmul_converted(k, tps[1], types[ty], CS_LAYOUT_X16, P, N, K, xs, T, got, scratch);
                 assert_memory_equal(got, want, (size_t)(N * T) * 4);
                 free(xs);
             }
@@ -1059,7 +1055,7 @@ static void test_kernels_matmul_x16(void **state) {
                 free(rows), free(got);
         }
     }
-    for (int i = 0; i < 3; i++) cs_threadpool_free(tps[i]);
+    for (int i = 0; i < 3; i++) threadpool_free(tps[i]);
 }
 
 int main(void) {

@@ -1,7 +1,7 @@
 /* test_kquants.c: the K-quant formats (Q4_K, Q5_K, Q6_K weights, Q8_K
  * activations): dequantization of hand-built blocks against the documented
  * layout, quantize -> dequantize error bounds, reference dots against
- * float64 sums, AVX2 dots bit-identical to the reference, cs_matmul against
+ * float64 sums, AVX2 dots bit-identical to the reference, matmul against
  * a naive float64 product for 1 and 2 threads, and an end-to-end decode of
  * generated K-quant models against the float64 oracle. Fixed seeds. */
 #include "test.h"
@@ -26,7 +26,7 @@
 /* Reference dot vs float64 sum of the same dequantized products, relative
  * to sum |w_i * a_i| (float lanes and the final sum round). */
 #define TOL_DOT_REL 1e-5
-/* cs_matmul vs naive float64 product over the dequantized weights and the
+/* matmul vs naive float64 product over the dequantized weights and the
  * dequantized Q8_K activations, relative to sum |w*a| per output. */
 #define TOL_MATMUL_REL 1e-5
 /* End to end: engine logits (Q8_K-rounded activations, float32) vs the
@@ -50,7 +50,7 @@ static void fill(float *x, int64_t n, uint64_t seed) {
 static const int32_t k_types[3] = {CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K};
 
 static size_t block_bytes(int32_t type) {
-    return (size_t)cs_type_traits_get(type)->size;
+    return (size_t)type_traits_get(type)->size;
 }
 
 /* ------------------------------------------------- hand-made blocks */
@@ -83,21 +83,21 @@ static void test_kquants_dequantize_handmade(void **state) {
     float out[256];
 
     /* Q4_K: element 64g + l is the low nibble of qs[32g + l], 64g+32+l the high */
-    cs_block_q4_K b4;
-    b4.d = cs_fp32_to_fp16(d);
-    b4.dmin = cs_fp32_to_fp16(dmin);
+    block_q4_K b4;
+    b4.d = fp32_to_fp16(d);
+    b4.dmin = fp32_to_fp16(dmin);
     pack_k4(sc, mn, b4.scales);
     for (int g = 0; g < 4; g++)
         for (int l = 0; l < 32; l++)
             b4.qs[32 * g + l] = (uint8_t)((q[64 * g + l] & 15) | ((q[64 * g + 32 + l] & 15) << 4));
-    cs_dequantize_row(CS_TYPE_Q4_K, &b4, out, 256);
+    dequantize_row(CS_TYPE_Q4_K, &b4, out, 256);
     for (int i = 0; i < 256; i++) {
         double want = (double)d * sc[i / 32] * (q[i] & 15) - (double)dmin * mn[i / 32];
         assert_true(fabs((double)out[i] - want) <= 1e-6 * (1 + fabs(want)));
     }
 
     /* Q5_K: plus bit 2g (low half) / 2g+1 (high half) of qh[l] as 16 */
-    cs_block_q5_K b5;
+    block_q5_K b5;
     b5.d = b4.d;
     b5.dmin = b4.dmin;
     memcpy(b5.scales, b4.scales, 12);
@@ -108,7 +108,7 @@ static void test_kquants_dequantize_handmade(void **state) {
             if (q[64 * g + l] & 16) b5.qh[l] |= (uint8_t)(1u << (2 * g));
             if (q[64 * g + 32 + l] & 16) b5.qh[l] |= (uint8_t)(2u << (2 * g));
         }
-    cs_dequantize_row(CS_TYPE_Q5_K, &b5, out, 256);
+    dequantize_row(CS_TYPE_Q5_K, &b5, out, 256);
     for (int i = 0; i < 256; i++) {
         double want = (double)d * sc[i / 32] * q[i] - (double)dmin * mn[i / 32];
         assert_true(fabs((double)out[i] - want) <= 1e-6 * (1 + fabs(want)));
@@ -119,8 +119,8 @@ static void test_kquants_dequantize_handmade(void **state) {
     int8_t s6[16];
     for (int i = 0; i < 256; i++) q6[i] = (uint8_t)((i * 11 + 5) % 64);
     for (int j = 0; j < 16; j++) s6[j] = (int8_t)(j * 13 - 100);
-    cs_block_q6_K b6;
-    b6.d = cs_fp32_to_fp16(d);
+    block_q6_K b6;
+    b6.d = fp32_to_fp16(d);
     memcpy(b6.scales, s6, 16);
     memset(b6.qh, 0, 64);
     for (int h = 0; h < 2; h++)
@@ -131,7 +131,7 @@ static void test_kquants_dequantize_handmade(void **state) {
             b6.qh[32 * h + l] = (uint8_t)((v[l] >> 4) | ((v[l + 32] >> 4) << 2) |
                                           ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
         }
-    cs_dequantize_row(CS_TYPE_Q6_K, &b6, out, 256);
+    dequantize_row(CS_TYPE_Q6_K, &b6, out, 256);
     for (int i = 0; i < 256; i++) {
         double want = (double)d * s6[i / 16] * (q6[i] - 32);
         assert_true(fabs((double)out[i] - want) <= 1e-6 * (1 + fabs(want)));
@@ -157,15 +157,15 @@ static void test_kquants_roundtrip_error(void **state) {
     const double tol[3] = {TOL_RT_Q4_K, TOL_RT_Q5_K, TOL_RT_Q6_K};
     fill(x, N, 7);
     for (int t = 0; t < 3; t++) {
-        cs_quantize_row(k_types[t], x, buf, N);
-        cs_dequantize_row(k_types[t], buf, y, N);
+        quantize_row(k_types[t], x, buf, N);
+        dequantize_row(k_types[t], buf, y, N);
         double e = rel_rms(x, y, N);
         assert_true(e <= tol[t]);
         assert_true(e > 0); /* really lossy: the test measures something */
     }
     /* Q8_K: d * qs */
-    cs_block_q8_K *q8 = (cs_block_q8_K *)(void *)buf;
-    cs_quantize_row_q8_K_ref(x, q8, N);
+    block_q8_K *q8 = (block_q8_K *)(void *)buf;
+    quantize_row_q8_K_ref(x, q8, N);
     for (int64_t i = 0; i < N; i++) y[i] = q8[i / 256].d * (float)q8[i / 256].qs[i % 256];
     assert_true(rel_rms(x, y, N) <= TOL_RT_Q8_K);
     for (int b = 0; b < N / 256; b++)
@@ -177,19 +177,18 @@ static void test_kquants_roundtrip_error(void **state) {
     /* all-zero input: zero blocks */
     memset(x, 0, 256 * sizeof(float));
     for (int t = 0; t < 3; t++) {
-        cs_quantize_row(k_types[t], x, buf, 256);
-        cs_dequantize_row(k_types[t], buf, y, 256);
+        quantize_row(k_types[t], x, buf, 256);
+        dequantize_row(k_types[t], buf, y, 256);
         for (int i = 0; i < 256; i++) assert_true(y[i] == 0.0f);
     }
 }
 
 /* ---------------------------------------------------------- dots */
 
-static double ref_dot64(int32_t type, const void *w, const cs_block_q8_K *a, int64_t n,
-                        double *sabs) {
+static double ref_dot64(int32_t type, const void *w, const block_q8_K *a, int64_t n, double *sabs) {
     float *wf = malloc((size_t)n * sizeof(float));
     assert_non_null(wf);
-    cs_dequantize_row(type, w, wf, n);
+    dequantize_row(type, w, wf, n);
     double s = 0, sa = 0;
     for (int64_t i = 0; i < n; i++) {
         double p = (double)wf[i] * ((double)a[i / 256].d * a[i / 256].qs[i % 256]);
@@ -201,8 +200,8 @@ static double ref_dot64(int32_t type, const void *w, const cs_block_q8_K *a, int
     return s;
 }
 
-static cs_vec_dot_fn ref_fn(int32_t type) {
-    return cs_kernels_ref()->vec_dot[type];
+static type_vec_dot_fn ref_fn(int32_t type) {
+    return kernels_ref()->vec_dot[type];
 }
 
 static void test_kquants_vec_dot_vs_double(void **state) {
@@ -210,13 +209,13 @@ static void test_kquants_vec_dot_vs_double(void **state) {
     enum { N = 256 * 8 };
     static float xw[N], xa[N];
     static uint8_t w[N / 256 * 210];
-    static cs_block_q8_K a[N / 256];
+    static block_q8_K a[N / 256];
     for (int rep = 0; rep < 8; rep++) {
         fill(xw, N, 100 + (uint64_t)rep);
         fill(xa, N, 200 + (uint64_t)rep);
-        cs_quantize_row_q8_K_ref(xa, a, N);
+        quantize_row_q8_K_ref(xa, a, N);
         for (int t = 0; t < 3; t++) {
-            cs_quantize_row(k_types[t], xw, w, N);
+            quantize_row(k_types[t], xw, w, N);
             float s = 0;
             ref_fn(k_types[t])(N, &s, w, a);
             double sa, want = ref_dot64(k_types[t], w, a, N, &sa);
@@ -228,12 +227,12 @@ static void test_kquants_vec_dot_vs_double(void **state) {
 static void test_kquants_simd_bit_identical(void **state) {
     (void)state;
 #if defined(__x86_64__) || defined(__i386__)
-    const cs_kernels *best = cs_kernels_best();
-    if (best == cs_kernels_ref()) skip();
+    const kernels_table *best = kernels_best();
+    if (best == kernels_ref()) skip();
     enum { N = 256 * 4 };
     static float xw[N], xa[N];
     static uint8_t w[N / 256 * 210];
-    static cs_block_q8_K a[N / 256];
+    static block_q8_K a[N / 256];
     for (int rep = 0; rep < 64; rep++) {
         fill(xw, N, 300 + (uint64_t)rep);
         fill(xa, N, 400 + (uint64_t)rep);
@@ -241,9 +240,9 @@ static void test_kquants_simd_bit_identical(void **state) {
             for (int i = 0; i < N; i++) xa[i] = (i % 3) ? 1.0f : -1.0f;
         if (rep % 8 == 2) /* large weights: scales and levels at their top */
             for (int i = 0; i < N; i++) xw[i] = (i % 2) ? 100.0f : -100.0f;
-        cs_quantize_row_q8_K_ref(xa, a, N);
+        quantize_row_q8_K_ref(xa, a, N);
         for (int t = 0; t < 3; t++) {
-            cs_quantize_row(k_types[t], xw, w, N);
+            quantize_row(k_types[t], xw, w, N);
             if (rep % 8 == 3) /* random bytes: every level and scale bit pattern */
                 for (size_t i = 0; i < (N / 256) * block_bytes(k_types[t]); i++) {
                     g_rng = g_rng * 6364136223846793005ULL + 1;
@@ -252,7 +251,7 @@ static void test_kquants_simd_bit_identical(void **state) {
             if (rep % 8 == 3) { /* keep the f16 scales finite */
                 for (int b = 0; b < N / 256; b++) {
                     uint8_t *blk = w + (size_t)b * block_bytes(k_types[t]);
-                    uint16_t h = cs_fp32_to_fp16(0.01f * (float)(b + 1));
+                    uint16_t h = fp32_to_fp16(0.01f * (float)(b + 1));
                     if (k_types[t] == CS_TYPE_Q6_K) {
                         memcpy(blk + 208, &h, 2);
                     } else {
@@ -274,7 +273,7 @@ static void test_kquants_simd_bit_identical(void **state) {
 
 /* --------------------------------------------------------- matmul */
 
-static void check_matmul(const cs_kernels *k, int32_t type, int64_t N, int64_t K, int64_t T) {
+static void check_matmul(const kernels_table *k, int32_t type, int64_t N, int64_t K, int64_t T) {
     const size_t row = (size_t)(K / 256) * block_bytes(type);
     float *xw = malloc((size_t)(N * K) * sizeof(float));
     float *X = malloc((size_t)(T * K) * sizeof(float));
@@ -282,20 +281,20 @@ static void check_matmul(const cs_kernels *k, int32_t type, int64_t N, int64_t K
     float *Y2 = malloc((size_t)(T * N) * sizeof(float));
     float *wf = malloc((size_t)K * sizeof(float));
     uint8_t *W = malloc(row * (size_t)N);
-    cs_block_q8_K *a = malloc((size_t)(K / 256) * sizeof(cs_block_q8_K));
-    void *scratch = malloc(cs_matmul_scratch_size(type, K, T));
+    block_q8_K *a = malloc((size_t)(K / 256) * sizeof(block_q8_K));
+    void *scratch = malloc(matmul_scratch_size(type, K, T));
     assert_true(xw && X && Y && Y2 && wf && W && a && scratch);
     fill(xw, N * K, 11);
     fill(X, T * K, 12);
-    for (int64_t n = 0; n < N; n++) cs_quantize_row(type, xw + n * K, W + (size_t)n * row, K);
-    cs_matmul(k, NULL, type, CS_LAYOUT_ROWS, W, N, K, X, T, Y, scratch);
-    cs_threadpool *tp = NULL;
-    assert_int_equal(cs_threadpool_new(2, &tp), CS_OK);
-    cs_matmul(k, tp, type, CS_LAYOUT_ROWS, W, N, K, X, T, Y2, scratch);
-    cs_threadpool_free(tp);
+    for (int64_t n = 0; n < N; n++) quantize_row(type, xw + n * K, W + (size_t)n * row, K);
+    matmul(k, NULL, type, CS_LAYOUT_ROWS, W, N, K, X, T, Y, scratch);
+    threadpool *tp = NULL;
+    assert_int_equal(threadpool_new(2, &tp), CS_OK);
+    matmul(k, tp, type, CS_LAYOUT_ROWS, W, N, K, X, T, Y2, scratch);
+    threadpool_free(tp);
     assert_memory_equal(Y, Y2, (size_t)(T * N) * sizeof(float)); /* thread count invariant */
     for (int64_t t = 0; t < T; t++) {
-        cs_quantize_row_q8_K_ref(X + t * K, a, K);
+        quantize_row_q8_K_ref(X + t * K, a, K);
         for (int64_t n = 0; n < N; n++) {
             double sa, want = ref_dot64(type, W + (size_t)n * row, a, K, &sa);
             assert_true(fabs((double)Y[t * N + n] - want) <= TOL_MATMUL_REL * sa + 1e-30);
@@ -306,7 +305,7 @@ static void check_matmul(const cs_kernels *k, int32_t type, int64_t N, int64_t K
 
 static void test_kquants_matmul_vs_naive(void **state) {
     (void)state;
-    const cs_kernels *tables[2] = {cs_kernels_ref(), cs_kernels_best()};
+    const kernels_table *tables[2] = {kernels_ref(), kernels_best()};
     for (int ti = 0; ti < 2; ti++)
         for (int t = 0; t < 3; t++) {
             check_matmul(tables[ti], k_types[t], 37, 512, 1);
@@ -337,10 +336,10 @@ static void test_kquants_end_to_end(void **state) {
         cs_model_params mp = cs_model_default_params();
         cs_model *m = NULL;
         assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
-        cs_ref_model *rm = NULL;
-        assert_int_equal(cs_ref_model_load(path, &rm), CS_OK);
+        ref_model *rm = NULL;
+        assert_int_equal(ref_model_load(path, &rm), CS_OK);
         const int32_t nv = cs_model_n_vocab(m);
-        assert_int_equal(nv, cs_ref_model_n_vocab(rm));
+        assert_int_equal(nv, ref_model_n_vocab(rm));
 
         enum { NT = 6 };
         cs_token toks[NT];
@@ -351,7 +350,7 @@ static void test_kquants_end_to_end(void **state) {
         }
         double *ref = malloc((size_t)NT * (size_t)nv * sizeof(double));
         assert_non_null(ref);
-        assert_int_equal(cs_ref_forward(rm, toks, NT, ref), CS_OK);
+        assert_int_equal(ref_forward(rm, toks, NT, ref), CS_OK);
 
         cs_context_params cp = cs_context_default_params();
         cp.n_ctx = 32;
@@ -382,7 +381,7 @@ static void test_kquants_end_to_end(void **state) {
         cs_batch_free(b);
         cs_context_free(c);
         free(ref);
-        cs_ref_model_free(rm);
+        ref_model_free(rm);
         cs_model_free(m);
         unlink(path);
     }

@@ -64,16 +64,16 @@ static double rng_unit(uint64_t *s) { /* uniform in [-1, 1) */
     return (double)(rng_next(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0;
 }
 
-static cs_rope_params rope_params(int32_t n_rot, int32_t mode, bool yarn) {
-    return (cs_rope_params){.n_rot = n_rot,
-                            .mode = mode,
-                            .freq_base = 10000.0f,
-                            .freq_scale = yarn ? YARN_FREQ_SCALE : 1.0f,
-                            .ext_factor = yarn ? YARN_EXT_FACTOR : 0.0f,
-                            .attn_factor = 1.0f,
-                            .beta_fast = 32.0f,
-                            .beta_slow = 1.0f,
-                            .n_ctx_orig = 4096};
+static kernels_rope_params rope_params(int32_t n_rot, int32_t mode, bool yarn) {
+    return (kernels_rope_params){.n_rot = n_rot,
+                                 .mode = mode,
+                                 .freq_base = 10000.0f,
+                                 .freq_scale = yarn ? YARN_FREQ_SCALE : 1.0f,
+                                 .ext_factor = yarn ? YARN_EXT_FACTOR : 0.0f,
+                                 .attn_factor = 1.0f,
+                                 .beta_fast = 32.0f,
+                                 .beta_slow = 1.0f,
+                                 .n_ctx_orig = 4096};
 }
 
 static double corr_dim64(int32_t n_rot, int32_t n_ctx_orig, double beta, double base) {
@@ -84,8 +84,8 @@ static double corr_dim64(int32_t n_rot, int32_t n_ctx_orig, double beta, double 
 /* The forward pass's RoPE in float64, written from spec §3.1: n_head heads
  * of hd values; pairs by mode; YaRN ramp and magnitude when ext_factor != 0;
  * dims from n_rot on copied. */
-static void rope64(const cs_rope_params *p, int32_t n_head, int32_t hd, const double *x, double pos,
-                   double *out) {
+static void rope64(const kernels_rope_params *p, int32_t n_head, int32_t hd, const double *x,
+                   double pos, double *out) {
     const int32_t half = p->n_rot / 2;
     const bool neox = (p->mode & CS_ROPE_NEOX) != 0;
     const double s = p->freq_scale, e = p->ext_factor;
@@ -120,20 +120,20 @@ static void rope64(const cs_rope_params *p, int32_t n_head, int32_t hd, const do
 typedef struct fx {
     kv_store s;
     kv_cells c;
-    cs_rope_params rope;
-    const cs_kernels *k;
+    kernels_rope_params rope;
+    const kernels_table *k;
     double *kpre; /* (n_layer, size, n_embd_kv) */
     float *tmp;   /* (n_embd_kv) */
     double *tmp64;
 } fx;
 
 static void fx_init(fx *f, int32_t n_layer, int32_t size, int32_t n_head, int32_t hd, int32_t type,
-                    cs_rope_params rope, uint64_t seed) {
+                    kernels_rope_params rope, uint64_t seed) {
     memset(f, 0, sizeof *f);
     assert_int_equal(kv_store_init(&f->s, n_layer, size, n_head, hd, type, type), CS_OK);
     assert_int_equal(kv_cells_init(&f->c, size), CS_OK);
     f->rope = rope;
-    f->k = cs_kernels_best();
+    f->k = kernels_best();
     const size_t n = (size_t)n_layer * (size_t)size * (size_t)f->s.n_embd_kv;
     f->kpre = malloc(n * sizeof *f->kpre);
     f->tmp = malloc((size_t)f->s.n_embd_kv * sizeof *f->tmp);
@@ -191,7 +191,7 @@ static const void *k_row(const kv_store *s, int32_t layer, int32_t cell) {
 
 /* K row of a cell as floats. */
 static void k_read(const kv_store *s, int32_t layer, int32_t cell, float *out) {
-    cs_dequantize_row(s->type_k, k_row(s, layer, cell), out, s->n_embd_kv);
+    dequantize_row(s->type_k, k_row(s, layer, cell), out, s->n_embd_kv);
 }
 
 /* Sums for rel-L1 = sum|a - b| / sum|b|. */
@@ -408,7 +408,7 @@ static void test_kv_cache_c1_partial_rotary_bytes(void **state) {
 static void c2_case(int32_t type, int32_t mode, cs_pos delta) {
     enum { N = 64, N_SHIFT = 40, N_OTHER = 8 };
     fx a, b;
-    const cs_rope_params rp = rope_params(64, mode, false);
+    const kernels_rope_params rp = rope_params(64, mode, false);
     fx_init(&a, 2, N, 2, 64, type, rp, 2000 + (uint64_t)type);
     fx_init(&b, 2, N, 2, 64, type, rp, 2000 + (uint64_t)type);
     for (int32_t i = 0; i < N_SHIFT; i++) {
@@ -459,7 +459,7 @@ static void test_kv_cache_c3_seq_div(void **state) {
         for (int32_t d = 2; d <= 3; d++) {
             const int32_t type = k_types[t];
             fx a, b;
-            const cs_rope_params rp = rope_params(64, CS_ROPE_NORM, false);
+            const kernels_rope_params rp = rope_params(64, CS_ROPE_NORM, false);
             fx_init(&a, 2, N, 2, 64, type, rp, 3000 + (uint64_t)type);
             fx_init(&b, 2, N, 2, 64, type, rp, 3000 + (uint64_t)type);
             for (int32_t i = 0; i < N; i++) {
@@ -506,7 +506,7 @@ static void test_kv_cache_c4_folding(void **state) {
     };
     for (size_t t = 0; t < 3; t++) {
         const int32_t type = k_types[t];
-        const cs_rope_params rp = rope_params(64, CS_ROPE_NEOX, false);
+        const kernels_rope_params rp = rope_params(64, CS_ROPE_NEOX, false);
         fx x, y, z;
         fx_init(&x, 2, N, 2, 64, type, rp, 4000 + (uint64_t)type);
         fx_init(&y, 2, N, 2, 64, type, rp, 4000 + (uint64_t)type);
@@ -589,7 +589,7 @@ static void test_kv_cache_c6_no_rope(void **state) {
     kv_cells_seq_add(&f.c, 0, -1, -1, 9);
     assert_int_equal(kv_store_apply_shift(&f.s, &f.c, f.k, NULL, NULL, NULL), 0);
     assert_no_pending(&f.c);
-    cs_rope_params none = f.rope;
+    kernels_rope_params none = f.rope;
     none.n_rot = 0;
     kv_cells_seq_add(&f.c, 0, -1, -1, 9);
     assert_int_equal(kv_store_apply_shift(&f.s, &f.c, f.k, NULL, &none, NULL), 0);
@@ -613,9 +613,9 @@ static void test_kv_cache_shift_nomem_leaves_pending(void **state) {
     for (int32_t i = 0; i < 10; i++) fx_put(&f, i, i, 1);
     uint8_t *k1 = snapshot(&f.s, false);
     kv_cells_seq_add(&f.c, 0, -1, -1, 9);
-    cs_alloc_fail_after(0);
+    mem_fail_after(0);
     const int32_t r = kv_store_apply_shift(&f.s, &f.c, f.k, NULL, &f.rope, NULL);
-    cs_alloc_fail_after(-1);
+    mem_fail_after(-1);
     assert_int_equal(r, -1);
     assert_non_null(strstr(cs_last_error(), "out of memory"));
     assert_true(f.c.has_shift);
@@ -634,7 +634,7 @@ static void test_kv_cache_c7_repeated_shifts(void **state) {
     enum { N = 32, D = 37 };
     for (size_t t = 1; t < 3; t++) {
         const int32_t type = k_types[t];
-        const cs_rope_params rp = rope_params(64, CS_ROPE_NORM, false);
+        const kernels_rope_params rp = rope_params(64, CS_ROPE_NORM, false);
         fx a, at0, at1;
         fx_init(&a, 2, N, 2, 64, type, rp, 7000);
         fx_init(&at0, 2, N, 2, 64, type, rp, 7000);
@@ -730,8 +730,8 @@ static void test_kv_cache_c8_yarn_magnitude(void **state) {
 static void test_kv_cache_shift_threads_bit_identical(void **state) {
     (void)state;
     enum { N = 300 };
-    cs_threadpool *tp[3] = {NULL, NULL, NULL};
-    for (int32_t i = 0; i < 3; i++) assert_int_equal(cs_threadpool_new(i + 1, &tp[i]), CS_OK);
+    threadpool *tp[3] = {NULL, NULL, NULL};
+    for (int32_t i = 0; i < 3; i++) assert_int_equal(threadpool_new(i + 1, &tp[i]), CS_OK);
     for (size_t t = 0; t < 3; t++)
         for (size_t m = 0; m < 2; m++)
             for (int32_t n_rot = 32; n_rot <= 64; n_rot += 32) {
@@ -746,7 +746,7 @@ static void test_kv_cache_shift_threads_bit_identical(void **state) {
                     kv_cells_seq_div(&f.c, 1, -1, -1, 3);    /* a different delta per cell */
                     kv_cells_seq_add(&f.c, 0, 4500, 5000, -999);
                     /* run 3: no pool (NULL) */
-                    cs_threadpool *p = run < 3 ? tp[run] : NULL;
+                    threadpool *p = run < 3 ? tp[run] : NULL;
                     assert_int_equal(kv_store_apply_shift(&f.s, &f.c, f.k, p, &f.rope, NULL),
                                      N - 20 - 1 /* pos 0 of seq 1 stays 0 */);
                     uint8_t *snap = snapshot(&f.s, false);
@@ -760,7 +760,7 @@ static void test_kv_cache_shift_threads_bit_identical(void **state) {
                 }
                 free(ref);
             }
-    for (int32_t i = 0; i < 3; i++) cs_threadpool_free(tp[i]);
+    for (int32_t i = 0; i < 3; i++) threadpool_free(tp[i]);
 }
 
 /* ------------------------------------------------- B2/B8: row moves */

@@ -49,20 +49,20 @@
  * 1e-5 for p <= 4096; positions here stay below 200). */
 #define TOL_K_DIRECT 1e-5
 
-static cs_model *g_tiny;         /* head_dim 16 */
-static cs_ref_model *g_tiny_ref; /* the same GGUF in float64 (fixtures/ref_forward.c) */
-static cs_model *g_hd32;         /* head_dim 32 */
+static cs_model *g_tiny;      /* head_dim 16 */
+static ref_model *g_tiny_ref; /* the same GGUF in float64 (fixtures/ref_forward.c) */
+static cs_model *g_hd32;      /* head_dim 32 */
 static char g_hd32_path[4096];
 
 /* ------------------------------------------------------------ helpers */
 
 static int setup(void **state) {
     (void)state;
-    const char *tiny = cs_fixture_tiny_model(CS_TYPE_F32);
+    const char *tiny = fixture_tiny_model(CS_TYPE_F32);
     if (!tiny) return -1;
     cs_model_params mp = cs_model_default_params();
     if (cs_model_load(tiny, &mp, &g_tiny) != CS_OK) return -1;
-    if (cs_ref_model_load(tiny, &g_tiny_ref) != CS_OK) return -1;
+    if (ref_model_load(tiny, &g_tiny_ref) != CS_OK) return -1;
     /* the float64 RoPE of the fixture has no frequency scaling or YaRN */
     if (g_tiny->hp.rope_freq_scale != 1.0f || g_tiny->hp.rope_mode != CS_ROPE_NORM) return -1;
 
@@ -86,7 +86,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     cs_model_free(g_tiny);
-    cs_ref_model_free(g_tiny_ref);
+    ref_model_free(g_tiny_ref);
     cs_model_free(g_hd32);
     if (g_hd32_path[0]) unlink(g_hd32_path);
     return 0;
@@ -362,7 +362,7 @@ static void assert_err_le(const err_acc *e, double tol, const char *what) {
  * computed without the cache's K-shift. */
 static void key_unrotated(const cs_context *c, const float *row, cs_pos p_written, double *out) {
     for (int32_t i = 0; i < c->kv.n_embd_kv; i++) out[i] = (double)row[i];
-    cs_ref_rope(g_tiny_ref, out, c->kv.n_head_kv, -(double)p_written);
+    ref_rope_f64(g_tiny_ref, out, c->kv.n_head_kv, -(double)p_written);
 }
 
 /* Layer-0 K of cells[j] against the float64 RoPE at pos[j] of the pre-RoPE
@@ -370,14 +370,14 @@ static void key_unrotated(const cs_context *c, const float *row, cs_pos p_writte
  * on the token alone): fully independent of the engine's forward and shift. */
 static void err_add_k0_direct(err_acc *e, const cs_context *c, const int32_t *cells,
                               const cs_token *toks, const cs_pos *pos, int32_t n) {
-    const int32_t kv = cs_ref_model_n_embd_kv(g_tiny_ref);
+    const int32_t kv = ref_model_n_embd_kv(g_tiny_ref);
     assert_int_equal(kv, c->kv.n_embd_kv);
     double *k = malloc((size_t)n * (size_t)kv * sizeof *k);
     assert_non_null(k);
-    assert_int_equal(cs_ref_layer0_keys(g_tiny_ref, toks, n, k), CS_OK);
+    assert_int_equal(ref_layer0_keys(g_tiny_ref, toks, n, k), CS_OK);
     for (int32_t j = 0; j < n; j++) {
         double *kj = k + (size_t)j * (size_t)kv;
-        cs_ref_rope(g_tiny_ref, kj, c->kv.n_head_kv, (double)pos[j]);
+        ref_rope_f64(g_tiny_ref, kj, c->kv.n_head_kv, (double)pos[j]);
         err_add(e, k_row(c, 0, cells[j]), kj, kv);
     }
     free(k);
@@ -851,7 +851,7 @@ static void d6_check_k(const d6_run *r, const cs_token *toks, int32_t n_grouped,
                           r->k_written +
                               ((size_t)j * (size_t)kv->n_layer + (size_t)l) * (size_t)kv->n_embd_kv,
                           r->pos_of[j], key);
-            cs_ref_rope(g_tiny_ref, key, kv->n_head_kv, (double)np[j]);
+            ref_rope_f64(g_tiny_ref, key, kv->n_head_kv, (double)np[j]);
             err_add(&all, k_row(r->c, l, r->cell_of[j]), key, kv->n_embd_kv);
         }
     }
@@ -1167,7 +1167,7 @@ static void test_kv_e2e_d7_no_placement_while_shift_pending(void **state) {
         for (int32_t l = 0; l < lazy->kv.n_layer; l++) {
             key_unrotated(lazy, kw_lazy + ((size_t)p * (size_t)lazy->kv.n_layer + (size_t)l) * row,
                           p, key);
-            cs_ref_rope(g_tiny_ref, key, lazy->kv.n_head_kv, (double)(p + D7C_DELTA));
+            ref_rope_f64(g_tiny_ref, key, lazy->kv.n_head_kv, (double)(p + D7C_DELTA));
             err_add(&old_all, k_row(lazy, l, cells[p]), key, (int32_t)row);
         }
     }
@@ -1863,7 +1863,7 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
                 assert_memory_equal(dump_row(c, dpre, l, j, false), k_row(c, l, i), c->kv.row_k);
             } else {
                 key_unrotated(c, (const float *)dump_row(c, dpre, l, j, false), p_orig, key);
-                cs_ref_rope(g_tiny_ref, key, c->kv.n_head_kv, (double)post[i].pos);
+                ref_rope_f64(g_tiny_ref, key, c->kv.n_head_kv, (double)post[i].pos);
                 err_add(&k_rope, k_row(c, l, i), key, (int32_t)row);
             }
             for (size_t d = 0; d < row; d++) fresh[d] = (double)k_row(f, l, jf)[d];

@@ -81,7 +81,7 @@ static float *packed_logits(const char *path, bool repack, bool use_mmap, uint8_
     /* every matmul weight that fits is packed where the kernels use x16:
      * stories260K's 4 attention matrices x 5 layers + output (its FFN
      * width 172 is not a multiple of 16 or 32, so the FFN stays row-major) */
-    const bool native = cs_matmul_x16_native(cs_kernels_best(), m->layers[0].wq.type);
+    const bool native = matmul_x16_native(kernels_best(), m->layers[0].wq.type);
     assert_int_equal(m->n_packed, repack && native ? 5 * 4 + 1 : 0);
     assert_int_equal(m->layers[0].w_up.layout, CS_LAYOUT_ROWS);
     cs_context_params cp = cs_context_default_params();
@@ -201,7 +201,7 @@ static const char *write_variant(const variant *v, char *path, size_t size) {
         if (v->reshape_tensor && !strcmp(t->name, v->reshape_tensor)) ne[0] /= 2;
         if (type != t->type || ne[0] != t->ne[0]) {
             uint64_t row;
-            assert_true(cs_type_row_size(type, ne[0], &row));
+            assert_true(type_row_size(type, ne[0], &row));
             nbytes = row * (uint64_t)(ne[1] * ne[2] * ne[3]);
             assert_true(nbytes <= sizeof zeros);
             data = zeros;

@@ -6,7 +6,7 @@
 
 #include <math.h>
 
-#include "common.h" /* cs_alloc_fail_after */
+#include "common.h" /* mem_fail_after */
 #include "cs_limits.h"
 
 /* Empirical frequencies over N_DRAWS draws: with p <= 0.5 the standard
@@ -158,9 +158,9 @@ static void test_sampler_new_out_of_memory(void **state) {
     (void)state;
     cs_sampler_params p = cs_sampler_default_params();
     cs_sampler *s = (cs_sampler *)(uintptr_t)1;
-    cs_alloc_fail_after(0);
+    mem_fail_after(0);
     cs_status st = cs_sampler_new(&p, 100, &s);
-    cs_alloc_fail_after(-1);
+    mem_fail_after(-1);
     assert_int_equal(st, CS_ERR_NOMEM);
     assert_null(s);
 }
@@ -177,12 +177,12 @@ static void test_sampler_sample_does_not_allocate(void **state) {
     p.repeat_penalty = 1.3f;
     cs_sampler *s = new_sampler(&p, N);
     cs_token got[50];
-    cs_alloc_fail_after(0);
+    mem_fail_after(0);
     for (int i = 0; i < 50; i++) {
         got[i] = cs_sampler_sample(s, logits);
         cs_sampler_accept(s, got[i]);
     }
-    cs_alloc_fail_after(-1); /* before any assert can jump out */
+    mem_fail_after(-1); /* before any assert can jump out */
     for (int i = 0; i < 50; i++) assert_true(got[i] >= 0 && got[i] < N);
     cs_sampler_free(s);
 }

@@ -56,7 +56,7 @@ static cs_context *new_ctx(uint32_t n_ctx, uint32_t n_seq, int32_t type) {
 }
 
 static cs_model *load_tiny(int32_t weight_type) {
-    const char *path = cs_fixture_tiny_model(weight_type);
+    const char *path = fixture_tiny_model(weight_type);
     assert_non_null(path);
     cs_model_params mp = cs_model_default_params();
     cs_model *m = NULL;

@@ -18,7 +18,7 @@
 
 typedef struct loaded {
     gguf_file *g;
-    cs_vocab *v;
+    tokenizer_vocab *v;
 } loaded;
 
 static bool load(const char *path, loaded *l) {
@@ -57,8 +57,8 @@ static char *read_all(const char *path, size_t *len) {
 }
 
 /* Encode with a buffer big enough for the tests here. */
-static int32_t encode(const cs_vocab *v, const char *s, size_t len, cs_token *out, bool add_special,
-                      bool parse_special) {
+static int32_t encode(const tokenizer_vocab *v, const char *s, size_t len, cs_token *out,
+                      bool add_special, bool parse_special) {
     int32_t n = tokenizer_encode(v, s, len, out, MAX_TEST_TOKENS, add_special, parse_special);
     assert_true(n >= 0);
     return n;
@@ -170,7 +170,7 @@ static void test_tokenizer_bundled_once_upon_a_time(void **state) {
     unload(&l);
 }
 
-static void check_round_trip(const cs_vocab *v, const char *s) {
+static void check_round_trip(const tokenizer_vocab *v, const char *s) {
     cs_token toks[MAX_TEST_TOKENS];
     char buf[4096];
     const int32_t n = encode(v, s, strlen(s), toks, false, false);
@@ -372,7 +372,7 @@ static uint64_t xorshift(uint64_t *s) {
     return *s;
 }
 
-static void random_strings(const cs_vocab *v, bool check_round_trip_bytes) {
+static void random_strings(const tokenizer_vocab *v, bool check_round_trip_bytes) {
     uint64_t seed = RANDOM_SEED;
     cs_token toks[MAX_TEST_TOKENS];
     char s[RANDOM_MAX_LEN], buf[4 * RANDOM_MAX_LEN + 64];
@@ -438,7 +438,7 @@ enum mutation {
     MUT_BOS_NONE_SENTINEL,
 };
 
-static cs_status load_mutated(enum mutation mut, cs_vocab **out) {
+static cs_status load_mutated(enum mutation mut, tokenizer_vocab **out) {
     static char long_token[CS_MAX_TOKEN_BYTES + 2];
     const char *tokens[8] = {"<unk>", "<s>", "</s>", "a", "b", "ab", "\xE2\x96\x81", "c"};
     float scores[8] = {0, 0, 0, -1, -2, -0.5f, -3, -4};
@@ -485,7 +485,7 @@ static cs_status load_mutated(enum mutation mut, cs_vocab **out) {
     assert_int_equal(gguf_open_buffer(data, size, &g), CS_OK);
     const cs_status st = tokenizer_load(g, out);
     gguf_close(g);
-    cs_free(data);
+    mem_free(data);
     return st;
 }
 
@@ -509,14 +509,14 @@ static void test_tokenizer_malformed_vocab(void **state) {
         {MUT_GPT2_UNKNOWN_PRE, CS_ERR_UNSUPPORTED, "no-such-pre"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
-        cs_vocab *v = (cs_vocab *)(uintptr_t)1;
+        tokenizer_vocab *v = (tokenizer_vocab *)(uintptr_t)1;
         assert_int_equal(load_mutated(cases[i].mut, &v), cases[i].want);
         assert_null(v);
         assert_non_null(strstr(cs_last_error(), cases[i].in_message));
     }
 
     /* the well-formed one works, and the 0xFFFFFFFF sentinel keeps BOS 1 */
-    cs_vocab *v = NULL;
+    tokenizer_vocab *v = NULL;
     assert_int_equal(load_mutated(MUT_NONE, &v), CS_OK);
     cs_token t[8];
     /* "\u2581ab": "ab" (score -0.5) beats "a"+"b"; "\u2581" stays alone */
@@ -539,12 +539,12 @@ static void test_tokenizer_alloc_failure(void **state) {
     (void)state;
     gguf_file *g = NULL;
     assert_int_equal(gguf_open(cs_test_bundled_model(), &g), CS_OK);
-    cs_vocab *v = NULL;
+    tokenizer_vocab *v = NULL;
     int64_t n_fail = 0;
     for (;; ++n_fail) {
-        cs_alloc_fail_after(n_fail);
+        mem_fail_after(n_fail);
         const cs_status st = tokenizer_load(g, &v);
-        cs_alloc_fail_after(-1);
+        mem_fail_after(-1);
         if (st == CS_OK) break;
         assert_int_equal(st, CS_ERR_NOMEM);
         assert_null(v);
@@ -554,9 +554,9 @@ static void test_tokenizer_alloc_failure(void **state) {
     cs_token t[64];
     int64_t k = 0;
     for (;; ++k) {
-        cs_alloc_fail_after(k);
+        mem_fail_after(k);
         const int32_t n = tokenizer_encode(v, s, strlen(s), t, 64, true, true);
-        cs_alloc_fail_after(-1);
+        mem_fail_after(-1);
         if (n >= 0) break;
         assert_int_equal(n, INT32_MIN);
     }
@@ -566,7 +566,7 @@ static void test_tokenizer_alloc_failure(void **state) {
 }
 
 /* A 7-token byte-level BPE vocab with merges "3 4" (rank 0), "4 5" (rank 1). */
-static cs_vocab *tiny_bpe(const char *pre) {
+static tokenizer_vocab *tiny_bpe(const char *pre) {
     const char *tokens[] = {"1", "2", "3", "4", "5", "34", "45"};
     const char *merges[] = {"3 4", "4 5"};
     gguf_writer *w = NULL;
@@ -581,10 +581,10 @@ static cs_vocab *tiny_bpe(const char *pre) {
     gguf_writer_free(w);
     gguf_file *g = NULL;
     assert_int_equal(gguf_open_buffer(data, size, &g), CS_OK);
-    cs_vocab *v = NULL;
+    tokenizer_vocab *v = NULL;
     assert_int_equal(tokenizer_load(g, &v), CS_OK);
     gguf_close(g);
-    cs_free(data);
+    mem_free(data);
     return v;
 }
 
@@ -592,7 +592,7 @@ static void test_tokenizer_bpe_pre_tokenizers(void **state) {
     (void)state;
     cs_token t[8];
     /* gpt-2: "12345" is one piece; rank 0 "3 4" merges first */
-    cs_vocab *v = tiny_bpe("gpt-2");
+    tokenizer_vocab *v = tiny_bpe("gpt-2");
     assert_int_equal(tokenizer_encode(v, "12345", 5, t, 8, true, false), 4);
     const cs_token gpt2[] = {0, 1, 5, 4};
     assert_memory_equal(t, gpt2, sizeof(gpt2));

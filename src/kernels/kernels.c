@@ -57,25 +57,25 @@ bool kernels_cpu_has_avx512vnni(void) {
 }
 #endif
 
-const cs_kernels *cs_kernels_by_name(const char *name) {
+const kernels_table *kernels_by_name(const char *name) {
     if (!name) return NULL;
-    if (strcmp(name, "ref") == 0) return cs_kernels_ref();
+    if (strcmp(name, "ref") == 0) return kernels_ref();
 #if CS_HAVE_X86
-    if (strcmp(name, "avx2") == 0) return cpu_has_avx2() ? cs_kernels_avx2_table() : NULL;
-    if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? cs_kernels_avx512_table() : NULL;
+    if (strcmp(name, "avx2") == 0) return cpu_has_avx2() ? kernels_avx2_table() : NULL;
+    if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? kernels_avx512_table() : NULL;
     if (strcmp(name, "avx512novnni") == 0)
-        return cpu_has_avx512() ? cs_kernels_avx512_novnni_table() : NULL;
+        return cpu_has_avx512() ? kernels_avx512_novnni_table() : NULL;
 #endif
     return NULL;
 }
 
-static const cs_kernels *g_best;
+static const kernels_table *g_best;
 static pthread_once_t g_best_once = PTHREAD_ONCE_INIT;
 
 static void choose_best(void) {
     const char *env = getenv("CS_KERNELS");
     if (env && *env) {
-        g_best = cs_kernels_by_name(env);
+        g_best = kernels_by_name(env);
         if (g_best) return;
         CS_LOG_WRN("kernels: CS_KERNELS=%s is unknown or unsupported by this CPU; "
                    "choosing automatically",
@@ -83,10 +83,10 @@ static void choose_best(void) {
     }
     static const char *const order[] = {"avx512", "avx2", "ref"};
     for (size_t i = 0; i < sizeof order / sizeof order[0] && !g_best; i++)
-        g_best = cs_kernels_by_name(order[i]);
+        g_best = kernels_by_name(order[i]);
 }
 
-const cs_kernels *cs_kernels_best(void) {
+const kernels_table *kernels_best(void) {
     pthread_once(&g_best_once, choose_best);
     return g_best;
 }

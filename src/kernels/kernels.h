@@ -27,14 +27,14 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
  * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
  * activation rows. Both functions run the identical per-output operation
  * sequence, so the shape never changes a result. tile == NULL: none. */
-typedef struct cs_matmul_ukernel {
+typedef struct matmul_ukernel {
     int32_t rb; /* weight rows per call */
     int32_t tb; /* activation rows per tile call */
     void (*tile)(int64_t K, const void *const *w, const void *const *x, float *out);
     void (*col)(int64_t K, const void *const *w, const void *x, float *out);
-} cs_matmul_ukernel;
+} matmul_ukernel;
 
-typedef struct cs_kernels {
+typedef struct kernels_table {
     const char *name; /* "ref", "avx2", "avx512", "avx512novnni" */
 
     /* ---- per element type, indexed by CS_TYPE_* (the type table,
@@ -44,26 +44,26 @@ typedef struct cs_kernels {
      * only for types the engine does not compute with. */
     /* [weight type]: dot of a weight row with a row of its vec_dot_type;
      * n a multiple of the type's block. */
-    cs_vec_dot_fn vec_dot[CS_TYPE_COUNT];
+    type_vec_dot_fn vec_dot[CS_TYPE_COUNT];
     /* [vec_dot type]: f32 activations to that type, bit-exact with the
      * type table's act_from_float_ref (F16, BF16, Q8_0, Q8_K). */
-    cs_from_float_fn from_float[CS_TYPE_COUNT];
+    type_from_float_fn from_float[CS_TYPE_COUNT];
     /* [weight type]: the matmul micro-kernels for the row layout and for
      * x16-packed weights (repack.h; rb = 16, w[0] is the group's first
      * byte, out[t*16 + r], activation rows are Q8_0 blocks followed by
-     * cs_x16_aux entries, or Q8_K blocks). tile NULL: none, cs_matmul
-     * then uses vec_dot (rows) or cs_x16_dot_ref (x16). */
-    cs_matmul_ukernel ukernel[CS_TYPE_COUNT];
-    cs_matmul_ukernel ukernel_x16[CS_TYPE_COUNT];
+     * matmul_x16_aux entries, or Q8_K blocks). tile NULL: none, matmul
+     * then uses vec_dot (rows) or repack_x16_dot_ref (x16). */
+    matmul_ukernel ukernel[CS_TYPE_COUNT];
+    matmul_ukernel ukernel_x16[CS_TYPE_COUNT];
 
     /* ---- the KV cache's kernels (cache types F32, F16, Q8_0; forward.c,
      * kv_cache.c): the same functions as vec_dot[CS_TYPE_F32 / F16 / Q8_0]
      * and from_float[CS_TYPE_F16 / Q8_0], set from them by kernels_finish. */
-    cs_vec_dot_fn vec_dot_f32;
-    cs_vec_dot_fn vec_dot_f16;
-    cs_vec_dot_fn vec_dot_q8_0_q8_0;
-    cs_from_float_fn quantize_row_q8_0;
-    cs_from_float_fn fp32_to_fp16_row;
+    type_vec_dot_fn vec_dot_f32;
+    type_vec_dot_fn vec_dot_f16;
+    type_vec_dot_fn vec_dot_q8_0_q8_0;
+    type_from_float_fn quantize_row_q8_0;
+    type_from_float_fn fp32_to_fp16_row;
     /* dot of an f16 row x with an f32 vector y (attention over an F16 K cache
      * when the query is kept in f32) */
     void (*vec_dot_f16_f32)(int64_t n, float *s, const uint16_t *x, const float *y);
@@ -84,7 +84,7 @@ typedef struct cs_kernels {
     /* Rotate n_head heads of head_dim floats each (x[h*head_dim + i]) in
      * place. Pairs: NORM (x[2k], x[2k+1]), NEOX (x[k], x[k + n_rot/2]),
      * k < n_rot/2; elements at n_rot and above are untouched. cs holds
-     * n_rot/2 (cos, sin) pairs from cs_rope_cache:
+     * n_rot/2 (cos, sin) pairs from kernels_rope_cache:
      *   a' = a*cos - b*sin,  b' = a*sin + b*cos */
     void (*rope)(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, int32_t mode,
                  const float *cs);
@@ -102,29 +102,29 @@ typedef struct cs_kernels {
      * axpy_f16. */
     void (*attn_accum_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
                            const int32_t *idx, const float *w, float *out);
-} cs_kernels;
+} kernels_table;
 
 /* The scalar reference table (always available): the type table's scalar
  * entries and ref.c's kernels. */
-const cs_kernels *cs_kernels_ref(void);
+const kernels_table *kernels_ref(void);
 /* The best table for this CPU (AVX-512 > AVX2+FMA+F16C > ref), chosen once;
  * CS_KERNELS=ref|avx2|avx512 in the environment forces one (if supported). */
-const cs_kernels *cs_kernels_best(void);
+const kernels_table *kernels_best(void);
 /* A table by name, or NULL when the CPU (or build) lacks it. */
-const cs_kernels *cs_kernels_by_name(const char *name);
+const kernels_table *kernels_by_name(const char *name);
 
 /* For the per-ISA files' table set-up (run once, under pthread_once):
  * kernels_init_ref copies the reference table into *k (so every slot a
  * file does not replace keeps its scalar kernel) and names it;
  * kernels_finish sets the KV cache slots from the per-type arrays. */
-void kernels_init_ref(cs_kernels *k, const char *name);
-void kernels_finish(cs_kernels *k);
+void kernels_init_ref(kernels_table *k, const char *name);
+void kernels_finish(kernels_table *k);
 
 /* RoPE angle parameters (ggml's YaRN formulation, docs/KV_CACHE_SPEC.md §3.1). With
  * ext_factor 0: theta_k = freq_scale * pos * base^(-2k/n_rot), magnitude
  * attn_factor. theta is advanced iteratively in float (theta *= base^(-2/n_rot))
  * exactly as ggml_rope_cache_init does. */
-typedef struct cs_rope_params {
+typedef struct kernels_rope_params {
     int32_t n_rot;
     int32_t mode;
     float freq_base;
@@ -134,11 +134,11 @@ typedef struct cs_rope_params {
     float beta_fast;
     float beta_slow;
     int32_t n_ctx_orig;
-} cs_rope_params;
+} kernels_rope_params;
 
 /* Fill cs[0, n_rot) with (cos, sin) pairs for position pos (a float so that
  * K-shift can rotate by any delta). Scalar; shared by forward and K-shift. */
-void cs_rope_cache(float *cs, float pos, const cs_rope_params *p);
+void kernels_rope_cache(float *cs, float pos, const kernels_rope_params *p);
 
 /* ------------------------------------- reference row kernels (scalar) */
 /* The type table's entries (types.c) for the types of quant.c and ref.c;
@@ -146,32 +146,32 @@ void cs_rope_cache(float *cs, float pos, const cs_rope_params *p);
 
 /* Bit-exact with ggml's x86 SIMD quantize_row_q8_0 (what llama.cpp uses for
  * activations): d = amax/127 stored as f16, q = round-half-even(x * 127/amax). */
-void cs_quantize_row_q8_0_ref(const float *x, void *y, int64_t n);
+void quantize_row_q8_0_ref(const float *x, void *y, int64_t n);
 /* ggml's quantize_row_q8_0_ref (writes Q8_0 weights): roundf, id = 1/d. */
-void cs_quantize_row_q8_0_weight_ref(const float *x, void *y, int64_t n);
+void quantize_row_q8_0_weight_ref(const float *x, void *y, int64_t n);
 /* ggml's quantize_row_q4_0_ref (used to write Q4_0 weights). */
-void cs_quantize_row_q4_0_ref(const float *x, void *y, int64_t n);
-void cs_dequantize_row_q8_0(const void *x, float *y, int64_t n);
-void cs_dequantize_row_q4_0(const void *x, float *y, int64_t n);
-void cs_f32_to_float_row(const void *x, float *y, int64_t n);   /* a copy */
-void cs_f32_from_float_row(const float *x, void *y, int64_t n); /* a copy */
-void cs_fp16_to_fp32_row_ref(const void *x, float *y, int64_t n);
-void cs_fp32_to_fp16_row_ref(const float *x, void *y, int64_t n);
-void cs_bf16_to_fp32_row_ref(const void *x, float *y, int64_t n);
-void cs_fp32_to_bf16_row_ref(const float *x, void *y, int64_t n);
+void quantize_row_q4_0_ref(const float *x, void *y, int64_t n);
+void dequantize_row_q8_0(const void *x, float *y, int64_t n);
+void dequantize_row_q4_0(const void *x, float *y, int64_t n);
+void f32_to_float_row(const void *x, float *y, int64_t n);   /* a copy */
+void f32_from_float_row(const float *x, void *y, int64_t n); /* a copy */
+void fp16_to_fp32_row_ref(const void *x, float *y, int64_t n);
+void fp32_to_fp16_row_ref(const float *x, void *y, int64_t n);
+void bf16_to_fp32_row_ref(const void *x, float *y, int64_t n);
+void fp32_to_bf16_row_ref(const float *x, void *y, int64_t n);
 /* Scalar dots (ref.c): float products summed in double for f32/f16/bf16
  * (ggml's generic path), exact per-block integer sums scaled in float for
  * the quantized ones. */
-void cs_vec_dot_f32_ref(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_f16_ref(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_bf16_ref(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_f32_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_f16_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_bf16_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 
 /* Any weight type (cs_weight_types) to f32: the type table's to_float. */
-void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n);
+void dequantize_row(int32_t type, const void *x, float *y, int64_t n);
 /* f32 to any weight type through the type table's from_float_ref (ggml's
  * reference quantizers, as llama-quantize writes them), used by writers. */
-void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n);
+void quantize_row(int32_t type, const float *x, void *y, int64_t n);
 
 #endif /* CS_KERNELS_H */

@@ -201,9 +201,9 @@ static void quantize_k_super(const float *x, int nmax, float rmin, float rdelta,
             packed[j] |= (uint8_t)((lm >> 4) << 6);
         }
     }
-    *d_out = cs_fp32_to_fp16(max_scale / 63.f);
-    *dmin_out = cs_fp32_to_fp16(max_min / 63.f);
-    const float dd = cs_fp16_to_fp32(*d_out), dm_all = cs_fp16_to_fp32(*dmin_out);
+    *d_out = fp32_to_fp16(max_scale / 63.f);
+    *dmin_out = fp32_to_fp16(max_min / 63.f);
+    const float dd = fp16_to_fp32(*d_out), dm_all = fp16_to_fp32(*dmin_out);
     for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         scale_min_k4(j, packed, &sc, &m);
@@ -217,8 +217,8 @@ static void quantize_k_super(const float *x, int nmax, float rmin, float rdelta,
     }
 }
 
-void cs_quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q4_K *y = vy;
+void quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
+    block_q4_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     uint8_t L[CS_QK_K];
     for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
@@ -229,8 +229,8 @@ void cs_quantize_row_q4_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void cs_quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q5_K *y = vy;
+void quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
+    block_q5_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     uint8_t L[CS_QK_K];
     for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
@@ -257,8 +257,8 @@ void cs_quantize_row_q5_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void cs_quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q6_K *y = vy;
+void quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
+    block_q6_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     int8_t L[CS_QK_K];
     float scales[CS_QK_K / 16];
@@ -278,10 +278,10 @@ void cs_quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
             continue;
         }
         const float iscale = -128.f / max_scale;
-        y[i].d = cs_fp32_to_fp16(1 / iscale);
+        y[i].d = fp32_to_fp16(1 / iscale);
         for (int ib = 0; ib < CS_QK_K / 16; ++ib)
             y[i].scales[ib] = (int8_t)imin(127, nearest_int(iscale * scales[ib]));
-        const float dd = cs_fp16_to_fp32(y[i].d);
+        const float dd = fp16_to_fp32(y[i].d);
         for (int j = 0; j < CS_QK_K / 16; ++j) {
             const float d = dd * (float)y[i].scales[j];
             if (d == 0.0f) continue;
@@ -306,11 +306,11 @@ void cs_quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q4_K(const void *vx, float *y, int64_t n) {
-    const cs_block_q4_K *x = vx;
+void dequantize_row_q4_K(const void *vx, float *y, int64_t n) {
+    const block_q4_K *x = vx;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++) {
-        const float d = cs_fp16_to_fp32(x[i].d), min = cs_fp16_to_fp32(x[i].dmin);
+        const float d = fp16_to_fp32(x[i].d), min = fp16_to_fp32(x[i].dmin);
         const uint8_t *q = x[i].qs;
         for (int j = 0; j < 4; ++j, q += 32) {
             uint8_t sc, m;
@@ -324,11 +324,11 @@ void cs_dequantize_row_q4_K(const void *vx, float *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q5_K(const void *vx, float *y, int64_t n) {
-    const cs_block_q5_K *x = vx;
+void dequantize_row_q5_K(const void *vx, float *y, int64_t n) {
+    const block_q5_K *x = vx;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++) {
-        const float d = cs_fp16_to_fp32(x[i].d), min = cs_fp16_to_fp32(x[i].dmin);
+        const float d = fp16_to_fp32(x[i].d), min = fp16_to_fp32(x[i].dmin);
         const uint8_t *ql = x[i].qs, *qh = x[i].qh;
         for (int j = 0; j < 4; ++j, ql += 32) {
             uint8_t sc, m;
@@ -345,11 +345,11 @@ void cs_dequantize_row_q5_K(const void *vx, float *y, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q6_K(const void *vx, float *y, int64_t n) {
-    const cs_block_q6_K *x = vx;
+void dequantize_row_q6_K(const void *vx, float *y, int64_t n) {
+    const block_q6_K *x = vx;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++) {
-        const float d = cs_fp16_to_fp32(x[i].d);
+        const float d = fp16_to_fp32(x[i].d);
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
         const int8_t *sc = x[i].scales;
         for (int h = 0; h < 2; ++h, y += 128, ql += 64, qh += 32, sc += 8) {
@@ -368,8 +368,8 @@ void cs_dequantize_row_q6_K(const void *vx, float *y, int64_t n) {
     }
 }
 
-void cs_quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q8_K *y = vy;
+void quantize_row_q8_K_ref(const float *x, void *vy, int64_t n) {
+    block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
         float max = 0, amax = 0;
@@ -435,7 +435,7 @@ static void lanes_k4(const uint8_t *qs, const uint8_t *qh, const uint8_t *sc, co
     }
 }
 
-static float dot_k4(int64_t n, const void *vx, size_t stride, bool q5, const cs_block_q8_K *y) {
+static float dot_k4(int64_t n, const void *vx, size_t stride, bool q5, const block_q8_K *y) {
     const int64_t nb = n / CS_QK_K;
     float acc[8] = {0}, accm[4] = {0}, summs = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
@@ -448,8 +448,8 @@ static float dot_k4(int64_t n, const void *vx, size_t stride, bool q5, const cs_
         const uint8_t *qs = q5 ? blk + 48 : blk + 16;
         uint8_t sc[8], mn[8];
         for (int j = 0; j < 8; j++) scale_min_k4(j, packed, &sc[j], &mn[j]);
-        const float d = y[i].d * cs_fp16_to_fp32(hd);
-        const float dmin = -y[i].d * cs_fp16_to_fp32(hdmin);
+        const float d = y[i].d * fp16_to_fp32(hd);
+        const float dmin = -y[i].d * fp16_to_fp32(hdmin);
         int32_t prod[4], lane[8];
         min_prods(mn, y[i].bsums, prod);
         if (q5) {
@@ -466,21 +466,21 @@ static float dot_k4(int64_t n, const void *vx, size_t stride, bool q5, const cs_
     return hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]));
 }
 
-void cs_vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y) {
-    *s = dot_k4(n, x, sizeof(cs_block_q4_K), false, y);
+void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y) {
+    *s = dot_k4(n, x, sizeof(block_q4_K), false, y);
 }
 
-void cs_vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y) {
-    *s = dot_k4(n, x, sizeof(cs_block_q5_K), true, y);
+void vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y) {
+    *s = dot_k4(n, x, sizeof(block_q5_K), true, y);
 }
 
-void cs_vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const cs_block_q6_K *x = vx;
-    const cs_block_q8_K *y = vy;
+void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q6_K *x = vx;
+    const block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     float acc[8] = {0};
     for (int64_t i = 0; i < nb; i++) {
-        const float d = y[i].d * cs_fp16_to_fp32(x[i].d);
+        const float d = y[i].d * fp16_to_fp32(x[i].d);
         int32_t lane[8] = {0};
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;

@@ -33,7 +33,7 @@ typedef struct {
     uint16_t dmin; /* f16 super-block scale of the mins */
     uint8_t scales[12];
     uint8_t qs[CS_QK_K / 2];
-} cs_block_q4_K;
+} block_q4_K;
 
 /* As Q4_K with a fifth bit: element 64g+l takes bit 2g of qh[l], element
  * 64g+32+l bit 2g+1; q in 0..31. */
@@ -43,7 +43,7 @@ typedef struct {
     uint8_t scales[12];
     uint8_t qh[CS_QK_K / 8];
     uint8_t qs[CS_QK_K / 2];
-} cs_block_q5_K;
+} block_q5_K;
 
 /* 16 sub-blocks of 16: value = d * scales[j] * (q - 32), q in 0..63. For
  * each half h (128 elements) and l < 32: ql[64h+l] low/high nibble are the
@@ -55,47 +55,47 @@ typedef struct {
     uint8_t qh[CS_QK_K / 4];
     int8_t scales[CS_QK_K / 16];
     uint16_t d;
-} cs_block_q6_K;
+} block_q6_K;
 
 /* Activations: value = d * qs[i]; bsums[j] = sum of qs[16j .. 16j+15]. */
 typedef struct {
     float d;
     int8_t qs[CS_QK_K];
     int16_t bsums[CS_QK_K / 16];
-} cs_block_q8_K;
+} block_q8_K;
 
-_Static_assert(sizeof(cs_block_q4_K) == 144, "q4_K block layout");
-_Static_assert(sizeof(cs_block_q5_K) == 176, "q5_K block layout");
-_Static_assert(sizeof(cs_block_q6_K) == 210, "q6_K block layout");
-_Static_assert(sizeof(cs_block_q8_K) == 292, "q8_K block layout");
+_Static_assert(sizeof(block_q4_K) == 144, "q4_K block layout");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K block layout");
+_Static_assert(sizeof(block_q6_K) == 210, "q6_K block layout");
+_Static_assert(sizeof(block_q8_K) == 292, "q8_K block layout");
 
 /* ---- codecs; n elements, a multiple of 256. O(n). */
 /* ggml's quantize_row_q{4,5,6}_K_ref (what llama-quantize writes without an
  * importance matrix). Cost: about 20 (q4_K) / 15 (q5_K) / 19 (q6_K) trial
  * passes over each sub-block. */
-void cs_quantize_row_q4_K_ref(const float *x, void *y, int64_t n);
-void cs_quantize_row_q5_K_ref(const float *x, void *y, int64_t n);
-void cs_quantize_row_q6_K_ref(const float *x, void *y, int64_t n);
-void cs_dequantize_row_q4_K(const void *x, float *y, int64_t n);
-void cs_dequantize_row_q5_K(const void *x, float *y, int64_t n);
-void cs_dequantize_row_q6_K(const void *x, float *y, int64_t n);
+void quantize_row_q4_K_ref(const float *x, void *y, int64_t n);
+void quantize_row_q5_K_ref(const float *x, void *y, int64_t n);
+void quantize_row_q6_K_ref(const float *x, void *y, int64_t n);
+void dequantize_row_q4_K(const void *x, float *y, int64_t n);
+void dequantize_row_q5_K(const void *x, float *y, int64_t n);
+void dequantize_row_q6_K(const void *x, float *y, int64_t n);
 /* ggml's quantize_row_q8_K_ref (llama.cpp uses it on x86 too). */
-void cs_quantize_row_q8_K_ref(const float *x, void *y, int64_t n);
+void quantize_row_q8_K_ref(const float *x, void *y, int64_t n);
 
-/* ---- dots (cs_vec_dot_fn): *s = sum_i w[i] * a[i] over n elements (n/256
+/* ---- dots (type_vec_dot_fn): *s = sum_i w[i] * a[i] over n elements (n/256
  * blocks each), in the order described at the top. x: weight blocks, y:
  * Q8_K blocks. The type table (types.c) holds the references; the AVX2 and
  * AVX-512 kernel tables (x86_avx2.c, x86_avx512.c) the AVX2 versions. */
-void cs_vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 
 #if defined(__x86_64__) || defined(__i386__)
 /* AVX2 + FMA versions (kquants_avx2.c); only in tables handed out after
  * the CPU check (kernels.c). */
-void cs_vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
-void cs_vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 #endif
 
 #endif /* CS_KQUANTS_H */

@@ -70,7 +70,7 @@ CS_INLINE __m256i lanes_k4(const uint8_t *qs, const uint8_t *qh, const uint8_t *
 /* q5: the masks keep only bit 0 of every byte after the shifts, so the
  * 16-bit shifts never leak bits between bytes into the result. */
 CS_INLINE float dot_k4_avx2(int64_t n, const void *vx, size_t stride, bool q5,
-                            const cs_block_q8_K *y) {
+                            const block_q8_K *y) {
     const int64_t nb = n / CS_QK_K;
     __m256 acc = _mm256_setzero_ps();
     __m128 accm = _mm_setzero_ps();
@@ -82,8 +82,8 @@ CS_INLINE float dot_k4_avx2(int64_t n, const void *vx, size_t stride, bool q5,
         memcpy(&hdmin, blk + 2, 2);
         uint8_t sc[8], mn[8];
         unpack_scales(blk + 4, sc, mn);
-        const float d = y[i].d * cs_fp16_to_fp32(hd);
-        const float dmin = -y[i].d * cs_fp16_to_fp32(hdmin);
+        const float d = y[i].d * fp16_to_fp32(hd);
+        const float dmin = -y[i].d * fp16_to_fp32(hdmin);
         /* mins: S[s] = bsums[2s] + bsums[2s+1]; prod[k] = m[2k]S[2k] + m[2k+1]S[2k+1] */
         const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)y[i].bsums);
         const __m128i S =
@@ -111,26 +111,26 @@ CS_INLINE float dot_k4_avx2(int64_t n, const void *vx, size_t stride, bool q5,
     return hsum8_ps(acc) + _mm_cvtss_f32(accm);
 }
 
-void cs_vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y) {
-    *s = dot_k4_avx2(n, x, sizeof(cs_block_q4_K), false, y);
+void vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y) {
+    *s = dot_k4_avx2(n, x, sizeof(block_q4_K), false, y);
 }
 
-void cs_vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y) {
-    *s = dot_k4_avx2(n, x, sizeof(cs_block_q5_K), true, y);
+void vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y) {
+    *s = dot_k4_avx2(n, x, sizeof(block_q5_K), true, y);
 }
 
 /* Bounds: vpmaddubsw of q (0..63) with q8 (|.| <= 128) stays within
  * +-16128 and of 32 with q8 within +-8192, so their difference fits int16. */
-void cs_vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
-    const cs_block_q6_K *x = vx;
-    const cs_block_q8_K *y = vy;
+void vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q6_K *x = vx;
+    const block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i m32 = _mm256_set1_epi8(32);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const float d = y[i].d * cs_fp16_to_fp32(x[i].d);
+        const float d = y[i].d * fp16_to_fp32(x[i].d);
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;
@@ -168,5 +168,5 @@ void cs_vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *
 
 #else
 /* ISO C forbids an empty translation unit. */
-typedef int cs_kquants_avx2_unused;
+typedef int kquants_avx2_unused;
 #endif

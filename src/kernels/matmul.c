@@ -1,6 +1,6 @@
 /* matmul.c: Y = X * W^T for the weight matmuls of the forward pass.
  *
- * Two phases, each a cs_threadpool_run over independent rows:
+ * Two phases, each a threadpool_run over independent rows:
  *  1. convert the T activation rows to the weight's vec_dot_type (type
  *     table, types.h) in scratch with the kernel table's from_float[] (bit-
  *     exact with the reference converters); skipped for F32 weights, and done
@@ -27,9 +27,9 @@
 #define MAX_TILE             128 /* rb * tb of any micro-kernel */
 
 /* The type table's row of a weight type (asserted: a broken caller contract). */
-static const cs_type_traits *weight_traits(int32_t wtype) {
-    const cs_type_traits *t = cs_type_traits_get(wtype);
-    CS_ASSERT(t && t->is_weight && "cs_matmul: unsupported weight type");
+static const type_traits *weight_traits(int32_t wtype) {
+    const type_traits *t = type_traits_get(wtype);
+    CS_ASSERT(t && t->is_weight && "matmul: unsupported weight type");
     return t;
 }
 
@@ -39,25 +39,25 @@ static size_t vec_row_bytes(int32_t wtype, int64_t K) {
     const int32_t vdt = weight_traits(wtype)->vec_dot_type;
     if (vdt == CS_TYPE_F32) return 0;
     uint64_t b = 0;
-    CS_ASSERT(cs_type_row_size(vdt, K, &b));
+    CS_ASSERT(type_row_size(vdt, K, &b));
     if (vdt == CS_TYPE_Q8_0) /* blocks, then the x16 aux entries (used or not) */
-        b = cs_x16_aux_offset(K) + (size_t)(K / CS_QK8_0) * sizeof(cs_x16_aux);
+        b = matmul_x16_aux_offset(K) + (size_t)(K / CS_QK8_0) * sizeof(matmul_x16_aux);
     return ((size_t)b + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
 }
 
 static size_t weight_row_bytes(int32_t wtype, int64_t K) {
     uint64_t b = 0;
-    CS_ASSERT(cs_type_row_size(wtype, K, &b));
+    CS_ASSERT(type_row_size(wtype, K, &b));
     return (size_t)b;
 }
 
-size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T) {
+size_t matmul_scratch_size(int32_t wtype, int64_t K, int64_t T) {
     size_t s = vec_row_bytes(wtype, K) * (size_t)T;
     return s < ROW_ALIGN ? ROW_ALIGN : s;
 }
 
 typedef struct mm_task {
-    const cs_kernels *k;
+    const kernels_table *k;
     int32_t wtype;
     int32_t vdt; /* the weight type's vec_dot_type */
     int32_t layout;
@@ -70,25 +70,25 @@ typedef struct mm_task {
     float *Y;
     uint8_t *scratch;
     bool have_uk;
-    cs_matmul_ukernel uk;
-    cs_vec_dot_fn vec_dot; /* k->vec_dot[wtype], when there is no micro-kernel */
+    matmul_ukernel uk;
+    type_vec_dot_fn vec_dot; /* k->vec_dot[wtype], when there is no micro-kernel */
 } mm_task;
 
 /* The aux entries of a converted row for x16 weights. O(K). */
 static void fill_x16_aux(int32_t wtype, int64_t K, void *row) {
-    const cs_block_q8_0 *q = row;
-    cs_x16_aux *a = (cs_x16_aux *)((uint8_t *)row + cs_x16_aux_offset(K));
+    const block_q8_0 *q = row;
+    matmul_x16_aux *a = (matmul_x16_aux *)((uint8_t *)row + matmul_x16_aux_offset(K));
     const int32_t off = wtype == CS_TYPE_Q4_0 ? 8 : 128;
     for (int64_t b = 0; b < K / CS_QK8_0; b++) {
         int32_t s = 0;
         for (int j = 0; j < CS_QK8_0; j++) s += q[b].qs[j];
-        a[b].d = cs_fp16_to_fp32(q[b].d);
+        a[b].d = fp16_to_fp32(q[b].d);
         a[b].corr = -off * s;
     }
 }
 
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
-    const cs_from_float_fn from_float = m->k->from_float[m->vdt];
+    const type_from_float_fn from_float = m->k->from_float[m->vdt];
     const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
     for (int64_t t = t0; t < t1; t++) {
         void *dst = m->scratch + (size_t)t * m->x_row;
@@ -100,7 +100,7 @@ static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
 static void convert_task(void *arg, int32_t ith, int32_t nth) {
     const mm_task *m = arg;
     int64_t t0, t1;
-    cs_split(m->T, ith, nth, &t0, &t1);
+    threadpool_split(m->T, ith, nth, &t0, &t1);
     convert_rows(m, t0, t1);
 }
 
@@ -143,7 +143,7 @@ static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
         for (int64_t n = n0; n < n1; n += CS_X16_ROWS) {
             const void *grp = m->W + (size_t)n * m->w_row;
             for (int64_t t = t0; t < t1; t++) {
-                cs_x16_dot_ref(m->wtype, m->K, grp, m->Xc + (size_t)t * m->x_row, out);
+                repack_x16_dot_ref(m->wtype, m->K, grp, m->Xc + (size_t)t * m->x_row, out);
                 memcpy(m->Y + t * m->N + n, out, sizeof out);
             }
         }
@@ -160,7 +160,7 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     const mm_task *m = arg;
     const int64_t rb = m->have_uk ? m->uk.rb : m->layout == CS_LAYOUT_X16 ? CS_X16_ROWS : 1;
     int64_t b0, b1;
-    cs_split((m->N + rb - 1) / rb, ith, nth, &b0, &b1);
+    threadpool_split((m->N + rb - 1) / rb, ith, nth, &b0, &b1);
     const int64_t n0 = b0 * rb, n1 = b1 * rb < m->N ? b1 * rb : m->N;
     if (n0 >= n1) return;
     int64_t chunk = (int64_t)(CHUNK_BYTES / m->x_row);
@@ -175,21 +175,22 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     }
 }
 
-bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype) {
+bool matmul_x16_native(const kernels_table *k, int32_t wtype) {
     return wtype >= 0 && wtype < CS_TYPE_COUNT && k->ukernel_x16[wtype].tile != NULL;
 }
 
-int32_t cs_matmul_convert_kind(int32_t wtype, int32_t layout) {
+int32_t matmul_convert_kind_of(int32_t wtype, int32_t layout) {
     const int32_t vdt = weight_traits(wtype)->vec_dot_type;
     if (layout == CS_LAYOUT_X16 && vdt == CS_TYPE_Q8_0) return MATMUL_CONVERT_X16 + wtype;
     return vdt; /* CS_TYPE_F32 is MATMUL_CONVERT_NONE */
 }
 
-static void matmul_impl(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
+static void matmul_impl(const kernels_table *k, threadpool *tp, int32_t wtype, int32_t layout,
                         const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
                         void *scratch, bool converted) {
     CS_ASSERT(k && W && X && Y && N >= 0 && K >= 0 && T >= 0);
-    CS_ASSERT(layout == CS_LAYOUT_ROWS || (layout == CS_LAYOUT_X16 && cs_x16_fits(wtype, N, K)));
+    CS_ASSERT(layout == CS_LAYOUT_ROWS ||
+              (layout == CS_LAYOUT_X16 && repack_x16_fits(wtype, N, K)));
     if (N == 0 || T == 0) return;
     mm_task m = {
         .k = k,
@@ -223,22 +224,22 @@ static void matmul_impl(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, i
         else if (!tp || T * K <= CONVERT_INLINE_ELEMS)
             convert_rows(&m, 0, T);
         else
-            cs_threadpool_run(tp, convert_task, &m);
+            threadpool_run(tp, convert_task, &m);
     }
     if (m.x_row == 0) m.x_row = 1; /* K == 0: keep the chunk division defined */
     if (tp)
-        cs_threadpool_run(tp, matmul_task, &m);
+        threadpool_run(tp, matmul_task, &m);
     else
         matmul_task(&m, 0, 1);
 }
 
-void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
-               int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
+void matmul(const kernels_table *k, threadpool *tp, int32_t wtype, int32_t layout, const void *W,
+            int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch) {
     matmul_impl(k, tp, wtype, layout, W, N, K, X, T, Y, scratch, false);
 }
 
-void cs_matmul_converted(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
-                         const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
-                         void *scratch) {
+void matmul_converted(const kernels_table *k, threadpool *tp, int32_t wtype, int32_t layout,
+                      const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
+                      void *scratch) {
     matmul_impl(k, tp, wtype, layout, W, N, K, X, T, Y, scratch, true);
 }

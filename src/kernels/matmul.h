@@ -11,21 +11,21 @@
 #include "kernels.h"
 #include "repack.h"
 
-/* Bytes of scratch cs_matmul needs for T activation rows of K elements
+/* Bytes of scratch matmul needs for T activation rows of K elements
  * against weights of type wtype: T rows of the weight's vec_dot_type (the
  * type table, types.h: for F32 weights, used in place, only a minimum of 64
  * bytes, never 0, so a caller can allocate it unconditionally), each row
  * padded to 64 bytes. Q8_0 rows also reserve room for the x16 aux entries
  * (repack.h), so the size holds for either layout.
  * K must be a multiple of the weight type's block (32, or 256 for K-quants). */
-size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
+size_t matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
 
 /* Y[t*N + n] = dot(W row n, X row t) for t < T, n < N.
- *   W: (N, K) of a weight type (cs_type_is_supported_weight), rows
+ *   W: (N, K) of a weight type (type_is_weight), rows
  *   contiguous; layout: CS_LAYOUT_ROWS, or CS_LAYOUT_X16 for a matrix
- *   packed by cs_x16_pack (then cs_x16_fits(wtype, N, K) must hold; tables
- *   without an x16 micro-kernel use cs_x16_dot_ref);
- *   X: (T, K) f32; Y: (T, N) f32; scratch: cs_matmul_scratch_size bytes,
+ *   packed by repack_x16_pack (then repack_x16_fits(wtype, N, K) must hold; tables
+ *   without an x16 micro-kernel use repack_x16_dot_ref);
+ *   X: (T, K) f32; Y: (T, N) f32; scratch: matmul_scratch_size bytes,
  *   64-byte aligned preferred. tp may be NULL (single thread).
  * X is first converted to the vec-dot type (rows split across threads),
  * then the rows of W are split across threads in blocks of the
@@ -36,18 +36,18 @@ size_t cs_matmul_scratch_size(int32_t wtype, int64_t K, int64_t T);
  * Cost: 2*N*K*T flops; memory: W streamed once per chunk of tokens whose
  * converted rows fit in ~128 KiB (once for T = 1, a GEMV bound by memory
  * bandwidth), X chunk re-read from L2 per block of rows. */
-void cs_matmul(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout, const void *W,
-               int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch);
+void matmul(const kernels_table *k, threadpool *tp, int32_t wtype, int32_t layout, const void *W,
+            int64_t N, int64_t K, const float *X, int64_t T, float *Y, void *scratch);
 
-/* As cs_matmul, but with X already converted in scratch by the previous
- * call with the same X, T, K and cs_matmul_convert_kind (the Q, K and V
+/* As matmul, but with X already converted in scratch by the previous
+ * call with the same X, T, K and matmul_convert_kind_of (the Q, K and V
  * projections read one normed input; so do the FFN gate and up): the
  * conversion is skipped, the result is the same. */
-void cs_matmul_converted(const cs_kernels *k, cs_threadpool *tp, int32_t wtype, int32_t layout,
-                         const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
-                         void *scratch);
+void matmul_converted(const kernels_table *k, threadpool *tp, int32_t wtype, int32_t layout,
+                      const void *W, int64_t N, int64_t K, const float *X, int64_t T, float *Y,
+                      void *scratch);
 
-/* What cs_matmul leaves in scratch for weights of wtype in layout: equal
+/* What matmul leaves in scratch for weights of wtype in layout: equal
  * kinds mean equal scratch contents. For the row layout the kind is the
  * weight's vec_dot_type (type table, types.h), so weights that share an
  * activation type share the conversion with no list to update; F32 gives
@@ -58,40 +58,40 @@ typedef enum matmul_convert_kind {
     MATMUL_CONVERT_X16 = CS_TYPE_COUNT,
 } matmul_convert_kind;
 
-int32_t cs_matmul_convert_kind(int32_t wtype, int32_t layout);
+int32_t matmul_convert_kind_of(int32_t wtype, int32_t layout);
 
 /* True when table k has an x16 micro-kernel for wtype, i.e. packing such
- * weights pays off (the model loader asks this of cs_kernels_best()). */
-bool cs_matmul_x16_native(const cs_kernels *k, int32_t wtype);
+ * weights pays off (the model loader asks this of kernels_best()). */
+bool matmul_x16_native(const kernels_table *k, int32_t wtype);
 
 /* ------------------------------------------ internal to src/kernels/ */
 
-/* (The micro-kernel type, cs_matmul_ukernel, is in kernels.h: the kernel
+/* (The micro-kernel type, matmul_ukernel, is in kernels.h: the kernel
  * tables hold one per weight type and layout.) */
 
 /* Per activation block, for x16 weights: the block's scale as a float and
  * the int32 accumulator's start value, -8 * sum(qs) for Q4_0 weights or
  * -128 * sum(qs) for Q8_0 weights (the weight bytes are offset by 8 / 128). */
-typedef struct cs_x16_aux {
+typedef struct matmul_x16_aux {
     float d;
     int32_t corr;
-} cs_x16_aux;
+} matmul_x16_aux;
 
 /* Byte offset of the aux entries in a converted activation row of K elements. */
-static inline size_t cs_x16_aux_offset(int64_t K) {
-    return ((size_t)(K / CS_QK8_0) * sizeof(cs_block_q8_0) + 7) & ~(size_t)7;
+static inline size_t matmul_x16_aux_offset(int64_t K) {
+    return ((size_t)(K / CS_QK8_0) * sizeof(block_q8_0) + 7) & ~(size_t)7;
 }
 
 #if defined(__x86_64__) || defined(__i386__)
 /* Per-ISA tables (x86_avx2.c, x86_avx512.c), set up on first use. Call
  * only after checking the CPU features (kernels.c does). */
-const cs_kernels *cs_kernels_avx2_table(void);
+const kernels_table *kernels_avx2_table(void);
 /* Its matmul uses vpdpbusd when kernels_cpu_has_avx512vnni() says the CPU
  * has AVX512_VNNI; results are bit-identical either way. */
-const cs_kernels *cs_kernels_avx512_table(void);
+const kernels_table *kernels_avx512_table(void);
 /* The same table under the name "avx512novnni": its matmul never uses
  * AVX512-VNNI (tests the fallback on CPUs that have it). */
-const cs_kernels *cs_kernels_avx512_novnni_table(void);
+const kernels_table *kernels_avx512_novnni_table(void);
 /* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
 bool kernels_cpu_has_avx512vnni(void);
 #endif

@@ -1,14 +1,14 @@
 /* quant.c: reference block codecs (Q8_0, Q4_0), the f32/f16/bf16 row
- * conversions of the type table, and cs_dequantize_row / cs_quantize_row,
+ * conversions of the type table, and dequantize_row / quantize_row,
  * its look-ups. Scalar, O(n) per row.
  *
  * Two Q8_0 quantizers exist on purpose, as in ggml:
- *  - cs_quantize_row_q8_0_ref mirrors ggml's x86 SIMD activation quantizer
+ *  - quantize_row_q8_0_ref mirrors ggml's x86 SIMD activation quantizer
  *    (what llama.cpp runs on the activations that meet Q8_0/Q4_0 weights):
  *    id = 127/amax and round half to even. The SIMD tables must produce the
  *    same bytes.
- *  - cs_quantize_row_q8_0_weight_ref (the type table's from_float_ref, so
- *    cs_quantize_row) mirrors quantize_row_q8_0_ref,
+ *  - quantize_row_q8_0_weight_ref (the type table's from_float_ref, so
+ *    quantize_row) mirrors quantize_row_q8_0_ref,
  *    which writes weight files: id = 1/d and roundf (half away from zero).
  * The two differ in the last bit for a few inputs; swapping them would make
  * our logits drift from llama.cpp's. */
@@ -28,36 +28,36 @@ static float block_amax(const float *v) {
     return amax;
 }
 
-void cs_quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q8_0 *y = vy;
+void quantize_row_q8_0_ref(const float *x, void *vy, int64_t n) {
+    block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK8_0;
         const float amax = block_amax(v);
         const float d = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        y[b].d = cs_fp32_to_fp16(d);
+        y[b].d = fp32_to_fp16(d);
         /* nearbyintf rounds half to even in the default rounding mode,
          * like _mm256_round_ps(_MM_ROUND_NEAREST) */
         for (int j = 0; j < CS_QK8_0; j++) y[b].qs[j] = (int8_t)nearbyintf(v[j] * id);
     }
 }
 
-void cs_quantize_row_q8_0_weight_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q8_0 *y = vy;
+void quantize_row_q8_0_weight_ref(const float *x, void *vy, int64_t n) {
+    block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK8_0;
         const float amax = block_amax(v);
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = cs_fp32_to_fp16(d);
+        y[b].d = fp32_to_fp16(d);
         for (int j = 0; j < CS_QK8_0; j++) y[b].qs[j] = (int8_t)roundf(v[j] * id);
     }
 }
 
-void cs_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
-    cs_block_q4_0 *y = vy;
+void quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
+    block_q4_0 *y = vy;
     const int64_t nb = n / CS_QK4_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *v = x + b * CS_QK4_0;
@@ -70,7 +70,7 @@ void cs_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
         }
         const float d = max / -8.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = cs_fp32_to_fp16(d);
+        y[b].d = fp32_to_fp16(d);
         for (int j = 0; j < CS_QK4_0 / 2; j++) {
             const float x0 = v[j] * id;
             const float x1 = v[j + CS_QK4_0 / 2] * id;
@@ -84,20 +84,20 @@ void cs_quantize_row_q4_0_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
-void cs_dequantize_row_q8_0(const void *vx, float *y, int64_t n) {
-    const cs_block_q8_0 *x = vx;
+void dequantize_row_q8_0(const void *vx, float *y, int64_t n) {
+    const block_q8_0 *x = vx;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
-        const float d = cs_fp16_to_fp32(x[b].d);
+        const float d = fp16_to_fp32(x[b].d);
         for (int j = 0; j < CS_QK8_0; j++) y[b * CS_QK8_0 + j] = (float)x[b].qs[j] * d;
     }
 }
 
-void cs_dequantize_row_q4_0(const void *vx, float *y, int64_t n) {
-    const cs_block_q4_0 *x = vx;
+void dequantize_row_q4_0(const void *vx, float *y, int64_t n) {
+    const block_q4_0 *x = vx;
     const int64_t nb = n / CS_QK4_0;
     for (int64_t b = 0; b < nb; b++) {
-        const float d = cs_fp16_to_fp32(x[b].d);
+        const float d = fp16_to_fp32(x[b].d);
         float *o = y + b * CS_QK4_0;
         for (int j = 0; j < CS_QK4_0 / 2; j++) {
             o[j] = (float)((int32_t)(x[b].qs[j] & 0x0f) - 8) * d;
@@ -106,42 +106,42 @@ void cs_dequantize_row_q4_0(const void *vx, float *y, int64_t n) {
     }
 }
 
-void cs_f32_to_float_row(const void *x, float *y, int64_t n) {
+void f32_to_float_row(const void *x, float *y, int64_t n) {
     memcpy(y, x, (size_t)n * sizeof(float));
 }
 
-void cs_f32_from_float_row(const float *x, void *y, int64_t n) {
+void f32_from_float_row(const float *x, void *y, int64_t n) {
     memcpy(y, x, (size_t)n * sizeof(float));
 }
 
-void cs_fp16_to_fp32_row_ref(const void *vx, float *y, int64_t n) {
+void fp16_to_fp32_row_ref(const void *vx, float *y, int64_t n) {
     const uint16_t *x = vx;
-    for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = fp16_to_fp32(x[i]);
 }
 
-void cs_fp32_to_fp16_row_ref(const float *x, void *vy, int64_t n) {
+void fp32_to_fp16_row_ref(const float *x, void *vy, int64_t n) {
     uint16_t *y = vy;
-    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
-void cs_bf16_to_fp32_row_ref(const void *vx, float *y, int64_t n) {
+void bf16_to_fp32_row_ref(const void *vx, float *y, int64_t n) {
     const uint16_t *x = vx;
-    for (int64_t i = 0; i < n; i++) y[i] = cs_bf16_to_fp32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = bf16_to_fp32(x[i]);
 }
 
-void cs_fp32_to_bf16_row_ref(const float *x, void *vy, int64_t n) {
+void fp32_to_bf16_row_ref(const float *x, void *vy, int64_t n) {
     uint16_t *y = vy;
-    for (int64_t i = 0; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = fp32_to_bf16(x[i]);
 }
 
-void cs_dequantize_row(int32_t type, const void *x, float *y, int64_t n) {
-    const cs_type_traits *t = cs_type_traits_get(type);
-    CS_ASSERT(t && t->to_float && "cs_dequantize_row: unsupported type");
+void dequantize_row(int32_t type, const void *x, float *y, int64_t n) {
+    const type_traits *t = type_traits_get(type);
+    CS_ASSERT(t && t->to_float && "dequantize_row: unsupported type");
     t->to_float(x, y, n);
 }
 
-void cs_quantize_row(int32_t type, const float *x, void *y, int64_t n) {
-    const cs_type_traits *t = cs_type_traits_get(type);
-    CS_ASSERT(t && t->from_float_ref && "cs_quantize_row: unsupported type");
+void quantize_row(int32_t type, const float *x, void *y, int64_t n) {
+    const type_traits *t = type_traits_get(type);
+    CS_ASSERT(t && t->from_float_ref && "quantize_row: unsupported type");
     t->from_float_ref(x, y, n);
 }

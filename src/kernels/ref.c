@@ -1,5 +1,5 @@
 /* ref.c: the scalar reference kernels, the executable specification of
- * every slot of cs_kernels (the per-type slots come from the type table,
+ * every slot of kernels_table (the per-type slots come from the type table,
  * whose f32/f16/bf16/Q8_0/Q4_0 dots are here), and the reference table.
  * Compiled for generic x86-64 (or any target); SIMD versions are tested
  * against these with named tolerances.
@@ -20,48 +20,48 @@
 
 /* ------------------------------------------------------------------ dots */
 
-void cs_vec_dot_f32_ref(int64_t n, float *s, const void *vx, const void *vy) {
+void vec_dot_f32_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const float *x = vx, *y = vy;
     double sum = 0.0; /* ggml_vec_dot_f32's generic path: float products, double sum */
     for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * y[i]);
     *s = (float)sum;
 }
 
-void cs_vec_dot_f16_ref(int64_t n, float *s, const void *vx, const void *vy) {
+void vec_dot_f16_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const uint16_t *x = vx, *y = vy;
     double sum = 0.0; /* each f16*f16 product is exact in float */
-    for (int64_t i = 0; i < n; i++) sum += (double)(cs_fp16_to_fp32(x[i]) * cs_fp16_to_fp32(y[i]));
+    for (int64_t i = 0; i < n; i++) sum += (double)(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
     *s = (float)sum;
 }
 
-void cs_vec_dot_bf16_ref(int64_t n, float *s, const void *vx, const void *vy) {
+void vec_dot_bf16_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const uint16_t *x = vx, *y = vy;
     double sum = 0.0; /* each bf16*bf16 product is exact in float */
-    for (int64_t i = 0; i < n; i++) sum += (double)(cs_bf16_to_fp32(x[i]) * cs_bf16_to_fp32(y[i]));
+    for (int64_t i = 0; i < n; i++) sum += (double)(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
     *s = (float)sum;
 }
 
 static void ref_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
     double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) sum += (double)(cs_fp16_to_fp32(x[i]) * y[i]);
+    for (int64_t i = 0; i < n; i++) sum += (double)(fp16_to_fp32(x[i]) * y[i]);
     *s = (float)sum;
 }
 
-void cs_vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const cs_block_q8_0 *x = vx, *y = vy;
+void vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q8_0 *x = vx, *y = vy;
     int64_t nb = n / CS_QK8_0;
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         int32_t isum = 0; /* |isum| <= 32 * 128 * 128: no overflow */
         for (int j = 0; j < CS_QK8_0; j++) isum += (int32_t)x[b].qs[j] * (int32_t)y[b].qs[j];
-        sum += (float)isum * (cs_fp16_to_fp32(x[b].d) * cs_fp16_to_fp32(y[b].d));
+        sum += (float)isum * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
     }
     *s = sum;
 }
 
-void cs_vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
-    const cs_block_q4_0 *x = vx;
-    const cs_block_q8_0 *y = vy;
+void vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q4_0 *x = vx;
+    const block_q8_0 *y = vy;
     int64_t nb = n / CS_QK4_0;
     float sum = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
@@ -75,7 +75,7 @@ void cs_vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *v
          * runs for these weights on AVX2/AVX-512) accumulate each block with
          * one FMA: acc = fma(isum, d_x*d_y, acc). Rounding the product first
          * moves K/Q by an ulp, enough to flip a later Q8_0 rounding. */
-        sum = fmaf((float)isum, cs_fp16_to_fp32(x[b].d) * cs_fp16_to_fp32(y[b].d), sum);
+        sum = fmaf((float)isum, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), sum);
     }
     *s = sum;
 }
@@ -83,7 +83,7 @@ void cs_vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *v
 /* ------------------------------------------------------ row conversions */
 
 static void ref_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = fp16_to_fp32(x[i]);
 }
 
 /* ------------------------------------------------------- element-wise */
@@ -93,7 +93,7 @@ static void ref_axpy_f32(int64_t n, float a, const float *x, float *y) {
 }
 
 static void ref_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * cs_fp16_to_fp32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] += a * fp16_to_fp32(x[i]);
 }
 
 static void ref_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
@@ -146,14 +146,14 @@ static void ref_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, 
 
 /* Filled once from the type table (per-type slots) and the kernels above;
  * the SIMD tables start from a copy of it (kernels_init_ref). */
-static cs_kernels k_ref;
+static kernels_table k_ref;
 static pthread_once_t k_ref_once = PTHREAD_ONCE_INIT;
 
 static void ref_init(void) {
-    cs_kernels *k = &k_ref;
+    kernels_table *k = &k_ref;
     k->name = "ref";
     for (int32_t t = 0; t < CS_TYPE_COUNT; t++) {
-        const cs_type_traits *tr = cs_type_traits_get(t);
+        const type_traits *tr = type_traits_get(t);
         if (!tr) continue;
         if (tr->is_weight) k->vec_dot[t] = tr->vec_dot_ref;
         k->from_float[t] = tr->act_from_float_ref;
@@ -169,17 +169,17 @@ static void ref_init(void) {
     kernels_finish(k);
 }
 
-const cs_kernels *cs_kernels_ref(void) {
+const kernels_table *kernels_ref(void) {
     pthread_once(&k_ref_once, ref_init);
     return &k_ref;
 }
 
-void kernels_init_ref(cs_kernels *k, const char *name) {
-    *k = *cs_kernels_ref();
+void kernels_init_ref(kernels_table *k, const char *name) {
+    *k = *kernels_ref();
     k->name = name;
 }
 
-void kernels_finish(cs_kernels *k) {
+void kernels_finish(kernels_table *k) {
     k->vec_dot_f32 = k->vec_dot[CS_TYPE_F32];
     k->vec_dot_f16 = k->vec_dot[CS_TYPE_F16];
     k->vec_dot_q8_0_q8_0 = k->vec_dot[CS_TYPE_Q8_0];
@@ -201,7 +201,7 @@ static float rope_ramp(float low, float high, int32_t i0) {
     return 1.0f - fminf(1.0f, fmaxf(0.0f, y));
 }
 
-void cs_rope_cache(float *cs, float pos, const cs_rope_params *p) {
+void kernels_rope_cache(float *cs, float pos, const kernels_rope_params *p) {
     const int32_t n_rot = p->n_rot;
     const float theta_scale = powf(p->freq_base, -2.0f / (float)n_rot);
     float corr0 = 0.0f, corr1 = 0.0f;

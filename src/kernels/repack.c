@@ -73,7 +73,7 @@ static const x16_format *format_of(int32_t type) {
     }
 }
 
-bool cs_x16_fits(int32_t type, int64_t N, int64_t K) {
+bool repack_x16_fits(int32_t type, int64_t N, int64_t K) {
     const x16_format *f = format_of(type);
     return f && N > 0 && N % CS_X16_ROWS == 0 && K > 0 && K % f->qk == 0;
 }
@@ -107,8 +107,8 @@ static void convert_group(const x16_format *fm, int64_t nb, uint8_t *rows, uint8
     }
 }
 
-void cs_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp) {
-    CS_ASSERT(cs_x16_fits(type, N, K) && W && tmp);
+void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp) {
+    CS_ASSERT(repack_x16_fits(type, N, K) && W && tmp);
     const x16_format *fm = format_of(type);
     const int64_t nb = K / fm->qk;
     const size_t gsize = (size_t)nb * fm->block * CS_X16_ROWS;
@@ -119,8 +119,8 @@ void cs_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp) {
     }
 }
 
-void cs_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out) {
-    CS_ASSERT(cs_x16_fits(type, N, K) && W && out);
+void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out) {
+    CS_ASSERT(repack_x16_fits(type, N, K) && W && out);
     const x16_format *fm = format_of(type);
     const int64_t nb = K / fm->qk;
     const size_t gsize = (size_t)nb * fm->block * CS_X16_ROWS;
@@ -134,23 +134,23 @@ void cs_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out)
 /* The x16 kernels' order on one unpacked row of Q4_0 / Q8_0: per block the
  * exact integer sum, scaled by d_w * d_x; fma for Q4_0, multiply then add
  * for Q8_0 (ref.c's row-major order). */
-static float dot_row_q(int32_t type, int64_t K, const uint8_t *w, const cs_block_q8_0 *x) {
+static float dot_row_q(int32_t type, int64_t K, const uint8_t *w, const block_q8_0 *x) {
     float acc = 0.0f;
     for (int64_t b = 0; b < K / CS_QK8_0; b++) {
         int32_t isum = 0;
         uint16_t dh;
         if (type == CS_TYPE_Q4_0) {
-            const cs_block_q4_0 *q = (const cs_block_q4_0 *)(const void *)w + b;
+            const block_q4_0 *q = (const block_q4_0 *)(const void *)w + b;
             dh = q->d;
             for (int j = 0; j < 16; j++)
                 isum += ((int32_t)(q->qs[j] & 0x0f) - 8) * x[b].qs[j] +
                         ((int32_t)(q->qs[j] >> 4) - 8) * x[b].qs[j + 16];
         } else {
-            const cs_block_q8_0 *q = (const cs_block_q8_0 *)(const void *)w + b;
+            const block_q8_0 *q = (const block_q8_0 *)(const void *)w + b;
             dh = q->d;
             for (int j = 0; j < 32; j++) isum += (int32_t)q->qs[j] * x[b].qs[j];
         }
-        const float sc = cs_fp16_to_fp32(dh) * cs_fp16_to_fp32(x[b].d);
+        const float sc = fp16_to_fp32(dh) * fp16_to_fp32(x[b].d);
         if (type == CS_TYPE_Q4_0)
             acc = fmaf((float)isum, sc, acc);
         else
@@ -164,7 +164,7 @@ static float dot_row_q(int32_t type, int64_t K, const uint8_t *w, const cs_block
  * summ = sum_j m[j] * (sum of a over sub-block j), then
  * acc = fma(sumi, d*d_a, acc), accm = fma(summ, dmin*d_a, accm);
  * the result is acc - accm. */
-static float dot_row_q4_K(int64_t K, const cs_block_q4_K *w, const cs_block_q8_K *a) {
+static float dot_row_q4_K(int64_t K, const block_q4_K *w, const block_q8_K *a) {
     float acc = 0.0f, accm = 0.0f;
     for (int64_t b = 0; b < K / CS_QK_K; b++) {
         const uint8_t *q = w[b].scales;
@@ -180,8 +180,8 @@ static float dot_row_q4_K(int64_t K, const cs_block_q4_K *w, const cs_block_q8_K
             sumi += sc * isum;
             summ += mn * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
         }
-        acc = fmaf((float)sumi, cs_fp16_to_fp32(w[b].d) * a[b].d, acc);
-        accm = fmaf((float)summ, cs_fp16_to_fp32(w[b].dmin) * a[b].d, accm);
+        acc = fmaf((float)sumi, fp16_to_fp32(w[b].d) * a[b].d, acc);
+        accm = fmaf((float)summ, fp16_to_fp32(w[b].dmin) * a[b].d, accm);
     }
     return acc - accm;
 }
@@ -189,7 +189,7 @@ static float dot_row_q4_K(int64_t K, const cs_block_q4_K *w, const cs_block_q8_K
 /* Q6_K in the x16 kernels' order: per super-block the exact integer
  * sumi = sum_s scale[s] * (sum of q * a over sub-block s - 32 * bsums[s]),
  * then acc = fma(sumi, d*d_a, acc). */
-static float dot_row_q6_K(int64_t K, const cs_block_q6_K *w, const cs_block_q8_K *a) {
+static float dot_row_q6_K(int64_t K, const block_q6_K *w, const block_q8_K *a) {
     float acc = 0.0f;
     for (int64_t b = 0; b < K / CS_QK_K; b++) {
         int32_t sumi = 0;
@@ -204,20 +204,20 @@ static float dot_row_q6_K(int64_t K, const cs_block_q6_K *w, const cs_block_q8_K
             }
             sumi += (int32_t)w[b].scales[s] * (isum - 32 * a[b].bsums[s]);
         }
-        acc = fmaf((float)sumi, cs_fp16_to_fp32(w[b].d) * a[b].d, acc);
+        acc = fmaf((float)sumi, fp16_to_fp32(w[b].d) * a[b].d, acc);
     }
     return acc;
 }
 
-void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
-                    float out[CS_X16_ROWS]) {
+void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
+                        float out[CS_X16_ROWS]) {
     const x16_format *fm = format_of(type);
     CS_ASSERT(fm);
     const size_t row = (size_t)(K / fm->qk) * fm->block;
     uint8_t rows[CS_X16_ROWS * 210 * 4]; /* up to K = 1024 of any type */
-    uint8_t *buf = row * CS_X16_ROWS <= sizeof rows ? rows : cs_malloc(row * CS_X16_ROWS);
+    uint8_t *buf = row * CS_X16_ROWS <= sizeof rows ? rows : mem_malloc(row * CS_X16_ROWS);
     CS_ASSERT(buf);
-    cs_x16_unpack(type, grp, CS_X16_ROWS, K, buf);
+    repack_x16_unpack(type, grp, CS_X16_ROWS, K, buf);
     for (int r = 0; r < CS_X16_ROWS; r++) {
         const uint8_t *w = buf + (size_t)r * row;
         switch (type) {
@@ -232,5 +232,5 @@ void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
             break;
         }
     }
-    if (buf != rows) cs_free(buf);
+    if (buf != rows) mem_free(buf);
 }

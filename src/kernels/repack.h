@@ -31,7 +31,7 @@
  * 16 * 34 bytes.
  *
  * The activation rows a matmul with x16 weights converts to carry, after
- * their Q8_0 blocks, one cs_x16_aux per block (matmul.h): the scale as a
+ * their Q8_0 blocks, one matmul_x16_aux per block (matmul.h): the scale as a
  * float and the offset correction -8 * sum(q) (Q4_0) or -128 * sum(q) (Q8_0),
  * so the int32 accumulator starts at the correction.
  *
@@ -58,15 +58,15 @@ enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
  * Q4_0 or Q8_0 (K a positive multiple of 32) or Q4_K or Q6_K (K a positive
  * multiple of 256), N a positive multiple of 16. */
-bool cs_x16_fits(int32_t type, int64_t N, int64_t K);
+bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
 
 /* Reorder W (N rows of K elements, row-major) into the x16 layout in place.
- * tmp: scratch of 16 rows (16 * row bytes). Requires cs_x16_fits.
+ * tmp: scratch of 16 rows (16 * row bytes). Requires repack_x16_fits.
  * Cost: one read and one write of W. */
-void cs_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
+void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
 
 /* The inverse: x16 matrix W back to row-major rows in out (not in place). */
-void cs_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
+void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
  * blocks for Q4_0 / Q8_0, Q8_K blocks for Q4_K / Q6_K): out[r] = dot(row
@@ -74,7 +74,7 @@ void cs_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out)
  * x16 kernels (each function's comment in repack.c). Reads only the blocks
  * of x (not the aux entries), so it also checks the aux entries the SIMD
  * kernels rely on. */
-void cs_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
-                    float out[CS_X16_ROWS]);
+void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
+                        float out[CS_X16_ROWS]);
 
 #endif /* CS_REPACK_H */

@@ -231,7 +231,7 @@ CS_INLINE int32_t hsum_i32x8(__m256i v) {
 }
 
 /* is_q4 = 0: Q8_0 weights; 1: Q4_0 weights. Activations are Q8_0.
- * Q4_0 accumulates per block like cs_vec_dot_q4_0_q8_0_ref (and ggml's
+ * Q4_0 accumulates per block like vec_dot_q4_0_q8_0_ref (and ggml's
  * repacked Q4_0 kernels): acc = fma(block int sum, d_w*d_x, acc), so the
  * result is bit-identical to the reference. */
 CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, float *out,
@@ -245,7 +245,7 @@ CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, flo
         __m256i xq[2];
         float dx[2];
         for (int t = 0; t < TB; t++) {
-            const cs_block_q8_0 *xb = (const cs_block_q8_0 *)x[t] + b;
+            const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
             xq[t] = _mm256_loadu_si256((const __m256i *)xb->qs);
             dx[t] = f16_scale(xb->d);
         }
@@ -253,11 +253,11 @@ CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, flo
             __m256i wq;
             float dw;
             if (is_q4) {
-                const cs_block_q4_0 *wb = (const cs_block_q4_0 *)w[r] + b;
+                const block_q4_0 *wb = (const block_q4_0 *)w[r] + b;
                 wq = unpack_q4(wb->qs);
                 dw = f16_scale(wb->d);
             } else {
-                const cs_block_q8_0 *wb = (const cs_block_q8_0 *)w[r] + b;
+                const block_q8_0 *wb = (const block_q8_0 *)w[r] + b;
                 wq = _mm256_loadu_si256((const __m256i *)wb->qs);
                 dw = f16_scale(wb->d);
             }
@@ -324,9 +324,9 @@ static void avx2_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const voi
 
 /* ---------------------------------------------------- row conversions */
 
-/* Bit-exact with cs_quantize_row_q8_0_ref (and ggml's AVX2 quantizer). */
+/* Bit-exact with quantize_row_q8_0_ref (and ggml's AVX2 quantizer). */
 static void avx2_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
-    cs_block_q8_0 *y = vy;
+    block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -360,16 +360,16 @@ static void avx2_fp32_to_fp16_row(const float *x, void *vy, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
 static void avx2_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
-    for (; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+    for (; i < n; i++) y[i] = fp16_to_fp32(x[i]);
 }
 
-/* Round to nearest even; NaN -> quiet NaN (cs_fp32_to_bf16's rule). */
+/* Round to nearest even; NaN -> quiet NaN (fp32_to_bf16's rule). */
 CS_INLINE __m256i bf16_round8(__m256 v) {
     __m256i x = _mm256_castps_si256(v);
     __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
@@ -390,7 +390,7 @@ static void avx2_fp32_to_bf16_row(const float *x, void *vy, int64_t n) {
         __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xd8);
         _mm256_storeu_si256((__m256i *)(y + i), p);
     }
-    for (; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+    for (; i < n; i++) y[i] = fp32_to_bf16(x[i]);
 }
 
 /* -------------------------------------------------------- element-wise */
@@ -409,7 +409,7 @@ static void avx2_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * cs_fp16_to_fp32(x[i]);
+    for (; i < n; i++) y[i] += a * fp16_to_fp32(x[i]);
 }
 
 static void avx2_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
@@ -523,30 +523,30 @@ static void avx2_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot,
 /* Starts from the reference table (kernels_init_ref): Q8_K activations stay
  * on the scalar converter (O(K) per token against O(N*K) for the dots).
  * One row per weight type (and per vec_dot_type for from_float). */
-static cs_kernels k_avx2;
+static kernels_table k_avx2;
 static pthread_once_t k_avx2_once = PTHREAD_ONCE_INIT;
 
 static void avx2_init(void) {
-    cs_kernels *k = &k_avx2;
+    kernels_table *k = &k_avx2;
     kernels_init_ref(k, "avx2");
     k->vec_dot[CS_TYPE_F32] = avx2_vec_dot_f32;
     k->vec_dot[CS_TYPE_F16] = avx2_vec_dot_f16;
     k->vec_dot[CS_TYPE_BF16] = avx2_vec_dot_bf16;
     k->vec_dot[CS_TYPE_Q8_0] = avx2_vec_dot_q8_0_q8_0;
     k->vec_dot[CS_TYPE_Q4_0] = avx2_vec_dot_q4_0_q8_0;
-    k->vec_dot[CS_TYPE_Q4_K] = cs_vec_dot_q4_K_q8_K_avx2;
-    k->vec_dot[CS_TYPE_Q5_K] = cs_vec_dot_q5_K_q8_K_avx2;
-    k->vec_dot[CS_TYPE_Q6_K] = cs_vec_dot_q6_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
 
     k->from_float[CS_TYPE_F16] = avx2_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx2_fp32_to_bf16_row;
     k->from_float[CS_TYPE_Q8_0] = avx2_quantize_row_q8_0;
 
-    k->ukernel[CS_TYPE_F32] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
-    k->ukernel[CS_TYPE_F16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
-    k->ukernel[CS_TYPE_BF16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
-    k->ukernel[CS_TYPE_Q8_0] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
-    k->ukernel[CS_TYPE_Q4_0] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
+    k->ukernel[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
+    k->ukernel[CS_TYPE_F16] = (matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
+    k->ukernel[CS_TYPE_BF16] = (matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
+    k->ukernel[CS_TYPE_Q8_0] = (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
+    k->ukernel[CS_TYPE_Q4_0] = (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
 
     k->vec_dot_f16_f32 = avx2_vec_dot_f16_f32;
     k->fp16_to_fp32_row = avx2_fp16_to_fp32_row;
@@ -559,7 +559,7 @@ static void avx2_init(void) {
     kernels_finish(k);
 }
 
-const cs_kernels *cs_kernels_avx2_table(void) {
+const kernels_table *kernels_avx2_table(void) {
     pthread_once(&k_avx2_once, avx2_init);
     return &k_avx2;
 }

@@ -290,7 +290,7 @@ typedef struct xq_step {
 
 CS_INLINE xq_step load_x2(const void *row, int64_t b, const int two, const int is_q4,
                           const int vnni) {
-    const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
+    const block_q8_0 *p = (const block_q8_0 *)row + b;
     xq_step s;
     if (two) {
         s.q = join256(_mm256_loadu_si256((const __m256i *)p[0].qs),
@@ -319,7 +319,7 @@ CS_INLINE xq_step load_x2(const void *row, int64_t b, const int two, const int i
  * order of the activations (lo nibbles of b = elements 0-15, hi = 16-31,
  * then b+1), and their scales. */
 CS_INLINE __m512i load_w2_q4(const void *row, int64_t b, const int two, __m512 *dw) {
-    const cs_block_q4_0 *p = (const cs_block_q4_0 *)row + b;
+    const block_q4_0 *p = (const block_q4_0 *)row + b;
     __m128i q0 = _mm_loadu_si128((const __m128i *)p[0].qs);
     __m128i q1 = two ? _mm_loadu_si128((const __m128i *)p[1].qs) : _mm_set1_epi8(0x08);
     static const uint16_t zero = 0;
@@ -332,7 +332,7 @@ CS_INLINE __m512i load_w2_q4(const void *row, int64_t b, const int two, __m512 *
 }
 
 CS_INLINE __m512i load_w2_q8(const void *row, int64_t b, const int two, __m512 *dw) {
-    const cs_block_q8_0 *p = (const cs_block_q8_0 *)row + b;
+    const block_q8_0 *p = (const block_q8_0 *)row + b;
     static const uint16_t zero = 0;
     if (two) {
         *dw = scale2(&p[0].d, &p[1].d);
@@ -377,13 +377,13 @@ CS_INLINE void tile_q_step(__m512 acc[4][4], float accq[4][4], const void *const
                     p32 = _mm512_add_epi32(
                         xs[t].c4, _mm512_madd_epi16(_mm512_maddubs_epi16(nib, xs[t].q), ones));
                 /* Q4_0 accumulates per block, acc = fma(block int sum, d_w*d_x,
-                 * acc), like cs_vec_dot_q4_0_q8_0_ref and ggml's repacked Q4_0
+                 * acc), like vec_dot_q4_0_q8_0_ref and ggml's repacked Q4_0
                  * kernels: bit-identical to the reference (the golden
                  * context_shift_q4_0 scenario sits 5 ulp from a rounding
                  * boundary that any other order crosses). Lanes 0-7 hold
                  * block b, lanes 8-15 block b + 1. */
-                const cs_block_q4_0 *wb = (const cs_block_q4_0 *)w[r] + b;
-                const cs_block_q8_0 *xb = (const cs_block_q8_0 *)x[t] + b;
+                const block_q4_0 *wb = (const block_q4_0 *)w[r] + b;
+                const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
                 accq[r][t] = fmaf((float)hsum_i32x8(_mm512_castsi512_si256(p32)),
                                   f16s(wb[0].d) * f16s(xb[0].d), accq[r][t]);
                 if (two)
@@ -475,9 +475,9 @@ static void uk_q4_col_vnni(int64_t K, const void *const *w, const void *x, float
 /* ------------------------------------- x16 micro-kernels (repack.h) */
 
 /* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes. */
-typedef int32_t cs_i32u __attribute__((may_alias, aligned(1)));
+typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
 CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const cs_i32u *)p));
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
     return acc;
 }
 
@@ -489,12 +489,12 @@ CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
  * lanes are exact block sums whatever the instruction path (VNNI with the
  * offset correction, or maddubs on |w| and sign-moved activations), so
  * VNNI and non-VNNI results are bit-identical, and so are the reference's
- * (cs_x16_dot_ref): Q4_0 scales with one FMA per block, Q8_0 with a
+ * (repack_x16_dot_ref): Q4_0 scales with one FMA per block, Q8_0 with a
  * multiply then an add. */
 CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, float *out,
                         const int TB, const int is_q4, const int vnni) {
     const int64_t nb = K / CS_QK8_0;
-    const size_t aux_off = cs_x16_aux_offset(K);
+    const size_t aux_off = matmul_x16_aux_offset(K);
     const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
     const uint8_t *grp = w[0];
     const __m512i m4 = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi16(1);
@@ -523,8 +523,8 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
             }
         }
         for (int t = 0; t < TB; t++) {
-            const cs_block_q8_0 *xb = (const cs_block_q8_0 *)x[t] + b;
-            const cs_x16_aux *a = (const cs_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
+            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
             __m512i acc_i = is_q4 || vnni ? _mm512_set1_epi32(a->corr) : _mm512_setzero_si512();
             for (int s = 0; s < 8; s++) {
                 /* Q4_0: wq[2s'] = low nibbles (elements 4s'..), wq[2s'+1]
@@ -609,7 +609,7 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
                 hi[s] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             }
             for (int t = 0; t < TB; t++) {
-                const int8_t *a = ((const cs_block_q8_K *)x[t])[b].qs + 64 * j;
+                const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j;
                 /* two chains per nibble half: dpbusd latency, not
                  * throughput, bounds T = 1 otherwise */
                 __m512i al = _mm512_setzero_si512(), ah = _mm512_setzero_si512();
@@ -628,7 +628,7 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
             }
         }
         for (int t = 0; t < TB; t++) {
-            const cs_block_q8_K *ab = (const cs_block_q8_K *)x[t] + b;
+            const block_q8_K *ab = (const block_q8_K *)x[t] + b;
             __m512i summ = _mm512_setzero_si512();
             for (int j = 0; j < 8; j++)
                 summ = _mm512_add_epi32(
@@ -691,7 +691,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                     const __m512i scv =
                         _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scp + 16 * sb)));
                     for (int t = 0; t < TB; t++) {
-                        const cs_block_q8_K *ab = (const cs_block_q8_K *)x[t] + b;
+                        const block_q8_K *ab = (const block_q8_K *)x[t] + b;
                         const int8_t *a = ab->qs + 128 * h + 32 * m + 16 * g;
                         __m512i ai = _mm512_set1_epi32(-32 * (int32_t)ab->bsums[sb]);
                         __m512i ai2 = dp_x16(_mm512_setzero_si512(), v[m][1], a + 4, vnni);
@@ -705,7 +705,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
             }
         }
         for (int t = 0; t < TB; t++) {
-            const __m512 dy = _mm512_set1_ps(((const cs_block_q8_K *)x[t])[b].d);
+            const __m512 dy = _mm512_set1_ps(((const block_q8_K *)x[t])[b].d);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(dv, dy), acc[t]);
         }
     }
@@ -779,10 +779,10 @@ static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const v
 
 /* ---------------------------------------------------- row conversions */
 
-/* Bit-exact with cs_quantize_row_q8_0_ref: one 32-element block in two
+/* Bit-exact with quantize_row_q8_0_ref: one 32-element block in two
  * zmm halves of 16; max over |x|, id = 127/amax, round half to even. */
 static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
-    cs_block_q8_0 *y = vy;
+    block_q8_0 *y = vy;
     const int64_t nb = n / CS_QK8_0;
     for (int64_t b = 0; b < nb; b++) {
         const float *p = x + b * CS_QK8_0;
@@ -803,14 +803,14 @@ static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
     }
 }
 
-/* Bit-exact with cs_quantize_row_q8_K_ref (ggml's quantize_row_q8_K_ref):
+/* Bit-exact with quantize_row_q8_K_ref (ggml's quantize_row_q8_K_ref):
  * the scale comes from the first element of largest magnitude (its sign
  * included), values are rounded to nearest even (cvtps2dq in the default
  * mode equals ggml's nearest_int below 2^22) and capped at 127. A block
  * holding a NaN goes to the reference. On the serial path of every
  * K-quant decode step: the scalar version took ~6 % of a 1.1B Q4_K_M token. */
 static void avx512_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
-    cs_block_q8_K *y = vy;
+    block_q8_K *y = vy;
     for (int64_t i = 0; i < n / CS_QK_K; i++) {
         const float *xb = x + i * CS_QK_K;
         __m512 vmax = _mm512_setzero_ps();
@@ -821,7 +821,7 @@ static void avx512_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
             vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
         }
         if (nan) {
-            cs_quantize_row_q8_K_ref(xb, &y[i], CS_QK_K);
+            quantize_row_q8_K_ref(xb, &y[i], CS_QK_K);
             continue;
         }
         const float amax = _mm512_reduce_max_ps(vmax);
@@ -856,13 +856,13 @@ static void avx512_fp32_to_fp16_row(const float *x, void *vy, int64_t n) {
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(y + i),
                             _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) y[i] = cs_fp32_to_fp16(x[i]);
+    for (; i < n; i++) y[i] = fp32_to_fp16(x[i]);
 }
 
 static void avx512_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, load_f16(x + i));
-    for (; i < n; i++) y[i] = cs_fp16_to_fp32(x[i]);
+    for (; i < n; i++) y[i] = fp16_to_fp32(x[i]);
 }
 
 static void avx512_fp32_to_bf16_row(const float *x, void *vy, int64_t n) {
@@ -878,7 +878,7 @@ static void avx512_fp32_to_bf16_row(const float *x, void *vy, int64_t n) {
         r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(v, 16), _mm512_set1_epi32(64));
         _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtepi32_epi16(r));
     }
-    for (; i < n; i++) y[i] = cs_fp32_to_bf16(x[i]);
+    for (; i < n; i++) y[i] = fp32_to_bf16(x[i]);
 }
 
 /* -------------------------------------------------------- element-wise */
@@ -1021,43 +1021,41 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
  * lets tests cover the fallback on VNNI machines). K-quant weights use the
  * AVX2 dots (every AVX-512 CPU has AVX2 and FMA; kernels.c checks both). A
  * row per weight type (and per vec_dot_type for from_float). */
-static void avx512_init(cs_kernels *k, const char *name, bool vnni) {
+static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     kernels_init_ref(k, name);
     k->vec_dot[CS_TYPE_F32] = avx512_vec_dot_f32;
     k->vec_dot[CS_TYPE_F16] = avx512_vec_dot_f16;
     k->vec_dot[CS_TYPE_BF16] = avx512_vec_dot_bf16;
     k->vec_dot[CS_TYPE_Q8_0] = avx512_vec_dot_q8_0_q8_0;
     k->vec_dot[CS_TYPE_Q4_0] = avx512_vec_dot_q4_0_q8_0;
-    k->vec_dot[CS_TYPE_Q4_K] = cs_vec_dot_q4_K_q8_K_avx2;
-    k->vec_dot[CS_TYPE_Q5_K] = cs_vec_dot_q5_K_q8_K_avx2;
-    k->vec_dot[CS_TYPE_Q6_K] = cs_vec_dot_q6_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
 
     k->from_float[CS_TYPE_F16] = avx512_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx512_fp32_to_bf16_row;
     k->from_float[CS_TYPE_Q8_0] = avx512_quantize_row_q8_0;
     k->from_float[CS_TYPE_Q8_K] = avx512_quantize_row_q8_K;
 
-    cs_matmul_ukernel *u = k->ukernel;
-    u[CS_TYPE_F32] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
-    u[CS_TYPE_F16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
-    u[CS_TYPE_BF16] = (cs_matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
-    u[CS_TYPE_Q8_0] = vnni ? (cs_matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni}
-                           : (cs_matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
-    u[CS_TYPE_Q4_0] = vnni ? (cs_matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni}
-                           : (cs_matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
+    matmul_ukernel *u = k->ukernel;
+    u[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
+    u[CS_TYPE_F16] = (matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
+    u[CS_TYPE_BF16] = (matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
+    u[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni}
+                           : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
+    u[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni}
+                           : (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
 
-    cs_matmul_ukernel *x = k->ukernel_x16;
+    matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
-    x[CS_TYPE_Q4_0] = vnni ? (cs_matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni}
-                           : (cs_matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
-    x[CS_TYPE_Q8_0] = vnni ? (cs_matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
-                           : (cs_matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col};
-    x[CS_TYPE_Q4_K] =
-        vnni ? (cs_matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
-             : (cs_matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
-    x[CS_TYPE_Q6_K] =
-        vnni ? (cs_matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
-             : (cs_matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
+    x[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni}
+                           : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
+    x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
+                           : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col};
+    x[CS_TYPE_Q4_K] = vnni ? (matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
+                           : (matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
+    x[CS_TYPE_Q6_K] = vnni ? (matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
+                           : (matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
 
     k->vec_dot_f16_f32 = avx512_vec_dot_f16_f32;
     k->fp16_to_fp32_row = avx512_fp16_to_fp32_row;
@@ -1072,7 +1070,7 @@ static void avx512_init(cs_kernels *k, const char *name, bool vnni) {
     kernels_finish(k);
 }
 
-static cs_kernels k_avx512, k_avx512_novnni;
+static kernels_table k_avx512, k_avx512_novnni;
 static pthread_once_t k_avx512_once = PTHREAD_ONCE_INIT;
 static pthread_once_t k_avx512_novnni_once = PTHREAD_ONCE_INIT;
 
@@ -1084,12 +1082,12 @@ static void avx512_init_novnni(void) {
     avx512_init(&k_avx512_novnni, "avx512novnni", false);
 }
 
-const cs_kernels *cs_kernels_avx512_table(void) {
+const kernels_table *kernels_avx512_table(void) {
     pthread_once(&k_avx512_once, avx512_init_vnni);
     return &k_avx512;
 }
 
-const cs_kernels *cs_kernels_avx512_novnni_table(void) {
+const kernels_table *kernels_avx512_novnni_table(void) {
     pthread_once(&k_avx512_novnni_once, avx512_init_novnni);
     return &k_avx512_novnni;
 }
