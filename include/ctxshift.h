@@ -136,11 +136,11 @@ CS_API const char *cs_system_info(void);
 typedef struct cs_model_params {
     bool vocab_only; /* load only metadata and tokenizer (vocab-only GGUF files) */
     bool use_mmap;   /* map the file (default); false reads it into memory */
-    /* Reorder Q4_0 / Q8_0 weight matrices in groups of 16 rows at load when
+    /* Reorder Q4_0 / Q8_0 / Q4_K / Q6_K weight matrices in groups of 16 rows at load when
      * the CPU's kernels use that layout (AVX-512), default true. In place:
      * no extra memory; a mapped file becomes private pages and is never
      * written. Logits are identical either way on Q4_0 and agree within the
-     * kernels' rounding on Q8_0. */
+     * kernels' rounding on Q8_0 and the K-quants. */
     bool repack;
 } cs_model_params;
 

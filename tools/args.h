@@ -76,7 +76,7 @@ int tool_parse_f32(const char *flag, const char *text, float min, float max, flo
 int tool_parse_i32_list(const char *flag, const char *text, int32_t min, int32_t max, int32_t *out,
                         int32_t cap, int32_t *n);
 
-/* Parse a KV cache type name (f32 or f16). */
+/* Parse a KV cache type name (f32, f16 or q8_0). */
 int tool_parse_cache_type(const char *flag, const char *text, int32_t *out);
 
 /* The shared flags a tool takes (tool_common.accepts). -h / --help and

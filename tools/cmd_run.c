@@ -436,7 +436,7 @@ static int run_kv_shift(run_kv *s) {
     const int32_t n_left = s->n_past - s->n_keep;
     const int32_t n_discard = n_left / 2;
     if (n_discard < 1) {
-        /* run_kv_validate rules this out up front; never loop on a no-op shift */
+        /* run_kv_keep rules this out up front; never loop on a no-op shift */
         tool_error("context full (%d of %d cells) and --keep leaves nothing to discard (n_keep = "
                    "%d, n_past = %d); use a smaller --keep or a larger -c",
                    (int)s->n_past, (int)s->n_ctx, (int)s->n_keep, (int)s->n_past);

@@ -1,4 +1,4 @@
-/* repack.h: the "x16" weight layout, Q4_0 and Q8_0 matrices reordered at
+/* repack.h: the "x16" weight layout, Q4_0, Q8_0, Q4_K and Q6_K matrices reordered at
  * load time so that one 64-byte load holds 4 bytes of each of 16 rows.
  *
  * Why: the row-major matmul needs a horizontal sum per 32-element block and
