@@ -331,8 +331,9 @@ CS_API cs_pos cs_kv_seq_pos_max(const cs_context *ctx, cs_seq seq);
 CS_API void cs_kv_defrag(cs_context *ctx);
 
 /* Apply the pending K-shift (rotating only cells whose position changed),
- * then the scheduled defrag. Cannot fail for a valid context (returns
- * CS_ERR_INVALID_ARG for NULL). */
+ * then the scheduled defrag. Errors: CS_ERR_INVALID_ARG for NULL;
+ * CS_ERR_NOMEM when the K-shift's scratch cannot be allocated (then nothing
+ * was rotated, the shift stays pending and the cache is unchanged). */
 CS_API cs_status cs_kv_update(cs_context *ctx);
 
 /* Whether positions can be changed (seq_add/seq_div): true for RoPE llama models. */
