@@ -115,5 +115,5 @@ int main(void) {
         cmocka_unit_test(test_api_null_safe),
         cmocka_unit_test(test_api_tokenize_bad_args),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cs_test_run(tests, NULL, NULL);
 }

@@ -392,5 +392,5 @@ int main(void) {
         cmocka_unit_test(test_context_bad_params),
         cmocka_unit_test(test_context_alloc_failures),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cs_test_run(tests, setup, teardown);
 }

@@ -229,7 +229,7 @@ static void test_kquants_simd_bit_identical(void **state) {
     (void)state;
 #if defined(__x86_64__) || defined(__i386__)
     const cs_kernels *best = cs_kernels_best();
-    if (best == cs_kernels_ref()) skip();
+    if (best == cs_kernels_ref()) cs_test_skip(CS_SKIP_CPU, "no SIMD kernels for this CPU");
     enum { N = 256 * 4 };
     static float xw[N], xa[N];
     static uint8_t w[N / 256 * 210];
@@ -268,7 +268,7 @@ static void test_kquants_simd_bit_identical(void **state) {
         }
     }
 #else
-    skip();
+    cs_test_skip(CS_SKIP_CPU, "no x86 SIMD kernels on this architecture");
 #endif
 }
 
@@ -397,5 +397,5 @@ int main(void) {
         cmocka_unit_test(test_kquants_matmul_vs_naive),
         cmocka_unit_test(test_kquants_end_to_end),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cs_test_run(tests, NULL, NULL);
 }

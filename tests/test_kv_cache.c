@@ -864,5 +864,5 @@ int main(void) {
         cmocka_unit_test(test_kv_cache_shift_threads_bit_identical),
         cmocka_unit_test(test_kv_cache_move_bit_exact),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cs_test_run(tests, NULL, NULL);
 }

@@ -1219,5 +1219,5 @@ int main(void) {
         cmocka_unit_test(test_kv_e2e_b9_defrag_threshold),
         cmocka_unit_test(test_kv_e2e_q8_0_cache),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cs_test_run(tests, setup, teardown);
 }

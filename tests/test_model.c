@@ -298,7 +298,9 @@ static void test_model_variants(void **s) {
 static void test_model_vocab_only_files(void **s) {
     (void)s;
     char path[1024];
-    if (!cs_test_shared_path("models/ggml-vocab-llama-spm.gguf", path, sizeof path)) skip();
+    if (!cs_test_shared_path("models/ggml-vocab-llama-spm.gguf", path, sizeof path))
+        cs_test_skip(CS_SKIP_REFERENCE, "%s/models/ggml-vocab-llama-spm.gguf not found",
+                     CS_SHARED_DIR);
     cs_model_params mp = cs_model_default_params();
     mp.vocab_only = true;
     cs_model *m = NULL;
@@ -317,5 +319,5 @@ int main(void) {
         cmocka_unit_test(test_model_variants),
         cmocka_unit_test(test_model_vocab_only_files),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cs_test_run(tests, NULL, NULL);
 }

@@ -94,7 +94,8 @@ static int64_t qz_compare_files(const char *got_path, const char *want_path) {
 
 static void qz_check_bundled(const char *type, const char *ref_name, int64_t want_file_type) {
     char ref[512], out[512];
-    if (!cs_test_shared_path(ref_name, ref, sizeof ref)) skip();
+    if (!cs_test_shared_path(ref_name, ref, sizeof ref))
+        cs_test_skip(CS_SKIP_REFERENCE, "%s/%s not found", CS_SHARED_DIR, ref_name);
     qz_tmp(type, out, sizeof out);
     assert_int_equal(cs_model_quantize(cs_test_bundled_model(), out, type), CS_OK);
     /* stories260K: 3 + 9 * 5 layers. */
@@ -137,7 +138,8 @@ static void test_quantize_q4_0_matches_reference(void **state) {
 static void test_quantize_from_quantized(void **state) {
     (void)state;
     char ref[512], out[512];
-    if (!cs_test_shared_path("models/stories260K-q8_0.gguf", ref, sizeof ref)) skip();
+    if (!cs_test_shared_path("models/stories260K-q8_0.gguf", ref, sizeof ref))
+        cs_test_skip(CS_SKIP_REFERENCE, "%s/models/stories260K-q8_0.gguf not found", CS_SHARED_DIR);
     qz_tmp("requant", out, sizeof out);
     assert_int_equal(cs_model_quantize(ref, out, "Q8_0"), CS_OK); /* case-insensitive */
     assert_int_equal(qz_compare_files(out, ref), 48);
@@ -399,5 +401,5 @@ int main(void) {
         cmocka_unit_test(test_quantize_missing_input),
         cmocka_unit_test(test_quantize_unsupported_source),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cs_test_run(tests, NULL, NULL);
 }

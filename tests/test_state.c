@@ -815,5 +815,5 @@ int main(void) {
         cmocka_unit_test(test_state_too_small_buffer),
         cmocka_unit_test(test_state_f16_cache_round_trip),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cs_test_run(tests, setup, teardown);
 }

@@ -70,7 +70,7 @@ static int32_t encode(const cs_vocab *v, const char *s, size_t len, cs_token *ou
 static void check_vectors(const char *name) {
     char path[1024], inp[1100], outp[1100];
     if (!cs_test_shared_path(name, path, sizeof(path))) {
-        skip();
+        cs_test_skip(CS_SKIP_REFERENCE, "%s/%s not found", CS_SHARED_DIR, name);
         return;
     }
     loaded l;
@@ -628,5 +628,5 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_alloc_failure),
         cmocka_unit_test(test_tokenizer_bpe_pre_tokenizers),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cs_test_run(tests, NULL, NULL);
 }
