@@ -198,7 +198,7 @@ static int32_t argmax(const float *l, int32_t n) {
 /* Gap between the largest and second largest logit. */
 static double top2_gap(const float *l, int32_t n) {
     const int32_t b = argmax(l, n);
-    double second = -INFINITY;
+    double second = (double)-INFINITY;
     for (int32_t i = 0; i < n; i++)
         if (i != b && (double)l[i] > second) second = (double)l[i];
     return (double)l[b] - second;
