@@ -1,20 +1,44 @@
 #!/usr/bin/env bash
-# Installs the Debian packages ctxshift needs, only those missing.
-# As root it runs apt-get; otherwise it prints the exact command and fails.
+# Installs what ctxshift needs to build and test, only what is missing.
+# Debian packages: the build (cmake, pcre2, ...), the tests (cmocka, jansson,
+# python3 for the shell tests), clang and its libFuzzer/sanitizer runtime
+# (libclang-rt-14-dev) for the clang build and the fuzz tests. As root it runs
+# apt-get; otherwise it prints the exact command and fails.
+# Then, when node >= 20 is there, `npm ci` in bench/peer (node-llama-cpp
+# 3.21.1, about 35 s and 730 MB the first time, needs the npm registry) for the
+# llama.cpp cross-check test quantize_peer; node itself is not installed
+# (Debian 12's node 18 is too old for node-llama-cpp): without it that test
+# skips, and fails when CI is set or ../shared exists (tests/cli_lib.sh).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev)
+root=$(cd "$(dirname "$0")/.." && pwd)
+pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev
+    clang libclang-rt-14-dev python3)
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -eq 0 ]; then
-  echo "install-deps: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  echo "install-deps: missing Debian packages: ${missing[*]}" >&2
-  echo "run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-  exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "install-deps: installing ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "install-deps: missing Debian packages: ${missing[*]}" >&2
+        echo "run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+peer="$root/bench/peer"
+if ! command -v node >/dev/null 2>&1 ||
+    ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then
+    echo "install-deps: node >= 20 not found: the llama.cpp cross-check (quantize_peer) will skip" >&2
+elif [ ! -f "$peer/node_modules/.package-lock.json" ] ||
+    [ "$peer/package-lock.json" -nt "$peer/node_modules/.package-lock.json" ]; then
+    echo "install-deps: npm ci in bench/peer (node-llama-cpp for the llama.cpp cross-check)" >&2
+    # env -u CI: node-llama-cpp's install step rejects a CI value other than true/false/1/0.
+    if ! (cd "$peer" && env -u CI npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "install-deps: npm ci failed: the llama.cpp cross-check (quantize_peer) will skip" >&2
+    fi
 fi

@@ -1,12 +1,51 @@
 # cli_lib.sh: helpers shared by the tests/*_test.sh scripts. Source it after
 # setting BIN (the ctxshift binary), SHARED (the shared/ folder or "") and
-# TMP (a scratch folder).
+# TMP (a scratch folder). End the script with test_exit.
+#
+# Skips (the rules of tests/test.h): `skip NAME REASON` is a reference check
+# (llama.cpp data in the shared folder, a peer, a tool the project installs:
+# python3, node); `skip NAME REASON cpu` is one this CPU cannot run. A
+# reference skip is a failure when the run is strict: env CI set (non-empty,
+# not "0"/"false") or the shared folder exists. test_exit exits 1 when a check
+# failed, 77 (ctest's SKIP_RETURN_CODE) when one skipped, 0 otherwise.
 
 n_pass=0
 n_fail=0
 n_skip=0
 ok() { n_pass=$((n_pass + 1)); echo "ok   $1"; }
-skip() { n_skip=$((n_skip + 1)); echo "skip $1 ($2)"; }
+
+# Prints why a reference skip must fail and succeeds, or fails when it may skip.
+test_strict_why() {
+    case "${CI:-}" in
+    "" | 0 | false) ;;
+    *)
+        echo "CI is set"
+        return 0
+        ;;
+    esac
+    if [ -n "${SHARED:-}" ] && [ -e "$SHARED" ]; then
+        echo "$SHARED exists"
+        return 0
+    fi
+    return 1
+}
+
+skip() {
+    local why
+    if [ "${3:-reference}" != cpu ] && why=$(test_strict_why); then
+        n_fail=$((n_fail + 1))
+        echo "FAIL $1: reference check cannot run ($2) and $why: a failure, not a skip"
+        return
+    fi
+    n_skip=$((n_skip + 1))
+    echo "skip $1 (${3:-reference}: $2)"
+}
+
+test_exit() {
+    [ "$n_fail" -eq 0 ] || exit 1
+    [ "$n_skip" -eq 0 ] || exit 77
+    exit 0
+}
 fail() {
     n_fail=$((n_fail + 1))
     echo "FAIL $1: $2"

@@ -11,7 +11,7 @@
 #
 # Each check prints "ok", "FAIL" (with the reason) or "skip"; the last line is
 # "N passed, M failed" (the skipped count on the line before it). Exit status: 0 when nothing
-# failed, 1 otherwise, 2 for bad arguments.
+# failed, 1 otherwise, 77 when a check was skipped (tests/cli_lib.sh), 2 for bad arguments.
 set -u
 
 if [ $# -lt 2 ]; then
@@ -245,4 +245,4 @@ if [ "$n_skip" -gt 0 ]; then
     echo "($n_skip skipped)"
 fi
 echo "$n_pass passed, $n_fail failed"
-[ "$n_fail" -eq 0 ]
+test_exit

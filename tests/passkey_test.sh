@@ -7,7 +7,8 @@
 # Each check prints "ok", "FAIL" (with the reason) or "skip"; the last line is
 # "N passed, M failed" (plus the skipped count). The golden comparisons need
 # the shared folder (../shared/golden) and are skipped when it is missing.
-# Exit status: 0 when nothing failed, 1 otherwise, 2 for bad arguments.
+# Exit status: 0 when nothing failed, 1 otherwise, 77 when a check was
+# skipped (tests/cli_lib.sh), 2 for bad arguments.
 set -u
 
 if [ $# -lt 2 ]; then
@@ -262,4 +263,4 @@ else
 fi
 
 echo "$n_pass passed, $n_fail failed ($n_skip skipped)"
-[ "$n_fail" -eq 0 ]
+test_exit

@@ -14,8 +14,8 @@
 #
 # Each check prints "ok", "FAIL" (with the reason) or "skip"; checks that need
 # the shared folder (or python3) are skipped when it is missing. The last line
-# is "N passed, M failed". Exit status: 0 when nothing failed, 1 otherwise, 2
-# for bad arguments.
+# is "N passed, M failed". Exit status: 0 when nothing failed, 1 otherwise, 77
+# when a check was skipped (tests/cli_lib.sh), 2 for bad arguments.
 set -u
 
 if [ $# -lt 1 ]; then
@@ -36,11 +36,10 @@ SLOW_SECONDS=60
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cs-replay-test.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-n_pass=0
-n_fail=0
-n_skip=0
-ok() { n_pass=$((n_pass + 1)); echo "ok   $1"; }
-skip() { n_skip=$((n_skip + 1)); echo "skip $1 ($2)"; }
+# shellcheck source=tests/cli_lib.sh
+. "$(dirname "$0")/cli_lib.sh"
+
+# As cli_lib.sh's fail, with the last lines of stdout too.
 fail() {
     n_fail=$((n_fail + 1))
     echo "FAIL $1: $2"
@@ -51,13 +50,6 @@ fail() {
             tail -n 5 "$f" | sed 's/^/       /'
         fi
     done
-}
-
-# Run the binary: stdout in $TMP/out, stderr in $TMP/err, exit status in RC.
-RC=0
-run() {
-    "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
-    RC=$?
 }
 
 have_shared() { [ -n "$SHARED" ] && [ -d "$GOLDEN" ] && [ -d "$MODELS" ]; }
@@ -266,4 +258,4 @@ if [ "$n_skip" -gt 0 ]; then
     echo "($n_skip skipped)"
 fi
 echo "$n_pass passed, $n_fail failed"
-[ "$n_fail" -eq 0 ]
+test_exit

@@ -12,7 +12,8 @@
 # cache after every shift (pos_max + 1 == n_past, one cell per position,
 # the first n_keep cells untouched, every moved cell owing -n_discard) and
 # print "shift-check ok (N shifts, ...)".
-# Exit status: 0 when nothing failed, 1 otherwise, 2 for bad arguments.
+# Exit status: 0 when nothing failed, 1 otherwise, 77 when a check was
+# skipped (tests/cli_lib.sh), 2 for bad arguments.
 set -u
 
 if [ $# -lt 2 ]; then
@@ -280,4 +281,4 @@ fi
 
 echo
 echo "$n_pass passed, $n_fail failed ($n_skip skipped)"
-[ "$n_fail" -eq 0 ]
+test_exit

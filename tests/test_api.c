@@ -93,7 +93,7 @@ static void test_api_tokenize_bad_args(void **s) {
     cs_model_params mp = cs_model_default_params();
     mp.vocab_only = true;
     cs_model *m = NULL;
-    assert_int_equal(cs_model_load(cs_test_bundled_model(), &mp, &m), CS_OK);
+    assert_int_equal(cs_model_load(test_bundled_model(), &mp, &m), CS_OK);
     cs_token t[8];
     assert_int_equal(cs_tokenize(m, NULL, 3, t, 8, true, false), INT32_MIN);
     assert_int_equal(cs_tokenize(m, "abc", 3, NULL, 8, true, false), INT32_MIN);
@@ -116,5 +116,5 @@ int main(void) {
         cmocka_unit_test(test_api_null_safe),
         cmocka_unit_test(test_api_tokenize_bad_args),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@ static cs_model *g_model;
 static int setup(void **s) {
     (void)s;
     cs_model_params mp = cs_model_default_params();
-    return cs_model_load(cs_test_bundled_model(), &mp, &g_model) == CS_OK ? 0 : -1;
+    return cs_model_load(test_bundled_model(), &mp, &g_model) == CS_OK ? 0 : -1;
 }
 static int teardown(void **s) {
     (void)s;
@@ -366,7 +366,7 @@ static void test_context_alloc_failures(void **s) {
     for (int64_t n = 0; n < 100000; n++) {
         cs_model *m = (cs_model *)1;
         mem_fail_after(n);
-        cs_status st = cs_model_load(cs_test_bundled_model(), NULL, &m);
+        cs_status st = cs_model_load(test_bundled_model(), NULL, &m);
         mem_fail_after(-1);
         if (st == CS_OK) {
             cs_model_free(m);
@@ -392,5 +392,5 @@ int main(void) {
         cmocka_unit_test(test_context_bad_params),
         cmocka_unit_test(test_context_alloc_failures),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_run(tests, setup, teardown);
 }

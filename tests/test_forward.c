@@ -119,7 +119,7 @@ static int setup(void **state) {
             fprintf(stderr, "setup: %s: %s\n", cs_type_name(k_types[t]), cs_last_error());
             return -1;
         }
-    if (load_pair(cs_test_bundled_model(), &g_stories) != 0) {
+    if (load_pair(test_bundled_model(), &g_stories) != 0) {
         fprintf(stderr, "setup: stories260K: %s\n", cs_last_error());
         return -1;
     }
@@ -430,8 +430,8 @@ static void test_forward_stories260k_matches_ref(void **state) {
 static void test_forward_ref_matches_llama_cpp(void **state) {
     (void)state;
     char buf[1024];
-    const char *path = cs_test_shared_path("golden/basic_f32.json", buf, sizeof buf);
-    if (!path) skip();
+    const char *path = test_shared_path("golden/basic_f32.json", buf, sizeof buf);
+    if (!path) test_skip(CS_SKIP_REFERENCE, "%s/golden/basic_f32.json not found", CS_SHARED_DIR);
     json_error_t err;
     json_t *root = json_load_file(path, 0, &err);
     assert_non_null(root);
@@ -479,5 +479,5 @@ int main(void) {
         cmocka_unit_test(test_forward_two_sequences_match_ref),
         cmocka_unit_test(test_forward_stories260k_matches_ref),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_run(tests, setup, teardown);
 }

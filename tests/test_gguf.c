@@ -794,7 +794,7 @@ static void test_gguf_shared_models(void **state) {
     int n_found = 0;
     for (size_t i = 0; i < sizeof k_known / sizeof k_known[0]; i++) {
         char path[4096];
-        if (!cs_test_shared_path(k_known[i].rel, path, sizeof path)) continue;
+        if (!test_shared_path(k_known[i].rel, path, sizeof path)) continue;
         n_found++;
         gguf_file *g = NULL;
         if (gguf_open(path, &g) != CS_OK) fail_msg("%s: %s", path, cs_last_error());
@@ -814,7 +814,8 @@ static void test_gguf_shared_models(void **state) {
         check_consistent(g);
         gguf_close(g);
     }
-    if (n_found == 0) skip();
+    if (n_found == 0)
+        test_skip(CS_SKIP_REFERENCE, "none of the shared models found in %s", CS_SHARED_DIR);
 }
 
 static void test_gguf_stories_values(void **state) {
@@ -832,8 +833,8 @@ static void test_gguf_stories_values(void **state) {
     };
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char buf[4096];
-        const char *path = cs_test_shared_path(files[i].rel, buf, sizeof buf);
-        if (!path && i == 0) path = cs_test_bundled_model();
+        const char *path = test_shared_path(files[i].rel, buf, sizeof buf);
+        if (!path && i == 0) path = test_bundled_model();
         if (!path) continue;
         gguf_file *g = NULL;
         assert_int_equal(gguf_open(path, &g), CS_OK);
@@ -888,10 +889,10 @@ static void test_gguf_stories_values(void **state) {
 static void test_gguf_open_path_matches_file(void **state) {
     (void)state;
     size_t size = 0;
-    uint8_t *bytes = read_file(cs_test_bundled_model(), &size);
+    uint8_t *bytes = read_file(test_bundled_model(), &size);
     assert_non_null(bytes);
     gguf_file *g = NULL;
-    assert_int_equal(gguf_open(cs_test_bundled_model(), &g), CS_OK);
+    assert_int_equal(gguf_open(test_bundled_model(), &g), CS_OK);
     assert_int_equal(gguf_file_size(g), size);
     for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
@@ -1144,7 +1145,7 @@ static void test_gguf_writer_round_trip(void **state) {
     /* alignment 64, to a file this time */
     assert_int_equal(gguf_writer_set_u32(w, "general.alignment", 64), CS_OK);
     char path[4096];
-    cs_test_tmp_path("roundtrip.gguf", path, sizeof path);
+    test_tmp_path("roundtrip.gguf", path, sizeof path);
     assert_int_equal(gguf_writer_write_file(w, path), CS_OK);
     assert_int_equal(gguf_open(path, &back), CS_OK);
     assert_int_equal(gguf_alignment(back), 64);
@@ -1317,7 +1318,7 @@ static void sink_write(const char *text, void *user) {
 static void test_gguf_describe(void **state) {
     (void)state;
     text_sink s = {0};
-    assert_int_equal(cs_gguf_describe(cs_test_bundled_model(), 3, sink_write, &s), CS_OK);
+    assert_int_equal(cs_gguf_describe(test_bundled_model(), 3, sink_write, &s), CS_OK);
     assert_non_null(s.buf);
     const char *first = "GGUF v3, 19 metadata keys, 48 tensors, data at offset 14176\n";
     assert_true(strncmp(s.buf, first, strlen(first)) == 0);
@@ -1337,7 +1338,7 @@ static void test_gguf_describe(void **state) {
     bb b = {0};
     c_duplicate_key(&b);
     char path[4096];
-    cs_test_tmp_path("describe-bad.gguf", path, sizeof path);
+    test_tmp_path("describe-bad.gguf", path, sizeof path);
     write_bytes(path, b.p, b.n);
     free(b.p);
     text_sink s2 = {0};
@@ -1351,7 +1352,7 @@ static void test_gguf_describe(void **state) {
 /* ========================================================= gen-model */
 
 static const char *bundled_vocab(void) {
-    return cs_test_bundled_model();
+    return test_bundled_model();
 }
 
 /* Sample standard deviation of an f32 tensor. */
@@ -1457,9 +1458,9 @@ static void test_gguf_gen_model_deterministic(void **state) {
     p.tied_embeddings = true;
     p.seed = 42;
     char a[4096], b[4096], c[4096];
-    cs_test_tmp_path("gen-a.gguf", a, sizeof a);
-    cs_test_tmp_path("gen-b.gguf", b, sizeof b);
-    cs_test_tmp_path("gen-c.gguf", c, sizeof c);
+    test_tmp_path("gen-a.gguf", a, sizeof a);
+    test_tmp_path("gen-b.gguf", b, sizeof b);
+    test_tmp_path("gen-c.gguf", c, sizeof c);
     assert_int_equal(cs_gen_model_write(&p, a), CS_OK);
     assert_int_equal(cs_gen_model_write(&p, b), CS_OK);
     p.seed = 43;
@@ -1491,7 +1492,7 @@ static void test_gguf_gen_model_vocab_cut(void **state) {
     p.n_layer = 1;
     p.n_vocab = 100;
     char path[4096];
-    cs_test_tmp_path("gen-cut.gguf", path, sizeof path);
+    test_tmp_path("gen-cut.gguf", path, sizeof path);
     assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
     gguf_file *g = NULL;
     assert_int_equal(gguf_open(path, &g), CS_OK);
@@ -1517,7 +1518,7 @@ static void test_gguf_gen_model_vocab_cut(void **state) {
     assert_non_null(strstr(cs_last_error(), "eos_token_id"));
 
     char gpt2[4096];
-    if (cs_test_shared_path("models/ggml-vocab-gpt-2.gguf", gpt2, sizeof gpt2)) {
+    if (test_shared_path("models/ggml-vocab-gpt-2.gguf", gpt2, sizeof gpt2)) {
         p.vocab_path = gpt2;
         p.n_vocab = 1000; /* BPE vocabularies cannot be cut (merges) */
         assert_int_equal(cs_gen_model_write(&p, path), CS_ERR_UNSUPPORTED);
@@ -1532,7 +1533,7 @@ static void test_gguf_gen_model_bad_params(void **state) {
     assert_true(cs_gen_model_preset("tiny", &base));
     base.vocab_path = bundled_vocab();
     char path[4096];
-    cs_test_tmp_path("gen-bad.gguf", path, sizeof path);
+    test_tmp_path("gen-bad.gguf", path, sizeof path);
     cs_gen_model_params p;
     p = base, p.n_head = 3; /* 64 % 3 */
     assert_int_equal(cs_gen_model_write(&p, path), CS_ERR_INVALID_ARG);
@@ -1596,8 +1597,8 @@ static void test_gguf_gen_model_quantized(void **state) {
     p.n_layer = 1;
     p.n_ff = 172;
     char pf[4096], pq[4096];
-    cs_test_tmp_path("gen-f32.gguf", pf, sizeof pf);
-    cs_test_tmp_path("gen-q8.gguf", pq, sizeof pq);
+    test_tmp_path("gen-f32.gguf", pf, sizeof pf);
+    test_tmp_path("gen-q8.gguf", pq, sizeof pq);
     assert_int_equal(cs_gen_model_write(&p, pf), CS_OK);
     p.type = CS_TYPE_Q8_0;
     assert_int_equal(cs_gen_model_write(&p, pq), CS_OK);
@@ -1645,11 +1646,11 @@ static void test_gguf_gen_model_quantized(void **state) {
 static void test_gguf_random_mutations(void **state) {
     (void)state;
     size_t size = 0;
-    uint8_t *orig = read_file(cs_test_bundled_model(), &size);
+    uint8_t *orig = read_file(test_bundled_model(), &size);
     assert_non_null(orig);
     const size_t meta_end = 14176; /* data offset of the bundled model */
     char path[4096];
-    cs_test_tmp_path("mutant.gguf", path, sizeof path);
+    test_tmp_path("mutant.gguf", path, sizeof path);
     uint64_t rng = MUTATION_SEED;
     int n_ok = 0, n_err = 0, n_model = 0;
     for (int i = 0; i < N_MUTATIONS; i++) {
@@ -1744,5 +1745,5 @@ int main(void) {
         cmocka_unit_test(test_gguf_gen_model_quantized),
         cmocka_unit_test(test_gguf_random_mutations),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

@@ -17,9 +17,8 @@ static void replay(const char *file, double atol, int32_t n_threads) {
     char path[1024], models[1024];
     char rel[256];
     snprintf(rel, sizeof rel, "golden/%s", file);
-    if (!cs_test_shared_path(rel, path, sizeof path)) {
-        print_message("shared/ not found: %s skipped\n", rel);
-        skip();
+    if (!test_shared_path(rel, path, sizeof path)) {
+        test_skip(CS_SKIP_REFERENCE, "%s/%s not found", CS_SHARED_DIR, rel);
     }
     snprintf(models, sizeof models, "%s/models", CS_SHARED_DIR);
     golden_result r;
@@ -57,5 +56,5 @@ int main(void) {
         cmocka_unit_test(test_golden_basic_q8_0),
         cmocka_unit_test(test_golden_basic_q4_0),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

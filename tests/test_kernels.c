@@ -250,22 +250,22 @@ static void test_kernels_dot_float_types(void **state) {
         ref->vec_dot_f16(n, &r16, xh, yh);
         ref->vec_dot[CS_TYPE_BF16](n, &rb, xb, yb);
         ref->vec_dot_f16_f32(n, &rm, xh, y);
-        check_rel(r32, w32, a32, TOL_REF_DOT, "ref dot_f32", "ref", n);
-        check_rel(r16, w16, a16, TOL_REF_DOT, "ref dot_f16", "ref", n);
-        check_rel(rb, wb, ab, TOL_REF_DOT, "ref dot_bf16", "ref", n);
-        check_rel(rm, wm, am, TOL_REF_DOT, "ref dot_f16_f32", "ref", n);
+        check_rel((double)r32, w32, a32, TOL_REF_DOT, "ref dot_f32", "ref", n);
+        check_rel((double)r16, w16, a16, TOL_REF_DOT, "ref dot_f16", "ref", n);
+        check_rel((double)rb, wb, ab, TOL_REF_DOT, "ref dot_bf16", "ref", n);
+        check_rel((double)rm, wm, am, TOL_REF_DOT, "ref dot_f16_f32", "ref", n);
         for (size_t ti = 0; ti < N_SIMD; ti++) {
             const kernels_table *k = kernels_by_name(k_simd_names[ti]);
             if (!k) continue;
             float s;
             k->vec_dot_f32(n, &s, x, y);
-            check_rel(s, r32, a32, TOL_F32_DOT, "dot_f32", k->name, n);
+            check_rel((double)s, (double)r32, a32, TOL_F32_DOT, "dot_f32", k->name, n);
             k->vec_dot_f16(n, &s, xh, yh);
-            check_rel(s, r16, a16, TOL_F16_DOT, "dot_f16", k->name, n);
+            check_rel((double)s, (double)r16, a16, TOL_F16_DOT, "dot_f16", k->name, n);
             k->vec_dot[CS_TYPE_BF16](n, &s, xb, yb);
-            check_rel(s, rb, ab, TOL_BF16_DOT, "dot_bf16", k->name, n);
+            check_rel((double)s, (double)rb, ab, TOL_BF16_DOT, "dot_bf16", k->name, n);
             k->vec_dot_f16_f32(n, &s, xh, y);
-            check_rel(s, rm, am, TOL_F16_DOT, "dot_f16_f32", k->name, n);
+            check_rel((double)s, (double)rm, am, TOL_F16_DOT, "dot_f16_f32", k->name, n);
         }
         free(x), free(y), free(xh), free(yh), free(xb), free(yb);
     }
@@ -306,16 +306,16 @@ static void test_kernels_dot_quantized(void **state) {
         float r8, r4;
         ref->vec_dot_q8_0_q8_0(n, &r8, x8, y8);
         ref->vec_dot[CS_TYPE_Q4_0](n, &r4, x4, y8);
-        check_rel(r8, w8, a8, TOL_REF_DOT, "ref dot_q8_0", "ref", n);
-        check_rel(r4, w4, a4, TOL_REF_DOT, "ref dot_q4_0", "ref", n);
+        check_rel((double)r8, w8, a8, TOL_REF_DOT, "ref dot_q8_0", "ref", n);
+        check_rel((double)r4, w4, a4, TOL_REF_DOT, "ref dot_q4_0", "ref", n);
         for (size_t ti = 0; ti < N_SIMD; ti++) {
             const kernels_table *k = kernels_by_name(k_simd_names[ti]);
             if (!k) continue;
             float s;
             k->vec_dot_q8_0_q8_0(n, &s, x8, y8);
-            check_rel(s, r8, a8, TOL_Q8_0_DOT, "dot_q8_0", k->name, n);
+            check_rel((double)s, (double)r8, a8, TOL_Q8_0_DOT, "dot_q8_0", k->name, n);
             k->vec_dot[CS_TYPE_Q4_0](n, &s, x4, y8);
-            check_rel(s, r4, a4, TOL_Q4_0_DOT, "dot_q4_0", k->name, n);
+            check_rel((double)s, (double)r4, a4, TOL_Q4_0_DOT, "dot_q4_0", k->name, n);
         }
         free(x), free(y), free(dx8), free(dx4), free(dy), free(x8), free(y8), free(x4);
     }
@@ -577,16 +577,16 @@ static void test_kernels_axpy(void **state) {
             k->axpy_f32(n, a, x, y);
             for (int64_t i = 0; i < n; i++) {
                 double want = (double)y0[i] + (double)a * (double)x[i];
-                check_rel(y[i], want, fabs((double)y0[i]) + fabs((double)a * (double)x[i]),
+                check_rel((double)y[i], want, fabs((double)y0[i]) + fabs((double)a * (double)x[i]),
                           TOL_AXPY, "axpy_f32", k->name, n);
             }
             memcpy(y, y0, (size_t)n * 4);
             k->axpy_f16(n, a, xh, y);
             for (int64_t i = 0; i < n; i++) {
-                double xv = fp16_to_fp32(xh[i]);
+                double xv = (double)fp16_to_fp32(xh[i]);
                 double want = (double)y0[i] + (double)a * xv;
-                check_rel(y[i], want, fabs(y0[i]) + fabs((double)a * xv), TOL_AXPY, "axpy_f16",
-                          k->name, n);
+                check_rel((double)y[i], want, fabs((double)y0[i]) + fabs((double)a * xv), TOL_AXPY,
+                          "axpy_f16", k->name, n);
             }
         }
         free(x), free(y0), free(y), free(xh);
@@ -613,14 +613,16 @@ static void test_kernels_rmsnorm(void **state) {
             k->rmsnorm(o, x, w, n, eps);
             for (int64_t i = 0; i < n; i++) {
                 double want = (double)x[i] * scale * (double)w[i];
-                check_rel(o[i], want, fabs(want), TOL_RMSNORM, "rmsnorm", k->name, n);
+                check_rel((double)o[i], want, fabs(want), TOL_RMSNORM, "rmsnorm", k->name, n);
                 /* same float scale, same two multiplies: equal to ref */
-                check_rel(o[i], r[i], fabs(r[i]), 1e-6, "rmsnorm vs ref", k->name, n);
+                check_rel((double)o[i], (double)r[i], fabs((double)r[i]), 1e-6, "rmsnorm vs ref",
+                          k->name, n);
             }
             memcpy(o, x, (size_t)n * 4); /* in place */
             k->rmsnorm(o, o, w, n, eps);
             for (int64_t i = 0; i < n; i++)
-                check_rel(o[i], r[i], fabs(r[i]), 1e-6, "rmsnorm in place", k->name, n);
+                check_rel((double)o[i], (double)r[i], fabs((double)r[i]), 1e-6, "rmsnorm in place",
+                          k->name, n);
         }
         free(x), free(w), free(o), free(r);
     }
@@ -636,7 +638,7 @@ static void test_kernels_softmax(void **state) {
         fill(x, n, 20.0f);
         for (int64_t i = 0; i < n; i++)
             if (n > 1 && i % 3 == 1) x[i] = -INFINITY; /* masked */
-        double max = -INFINITY, sum = 0;
+        double max = (double)-INFINITY, sum = 0;
         for (int64_t i = 0; i < n; i++) max = (double)x[i] > max ? (double)x[i] : max;
         for (int64_t i = 0; i < n; i++) sum += want[i] = exp((double)x[i] - max);
         for (int64_t i = 0; i < n; i++) want[i] /= sum;
@@ -648,7 +650,7 @@ static void test_kernels_softmax(void **state) {
             double total = 0;
             for (int64_t i = 0; i < n; i++) {
                 if (isinf(x[i])) assert_true(o[i] == 0.0f);
-                check_rel(o[i], want[i], 1.0, TOL_SOFTMAX, "softmax", k->name, n);
+                check_rel((double)o[i], want[i], 1.0, TOL_SOFTMAX, "softmax", k->name, n);
                 total += (double)o[i];
             }
             check_rel(total, 1.0, 1.0, 1e-5, "softmax sum", k->name, n);
@@ -670,9 +672,9 @@ static void test_kernels_swiglu(void **state) {
             if (!k) continue;
             k->swiglu(o, g, u, n);
             for (int64_t i = 0; i < n; i++) {
-                double v = g[i];
+                double v = (double)g[i];
                 double want = v / (1.0 + exp(-v)) * (double)u[i];
-                check_rel(o[i], want, fabs(want) + 1e-30, TOL_SWIGLU, "swiglu", k->name, n);
+                check_rel((double)o[i], want, fabs(want) + 1e-30, TOL_SWIGLU, "swiglu", k->name, n);
             }
             float *a = xmalloc((size_t)n * 4); /* out aliases g */
             memcpy(a, g, (size_t)n * 4);
@@ -701,13 +703,13 @@ static kernels_rope_params rope_params(int32_t n_rot, int32_t mode) {
 /* float64 rotation of one head by the exact angles pos * base^(-2k/n_rot). */
 static void rope_f64(const float *in, double *out, int64_t head_dim, int32_t n_rot, int32_t mode,
                      double pos, double base) {
-    for (int64_t i = 0; i < head_dim; i++) out[i] = in[i];
+    for (int64_t i = 0; i < head_dim; i++) out[i] = (double)in[i];
     const int32_t half = n_rot / 2;
     for (int32_t k = 0; k < half; k++) {
         double th = pos * pow(base, -2.0 * k / n_rot);
         int64_t ia = mode == CS_ROPE_NEOX ? k : 2 * k,
                 ib = mode == CS_ROPE_NEOX ? k + half : 2 * k + 1;
-        double a = in[ia], b = in[ib];
+        double a = (double)in[ia], b = (double)in[ib];
         out[ia] = a * cos(th) - b * sin(th);
         out[ib] = a * sin(th) + b * cos(th);
     }
@@ -736,8 +738,8 @@ static void test_kernels_rope_vs_f64_and_ref(void **state) {
                     rope_f64(x + h * hd, want, hd, n_rot, modes[mi], pos, 10000.0);
                     for (int64_t i = 0; i < hd; i++) {
                         if (i >= n_rot) assert_true(r[h * hd + i] == x[h * hd + i]); /* untouched */
-                        check_rel(r[h * hd + i], want[i], 1.0, TOL_ROPE_F64, "rope vs f64", "ref",
-                                  n_rot);
+                        check_rel((double)r[h * hd + i], want[i], 1.0, TOL_ROPE_F64, "rope vs f64",
+                                  "ref", n_rot);
                     }
                 }
                 for (size_t ti = 0; ti < N_SIMD; ti++) {
@@ -778,8 +780,8 @@ static void test_kernels_rope_composition(void **state) {
                 kernels_rope_cache(cs, pd[c][0] + pd[c][1], &p);
                 k->rope(b, 1, hd, n_rot, mode, cs);
                 for (int i = 0; i < hd; i++)
-                    check_rel(a[i], b[i], 1.0, TOL_ROPE_COMPOSE, "rope compose", k->name,
-                              (int64_t)c);
+                    check_rel((double)a[i], (double)b[i], 1.0, TOL_ROPE_COMPOSE, "rope compose",
+                              k->name, (int64_t)c);
             }
         }
     }
@@ -807,8 +809,8 @@ static void test_kernels_rope_cache_yarn(void **state) {
         double y = (k - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
         double ramp = 1.0 - (y < 0 ? 0 : y > 1 ? 1 : y);
         double th = 0.25 * extrap * (1 - ramp) + extrap * ramp;
-        check_rel(cs[2 * k], cos(th) * mscale, 1.0, 1e-4, "yarn cos", "ref", k);
-        check_rel(cs[2 * k + 1], sin(th) * mscale, 1.0, 1e-4, "yarn sin", "ref", k);
+        check_rel((double)cs[2 * k], cos(th) * mscale, 1.0, 1e-4, "yarn cos", "ref", k);
+        check_rel((double)cs[2 * k + 1], sin(th) * mscale, 1.0, 1e-4, "yarn sin", "ref", k);
     }
     /* plain linear scaling: theta = freq_scale * pos * base^(-2k/n) */
     p.ext_factor = 0.0f;
@@ -816,8 +818,8 @@ static void test_kernels_rope_cache_yarn(void **state) {
     kernels_rope_cache(cs, pos, &p);
     for (int k = 0; k < 32; k++) {
         double th = 0.25 * (double)pos * pow(base, -2.0 * k / n);
-        check_rel(cs[2 * k], 2 * cos(th), 2.0, 1e-4, "linear cos", "ref", k);
-        check_rel(cs[2 * k + 1], 2 * sin(th), 2.0, 1e-4, "linear sin", "ref", k);
+        check_rel((double)cs[2 * k], 2 * cos(th), 2.0, 1e-4, "linear cos", "ref", k);
+        check_rel((double)cs[2 * k + 1], 2 * sin(th), 2.0, 1e-4, "linear sin", "ref", k);
     }
 }
 
@@ -839,7 +841,7 @@ static void convert_x_f64(int32_t wtype, const float *x, int64_t K, double *out)
         dequantize_row_q8_0(q, tmp, K);
         free(q);
     }
-    for (int64_t i = 0; i < K; i++) out[i] = tmp[i];
+    for (int64_t i = 0; i < K; i++) out[i] = (double)tmp[i];
     free(tmp);
 }
 
@@ -856,7 +858,7 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
     float *tmp = xmalloc((size_t)K * 4);
     for (int64_t n = 0; n < N; n++) {
         dequantize_row(wtype, W + (size_t)n * rb, tmp, K);
-        for (int64_t i = 0; i < K; i++) wd[n * K + i] = tmp[i];
+        for (int64_t i = 0; i < K; i++) wd[n * K + i] = (double)tmp[i];
     }
     for (int64_t t = 0; t < T; t++) convert_x_f64(wtype, x + t * K, K, xd + t * K);
     size_t ss = matmul_scratch_size(wtype, K, T);
@@ -881,7 +883,7 @@ static void check_matmul_case(int32_t wtype, int64_t N, int64_t K, int64_t T,
                 char what[64];
                 snprintf(what, sizeof what, "matmul %s N=%lld T=%lld", cs_type_name(wtype),
                          (long long)N, (long long)T);
-                check_rel(y[0][t * N + n], s, a, TOL_MATMUL, what, k->name, K);
+                check_rel((double)y[0][t * N + n], s, a, TOL_MATMUL, what, k->name, K);
             }
         }
         /* 1, 2, 3 threads: bit-identical */
@@ -942,7 +944,7 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
     (void)state;
     const kernels_table *kv = kernels_by_name("avx512"), *kn = kernels_by_name("avx512novnni");
     if (!kv || !kn) {
-        skip();
+        test_skip(CS_SKIP_CPU, "this CPU lacks AVX-512 (VNNI and non-VNNI kernels)");
         return;
     }
     rng_seed(16);
@@ -1086,5 +1088,5 @@ int main(void) {
         cmocka_unit_test(test_kernels_matmul_threaded_conversion),
         cmocka_unit_test(test_kernels_matmul_vnni_matches_fallback),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

@@ -228,7 +228,7 @@ static void test_kquants_simd_bit_identical(void **state) {
     (void)state;
 #if defined(__x86_64__) || defined(__i386__)
     const kernels_table *best = kernels_best();
-    if (best == kernels_ref()) skip();
+    if (best == kernels_ref()) test_skip(CS_SKIP_CPU, "no SIMD kernels for this CPU");
     enum { N = 256 * 4 };
     static float xw[N], xa[N];
     static uint8_t w[N / 256 * 210];
@@ -267,7 +267,7 @@ static void test_kquants_simd_bit_identical(void **state) {
         }
     }
 #else
-    skip();
+    test_skip(CS_SKIP_CPU, "no x86 SIMD kernels on this architecture");
 #endif
 }
 
@@ -321,7 +321,7 @@ static void test_kquants_end_to_end(void **state) {
         cs_gen_model_params p;
         memset(&p, 0, sizeof p);
         assert_true(cs_gen_model_preset("tiny", &p));
-        p.vocab_path = cs_test_bundled_model();
+        p.vocab_path = test_bundled_model();
         p.n_embd = 256;
         p.n_ff = 512;
         p.n_layer = 2;
@@ -330,7 +330,7 @@ static void test_kquants_end_to_end(void **state) {
         p.type = k_types[t];
         p.seed = 5 + (uint64_t)t;
         char path[4096];
-        cs_test_tmp_path("kq.gguf", path, sizeof path);
+        test_tmp_path("kq.gguf", path, sizeof path);
         assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
 
         cs_model_params mp = cs_model_default_params();
@@ -396,5 +396,5 @@ int main(void) {
         cmocka_unit_test(test_kquants_matmul_vs_naive),
         cmocka_unit_test(test_kquants_end_to_end),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

@@ -88,13 +88,14 @@ static void rope64(const kernels_rope_params *p, int32_t n_head, int32_t hd, con
                    double pos, double *out) {
     const int32_t half = p->n_rot / 2;
     const bool neox = (p->mode & CS_ROPE_NEOX) != 0;
-    const double s = p->freq_scale, e = p->ext_factor;
-    double m = p->attn_factor, lo = 0.0, hi = 0.0;
+    const double s = (double)p->freq_scale, e = (double)p->ext_factor;
+    double m = (double)p->attn_factor, lo = 0.0, hi = 0.0;
     if (e != 0.0) {
         m *= 1.0 + 0.1 * log(1.0 / s);
-        lo = fmax(0.0, floor(corr_dim64(p->n_rot, p->n_ctx_orig, p->beta_fast, p->freq_base)));
-        hi = fmin(p->n_rot - 1.0,
-                  ceil(corr_dim64(p->n_rot, p->n_ctx_orig, p->beta_slow, p->freq_base)));
+        lo = fmax(0.0, floor(corr_dim64(p->n_rot, p->n_ctx_orig, (double)p->beta_fast,
+                                        (double)p->freq_base)));
+        hi = fmin(p->n_rot - 1.0, ceil(corr_dim64(p->n_rot, p->n_ctx_orig, (double)p->beta_slow,
+                                                  (double)p->freq_base)));
     }
     for (int32_t h = 0; h < n_head; h++) {
         const double *xh = x + (size_t)h * hd;
@@ -864,5 +865,5 @@ int main(void) {
         cmocka_unit_test(test_kv_cache_shift_threads_bit_identical),
         cmocka_unit_test(test_kv_cache_move_bit_exact),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

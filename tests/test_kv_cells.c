@@ -1159,5 +1159,5 @@ int main(void) {
         cmocka_unit_test(test_kv_cells_B6_coalescing),
         cmocka_unit_test(test_kv_cells_A15_differential_fuzz),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

@@ -76,8 +76,8 @@ static int setup(void **state) {
     gp.n_ff = 256;
     gp.type = CS_TYPE_F32;
     gp.seed = 32;
-    gp.vocab_path = cs_test_bundled_model();
-    cs_test_tmp_path("kv_e2e_hd32.gguf", g_hd32_path, sizeof g_hd32_path);
+    gp.vocab_path = test_bundled_model();
+    test_tmp_path("kv_e2e_hd32.gguf", g_hd32_path, sizeof g_hd32_path);
     if (cs_gen_model_write(&gp, g_hd32_path) != CS_OK) return -1;
     if (cs_model_load(g_hd32_path, &mp, &g_hd32) != CS_OK) return -1;
     return 0;
@@ -215,7 +215,7 @@ static int32_t argmax(const float *l, int32_t n) {
 /* Gap between the largest and second largest logit. */
 static double top2_gap(const float *l, int32_t n) {
     const int32_t b = argmax(l, n);
-    double second = -INFINITY;
+    double second = (double)-INFINITY;
     for (int32_t i = 0; i < n; i++)
         if (i != b && (double)l[i] > second) second = (double)l[i];
     return (double)l[b] - second;
@@ -2012,5 +2012,5 @@ int main(void) {
         cmocka_unit_test(test_kv_e2e_b10_defrag_and_pending_shift),
         cmocka_unit_test(test_kv_e2e_q8_0_cache),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_run(tests, setup, teardown);
 }

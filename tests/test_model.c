@@ -20,8 +20,7 @@ static void test_model_load_variants(void **s) {
     for (size_t i = 0; i < 4; i++) {
         char rel[128], path[1024];
         snprintf(rel, sizeof rel, "models/%s", files[i]);
-        const char *p =
-            i == 0 ? cs_test_bundled_model() : cs_test_shared_path(rel, path, sizeof path);
+        const char *p = i == 0 ? test_bundled_model() : test_shared_path(rel, path, sizeof path);
         if (!p) continue;
         cs_model *m = NULL;
         assert_int_equal(cs_model_load(p, NULL, &m), CS_OK);
@@ -126,7 +125,7 @@ static void test_model_packing(void **s) {
                                         "models/stories260K-q8_0.gguf"};
     for (size_t i = 0; i < 2; i++) {
         char path[1024];
-        const char *p = cs_test_shared_path(files[i], path, sizeof path);
+        const char *p = test_shared_path(files[i], path, sizeof path);
         if (!p) continue;
         size_t n0 = 0, n1 = 0, ns = 0;
         uint8_t *before = read_whole(p, &n0), *st = NULL;
@@ -175,7 +174,7 @@ typedef struct variant {
 
 static const char *write_variant(const variant *v, char *path, size_t size) {
     gguf_file *g = NULL;
-    assert_int_equal(gguf_open(cs_test_bundled_model(), &g), CS_OK);
+    assert_int_equal(gguf_open(test_bundled_model(), &g), CS_OK);
     gguf_writer *w = NULL;
     assert_int_equal(gguf_writer_new(&w), CS_OK);
     for (int64_t i = 0; i < gguf_n_kv(g); i++) {
@@ -214,7 +213,7 @@ static const char *write_variant(const variant *v, char *path, size_t size) {
         assert_int_equal(gguf_writer_add_tensor(w, v->add_tensor, CS_TYPE_F32, 1, ne, zeros, 256),
                          CS_OK);
     }
-    cs_test_tmp_path("variant.gguf", path, size);
+    test_tmp_path("variant.gguf", path, size);
     assert_int_equal(gguf_writer_write_file(w, path), CS_OK);
     gguf_writer_free(w);
     gguf_close(g);
@@ -284,7 +283,7 @@ static void test_model_variants(void **s) {
     cs_model_params mp = cs_model_default_params();
     mp.vocab_only = true;
     cs_model *m = NULL;
-    assert_int_equal(cs_model_load(cs_test_bundled_model(), &mp, &m), CS_OK);
+    assert_int_equal(cs_model_load(test_bundled_model(), &mp, &m), CS_OK);
     cs_context *c = (cs_context *)1;
     assert_int_equal(cs_context_new(m, NULL, &c), CS_ERR_UNSUPPORTED);
     assert_null(c);
@@ -298,7 +297,9 @@ static void test_model_variants(void **s) {
 static void test_model_vocab_only_files(void **s) {
     (void)s;
     char path[1024];
-    if (!cs_test_shared_path("models/ggml-vocab-llama-spm.gguf", path, sizeof path)) skip();
+    if (!test_shared_path("models/ggml-vocab-llama-spm.gguf", path, sizeof path))
+        test_skip(CS_SKIP_REFERENCE, "%s/models/ggml-vocab-llama-spm.gguf not found",
+                  CS_SHARED_DIR);
     cs_model_params mp = cs_model_default_params();
     mp.vocab_only = true;
     cs_model *m = NULL;
@@ -317,5 +318,5 @@ int main(void) {
         cmocka_unit_test(test_model_variants),
         cmocka_unit_test(test_model_vocab_only_files),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

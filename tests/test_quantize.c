@@ -15,7 +15,7 @@
 #define QZ_TOKEN_COMMA 432
 
 static const char *qz_tmp(const char *name, char *buf, size_t size) {
-    cs_test_tmp_path(name, buf, size);
+    test_tmp_path(name, buf, size);
     remove(buf);
     return buf;
 }
@@ -94,9 +94,10 @@ static int64_t qz_compare_files(const char *got_path, const char *want_path) {
 
 static void qz_check_bundled(const char *type, const char *ref_name, int64_t want_file_type) {
     char ref[512], out[512];
-    if (!cs_test_shared_path(ref_name, ref, sizeof ref)) skip();
+    if (!test_shared_path(ref_name, ref, sizeof ref))
+        test_skip(CS_SKIP_REFERENCE, "%s/%s not found", CS_SHARED_DIR, ref_name);
     qz_tmp(type, out, sizeof out);
-    assert_int_equal(cs_model_quantize(cs_test_bundled_model(), out, type), CS_OK);
+    assert_int_equal(cs_model_quantize(test_bundled_model(), out, type), CS_OK);
     /* stories260K: 3 + 9 * 5 layers. */
     assert_int_equal(qz_compare_files(out, ref), 48);
 
@@ -107,7 +108,7 @@ static void qz_check_bundled(const char *type, const char *ref_name, int64_t wan
     assert_int_equal(ft, want_file_type);
     /* Every key of the source is kept. */
     gguf_file *src = NULL;
-    assert_int_equal(gguf_open(cs_test_bundled_model(), &src), CS_OK);
+    assert_int_equal(gguf_open(test_bundled_model(), &src), CS_OK);
     for (int64_t i = 0; i < gguf_n_kv(src); i++)
         assert_true(gguf_find_key(g, gguf_kv_key(src, i)) >= 0);
     gguf_close(src);
@@ -137,7 +138,8 @@ static void test_quantize_q4_0_matches_reference(void **state) {
 static void test_quantize_from_quantized(void **state) {
     (void)state;
     char ref[512], out[512];
-    if (!cs_test_shared_path("models/stories260K-q8_0.gguf", ref, sizeof ref)) skip();
+    if (!test_shared_path("models/stories260K-q8_0.gguf", ref, sizeof ref))
+        test_skip(CS_SKIP_REFERENCE, "%s/models/stories260K-q8_0.gguf not found", CS_SHARED_DIR);
     qz_tmp("requant", out, sizeof out);
     assert_int_equal(cs_model_quantize(ref, out, "Q8_0"), CS_OK); /* case-insensitive */
     assert_int_equal(qz_compare_files(out, ref), 48);
@@ -159,7 +161,7 @@ static void test_quantize_k_fallback(void **state) {
     (void)state;
     char out[512];
     qz_tmp("q6k-fallback", out, sizeof out);
-    assert_int_equal(cs_model_quantize(cs_test_bundled_model(), out, "q6_K"), CS_OK);
+    assert_int_equal(cs_model_quantize(test_bundled_model(), out, "q6_K"), CS_OK);
     gguf_file *g = NULL;
     assert_int_equal(gguf_open(out, &g), CS_OK);
     assert_int_equal(qz_type_of(g, "token_embd.weight"), CS_TYPE_Q8_0);
@@ -192,7 +194,7 @@ static void qz_gen_model(const char *path, bool tied) {
     p.n_head_kv = 2;
     p.seed = 7;
     p.tied_embeddings = tied;
-    p.vocab_path = cs_test_bundled_model();
+    p.vocab_path = test_bundled_model();
     assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
 }
 
@@ -327,12 +329,11 @@ static void test_quantize_unknown_type(void **state) {
     (void)state;
     char out[512];
     qz_tmp("unknown", out, sizeof out);
-    assert_int_equal(cs_model_quantize(cs_test_bundled_model(), out, "q3_K_XL"),
-                     CS_ERR_INVALID_ARG);
+    assert_int_equal(cs_model_quantize(test_bundled_model(), out, "q3_K_XL"), CS_ERR_INVALID_ARG);
     assert_non_null(strstr(cs_last_error(), "q3_K_XL"));
     assert_int_equal(access(out, F_OK), -1);
     qz_write_marker(out);
-    assert_int_equal(cs_model_quantize(cs_test_bundled_model(), out, "q4_1"), CS_ERR_INVALID_ARG);
+    assert_int_equal(cs_model_quantize(test_bundled_model(), out, "q4_1"), CS_ERR_INVALID_ARG);
     qz_check_marker(out);
     remove(out);
 }
@@ -399,5 +400,5 @@ int main(void) {
         cmocka_unit_test(test_quantize_missing_input),
         cmocka_unit_test(test_quantize_unsupported_source),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

@@ -692,5 +692,5 @@ int main(void) {
         cmocka_unit_test(test_sampler_repeat_penalty_once_per_token),
         cmocka_unit_test(test_sampler_repeat_penalty_window),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }

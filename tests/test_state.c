@@ -30,7 +30,7 @@ static int32_t g_n_vocab;
 static int setup(void **s) {
     (void)s;
     cs_model_params mp = cs_model_default_params();
-    if (cs_model_load(cs_test_bundled_model(), &mp, &g_model) != CS_OK) return -1;
+    if (cs_model_load(test_bundled_model(), &mp, &g_model) != CS_OK) return -1;
     g_n_vocab = cs_model_n_vocab(g_model);
     return 0;
 }
@@ -250,7 +250,7 @@ static void test_state_roundtrip_buffer_bit_exact(void **st) {
 static void test_state_roundtrip_file_tokens(void **st) {
     (void)st;
     char path[1024];
-    cs_test_tmp_path("state-file.cskv", path, sizeof path);
+    test_tmp_path("state-file.cskv", path, sizeof path);
     cs_context *a = new_ctx(64, 1, CS_TYPE_F32);
     decode_prompt(a, 0, 0, N_PROMPT);
     assert_int_equal(cs_state_save_file(a, path, k_prompt, N_PROMPT), CS_OK);
@@ -330,7 +330,7 @@ static void test_state_roundtrip_file_tokens(void **st) {
 static void test_state_missing_file_names_path(void **st) {
     (void)st;
     char path[1024];
-    cs_test_tmp_path("no-such-dir/state.cskv", path, sizeof path);
+    test_tmp_path("no-such-dir/state.cskv", path, sizeof path);
     cs_context *c = new_ctx(32, 1, CS_TYPE_F32);
     decode_prompt(c, 0, 0, 4);
     snapshot s;
@@ -815,5 +815,5 @@ int main(void) {
         cmocka_unit_test(test_state_too_small_buffer),
         cmocka_unit_test(test_state_f16_cache_round_trip),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_run(tests, setup, teardown);
 }

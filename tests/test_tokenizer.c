@@ -37,7 +37,7 @@ static void unload(loaded *l) {
 
 static bool load_shared(const char *name, loaded *l) {
     char buf[1024];
-    return load(cs_test_shared_path(name, buf, sizeof(buf)), l);
+    return load(test_shared_path(name, buf, sizeof(buf)), l);
 }
 
 static char *read_all(const char *path, size_t *len) {
@@ -69,8 +69,8 @@ static int32_t encode(const tokenizer_vocab *v, const char *s, size_t len, cs_to
 /* Run every .inp/.out pair of test-tokenizer-0 on the vocab `name`. */
 static void check_vectors(const char *name) {
     char path[1024], inp[1100], outp[1100];
-    if (!cs_test_shared_path(name, path, sizeof(path))) {
-        skip();
+    if (!test_shared_path(name, path, sizeof(path))) {
+        test_skip(CS_SKIP_REFERENCE, "%s/%s not found", CS_SHARED_DIR, name);
         return;
     }
     loaded l;
@@ -138,7 +138,7 @@ static void test_tokenizer_gpt2_vectors(void **state) {
 static void test_tokenizer_bundled_once_upon_a_time(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     /* llama.cpp build 4748: llama-tokenize -p "Once upon a time" */
     const cs_token want[] = {1, 403, 407, 261, 378};
     cs_token got[16];
@@ -183,8 +183,8 @@ static const char *const round_trip_strings[] = {
     "Hello world",
     "  leading spaces and trailing  ",
     "tabs\tand\nnewlines\n\n",
-    "caf\xC3\xA9 na\xC3\xAFve \xC3\x9C"
-    "ber",
+    ("caf\xC3\xA9 na\xC3\xAFve \xC3\x9C" /* the literal ends the \x escape */
+     "ber"),
     "\xF0\x9F\xA6\x99 llama \xF0\x9F\x9A\x80\xF0\x9F\x98\x81",
     "\xE6\x88\x91\xE6\x83\xB3\xE5\x9C\xA8 apple \xE5\xB7\xA5\xE4\xBD\x9C",
     "\xD0\xBD\xD0\xB5\xD1\x89\xD0\xBE \xD0\xBD\xD0\xB0",
@@ -195,7 +195,7 @@ static const char *const round_trip_strings[] = {
 static void test_tokenizer_round_trip(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     for (size_t i = 0; i < sizeof(round_trip_strings) / sizeof(round_trip_strings[0]); ++i)
         check_round_trip(l.v, round_trip_strings[i]);
     unload(&l);
@@ -215,7 +215,7 @@ static void test_tokenizer_round_trip(void **state) {
 static void test_tokenizer_byte_fallback(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     /* U+4F60 is not in the 512-token vocabulary: "\u2581" then its 3 bytes */
     const char *s = "\xE4\xBD\xA0";
     cs_token got[8];
@@ -231,7 +231,7 @@ static void test_tokenizer_byte_fallback(void **state) {
 static void test_tokenizer_streaming_pieces(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     const char *s = "a\xF0\x9F\xA6\x99"; /* "a" + U+1F999 */
     cs_token got[16];
     const int32_t n = encode(l.v, s, strlen(s), got, false, false);
@@ -263,7 +263,7 @@ static void test_tokenizer_streaming_pieces(void **state) {
 static void test_tokenizer_small_buffers(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     const char *s = "Once upon a time";
     cs_token one[1];
     assert_int_equal(tokenizer_encode(l.v, s, strlen(s), one, 1, true, false), -5);
@@ -293,7 +293,7 @@ static void test_tokenizer_small_buffers(void **state) {
 static void test_tokenizer_invalid_arguments(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     cs_token t[4];
     char buf[8];
     assert_int_equal(tokenizer_encode(NULL, "a", 1, t, 4, false, false), INT32_MIN);
@@ -315,7 +315,7 @@ static void test_tokenizer_invalid_arguments(void **state) {
 static void test_tokenizer_parse_special(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     cs_token a[64], b[64];
     const char *s = "<s>hi</s>";
     int32_t n = encode(l.v, s, strlen(s), a, false, true);
@@ -351,7 +351,7 @@ static void test_tokenizer_hostile_bytes(void **state) {
     cs_token toks[256];
     char buf[512];
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     int32_t n = encode(l.v, s, len, toks, false, true);
     assert_true(n > 0);
     assert_int_equal(tokenizer_decode(l.v, toks, n, buf, sizeof(buf), false), (int32_t)len);
@@ -406,7 +406,7 @@ static void random_strings(const tokenizer_vocab *v, bool check_round_trip_bytes
 static void test_tokenizer_random_bytes(void **state) {
     (void)state;
     loaded l;
-    load(cs_test_bundled_model(), &l);
+    load(test_bundled_model(), &l);
     random_strings(l.v, true);
     unload(&l);
     if (load_shared("models/ggml-vocab-llama-spm.gguf", &l)) {
@@ -538,7 +538,7 @@ static void test_tokenizer_malformed_vocab(void **state) {
 static void test_tokenizer_alloc_failure(void **state) {
     (void)state;
     gguf_file *g = NULL;
-    assert_int_equal(gguf_open(cs_test_bundled_model(), &g), CS_OK);
+    assert_int_equal(gguf_open(test_bundled_model(), &g), CS_OK);
     tokenizer_vocab *v = NULL;
     int64_t n_fail = 0;
     for (;; ++n_fail) {
@@ -628,5 +628,5 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_alloc_failure),
         cmocka_unit_test(test_tokenizer_bpe_pre_tokenizers),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_run(tests, NULL, NULL);
 }
