@@ -237,41 +237,46 @@ static int32_t qz_auto_threads(void) {
     return n > QZ_MAX_AUTO_THREADS ? QZ_MAX_AUTO_THREADS : (int32_t)n;
 }
 
-cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, const char *type,
-                                    int32_t n_threads) {
-    cs_status st;
-    gguf_file *g = NULL;
-    gguf_writer *w = NULL;
-    gguf_stream *s = NULL;
-    gguf_stream_tensor *plan = NULL;
-    threadpool *tp = NULL;
-    uint8_t *chunk = NULL;
-    float *scratch = NULL;
-    char *tmp_path = NULL;
-
+/* Phase 1 (parse): validate the arguments, resolve `type` into *target and
+ * a thread count of 0 into qz_auto_threads(). Allocates nothing; the
+ * failure is reported (error_fail) and returned. */
+static cs_status qz_check_args(const char *in_path, const char *out_path, const char *type,
+                               int32_t *n_threads, qz_target *target) {
+    char names[256];
     if (!in_path || !out_path || !type)
         return error_fail(CS_ERR_INVALID_ARG, "quantize: in_path, out_path and type are required");
-    qz_target target;
-    const qz_target *tg = &target;
-    char names[256];
-    if (!qz_find_target(type, &target))
+    if (!qz_find_target(type, target))
         return error_fail(CS_ERR_INVALID_ARG, "quantize: unknown type '%s' (expected %s)", type,
                           qz_target_names(names, sizeof names));
-    if (n_threads < 0 || n_threads > CS_MAX_THREADS)
+    if (*n_threads < 0 || *n_threads > CS_MAX_THREADS)
         return error_fail(CS_ERR_INVALID_ARG, "quantize: n_threads %" PRId32 " is not in 0..%d",
-                          n_threads, CS_MAX_THREADS);
-    if (n_threads == 0) n_threads = qz_auto_threads();
+                          *n_threads, CS_MAX_THREADS);
+    if (*n_threads == 0) *n_threads = qz_auto_threads();
+    return CS_OK;
+}
 
-    if ((st = gguf_open(in_path, &g)) != CS_OK) goto fail;
+/* The type rules and tensor names above are llama's: refuse any other
+ * general.architecture (or none) before planning anything. */
+static cs_status qz_check_arch(const gguf_file *g, const char *in_path) {
     const char *arch = NULL;
-    if (gguf_get_str(g, "general.architecture", &arch, NULL) != CS_OK ||
-        strcmp(arch, "llama") != 0) {
-        st = error_fail(CS_ERR_UNSUPPORTED,
-                        "quantize: '%s': general.architecture is %s%s%s, not llama", in_path,
-                        arch ? "'" : "", arch ? arch : "missing", arch ? "'" : "");
-        goto fail;
-    }
+    if (gguf_get_str(g, "general.architecture", &arch, NULL) != CS_OK || strcmp(arch, "llama") != 0)
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "quantize: '%s': general.architecture is %s%s%s, not llama", in_path,
+                          arch ? "'" : "", arch ? arch : "missing", arch ? "'" : "");
+    return CS_OK;
+}
 
+/* Phase 2 (build): the output header's tensor list, one entry per input
+ * tensor (plus a zeroed terminator) with its chosen type and size, and the
+ * longest converted row (*max_ne0 elements in, *max_row_out bytes out;
+ * both at least 1) that sizes the buffers. *plan is set as soon as it is
+ * allocated, so the caller frees it on every path (mem_free). Fails on a
+ * tensor that must be converted from a type the engine cannot read.
+ * O(n_tensors). */
+static cs_status qz_plan(const gguf_file *g, const qz_target *tg, gguf_stream_tensor **plan,
+                         int64_t *max_ne0, uint64_t *max_row_out) {
+    cs_status st;
+    char names[256];
     int64_t n = gguf_n_tensors(g);
     qz_mix_state ms = {0};
     for (int64_t i = 0; i < n; i++) {
@@ -279,80 +284,124 @@ cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, c
         if (strcmp(name, "output.weight") == 0) ms.has_output = true;
         if (strstr(name, "attn_v.weight")) ms.n_attn_v++;
     }
-    if (tg->mix && (st = gguf_get_int(g, "llama.block_count", &ms.n_ffn_down)) != CS_OK) goto fail;
+    if (tg->mix && (st = gguf_get_int(g, "llama.block_count", &ms.n_ffn_down)) != CS_OK) return st;
 
-    /* Plan every tensor's type and size; find the longest converted row. */
-    plan = mem_calloc((size_t)n + 1, sizeof *plan);
-    if (!plan) goto nomem;
-    int64_t max_ne0 = 1;
-    uint64_t max_row_out = 1;
-    for (int64_t i = 0; i < n; i++) {
+    gguf_stream_tensor *p = *plan = mem_calloc((size_t)n + 1, sizeof *p);
+    if (!p) return error_fail(CS_ERR_NOMEM, "quantize: out of memory");
+    *max_ne0 = 1;
+    *max_row_out = 1;
+    for (int64_t i = 0; i < n; i++, p++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
-        gguf_stream_tensor *p = &plan[i];
         p->name = t->name;
         p->type = qz_choose_type(tg, &ms, t);
         p->n_dims = t->n_dims;
         memcpy(p->ne, t->ne, sizeof p->ne);
         p->nbytes = t->nbytes;
         if (p->type == t->type) continue;
-        if (!qz_can_convert(t->type)) {
-            st = error_fail(
+        if (!qz_can_convert(t->type))
+            return error_fail(
                 CS_ERR_UNSUPPORTED,
                 "quantize: tensor '%s' has type %s, which cannot be converted (supported: "
                 "%s)",
                 t->name, cs_type_name(t->type), type_weight_names(names, sizeof names));
-            goto fail;
-        }
         uint64_t row = 0;
         CS_ASSERT(type_row_size(p->type, t->ne[0], &row)); /* qz_choose_type made it fit */
         /* nbytes: the reader checked the source size, and no type takes
          * more than 4 bytes per element, so this cannot overflow. */
         p->nbytes = row * (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
-        if (t->ne[0] > max_ne0) max_ne0 = t->ne[0];
-        if (row > max_row_out) max_row_out = row;
+        if (t->ne[0] > *max_ne0) *max_ne0 = t->ne[0];
+        if (row > *max_row_out) *max_row_out = row;
     }
+    return CS_OK;
+}
 
+/* The working buffers: one output chunk (QZ_CHUNK_BYTES, or one converted
+ * row when that is longer), max_ne0 f32 scratch per thread, and the
+ * OUT.tmp path. Each pointer is set (NULL when not allocated) for the
+ * caller to free on every path; out of memory is reported. */
+static cs_status qz_alloc_buffers(int64_t max_ne0, uint64_t max_row_out, int32_t n_threads,
+                                  const char *out_path, uint8_t **chunk, float **scratch,
+                                  char **tmp_path) {
     size_t chunk_size = max_row_out > QZ_CHUNK_BYTES ? (size_t)max_row_out : QZ_CHUNK_BYTES;
     size_t scratch_n = 0;
-    if (!common_mul_size((size_t)max_ne0, (size_t)n_threads, &scratch_n)) goto nomem;
-    chunk = mem_malloc(chunk_size);
-    scratch = mem_malloc(scratch_n * sizeof *scratch);
+    if (!common_mul_size((size_t)max_ne0, (size_t)n_threads, &scratch_n))
+        return error_fail(CS_ERR_NOMEM, "quantize: out of memory");
+    *chunk = mem_malloc(chunk_size);
+    *scratch = mem_malloc(scratch_n * sizeof **scratch);
     size_t plen = strlen(out_path);
-    tmp_path = mem_malloc(plen + 5);
-    if (!chunk || !scratch || !tmp_path) goto nomem;
-    memcpy(tmp_path, out_path, plen);
-    memcpy(tmp_path + plen, ".tmp", 5);
-    if ((st = threadpool_new(n_threads, &tp)) != CS_OK) goto fail;
+    *tmp_path = mem_malloc(plen + 5);
+    if (!*chunk || !*scratch || !*tmp_path)
+        return error_fail(CS_ERR_NOMEM, "quantize: out of memory");
+    memcpy(*tmp_path, out_path, plen);
+    memcpy(*tmp_path + plen, ".tmp", 5);
+    return CS_OK;
+}
 
-    if ((st = gguf_writer_new(&w)) != CS_OK) goto fail;
-    if ((st = qz_metadata(w, g, tg)) != CS_OK) goto fail;
-    if ((st = gguf_stream_begin(tmp_path, w, plan, n, &s)) != CS_OK) goto fail;
+/* Phase 3 (work): write tmp_path: the metadata (qz_metadata), the header
+ * from plan, then every tensor in file order, converted on tp. Logs one
+ * line per tensor. On failure the partial file is aborted (removed by
+ * gguf_stream_abort); the writer and stream never outlive this call. Cost:
+ * one pass over the input, memory bounded by chunk and scratch. */
+static cs_status qz_write_file(const gguf_file *g, const qz_target *tg,
+                               const gguf_stream_tensor *plan, const char *tmp_path, threadpool *tp,
+                               uint8_t *chunk, float *scratch) {
+    cs_status st;
+    gguf_writer *w = NULL;
+    gguf_stream *s = NULL;
+    int64_t n = gguf_n_tensors(g);
+    if ((st = gguf_writer_new(&w)) != CS_OK) goto done;
+    if ((st = qz_metadata(w, g, tg)) != CS_OK) goto done;
+    if ((st = gguf_stream_begin(tmp_path, w, plan, n, &s)) != CS_OK) goto done;
     gguf_writer_free(w);
     w = NULL;
     for (int64_t i = 0; i < n; i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
         CS_LOG_INF("quantize: [%" PRId64 "/%" PRId64 "] %-32s %-5s -> %s", i + 1, n, t->name,
                    cs_type_name(t->type), cs_type_name(plan[i].type));
-        if ((st = qz_write_tensor(s, tp, t, plan[i].type, chunk, scratch)) != CS_OK) goto fail;
-        if ((st = gguf_stream_end_tensor(s)) != CS_OK) goto fail;
+        if ((st = qz_write_tensor(s, tp, t, plan[i].type, chunk, scratch)) != CS_OK) goto done;
+        if ((st = gguf_stream_end_tensor(s)) != CS_OK) goto done;
     }
     st = gguf_stream_finish(s);
     s = NULL;
-    if (st != CS_OK) goto fail;
-    if (rename(tmp_path, out_path) != 0) {
-        remove(tmp_path);
-        st = error_fail(CS_ERR_IO, "quantize: cannot rename '%s' to '%s'", tmp_path, out_path);
-        goto fail;
-    }
-    st = CS_OK;
-    goto done;
-
-nomem:
-    st = error_fail(CS_ERR_NOMEM, "quantize: out of memory");
-fail:
 done:
     gguf_stream_abort(s);
     gguf_writer_free(w);
+    return st;
+}
+
+/* Phase 4 (report): move the complete tmp_path onto out_path; on failure
+ * remove it so no partial output is left behind. */
+static cs_status qz_publish(const char *tmp_path, const char *out_path) {
+    if (rename(tmp_path, out_path) != 0) {
+        remove(tmp_path);
+        return error_fail(CS_ERR_IO, "quantize: cannot rename '%s' to '%s'", tmp_path, out_path);
+    }
+    return CS_OK;
+}
+
+cs_status cs_model_quantize_threads(const char *in_path, const char *out_path, const char *type,
+                                    int32_t n_threads) {
+    qz_target target = {0}; /* set by qz_check_args; zeroed for gcc -Wmaybe-uninitialized */
+    cs_status st = qz_check_args(in_path, out_path, type, &n_threads, &target);
+    if (st != CS_OK) return st;
+
+    gguf_file *g = NULL;
+    gguf_stream_tensor *plan = NULL;
+    threadpool *tp = NULL;
+    uint8_t *chunk = NULL;
+    float *scratch = NULL;
+    char *tmp_path = NULL;
+    int64_t max_ne0 = 1;
+    uint64_t max_row_out = 1;
+    if ((st = gguf_open(in_path, &g)) != CS_OK) goto done;
+    if ((st = qz_check_arch(g, in_path)) != CS_OK) goto done;
+    if ((st = qz_plan(g, &target, &plan, &max_ne0, &max_row_out)) != CS_OK) goto done;
+    st = qz_alloc_buffers(max_ne0, max_row_out, n_threads, out_path, &chunk, &scratch, &tmp_path);
+    if (st != CS_OK) goto done;
+    if ((st = threadpool_new(n_threads, &tp)) != CS_OK) goto done;
+    if ((st = qz_write_file(g, &target, plan, tmp_path, tp, chunk, scratch)) != CS_OK) goto done;
+    st = qz_publish(tmp_path, out_path);
+done:
     threadpool_free(tp);
     gguf_close(g);
     mem_free(plan);

@@ -258,28 +258,12 @@ static cs_status get_token_id(const gguf_file *g, const char *key, int32_t n_tok
     return CS_OK;
 }
 
-/* Read and hash the token texts, scores and types. */
-static cs_status load_tokens(tokenizer_vocab *v, const gguf_file *g) {
-    int64_t idx;
-    uint64_t n;
-    cs_status st = find_str_array(g, "tokenizer.ggml.tokens", true, &idx, &n);
-    if (st != CS_OK) return st;
-    if (n == 0) return error_fail(CS_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is empty");
-    if (n > (uint64_t)CS_MAX_VOCAB)
-        return error_fail(CS_ERR_FORMAT, "tokenizer: %llu tokens exceed CS_MAX_VOCAB (%d)",
-                          (unsigned long long)n, CS_MAX_VOCAB);
-    const void *scores = NULL, *types = NULL;
-    if ((st = get_num_array(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, n, &scores))) return st;
-    if ((st = get_num_array(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, n, &types))) return st;
-
-    v->n_tokens = (int32_t)n;
-    v->tok = mem_calloc((size_t)n, sizeof(vocab_token));
-    if (!v->tok)
-        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %llu tokens",
-                          (unsigned long long)n);
-
-    /* pass 1: sizes (an empty text becomes "[EMPTY_<id>]" as in llama.cpp) */
-    size_t total = 0;
+/* Pass 1 over the token texts: check each is readable and at most
+ * CS_MAX_TOKEN_BYTES, and sum the bytes the copies need into *total (an
+ * empty text takes 32 for its "[EMPTY_<id>]" stand-in, plus a NUL each).
+ * O(n); allocates nothing. */
+static cs_status load_text_size(const gguf_file *g, int64_t idx, uint64_t n, size_t *total) {
+    *total = 0;
     for (uint64_t i = 0; i < n; ++i) {
         size_t len = 0;
         if (!gguf_get_arr_str(g, idx, i, &len))
@@ -290,12 +274,38 @@ static cs_status load_tokens(tokenizer_vocab *v, const gguf_file *g) {
                               "tokenizer: token %llu has %zu bytes, over CS_MAX_TOKEN_BYTES (%d)",
                               (unsigned long long)i, len, CS_MAX_TOKEN_BYTES);
         if (len == 0) len = 32;
-        total += len + 1; /* <= 2^21 * 4097: no overflow */
+        *total += len + 1; /* <= 2^21 * 4097: no overflow */
     }
-    v->text = mem_malloc(total);
-    if (!v->text)
-        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %zu bytes of text", total);
+    return CS_OK;
+}
 
+/* The ATTR_* of a tokenizer.ggml.token_type value (TTYPE_*); unknown
+ * values are ATTR_UNDEFINED, as in llama.cpp. */
+static uint8_t load_token_attr(int32_t type) {
+    switch (type) {
+    case TTYPE_NORMAL:
+        return ATTR_NORMAL;
+    case TTYPE_UNKNOWN:
+        return ATTR_UNKNOWN;
+    case TTYPE_CONTROL:
+        return ATTR_CONTROL;
+    case TTYPE_USER_DEFINED:
+        return ATTR_USER_DEFINED;
+    case TTYPE_UNUSED:
+        return ATTR_UNUSED;
+    case TTYPE_BYTE:
+        return ATTR_BYTE;
+    default:
+        return ATTR_UNDEFINED;
+    }
+}
+
+/* Pass 2: copy each text into v->text (sized by load_text_size) and fill
+ * v->tok[i] with its offset, length, score (0 without scores; NaN is
+ * refused) and attribute (normal without types). scores/types are the
+ * raw n-element arrays from get_num_array, or NULL. O(total bytes). */
+static cs_status load_token_entries(tokenizer_vocab *v, const gguf_file *g, int64_t idx, uint64_t n,
+                                    const void *scores, const void *types) {
     size_t off = 0;
     for (uint64_t i = 0; i < n; ++i) {
         size_t len = 0;
@@ -321,33 +331,16 @@ static cs_status load_tokens(tokenizer_vocab *v, const gguf_file *g) {
 
         int32_t type = TTYPE_NORMAL;
         if (types) memcpy(&type, (const char *)types + i * 4, 4);
-        switch (type) {
-        case TTYPE_NORMAL:
-            t->attr = ATTR_NORMAL;
-            break;
-        case TTYPE_UNKNOWN:
-            t->attr = ATTR_UNKNOWN;
-            break;
-        case TTYPE_CONTROL:
-            t->attr = ATTR_CONTROL;
-            break;
-        case TTYPE_USER_DEFINED:
-            t->attr = ATTR_USER_DEFINED;
-            break;
-        case TTYPE_UNUSED:
-            t->attr = ATTR_UNUSED;
-            break;
-        case TTYPE_BYTE:
-            t->attr = ATTR_BYTE;
-            break;
-        default:
-            t->attr = ATTR_UNDEFINED;
-            break;
-        }
+        t->attr = load_token_attr(type);
     }
+    return CS_OK;
+}
 
-    /* text -> id; O(n) expected */
-    const size_t slots = table_slots((size_t)n);
+/* The text -> id table (open addressing, table_slots(n) entries, -1 =
+ * empty); two tokens with the same text are a format error. O(n)
+ * expected. */
+static cs_status load_token_map(tokenizer_vocab *v) {
+    const size_t slots = table_slots((size_t)v->n_tokens);
     v->map = mem_malloc(slots * sizeof(int32_t));
     if (!v->map) return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for the token table");
     memset(v->map, 0xFF, slots * sizeof(int32_t));
@@ -366,6 +359,35 @@ static cs_status load_tokens(tokenizer_vocab *v, const gguf_file *g) {
         v->map[i] = id;
     }
     return CS_OK;
+}
+
+/* Read and hash the token texts, scores and types. What v owns on failure
+ * is freed by tokenizer_free. */
+static cs_status load_tokens(tokenizer_vocab *v, const gguf_file *g) {
+    int64_t idx;
+    uint64_t n;
+    cs_status st = find_str_array(g, "tokenizer.ggml.tokens", true, &idx, &n);
+    if (st != CS_OK) return st;
+    if (n == 0) return error_fail(CS_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is empty");
+    if (n > (uint64_t)CS_MAX_VOCAB)
+        return error_fail(CS_ERR_FORMAT, "tokenizer: %llu tokens exceed CS_MAX_VOCAB (%d)",
+                          (unsigned long long)n, CS_MAX_VOCAB);
+    const void *scores = NULL, *types = NULL;
+    if ((st = get_num_array(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, n, &scores))) return st;
+    if ((st = get_num_array(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, n, &types))) return st;
+
+    v->n_tokens = (int32_t)n;
+    v->tok = mem_calloc((size_t)n, sizeof(vocab_token));
+    if (!v->tok)
+        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %llu tokens",
+                          (unsigned long long)n);
+    size_t total = 0;
+    if ((st = load_text_size(g, idx, n, &total))) return st;
+    v->text = mem_malloc(total);
+    if (!v->text)
+        return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory for %zu bytes of text", total);
+    if ((st = load_token_entries(v, g, idx, n, scores, types))) return st;
+    return load_token_map(v);
 }
 
 /* BPE merges "left right" (split at the first space after the first byte,
@@ -589,36 +611,32 @@ static cs_status build_special_cache(tokenizer_vocab *v) {
     return CS_OK;
 }
 
-cs_status tokenizer_load(const gguf_file *g, tokenizer_vocab **out) {
-    cs_status st = CS_OK;
-    tokenizer_vocab *v = NULL;
-    if (!out) return error_fail(CS_ERR_INVALID_ARG, "tokenizer_load: out is NULL");
-    *out = NULL;
-    if (!g) return error_fail(CS_ERR_INVALID_ARG, "tokenizer_load: gguf is NULL");
-
-    v = mem_calloc(1, sizeof(*v));
-    if (!v) return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory");
-
+/* tokenizer.ggml.model -> v->type: "llama" (SPM) or "gpt2" (BPE); any
+ * other model is unsupported (its text is quoted, at most 64 bytes). */
+static cs_status load_model_type(tokenizer_vocab *v, const gguf_file *g) {
     const char *model = NULL;
     size_t model_len = 0;
-    if ((st = gguf_get_str(g, "tokenizer.ggml.model", &model, &model_len))) goto fail;
+    cs_status st = gguf_get_str(g, "tokenizer.ggml.model", &model, &model_len);
+    if (st) return st;
     if (model_len == 5 && strcmp(model, "llama") == 0) {
         v->type = VOCAB_SPM;
     } else if (model_len == 4 && strcmp(model, "gpt2") == 0) {
         v->type = VOCAB_BPE;
     } else {
-        st = error_fail(
+        return error_fail(
             CS_ERR_UNSUPPORTED,
             "tokenizer: tokenizer.ggml.model = '%.*s' is not supported (only 'llama' and "
             "'gpt2')",
             (int)(model_len > 64 ? 64 : model_len), model);
-        goto fail;
     }
+    return CS_OK;
+}
 
-    if ((st = load_tokens(v, g))) goto fail;
-
-    /* per-type defaults (llama.cpp load()) */
-    cs_token fim[6] = {-1, -1, -1, -1, -1, -1}, sep = -1, pad = -1, mask = -1;
+/* Per-type defaults (llama.cpp load()): SPM's special ids and flags, or
+ * BPE's ids plus its merges and pre-tokenizer; ids past the vocabulary
+ * become -1; then the file's add_space_prefix, if any. Needs v->tok. */
+static cs_status load_type_defaults(tokenizer_vocab *v, const gguf_file *g) {
+    cs_status st;
     v->eot = v->eom = -1;
     if (v->type == VOCAB_SPM) {
         v->bos = 1, v->eos = 2, v->unk = 0;
@@ -626,43 +644,48 @@ cs_status tokenizer_load(const gguf_file *g, tokenizer_vocab **out) {
         v->add_bos = true;
     } else {
         v->bos = 11, v->eos = 11, v->unk = -1;
-        if ((st = load_merges(v, g))) goto fail;
-        if ((st = load_pre(v, g))) goto fail;
+        if ((st = load_merges(v, g))) return st;
+        if ((st = load_pre(v, g))) return st;
     }
     if (v->bos >= v->n_tokens) v->bos = -1;
     if (v->eos >= v->n_tokens) v->eos = -1;
     if (v->unk >= v->n_tokens) v->unk = -1;
+    return get_opt_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
+}
 
-    if ((st = get_opt_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix))) goto fail;
+/* The special token id keys (get_token_id) over the defaults. fim[6]
+ * receives the FIM pre/suf/mid/pad/rep/sep ids; the deprecated
+ * prefix/suffix/middle keys are read last, so they win over fim_pre/suf/mid
+ * when a file has both. The separator, padding and mask ids are validated
+ * but not kept. */
+static cs_status load_special_ids(tokenizer_vocab *v, const gguf_file *g, cs_token fim[6]) {
+    cs_token sep = -1, pad = -1, mask = -1;
+    const struct {
+        const char *key;
+        cs_token *id;
+    } ids[] = {
+        {"tokenizer.ggml.bos_token_id", &v->bos},     {"tokenizer.ggml.eos_token_id", &v->eos},
+        {"tokenizer.ggml.eot_token_id", &v->eot},     {"tokenizer.ggml.eom_token_id", &v->eom},
+        {"tokenizer.ggml.unknown_token_id", &v->unk}, {"tokenizer.ggml.seperator_token_id", &sep},
+        {"tokenizer.ggml.padding_token_id", &pad},    {"tokenizer.ggml.mask_token_id", &mask},
+        {"tokenizer.ggml.fim_pre_token_id", &fim[0]}, {"tokenizer.ggml.fim_suf_token_id", &fim[1]},
+        {"tokenizer.ggml.fim_mid_token_id", &fim[2]}, {"tokenizer.ggml.fim_pad_token_id", &fim[3]},
+        {"tokenizer.ggml.fim_rep_token_id", &fim[4]}, {"tokenizer.ggml.fim_sep_token_id", &fim[5]},
+        {"tokenizer.ggml.prefix_token_id", &fim[0]},  {"tokenizer.ggml.suffix_token_id", &fim[1]},
+        {"tokenizer.ggml.middle_token_id", &fim[2]},
+    };
+    cs_status st;
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); ++i)
+        if ((st = get_token_id(g, ids[i].key, v->n_tokens, ids[i].id))) return st;
+    return CS_OK;
+}
 
-    {
-        const struct {
-            const char *key;
-            cs_token *id;
-        } ids[] = {
-            {"tokenizer.ggml.bos_token_id", &v->bos},
-            {"tokenizer.ggml.eos_token_id", &v->eos},
-            {"tokenizer.ggml.eot_token_id", &v->eot},
-            {"tokenizer.ggml.eom_token_id", &v->eom},
-            {"tokenizer.ggml.unknown_token_id", &v->unk},
-            {"tokenizer.ggml.seperator_token_id", &sep},
-            {"tokenizer.ggml.padding_token_id", &pad},
-            {"tokenizer.ggml.mask_token_id", &mask},
-            {"tokenizer.ggml.fim_pre_token_id", &fim[0]},
-            {"tokenizer.ggml.fim_suf_token_id", &fim[1]},
-            {"tokenizer.ggml.fim_mid_token_id", &fim[2]},
-            {"tokenizer.ggml.fim_pad_token_id", &fim[3]},
-            {"tokenizer.ggml.fim_rep_token_id", &fim[4]},
-            {"tokenizer.ggml.fim_sep_token_id", &fim[5]},
-            {"tokenizer.ggml.prefix_token_id", &fim[0]},
-            {"tokenizer.ggml.suffix_token_id", &fim[1]},
-            {"tokenizer.ggml.middle_token_id", &fim[2]},
-        };
-        for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); ++i)
-            if ((st = get_token_id(g, ids[i].key, v->n_tokens, ids[i].id))) goto fail;
-    }
-    if ((st = get_opt_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos))) goto fail;
-    if ((st = get_opt_bool(g, "tokenizer.ggml.add_eos_token", &v->add_eos))) goto fail;
+/* add_bos_token / add_eos_token over the defaults; a flag whose token does
+ * not exist is dropped with a warning. */
+static cs_status load_add_flags(tokenizer_vocab *v, const gguf_file *g) {
+    cs_status st;
+    if ((st = get_opt_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos))) return st;
+    if ((st = get_opt_bool(g, "tokenizer.ggml.add_eos_token", &v->add_eos))) return st;
     if (v->add_bos && v->bos < 0) {
         CS_LOG_WRN("tokenizer: add_bos_token is set but there is no BOS token; not adding it");
         v->add_bos = false;
@@ -671,10 +694,13 @@ cs_status tokenizer_load(const gguf_file *g, tokenizer_vocab **out) {
         CS_LOG_WRN("tokenizer: add_eos_token is set but there is no EOS token; not adding it");
         v->add_eos = false;
     }
+    return CS_OK;
+}
 
-    detect_special(v, fim, 6);
-    if ((st = build_special_cache(v))) goto fail;
-
+/* Byte tables: SPM maps each byte to its <0xXX> token (else the one-byte
+ * token, else unk); BPE maps each byte to its GPT-2 code point. 256
+ * lookups. */
+static void load_byte_tables(tokenizer_vocab *v) {
     if (v->type == VOCAB_SPM) {
         for (int b = 0; b < 256; ++b) {
             char hex[8];
@@ -689,6 +715,27 @@ cs_status tokenizer_load(const gguf_file *g, tokenizer_vocab **out) {
     } else {
         for (int b = 0; b < 256; ++b) v->byte_cpt[b] = unicode_byte_to_cpt((uint8_t)b);
     }
+}
+
+cs_status tokenizer_load(const gguf_file *g, tokenizer_vocab **out) {
+    cs_status st = CS_OK;
+    tokenizer_vocab *v = NULL;
+    if (!out) return error_fail(CS_ERR_INVALID_ARG, "tokenizer_load: out is NULL");
+    *out = NULL;
+    if (!g) return error_fail(CS_ERR_INVALID_ARG, "tokenizer_load: gguf is NULL");
+
+    v = mem_calloc(1, sizeof(*v));
+    if (!v) return error_fail(CS_ERR_NOMEM, "tokenizer: out of memory");
+
+    cs_token fim[6] = {-1, -1, -1, -1, -1, -1};
+    if ((st = load_model_type(v, g))) goto fail;
+    if ((st = load_tokens(v, g))) goto fail;
+    if ((st = load_type_defaults(v, g))) goto fail;
+    if ((st = load_special_ids(v, g, fim))) goto fail;
+    if ((st = load_add_flags(v, g))) goto fail;
+    detect_special(v, fim, 6);
+    if ((st = build_special_cache(v))) goto fail;
+    load_byte_tables(v);
 
     *out = v;
     return CS_OK;

@@ -403,6 +403,100 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
     printf(" ]\n  }");
 }
 
+/* Phase 2 (build): the test list: for every thread count and depth, each
+ * pp then each tg size (sizes of 0 skipped). On success *tests (calloc'd,
+ * the caller frees it) holds *n_tests > 0 entries. Otherwise returns
+ * TOOL_EXIT_FAIL (out of memory) or TOOL_EXIT_USAGE (nothing to measure),
+ * reported, with nothing left allocated. */
+static int bench_plan(const bench_opts *o, bench_test **tests, int32_t *n_tests) {
+    int32_t n = 0;
+    bench_test *t =
+        calloc((size_t)BENCH_LIST_MAX * BENCH_LIST_MAX * 2 * BENCH_LIST_MAX, sizeof(bench_test));
+    if (t == NULL) {
+        tool_error("out of memory for the test list");
+        return TOOL_EXIT_FAIL;
+    }
+    for (int32_t ti = 0; ti < o->n_n_threads; ti++) {
+        for (int32_t di = 0; di < o->n_depth; di++) {
+            for (int32_t i = 0; i < o->n_n_prompt; i++) {
+                if (o->n_prompt[i] == 0) continue;
+                memset(&t[n], 0, sizeof(t[0]));
+                t[n].n_prompt = o->n_prompt[i];
+                t[n].n_depth = o->depth[di];
+                t[n++].n_threads = o->threads[ti];
+            }
+            for (int32_t i = 0; i < o->n_n_gen; i++) {
+                if (o->n_gen[i] == 0) continue;
+                memset(&t[n], 0, sizeof(t[0]));
+                t[n].n_gen = o->n_gen[i];
+                t[n].n_depth = o->depth[di];
+                t[n++].n_threads = o->threads[ti];
+            }
+        }
+    }
+    if (n == 0) {
+        tool_error("bench: nothing to measure (every -p and -n value is 0)");
+        free(t);
+        return TOOL_EXIT_USAGE;
+    }
+    *tests = t;
+    *n_tests = n;
+    return TOOL_EXIT_OK;
+}
+
+/* Load the model (repacked unless --no-repack) into *model, which the
+ * caller frees. Returns TOOL_EXIT_OK or TOOL_EXIT_FAIL (reported). */
+static int bench_load_model(const bench_opts *o, cs_model **model) {
+    cs_model_params mp = cs_model_default_params();
+    mp.repack = !o->no_repack;
+    const cs_status st = cs_model_load(o->common.model, &mp, model);
+    if (st != CS_OK) return tool_fail_lib(st, o->common.model);
+    return TOOL_EXIT_OK;
+}
+
+/* The model columns of every row: path, description, sizes. */
+static void bench_model_describe(const cs_model *model, const char *path, bench_model_info *mi) {
+    mi->path = path;
+    cs_model_desc(model, mi->desc, sizeof(mi->desc));
+    mi->size = cs_model_size(model);
+    mi->decode_bytes = cs_model_decode_bytes(model);
+    mi->n_params = cs_model_n_params(model);
+}
+
+/* Phase 3 (work and report): run the tests in order, printing each result
+ * as it comes (a markdown table, or a JSON array that stays valid when a
+ * test fails part way). samples_ns/samples_ts (o->reps each) are shared by
+ * every test. Returns TOOL_EXIT_OK or the failing test's status. */
+static int bench_run_all(const cs_model *model, const bench_opts *o, const bench_model_info *mi,
+                         bench_test *tests, int32_t n_tests, uint64_t *samples_ns,
+                         double *samples_ts) {
+    int rc;
+    if (o->json) {
+        printf("[\n");
+    } else {
+        bench_md_header();
+    }
+    fflush(stdout);
+    for (int32_t i = 0; i < n_tests; i++) {
+        bench_test *t = &tests[i];
+        t->samples_ns = samples_ns;
+        t->samples_ts = samples_ts;
+        if ((rc = bench_run_test(model, o, t)) != 0) {
+            if (o->json) printf("\n]\n"); /* keep stdout a valid (partial) JSON array */
+            return rc;
+        }
+        if (o->json) {
+            if (i > 0) printf(",\n");
+            bench_json_obj(mi, o, t, o->reps);
+        } else {
+            bench_md_row(mi, t);
+        }
+        fflush(stdout);
+    }
+    if (o->json) printf("\n]\n");
+    return TOOL_EXIT_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "kv") == 0) return cmd_bench_kv(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "mem") == 0) return cmd_bench_mem(argc - 1, argv + 1);
@@ -421,50 +515,13 @@ int cmd_bench(int argc, char **argv) {
     int rc = bench_parse(argc, argv, &o);
     if (!tool_begin(&rc, &o.common, bench_usage)) return rc;
 
-    /* The test list: for every thread count, each pp then each tg size. */
+    bench_test *tests = NULL;
     int32_t n_tests = 0;
-    bench_test *tests =
-        calloc((size_t)BENCH_LIST_MAX * BENCH_LIST_MAX * 2 * BENCH_LIST_MAX, sizeof(bench_test));
-    if (tests == NULL) {
-        tool_error("out of memory for the test list");
-        return TOOL_EXIT_FAIL;
-    }
-    for (int32_t ti = 0; ti < o.n_n_threads; ti++) {
-        for (int32_t di = 0; di < o.n_depth; di++) {
-            for (int32_t i = 0; i < o.n_n_prompt; i++) {
-                if (o.n_prompt[i] == 0) continue;
-                memset(&tests[n_tests], 0, sizeof(tests[0]));
-                tests[n_tests].n_prompt = o.n_prompt[i];
-                tests[n_tests].n_depth = o.depth[di];
-                tests[n_tests++].n_threads = o.threads[ti];
-            }
-            for (int32_t i = 0; i < o.n_n_gen; i++) {
-                if (o.n_gen[i] == 0) continue;
-                memset(&tests[n_tests], 0, sizeof(tests[0]));
-                tests[n_tests].n_gen = o.n_gen[i];
-                tests[n_tests].n_depth = o.depth[di];
-                tests[n_tests++].n_threads = o.threads[ti];
-            }
-        }
-    }
-    if (n_tests == 0) {
-        tool_error("bench: nothing to measure (every -p and -n value is 0)");
-        free(tests);
-        return TOOL_EXIT_USAGE;
-    }
-
+    if ((rc = bench_plan(&o, &tests, &n_tests)) != TOOL_EXIT_OK) return rc;
     cs_model *model = NULL;
     uint64_t *samples_ns = NULL;
     double *samples_ts = NULL;
-    {
-        cs_model_params mp = cs_model_default_params();
-        mp.repack = !o.no_repack;
-        const cs_status st = cs_model_load(o.common.model, &mp, &model);
-        if (st != CS_OK) {
-            rc = tool_fail_lib(st, o.common.model);
-            goto done;
-        }
-    }
+    if ((rc = bench_load_model(&o, &model)) != TOOL_EXIT_OK) goto done;
     rc = TOOL_EXIT_FAIL;
     samples_ns = malloc((size_t)o.reps * sizeof(uint64_t));
     samples_ts = malloc((size_t)o.reps * sizeof(double));
@@ -473,37 +530,9 @@ int cmd_bench(int argc, char **argv) {
         goto done;
     }
     bench_model_info mi;
-    mi.path = o.common.model;
-    cs_model_desc(model, mi.desc, sizeof(mi.desc));
-    mi.size = cs_model_size(model);
-    mi.decode_bytes = cs_model_decode_bytes(model);
-    mi.n_params = cs_model_n_params(model);
+    bench_model_describe(model, o.common.model, &mi);
     if (o.common.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
-
-    if (o.json) {
-        printf("[\n");
-    } else {
-        bench_md_header();
-    }
-    fflush(stdout);
-    for (int32_t i = 0; i < n_tests; i++) {
-        bench_test *t = &tests[i];
-        t->samples_ns = samples_ns;
-        t->samples_ts = samples_ts;
-        if ((rc = bench_run_test(model, &o, t)) != 0) {
-            if (o.json) printf("\n]\n"); /* keep stdout a valid (partial) JSON array */
-            goto done;
-        }
-        if (o.json) {
-            if (i > 0) printf(",\n");
-            bench_json_obj(&mi, &o, t, o.reps);
-        } else {
-            bench_md_row(&mi, t);
-        }
-        fflush(stdout);
-    }
-    if (o.json) printf("\n]\n");
-    rc = TOOL_EXIT_OK;
+    rc = bench_run_all(model, &o, &mi, tests, n_tests, samples_ns, samples_ts);
 done:
     free(samples_ts);
     free(samples_ns);

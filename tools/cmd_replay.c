@@ -672,101 +672,114 @@ static void rp_cells_describe(const rp_cell *c, char *buf, size_t size) {
     if (w > 0 && (size_t)w < size) snprintf(buf + w, size - (size_t)w, "})");
 }
 
-/* The `cells` step: the multiset of (pos, seq set) must match; the exact
- * order is reported as information. Returns 0 or -1 (malformed). */
-static int rp_cells(rp_run *r, json_t *step, json_t *ref) {
-    int rc = -1;
-    json_t *jp = json_object_get(ref, "pos"), *js = json_object_get(ref, "seqs");
-    int32_t ref_n_cells = 0;
-    if (!rp_get_i32(r, ref, "n_cells", 0, RP_MAX_CELLS, &ref_n_cells)) return -1;
-    if (!json_is_array(jp) || !json_is_array(js) || json_array_size(jp) != json_array_size(js) ||
-        json_array_size(jp) > (size_t)ref_n_cells) {
-        rp_fail(r, "malformed step: 'pos' and 'seqs' must be arrays of equal length <= n_cells");
-        return -1;
-    }
-    const size_t n_ref = json_array_size(jp);
-    rp_cell *theirs = malloc((n_ref ? n_ref : 1) * sizeof *theirs);
-    rp_cell *mine = malloc((size_t)r->n_cells * sizeof *mine);
-    rp_cell *their_order = malloc((n_ref ? n_ref : 1) * sizeof *their_order);
-    json_t *res = NULL;
-    if (!theirs || !mine || !their_order) {
-        rp_fail(r, "out of memory");
-        goto done;
-    }
-    size_t n_theirs = 0;
-    for (size_t i = 0; i < n_ref; i++) {
+/* What one `cells` step found; filled by the rp_cells_* phases. */
+typedef struct rp_cells_cmp {
+    size_t n_ref;      /* their cells listed, empty ones included */
+    size_t n_theirs;   /* their non-empty cells */
+    size_t n_mine;     /* our non-empty cells */
+    int32_t last;      /* our last non-empty cell, -1 when none */
+    bool same_order;   /* our cells [0, last] are theirs, cell by cell */
+    size_t first_diff; /* the first cell that differs, when !same_order */
+    bool same_set;     /* the (pos, seq set) multisets are equal */
+} rp_cells_cmp;
+
+/* Parse their cells: their_order[i] is cell i as listed (an empty cell is
+ * pos -1 with no seqs), theirs[] the non-empty ones (c->n_theirs). Both
+ * hold c->n_ref entries. Returns 0, or -1 on a malformed element (already
+ * reported). O(cells * seqs). */
+static int rp_cells_parse(rp_run *r, json_t *jp, json_t *js, rp_cell *their_order, rp_cell *theirs,
+                          rp_cells_cmp *c) {
+    c->n_theirs = 0;
+    for (size_t i = 0; i < c->n_ref; i++) {
         int32_t pos = 0;
-        if (!rp_get_elem(r, jp, "pos", i, -1, INT32_MAX, &pos)) goto done;
+        if (!rp_get_elem(r, jp, "pos", i, -1, INT32_MAX, &pos)) return -1;
         json_t *sl = json_array_get(js, i);
         if (!json_is_array(sl)) {
             rp_fail(r, "malformed step: seqs[%zu] is not an array", i);
-            goto done;
+            return -1;
         }
         uint64_t mask = 0;
         for (size_t j = 0; j < json_array_size(sl); j++) {
             int32_t s = 0;
-            if (!rp_get_elem(r, sl, "seqs[i]", j, 0, RP_MAX_SEQ - 1, &s)) goto done;
+            if (!rp_get_elem(r, sl, "seqs[i]", j, 0, RP_MAX_SEQ - 1, &s)) return -1;
             mask |= (uint64_t)1 << s;
         }
         their_order[i].pos = pos;
         their_order[i].seqs = mask;
-        if (mask != 0 || pos != -1) theirs[n_theirs++] = their_order[i];
+        if (mask != 0 || pos != -1) theirs[c->n_theirs++] = their_order[i];
     }
+    return 0;
+}
+
+/* Refresh r->view and copy our non-empty cells into mine (c->n_mine, at
+ * most r->n_cells); c->last is the index of the last one. */
+static void rp_cells_ours(rp_run *r, rp_cell *mine, rp_cells_cmp *c) {
     rp_view(r);
-    size_t n_mine = 0;
-    int32_t last = -1; /* our last non-empty cell */
+    c->n_mine = 0;
+    c->last = -1;
     for (int32_t i = 0; i < r->n_cells; i++) {
         if (r->view[i].seq == 0) continue;
-        mine[n_mine].pos = r->view[i].pos;
-        mine[n_mine].seqs = r->view[i].seq;
-        n_mine++;
-        last = i;
+        mine[c->n_mine].pos = r->view[i].pos;
+        mine[c->n_mine].seqs = r->view[i].seq;
+        c->n_mine++;
+        c->last = i;
     }
-    r->st.n_values += 2;
-    if (ref_n_cells != r->n_cells) {
-        rp_fail(r, "n_cells %d, llama.cpp %d", r->n_cells, ref_n_cells);
-    }
-    /* Order (information): our cells [0, last] against theirs. */
-    bool same_order = (size_t)(last + 1) == n_ref;
-    size_t first_diff = 0;
-    for (size_t i = 0; same_order && i < n_ref; i++) {
-        const cs_kv_cell *c = &r->view[i];
-        const int32_t pos = c->seq ? c->pos : -1;
-        if (pos != their_order[i].pos || c->seq != their_order[i].seqs) {
-            same_order = false;
-            first_diff = i;
+}
+
+/* Order (information only): our cells [0, last] against their_order. */
+static void rp_cells_order(const rp_run *r, const rp_cell *their_order, rp_cells_cmp *c) {
+    c->same_order = (size_t)(c->last + 1) == c->n_ref;
+    c->first_diff = 0;
+    for (size_t i = 0; c->same_order && i < c->n_ref; i++) {
+        const cs_kv_cell *v = &r->view[i];
+        const int32_t pos = v->seq ? v->pos : -1;
+        if (pos != their_order[i].pos || v->seq != their_order[i].seqs) {
+            c->same_order = false;
+            c->first_diff = i;
         }
     }
-    qsort(theirs, n_theirs, sizeof *theirs, rp_cell_cmp);
-    qsort(mine, n_mine, sizeof *mine, rp_cell_cmp);
-    bool same_set = n_theirs == n_mine;
+}
+
+/* The check: sort both multisets (O(n log n)) and compare; a difference
+ * fails the step, quoting the first differing cell of each side. */
+static void rp_cells_multiset(rp_run *r, rp_cell *mine, rp_cell *theirs, rp_cells_cmp *c) {
+    qsort(theirs, c->n_theirs, sizeof *theirs, rp_cell_cmp);
+    qsort(mine, c->n_mine, sizeof *mine, rp_cell_cmp);
+    c->same_set = c->n_theirs == c->n_mine;
     size_t k = 0;
-    for (; k < n_mine && k < n_theirs; k++) {
+    for (; k < c->n_mine && k < c->n_theirs; k++) {
         if (rp_cell_cmp(&mine[k], &theirs[k]) != 0) {
-            same_set = false;
+            c->same_set = false;
             break;
         }
     }
-    if (!same_set) {
-        char a[160] = "none", b[160] = "none";
-        if (k < n_mine) rp_cells_describe(&mine[k], a, sizeof a);
-        if (k < n_theirs) rp_cells_describe(&theirs[k], b, sizeof b);
-        rp_fail(r,
-                "cell multisets differ: %zu non-empty cells, llama.cpp %zu; first difference in "
-                "sorted order at %zu: ours %s, llama.cpp %s",
-                n_mine, n_theirs, k, a, b);
+    if (c->same_set) return;
+    char a[160] = "none", b[160] = "none";
+    if (k < c->n_mine) rp_cells_describe(&mine[k], a, sizeof a);
+    if (k < c->n_theirs) rp_cells_describe(&theirs[k], b, sizeof b);
+    rp_fail(r,
+            "cell multisets differ: %zu non-empty cells, llama.cpp %zu; first difference in "
+            "sorted order at %zu: ours %s, llama.cpp %s",
+            c->n_mine, c->n_theirs, k, a, b);
+}
+
+/* The step's line on stdout (unless --quiet). */
+static void rp_cells_print(const rp_run *r, const rp_cells_cmp *c) {
+    if (r->o->quiet) return;
+    printf("  step %4zu cells       %zu non-empty cells: multiset %s, order %s", r->step, c->n_mine,
+           c->same_set ? "equal" : "DIFFERS", c->same_order ? "equal" : "differs");
+    if (!c->same_order && (size_t)(c->last + 1) == c->n_ref) {
+        printf(" (first at cell %zu)", c->first_diff);
+    } else if (!c->same_order) {
+        printf(" (ours spans %d cells, llama.cpp %zu)", c->last + 1, c->n_ref);
     }
-    if (!r->o->quiet) {
-        printf("  step %4zu cells       %zu non-empty cells: multiset %s, order %s", r->step,
-               n_mine, same_set ? "equal" : "DIFFERS", same_order ? "equal" : "differs");
-        if (!same_order && (size_t)(last + 1) == n_ref) {
-            printf(" (first at cell %zu)", first_diff);
-        } else if (!same_order) {
-            printf(" (ours spans %d cells, llama.cpp %zu)", last + 1, n_ref);
-        }
-        printf(" (info)\n");
-    }
-    res = json_object();
+    printf(" (info)\n");
+}
+
+/* The step's result: our n_cells and cells [0, last] in the reference's
+ * shape (pos -1 and no seqs for an empty cell). */
+static json_t *rp_cells_result(const rp_run *r, int32_t last) {
+    json_t *res = json_object();
     json_object_set_new(res, "n_cells", json_integer(r->n_cells));
     json_t *op = json_array(), *os = json_array();
     for (int32_t i = 0; i <= last; i++) {
@@ -780,11 +793,43 @@ static int rp_cells(rp_run *r, json_t *step, json_t *ref) {
     }
     json_object_set_new(res, "pos", op);
     json_object_set_new(res, "seqs", os);
-    rp_set_result(step, res);
-    res = NULL;
+    return res;
+}
+
+/* The `cells` step: the multiset of (pos, seq set) must match; the exact
+ * order is reported as information. Returns 0 or -1 (malformed). */
+static int rp_cells(rp_run *r, json_t *step, json_t *ref) {
+    int rc = -1;
+    json_t *jp = json_object_get(ref, "pos"), *js = json_object_get(ref, "seqs");
+    int32_t ref_n_cells = 0;
+    if (!rp_get_i32(r, ref, "n_cells", 0, RP_MAX_CELLS, &ref_n_cells)) return -1;
+    if (!json_is_array(jp) || !json_is_array(js) || json_array_size(jp) != json_array_size(js) ||
+        json_array_size(jp) > (size_t)ref_n_cells) {
+        rp_fail(r, "malformed step: 'pos' and 'seqs' must be arrays of equal length <= n_cells");
+        return -1;
+    }
+    rp_cells_cmp c;
+    memset(&c, 0, sizeof c);
+    c.n_ref = json_array_size(jp);
+    rp_cell *theirs = malloc((c.n_ref ? c.n_ref : 1) * sizeof *theirs);
+    rp_cell *mine = malloc((size_t)r->n_cells * sizeof *mine);
+    rp_cell *their_order = malloc((c.n_ref ? c.n_ref : 1) * sizeof *their_order);
+    if (!theirs || !mine || !their_order) {
+        rp_fail(r, "out of memory");
+        goto done;
+    }
+    if (rp_cells_parse(r, jp, js, their_order, theirs, &c) != 0) goto done;
+    rp_cells_ours(r, mine, &c);
+    r->st.n_values += 2;
+    if (ref_n_cells != r->n_cells) {
+        rp_fail(r, "n_cells %d, llama.cpp %d", r->n_cells, ref_n_cells);
+    }
+    rp_cells_order(r, their_order, &c);
+    rp_cells_multiset(r, mine, theirs, &c);
+    rp_cells_print(r, &c);
+    rp_set_result(step, rp_cells_result(r, c.last));
     rc = 0;
 done:
-    json_decref(res);
     free(their_order);
     free(mine);
     free(theirs);

@@ -333,6 +333,8 @@ enum {
     SVG_TOP = 48, /* title and cell axis */
     SVG_MARGIN = 10,
     SVG_LEGEND_ROW = 20,
+    SVG_LEGEND_PER_ROW = 5,   /* legend entries per row */
+    SVG_LEGEND_ENTRY_W = 215, /* one legend entry: swatch and text */
 };
 
 /* The legend text of palette colour p: "sequence 3" or "sequences 3, 15,
@@ -362,22 +364,26 @@ static void kvmap_svg_swatch(FILE *f, int x, int y, uint32_t rgb, const char *te
     fputs("</text>\n", f);
 }
 
-static void kvmap_svg_write(const tool_kvmap *m, FILE *f) {
-    /* one legend entry per palette colour in use (sequences s, s+12, ...) */
+/* Legend entry k (0-based, row-major) at the legend's top legend_y. */
+static void kvmap_svg_legend_entry(FILE *f, int legend_y, int k, uint32_t rgb, const char *text) {
+    kvmap_svg_swatch(f, SVG_MARGIN + (k % SVG_LEGEND_PER_ROW) * SVG_LEGEND_ENTRY_W,
+                     legend_y + (k / SVG_LEGEND_PER_ROW) * SVG_LEGEND_ROW, rgb, text);
+}
+
+/* The number of legend entries: one per palette colour in use (sequences
+ * s, s+12, ...), shared and pending when seen, hole and beyond always. */
+static int kvmap_svg_legend_count(const tool_kvmap *m) {
     int n_seq_legend = 0;
     for (int p = 0; p < KVMAP_N_PALETTE; p++) {
         if (kvmap_palette_seqs(m->seq_seen, p, NULL, 0)) n_seq_legend++;
     }
-    const int n_legend = n_seq_legend + 2 + (m->shared_seen ? 1 : 0) + (m->pending_seen ? 1 : 0);
-    const int legend_per_row = 5;
-    const int legend_rows = (n_legend + legend_per_row - 1) / legend_per_row;
-    const int rows_h = m->n_events * (SVG_ROW_H + SVG_ROW_GAP);
-    const int width = SVG_MARGIN * 2 + SVG_LABEL_W + SVG_MAP_W + SVG_STATS_W;
-    const int legend_y = SVG_TOP + rows_h + 10 + (m->n_dropped > 0 ? SVG_LEGEND_ROW : 0);
-    const int height = legend_y + legend_rows * SVG_LEGEND_ROW + SVG_MARGIN;
-    const int x0 = SVG_MARGIN + SVG_LABEL_W;
-    const int32_t size = m->n_events > 0 ? m->events[0].size : 0;
+    return n_seq_legend + 2 + (m->shared_seen ? 1 : 0) + (m->pending_seen ? 1 : 0);
+}
 
+/* The document header, the title and the cell axis (ticks at 0, 1/4, ...,
+ * size; none for an empty cache) with the column headings. */
+static void kvmap_svg_head(FILE *f, int width, int height, int32_t size) {
+    const int x0 = SVG_MARGIN + SVG_LABEL_W;
     fprintf(f,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
@@ -388,7 +394,6 @@ static void kvmap_svg_write(const tool_kvmap *m, FILE *f) {
             "<text x=\"%d\" y=\"18\" font-size=\"14\" font-weight=\"bold\">KV cache cells per "
             "event (%d cells; left = cell 0)</text>\n",
             SVG_MARGIN, (int)size);
-    /* cell axis: ticks at 0, 1/4, ..., size */
     for (int k = 0; k <= 4 && size > 0; k++) {
         const int x = x0 + SVG_MAP_W * k / 4;
         const long cell = (long)size * k / 4;
@@ -405,72 +410,79 @@ static void kvmap_svg_write(const tool_kvmap *m, FILE *f) {
             "<text x=\"%d\" y=\"%d\" font-size=\"10\" font-weight=\"bold\">used / holes / "
             "fragmentation</text>\n",
             x0 + SVG_MAP_W + 12, SVG_TOP - 9);
+}
 
-    for (int32_t ei = 0; ei < m->n_events; ei++) {
-        const kvmap_event *e = &m->events[ei];
-        const int y = SVG_TOP + ei * (SVG_ROW_H + SVG_ROW_GAP);
-        fprintf(f, "<g><title>");
-        kvmap_xml_text(f, e->label);
-        fprintf(f, ": used %d/%d, holes %d, frag %.2f, pending shift %d</title>\n", (int)e->used,
-                (int)e->size, (int)e->holes, (double)e->frag, (int)e->pending);
-        fprintf(f, "<text x=\"%d\" y=\"%d\">%d. ", SVG_MARGIN, y + 13, (int)(ei + 1));
-        /* the label column fits about SVG_LABEL_CHARS characters */
-        char shown[KVMAP_LABEL_MAX];
-        snprintf(shown, sizeof(shown), "%s", e->label);
-        if (strlen(shown) > SVG_LABEL_CHARS) memcpy(shown + SVG_LABEL_CHARS - 3, "...", 4);
-        kvmap_xml_text(f, shown);
-        fputs("</text>\n", f);
-        /* runs of equal columns -> one rect; x in 1/100 px for exact edges */
-        for (int32_t c = 0; c < e->n_cols;) {
-            int32_t c1 = c + 1;
-            while (c1 < e->n_cols && e->cols[c1] == e->cols[c]) c1++;
-            const double xa = x0 + (double)SVG_MAP_W * c / e->n_cols;
-            const double xb = x0 + (double)SVG_MAP_W * c1 / e->n_cols;
-            fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"#%06x\"/>\n",
-                    xa, y, xb - xa, SVG_ROW_H, (unsigned)kvmap_rgb(e->cols[c]));
-            c = c1;
-        }
-        fprintf(f,
-                "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\" "
-                "stroke-width=\"0.5\"/>\n",
-                x0, y, SVG_MAP_W, SVG_ROW_H);
-        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">%d/%d, %d, %.2f%s</text>\n</g>\n",
-                x0 + SVG_MAP_W + 12, y + 13, (int)e->used, (int)e->size, (int)e->holes,
-                (double)e->frag, e->pending > 0 ? ", shift pending" : "");
+/* One event's row (index ei): a tooltip, the numbered label (cut to
+ * SVG_LABEL_CHARS), the cells as one rect per run of equal columns, and
+ * the statistics. Output is O(n_cols). */
+static void kvmap_svg_event(FILE *f, const kvmap_event *e, int32_t ei) {
+    const int x0 = SVG_MARGIN + SVG_LABEL_W;
+    const int y = SVG_TOP + ei * (SVG_ROW_H + SVG_ROW_GAP);
+    fprintf(f, "<g><title>");
+    kvmap_xml_text(f, e->label);
+    fprintf(f, ": used %d/%d, holes %d, frag %.2f, pending shift %d</title>\n", (int)e->used,
+            (int)e->size, (int)e->holes, (double)e->frag, (int)e->pending);
+    fprintf(f, "<text x=\"%d\" y=\"%d\">%d. ", SVG_MARGIN, y + 13, (int)(ei + 1));
+    /* the label column fits about SVG_LABEL_CHARS characters */
+    char shown[KVMAP_LABEL_MAX];
+    snprintf(shown, sizeof(shown), "%s", e->label);
+    if (strlen(shown) > SVG_LABEL_CHARS) memcpy(shown + SVG_LABEL_CHARS - 3, "...", 4);
+    kvmap_xml_text(f, shown);
+    fputs("</text>\n", f);
+    /* runs of equal columns -> one rect; x in 1/100 px for exact edges */
+    for (int32_t c = 0; c < e->n_cols;) {
+        int32_t c1 = c + 1;
+        while (c1 < e->n_cols && e->cols[c1] == e->cols[c]) c1++;
+        const double xa = x0 + (double)SVG_MAP_W * c / e->n_cols;
+        const double xb = x0 + (double)SVG_MAP_W * c1 / e->n_cols;
+        fprintf(f, "<rect x=\"%.2f\" y=\"%d\" width=\"%.2f\" height=\"%d\" fill=\"#%06x\"/>\n", xa,
+                y, xb - xa, SVG_ROW_H, (unsigned)kvmap_rgb(e->cols[c]));
+        c = c1;
     }
-    if (m->n_dropped > 0) {
-        fprintf(f, "<text x=\"%d\" y=\"%d\">(%d later events not drawn)</text>\n", SVG_MARGIN,
-                SVG_TOP + rows_h + 14, (int)m->n_dropped);
-    }
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\" "
+            "stroke-width=\"0.5\"/>\n",
+            x0, y, SVG_MAP_W, SVG_ROW_H);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\">%d/%d, %d, %.2f%s</text>\n</g>\n",
+            x0 + SVG_MAP_W + 12, y + 13, (int)e->used, (int)e->size, (int)e->holes, (double)e->frag,
+            e->pending > 0 ? ", shift pending" : "");
+}
 
-    /* legend */
+/* The legend at legend_y, in kvmap_svg_legend_count's order. */
+static void kvmap_svg_legend(const tool_kvmap *m, FILE *f, int legend_y) {
     int k = 0;
     char text[64];
     for (int p = 0; p < KVMAP_N_PALETTE; p++) {
         if (!kvmap_palette_seqs(m->seq_seen, p, text, sizeof(text))) continue;
-        kvmap_svg_swatch(f, SVG_MARGIN + (k % legend_per_row) * 215,
-                         legend_y + (k / legend_per_row) * SVG_LEGEND_ROW, kvmap_palette[p], text);
-        k++;
+        kvmap_svg_legend_entry(f, legend_y, k++, kvmap_palette[p], text);
     }
-    if (m->shared_seen) {
-        kvmap_svg_swatch(f, SVG_MARGIN + (k % legend_per_row) * 215,
-                         legend_y + (k / legend_per_row) * SVG_LEGEND_ROW, kvmap_shared_rgb,
-                         "shared by several");
-        k++;
+    if (m->shared_seen)
+        kvmap_svg_legend_entry(f, legend_y, k++, kvmap_shared_rgb, "shared by several");
+    if (m->pending_seen)
+        kvmap_svg_legend_entry(f, legend_y, k++, kvmap_darken(kvmap_palette[0]),
+                               "darker: K-shift pending");
+    kvmap_svg_legend_entry(f, legend_y, k++, kvmap_hole_rgb, "hole (below cell_max)");
+    kvmap_svg_legend_entry(f, legend_y, k, kvmap_beyond_rgb, "free beyond cell_max");
+}
+
+/* The whole picture: head, one row per recorded event, a note for dropped
+ * ones, then the legend below. */
+static void kvmap_svg_write(const tool_kvmap *m, FILE *f) {
+    const int n_legend = kvmap_svg_legend_count(m);
+    const int legend_rows = (n_legend + SVG_LEGEND_PER_ROW - 1) / SVG_LEGEND_PER_ROW;
+    const int rows_h = m->n_events * (SVG_ROW_H + SVG_ROW_GAP);
+    const int width = SVG_MARGIN * 2 + SVG_LABEL_W + SVG_MAP_W + SVG_STATS_W;
+    const int legend_y = SVG_TOP + rows_h + 10 + (m->n_dropped > 0 ? SVG_LEGEND_ROW : 0);
+    const int height = legend_y + legend_rows * SVG_LEGEND_ROW + SVG_MARGIN;
+    const int32_t size = m->n_events > 0 ? m->events[0].size : 0;
+
+    kvmap_svg_head(f, width, height, size);
+    for (int32_t ei = 0; ei < m->n_events; ei++) kvmap_svg_event(f, &m->events[ei], ei);
+    if (m->n_dropped > 0) {
+        fprintf(f, "<text x=\"%d\" y=\"%d\">(%d later events not drawn)</text>\n", SVG_MARGIN,
+                SVG_TOP + rows_h + 14, (int)m->n_dropped);
     }
-    if (m->pending_seen) {
-        kvmap_svg_swatch(f, SVG_MARGIN + (k % legend_per_row) * 215,
-                         legend_y + (k / legend_per_row) * SVG_LEGEND_ROW,
-                         kvmap_darken(kvmap_palette[0]), "darker: K-shift pending");
-        k++;
-    }
-    kvmap_svg_swatch(f, SVG_MARGIN + (k % legend_per_row) * 215,
-                     legend_y + (k / legend_per_row) * SVG_LEGEND_ROW, kvmap_hole_rgb,
-                     "hole (below cell_max)");
-    k++;
-    kvmap_svg_swatch(f, SVG_MARGIN + (k % legend_per_row) * 215,
-                     legend_y + (k / legend_per_row) * SVG_LEGEND_ROW, kvmap_beyond_rgb,
-                     "free beyond cell_max");
+    kvmap_svg_legend(m, f, legend_y);
     fputs("</svg>\n", f);
 }
 
