@@ -1057,6 +1057,22 @@ static void test_kv_e2e_d7_lazy_vs_explicit_update(void **state) {
     free(v_each);
 }
 
+/* Decode t0[p] in sequence 0 and t1[p] in sequence 1 at position p, one
+ * pair per decode for p < n, so the two sequences alternate cell by cell
+ * (in a contiguous cache: sequence 0 at even cells, 1 at odd ones). */
+static void decode_interleaved(cs_context *c, const cs_token *t0, const cs_token *t1, int32_t n) {
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(2, 1, &b), CS_OK);
+    for (int32_t p = 0; p < n; p++) {
+        cs_batch_clear(b);
+        const cs_seq s0 = 0, s1 = 1;
+        assert_int_equal(cs_batch_add(b, t0[p], p, &s0, 1, false), CS_OK);
+        assert_int_equal(cs_batch_add(b, t1[p], p, &s1, 1, false), CS_OK);
+        assert_int_equal(cs_decode(c, b), 0);
+    }
+    cs_batch_free(b);
+}
+
 /* D7, second half: "no find_slot while has_shift is pending". Contiguous
  * placement, a fragmented cache (single holes between seq 0's cells), a
  * pending shift of seq 0 and a scheduled defrag. Applied first, the shift
@@ -1074,16 +1090,7 @@ static cs_context *d7c_build(const cs_token *t0, const cs_token *t1, float **k_w
     ctx_opts o = opts(48, 16, 2);
     o.contiguous = true;
     cs_context *c = ctx_new_o(g_tiny, &o);
-    cs_batch *b = NULL;
-    assert_int_equal(cs_batch_new(2, 1, &b), CS_OK);
-    for (int32_t p = 0; p < D7C_PER_SEQ; p++) {
-        cs_batch_clear(b);
-        const cs_seq s0 = 0, s1 = 1;
-        assert_int_equal(cs_batch_add(b, t0[p], p, &s0, 1, false), CS_OK);
-        assert_int_equal(cs_batch_add(b, t1[p], p, &s1, 1, false), CS_OK);
-        assert_int_equal(cs_decode(c, b), 0);
-    }
-    cs_batch_free(b);
+    decode_interleaved(c, t0, t1, D7C_PER_SEQ);
     /* seq 0 at even cells 0, 2, ..., 22 (position p at cell 2p) */
     for (int32_t p = 0; p < D7C_PER_SEQ; p++) {
         assert_int_equal(c->cells.pos[2 * p], p);
@@ -1416,15 +1423,9 @@ static void test_kv_e2e_b11_contiguous_forced_defrag(void **state) {
     o.contiguous = true;
     cs_context *c = ctx_new_o(g_tiny, &o);
     /* interleave: seq 0 and seq 1 alternate in cells [0, 24) */
+    decode_interleaved(c, t0, t1, PER_SEQ);
     cs_batch *b = NULL;
     assert_int_equal(cs_batch_new(16, 1, &b), CS_OK);
-    for (int32_t p = 0; p < PER_SEQ; p++) {
-        cs_batch_clear(b);
-        const cs_seq s0 = 0, s1 = 1;
-        assert_int_equal(cs_batch_add(b, t0[p], p, &s0, 1, false), CS_OK);
-        assert_int_equal(cs_batch_add(b, t1[p], p, &s1, 1, false), CS_OK);
-        assert_int_equal(cs_decode(c, b), 0);
-    }
     assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
     /* 20 free cells, but the longest free run is the 8 at the end (and the
      * freed cells are single holes between seq 0's cells) */
