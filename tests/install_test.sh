@@ -76,6 +76,17 @@ else
     fail "exports" "$(diff "$TMP/declared" "$TMP/exported" | head -n 5 | tr '\n' ' ')"
 fi
 
+# The static archive defines the same global symbols (internal ones are
+# local after the prelink), so it cannot clash with another library's
+# internal names (e.g. ggml's quantize_row_q4_0_ref) in a user's link.
+nm --defined-only --extern-only "$L/libctxshift.a" 2>/dev/null | awk 'NF == 3 {print $3}' |
+    sort >"$TMP/static_globals"
+if [ -s "$TMP/declared" ] && cmp -s "$TMP/static_globals" "$TMP/declared"; then
+    ok "libctxshift.a defines exactly the $(wc -l <"$TMP/declared") CS_API functions globally"
+else
+    fail "static globals" "$(diff "$TMP/declared" "$TMP/static_globals" | head -n 5 | tr '\n' ' ')"
+fi
+
 # ------------------------------------------------------ installed command
 BIN="$P/bin/ctxshift"
 run --version
@@ -153,6 +164,31 @@ if "$CC" -std=c99 -pedantic -Wall -Wextra -Werror -o "$TMP/simple-pc" "$SRC/exam
     check_chat pkg-config "$TMP/chat-pc"
 else
     fail "pkg-config: examples build" "$(head -n 5 "$TMP/err" | tr '\n' ' ')"
+fi
+# A program with its own globals named like ctxshift's internals (and
+# ggml's kernels) links statically against libctxshift.a without a clash.
+cat >"$TMP/clash.c" <<'EOF_C'
+#include <stdio.h>
+#include <string.h>
+#include "ctxshift.h"
+void matmul(void);
+void matmul(void) {}
+int quantize_row_q4_0_ref = 1, mem_malloc = 2, threadpool_new = 3;
+int main(void) {
+    matmul();
+    /* cs_decode(NULL, NULL) pulls in the decode path (forward, matmul) and
+     * must answer CS_ERR_INVALID_ARG */
+    return strcmp(cs_version(), CS_VERSION_STRING) != 0 || cs_decode(NULL, NULL) == CS_OK ||
+           quantize_row_q4_0_ref + mem_malloc + threadpool_new != 6;
+}
+EOF_C
+# shellcheck disable=SC2046 # pkg-config's flags are meant to be split
+if "$CC" -std=c11 -o "$TMP/clash" "$TMP/clash.c" $(pkg-config --cflags ctxshift) "$L/libctxshift.a" \
+    $(pkg-config --static --libs-only-other --libs-only-L ctxshift) -lpcre2-8 -lm -pthread \
+    >"$TMP/out" 2>"$TMP/err" && "$TMP/clash"; then
+    ok "static link next to globals named matmul, quantize_row_q4_0_ref, mem_malloc: no clash"
+else
+    fail "static link clash" "$(head -n 5 "$TMP/err" | tr '\n' ' ')"
 fi
 unset PKG_CONFIG_PATH
 
