@@ -10,7 +10,7 @@
  *
  * The scalar dots follow ggml's generic order (exact integer sums per
  * 32-element block, each scaled and added to one float sum). The AVX2
- * versions (iquants_avx2.c, used by the AVX2 and AVX-512 tables) follow
+ * and AVX-512 versions (iquants_avx2.c, iquants_avx512.c) follow
  * ggml's x86 kernels instead, which llama.cpp runs: integer lanes scaled
  * into eight float accumulators; they differ from the references by float
  * rounding only (tests/test_iquants.c bounds it). */
@@ -72,6 +72,10 @@ void vec_dot_iq4_xs_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
  * only in tables handed out after the CPU check (kernels.c). */
 void vec_dot_iq4_nl_q8_0_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_iq4_xs_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
+/* AVX-512 F+BW versions (iquants_avx512.c), bit-identical to the AVX2 ones;
+ * only in the AVX-512 tables. */
+void vec_dot_iq4_nl_q8_0_avx512(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_iq4_xs_q8_K_avx512(int64_t n, float *s, const void *x, const void *y);
 #endif
 
 #endif /* CS_IQUANTS_H */
