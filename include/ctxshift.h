@@ -84,6 +84,8 @@ enum {
     CS_TYPE_Q4_K = 12,
     CS_TYPE_Q5_K = 13,
     CS_TYPE_Q6_K = 14,
+    CS_TYPE_IQ4_NL = 20,
+    CS_TYPE_IQ4_XS = 23,
     CS_TYPE_BF16 = 30,
 };
 

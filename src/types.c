@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/iquants.h"
 #include "kernels/kquants.h"
 
 /* The type table, as ggml's type_traits. Block layouts as in ggml
@@ -17,8 +18,8 @@
  *     from_float_ref, vec_dot_type, vec_dot_ref, ftype), plus a row for its
  *     vec_dot_type if that is new (act_from_float_ref);
  *  2. its kernels file under src/kernels/ (block struct, reference
- *     dequantizer, quantizer and dot, e.g. quant.c or kquants.c) and their
- *     declarations in kernels.h / kquants.h;
+ *     dequantizer, quantizer and dot, e.g. quant.c, kquants.c or iquants.c)
+ *     and their declarations in kernels.h / kquants.h / iquants.h;
  *  3. include/ctxshift.h: a named CS_TYPE_* constant;
  *  4. optionally, per SIMD kernel table: its vec_dot[type] (and
  *     from_float[] for a new vec_dot_type) and micro-kernels (ukernel[],
@@ -112,10 +113,26 @@ static const type_traits k_traits[CS_TYPE_COUNT] = {
     [17] = LAYOUT("iq2_xs", 256, 74),
     [18] = LAYOUT("iq3_xxs", 256, 98),
     [19] = LAYOUT("iq1_s", 256, 50),
-    [20] = LAYOUT("iq4_nl", 32, 18),
+    [CS_TYPE_IQ4_NL] = {.name = "iq4_nl",
+                        .blck = 32,
+                        .size = 18,
+                        .is_weight = true,
+                        .to_float = dequantize_row_iq4_nl,
+                        .from_float_ref = quantize_row_iq4_nl_ref,
+                        .vec_dot_type = CS_TYPE_Q8_0,
+                        .vec_dot_ref = vec_dot_iq4_nl_q8_0_ref,
+                        .ftype = 25},
     [21] = LAYOUT("iq3_s", 256, 110),
     [22] = LAYOUT("iq2_s", 256, 82),
-    [23] = LAYOUT("iq4_xs", 256, 136),
+    [CS_TYPE_IQ4_XS] = {.name = "iq4_xs",
+                        .blck = 256,
+                        .size = 136,
+                        .is_weight = true,
+                        .to_float = dequantize_row_iq4_xs,
+                        .from_float_ref = quantize_row_iq4_xs_ref,
+                        .vec_dot_type = CS_TYPE_Q8_K,
+                        .vec_dot_ref = vec_dot_iq4_xs_q8_K_ref,
+                        .ftype = 30},
     [24] = LAYOUT("i8", 1, 1),
     [25] = LAYOUT("i16", 1, 2),
     [26] = LAYOUT("i32", 1, 4),

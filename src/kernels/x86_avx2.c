@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "iquants.h"
 #include "kquants.h"
 #include "matmul.h"
 
@@ -537,6 +538,8 @@ static void avx2_init(void) {
     k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_IQ4_NL] = vec_dot_iq4_nl_q8_0_avx2;
+    k->vec_dot[CS_TYPE_IQ4_XS] = vec_dot_iq4_xs_q8_K_avx2;
 
     k->from_float[CS_TYPE_F16] = avx2_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx2_fp32_to_bf16_row;

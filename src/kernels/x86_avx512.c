@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "iquants.h"
 #include "kquants.h"
 #include "matmul.h"
 
@@ -1031,6 +1032,8 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_IQ4_NL] = vec_dot_iq4_nl_q8_0_avx512;
+    k->vec_dot[CS_TYPE_IQ4_XS] = vec_dot_iq4_xs_q8_K_avx512;
 
     k->from_float[CS_TYPE_F16] = avx512_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx512_fp32_to_bf16_row;
