@@ -125,6 +125,8 @@ void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 #if defined(__x86_64__) || defined(__i386__)
 /* AVX2 + FMA versions (kquants_avx2.c); only in tables handed out after
  * the CPU check (kernels.c). */
+void vec_dot_q2_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
