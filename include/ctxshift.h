@@ -480,7 +480,7 @@ CS_API bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
 CS_API cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
 
 /* Quantize the weights of a llama GGUF file into a new file: TYPE one of
- * "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
+ * "f16", "bf16", "q8_0", "q4_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
  * "q5_K_M" (llama.cpp's per-tensor rules). Norms and 1-D tensors stay F32; a
  * tensor whose row length does not fit the type's block keeps a type that fits
  * (as llama.cpp does). Metadata copied, general.file_type set. Streams tensor by
