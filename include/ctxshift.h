@@ -81,6 +81,8 @@ enum {
     CS_TYPE_F16 = 1,
     CS_TYPE_Q4_0 = 2,
     CS_TYPE_Q8_0 = 8,
+    CS_TYPE_Q2_K = 10,
+    CS_TYPE_Q3_K = 11,
     CS_TYPE_Q4_K = 12,
     CS_TYPE_Q5_K = 13,
     CS_TYPE_Q6_K = 14,
@@ -113,7 +115,7 @@ CS_API void cs_log_set(cs_log_fn fn, void *user, int32_t max_level);
 CS_API const char *cs_type_name(int32_t type);
 
 /* Parse the name of a type listed by cs_weight_types ("f32", "f16", "q4_0",
- * "q8_0", "q4_K", "q5_K", "q6_K", "bf16"; case-insensitive). Returns the
+ * "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "bf16"; case-insensitive). Returns the
  * type id, or -1 for any other name (also for types that exist in ggml but
  * that the engine does not compute with). Callers that need a narrower set
  * (KV cache types: f32, f16, q8_0) check the id. */
@@ -480,7 +482,7 @@ CS_API bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
 CS_API cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
 
 /* Quantize the weights of a llama GGUF file into a new file: TYPE one of
- * "f16", "bf16", "q8_0", "q4_0", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
+ * "f16", "bf16", "q8_0", "q4_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
  * "q5_K_M" (llama.cpp's per-tensor rules). Norms and 1-D tensors stay F32; a
  * tensor whose row length does not fit the type's block keeps a type that fits
  * (as llama.cpp does). Metadata copied, general.file_type set. Streams tensor by

@@ -69,7 +69,7 @@ check_rc "tokenize without text exits 2" 2 "error:" -- tokenize
 check_rc "info without file exits 2" 2 "error:" -- info
 check_rc "gen-model without -o exits 2" 2 "error:" -- gen-model
 check_rc "gen-model bad preset exits 2" 2 "error: --preset: 'huge'" -- gen-model -o "$TMP/x.gguf" --preset huge
-check_rc "gen-model bad type exits 2" 2 "error: --type: 'q3_k'" -- gen-model -o "$TMP/x.gguf" --type q3_k
+check_rc "gen-model bad type exits 2" 2 "error: --type: 'q9_k'" -- gen-model -o "$TMP/x.gguf" --type q9_k
 
 # ---------------------------------------------------------------- runtime failures
 check_rc "missing model exits 1 naming the path" 1 "$TMP/no-such-model.gguf" -- \

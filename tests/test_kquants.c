@@ -1,5 +1,5 @@
-/* test_kquants.c: the K-quant formats (Q4_K, Q5_K, Q6_K weights, Q8_K
- * activations): dequantization of hand-built blocks against the documented
+/* test_kquants.c: the K-quant formats (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
+ * weights, Q8_K activations): dequantization of hand-built blocks against the documented
  * layout, quantize -> dequantize error bounds, reference dots against
  * float64 sums, AVX2 dots bit-identical to the reference, matmul against
  * a naive float64 product for 1 and 2 threads, and an end-to-end decode of
@@ -23,6 +23,10 @@
 #define TOL_RT_Q5_K 0.055
 #define TOL_RT_Q6_K 0.03
 #define TOL_RT_Q8_K 0.021
+/* Q2_K / Q3_K on the same data: measured 0.291 / 0.173, bounds leave
+ * about 1.5x margin. */
+#define TOL_RT_Q2_K 0.44
+#define TOL_RT_Q3_K 0.26
 /* Reference dot vs float64 sum of the same dequantized products, relative
  * to sum |w_i * a_i| (float lanes and the final sum round). */
 #define TOL_DOT_REL 1e-5
@@ -48,6 +52,8 @@ static void fill(float *x, int64_t n, uint64_t seed) {
 }
 
 static const int32_t k_types[3] = {CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K};
+/* The 2- and 3-bit K-quants, tested by the *_low tests below. */
+static const int32_t k_low_types[2] = {CS_TYPE_Q2_K, CS_TYPE_Q3_K};
 
 static size_t block_bytes(int32_t type) {
     return (size_t)type_traits_get(type)->size;
@@ -271,6 +277,154 @@ static void test_kquants_simd_bit_identical(void **state) {
 #endif
 }
 
+/* -------------------------------------------------- Q2_K and Q3_K */
+
+/* Q2_K: value = d*(scales[j] & 15)*q - dmin*(scales[j] >> 4) with
+ * j = e/16; Q3_K: value = d*(s[j] - 32)*(q - 4), both packed as kquants.h
+ * documents. */
+static void test_kquants_low_dequantize_handmade(void **state) {
+    (void)state;
+    const float d = 0.5f, dmin = 0.25f; /* exact in f16 */
+    float out[256];
+
+    uint8_t sc[16], mn[16], q2[256];
+    for (int j = 0; j < 16; j++) {
+        sc[j] = (uint8_t)((5 * j + 3) % 16);
+        mn[j] = (uint8_t)(15 - j);
+    }
+    for (int e = 0; e < 256; e++) q2[e] = (uint8_t)((7 * e + 3) % 4);
+    block_q2_K b2;
+    b2.d = fp32_to_fp16(d);
+    b2.dmin = fp32_to_fp16(dmin);
+    for (int j = 0; j < 16; j++) b2.scales[j] = (uint8_t)(sc[j] | (mn[j] << 4));
+    memset(b2.qs, 0, sizeof b2.qs);
+    for (int e = 0; e < 256; e++) {
+        const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+        b2.qs[32 * h + l] |= (uint8_t)(q2[e] << (2 * g));
+    }
+    dequantize_row(CS_TYPE_Q2_K, &b2, out, 256);
+    for (int e = 0; e < 256; e++) {
+        double want = (double)d * sc[e / 16] * q2[e] - (double)dmin * mn[e / 16];
+        assert_true(fabs((double)out[e] - want) <= 1e-6 * (1 + fabs(want)));
+    }
+
+    uint8_t s3[16], q3[256];
+    for (int j = 0; j < 16; j++) s3[j] = (uint8_t)((11 * j + 5) % 64);
+    for (int e = 0; e < 256; e++) q3[e] = (uint8_t)((5 * e + 1) % 8);
+    block_q3_K b3;
+    b3.d = fp32_to_fp16(d);
+    memset(b3.hmask, 0, sizeof b3.hmask);
+    memset(b3.qs, 0, sizeof b3.qs);
+    memset(b3.scales, 0, sizeof b3.scales);
+    for (int e = 0; e < 256; e++) {
+        const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+        b3.qs[32 * h + l] |= (uint8_t)((q3[e] & 3) << (2 * g));
+        if (q3[e] & 4) b3.hmask[e % 32] |= (uint8_t)(1u << (e / 32));
+    }
+    for (int j = 0; j < 16; j++) {
+        if (j < 8)
+            b3.scales[j] |= (uint8_t)(s3[j] & 15);
+        else
+            b3.scales[j - 8] |= (uint8_t)((s3[j] & 15) << 4);
+        b3.scales[8 + j % 4] |= (uint8_t)((s3[j] >> 4) << (2 * (j / 4)));
+    }
+    dequantize_row(CS_TYPE_Q3_K, &b3, out, 256);
+    for (int e = 0; e < 256; e++) {
+        double want = (double)d * (s3[e / 16] - 32) * (q3[e] - 4);
+        assert_true(fabs((double)out[e] - want) <= 1e-6 * (1 + fabs(want)));
+    }
+}
+
+static void test_kquants_low_roundtrip_error(void **state) {
+    (void)state;
+    enum { N = 256 * 16 };
+    static float x[N], y[N];
+    static uint8_t buf[N / 256 * 110];
+    const double tol[2] = {TOL_RT_Q2_K, TOL_RT_Q3_K};
+    fill(x, N, 7);
+    for (int t = 0; t < 2; t++) {
+        quantize_row(k_low_types[t], x, buf, N);
+        dequantize_row(k_low_types[t], buf, y, N);
+        double e = rel_rms(x, y, N);
+        print_message("%s: relative RMS error %.4f\n", cs_type_name(k_low_types[t]), e);
+        assert_true(e <= tol[t]);
+        assert_true(e > 0);
+    }
+    /* all-zero input: zero blocks */
+    memset(x, 0, 256 * sizeof(float));
+    for (int t = 0; t < 2; t++) {
+        quantize_row(k_low_types[t], x, buf, 256);
+        dequantize_row(k_low_types[t], buf, y, 256);
+        for (int i = 0; i < 256; i++) assert_true(y[i] == 0.0f);
+    }
+}
+
+static void test_kquants_low_vec_dot_vs_double(void **state) {
+    (void)state;
+    enum { N = 256 * 8 };
+    static float xw[N], xa[N];
+    static uint8_t w[N / 256 * 110];
+    static block_q8_K a[N / 256];
+    for (int rep = 0; rep < 8; rep++) {
+        fill(xw, N, 100 + (uint64_t)rep);
+        fill(xa, N, 200 + (uint64_t)rep);
+        quantize_row_q8_K_ref(xa, a, N);
+        for (int t = 0; t < 2; t++) {
+            quantize_row(k_low_types[t], xw, w, N);
+            float s = 0;
+            ref_fn(k_low_types[t])(N, &s, w, a);
+            double sa, want = ref_dot64(k_low_types[t], w, a, N, &sa);
+            assert_true(fabs((double)s - want) <= TOL_DOT_REL * sa);
+        }
+    }
+}
+
+/* The SIMD tables' Q2_K / Q3_K dots (AVX2; the AVX-512 tables use the same
+ * functions) against the reference, bit for bit, on quantized data,
+ * saturated activations, top-of-range weights and random block bytes. */
+static void test_kquants_low_simd_bit_identical(void **state) {
+    (void)state;
+#if defined(__x86_64__) || defined(__i386__)
+    const kernels_table *best = kernels_best();
+    if (best == kernels_ref()) test_skip(CS_SKIP_CPU, "no SIMD kernels for this CPU");
+    enum { N = 256 * 4 };
+    static float xw[N], xa[N];
+    static uint8_t w[N / 256 * 110];
+    static block_q8_K a[N / 256];
+    for (int rep = 0; rep < 64; rep++) {
+        fill(xw, N, 500 + (uint64_t)rep);
+        fill(xa, N, 600 + (uint64_t)rep);
+        if (rep % 8 == 1)
+            for (int i = 0; i < N; i++) xa[i] = (i % 3) ? 1.0f : -1.0f;
+        if (rep % 8 == 2)
+            for (int i = 0; i < N; i++) xw[i] = (i % 2) ? 100.0f : -100.0f;
+        quantize_row_q8_K_ref(xa, a, N);
+        for (int t = 0; t < 2; t++) {
+            const int32_t type = k_low_types[t];
+            const size_t bb = block_bytes(type);
+            quantize_row(type, xw, w, N);
+            if (rep % 8 == 3) { /* random bytes, finite f16 scales (the last 4 / 2 bytes) */
+                for (size_t i = 0; i < (N / 256) * bb; i++) {
+                    g_rng = g_rng * 6364136223846793005ULL + 1;
+                    w[i] = (uint8_t)(g_rng >> 56);
+                }
+                for (int b = 0; b < N / 256; b++) {
+                    uint16_t h = fp32_to_fp16(0.01f * (float)(b + 1));
+                    memcpy(w + (size_t)b * bb + bb - 2, &h, 2);
+                    if (type == CS_TYPE_Q2_K) memcpy(w + (size_t)b * bb + bb - 4, &h, 2);
+                }
+            }
+            float s_ref = 0, s_simd = 0;
+            ref_fn(type)(N, &s_ref, w, a);
+            best->vec_dot[type](N, &s_simd, w, a);
+            assert_memory_equal(&s_ref, &s_simd, sizeof(float));
+        }
+    }
+#else
+    test_skip(CS_SKIP_CPU, "no x86 SIMD kernels on this architecture");
+#endif
+}
+
 /* --------------------------------------------------------- matmul */
 
 static void check_matmul(const kernels_table *k, int32_t type, int64_t N, int64_t K, int64_t T) {
@@ -303,6 +457,16 @@ static void check_matmul(const kernels_table *k, int32_t type, int64_t N, int64_
     free(xw), free(X), free(Y), free(Y2), free(wf), free(W), free(a), free(scratch);
 }
 
+static void test_kquants_low_matmul_vs_naive(void **state) {
+    (void)state;
+    const kernels_table *tables[2] = {kernels_ref(), kernels_best()};
+    for (int ti = 0; ti < 2; ti++)
+        for (int t = 0; t < 2; t++) {
+            check_matmul(tables[ti], k_low_types[t], 37, 512, 1);
+            check_matmul(tables[ti], k_low_types[t], 19, 256, 5);
+        }
+}
+
 static void test_kquants_matmul_vs_naive(void **state) {
     (void)state;
     const kernels_table *tables[2] = {kernels_ref(), kernels_best()};
@@ -315,76 +479,91 @@ static void test_kquants_matmul_vs_naive(void **state) {
 
 /* ------------------------------------------------------ end to end */
 
+/* A generated model of weight type `type` (n_embd 256, so every 2-D
+ * tensor has whole 256-element blocks) decoded by the engine against the
+ * float64 oracle over the same dequantized weights: max |engine - oracle|
+ * <= tol * max |logit|. */
+static void check_end_to_end(int32_t type, uint64_t seed, double tol) {
+    cs_gen_model_params p;
+    memset(&p, 0, sizeof p);
+    assert_true(cs_gen_model_preset("tiny", &p));
+    p.vocab_path = test_bundled_model();
+    p.n_embd = 256;
+    p.n_ff = 512;
+    p.n_layer = 2;
+    p.n_head = 4;
+    p.n_head_kv = 2;
+    p.type = type;
+    p.seed = seed;
+    char path[4096];
+    test_tmp_path("kq.gguf", path, sizeof path);
+    assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
+
+    cs_model_params mp = cs_model_default_params();
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
+    char desc[64]; /* "llama 1.2M q2_K": the weights really are of the type */
+    cs_model_desc(m, desc, sizeof desc);
+    assert_non_null(strstr(desc, cs_type_name(type)));
+    ref_model *rm = NULL;
+    assert_int_equal(ref_model_load(path, &rm), CS_OK);
+    const int32_t nv = cs_model_n_vocab(m);
+    assert_int_equal(nv, ref_model_n_vocab(rm));
+
+    enum { NT = 6 };
+    cs_token toks[NT];
+    g_rng = 99;
+    for (int i = 0; i < NT; i++) {
+        g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        toks[i] = (cs_token)((g_rng >> 33) % (uint64_t)nv);
+    }
+    double *ref = malloc((size_t)NT * (size_t)nv * sizeof(double));
+    assert_non_null(ref);
+    assert_int_equal(ref_forward(rm, toks, NT, ref), CS_OK);
+
+    cs_context_params cp = cs_context_default_params();
+    cp.n_ctx = 32;
+    cp.n_batch = 16;
+    cp.n_threads = 2;
+    cs_context *c = NULL;
+    assert_int_equal(cs_context_new(m, &cp, &c), CS_OK);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(NT, 1, &b), CS_OK);
+    cs_seq seq = 0;
+    for (int i = 0; i < NT; i++)
+        assert_int_equal(cs_batch_add(b, toks[i], i, &seq, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    double max_diff = 0, max_ref = 0;
+    for (int i = 0; i < NT; i++) {
+        const float *lg = cs_get_logits_ith(c, i);
+        assert_non_null(lg);
+        for (int32_t v = 0; v < nv; v++) {
+            double r = ref[(size_t)i * (size_t)nv + (size_t)v];
+            max_diff = fmax(max_diff, fabs((double)lg[v] - r));
+            max_ref = fmax(max_ref, fabs(r));
+        }
+    }
+    print_message("%s: max |engine - oracle| / max |logit| = %.3g\n", cs_type_name(type),
+                  max_diff / max_ref);
+    assert_true(max_ref > 0);
+    assert_true(max_diff <= tol * max_ref);
+    cs_batch_free(b);
+    cs_context_free(c);
+    free(ref);
+    ref_model_free(rm);
+    cs_model_free(m);
+    unlink(path);
+}
+
 static void test_kquants_end_to_end(void **state) {
     (void)state;
-    for (int t = 0; t < 3; t++) {
-        cs_gen_model_params p;
-        memset(&p, 0, sizeof p);
-        assert_true(cs_gen_model_preset("tiny", &p));
-        p.vocab_path = test_bundled_model();
-        p.n_embd = 256;
-        p.n_ff = 512;
-        p.n_layer = 2;
-        p.n_head = 4;
-        p.n_head_kv = 2;
-        p.type = k_types[t];
-        p.seed = 5 + (uint64_t)t;
-        char path[4096];
-        test_tmp_path("kq.gguf", path, sizeof path);
-        assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
+    for (int t = 0; t < 3; t++) check_end_to_end(k_types[t], 5 + (uint64_t)t, TOL_E2E_REL);
+}
 
-        cs_model_params mp = cs_model_default_params();
-        cs_model *m = NULL;
-        assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
-        ref_model *rm = NULL;
-        assert_int_equal(ref_model_load(path, &rm), CS_OK);
-        const int32_t nv = cs_model_n_vocab(m);
-        assert_int_equal(nv, ref_model_n_vocab(rm));
-
-        enum { NT = 6 };
-        cs_token toks[NT];
-        g_rng = 99;
-        for (int i = 0; i < NT; i++) {
-            g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
-            toks[i] = (cs_token)((g_rng >> 33) % (uint64_t)nv);
-        }
-        double *ref = malloc((size_t)NT * (size_t)nv * sizeof(double));
-        assert_non_null(ref);
-        assert_int_equal(ref_forward(rm, toks, NT, ref), CS_OK);
-
-        cs_context_params cp = cs_context_default_params();
-        cp.n_ctx = 32;
-        cp.n_batch = 16;
-        cp.n_threads = 2;
-        cs_context *c = NULL;
-        assert_int_equal(cs_context_new(m, &cp, &c), CS_OK);
-        cs_batch *b = NULL;
-        assert_int_equal(cs_batch_new(NT, 1, &b), CS_OK);
-        cs_seq seq = 0;
-        for (int i = 0; i < NT; i++)
-            assert_int_equal(cs_batch_add(b, toks[i], i, &seq, 1, true), CS_OK);
-        assert_int_equal(cs_decode(c, b), 0);
-        double max_diff = 0, max_ref = 0;
-        for (int i = 0; i < NT; i++) {
-            const float *lg = cs_get_logits_ith(c, i);
-            assert_non_null(lg);
-            for (int32_t v = 0; v < nv; v++) {
-                double r = ref[(size_t)i * (size_t)nv + (size_t)v];
-                max_diff = fmax(max_diff, fabs((double)lg[v] - r));
-                max_ref = fmax(max_ref, fabs(r));
-            }
-        }
-        print_message("%s: max |engine - oracle| / max |logit| = %.3g\n", cs_type_name(k_types[t]),
-                      max_diff / max_ref);
-        assert_true(max_ref > 0);
-        assert_true(max_diff <= TOL_E2E_REL * max_ref);
-        cs_batch_free(b);
-        cs_context_free(c);
-        free(ref);
-        ref_model_free(rm);
-        cs_model_free(m);
-        unlink(path);
-    }
+/* Q2_K / Q3_K files load (general.file_type, tensor sizes) and decode. */
+static void test_kquants_low_end_to_end(void **state) {
+    (void)state;
+    for (int t = 0; t < 2; t++) check_end_to_end(k_low_types[t], 8 + (uint64_t)t, TOL_E2E_REL);
 }
 
 int main(void) {
@@ -395,6 +574,12 @@ int main(void) {
         cmocka_unit_test(test_kquants_simd_bit_identical),
         cmocka_unit_test(test_kquants_matmul_vs_naive),
         cmocka_unit_test(test_kquants_end_to_end),
+        cmocka_unit_test(test_kquants_low_dequantize_handmade),
+        cmocka_unit_test(test_kquants_low_roundtrip_error),
+        cmocka_unit_test(test_kquants_low_vec_dot_vs_double),
+        cmocka_unit_test(test_kquants_low_simd_bit_identical),
+        cmocka_unit_test(test_kquants_low_matmul_vs_naive),
+        cmocka_unit_test(test_kquants_low_end_to_end),
     };
     return test_run(tests, NULL, NULL);
 }

@@ -1,8 +1,10 @@
-/* kquants.c: scalar reference codecs and dot products for Q4_K, Q5_K,
- * Q6_K weights and Q8_K activations (see kquants.h for the numerics).
+/* kquants.c: scalar reference codecs and dot products for Q2_K, Q3_K,
+ * Q4_K, Q5_K, Q6_K weights and Q8_K activations (see kquants.h for the
+ * numerics).
  *
  * The quantizers reproduce ggml's reference quantizers step for step
- * (make_qkx2_quants for Q4_K/Q5_K, make_qx_quants for Q6_K, float
+ * (make_qkx2_quants for Q2_K/Q4_K/Q5_K, make_q3_quants for Q3_K,
+ * make_qx_quants for Q6_K, float
  * arithmetic in the same order), so a file written here matches one written
  * by llama-quantize without an importance matrix, up to compilers that
  * contract a*b+c into an FMA (ggml's default gnu11 build may; this project
@@ -43,10 +45,12 @@ static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
 }
 
 /* Fit x ~ scale*L + min with L in 0..nmax, min <= 0, minimizing the
- * weighted squared error over nstep+1 trial scales (ggml's
- * make_qkx2_quants with use_mad = false). Returns scale; *the_min = -min. */
+ * weighted squared error (use_mad: the weighted absolute error) over
+ * nstep+1 trial scales (ggml's make_qkx2_quants). Returns scale;
+ * *the_min = -min. */
 static float make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-                              float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep) {
+                              float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                              bool use_mad) {
     float min = x[0], max = x[0];
     float sum_w = weights[0];
     float sum_x = sum_w * x[0];
@@ -70,7 +74,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
         int l = nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)imax(0, imin(nmax, l));
         float diff = scale * (float)L[i] + min - x[i];
-        diff = diff * diff;
+        diff = use_mad ? fabsf(diff) : diff * diff;
         best_error += weights[i] * diff;
     }
     if (nstep < 1) {
@@ -100,7 +104,7 @@ static float make_qkx2_quants(int n, int nmax, const float *x, const float *weig
             float cur_error = 0;
             for (int i = 0; i < n; ++i) {
                 float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                diff = diff * diff;
+                diff = use_mad ? fabsf(diff) : diff * diff;
                 cur_error += weights[i] * diff;
             }
             if (cur_error < best_error) {
@@ -165,6 +169,77 @@ static float make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
     return scale;
 }
 
+/* Symmetric fit x ~ scale*L, L in -nmax..nmax-1, weights x^2: start from
+ * the max-abs scale, then up to 5 sweeps that move single levels while the
+ * weighted fit improves (ggml's make_q3_quants with do_rmse). L receives
+ * L + nmax (0..2*nmax-1). */
+static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < GROUP_MAX_EPS) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        return 0.0f;
+    }
+    const float iscale = -(float)nmax / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = nearest_int(iscale * x[i]);
+        l = imax(-nmax, imin(nmax - 1, l));
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        int n_changed = 0;
+        for (int i = 0; i < n; ++i) {
+            float w = x[i] * x[i];
+            float slx = sumlx - w * x[i] * (float)L[i];
+            if (slx > 0) {
+                float sl2 = suml2 - w * (float)L[i] * (float)L[i];
+                int new_l = nearest_int(x[i] * sl2 / slx);
+                new_l = imax(-nmax, imin(nmax - 1, new_l));
+                if (new_l != L[i]) {
+                    slx += w * x[i] * (float)new_l;
+                    sl2 += w * (float)new_l * (float)new_l;
+                    if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (int8_t)new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++n_changed;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < n; ++i) L[i] = (int8_t)(L[i] + nmax);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* The 2-bit levels of a Q2_K / Q3_K super-block (L[e] in 0..3) into qs:
+ * element 128h + 32g + l at bits 2g of qs[32h + l]. */
+static void pack_2bit(const uint8_t *L, uint8_t *qs) {
+    for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 32; ++l) {
+            const uint8_t *v = L + 128 * h + l;
+            qs[32 * h + l] = (uint8_t)(v[0] | (v[32] << 2) | (v[64] << 4) | (v[96] << 6));
+        }
+}
+
+/* 6-bit scale j (0..15) of a Q3_K block, minus 32. */
+static int q3_K_scale(const uint8_t *sc, int j) {
+    const int lo = j < 8 ? sc[j] & 0xF : sc[j - 8] >> 4;
+    const int hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
 /* Shared by Q4_K (nmax 15) and Q5_K (nmax 31): per-sub-block scale/min
  * fit, 6-bit quantization of scales and mins, then requantization of the
  * values against the stored scales. L receives 256 levels. */
@@ -179,7 +254,7 @@ static void quantize_k_super(const float *x, int nmax, float rmin, float rdelta,
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
         scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                     rmin, rdelta, nstep);
+                                     rmin, rdelta, nstep, false);
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -214,6 +289,109 @@ static void quantize_k_super(const float *x, int nmax, float rmin, float rdelta,
             int l = nearest_int((x[32 * j + ii] + dm) / d);
             L[32 * j + ii] = (uint8_t)imax(0, imin(nmax, l));
         }
+    }
+}
+
+void quantize_row_q2_K_ref(const float *x, void *vy, int64_t n) {
+    block_q2_K *y = vy;
+    const int64_t nb = n / CS_QK_K;
+    uint8_t L[CS_QK_K], Laux[16];
+    float weights[16], mins[16], scales[16];
+    for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
+        float max_scale = 0, max_min = 0;
+        for (int j = 0; j < 16; ++j) {
+            for (int l = 0; l < 16; ++l) weights[l] = fabsf(x[16 * j + l]);
+            scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
+                                         -0.5f, 0.1f, 15, true);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        /* 4-bit scales and mins against the largest of each */
+        if (max_scale > 0) {
+            const float iscale = 15.f / max_scale;
+            for (int j = 0; j < 16; ++j) y[i].scales[j] = (uint8_t)nearest_int(iscale * scales[j]);
+            y[i].d = fp32_to_fp16(max_scale / 15.f);
+        } else {
+            memset(y[i].scales, 0, 16);
+            y[i].d = fp32_to_fp16(0.f);
+        }
+        if (max_min > 0) {
+            const float iscale = 15.f / max_min;
+            for (int j = 0; j < 16; ++j)
+                y[i].scales[j] |= (uint8_t)((unsigned)nearest_int(iscale * mins[j]) << 4);
+            y[i].dmin = fp32_to_fp16(max_min / 15.f);
+        } else {
+            y[i].dmin = fp32_to_fp16(0.f);
+        }
+        /* requantize against the stored scales */
+        const float dd = fp16_to_fp32(y[i].d), dm_all = fp16_to_fp32(y[i].dmin);
+        for (int j = 0; j < 16; ++j) {
+            const float d = dd * (float)(y[i].scales[j] & 0xF);
+            if (d == 0.0f) continue;
+            const float dm = dm_all * (float)(y[i].scales[j] >> 4);
+            for (int ii = 0; ii < 16; ++ii) {
+                int l = nearest_int((x[16 * j + ii] + dm) / d);
+                L[16 * j + ii] = (uint8_t)imax(0, imin(3, l));
+            }
+        }
+        pack_2bit(L, y[i].qs);
+    }
+}
+
+void quantize_row_q3_K_ref(const float *x, void *vy, int64_t n) {
+    block_q3_K *y = vy;
+    const int64_t nb = n / CS_QK_K;
+    int8_t L[CS_QK_K];
+    float scales[16];
+    for (int64_t i = 0; i < nb; i++, x += CS_QK_K) {
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < 16; ++j) {
+            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+            const float a = fabsf(scales[j]);
+            if (a > amax) {
+                amax = a;
+                max_scale = scales[j];
+            }
+        }
+        memset(y[i].scales, 0, 12);
+        if (max_scale != 0.0f) {
+            /* 6-bit signed scales against the largest, stored + 32 */
+            const float iscale = -32.f / max_scale;
+            for (int j = 0; j < 16; ++j) {
+                /* ggml narrows nearest_int to int8_t before clamping */
+                int8_t l8 = (int8_t)nearest_int(iscale * scales[j]);
+                const int l = imax(-32, imin(31, l8)) + 32;
+                if (j < 8)
+                    y[i].scales[j] = (uint8_t)(l & 0xF);
+                else
+                    y[i].scales[j - 8] |= (uint8_t)((l & 0xF) << 4);
+                y[i].scales[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+            }
+            y[i].d = fp32_to_fp16(1 / iscale);
+        } else {
+            y[i].d = fp32_to_fp16(0.f);
+        }
+        const float dd = fp16_to_fp32(y[i].d);
+        for (int j = 0; j < 16; ++j) {
+            const float d = dd * (float)q3_K_scale(y[i].scales, j);
+            if (d == 0.0f) continue;
+            for (int ii = 0; ii < 16; ++ii) {
+                int l = nearest_int(x[16 * j + ii] / d);
+                L[16 * j + ii] = (int8_t)(imax(-4, imin(3, l)) + 4);
+            }
+        }
+        /* high bit of element e at bit e/32 of hmask[e % 32], low 2 bits in qs */
+        uint8_t low[CS_QK_K];
+        memset(y[i].hmask, 0, sizeof y[i].hmask);
+        for (int e = 0; e < CS_QK_K; ++e) {
+            int l = L[e];
+            if (l > 3) {
+                y[i].hmask[e % 32] |= (uint8_t)(1u << (e / 32));
+                l -= 4;
+            }
+            low[e] = (uint8_t)l;
+        }
+        pack_2bit(low, y[i].qs);
     }
 }
 
@@ -301,6 +479,49 @@ void quantize_row_q6_K_ref(const float *x, void *vy, int64_t n) {
                 ql[l + 32] = (uint8_t)(q2 | (q4 << 4));
                 qh[l] = (uint8_t)((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) |
                                   ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
+void dequantize_row_q2_K(const void *vx, float *y, int64_t n) {
+    const block_q2_K *x = vx;
+    const int64_t nb = n / CS_QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = fp16_to_fp32(x[i].d), min = fp16_to_fp32(x[i].dmin);
+        const uint8_t *sc = x[i].scales;
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t *q = x[i].qs + 32 * h;
+            for (int g = 0; g < 4; ++g) {
+                for (int half = 0; half < 2; ++half, ++sc) {
+                    const float dl = d * (float)(*sc & 0xF), ml = min * (float)(*sc >> 4);
+                    for (int l = 0; l < 16; ++l)
+                        *y++ = dl * (float)((q[16 * half + l] >> (2 * g)) & 3) - ml;
+                }
+            }
+        }
+    }
+}
+
+void dequantize_row_q3_K(const void *vx, float *y, int64_t n) {
+    const block_q3_K *x = vx;
+    const int64_t nb = n / CS_QK_K;
+    for (int64_t i = 0; i < nb; i++) {
+        const float d_all = fp16_to_fp32(x[i].d);
+        const uint8_t *hm = x[i].hmask;
+        int j = 0;
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t *q = x[i].qs + 32 * h;
+            for (int g = 0; g < 4; ++g) {
+                const int bit = 4 * h + g;
+                for (int half = 0; half < 2; ++half, ++j) {
+                    const float dl = d_all * (float)q3_K_scale(x[i].scales, j);
+                    for (int l = 0; l < 16; ++l) {
+                        const int b = 16 * half + l;
+                        const int v = ((q[b] >> (2 * g)) & 3) - ((hm[b] >> bit) & 1 ? 0 : 4);
+                        *y++ = dl * (float)v;
+                    }
+                }
             }
         }
     }
@@ -464,6 +685,61 @@ static float dot_k4(int64_t n, const void *vx, size_t stride, bool q5, const blo
     }
     if (q5) return hsum8(acc) + summs;
     return hsum8(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]));
+}
+
+/* Q2_K / Q3_K super-block integer lanes: lane[b/4] += scale * q * a over
+ * element 128h + 32g + b, scale sc[8h + 2g + b/16]; q3: hmask given, q is
+ * the 2-bit level minus 4 where the element's high bit is clear. */
+static void lanes_k2(const uint8_t *qs, const uint8_t *hmask, const int *sc, const int8_t *q8,
+                     int32_t *lane) {
+    for (int k = 0; k < 8; k++) lane[k] = 0;
+    for (int h = 0; h < 2; h++)
+        for (int g = 0; g < 4; g++) {
+            const int8_t *a = q8 + 128 * h + 32 * g;
+            for (int b = 0; b < 32; b++) {
+                int q = (qs[32 * h + b] >> (2 * g)) & 3;
+                if (hmask && !((hmask[b] >> (4 * h + g)) & 1)) q -= 4;
+                lane[b / 4] += sc[8 * h + 2 * g + b / 16] * q * a[b];
+            }
+        }
+}
+
+void vec_dot_q2_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q2_K *x = vx;
+    const block_q8_K *y = vy;
+    const int64_t nb = n / CS_QK_K;
+    float acc[8] = {0};
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = y[i].d * fp16_to_fp32(x[i].d);
+        const float dmin = -y[i].d * fp16_to_fp32(x[i].dmin);
+        int sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = x[i].scales[j] & 0xF;
+        for (int k = 0; k < 8; k++) {
+            const int32_t prod = (x[i].scales[2 * k] >> 4) * y[i].bsums[2 * k] +
+                                 (x[i].scales[2 * k + 1] >> 4) * y[i].bsums[2 * k + 1];
+            acc[k] = fmaf(dmin, (float)prod, acc[k]);
+        }
+        int32_t lane[8];
+        lanes_k2(x[i].qs, NULL, sc, y[i].qs, lane);
+        for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
+    }
+    *s = hsum8(acc);
+}
+
+void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q3_K *x = vx;
+    const block_q8_K *y = vy;
+    const int64_t nb = n / CS_QK_K;
+    float acc[8] = {0};
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = y[i].d * fp16_to_fp32(x[i].d);
+        int sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = q3_K_scale(x[i].scales, j);
+        int32_t lane[8];
+        lanes_k2(x[i].qs, x[i].hmask, sc, y[i].qs, lane);
+        for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
+    }
+    *s = hsum8(acc);
 }
 
 void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y) {

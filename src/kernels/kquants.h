@@ -1,4 +1,4 @@
-/* kquants.h: the K-quant weight formats Q4_K, Q5_K and Q6_K (256-element
+/* kquants.h: the K-quant weight formats Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (256-element
  * super-blocks, as in ggml's ggml-common.h) and the Q8_K activation format
  * they meet in dot products.
  *
@@ -20,9 +20,31 @@
 
 #include "kernels.h"
 
-/* CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K: ggml type ids, in ctxshift.h */
+/* CS_TYPE_Q2_K ... CS_TYPE_Q6_K: ggml type ids, in ctxshift.h */
 
 #define CS_QK_K 256
+
+/* 16 sub-blocks of 16: value = d*(scales[j] & 15)*q - dmin*(scales[j] >> 4),
+ * q in 0..3. For each half h (128 elements), group g < 4 and l < 32: element
+ * 128h + 32g + l is bits 2g..2g+1 of qs[32h + l]; its sub-block is
+ * 8h + 2g + l/16. */
+typedef struct {
+    uint8_t scales[CS_QK_K / 16]; /* low nibble: scale, high nibble: min */
+    uint8_t qs[CS_QK_K / 4];
+    uint16_t d;    /* f16 super-block scale of the scales */
+    uint16_t dmin; /* f16 super-block scale of the mins */
+} block_q2_K;
+
+/* 16 sub-blocks of 16: value = d*(s[j] - 32)*(q - 4), q in 0..7. The low 2
+ * bits of q as in Q2_K's qs; the high bit of element e is bit e/32 of
+ * hmask[e % 32]. The 6-bit s[j]: low nibble in scales[j] (j < 8) or
+ * scales[j-8] >> 4, high 2 bits at bit 2*(j/4) of scales[8 + j%4]. */
+typedef struct {
+    uint8_t hmask[CS_QK_K / 8];
+    uint8_t qs[CS_QK_K / 4];
+    uint8_t scales[12];
+    uint16_t d;
+} block_q3_K;
 
 /* 8 sub-blocks of 32: value = d*sc[j]*q - dmin*m[j], q in 0..15. scales
  * packs 8 six-bit scales and 8 six-bit mins (get_scale_min_k4 layout);
@@ -64,18 +86,24 @@ typedef struct {
     int16_t bsums[CS_QK_K / 16];
 } block_q8_K;
 
+_Static_assert(sizeof(block_q2_K) == 84, "q2_K block layout");
+_Static_assert(sizeof(block_q3_K) == 110, "q3_K block layout");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K block layout");
 _Static_assert(sizeof(block_q5_K) == 176, "q5_K block layout");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K block layout");
 _Static_assert(sizeof(block_q8_K) == 292, "q8_K block layout");
 
 /* ---- codecs; n elements, a multiple of 256. O(n). */
-/* ggml's quantize_row_q{4,5,6}_K_ref (what llama-quantize writes without an
- * importance matrix). Cost: about 20 (q4_K) / 15 (q5_K) / 19 (q6_K) trial
- * passes over each sub-block. */
+/* ggml's quantize_row_q{2,3,4,5,6}_K_ref (what llama-quantize writes
+ * without an importance matrix). Cost: about 16 (q2_K) / up to 6 (q3_K) /
+ * 20 (q4_K) / 15 (q5_K) / 19 (q6_K) trial passes over each sub-block. */
+void quantize_row_q2_K_ref(const float *x, void *y, int64_t n);
+void quantize_row_q3_K_ref(const float *x, void *y, int64_t n);
 void quantize_row_q4_K_ref(const float *x, void *y, int64_t n);
 void quantize_row_q5_K_ref(const float *x, void *y, int64_t n);
 void quantize_row_q6_K_ref(const float *x, void *y, int64_t n);
+void dequantize_row_q2_K(const void *x, float *y, int64_t n);
+void dequantize_row_q3_K(const void *x, float *y, int64_t n);
 void dequantize_row_q4_K(const void *x, float *y, int64_t n);
 void dequantize_row_q5_K(const void *x, float *y, int64_t n);
 void dequantize_row_q6_K(const void *x, float *y, int64_t n);
@@ -83,9 +111,13 @@ void dequantize_row_q6_K(const void *x, float *y, int64_t n);
 void quantize_row_q8_K_ref(const float *x, void *y, int64_t n);
 
 /* ---- dots (type_vec_dot_fn): *s = sum_i w[i] * a[i] over n elements (n/256
- * blocks each), in the order described at the top. x: weight blocks, y:
+ * blocks each), in the order described at the top (Q2_K: ggml adds its mins
+ * term, lane k = m[2k]*bsums[2k] + m[2k+1]*bsums[2k+1] times -dmin, into the
+ * same 8 float lanes with one FMA per super-block, before the scales term). x: weight blocks, y:
  * Q8_K blocks. The type table (types.c) holds the references; the AVX2 and
  * AVX-512 kernel tables (x86_avx2.c, x86_avx512.c) the AVX2 versions. */
+void vec_dot_q2_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q5_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
@@ -93,6 +125,8 @@ void vec_dot_q6_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 #if defined(__x86_64__) || defined(__i386__)
 /* AVX2 + FMA versions (kquants_avx2.c); only in tables handed out after
  * the CPU check (kernels.c). */
+void vec_dot_q2_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
+void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q4_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q5_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *x, const void *y);

@@ -1,4 +1,5 @@
-/* kquants_avx2.c: AVX2 + FMA dot products of Q4_K / Q5_K / Q6_K weights
+/* kquants_avx2.c: AVX2 + FMA dot products of Q2_K / Q3_K / Q4_K / Q5_K /
+ * Q6_K weights
  * with Q8_K activations. Compiled with -mavx2 -mfma -mf16c; entered only
  * through the AVX2 and AVX-512 kernel tables, after a CPU check.
  *
@@ -161,6 +162,88 @@ void vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy)
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scv, p));
             }
         }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum8_ps(acc);
+}
+
+/* Q2_K / Q3_K: the four 2-bit groups of each 32-byte qs chunk against 32
+ * activations each; int16 lanes 0-7 (elements 0-15) take sub-block scale
+ * sc[2m], 8-15 sc[2m+1]. Bounds: a vpmaddubsw pair is at most 2*3*128
+ * (levels) or 2*4*128 (Q3_K's high-bit term), so no int16 saturation and
+ * the difference fits int16; vpmaddwd with |scale| <= 32 stays far inside
+ * int32. */
+CS_INLINE __m256i scale_pair(const int *sc, int m) {
+    return _mm256_setr_m128i(_mm_set1_epi16((short)sc[2 * m]),
+                             _mm_set1_epi16((short)sc[2 * m + 1]));
+}
+
+/* hmask NULL for Q2_K. Q3_K: 4 is subtracted where the element's high bit
+ * (bit 4h+g of hmask[b]) is clear; hb is shifted by one per group, and the
+ * mask keeps bit 0 of each byte, so the 16-bit shifts never leak a bit from
+ * the neighbouring byte into the result (at most 7 shifts). */
+CS_INLINE __m256i lanes_k2(const uint8_t *qs, const uint8_t *hmask, const int *sc,
+                           const int8_t *q8) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i one = _mm256_set1_epi8(1);
+    __m256i hb =
+        hmask ? _mm256_loadu_si256((const __m256i *)(const void *)hmask) : _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * h));
+        for (int g = 0; g < 4; g++) {
+            const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * g), m3);
+            const __m256i a =
+                _mm256_loadu_si256((const __m256i *)(const void *)(q8 + 128 * h + 32 * g));
+            __m256i p = _mm256_maddubs_epi16(q, a);
+            if (hmask) {
+                const __m256i clear = _mm256_andnot_si256(hb, one); /* 1 where the bit is 0 */
+                p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(_mm256_slli_epi16(clear, 2), a));
+                hb = _mm256_srli_epi16(hb, 1);
+            }
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_pair(sc + 8 * h, g), p));
+        }
+    }
+    return sumi;
+}
+
+void vec_dot_q2_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q2_K *x = vx;
+    const block_q8_K *y = vy;
+    const int64_t nb = n / CS_QK_K;
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = y[i].d * fp16_to_fp32(x[i].d);
+        const float dmin = -y[i].d * fp16_to_fp32(x[i].dmin);
+        /* mins: lane k = m[2k]*bsums[2k] + m[2k+1]*bsums[2k+1] */
+        const __m128i packed = _mm_loadu_si128((const __m128i *)(const void *)x[i].scales);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)y[i].bsums);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)),
+                              acc);
+        int sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = x[i].scales[j] & 0xF;
+        const __m256i sumi = lanes_k2(x[i].qs, NULL, sc, y[i].qs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum8_ps(acc);
+}
+
+void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q3_K *x = vx;
+    const block_q8_K *y = vy;
+    const int64_t nb = n / CS_QK_K;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const float d = y[i].d * fp16_to_fp32(x[i].d);
+        const uint8_t *p = x[i].scales;
+        int sc[16];
+        for (int j = 0; j < 16; j++) {
+            const int lo = j < 8 ? p[j] & 0xF : p[j - 8] >> 4;
+            sc[j] = (lo | (((p[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+        }
+        const __m256i sumi = lanes_k2(x[i].qs, x[i].hmask, sc, y[i].qs);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum8_ps(acc);

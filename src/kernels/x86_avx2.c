@@ -535,6 +535,8 @@ static void avx2_init(void) {
     k->vec_dot[CS_TYPE_BF16] = avx2_vec_dot_bf16;
     k->vec_dot[CS_TYPE_Q8_0] = avx2_vec_dot_q8_0_q8_0;
     k->vec_dot[CS_TYPE_Q4_0] = avx2_vec_dot_q4_0_q8_0;
+    k->vec_dot[CS_TYPE_Q2_K] = vec_dot_q2_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q3_K] = vec_dot_q3_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;

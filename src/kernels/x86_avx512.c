@@ -1029,6 +1029,8 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     k->vec_dot[CS_TYPE_BF16] = avx512_vec_dot_bf16;
     k->vec_dot[CS_TYPE_Q8_0] = avx512_vec_dot_q8_0_q8_0;
     k->vec_dot[CS_TYPE_Q4_0] = avx512_vec_dot_q4_0_q8_0;
+    k->vec_dot[CS_TYPE_Q2_K] = vec_dot_q2_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q3_K] = vec_dot_q3_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
