@@ -68,10 +68,12 @@ test-asan: deps
 test-fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-build
 	rm -f $(FUZZ)/ctest-junit.xml
-	cd $(FUZZ) && $(CTEST) -L fuzz
+	cd $(FUZZ) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST) -j $(JOBS) -L "fuzz|unit"
 
 # Every test, twice: Release, then AddressSanitizer + UBSan; the clang build
-# and the fuzz targets; then the skipped tests by name and count. A skip
+# (its unit tests, so clang's code generation meets the bit-exact kernel
+# tests too) and the fuzz targets; then the skipped tests by name and count. A skip
 # fails its test when CI is set or ../shared exists, except one for a missing
 # instruction set (tests/test.h).
 test: test-release test-asan test-fuzz
