@@ -911,6 +911,30 @@ static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
     }
 }
 
+/* Bit-exact with quantize_row_q8_1_ref: as avx512_quantize_row_q8_0, plus
+ * s = f16(d * sum q) (the int32 sum is exact). */
+static void avx512_quantize_row_q8_1(const float *x, void *vy, int64_t n) {
+    block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
+        const float *p = x + b * CS_QK_LEGACY;
+        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m512 mul = _mm512_set1_ps(id);
+        __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(i1));
+    }
+}
+
 /* Bit-exact with quantize_row_q8_K_ref (ggml's quantize_row_q8_K_ref):
  * the scale comes from the first element of largest magnitude (its sign
  * included), values are rounded to nearest even (cvtps2dq in the default
@@ -1146,6 +1170,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     k->from_float[CS_TYPE_F16] = avx512_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx512_fp32_to_bf16_row;
     k->from_float[CS_TYPE_Q8_0] = avx512_quantize_row_q8_0;
+    k->from_float[CS_TYPE_Q8_1] = avx512_quantize_row_q8_1;
     k->from_float[CS_TYPE_Q8_K] = avx512_quantize_row_q8_K;
 
     matmul_ukernel *u = k->ukernel;
