@@ -8,6 +8,7 @@
 #include "kernels/kernels.h"
 #include "kernels/iquants.h"
 #include "kernels/kquants.h"
+#include "kernels/quant_legacy.h"
 
 /* The type table, as ggml's type_traits. Block layouts as in ggml
  * (ggml-common.h) for every id; ids 4, 5, 31-33 and 36-38 were removed
@@ -18,8 +19,9 @@
  *     from_float_ref, vec_dot_type, vec_dot_ref, ftype), plus a row for its
  *     vec_dot_type if that is new (act_from_float_ref);
  *  2. its kernels file under src/kernels/ (block struct, reference
- *     dequantizer, quantizer and dot, e.g. quant.c, kquants.c or iquants.c)
- *     and their declarations in kernels.h / kquants.h / iquants.h;
+ *     dequantizer, quantizer and dot, e.g. quant.c, quant_legacy.c,
+ *     kquants.c or iquants.c) and their declarations in kernels.h /
+ *     quant_legacy.h / kquants.h / iquants.h;
  *  3. include/ctxshift.h: a named CS_TYPE_* constant;
  *  4. optionally, per SIMD kernel table: its vec_dot[type] (and
  *     from_float[] for a new vec_dot_type) and micro-kernels (ukernel[],
@@ -62,9 +64,33 @@ static const type_traits k_traits[CS_TYPE_COUNT] = {
                       .vec_dot_type = CS_TYPE_Q8_0,
                       .vec_dot_ref = vec_dot_q4_0_q8_0_ref,
                       .ftype = 2},
-    [3] = LAYOUT("q4_1", 32, 20),
-    [6] = LAYOUT("q5_0", 32, 22),
-    [7] = LAYOUT("q5_1", 32, 24),
+    [CS_TYPE_Q4_1] = {.name = "q4_1",
+                      .blck = 32,
+                      .size = 20,
+                      .is_weight = true,
+                      .to_float = dequantize_row_q4_1,
+                      .from_float_ref = quantize_row_q4_1_ref,
+                      .vec_dot_type = CS_TYPE_Q8_1,
+                      .vec_dot_ref = vec_dot_q4_1_q8_1_ref,
+                      .ftype = 3},
+    [CS_TYPE_Q5_0] = {.name = "q5_0",
+                      .blck = 32,
+                      .size = 22,
+                      .is_weight = true,
+                      .to_float = dequantize_row_q5_0,
+                      .from_float_ref = quantize_row_q5_0_ref,
+                      .vec_dot_type = CS_TYPE_Q8_0,
+                      .vec_dot_ref = vec_dot_q5_0_q8_0_ref,
+                      .ftype = 8},
+    [CS_TYPE_Q5_1] = {.name = "q5_1",
+                      .blck = 32,
+                      .size = 24,
+                      .is_weight = true,
+                      .to_float = dequantize_row_q5_1,
+                      .from_float_ref = quantize_row_q5_1_ref,
+                      .vec_dot_type = CS_TYPE_Q8_1,
+                      .vec_dot_ref = vec_dot_q5_1_q8_1_ref,
+                      .ftype = 9},
     [CS_TYPE_Q8_0] = {.name = "q8_0",
                       .blck = 32,
                       .size = 34,
@@ -75,7 +101,10 @@ static const type_traits k_traits[CS_TYPE_COUNT] = {
                       .vec_dot_ref = vec_dot_q8_0_q8_0_ref,
                       .act_from_float_ref = quantize_row_q8_0_ref,
                       .ftype = 7},
-    [9] = LAYOUT("q8_1", 32, 36),
+    [CS_TYPE_Q8_1] = {.name = "q8_1",
+                      .blck = 32,
+                      .size = 36,
+                      .act_from_float_ref = quantize_row_q8_1_ref},
     [CS_TYPE_Q2_K] = {.name = "q2_K",
                       .blck = 256,
                       .size = 84,

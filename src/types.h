@@ -12,9 +12,9 @@
 
 #define CS_TYPE_COUNT 40
 
-/* Q8_K: the activation type of the K-quant weights (never a weight or cache
- * type, so not in ctxshift.h). */
-enum { CS_TYPE_Q8_K = 15 };
+/* Q8_K: the activation type of the K-quant weights, Q8_1 that of Q4_1 and
+ * Q5_1 (never weight or cache types, so not in ctxshift.h). */
+enum { CS_TYPE_Q8_1 = 9, CS_TYPE_Q8_K = 15 };
 
 /* Row kernels of the type table and of the kernel tables (kernels.h); n
  * elements, a multiple of the type's block. Rows are untyped so that one
@@ -46,12 +46,12 @@ typedef struct type_traits {
     type_from_float_fn from_float_ref;
     /* The type the activations are converted to before the dot with a
      * weight row (ggml's vec_dot_type): F32 (used as it is), F16, BF16,
-     * Q8_0 or Q8_K. */
+     * Q8_0, Q8_1 or Q8_K. */
     int32_t vec_dot_type;
     /* The scalar dot of a row of this (weight) type with a row of its
      * vec_dot_type: the specification the kernel tables' vec_dot[] match. */
     type_vec_dot_fn vec_dot_ref;
-    /* For a type that is some weight's vec_dot_type (F16, BF16, Q8_0, Q8_K):
+    /* For a type that is some weight's vec_dot_type (F16, BF16, Q8_0, Q8_1, Q8_K):
      * f32 activations to this type, the scalar specification of the kernel
      * tables' from_float[]. Differs from from_float_ref for Q8_0, as in
      * ggml (see quant.c). NULL for F32 (activations are used in place). */

@@ -16,7 +16,7 @@ static void test_api_status_and_types(void **s) {
     assert_int_equal(cs_type_from_name("q4_0"), CS_TYPE_Q4_0);
     assert_int_equal(cs_type_from_name("bf16"), CS_TYPE_BF16);
     assert_int_equal(cs_type_from_name("q4_K"), CS_TYPE_Q4_K); /* every weight type */
-    assert_int_equal(cs_type_from_name("q4_1"), -1);           /* a ggml type, not computed */
+    assert_int_equal(cs_type_from_name("mxfp4"), -1);          /* a ggml type, not computed */
     assert_int_equal(cs_type_from_name("f1"), -1);
     assert_int_equal(cs_type_from_name(""), -1);
     assert_int_equal(cs_type_from_name(NULL), -1);

@@ -143,7 +143,8 @@ static void test_kernels_type_table(void **state) {
         n_rows += tr && tr->is_weight;
     }
     assert_int_equal(n, n_rows);
-    assert_int_equal(n, 12); /* f32 f16 bf16 q4_0 q8_0 q2_K..q6_K iq4_nl iq4_xs */
+    /* f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q2_K..q6_K iq4_nl iq4_xs */
+    assert_int_equal(n, 15);
     for (size_t i = 0; i < N_ALL; i++) {
         const kernels_table *k = kernels_by_name(k_all_names[i]);
         if (!k) continue;
@@ -160,7 +161,7 @@ static void test_kernels_type_table(void **state) {
             assert_non_null(k->from_float[tr->vec_dot_type]);
         }
         /* a type the engine does not compute with has no dot */
-        assert_null(k->vec_dot[3]); /* q4_1 */
+        assert_null(k->vec_dot[39]); /* mxfp4 */
         assert_ptr_equal(k->vec_dot_f32, k->vec_dot[CS_TYPE_F32]);
         assert_ptr_equal(k->vec_dot_f16, k->vec_dot[CS_TYPE_F16]);
         assert_ptr_equal(k->vec_dot_q8_0_q8_0, k->vec_dot[CS_TYPE_Q8_0]);
@@ -179,9 +180,10 @@ static void test_kernels_type_table(void **state) {
  * cs_type_from_name takes exactly those names, in any case. */
 static void test_kernels_weight_types_and_names(void **state) {
     (void)state;
-    const int32_t want[] = {CS_TYPE_F32,  CS_TYPE_F16,    CS_TYPE_Q4_0,   CS_TYPE_Q8_0,
-                            CS_TYPE_Q2_K, CS_TYPE_Q3_K,   CS_TYPE_Q4_K,   CS_TYPE_Q5_K,
-                            CS_TYPE_Q6_K, CS_TYPE_IQ4_NL, CS_TYPE_IQ4_XS, CS_TYPE_BF16};
+    const int32_t want[] = {CS_TYPE_F32,    CS_TYPE_F16,    CS_TYPE_Q4_0, CS_TYPE_Q4_1,
+                            CS_TYPE_Q5_0,   CS_TYPE_Q5_1,   CS_TYPE_Q8_0, CS_TYPE_Q2_K,
+                            CS_TYPE_Q3_K,   CS_TYPE_Q4_K,   CS_TYPE_Q5_K, CS_TYPE_Q6_K,
+                            CS_TYPE_IQ4_NL, CS_TYPE_IQ4_XS, CS_TYPE_BF16};
     const int32_t n_want = (int32_t)(sizeof want / sizeof want[0]);
     assert_int_equal(cs_weight_types(NULL, 0), n_want);
     int32_t got[CS_TYPE_COUNT + 1];
@@ -207,7 +209,8 @@ static void test_kernels_weight_types_and_names(void **state) {
     }
     assert_int_equal(cs_type_from_name("q6_k"), CS_TYPE_Q6_K);
     /* ggml types the engine does not compute with, and non-names */
-    assert_int_equal(cs_type_from_name("q4_1"), -1);
+    assert_int_equal(cs_type_from_name("mxfp4"), -1);
+    assert_int_equal(cs_type_from_name("q8_1"), -1);
     assert_int_equal(cs_type_from_name("q8_K"), -1);
     assert_int_equal(cs_type_from_name("iq2_xxs"), -1);
     assert_int_equal(cs_type_from_name("q4_K_M"), -1);
@@ -215,13 +218,15 @@ static void test_kernels_weight_types_and_names(void **state) {
     assert_int_equal(cs_type_from_name(""), -1);
     assert_int_equal(cs_type_from_name(NULL), -1);
     assert_false(type_is_weight(CS_TYPE_Q8_K));
+    assert_false(type_is_weight(CS_TYPE_Q8_1));
     assert_false(type_is_weight(-1));
     assert_false(type_is_weight(CS_TYPE_COUNT));
 
     /* the list for error texts, and its truncation */
     char buf[128];
     assert_string_equal(type_weight_names(buf, sizeof buf),
-                        "f32, f16, q4_0, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, bf16");
+                        "f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, "
+                        "iq4_nl, iq4_xs, bf16");
     char small[10];
     assert_string_equal(type_weight_names(small, sizeof small), "f32, f16");
 }

@@ -269,10 +269,10 @@ static void test_model_variants(void **s) {
                 "blk.2.ffn_up.weight");
     expect_load(&(variant){.reshape_tensor = "blk.1.attn_k.weight"}, CS_ERR_FORMAT,
                 "blk.1.attn_k.weight");
-    expect_load(&(variant){.retype_tensor = "blk.0.ffn_gate.weight", .type = 6 /* q5_0 */},
+    expect_load(&(variant){.retype_tensor = "blk.0.ffn_gate.weight", .type = 39 /* mxfp4 */},
                 CS_ERR_UNSUPPORTED, "blk.0.ffn_gate.weight");
-    expect_load(&(variant){.retype_tensor = "blk.0.attn_q.weight", .type = 3 /* q4_1 */},
-                CS_ERR_UNSUPPORTED, "q4_1");
+    expect_load(&(variant){.retype_tensor = "blk.0.attn_q.weight", .type = 39 /* mxfp4 */},
+                CS_ERR_UNSUPPORTED, "mxfp4");
     expect_load(&(variant){.retype_tensor = "output_norm.weight", .type = CS_TYPE_F16},
                 CS_ERR_UNSUPPORTED, "output_norm.weight");
     expect_load(&(variant){.add_tensor = "blk.0.attn_q.bias"}, CS_ERR_UNSUPPORTED,

@@ -333,7 +333,7 @@ static void test_quantize_unknown_type(void **state) {
     assert_non_null(strstr(cs_last_error(), "q3_K_XL"));
     assert_int_equal(access(out, F_OK), -1);
     qz_write_marker(out);
-    assert_int_equal(cs_model_quantize(test_bundled_model(), out, "q4_1"), CS_ERR_INVALID_ARG);
+    assert_int_equal(cs_model_quantize(test_bundled_model(), out, "mxfp4"), CS_ERR_INVALID_ARG);
     qz_check_marker(out);
     remove(out);
 }
@@ -351,7 +351,7 @@ static void test_quantize_missing_input(void **state) {
     remove(out);
 }
 
-/* A weight whose type cannot be dequantized (Q5_0, id 6): CS_ERR_UNSUPPORTED
+/* A weight whose type cannot be dequantized (MXFP4, id 39): CS_ERR_UNSUPPORTED
  * naming the tensor; the existing output and no temporary file remain. */
 static void test_quantize_unsupported_source(void **state) {
     (void)state;
@@ -362,11 +362,11 @@ static void test_quantize_unsupported_source(void **state) {
     gguf_writer *w = NULL;
     assert_int_equal(gguf_writer_new(&w), CS_OK);
     assert_int_equal(gguf_writer_set_str(w, "general.architecture", "llama"), CS_OK);
-    enum { Q5_0 = 6, Q5_0_BLOCK_BYTES = 22 };
+    enum { MXFP4 = 39, MXFP4_BLOCK_BYTES = 17 };
     int64_t ne[2] = {32, 2};
-    uint8_t data[2 * Q5_0_BLOCK_BYTES] = {0};
+    uint8_t data[2 * MXFP4_BLOCK_BYTES] = {0};
     assert_int_equal(
-        gguf_writer_add_tensor(w, "blk.0.attn_q.weight", Q5_0, 2, ne, data, sizeof data), CS_OK);
+        gguf_writer_add_tensor(w, "blk.0.attn_q.weight", MXFP4, 2, ne, data, sizeof data), CS_OK);
     assert_int_equal(gguf_writer_write_file(w, in), CS_OK);
     gguf_writer_free(w);
     qz_write_marker(out);

@@ -1,6 +1,7 @@
 /* kernels.h: the kernel table. Every kernel has a scalar reference (the
  * executable specification, compiled forever): the per-type ones are the
- * type table's entries (types.c, implemented in quant.c, kquants.c, ref.c),
+ * type table's entries (types.c, implemented in quant.c, quant_legacy.c,
+ * kquants.c, ref.c),
  * the others ref.c's. SIMD versions (x86_avx2.c, x86_avx512.c) with the
  * same signatures fill the tables chosen once at start-up by cpuid
  * (kernels.c). Each SIMD kernel is tested against the reference with a
@@ -8,8 +9,8 @@
  *
  * Numerics follow ggml's CPU backend so that logits agree with llama.cpp:
  * activations are converted to the weight type's vec_dot_type (types.h:
- * Q8_0 for Q8_0/Q4_0 weights, Q8_K for K-quants, f16 for F16 weights, bf16
- * for BF16 weights); reductions of norms and softmax sums use double
+ * Q8_0 for Q8_0/Q4_0/Q5_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants,
+ * f16 for F16 weights, bf16 for BF16 weights); reductions of norms and softmax sums use double
  * accumulators. */
 #ifndef CS_KERNELS_H
 #define CS_KERNELS_H
@@ -46,7 +47,7 @@ typedef struct kernels_table {
      * n a multiple of the type's block. */
     type_vec_dot_fn vec_dot[CS_TYPE_COUNT];
     /* [vec_dot type]: f32 activations to that type, bit-exact with the
-     * type table's act_from_float_ref (F16, BF16, Q8_0, Q8_K). */
+     * type table's act_from_float_ref (F16, BF16, Q8_0, Q8_1, Q8_K). */
     type_from_float_fn from_float[CS_TYPE_COUNT];
     /* [weight type]: the matmul micro-kernels for the row layout and for
      * x16-packed weights (repack.h; rb = 16, w[0] is the group's first

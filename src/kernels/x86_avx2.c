@@ -23,6 +23,7 @@
 #include "iquants.h"
 #include "kquants.h"
 #include "matmul.h"
+#include "quant_legacy.h"
 
 #define CS_INLINE static inline __attribute__((always_inline))
 /* an immediate operand: a macro so that -O0 builds compile too */
@@ -323,11 +324,85 @@ static void avx2_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const voi
     tile_q(n, &x, &y, s, 1, 1, 1);
 }
 
+/* ------------------------------------------- Q4_1, Q5_0, Q5_1 dots */
+/* The order of quant_legacy.h (ggml's AVX2 kernels): per block, 8 int32
+ * lanes of 4 consecutive products, one FMA of the scale product into 8
+ * float lanes; hsum8 at the end, plus the offsets' float FMA chain for
+ * Q4_1/Q5_1. Bit-identical to the scalar references. */
+
+/* The 32 low nibbles of a block as bytes 0..15 (byte j = element j). */
+CS_INLINE __m256i nibbles32(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+/* Byte j = 0x10 where bit j of the block's qh is set, else 0. */
+CS_INLINE __m256i high_bits32(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* 8 lanes of u8 x s8 products, 4 per lane (u <= 31: no saturation). */
+CS_INLINE __m256 dot_u8_lanes(__m256i u, __m256i y) {
+    __m256i p16 = _mm256_maddubs_epi16(u, y);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+static void avx2_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q4_1 *x = vx;
+    const block_q8_1 *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
+        summs = fmaf(f16_scale(x[b].m), f16_scale(y[b].s), summs);
+        const __m256 p =
+            dot_u8_lanes(nibbles32(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
+    }
+    *s = hsum8(acc) + summs;
+}
+
+static void avx2_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q5_0 *x = vx;
+    const block_q8_0 *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
+        __m256i q = _mm256_or_si256(nibbles32(x[b].qs), high_bits32(x[b].qh));
+        q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        const __m256i yq = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        const __m256 p = _mm256_cvtepi32_ps(dot_i8(_mm256_abs_epi8(q), q, yq));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
+    }
+    *s = hsum8(acc);
+}
+
+static void avx2_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
+    const block_q5_1 *x = vx;
+    const block_q8_1 *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
+        summs = fmaf(f16_scale(x[b].m), f16_scale(y[b].s), summs);
+        const __m256i q = _mm256_or_si256(nibbles32(x[b].qs), high_bits32(x[b].qh));
+        const __m256 p = dot_u8_lanes(q, _mm256_loadu_si256((const __m256i *)y[b].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
+    }
+    *s = hsum8(acc) + summs;
+}
+
 /* ---------------------------------------------------- row conversions */
 
-/* Bit-exact with quantize_row_q8_0_ref (and ggml's AVX2 quantizer). */
-static void avx2_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
-    block_q8_0 *y = vy;
+/* Bit-exact with quantize_row_q8_0_ref (and ggml's AVX2 quantizer); with
+ * sum != NULL also the Q8_1 block sum s = f16(d * sum q) (quantize_row_q8_1_ref).
+ * Q8_0 and Q8_1 blocks differ only by s after d: stride is the block size. */
+CS_INLINE void quantize_row_q8_x(const float *x, uint8_t *y, int64_t n, const int with_sum) {
     const int64_t nb = n / CS_QK8_0;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -343,7 +418,9 @@ static void avx2_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
         const float amax = _mm_cvtss_f32(m4);
         const float d = amax / 127.0f;
         const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const uint16_t dh = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        uint8_t *blk = y + b * (with_sum ? sizeof(block_q8_1) : sizeof(block_q8_0));
+        memcpy(blk, &dh, 2);
         const __m256 mul = _mm256_set1_ps(id);
         __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), CS_RND));
         __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), CS_RND));
@@ -351,8 +428,22 @@ static void avx2_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
         __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), CS_RND));
         __m256i q = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)y[b].qs, q);
+        if (with_sum) {
+            const int32_t sum =
+                hsum_i32x8(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+            const uint16_t sh = (uint16_t)_cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
+            memcpy(blk + 2, &sh, 2);
+        }
+        _mm256_storeu_si256((__m256i *)(blk + (with_sum ? 4 : 2)), q);
     }
+}
+
+static void avx2_quantize_row_q8_0(const float *x, void *y, int64_t n) {
+    quantize_row_q8_x(x, y, n, 0);
+}
+
+static void avx2_quantize_row_q8_1(const float *x, void *y, int64_t n) {
+    quantize_row_q8_x(x, y, n, 1);
 }
 
 static void avx2_fp32_to_fp16_row(const float *x, void *vy, int64_t n) {
@@ -537,6 +628,9 @@ static void avx2_init(void) {
     k->vec_dot[CS_TYPE_Q4_0] = avx2_vec_dot_q4_0_q8_0;
     k->vec_dot[CS_TYPE_Q2_K] = vec_dot_q2_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q3_K] = vec_dot_q3_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q4_1] = avx2_vec_dot_q4_1_q8_1;
+    k->vec_dot[CS_TYPE_Q5_0] = avx2_vec_dot_q5_0_q8_0;
+    k->vec_dot[CS_TYPE_Q5_1] = avx2_vec_dot_q5_1_q8_1;
     k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
@@ -546,6 +640,7 @@ static void avx2_init(void) {
     k->from_float[CS_TYPE_F16] = avx2_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx2_fp32_to_bf16_row;
     k->from_float[CS_TYPE_Q8_0] = avx2_quantize_row_q8_0;
+    k->from_float[CS_TYPE_Q8_1] = avx2_quantize_row_q8_1;
 
     k->ukernel[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
     k->ukernel[CS_TYPE_F16] = (matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};

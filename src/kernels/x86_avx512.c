@@ -28,6 +28,7 @@
 #include "iquants.h"
 #include "kquants.h"
 #include "matmul.h"
+#include "quant_legacy.h"
 
 #define CS_INLINE static inline __attribute__((always_inline))
 
@@ -778,6 +779,113 @@ static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const v
     tile_q(n, &x, &y, s, 1, 1, 1, 0);
 }
 
+/* ------------------------------------------- Q4_1, Q5_0, Q5_1 dots */
+/* Two blocks per zmm for the integer work (lanes 0-7 block b, 8-15 block
+ * b+1: unpacking in ymm halves, then one maddubs + madd + int->float for
+ * both), then each block's FMA into one ymm of 8 float lanes in block
+ * order: the order of quant_legacy.h, so bit-identical to the scalar
+ * references (an odd last block runs alone). */
+
+/* Block q: bytes 0..31 = elements 0..31, the 4-bit parts. */
+CS_INLINE __m256i lg_nibbles(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+/* Byte j = 0x10 where bit j of qh is set, else 0 (a mask test). */
+CS_INLINE __m256i lg_high(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(0x10));
+}
+
+/* Weights of block b as u8 (q) and the activations (signed), with the
+ * sign of a signed weight moved onto the activation when is_signed. */
+typedef struct {
+    __m256i u, y;
+} lg_pair;
+
+CS_INLINE lg_pair lg_q4_1(const void *x, const void *y, int64_t b) {
+    const block_q4_1 *xb = (const block_q4_1 *)x + b;
+    const block_q8_1 *yb = (const block_q8_1 *)y + b;
+    return (lg_pair){lg_nibbles(xb->qs), _mm256_loadu_si256((const __m256i *)yb->qs)};
+}
+
+CS_INLINE lg_pair lg_q5_1(const void *x, const void *y, int64_t b) {
+    const block_q5_1 *xb = (const block_q5_1 *)x + b;
+    const block_q8_1 *yb = (const block_q8_1 *)y + b;
+    return (lg_pair){_mm256_or_si256(lg_nibbles(xb->qs), lg_high(xb->qh)),
+                     _mm256_loadu_si256((const __m256i *)yb->qs)};
+}
+
+CS_INLINE lg_pair lg_q5_0(const void *x, const void *y, int64_t b) {
+    const block_q5_0 *xb = (const block_q5_0 *)x + b;
+    const block_q8_0 *yb = (const block_q8_0 *)y + b;
+    __m256i q = _mm256_or_si256(lg_nibbles(xb->qs), lg_high(xb->qh));
+    q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    const __m256i yq = _mm256_loadu_si256((const __m256i *)yb->qs);
+    return (lg_pair){_mm256_abs_epi8(q), _mm256_sign_epi8(yq, q)};
+}
+
+/* Block scales (d_x * d_y) and offsets (m_x * s_y; Q5_0 has none). */
+CS_INLINE float lg_scale(const void *x, const void *y, int64_t b, int kind) {
+    if (kind == 0) return f16s(((const block_q4_1 *)x)[b].d) * f16s(((const block_q8_1 *)y)[b].d);
+    if (kind == 1) return f16s(((const block_q5_0 *)x)[b].d) * f16s(((const block_q8_0 *)y)[b].d);
+    return f16s(((const block_q5_1 *)x)[b].d) * f16s(((const block_q8_1 *)y)[b].d);
+}
+
+CS_INLINE float lg_offset(const void *x, const void *y, int64_t b, int kind, float summs) {
+    if (kind == 0)
+        return fmaf(f16s(((const block_q4_1 *)x)[b].m), f16s(((const block_q8_1 *)y)[b].s), summs);
+    return fmaf(f16s(((const block_q5_1 *)x)[b].m), f16s(((const block_q8_1 *)y)[b].s), summs);
+}
+
+CS_INLINE lg_pair lg_load(const void *x, const void *y, int64_t b, int kind) {
+    return kind == 0 ? lg_q4_1(x, y, b) : kind == 1 ? lg_q5_0(x, y, b) : lg_q5_1(x, y, b);
+}
+
+/* kind: 0 Q4_1 x Q8_1, 1 Q5_0 x Q8_0, 2 Q5_1 x Q8_1. */
+CS_INLINE float vec_dot_legacy(int64_t n, const void *x, const void *y, const int kind) {
+    const int64_t nb = n / CS_QK_LEGACY;
+    const __m512i ones = _mm512_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const lg_pair p0 = lg_load(x, y, b, kind), p1 = lg_load(x, y, b + 1, kind);
+        const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(p0.u), p1.u, 1);
+        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(p0.y), p1.y, 1);
+        const __m512 p = _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(u, v), ones));
+        if (kind != 1) summs = lg_offset(x, y, b + 1, kind, lg_offset(x, y, b, kind, summs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(lg_scale(x, y, b, kind)), _mm512_castps512_ps256(p),
+                              acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(lg_scale(x, y, b + 1, kind)),
+                              _mm512_extractf32x8_ps(p, 1), acc);
+    }
+    if (b < nb) {
+        const lg_pair p0 = lg_load(x, y, b, kind);
+        const __m256i p16 = _mm256_maddubs_epi16(p0.u, p0.y);
+        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+        if (kind != 1) summs = lg_offset(x, y, b, kind, summs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(lg_scale(x, y, b, kind)), p, acc);
+    }
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s) + summs;
+}
+
+static void avx512_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *x, const void *y) {
+    *s = vec_dot_legacy(n, x, y, 0);
+}
+static void avx512_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *x, const void *y) {
+    *s = vec_dot_legacy(n, x, y, 1);
+}
+static void avx512_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *x, const void *y) {
+    *s = vec_dot_legacy(n, x, y, 2);
+}
+
 /* ---------------------------------------------------- row conversions */
 
 /* Bit-exact with quantize_row_q8_0_ref: one 32-element block in two
@@ -799,6 +907,30 @@ static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(i1));
+    }
+}
+
+/* Bit-exact with quantize_row_q8_1_ref: as avx512_quantize_row_q8_0, plus
+ * s = f16(d * sum q) (the int32 sum is exact). */
+static void avx512_quantize_row_q8_1(const float *x, void *vy, int64_t n) {
+    block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
+        const float *p = x + b * CS_QK_LEGACY;
+        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        const __m512 mul = _mm512_set1_ps(id);
+        __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        y[b].s = (uint16_t)_cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(i1));
     }
@@ -1031,6 +1163,9 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     k->vec_dot[CS_TYPE_Q4_0] = avx512_vec_dot_q4_0_q8_0;
     k->vec_dot[CS_TYPE_Q2_K] = vec_dot_q2_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q3_K] = vec_dot_q3_K_q8_K_avx2;
+    k->vec_dot[CS_TYPE_Q4_1] = avx512_vec_dot_q4_1_q8_1;
+    k->vec_dot[CS_TYPE_Q5_0] = avx512_vec_dot_q5_0_q8_0;
+    k->vec_dot[CS_TYPE_Q5_1] = avx512_vec_dot_q5_1_q8_1;
     k->vec_dot[CS_TYPE_Q4_K] = vec_dot_q4_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q5_K] = vec_dot_q5_K_q8_K_avx2;
     k->vec_dot[CS_TYPE_Q6_K] = vec_dot_q6_K_q8_K_avx2;
@@ -1040,6 +1175,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     k->from_float[CS_TYPE_F16] = avx512_fp32_to_fp16_row;
     k->from_float[CS_TYPE_BF16] = avx512_fp32_to_bf16_row;
     k->from_float[CS_TYPE_Q8_0] = avx512_quantize_row_q8_0;
+    k->from_float[CS_TYPE_Q8_1] = avx512_quantize_row_q8_1;
     k->from_float[CS_TYPE_Q8_K] = avx512_quantize_row_q8_K;
 
     matmul_ukernel *u = k->ukernel;
