@@ -76,6 +76,8 @@
  * key_with_nul              key "a\0b"                                  "NUL" 65
  * tensor_name_too_long      name of CS_MAX_NAME_BYTES + 1 bytes         "CS_MAX_NAME_BYTES" 66
  * empty_tensor_name         name of length 0                            "empty name"
+ *  67-69 removed_type_31/32/33 tensor types 31-33 (q4_0_4_4, q4_0_4_8, q4_0_8_8, ggml's
+ *        removed repacked layouts): named, and "re-quantize this file"
  *
  * (c) 1000 deterministic mutations of the bundled model (truncations at
  *     random lengths, random byte flips, both): gguf_open_buffer never
@@ -506,6 +508,15 @@ static void c_unknown_type(bb *b) {
 static void c_removed_type(bb *b) {
     bb_simple(b, 0, 4, 32, 0);
 }
+static void c_removed_type_31(bb *b) {
+    bb_simple(b, 0, 31, 32, 0);
+}
+static void c_removed_type_32(bb *b) {
+    bb_simple(b, 0, 32, 32, 0);
+}
+static void c_removed_type_33(bb *b) {
+    bb_simple(b, 0, 33, 32, 0);
+}
 static void c_huge_type(bb *b) {
     bb_simple(b, 0, 0x80000000u, 8, 0);
 }
@@ -676,6 +687,9 @@ static const corrupt_case k_corrupt[] = {
     {"key_with_nul", c_key_with_nul, "NUL"},
     {"tensor_name_too_long", c_tensor_name_too_long, "CS_MAX_NAME_BYTES"},
     {"empty_tensor_name", c_empty_tensor_name, "empty name"},
+    {"removed_type_31", c_removed_type_31, "type 31 (q4_0_4_4) was removed from ggml; re-quantize"},
+    {"removed_type_32", c_removed_type_32, "type 32 (q4_0_4_8) was removed from ggml; re-quantize"},
+    {"removed_type_33", c_removed_type_33, "type 33 (q4_0_8_8) was removed from ggml; re-quantize"},
 };
 
 static void test_gguf_corrupt_files_refused(void **state) {
