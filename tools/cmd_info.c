@@ -11,7 +11,10 @@ static void info_usage(FILE *f) {
     fputs("usage: ctxshift info FILE [flags]\n"
           "\n"
           "Describe a GGUF file: version, metadata (long arrays summarized), then each tensor's\n"
-          "name, type, shape and offset. The file is validated as a model load does.\n",
+          "name, type, shape and offset, and the count of tensors of each type. The file is\n"
+          "validated as a model load does; a model file (one with general.architecture) is\n"
+          "also loaded, and its family, head sizes (k, v), RoPE kind (norm, neox) and scaling\n"
+          "(none, linear, llama3) are shown, or why ctxshift refuses it.\n",
           f);
     fprintf(f, "Weight types ctxshift computes with: %s.\n\n",
             tool_weight_type_names(names, sizeof names, false));
