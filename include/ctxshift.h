@@ -453,6 +453,16 @@ typedef void (*cs_write_fn)(const char *text, void *user);
 CS_API cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_fn write,
                                   void *user);
 
+/* Summarize a GGUF file as a model (after cs_gguf_describe in `ctxshift
+ * info`): the count of tensors of each type, then, for a file with
+ * general.architecture, what cs_model_load makes of it: the family
+ * ("llama", "qwen2"), shape, head sizes (k, v), RoPE kind (norm, neox) and
+ * scaling (none, linear, llama3 factors), attention biases and output; or
+ * the loader's refusal (a line, still CS_OK). Errors: those of opening the
+ * GGUF (CS_ERR_IO, CS_ERR_FORMAT), CS_ERR_INVALID_ARG. Cost: a model load
+ * without packing. */
+CS_API cs_status cs_model_describe(const char *path, cs_write_fn write, void *user);
+
 typedef struct cs_gen_model_params {
     int32_t n_embd;      /* model width */
     int32_t n_layer;     /* blocks */

@@ -93,7 +93,6 @@ cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_f
              " tensors, data at offset %" PRIu64 "\n",
              gguf_version(g), gguf_n_kv(g), gguf_n_tensors(g), gguf_data_offset(g));
     write(line, user);
-    const bool has_arch = gguf_find_key(g, "general.architecture") >= 0;
 
     int32_t max_items = max_array_items < 0 ? 0 : max_array_items;
     for (int64_t i = 0; i < gguf_n_kv(g); i++) {
@@ -117,6 +116,18 @@ cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_f
                  shape, t->offset);
         write(line, user);
     }
+    gguf_close(g);
+    return CS_OK;
+}
+
+/* Contract in ctxshift.h. */
+cs_status cs_model_describe(const char *path, cs_write_fn write, void *user) {
+    if (!path || !write)
+        return error_fail(CS_ERR_INVALID_ARG, "model describe: path and write must not be NULL");
+    gguf_file *g = NULL;
+    cs_status st = gguf_open(path, &g);
+    if (st != CS_OK) return st;
+    const bool has_arch = gguf_find_key(g, "general.architecture") >= 0;
     describe_type_counts(g, write, user);
     gguf_close(g);
     /* a file with an architecture is also loaded as a model, to show what

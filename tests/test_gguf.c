@@ -1363,6 +1363,37 @@ static void test_gguf_describe(void **state) {
     assert_null(s2.buf);
 }
 
+/* cs_model_describe: per-type counts, then the model as the loader sees it. */
+static void test_gguf_model_describe(void **state) {
+    (void)state;
+    text_sink s = {0};
+    assert_int_equal(cs_model_describe(test_bundled_model(), sink_write, &s), CS_OK);
+    assert_non_null(s.buf);
+    assert_string_equal(s.buf,
+                        "tensor types: f32 48\n"
+                        "model: family llama, 5 layers, n_embd 64, n_ff 172, 8 heads, 4 KV heads "
+                        "(GQA group 2), head size k 8 v 8, n_vocab 512, context 2048\n"
+                        "  rope: norm, n_rot 8, freq_base 10000, scaling none\n"
+                        "  attention biases: none; output: output.weight\n");
+    free(s.buf);
+    /* no general.architecture: the counts only */
+    bb b = {0};
+    build_mini(&b, NULL);
+    char path[4096];
+    test_tmp_path("describe-mini.gguf", path, sizeof path);
+    write_bytes(path, b.p, b.n);
+    free(b.p);
+    text_sink s2 = {0};
+    assert_int_equal(cs_model_describe(path, sink_write, &s2), CS_OK);
+    assert_non_null(s2.buf);
+    assert_true(strncmp(s2.buf, "tensor types: ", 14) == 0);
+    assert_null(strstr(s2.buf, "model:"));
+    free(s2.buf);
+    remove(path);
+    assert_int_equal(cs_model_describe("/nonexistent.gguf", sink_write, &s2), CS_ERR_IO);
+    assert_int_equal(cs_model_describe(NULL, sink_write, &s2), CS_ERR_INVALID_ARG);
+}
+
 /* ========================================================= gen-model */
 
 static const char *bundled_vocab(void) {
@@ -1751,6 +1782,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_writer_setters),
         cmocka_unit_test(test_gguf_alloc_failures),
         cmocka_unit_test(test_gguf_describe),
+        cmocka_unit_test(test_gguf_model_describe),
         cmocka_unit_test(test_gguf_gen_model_tiny),
         cmocka_unit_test(test_gguf_gen_model_deterministic),
         cmocka_unit_test(test_gguf_gen_model_vocab_cut),

@@ -70,7 +70,8 @@ int cmd_info(int argc, char **argv) {
         return TOOL_EXIT_USAGE;
     }
     tool_log_setup(false);
-    const cs_status st = cs_gguf_describe(path, max_array, info_write, stdout);
+    cs_status st = cs_gguf_describe(path, max_array, info_write, stdout);
+    if (st == CS_OK) st = cs_model_describe(path, info_write, stdout);
     fflush(stdout);
     if (st != CS_OK) return tool_fail_lib(st, path);
     return TOOL_EXIT_OK;
