@@ -460,6 +460,16 @@ typedef void (*cs_write_fn)(const char *text, void *user);
 CS_API cs_status cs_gguf_describe(const char *path, int32_t max_array_items, cs_write_fn write,
                                   void *user);
 
+/* Summarize a GGUF file as a model (after cs_gguf_describe in `ctxshift
+ * info`): the count of tensors of each type, then, for a file with
+ * general.architecture, what cs_model_load makes of it: the family
+ * ("llama", "qwen2"), shape, head sizes (k, v), RoPE kind (norm, neox) and
+ * scaling (none, linear, llama3 factors), attention biases and output; or
+ * the loader's refusal (a line, still CS_OK). Errors: those of opening the
+ * GGUF (CS_ERR_IO, CS_ERR_FORMAT), CS_ERR_INVALID_ARG. Cost: a model load
+ * without packing. */
+CS_API cs_status cs_model_describe(const char *path, cs_write_fn write, void *user);
+
 typedef struct cs_gen_model_params {
     int32_t n_embd;      /* model width */
     int32_t n_layer;     /* blocks */
@@ -474,10 +484,22 @@ typedef struct cs_gen_model_params {
     bool tied_embeddings;   /* write no output.weight */
     uint64_t seed;          /* weights are a deterministic function of the seed */
     const char *vocab_path; /* a GGUF whose tokenizer.* keys are copied */
+    /* Family features; all zero / NULL is the plain llama above. */
+    const char *arch; /* general.architecture: "llama" (NULL) or "qwen2" (F32 Q/K/V biases,
+                         NEOX RoPE) */
+    int32_t head_dim; /* <arch>.attention.key_length = value_length; 0: n_embd / n_head */
+    bool rope_freqs;  /* write rope_freqs.weight: Llama 3's "llama3" factors (factor 32,
+                         low 1, high 4, original context 8192) */
 } cs_gen_model_params;
 
 /* Presets: "tiny" (tests), "110m" (dim 768, 12 layers, 12 heads, FFN 2048),
- * "1.1b" (TinyLlama: dim 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632).
+ * "1.1b" (TinyLlama: dim 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632),
+ * and the families' shapes: "llama3-1b" (Llama 3.2 1B: dim 2048, 16 layers,
+ * 32 heads, 8 KV heads, FFN 8192, base 5e5, rope_freqs, tied), "smollm2-135m"
+ * (dim 576, 30 layers, 9 heads, 3 KV heads, FFN 1536, tied), "qwen2.5-0.5b"
+ * (qwen2: dim 896, 24 layers, 14 heads, 2 KV heads, FFN 4864, base 1e6, tied),
+ * "nemo-small" (Mistral Nemo's key_length 128 != n_embd / n_head at a small
+ * width: dim 320, 2 layers, 8 heads, 2 KV heads, FFN 512, base 1e6).
  * Returns false for an unknown name (params untouched). */
 CS_API bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
 

@@ -101,7 +101,8 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
                                     .attn_factor = 1.0f,
                                     .beta_fast = 32.0f,
                                     .beta_slow = 1.0f,
-                                    .n_ctx_orig = hp->n_ctx_train};
+                                    .n_ctx_orig = hp->n_ctx_train,
+                                    .freq_factors = hp->rope_freq_factors};
 
     if ((st = kv_cells_init(&c->cells, (int32_t)n_ctx)) != CS_OK) goto fail;
     if ((st = kv_store_init(&c->kv, hp->n_layer, (int32_t)n_ctx, hp->n_head_kv, hp->head_dim,
@@ -116,8 +117,8 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     size_t T = n_batch;
     c->x = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
     c->xb = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
-    c->q = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
-    c->att = mem_aligned_alloc(T * (size_t)hp->n_embd * sizeof(float));
+    c->q = mem_aligned_alloc(T * (size_t)hp->n_embd_q * sizeof(float));
+    c->att = mem_aligned_alloc(T * (size_t)hp->n_embd_q * sizeof(float));
     c->k = mem_aligned_alloc(T * (size_t)hp->n_embd_kv * sizeof(float));
     c->v = mem_aligned_alloc(T * (size_t)hp->n_embd_kv * sizeof(float));
     c->hb = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));

@@ -36,10 +36,10 @@ struct cs_context {
     /* scratch, sized for n_batch tokens */
     float *x;       /* (n_batch, n_embd) residual stream */
     float *xb;      /* (n_batch, n_embd) normed input */
-    float *q;       /* (n_batch, n_embd) */
+    float *q;       /* (n_batch, n_embd_q) */
     float *k;       /* (n_batch, n_embd_kv) */
     float *v;       /* (n_batch, n_embd_kv) */
-    float *att;     /* (n_batch, n_embd) attention output */
+    float *att;     /* (n_batch, n_embd_q) attention output */
     float *hb;      /* (n_batch, n_ff) */
     float *hb2;     /* (n_batch, n_ff) */
     float *rope_cs; /* (n_batch, n_rot) cos/sin per token */

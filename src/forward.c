@@ -57,7 +57,7 @@ typedef enum rows_op {
     ROWS_NORM,       /* xb[t] = rmsnorm(x[t]) * w */
     ROWS_RESID,      /* x[t] += xb[t] */
     ROWS_RESID_NORM, /* x[t] += xb[t]; xb[t] = rmsnorm(x[t]) * w (one pass) */
-    ROWS_ROPE,       /* rotate q[t] and k[t] */
+    ROWS_ROPE,       /* add the Q/K/V biases (if any), rotate q[t] and k[t] */
     ROWS_SWIGLU,     /* hb[t] = silu(hb[t]) * hb2[t] */
 } rows_op;
 
@@ -65,8 +65,9 @@ typedef struct rows_task {
     cs_context *ctx;
     const cs_batch *b;
     rows_op op;
-    const float *w; /* norm weights */
-    int64_t T;      /* rows */
+    const float *w;           /* norm weights */
+    const model_layer *layer; /* ROWS_ROPE: the layer's biases */
+    int64_t T;                /* rows */
 } rows_task;
 
 static void rows_range(const rows_task *r, int64_t t0, int64_t t1) {
@@ -102,14 +103,25 @@ static void rows_range(const rows_task *r, int64_t t0, int64_t t1) {
             if (r->op == ROWS_RESID_NORM) k->rmsnorm(xb, x, r->w, E, hp->norm_eps);
         }
         break;
-    case ROWS_ROPE:
+    case ROWS_ROPE: {
+        const model_layer *L = r->layer;
+        const int64_t nq = hp->n_embd_q, nkv = hp->n_embd_kv;
         for (int64_t t = t0; t < t1; t++) {
             const float *cs = ctx->rope_cs + (size_t)t * (size_t)hp->n_rot;
-            k->rope(ctx->q + t * E, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
-            k->rope(ctx->k + t * hp->n_embd_kv, hp->n_head_kv, hp->head_dim, hp->n_rot,
-                    hp->rope_mode, cs);
+            float *q = ctx->q + t * nq, *kr = ctx->k + t * nkv, *v = ctx->v + t * nkv;
+            /* qwen2's biases are added to the projections before RoPE, as
+             * ggml adds them after the mul_mat */
+            if (L->bq)
+                for (int64_t i = 0; i < nq; i++) q[i] += L->bq[i];
+            if (L->bk)
+                for (int64_t i = 0; i < nkv; i++) kr[i] += L->bk[i];
+            if (L->bv)
+                for (int64_t i = 0; i < nkv; i++) v[i] += L->bv[i];
+            k->rope(q, hp->n_head, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
+            k->rope(kr, hp->n_head_kv, hp->head_dim, hp->n_rot, hp->rope_mode, cs);
         }
         break;
+    }
     case ROWS_SWIGLU:
         /* one call per row, so a row's split between a SIMD body and a
          * scalar tail never depends on T or on the thread split */
@@ -129,13 +141,18 @@ static void rows_worker(void *arg, int32_t ith, int32_t nth) {
 
 /* Run op over rows [0, T) of width elements each: on the pool, split by
  * rows, when there is enough work to pay for a job, else on the caller. */
-static void run_rows(cs_context *ctx, const cs_batch *b, rows_op op, const float *w, int64_t T,
-                     int64_t width) {
-    rows_task r = {.ctx = ctx, .b = b, .op = op, .w = w, .T = T};
+static void run_rows_layer(cs_context *ctx, const cs_batch *b, rows_op op, const float *w,
+                           const model_layer *layer, int64_t T, int64_t width) {
+    rows_task r = {.ctx = ctx, .b = b, .op = op, .w = w, .layer = layer, .T = T};
     if (T > 1 && T * width >= ROWS_PARALLEL_MIN_ELEMS)
         threadpool_run(ctx->tp, rows_worker, &r);
     else
         rows_range(&r, 0, T);
+}
+
+static void run_rows(cs_context *ctx, const cs_batch *b, rows_op op, const float *w, int64_t T,
+                     int64_t width) {
+    run_rows_layer(ctx, b, op, w, NULL, T, width);
 }
 
 /* ------------------------------------------------------------- attention */
@@ -317,8 +334,8 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
             }
             cur_t = t;
         }
-        const float *q = ctx->q + t * hp->n_embd + h * hd;
-        float *out = ctx->att + t * hp->n_embd + h * hd;
+        const float *q = ctx->q + t * hp->n_embd_q + h * hd;
+        float *out = ctx->att + t * hp->n_embd_q + h * hd;
         memset(out, 0, (size_t)hd * sizeof *out);
         if (n_vis == 0) continue; /* cannot happen: a token always sees its own cell */
         /* ggml's mul_mat converts the query to the K type's dot type */
@@ -394,7 +411,7 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
         forward_matmul(ctx, &L->wq, NULL, ctx->xb, T, ctx->q);
         forward_matmul(ctx, &L->wk, &L->wq, ctx->xb, T, ctx->k);
         forward_matmul(ctx, &L->wv, &L->wk, ctx->xb, T, ctx->v);
-        run_rows(ctx, b, ROWS_ROPE, NULL, T, E + hp->n_embd_kv);
+        run_rows_layer(ctx, b, ROWS_ROPE, NULL, L, T, hp->n_embd_q + hp->n_embd_kv);
         store_kv(ctx, il, T);
         attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
         threadpool_run(ctx->tp, attn_worker, &at);

@@ -23,6 +23,15 @@
 
 /* Norm weights are 1 + U(-GEN_NORM_SPREAD, GEN_NORM_SPREAD). */
 #define GEN_NORM_SPREAD 0.1f
+/* qwen2 biases are U(-GEN_BIAS_SPREAD, GEN_BIAS_SPREAD): large enough that
+ * a bias added at the wrong place (after RoPE, or not at all) moves logits. */
+#define GEN_BIAS_SPREAD 0.5f
+/* The "llama3" RoPE scaling of the rope_freqs preset (Llama 3.2's
+ * rope_scaling in config.json). */
+#define GEN_LLAMA3_FACTOR   32.0
+#define GEN_LLAMA3_LOW      1.0
+#define GEN_LLAMA3_HIGH     4.0
+#define GEN_LLAMA3_CTX_ORIG 8192.0
 /* Largest FFN width accepted (TinyLlama 5632, Llama-3-405B 53248). */
 #define GEN_MAX_FF (1 << 20)
 
@@ -31,12 +40,22 @@
 typedef struct gen_preset {
     const char *name;
     int32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
+    float rope_freq_base, norm_eps;
+    const char *arch; /* NULL: llama */
+    int32_t head_dim; /* 0: n_embd / n_head */
+    bool tied, rope_freqs;
 } gen_preset;
 
+/* The family presets take the published shapes (config.json) of the models
+ * named; nemo-small keeps only Nemo's head size 128 != n_embd / n_head. */
 static const gen_preset k_presets[] = {
-    {"tiny", 64, 2, 4, 2, 128, 512},
-    {"110m", 768, 12, 12, 12, 2048, 2048},
-    {"1.1b", 2048, 22, 32, 4, 5632, 2048},
+    {"tiny", 64, 2, 4, 2, 128, 512, 10000.0f, 1e-5f, NULL, 0, false, false},
+    {"110m", 768, 12, 12, 12, 2048, 2048, 10000.0f, 1e-5f, NULL, 0, false, false},
+    {"1.1b", 2048, 22, 32, 4, 5632, 2048, 10000.0f, 1e-5f, NULL, 0, false, false},
+    {"llama3-1b", 2048, 16, 32, 8, 8192, 131072, 500000.0f, 1e-5f, NULL, 0, true, true},
+    {"smollm2-135m", 576, 30, 9, 3, 1536, 8192, 100000.0f, 1e-5f, NULL, 0, true, false},
+    {"qwen2.5-0.5b", 896, 24, 14, 2, 4864, 32768, 1000000.0f, 1e-6f, "qwen2", 0, true, false},
+    {"nemo-small", 320, 2, 8, 2, 512, 4096, 1000000.0f, 1e-5f, NULL, 128, false, false},
 };
 
 bool cs_gen_model_preset(const char *name, cs_gen_model_params *params) {
@@ -53,10 +72,13 @@ bool cs_gen_model_preset(const char *name, cs_gen_model_params *params) {
         params->n_ctx_train = p->n_ctx_train;
         params->n_vocab = 0;
         params->type = CS_TYPE_F32;
-        params->rope_freq_base = 10000.0f;
-        params->norm_eps = 1e-5f;
-        params->tied_embeddings = false;
+        params->rope_freq_base = p->rope_freq_base;
+        params->norm_eps = p->norm_eps;
+        params->tied_embeddings = p->tied;
         params->seed = 0;
+        params->arch = p->arch;
+        params->head_dim = p->head_dim;
+        params->rope_freqs = p->rope_freqs;
         return true;
     }
     return false;
@@ -78,27 +100,41 @@ static float gen_uniform(uint64_t *state) {
 
 /* ------------------------------------------------------------- tensors */
 
+/* What a tensor's values are. */
+typedef enum gen_kind {
+    GEN_MATRIX,  /* U(-a, a), a = sqrt(3 / fan_in) */
+    GEN_NORM,    /* 1 + U(-GEN_NORM_SPREAD, GEN_NORM_SPREAD) */
+    GEN_BIAS,    /* U(-GEN_BIAS_SPREAD, GEN_BIAS_SPREAD) */
+    GEN_FACTORS, /* rope_freqs: gen_rope_factor, not random */
+} gen_kind;
+
 typedef struct gen_tensor {
     char name[64];
     int32_t type;
     int32_t n_dims;
     int64_t ne[2];
     uint64_t nbytes;
-    bool is_norm;
+    gen_kind kind;
 } gen_tensor;
 
-static void gen_add(gen_tensor *t, int64_t *n, const char *name, int32_t type, int64_t ne0,
-                    int64_t ne1) {
+/* ne1 == 0: a 1-D F32 tensor of `kind` (norm, bias or factors). */
+static void gen_add_kind(gen_tensor *t, int64_t *n, const char *name, int32_t type, int64_t ne0,
+                         int64_t ne1, gen_kind kind) {
     gen_tensor *g = &t[(*n)++];
     snprintf(g->name, sizeof g->name, "%s", name);
-    g->is_norm = ne1 == 0;
-    g->n_dims = g->is_norm ? 1 : 2;
+    g->kind = ne1 == 0 ? kind : GEN_MATRIX;
+    g->n_dims = ne1 == 0 ? 1 : 2;
     g->ne[0] = ne0;
-    g->ne[1] = g->is_norm ? 1 : ne1;
+    g->ne[1] = ne1 == 0 ? 1 : ne1;
     /* Rows that do not fill whole blocks stay F32 (as llama-quantize does
      * for stories260K's ffn_down, rows of 172). */
     const type_traits *tr = type_traits_get(type);
-    g->type = (g->is_norm || ne0 % tr->blck != 0) ? CS_TYPE_F32 : type;
+    g->type = (ne1 == 0 || ne0 % tr->blck != 0) ? CS_TYPE_F32 : type;
+}
+
+static void gen_add(gen_tensor *t, int64_t *n, const char *name, int32_t type, int64_t ne0,
+                    int64_t ne1) {
+    gen_add_kind(t, n, name, type, ne0, ne1, GEN_NORM);
 }
 
 static void gen_add_layer(gen_tensor *t, int64_t *n, int32_t il, const char *what, int32_t type,
@@ -108,20 +144,60 @@ static void gen_add_layer(gen_tensor *t, int64_t *n, int32_t il, const char *wha
     gen_add(t, n, name, type, ne0, ne1);
 }
 
+static void gen_add_bias(gen_tensor *t, int64_t *n, int32_t il, const char *what, int64_t ne0) {
+    char name[64];
+    snprintf(name, sizeof name, "blk.%" PRId32 ".%s.bias", il, what);
+    gen_add_kind(t, n, name, CS_TYPE_F32, ne0, 0, GEN_BIAS);
+}
+
+static bool gen_is_qwen2(const cs_gen_model_params *p) {
+    return p->arch && strcmp(p->arch, "qwen2") == 0;
+}
+
+static int32_t gen_head_dim(const cs_gen_model_params *p) {
+    return p->head_dim ? p->head_dim : p->n_embd / p->n_head;
+}
+
+/* Factor i of rope_freqs.weight as llama.cpp's converter computes the
+ * "llama3" scaling (convert_hf_to_gguf.py, LlamaModel): for the pair's
+ * wavelength 2*pi / base^(-2i/head_dim), 1 below original_context / high,
+ * `factor` above original_context / low, and a smooth blend between.
+ * Uses pow (libm) in double, rounded once to float. */
+static float gen_rope_factor(const cs_gen_model_params *p, int64_t i) {
+    const double dim = (double)gen_head_dim(p);
+    const double freq = 1.0 / pow((double)p->rope_freq_base, (double)(2 * i) / dim);
+    const double wavelen = 2.0 * 3.14159265358979323846 / freq;
+    const double lo_wavelen = GEN_LLAMA3_CTX_ORIG / GEN_LLAMA3_LOW;
+    const double hi_wavelen = GEN_LLAMA3_CTX_ORIG / GEN_LLAMA3_HIGH;
+    if (wavelen < hi_wavelen) return 1.0f;
+    if (wavelen > lo_wavelen) return (float)GEN_LLAMA3_FACTOR;
+    const double smooth =
+        (GEN_LLAMA3_CTX_ORIG / wavelen - GEN_LLAMA3_LOW) / (GEN_LLAMA3_HIGH - GEN_LLAMA3_LOW);
+    return (float)(1.0 / ((1.0 - smooth) / GEN_LLAMA3_FACTOR + smooth));
+}
+
 /* The llama tensor list, in llama.cpp's conversion order; ne0 is the input
- * dimension. Returns the count (t holds 3 + 9 * n_layer entries). */
+ * dimension. Returns the count (t holds 4 + 12 * n_layer entries). */
 static int64_t gen_tensor_list(const cs_gen_model_params *p, int64_t n_vocab, gen_tensor *t) {
     int64_t n = 0;
-    int64_t n_embd_kv = (int64_t)p->n_embd / p->n_head * p->n_head_kv;
+    const int64_t hd = gen_head_dim(p);
+    const int64_t n_embd_q = hd * p->n_head, n_embd_kv = hd * p->n_head_kv;
+    if (p->rope_freqs)
+        gen_add_kind(t, &n, "rope_freqs.weight", CS_TYPE_F32, hd / 2, 0, GEN_FACTORS);
     gen_add(t, &n, "token_embd.weight", p->type, p->n_embd, n_vocab);
     gen_add(t, &n, "output_norm.weight", p->type, p->n_embd, 0);
     if (!p->tied_embeddings) gen_add(t, &n, "output.weight", p->type, p->n_embd, n_vocab);
     for (int32_t il = 0; il < p->n_layer; il++) {
         gen_add_layer(t, &n, il, "attn_norm", p->type, p->n_embd, 0);
-        gen_add_layer(t, &n, il, "attn_q", p->type, p->n_embd, p->n_embd);
+        gen_add_layer(t, &n, il, "attn_q", p->type, p->n_embd, n_embd_q);
         gen_add_layer(t, &n, il, "attn_k", p->type, p->n_embd, n_embd_kv);
         gen_add_layer(t, &n, il, "attn_v", p->type, p->n_embd, n_embd_kv);
-        gen_add_layer(t, &n, il, "attn_output", p->type, p->n_embd, p->n_embd);
+        if (gen_is_qwen2(p)) {
+            gen_add_bias(t, &n, il, "attn_q", n_embd_q);
+            gen_add_bias(t, &n, il, "attn_k", n_embd_kv);
+            gen_add_bias(t, &n, il, "attn_v", n_embd_kv);
+        }
+        gen_add_layer(t, &n, il, "attn_output", p->type, n_embd_q, p->n_embd);
         gen_add_layer(t, &n, il, "ffn_norm", p->type, p->n_embd, 0);
         gen_add_layer(t, &n, il, "ffn_gate", p->type, p->n_embd, p->n_ff);
         gen_add_layer(t, &n, il, "ffn_up", p->type, p->n_embd, p->n_ff);
@@ -151,7 +227,15 @@ static cs_status gen_check_params(const cs_gen_model_params *p) {
     GEN_RANGE(n_ctx_train, 1, CS_MAX_CTX)
     GEN_RANGE(n_vocab, 0, CS_MAX_VOCAB)
 #undef GEN_RANGE
-    if (p->n_embd % p->n_head != 0 || (p->n_embd / p->n_head) % 2 != 0)
+    if (p->arch && strcmp(p->arch, "llama") != 0 && strcmp(p->arch, "qwen2") != 0)
+        return error_fail(CS_ERR_INVALID_ARG, "gen-model: arch '%s' is not one of llama, qwen2",
+                          p->arch);
+    if (p->head_dim != 0 &&
+        (p->head_dim < 2 || p->head_dim % 2 != 0 || p->head_dim > CS_MAX_EMBD / p->n_head))
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "gen-model: head_dim %" PRId32 " must be even and in 2..%d", p->head_dim,
+                          CS_MAX_EMBD / p->n_head);
+    if (p->head_dim == 0 && (p->n_embd % p->n_head != 0 || (p->n_embd / p->n_head) % 2 != 0))
         return error_fail(CS_ERR_INVALID_ARG,
                           "gen-model: n_embd %" PRId32 " / n_head %" PRId32
                           " must be a whole, even head size",
@@ -254,23 +338,32 @@ done:
 
 static cs_status gen_metadata(gguf_writer *w, const cs_gen_model_params *p, int64_t n_vocab) {
     cs_status st;
-    int32_t head_dim = p->n_embd / p->n_head;
+    int32_t head_dim = gen_head_dim(p);
+    const char *a = gen_is_qwen2(p) ? "qwen2" : "llama";
+    char key[96];
+#define GEN_KEY(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
 #define GEN_TRY(call)                                                                              \
     if ((st = (call)) != CS_OK) return st;
-    GEN_TRY(gguf_writer_set_str(w, "general.architecture", "llama"))
-    GEN_TRY(gguf_writer_set_str(w, "general.name", "ctxshift random llama"))
+    GEN_TRY(gguf_writer_set_str(w, "general.architecture", a))
+    GEN_TRY(gguf_writer_set_str(
+        w, "general.name", gen_is_qwen2(p) ? "ctxshift random qwen2" : "ctxshift random llama"))
     GEN_TRY(gguf_writer_set_u32(w, "general.file_type", gen_file_type(p->type)))
     GEN_TRY(gguf_writer_set_u32(w, "general.quantization_version", 2))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.context_length", (uint32_t)p->n_ctx_train))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)p->n_embd))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.block_count", (uint32_t)p->n_layer))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)p->n_ff))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)p->n_head))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_head_kv))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim))
-    GEN_TRY(gguf_writer_set_f32(w, "llama.rope.freq_base", p->rope_freq_base))
-    GEN_TRY(gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", p->norm_eps))
-    GEN_TRY(gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)n_vocab))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("context_length"), (uint32_t)p->n_ctx_train))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("embedding_length"), (uint32_t)p->n_embd))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("block_count"), (uint32_t)p->n_layer))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("feed_forward_length"), (uint32_t)p->n_ff))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("attention.head_count"), (uint32_t)p->n_head))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("attention.head_count_kv"), (uint32_t)p->n_head_kv))
+    if (p->head_dim != 0) {
+        GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("attention.key_length"), (uint32_t)head_dim))
+        GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("attention.value_length"), (uint32_t)head_dim))
+    }
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("rope.dimension_count"), (uint32_t)head_dim))
+    GEN_TRY(gguf_writer_set_f32(w, GEN_KEY("rope.freq_base"), p->rope_freq_base))
+    GEN_TRY(gguf_writer_set_f32(w, GEN_KEY("attention.layer_norm_rms_epsilon"), p->norm_eps))
+    GEN_TRY(gguf_writer_set_u32(w, GEN_KEY("vocab_size"), (uint32_t)n_vocab))
+#undef GEN_KEY
 #undef GEN_TRY
     return CS_OK;
 }
@@ -279,9 +372,10 @@ static cs_status gen_metadata(gguf_writer *w, const cs_gen_model_params *p, int6
 
 /* One tensor's data, generated and converted row by row. row_f32 holds
  * ne0 floats, row_out one converted row. */
-static cs_status gen_write_tensor(gguf_stream *s, const gen_tensor *t, uint64_t seed, int64_t index,
-                                  float *row_f32, void *row_out) {
+static cs_status gen_write_tensor(gguf_stream *s, const cs_gen_model_params *p, const gen_tensor *t,
+                                  int64_t index, float *row_f32, void *row_out) {
     cs_status st;
+    const uint64_t seed = p->seed;
     uint64_t state = seed ^ (0x5851f42d4c957f2dull * (uint64_t)(index + 1));
     gen_splitmix(&state); /* decorrelate nearby seeds */
     /* Uniform on [-a, a] has std a/sqrt(3); std 1/sqrt(fan_in) keeps
@@ -291,7 +385,20 @@ static cs_status gen_write_tensor(gguf_stream *s, const gen_tensor *t, uint64_t 
     for (int64_t r = 0; r < t->ne[1]; r++) {
         for (int64_t j = 0; j < t->ne[0]; j++) {
             float u = gen_uniform(&state);
-            row_f32[j] = t->is_norm ? 1.0f + GEN_NORM_SPREAD * u : a * u;
+            switch (t->kind) {
+            case GEN_MATRIX:
+                row_f32[j] = a * u;
+                break;
+            case GEN_NORM:
+                row_f32[j] = 1.0f + GEN_NORM_SPREAD * u;
+                break;
+            case GEN_BIAS:
+                row_f32[j] = GEN_BIAS_SPREAD * u;
+                break;
+            case GEN_FACTORS:
+                row_f32[j] = gen_rope_factor(p, j);
+                break;
+            }
         }
         const void *out = row_f32;
         if (t->type != CS_TYPE_F32) {
@@ -341,7 +448,7 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
     gguf_close(vocab);
     vocab = NULL;
 
-    int64_t max_tensors = 3 + 9 * (int64_t)params->n_layer;
+    int64_t max_tensors = 4 + 12 * (int64_t)params->n_layer;
     tensors = mem_calloc((size_t)max_tensors, sizeof *tensors);
     infos = mem_calloc((size_t)max_tensors, sizeof *infos);
     if (!tensors || !infos) {
@@ -359,6 +466,8 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
         infos[i].nbytes = tensors[i].nbytes;
     }
     int64_t max_ne0 = params->n_embd > params->n_ff ? params->n_embd : params->n_ff;
+    const int64_t n_embd_q = (int64_t)gen_head_dim(params) * params->n_head;
+    if (n_embd_q > max_ne0) max_ne0 = n_embd_q;
     row_f32 = mem_malloc((size_t)max_ne0 * sizeof *row_f32);
     row_out = mem_malloc((size_t)max_ne0 * sizeof *row_f32); /* >= any converted row */
     if (!row_f32 || !row_out) {
@@ -370,7 +479,7 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
     gguf_writer_free(w);
     w = NULL;
     for (int64_t i = 0; i < n_tensors; i++) {
-        st = gen_write_tensor(s, &tensors[i], params->seed, i, row_f32, row_out);
+        st = gen_write_tensor(s, params, &tensors[i], i, row_f32, row_out);
         if (st != CS_OK) goto fail;
     }
     st = gguf_stream_finish(s);

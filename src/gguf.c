@@ -470,7 +470,9 @@ static cs_status gguf_read_tensor_info(gguf_file *g, gguf_reader *r, int64_t idx
         const char *removed = gguf_removed_type_name(type);
         if (removed)
             return error_fail(CS_ERR_FORMAT,
-                              "gguf: tensor '%s': type %" PRIu32 " (%s) was removed from ggml",
+                              "gguf: tensor '%s': type %" PRIu32
+                              " (%s) was removed from ggml; re-quantize this file (for example "
+                              "to q4_0, which is repacked at load)",
                               name, type, removed);
         return error_fail(CS_ERR_FORMAT, "gguf: tensor '%s': unknown type %" PRIu32, name, type);
     }

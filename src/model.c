@@ -1,4 +1,5 @@
-/* model.c: cs_model_load for general.architecture = "llama". Reads the
+/* model.c: cs_model_load for general.architecture "llama" (Llama 1-3,
+ * Mistral, SmolLM) and "qwen2" (Qwen2 / Qwen2.5: Q/K/V biases, NEOX RoPE). Reads the
  * hyper-parameters, checks them against sanity caps, binds every tensor by
  * name with its exact expected shape and a supported type. Cost: O(keys +
  * tensors); no weight data is touched (it stays in the mapping). */
@@ -19,12 +20,13 @@ cs_model_params cs_model_default_params(void) {
 
 /* ------------------------------------------------------ hyper-parameters */
 
-/* Read an integer key "llama.<suffix>" into *out, bounded to [lo, hi].
+/* Read an integer key "<arch>.<suffix>" into *out, bounded to [lo, hi].
  * A missing key takes def when has_def, else it is an error. */
-static cs_status read_int(const gguf_file *g, const char *suffix, bool has_def, int64_t def,
+static cs_status read_int(const cs_model *m, const char *suffix, bool has_def, int64_t def,
                           int64_t lo, int64_t hi, int32_t *out) {
+    const gguf_file *g = m->gguf;
     char key[128];
-    snprintf(key, sizeof key, "llama.%s", suffix);
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     int64_t v = def;
     if (gguf_find_key(g, key) >= 0 || !has_def) {
         cs_status st = gguf_get_int(g, key, &v);
@@ -37,10 +39,11 @@ static cs_status read_int(const gguf_file *g, const char *suffix, bool has_def, 
     return CS_OK;
 }
 
-static cs_status read_float(const gguf_file *g, const char *suffix, bool has_def, double def,
+static cs_status read_float(const cs_model *m, const char *suffix, bool has_def, double def,
                             float *out) {
+    const gguf_file *g = m->gguf;
     char key[128];
-    snprintf(key, sizeof key, "llama.%s", suffix);
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
     double v = def;
     if (gguf_find_key(g, key) >= 0 || !has_def) {
         cs_status st = gguf_get_float(g, key, &v);
@@ -53,72 +56,110 @@ static cs_status read_float(const gguf_file *g, const char *suffix, bool has_def
     return CS_OK;
 }
 
+/* True when the file has key "<arch>.<suffix>". */
+static bool has_key(const cs_model *m, const char *suffix) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", m->arch_name, suffix);
+    return gguf_find_key(m->gguf, key) >= 0;
+}
+
 static cs_status load_hparams(cs_model *m) {
     const gguf_file *g = m->gguf;
     model_hparams *hp = &m->hp;
+    const char *a = m->arch_name;
+    char key[128];
     cs_status st;
 #define TRY(x)                                                                                     \
     do {                                                                                           \
         if ((st = (x)) != CS_OK) return st;                                                        \
     } while (0)
-    TRY(read_int(g, "context_length", false, 0, 1, INT32_MAX, &hp->n_ctx_train));
-    TRY(read_int(g, "embedding_length", false, 0, 1, CS_MAX_EMBD, &hp->n_embd));
-    TRY(read_int(g, "block_count", false, 0, 1, CS_MAX_LAYERS, &hp->n_layer));
-    TRY(read_int(g, "feed_forward_length", false, 0, 1, CS_MAX_EMBD * 8, &hp->n_ff));
-    TRY(read_int(g, "attention.head_count", false, 0, 1, CS_MAX_HEADS, &hp->n_head));
-    TRY(read_int(g, "attention.head_count_kv", true, hp->n_head, 1, CS_MAX_HEADS, &hp->n_head_kv));
-    if (hp->n_embd % hp->n_head != 0)
+    /* Mixture-of-experts files (Mixtral, Qwen2-MoE) have per-expert FFN
+     * tensors this forward pass does not compute: refuse them up front. */
+    if (has_key(m, "expert_count")) {
+        int32_t n_expert = 0;
+        TRY(read_int(m, "expert_count", false, 0, 0, INT32_MAX, &n_expert));
+        if (n_expert > 0)
+            return error_fail(CS_ERR_UNSUPPORTED,
+                              "model: %s.expert_count = %d: mixture-of-experts models are not "
+                              "supported",
+                              a, n_expert);
+    }
+    TRY(read_int(m, "context_length", false, 0, 1, INT32_MAX, &hp->n_ctx_train));
+    TRY(read_int(m, "embedding_length", false, 0, 1, CS_MAX_EMBD, &hp->n_embd));
+    TRY(read_int(m, "block_count", false, 0, 1, CS_MAX_LAYERS, &hp->n_layer));
+    TRY(read_int(m, "feed_forward_length", false, 0, 1, CS_MAX_EMBD * 8, &hp->n_ff));
+    TRY(read_int(m, "attention.head_count", false, 0, 1, CS_MAX_HEADS, &hp->n_head));
+    TRY(read_int(m, "attention.head_count_kv", true, hp->n_head, 1, CS_MAX_HEADS, &hp->n_head_kv));
+    /* Head size: attention.key_length / value_length when present (they
+     * may differ from n_embd / n_head: Mistral Nemo), else n_embd / n_head
+     * as llama.cpp defaults both. */
+    const bool has_kl = has_key(m, "attention.key_length");
+    const bool has_vl = has_key(m, "attention.value_length");
+    if ((!has_kl || !has_vl) && hp->n_embd % hp->n_head != 0)
         return error_fail(CS_ERR_FORMAT,
-                          "model: llama.embedding_length %d is not a multiple of "
-                          "llama.attention.head_count %d",
-                          hp->n_embd, hp->n_head);
+                          "model: %s.embedding_length %d is not a multiple of "
+                          "%s.attention.head_count %d",
+                          a, hp->n_embd, a, hp->n_head);
     if (hp->n_head % hp->n_head_kv != 0)
         return error_fail(CS_ERR_FORMAT,
-                          "model: llama.attention.head_count %d is not a multiple of "
-                          "llama.attention.head_count_kv %d",
-                          hp->n_head, hp->n_head_kv);
-    hp->head_dim = hp->n_embd / hp->n_head;
+                          "model: %s.attention.head_count %d is not a multiple of "
+                          "%s.attention.head_count_kv %d",
+                          a, hp->n_head, a, hp->n_head_kv);
+    const int32_t hd_def = hp->n_embd / hp->n_head;
+    int32_t hd_k = 0, hd_v = 0;
+    TRY(read_int(m, "attention.key_length", true, hd_def, 2, CS_MAX_EMBD / hp->n_head, &hd_k));
+    TRY(read_int(m, "attention.value_length", true, hd_def, 1, CS_MAX_EMBD / hp->n_head, &hd_v));
+    if (hd_k != hd_v)
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "model: %s.attention.key_length %d differs from "
+                          "%s.attention.value_length %d, which is not supported",
+                          a, hd_k, a, hd_v);
+    hp->head_dim = hd_k;
+    hp->n_embd_q = hp->head_dim * hp->n_head;
     hp->n_embd_kv = hp->head_dim * hp->n_head_kv;
-    TRY(read_int(g, "rope.dimension_count", true, hp->head_dim, 2, hp->head_dim, &hp->n_rot));
+    TRY(read_int(m, "rope.dimension_count", true, hp->head_dim, 2, hp->head_dim, &hp->n_rot));
     if (hp->n_rot % 2 != 0)
-        return error_fail(CS_ERR_FORMAT, "model: llama.rope.dimension_count %d is odd", hp->n_rot);
-    TRY(read_float(g, "rope.freq_base", true, 10000.0, &hp->rope_freq_base));
+        return error_fail(CS_ERR_FORMAT, "model: %s.rope.dimension_count %d is odd", a, hp->n_rot);
+    TRY(read_float(m, "rope.freq_base", true, 10000.0, &hp->rope_freq_base));
     if (hp->rope_freq_base <= 1.0f)
-        return error_fail(CS_ERR_FORMAT, "model: llama.rope.freq_base %g must be > 1",
+        return error_fail(CS_ERR_FORMAT, "model: %s.rope.freq_base %g must be > 1", a,
                           (double)hp->rope_freq_base);
-    /* Linear RoPE scaling: freq_scale = 1 / factor (llama.cpp). Other
-     * scaling types (yarn, longrope) are refused by name. */
+    /* Linear RoPE scaling: freq_scale = 1 / factor (llama.cpp). The
+     * "llama3" scaling comes as the rope_freqs.weight tensor (load_tensors).
+     * Other scaling types (yarn, longrope) are refused by name. */
     hp->rope_freq_scale = 1.0f;
     const char *stype = NULL;
-    if (gguf_find_key(g, "llama.rope.scaling.type") >= 0) {
-        TRY(gguf_get_str(g, "llama.rope.scaling.type", &stype, NULL));
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if (gguf_find_key(g, key) >= 0) {
+        TRY(gguf_get_str(g, key, &stype, NULL));
         if (strcmp(stype, "none") != 0 && strcmp(stype, "linear") != 0)
             return error_fail(CS_ERR_UNSUPPORTED,
-                              "model: llama.rope.scaling.type '%s' is not supported (none, linear)",
+                              "model: %s.rope.scaling.type '%s' is not supported (none, linear)", a,
                               stype);
     }
     float factor = 0.0f;
-    if (gguf_find_key(g, "llama.rope.scaling.factor") >= 0)
-        TRY(read_float(g, "rope.scaling.factor", true, 0.0, &factor));
-    else if (gguf_find_key(g, "llama.rope.scale_linear") >= 0)
-        TRY(read_float(g, "rope.scale_linear", true, 0.0, &factor));
+    if (has_key(m, "rope.scaling.factor"))
+        TRY(read_float(m, "rope.scaling.factor", true, 0.0, &factor));
+    else if (has_key(m, "rope.scale_linear"))
+        TRY(read_float(m, "rope.scale_linear", true, 0.0, &factor));
     if (factor != 0.0f && (!stype || strcmp(stype, "none") != 0)) {
         if (factor < 1e-3f)
             return error_fail(CS_ERR_FORMAT, "model: rope scaling factor %g is too small",
                               (double)factor);
         hp->rope_freq_scale = 1.0f / factor;
     }
-    TRY(read_float(g, "attention.layer_norm_rms_epsilon", false, 0.0, &hp->norm_eps));
-    hp->rope_mode = CS_ROPE_NORM;
+    TRY(read_float(m, "attention.layer_norm_rms_epsilon", false, 0.0, &hp->norm_eps));
+    /* llama.cpp: LLM_ARCH_QWEN2 uses LLAMA_ROPE_TYPE_NEOX (pairs i, i + n_rot/2) */
+    hp->rope_mode = m->arch == MODEL_ARCH_QWEN2 ? CS_ROPE_NEOX : CS_ROPE_NORM;
     hp->n_vocab = tokenizer_n_tokens(m->vocab);
-    if (gguf_find_key(g, "llama.vocab_size") >= 0) {
+    if (has_key(m, "vocab_size")) {
         int32_t nv = 0;
-        TRY(read_int(g, "vocab_size", false, 0, 1, CS_MAX_VOCAB, &nv));
+        TRY(read_int(m, "vocab_size", false, 0, 1, CS_MAX_VOCAB, &nv));
         if (nv != hp->n_vocab)
             return error_fail(CS_ERR_FORMAT,
-                              "model: llama.vocab_size %d differs from the %d tokens of "
+                              "model: %s.vocab_size %d differs from the %d tokens of "
                               "tokenizer.ggml.tokens",
-                              nv, hp->n_vocab);
+                              a, nv, hp->n_vocab);
     }
 #undef TRY
     return CS_OK;
@@ -182,6 +223,55 @@ static cs_status bind_norm(cs_model *m, const char *name, int64_t n, const float
     return CS_OK;
 }
 
+/* The F32 attention bias `name` of n elements, required for qwen2. A
+ * llama file binds none (one there is an unexpected tensor, load_tensors). */
+static cs_status bind_bias(cs_model *m, const char *name, int64_t n, const float **out) {
+    *out = NULL;
+    if (m->arch != MODEL_ARCH_QWEN2) return CS_OK;
+    model_weight w;
+    cs_status st = bind(m, name, n, 0, false, &w);
+    if (st != CS_OK) return st;
+    if (w.type != CS_TYPE_F32)
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "model: bias tensor '%s' has type %s; only f32 biases are supported",
+                          name, cs_type_name(w.type));
+    *out = w.data;
+    return CS_OK;
+}
+
+/* rope_freqs.weight (optional): n_rot/2 F32 angle divisors, each finite
+ * and > 0 (a zero would make every angle infinite). O(n_rot). */
+static cs_status bind_rope_freqs(cs_model *m) {
+    model_hparams *hp = &m->hp;
+    const char *name = "rope_freqs.weight";
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (!t) return CS_OK;
+    const int64_t want = hp->n_rot / 2;
+    if (t->ne[0] != want || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return error_fail(CS_ERR_FORMAT,
+                          "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected %lld "
+                          "factors (n_rot / 2, %s.rope.dimension_count %d)",
+                          name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+                          (long long)t->ne[3], (long long)want, m->arch_name, hp->n_rot);
+    if (t->type != CS_TYPE_F32)
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "model: tensor '%s' has type %s (%d); RoPE factors must be f32", name,
+                          cs_type_name(t->type), t->type);
+    if (((uintptr_t)t->data) % 4 != 0)
+        return error_fail(CS_ERR_UNSUPPORTED, "model: tensor '%s': data is not aligned to 4 bytes",
+                          name);
+    const float *f = t->data;
+    for (int64_t i = 0; i < want; i++)
+        if (!(f[i] > 0.0f) || isinf(f[i]))
+            return error_fail(CS_ERR_FORMAT,
+                              "model: tensor '%s': factor %lld is %g, not a finite number > 0",
+                              name, (long long)i, (double)f[i]);
+    hp->rope_freq_factors = f;
+    m->n_params += (uint64_t)want;
+    m->n_bytes += t->nbytes;
+    return CS_OK;
+}
+
 static cs_status load_tensors(cs_model *m) {
     const model_hparams *hp = &m->hp;
     cs_status st;
@@ -194,9 +284,11 @@ static cs_status load_tensors(cs_model *m) {
         m->output = m->tok_embd;
         m->tied_embeddings = true;
     }
+    if ((st = bind_rope_freqs(m))) return st;
     m->layers = mem_calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers)
         return error_fail(CS_ERR_NOMEM, "model: out of memory for %d layers", hp->n_layer);
+    int64_t n_biases = 0;
     for (int32_t il = 0; il < hp->n_layer; il++) {
         model_layer *L = &m->layers[il];
 #define W(field, suffix, a, b)                                                                     \
@@ -209,46 +301,58 @@ static cs_status load_tensors(cs_model *m) {
         snprintf(name, sizeof name, "blk.%d.%s.weight", (int)il, suffix);                          \
         if ((st = bind_norm(m, name, hp->n_embd, &L->field))) return st;                           \
     } while (0)
+#define B(field, suffix, n)                                                                        \
+    do {                                                                                           \
+        snprintf(name, sizeof name, "blk.%d.%s.bias", (int)il, suffix);                            \
+        if ((st = bind_bias(m, name, n, &L->field))) return st;                                    \
+        n_biases += L->field != NULL;                                                              \
+    } while (0)
         N(attn_norm, "attn_norm");
-        W(wq, "attn_q", hp->n_embd, hp->n_embd);
+        W(wq, "attn_q", hp->n_embd, hp->n_embd_q);
         W(wk, "attn_k", hp->n_embd, hp->n_embd_kv);
         W(wv, "attn_v", hp->n_embd, hp->n_embd_kv);
-        W(wo, "attn_output", hp->n_embd, hp->n_embd);
+        B(bq, "attn_q", hp->n_embd_q);
+        B(bk, "attn_k", hp->n_embd_kv);
+        B(bv, "attn_v", hp->n_embd_kv);
+        W(wo, "attn_output", hp->n_embd_q, hp->n_embd);
         N(ffn_norm, "ffn_norm");
         W(w_gate, "ffn_gate", hp->n_embd, hp->n_ff);
         W(w_up, "ffn_up", hp->n_embd, hp->n_ff);
         W(w_down, "ffn_down", hp->n_ff, hp->n_embd);
 #undef W
 #undef N
+#undef B
     }
     /* Every tensor in the file must be one we bound: an unexpected tensor
      * means an architecture variant we would silently compute wrong. */
-    int64_t n_expected = 2 + (m->tied_embeddings ? 0 : 1) + 9 * (int64_t)hp->n_layer;
+    int64_t n_expected = 2 + (m->tied_embeddings ? 0 : 1) + (hp->rope_freq_factors ? 1 : 0) +
+                         9 * (int64_t)hp->n_layer + n_biases;
     if (gguf_n_tensors(m->gguf) != n_expected) {
         for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
             const char *tn = gguf_tensor_at(m->gguf, i)->name;
             int blk = -1;
             char rest[64] = "";
             bool known = !strcmp(tn, "token_embd.weight") || !strcmp(tn, "output_norm.weight") ||
-                         !strcmp(tn, "output.weight");
+                         !strcmp(tn, "output.weight") || !strcmp(tn, "rope_freqs.weight");
             if (!known && sscanf(tn, "blk.%d.%63s", &blk, rest) == 2 && blk >= 0 &&
                 blk < hp->n_layer) {
                 static const char *const parts[] = {
-                    "attn_norm.weight", "attn_q.weight",      "attn_k.weight",
-                    "attn_v.weight",    "attn_output.weight", "ffn_norm.weight",
-                    "ffn_gate.weight",  "ffn_up.weight",      "ffn_down.weight"};
-                for (size_t j = 0; j < sizeof parts / sizeof parts[0]; j++)
+                    "attn_norm.weight",   "attn_q.weight",   "attn_k.weight",   "attn_v.weight",
+                    "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight",
+                    "ffn_down.weight",    "attn_q.bias",     "attn_k.bias",     "attn_v.bias"};
+                /* the biases (the last 3) only in a qwen2 file */
+                const size_t n_parts =
+                    sizeof parts / sizeof parts[0] - (m->arch == MODEL_ARCH_QWEN2 ? 0 : 3);
+                for (size_t j = 0; j < n_parts; j++)
                     if (!strcmp(rest, parts[j])) known = true;
             }
-            if (!known && strcmp(tn, "rope_freqs.weight") != 0)
+            if (!known)
                 return error_fail(CS_ERR_UNSUPPORTED,
-                                  "model: unexpected tensor '%s' for a llama model", tn);
-            if (!strcmp(tn, "rope_freqs.weight"))
-                return error_fail(
-                    CS_ERR_UNSUPPORTED,
-                    "model: tensor 'rope_freqs.weight' (RoPE frequency factors) is not "
-                    "supported yet");
+                                  "model: unexpected tensor '%s' for a %s model", tn, m->arch_name);
         }
+        /* every name is known but some was not bound (e.g. "blk.01.") */
+        return error_fail(CS_ERR_FORMAT, "model: %lld tensors in the file, expected %lld",
+                          (long long)gguf_n_tensors(m->gguf), (long long)n_expected);
     }
     return CS_OK;
 }
@@ -347,15 +451,23 @@ cs_status cs_model_load(const char *path, const cs_model_params *params, cs_mode
     cs_model_params p = params ? *params : cs_model_default_params();
     cs_model *m = mem_calloc(1, sizeof *m);
     if (!m) return error_fail(CS_ERR_NOMEM, "model: out of memory");
+    m->arch = MODEL_ARCH_LLAMA;
+    m->arch_name = "llama";
     cs_status st = gguf_open_ex(path, p.use_mmap, &m->gguf);
     if (st != CS_OK) goto fail;
     const char *arch = NULL;
     if (!p.vocab_only || gguf_find_key(m->gguf, "general.architecture") >= 0) {
         st = gguf_get_str(m->gguf, "general.architecture", &arch, NULL);
         if (st != CS_OK) goto fail;
-        if (!p.vocab_only && strcmp(arch, "llama") != 0) {
+        if (!strcmp(arch, "llama")) {
+            m->arch = MODEL_ARCH_LLAMA;
+        } else if (!strcmp(arch, "qwen2")) {
+            m->arch = MODEL_ARCH_QWEN2;
+            m->arch_name = "qwen2";
+        } else if (!p.vocab_only) {
             st = error_fail(CS_ERR_UNSUPPORTED,
-                            "model: general.architecture '%s' is not supported (only 'llama')",
+                            "model: general.architecture '%s' is not supported (supported: "
+                            "llama, qwen2)",
                             arch);
             goto fail;
         }
@@ -423,6 +535,6 @@ int32_t cs_model_desc(const cs_model *m, char *buf, size_t size) {
     double np = (double)m->n_params;
     const char *unit = np >= 1e9 ? "B" : np >= 1e6 ? "M" : "K";
     double scaled = np >= 1e9 ? np / 1e9 : np >= 1e6 ? np / 1e6 : np / 1e3;
-    return snprintf(buf, size, "llama %.*f%s %s", scaled < 10 ? 1 : 0, scaled, unit,
+    return snprintf(buf, size, "%s %.*f%s %s", m->arch_name, scaled < 10 ? 1 : 0, scaled, unit,
                     cs_type_name(m->ftype));
 }

@@ -1,5 +1,6 @@
 /* model.h: llama-family hyper-parameters from GGUF keys and named weight
- * tensors bound to the mapped file. Knows llamas, not byte layouts (gguf.c). */
+ * tensors bound to the mapped file. Knows the families ("llama", "qwen2"),
+ * not byte layouts (gguf.c). */
 #ifndef CS_MODEL_H
 #define CS_MODEL_H
 
@@ -21,15 +22,23 @@ typedef struct model_weight {
 
 typedef struct model_layer {
     const float *attn_norm; /* (n_embd) */
-    model_weight wq;        /* (n_embd) -> (n_embd) */
+    model_weight wq;        /* (n_embd) -> (n_embd_q) */
     model_weight wk;        /* (n_embd) -> (n_embd_kv) */
     model_weight wv;        /* (n_embd) -> (n_embd_kv) */
-    model_weight wo;        /* (n_embd) -> (n_embd) */
-    const float *ffn_norm;  /* (n_embd) */
-    model_weight w_gate;    /* (n_embd) -> (n_ff) */
-    model_weight w_up;      /* (n_embd) -> (n_ff) */
-    model_weight w_down;    /* (n_ff) -> (n_embd) */
+    model_weight wo;        /* (n_embd_q) -> (n_embd) */
+    /* qwen2: F32 biases added to the Q, K, V projections (before RoPE);
+     * NULL for llama */
+    const float *bq;       /* (n_embd_q) */
+    const float *bk;       /* (n_embd_kv) */
+    const float *bv;       /* (n_embd_kv) */
+    const float *ffn_norm; /* (n_embd) */
+    model_weight w_gate;   /* (n_embd) -> (n_ff) */
+    model_weight w_up;     /* (n_embd) -> (n_ff) */
+    model_weight w_down;   /* (n_ff) -> (n_embd) */
 } model_layer;
+
+/* The architectures (general.architecture) this loader knows. */
+typedef enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2 } model_arch;
 
 typedef struct model_hparams {
     int32_t n_vocab;
@@ -39,17 +48,26 @@ typedef struct model_hparams {
     int32_t n_ff;
     int32_t n_head;
     int32_t n_head_kv;
-    int32_t head_dim;  /* n_embd / n_head */
+    /* <arch>.attention.key_length (= value_length; default n_embd / n_head):
+     * the size of a query, key and value head (Mistral Nemo: 128 with
+     * n_embd 5120 and 32 heads) */
+    int32_t head_dim;
+    int32_t n_embd_q;  /* n_head * head_dim: Q rows and the attention output */
     int32_t n_embd_kv; /* n_head_kv * head_dim */
     int32_t n_rot;     /* rotated dims per head, even, <= head_dim */
-    int32_t rope_mode; /* CS_ROPE_NORM for llama */
+    int32_t rope_mode; /* CS_ROPE_NORM for llama, CS_ROPE_NEOX for qwen2 */
     float rope_freq_base;
     float rope_freq_scale;
+    /* rope_freqs.weight: n_rot/2 F32 divisors of the angles (Llama 3.1's
+     * "llama3" scaling), pointing into the mapping; NULL when absent */
+    const float *rope_freq_factors;
     float norm_eps;
 } model_hparams;
 
 struct cs_model {
     gguf_file *gguf;
+    model_arch arch;
+    const char *arch_name; /* "llama" or "qwen2": the prefix of the hyper-parameter keys */
     tokenizer_vocab *vocab;
     bool vocab_only;
     model_hparams hp;

@@ -500,6 +500,10 @@ static cs_status load_pre(tokenizer_vocab *v, const gguf_file *g) {
         const char *re = RE_LLAMA3;
         return compile_regexes(v, &re, 1);
     }
+    if (no_nul && strcmp(pre, "tekken") == 0) /* Mistral Nemo: no vocabulary to test it on */
+        return error_fail(CS_ERR_UNSUPPORTED,
+                          "tokenizer: the 'tekken' pre-tokenizer (tokenizer.ggml.pre, Mistral "
+                          "Nemo) is not supported");
     return error_fail(CS_ERR_UNSUPPORTED,
                       "tokenizer: pre-tokenizer tokenizer.ggml.pre = '%.*s' is not supported",
                       (int)(pre_len > 64 ? 64 : pre_len), pre);

@@ -196,6 +196,25 @@ if [ "$RC" -eq 0 ] && grep -qE "(^|[^0-9])48 tensors" "$TMP/out" && grep -q "tok
 else
     fail "info" "exit status $RC, stdout '$(head -n 2 "$TMP/out")'"
 fi
+if [ "$RC" -eq 0 ] && grep -q "^tensor types: f32 48$" "$TMP/out" &&
+    grep -q "^model: family llama, 5 layers, .*head size k 8 v 8" "$TMP/out" &&
+    grep -q "^  rope: norm, n_rot 8, freq_base 10000, scaling none$" "$TMP/out"; then
+    ok "info prints the per-type counts, the family, head sizes and RoPE"
+else
+    fail "info model summary" "exit status $RC, stdout tail '$(tail -n 4 "$TMP/out")'"
+fi
+QWEN="$TMP/qwen2.gguf"
+"$BIN" gen-model -o "$QWEN" --preset qwen2.5-0.5b --vocab "$MODEL" --n-layer 1 --n-embd 64 \
+    --n-head 4 --n-head-kv 2 --n-ff 128 >/dev/null 2>&1
+run info "$QWEN"
+if [ "$RC" -eq 0 ] && grep -q "^model: family qwen2, 1 layers" "$TMP/out" &&
+    grep -q "^  rope: neox, n_rot 16, freq_base 1e+06, scaling none$" "$TMP/out" &&
+    grep -q "^  attention biases: q, k, v; output: tied" "$TMP/out" &&
+    grep -q "^tensor types: f32 14$" "$TMP/out"; then
+    ok "info on a qwen2 file: neox RoPE, biases, tied output"
+else
+    fail "info qwen2" "exit status $RC, stdout tail '$(tail -n 4 "$TMP/out")'"
+fi
 check_rc "info --max-array bad value exits 2" 2 "error: --max-array: 'x'" -- info "$MODEL" --max-array x
 
 # ---------------------------------------------------------------- perplexity

@@ -18,6 +18,7 @@
 #include <math.h>
 
 #include "fixtures/ref_forward.h"
+#include "context.h"
 #include "fixtures/tiny_model.h"
 
 /* ------------------------------------------------------------ tolerances
@@ -73,6 +74,15 @@
  * positions p + 37 equals the oracle at p up to double rounding of angles
  * of ~60 rad. Relative to the scale. [1.3e-15] */
 #define TOL_REF_TRANSLATION 1e-12
+/* Logits after a K-shift that moved the whole sequence (translation)
+ * against the exact oracle at the unmoved positions, F32 weights: the
+ * engine's float32 error plus the second float32 rotation of the cached
+ * keys (angles up to ~60 rad). [8.3e-7] */
+#define TOL_SHIFTED 3e-6
+/* A shifted F32 K row against the float64 RoPE of the key at its new
+ * position, relative L-inf per row (below spec C1/C2's F32 bound of 1e-5;
+ * positions here stay below 70). [1.04e-6] */
+#define TOL_SHIFTED_K 4e-6
 
 #define N_TYPES    5
 #define N_PROMPT   24
@@ -392,6 +402,208 @@ static void test_forward_two_sequences_match_ref(void **state) {
     }
 }
 
+/* ------------------------------------------------ model families
+ *
+ * Small 2-layer F32 models with the features of the families the loader
+ * knows (cs_gen_model_params), each against the oracle, which implements
+ * them from the math (fixtures/ref_forward.c): Llama 3's rope_freqs factors
+ * and tied output, Qwen2's Q/K/V biases and NEOX RoPE, Mistral Nemo's
+ * key_length != n_embd / n_head, SmolLM's GQA groups of 3 (and 5). */
+
+typedef struct family {
+    const char *name;
+    const char *arch;
+    int32_t n_embd, n_head, n_head_kv, head_dim;
+    float rope_freq_base;
+    bool tied, rope_freqs;
+} family;
+
+static const family k_families[] = {
+    {"llama3 rope_freqs", NULL, 128, 8, 2, 0, 500000.0f, true, true},
+    {"qwen2 bias neox", "qwen2", 64, 4, 2, 0, 1000000.0f, true, false},
+    {"nemo key_length 32", NULL, 64, 4, 2, 32, 1000000.0f, false, false},
+    {"smollm gqa 3", NULL, 96, 6, 2, 0, 100000.0f, true, false},
+    {"gqa 5", NULL, 160, 10, 2, 0, 10000.0f, false, false},
+    {"qwen2 kl 32 rope_freqs", "qwen2", 64, 4, 1, 32, 500000.0f, false, true},
+};
+#define N_FAMILIES ((int)(sizeof k_families / sizeof k_families[0]))
+
+/* Write family f's model (into the build folder) and load it twice. */
+static void family_load(int f, fwd_model *fm) {
+    const family *fa = &k_families[f];
+    cs_gen_model_params p;
+    memset(&p, 0, sizeof p);
+    assert_true(cs_gen_model_preset("tiny", &p));
+    p.vocab_path = test_bundled_model();
+    p.arch = fa->arch;
+    p.n_embd = fa->n_embd;
+    p.n_head = fa->n_head;
+    p.n_head_kv = fa->n_head_kv;
+    p.head_dim = fa->head_dim;
+    p.rope_freq_base = fa->rope_freq_base;
+    p.tied_embeddings = fa->tied;
+    p.rope_freqs = fa->rope_freqs;
+    p.seed = 100 + (uint64_t)f;
+    char name[64], path[1024];
+    snprintf(name, sizeof name, "family-%d.gguf", f);
+    test_tmp_path(name, path, sizeof path);
+    assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
+    assert_int_equal(load_pair(path, fm), 0);
+    unlink(path); /* both keep their mapping / copy */
+}
+
+static void family_free(fwd_model *fm) {
+    ref_model_free(fm->ref);
+    cs_model_free(fm->model);
+}
+
+/* (f) each family: the prompt in one batch, then token by token from the
+ * middle (rows reading the cache), against the exact oracle. */
+static void test_forward_families_match_ref(void **state) {
+    (void)state;
+    cs_pos pos[N_PROMPT];
+    positions(pos, N_PROMPT, 0);
+    for (int f = 0; f < N_FAMILIES; f++) {
+        fwd_model fm = {0};
+        family_load(f, &fm);
+        ref_pair rp = ref_pair_new(&fm, g_prompt, NULL, N_PROMPT);
+        cs_context *c = new_ctx(fm.model, 1, CS_TYPE_F32);
+        cmp2 st = {0};
+        decode_batch_cmp(c, &fm, g_prompt, pos, N_PROMPT, &rp, 0, &st);
+        cs_kv_clear(c);
+        decode_batch_cmp(c, &fm, g_prompt, pos, N_PROMPT / 2, &rp, 0, &st);
+        for (int32_t i = N_PROMPT / 2; i < N_PROMPT; i++)
+            decode_batch_cmp(c, &fm, g_prompt + i, pos + i, 1, &rp, i, &st);
+        cmp_check(&st.exact, k_families[f].name, CS_TYPE_F32, TOL_F32);
+        cs_context_free(c);
+        ref_pair_free(&rp);
+        family_free(&fm);
+    }
+}
+
+/* Layer-0 K rows of cells cell_of[0, n) (an F32 cache, after the update)
+ * against the float64 RoPE at new_pos[j] of the key the oracle computes
+ * for toks[j] from the weights (its pre-RoPE layer-0 key depends on the
+ * token alone): a shifted key must equal one computed at its new position.
+ * Returns the largest relative (L-inf per row) difference. */
+static double layer0_keys_rel(const cs_context *c, const fwd_model *fm, const cs_token *toks,
+                              const int32_t *cell_of, const cs_pos *new_pos, int32_t n) {
+    const kv_store *kv = &c->kv;
+    const int32_t nkv = ref_model_n_embd_kv(fm->ref);
+    assert_int_equal(nkv, kv->n_embd_kv);
+    assert_int_equal(kv->type_k, CS_TYPE_F32);
+    double *key = malloc((size_t)n * (size_t)nkv * sizeof *key);
+    assert_non_null(key);
+    assert_int_equal(ref_layer0_keys(fm->ref, toks, n, key), CS_OK);
+    double worst = 0;
+    for (int32_t j = 0; j < n; j++) {
+        double *k = key + (size_t)j * (size_t)nkv;
+        ref_rope_f64(fm->ref, k, kv->n_head_kv, (double)new_pos[j]);
+        const float *row = (const float *)(const void *)((const uint8_t *)kv->k[0] +
+                                                         (size_t)cell_of[j] * kv->row_k);
+        double d = 0, mx = 0;
+        for (int32_t i = 0; i < nkv; i++) {
+            d = fmax(d, fabs((double)row[i] - k[i]));
+            mx = fmax(mx, fabs(k[i]));
+        }
+        worst = fmax(worst, d / fmax(mx, 1e-30));
+    }
+    free(key);
+    return worst;
+}
+
+/* (g) K-shift equivalence on the families whose RoPE differs from the
+ * plain llama one (NEOX pairs, rope_freqs factors, other head sizes):
+ *  - translation (spec D1): decode N_FILL tokens from position p0, move the
+ *    whole sequence by delta (seq_add), decode the rest right after: RoPE
+ *    attention depends on relative positions only, so the logits equal the
+ *    oracle's at positions 0, 1, ...;
+ *  - self-extend: seq_div of the filled positions by 2 (spec D6).
+ * After each operation every layer-0 K row must equal the float64 RoPE, at
+ * its new position, of the key computed from the weights. */
+static void test_forward_families_kshift_match_ref(void **state) {
+    (void)state;
+    enum { N_FILL = 16, N_REST = N_PROMPT - N_FILL, OFFSET = 40 };
+    /* start position, seq_add delta (0: seq_div by 2 instead) */
+    static const cs_pos k_ops[][2] = {{0, OFFSET}, {OFFSET, -OFFSET}, {0, 0}};
+    for (int f = 0; f < N_FAMILIES; f++) {
+        const family *fa = &k_families[f];
+        if (!fa->arch && !fa->rope_freqs && fa->head_dim == 0) continue; /* plain llama RoPE */
+        fwd_model fm = {0};
+        family_load(f, &fm);
+        ref_pair rp = ref_pair_new(&fm, g_prompt, NULL, N_PROMPT);
+        for (size_t op = 0; op < sizeof k_ops / sizeof k_ops[0]; op++) {
+            const cs_pos p0 = k_ops[op][0], delta = k_ops[op][1];
+            cs_pos pos[N_PROMPT], new_pos[N_FILL];
+            int32_t cell_of[N_FILL];
+            positions(pos, N_FILL, p0);
+            cs_context *c = new_ctx(fm.model, 1, CS_TYPE_F32);
+            cmp2 before = {0};
+            decode_batch_cmp(c, &fm, g_prompt, pos, N_FILL, &rp, 0, &before);
+            for (int32_t j = 0; j < N_FILL; j++) {
+                cell_of[j] = -1;
+                for (int32_t i = 0; i < c->cells.size; i++)
+                    if (c->cells.pos[i] == pos[j]) cell_of[j] = i;
+                assert_true(cell_of[j] >= 0);
+                new_pos[j] = delta != 0 ? pos[j] + delta : pos[j] / 2;
+            }
+            if (delta != 0)
+                assert_int_equal(cs_kv_seq_add(c, 0, 0, -1, delta), CS_OK);
+            else
+                assert_int_equal(cs_kv_seq_div(c, 0, 0, -1, 2), CS_OK);
+            assert_int_equal(cs_kv_update(c), CS_OK);
+            char what[96];
+            const double rel = layer0_keys_rel(c, &fm, g_prompt, cell_of, new_pos, N_FILL);
+            snprintf(what, sizeof what, "%s, %s", fa->name,
+                     delta > 0   ? "K-shift +40"
+                     : delta < 0 ? "K-shift -40"
+                                 : "seq_div 2");
+            print_message("%-40s layer-0 K rel %.3e  tol %.1e\n", what, rel, TOL_SHIFTED_K);
+            assert_true(rel <= TOL_SHIFTED_K);
+            if (delta != 0) {
+                /* the rest after the moved prompt, against the unmoved oracle */
+                positions(pos + N_FILL, N_REST, p0 + delta + N_FILL);
+                cmp2 st = {0};
+                decode_batch_cmp(c, &fm, g_prompt + N_FILL, pos + N_FILL, N_REST, &rp, N_FILL, &st);
+                cmp_check(&st.exact, what, CS_TYPE_F32, TOL_SHIFTED);
+            }
+            cs_context_free(c);
+        }
+        ref_pair_free(&rp);
+        family_free(&fm);
+    }
+}
+
+/* The family presets: the published shapes, and nemo-small written whole
+ * (key_length 128 with n_embd 320 and 8 heads) loads with that head size. */
+static void test_forward_family_presets(void **state) {
+    (void)state;
+    cs_gen_model_params p;
+    memset(&p, 0, sizeof p);
+    assert_true(cs_gen_model_preset("llama3-1b", &p));
+    assert_true(p.rope_freqs && p.tied_embeddings && p.n_head == 32 && p.n_head_kv == 8);
+    assert_true(p.rope_freq_base == 500000.0f);
+    assert_true(cs_gen_model_preset("smollm2-135m", &p));
+    assert_true(p.n_head / p.n_head_kv == 3 && p.tied_embeddings && !p.rope_freqs);
+    assert_true(cs_gen_model_preset("qwen2.5-0.5b", &p));
+    assert_string_equal(p.arch, "qwen2");
+    assert_true(p.n_head / p.n_head_kv == 7 && p.tied_embeddings);
+    assert_true(cs_gen_model_preset("nemo-small", &p));
+    assert_true(p.head_dim == 128 && p.n_embd / p.n_head != 128 && p.arch == NULL);
+    p.vocab_path = test_bundled_model();
+    p.n_layer = 1;
+    char path[1024];
+    test_tmp_path("nemo-small.gguf", path, sizeof path);
+    assert_int_equal(cs_gen_model_write(&p, path), CS_OK);
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(path, NULL, &m), CS_OK);
+    assert_int_equal(m->hp.head_dim, 128);
+    assert_int_equal(m->hp.n_embd_q, 8 * 128);
+    assert_int_equal(m->layers[0].wo.ne0, 8 * 128);
+    cs_model_free(m);
+    unlink(path);
+}
+
 /* BOS + "Once upon a time" (tokenization from shared/models/README.md). */
 static const cs_token k_story[] = {1, 403, 407, 261, 378};
 #define N_STORY ((int32_t)(sizeof k_story / sizeof k_story[0]))
@@ -478,6 +690,9 @@ int main(void) {
         cmocka_unit_test(test_forward_f16_cache_matches_ref),
         cmocka_unit_test(test_forward_two_sequences_match_ref),
         cmocka_unit_test(test_forward_stories260k_matches_ref),
+        cmocka_unit_test(test_forward_families_match_ref),
+        cmocka_unit_test(test_forward_families_kshift_match_ref),
+        cmocka_unit_test(test_forward_family_presets),
     };
     return test_run(tests, setup, teardown);
 }

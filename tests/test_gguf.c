@@ -76,6 +76,8 @@
  * key_with_nul              key "a\0b"                                  "NUL" 65
  * tensor_name_too_long      name of CS_MAX_NAME_BYTES + 1 bytes         "CS_MAX_NAME_BYTES" 66
  * empty_tensor_name         name of length 0                            "empty name"
+ *  67-69 removed_type_31/32/33 tensor types 31-33 (q4_0_4_4, q4_0_4_8, q4_0_8_8, ggml's
+ *        removed repacked layouts): named, and "re-quantize this file"
  *
  * (c) 1000 deterministic mutations of the bundled model (truncations at
  *     random lengths, random byte flips, both): gguf_open_buffer never
@@ -506,6 +508,15 @@ static void c_unknown_type(bb *b) {
 static void c_removed_type(bb *b) {
     bb_simple(b, 0, 4, 32, 0);
 }
+static void c_removed_type_31(bb *b) {
+    bb_simple(b, 0, 31, 32, 0);
+}
+static void c_removed_type_32(bb *b) {
+    bb_simple(b, 0, 32, 32, 0);
+}
+static void c_removed_type_33(bb *b) {
+    bb_simple(b, 0, 33, 32, 0);
+}
 static void c_huge_type(bb *b) {
     bb_simple(b, 0, 0x80000000u, 8, 0);
 }
@@ -676,6 +687,9 @@ static const corrupt_case k_corrupt[] = {
     {"key_with_nul", c_key_with_nul, "NUL"},
     {"tensor_name_too_long", c_tensor_name_too_long, "CS_MAX_NAME_BYTES"},
     {"empty_tensor_name", c_empty_tensor_name, "empty name"},
+    {"removed_type_31", c_removed_type_31, "type 31 (q4_0_4_4) was removed from ggml; re-quantize"},
+    {"removed_type_32", c_removed_type_32, "type 32 (q4_0_4_8) was removed from ggml; re-quantize"},
+    {"removed_type_33", c_removed_type_33, "type 33 (q4_0_8_8) was removed from ggml; re-quantize"},
 };
 
 static void test_gguf_corrupt_files_refused(void **state) {
@@ -1349,6 +1363,37 @@ static void test_gguf_describe(void **state) {
     assert_null(s2.buf);
 }
 
+/* cs_model_describe: per-type counts, then the model as the loader sees it. */
+static void test_gguf_model_describe(void **state) {
+    (void)state;
+    text_sink s = {0};
+    assert_int_equal(cs_model_describe(test_bundled_model(), sink_write, &s), CS_OK);
+    assert_non_null(s.buf);
+    assert_string_equal(s.buf,
+                        "tensor types: f32 48\n"
+                        "model: family llama, 5 layers, n_embd 64, n_ff 172, 8 heads, 4 KV heads "
+                        "(GQA group 2), head size k 8 v 8, n_vocab 512, context 2048\n"
+                        "  rope: norm, n_rot 8, freq_base 10000, scaling none\n"
+                        "  attention biases: none; output: output.weight\n");
+    free(s.buf);
+    /* no general.architecture: the counts only */
+    bb b = {0};
+    build_mini(&b, NULL);
+    char path[4096];
+    test_tmp_path("describe-mini.gguf", path, sizeof path);
+    write_bytes(path, b.p, b.n);
+    free(b.p);
+    text_sink s2 = {0};
+    assert_int_equal(cs_model_describe(path, sink_write, &s2), CS_OK);
+    assert_non_null(s2.buf);
+    assert_true(strncmp(s2.buf, "tensor types: ", 14) == 0);
+    assert_null(strstr(s2.buf, "model:"));
+    free(s2.buf);
+    remove(path);
+    assert_int_equal(cs_model_describe("/nonexistent.gguf", sink_write, &s2), CS_ERR_IO);
+    assert_int_equal(cs_model_describe(NULL, sink_write, &s2), CS_ERR_INVALID_ARG);
+}
+
 /* ========================================================= gen-model */
 
 static const char *bundled_vocab(void) {
@@ -1737,6 +1782,7 @@ int main(void) {
         cmocka_unit_test(test_gguf_writer_setters),
         cmocka_unit_test(test_gguf_alloc_failures),
         cmocka_unit_test(test_gguf_describe),
+        cmocka_unit_test(test_gguf_model_describe),
         cmocka_unit_test(test_gguf_gen_model_tiny),
         cmocka_unit_test(test_gguf_gen_model_deterministic),
         cmocka_unit_test(test_gguf_gen_model_vocab_cut),

@@ -169,12 +169,15 @@ typedef struct variant {
     const char *retype_tensor; /* tensor written with type `type` (data re-sized) */
     int32_t type;
     const char *reshape_tensor; /* tensor written with ne[0] halved */
-    const char *add_tensor;     /* an extra tensor */
+    const char *add_tensor;     /* an extra tensor of add_ne0 (0: 64) zeros of add_type */
+    int64_t add_ne0;
+    int32_t add_type;
+    const char *base; /* the file copied; NULL: the bundled stories260K */
 } variant;
 
 static const char *write_variant(const variant *v, char *path, size_t size) {
     gguf_file *g = NULL;
-    assert_int_equal(gguf_open(test_bundled_model(), &g), CS_OK);
+    assert_int_equal(gguf_open(v->base ? v->base : test_bundled_model(), &g), CS_OK);
     gguf_writer *w = NULL;
     assert_int_equal(gguf_writer_new(&w), CS_OK);
     for (int64_t i = 0; i < gguf_n_kv(g); i++) {
@@ -209,9 +212,11 @@ static const char *write_variant(const variant *v, char *path, size_t size) {
                          CS_OK);
     }
     if (v->add_tensor) {
-        int64_t ne[1] = {64};
-        assert_int_equal(gguf_writer_add_tensor(w, v->add_tensor, CS_TYPE_F32, 1, ne, zeros, 256),
-                         CS_OK);
+        int64_t ne[1] = {v->add_ne0 ? v->add_ne0 : 64};
+        uint64_t nbytes = 0;
+        assert_true(type_row_size(v->add_type, ne[0], &nbytes));
+        assert_int_equal(
+            gguf_writer_add_tensor(w, v->add_tensor, v->add_type, 1, ne, zeros, nbytes), CS_OK);
     }
     test_tmp_path("variant.gguf", path, size);
     assert_int_equal(gguf_writer_write_file(w, path), CS_OK);
@@ -294,6 +299,91 @@ static void test_model_variants(void **s) {
     assert_int_equal(cs_model_load(NULL, NULL, &m), CS_ERR_INVALID_ARG);
 }
 
+/* The new keys and tensors of the families (llama 3, Mistral Nemo, qwen2),
+ * and the refusals by name: each defect gives its status and a message
+ * naming the field and the numbers. */
+static void test_model_family_variants(void **s) {
+    (void)s;
+    /* stories260K: n_embd 64, 8 heads (head size 8), 4 KV heads, n_rot 8 */
+    expect_load(&(variant){.set_key = "llama.expert_count", .set_u32 = 8}, CS_ERR_UNSUPPORTED,
+                "llama.expert_count = 8: mixture-of-experts models are not supported");
+    expect_load(&(variant){.set_key = "llama.expert_count", .set_u32 = 0}, CS_OK, NULL);
+    expect_load(&(variant){.set_key = "general.architecture", .set_str = "phi3"},
+                CS_ERR_UNSUPPORTED, "'phi3' is not supported (supported: llama, qwen2)");
+    /* key_length 16 without value_length (which defaults to 64 / 8) */
+    expect_load(&(variant){.set_key = "llama.attention.key_length", .set_u32 = 16},
+                CS_ERR_UNSUPPORTED,
+                "llama.attention.key_length 16 differs from llama.attention.value_length 8");
+    expect_load(&(variant){.set_key = "llama.attention.key_length", .set_u32 = 0}, CS_ERR_FORMAT,
+                "llama.attention.key_length' = 0 is outside [2, 131072]");
+    expect_load(&(variant){.set_key = "llama.attention.value_length", .set_u32 = 4},
+                CS_ERR_UNSUPPORTED, "key_length 8 differs from llama.attention.value_length 4");
+    /* head size 4 < rope.dimension_count 8 */
+    char kl4[1024];
+    write_variant(&(variant){.set_key = "llama.attention.key_length", .set_u32 = 4}, kl4,
+                  sizeof kl4);
+    char kl4_base[1100];
+    snprintf(kl4_base, sizeof kl4_base, "%s.base", kl4);
+    assert_int_equal(rename(kl4, kl4_base), 0);
+    expect_load(
+        &(variant){.base = kl4_base, .set_key = "llama.attention.value_length", .set_u32 = 4},
+        CS_ERR_FORMAT, "llama.rope.dimension_count' = 8 is outside [2, 4]");
+    unlink(kl4_base);
+    /* rope_freqs.weight: n_rot / 2 = 4 finite f32 factors > 0 */
+    expect_load(&(variant){.add_tensor = "rope_freqs.weight"}, CS_ERR_FORMAT,
+                "'rope_freqs.weight' has shape [64, 1, 1, 1], expected 4 factors (n_rot / 2, "
+                "llama.rope.dimension_count 8)");
+    expect_load(&(variant){.add_tensor = "rope_freqs.weight", .add_ne0 = 4}, CS_ERR_FORMAT,
+                "'rope_freqs.weight': factor 0 is 0, not a finite number > 0");
+    expect_load(
+        &(variant){.add_tensor = "rope_freqs.weight", .add_ne0 = 4, .add_type = CS_TYPE_F16},
+        CS_ERR_UNSUPPORTED, "'rope_freqs.weight' has type f16 (1); RoPE factors must be f32");
+
+    /* a qwen2 file: 2 layers, n_embd 64, 4 heads, 2 KV heads, biases */
+    char base[1024];
+    cs_gen_model_params gp;
+    memset(&gp, 0, sizeof gp);
+    assert_true(cs_gen_model_preset("tiny", &gp));
+    gp.vocab_path = test_bundled_model();
+    gp.arch = "qwen2";
+    test_tmp_path("qwen2-base.gguf", base, sizeof base);
+    assert_int_equal(cs_gen_model_write(&gp, base), CS_OK);
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(base, NULL, &m), CS_OK);
+    assert_int_equal(m->arch, MODEL_ARCH_QWEN2);
+    assert_int_equal(m->hp.rope_mode, CS_ROPE_NEOX);
+    assert_non_null(m->layers[1].bq);
+    assert_non_null(m->layers[1].bk);
+    assert_non_null(m->layers[1].bv);
+    char desc[64];
+    cs_model_desc(m, desc, sizeof desc);
+    assert_non_null(strstr(desc, "qwen2"));
+    cs_model_free(m);
+    expect_load(&(variant){.base = base, .drop_tensor = "blk.0.attn_k.bias"}, CS_ERR_FORMAT,
+                "missing tensor 'blk.0.attn_k.bias'");
+    expect_load(&(variant){.base = base, .reshape_tensor = "blk.1.attn_v.bias"}, CS_ERR_FORMAT,
+                "tensor 'blk.1.attn_v.bias' has shape [16, 1, 1, 1], expected [32, 1]");
+    expect_load(&(variant){.base = base, .retype_tensor = "blk.0.attn_q.bias", .type = CS_TYPE_F16},
+                CS_ERR_UNSUPPORTED, "bias tensor 'blk.0.attn_q.bias' has type f16");
+    expect_load(&(variant){.base = base, .add_tensor = "blk.0.ffn_gate_inp.weight"},
+                CS_ERR_UNSUPPORTED, "unexpected tensor 'blk.0.ffn_gate_inp.weight' for a qwen2");
+    expect_load(&(variant){.base = base, .set_key = "qwen2.expert_count", .set_u32 = 60},
+                CS_ERR_UNSUPPORTED, "qwen2.expert_count = 60: mixture-of-experts");
+    /* key_length 32 with value_length 32: attn_q must be [64, 128] */
+    variant kl = {.base = base, .set_key = "qwen2.attention.key_length", .set_u32 = 32};
+    char kl_tmp[1024], kl_path[1100];
+    write_variant(&kl, kl_tmp, sizeof kl_tmp);
+    snprintf(kl_path, sizeof kl_path, "%s.base", kl_tmp);
+    assert_int_equal(rename(kl_tmp, kl_path), 0);
+    expect_load(
+        &(variant){.base = kl_path, .set_key = "qwen2.attention.value_length", .set_u32 = 32},
+        CS_ERR_FORMAT,
+        "tensor 'blk.0.attn_q.weight' has shape [64, 64, 1, 1], expected "
+        "[64, 128]");
+    unlink(kl_path);
+    unlink(base);
+}
+
 static void test_model_vocab_only_files(void **s) {
     (void)s;
     char path[1024];
@@ -311,12 +401,30 @@ static void test_model_vocab_only_files(void **s) {
     assert_null(m);
 }
 
+/* Mistral Nemo's "tekken" pre-tokenizer is refused by name (no vocabulary
+ * to test it against here): the gpt-2 vocabulary with pre = tekken. */
+static void test_model_tekken_refused(void **s) {
+    (void)s;
+    char vocab[1024];
+    if (!test_shared_path("models/ggml-vocab-gpt-2.gguf", vocab, sizeof vocab))
+        test_skip(CS_SKIP_REFERENCE, "%s/models/ggml-vocab-gpt-2.gguf not found", CS_SHARED_DIR);
+    char path[1024];
+    write_variant(&(variant){.base = vocab, .set_key = "tokenizer.ggml.pre", .set_str = "tekken"},
+                  path, sizeof path);
+    cs_model_params mp = cs_model_default_params();
+    mp.vocab_only = true;
+    cs_model *m = (cs_model *)1;
+    assert_int_equal(cs_model_load(path, &mp, &m), CS_ERR_UNSUPPORTED);
+    assert_null(m);
+    assert_non_null(strstr(cs_last_error(), "'tekken' pre-tokenizer"));
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_model_load_variants),
-        cmocka_unit_test(test_model_packing),
-        cmocka_unit_test(test_model_variants),
-        cmocka_unit_test(test_model_vocab_only_files),
+        cmocka_unit_test(test_model_load_variants),  cmocka_unit_test(test_model_packing),
+        cmocka_unit_test(test_model_variants),       cmocka_unit_test(test_model_family_variants),
+        cmocka_unit_test(test_model_tekken_refused), cmocka_unit_test(test_model_vocab_only_files),
     };
     return test_run(tests, NULL, NULL);
 }

@@ -15,7 +15,8 @@ static void gen_usage(FILE *f) {
             "tokenizer of another GGUF file.\n"
             "\n"
             "  -o, --output FILE     the file to write (required)\n"
-            "      --preset NAME     tiny, 110m or 1.1b (default: tiny)\n"
+            "      --preset NAME     tiny, 110m, 1.1b, llama3-1b, smollm2-135m, qwen2.5-0.5b or\n"
+            "                        nemo-small (default: tiny)\n"
             "      --type TYPE       weight type of the 2-D tensors: %s\n"
             "                        (default: f32; norms stay f32)\n"
             "      --vocab FILE      GGUF whose tokenizer is copied (required except for tiny,\n"
@@ -103,7 +104,9 @@ int cmd_gen_model(int argc, char **argv) {
         return TOOL_EXIT_USAGE;
     }
     if (!cs_gen_model_preset(preset, &p)) {
-        tool_error("--preset: '%s' is not a preset (tiny, 110m, 1.1b)", preset);
+        tool_error("--preset: '%s' is not a preset (tiny, 110m, 1.1b, llama3-1b, smollm2-135m, "
+                   "qwen2.5-0.5b, nemo-small)",
+                   preset);
         return TOOL_EXIT_USAGE;
     }
     if (vocab == NULL) {

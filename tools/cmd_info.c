@@ -11,7 +11,10 @@ static void info_usage(FILE *f) {
     fputs("usage: ctxshift info FILE [flags]\n"
           "\n"
           "Describe a GGUF file: version, metadata (long arrays summarized), then each tensor's\n"
-          "name, type, shape and offset. The file is validated as a model load does.\n",
+          "name, type, shape and offset, and the count of tensors of each type. The file is\n"
+          "validated as a model load does; a model file (one with general.architecture) is\n"
+          "also loaded, and its family, head sizes (k, v), RoPE kind (norm, neox) and scaling\n"
+          "(none, linear, llama3) are shown, or why ctxshift refuses it.\n",
           f);
     fprintf(f, "Weight types ctxshift computes with: %s.\n\n",
             tool_weight_type_names(names, sizeof names, false));
@@ -67,7 +70,8 @@ int cmd_info(int argc, char **argv) {
         return TOOL_EXIT_USAGE;
     }
     tool_log_setup(false);
-    const cs_status st = cs_gguf_describe(path, max_array, info_write, stdout);
+    cs_status st = cs_gguf_describe(path, max_array, info_write, stdout);
+    if (st == CS_OK) st = cs_model_describe(path, info_write, stdout);
     fflush(stdout);
     if (st != CS_OK) return tool_fail_lib(st, path);
     return TOOL_EXIT_OK;

@@ -124,7 +124,8 @@ void kernels_finish(kernels_table *k);
 /* RoPE angle parameters (ggml's YaRN formulation, docs/KV_CACHE_SPEC.md §3.1). With
  * ext_factor 0: theta_k = freq_scale * pos * base^(-2k/n_rot), magnitude
  * attn_factor. theta is advanced iteratively in float (theta *= base^(-2/n_rot))
- * exactly as ggml_rope_cache_init does. */
+ * exactly as ggml_rope_cache_init does; with freq_factors, pair k's theta is
+ * divided by freq_factors[k] first (ggml's theta / ff). */
 typedef struct kernels_rope_params {
     int32_t n_rot;
     int32_t mode;
@@ -135,6 +136,11 @@ typedef struct kernels_rope_params {
     float beta_fast;
     float beta_slow;
     int32_t n_ctx_orig;
+    /* n_rot/2 per-pair divisors of the angle (GGUF rope_freqs.weight, the
+     * "llama3" scaling: theta_k / factor_k), or NULL for none. The same
+     * factors serve forward and K-shift, so a shifted key equals a key
+     * computed at its new position. */
+    const float *freq_factors;
 } kernels_rope_params;
 
 /* Fill cs[0, n_rot) with (cos, sin) pairs for position pos (a float so that

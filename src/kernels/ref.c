@@ -215,7 +215,7 @@ void kernels_rope_cache(float *cs, float pos, const kernels_rope_params *p) {
     }
     float theta = pos;
     for (int32_t i0 = 0; i0 < n_rot; i0 += 2) {
-        const float theta_extrap = theta;
+        const float theta_extrap = p->freq_factors ? theta / p->freq_factors[i0 / 2] : theta;
         const float theta_interp = p->freq_scale * theta_extrap;
         float t = theta_interp;
         if (p->ext_factor != 0.0f) {
