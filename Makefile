@@ -69,7 +69,7 @@ test-fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-build
 	rm -f $(FUZZ)/ctest-junit.xml
 	cd $(FUZZ) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST) -j $(JOBS) -L "fuzz|unit"
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST) -j $(JOBS) -L "fuzz|unit" -LE peer
 
 # Every test, twice: Release, then AddressSanitizer + UBSan; the clang build
 # (its unit tests, so clang's code generation meets the bit-exact kernel
