@@ -1,17 +1,19 @@
 /* kernels.h: the kernel table. Every kernel has a scalar reference (the
  * executable specification, compiled forever): the per-type ones are the
  * type table's entries (types.c, implemented in quant.c, quant_legacy.c,
- * kquants.c, ref.c),
- * the others ref.c's. SIMD versions (x86_avx2.c, x86_avx512.c) with the
+ * kquants.c, iquants.c), the others ref.c's. SIMD versions (x86_avx2.c,
+ * x86_avx512.c, kquants_avx2.c, iquants_avx2.c, iquants_avx512.c) with the
  * same signatures fill the tables chosen once at start-up by cpuid
  * (kernels.c). Each SIMD kernel is tested against the reference with a
- * named tolerance (tests/test_kernels.c).
+ * named tolerance (tests/test_kernels.c, test_kquants.c, test_iquants.c,
+ * test_quants_legacy.c), and the references against ggml itself
+ * (tests/test_ggml_peer.c).
  *
  * Numerics follow ggml's CPU backend so that logits agree with llama.cpp:
  * activations are converted to the weight type's vec_dot_type (types.h:
- * Q8_0 for Q8_0/Q4_0/Q5_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants,
- * f16 for F16 weights, bf16 for BF16 weights); reductions of norms and softmax sums use double
- * accumulators. */
+ * Q8_0 for Q8_0/Q4_0/Q5_0/IQ4_NL weights, Q8_1 for Q4_1/Q5_1, Q8_K for
+ * K-quants and IQ4_XS, f16 for F16 weights, bf16 for BF16 weights);
+ * reductions of norms and softmax sums use double accumulators. */
 #ifndef CS_KERNELS_H
 #define CS_KERNELS_H
 
