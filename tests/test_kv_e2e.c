@@ -1,10 +1,12 @@
 /* test_kv_e2e.c: end-to-end KV cache tests (docs/KV_CACHE_SPEC.md §8 part D, plus
- * A9, B4, B9, B10, B11 and the Q8_0 cache) on generated random-weight llama
- * models:
- *  - the "tiny" fixture (2 layers, dim 64, 4 heads, 2 KV heads, head_dim 16);
+ * A9, B4, B9, B10, B11 and the Q8_0 cache) on generated random-weight models:
+ *  - the "tiny" llama fixture (2 layers, dim 64, 4 heads, 2 KV heads, head_dim 16);
+ *  - for part D also a tiny qwen2 model (NEOX RoPE, Q/K/V biases) and a tiny
+ *    llama with rope_freqs factors and key_length 32 != n_embd / n_head
+ *    (g_models below): each D test runs on all three;
  *  - a model generated here with head_dim 32 (dim 128, 4 heads, 2 KV heads),
  *    for the Q8_0 cache, which needs head_dim % 32 == 0.
- * Both use the bundled stories260K vocabulary. Caches are F32 unless a test
+ * All use the bundled stories260K vocabulary. Caches are F32 unless a test
  * says otherwise, so tolerances only absorb float32 summation order.
  *
  * Operations go through the public API. Where the spec asks about the cached
@@ -26,7 +28,9 @@
 
 /* RoPE attention depends on relative positions only; a translated run
  * differs from the baseline by float32 angle rounding (p * 2^-24 rad, spec
- * §3.3) and summation order. Spec D1. */
+ * §3.3) and summation order. Spec D1. Measured at most 5.6e-6 (llama),
+ * 3.6e-6 (qwen2), 2.7e-6 (rope_freqs); a K-shift without the rope_freqs
+ * factors gives 4.6e-4, NORM pairs on qwen2 0.19. */
 #define TOL_TRANSLATION 1e-4
 /* The same logical state reached with a different summation order (a
  * permuted cache after defrag, a different batch split, several rows per
@@ -46,9 +50,33 @@
 #define TOL_Q8_SHIFT 2e-2
 /* An F32 K row (any layer) against the float64 RoPE, at the cell's current
  * position, of the original unrotated key: spec C1/C2's F32 bound (rel-L1
- * 1e-5 for p <= 4096; positions here stay below 200). */
+ * 1e-5 for p <= 4096; positions here stay below 200). Measured at most
+ * 1.4e-7 on each of the three part-D models. */
 #define TOL_K_DIRECT 1e-5
 
+/* The models part D runs on (every test_kv_e2e_d* test runs once per
+ * model; the llama fixture keeps the test's plain name, the others add the
+ * model's suffix). All F32 weights, the bundled vocabulary, 2 layers, dim
+ * 64, 4 heads, 2 KV heads:
+ *  - llama: the shared "tiny" fixture (NORM RoPE, head_dim 16);
+ *  - qwen2: NEOX RoPE (pairs (i, i + n_rot/2)) and Q/K/V biases added
+ *    before RoPE, head_dim 16;
+ *  - rope_freqs: llama with rope_freqs.weight (the "llama3" factors) at
+ *    base 5e5, so that pairs 8..15 of 16 are divided by a factor (3.3 for
+ *    pair 8, 32 above), and key_length 32 != n_embd / n_head = 16 (Q rows 128 wide).
+ * The float64 oracle (fixtures/ref_forward.c) reads the same file, so its
+ * RoPE has the model's pairing and factors. */
+typedef struct kv_model {
+    cs_model *m;
+    ref_model *ref;   /* the same GGUF in float64 */
+    int32_t head_dim; /* key_length as generated (not read back from the engine) */
+    char path[4096];  /* generated here; "" for the shared fixture */
+} kv_model;
+
+enum { KM_LLAMA, KM_QWEN2, KM_FREQS, KM_COUNT };
+static kv_model g_models[KM_COUNT];
+
+/* The llama fixture, which the tests outside part D use. */
 static cs_model *g_tiny;      /* head_dim 16 */
 static ref_model *g_tiny_ref; /* the same GGUF in float64 (fixtures/ref_forward.c) */
 static cs_model *g_hd32;      /* head_dim 32 */
@@ -56,17 +84,64 @@ static char g_hd32_path[4096];
 
 /* ------------------------------------------------------------ helpers */
 
+/* Write (gp) and load a part-D model; checks the RoPE the engine made of
+ * it, so that a loader that fell back to the plain llama RoPE cannot pass
+ * as a NEOX or rope_freqs run. */
+static int model_gen_load(kv_model *km, const char *suffix, cs_gen_model_params *gp,
+                          int32_t rope_mode) {
+    km->head_dim = gp->head_dim ? gp->head_dim : gp->n_embd / gp->n_head;
+    gp->type = CS_TYPE_F32;
+    gp->vocab_path = test_bundled_model();
+    char name[64];
+    snprintf(name, sizeof name, "kv_e2e%s.gguf", suffix);
+    test_tmp_path(name, km->path, sizeof km->path);
+    if (cs_gen_model_write(gp, km->path) != CS_OK) return -1;
+    cs_model_params mp = cs_model_default_params();
+    if (cs_model_load(km->path, &mp, &km->m) != CS_OK) return -1;
+    if (ref_model_load(km->path, &km->ref) != CS_OK) return -1;
+    const model_hparams *hp = &km->m->hp;
+    if (hp->rope_mode != rope_mode || hp->head_dim != km->head_dim || hp->n_rot != km->head_dim ||
+        hp->rope_freq_scale != 1.0f || (hp->rope_freq_factors != NULL) != gp->rope_freqs)
+        return -1;
+    /* enough scaled pairs that a K-shift ignoring the factors fails D6/D7
+     * (measured: rel-L1 2.8e-4 and 6.1e-4 against TOL_K_DIRECT 1e-5) */
+    int32_t n_scaled = 0;
+    for (int32_t i = 0; gp->rope_freqs && i < hp->n_rot / 2; i++)
+        n_scaled += hp->rope_freq_factors[i] > 1.0f;
+    if (gp->rope_freqs && n_scaled < hp->n_rot / 4) return -1;
+    return 0;
+}
+
 static int setup(void **state) {
     (void)state;
     const char *tiny = fixture_tiny_model(CS_TYPE_F32);
     if (!tiny) return -1;
     cs_model_params mp = cs_model_default_params();
-    if (cs_model_load(tiny, &mp, &g_tiny) != CS_OK) return -1;
-    if (ref_model_load(tiny, &g_tiny_ref) != CS_OK) return -1;
+    kv_model *ll = &g_models[KM_LLAMA];
+    ll->head_dim = 16;
+    if (cs_model_load(tiny, &mp, &ll->m) != CS_OK) return -1;
+    if (ref_model_load(tiny, &ll->ref) != CS_OK) return -1;
+    g_tiny = ll->m;
+    g_tiny_ref = ll->ref;
     /* the float64 RoPE of the fixture has no frequency scaling or YaRN */
     if (g_tiny->hp.rope_freq_scale != 1.0f || g_tiny->hp.rope_mode != CS_ROPE_NORM) return -1;
+    if (g_tiny->hp.head_dim != ll->head_dim || g_tiny->hp.rope_freq_factors != NULL) return -1;
 
     cs_gen_model_params gp;
+    memset(&gp, 0, sizeof gp);
+    if (!cs_gen_model_preset("tiny", &gp)) return -1;
+    gp.arch = "qwen2";
+    gp.seed = 7;
+    if (model_gen_load(&g_models[KM_QWEN2], "_qwen2", &gp, CS_ROPE_NEOX) != 0) return -1;
+
+    memset(&gp, 0, sizeof gp);
+    if (!cs_gen_model_preset("tiny", &gp)) return -1;
+    gp.head_dim = 32;
+    gp.rope_freqs = true;
+    gp.rope_freq_base = 500000.0f;
+    gp.seed = 8;
+    if (model_gen_load(&g_models[KM_FREQS], "_rope_freqs", &gp, CS_ROPE_NORM) != 0) return -1;
+
     memset(&gp, 0, sizeof gp);
     if (!cs_gen_model_preset("tiny", &gp)) return -1;
     gp.n_embd = 128;
@@ -85,8 +160,11 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    cs_model_free(g_tiny);
-    ref_model_free(g_tiny_ref);
+    for (int k = 0; k < KM_COUNT; k++) {
+        cs_model_free(g_models[k].m);
+        ref_model_free(g_models[k].ref);
+        if (g_models[k].path[0]) unlink(g_models[k].path);
+    }
     cs_model_free(g_hd32);
     if (g_hd32_path[0]) unlink(g_hd32_path);
     return 0;
@@ -360,24 +438,26 @@ static void assert_err_le(const err_acc *e, double tol, const char *what) {
  * the row in float64, rotated back by -p_written with the fixture's float64
  * RoPE. Rotating it by p then gives the key the forward pass writes at p,
  * computed without the cache's K-shift. */
-static void key_unrotated(const cs_context *c, const float *row, cs_pos p_written, double *out) {
+static void key_unrotated(const ref_model *ref, const cs_context *c, const float *row,
+                          cs_pos p_written, double *out) {
     for (int32_t i = 0; i < c->kv.n_embd_kv; i++) out[i] = (double)row[i];
-    ref_rope_f64(g_tiny_ref, out, c->kv.n_head_kv, -(double)p_written);
+    ref_rope_f64(ref, out, c->kv.n_head_kv, -(double)p_written);
 }
 
 /* Layer-0 K of cells[j] against the float64 RoPE at pos[j] of the pre-RoPE
  * key of toks[j], which the fixture computes from the weights (it depends
  * on the token alone): fully independent of the engine's forward and shift. */
-static void err_add_k0_direct(err_acc *e, const cs_context *c, const int32_t *cells,
-                              const cs_token *toks, const cs_pos *pos, int32_t n) {
-    const int32_t kv = ref_model_n_embd_kv(g_tiny_ref);
+static void err_add_k0_direct(err_acc *e, const ref_model *ref, const cs_context *c,
+                              const int32_t *cells, const cs_token *toks, const cs_pos *pos,
+                              int32_t n) {
+    const int32_t kv = ref_model_n_embd_kv(ref);
     assert_int_equal(kv, c->kv.n_embd_kv);
     double *k = malloc((size_t)n * (size_t)kv * sizeof *k);
     assert_non_null(k);
-    assert_int_equal(ref_layer0_keys(g_tiny_ref, toks, n, k), CS_OK);
+    assert_int_equal(ref_layer0_keys(ref, toks, n, k), CS_OK);
     for (int32_t j = 0; j < n; j++) {
         double *kj = k + (size_t)j * (size_t)kv;
-        ref_rope_f64(g_tiny_ref, kj, c->kv.n_head_kv, (double)pos[j]);
+        ref_rope_f64(ref, kj, c->kv.n_head_kv, (double)pos[j]);
         err_add(e, k_row(c, 0, cells[j]), kj, kv);
     }
     free(k);
@@ -387,47 +467,47 @@ static void err_add_k0_direct(err_acc *e, const cs_context *c, const int32_t *ce
 
 enum { D1_N = 24 };
 
-static void d1_baseline(const cs_token *prompt, cs_token t, float *out) {
-    cs_context *c = ctx_new(g_tiny, 64, 32, 1);
-    assert_int_equal(decode_run(c, g_tiny, prompt, D1_N, 0, 0, D1_N, NULL, NULL), 0);
-    decode_one(c, g_tiny, t, D1_N, 0, out);
+static void d1_baseline(const kv_model *M, const cs_token *prompt, cs_token t, float *out) {
+    cs_context *c = ctx_new(M->m, 64, 32, 1);
+    assert_int_equal(decode_run(c, M->m, prompt, D1_N, 0, 0, D1_N, NULL, NULL), 0);
+    decode_one(c, M->m, t, D1_N, 0, out);
     cs_context_free(c);
 }
 
 static void test_kv_e2e_d1_translation_invariance(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token prompt[D1_N];
-    gen_tokens(1, g_tiny, prompt, D1_N);
+    gen_tokens(1, M->m, prompt, D1_N);
     const cs_token t = prompt[5];
-    float *base = logits_buf(g_tiny, 1), *got = logits_buf(g_tiny, 1);
-    d1_baseline(prompt, t, base);
+    float *base = logits_buf(M->m, 1), *got = logits_buf(M->m, 1);
+    d1_baseline(M, prompt, t, base);
 
     static const cs_pos deltas[] = {1, 37, 500};
     for (size_t k = 0; k < sizeof deltas / sizeof deltas[0]; k++) {
         const cs_pos d = deltas[k];
         /* +d: decoded at [0, n), moved to [d, n + d) */
-        cs_context *c = ctx_new(g_tiny, 64, 32, 1);
-        assert_int_equal(decode_run(c, g_tiny, prompt, D1_N, 0, 0, D1_N, NULL, NULL), 0);
+        cs_context *c = ctx_new(M->m, 64, 32, 1);
+        assert_int_equal(decode_run(c, M->m, prompt, D1_N, 0, 0, D1_N, NULL, NULL), 0);
         assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, d), CS_OK);
         /* positions change at once, the rotation is pending */
         assert_int_equal(cs_kv_seq_pos_min(c, 0), d);
         assert_int_equal(cs_kv_seq_pos_max(c, 0), D1_N - 1 + d);
         assert_int_equal(stats(c).n_pending_shift, D1_N);
         const uint64_t shifted0 = stats(c).n_cells_shifted;
-        decode_one(c, g_tiny, t, D1_N + d, 0, got);
+        decode_one(c, M->m, t, D1_N + d, 0, got);
         assert_int_equal(stats(c).n_pending_shift, 0);
         assert_int_equal((int64_t)(stats(c).n_cells_shifted - shifted0), D1_N);
         assert_rel_le(got, base, nv, TOL_TRANSLATION, "D1 +delta");
         cs_context_free(c);
 
         /* -d: decoded at [d, n + d), moved back to [0, n) */
-        c = ctx_new(g_tiny, 64, 32, 1);
-        assert_int_equal(decode_run(c, g_tiny, prompt, D1_N, d, 0, D1_N, NULL, NULL), 0);
+        c = ctx_new(M->m, 64, 32, 1);
+        assert_int_equal(decode_run(c, M->m, prompt, D1_N, d, 0, D1_N, NULL, NULL), 0);
         assert_int_equal(cs_kv_seq_add(c, 0, -1, -1, -d), CS_OK);
         assert_int_equal(cs_kv_seq_pos_min(c, 0), 0);
         assert_int_equal(cs_kv_used_cells(c), D1_N);
-        decode_one(c, g_tiny, t, D1_N, 0, got);
+        decode_one(c, M->m, t, D1_N, 0, got);
         assert_rel_le(got, base, nv, TOL_TRANSLATION, "D1 -delta");
         cs_context_free(c);
     }
@@ -438,18 +518,18 @@ static void test_kv_e2e_d1_translation_invariance(void **state) {
 /* Two sequences in one cache shifted by different amounts; one batch then
  * continues both, each at its own shifted position. */
 static void test_kv_e2e_d1_two_sequences_independent(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token p0[D1_N], p1[D1_N];
-    gen_tokens(2, g_tiny, p0, D1_N);
-    gen_tokens(3, g_tiny, p1, D1_N);
+    gen_tokens(2, M->m, p0, D1_N);
+    gen_tokens(3, M->m, p1, D1_N);
     const cs_token t0 = p0[3], t1 = p1[7];
     const cs_pos d0 = 11, d1 = 200;
-    float *base0 = logits_buf(g_tiny, 1), *base1 = logits_buf(g_tiny, 1);
-    d1_baseline(p0, t0, base0);
-    d1_baseline(p1, t1, base1);
+    float *base0 = logits_buf(M->m, 1), *base1 = logits_buf(M->m, 1);
+    d1_baseline(M, p0, t0, base0);
+    d1_baseline(M, p1, t1, base1);
 
-    cs_context *c = ctx_new(g_tiny, 128, 64, 2);
+    cs_context *c = ctx_new(M->m, 128, 64, 2);
     cs_batch *b = NULL;
     assert_int_equal(cs_batch_new(2 * D1_N, 1, &b), CS_OK);
     for (int32_t i = 0; i < D1_N; i++) {
@@ -504,9 +584,10 @@ static void test_kv_e2e_d1_two_sequences_independent(void **state) {
 
 enum { D2_N = 32, D2_DISCARD = 12 };
 
-static void d2_shift_ctx(const cs_token *prompt, int32_t n_keep, bool explicit_update, float *out) {
-    cs_context *c = ctx_new(g_tiny, 64, 64, 1);
-    assert_int_equal(decode_run(c, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
+static void d2_shift_ctx(const kv_model *M, const cs_token *prompt, int32_t n_keep,
+                         bool explicit_update, float *out) {
+    cs_context *c = ctx_new(M->m, 64, 64, 1);
+    assert_int_equal(decode_run(c, M->m, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
     assert_int_equal(cs_kv_seq_rm(c, 0, n_keep, n_keep + D2_DISCARD), CS_OK);
     assert_int_equal(cs_kv_seq_add(c, 0, n_keep + D2_DISCARD, -1, -D2_DISCARD), CS_OK);
     assert_int_equal(cs_kv_used_cells(c), D2_N - D2_DISCARD);
@@ -527,12 +608,13 @@ static void d2_shift_ctx(const cs_token *prompt, int32_t n_keep, bool explicit_u
         assert_int_equal(seen, D2_N - D2_DISCARD);
         free(v);
     }
-    decode_one(c, g_tiny, prompt[1], D2_N - D2_DISCARD, 0, out);
+    decode_one(c, M->m, prompt[1], D2_N - D2_DISCARD, 0, out);
     cs_context_free(c);
 }
 
-static void d2_masked_reference(const cs_token *prompt, int32_t n_keep, float *out) {
-    cs_context *c = ctx_new(g_tiny, 64, 64, 2);
+static void d2_masked_reference(const kv_model *M, const cs_token *prompt, int32_t n_keep,
+                                float *out) {
+    cs_context *c = ctx_new(M->m, 64, 64, 2);
     cs_batch *b = NULL;
     assert_int_equal(cs_batch_new(D2_N + n_keep, 2, &b), CS_OK);
     const cs_seq only1[] = {1}, tail[] = {1, 0}, only0[] = {0};
@@ -546,32 +628,32 @@ static void d2_masked_reference(const cs_token *prompt, int32_t n_keep, float *o
     assert_int_equal(cs_decode(c, b), 0);
     assert_int_equal(cs_kv_seq_pos_min(c, 0), D2_DISCARD);
     assert_int_equal(cs_kv_seq_pos_max(c, 0), D2_N - 1);
-    decode_one(c, g_tiny, prompt[1], D2_N, 0, out);
+    decode_one(c, M->m, prompt[1], D2_N, 0, out);
     assert_int_equal(stats(c).n_cells_shifted, 0); /* no K-shift in the reference */
     cs_batch_free(b);
     cs_context_free(c);
 }
 
 static void test_kv_e2e_d2_context_shift(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token prompt[D2_N];
-    gen_tokens(4, g_tiny, prompt, D2_N);
-    float *la = logits_buf(g_tiny, 1), *lc = logits_buf(g_tiny, 1), *le = logits_buf(g_tiny, 1);
+    gen_tokens(4, M->m, prompt, D2_N);
+    float *la = logits_buf(M->m, 1), *lc = logits_buf(M->m, 1), *le = logits_buf(M->m, 1);
     static const int32_t keeps[] = {4, 0};
     for (size_t k = 0; k < sizeof keeps / sizeof keeps[0]; k++) {
         const int32_t n_keep = keeps[k];
-        d2_shift_ctx(prompt, n_keep, false, la);
-        d2_shift_ctx(prompt, n_keep, true, lc);
+        d2_shift_ctx(M, prompt, n_keep, false, la);
+        d2_shift_ctx(M, prompt, n_keep, true, lc);
         assert_memory_equal(la, lc, (size_t)nv * sizeof(float));
-        d2_masked_reference(prompt, n_keep, le);
+        d2_masked_reference(M, prompt, n_keep, le);
         assert_rel_le(la, le, nv, TOL_TRANSLATION, "D2 vs masked cached-K reference");
     }
 
     /* D: n_keep = 0 by one seq_add that drops the negative cells */
-    cs_context *a = ctx_new(g_tiny, 64, 64, 1), *d = ctx_new(g_tiny, 64, 64, 1);
-    assert_int_equal(decode_run(a, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
-    assert_int_equal(decode_run(d, g_tiny, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
+    cs_context *a = ctx_new(M->m, 64, 64, 1), *d = ctx_new(M->m, 64, 64, 1);
+    assert_int_equal(decode_run(a, M->m, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
+    assert_int_equal(decode_run(d, M->m, prompt, D2_N, 0, 0, D2_N, NULL, NULL), 0);
     assert_int_equal(cs_kv_seq_rm(a, 0, 0, D2_DISCARD), CS_OK);
     assert_int_equal(cs_kv_seq_add(a, 0, D2_DISCARD, -1, -D2_DISCARD), CS_OK);
     assert_int_equal(cs_kv_seq_add(d, 0, -1, -1, -D2_DISCARD), CS_OK);
@@ -579,8 +661,8 @@ static void test_kv_e2e_d2_context_shift(void **state) {
     cs_kv_cell *va = view_get(a, &n), *vd = view_get(d, &n);
     assert_true(views_equal(va, vd, n));
     assert_int_equal(cs_kv_used_cells(d), D2_N - D2_DISCARD);
-    decode_one(a, g_tiny, prompt[1], D2_N - D2_DISCARD, 0, la);
-    decode_one(d, g_tiny, prompt[1], D2_N - D2_DISCARD, 0, lc);
+    decode_one(a, M->m, prompt[1], D2_N - D2_DISCARD, 0, la);
+    decode_one(d, M->m, prompt[1], D2_N - D2_DISCARD, 0, lc);
     assert_memory_equal(la, lc, (size_t)nv * sizeof(float));
     free(va);
     free(vd);
@@ -597,8 +679,8 @@ enum { D3_PER_SEQ = 20, D3_STEP = 4 };
 
 /* Three sequences decoded interleaved (cell 3i+s holds seq s's token i when
  * placement is in order), then sequence 1 removed: holes every third cell. */
-static cs_context *d3_build(const cs_token toks[3][D3_PER_SEQ]) {
-    cs_context *c = ctx_new(g_tiny, 96, 32, 3);
+static cs_context *d3_build(const kv_model *M, const cs_token toks[3][D3_PER_SEQ]) {
+    cs_context *c = ctx_new(M->m, 96, 32, 3);
     cs_batch *b = NULL;
     assert_int_equal(cs_batch_new(3 * D3_STEP, 1, &b), CS_OK);
     for (int32_t p0 = 0; p0 < D3_PER_SEQ; p0 += D3_STEP) {
@@ -614,8 +696,8 @@ static cs_context *d3_build(const cs_token toks[3][D3_PER_SEQ]) {
     return c;
 }
 
-static void d3_next(cs_context *c, float *out0, float *out2) {
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+static void d3_next(const kv_model *M, cs_context *c, float *out0, float *out2) {
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_batch *b = NULL;
     assert_int_equal(cs_batch_new(2, 1, &b), CS_OK);
     const cs_seq s0 = 0, s2 = 2;
@@ -628,15 +710,15 @@ static void d3_next(cs_context *c, float *out0, float *out2) {
 }
 
 static void test_kv_e2e_d3_defrag_invariance(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token toks[3][D3_PER_SEQ];
-    for (int s = 0; s < 3; s++) gen_tokens(10 + (uint64_t)s, g_tiny, toks[s], D3_PER_SEQ);
+    for (int s = 0; s < 3; s++) gen_tokens(10 + (uint64_t)s, M->m, toks[s], D3_PER_SEQ);
 
-    cs_context *s_ctx = d3_build(toks), *s2_ctx = d3_build(toks);
-    float *a0 = logits_buf(g_tiny, 1), *a2 = logits_buf(g_tiny, 1);
-    float *b0 = logits_buf(g_tiny, 1), *b2 = logits_buf(g_tiny, 1);
-    d3_next(s_ctx, a0, a2);
+    cs_context *s_ctx = d3_build(M, toks), *s2_ctx = d3_build(M, toks);
+    float *a0 = logits_buf(M->m, 1), *a2 = logits_buf(M->m, 1);
+    float *b0 = logits_buf(M->m, 1), *b2 = logits_buf(M->m, 1);
+    d3_next(M, s_ctx, a0, a2);
 
     int32_t n = 0;
     cs_kv_cell *before = view_get(s2_ctx, &n);
@@ -657,11 +739,9 @@ static void test_kv_e2e_d3_defrag_invariance(void **state) {
     assert_true(st1.n_defrag_passes > st0.n_defrag_passes);
     assert_int_equal((int64_t)(st1.n_cells_moved - st0.n_cells_moved), holes_below_used);
     /* every moved cell carries one F32 K row and one F32 V row per layer */
-    const uint64_t row_bytes = (uint64_t)cs_model_n_head_kv(g_tiny) *
-                               (uint64_t)(cs_model_n_embd(g_tiny) / cs_model_n_head(g_tiny)) * 4;
-    assert_int_equal(st1.n_bytes_moved - st0.n_bytes_moved, (uint64_t)holes_below_used * 2 *
-                                                                row_bytes *
-                                                                (uint64_t)cs_model_n_layer(g_tiny));
+    const uint64_t row_bytes = (uint64_t)cs_model_n_head_kv(M->m) * (uint64_t)M->head_dim * 4;
+    assert_int_equal(st1.n_bytes_moved - st0.n_bytes_moved,
+                     (uint64_t)holes_below_used * 2 * row_bytes * (uint64_t)cs_model_n_layer(M->m));
 
     /* the cells were permuted, not changed: same (pos, seq) multiset */
     cs_kv_cell *after = view_get(s2_ctx, &n);
@@ -672,7 +752,7 @@ static void test_kv_e2e_d3_defrag_invariance(void **state) {
     assert_int_equal(na, nb);
     assert_memory_equal(ka, kb, (size_t)na * sizeof *ka);
 
-    d3_next(s2_ctx, b0, b2);
+    d3_next(M, s2_ctx, b0, b2);
     assert_rel_le(b0, a0, nv, TOL_SUM_ORDER, "D3 seq 0");
     assert_rel_le(b2, a2, nv, TOL_SUM_ORDER, "D3 seq 2");
 
@@ -693,24 +773,24 @@ static void test_kv_e2e_d3_defrag_invariance(void **state) {
 enum { D4_PROMPT = 16, D4_SEQ = 4, D4_STEPS = 8 };
 
 static void test_kv_e2e_d4_shared_prefix(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token prompt[D4_PROMPT];
-    gen_tokens(20, g_tiny, prompt, D4_PROMPT);
+    gen_tokens(20, M->m, prompt, D4_PROMPT);
     /* each sequence starts its continuation with a different token */
     const cs_token first[D4_SEQ] = {40, 41, 300, 455};
     cs_token toks[D4_SEQ][D4_STEPS];
-    float *ref = logits_buf(g_tiny, D4_SEQ * D4_STEPS);
+    float *ref = logits_buf(M->m, D4_SEQ * D4_STEPS);
 
     /* independent single-sequence greedy runs */
     for (int32_t s = 0; s < D4_SEQ; s++) {
-        cs_context *c = ctx_new(g_tiny, 64, 32, 1);
-        assert_int_equal(decode_run(c, g_tiny, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL), 0);
+        cs_context *c = ctx_new(M->m, 64, 32, 1);
+        assert_int_equal(decode_run(c, M->m, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL), 0);
         cs_token t = first[s];
         for (int32_t k = 0; k < D4_STEPS; k++) {
             float *row = ref + (size_t)(s * D4_STEPS + k) * (size_t)nv;
             toks[s][k] = t;
-            decode_one(c, g_tiny, t, D4_PROMPT + k, 0, row);
+            decode_one(c, M->m, t, D4_PROMPT + k, 0, row);
             t = argmax(row, nv);
         }
         cs_context_free(c);
@@ -718,8 +798,8 @@ static void test_kv_e2e_d4_shared_prefix(void **state) {
 
     /* one cache: the prompt decoded once, shared by seq_cp, then all four
      * sequences continue in one batch per step */
-    cs_context *c = ctx_new(g_tiny, 64, 32, D4_SEQ);
-    assert_int_equal(decode_run(c, g_tiny, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL), 0);
+    cs_context *c = ctx_new(M->m, 64, 32, D4_SEQ);
+    assert_int_equal(decode_run(c, M->m, prompt, D4_PROMPT, 0, 0, D4_PROMPT, NULL, NULL), 0);
     for (cs_seq s = 1; s < D4_SEQ; s++) assert_int_equal(cs_kv_seq_cp(c, 0, s, -1, -1), CS_OK);
     assert_int_equal(cs_kv_used_cells(c), D4_PROMPT);
     assert_int_equal(cs_kv_token_count(c), D4_SEQ * D4_PROMPT);
@@ -752,20 +832,20 @@ static void test_kv_e2e_d4_shared_prefix(void **state) {
 enum { D5_N = 24, D5_SPLIT = 8 };
 
 static void test_kv_e2e_d5_rollback(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token toks[D5_N];
-    gen_tokens(30, g_tiny, toks, D5_N);
-    float *orig = logits_buf(g_tiny, D5_N), *again = logits_buf(g_tiny, D5_N);
-    cs_context *c = ctx_new(g_tiny, 64, 32, 1);
-    assert_int_equal(decode_run(c, g_tiny, toks, D5_N, 0, 0, D5_SPLIT, orig, NULL), 0);
+    gen_tokens(30, M->m, toks, D5_N);
+    float *orig = logits_buf(M->m, D5_N), *again = logits_buf(M->m, D5_N);
+    cs_context *c = ctx_new(M->m, 64, 32, 1);
+    assert_int_equal(decode_run(c, M->m, toks, D5_N, 0, 0, D5_SPLIT, orig, NULL), 0);
 
     /* same split: roll back to a batch boundary and redo the last batch */
     const int32_t m = 2 * D5_SPLIT;
     assert_int_equal(cs_kv_seq_rm(c, 0, m, -1), CS_OK);
     assert_int_equal(cs_kv_used_cells(c), m);
     assert_int_equal(cs_kv_seq_pos_max(c, 0), m - 1);
-    assert_int_equal(decode_run(c, g_tiny, toks + m, D5_N - m, m, 0, D5_SPLIT, again, NULL), 0);
+    assert_int_equal(decode_run(c, M->m, toks + m, D5_N - m, m, 0, D5_SPLIT, again, NULL), 0);
     assert_memory_equal(again, orig + (size_t)m * (size_t)nv,
                         (size_t)(D5_N - m) * (size_t)nv * sizeof(float));
 
@@ -773,7 +853,7 @@ static void test_kv_e2e_d5_rollback(void **state) {
     const int32_t m2 = 13;
     assert_int_equal(cs_kv_seq_rm(c, 0, m2, -1), CS_OK);
     assert_int_equal(cs_kv_used_cells(c), m2);
-    assert_int_equal(decode_run(c, g_tiny, toks + m2, D5_N - m2, m2, 0, 3, again, NULL), 0);
+    assert_int_equal(decode_run(c, M->m, toks + m2, D5_N - m2, m2, 0, 3, again, NULL), 0);
     for (int32_t i = 0; i < D5_N - m2; i++)
         assert_rel_le(again + (size_t)i * (size_t)nv, orig + (size_t)(m2 + i) * (size_t)nv, nv,
                       TOL_SUM_ORDER, "D5 different split");
@@ -800,11 +880,15 @@ static void test_kv_e2e_d5_rollback(void **state) {
  * computation after every update (d6_check_k): every layer's row equals the
  * float64 RoPE at floor(j/G) of the key as written (rotated back by its
  * decode position, fixtures/ref_forward.c), and layer 0 equals the float64
- * RoPE of the key the fixture computes from the weights. */
+ * RoPE of the key the fixture computes from the weights. That RoPE is the
+ * model's own (ref_rope_f64 of the model's ref_model): NEOX pairs on qwen2
+ * (self-extend on NEOX), the rope_freqs divisors on the rope_freqs model,
+ * so a shift with another pairing or without the factors fails. */
 
 enum { D6_MAX_TOK = 128 };
 
 typedef struct d6_run {
+    const kv_model *model;
     cs_context *c;
     cs_pos pos_of[D6_MAX_TOK];   /* position token j was decoded at */
     cs_pos rot_of[D6_MAX_TOK];   /* position its cached K is rotated for */
@@ -836,6 +920,7 @@ static void d6_record(d6_run *r, const bool *was_used, int32_t i0, int32_t nb, c
  * float64 RoPE at that position (see the section comment). */
 static void d6_check_k(const d6_run *r, const cs_token *toks, int32_t n_grouped, int32_t n_done,
                        int32_t G) {
+    const kv_model *M = r->model;
     const kv_store *kv = &r->c->kv;
     assert_int_equal(stats(r->c).n_pending_shift, 0);
     double *key = malloc((size_t)kv->n_embd_kv * sizeof *key);
@@ -847,15 +932,15 @@ static void d6_check_k(const d6_run *r, const cs_token *toks, int32_t n_grouped,
         np[j] = j < n_grouped ? j / G : r->pos_of[j];
         assert_int_equal(r->c->cells.pos[r->cell_of[j]], np[j]);
         for (int32_t l = 0; l < kv->n_layer; l++) {
-            key_unrotated(r->c,
+            key_unrotated(M->ref, r->c,
                           r->k_written +
                               ((size_t)j * (size_t)kv->n_layer + (size_t)l) * (size_t)kv->n_embd_kv,
                           r->pos_of[j], key);
-            ref_rope_f64(g_tiny_ref, key, kv->n_head_kv, (double)np[j]);
+            ref_rope_f64(M->ref, key, kv->n_head_kv, (double)np[j]);
             err_add(&all, k_row(r->c, l, r->cell_of[j]), key, kv->n_embd_kv);
         }
     }
-    err_add_k0_direct(&l0, r->c, r->cell_of, toks, np, n_done);
+    err_add_k0_direct(&l0, M->ref, r->c, r->cell_of, toks, np, n_done);
     assert_err_le(&all, TOL_K_DIRECT, "D6 K (all layers) vs float64 RoPE of the written key");
     assert_err_le(&l0, TOL_K_DIRECT, "D6 layer-0 K vs float64 RoPE of the weights' key");
     free(key);
@@ -910,11 +995,12 @@ static void d6_check_cells(d6_run *r, int32_t n_grouped, int32_t n_done, int32_t
 /* Run the fill loop over toks[0, n_all) with n_batch W and group G. The
  * last chunk's last logits go to out_last, the logits of one more token
  * decoded after the prompt to out_next, the final cells to *view_out. */
-static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, bool reference,
-                    float *out_last, float *out_next, cs_kv_cell **view_out) {
+static void d6_fill(const kv_model *M, const cs_token *toks, int32_t n_all, int32_t W, int32_t G,
+                    bool reference, float *out_last, float *out_next, cs_kv_cell **view_out) {
     d6_run r;
     memset(&r, 0, sizeof r);
-    r.c = ctx_new(g_tiny, (uint32_t)n_all + 8, (uint32_t)W, 1);
+    r.model = M;
+    r.c = ctx_new(M->m, (uint32_t)n_all + 8, (uint32_t)W, 1);
     r.k_written = malloc((size_t)D6_MAX_TOK * (size_t)r.c->kv.n_layer * (size_t)r.c->kv.n_embd_kv *
                          sizeof(float));
     bool *was_used = calloc((size_t)r.c->cells.size, sizeof *was_used);
@@ -937,7 +1023,7 @@ static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, b
         const int32_t nb = n_all - i < W ? n_all - i : W;
         for (int32_t k = 0; k < nb; k++) r.pos_of[i + k] = r.rot_of[i + k] = n_past + k;
         for (int32_t k = 0; k < r.c->cells.size; k++) was_used[k] = r.c->cells.pos[k] >= 0;
-        assert_int_equal(decode_run(r.c, g_tiny, toks + i, nb, n_past, 0, W, NULL, out_last), 0);
+        assert_int_equal(decode_run(r.c, M->m, toks + i, nb, n_past, 0, W, NULL, out_last), 0);
         d6_record(&r, was_used, i, nb, n_past);
         n_past += nb;
         i_last = i;
@@ -949,19 +1035,19 @@ static void d6_fill(const cs_token *toks, int32_t n_all, int32_t W, int32_t G, b
     d6_check_k(&r, toks, i_last, n_all, G);
     free(was_used);
     free(r.k_written);
-    decode_one(r.c, g_tiny, toks[0], n_past, 0, out_next);
+    decode_one(r.c, M->m, toks[0], n_past, 0, out_next);
     int32_t n = 0;
     *view_out = view_get(r.c, &n);
     cs_context_free(r.c);
 }
 
 static void test_kv_e2e_d6_self_extend(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token toks[D6_MAX_TOK];
-    gen_tokens(40, g_tiny, toks, D6_MAX_TOK);
-    float *l_se = logits_buf(g_tiny, 1), *n_se = logits_buf(g_tiny, 1);
-    float *l_ref = logits_buf(g_tiny, 1), *n_ref = logits_buf(g_tiny, 1);
+    gen_tokens(40, M->m, toks, D6_MAX_TOK);
+    float *l_se = logits_buf(M->m, 1), *n_se = logits_buf(M->m, 1);
+    float *l_ref = logits_buf(M->m, 1), *n_ref = logits_buf(M->m, 1);
     static const int32_t groups[] = {2, 4};
     static const int32_t widths[] = {8, 16, 32};
     for (size_t gi = 0; gi < 2; gi++) {
@@ -970,8 +1056,8 @@ static void test_kv_e2e_d6_self_extend(void **state) {
             const int32_t n_all = 3 * W + W / 2; /* three full chunks and a half */
             assert_true(n_all <= D6_MAX_TOK);
             cs_kv_cell *v_se = NULL, *v_ref = NULL;
-            d6_fill(toks, n_all, W, G, false, l_se, n_se, &v_se);
-            d6_fill(toks, n_all, W, G, true, l_ref, n_ref, &v_ref);
+            d6_fill(M, toks, n_all, W, G, false, l_se, n_se, &v_se);
+            d6_fill(M, toks, n_all, W, G, true, l_ref, n_ref, &v_ref);
             assert_true(views_equal(v_se, v_ref, n_all + 8));
             assert_memory_equal(l_se, l_ref, (size_t)nv * sizeof(float));
             assert_memory_equal(n_se, n_ref, (size_t)nv * sizeof(float));
@@ -992,10 +1078,10 @@ enum { D7_N = 32 };
 /* mode 0: lazy (the decode applies the shift); 1: one explicit update
  * before the decode; 2: an explicit update after every operation. The
  * final K/V bytes go to *dump_out and the cells to *view_out. */
-static void d7_run(const cs_token *toks, int mode, float *out, uint8_t **dump_out,
-                   cs_kv_cell **view_out) {
-    cs_context *c = ctx_new(g_tiny, 64, 64, 1);
-    assert_int_equal(decode_run(c, g_tiny, toks, D7_N, 0, 0, D7_N, NULL, NULL), 0);
+static void d7_run(const kv_model *M, const cs_token *toks, int mode, float *out,
+                   uint8_t **dump_out, cs_kv_cell **view_out) {
+    cs_context *c = ctx_new(M->m, 64, 64, 1);
+    assert_int_equal(decode_run(c, M->m, toks, D7_N, 0, 0, D7_N, NULL, NULL), 0);
     assert_int_equal(cs_kv_seq_rm(c, 0, 4, 10), CS_OK);
     if (mode == 2) assert_int_equal(cs_kv_update(c), CS_OK);
     assert_int_equal(cs_kv_seq_add(c, 0, 10, -1, -6), CS_OK);
@@ -1014,7 +1100,7 @@ static void d7_run(const cs_token *toks, int mode, float *out, uint8_t **dump_ou
      * 11..19} */
     assert_int_equal(cs_kv_seq_pos_min(c, 0), 7);
     assert_int_equal(cs_kv_seq_pos_max(c, 0), 12 + 7);
-    decode_one(c, g_tiny, toks[2], cs_kv_seq_pos_max(c, 0) + 1, 0, out);
+    decode_one(c, M->m, toks[2], cs_kv_seq_pos_max(c, 0) + 1, 0, out);
     assert_int_equal(stats(c).n_pending_shift, 0);
     int32_t n = 0;
     cs_kv_cell *v = view_get(c, &n);
@@ -1025,17 +1111,16 @@ static void d7_run(const cs_token *toks, int mode, float *out, uint8_t **dump_ou
 }
 
 static void test_kv_e2e_d7_lazy_vs_explicit_update(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token toks[D7_N];
-    gen_tokens(50, g_tiny, toks, D7_N);
-    float *lazy = logits_buf(g_tiny, 1), *expl = logits_buf(g_tiny, 1),
-          *each = logits_buf(g_tiny, 1);
+    gen_tokens(50, M->m, toks, D7_N);
+    float *lazy = logits_buf(M->m, 1), *expl = logits_buf(M->m, 1), *each = logits_buf(M->m, 1);
     uint8_t *d_lazy = NULL, *d_expl = NULL, *d_each = NULL;
     cs_kv_cell *v_lazy = NULL, *v_expl = NULL, *v_each = NULL;
-    d7_run(toks, 0, lazy, &d_lazy, &v_lazy);
-    d7_run(toks, 1, expl, &d_expl, &v_expl);
-    d7_run(toks, 2, each, &d_each, &v_each);
+    d7_run(M, toks, 0, lazy, &d_lazy, &v_lazy);
+    d7_run(M, toks, 1, expl, &d_expl, &v_expl);
+    d7_run(M, toks, 2, each, &d_each, &v_each);
     assert_memory_equal(lazy, expl, (size_t)nv * sizeof(float));
     assert_rel_le(each, lazy, nv, TOL_FOLDED_SHIFT, "D7 update after every operation");
     /* the lazy decode left exactly the cache an update-then-decode leaves:
@@ -1043,7 +1128,7 @@ static void test_kv_e2e_d7_lazy_vs_explicit_update(void **state) {
      * rotation) and the same K/V bytes */
     assert_true(views_equal(v_lazy, v_expl, 64));
     assert_true(views_equal(v_lazy, v_each, 64));
-    cs_context *shape = ctx_new(g_tiny, 64, 64, 1);
+    cs_context *shape = ctx_new(M->m, 64, 64, 1);
     assert_memory_equal(d_lazy, d_expl, kv_dump_size(shape));
     cs_context_free(shape);
     free(lazy);
@@ -1086,10 +1171,11 @@ static void decode_interleaved(cs_context *c, const cs_token *t0, const cs_token
  * at theirs (no stale rotation). */
 enum { D7C_PER_SEQ = 12, D7C_T = 10, D7C_DELTA = 5 };
 
-static cs_context *d7c_build(const cs_token *t0, const cs_token *t1, float **k_written) {
+static cs_context *d7c_build(const kv_model *M, const cs_token *t0, const cs_token *t1,
+                             float **k_written) {
     ctx_opts o = opts(48, 16, 2);
     o.contiguous = true;
-    cs_context *c = ctx_new_o(g_tiny, &o);
+    cs_context *c = ctx_new_o(M->m, &o);
     decode_interleaved(c, t0, t1, D7C_PER_SEQ);
     /* seq 0 at even cells 0, 2, ..., 22 (position p at cell 2p) */
     for (int32_t p = 0; p < D7C_PER_SEQ; p++) {
@@ -1118,26 +1204,26 @@ static cs_context *d7c_build(const cs_token *t0, const cs_token *t1, float **k_w
 }
 
 static void test_kv_e2e_d7_no_placement_while_shift_pending(void **state) {
-    (void)state;
-    const int32_t nv = cs_model_n_vocab(g_tiny);
+    const kv_model *M = *state;
+    const int32_t nv = cs_model_n_vocab(M->m);
     cs_token t0[D7C_PER_SEQ + D7C_T], t1[D7C_PER_SEQ];
-    gen_tokens(51, g_tiny, t0, D7C_PER_SEQ + D7C_T);
-    gen_tokens(52, g_tiny, t1, D7C_PER_SEQ);
+    gen_tokens(51, M->m, t0, D7C_PER_SEQ + D7C_T);
+    gen_tokens(52, M->m, t1, D7C_PER_SEQ);
     float *kw_lazy = NULL, *kw_expl = NULL;
-    cs_context *lazy = d7c_build(t0, t1, &kw_lazy), *expl = d7c_build(t0, t1, &kw_expl);
-    float *l_lazy = logits_buf(g_tiny, 1), *l_expl = logits_buf(g_tiny, 1);
+    cs_context *lazy = d7c_build(M, t0, t1, &kw_lazy), *expl = d7c_build(M, t0, t1, &kw_expl);
+    float *l_lazy = logits_buf(M->m, 1), *l_expl = logits_buf(M->m, 1);
     const cs_pos p_next = D7C_PER_SEQ + D7C_DELTA;
     assert_int_equal(cs_kv_seq_pos_max(lazy, 0) + 1, p_next);
 
     /* lazy: the decode itself must rotate and compact before placing */
     assert_int_equal(
-        decode_run(lazy, g_tiny, t0 + D7C_PER_SEQ, D7C_T, p_next, 0, D7C_T, NULL, l_lazy), 0);
+        decode_run(lazy, M->m, t0 + D7C_PER_SEQ, D7C_T, p_next, 0, D7C_T, NULL, l_lazy), 0);
     /* explicit: update first, then the same decode */
     assert_int_equal(cs_kv_update(expl), CS_OK);
     assert_int_equal(stats(expl).n_pending_shift, 0);
     assert_int_equal(stats(expl).cell_max, D7C_PER_SEQ);
     assert_int_equal(
-        decode_run(expl, g_tiny, t0 + D7C_PER_SEQ, D7C_T, p_next, 0, D7C_T, NULL, l_expl), 0);
+        decode_run(expl, M->m, t0 + D7C_PER_SEQ, D7C_T, p_next, 0, D7C_T, NULL, l_expl), 0);
 
     const cs_kv_info st = stats(lazy);
     assert_int_equal(st.n_pending_shift, 0);
@@ -1172,9 +1258,10 @@ static void test_kv_e2e_d7_no_placement_while_shift_pending(void **state) {
         cells[p] = find_cell(va, n, BIT(0), p + D7C_DELTA);
         pos[p] = p + D7C_DELTA;
         for (int32_t l = 0; l < lazy->kv.n_layer; l++) {
-            key_unrotated(lazy, kw_lazy + ((size_t)p * (size_t)lazy->kv.n_layer + (size_t)l) * row,
-                          p, key);
-            ref_rope_f64(g_tiny_ref, key, lazy->kv.n_head_kv, (double)(p + D7C_DELTA));
+            key_unrotated(M->ref, lazy,
+                          kw_lazy + ((size_t)p * (size_t)lazy->kv.n_layer + (size_t)l) * row, p,
+                          key);
+            ref_rope_f64(M->ref, key, lazy->kv.n_head_kv, (double)(p + D7C_DELTA));
             err_add(&old_all, k_row(lazy, l, cells[p]), key, (int32_t)row);
         }
     }
@@ -1182,7 +1269,7 @@ static void test_kv_e2e_d7_no_placement_while_shift_pending(void **state) {
         cells[D7C_PER_SEQ + k] = D7C_PER_SEQ + k;
         pos[D7C_PER_SEQ + k] = p_next + k;
     }
-    err_add_k0_direct(&l0, lazy, cells, t0, pos, n_all);
+    err_add_k0_direct(&l0, M->ref, lazy, cells, t0, pos, n_all);
     assert_err_le(&old_all, TOL_K_DIRECT, "D7 shifted K (all layers) vs float64 RoPE");
     assert_err_le(&l0, TOL_K_DIRECT, "D7 layer-0 K (old and new cells) vs float64 RoPE");
 
@@ -1262,11 +1349,11 @@ static void assert_fresh_error(const char *needle) {
 }
 
 static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
-    (void)state;
+    const kv_model *M = *state;
     cs_token toks[30];
-    gen_tokens(60, g_tiny, toks, 30);
-    cs_context *c = ctx_new(g_tiny, 32, 8, 2);
-    assert_int_equal(decode_run(c, g_tiny, toks, 30, 0, 0, 8, NULL, NULL), 0);
+    gen_tokens(60, M->m, toks, 30);
+    cs_context *c = ctx_new(M->m, 32, 8, 2);
+    assert_int_equal(decode_run(c, M->m, toks, 30, 0, 0, 8, NULL, NULL), 0);
     /* pending deltas and a scheduled defrag must survive a failed decode */
     assert_int_equal(cs_kv_seq_rm(c, 0, 3, 5), CS_OK);
     assert_int_equal(cs_kv_seq_add(c, 0, 10, 20, 40), CS_OK);
@@ -1292,7 +1379,7 @@ static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
         int32_t n_seq;
         const char *needle;
     } bad[] = {
-        {cs_model_n_vocab(g_tiny), 50, &s0, 1, "token"}, /* token outside the vocabulary */
+        {cs_model_n_vocab(M->m), 50, &s0, 1, "token"}, /* token outside the vocabulary */
         {-1, 50, &s0, 1, "token"},
         {5, 50, &bad_seq, 1, "sequence"}, /* seq >= n_seq_max */
         {5, 50, &neg_seq, 1, "sequence"}, /* seq < 0 */
@@ -1346,11 +1433,11 @@ static void test_kv_e2e_d9_failed_decode_atomic(void **state) {
 }
 
 static void test_kv_e2e_d9_bad_kv_arguments(void **state) {
-    (void)state;
+    const kv_model *M = *state;
     cs_token toks[12];
-    gen_tokens(61, g_tiny, toks, 12);
-    cs_context *c = ctx_new(g_tiny, 32, 16, 2);
-    assert_int_equal(decode_run(c, g_tiny, toks, 12, 0, 0, 12, NULL, NULL), 0);
+    gen_tokens(61, M->m, toks, 12);
+    cs_context *c = ctx_new(M->m, 32, 16, 2);
+    assert_int_equal(decode_run(c, M->m, toks, 12, 0, 0, 12, NULL, NULL), 0);
     assert_int_equal(cs_kv_seq_cp(c, 0, 1, 0, 6), CS_OK);
     assert_int_equal(cs_kv_seq_add(c, 0, 8, -1, 3), CS_OK); /* a pending delta */
     kv_snapshot s = snap(c);
@@ -1665,7 +1752,7 @@ static void test_kv_e2e_a9_clear_drops_pending_shift(void **state) {
         assert_true(rows_identical(a, da, cells[j], db, cells[j]));
     }
     err_acc l0 = {0, 0};
-    err_add_k0_direct(&l0, a, cells, q, pos, A9_M);
+    err_add_k0_direct(&l0, g_tiny_ref, a, cells, q, pos, A9_M);
     assert_err_le(&l0, TOL_K_DIRECT, "A9 layer-0 K after clear vs float64 RoPE");
     free(da);
     free(va);
@@ -1776,7 +1863,7 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
 
     /* 1. no pending shift (regression #16): the defrag runs by itself,
      * rotates nothing, and every row moves bit-exactly with its cell */
-    cs_context *c = d3_build(toks);
+    cs_context *c = d3_build(&g_models[KM_LLAMA], toks);
     int32_t n = 0;
     cs_kv_cell *pre = view_get(c, &n);
     uint8_t *dpre = kv_dump(c);
@@ -1807,8 +1894,8 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
      * holds K rotated for its new position. Direct computations: the
      * float64 RoPE of the written key, the fixture's layer-0 key, and fresh
      * contexts that decode the same tokens at the final positions. */
-    c = d3_build(toks);
-    cs_context *lazy = d3_build(toks);
+    c = d3_build(&g_models[KM_LLAMA], toks);
+    cs_context *lazy = d3_build(&g_models[KM_LLAMA], toks);
     pre = view_get(c, &n);
     dpre = kv_dump(c);
     st0 = stats(c);
@@ -1863,7 +1950,8 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
             if (!s0) { /* moved only: K bit-exact too */
                 assert_memory_equal(dump_row(c, dpre, l, j, false), k_row(c, l, i), c->kv.row_k);
             } else {
-                key_unrotated(c, (const float *)dump_row(c, dpre, l, j, false), p_orig, key);
+                key_unrotated(g_tiny_ref, c, (const float *)dump_row(c, dpre, l, j, false), p_orig,
+                              key);
                 ref_rope_f64(g_tiny_ref, key, c->kv.n_head_kv, (double)post[i].pos);
                 err_add(&k_rope, k_row(c, l, i), key, (int32_t)row);
             }
@@ -1877,7 +1965,7 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
                     (int32_t)row);
         }
     }
-    err_add_k0_direct(&k0, c, cells0, toks[0], pos0, D3_PER_SEQ);
+    err_add_k0_direct(&k0, g_tiny_ref, c, cells0, toks[0], pos0, D3_PER_SEQ);
     assert_err_le(&k_rope, TOL_K_DIRECT, "B10 shifted+moved K vs float64 RoPE of the written key");
     assert_err_le(&k0, TOL_K_DIRECT, "B10 shifted+moved layer-0 K vs float64 RoPE (weights)");
     assert_err_le(&k_fresh, TOL_K_DIRECT, "B10 K vs a fresh decode at the final positions");
@@ -1992,19 +2080,27 @@ static void test_kv_e2e_q8_0_cache(void **state) {
     free(f32_shift);
 }
 
+/* A part-D test on each model: the llama fixture under the test's own name,
+ * the others under the name plus the model's suffix. */
+#define KV_D_ONE(f, name, k)                                                                       \
+    { name, f, NULL, NULL, &g_models[k] }
+#define KV_D_TEST(f)                                                                               \
+    KV_D_ONE(f, #f, KM_LLAMA), KV_D_ONE(f, #f "_qwen2", KM_QWEN2),                                 \
+        KV_D_ONE(f, #f "_rope_freqs", KM_FREQS)
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kv_e2e_d1_translation_invariance),
-        cmocka_unit_test(test_kv_e2e_d1_two_sequences_independent),
-        cmocka_unit_test(test_kv_e2e_d2_context_shift),
-        cmocka_unit_test(test_kv_e2e_d3_defrag_invariance),
-        cmocka_unit_test(test_kv_e2e_d4_shared_prefix),
-        cmocka_unit_test(test_kv_e2e_d5_rollback),
-        cmocka_unit_test(test_kv_e2e_d6_self_extend),
-        cmocka_unit_test(test_kv_e2e_d7_lazy_vs_explicit_update),
-        cmocka_unit_test(test_kv_e2e_d7_no_placement_while_shift_pending),
-        cmocka_unit_test(test_kv_e2e_d9_failed_decode_atomic),
-        cmocka_unit_test(test_kv_e2e_d9_bad_kv_arguments),
+        KV_D_TEST(test_kv_e2e_d1_translation_invariance),
+        KV_D_TEST(test_kv_e2e_d1_two_sequences_independent),
+        KV_D_TEST(test_kv_e2e_d2_context_shift),
+        KV_D_TEST(test_kv_e2e_d3_defrag_invariance),
+        KV_D_TEST(test_kv_e2e_d4_shared_prefix),
+        KV_D_TEST(test_kv_e2e_d5_rollback),
+        KV_D_TEST(test_kv_e2e_d6_self_extend),
+        KV_D_TEST(test_kv_e2e_d7_lazy_vs_explicit_update),
+        KV_D_TEST(test_kv_e2e_d7_no_placement_while_shift_pending),
+        KV_D_TEST(test_kv_e2e_d9_failed_decode_atomic),
+        KV_D_TEST(test_kv_e2e_d9_bad_kv_arguments),
         cmocka_unit_test(test_kv_e2e_b11_contiguous_forced_defrag),
         cmocka_unit_test(test_kv_e2e_b9_defrag_threshold),
         cmocka_unit_test(test_kv_e2e_b9_exact_formula),
