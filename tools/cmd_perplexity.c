@@ -252,7 +252,7 @@ static void kld_compare_row(const float *logits, int32_t n_vocab, const uint16_t
     const float p = expf(-nll);
     const float p_diff = p - p_base;
     k->p_diff += (double)p_diff;
-    const double p_diff2 = p_diff * p_diff;
+    const double p_diff2 = (double)(p_diff * p_diff);
     k->p_diff2 += p_diff2;
     k->p_diff4 += p_diff2 * p_diff2;
     if (fabsf(p_diff) > k->max_p_diff) k->max_p_diff = fabsf(p_diff);
