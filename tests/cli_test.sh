@@ -253,6 +253,96 @@ printf 'Once upon a time.' >"$TMP/short.txt"
 check_rc "perplexity on a too short text exits 1" 1 "error:" -- \
     perplexity -m "$MODEL" -f "$TMP/short.txt" -c 128
 
+# ---------------------------------------------------------------- KL divergence
+# Base file of the bundled model on README.md (4 chunks of 64: 124 scored
+# positions, enough for the statistics), then the same model against it.
+KTEXT="$SRC/README.md"
+KBASE="$TMP/base.kld"
+run perplexity -m "$MODEL" -f "$KTEXT" -c 64 -b 64 --chunks 4 -t 1 --kl-divergence-base "$KBASE"
+kppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$TMP/out" | head -n 1)
+# llama.cpp's layout: magic, n_ctx, n_vocab, n_chunk, 4 * 64 tokens, then 4 * 31 rows of
+# (2 floats + 512 uint16).
+ksize=$((8 + 12 + 4 * 4 * 64 + 4 * 31 * 2 * (4 + 512)))
+if [ "$RC" -eq 0 ] && [ -n "$kppl" ] && [ "$(wc -c <"$KBASE")" -eq "$ksize" ]; then
+    ok "perplexity --kl-divergence-base writes llama.cpp's layout ($ksize bytes)"
+else
+    fail "kl-divergence-base" "exit status $RC, PPL '$kppl', $(wc -c <"$KBASE" 2>/dev/null) bytes (want $ksize)"
+fi
+# The same model: identical logits, so the only difference is the base file's 16-bit
+# steps: every position's |KLD| stays under half a step of the 16-nat range plus the
+# rounding of sum p (16 / 65535 / 2 = 1.22e-4 plus a few 1e-6), and every arg-max agrees.
+run perplexity -m "$MODEL" -b 64 -t 1 --kl-divergence-base "$KBASE" --kl-divergence
+kmax=$(sed -n 's/^Maximum KLD: *\([-0-9.]*\)$/\1/p' "$TMP/out")
+kmin=$(sed -n 's/^Minimum KLD: *\([-0-9.]*\)$/\1/p' "$TMP/out")
+kq=$(sed -n 's/^Mean PPL(Q) *: *\([0-9.]*\) .*/\1/p' "$TMP/out")
+if [ "$RC" -eq 0 ] && grep -q '^Same top p: 100.000 ± 0.000 %$' "$TMP/out" &&
+    [ -n "$kmax" ] && [ -n "$kmin" ] && awk -v a="$kmax" -v b="$kmin" \
+    'BEGIN { exit !(a <= 0.000125 && b >= -0.000125) }'; then
+    ok "kl-divergence of the same model: same top 100%, KLD in [$kmin, $kmax]"
+else
+    fail "kl-divergence same model" "exit status $RC, KLD [$kmin, $kmax], stdout tail '$(tail -n 2 "$TMP/out")'"
+fi
+if [ -n "$kq" ] && [ "$(awk -v q="$kq" 'BEGIN { printf "%.4f", q }')" = "$kppl" ]; then
+    ok "kl-divergence PPL(Q) $kq = the base run's PPL $kppl"
+else
+    fail "kl-divergence PPL(Q)" "'$kq' vs the base run's '$kppl'"
+fi
+check_rc "kl-divergence with the text checks its tokens" 0 "" -- \
+    perplexity -m "$MODEL" -f "$KTEXT" -t 1 --kl-divergence-base "$KBASE" --kl-divergence
+check_rc "kl-divergence of another text: tokens mismatch" 1 "tokens mismatch at token" -- \
+    perplexity -m "$MODEL" -f "$SRC/docs/CLI.md" -t 1 --kl-divergence-base "$KBASE" --kl-divergence
+check_rc "kl-divergence -c other than the base's: n_ctx mismatch" 1 \
+    "n_ctx mismatch: the base file was computed with -c 64, this run has -c 32" -- \
+    perplexity -m "$MODEL" -c 32 -t 1 --kl-divergence-base "$KBASE" --kl-divergence
+"$BIN" gen-model -o "$TMP/v256.gguf" --preset tiny --n-layer 1 --n-vocab 256 >/dev/null 2>&1
+check_rc "kl-divergence of a model with another vocabulary: n_vocab mismatch" 1 \
+    "n_vocab mismatch: the base file has 512, the model 256" -- \
+    perplexity -m "$TMP/v256.gguf" -t 1 --kl-divergence-base "$KBASE" --kl-divergence
+head -c 50000 "$KBASE" >"$TMP/trunc.kld"
+check_rc "kl-divergence of a truncated base file exits 1" 1 "truncated or padded base file: 50000 bytes" -- \
+    perplexity -m "$MODEL" -t 1 --kl-divergence-base "$TMP/trunc.kld" --kl-divergence
+head -c 14 "$KBASE" >"$TMP/trunc.kld"
+check_rc "kl-divergence of a truncated header exits 1" 1 "truncated or unreadable base file" -- \
+    perplexity -m "$MODEL" -t 1 --kl-divergence-base "$TMP/trunc.kld" --kl-divergence
+check_rc "kl-divergence of a text as base file exits 1" 1 "no '_logits_' magic" -- \
+    perplexity -m "$MODEL" -t 1 --kl-divergence-base "$KTEXT" --kl-divergence
+cp "$KBASE" "$TMP/badtok.kld"
+printf '\017\047\000\000' | dd of="$TMP/badtok.kld" bs=1 seek=40 conv=notrunc 2>/dev/null
+check_rc "kl-divergence of a base file with token 9999 exits 1" 1 \
+    "token 5 is 9999, outside the model's vocabulary [0, 512)" -- \
+    perplexity -m "$MODEL" -t 1 --kl-divergence-base "$TMP/badtok.kld" --kl-divergence
+check_rc "kl-divergence without a base file exits 2" 2 "needs --kl-divergence-base" -- \
+    perplexity -m "$MODEL" --kl-divergence
+check_rc "kl-divergence of a missing base file exits 1" 1 "cannot open" -- \
+    perplexity -m "$MODEL" --kl-divergence-base "$TMP/none.kld" --kl-divergence
+
+# Quantized models against the f32 base on the golden story: a positive KLD that grows
+# from Q8_0 to Q4_0, and Q4_0 changes some arg-maxes.
+if have_shared && [ -f "$STORY" ] && [ -f "$SHARED/models/stories260K-q4_0.gguf" ] &&
+    [ -f "$SHARED/models/stories260K-q8_0.gguf" ]; then
+    run perplexity -m "$MODEL" -f "$STORY" -c 128 -b 128 -t 1 --kl-divergence-base "$TMP/story.kld"
+    kl8=""
+    kl4=""
+    top4=""
+    if [ "$RC" -eq 0 ]; then
+        run perplexity -m "$SHARED/models/stories260K-q8_0.gguf" -f "$STORY" -t 1 \
+            --kl-divergence-base "$TMP/story.kld" --kl-divergence
+        kl8=$(sed -n 's/^Mean    KLD: *\([-0-9.]*\) .*/\1/p' "$TMP/out")
+        run perplexity -m "$SHARED/models/stories260K-q4_0.gguf" -f "$STORY" -t 1 \
+            --kl-divergence-base "$TMP/story.kld" --kl-divergence
+        kl4=$(sed -n 's/^Mean    KLD: *\([-0-9.]*\) .*/\1/p' "$TMP/out")
+        top4=$(sed -n 's/^Same top p: *\([0-9.]*\) .*/\1/p' "$TMP/out")
+    fi
+    if [ -n "$kl8" ] && [ -n "$kl4" ] && [ -n "$top4" ] && awk -v a="$kl8" -v b="$kl4" -v t="$top4" \
+        'BEGIN { exit !(a > 0 && b > a && t < 100) }'; then
+        ok "kl-divergence Q8_0 $kl8 < Q4_0 $kl4 (same top $top4%)"
+    else
+        fail "kl-divergence quantized" "Q8_0 '$kl8', Q4_0 '$kl4', same top '$top4'"
+    fi
+else
+    skip "kl-divergence quantized" "no shared models"
+fi
+
 # ---------------------------------------------------------------- bench
 run bench -m "$MODEL" -p 16 -n 4 -r 1 -t 1 --json
 if [ "$RC" -ne 0 ]; then
