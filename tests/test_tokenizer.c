@@ -609,6 +609,19 @@ static void test_tokenizer_bpe_pre_tokenizers(void **state) {
     assert_int_equal(tokenizer_encode(v, "12345", 5, t, 8, true, false), 4);
     assert_memory_equal(t, def, sizeof(def));
     tokenizer_free(v);
+    /* qwen2 ("\\p{N}") and smollm (a "\\p{N}" pass before GPT-2's regex):
+     * every digit is its own piece, so no merge applies */
+    const cs_token digits[] = {0, 1, 2, 3, 4};
+    v = tiny_bpe("qwen2");
+    assert_int_equal(tokenizer_encode(v, "12345", 5, t, 8, true, false), 5);
+    assert_memory_equal(t, digits, sizeof(digits));
+    assert_false(tokenizer_add_bos(v));
+    tokenizer_free(v);
+    v = tiny_bpe("smollm");
+    assert_int_equal(tokenizer_encode(v, "12345", 5, t, 8, true, false), 5);
+    assert_memory_equal(t, digits, sizeof(digits));
+    assert_false(tokenizer_add_bos(v));
+    tokenizer_free(v);
 }
 
 int main(void) {
