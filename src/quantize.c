@@ -39,8 +39,10 @@
  * - A tensor already in its chosen type is copied byte for byte.
  *
  * Conversion: each row is dequantized to f32 (dequantize_row) and
- * quantized with ggml's reference quantizers (quantize_row), so the
- * bytes are those llama-quantize writes without an importance matrix.
+ * quantized with ggml's reference quantizers (quantize_row; for iq4_nl
+ * quantize_iq4_nl, the search llama-quantize runs, which ggml's _ref
+ * skips), so the bytes are those llama-quantize writes without an
+ * importance matrix.
  * Rows are split over a thread pool; the result does not depend on the
  * number of threads.
  *
@@ -56,6 +58,7 @@
 #include "cs_limits.h"
 #include "gguf.h"
 #include "gguf_stream.h"
+#include "kernels/iquants.h"
 #include "kernels/kernels.h"
 #include "kernels/kquants.h"
 #include "quantize_rules.h"
@@ -299,7 +302,11 @@ static void qz_job_run(void *arg, int32_t ith, int32_t nth) {
     float *row = j->scratch + (size_t)ith * (size_t)j->ne0;
     for (int64_t r = r0; r < r1; r++) {
         dequantize_row(j->src_type, j->src + (size_t)r * j->row_in, row, j->ne0);
-        quantize_row(j->dst_type, row, j->dst + (size_t)r * j->row_out, j->ne0);
+        uint8_t *out = j->dst + (size_t)r * j->row_out;
+        if (j->dst_type == CS_TYPE_IQ4_NL) /* llama-quantize's, not ggml's _ref (iquants.h) */
+            quantize_iq4_nl(row, out, j->ne0);
+        else
+            quantize_row(j->dst_type, row, out, j->ne0);
     }
 }
 
