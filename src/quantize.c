@@ -100,6 +100,10 @@ const qz_mix *qz_mixes(size_t *n) {
     return k_mixes;
 }
 
+const char *cs_quantize_mix_name(int32_t i) {
+    return i >= 0 && (size_t)i < QZ_N_MIXES ? k_mixes[i].name : NULL;
+}
+
 /* A target: a mix, or a plain type (mix NULL). */
 typedef struct qz_target {
     const char *name;

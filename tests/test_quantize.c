@@ -354,8 +354,13 @@ static const qz_rule_case k_rule_cases[] = {
 static void test_quantize_rule_table(void **state) {
     (void)state;
     size_t n = 0;
-    qz_mixes(&n);
+    const qz_mix *mixes = qz_mixes(&n);
     assert_int_equal(n, 16);
+    /* The public list is the table's. */
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(cs_quantize_mix_name((int32_t)i), mixes[i].name);
+    assert_null(cs_quantize_mix_name(16));
+    assert_null(cs_quantize_mix_name(-1));
     for (size_t i = 0; i < sizeof k_rule_cases / sizeof k_rule_cases[0]; i++) {
         const qz_rule_case *c = &k_rule_cases[i];
         qz_model_info mi = {c->has_output, false, c->n_layer, c->n_layer, 8, c->n_head_kv};
