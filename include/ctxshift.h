@@ -506,18 +506,28 @@ CS_API bool cs_gen_model_preset(const char *name, cs_gen_model_params *params);
 /* Write a random-weight llama GGUF that llama.cpp can load. */
 CS_API cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path);
 
-/* Quantize the weights of a llama GGUF file into a new file: TYPE one of
- * "f16", "bf16", "q8_0", "q4_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K" and the mixes "q4_K_M",
- * "q5_K_M" (llama.cpp's per-tensor rules). Norms and 1-D tensors stay F32; a
- * tensor whose row length does not fit the type's block keeps a type that fits
- * (as llama.cpp does). Metadata copied, general.file_type set. Streams tensor by
- * tensor. Errors: CS_ERR_INVALID_ARG (unknown type, named), CS_ERR_IO,
- * CS_ERR_FORMAT / CS_ERR_UNSUPPORTED from loading IN. */
+/* Quantize the weights of a llama or qwen2 GGUF file into a new file. TYPE
+ * (case-insensitive): a plain weight type ("f16", "bf16", "q8_0", "q4_0",
+ * "q4_1", "q5_0", "q5_1", "q2_K" ... "q6_K", "iq4_nl", "iq4_xs"), every 2-D
+ * weight in it like `llama-quantize --pure`; or "llama:" and one of
+ * llama.cpp's file types (cs_quantize_mix_name: "llama:Q4_K_M",
+ * "llama:Q4_0"), each tensor in the type llama-quantize gives it without an
+ * importance matrix (a mix whose name is no type's also works bare:
+ * "Q4_K_M"). Norms and 1-D tensors stay as they are; a tensor whose row
+ * length does not fit the type's block falls back as llama.cpp's does.
+ * Metadata copied, general.file_type set. Streams tensor by tensor. Errors:
+ * CS_ERR_INVALID_ARG (unknown type, named), CS_ERR_IO, CS_ERR_FORMAT /
+ * CS_ERR_UNSUPPORTED from loading IN (another architecture; a mix on a
+ * file with experts). */
 CS_API cs_status cs_model_quantize(const char *in_path, const char *out_path, const char *type);
 /* As cs_model_quantize with n_threads workers (0 = one per online CPU); the
  * output does not depend on n_threads. */
 CS_API cs_status cs_model_quantize_threads(const char *in_path, const char *out_path,
                                            const char *type, int32_t n_threads);
+/* The name of cs_model_quantize's i-th mix (after "llama:"): "Q4_0", ...,
+ * "IQ4_XS", in llama_ftype order; NULL when i is out of range. Static
+ * storage. */
+CS_API const char *cs_quantize_mix_name(int32_t i);
 
 #ifdef __cplusplus
 }

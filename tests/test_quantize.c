@@ -7,6 +7,8 @@
 #include <math.h>
 
 #include "gguf.h"
+#include "quantize_rules.h"
+#include "types.h"
 
 /* Greedy tokens generated after the prompt in the tests that decode. */
 #define QZ_N_GEN 8
@@ -202,6 +204,31 @@ static void qz_gen_model(const char *path, bool tied) {
  * n/8 = 0, 7n/8 = 3, so layers 3 (last eighth) and 2 ((2 - 0) % 3 == 2). */
 static const bool k_more_bits_4[4] = {false, false, true, true};
 
+/* The file at path loads (cs_model_load) and decodes 4 tokens to finite
+ * logits. */
+static void qz_load_decode(const char *out) {
+    cs_model *m = NULL;
+    cs_model_params mp = cs_model_default_params();
+    assert_int_equal(cs_model_load(out, &mp, &m), CS_OK);
+    cs_context *ctx = NULL;
+    cs_context_params cp = cs_context_default_params();
+    cp.n_ctx = 16;
+    cp.n_threads = 1;
+    assert_int_equal(cs_context_new(m, &cp, &ctx), CS_OK);
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(4, 1, &b), CS_OK);
+    cs_seq seq = 0;
+    for (int32_t i = 0; i < 4; i++)
+        assert_int_equal(cs_batch_add(b, 1 + 7 * i, i, &seq, 1, i == 3), CS_OK);
+    assert_int_equal(cs_decode(ctx, b), 0);
+    const float *logits = cs_get_logits_ith(ctx, 3);
+    assert_non_null(logits);
+    for (int32_t t = 0; t < cs_model_n_vocab(m); t++) assert_true(isfinite(logits[t]));
+    cs_batch_free(b);
+    cs_context_free(ctx);
+    cs_model_free(m);
+}
+
 static void qz_check_mix(const char *mix, int32_t base, int64_t file_type, bool tied) {
     char src[512], out[512];
     qz_tmp(tied ? "mix-src-tied" : "mix-src", src, sizeof src);
@@ -239,28 +266,204 @@ static void qz_check_mix(const char *mix, int32_t base, int64_t file_type, bool 
     }
     gguf_close(g);
 
-    /* It loads and decodes to finite logits. */
-    cs_model *m = NULL;
-    cs_model_params mp = cs_model_default_params();
-    assert_int_equal(cs_model_load(out, &mp, &m), CS_OK);
-    cs_context *ctx = NULL;
-    cs_context_params cp = cs_context_default_params();
-    cp.n_ctx = 16;
-    cp.n_threads = 1;
-    assert_int_equal(cs_context_new(m, &cp, &ctx), CS_OK);
-    cs_batch *b = NULL;
-    assert_int_equal(cs_batch_new(4, 1, &b), CS_OK);
-    cs_seq seq = 0;
-    for (int32_t i = 0; i < 4; i++)
-        assert_int_equal(cs_batch_add(b, 1 + 7 * i, i, &seq, 1, i == 3), CS_OK);
-    assert_int_equal(cs_decode(ctx, b), 0);
-    const float *logits = cs_get_logits_ith(ctx, 3);
-    assert_non_null(logits);
-    for (int32_t t = 0; t < cs_model_n_vocab(m); t++) assert_true(isfinite(logits[t]));
-    cs_batch_free(b);
-    cs_context_free(ctx);
-    cs_model_free(m);
+    qz_load_decode(out);
     remove(src);
+    remove(out);
+}
+
+/* ------------------------------------------------------ the rule table */
+
+static const qz_mix *qz_mix_named(const char *name) {
+    size_t n = 0;
+    const qz_mix *m = qz_mixes(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(m[i].name, name) == 0) return &m[i];
+    fail_msg("no mix %s", name);
+    return NULL;
+}
+
+/* One rule: mix, model, tensor name, row length, layer -> type. */
+typedef struct qz_rule_case {
+    const char *mix;
+    bool has_output;
+    int64_t n_layer, n_head_kv; /* n_head 8; n_attn_v = n_layer */
+    const char *name;
+    int64_t ne0, layer;
+    int32_t want;
+} qz_rule_case;
+
+/* Worked out from llama.cpp's llama_tensor_get_type (src/quantize.c has
+ * the rules in words); n_head 8, so n_head_kv 2 is n_gqa 4. */
+static const qz_rule_case k_rule_cases[] = {
+    /* output / tied token_embd: q6_K, q8_0 when rows do not fit the
+     * default type or the mix is Q8_0; untied token_embd: the default. */
+    {"Q4_K_M", true, 8, 8, "output.weight", 512, -1, CS_TYPE_Q6_K},
+    {"Q4_K_M", true, 8, 8, "output.weight", 576, -1, CS_TYPE_Q8_0},
+    {"Q4_K_M", true, 8, 8, "token_embd.weight", 512, -1, CS_TYPE_Q4_K},
+    {"Q4_K_M", false, 8, 8, "token_embd.weight", 512, -1, CS_TYPE_Q6_K},
+    {"Q4_0", true, 8, 8, "output.weight", 512, -1, CS_TYPE_Q6_K},
+    {"Q4_0", false, 8, 8, "token_embd.weight", 576, -1, CS_TYPE_Q8_0}, /* q6_K -> q8_0 */
+    {"Q4_0", true, 8, 8, "output.weight", 200, -1, CS_TYPE_F16},       /* q8_0 -> f16 */
+    {"Q8_0", true, 8, 8, "output.weight", 512, -1, CS_TYPE_Q8_0},
+    {"IQ4_XS", true, 8, 8, "output.weight", 512, -1, CS_TYPE_Q6_K},
+    {"IQ4_NL", false, 8, 8, "token_embd.weight", 576, -1, CS_TYPE_Q8_0}, /* q6_K -> q8_0 */
+    /* use_more_bits(i, 8): i < 1, i >= 7, (i - 1) % 3 == 2. */
+    {"Q4_K_M", true, 8, 8, "blk.0.attn_v.weight", 512, 0, CS_TYPE_Q6_K},
+    {"Q4_K_M", true, 8, 8, "blk.1.attn_v.weight", 512, 1, CS_TYPE_Q4_K},
+    {"Q4_K_M", true, 8, 8, "blk.3.attn_v.weight", 512, 3, CS_TYPE_Q6_K},
+    {"Q4_K_M", true, 8, 8, "blk.7.ffn_down.weight", 512, 7, CS_TYPE_Q6_K},
+    {"Q5_K_M", true, 8, 8, "blk.2.ffn_down.weight", 512, 2, CS_TYPE_Q5_K},
+    {"Q5_K_M", true, 8, 8, "blk.3.ffn_down.weight", 576, 3, CS_TYPE_Q8_0}, /* q6_K -> q8_0 */
+    {"Q4_K_M", true, 8, 8, "blk.1.attn_q.weight", 576, 1, CS_TYPE_Q5_0},   /* q4_K -> q5_0 */
+    /* Q2_K: attn_v q4_K with n_gqa >= 4, else q3_K; ffn_down and
+     * attn_output q3_K; q2_K/q3_K rows of 576 fall back to q4_0. */
+    {"Q2_K", true, 8, 2, "blk.0.attn_v.weight", 512, 0, CS_TYPE_Q4_K},
+    {"Q2_K", true, 8, 4, "blk.0.attn_v.weight", 512, 0, CS_TYPE_Q3_K},
+    {"Q2_K", true, 8, 8, "blk.5.ffn_down.weight", 512, 5, CS_TYPE_Q3_K},
+    {"Q2_K", true, 8, 8, "blk.5.attn_output.weight", 512, 5, CS_TYPE_Q3_K},
+    {"Q2_K", true, 8, 8, "blk.5.attn_k.weight", 512, 5, CS_TYPE_Q2_K},
+    {"Q2_K", true, 8, 8, "blk.5.ffn_up.weight", 576, 5, CS_TYPE_Q4_0},
+    {"Q3_K_S", true, 8, 8, "blk.5.attn_v.weight", 512, 5, CS_TYPE_Q3_K},
+    /* Q3_K_M: attn_v q5_K for the first 2; ffn_down q5_K below n/16. */
+    {"Q3_K_M", true, 32, 8, "blk.1.attn_v.weight", 512, 1, CS_TYPE_Q5_K},
+    {"Q3_K_M", true, 32, 8, "blk.2.attn_v.weight", 512, 2, CS_TYPE_Q4_K},
+    {"Q3_K_M", true, 32, 8, "blk.1.ffn_down.weight", 512, 1, CS_TYPE_Q5_K},
+    {"Q3_K_M", true, 32, 8, "blk.2.ffn_down.weight", 512, 2, CS_TYPE_Q4_K},
+    {"Q3_K_M", true, 32, 8, "blk.2.attn_output.weight", 512, 2, CS_TYPE_Q4_K},
+    {"Q3_K_M", true, 32, 8, "blk.2.ffn_gate.weight", 512, 2, CS_TYPE_Q3_K},
+    {"Q3_K_L", true, 8, 8, "blk.4.attn_v.weight", 512, 4, CS_TYPE_Q5_K},
+    {"Q3_K_L", true, 8, 8, "blk.4.ffn_down.weight", 512, 4, CS_TYPE_Q5_K},
+    {"Q3_K_L", true, 8, 8, "blk.4.attn_output.weight", 576, 4, CS_TYPE_Q5_1},
+    /* Q4_K_S: attn_v q5_K for the first 4, ffn_down below n/8. */
+    {"Q4_K_S", true, 16, 8, "blk.3.attn_v.weight", 512, 3, CS_TYPE_Q5_K},
+    {"Q4_K_S", true, 16, 8, "blk.4.attn_v.weight", 512, 4, CS_TYPE_Q4_K},
+    {"Q4_K_S", true, 16, 8, "blk.1.ffn_down.weight", 512, 1, CS_TYPE_Q5_K},
+    {"Q4_K_S", true, 16, 8, "blk.2.ffn_down.weight", 512, 2, CS_TYPE_Q4_K},
+    {"Q5_K_S", true, 8, 8, "blk.0.ffn_down.weight", 576, 0, CS_TYPE_Q5_1},
+    {"Q6_K", true, 8, 8, "blk.0.attn_q.weight", 200, 0, CS_TYPE_F16},
+    /* IQ4_NL / IQ4_XS: attn_v q5_K with n_gqa >= 4; ffn_down q5_K below
+     * n/8; iq4_xs rows of 576 fall back to iq4_nl. */
+    {"IQ4_XS", true, 8, 2, "blk.3.attn_v.weight", 512, 3, CS_TYPE_Q5_K},
+    {"IQ4_XS", true, 8, 4, "blk.3.attn_v.weight", 576, 3, CS_TYPE_IQ4_NL},
+    {"IQ4_NL", true, 8, 8, "blk.0.ffn_down.weight", 512, 0, CS_TYPE_Q5_K},
+    {"IQ4_NL", true, 8, 8, "blk.1.ffn_down.weight", 512, 1, CS_TYPE_IQ4_NL},
+    {"IQ4_XS", true, 8, 8, "blk.0.ffn_down.weight", 576, 0, CS_TYPE_Q5_1},
+    {"Q5_1", true, 8, 8, "blk.0.ffn_down.weight", 200, 0, CS_TYPE_F16},
+};
+
+static void test_quantize_rule_table(void **state) {
+    (void)state;
+    size_t n = 0;
+    const qz_mix *mixes = qz_mixes(&n);
+    assert_int_equal(n, 16);
+    /* The public list is the table's. */
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(cs_quantize_mix_name((int32_t)i), mixes[i].name);
+    assert_null(cs_quantize_mix_name(16));
+    assert_null(cs_quantize_mix_name(-1));
+    for (size_t i = 0; i < sizeof k_rule_cases / sizeof k_rule_cases[0]; i++) {
+        const qz_rule_case *c = &k_rule_cases[i];
+        qz_model_info mi = {c->has_output, false, c->n_layer, c->n_layer, 8, c->n_head_kv};
+        const int32_t got = qz_rule_type(qz_mix_named(c->mix), &mi, c->name, c->ne0, c->layer);
+        if (got != c->want)
+            fail_msg("%s %s (ne0 %lld): %s, want %s", c->mix, c->name, (long long)c->ne0,
+                     cs_type_name(got), cs_type_name(c->want));
+    }
+    /* A 70B model (llama.cpp's LLM_TYPE_70B): attn_v q3_K / q4_K -> q5_K
+     * (Q4_K_M's layer 11 of 80 is not one of use_more_bits'). */
+    qz_model_info big = {true, true, 80, 80, 64, 8};
+    assert_int_equal(qz_rule_type(qz_mix_named("Q3_K_S"), &big, "blk.9.attn_v.weight", 8192, 9),
+                     CS_TYPE_Q5_K);
+    assert_int_equal(qz_rule_type(qz_mix_named("Q4_K_M"), &big, "blk.11.attn_v.weight", 8192, 11),
+                     CS_TYPE_Q5_K);
+    assert_int_equal(qz_rule_type(qz_mix_named("Q4_K_M"), &big, "blk.9.attn_q.weight", 8192, 9),
+                     CS_TYPE_Q4_K);
+}
+
+/* Every mix writes a file that loads and decodes to finite logits, for a
+ * llama of SmolLM2's width 576 (K rows fall back) and a tied qwen2; the
+ * file type is the mix's. "llama:" names a mix in any case, a bare type
+ * name stays the plain type, a bare mix name the mix. */
+static void test_quantize_every_mix_loads(void **state) {
+    (void)state;
+    char src[512], out[512];
+    qz_tmp("mixes-src", src, sizeof src);
+    qz_tmp("mixes-out", out, sizeof out);
+    size_t n_mixes = 0;
+    const qz_mix *mixes = qz_mixes(&n_mixes);
+    for (int arch = 0; arch < 2; arch++) {
+        cs_gen_model_params p;
+        assert_true(cs_gen_model_preset("tiny", &p));
+        p.n_embd = arch ? 320 : 576;
+        p.n_head = arch ? 5 : 9;
+        p.n_head_kv = arch ? 1 : 3;
+        p.n_ff = arch ? 544 : 512;
+        p.n_layer = 2;
+        p.arch = arch ? "qwen2" : NULL;
+        p.tied_embeddings = arch == 1;
+        p.seed = 5;
+        p.vocab_path = test_bundled_model();
+        assert_int_equal(cs_gen_model_write(&p, src), CS_OK);
+        for (size_t i = 0; i < n_mixes; i++) {
+            char target[64];
+            snprintf(target, sizeof target, "%s%s", QZ_MIX_PREFIX, mixes[i].name);
+            assert_int_equal(cs_model_quantize_threads(src, out, target, 2), CS_OK);
+            gguf_file *g = NULL;
+            assert_int_equal(gguf_open(out, &g), CS_OK);
+            int64_t ft = -1;
+            assert_int_equal(gguf_get_int(g, "general.file_type", &ft), CS_OK);
+            assert_int_equal(ft, mixes[i].ftype);
+            gguf_close(g);
+            qz_load_decode(out);
+        }
+    }
+    /* Names, on the qwen2 (tied token_embd of rows of 320): "LLAMA:q4_0" is
+     * the mix (token_embd as output: q6_K, which does not fit: q8_0), bare
+     * "Q4_0" the plain type, bare "q3_k_m" the mix. */
+    gguf_file *g = NULL;
+    assert_int_equal(cs_model_quantize_threads(src, out, "LLAMA:q4_0", 1), CS_OK);
+    assert_int_equal(gguf_open(out, &g), CS_OK);
+    assert_int_equal(qz_type_of(g, "token_embd.weight"), CS_TYPE_Q8_0);
+    gguf_close(g);
+    assert_int_equal(cs_model_quantize_threads(src, out, "Q4_0", 1), CS_OK);
+    assert_int_equal(gguf_open(out, &g), CS_OK);
+    assert_int_equal(qz_type_of(g, "token_embd.weight"), CS_TYPE_Q4_0);
+    gguf_close(g);
+    assert_int_equal(cs_model_quantize_threads(src, out, "q3_k_m", 1), CS_OK);
+    assert_int_equal(gguf_open(out, &g), CS_OK);
+    int64_t ft = -1;
+    assert_int_equal(gguf_get_int(g, "general.file_type", &ft), CS_OK);
+    assert_int_equal(ft, 12);
+    gguf_close(g);
+    remove(src);
+    remove(out);
+}
+
+/* A mix refuses a file with experts (llama.cpp's MoE rules are not
+ * implemented); a plain type does not look. */
+static void test_quantize_mix_refuses_experts(void **state) {
+    (void)state;
+    char in[512], out[512];
+    qz_tmp("experts-in.gguf", in, sizeof in);
+    qz_tmp("experts-out", out, sizeof out);
+    gguf_writer *w = NULL;
+    assert_int_equal(gguf_writer_new(&w), CS_OK);
+    assert_int_equal(gguf_writer_set_str(w, "general.architecture", "llama"), CS_OK);
+    assert_int_equal(gguf_writer_set_u32(w, "llama.block_count", 1), CS_OK);
+    assert_int_equal(gguf_writer_set_u32(w, "llama.attention.head_count", 4), CS_OK);
+    assert_int_equal(gguf_writer_set_u32(w, "llama.expert_count", 8), CS_OK);
+    int64_t ne[2] = {256, 2};
+    float data[512] = {0};
+    assert_int_equal(
+        gguf_writer_add_tensor(w, "blk.0.attn_q.weight", CS_TYPE_F32, 2, ne, data, sizeof data),
+        CS_OK);
+    assert_int_equal(gguf_writer_write_file(w, in), CS_OK);
+    gguf_writer_free(w);
+    assert_int_equal(cs_model_quantize(in, out, "Q4_K_M"), CS_ERR_UNSUPPORTED);
+    assert_non_null(strstr(cs_last_error(), "experts"));
+    assert_int_equal(access(out, F_OK), -1);
+    assert_int_equal(cs_model_quantize(in, out, "q4_K"), CS_OK);
+    remove(in);
     remove(out);
 }
 
@@ -395,6 +598,9 @@ int main(void) {
         cmocka_unit_test(test_quantize_q4_K_M_types),
         cmocka_unit_test(test_quantize_q5_K_M_types),
         cmocka_unit_test(test_quantize_q4_K_M_tied),
+        cmocka_unit_test(test_quantize_rule_table),
+        cmocka_unit_test(test_quantize_every_mix_loads),
+        cmocka_unit_test(test_quantize_mix_refuses_experts),
         cmocka_unit_test(test_quantize_threads_deterministic),
         cmocka_unit_test(test_quantize_unknown_type),
         cmocka_unit_test(test_quantize_missing_input),

@@ -1,5 +1,6 @@
 /* cmd_quantize.c: `ctxshift quantize IN OUT TYPE`, llama-quantize's job for
- * the types ctxshift computes with (cs_model_quantize_threads). */
+ * the types ctxshift computes with and llama.cpp's mixes
+ * (cs_model_quantize_threads; the mixes listed by cs_quantize_mix_name). */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,16 +12,23 @@ static void quantize_usage(FILE *f) {
     char names[256];
     fputs("usage: ctxshift quantize IN OUT TYPE [flags]\n"
           "\n"
-          "Write the llama GGUF IN with its weights in TYPE to OUT (written to OUT.tmp, then\n"
-          "renamed). TYPE:\n",
+          "Write the llama or qwen2 GGUF IN with its weights in TYPE to OUT (written to\n"
+          "OUT.tmp, then renamed). TYPE (any case):\n",
           f);
     fprintf(f, "  %s\n", tool_weight_type_names(names, sizeof names, true));
-    fputs("                 every 2-D weight in TYPE (like llama-quantize --pure)\n"
-          "  q4_K_M, q5_K_M llama.cpp's mixes: output.weight and some attn_v / ffn_down\n"
-          "                 tensors in q6_K, the rest in q4_K / q5_K\n"
+    fputs("      every 2-D weight in TYPE (like llama-quantize --pure)\n"
+          "  llama:MIX, MIX one of llama.cpp's file types:",
+          f);
+    for (int32_t i = 0; cs_quantize_mix_name(i); i++) /* 8 a line */
+        fprintf(f, "%s%s", i % 8 == 0 ? "\n      " : " ", cs_quantize_mix_name(i));
+    fputs("\n"
+          "      each tensor in the type llama-quantize gives it (no importance matrix):\n"
+          "      output.weight in q6_K, some attn_v / ffn_down / attn_output tensors in\n"
+          "      more bits. A MIX that is no type's name works bare too (Q4_K_M); bare\n"
+          "      Q4_0 is the plain type.\n"
           "Norms and 1-D tensors are copied. A tensor whose rows do not fit TYPE's block\n"
-          "falls back to q8_0 or f16 (K types) or stays f32 (q8_0, q4_0). docs/CLI.md has\n"
-          "the rules.\n"
+          "falls back as in llama.cpp (q4_K -> q5_0, q6_K -> q8_0, ..., else f16); a plain\n"
+          "32-block type keeps it f32. docs/CLI.md has the rules.\n"
           "\n"
           "  -t, --threads N   worker threads (default: number of cores)\n"
           "  -v, --verbose     print each tensor's type\n"

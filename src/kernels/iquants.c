@@ -111,6 +111,23 @@ void quantize_row_iq4_nl_ref(const float *x, void *vy, int64_t n) {
     }
 }
 
+void quantize_iq4_nl(const float *x, void *vy, int64_t n) {
+    block_iq4_nl *y = vy;
+    for (int64_t b = 0; b < n / CS_QK4_NL; ++b) {
+        const float *xb = x + b * CS_QK4_NL;
+        uint8_t L[CS_QK4_NL];
+        float amax;
+        const float max = signed_amax(xb, CS_QK4_NL, &amax);
+        const float d = amax >= GROUP_MAX_EPS ? fit_block(xb, max, 7, L) : 0.0f;
+        /* ggml re-picks every index for the final scale (all the level
+         * nearest 0 when d is 0). */
+        const float id = d != 0.0f ? 1 / d : 0.0f;
+        for (int j = 0; j < CS_QK4_NL; ++j) L[j] = (uint8_t)best_level(id * xb[j]);
+        y[b].d = fp32_to_fp16(d);
+        pack_indices(L, y[b].qs, CS_QK4_NL);
+    }
+}
+
 void quantize_row_iq4_xs_ref(const float *x, void *vy, int64_t n) {
     block_iq4_xs *y = vy;
     enum { NSUB = CS_QK_K / 32 };

@@ -58,6 +58,13 @@ void dequantize_row_iq4_xs(const void *x, float *y, int64_t n);
  * for a leading such block, ggml's are whatever its stack held, here 0):
  * every index decodes to 0 either way. Cost: 2 passes over each block. */
 void quantize_row_iq4_nl_ref(const float *x, void *y, int64_t n);
+/* ggml's quantize_iq4_nl without importance matrix, one row: what
+ * llama-quantize writes for IQ4_NL (ggml's quantize_row_iq4_nl_ref
+ * differs): per block the fit with 15 trial scales as IQ4_XS's, then every
+ * index re-picked for the final scale; a block whose |x| stays below 1e-15
+ * gets d = 0 and the index of the level nearest 0. Cost: about 17 passes
+ * over each block. */
+void quantize_iq4_nl(const float *x, void *y, int64_t n);
 /* ggml's quantize_row_iq4_xs_ref: per sub-block 16 trial scales, then the
  * 6-bit scales and a final index pass. Cost: about 17 passes. */
 void quantize_row_iq4_xs_ref(const float *x, void *y, int64_t n);
