@@ -3,7 +3,7 @@
 # generated model against its F16 base, as llama-perplexity --kl-divergence
 # measures it (ctxshift perplexity --kl-divergence-base / --kl-divergence).
 #
-#   bench/kld_table.sh [--preset 110m] [--types "q8_0 q6_K ..."] [--chunks 16] [-c 512]
+#   bench/kld_table.sh [--preset 110m] [--types "llama:Q8_0 Q4_K_M ..."] [--chunks 16] [-c 512]
 #
 # The base is `ctxshift gen-model --preset P --type f16` with the Llama-2
 # vocabulary of ../shared/models, the text docs/KV_CACHE_SPEC.md. Prints a
@@ -17,7 +17,7 @@ ctxshift="${CTXSHIFT:-$root/build/release/ctxshift}"
 shared="${SHARED_MODELS:-$root/../shared/models}"
 tmp_root="${CS_TMP:-/tmp}"
 preset=110m
-types="q8_0 q6_K q5_K_M q5_K_S q5_1 q5_0 q4_K_M q4_K_S q4_1 q4_0 iq4_nl iq4_xs q3_K_L q3_K_M q3_K_S q2_K"
+types="llama:Q8_0 llama:Q6_K Q5_K_M Q5_K_S llama:Q5_1 llama:Q5_0 Q4_K_M Q4_K_S llama:Q4_1 llama:Q4_0 llama:IQ4_NL llama:IQ4_XS Q3_K_L Q3_K_M Q3_K_S llama:Q2_K"
 chunks=16
 ctx=512
 die() { echo "kld_table.sh: $*" >&2; exit 2; }
