@@ -74,6 +74,12 @@ if [ "$RC" -eq 2 ] && grep -qF "unknown flag '--bogus'" "$TMP/err"; then
 else
     fail "replay unknown flag" "exit status $RC"
 fi
+run replay x.json --tie-margin -1
+if [ "$RC" -eq 2 ] && grep -qF "error: --tie-margin: '-1'" "$TMP/err"; then
+    ok "replay negative --tie-margin exits 2"
+else
+    fail "replay negative --tie-margin" "exit status $RC"
+fi
 run replay x.json --atol abc
 if [ "$RC" -eq 2 ] && grep -qF "error: --atol: 'abc'" "$TMP/err"; then
     ok "replay bad --atol exits 2"
@@ -90,7 +96,7 @@ fi
 if ! have_shared; then
     for what in "golden scenarios" "--out JSON" "self-replay of --out" "tampered logit" \
         "tampered counter" "truncated JSON" "malformed step" "unknown op" "missing model" \
-        "--no-contiguous" "-t 2"; do
+        "--no-contiguous" "-t 2" "--tie-margin"; do
         skip "$what" "no shared folder at '$SHARED'"
     done
 else
@@ -161,6 +167,46 @@ EOF
         fi
     else
         skip "self-replay of --out" "no basic_f32 output"
+    fi
+
+    # ------------------------------------------------------------ --tie-margin
+    # Our own basic_f32 output with llama.cpp's arg-max of the last row moved
+    # to our second-best token, 0.3 above our best: a flip with a recorded
+    # top-two margin of 0.3, inside the atol printed by the script. It is a
+    # near-tie under the default margin (2 * atol >= 0.42), and a failure
+    # with --tie-margin 0.1.
+    if [ -s "$TMP/basic_f32.out.json" ] && have_python; then
+        atol=$(python3 - "$TMP/basic_f32.out.json" "$TMP/flipped.json" <<'EOF2'
+import json, sys
+d = json.load(open(sys.argv[1]))
+steps = d["runs"][0]["steps"]
+k = max(i for i, s in enumerate(steps) if s["op"] == "decode")
+row = steps[k]["result"]["rows"][-1]
+lg = row["logits"]
+a, b = sorted(range(len(lg)), key=lambda i: -lg[i])[:2]
+gap = lg[a] - lg[b]
+lg[b] = lg[a] + 0.3
+row["argmax"] = b
+json.dump(d, open(sys.argv[2], "w"))
+print("%.4f %d" % (max(gap + 0.3, 0.2) + 0.01, k))
+EOF2
+        )
+        read -r atol fstep <<<"$atol"
+        run replay "$TMP/flipped.json" --models "$MODELS" -q --atol "$atol"
+        if [ "$RC" -eq 0 ] && grep -q "^near-tie: run 'main' step $fstep (decode): .*(margin 0.3 <=" "$TMP/out"; then
+            ok "an arg-max flip with llama.cpp margin 0.3 is a near-tie at atol $atol"
+        else
+            fail "--tie-margin default" "exit status $RC"
+        fi
+        run replay "$TMP/flipped.json" --models "$MODELS" -q --atol "$atol" --tie-margin 0.1
+        if [ "$RC" -eq 1 ] &&
+            grep -q "^FAIL: run 'main' step $fstep (decode): .*llama.cpp margin 0.3 > 0.1" "$TMP/out"; then
+            ok "the same flip fails with --tie-margin 0.1"
+        else
+            fail "--tie-margin 0.1" "exit status $RC"
+        fi
+    else
+        skip "--tie-margin" "no basic_f32 output or no python3"
     fi
 
     # ------------------------------------------------------------ variants

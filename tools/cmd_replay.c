@@ -48,7 +48,8 @@ typedef struct rp_opts {
     const char *file;
     const char *models_dir;
     const char *out_path;
-    double atol; /* < 0: from the model's weight type */
+    double atol;       /* < 0: from the model's weight type */
+    double tie_margin; /* < 0: 2 * atol */
     bool contiguous;
     bool quiet;
 } rp_opts;
@@ -67,6 +68,7 @@ typedef struct rp_stats {
 typedef struct rp_run {
     const rp_opts *o;
     double atol;
+    double tie_margin; /* an arg-max flip is a near-tie up to this margin */
     cs_context *ctx;
     int32_t n_vocab;
     int32_t n_ubatch;
@@ -96,6 +98,9 @@ static void rp_usage(FILE *f) {
           "  --out FILE        write the scenario with our results in place of llama.cpp's\n"
           "  --atol X          allowed max |logit difference| (default by weight type:\n"
           "                    f32 1e-3, f16 3e-2, q8_0/q4_0 1e-2)\n"
+          "  --tie-margin X    an arg-max that differs from llama.cpp's passes only where\n"
+          "                    llama.cpp's top-1 - top-2 logit margin is at most X\n"
+          "                    (default: 2 * atol)\n"
           "  -t, --threads N   worker threads (default: 1)\n"
           "  --contiguous      place each ubatch in consecutive free cells, as llama.cpp\n"
           "                    (default)\n"
@@ -131,6 +136,10 @@ static int rp_parse(int argc, char **argv, rp_opts *o) {
             float x = 0.0f;
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0.0f, 1e6f, &x);
             if (rc == 0) o->atol = (double)x;
+        } else if (tool_arg_is(a, NULL, "--tie-margin")) {
+            float x = 0.0f;
+            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0.0f, 1e6f, &x);
+            if (rc == 0) o->tie_margin = (double)x;
         } else if (a[0] == '-' && a[1] != '\0') {
             rc = tool_arg_unknown("replay", a);
         } else if (o->file == NULL) {
@@ -273,7 +282,7 @@ static int32_t rp_argmax(const float *x, int32_t n) {
 }
 
 /* Compare one recorded row with ours. Sets *near_tie when llama.cpp's top-1
- * to top-2 margin is at most 2*atol (the arg-max may then differ). Returns
+ * to top-2 margin is at most tie_margin (the arg-max may then differ). Returns
  * the max |difference| (NaN when ours has one). O(n_vocab). */
 static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const float *ours,
                              bool *near_tie) {
@@ -321,14 +330,14 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
             }
         }
         margin = top1 - top2;
-        *near_tie = !(margin > 2.0 * atol);
+        *near_tie = !(margin > r->tie_margin);
     } else if (json_is_number(ml)) {
         worst_ref = json_number_value(ml);
         worst_i = our_arg;
         diff = fabs(worst_ref - (double)ours[our_arg]);
         /* No recorded margin: a flip counts as a near-tie when the logit of
-         * llama.cpp's token is within 2*atol of our maximum. */
-        *near_tie = ref_arg >= 0 && (double)ours[ref_arg] >= (double)ours[our_arg] - 2.0 * atol;
+         * llama.cpp's token is within tie_margin of our maximum. */
+        *near_tie = ref_arg >= 0 && (double)ours[ref_arg] >= (double)ours[our_arg] - r->tie_margin;
     } else {
         rp_fail(r, "row %d: neither 'logits' nor 'max_logit' recorded", row_idx);
         return (double)NAN;
@@ -350,14 +359,14 @@ static double rp_compare_row(rp_run *r, json_t *row, int32_t row_idx, const floa
             } else {
                 rp_info(r, "near-tie",
                         "row %d: arg-max ours %d, llama.cpp %d (margin %.3g <= %.3g)", row_idx,
-                        our_arg, ref_arg, margin, 2.0 * atol);
+                        our_arg, ref_arg, margin, r->tie_margin);
             }
         } else if (isinf(margin)) {
             rp_fail(r, "row %d: arg-max %d, llama.cpp %d (our logits %.6g vs %.6g)", row_idx,
                     our_arg, ref_arg, (double)ours[our_arg], (double)ours[ref_arg]);
         } else {
             rp_fail(r, "row %d: arg-max %d, llama.cpp %d (llama.cpp margin %.3g > %.3g)", row_idx,
-                    our_arg, ref_arg, margin, 2.0 * atol);
+                    our_arg, ref_arg, margin, r->tie_margin);
         }
     }
     return diff;
@@ -994,6 +1003,7 @@ static int rp_replay_run(const rp_opts *o, const cs_model *model, double atol, j
     memset(&r, 0, sizeof r);
     r.o = o;
     r.atol = atol;
+    r.tie_margin = o->tie_margin >= 0.0 ? o->tie_margin : 2.0 * atol;
     r.n_vocab = cs_model_n_vocab(model);
     for (int s = 0; s < RP_MAX_SEQ; s++) r.last_arg[s] = -1;
     char name_buf[32];
@@ -1174,6 +1184,7 @@ int cmd_replay(int argc, char **argv) {
     rp_opts o = {
         .common = tool_common_defaults(TOOL_FLAG_THREADS),
         .atol = -1.0,
+        .tie_margin = -1.0,
         .contiguous = true,
     };
     o.common.n_threads = 1;
@@ -1213,10 +1224,11 @@ int cmd_replay(int argc, char **argv) {
     const double def_atol = rp_default_atol(model, type_name, sizeof type_name);
     const double atol = o.atol >= 0.0 ? o.atol : def_atol;
     json_t *jname = json_object_get(root, "name");
-    printf("replay %s (%s): model %s (%s), atol %.3g, %d thread%s, %s placement\n", o.file,
-           json_is_string(jname) ? json_string_value(jname) : "?", mpath, type_name, atol,
-           o.common.n_threads, o.common.n_threads == 1 ? "" : "s",
-           o.contiguous ? "contiguous" : "any-cell");
+    printf("replay %s (%s): model %s (%s), atol %.3g, tie margin %.3g, %d thread%s, %s "
+           "placement\n",
+           o.file, json_is_string(jname) ? json_string_value(jname) : "?", mpath, type_name, atol,
+           o.tie_margin >= 0.0 ? o.tie_margin : 2.0 * atol, o.common.n_threads,
+           o.common.n_threads == 1 ? "" : "s", o.contiguous ? "contiguous" : "any-cell");
     fprintf(stderr, "replay: model loaded in %.3f s\n", (double)(tool_time_ns() - t_load) * 1e-9);
 
     const uint64_t t0 = tool_time_ns();
@@ -1241,6 +1253,8 @@ int cmd_replay(int argc, char **argv) {
         json_t *meta = json_object();
         json_object_set_new(meta, "tool", json_string("ctxshift replay"));
         json_object_set_new(meta, "atol", json_real(atol));
+        json_object_set_new(meta, "tie_margin",
+                            json_real(o.tie_margin >= 0.0 ? o.tie_margin : 2.0 * atol));
         json_object_set_new(meta, "n_threads", json_integer(o.common.n_threads));
         json_object_set_new(meta, "contiguous_slots", json_boolean(o.contiguous));
         json_object_set_new(meta, "failures", json_integer(total.n_fail));

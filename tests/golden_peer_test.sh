@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# golden_peer_test.sh: ctxshift's logits against llama.cpp's (node-llama-cpp
+# 3.21.1's prebuilt libllama, bench/peer) on every model family, through two
+# context shifts. Usage: golden_peer_test.sh CTXSHIFT [OUTDIR]
+#  - For each preset (llama3-1b, smollm2-135m, qwen2.5-0.5b, nemo-small):
+#    `ctxshift gen-model --n-layer 2` (the published shapes, 2 blocks) with
+#    the bundled stories260K vocabulary (512 SentencePiece tokens: the
+#    families differ in their blocks, not in how logits are compared, and a
+#    small vocabulary keeps the test fast), written as F16, then quantized
+#    with `ctxshift quantize` to llama:Q8_0 and Q4_K_M.
+#  - tests/golden_peer/llama_golden.c (compiled here against the headers of
+#    the llama.cpp source node-llama-cpp bundles, as tokenizer_peer_test.sh
+#    builds tokenizer_llama) decodes a 40-token prompt and 64 greedy tokens
+#    on each file with llama-cli's context shift at n_past == 64 (two
+#    shifts) and writes llama.cpp's logits of every step in the golden
+#    format (../shared/golden/README.md).
+#  - `ctxshift replay` teacher-forces the same steps and compares every row:
+#    --atol 3e-2 for F16 (the golden README's tolerance), 0.5 for the
+#    quantized files; the arg-max must equal llama.cpp's except where
+#    llama.cpp's top two logits are within 0.1 (--tie-margin 0.1).
+# Missing bench/peer node_modules skips, a failure when strict
+# (tests/cli_lib.sh). Cost: about 12 s, most of it the 2-block llama3-1b
+# (2048 wide, 245 MB as F16: generating, quantizing, decoding). Exit status: 0 all
+# equal, 1 a difference, 77 skipped.
+set -uo pipefail
+BIN=${1:?usage: golden_peer_test.sh CTXSHIFT [OUTDIR]}
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "${2:-}" ]; then
+    out=$2
+    mkdir -p "$out"
+else
+    out=$(mktemp -d "${TMPDIR:-/tmp}/cs-golden-peer.XXXXXX")
+    trap 'rm -rf "$out"' EXIT
+fi
+SHARED=${CS_SHARED_DIR:-$root/../shared}
+TMP=$out
+# shellcheck source=tests/cli_lib.sh
+. "$root/tests/cli_lib.sh"
+
+PRESETS="llama3-1b smollm2-135m qwen2.5-0.5b nemo-small"
+TYPES="f16 q8_0 q4_k_m"
+ATOL_F16=3e-2
+ATOL_QUANT=0.5
+TIE_MARGIN=0.1
+vocab="$root/models/stories260K-f32.gguf"
+bins="$root/bench/peer/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+bundle="$root/bench/peer/node_modules/node-llama-cpp/llama/gitRelease.bundle"
+
+# --- the llama.cpp side
+if [ ! -f "$bins/libllama.v0.4.0.so" ] || [ ! -f "$bundle" ]; then
+    skip "golden_peer: llama.cpp comparison" "bench/peer/node_modules missing; node >= 20, then make deps"
+    test_exit
+fi
+cache="${TMPDIR:-/tmp}/ctxshift-golden-peer"
+llama_tool="$cache/llama_golden"
+src="$root/tests/golden_peer/llama_golden.c"
+if [ ! -x "$llama_tool" ] || [ "$src" -nt "$llama_tool" ]; then
+    rm -rf "$cache/src"
+    mkdir -p "$cache"
+    if ! { git clone -q --no-checkout "$bundle" "$cache/src" &&
+        git -C "$cache/src" -c advice.detachedHead=false checkout -q HEAD -- include ggml/include &&
+        ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I"$cache/src/include" \
+            -I"$cache/src/ggml/include" "$src" -o "$llama_tool" "$bins/libllama.v0.4.0.so" \
+            "$bins/libggml.v0.4.0.so" "$bins/libggml-base.so" -Wl,-rpath,"$bins"; } >"$TMP/err" 2>&1; then
+        fail "golden_peer: build llama_golden" "compile failed"
+        rm -rf "$cache/src"
+        test_exit
+    fi
+    rm -rf "$cache/src"
+fi
+
+# --- every family x type
+summary=""
+for p in $PRESETS; do
+    if ! "$BIN" gen-model -o "$out/$p-f16.gguf" --preset "$p" --n-layer 2 --type f16 \
+        --vocab "$vocab" >/dev/null 2>"$TMP/err"; then
+        fail "$p: gen-model" "failed"
+        continue
+    fi
+    "$BIN" quantize "$out/$p-f16.gguf" "$out/$p-q8_0.gguf" llama:Q8_0 >/dev/null 2>"$TMP/err" ||
+        fail "$p: quantize llama:Q8_0" "failed"
+    "$BIN" quantize "$out/$p-f16.gguf" "$out/$p-q4_k_m.gguf" Q4_K_M >/dev/null 2>"$TMP/err" ||
+        fail "$p: quantize Q4_K_M" "failed"
+    for t in $TYPES; do
+        m="$p-$t"
+        [ -f "$out/$m.gguf" ] || continue
+        atol=$ATOL_QUANT
+        [ "$t" = f16 ] && atol=$ATOL_F16
+        if ! "$llama_tool" "$out/$m.gguf" "$out/$m.json" "$bins" 2>"$TMP/err"; then
+            fail "$m: llama_golden" "failed"
+            continue
+        fi
+        # The scenario must hold the two context shifts it is meant to test.
+        if ! grep -q '"2 context shifts"' "$out/$m.json"; then
+            fail "$m: scenario" "llama_golden did not shift the context twice"
+            continue
+        fi
+        "$BIN" replay "$out/$m.json" --models "$out" -q --atol "$atol" \
+            --tie-margin "$TIE_MARGIN" >"$TMP/out" 2>"$TMP/err"
+        rc=$?
+        total=$(sed -n 's/^total: //p' "$TMP/out")
+        diff=$(sed -n 's/.*max |diff| \([^,]*\),.*/\1/p' <<<"$total")
+        summary+=$(printf '\n  %-14s %-7s max |logit diff| %s' "$p" "$t" "${diff:-?}")
+        if [ "$rc" -eq 0 ] && grep -q '^PASS$' "$TMP/out"; then
+            ok "$m vs llama.cpp: atol $atol, tie margin $TIE_MARGIN ($total)"
+        else
+            fail "$m vs llama.cpp (atol $atol, tie margin $TIE_MARGIN)" "replay exit $rc: $total
+$(grep -m 5 '^FAIL' "$TMP/out")"
+        fi
+    done
+done
+echo "max |logit diff| against llama.cpp per family and type:$summary"
+test_exit
