@@ -5,13 +5,14 @@
 # interleaved, with the memory bandwidth ceiling measured in the same run.
 #
 #   bench/peer/suite.sh [-r 5] [-t "1 2"] [--shapes "110m 1.1b"]
-#                       [--types "f16 q8_0 q4_0 q4_K_M"] [--no-depth] [--out DIR]
+#                       [--types "f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"] [--no-depth] [--out DIR]
 #
 # Steps:
 #  1. models: `ctxshift gen-model --preset SHAPE --type T` (deterministic
 #     random weights, Llama-2's 32000-token vocabulary from
 #     ../shared/models/ggml-vocab-llama-spm.gguf) for f16 / q8_0 / q4_0, and
-#     `ctxshift quantize F16 OUT q4_K_M` for q4_K_M; written once to
+#     `ctxshift quantize F16 OUT q4_K_M` for q4_K_M (an upper-case name such as
+#     Q3_K_M, Q2_K, IQ4_XS, Q5_0: llama.cpp's mix, `quantize ... llama:NAME`); written once to
 #     $CS_TMP/ctxshift-suite (default /tmp; 1.1B needs about 4.5 GB).
 #  2. `ctxshift bench mem -t 1,2`: read bandwidth (median of 5 passes).
 #  3. for every model and thread count, r rounds; each round runs ctxshift
@@ -41,7 +42,7 @@ models_dir="$tmp_root/ctxshift-suite"
 reps=5
 threads_list="1 2"
 shapes="110m 1.1b"
-types="f16 q8_0 q4_0 q4_K_M"
+types="f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"
 depth=1
 out=""
 
@@ -97,7 +98,11 @@ for s in $shapes; do
           "$ctxshift" gen-model --preset "$s" --type f16 --vocab "$vocab" -o "$f16.part" >&2
           mv "$f16.part" "$f16"
         fi
-        "$ctxshift" quantize "$f16" "$m.part" "$ty" >&2 ;;
+        # An upper-case name is llama.cpp's mix of that name (Q2_K: the
+        # Q2_K file type with its per-tensor rules), lower case the type.
+        mix="$ty"
+        [[ "$ty" =~ ^[A-Z] ]] && mix="llama:$ty"
+        "$ctxshift" quantize "$f16" "$m.part" "$mix" >&2 ;;
     esac
     mv "$m.part" "$m"
   done
