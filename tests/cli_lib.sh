@@ -78,3 +78,48 @@ check_rc() {
     fi
 }
 
+
+# ------------------------------------------------- llama.cpp peer programs
+# The prebuilt llama.cpp of node-llama-cpp 3.21.1 (bench/peer/node_modules):
+# its libraries and the git bundle of the source it was built from.
+PEER_BINS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bench/peer/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
+PEER_BUNDLE="$(dirname "$PEER_BINS")/../../../node-llama-cpp/llama/gitRelease.bundle"
+
+# peer_build OUT SRC [DEP...]: compile the C program SRC against llama.h of
+# the bundled source and link the prebuilt libllama (RPATH to it) into OUT,
+# unless OUT is newer than SRC and every DEP. Returns non-zero (compiler
+# output in $TMP/err) when it cannot. Cost: a checkout of two include
+# folders from the bundle and one compile, the first time only.
+peer_build() {
+    local out=$1 src=$2 dep stale=0
+    shift 2
+    [ -x "$out" ] && [ ! "$src" -nt "$out" ] || stale=1
+    for dep in "$@"; do [ "$dep" -nt "$out" ] && stale=1; done
+    [ "$stale" -eq 1 ] || return 0
+    local tree
+    tree=$(mktemp -d "${TMPDIR:-/tmp}/cs-peer-src.XXXXXX") || return 1
+    {
+        git clone -q --no-checkout "$PEER_BUNDLE" "$tree/src" &&
+            git -C "$tree/src" -c advice.detachedHead=false checkout -q HEAD -- include ggml/include &&
+            mkdir -p "$(dirname "$out")" &&
+            ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I"$tree/src/include" \
+                -I"$tree/src/ggml/include" "$src" -o "$out" "$PEER_BINS/libllama.v0.4.0.so" \
+                "$PEER_BINS/libggml.v0.4.0.so" "$PEER_BINS/libggml-base.so" -Wl,-rpath,"$PEER_BINS"
+    } >"$TMP/err" 2>&1
+    local rc=$?
+    rm -rf "$tree"
+    return $rc
+}
+
+# test_outdir NAME [DIR]: the scratch folder of a test script in OUT: DIR when
+# given (kept), else a fresh temporary one removed at exit.
+test_outdir() {
+    if [ -n "${2:-}" ]; then
+        OUT=$2
+        mkdir -p "$OUT"
+    else
+        OUT=$(mktemp -d "${TMPDIR:-/tmp}/cs-$1.XXXXXX")
+        # shellcheck disable=SC2064 # expand now: the folder of this run
+        trap "rm -rf '$OUT'" EXIT
+    fi
+}

@@ -27,17 +27,12 @@
 set -uo pipefail
 BIN=${1:?usage: golden_peer_test.sh CTXSHIFT [OUTDIR]}
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ -n "${2:-}" ]; then
-    out=$2
-    mkdir -p "$out"
-else
-    out=$(mktemp -d "${TMPDIR:-/tmp}/cs-golden-peer.XXXXXX")
-    trap 'rm -rf "$out"' EXIT
-fi
 SHARED=${CS_SHARED_DIR:-$root/../shared}
-TMP=$out
 # shellcheck source=tests/cli_lib.sh
 . "$root/tests/cli_lib.sh"
+test_outdir golden-peer "${2:-}"
+out=$OUT
+TMP=$out
 
 PRESETS="llama3-1b smollm2-135m qwen2.5-0.5b nemo-small"
 TYPES="f16 q8_0 q4_k_m"
@@ -52,30 +47,18 @@ for mix in llama:Q2_K Q3_K_S Q3_K_L Q4_K_S Q5_K_S Q5_K_M llama:Q6_K llama:Q4_0 l
     EXTRA+=" llama3-1b=$mix"
 done
 vocab="$root/models/stories260K-f32.gguf"
-bins="$root/bench/peer/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
-bundle="$root/bench/peer/node_modules/node-llama-cpp/llama/gitRelease.bundle"
+bins=$PEER_BINS
+bundle=$PEER_BUNDLE
 
 # --- the llama.cpp side
 if [ ! -f "$bins/libllama.v0.4.0.so" ] || [ ! -f "$bundle" ]; then
     skip "golden_peer: llama.cpp comparison" "bench/peer/node_modules missing; node >= 20, then make deps"
     test_exit
 fi
-cache="${TMPDIR:-/tmp}/ctxshift-golden-peer"
-llama_tool="$cache/llama_golden"
-src="$root/tests/golden_peer/llama_golden.c"
-if [ ! -x "$llama_tool" ] || [ "$src" -nt "$llama_tool" ]; then
-    rm -rf "$cache/src"
-    mkdir -p "$cache"
-    if ! { git clone -q --no-checkout "$bundle" "$cache/src" &&
-        git -C "$cache/src" -c advice.detachedHead=false checkout -q HEAD -- include ggml/include &&
-        ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I"$cache/src/include" \
-            -I"$cache/src/ggml/include" "$src" -o "$llama_tool" "$bins/libllama.v0.4.0.so" \
-            "$bins/libggml.v0.4.0.so" "$bins/libggml-base.so" -Wl,-rpath,"$bins"; } >"$TMP/err" 2>&1; then
-        fail "golden_peer: build llama_golden" "compile failed"
-        rm -rf "$cache/src"
-        test_exit
-    fi
-    rm -rf "$cache/src"
+llama_tool="${TMPDIR:-/tmp}/ctxshift-golden-peer/llama_golden"
+if ! peer_build "$llama_tool" "$root/tests/golden_peer/llama_golden.c"; then
+    fail "golden_peer: build llama_golden" "compile failed"
+    test_exit
 fi
 
 # --- every family x type

@@ -23,23 +23,18 @@
 set -uo pipefail
 tool=${1:?usage: tokenizer_peer_test.sh TOKENIZER_PEER_CS [OUTDIR]}
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ -n "${2:-}" ]; then
-    out=$2
-    mkdir -p "$out"
-else
-    out=$(mktemp -d "${TMPDIR:-/tmp}/cs-tokenizer-peer.XXXXXX")
-    trap 'rm -rf "$out"' EXIT
-fi
 SHARED=${CS_SHARED_DIR:-$root/../shared}
-TMP=$out
 # shellcheck source=tests/cli_lib.sh
 . "$root/tests/cli_lib.sh"
+test_outdir tokenizer-peer "${2:-}"
+out=$OUT
+TMP=$out
 
 N_STRINGS=3000
 SEED=0x9E3779B97F4A7C15
 lenml="$root/tests/vocab/node_modules/@lenml"
-bins="$root/bench/peer/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
-bundle="$root/bench/peer/node_modules/node-llama-cpp/llama/gitRelease.bundle"
+bins=$PEER_BINS
+bundle=$PEER_BUNDLE
 
 # --- vocabularies
 vocabs=()
@@ -72,22 +67,11 @@ llama_tool=""
 if [ ! -f "$bins/libllama.v0.4.0.so" ] || [ ! -f "$bundle" ]; then
     skip "tokenizer_peer: llama.cpp comparison" "bench/peer/node_modules missing; node >= 20, then make deps"
 else
-    cache="${TMPDIR:-/tmp}/ctxshift-tokenizer-peer"
-    llama_tool="$cache/tokenizer_llama"
-    src="$root/tests/tokenizer_peer/tokenizer_llama.c"
-    if [ ! -x "$llama_tool" ] || [ "$src" -nt "$llama_tool" ] ||
-        [ "$root/tests/tokenizer_peer/records.h" -nt "$llama_tool" ]; then
-        rm -rf "$cache/src"
-        mkdir -p "$cache"
-        if ! { git clone -q --no-checkout "$bundle" "$cache/src" &&
-            git -C "$cache/src" -c advice.detachedHead=false checkout -q HEAD -- include ggml/include &&
-            ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I"$cache/src/include" \
-                -I"$cache/src/ggml/include" "$src" -o "$llama_tool" "$bins/libllama.v0.4.0.so" \
-                "$bins/libggml.v0.4.0.so" "$bins/libggml-base.so" -Wl,-rpath,"$bins"; } >"$TMP/err" 2>&1; then
-            fail "tokenizer_peer: build tokenizer_llama" "compile failed"
-            llama_tool=""
-        fi
-        rm -rf "$cache/src"
+    llama_tool="${TMPDIR:-/tmp}/ctxshift-tokenizer-peer/tokenizer_llama"
+    if ! peer_build "$llama_tool" "$root/tests/tokenizer_peer/tokenizer_llama.c" \
+        "$root/tests/tokenizer_peer/records.h"; then
+        fail "tokenizer_peer: build tokenizer_llama" "compile failed"
+        llama_tool=""
     fi
 fi
 
