@@ -211,8 +211,9 @@ static type_vec_dot_fn ref_fn(int32_t type) {
     return kernels_ref()->vec_dot[type];
 }
 
-static void test_kquants_vec_dot_vs_double(void **state) {
-    (void)state;
+/* The reference dots of n types against the float64 dot of the same
+ * blocks, on 8 rows of random data (seeds 100+rep / 200+rep). */
+static void check_vec_dot_vs_double(const int32_t *types, int n) {
     enum { N = 256 * 8 };
     static float xw[N], xa[N];
     static uint8_t w[N / 256 * 210];
@@ -221,18 +222,46 @@ static void test_kquants_vec_dot_vs_double(void **state) {
         fill(xw, N, 100 + (uint64_t)rep);
         fill(xa, N, 200 + (uint64_t)rep);
         quantize_row_q8_K_ref(xa, a, N);
-        for (int t = 0; t < 3; t++) {
-            quantize_row(k_types[t], xw, w, N);
+        for (int t = 0; t < n; t++) {
+            quantize_row(types[t], xw, w, N);
             float s = 0;
-            ref_fn(k_types[t])(N, &s, w, a);
-            double sa, want = ref_dot64(k_types[t], w, a, N, &sa);
+            ref_fn(types[t])(N, &s, w, a);
+            double sa, want = ref_dot64(types[t], w, a, N, &sa);
             assert_true(fabs((double)s - want) <= TOL_DOT_REL * sa);
         }
     }
 }
 
-static void test_kquants_simd_bit_identical(void **state) {
+static void test_kquants_vec_dot_vs_double(void **state) {
     (void)state;
+    check_vec_dot_vs_double(k_types, 3);
+}
+
+/* Byte offsets of the f16 super-block scales (d, and dmin where the type
+ * has one, else -1) inside a block: random block bytes get finite scales
+ * written there. */
+static void scale_offsets(int32_t type, int *d_off, int *m_off) {
+    const int bb = (int)block_bytes(type);
+    switch (type) {
+    case CS_TYPE_Q2_K: /* scales, qs, d, dmin */
+        *d_off = bb - 4, *m_off = bb - 2;
+        break;
+    case CS_TYPE_Q3_K: /* hmask, qs, scales, d */
+    case CS_TYPE_Q6_K: /* ql, qh, scales, d */
+        *d_off = bb - 2, *m_off = -1;
+        break;
+    default: /* Q4_K, Q5_K: d, dmin first */
+        *d_off = 0, *m_off = 2;
+        break;
+    }
+}
+
+/* The best table's dots of n types against the reference, bit for bit, on
+ * 64 rows: quantized data (seeds seed_w+rep / seed_a+rep), saturated
+ * activations, top-of-range weights and random block bytes with finite
+ * scales. */
+static void check_simd_bit_identical(const int32_t *types, int n, uint64_t seed_w,
+                                     uint64_t seed_a) {
 #if defined(__x86_64__) || defined(__i386__)
     const kernels_table *best = kernels_best();
     if (best == kernels_ref()) test_skip(CS_SKIP_CPU, "no SIMD kernels for this CPU");
@@ -241,41 +270,44 @@ static void test_kquants_simd_bit_identical(void **state) {
     static uint8_t w[N / 256 * 210];
     static block_q8_K a[N / 256];
     for (int rep = 0; rep < 64; rep++) {
-        fill(xw, N, 300 + (uint64_t)rep);
-        fill(xa, N, 400 + (uint64_t)rep);
+        fill(xw, N, seed_w + (uint64_t)rep);
+        fill(xa, N, seed_a + (uint64_t)rep);
         if (rep % 8 == 1) /* saturated activations: every q8 at +-127 */
             for (int i = 0; i < N; i++) xa[i] = (i % 3) ? 1.0f : -1.0f;
         if (rep % 8 == 2) /* large weights: scales and levels at their top */
             for (int i = 0; i < N; i++) xw[i] = (i % 2) ? 100.0f : -100.0f;
         quantize_row_q8_K_ref(xa, a, N);
-        for (int t = 0; t < 3; t++) {
-            quantize_row(k_types[t], xw, w, N);
-            if (rep % 8 == 3) /* random bytes: every level and scale bit pattern */
-                for (size_t i = 0; i < (N / 256) * block_bytes(k_types[t]); i++) {
+        for (int t = 0; t < n; t++) {
+            const size_t bb = block_bytes(types[t]);
+            quantize_row(types[t], xw, w, N);
+            if (rep % 8 == 3) { /* random bytes: every level and scale bit pattern */
+                for (size_t i = 0; i < (N / 256) * bb; i++) {
                     g_rng = g_rng * 6364136223846793005ULL + 1;
                     w[i] = (uint8_t)(g_rng >> 56);
                 }
-            if (rep % 8 == 3) { /* keep the f16 scales finite */
+                int d_off, m_off; /* keep the f16 scales finite */
+                scale_offsets(types[t], &d_off, &m_off);
                 for (int b = 0; b < N / 256; b++) {
-                    uint8_t *blk = w + (size_t)b * block_bytes(k_types[t]);
-                    uint16_t h = fp32_to_fp16(0.01f * (float)(b + 1));
-                    if (k_types[t] == CS_TYPE_Q6_K) {
-                        memcpy(blk + 208, &h, 2);
-                    } else {
-                        memcpy(blk, &h, 2);
-                        memcpy(blk + 2, &h, 2);
-                    }
+                    const uint16_t h = fp32_to_fp16(0.01f * (float)(b + 1));
+                    memcpy(w + (size_t)b * bb + (size_t)d_off, &h, 2);
+                    if (m_off >= 0) memcpy(w + (size_t)b * bb + (size_t)m_off, &h, 2);
                 }
             }
             float s_ref = 0, s_simd = 0;
-            ref_fn(k_types[t])(N, &s_ref, w, a);
-            best->vec_dot[k_types[t]](N, &s_simd, w, a);
+            ref_fn(types[t])(N, &s_ref, w, a);
+            best->vec_dot[types[t]](N, &s_simd, w, a);
             assert_memory_equal(&s_ref, &s_simd, sizeof(float));
         }
     }
 #else
+    (void)types, (void)n, (void)seed_w, (void)seed_a;
     test_skip(CS_SKIP_CPU, "no x86 SIMD kernels on this architecture");
 #endif
+}
+
+static void test_kquants_simd_bit_identical(void **state) {
+    (void)state;
+    check_simd_bit_identical(k_types, 3, 300, 400);
 }
 
 /* -------------------------------------------------- Q2_K and Q3_K */
@@ -362,68 +394,14 @@ static void test_kquants_low_roundtrip_error(void **state) {
 
 static void test_kquants_low_vec_dot_vs_double(void **state) {
     (void)state;
-    enum { N = 256 * 8 };
-    static float xw[N], xa[N];
-    static uint8_t w[N / 256 * 110];
-    static block_q8_K a[N / 256];
-    for (int rep = 0; rep < 8; rep++) {
-        fill(xw, N, 100 + (uint64_t)rep);
-        fill(xa, N, 200 + (uint64_t)rep);
-        quantize_row_q8_K_ref(xa, a, N);
-        for (int t = 0; t < 2; t++) {
-            quantize_row(k_low_types[t], xw, w, N);
-            float s = 0;
-            ref_fn(k_low_types[t])(N, &s, w, a);
-            double sa, want = ref_dot64(k_low_types[t], w, a, N, &sa);
-            assert_true(fabs((double)s - want) <= TOL_DOT_REL * sa);
-        }
-    }
+    check_vec_dot_vs_double(k_low_types, 2);
 }
 
 /* The SIMD tables' Q2_K / Q3_K dots (AVX2; the AVX-512 tables use the same
- * functions) against the reference, bit for bit, on quantized data,
- * saturated activations, top-of-range weights and random block bytes. */
+ * functions) against the reference, bit for bit. */
 static void test_kquants_low_simd_bit_identical(void **state) {
     (void)state;
-#if defined(__x86_64__) || defined(__i386__)
-    const kernels_table *best = kernels_best();
-    if (best == kernels_ref()) test_skip(CS_SKIP_CPU, "no SIMD kernels for this CPU");
-    enum { N = 256 * 4 };
-    static float xw[N], xa[N];
-    static uint8_t w[N / 256 * 110];
-    static block_q8_K a[N / 256];
-    for (int rep = 0; rep < 64; rep++) {
-        fill(xw, N, 500 + (uint64_t)rep);
-        fill(xa, N, 600 + (uint64_t)rep);
-        if (rep % 8 == 1)
-            for (int i = 0; i < N; i++) xa[i] = (i % 3) ? 1.0f : -1.0f;
-        if (rep % 8 == 2)
-            for (int i = 0; i < N; i++) xw[i] = (i % 2) ? 100.0f : -100.0f;
-        quantize_row_q8_K_ref(xa, a, N);
-        for (int t = 0; t < 2; t++) {
-            const int32_t type = k_low_types[t];
-            const size_t bb = block_bytes(type);
-            quantize_row(type, xw, w, N);
-            if (rep % 8 == 3) { /* random bytes, finite f16 scales (the last 4 / 2 bytes) */
-                for (size_t i = 0; i < (N / 256) * bb; i++) {
-                    g_rng = g_rng * 6364136223846793005ULL + 1;
-                    w[i] = (uint8_t)(g_rng >> 56);
-                }
-                for (int b = 0; b < N / 256; b++) {
-                    uint16_t h = fp32_to_fp16(0.01f * (float)(b + 1));
-                    memcpy(w + (size_t)b * bb + bb - 2, &h, 2);
-                    if (type == CS_TYPE_Q2_K) memcpy(w + (size_t)b * bb + bb - 4, &h, 2);
-                }
-            }
-            float s_ref = 0, s_simd = 0;
-            ref_fn(type)(N, &s_ref, w, a);
-            best->vec_dot[type](N, &s_simd, w, a);
-            assert_memory_equal(&s_ref, &s_simd, sizeof(float));
-        }
-    }
-#else
-    test_skip(CS_SKIP_CPU, "no x86 SIMD kernels on this architecture");
-#endif
+    check_simd_bit_identical(k_low_types, 2, 500, 600);
 }
 
 /* --------------------------------------------------------- matmul */
@@ -458,24 +436,24 @@ static void check_matmul(const kernels_table *k, int32_t type, int64_t N, int64_
     free(xw), free(X), free(Y), free(Y2), free(wf), free(W), free(a), free(scratch);
 }
 
-static void test_kquants_low_matmul_vs_naive(void **state) {
-    (void)state;
+/* Both tables' matmul of n types against the naive float64 product. */
+static void check_matmul_types(const int32_t *types, int n) {
     const kernels_table *tables[2] = {kernels_ref(), kernels_best()};
     for (int ti = 0; ti < 2; ti++)
-        for (int t = 0; t < 2; t++) {
-            check_matmul(tables[ti], k_low_types[t], 37, 512, 1);
-            check_matmul(tables[ti], k_low_types[t], 19, 256, 5);
+        for (int t = 0; t < n; t++) {
+            check_matmul(tables[ti], types[t], 37, 512, 1);
+            check_matmul(tables[ti], types[t], 19, 256, 5);
         }
 }
 
 static void test_kquants_matmul_vs_naive(void **state) {
     (void)state;
-    const kernels_table *tables[2] = {kernels_ref(), kernels_best()};
-    for (int ti = 0; ti < 2; ti++)
-        for (int t = 0; t < 3; t++) {
-            check_matmul(tables[ti], k_types[t], 37, 512, 1);
-            check_matmul(tables[ti], k_types[t], 19, 256, 5);
-        }
+    check_matmul_types(k_types, 3);
+}
+
+static void test_kquants_low_matmul_vs_naive(void **state) {
+    (void)state;
+    check_matmul_types(k_low_types, 2);
 }
 
 /* ------------------------------------------------------ end to end */
