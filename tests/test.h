@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 #include "ctxshift.h"
 
@@ -105,6 +106,36 @@ static inline int test_exit_status(int n_failed) {
         return CS_TEST_SKIP_EXIT;
     }
     return 0;
+}
+
+/* ------------------------------------------------- random test data */
+
+/* The weight-type tests' generator (an LCG): the next value uniform in
+ * [-1, 1) from *rng. */
+static inline float test_frand(uint64_t *rng) {
+    *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((double)(*rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* x[0, n) = test_frand from seed, every 97th value (from index 5) times 6:
+ * outliers for the block scales. *rng holds the generator state after. */
+static inline void test_fill(float *x, int64_t n, uint64_t seed, uint64_t *rng) {
+    *rng = seed;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = test_frand(rng);
+        if (i % 97 == 5) x[i] *= 6.0f; /* outliers */
+    }
+}
+
+/* ||x - y|| / ||x|| over n values, in double: a quantizer's round-trip
+ * error. */
+static inline double test_rel_rms(const float *x, const float *y, int64_t n) {
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e += ((double)x[i] - (double)y[i]) * ((double)x[i] - (double)y[i]);
+        s += (double)x[i] * (double)x[i];
+    }
+    return sqrt(e / s);
 }
 
 #define test_run(tests, setup, teardown)                                                           \

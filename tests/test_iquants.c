@@ -35,17 +35,9 @@
 #define TOL_E2E_REL 0.05
 
 static uint64_t g_rng;
-static float frand(void) { /* uniform [-1, 1) */
-    g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static void fill(float *x, int64_t n, uint64_t seed) {
-    g_rng = seed;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = frand();
-        if (i % 97 == 5) x[i] *= 6.0f; /* outliers */
-    }
+    test_fill(x, n, seed, &g_rng);
 }
 
 static const int32_t k_types[2] = {CS_TYPE_IQ4_NL, CS_TYPE_IQ4_XS};
@@ -116,15 +108,6 @@ static void test_iquants_dequantize_handmade(void **state) {
     assert_memory_equal(y, y2, sizeof y2);
 }
 
-static double rel_rms(const float *x, const float *y, int64_t n) {
-    double e = 0, s = 0;
-    for (int64_t i = 0; i < n; i++) {
-        e += ((double)x[i] - (double)y[i]) * ((double)x[i] - (double)y[i]);
-        s += (double)x[i] * (double)x[i];
-    }
-    return sqrt(e / s);
-}
-
 static void test_iquants_roundtrip_error(void **state) {
     (void)state;
     enum { N = 256 * 16 };
@@ -135,7 +118,7 @@ static void test_iquants_roundtrip_error(void **state) {
     for (int t = 0; t < 2; t++) {
         quantize_row(k_types[t], x, buf, N);
         dequantize_row(k_types[t], buf, y, N);
-        const double e = rel_rms(x, y, N);
+        const double e = test_rel_rms(x, y, N);
         print_message("%s: relative rms error %.3g\n", cs_type_name(k_types[t]), e);
         assert_true(e <= tol[t]);
         /* all-zero input stays zero */

@@ -39,17 +39,9 @@
 #define TOL_E2E_REL 0.05
 
 static uint64_t g_rng;
-static float frand(void) { /* uniform [-1, 1) */
-    g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static void fill(float *x, int64_t n, uint64_t seed) {
-    g_rng = seed;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = frand();
-        if (i % 97 == 5) x[i] *= 6.0f; /* outliers */
-    }
+    test_fill(x, n, seed, &g_rng);
 }
 
 static const int32_t k_types[3] = {CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K};
@@ -147,15 +139,6 @@ static void test_kquants_dequantize_handmade(void **state) {
 
 /* ----------------------------------------------- quantization error */
 
-static double rel_rms(const float *a, const float *b, int64_t n) {
-    double e = 0, s = 0;
-    for (int64_t i = 0; i < n; i++) {
-        e += ((double)a[i] - (double)b[i]) * ((double)a[i] - (double)b[i]);
-        s += (double)a[i] * (double)a[i];
-    }
-    return sqrt(e / s);
-}
-
 static void test_kquants_roundtrip_error(void **state) {
     (void)state;
     enum { N = 256 * 16 };
@@ -166,7 +149,7 @@ static void test_kquants_roundtrip_error(void **state) {
     for (int t = 0; t < 3; t++) {
         quantize_row(k_types[t], x, buf, N);
         dequantize_row(k_types[t], buf, y, N);
-        double e = rel_rms(x, y, N);
+        double e = test_rel_rms(x, y, N);
         assert_true(e <= tol[t]);
         assert_true(e > 0); /* really lossy: the test measures something */
     }
@@ -174,7 +157,7 @@ static void test_kquants_roundtrip_error(void **state) {
     block_q8_K *q8 = (block_q8_K *)(void *)buf;
     quantize_row_q8_K_ref(x, q8, N);
     for (int64_t i = 0; i < N; i++) y[i] = q8[i / 256].d * (float)q8[i / 256].qs[i % 256];
-    assert_true(rel_rms(x, y, N) <= TOL_RT_Q8_K);
+    assert_true(test_rel_rms(x, y, N) <= TOL_RT_Q8_K);
     for (int b = 0; b < N / 256; b++)
         for (int j = 0; j < 16; j++) {
             int s = 0;
@@ -378,7 +361,7 @@ static void test_kquants_low_roundtrip_error(void **state) {
     for (int t = 0; t < 2; t++) {
         quantize_row(k_low_types[t], x, buf, N);
         dequantize_row(k_low_types[t], buf, y, N);
-        double e = rel_rms(x, y, N);
+        double e = test_rel_rms(x, y, N);
         print_message("%s: relative RMS error %.4f\n", cs_type_name(k_low_types[t]), e);
         assert_true(e <= tol[t]);
         assert_true(e > 0);

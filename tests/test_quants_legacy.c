@@ -44,17 +44,9 @@ static const int32_t k_types[N_LG] = {CS_TYPE_Q4_1, CS_TYPE_Q5_0, CS_TYPE_Q5_1};
 static const char *const k_simd[] = {"avx2", "avx512", "avx512novnni"};
 
 static uint64_t g_rng;
-static float frand(void) { /* uniform [-1, 1) */
-    g_rng = g_rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static void fill(float *x, int64_t n, uint64_t seed) {
-    g_rng = seed;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = frand();
-        if (i % 97 == 5) x[i] *= 6.0f; /* outliers */
-    }
+    test_fill(x, n, seed, &g_rng);
 }
 
 static size_t row_bytes(int32_t type, int64_t n) {
