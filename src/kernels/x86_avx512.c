@@ -888,51 +888,43 @@ static void avx512_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *x, const v
 
 /* ---------------------------------------------------- row conversions */
 
-/* Bit-exact with quantize_row_q8_0_ref: one 32-element block in two
- * zmm halves of 16; max over |x|, id = 127/amax, round half to even. */
-static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
-    block_q8_0 *y = vy;
-    const int64_t nb = n / CS_QK8_0;
-    for (int64_t b = 0; b < nb; b++) {
-        const float *p = x + b * CS_QK8_0;
-        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-        const float amax =
-            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        const float d = amax / 127.0f;
-        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        const __m512 mul = _mm512_set1_ps(id);
-        /* cvtps_epi32 rounds with MXCSR's default mode: nearest even */
-        __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(i1));
-    }
+/* One 32-value block, bit-exact with quantize_row_q8_0_ref: two zmm halves
+ * of 16; max over |x|, d = amax/127 stored as f16 in *d, id = 127/amax,
+ * qs = round-half-even(x * id). Returns sum(qs) when want_sum (Q8_1's s;
+ * the int32 sum is exact), else 0 (Q8_0 skips the reduction). */
+static inline int32_t avx512_q8_block(const float *p, uint16_t *d, int8_t *qs, bool want_sum,
+                                      float *d_f) {
+    const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    *d_f = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    *d = (uint16_t)_cvtss_sh(*d_f, _MM_FROUND_TO_NEAREST_INT);
+    const __m512 mul = _mm512_set1_ps(id);
+    /* explicit nearest-even rounding, as the reference */
+    const __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128((__m128i *)qs, _mm512_cvtsepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtsepi32_epi8(i1));
+    return want_sum ? _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)) : 0;
 }
 
-/* Bit-exact with quantize_row_q8_1_ref: as avx512_quantize_row_q8_0, plus
- * s = f16(d * sum q) (the int32 sum is exact). */
+static void avx512_quantize_row_q8_0(const float *x, void *vy, int64_t n) {
+    block_q8_0 *y = vy;
+    float d;
+    for (int64_t b = 0; b < n / CS_QK8_0; b++)
+        avx512_q8_block(x + b * CS_QK8_0, &y[b].d, y[b].qs, false, &d);
+}
+
+/* Bit-exact with quantize_row_q8_1_ref: the Q8_0 block plus
+ * s = f16(d * sum q). */
 static void avx512_quantize_row_q8_1(const float *x, void *vy, int64_t n) {
     block_q8_1 *y = vy;
+    float d;
     for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
-        const float *p = x + b * CS_QK_LEGACY;
-        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
-        const float amax =
-            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        const float d = amax / 127.0f;
-        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        const __m512 mul = _mm512_set1_ps(id);
-        __m512i i0 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v0, mul),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512i i1 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v1, mul),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        const int32_t sum = avx512_q8_block(x + b * CS_QK_LEGACY, &y[b].d, y[b].qs, true, &d);
         y[b].s = (uint16_t)_cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
-        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtsepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtsepi32_epi8(i1));
     }
 }
 
