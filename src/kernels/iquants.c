@@ -206,23 +206,13 @@ void dequantize_row_iq4_xs(const void *vx, float *y, int64_t n) {
 
 /* ------------------------------------------------------------- dots */
 
-/* sum over 32 elements of level(qs) * a, exact. */
-static int32_t block_isum(const uint8_t *qs, const int8_t *a) {
-    int32_t lo = 0, hi = 0;
-    for (int j = 0; j < 16; ++j) {
-        lo += a[j] * iq4nl_values[qs[j] & 0xF];
-        hi += a[j + 16] * iq4nl_values[qs[j] >> 4];
-    }
-    return lo + hi;
-}
-
 void vec_dot_iq4_nl_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const block_iq4_nl *x = vx;
     const block_q8_0 *y = vy;
     float sum = 0;
     for (int64_t b = 0; b < n / CS_QK4_NL; ++b) {
         const float d = fp16_to_fp32(y[b].d) * fp16_to_fp32(x[b].d);
-        sum += d * (float)block_isum(x[b].qs, y[b].qs);
+        sum += d * (float)iq4_nl_block_isum(x[b].qs, y[b].qs);
     }
     *s = sum;
 }
@@ -235,7 +225,7 @@ void vec_dot_iq4_xs_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy
         const float d = fp16_to_fp32(x[i].d) * y[i].d;
         for (int b = 0; b < CS_QK_K / 32; ++b) {
             const float db = d * (float)(xs_scale(&x[i], b) - 32);
-            sum += db * (float)block_isum(x[i].qs + 16 * b, y[i].qs + 32 * b);
+            sum += db * (float)iq4_nl_block_isum(x[i].qs + 16 * b, y[i].qs + 32 * b);
         }
     }
     *s = sum;

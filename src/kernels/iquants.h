@@ -29,6 +29,17 @@
 /* The 16 levels, ascending (ggml's kvalues_iq4nl). */
 extern const int8_t iq4nl_values[16];
 
+/* Sum over the 32 elements of an IQ4_NL block of level(qs) * a, exact:
+ * the reference dot's block sum, and the SIMD dots' odd last block. */
+static inline int32_t iq4_nl_block_isum(const uint8_t *qs, const int8_t *a) {
+    int32_t lo = 0, hi = 0;
+    for (int j = 0; j < 16; ++j) {
+        lo += a[j] * iq4nl_values[qs[j] & 0xF];
+        hi += a[j + 16] * iq4nl_values[qs[j] >> 4];
+    }
+    return lo + hi;
+}
+
 /* value j = d * iq4nl_values[index j]; qs[j] low nibble is index j, high
  * nibble index j + 16. */
 typedef struct {

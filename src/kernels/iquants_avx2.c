@@ -18,15 +18,7 @@
 #include <string.h>
 
 #include "iquants.h"
-
-#define CS_INLINE static inline __attribute__((always_inline))
-
-CS_INLINE float hsum8_ps(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+#include "simd_x86.h"
 
 /* 16 bytes of index pairs -> 32 signed levels: elements 0-15 (low
  * nibbles) in the low half, 16-31 (high nibbles) in the high half. */
@@ -63,12 +55,8 @@ void vec_dot_iq4_nl_q8_0_avx2(int64_t n, float *s, const void *vx, const void *v
     }
     float sum = hsum8_ps(_mm256_add_ps(acc1, acc2));
     for (; b < nb; ++b) { /* an odd last block, as ggml: scalar */
-        int32_t lo = 0, hi = 0;
-        for (int j = 0; j < 16; ++j) {
-            lo += y[b].qs[j] * iq4nl_values[x[b].qs[j] & 0xF];
-            hi += y[b].qs[j + 16] * iq4nl_values[x[b].qs[j] >> 4];
-        }
-        sum += fp16_to_fp32(y[b].d) * fp16_to_fp32(x[b].d) * (float)(lo + hi);
+        sum += fp16_to_fp32(y[b].d) * fp16_to_fp32(x[b].d) *
+               (float)iq4_nl_block_isum(x[b].qs, y[b].qs);
     }
     *s = sum;
 }

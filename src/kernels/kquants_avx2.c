@@ -16,16 +16,7 @@
 #include <string.h>
 
 #include "kquants.h"
-
-#define CS_INLINE static inline __attribute__((always_inline))
-
-/* ggml's hsum_float_8 order (same as the reference's hsum8). */
-CS_INLINE float hsum8_ps(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+#include "simd_x86.h"
 
 CS_INLINE void unpack_scales(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     for (int j = 0; j < 4; j++) {
