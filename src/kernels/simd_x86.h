@@ -1,5 +1,5 @@
 /* simd_x86.h: helpers shared by the x86 SIMD kernel files. Include it only
- * from files compiled with at least -mavx2 (kquants_avx2.c,
+ * from files compiled with at least -mavx2 (x86_avx2.c, kquants_avx2.c,
  * iquants_avx2.c, iquants_avx512.c): the helpers use AVX instructions and
  * are always inlined into their callers. */
 #ifndef CS_SIMD_X86_H

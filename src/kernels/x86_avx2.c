@@ -24,20 +24,12 @@
 #include "kquants.h"
 #include "matmul.h"
 #include "quant_legacy.h"
+#include "simd_x86.h"
 
-#define CS_INLINE static inline __attribute__((always_inline))
 /* an immediate operand: a macro so that -O0 builds compile too */
 #define CS_RND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
 /* ------------------------------------------------------------ helpers */
-
-/* Fixed-order horizontal sum (deterministic). */
-CS_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 CS_INLINE double hsum4d(__m256d v) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
@@ -107,7 +99,7 @@ static void avx2_vec_dot_f32(int64_t n, float *s, const void *vx, const void *vy
         __m256i m = tail_mask(n - i);
         a1 = _mm256_fmadd_ps(_mm256_maskload_ps(x + i, m), _mm256_maskload_ps(y + i, m), a1);
     }
-    *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    *s = hsum8_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
 static void avx2_vec_dot_f16(int64_t n, float *s, const void *vx, const void *vy) {
@@ -124,7 +116,7 @@ static void avx2_vec_dot_f16(int64_t n, float *s, const void *vx, const void *vy
     if (i < n)
         a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(load_u16_tail(x + i, n - i)),
                              _mm256_cvtph_ps(load_u16_tail(y + i, n - i)), a1);
-    *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    *s = hsum8_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
 static void avx2_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
@@ -140,7 +132,7 @@ static void avx2_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const f
     if (i < n)
         a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(load_u16_tail(x + i, n - i)),
                              _mm256_maskload_ps(y + i, tail_mask(n - i)), a1);
-    *s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    *s = hsum8_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 }
 
 /* ------------------------------------------------ matmul micro-kernels */
@@ -172,7 +164,7 @@ CS_INLINE void tile_f32(int64_t K, const void *const *w, const void *const *x, f
         }
     }
     for (int r = 0; r < RB; r++)
-        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8(acc[r][t]);
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8_ps(acc[r][t]);
 }
 
 /* f16 (is_bf16 = 0) and bf16 (1) weights against activations of the same type. */
@@ -207,7 +199,7 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
         }
     }
     for (int r = 0; r < RB; r++)
-        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8(acc[r][t]);
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8_ps(acc[r][t]);
 }
 
 /* Signed 32-byte weight block (values in [-127, 127] or [-8, 7]) times a
@@ -276,7 +268,7 @@ CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, flo
         }
     }
     for (int r = 0; r < RB; r++)
-        for (int t = 0; t < TB; t++) out[t * RB + r] = is_q4 ? accq[r][t] : hsum8(acc[r][t]);
+        for (int t = 0; t < TB; t++) out[t * RB + r] = is_q4 ? accq[r][t] : hsum8_ps(acc[r][t]);
 }
 
 #define UK_RB 4
@@ -366,7 +358,7 @@ static void avx2_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const vo
             dot_u8_lanes(nibbles32(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
     }
-    *s = hsum8(acc) + summs;
+    *s = hsum8_ps(acc) + summs;
 }
 
 static void avx2_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
@@ -380,7 +372,7 @@ static void avx2_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const vo
         const __m256 p = _mm256_cvtepi32_ps(dot_i8(_mm256_abs_epi8(q), q, yq));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
     }
-    *s = hsum8(acc);
+    *s = hsum8_ps(acc);
 }
 
 static void avx2_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
@@ -394,7 +386,7 @@ static void avx2_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const vo
         const __m256 p = dot_u8_lanes(q, _mm256_loadu_si256((const __m256i *)y[b].qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
     }
-    *s = hsum8(acc) + summs;
+    *s = hsum8_ps(acc) + summs;
 }
 
 /* ---------------------------------------------------- row conversions */
