@@ -58,19 +58,19 @@ typedef struct kargs {
 static void b_dot_f32(void *p) {
     kargs *a = p;
     float s;
-    a->k->vec_dot_f32(a->n, &s, a->x, a->y);
+    a->k->vec_dot[CS_TYPE_F32](a->n, &s, a->x, a->y);
     g_sink = s;
 }
 static void b_dot_f16(void *p) {
     kargs *a = p;
     float s;
-    a->k->vec_dot_f16(a->n, &s, a->xh, a->yh);
+    a->k->vec_dot[CS_TYPE_F16](a->n, &s, a->xh, a->yh);
     g_sink = s;
 }
 static void b_dot_q8(void *p) {
     kargs *a = p;
     float s;
-    a->k->vec_dot_q8_0_q8_0(a->n, &s, a->x8, a->y8);
+    a->k->vec_dot[CS_TYPE_Q8_0](a->n, &s, a->x8, a->y8);
     g_sink = s;
 }
 static void b_dot_q4(void *p) {
@@ -81,7 +81,7 @@ static void b_dot_q4(void *p) {
 }
 static void b_quant(void *p) {
     kargs *a = p;
-    a->k->quantize_row_q8_0(a->x, a->y8, a->n);
+    a->k->from_float[CS_TYPE_Q8_0](a->x, a->y8, a->n);
 }
 static void b_rmsnorm(void *p) {
     kargs *a = p;

@@ -340,9 +340,9 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
         if (n_vis == 0) continue; /* cannot happen: a token always sees its own cell */
         /* ggml's mul_mat converts the query to the K type's dot type */
         if (tk == CS_TYPE_F16)
-            k->fp32_to_fp16_row(q, qc, hd);
+            k->from_float[CS_TYPE_F16](q, qc, hd);
         else if (tk == CS_TYPE_Q8_0)
-            k->quantize_row_q8_0(q, qc, hd);
+            k->from_float[CS_TYPE_Q8_0](q, qc, hd);
         const bool gathered_k = tk == CS_TYPE_F16 && k->attn_scores_f16;
         if (gathered_k)
             k->attn_scores_f16(hd, n_vis, K + (size_t)hk * khead, kv->row_k, vis, qc, scale, sc);
@@ -350,13 +350,13 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
             const uint8_t *kh = K + (size_t)vis[j] * kv->row_k + (size_t)hk * khead;
             float s;
             if (tk == CS_TYPE_F16)
-                k->vec_dot_f16(hd, &s, (const uint16_t *)kh, qc);
+                k->vec_dot[CS_TYPE_F16](hd, &s, (const uint16_t *)kh, qc);
             else if (tk == CS_TYPE_Q8_0)
-                k->vec_dot_q8_0_q8_0(hd, &s, (const void *)kh, qc);
+                k->vec_dot[CS_TYPE_Q8_0](hd, &s, (const void *)kh, qc);
             else if (small)
                 s = dot_f32_small((const float *)kh, q, hd);
             else
-                k->vec_dot_f32(hd, &s, (const float *)kh, q);
+                k->vec_dot[CS_TYPE_F32](hd, &s, (const float *)kh, q);
             sc[j] = s * scale;
         }
         k->softmax(sc, n_vis);

@@ -80,10 +80,10 @@ static void write_row(int32_t type, const kernels_table *k, void *dst, const flo
                       int64_t n) {
     switch (type) {
     case CS_TYPE_F16:
-        k->fp32_to_fp16_row(src, dst, n);
+        k->from_float[CS_TYPE_F16](src, dst, n);
         break;
     case CS_TYPE_Q8_0:
-        k->quantize_row_q8_0(src, dst, n);
+        k->from_float[CS_TYPE_Q8_0](src, dst, n);
         break;
     default:
         memcpy(dst, src, (size_t)n * sizeof(float));
@@ -152,7 +152,7 @@ static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const flo
         if (n_rot == hd) {
             k->fp16_to_fp32_row(h16, buf, n);
             k->rope(buf, nh, hd, n_rot, mode, cs);
-            k->fp32_to_fp16_row(buf, h16, n);
+            k->from_float[CS_TYPE_F16](buf, h16, n);
         } else {
             /* only [0, n_rot) of each head is converted and written back,
              * so the pass-through elements keep their exact bytes */
@@ -160,7 +160,7 @@ static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const flo
                 k->fp16_to_fp32_row(h16 + (size_t)h * hd, buf + (size_t)h * hd, n_rot);
             k->rope(buf, nh, hd, n_rot, mode, cs);
             for (int32_t h = 0; h < nh; h++)
-                k->fp32_to_fp16_row(buf + (size_t)h * hd, h16 + (size_t)h * hd, n_rot);
+                k->from_float[CS_TYPE_F16](buf + (size_t)h * hd, h16 + (size_t)h * hd, n_rot);
         }
         break;
     }
@@ -171,7 +171,7 @@ static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const flo
         if (brot == bph) {
             dequantize_row_q8_0(q, buf, n);
             k->rope(buf, nh, hd, n_rot, mode, cs);
-            k->quantize_row_q8_0(buf, q, n);
+            k->from_float[CS_TYPE_Q8_0](buf, q, n);
         } else {
             /* blocks past the rotated part are neither read nor rewritten */
             const int64_t ne = (int64_t)brot * CS_QK8_0;
@@ -179,7 +179,7 @@ static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const flo
                 dequantize_row_q8_0(q + (size_t)h * bph, buf + (size_t)h * hd, ne);
             k->rope(buf, nh, hd, n_rot, mode, cs);
             for (int32_t h = 0; h < nh; h++)
-                k->quantize_row_q8_0(buf + (size_t)h * hd, q + (size_t)h * bph, ne);
+                k->from_float[CS_TYPE_Q8_0](buf + (size_t)h * hd, q + (size_t)h * bph, ne);
         }
         break;
     }

@@ -110,14 +110,14 @@ static void test_kernels_tables(void **state) {
         const kernels_table *k = kernels_by_name(k_all_names[i]);
         if (!k) continue;
         assert_string_equal(k->name, k_all_names[i]);
-        assert_non_null(k->vec_dot_f32);
-        assert_non_null(k->vec_dot_f16);
+        assert_non_null(k->vec_dot[CS_TYPE_F32]);
+        assert_non_null(k->vec_dot[CS_TYPE_F16]);
         assert_non_null(k->vec_dot[CS_TYPE_BF16]);
-        assert_non_null(k->vec_dot_q8_0_q8_0);
+        assert_non_null(k->vec_dot[CS_TYPE_Q8_0]);
         assert_non_null(k->vec_dot[CS_TYPE_Q4_0]);
         assert_non_null(k->vec_dot_f16_f32);
-        assert_non_null(k->quantize_row_q8_0);
-        assert_non_null(k->fp32_to_fp16_row);
+        assert_non_null(k->from_float[CS_TYPE_Q8_0]);
+        assert_non_null(k->from_float[CS_TYPE_F16]);
         assert_non_null(k->fp16_to_fp32_row);
         assert_non_null(k->from_float[CS_TYPE_BF16]);
         assert_non_null(k->axpy_f32);
@@ -162,11 +162,6 @@ static void test_kernels_type_table(void **state) {
         }
         /* a type the engine does not compute with has no dot */
         assert_null(k->vec_dot[39]); /* mxfp4 */
-        assert_ptr_equal(k->vec_dot_f32, k->vec_dot[CS_TYPE_F32]);
-        assert_ptr_equal(k->vec_dot_f16, k->vec_dot[CS_TYPE_F16]);
-        assert_ptr_equal(k->vec_dot_q8_0_q8_0, k->vec_dot[CS_TYPE_Q8_0]);
-        assert_ptr_equal(k->quantize_row_q8_0, k->from_float[CS_TYPE_Q8_0]);
-        assert_ptr_equal(k->fp32_to_fp16_row, k->from_float[CS_TYPE_F16]);
     }
     /* the reference table is the type table's scalar entries */
     const kernels_table *ref = kernels_ref();
@@ -258,8 +253,8 @@ static void test_kernels_dot_float_types(void **state) {
             wm += p, am += fabs(p);
         }
         float r32, r16, rb, rm;
-        ref->vec_dot_f32(n, &r32, x, y);
-        ref->vec_dot_f16(n, &r16, xh, yh);
+        ref->vec_dot[CS_TYPE_F32](n, &r32, x, y);
+        ref->vec_dot[CS_TYPE_F16](n, &r16, xh, yh);
         ref->vec_dot[CS_TYPE_BF16](n, &rb, xb, yb);
         ref->vec_dot_f16_f32(n, &rm, xh, y);
         check_rel((double)r32, w32, a32, TOL_REF_DOT, "ref dot_f32", "ref", n);
@@ -270,9 +265,9 @@ static void test_kernels_dot_float_types(void **state) {
             const kernels_table *k = kernels_by_name(k_simd_names[ti]);
             if (!k) continue;
             float s;
-            k->vec_dot_f32(n, &s, x, y);
+            k->vec_dot[CS_TYPE_F32](n, &s, x, y);
             check_rel((double)s, (double)r32, a32, TOL_F32_DOT, "dot_f32", k->name, n);
-            k->vec_dot_f16(n, &s, xh, yh);
+            k->vec_dot[CS_TYPE_F16](n, &s, xh, yh);
             check_rel((double)s, (double)r16, a16, TOL_F16_DOT, "dot_f16", k->name, n);
             k->vec_dot[CS_TYPE_BF16](n, &s, xb, yb);
             check_rel((double)s, (double)rb, ab, TOL_BF16_DOT, "dot_bf16", k->name, n);
@@ -316,7 +311,7 @@ static void test_kernels_dot_quantized(void **state) {
         double a8, a4;
         double w8 = qdot_f64(dx8, dy, n, &a8), w4 = qdot_f64(dx4, dy, n, &a4);
         float r8, r4;
-        ref->vec_dot_q8_0_q8_0(n, &r8, x8, y8);
+        ref->vec_dot[CS_TYPE_Q8_0](n, &r8, x8, y8);
         ref->vec_dot[CS_TYPE_Q4_0](n, &r4, x4, y8);
         check_rel((double)r8, w8, a8, TOL_REF_DOT, "ref dot_q8_0", "ref", n);
         check_rel((double)r4, w4, a4, TOL_REF_DOT, "ref dot_q4_0", "ref", n);
@@ -324,7 +319,7 @@ static void test_kernels_dot_quantized(void **state) {
             const kernels_table *k = kernels_by_name(k_simd_names[ti]);
             if (!k) continue;
             float s;
-            k->vec_dot_q8_0_q8_0(n, &s, x8, y8);
+            k->vec_dot[CS_TYPE_Q8_0](n, &s, x8, y8);
             check_rel((double)s, (double)r8, a8, TOL_Q8_0_DOT, "dot_q8_0", k->name, n);
             k->vec_dot[CS_TYPE_Q4_0](n, &s, x4, y8);
             check_rel((double)s, (double)r4, a4, TOL_Q4_0_DOT, "dot_q4_0", k->name, n);
@@ -408,7 +403,7 @@ static void test_kernels_quantize_q8_0_simd_bit_exact(void **state) {
         const kernels_table *k = kernels_by_name(k_simd_names[ti]);
         if (!k) continue;
         memset(s, 0xee, (size_t)n / 32 * sizeof *s);
-        k->quantize_row_q8_0(x, s, n);
+        k->from_float[CS_TYPE_Q8_0](x, s, n);
         assert_memory_equal(r, s, (size_t)n / 32 * sizeof *s);
     }
     /* round trip within half a step of each block */
@@ -497,7 +492,7 @@ static void test_kernels_fp16_all_halfs(void **state) {
         /* odd length leaves a scalar tail in every table */
         k->fp16_to_fp32_row(h, f, 65535);
         f[65535] = fp16_to_fp32(65535);
-        k->fp32_to_fp16_row(f, back, 65535);
+        k->from_float[CS_TYPE_F16](f, back, 65535);
         for (int i = 0; i < 65535; i++) {
             float want = fp16_to_fp32(h[i]);
             uint32_t gb, wb;
@@ -530,7 +525,7 @@ static void test_kernels_fp16_all_halfs(void **state) {
     for (size_t ti = 0; ti < N_ALL; ti++) {
         const kernels_table *k = kernels_by_name(k_all_names[ti]);
         if (!k) continue;
-        k->fp32_to_fp16_row(x, r, n);
+        k->from_float[CS_TYPE_F16](x, r, n);
         for (int64_t i = 0; i < n; i++) assert_int_equal(r[i], fp32_to_fp16(x[i]));
     }
     free(h), free(back), free(f), free(x), free(r);

@@ -59,14 +59,8 @@ typedef struct kernels_table {
     matmul_ukernel ukernel[CS_TYPE_COUNT];
     matmul_ukernel ukernel_x16[CS_TYPE_COUNT];
 
-    /* ---- the KV cache's kernels (cache types F32, F16, Q8_0; forward.c,
-     * kv_cache.c): the same functions as vec_dot[CS_TYPE_F32 / F16 / Q8_0]
-     * and from_float[CS_TYPE_F16 / Q8_0], set from them by kernels_finish. */
-    type_vec_dot_fn vec_dot_f32;
-    type_vec_dot_fn vec_dot_f16;
-    type_vec_dot_fn vec_dot_q8_0_q8_0;
-    type_from_float_fn quantize_row_q8_0;
-    type_from_float_fn fp32_to_fp16_row;
+    /* ---- the KV cache (types F32, F16, Q8_0) uses vec_dot[] and
+     * from_float[] of its type directly (forward.c, kv_cache.c). */
     /* dot of an f16 row x with an f32 vector y (attention over an F16 K cache
      * when the query is kept in f32) */
     void (*vec_dot_f16_f32)(int64_t n, float *s, const uint16_t *x, const float *y);
@@ -118,10 +112,8 @@ const kernels_table *kernels_by_name(const char *name);
 
 /* For the per-ISA files' table set-up (run once, under pthread_once):
  * kernels_init_ref copies the reference table into *k (so every slot a
- * file does not replace keeps its scalar kernel) and names it;
- * kernels_finish sets the KV cache slots from the per-type arrays. */
+ * file does not replace keeps its scalar kernel) and names it. */
 void kernels_init_ref(kernels_table *k, const char *name);
-void kernels_finish(kernels_table *k);
 
 /* RoPE angle parameters (ggml's YaRN formulation, docs/KV_CACHE_SPEC.md §3.1). With
  * ext_factor 0: theta_k = freq_scale * pos * base^(-2k/n_rot), magnitude

@@ -166,7 +166,6 @@ static void ref_init(void) {
     k->softmax = ref_softmax;
     k->swiglu = ref_swiglu;
     k->rope = ref_rope;
-    kernels_finish(k);
 }
 
 const kernels_table *kernels_ref(void) {
@@ -177,14 +176,6 @@ const kernels_table *kernels_ref(void) {
 void kernels_init_ref(kernels_table *k, const char *name) {
     *k = *kernels_ref();
     k->name = name;
-}
-
-void kernels_finish(kernels_table *k) {
-    k->vec_dot_f32 = k->vec_dot[CS_TYPE_F32];
-    k->vec_dot_f16 = k->vec_dot[CS_TYPE_F16];
-    k->vec_dot_q8_0_q8_0 = k->vec_dot[CS_TYPE_Q8_0];
-    k->quantize_row_q8_0 = k->from_float[CS_TYPE_Q8_0];
-    k->fp32_to_fp16_row = k->from_float[CS_TYPE_F16];
 }
 
 /* ------------------------------------------------------------ rope cache */

@@ -648,7 +648,6 @@ static void avx2_init(void) {
     k->softmax = avx2_softmax;
     k->swiglu = avx2_swiglu;
     k->rope = avx2_rope;
-    kernels_finish(k);
 }
 
 const kernels_table *kernels_avx2_table(void) {

@@ -1200,7 +1200,6 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     k->softmax = avx512_softmax;
     k->swiglu = avx512_swiglu;
     k->rope = avx512_rope;
-    kernels_finish(k);
 }
 
 static kernels_table k_avx512, k_avx512_novnni;
