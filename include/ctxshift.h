@@ -296,10 +296,10 @@ CS_API const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
  * empty range is a no-op. A cell belongs to a set of sequences: a cell
  * shared by several sequences (after seq_cp) is moved by seq_add/seq_div on
  * ANY of them, for all of them (as in llama.cpp; shift every sharing
- * sequence alike, or only unshared ranges). Positions change at once; the
- * rotation of the cached K ("K-shift") is applied by cs_kv_update, at the
- * start of the next cs_decode, or before a state save, whichever comes
- * first. Every operation either succeeds or leaves the cache unchanged. */
+ * sequence alike, only unshared ranges, or first cs_kv_seq_own the range). Positions change at
+ * once; the rotation of the cached K ("K-shift") is applied by cs_kv_update, at the start of the
+ * next cs_decode, or before a state save, whichever comes first. Every operation either succeeds or
+ * leaves the cache unchanged. */
 
 /* Empty the cache: every cell free, pending shift and defrag dropped. */
 CS_API void cs_kv_clear(cs_context *ctx);
@@ -328,6 +328,20 @@ CS_API cs_status cs_kv_seq_add(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1
  * rotation accumulates new - old). d == 1 is a no-op. CS_ERR_INVALID_ARG
  * for d < 1 or a bad seq; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
 CS_API cs_status cs_kv_seq_div(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
+
+/* ctxshift's extension (not in llama.cpp): give seq cells of its own for
+ * [p0, p1), so that a following seq_add/seq_div on seq cannot move another
+ * sequence's cells. Each cell of seq in range that also belongs to another
+ * sequence is split: seq leaves it, and a free cell (the lowest free ones,
+ * whatever contiguous_slots says) gets an exact copy of its K and V rows in
+ * every layer (bytes as stored, any cache type) and of its position and
+ * pending rotation, with seq alone; the other sequences keep the original
+ * cell. Cells held by seq alone are untouched. All or nothing:
+ * CS_NO_KV_SLOT, cache unchanged, when fewer cells are free than cells to
+ * split (the caller may then recompute seq's range instead).
+ * CS_ERR_INVALID_ARG for seq outside [0, n_seq_max). O(size + split cells
+ * * n_layer * row bytes). */
+CS_API cs_status cs_kv_seq_own(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
 
 /* Smallest / largest position of seq, -1 when it has no cell (or seq is
  * out of range). O(1). */
@@ -367,6 +381,8 @@ typedef struct cs_kv_info {
     uint64_t n_blocks_moved;  /* coalesced block moves (per pass, not per layer) */
     uint64_t n_bytes_moved;   /* K and V bytes moved, all layers */
     uint64_t n_bytes_shifted; /* K bytes read and written by K-shift, all layers */
+    uint64_t n_cells_owned;   /* shared cells split by cs_kv_seq_own */
+    uint64_t n_bytes_owned;   /* K and V bytes copied by cs_kv_seq_own, all layers */
 } cs_kv_info;
 
 /* Fill *out with the cache's current figures and totals since creation. */
