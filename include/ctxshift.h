@@ -296,10 +296,10 @@ CS_API const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
  * empty range is a no-op. A cell belongs to a set of sequences: a cell
  * shared by several sequences (after seq_cp) is moved by seq_add/seq_div on
  * ANY of them, for all of them (as in llama.cpp; shift every sharing
- * sequence alike, or only unshared ranges). Positions change at once; the
- * rotation of the cached K ("K-shift") is applied by cs_kv_update, at the
- * start of the next cs_decode, or before a state save, whichever comes
- * first. Every operation either succeeds or leaves the cache unchanged. */
+ * sequence alike, only unshared ranges, or first cs_kv_seq_own the range). Positions change at
+ * once; the rotation of the cached K ("K-shift") is applied by cs_kv_update, at the start of the
+ * next cs_decode, or before a state save, whichever comes first. Every operation either succeeds or
+ * leaves the cache unchanged. */
 
 /* Empty the cache: every cell free, pending shift and defrag dropped. */
 CS_API void cs_kv_clear(cs_context *ctx);
@@ -328,6 +328,20 @@ CS_API cs_status cs_kv_seq_add(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1
  * rotation accumulates new - old). d == 1 is a no-op. CS_ERR_INVALID_ARG
  * for d < 1 or a bad seq; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
 CS_API cs_status cs_kv_seq_div(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
+
+/* ctxshift's extension (not in llama.cpp): give seq cells of its own for
+ * [p0, p1), so that a following seq_add/seq_div on seq cannot move another
+ * sequence's cells. Each cell of seq in range that also belongs to another
+ * sequence is split: seq leaves it, and a free cell (the lowest free ones,
+ * whatever contiguous_slots says) gets an exact copy of its K and V rows in
+ * every layer (bytes as stored, any cache type) and of its position and
+ * pending rotation, with seq alone; the other sequences keep the original
+ * cell. Cells held by seq alone are untouched. All or nothing:
+ * CS_NO_KV_SLOT, cache unchanged, when fewer cells are free than cells to
+ * split (the caller may then recompute seq's range instead).
+ * CS_ERR_INVALID_ARG for seq outside [0, n_seq_max). O(size + split cells
+ * * n_layer * row bytes). */
+CS_API cs_status cs_kv_seq_own(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
 
 /* Smallest / largest position of seq, -1 when it has no cell (or seq is
  * out of range). O(1). */
@@ -367,6 +381,8 @@ typedef struct cs_kv_info {
     uint64_t n_blocks_moved;  /* coalesced block moves (per pass, not per layer) */
     uint64_t n_bytes_moved;   /* K and V bytes moved, all layers */
     uint64_t n_bytes_shifted; /* K bytes read and written by K-shift, all layers */
+    uint64_t n_cells_owned;   /* shared cells split by cs_kv_seq_own */
+    uint64_t n_bytes_owned;   /* K and V bytes copied by cs_kv_seq_own, all layers */
 } cs_kv_info;
 
 /* Fill *out with the cache's current figures and totals since creation. */
@@ -448,6 +464,79 @@ CS_API cs_token cs_sampler_sample(cs_sampler *s, const float *logits);
 CS_API void cs_sampler_accept(cs_sampler *s, cs_token token);
 /* Forget accepted tokens and reseed the RNG with the original seed. */
 CS_API void cs_sampler_reset(cs_sampler *s);
+
+/* --------------------------------------------------------- chat templates
+ * A GGUF's tokenizer.chat_template (Jinja) is never executed: it is matched
+ * to a table of well-known formats by marker substrings, as llama.cpp's
+ * llama_chat_apply_template does, and the format is rendered by C code.
+ * Format names are llama.cpp's ("chatml", "llama2", "llama3", "mistral-v7",
+ * "gemma", ...; cs_chat_template_name lists them). Thread-safe; no
+ * allocation anywhere in this section. */
+
+/* One message. role is "system", "user" or "assistant" (any other is
+ * CS_ERR_INVALID_ARG); content is NUL-terminated UTF-8 (not checked). */
+typedef struct cs_chat_message {
+    const char *role;
+    const char *content;
+} cs_chat_message;
+
+/* One piece of a rendered chat: text[0, len), not NUL-terminated.
+ * is_special: text of the template (markers such as "<|im_start|>user\n"),
+ * to be tokenized with special-token parsing; false: bytes of a message's
+ * content, which must never be parsed for special tokens (a user who types
+ * "<|im_end|>" gets those characters, not the control token). text points
+ * into static storage (template text) or into the content of the messages
+ * passed in (valid while they are). */
+typedef struct cs_chat_segment {
+    const char *text;
+    size_t len;
+    bool is_special;
+} cs_chat_segment;
+
+/* The name of the i-th known format, in table order; NULL when i is out of
+ * range (count them by calling until NULL). Static storage. */
+CS_API const char *cs_chat_template_name(int32_t i);
+
+/* Match a chat template to a known format. tmpl is either a format name
+ * (returned as is) or a Jinja template string (tokenizer.chat_template),
+ * matched by llama.cpp's marker substrings in llama.cpp's order (for example
+ * "<|im_start|>" is chatml, "<|start_header_id|>" with "<|end_header_id|>"
+ * is llama3). On CS_OK *name is the static name of the format, or NULL when
+ * no format this library renders matches (the unknown answer: the caller
+ * chooses a fallback, llama-server's being chatml, and says so). Errors:
+ * CS_ERR_INVALID_ARG for a NULL argument. Cost: O(len * markers). */
+CS_API cs_status cs_chat_template_detect(const char *tmpl, const char **name);
+
+/* The model's tokenizer.chat_template: borrowed from the model (valid until
+ * cs_model_free), or NULL when the file has none (or it is not a string),
+ * or for a NULL model. */
+CS_API const char *cs_model_chat_template(const cs_model *model);
+
+/* Render msgs[0, n) with the format called name (a name from
+ * cs_chat_template_name, not a Jinja string: detect it first), and, when
+ * add_assistant, the prompt that opens the assistant's reply (formats that
+ * have none ignore it, as llama.cpp does: llama2, mistral-*, orion,
+ * minicpm). Writes up to n_max segments to segs (segs may be NULL when
+ * n_max is 0) and returns how many there are; when that is > n_max the
+ * caller retries with a larger array (what was written is then a prefix).
+ * Empty pieces are left out, so concatenating the segments gives exactly
+ * what cs_chat_apply_template writes. Errors (a negative cs_status, message
+ * in cs_last_error()): CS_ERR_INVALID_ARG for a NULL name or msgs (msgs may
+ * be NULL when n is 0), an unknown name, a NULL role or content, a role
+ * other than system/user/assistant (naming the message), n_max < 0, or a
+ * rendering longer than INT32_MAX - 1 bytes. Cost: O(total content). */
+CS_API int32_t cs_chat_apply_segments(const char *name, const cs_chat_message *msgs, size_t n,
+                                      bool add_assistant, cs_chat_segment *segs, int32_t n_max);
+
+/* The same rendering as one string, the llama_chat_apply_template way (for
+ * display and /apply-template; to tokenize, use the segments, which tell
+ * template text from content). Returns its length in bytes (without the
+ * NUL); it was written, NUL-terminated, only when that length is < size
+ * (otherwise buf[0] is set to NUL when size > 0; retry with length + 1).
+ * buf may be NULL when size is 0. Errors: a negative cs_status, as for
+ * cs_chat_apply_segments. */
+CS_API int32_t cs_chat_apply_template(const char *name, const cs_chat_message *msgs, size_t n,
+                                      bool add_assistant, char *buf, size_t size);
 
 /* ------------------------------------------------------------- GGUF tools */
 
