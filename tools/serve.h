@@ -68,6 +68,7 @@ enum serve_kind {
 };
 
 enum { SERVE_MAX_SEQ = 64, /* sequence ids of one cache (CS_MAX_SEQ) */
+       SERVE_MAX_PROMPT = 1 << 20, /* tokens of one prompt (the library's CS_MAX_CTX) */
        SERVE_MAX_STOP = 16, SERVE_MAX_STOP_BYTES = 1024, SERVE_MAX_TOP_LOGPROBS = 20 };
 
 /* The validated fields of one completion request. */

@@ -292,8 +292,8 @@ bool serve_parse_params(const json_t *body, int32_t kind, const serve_config *cf
 
 static bool push_tokens(cs_token **buf, int32_t *n, int32_t *cap, const cs_token *src, int32_t k,
                         serve_error *err) {
-    if (*n + (int64_t)k > CS_MAX_CTX) {
-        return serve_fail(err, 400, "the prompt has more than %d tokens", CS_MAX_CTX);
+    if (*n + (int64_t)k > SERVE_MAX_PROMPT) {
+        return serve_fail(err, 400, "the prompt has more than %d tokens", SERVE_MAX_PROMPT);
     }
     if (*n + k > *cap) {
         int32_t c = *cap ? *cap : 256;
@@ -310,14 +310,14 @@ static bool push_tokens(cs_token **buf, int32_t *n, int32_t *cap, const cs_token
 
 static bool tokenize_piece(const cs_model *model, const char *s, size_t len, cs_token **buf,
                            int32_t *n, int32_t *cap, serve_error *err) {
-    if (len > (size_t)CS_MAX_CTX * 64) {
+    if (len > (size_t)SERVE_MAX_PROMPT * 64) {
         return serve_fail(err, 413, "the prompt text of %zu bytes is too long", len);
     }
     int32_t want = cs_tokenize(model, s, len, NULL, 0, false, true);
     if (want == INT32_MIN) return serve_fail(err, 400, "tokenize: %s", cs_last_error());
     want = want < 0 ? -want : want;
-    if (*n + (int64_t)want > CS_MAX_CTX) {
-        return serve_fail(err, 400, "the prompt has more than %d tokens", CS_MAX_CTX);
+    if (*n + (int64_t)want > SERVE_MAX_PROMPT) {
+        return serve_fail(err, 400, "the prompt has more than %d tokens", SERVE_MAX_PROMPT);
     }
     cs_token *tmp = malloc((size_t)(want > 0 ? want : 1) * sizeof(cs_token));
     if (!tmp) return serve_fail(err, 500, "out of memory");
@@ -593,7 +593,7 @@ json_t *serve_json_final(const serve_task *t, const serve_config *cfg, const cs_
                            "finish_reason", finish_name(t->finish));
     }
     return json_pack("{s:s,s:s,s:I,s:s,s:s,s:[o],s:o,s:o}", "id", id, "object",
-                     t->kind == SERVE_CHAT ? "chat.completion" : "text_completion", (json_int_t)created,
+                     t->kind == SERVE_CHAT ? "chat.completion" : "text_completion", "created", (json_int_t)created,
                      "model", p->model, "system_fingerprint", "ctxshift-" CS_VERSION_STRING, "choices",
                      choice, "usage", serve_json_usage(t), "timings", timings_json(t));
 }
@@ -630,6 +630,6 @@ json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char 
     }
     return json_pack("{s:s,s:s,s:I,s:s,s:s,s:[o]}", "id", id, "object",
                      t->kind == SERVE_CHAT ? "chat.completion.chunk" : "text_completion",
-                     (json_int_t)created, "model", p->model, "system_fingerprint",
+                     "created", (json_int_t)created, "model", p->model, "system_fingerprint",
                      "ctxshift-" CS_VERSION_STRING, "choices", choice);
 }

@@ -160,8 +160,8 @@ bool serve_chat_prompt(const cs_model *model, const char *name, const json_t *me
             break;
         }
         want = want < 0 ? -want : want;
-        if ((int64_t)n_toks + want > CS_MAX_CTX) {
-            ok = serve_fail(err, 400, "the chat has more than %d tokens", CS_MAX_CTX);
+        if ((int64_t)n_toks + want > SERVE_MAX_PROMPT) {
+            ok = serve_fail(err, 400, "the chat has more than %d tokens", SERVE_MAX_PROMPT);
             break;
         }
         if (n_toks + want > cap) {

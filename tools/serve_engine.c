@@ -576,30 +576,31 @@ static bool slot_shift(serve_engine *e, serve_slot *s) {
     return true;
 }
 
-/* Log-probabilities of the raw logits: the chosen token's and the top n. */
+/* Log-probabilities of the raw logits: the chosen token's and the n_top
+ * most likely (descending; ties to the lower id). O(n_vocab * n_top). */
 static void token_logprobs(serve_engine *e, const float *logits, cs_token tok, int32_t n_top,
                            serve_token_info *info) {
     float mx = -INFINITY;
     for (int32_t i = 0; i < e->n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0.0;
-    for (int32_t i = 0; i < e->n_vocab; i++) sum += exp((double)logits[i] - mx);
-    const float lse = mx + (float)log(sum);
-    info->logprob = logits[tok] - lse;
-    info->n_top = 0;
+    for (int32_t i = 0; i < e->n_vocab; i++) sum += exp((double)logits[i] - (double)mx);
+    const double lse = (double)mx + log(sum);
+    info->logprob = (float)((double)logits[tok] - lse);
+    int32_t k = 0;
     for (int32_t i = 0; i < e->n_vocab && n_top > 0; i++) {
         const float v = logits[i];
-        int32_t j = info->n_top;
-        if (j == n_top && v <= info->top_logprob[j - 1] + lse) continue;
-        if (j < n_top) info->n_top++;
-        else j = n_top - 1;
-        while (j > 0 && info->top_logprob[j - 1] + lse < v) {
+        if (k == n_top && !(v > info->top_logprob[k - 1])) continue;
+        int32_t j = k < n_top ? k++ : n_top - 1;
+        while (j > 0 && info->top_logprob[j - 1] < v) {
             info->top_id[j] = info->top_id[j - 1];
             info->top_logprob[j] = info->top_logprob[j - 1];
             j--;
         }
         info->top_id[j] = i;
-        info->top_logprob[j] = v - lse;
+        info->top_logprob[j] = v;
     }
+    info->n_top = k;
+    for (int32_t j = 0; j < k; j++) info->top_logprob[j] = (float)((double)info->top_logprob[j] - lse);
 }
 
 /* After a decode: sample slot s's next token from batch row s->i_batch and

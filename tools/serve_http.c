@@ -14,6 +14,9 @@
  * (libmicrohttpd's memory pool: 414 / 431 at once), the queue (503 with
  * Retry-After), idle connections (--idle-timeout), request time
  * (--timeout, enforced by the engine). */
+/* POLLRDHUP (Linux): a peer that closed its side, seen without reading. */
+#define _GNU_SOURCE
+
 #include "serve_http.h"
 
 #include <arpa/inet.h>
@@ -215,7 +218,6 @@ static bool stream_final(stream_ctx *s) {
                                 json_string(t->finish == SERVE_FINISH_LIMIT ? "length" : "stop"));
             if (t->kind == SERVE_CHAT) json_object_set_new(choice, "delta", json_object());
         }
-        if (j) json_object_set_new(j, "timings", json_null());
         if (!sbuf_event(s, j)) return false;
         if (t->p.include_usage) {
             json_t *u = serve_json_chunk(t, s->h->model, "", 0, NULL, 0, false, s->id, s->created);
