@@ -437,33 +437,50 @@ CS_API cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token 
 /* ---------------------------------------------------------------- sampler */
 
 typedef struct cs_sampler_params {
-    uint64_t seed;         /* RNG seed; the same seed gives the same tokens */
-    float temp;            /* <= 0: greedy (arg-max, ties to the lowest id) */
-    int32_t top_k;         /* <= 0: off */
-    float top_p;           /* in (0, 1]; 1: off */
-    float min_p;           /* <= 0: off */
-    float repeat_penalty;  /* 1: off */
-    int32_t repeat_last_n; /* tokens considered by the penalty; 0: off */
+    uint64_t seed;           /* RNG seed; the same seed gives the same tokens */
+    float temp;              /* <= 0: greedy (arg-max, ties to the lowest id) */
+    int32_t top_k;           /* <= 0: off */
+    float top_p;             /* in (0, 1]; 1: off */
+    float min_p;             /* <= 0: off */
+    float repeat_penalty;    /* 1: off */
+    int32_t repeat_last_n;   /* tokens considered by the penalties; 0: off */
+    float frequency_penalty; /* in [-2, 2]; logit -= count in the window * this; 0: off */
+    float presence_penalty;  /* in [-2, 2]; logit -= this if the token is in the window; 0: off */
 } cs_sampler_params;
 
 /* llama.cpp's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
- * repeat_penalty 1.0, repeat_last_n 64, seed 0. */
+ * repeat_penalty 1.0, repeat_last_n 64, frequency_penalty 0,
+ * presence_penalty 0, seed 0. */
 CS_API cs_sampler_params cs_sampler_default_params(void);
 
 /* Errors: CS_ERR_INVALID_ARG for a NaN or out-of-range field, CS_ERR_NOMEM. */
 CS_API cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sampler **out);
 CS_API void cs_sampler_free(cs_sampler *s); /* NULL is a no-op */
 
-/* Choose a token from logits[0, n_vocab) (not modified). The chain is:
- * repetition penalty over the last repeat_last_n accepted tokens, then
- * greedy if temp <= 0, else top-k, top-p, min-p, temperature, and a draw.
- * Returns the token, or -1 for invalid arguments. */
+/* Choose a token from logits[0, n_vocab) (not modified). The chain is (as
+ * llama.cpp's): logit bias; the penalties over the last repeat_last_n
+ * accepted tokens, each distinct token once (repetition: a positive logit
+ * divided by repeat_penalty, another multiplied; then logit -= count *
+ * frequency_penalty + presence_penalty); then greedy if temp <= 0, else
+ * top-k, top-p, min-p, temperature, and a draw. Returns the token, or -1
+ * for invalid arguments. */
 CS_API cs_token cs_sampler_sample(cs_sampler *s, const float *logits);
 
 /* Record a token as generated (or as prompt) for the repetition penalty. */
 CS_API void cs_sampler_accept(cs_sampler *s, cs_token token);
-/* Forget accepted tokens and reseed the RNG with the original seed. */
+/* Forget accepted tokens and reseed the RNG with the original seed (the
+ * logit biases stay). */
 CS_API void cs_sampler_reset(cs_sampler *s);
+
+/* Add bias to token's logit before every other step (OpenAI's logit_bias;
+ * llama.cpp's logit-bias sampler). Setting a token again replaces its bias;
+ * 0 removes it; -INFINITY bans the token. CS_ERR_INVALID_ARG, naming it,
+ * for a token outside [0, n_vocab) or a NaN or +INFINITY bias (nothing
+ * changed). At most one entry per token: memory is fixed at creation
+ * (8 bytes per vocabulary entry); a sample costs O(tokens with a bias). */
+CS_API cs_status cs_sampler_set_logit_bias(cs_sampler *s, cs_token token, float bias);
+/* Remove every logit bias. NULL is a no-op. */
+CS_API void cs_sampler_clear_logit_bias(cs_sampler *s);
 
 /* --------------------------------------------------------- chat templates
  * A GGUF's tokenizer.chat_template (Jinja) is never executed: it is matched
