@@ -46,7 +46,7 @@ static void serve_usage(FILE *f) {
             "        --no-context-shift     a full slot ends its request (finish_reason \"length\")\n"
             "                               instead of dropping old tokens\n"
             "        --cache-entries N      idle prompt prefixes kept in the cache for reuse\n"
-            "                               (default: 16, at most 64 - np)\n"
+            "                               (default: 16, at most 63 - np)\n"
             "        --api-key KEY          require \"Authorization: Bearer KEY\" (not for /health,\n"
             "                               /v1/models, /)\n"
             "        --alias NAME           the model name clients see (default: the path)\n"
@@ -146,9 +146,8 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         }
         if (rc != 0) return rc;
     }
-    if (c->n_slots + c->n_cache_entries > 64) {
-        c->n_cache_entries = 64 - c->n_slots;
-    }
+    /* sequence ids: the slots, the entries and one scratch sequence */
+    if (c->n_slots + c->n_cache_entries > 63) c->n_cache_entries = 63 - c->n_slots;
     return 0;
 }
 

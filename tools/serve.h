@@ -174,7 +174,8 @@ typedef struct serve_stats {
     uint64_t n_requests, n_prompt_tokens, n_predicted_tokens, n_decode, n_busy_slot_steps;
     double prompt_seconds, predicted_seconds;
     int32_t n_processing, n_deferred; /* active slots, queued tasks */
-    uint64_t n_prefix_hits, n_tokens_reused, n_cache_evictions, n_context_shifts, n_owned_cells;
+    uint64_t n_prefix_hits, n_tokens_reused, n_cache_evictions, n_context_shifts;
+    uint64_t n_chunks_reused_tokens; /* --cache-reuse: tokens slid into place */
     int32_t n_cache_entries;
     cs_kv_info kv;
 } serve_stats;
@@ -203,6 +204,26 @@ void serve_engine_free(serve_engine *e);
  * the queue is full or the engine is stopping (nothing queued). */
 int serve_engine_submit(serve_engine *e, serve_task *t);
 void serve_engine_stats(serve_engine *e, serve_stats *out);
+enum serve_slot_action { SERVE_SLOT_SAVE = 0, SERVE_SLOT_RESTORE = 1, SERVE_SLOT_ERASE = 2 };
+
+/* The outcome of a slot action (POST /slots/ID?action=...). */
+typedef struct serve_slot_result {
+    int32_t status; /* 200, or the HTTP error status with msg */
+    char msg[512];
+    int32_t n_tokens; /* saved, restored or erased */
+    uint64_t n_bytes; /* written or read */
+    double ms;
+} serve_slot_result;
+
+/* Run a slot action on the engine thread and wait for it. path: the file
+ * (already confined to --slot-save-path by the caller). Save writes a
+ * temporary file and renames it; restore checks the whole file (header,
+ * token count within the slot, the state blob through cs_state_seq_load
+ * into a scratch sequence) before the slot changes, so a corrupt or
+ * foreign file changes nothing; a busy slot is 409. */
+void serve_engine_slot_action(serve_engine *e, int32_t slot, int32_t action, const char *path,
+                              serve_slot_result *res);
+
 /* Slots into out[0, n_max); returns the slot count. */
 int32_t serve_engine_slots(serve_engine *e, serve_slot_info *out, int32_t n_max);
 

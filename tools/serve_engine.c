@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "serve.h"
@@ -102,6 +103,9 @@ struct serve_engine {
     float *lp; /* n_vocab scratch for log-probabilities */
     char *piece;
     size_t piece_cap;
+
+    struct serve_ctl *ctl; /* mu: slot actions waiting for the engine thread */
+    cs_seq scratch;        /* a sequence no slot or entry uses: restores land here first */
 
     serve_stats stats; /* mu */
     serve_slot_info *snap; /* mu: slot snapshot for /slots */
@@ -424,6 +428,42 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     s->last_used = ++e->clock;
 }
 
+/* llama-server's --cache-reuse after the common prefix [0, n_past): walk
+ * the old cache (head_c) and the prompt (head_p); a run of at least
+ * cache_reuse equal tokens is moved from head_c to head_p (its cells made
+ * the slot's own first, so sharers keep theirs in place). Returns the new
+ * number of prompt tokens in the cache. s->cache is updated in place. */
+static int32_t slot_reuse_chunks(serve_engine *e, serve_slot *s, const cs_token *prompt,
+                                 int32_t n_prompt, int32_t n_past) {
+    int32_t head_c = n_past, head_p = n_past;
+    int32_t moved = 0;
+    while (head_c < s->n_cache && head_p < n_prompt) {
+        int32_t n = 0;
+        while (head_c + n < s->n_cache && head_p + n < n_prompt &&
+               s->cache[head_c + n] == prompt[head_p + n]) {
+            n++;
+        }
+        if (n < e->cfg->cache_reuse) {
+            head_c++;
+            continue;
+        }
+        cs_status st = cs_kv_seq_own(e->ctx, s->seq, head_c, head_c + n);
+        if (st == CS_OK) st = cs_kv_seq_rm(e->ctx, s->seq, head_p, head_c);
+        if (st == CS_OK) st = cs_kv_seq_add(e->ctx, s->seq, head_c, head_c + n, head_p - head_c);
+        if (st != CS_OK) break; /* no room to unshare: evaluate the rest */
+        memmove(s->cache + head_p, s->cache + head_c, (size_t)n * sizeof(cs_token));
+        head_c += n;
+        head_p += n;
+        moved += n;
+    }
+    if (moved > 0) {
+        pthread_mutex_lock(&e->mu);
+        e->stats.n_chunks_reused_tokens += (uint64_t)moved;
+        pthread_mutex_unlock(&e->mu);
+    }
+    return head_p;
+}
+
 /* Start task t on slot s: reuse the longest cached prefix, queue the rest
  * of the prompt. Returns false (task failed and released) on error. */
 static bool slot_start(serve_engine *e, serve_slot *s, serve_task *t) {
@@ -490,6 +530,13 @@ static bool slot_start(serve_engine *e, serve_slot *s, serve_task *t) {
             reuse = m;
             prefix_tree_touch(e->tree, hit, ++e->clock);
         }
+    }
+    if (s->n_exact > reuse) s->n_exact = reuse;
+    /* --cache-reuse: chunks of the old cache after the common prefix that
+     * the prompt repeats further down are slid into place (llama-server's
+     * seq_rm + seq_add) instead of evaluated; they are not exact any more */
+    if (t->p.cache_prompt && cfg->cache_reuse > 0 && cs_kv_can_shift(e->ctx)) {
+        reuse = slot_reuse_chunks(e, s, prompt, n_prompt, reuse);
     }
     /* the last prompt token is always evaluated: its logits start generation */
     if (reuse >= n_prompt) reuse = n_prompt - 1;
@@ -701,7 +748,241 @@ static void slot_sample(serve_engine *e, serve_slot *s) {
     s->prefill = false;
 }
 
+/* ----------------------------------------------------- slot actions */
+
+typedef struct serve_ctl {
+    struct serve_ctl *next;
+    int32_t slot, action;
+    const char *path;
+    serve_slot_result *res;
+    bool done;
+    pthread_cond_t cv;
+} serve_ctl;
+
+static const char slot_magic[8] = {'C', 'S', 'S', 'L', 'O', 'T', '1', '\n'};
+
+/* File: magic, uint32 n_tokens, uint32 n_exact, uint64 state bytes, the
+ * tokens (int32), the cs_state_seq_save blob (its own header checks the
+ * model and cache types). */
+static void slot_save(serve_engine *e, serve_slot *s, const char *path, serve_slot_result *res) {
+    const size_t n_state = cs_state_seq_size(e->ctx, s->seq);
+    const size_t n_tok = (size_t)s->n_cache * sizeof(cs_token);
+    const size_t total = sizeof(slot_magic) + 16 + n_tok + n_state;
+    unsigned char *buf = malloc(total);
+    if (!buf) {
+        res->status = 500;
+        snprintf(res->msg, sizeof(res->msg), "out of memory (%zu bytes)", total);
+        return;
+    }
+    size_t written = 0;
+    const cs_status st = cs_state_seq_save(e->ctx, s->seq, buf + total - n_state, n_state, &written);
+    if (st != CS_OK) {
+        free(buf);
+        res->status = 500;
+        snprintf(res->msg, sizeof(res->msg), "saving the slot's state: %s", cs_last_error());
+        return;
+    }
+    const uint32_t nt = (uint32_t)s->n_cache, ne = (uint32_t)s->n_exact;
+    const uint64_t ns = (uint64_t)written;
+    memcpy(buf, slot_magic, 8);
+    memcpy(buf + 8, &nt, 4);
+    memcpy(buf + 12, &ne, 4);
+    memcpy(buf + 16, &ns, 8);
+    memcpy(buf + 24, s->cache, n_tok);
+    const size_t len = 24 + n_tok + written;
+    /* a temporary name in the same folder, then rename: a reader never
+     * sees half a file, a failed write leaves the old file */
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(buf, 1, len, f) == len;
+    if (f && fflush(f) != 0) ok = false;
+    if (f && fsync(fileno(f)) != 0) ok = false;
+    if (f && fclose(f) != 0) ok = false;
+    if (ok && rename(tmp, path) != 0) ok = false;
+    if (!ok) {
+        const int err = errno;
+        remove(tmp);
+        res->status = 500;
+        snprintf(res->msg, sizeof(res->msg), "writing the slot file: %s", strerror(err));
+    } else {
+        res->n_tokens = (int32_t)nt;
+        res->n_bytes = (uint64_t)len;
+    }
+    free(buf);
+}
+
+static void slot_restore(serve_engine *e, serve_slot *s, const char *path, serve_slot_result *res) {
+    res->status = 400;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        res->status = errno == ENOENT ? 404 : 500;
+        snprintf(res->msg, sizeof(res->msg), "cannot open the slot file: %s", strerror(errno));
+        return;
+    }
+    unsigned char head[24];
+    uint32_t nt = 0, ne = 0;
+    uint64_t ns = 0;
+    unsigned char *buf = NULL;
+    long size = -1;
+    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    rewind(f);
+    if (size < 24 || fread(head, 1, 24, f) != 24 || memcmp(head, slot_magic, 8) != 0) {
+        snprintf(res->msg, sizeof(res->msg), "not a ctxshift slot file (bad magic or shorter than its header)");
+        goto out;
+    }
+    memcpy(&nt, head + 8, 4);
+    memcpy(&ne, head + 12, 4);
+    memcpy(&ns, head + 16, 8);
+    if (nt > (uint32_t)e->cfg->n_ctx_slot) {
+        snprintf(res->msg, sizeof(res->msg), "the slot file holds %u tokens; a slot holds %d", nt,
+                 (int)e->cfg->n_ctx_slot);
+        goto out;
+    }
+    if (ne > nt) {
+        snprintf(res->msg, sizeof(res->msg), "slot file: n_exact %u > n_tokens %u", ne, nt);
+        goto out;
+    }
+    if ((uint64_t)size != 24 + (uint64_t)nt * 4 + ns) {
+        snprintf(res->msg, sizeof(res->msg),
+                 "slot file size %ld does not match its header (24 + %u tokens + %llu state bytes)",
+                 size, nt, (unsigned long long)ns);
+        goto out;
+    }
+    buf = malloc((size_t)size - 24 + 1);
+    if (!buf || fread(buf, 1, (size_t)size - 24, f) != (size_t)size - 24) {
+        res->status = 500;
+        snprintf(res->msg, sizeof(res->msg), "reading the slot file failed");
+        goto out;
+    }
+    const cs_token *toks = (const cs_token *)(const void *)buf;
+    for (uint32_t i = 0; i < nt; i++) {
+        if (toks[i] < 0 || toks[i] >= e->n_vocab) {
+            snprintf(res->msg, sizeof(res->msg), "slot file: token %u = %d is outside the vocabulary", i, (int)toks[i]);
+            goto out;
+        }
+    }
+    /* load into the scratch sequence first: a refused blob changes nothing */
+    cs_kv_seq_rm(e->ctx, e->scratch, -1, -1);
+    cs_status st = cs_state_seq_load(e->ctx, e->scratch, buf + (size_t)nt * 4, (size_t)ns);
+    while (st == CS_NO_KV_SLOT && entry_evict_lru(e)) {
+        st = cs_state_seq_load(e->ctx, e->scratch, buf + (size_t)nt * 4, (size_t)ns);
+    }
+    if (st != CS_OK) {
+        res->status = st == CS_NO_KV_SLOT ? 503 : 400;
+        snprintf(res->msg, sizeof(res->msg), "slot file state refused: %s", cs_last_error());
+        cs_kv_seq_rm(e->ctx, e->scratch, -1, -1);
+        goto out;
+    }
+    const cs_pos pmin = cs_kv_seq_pos_min(e->ctx, e->scratch), pmax = cs_kv_seq_pos_max(e->ctx, e->scratch);
+    if (nt > 0 ? (pmin != 0 || pmax != (cs_pos)nt - 1) : pmax != -1) {
+        snprintf(res->msg, sizeof(res->msg),
+                 "slot file: its cells hold positions %d..%d, its token list %u tokens", (int)pmin,
+                 (int)pmax, nt);
+        cs_kv_seq_rm(e->ctx, e->scratch, -1, -1);
+        goto out;
+    }
+    cs_kv_seq_rm(e->ctx, s->seq, -1, -1);
+    cs_kv_seq_cp(e->ctx, e->scratch, s->seq, -1, -1);
+    cs_kv_seq_rm(e->ctx, e->scratch, -1, -1);
+    memcpy(s->cache, toks, (size_t)nt * sizeof(cs_token));
+    s->n_cache = (int32_t)nt;
+    s->n_exact = (int32_t)ne;
+    res->status = 200;
+    res->n_tokens = (int32_t)nt;
+    res->n_bytes = (uint64_t)size;
+out:
+    free(buf);
+    fclose(f);
+}
+
+static void run_ctl(serve_engine *e, serve_ctl *c) {
+    serve_slot_result *res = c->res;
+    const uint64_t t0 = now_ns();
+    serve_slot *s = &e->slots[c->slot];
+    res->status = 200;
+    if (s->task) {
+        res->status = 409;
+        snprintf(res->msg, sizeof(res->msg), "slot %d is busy with a request", (int)c->slot);
+    } else if (c->action == SERVE_SLOT_SAVE) {
+        slot_save(e, s, c->path, res);
+    } else if (c->action == SERVE_SLOT_RESTORE) {
+        slot_restore(e, s, c->path, res);
+    } else {
+        res->n_tokens = s->n_cache;
+        cs_kv_seq_rm(e->ctx, s->seq, -1, -1);
+        s->n_cache = s->n_exact = 0;
+    }
+    res->ms = (double)(now_ns() - t0) / 1e6;
+}
+
+void serve_engine_slot_action(serve_engine *e, int32_t slot, int32_t action, const char *path,
+                              serve_slot_result *res) {
+    memset(res, 0, sizeof(*res));
+    serve_ctl c = {.slot = slot, .action = action, .path = path, .res = res};
+    pthread_cond_init(&c.cv, NULL);
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+        res->status = 503;
+        snprintf(res->msg, sizeof(res->msg), "the server is shutting down");
+    } else {
+        c.next = e->ctl;
+        e->ctl = &c;
+        pthread_cond_signal(&e->cv);
+        while (!c.done) pthread_cond_wait(&c.cv, &e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    pthread_cond_destroy(&c.cv);
+}
+
+/* Run the waiting slot actions (engine thread). */
+static void run_ctls(serve_engine *e) {
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        serve_ctl *c = e->ctl;
+        if (c) e->ctl = c->next;
+        pthread_mutex_unlock(&e->mu);
+        if (!c) return;
+        run_ctl(e, c);
+        pthread_mutex_lock(&e->mu);
+        c->done = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
 /* --------------------------------------------------------- the loop */
+
+/* Length of the common prefix of toks[0, n) and the prompt slot s is
+ * evaluating (its cache, then the rest of its todo list). */
+static int32_t prefill_common_prefix(const serve_slot *s, const cs_token *toks, int32_t n) {
+    int32_t l = common_prefix(s->cache, s->n_cache, toks, n);
+    if (l < s->n_cache) return l;
+    return l + common_prefix(s->todo + s->i_todo, s->n_todo - s->i_todo, toks + l, n - l);
+}
+
+/* Whether task c should wait for a prompt another slot is evaluating:
+ * when that prompt shares at least SERVE_DEFER_MIN more tokens with c's
+ * than any cached prefix does, c waits until it is cached (the next steps)
+ * and then takes those cells instead of computing them a second time: 16
+ * clients arriving at once with one system prompt evaluate it once.
+ * Cost: O(n_slots * prompt length) per queued task and step. */
+enum { SERVE_DEFER_MIN = 32 };
+static bool defer_for_prefill(serve_engine *e, const serve_task *c, int32_t best_slot_reuse) {
+    int32_t have = best_slot_reuse;
+    if (e->n_entries > 0) {
+        const int32_t m = prefix_tree_match(e->tree, c->prompt, c->n_prompt, NULL);
+        if (m > have) have = m;
+    }
+    for (int32_t i = 0; i < e->n_slots; i++) {
+        const serve_slot *s = &e->slots[i];
+        if (!s->task || !s->prefill || s->i_todo >= s->n_todo || !s->task->p.cache_prompt) continue;
+        if (s->n_exact != s->n_cache) continue; /* would not become an entry */
+        const int32_t l = prefill_common_prefix(s, c->prompt, c->n_prompt);
+        if (l >= have + SERVE_DEFER_MIN) return true;
+    }
+    return false;
+}
 
 /* Take queued tasks into free slots. Called with e->mu NOT held. */
 static void assign_tasks(serve_engine *e) {
@@ -730,6 +1011,7 @@ static void assign_tasks(serve_engine *e) {
                         best = l;
                     }
                 }
+                if (slot >= 0 && c->p.cache_prompt && defer_for_prefill(e, c, best)) slot = -1;
             }
             if (slot == -1) continue;
             /* remove queue entry q (keep FIFO order of the others) */
@@ -861,12 +1143,13 @@ static void *engine_main(void *arg) {
             break;
         }
         pthread_mutex_unlock(&e->mu);
+        run_ctls(e);
         assign_tasks(e);
         const bool busy = engine_step(e);
         slot_snapshot(e);
         if (!busy) {
             pthread_mutex_lock(&e->mu);
-            if (!e->stopping && e->q_len == 0) {
+            if (!e->stopping && e->q_len == 0 && !e->ctl) {
                 struct timespec until;
                 clock_gettime(CLOCK_REALTIME, &until);
                 until.tv_nsec += 100000000L;
@@ -879,7 +1162,16 @@ static void *engine_main(void *arg) {
             pthread_mutex_unlock(&e->mu);
         }
     }
-    /* shutdown: every task ends */
+    /* shutdown: waiting slot actions and every task end */
+    pthread_mutex_lock(&e->mu);
+    for (serve_ctl *c = e->ctl; c; c = c->next) {
+        c->res->status = 503;
+        snprintf(c->res->msg, sizeof(c->res->msg), "the server is shutting down");
+        c->done = true;
+        pthread_cond_signal(&c->cv);
+    }
+    e->ctl = NULL;
+    pthread_mutex_unlock(&e->mu);
     for (int32_t i = 0; i < e->n_slots; i++) {
         if (e->slots[i].task) {
             task_fail(e->slots[i].task, 503, "the server is shutting down");
@@ -924,7 +1216,11 @@ int serve_engine_start(const serve_config *cfg, const cs_model *model, serve_eng
     c.n_threads = cfg->n_threads;
     c.type_k = cfg->type_k;
     c.type_v = cfg->type_v;
-    if ((rc = tool_context_new(model, &c, (uint32_t)(e->n_slots + e->n_entries), &e->ctx)) != 0) goto fail;
+    /* a server's cache is long-lived and fragments: defragment as
+     * llama-server does (-dt 0.1), above the library's minimum size */
+    c.defrag_thold = 0.1f;
+    e->scratch = (cs_seq)(e->n_slots + e->n_entries);
+    if ((rc = tool_context_new(model, &c, (uint32_t)(e->n_slots + e->n_entries + 1), &e->ctx)) != 0) goto fail;
     rc = TOOL_EXIT_FAIL;
     if (cs_batch_new(cfg->n_batch, 1, &e->batch) != CS_OK) goto oom;
     e->q_cap = cfg->max_queue;

@@ -647,6 +647,66 @@ static enum MHD_Result h_apply_template(serve_http *h, struct MHD_Connection *c,
     return res;
 }
 
+/* POST /slots/ID?action=save|restore|erase, {"filename": NAME}: the file
+ * is NAME inside --slot-save-path; NAME is letters, digits, '.', '_', '-'
+ * (not starting with '.'), so no request reaches outside that folder. */
+static enum MHD_Result h_slot_action(serve_http *h, struct MHD_Connection *c, const req_ctx *r,
+                                     const char *id_text) {
+    char *end = NULL;
+    const long id = strtol(id_text, &end, 10);
+    if (!*id_text || *end || id < 0 || id >= h->cfg->n_slots) {
+        return reply_error(c, 400, "slot '%.32s' does not exist: there are %d slots (0..%d)", id_text,
+                           (int)h->cfg->n_slots, (int)h->cfg->n_slots - 1);
+    }
+    const char *action = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
+    int32_t act;
+    if (action && strcmp(action, "save") == 0) act = SERVE_SLOT_SAVE;
+    else if (action && strcmp(action, "restore") == 0) act = SERVE_SLOT_RESTORE;
+    else if (action && strcmp(action, "erase") == 0) act = SERVE_SLOT_ERASE;
+    else return reply_error(c, 400, "'action' must be save, restore or erase, got '%.32s'", action ? action : "");
+    char path[4096] = "";
+    char name[160] = "";
+    if (act != SERVE_SLOT_ERASE) {
+        if (!h->cfg->slot_save_path) {
+            return reply_error(c, 501, "slot save and restore are disabled: start the server with --slot-save-path DIR");
+        }
+        enum MHD_Result res;
+        json_t *body = body_json(c, r, &res);
+        if (!body) return res;
+        const json_t *fn = json_object_get(body, "filename");
+        bool ok = json_is_string(fn) && json_string_length(fn) >= 1 && json_string_length(fn) <= 128 &&
+                  json_string_value(fn)[0] != '.';
+        for (size_t i = 0; ok && i < json_string_length(fn); i++) {
+            const char ch = json_string_value(fn)[i];
+            ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '_' || ch == '-';
+        }
+        if (!ok) {
+            json_decref(body);
+            return reply_error(c, 400,
+                               "'filename' must be 1..128 letters, digits, '.', '_' or '-', not "
+                               "starting with '.'");
+        }
+        snprintf(name, sizeof(name), "%s", json_string_value(fn));
+        json_decref(body);
+        snprintf(path, sizeof(path), "%s/%s", h->cfg->slot_save_path, name);
+    }
+    serve_slot_result res;
+    serve_engine_slot_action(h->engine, (int32_t)id, act, path, &res);
+    if (res.status != 200) return reply_error(c, (unsigned)res.status, "%s", res.msg);
+    if (act == SERVE_SLOT_SAVE) {
+        return reply_json(c, 200, json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
+                                            name, "n_saved", (int)res.n_tokens, "n_written",
+                                            (json_int_t)res.n_bytes, "timings", "save_ms", res.ms));
+    }
+    if (act == SERVE_SLOT_RESTORE) {
+        return reply_json(c, 200, json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
+                                            name, "n_restored", (int)res.n_tokens, "n_read",
+                                            (json_int_t)res.n_bytes, "timings", "restore_ms", res.ms));
+    }
+    return reply_json(c, 200, json_pack("{s:i,s:i}", "id_slot", (int)id, "n_erased", (int)res.n_tokens));
+}
+
 typedef enum MHD_Result (*route_fn)(serve_http *, struct MHD_Connection *, const req_ctx *);
 
 typedef struct route {
@@ -730,6 +790,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             rt = &routes[i];
             break;
         }
+    }
+    if (!rt && strncmp(url, "/slots/", 7) == 0) {
+        if (strcmp(method, "POST") != 0) {
+            return reply_error(c, 405, "/slots/ID takes POST, not %.32s", method);
+        }
+        if (!auth_ok(h, c)) return reply_error(c, 401, "Invalid API Key");
+        if (r->too_big) {
+            return reply_error(c, 413, "the request body exceeds %lld bytes (--max-body)",
+                               (long long)h->cfg->max_body);
+        }
+        return h_slot_action(h, c, r, url + 7);
     }
     if (!rt) return reply_error(c, 404, "no route %.200s %.200s", method, url);
     const bool is_post = strcmp(method, "POST") == 0;
