@@ -224,6 +224,13 @@ typedef struct serve_slot_result {
 void serve_engine_slot_action(serve_engine *e, int32_t slot, int32_t action, const char *path,
                               serve_slot_result *res);
 
+/* The cache map for the page (GET /cache/events): when the map changed
+ * since *version, a malloc'd JSON text (cells as one character each: '.'
+ * empty, the sequence's character for a cell of one sequence, '*' for a
+ * shared cell; counters; slots) is returned and *version updated; else
+ * NULL. */
+char *serve_engine_map(serve_engine *e, uint64_t *version);
+
 /* Slots into out[0, n_max); returns the slot count. */
 int32_t serve_engine_slots(serve_engine *e, serve_slot_info *out, int32_t n_max);
 

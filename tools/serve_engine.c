@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "args.h"
 #include "serve.h"
 #include "serve_prefix.h"
@@ -106,6 +108,13 @@ struct serve_engine {
 
     struct serve_ctl *ctl; /* mu: slot actions waiting for the engine thread */
     cs_seq scratch;        /* a sequence no slot or entry uses: restores land here first */
+
+    int32_t n_cells;     /* cs_n_ctx */
+    cs_kv_cell *view;    /* engine thread: cs_kv_view scratch */
+    char *cells;         /* engine thread: its encoding */
+    char *map;           /* mu: the last published map (JSON) */
+    uint64_t map_version; /* mu */
+    uint64_t map_t_ns;    /* engine thread: when it was published */
 
     serve_stats stats; /* mu */
     serve_slot_info *snap; /* mu: slot snapshot for /slots */
@@ -318,6 +327,65 @@ static int32_t common_prefix(const cs_token *a, int32_t na, const cs_token *b, i
     return i;
 }
 
+static const char map_alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+=";
+
+/* Publish the cache map when it changed, at most 10 times a second (the
+ * page's refresh; O(n_ctx) per publication). Engine thread. */
+static void map_publish(serve_engine *e, const serve_stats *st) {
+    const uint64_t now = now_ns();
+    if (now - e->map_t_ns < 100000000u) return;
+    const int32_t n = cs_kv_view(e->ctx, e->view, e->n_cells);
+    for (int32_t i = 0; i < n; i++) {
+        const uint64_t m = e->view[i].seq;
+        char ch = '.';
+        if (e->view[i].pos >= 0 && m) {
+            ch = (m & (m - 1)) ? '*' : map_alphabet[__builtin_ctzll(m) & 63];
+        }
+        e->cells[i] = ch;
+    }
+    e->cells[n] = '\0';
+    json_t *slots = json_array();
+    for (int32_t i = 0; i < e->n_slots; i++) {
+        json_array_append_new(slots, json_pack("{s:i,s:b,s:i,s:i}", "id", (int)i, "busy",
+                                               e->slots[i].task != NULL, "n_cache",
+                                               (int)e->slots[i].n_cache, "n_decoded",
+                                               (int)e->slots[i].n_decoded));
+    }
+    json_t *j = json_pack(
+        "{s:i,s:i,s:i,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:o}", "size", (int)n, "n_slots",
+        (int)e->n_slots, "n_entries", (int)e->n_entries, "cells", e->cells, "used", (int)st->kv.used,
+        "holes", (int)st->kv.holes, "kshift_passes", (json_int_t)st->kv.n_shift_passes,
+        "cells_rotated", (json_int_t)st->kv.n_cells_shifted, "defrags",
+        (json_int_t)st->kv.n_defrag_passes, "cells_moved", (json_int_t)st->kv.n_cells_moved,
+        "context_shifts", (json_int_t)st->n_context_shifts, "prefix_hits",
+        (json_int_t)st->n_prefix_hits, "tokens_reused", (json_int_t)st->n_tokens_reused,
+        "cached_prefixes", (int)st->n_cache_entries, "slots", slots);
+    char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!txt) return;
+    pthread_mutex_lock(&e->mu);
+    if (e->map && strcmp(e->map, txt) == 0) {
+        free(txt);
+    } else {
+        free(e->map);
+        e->map = txt;
+        e->map_version++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    e->map_t_ns = now;
+}
+
+char *serve_engine_map(serve_engine *e, uint64_t *version) {
+    char *out = NULL;
+    pthread_mutex_lock(&e->mu);
+    if (e->map && e->map_version != *version) {
+        out = strdup(e->map);
+        if (out) *version = e->map_version;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return out;
+}
+
 static void slot_snapshot(serve_engine *e) {
     pthread_mutex_lock(&e->mu);
     int32_t busy = 0;
@@ -337,7 +405,9 @@ static void slot_snapshot(serve_engine *e) {
     e->stats.n_deferred = e->q_len;
     e->stats.n_cache_entries = prefix_tree_count(e->tree);
     cs_kv_stats(e->ctx, &e->stats.kv);
+    const serve_stats st = e->stats;
     pthread_mutex_unlock(&e->mu);
+    map_publish(e, &st);
 }
 
 /* Emit the text that is safe to send: not inside an incomplete UTF-8
@@ -1230,7 +1300,13 @@ int serve_engine_start(const serve_config *cfg, const cs_model *model, serve_eng
     e->entries = calloc((size_t)(e->n_entries > 0 ? e->n_entries : 1), sizeof(*e->entries));
     e->tree = prefix_tree_new(e->n_entries > 0 ? e->n_entries : 1);
     e->lp = malloc((size_t)e->n_vocab * sizeof(float));
-    if (!e->queue || !e->slots || !e->snap || !e->entries || !e->tree || !e->lp) goto oom;
+    e->n_cells = (int32_t)cs_n_ctx(e->ctx);
+    e->view = malloc((size_t)e->n_cells * sizeof(cs_kv_cell));
+    e->cells = malloc((size_t)e->n_cells + 1);
+    if (!e->queue || !e->slots || !e->snap || !e->entries || !e->tree || !e->lp || !e->view ||
+        !e->cells) {
+        goto oom;
+    }
     for (int32_t i = 0; i < e->n_slots; i++) {
         serve_slot *s = &e->slots[i];
         s->id = i;
@@ -1283,6 +1359,9 @@ void serve_engine_free(serve_engine *e) {
     free(e->queue);
     free(e->lp);
     free(e->piece);
+    free(e->view);
+    free(e->cells);
+    free(e->map);
     cs_batch_free(e->batch);
     cs_context_free(e->ctx);
     pthread_mutex_destroy(&e->mu);

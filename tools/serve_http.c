@@ -130,8 +130,13 @@ static void make_id(char *out, size_t cap, const char *prefix) {
 static bool auth_ok(const serve_http *h, struct MHD_Connection *c) {
     if (!h->cfg->api_key) return true;
     const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!v || strncmp(v, "Bearer ", 7) != 0) return false;
-    v += 7;
+    if (v && strncmp(v, "Bearer ", 7) == 0) {
+        v += 7;
+    } else {
+        /* the page's EventSource cannot send headers: ?api_key= instead */
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "api_key");
+        if (!v) return false;
+    }
     const char *k = h->cfg->api_key;
     const size_t lv = strlen(v), lk = strlen(k);
     unsigned diff = (unsigned)(lv ^ lk);
@@ -277,6 +282,84 @@ static void stream_free(void *cls) {
     serve_task_unref(s->t);
     free(s->buf);
     free(s);
+}
+
+/* ---------------------------------------------------- the cache map */
+
+typedef struct map_ctx {
+    serve_http *h;
+    int fd;
+    uint64_t version;
+    char *buf;
+    size_t len, off;
+} map_ctx;
+
+/* GET /cache/events: an SSE stream of the cache map (serve_engine_map),
+ * one event per change, a comment line every 15 s to keep proxies open. */
+static ssize_t map_reader(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    map_ctx *m = cls;
+    int idle_ms = 0;
+    while (m->off == m->len) {
+        free(m->buf);
+        m->buf = NULL;
+        m->off = m->len = 0;
+        char *j = serve_engine_map(m->h->engine, &m->version);
+        if (j) {
+            const size_t n = strlen(j);
+            m->buf = malloc(n + 16);
+            if (!m->buf) {
+                free(j);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            memcpy(m->buf, "data: ", 6);
+            memcpy(m->buf + 6, j, n);
+            memcpy(m->buf + 6 + n, "\n\n", 2);
+            m->len = n + 8;
+            free(j);
+            break;
+        }
+        if (!conn_alive(m->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (idle_ms >= 15000) {
+            m->buf = strdup(": keep-alive\n\n");
+            if (!m->buf) return MHD_CONTENT_READER_END_WITH_ERROR;
+            m->len = strlen(m->buf);
+            break;
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        idle_ms += 100;
+    }
+    size_t n = m->len - m->off;
+    if (n > max) n = max;
+    memcpy(out, m->buf + m->off, n);
+    m->off += n;
+    return (ssize_t)n;
+}
+
+static void map_free(void *cls) {
+    map_ctx *m = cls;
+    free(m->buf);
+    free(m);
+}
+
+static enum MHD_Result h_cache_events(serve_http *h, struct MHD_Connection *c, const req_ctx *r) {
+    (void)r;
+    map_ctx *m = calloc(1, sizeof(*m));
+    if (!m) return reply_error(c, 500, "out of memory");
+    m->h = h;
+    m->fd = conn_fd(c);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, map_reader, m, map_free);
+    if (!resp) {
+        map_free(m);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    add_common_headers(c, resp);
+    const enum MHD_Result ok = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ok;
 }
 
 /* ------------------------------------------------------- generation */
@@ -731,6 +814,7 @@ static const route routes[] = {
     {"/tokenize", true, false, h_tokenize},
     {"/detokenize", true, false, h_detokenize},
     {"/apply-template", true, false, h_apply_template},
+    {"/cache/events", false, false, h_cache_events},
 };
 
 /* ------------------------------------------------------------ handler */
