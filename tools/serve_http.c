@@ -146,7 +146,8 @@ static json_t *body_json(struct MHD_Connection *c, const req_ctx *r, enum MHD_Re
         *res = reply_error(c, 400, "the request body is empty: a JSON object is expected");
         return NULL;
     }
-    json_t *j = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &je);
+    /* JSON_DECODE_ANY: a scalar body is valid JSON, refused below by name */
+    json_t *j = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!j) {
         *res = reply_error(c, 400, "invalid JSON at line %d, column %d: %s", je.line, je.column,
                            je.text);
@@ -691,6 +692,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             char *end;
             const unsigned long long v = strtoull(cl, &end, 10);
             if (*end == '\0' && v > (unsigned long long)h->cfg->max_body) r->too_big = true;
+        }
+        /* answered now, before the body: a client waiting for 100 Continue
+         * (or sending slowly) learns at once; libmicrohttpd closes the
+         * connection afterwards, as the body is never read */
+        if (r->too_big) {
+            r->started = true;
+            return reply_error(c, 413, "the request body exceeds %lld bytes (--max-body)",
+                               (long long)h->cfg->max_body);
         }
         return MHD_YES;
     }
