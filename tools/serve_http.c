@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -693,10 +694,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             const unsigned long long v = strtoull(cl, &end, 10);
             if (*end == '\0' && v > (unsigned long long)h->cfg->max_body) r->too_big = true;
         }
-        /* answered now, before the body: a client waiting for 100 Continue
-         * (or sending slowly) learns at once; libmicrohttpd closes the
-         * connection afterwards, as the body is never read */
-        if (r->too_big) {
+        /* A client that waits for "100 Continue" gets the 413 now, before
+         * its body (RFC 9110 10.1.1), and never sends it. Any other client
+         * is already sending: its body is read and dropped, then answered,
+         * as closing on unread data resets the connection and the client
+         * may see a network error instead of the 413 (and retry). */
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+        if (r->too_big && expect && strcasecmp(expect, "100-continue") == 0) {
             r->started = true;
             return reply_error(c, 413, "the request body exceeds %lld bytes (--max-body)",
                                (long long)h->cfg->max_body);
