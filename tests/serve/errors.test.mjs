@@ -174,8 +174,13 @@ const rawCases = [
   ["header too large: 431 at once", () => `GET /health HTTP/1.1\r\n${head(`X-Big: ${"b".repeat(100_000)}\r\n`)}\r\n`, 431],
   ["many headers: 431 at once", () => `GET /health HTTP/1.1\r\n${head(Array.from({ length: 3000 }, (_, i) => `X-H${i}: ${"v".repeat(20)}\r\n`).join(""))}\r\n`, 431],
   [
-    "declared body over --max-body, not sent: 413 at once",
-    () => `POST /v1/completions HTTP/1.1\r\n${head(`Content-Type: application/json\r\nContent-Length: ${MAX_BODY * 4}\r\n`)}\r\n`,
+    "Expect: 100-continue with a body over --max-body: 413 at once, before the body",
+    () => `POST /v1/completions HTTP/1.1\r\n${head(`Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${MAX_BODY * 4}\r\n`)}\r\n`,
+    413,
+  ],
+  [
+    "a 1 MiB body over --max-body, sent at once: read, then 413",
+    () => `POST /v1/completions HTTP/1.1\r\n${head(`Content-Type: application/json\r\nContent-Length: ${1 << 20}\r\n`)}\r\n${" ".repeat(1 << 20)}`,
     413,
   ],
   [

@@ -281,9 +281,13 @@ test("no retry on a client error (the SDK retries 5xx: the proxy counts those)",
     const bad = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "nope", maxRetries: 2 });
     await assert.rejects(bad.completions.create({ model: "stories", prompt: "a" }), (e) => e instanceof AuthenticationError);
     assert.equal(proxy.counts.get("/v1/completions"), 1);
-    const big = [{ role: "user", content: "y".repeat(MAX_BODY * 2) }];
-    await assert.rejects(c.chat.completions.create({ model: "stories", messages: big }), (e) => e.status === 413);
-    assert.equal(proxy.counts.get("/v1/chat/completions"), 2);
+    // a body far over the limit: the 413 must arrive (not a reset, which
+    // the SDK would retry as a connection error)
+    for (const [i, size] of [MAX_BODY * 2, 4 << 20].entries()) {
+      const big = [{ role: "user", content: "y".repeat(size) }];
+      await assert.rejects(c.chat.completions.create({ model: "stories", messages: big }), (e) => e.status === 413);
+      assert.equal(proxy.counts.get("/v1/chat/completions"), 2 + i, `a ${size}-byte body`);
+    }
   } finally {
     await proxy.close();
   }
