@@ -34,6 +34,7 @@
 #include "args.h"
 #include "serve_api.h"
 #include "serve_chat.h"
+#include "serve_page.h"
 
 struct serve_http {
     const serve_config *cfg;
@@ -885,6 +886,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                (long long)h->cfg->max_body);
         }
         return h_slot_action(h, c, r, url + 7);
+    }
+    if (!rt && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+        /* the page (tools/page, embedded at build time): public like /health,
+         * its API calls carry the key */
+        const serve_page_file *pf = serve_page_find(url);
+        if (pf) return reply_bytes(c, 200, pf->content_type, pf->data, pf->len);
     }
     if (!rt) return reply_error(c, 404, "no route %.200s %.200s", method, url);
     const bool is_post = strcmp(method, "POST") == 0;
