@@ -136,6 +136,8 @@ test('the page chats and maps the cache', { timeout: 180000 }, async (t) => {
   assert.ok(painted > 0, 'the map paints no used cell');
 
   const before = await counters();
+  // 200 more tokens overflow the slot's 256 positions: a context shift.
+  await page.fill('#max-tokens', '200');
   const second = await send('What did the cat do next?', 1);
   await page.waitForFunction(
     (b) =>
@@ -149,6 +151,14 @@ test('the page chats and maps the cache', { timeout: 180000 }, async (t) => {
   const reused = +(await page.textContent('#c-tokens_reused'));
   const used2 = +(await page.getAttribute('#map', 'data-used'));
   assert.ok(used2 > 0);
+  // Each shift the counters report is in the event log, as it happened.
+  const shifts = +(await page.textContent('#c-context_shifts'));
+  const kshifts = +(await page.textContent('#c-kshift_passes'));
+  const defrags = +(await page.textContent('#c-defrags'));
+  if (shifts > 0) assert.ok(await page.locator('#log li.shift').count() > 0, 'no context shift logged');
+  if (kshifts > 0) assert.ok(await page.locator('#log li.kshift').count() > 0, 'no K-shift logged');
+  if (defrags > 0) assert.ok(await page.locator('#log li.defrag').count() > 0, 'no defrag logged');
+  if (shifts === 0) t.diagnostic('the second reply ended before the slot filled: no context shift to see');
   t.diagnostic(`replies: ${JSON.stringify(first.slice(0, 60))} / ${JSON.stringify(second.slice(0, 60))}`);
   t.diagnostic(`counters before: ${before}`);
   t.diagnostic(`counters after:  ${after} (tokens reused ${reused}, used ${used1} -> ${used2})`);

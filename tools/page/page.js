@@ -180,8 +180,8 @@
   const ALPHA = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+=';
   const SLOT_COLORS = ['#4ea1ff', '#ff7a59', '#54d19b', '#c792ea', '#ffcb6b', '#5fd7e0', '#f78fb3', '#a3e048'];
   const COLOR = {
-    shared: '#ffe08a',
-    sharedMark: '#7a5c00',
+    shared: '#d9d2f0',
+    sharedMark: '#5b4f86',
     hole: '#4a2327',
     holeMark: '#a14a52',
     free: '#1c2029',
@@ -356,6 +356,7 @@
       }
     }
     const gap = pitch >= 5 ? 1 : 0;
+    const x0 = Math.floor((W - cols * pitch + gap) / 2); // centred
     const s = pitch - gap;
     for (let b = 0; b < blocks; b++) {
       // a group shows a shared cell when it has one, else its first used cell
@@ -367,7 +368,7 @@
         }
         if (ch === '.' && cells[i] !== '.') ch = cells[i];
       }
-      const x = (b % cols) * pitch;
+      const x = x0 + (b % cols) * pitch;
       const y = Math.floor(b / cols) * pitch;
       if (ch === '.') {
         const hole = b * group < hi;
