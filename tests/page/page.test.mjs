@@ -145,6 +145,11 @@ test('the page chats and maps the cache', { timeout: 180000 }, async (t) => {
     before,
     { timeout: 10000 }
   );
+  // The map catches up with the end of the reply: every slot idle again.
+  await page.waitForFunction(() => document.getElementById('map').dataset.busy === '0', null, {
+    timeout: 10000,
+  });
+  await page.waitForTimeout(300); // two more publications: the final counters
   const after = await counters();
   assert.notEqual(after, before);
   // The second prompt repeats the first turn: that prefix is in the cache.

@@ -282,6 +282,7 @@
     canvas.dataset.used = String(m.used);
     canvas.dataset.size = String(m.size);
     canvas.dataset.updates = String(updates);
+    canvas.dataset.busy = String(m.slots.filter((s) => s.busy).length);
     canvas.setAttribute(
       'aria-label',
       `cache map: ${m.used} of ${m.size} cells used, ${m.holes} holes, ` +
