@@ -63,8 +63,7 @@ static void add_common_headers(struct MHD_Connection *c, struct MHD_Response *r)
 
 static enum MHD_Result reply_bytes(struct MHD_Connection *c, unsigned status, const char *type,
                                    const void *data, size_t len) {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
     add_common_headers(c, r);
@@ -84,16 +83,14 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, jso
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (!s) return reply_json(c, 500, NULL);
-    const enum MHD_Result ok =
-        reply_bytes(c, status, "application/json; charset=utf-8", s, strlen(s));
+    const enum MHD_Result ok = reply_bytes(c, status, "application/json; charset=utf-8", s, strlen(s));
     free(s);
     return ok;
 }
 
 static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *fmt,
-                                   ...) {
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *fmt, ...) {
     char msg[600];
     va_list ap;
     va_start(ap, fmt);
@@ -119,8 +116,7 @@ static bool conn_alive(int fd) {
 }
 
 static int conn_fd(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     return ci ? ci->connect_fd : -1;
 }
 
@@ -203,8 +199,7 @@ static bool sbuf_event(stream_ctx *s, json_t *j) {
     char *txt = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (!txt) return false;
-    const bool ok =
-        sbuf_add(s, "data: ", 6) && sbuf_add(s, txt, strlen(txt)) && sbuf_add(s, "\n\n", 2);
+    const bool ok = sbuf_add(s, "data: ", 6) && sbuf_add(s, txt, strlen(txt)) && sbuf_add(s, "\n\n", 2);
     free(txt);
     return ok;
 }
@@ -214,13 +209,11 @@ static bool stream_final(stream_ctx *s) {
     const bool oai = t->kind != SERVE_NATIVE;
     if (t->finish == SERVE_FINISH_ERROR || t->finish == SERVE_FINISH_NONE) {
         const int32_t st = t->error_status ? t->error_status : 500;
-        if (!sbuf_event(
-                s, serve_json_error(st, t->error_msg[0] ? t->error_msg : "request cancelled"))) {
+        if (!sbuf_event(s, serve_json_error(st, t->error_msg[0] ? t->error_msg : "request cancelled"))) {
             return false;
         }
     } else if (!oai) {
-        if (!sbuf_event(s, serve_json_final(t, s->h->cfg, s->h->model, "", 0, NULL, 0, s->id,
-                                            s->created))) {
+        if (!sbuf_event(s, serve_json_final(t, s->h->cfg, s->h->model, "", 0, NULL, 0, s->id, s->created))) {
             return false;
         }
     } else {
@@ -254,8 +247,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
         if (s->first && s->t->kind == SERVE_CHAT) {
             /* OpenAI's first chunk: the role, empty content */
             s->first = false;
-            if (!sbuf_event(s, serve_json_chunk(s->t, s->h->model, "", 0, NULL, 0, true, s->id,
-                                                s->created))) {
+            if (!sbuf_event(s, serve_json_chunk(s->t, s->h->model, "", 0, NULL, 0, true, s->id, s->created))) {
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
             continue;
@@ -266,9 +258,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
             const bool skip = s->t->kind != SERVE_NATIVE && ev->len == 0 && !s->t->p.logprobs;
             bool ok = true;
             if (!skip) {
-                ok =
-                    sbuf_event(s, serve_json_chunk(s->t, s->h->model, ev->text, ev->len, ev->tokens,
-                                                   ev->n_tokens, false, s->id, s->created));
+                ok = sbuf_event(s, serve_json_chunk(s->t, s->h->model, ev->text, ev->len, ev->tokens,
+                                                    ev->n_tokens, false, s->id, s->created));
             }
             serve_event_free(ev);
             if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -359,8 +350,7 @@ static enum MHD_Result h_cache_events(serve_http *h, struct MHD_Connection *c, c
     if (!m) return reply_error(c, 500, "out of memory");
     m->h = h;
     m->fd = conn_fd(c);
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, map_reader, m, map_free);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, map_reader, m, map_free);
     if (!resp) {
         map_free(m);
         return MHD_NO;
@@ -400,8 +390,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
         s->first = true;
         s->created = created;
         memcpy(s->id, id, sizeof(id));
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
-                                                                   stream_reader, s, stream_free);
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, s, stream_free);
         if (!r) {
             stream_free(s);
             return MHD_NO;
@@ -427,10 +416,8 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
                 size_t nc = cap ? cap * 2 : 1024;
                 while (nc < len + ev->len + 1) nc *= 2;
                 char *p = realloc(text, nc);
-                if (p)
-                    text = p, cap = nc;
-                else
-                    oom = true;
+                if (p) text = p, cap = nc;
+                else oom = true;
             }
             if (!oom) memcpy(text + len, ev->text, ev->len), len += ev->len;
             if (t->p.logprobs && ev->n_tokens > 0 && !oom) {
@@ -438,27 +425,19 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
                     int32_t nc = cap_tk ? cap_tk * 2 : 64;
                     while (nc < n_tk + ev->n_tokens) nc *= 2;
                     serve_token_info *p = realloc(tk, (size_t)nc * sizeof(*tk));
-                    if (p)
-                        tk = p, cap_tk = nc;
-                    else
-                        oom = true;
+                    if (p) tk = p, cap_tk = nc;
+                    else oom = true;
                 }
-                if (!oom)
-                    memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)),
-                        n_tk += ev->n_tokens;
+                if (!oom) memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)), n_tk += ev->n_tokens;
             } else if (t->p.return_tokens && ev->n_tokens > 0 && !oom) {
                 if (n_tk + ev->n_tokens > cap_tk) {
                     int32_t nc = cap_tk ? cap_tk * 2 : 64;
                     while (nc < n_tk + ev->n_tokens) nc *= 2;
                     serve_token_info *p = realloc(tk, (size_t)nc * sizeof(*tk));
-                    if (p)
-                        tk = p, cap_tk = nc;
-                    else
-                        oom = true;
+                    if (p) tk = p, cap_tk = nc;
+                    else oom = true;
                 }
-                if (!oom)
-                    memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)),
-                        n_tk += ev->n_tokens;
+                if (!oom) memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)), n_tk += ev->n_tokens;
             }
             serve_event_free(ev);
             continue;
@@ -478,9 +457,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
         res = reply_error(c, (unsigned)(t->error_status ? t->error_status : 500), "%s",
                           t->error_msg[0] ? t->error_msg : "request cancelled");
     } else {
-        res = reply_json(
-            c, 200,
-            serve_json_final(t, h->cfg, h->model, text ? text : "", len, tk, n_tk, id, created));
+        res = reply_json(c, 200, serve_json_final(t, h->cfg, h->model, text ? text : "", len, tk, n_tk, id, created));
     }
     free(text);
     free(tk);
@@ -488,8 +465,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
     return res;
 }
 
-static enum MHD_Result h_generate(serve_http *h, struct MHD_Connection *c, const req_ctx *r,
-                                  int32_t kind) {
+static enum MHD_Result h_generate(serve_http *h, struct MHD_Connection *c, const req_ctx *r, int32_t kind) {
     enum MHD_Result res;
     json_t *body = body_json(c, r, &res);
     if (!body) return res;
@@ -499,8 +475,8 @@ static enum MHD_Result h_generate(serve_http *h, struct MHD_Connection *c, const
     int32_t n_prompt = 0;
     bool ok = serve_parse_params(body, kind, h->cfg, h->model, &p, &err);
     if (ok && kind == SERVE_CHAT) {
-        ok = serve_chat_prompt(h->model, h->chat_template, json_object_get(body, "messages"),
-                               &prompt, &n_prompt, &err);
+        ok = serve_chat_prompt(h->model, h->chat_template, json_object_get(body, "messages"), &prompt,
+                               &n_prompt, &err);
     } else if (ok) {
         ok = serve_tokenize_prompt(json_object_get(body, "prompt"), h->model, "prompt", &prompt,
                                    &n_prompt, &err);
@@ -510,8 +486,7 @@ static enum MHD_Result h_generate(serve_http *h, struct MHD_Connection *c, const
         ok = serve_fail(&err, 400,
                         "the prompt has %d tokens and a slot holds %d (-c %d / -np %d); context "
                         "shift is off, so it cannot be truncated",
-                        (int)n_prompt, (int)h->cfg->n_ctx_slot, (int)h->cfg->n_ctx,
-                        (int)h->cfg->n_slots);
+                        (int)n_prompt, (int)h->cfg->n_ctx_slot, (int)h->cfg->n_ctx, (int)h->cfg->n_slots);
     }
     if (!ok) {
         serve_params_free(&p);
@@ -553,21 +528,20 @@ static enum MHD_Result h_props(serve_http *h, struct MHD_Connection *c, const re
     const cs_token b = cs_token_bos(h->model), e = cs_token_eos(h->model);
     int32_t nb = b >= 0 ? cs_token_to_piece(h->model, b, bos, sizeof(bos) - 1, true) : 0;
     int32_t ne = e >= 0 ? cs_token_to_piece(h->model, e, eos, sizeof(eos) - 1, true) : 0;
-    return reply_json(c, 200,
-                      json_pack("{s:{s:i,s:i},s:i,s:s,s:s,s:o,s:o,s:s}",
-                                "default_generation_settings", "n_ctx", (int)h->cfg->n_ctx_slot,
-                                "n_predict", -1, "total_slots", (int)h->cfg->n_slots, "model_path",
-                                h->cfg->model_path, "chat_template", h->chat_template, "bos_token",
-                                serve_json_text(bos, (size_t)(nb > 0 ? nb : 0)), "eos_token",
-                                serve_json_text(eos, (size_t)(ne > 0 ? ne : 0)), "build_info",
-                                "ctxshift " CS_VERSION_STRING));
+    return reply_json(
+        c, 200,
+        json_pack("{s:{s:i,s:i},s:i,s:s,s:s,s:o,s:o,s:s}", "default_generation_settings", "n_ctx",
+                  (int)h->cfg->n_ctx_slot, "n_predict", -1, "total_slots", (int)h->cfg->n_slots,
+                  "model_path", h->cfg->model_path, "chat_template", h->chat_template, "bos_token",
+                  serve_json_text(bos, (size_t)(nb > 0 ? nb : 0)), "eos_token",
+                  serve_json_text(eos, (size_t)(ne > 0 ? ne : 0)), "build_info",
+                  "ctxshift " CS_VERSION_STRING));
 }
 
 static enum MHD_Result h_slots(serve_http *h, struct MHD_Connection *c, const req_ctx *r) {
     (void)r;
     if (!h->cfg->slots_endpoint) {
-        return reply_error(c, 501,
-                           "this server's slots endpoint is disabled: start it with --slots");
+        return reply_error(c, 501, "this server's slots endpoint is disabled: start it with --slots");
     }
     serve_slot_info info[SERVE_MAX_SEQ];
     const int32_t n = serve_engine_slots(h->engine, info, SERVE_MAX_SEQ);
@@ -603,69 +577,43 @@ static void metric(char **buf, size_t *len, size_t *cap, const char *name, const
 static enum MHD_Result h_metrics(serve_http *h, struct MHD_Connection *c, const req_ctx *r) {
     (void)r;
     if (!h->cfg->metrics) {
-        return reply_error(c, 501,
-                           "this server's metrics endpoint is disabled: start it with --metrics");
+        return reply_error(c, 501, "this server's metrics endpoint is disabled: start it with --metrics");
     }
     serve_stats s;
     serve_engine_stats(h->engine, &s);
     char *b = NULL;
     size_t len = 0, cap = 0;
     /* llama-server's names, so existing dashboards work */
-    metric(&b, &len, &cap, "llamacpp:prompt_tokens_total", "counter",
-           "Number of prompt tokens processed.", (double)s.n_prompt_tokens);
-    metric(&b, &len, &cap, "llamacpp:prompt_seconds_total", "counter", "Prompt process time",
-           s.prompt_seconds);
-    metric(&b, &len, &cap, "llamacpp:tokens_predicted_total", "counter",
-           "Number of generation tokens processed.", (double)s.n_predicted_tokens);
-    metric(&b, &len, &cap, "llamacpp:tokens_predicted_seconds_total", "counter",
-           "Predict process time", s.predicted_seconds);
-    metric(&b, &len, &cap, "llamacpp:n_decode_total", "counter",
-           "Total number of llama_decode() calls", (double)s.n_decode);
-    metric(&b, &len, &cap, "llamacpp:n_busy_slots_per_decode", "counter",
-           "Average number of busy slots per llama_decode() call",
+    metric(&b, &len, &cap, "llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.", (double)s.n_prompt_tokens);
+    metric(&b, &len, &cap, "llamacpp:prompt_seconds_total", "counter", "Prompt process time", s.prompt_seconds);
+    metric(&b, &len, &cap, "llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.", (double)s.n_predicted_tokens);
+    metric(&b, &len, &cap, "llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time", s.predicted_seconds);
+    metric(&b, &len, &cap, "llamacpp:n_decode_total", "counter", "Total number of llama_decode() calls", (double)s.n_decode);
+    metric(&b, &len, &cap, "llamacpp:n_busy_slots_per_decode", "counter", "Average number of busy slots per llama_decode() call",
            s.n_decode ? (double)s.n_busy_slot_steps / (double)s.n_decode : 0.0);
-    metric(&b, &len, &cap, "llamacpp:prompt_tokens_seconds", "gauge",
-           "Average prompt throughput in tokens/s.",
+    metric(&b, &len, &cap, "llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
            s.prompt_seconds > 0 ? (double)s.n_prompt_tokens / s.prompt_seconds : 0.0);
-    metric(&b, &len, &cap, "llamacpp:predicted_tokens_seconds", "gauge",
-           "Average generation throughput in tokens/s.",
+    metric(&b, &len, &cap, "llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
            s.predicted_seconds > 0 ? (double)s.n_predicted_tokens / s.predicted_seconds : 0.0);
-    metric(&b, &len, &cap, "llamacpp:kv_cache_usage_ratio", "gauge",
-           "KV-cache usage. 1 means 100 percent usage.",
+    metric(&b, &len, &cap, "llamacpp:kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.",
            s.kv.size ? (double)s.kv.used / (double)s.kv.size : 0.0);
-    metric(&b, &len, &cap, "llamacpp:kv_cache_tokens", "gauge", "KV-cache tokens.",
-           (double)s.kv.used);
-    metric(&b, &len, &cap, "llamacpp:requests_processing", "gauge",
-           "Number of requests processing.", (double)s.n_processing);
-    metric(&b, &len, &cap, "llamacpp:requests_deferred", "gauge", "Number of requests deferred.",
-           (double)s.n_deferred);
+    metric(&b, &len, &cap, "llamacpp:kv_cache_tokens", "gauge", "KV-cache tokens.", (double)s.kv.used);
+    metric(&b, &len, &cap, "llamacpp:requests_processing", "gauge", "Number of requests processing.", (double)s.n_processing);
+    metric(&b, &len, &cap, "llamacpp:requests_deferred", "gauge", "Number of requests deferred.", (double)s.n_deferred);
     /* ctxshift's own: the cache as it is */
-    metric(&b, &len, &cap, "ctxshift:kv_cells", "gauge", "KV cells in the shared pool.",
-           (double)s.kv.size);
-    metric(&b, &len, &cap, "ctxshift:kv_cells_used", "gauge",
-           "KV cells holding at least one sequence.", (double)s.kv.used);
-    metric(&b, &len, &cap, "ctxshift:kv_holes", "gauge", "Empty cells below the highest used cell.",
-           (double)s.kv.holes);
-    metric(&b, &len, &cap, "ctxshift:kshift_passes_total", "counter",
-           "K-shift passes that rotated cells.", (double)s.kv.n_shift_passes);
-    metric(&b, &len, &cap, "ctxshift:kshift_cells_total", "counter", "Cells rotated by K-shifts.",
-           (double)s.kv.n_cells_shifted);
-    metric(&b, &len, &cap, "ctxshift:defrag_passes_total", "counter", "Defragmentation passes.",
-           (double)s.kv.n_defrag_passes);
-    metric(&b, &len, &cap, "ctxshift:defrag_cells_moved_total", "counter",
-           "Cells moved by defragmentation.", (double)s.kv.n_cells_moved);
-    metric(&b, &len, &cap, "ctxshift:context_shifts_total", "counter", "Slot context shifts.",
-           (double)s.n_context_shifts);
-    metric(&b, &len, &cap, "ctxshift:prefix_cache_hits_total", "counter",
-           "Requests that started from a cached prefix.", (double)s.n_prefix_hits);
-    metric(&b, &len, &cap, "ctxshift:prefix_tokens_reused_total", "counter",
-           "Prompt tokens taken from the cache instead of evaluated.", (double)s.n_tokens_reused);
-    metric(&b, &len, &cap, "ctxshift:prefix_cache_evictions_total", "counter",
-           "Cached prefixes evicted for room.", (double)s.n_cache_evictions);
-    metric(&b, &len, &cap, "ctxshift:prefix_cache_entries", "gauge",
-           "Idle prefixes kept in the cache.", (double)s.n_cache_entries);
-    metric(&b, &len, &cap, "ctxshift:requests_total", "counter", "Finished requests.",
-           (double)s.n_requests);
+    metric(&b, &len, &cap, "ctxshift:kv_cells", "gauge", "KV cells in the shared pool.", (double)s.kv.size);
+    metric(&b, &len, &cap, "ctxshift:kv_cells_used", "gauge", "KV cells holding at least one sequence.", (double)s.kv.used);
+    metric(&b, &len, &cap, "ctxshift:kv_holes", "gauge", "Empty cells below the highest used cell.", (double)s.kv.holes);
+    metric(&b, &len, &cap, "ctxshift:kshift_passes_total", "counter", "K-shift passes that rotated cells.", (double)s.kv.n_shift_passes);
+    metric(&b, &len, &cap, "ctxshift:kshift_cells_total", "counter", "Cells rotated by K-shifts.", (double)s.kv.n_cells_shifted);
+    metric(&b, &len, &cap, "ctxshift:defrag_passes_total", "counter", "Defragmentation passes.", (double)s.kv.n_defrag_passes);
+    metric(&b, &len, &cap, "ctxshift:defrag_cells_moved_total", "counter", "Cells moved by defragmentation.", (double)s.kv.n_cells_moved);
+    metric(&b, &len, &cap, "ctxshift:context_shifts_total", "counter", "Slot context shifts.", (double)s.n_context_shifts);
+    metric(&b, &len, &cap, "ctxshift:prefix_cache_hits_total", "counter", "Requests that started from a cached prefix.", (double)s.n_prefix_hits);
+    metric(&b, &len, &cap, "ctxshift:prefix_tokens_reused_total", "counter", "Prompt tokens taken from the cache instead of evaluated.", (double)s.n_tokens_reused);
+    metric(&b, &len, &cap, "ctxshift:prefix_cache_evictions_total", "counter", "Cached prefixes evicted for room.", (double)s.n_cache_evictions);
+    metric(&b, &len, &cap, "ctxshift:prefix_cache_entries", "gauge", "Idle prefixes kept in the cache.", (double)s.n_cache_entries);
+    metric(&b, &len, &cap, "ctxshift:requests_total", "counter", "Finished requests.", (double)s.n_requests);
     const enum MHD_Result ok = reply_bytes(c, 200, "text/plain; version=0.0.4", b ? b : "", len);
     free(b);
     return ok;
@@ -694,8 +642,7 @@ static enum MHD_Result h_tokenize(serve_http *h, struct MHD_Connection *c, const
     }
     if ((as && !json_is_boolean(as)) || (wp && !json_is_boolean(wp))) {
         json_decref(body);
-        return reply_error(c, 400, "'%s' must be a boolean",
-                           as && !json_is_boolean(as) ? "add_special" : "with_pieces");
+        return reply_error(c, 400, "'%s' must be a boolean", as && !json_is_boolean(as) ? "add_special" : "with_pieces");
     }
     const char *s = json_string_value(content);
     const size_t len = json_string_length(content);
@@ -710,12 +657,10 @@ static enum MHD_Result h_tokenize(serve_http *h, struct MHD_Connection *c, const
             int32_t pl = cs_token_to_piece(h->model, toks[i], buf, sizeof(buf), true);
             if (pl < 0) pl = 0;
             json_t *piece;
-            if (cs_utf8_complete_len(buf, (size_t)pl) == (size_t)pl &&
-                (piece = json_stringn(buf, (size_t)pl))) {
+            if (cs_utf8_complete_len(buf, (size_t)pl) == (size_t)pl && (piece = json_stringn(buf, (size_t)pl))) {
             } else {
                 piece = json_array();
-                for (int32_t k = 0; k < pl; k++)
-                    json_array_append_new(piece, json_integer((unsigned char)buf[k]));
+                for (int32_t k = 0; k < pl; k++) json_array_append_new(piece, json_integer((unsigned char)buf[k]));
             }
             json_array_append_new(arr, json_pack("{s:i,s:o}", "id", (int)toks[i], "piece", piece));
         } else {
@@ -752,8 +697,7 @@ static enum MHD_Result h_detokenize(serve_http *h, struct MHD_Connection *c, con
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= n_vocab) {
             free(ids);
             json_decref(body);
-            return reply_error(c, 400, "'tokens'[%zu] must be a token id in [0, %d)", i,
-                               (int)n_vocab);
+            return reply_error(c, 400, "'tokens'[%zu] must be a token id in [0, %d)", i, (int)n_vocab);
         }
         ids[i] = (cs_token)json_integer_value(v);
     }
@@ -761,15 +705,13 @@ static enum MHD_Result h_detokenize(serve_http *h, struct MHD_Connection *c, con
     int32_t want = cs_detokenize(h->model, ids, (int32_t)n, NULL, 0, true);
     want = want < 0 ? -want : want;
     char *out = malloc((size_t)want + 1);
-    const int32_t got =
-        out ? cs_detokenize(h->model, ids, (int32_t)n, out, (size_t)want + 1, true) : -1;
+    const int32_t got = out ? cs_detokenize(h->model, ids, (int32_t)n, out, (size_t)want + 1, true) : -1;
     free(ids);
     if (got < 0) {
         free(out);
         return reply_error(c, 500, "detokenize failed");
     }
-    const enum MHD_Result ok =
-        reply_json(c, 200, json_pack("{s:o}", "content", serve_json_text(out, (size_t)got)));
+    const enum MHD_Result ok = reply_json(c, 200, json_pack("{s:o}", "content", serve_json_text(out, (size_t)got)));
     free(out);
     return ok;
 }
@@ -781,8 +723,7 @@ static enum MHD_Result h_apply_template(serve_http *h, struct MHD_Connection *c,
     serve_error err = {0};
     char *text = NULL;
     size_t len = 0;
-    const bool ok =
-        serve_chat_render(h->chat_template, json_object_get(body, "messages"), &text, &len, &err);
+    const bool ok = serve_chat_render(h->chat_template, json_object_get(body, "messages"), &text, &len, &err);
     json_decref(body);
     if (!ok) return reply_error(c, (unsigned)err.status, "%s", err.msg);
     res = reply_json(c, 200, json_pack("{s:o}", "prompt", serve_json_text(text, len)));
@@ -798,34 +739,27 @@ static enum MHD_Result h_slot_action(serve_http *h, struct MHD_Connection *c, co
     char *end = NULL;
     const long id = strtol(id_text, &end, 10);
     if (!*id_text || *end || id < 0 || id >= h->cfg->n_slots) {
-        return reply_error(c, 400, "slot '%.32s' does not exist: there are %d slots (0..%d)",
-                           id_text, (int)h->cfg->n_slots, (int)h->cfg->n_slots - 1);
+        return reply_error(c, 400, "slot '%.32s' does not exist: there are %d slots (0..%d)", id_text,
+                           (int)h->cfg->n_slots, (int)h->cfg->n_slots - 1);
     }
     const char *action = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action");
     int32_t act;
-    if (action && strcmp(action, "save") == 0)
-        act = SERVE_SLOT_SAVE;
-    else if (action && strcmp(action, "restore") == 0)
-        act = SERVE_SLOT_RESTORE;
-    else if (action && strcmp(action, "erase") == 0)
-        act = SERVE_SLOT_ERASE;
-    else
-        return reply_error(c, 400, "'action' must be save, restore or erase, got '%.32s'",
-                           action ? action : "");
+    if (action && strcmp(action, "save") == 0) act = SERVE_SLOT_SAVE;
+    else if (action && strcmp(action, "restore") == 0) act = SERVE_SLOT_RESTORE;
+    else if (action && strcmp(action, "erase") == 0) act = SERVE_SLOT_ERASE;
+    else return reply_error(c, 400, "'action' must be save, restore or erase, got '%.32s'", action ? action : "");
     char path[4096] = "";
     char name[160] = "";
     if (act != SERVE_SLOT_ERASE) {
         if (!h->cfg->slot_save_path) {
-            return reply_error(
-                c, 501,
-                "slot save and restore are disabled: start the server with --slot-save-path DIR");
+            return reply_error(c, 501, "slot save and restore are disabled: start the server with --slot-save-path DIR");
         }
         enum MHD_Result res;
         json_t *body = body_json(c, r, &res);
         if (!body) return res;
         const json_t *fn = json_object_get(body, "filename");
-        bool ok = json_is_string(fn) && json_string_length(fn) >= 1 &&
-                  json_string_length(fn) <= 128 && json_string_value(fn)[0] != '.';
+        bool ok = json_is_string(fn) && json_string_length(fn) >= 1 && json_string_length(fn) <= 128 &&
+                  json_string_value(fn)[0] != '.';
         for (size_t i = 0; ok && i < json_string_length(fn); i++) {
             const char ch = json_string_value(fn)[i];
             ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -845,26 +779,23 @@ static enum MHD_Result h_slot_action(serve_http *h, struct MHD_Connection *c, co
     serve_engine_slot_action(h->engine, (int32_t)id, act, path, &res);
     if (res.status != 200) return reply_error(c, (unsigned)res.status, "%s", res.msg);
     if (act == SERVE_SLOT_SAVE) {
-        return reply_json(c, 200,
-                          json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
-                                    name, "n_saved", (int)res.n_tokens, "n_written",
-                                    (json_int_t)res.n_bytes, "timings", "save_ms", res.ms));
+        return reply_json(c, 200, json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
+                                            name, "n_saved", (int)res.n_tokens, "n_written",
+                                            (json_int_t)res.n_bytes, "timings", "save_ms", res.ms));
     }
     if (act == SERVE_SLOT_RESTORE) {
-        return reply_json(c, 200,
-                          json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
-                                    name, "n_restored", (int)res.n_tokens, "n_read",
-                                    (json_int_t)res.n_bytes, "timings", "restore_ms", res.ms));
+        return reply_json(c, 200, json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
+                                            name, "n_restored", (int)res.n_tokens, "n_read",
+                                            (json_int_t)res.n_bytes, "timings", "restore_ms", res.ms));
     }
-    return reply_json(c, 200,
-                      json_pack("{s:i,s:i}", "id_slot", (int)id, "n_erased", (int)res.n_tokens));
+    return reply_json(c, 200, json_pack("{s:i,s:i}", "id_slot", (int)id, "n_erased", (int)res.n_tokens));
 }
 
 typedef enum MHD_Result (*route_fn)(serve_http *, struct MHD_Connection *, const req_ctx *);
 
 typedef struct route {
     const char *path;
-    bool post;    /* POST (else GET) */
+    bool post;   /* POST (else GET) */
     bool public_; /* no API key needed */
     route_fn fn;
 } route;
@@ -929,8 +860,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     r->started = true;
 
     if (strcmp(method, "OPTIONS") == 0) { /* CORS preflight */
-        struct MHD_Response *resp =
-            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         add_common_headers(c, resp);
         MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true");
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST");
@@ -970,14 +900,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         struct MHD_Response *resp;
         json_t *j = serve_json_error(405, "");
         char msg[256];
-        snprintf(msg, sizeof(msg), "%s takes %s, not %.32s", rt->path, rt->post ? "POST" : "GET",
-                 method);
+        snprintf(msg, sizeof(msg), "%s takes %s, not %.32s", rt->path, rt->post ? "POST" : "GET", method);
         json_decref(j);
         j = serve_json_error(405, msg);
         char *s = json_dumps(j, JSON_COMPACT);
         json_decref(j);
-        resp = MHD_create_response_from_buffer(s ? strlen(s) : 0, s ? s : (void *)"",
-                                               MHD_RESPMEM_MUST_COPY);
+        resp = MHD_create_response_from_buffer(s ? strlen(s) : 0, s ? s : (void *)"", MHD_RESPMEM_MUST_COPY);
         free(s);
         MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
         MHD_add_response_header(resp, "Allow", rt->post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
@@ -1028,8 +956,7 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
     memset(&ss, 0, sizeof(ss));
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    unsigned flags =
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (inet_pton(AF_INET, cfg->host, &a4->sin_addr) == 1) {
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)cfg->port);
@@ -1049,8 +976,7 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
         (unsigned)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_END);
     if (!h->daemon) {
-        tool_error("serve: cannot listen on %s:%d (in use, or not allowed)", cfg->host,
-                   (int)cfg->port);
+        tool_error("serve: cannot listen on %s:%d (in use, or not allowed)", cfg->host, (int)cfg->port);
         free(h);
         return TOOL_EXIT_FAIL;
     }
