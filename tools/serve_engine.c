@@ -805,9 +805,11 @@ static void slot_sample(serve_engine *e, serve_slot *s) {
         slot_release(e, s, SERVE_FINISH_LIMIT);
         return;
     }
-    /* n_predict -1: llama-server's cap of the model's training context */
-    if (t->p.n_predict < 0 && e->n_ctx_train > 0 && e->cfg->context_shift &&
-        s->n_decoded + t->n_prompt_used >= (e->n_ctx_train > e->cfg->n_ctx_slot ? e->n_ctx_train : e->cfg->n_ctx_slot) * 4) {
+    /* n_predict -1: llama-server's cap, prompt + generated tokens up to the
+     * model's training context, so a model that never emits EOS stops */
+    if (t->p.n_predict < 0 && e->n_ctx_train > 0 &&
+        t->n_prompt_used + s->n_decoded >= e->n_ctx_train) {
+        s->truncated = true;
         slot_release(e, s, SERVE_FINISH_LIMIT);
         return;
     }

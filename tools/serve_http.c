@@ -613,6 +613,8 @@ static enum MHD_Result h_metrics(serve_http *h, struct MHD_Connection *c, const 
     metric(&b, &len, &cap, "ctxshift:prefix_tokens_reused_total", "counter", "Prompt tokens taken from the cache instead of evaluated.", (double)s.n_tokens_reused);
     metric(&b, &len, &cap, "ctxshift:prefix_cache_evictions_total", "counter", "Cached prefixes evicted for room.", (double)s.n_cache_evictions);
     metric(&b, &len, &cap, "ctxshift:prefix_cache_entries", "gauge", "Idle prefixes kept in the cache.", (double)s.n_cache_entries);
+    metric(&b, &len, &cap, "ctxshift:cells_owned_total", "counter", "Shared cells copied so that a moving sequence owns them (cs_kv_seq_own).", (double)s.kv.n_cells_owned);
+    metric(&b, &len, &cap, "ctxshift:cache_reuse_tokens_total", "counter", "Prompt tokens slid into place by --cache-reuse.", (double)s.n_chunks_reused_tokens);
     metric(&b, &len, &cap, "ctxshift:requests_total", "counter", "Finished requests.", (double)s.n_requests);
     const enum MHD_Result ok = reply_bytes(c, 200, "text/plain; version=0.0.4", b ? b : "", len);
     free(b);
