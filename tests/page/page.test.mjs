@@ -176,6 +176,29 @@ test('the page chats and maps the cache', { timeout: 180000 }, async (t) => {
   assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   t.diagnostic(`screenshot: ${shot}`);
 
+  // Stop aborts the streamed reply; the server sees the client go and frees
+  // the slot.
+  // The tiny model can finish a reply before a click from here arrives, so
+  // the page clicks Stop itself on the reply's first text.
+  await page.fill('#max-tokens', '4000');
+  await page.evaluate(() => {
+    const obs = new MutationObserver(() => {
+      const m = document.querySelectorAll('.msg.assistant');
+      if (m.length === 3 && m[2].querySelector('.body').textContent.length > 0) {
+        obs.disconnect();
+        document.getElementById('stop').click();
+      }
+    });
+    obs.observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true });
+  });
+  await page.fill('#input', 'And then?');
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelectorAll('.msg.assistant')[2].dataset.done === 'true');
+  assert.match(await reply(2).textContent(), /stopped/);
+  await page.waitForFunction(() => document.getElementById('map').dataset.busy === '0', null, {
+    timeout: 10000,
+  });
+
   // The key survives a reload (localStorage) and the map reconnects with it.
   await page.reload();
   assert.equal(await page.inputValue('#api-key'), KEY);
