@@ -15,6 +15,8 @@
 # And Debian's chromium with `npm ci` in tests/page (playwright-core, no
 # browser download, about 10 MB) for the page test of `ctxshift serve`
 # (ctest page), which skips the same way without them.
+# And `npm ci` in tests/serve (the official openai client, pinned, under
+# 1 MB) for the `ctxshift serve` tests (ctest serve), which skip the same way.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev
@@ -66,5 +68,15 @@ if command -v node >/dev/null 2>&1 &&
     echo "install-deps: npm ci in tests/page (playwright-core for the page test)" >&2
     if ! (cd "$page" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
         echo "install-deps: npm ci failed: the page test will skip" >&2
+    fi
+fi
+serve="$root/tests/serve"
+if command -v node >/dev/null 2>&1 &&
+    node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' &&
+    { [ ! -f "$serve/node_modules/.package-lock.json" ] ||
+        [ "$serve/package-lock.json" -nt "$serve/node_modules/.package-lock.json" ]; }; then
+    echo "install-deps: npm ci in tests/serve (the openai client for the serve tests)" >&2
+    if ! (cd "$serve" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "install-deps: npm ci failed: the serve tests will skip" >&2
     fi
 fi

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -152,7 +153,8 @@ static json_t *body_json(struct MHD_Connection *c, const req_ctx *r, enum MHD_Re
         *res = reply_error(c, 400, "the request body is empty: a JSON object is expected");
         return NULL;
     }
-    json_t *j = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &je);
+    /* JSON_DECODE_ANY: a scalar body is valid JSON, refused below by name */
+    json_t *j = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!j) {
         *res = reply_error(c, 400, "invalid JSON at line %d, column %d: %s", je.line, je.column,
                            je.text);
@@ -838,6 +840,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             char *end;
             const unsigned long long v = strtoull(cl, &end, 10);
             if (*end == '\0' && v > (unsigned long long)h->cfg->max_body) r->too_big = true;
+        }
+        /* A client that waits for "100 Continue" gets the 413 now, before
+         * its body (RFC 9110 10.1.1), and never sends it. Any other client
+         * is already sending: its body is read and dropped, then answered,
+         * as closing on unread data resets the connection and the client
+         * may see a network error instead of the 413 (and retry). */
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+        if (r->too_big && expect && strcasecmp(expect, "100-continue") == 0) {
+            r->started = true;
+            return reply_error(c, 413, "the request body exceeds %lld bytes (--max-body)",
+                               (long long)h->cfg->max_body);
         }
         return MHD_YES;
     }
