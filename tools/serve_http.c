@@ -441,10 +441,12 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
                 if (!oom) memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)), n_tk += ev->n_tokens;
             }
             serve_event_free(ev);
-            continue;
+        } else if (done) {
+            break;
         }
-        if (done) break;
-        if (!conn_alive(fd)) {
+        /* checked after events too: a generating task sends one per token,
+         * so a wait rarely times out (one poll(0) per event) */
+        if (!gone && !conn_alive(fd)) {
             atomic_store(&t->cancelled, true);
             gone = true;
         }
