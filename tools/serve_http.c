@@ -42,11 +42,13 @@ struct serve_http {
     serve_engine *engine;
     const char *chat_template;
     struct MHD_Daemon *daemon;
-    int64_t created; /* start time, for /v1/models */
+    int64_t created;   /* start time, for /v1/models */
+    atomic_int n_open; /* requests not yet completed, /cache/events excluded */
 };
 
 /* Per request state kept across libmicrohttpd's handler calls. */
 typedef struct req_ctx {
+    bool counted; /* in n_open */
     bool started;
     bool too_big;
     char *body;
@@ -835,6 +837,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r = calloc(1, sizeof(*r));
         if (!r) return MHD_NO;
         *con_cls = r;
+        /* the endless map stream is not waited for at shutdown */
+        r->counted = strcmp(url, "/cache/events") != 0;
+        if (r->counted) atomic_fetch_add(&h->n_open, 1);
         /* a declared body over the limit is refused before reading it */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
@@ -934,9 +939,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode code) {
-    (void)cls, (void)c, (void)code;
+    (void)c, (void)code;
+    serve_http *h = cls;
     req_ctx *r = *con_cls;
     if (!r) return;
+    if (r->counted) atomic_fetch_sub(&h->n_open, 1);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -998,6 +1005,12 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
 
 void serve_http_stop(serve_http *h) {
     if (!h) return;
+    /* After serve_engine_shutdown every task is finished: let the open
+     * requests write their last event or error (at most 5 s) before
+     * MHD_stop_daemon closes their connections mid-response. */
+    for (int i = 0; i < 500 && atomic_load(&h->n_open) > 0; i++) {
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
     if (h->daemon) MHD_stop_daemon(h->daemon);
     free(h);
 }
