@@ -1024,6 +1024,8 @@ static void run_ctls(serve_engine *e) {
         if (!c) return;
         run_ctl(e, c);
         pthread_mutex_lock(&e->mu);
+        /* /slots shows what the action left before its caller hears back */
+        e->snap[c->slot].n_cached_tokens = e->slots[c->slot].n_cache;
         c->done = true;
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&e->mu);
