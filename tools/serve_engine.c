@@ -485,12 +485,6 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     /* the evaluated part of the cache becomes an entry (only what was
      * evaluated: a pending sampled token has no cell yet) */
     if (t->p.cache_prompt && s->n_exact > 0) entry_insert(e, s, s->n_exact);
-    if (finish == SERVE_FINISH_ERROR) {
-        serve_task_finish(t);
-    } else {
-        serve_task_finish(t);
-    }
-    serve_task_unref(t);
     cs_sampler_free(s->smpl);
     s->smpl = NULL;
     s->task = NULL;
@@ -498,6 +492,19 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     s->n_todo = s->i_todo = 0;
     s->i_batch = -1;
     s->last_used = ++e->clock;
+    /* /slots and /metrics show the slot free before its client hears the
+     * end (the full snapshot waits for the end of the step) */
+    pthread_mutex_lock(&e->mu);
+    int32_t busy = 0;
+    for (int32_t i = 0; i < e->n_slots; i++) busy += e->slots[i].task != NULL;
+    e->stats.n_processing = busy;
+    e->snap[s->id].processing = false;
+    e->snap[s->id].task_id = 0;
+    e->snap[s->id].n_cached_tokens = s->n_cache;
+    e->snap[s->id].n_remain = -1;
+    pthread_mutex_unlock(&e->mu);
+    serve_task_finish(t);
+    serve_task_unref(t);
 }
 
 /* llama-server's --cache-reuse after the common prefix [0, n_past): walk
@@ -1022,6 +1029,8 @@ static void run_ctls(serve_engine *e) {
         if (!c) return;
         run_ctl(e, c);
         pthread_mutex_lock(&e->mu);
+        /* /slots shows what the action left before its caller hears back */
+        e->snap[c->slot].n_cached_tokens = e->slots[c->slot].n_cache;
         c->done = true;
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&e->mu);
