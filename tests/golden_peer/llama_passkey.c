@@ -12,7 +12,9 @@
  * sentence I_POS, suffix) tokenized with BOS, a context of n_ctx_train *
  * N_GRP + N_KEEP cells, the fill loop in batches of N_BATCH over the usable
  * n_ctx = n_ctx_train * N_GRP positions (self-extend: llama_memory_seq_add +
- * seq_div of the previous batch when N_GRP > 1), then a context shift
+ * a division by N_GRP of the previous batch when N_GRP > 1, done with
+ * seq_add per position because this libllama's seq_div rotates K the wrong
+ * way; see seq_div below), then a context shift
  * (seq_rm [N_KEEP, N_KEEP + N_BATCH), seq_add of the rest by -N_BATCH)
  * before each further batch, the shift that frees room for the 16 answer
  * tokens, and greedy answer tokens until an end-of-generation token or 16.
@@ -141,6 +143,18 @@ static struct llama_context *new_context(struct llama_model *model, int n_ctx, i
     return ctx;
 }
 
+/* llama_memory_seq_div with the rotation of the kv-cache spec (§2.7,
+ * upstream issue 26): this libllama records shift += old - new for a
+ * division (a K rotated to 2·old - new instead of new; ctxshift uses new -
+ * old). Moving each position p of [p0, p1) by itself with seq_add(p, p + 1,
+ * p/d - p), in increasing order, gives the same positions with shift += new
+ * - old (a moved cell lands at p/d <= p, below every later p). O(p1 - p0)
+ * calls of O(cells). */
+static void seq_div(llama_memory_t mem, int p0, int p1, int d) {
+    for (int p = p0; p < p1; p++)
+        if (p / d != p) llama_memory_seq_add(mem, 0, p, p + 1, p / d - p);
+}
+
 /* The shift of examples/passkey: drop [n_keep, n_keep + n_discard), move
  * [n_keep + n_discard, n_ctx) down; returns the new n_past. */
 static int passkey_shift(llama_memory_t mem, int n_keep, int n_discard, int n_ctx) {
@@ -197,7 +211,7 @@ static int run_passkey(struct llama_model *model, enum ggml_type type, char **a)
             const int ib = i / n_batch - 1;
             const int bd = (n_batch / n_grp) * (n_grp - 1);
             llama_memory_seq_add(mem, 0, n_past - n_batch, n_past, ib * bd);
-            llama_memory_seq_div(mem, 0, n_past - n_batch + ib * bd, n_past + ib * bd, n_grp);
+            seq_div(mem, n_past - n_batch + ib * bd, n_past + ib * bd, n_grp);
             n_past = llama_memory_seq_pos_max(mem, 0) + 1;
         }
         const int i1 = i + n_batch < n_tokens ? i + n_batch : n_tokens;
