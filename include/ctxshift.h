@@ -470,7 +470,11 @@ typedef struct cs_chat_message {
  * content, which must never be parsed for special tokens (a user who types
  * "<|im_end|>" gets those characters, not the control token). text points
  * into static storage (template text) or into the content of the messages
- * passed in (valid while they are). */
+ * passed in (valid while they are). Note: tokenizing segment by segment
+ * with cs_tokenize can split tokens differently from tokenizing the joined
+ * text at segment boundaries (BPE merges across them; SPM adds its space
+ * prefix per call); the exact form is one text whose special tokens are
+ * searched only inside template segments. */
 typedef struct cs_chat_segment {
     const char *text;
     size_t len;
