@@ -449,6 +449,83 @@ CS_API void cs_sampler_accept(cs_sampler *s, cs_token token);
 /* Forget accepted tokens and reseed the RNG with the original seed. */
 CS_API void cs_sampler_reset(cs_sampler *s);
 
+/* --------------------------------------------------------- chat templates
+ * A GGUF's tokenizer.chat_template (Jinja) is never executed: it is matched
+ * to a table of well-known formats by marker substrings, as llama.cpp's
+ * llama_chat_apply_template does, and the format is rendered by C code.
+ * Format names are llama.cpp's ("chatml", "llama2", "llama3", "mistral-v7",
+ * "gemma", ...; cs_chat_template_name lists them). Thread-safe; no
+ * allocation anywhere in this section. */
+
+/* One message. role is "system", "user" or "assistant" (any other is
+ * CS_ERR_INVALID_ARG); content is NUL-terminated UTF-8 (not checked). */
+typedef struct cs_chat_message {
+    const char *role;
+    const char *content;
+} cs_chat_message;
+
+/* One piece of a rendered chat: text[0, len), not NUL-terminated.
+ * is_special: text of the template (markers such as "<|im_start|>user\n"),
+ * to be tokenized with special-token parsing; false: bytes of a message's
+ * content, which must never be parsed for special tokens (a user who types
+ * "<|im_end|>" gets those characters, not the control token). text points
+ * into static storage (template text) or into the content of the messages
+ * passed in (valid while they are). Note: tokenizing segment by segment
+ * with cs_tokenize can split tokens differently from tokenizing the joined
+ * text at segment boundaries (BPE merges across them; SPM adds its space
+ * prefix per call); the exact form is one text whose special tokens are
+ * searched only inside template segments. */
+typedef struct cs_chat_segment {
+    const char *text;
+    size_t len;
+    bool is_special;
+} cs_chat_segment;
+
+/* The name of the i-th known format, in table order; NULL when i is out of
+ * range (count them by calling until NULL). Static storage. */
+CS_API const char *cs_chat_template_name(int32_t i);
+
+/* Match a chat template to a known format. tmpl is either a format name
+ * (returned as is) or a Jinja template string (tokenizer.chat_template),
+ * matched by llama.cpp's marker substrings in llama.cpp's order (for example
+ * "<|im_start|>" is chatml, "<|start_header_id|>" with "<|end_header_id|>"
+ * is llama3). On CS_OK *name is the static name of the format, or NULL when
+ * no format this library renders matches (the unknown answer: the caller
+ * chooses a fallback, llama-server's being chatml, and says so). Errors:
+ * CS_ERR_INVALID_ARG for a NULL argument. Cost: O(len * markers). */
+CS_API cs_status cs_chat_template_detect(const char *tmpl, const char **name);
+
+/* The model's tokenizer.chat_template: borrowed from the model (valid until
+ * cs_model_free), or NULL when the file has none (or it is not a string),
+ * or for a NULL model. */
+CS_API const char *cs_model_chat_template(const cs_model *model);
+
+/* Render msgs[0, n) with the format called name (a name from
+ * cs_chat_template_name, not a Jinja string: detect it first), and, when
+ * add_assistant, the prompt that opens the assistant's reply (formats that
+ * have none ignore it, as llama.cpp does: llama2, mistral-*, orion,
+ * minicpm). Writes up to n_max segments to segs (segs may be NULL when
+ * n_max is 0) and returns how many there are; when that is > n_max the
+ * caller retries with a larger array (what was written is then a prefix).
+ * Empty pieces are left out, so concatenating the segments gives exactly
+ * what cs_chat_apply_template writes. Errors (a negative cs_status, message
+ * in cs_last_error()): CS_ERR_INVALID_ARG for a NULL name or msgs (msgs may
+ * be NULL when n is 0), an unknown name, a NULL role or content, a role
+ * other than system/user/assistant (naming the message), n_max < 0, or a
+ * rendering longer than INT32_MAX - 1 bytes. Cost: O(total content). */
+CS_API int32_t cs_chat_apply_segments(const char *name, const cs_chat_message *msgs, size_t n,
+                                      bool add_assistant, cs_chat_segment *segs, int32_t n_max);
+
+/* The same rendering as one string, the llama_chat_apply_template way (for
+ * display and /apply-template; to tokenize, use the segments, which tell
+ * template text from content). Returns its length in bytes (without the
+ * NUL); it was written, NUL-terminated, only when that length is < size
+ * (otherwise buf[0] is set to NUL when size > 0; retry with length + 1).
+ * buf may be NULL when size is 0. Errors: a negative cs_status, as for
+ * cs_chat_apply_segments. */
+CS_API int32_t cs_chat_apply_template(const char *name, const cs_chat_message *msgs, size_t n,
+                                      bool add_assistant, char *buf, size_t size);
+
 /* ------------------------------------------------------------- GGUF tools */
 
 /* Receives text chunks (NUL-terminated). */
