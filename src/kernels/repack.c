@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "iquants.h"
 #include "kquants.h"
 
 /* A block format as a list of fields. In the x16 layout each field of the
@@ -57,6 +58,9 @@ static const x16_format k_q4_K = {
     144, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 12, 1, 0}, {16, 128, 4, 0}}, NULL};
 static const x16_format k_q6_K = {
     210, 256, 4, {{0, 128, 4, 0}, {128, 64, 4, 0}, {192, 16, 1, 0}, {208, 2, 2, 0}}, q6_K_slot};
+/* IQ4_XS: d, scales_h, scales_l planes, then qs (the kernel's read order) */
+static const x16_format k_iq4_xs = {
+    136, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 4, 1, 0}, {8, 128, 4, 0}}, NULL};
 
 static const x16_format *format_of(int32_t type) {
     switch (type) {
@@ -68,6 +72,8 @@ static const x16_format *format_of(int32_t type) {
         return &k_q4_K;
     case CS_TYPE_Q6_K:
         return &k_q6_K;
+    case CS_TYPE_IQ4_XS:
+        return &k_iq4_xs;
     default:
         return NULL;
     }
@@ -226,6 +232,9 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
             break;
         case CS_TYPE_Q6_K:
             out[r] = dot_row_q6_K(K, (const void *)w, x);
+            break;
+        case CS_TYPE_IQ4_XS: /* the x16 kernels follow the reference dot */
+            vec_dot_iq4_xs_q8_K_ref(K, &out[r], w, x);
             break;
         default:
             out[r] = dot_row_q(type, K, w, x);

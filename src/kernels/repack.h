@@ -15,6 +15,10 @@
  * format table): Q4_K block = d[16], dmin[16], the 12 scale bytes as byte
  * planes [12][16], qs sliced [32][16][4]; Q6_K block = ql [32][16][4],
  * qh [16][16][4], scales as planes [16][16], d[16].
+ * IQ4_XS (x16_kquants_avx512.c): d[16], scales_h[16], scales_l as byte
+ * planes [4][16], qs sliced [32][16][4] (sub-block j = slices 4j..4j+3);
+ * its x16 order is the reference dot's (vec_dot_iq4_xs_q8_K_ref), so the
+ * x16 result equals the reference table's row-major result bit for bit.
  *
  * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
  * occupies exactly the bytes of those 16 rows in row-major order, so the
@@ -49,15 +53,16 @@
 
 enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 
-#define CS_X16_ROWS      16
-#define CS_X16_Q4_BLOCK  288 /* bytes per block of a group */
-#define CS_X16_Q8_BLOCK  544
-#define CS_X16_Q4K_BLOCK 2304
-#define CS_X16_Q6K_BLOCK 3360
+#define CS_X16_ROWS        16
+#define CS_X16_Q4_BLOCK    288 /* bytes per block of a group */
+#define CS_X16_Q8_BLOCK    544
+#define CS_X16_Q4K_BLOCK   2304
+#define CS_X16_Q6K_BLOCK   3360
+#define CS_X16_IQ4XS_BLOCK 2176
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
- * Q4_0 or Q8_0 (K a positive multiple of 32) or Q4_K or Q6_K (K a positive
- * multiple of 256), N a positive multiple of 16. */
+ * Q4_0 or Q8_0 (K a positive multiple of 32) or Q4_K, Q6_K or IQ4_XS (K a
+ * positive multiple of 256), N a positive multiple of 16. */
 bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
 
 /* Reorder W (N rows of K elements, row-major) into the x16 layout in place.
@@ -69,7 +74,7 @@ void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
 void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
- * blocks for Q4_0 / Q8_0, Q8_K blocks for Q4_K / Q6_K): out[r] = dot(row
+ * blocks for Q4_0 / Q8_0, Q8_K blocks for Q4_K / Q6_K / IQ4_XS): out[r] = dot(row
  * 16g + r, x) for r < 16, grp = the group's first byte, in the order of the
  * x16 kernels (each function's comment in repack.c). Reads only the blocks
  * of x (not the aux entries), so it also checks the aux entries the SIMD
