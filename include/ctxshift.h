@@ -296,10 +296,10 @@ CS_API const float *cs_get_logits_ith(cs_context *ctx, int32_t i);
  * empty range is a no-op. A cell belongs to a set of sequences: a cell
  * shared by several sequences (after seq_cp) is moved by seq_add/seq_div on
  * ANY of them, for all of them (as in llama.cpp; shift every sharing
- * sequence alike, or only unshared ranges). Positions change at once; the
- * rotation of the cached K ("K-shift") is applied by cs_kv_update, at the
- * start of the next cs_decode, or before a state save, whichever comes
- * first. Every operation either succeeds or leaves the cache unchanged. */
+ * sequence alike, only unshared ranges, or first cs_kv_seq_own the range). Positions change at
+ * once; the rotation of the cached K ("K-shift") is applied by cs_kv_update, at the start of the
+ * next cs_decode, or before a state save, whichever comes first. Every operation either succeeds or
+ * leaves the cache unchanged. */
 
 /* Empty the cache: every cell free, pending shift and defrag dropped. */
 CS_API void cs_kv_clear(cs_context *ctx);
@@ -328,6 +328,20 @@ CS_API cs_status cs_kv_seq_add(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1
  * rotation accumulates new - old). d == 1 is a no-op. CS_ERR_INVALID_ARG
  * for d < 1 or a bad seq; CS_ERR_UNSUPPORTED when !cs_kv_can_shift. */
 CS_API cs_status cs_kv_seq_div(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
+
+/* ctxshift's extension (not in llama.cpp): give seq cells of its own for
+ * [p0, p1), so that a following seq_add/seq_div on seq cannot move another
+ * sequence's cells. Each cell of seq in range that also belongs to another
+ * sequence is split: seq leaves it, and a free cell (the lowest free ones,
+ * whatever contiguous_slots says) gets an exact copy of its K and V rows in
+ * every layer (bytes as stored, any cache type) and of its position and
+ * pending rotation, with seq alone; the other sequences keep the original
+ * cell. Cells held by seq alone are untouched. All or nothing:
+ * CS_NO_KV_SLOT, cache unchanged, when fewer cells are free than cells to
+ * split (the caller may then recompute seq's range instead).
+ * CS_ERR_INVALID_ARG for seq outside [0, n_seq_max). O(size + split cells
+ * * n_layer * row bytes). */
+CS_API cs_status cs_kv_seq_own(cs_context *ctx, cs_seq seq, cs_pos p0, cs_pos p1);
 
 /* Smallest / largest position of seq, -1 when it has no cell (or seq is
  * out of range). O(1). */
@@ -367,6 +381,8 @@ typedef struct cs_kv_info {
     uint64_t n_blocks_moved;  /* coalesced block moves (per pass, not per layer) */
     uint64_t n_bytes_moved;   /* K and V bytes moved, all layers */
     uint64_t n_bytes_shifted; /* K bytes read and written by K-shift, all layers */
+    uint64_t n_cells_owned;   /* shared cells split by cs_kv_seq_own */
+    uint64_t n_bytes_owned;   /* K and V bytes copied by cs_kv_seq_own, all layers */
 } cs_kv_info;
 
 /* Fill *out with the cache's current figures and totals since creation. */
@@ -421,33 +437,50 @@ CS_API cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token 
 /* ---------------------------------------------------------------- sampler */
 
 typedef struct cs_sampler_params {
-    uint64_t seed;         /* RNG seed; the same seed gives the same tokens */
-    float temp;            /* <= 0: greedy (arg-max, ties to the lowest id) */
-    int32_t top_k;         /* <= 0: off */
-    float top_p;           /* in (0, 1]; 1: off */
-    float min_p;           /* <= 0: off */
-    float repeat_penalty;  /* 1: off */
-    int32_t repeat_last_n; /* tokens considered by the penalty; 0: off */
+    uint64_t seed;           /* RNG seed; the same seed gives the same tokens */
+    float temp;              /* <= 0: greedy (arg-max, ties to the lowest id) */
+    int32_t top_k;           /* <= 0: off */
+    float top_p;             /* in (0, 1]; 1: off */
+    float min_p;             /* <= 0: off */
+    float repeat_penalty;    /* 1: off */
+    int32_t repeat_last_n;   /* tokens considered by the penalties; 0: off */
+    float frequency_penalty; /* in [-2, 2]; logit -= count in the window * this; 0: off */
+    float presence_penalty;  /* in [-2, 2]; logit -= this if the token is in the window; 0: off */
 } cs_sampler_params;
 
 /* llama.cpp's defaults: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
- * repeat_penalty 1.0, repeat_last_n 64, seed 0. */
+ * repeat_penalty 1.0, repeat_last_n 64, frequency_penalty 0,
+ * presence_penalty 0, seed 0. */
 CS_API cs_sampler_params cs_sampler_default_params(void);
 
 /* Errors: CS_ERR_INVALID_ARG for a NaN or out-of-range field, CS_ERR_NOMEM. */
 CS_API cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sampler **out);
 CS_API void cs_sampler_free(cs_sampler *s); /* NULL is a no-op */
 
-/* Choose a token from logits[0, n_vocab) (not modified). The chain is:
- * repetition penalty over the last repeat_last_n accepted tokens, then
- * greedy if temp <= 0, else top-k, top-p, min-p, temperature, and a draw.
- * Returns the token, or -1 for invalid arguments. */
+/* Choose a token from logits[0, n_vocab) (not modified). The chain is (as
+ * llama.cpp's): logit bias; the penalties over the last repeat_last_n
+ * accepted tokens, each distinct token once (repetition: a positive logit
+ * divided by repeat_penalty, another multiplied; then logit -= count *
+ * frequency_penalty + presence_penalty); then greedy if temp <= 0, else
+ * top-k, top-p, min-p, temperature, and a draw. Returns the token, or -1
+ * for invalid arguments. */
 CS_API cs_token cs_sampler_sample(cs_sampler *s, const float *logits);
 
 /* Record a token as generated (or as prompt) for the repetition penalty. */
 CS_API void cs_sampler_accept(cs_sampler *s, cs_token token);
-/* Forget accepted tokens and reseed the RNG with the original seed. */
+/* Forget accepted tokens and reseed the RNG with the original seed (the
+ * logit biases stay). */
 CS_API void cs_sampler_reset(cs_sampler *s);
+
+/* Add bias to token's logit before every other step (OpenAI's logit_bias;
+ * llama.cpp's logit-bias sampler). Setting a token again replaces its bias;
+ * 0 removes it; -INFINITY bans the token. CS_ERR_INVALID_ARG, naming it,
+ * for a token outside [0, n_vocab) or a NaN or +INFINITY bias (nothing
+ * changed). At most one entry per token: memory is fixed at creation
+ * (8 bytes per vocabulary entry); a sample costs O(tokens with a bias). */
+CS_API cs_status cs_sampler_set_logit_bias(cs_sampler *s, cs_token token, float bias);
+/* Remove every logit bias. NULL is a no-op. */
+CS_API void cs_sampler_clear_logit_bias(cs_sampler *s);
 
 /* --------------------------------------------------------- chat templates
  * A GGUF's tokenizer.chat_template (Jinja) is never executed: it is matched

@@ -376,7 +376,7 @@ static void warn_shared(const cs_context *c, const char *op, cs_seq seq, cs_pos 
             n++;
     if (n > 0)
         CS_LOG_WRN("%s: sequence %d: %d cells in [%d, %d) are shared with other sequences and "
-                   "move for them too",
+                   "move for them too (cs_kv_seq_own first would give it cells of its own)",
                    op, seq, n, p0, p1);
 }
 
@@ -400,6 +400,20 @@ cs_status cs_kv_seq_div(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t
         return error_fail(CS_ERR_UNSUPPORTED, "kv_seq_div: this model's cache cannot be shifted");
     if (d != 1) warn_shared(c, "kv_seq_div", seq, p0, p1);
     kv_cells_seq_div(&c->cells, seq, p0, p1, d);
+    return CS_OK;
+}
+
+cs_status cs_kv_seq_own(cs_context *c, cs_seq seq, cs_pos p0, cs_pos p1) {
+    if (!c) return error_fail(CS_ERR_INVALID_ARG, "kv_seq_own: context is NULL");
+    cs_status st = check_seq(c, "kv_seq_own", "sequence id", seq, false);
+    if (st != CS_OK) return st;
+    /* defrag_moves (n_ctx blocks) is free between updates and can hold any
+     * split: at most one block per cell */
+    int32_t n_cells = 0;
+    int32_t nb = kv_cells_seq_own(&c->cells, seq, p0, p1, c->defrag_moves, &n_cells);
+    if (nb < 0) return CS_NO_KV_SLOT; /* as cs_decode: no room is not an error */
+    kv_store_move(&c->kv, c->defrag_moves, nb, &c->totals.n_bytes_owned);
+    c->totals.n_cells_owned += (uint64_t)n_cells;
     return CS_OK;
 }
 

@@ -55,7 +55,9 @@ int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const kernels_table *k, t
                              const kernels_rope_params *rope, uint64_t *bytes);
 
 /* Move the K and V rows of the planned blocks in every layer (memmove of
- * whole rows: bit-exact for every type). Adds the bytes moved to *bytes. */
+ * whole rows: bit-exact for every type). Adds the bytes moved to *bytes.
+ * The source rows are left as they were, so this is also the row copy of
+ * kv_cells_seq_own (whose source cells stay in use). */
 void kv_store_move(kv_store *s, const kv_move *moves, int32_t n_moves, uint64_t *bytes);
 
 #endif /* CS_KV_CACHE_H */

@@ -312,6 +312,45 @@ int32_t kv_cells_seq_div(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t 
     return matched;
 }
 
+int32_t kv_cells_seq_own(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, kv_move *copies,
+                         int32_t *n_cells) {
+    *n_cells = 0;
+    if (!range_norm(&p0, &p1)) return 0;
+    CS_ASSERT(seq >= 0 && seq < CS_MAX_SEQ);
+    const uint64_t bit = (uint64_t)1 << seq;
+    /* count first, so that a refusal changes nothing */
+    int32_t need = 0;
+    for (int32_t i = 0; i < c->size; i++)
+        need += (c->seq[i] & bit) && (c->seq[i] & ~bit) && c->pos[i] >= p0 && c->pos[i] < p1;
+    if (need == 0) return 0;
+    if (need > c->size - c->used) return -1;
+    /* dst is the lowest free cell not yet taken; it only moves forward, so
+     * the two scans together are O(size). A copy lands in a cell the split
+     * scan may reach later, but it holds seq alone and is skipped. */
+    int32_t nb = 0, dst = 0;
+    for (int32_t i = 0; i < c->size && *n_cells < need; i++) {
+        if (!(c->seq[i] & bit) || !(c->seq[i] & ~bit) || c->pos[i] < p0 || c->pos[i] >= p1)
+            continue;
+        while (c->seq[dst]) { /* need <= free cells: always found */
+            dst++;
+            CS_ASSERT(dst < c->size);
+        }
+        c->pos[dst] = c->pos[i];
+        c->delta[dst] = c->delta[i];
+        c->seq[dst] = bit;
+        c->seq[i] &= ~bit;
+        c->used++;
+        (*n_cells)++;
+        kv_move *last = nb ? &copies[nb - 1] : NULL;
+        if (last && last->src + last->n == i && last->dst + last->n == dst) {
+            last->n++;
+        } else {
+            copies[nb++] = (kv_move){.src = i, .dst = dst, .n = 1};
+        }
+    }
+    return nb;
+}
+
 int32_t kv_cells_n_pending(const kv_cells *c) {
     int32_t n = 0;
     for (int32_t i = 0; i < c->size; i++) n += c->seq[i] != 0 && c->delta[i] != 0;

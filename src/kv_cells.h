@@ -36,6 +36,13 @@ typedef struct kv_cells {
     int32_t seq_nmax[CS_MAX_SEQ];
 } kv_cells;
 
+/* A coalesced block move: cells [src, src + n) go to [dst, dst + n). */
+typedef struct kv_move {
+    int32_t src;
+    int32_t dst;
+    int32_t n;
+} kv_move;
+
 /* Allocate size cells, all empty. CS_ERR_INVALID_ARG for size outside
  * [1, CS_MAX_CTX]; CS_ERR_NOMEM. */
 cs_status kv_cells_init(kv_cells *c, int32_t size);
@@ -106,6 +113,26 @@ int32_t kv_cells_seq_add(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos d
  * matched; used and head unchanged. Returns matches. O(size). */
 int32_t kv_cells_seq_div(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, int32_t d);
 
+/* ctxshift's extension (not in llama.cpp; docs/KV_CACHE.md "Owning shared
+ * cells"): give seq cells of its own for [p0, p1), so that a later
+ * seq_add/seq_div on seq moves nothing of another sequence. Every cell
+ * holding seq and at least one other sequence, with pos in range, is
+ * split: seq leaves it, and a free cell (the lowest free ones, in
+ * ascending order of the split cells) gets its pos and delta, with {seq}
+ * only. Cells held by seq alone are untouched. All or nothing: when fewer
+ * cells are free than cells to split, returns -1 and nothing changes.
+ * Otherwise writes the (split cell -> copy) pairs to copies (capacity:
+ * size), coalesced into blocks (consecutive sources to consecutive
+ * destinations) in ascending source order; sources were non-empty and
+ * destinations empty, so no block overlaps another's source. Returns the
+ * number of blocks and sets *n_cells to the cells split. used grows by
+ * *n_cells; head, has_shift (a copied delta != 0 was already covered by
+ * it) and the per-sequence positions (seq keeps the same positions, in
+ * other cells) are unchanged. Does not touch K/V: the caller copies the
+ * rows (kv_store_move). seq in [0, CS_MAX_SEQ). O(size). */
+int32_t kv_cells_seq_own(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, kv_move *copies,
+                         int32_t *n_cells);
+
 /* Number of non-empty cells with delta != 0. */
 int32_t kv_cells_n_pending(const kv_cells *c);
 
@@ -113,13 +140,6 @@ int32_t kv_cells_n_pending(const kv_cells *c);
 void kv_cells_reset_shift(kv_cells *c);
 
 /* ------------------------------------------------------------ defrag */
-
-/* A coalesced block move: cells [src, src + n) go to [dst, dst + n). */
-typedef struct kv_move {
-    int32_t src;
-    int32_t dst;
-    int32_t n;
-} kv_move;
 
 /* Plan one defrag pass (spec §4.2, with fixes 2-6): fill holes in
  * [0, used) with the non-empty cells nearest the end, at most max_moves

@@ -1,9 +1,10 @@
 /* sampler.c: the token sampler (cs_sampler_*), following the chain that
  * llama-cli builds at llama.cpp c392e509 (common/sampling.cpp defaults):
  *
- *   repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw
+ *   logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> draw
  *
- * or, when temp <= 0, repetition penalty -> arg-max.
+ * or, when temp <= 0, logit bias -> penalties -> arg-max. The penalties are
+ * llama.cpp's penalties sampler: repetition, frequency and presence.
  *
  * Candidates are ranked by one strict total order: higher logit first, and
  * among equal logits the lower token id first. Every filter keeps a prefix
@@ -12,7 +13,7 @@
  *
  * Cost of one cs_sampler_sample with n = n_vocab, k = top_k, W = the
  * repetition window, and r = the tokens top-p keeps:
- *   copy + NaN scrub + penalty            O(n + W)
+ *   copy + NaN scrub + bias + penalties   O(n + B + W), B = tokens with a bias
  *   top-k (quickselect, no sort)          O(n) expected, O(n log n) worst case
  *   min-p (compaction on logits)          O(n) (O(k) after top-k)
  *   top-p (softmax sum + sorted prefix)   O(n) per doubling of the sorted prefix,
@@ -48,6 +49,9 @@ struct cs_sampler {
     sampler_cand *cand; /* (n_vocab) scratch, rebuilt by every sample */
     double *weight;     /* (n_vocab) scratch: draw weights of cand[i] */
     uint8_t *seen;      /* (n_vocab) all zero between calls; marks penalized ids */
+    float *bias;        /* (n_vocab) logit bias per token, 0 when none */
+    cs_token *bias_ids; /* (n_vocab) the tokens with an entry in bias, each once */
+    int32_t n_bias;     /* entries in bias_ids */
     cs_token *prev;     /* (repeat_last_n) ring of accepted tokens, oldest at prev_head */
     int32_t n_prev;     /* tokens in the ring, <= repeat_last_n */
     int32_t prev_head;  /* index of the oldest token when the ring is full */
@@ -180,18 +184,41 @@ static void sampler_select(sampler_cand *c, size_t n, size_t k) {
 
 /* ------------------------------------------------------------ filters */
 
-/* Repetition penalty as llama.cpp applies it: each distinct token among the
- * last repeat_last_n accepted ones is penalized once, however often it
- * occurs (logit > 0: divide, else multiply, so it always moves down).
- * c is indexed by token id here. O(n_prev). */
+/* Logit bias, first in the chain as in llama.cpp: logit += bias for each
+ * token with an entry; a -INFINITY bias bans the token whatever its logit
+ * (also +INFINITY, where the sum would be NaN). c is indexed by token id
+ * here. O(n_bias). */
+static void sampler_apply_bias(const cs_sampler *s, sampler_cand *c) {
+    for (int32_t i = 0; i < s->n_bias; i++) {
+        const cs_token t = s->bias_ids[i];
+        const float b = s->bias[t];
+        c[t].logit = b == -INFINITY ? -INFINITY : c[t].logit + b;
+    }
+}
+
+/* llama.cpp's penalties sampler over the last repeat_last_n accepted tokens:
+ * each distinct token, with count occurrences in the window, is penalized
+ * once: repetition (logit > 0: divide by repeat_penalty, else multiply, so
+ * it always moves down), then logit -= count * frequency_penalty +
+ * presence_penalty (count > 0 always here), in float as llama.cpp computes
+ * it. The counts live in the weight scratch (free until the draw) at the
+ * window's ids, so no extra memory. c is indexed by token id here.
+ * O(n_prev). With the defaults (repeat 1, frequency and presence 0) this
+ * returns at once: the output is the unpenalized logits bit for bit. */
 static void sampler_penalize(cs_sampler *s, sampler_cand *c) {
     const float penalty = s->params.repeat_penalty;
-    if (s->n_prev == 0 || penalty == 1.0f) return;
+    const float freq = s->params.frequency_penalty, presence = s->params.presence_penalty;
+    if (s->n_prev == 0 || (penalty == 1.0f && freq == 0.0f && presence == 0.0f)) return;
+    double *count = s->weight;
+    for (int32_t i = 0; i < s->n_prev; i++) count[s->prev[i]] = 0.0;
+    for (int32_t i = 0; i < s->n_prev; i++) count[s->prev[i]] += 1.0;
     for (int32_t i = 0; i < s->n_prev; i++) {
         const cs_token t = s->prev[i];
         if (s->seen[t]) continue;
         s->seen[t] = 1;
-        c[t].logit = c[t].logit > 0.0f ? c[t].logit / penalty : c[t].logit * penalty;
+        if (penalty != 1.0f)
+            c[t].logit = c[t].logit > 0.0f ? c[t].logit / penalty : c[t].logit * penalty;
+        if (freq != 0.0f || presence != 0.0f) c[t].logit -= (float)count[t] * freq + presence;
     }
     for (int32_t i = 0; i < s->n_prev; i++) s->seen[s->prev[i]] = 0;
 }
@@ -257,6 +284,8 @@ cs_sampler_params cs_sampler_default_params(void) {
         .min_p = 0.05f,
         .repeat_penalty = 1.0f,
         .repeat_last_n = 64,
+        .frequency_penalty = 0.0f,
+        .presence_penalty = 0.0f,
     };
     return p;
 }
@@ -287,18 +316,33 @@ static cs_status sampler_check_params(const cs_sampler_params *p, int32_t n_voca
         return error_fail(CS_ERR_INVALID_ARG, "sampler: repeat_last_n = %d is outside [0, %d]",
                           (int)p->repeat_last_n, (int)CS_MAX_CTX);
     }
+    /* OpenAI documents [-2, 2] for both; llama.cpp accepts any float, but a
+     * value outside the documented range is far more likely a mistake than
+     * a wish (a penalty of 10 per occurrence bans a token after one use). */
+    if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f)) {
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "sampler: frequency_penalty = %g is outside [-2, 2] (0 = off)",
+                          (double)p->frequency_penalty);
+    }
+    if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f)) {
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "sampler: presence_penalty = %g is outside [-2, 2] (0 = off)",
+                          (double)p->presence_penalty);
+    }
     return CS_OK;
 }
 
-/* One block: the struct, then weight (n_vocab), cand (n_vocab), prev
- * (repeat_last_n) and seen (n_vocab), each offset a multiple of its
- * alignment. 17 bytes per vocabulary entry plus 4 per window slot, bounded
- * by CS_MAX_VOCAB and CS_MAX_CTX (about 40 MiB at most, no overflow). */
+/* One block: the struct, then weight (n_vocab), cand (n_vocab), bias
+ * (n_vocab), bias_ids (n_vocab), prev (repeat_last_n) and seen (n_vocab),
+ * each offset a multiple of its alignment. 25 bytes per vocabulary entry
+ * plus 4 per window slot, bounded by CS_MAX_VOCAB and CS_MAX_CTX (about
+ * 60 MiB at most, no overflow). */
 cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sampler **out) {
     cs_status st = CS_OK;
     cs_sampler *s = NULL;
     char *block = NULL;
-    size_t off_weight = 0, off_cand = 0, off_prev = 0, off_seen = 0, total = 0;
+    size_t off_weight = 0, off_cand = 0, off_bias = 0, off_bias_ids = 0, off_prev = 0, off_seen = 0,
+           total = 0;
     if (out) *out = NULL;
     if (!params || !out) {
         st = error_fail(CS_ERR_INVALID_ARG, "sampler: %s is NULL", params ? "out" : "params");
@@ -309,7 +353,9 @@ cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sa
 
     off_weight = (sizeof(cs_sampler) + 7) & ~(size_t)7;
     off_cand = off_weight + (size_t)n_vocab * sizeof(double);
-    off_prev = off_cand + (size_t)n_vocab * sizeof(sampler_cand);
+    off_bias = off_cand + (size_t)n_vocab * sizeof(sampler_cand);
+    off_bias_ids = off_bias + (size_t)n_vocab * sizeof(float);
+    off_prev = off_bias_ids + (size_t)n_vocab * sizeof(cs_token);
     off_seen = off_prev + (size_t)params->repeat_last_n * sizeof(cs_token);
     total = off_seen + (size_t)n_vocab;
     block = mem_malloc(total);
@@ -324,6 +370,9 @@ cs_status cs_sampler_new(const cs_sampler_params *params, int32_t n_vocab, cs_sa
     s->n_vocab = n_vocab;
     s->weight = (double *)(void *)(block + off_weight);
     s->cand = (sampler_cand *)(void *)(block + off_cand);
+    s->bias = (float *)(void *)(block + off_bias);
+    s->bias_ids = (cs_token *)(void *)(block + off_bias_ids);
+    for (int32_t i = 0; i < n_vocab; i++) s->bias[i] = 0.0f;
     s->prev = (cs_token *)(void *)(block + off_prev);
     s->seen = (uint8_t *)(block + off_seen);
     memset(s->seen, 0, (size_t)n_vocab);
@@ -354,6 +403,37 @@ void cs_sampler_accept(cs_sampler *s, cs_token token) {
     }
 }
 
+/* Invariant: a token is in bias_ids iff bias[token] != 0, so a list never
+ * outgrows n_vocab. Setting a non-zero bias is O(1); setting 0 removes the
+ * entry, O(entries). */
+cs_status cs_sampler_set_logit_bias(cs_sampler *s, cs_token token, float bias) {
+    if (!s) return error_fail(CS_ERR_INVALID_ARG, "sampler: sampler is NULL");
+    if (token < 0 || token >= s->n_vocab)
+        return error_fail(CS_ERR_INVALID_ARG, "sampler: logit bias token %d is outside [0, %d)",
+                          (int)token, (int)s->n_vocab);
+    if (isnan(bias) || bias == INFINITY)
+        return error_fail(CS_ERR_INVALID_ARG,
+                          "sampler: logit bias %g for token %d must be finite or -inf",
+                          (double)bias, (int)token);
+    if (bias == 0.0f) {
+        if (s->bias[token] != 0.0f) {
+            int32_t i = 0;
+            while (s->bias_ids[i] != token) i++;
+            s->bias_ids[i] = s->bias_ids[--s->n_bias];
+        }
+    } else if (s->bias[token] == 0.0f) {
+        s->bias_ids[s->n_bias++] = token;
+    }
+    s->bias[token] = bias == 0.0f ? 0.0f : bias;
+    return CS_OK;
+}
+
+void cs_sampler_clear_logit_bias(cs_sampler *s) {
+    if (!s) return;
+    for (int32_t i = 0; i < s->n_bias; i++) s->bias[s->bias_ids[i]] = 0.0f;
+    s->n_bias = 0;
+}
+
 /* Forget the history and restart the RNG stream from the original seed, so
  * that a reset sampler repeats its first run exactly. O(1). */
 void cs_sampler_reset(cs_sampler *s) {
@@ -382,6 +462,7 @@ cs_token cs_sampler_sample(cs_sampler *s, const float *logits) {
         c[i].id = (cs_token)i;
         c[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
     }
+    sampler_apply_bias(s, c);
     sampler_penalize(s, c);
 
     if (p->temp <= 0.0f) {

@@ -349,6 +349,88 @@ static void test_kv_cells_A4_seq_cp(void **state) {
     kv_cells_free(&c);
 }
 
+/* ------------------------------------------- seq_own (ctxshift's op) */
+
+static void test_kv_cells_seq_own(void **state) {
+    (void)state;
+    kv_cells c, before;
+    kv_move m[8];
+    int32_t n = -1;
+    cells_new(&c, 8);
+    cells_new(&before, 8);
+    put(&c, 0, 0, BIT(0) | BIT(1));
+    put(&c, 1, 1, BIT(0) | BIT(1));
+    put(&c, 2, 2, BIT(1));
+    put(&c, 4, 3, BIT(0) | BIT(1) | BIT(2));
+    put(&c, 6, 4, BIT(0));
+    c.delta[4] = 5; /* a pending rotation, as seq_add leaves it */
+    c.has_shift = true;
+    c.head = 2;
+    assert_true(kv_cells_check(&c));
+    /* [1, inf): cells 1 and 4 are shared, cell 2 is seq 1's alone, cell 0
+     * is out of range; the copies go to the lowest free cells 3 and 5 */
+    assert_int_equal(kv_cells_seq_own(&c, 1, 1, -1, m, &n), 2);
+    assert_int_equal(n, 2);
+    assert_int_equal(m[0].src, 1);
+    assert_int_equal(m[0].dst, 3);
+    assert_int_equal(m[0].n, 1);
+    assert_int_equal(m[1].src, 4);
+    assert_int_equal(m[1].dst, 5);
+    assert_int_equal(m[1].n, 1);
+    assert_cell(&c, 0, 0, 0, BIT(0) | BIT(1));
+    assert_cell(&c, 1, 1, 0, BIT(0));
+    assert_cell(&c, 2, 2, 0, BIT(1));
+    assert_cell(&c, 3, 1, 0, BIT(1));
+    assert_cell(&c, 4, 3, 5, BIT(0) | BIT(2)); /* both copies keep the owed rotation */
+    assert_cell(&c, 5, 3, 5, BIT(1));
+    assert_cell(&c, 6, 4, 0, BIT(0));
+    assert_cell(&c, 7, -1, 0, 0);
+    assert_int_equal(c.used, 7);
+    assert_int_equal(c.head, 2);
+    assert_true(c.has_shift);
+    assert_int_equal(kv_cells_token_count(&c), 9); /* memberships unchanged */
+    assert_int_equal(kv_cells_seq_pos_min(&c, 1), 0);
+    assert_int_equal(kv_cells_seq_pos_max(&c, 1), 3);
+    assert_int_equal(kv_cells_seq_pos_max(&c, 0), 4);
+    assert_true(kv_cells_check(&c));
+    /* the whole range: only cell 0 (pos 0) is left to split; then nothing
+     * is, and an empty range is a no-op */
+    assert_int_equal(kv_cells_seq_own(&c, 1, -1, -1, m, &n), 1);
+    assert_int_equal(n, 1);
+    assert_int_equal(m[0].src, 0);
+    assert_int_equal(m[0].dst, 7);
+    assert_int_equal(c.used, 8);
+    assert_int_equal(kv_cells_seq_own(&c, 1, -1, -1, m, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(kv_cells_seq_own(&c, 0, 3, 3, m, &n), 0);
+    assert_int_equal(n, 0);
+    /* all or nothing: seq 0 shares cell 4 (with 2) and the cache is full */
+    cells_copy(&before, &c);
+    assert_int_equal(kv_cells_seq_own(&c, 0, -1, -1, m, &n), -1);
+    assert_int_equal(n, 0);
+    assert_cells_equal(&c, &before);
+    kv_cells_seq_rm(&c, 1, 0, 1); /* frees cell 7: one free cell, one to split */
+    assert_int_equal(kv_cells_seq_own(&c, 2, -1, -1, m, &n), 1);
+    assert_cell(&c, 4, 3, 5, BIT(0));
+    assert_cell(&c, 7, 3, 5, BIT(2));
+    assert_true(kv_cells_check(&c));
+    /* a run of shared cells to a run of free ones: one block */
+    kv_cells_clear(&c);
+    put_run(&c, 0, 3, 0, BIT(0) | BIT(3));
+    assert_int_equal(kv_cells_seq_own(&c, 3, -1, -1, m, &n), 1);
+    assert_int_equal(n, 3);
+    assert_int_equal(m[0].src, 0);
+    assert_int_equal(m[0].dst, 3);
+    assert_int_equal(m[0].n, 3);
+    for (int32_t i = 0; i < 3; i++) {
+        assert_cell(&c, i, i, 0, BIT(0));
+        assert_cell(&c, 3 + i, i, 0, BIT(3));
+    }
+    assert_true(kv_cells_check(&c));
+    kv_cells_free(&before);
+    kv_cells_free(&c);
+}
+
 /* -------------------------------------------------------- A5 seq_keep */
 
 static void test_kv_cells_A5_seq_keep(void **state) {
@@ -1080,6 +1162,24 @@ static bool fuzz_step(fuzz_ctx *f, kv_cells *c, kv_ref *r, int32_t n_seq, int32_
         f->op = "reset_shift";
         kv_cells_reset_shift(c);
         kv_ref_reset_shift(r);
+    } else if (op < 89) {
+        f->op = "seq_own";
+        int32_t s = rnd(n_seq), p0 = fuzz_pos(), p1 = fuzz_pos(), n_cells = -7;
+        int32_t nb = kv_cells_seq_own(c, s, p0, p1, moves, &n_cells);
+        int32_t nr = kv_ref_seq_own(r, s, p0, p1, rm);
+        if ((nb < 0) != (nr < 0)) return fuzz_fail(f, "seq_own refused", nb < 0, nr < 0);
+        if (nb >= 0) {
+            int32_t ncell = expand_moves(moves, nb, cm);
+            if (ncell != nr) return fuzz_fail(f, "seq_own cells", ncell, nr);
+            if (n_cells != nr) return fuzz_fail(f, "seq_own n_cells", n_cells, nr);
+            for (int32_t k = 0; k < nr; k++) {
+                if (cm[k].src != rm[k].src) return fuzz_fail(f, "own src", cm[k].src, rm[k].src);
+                if (cm[k].dst != rm[k].dst) return fuzz_fail(f, "own dst", cm[k].dst, rm[k].dst);
+            }
+            if (count_runs(rm, nr) != nb) return fuzz_fail(f, "own runs", count_runs(rm, nr), nb);
+        }
+        counts[5] += nr > 0;
+        counts[6] += nr < 0;
     } else {
         f->op = "defrag";
         int32_t cap = rnd(4), rblocks = 0;
@@ -1113,7 +1213,9 @@ static void test_kv_cells_A15_differential_fuzz(void **state) {
     (void)state;
     fuzz_ctx f = {.seed = FUZZ_SEED};
     rng_state = FUZZ_SEED;
-    int32_t counts[5] = {0}; /* operations, defrag blocks, placements ok / failed / no run */
+    /* operations, defrag blocks, placements ok / failed / no run, seq_own
+     * splitting something / refused */
+    int32_t counts[7] = {0};
     for (f.episode = 0; f.episode < FUZZ_EPISODES; f.episode++) {
         int32_t size = 1 + rnd(FUZZ_MAX_CELLS), n_seq = 1 + rnd(FUZZ_MAX_SEQ);
         kv_cells c;
@@ -1126,11 +1228,12 @@ static void test_kv_cells_A15_differential_fuzz(void **state) {
         kv_cells_free(&c);
     }
     print_message("A15: %d operations, %d defrag blocks, %d placements, %d refused (%d with "
-                  "room but no contiguous run)\n",
-                  counts[0], counts[1], counts[2], counts[3], counts[4]);
+                  "room but no contiguous run), %d seq_own splits, %d refused\n",
+                  counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6]);
     assert_int_equal(counts[0], FUZZ_EPISODES * FUZZ_STEPS);
     assert_true(counts[1] > 0);
-    assert_true(counts[4] > 0); /* the no-run path ran too */
+    assert_true(counts[4] > 0);                  /* the no-run path ran too */
+    assert_true(counts[5] > 0 && counts[6] > 0); /* seq_own split and refused */
 }
 
 int main(void) {
@@ -1142,6 +1245,7 @@ int main(void) {
         cmocka_unit_test(test_kv_cells_A2_used_invariant),
         cmocka_unit_test(test_kv_cells_A3_seq_rm_half_open),
         cmocka_unit_test(test_kv_cells_A4_seq_cp),
+        cmocka_unit_test(test_kv_cells_seq_own),
         cmocka_unit_test(test_kv_cells_A5_seq_keep),
         cmocka_unit_test(test_kv_cells_A6_seq_add_accumulates),
         cmocka_unit_test(test_kv_cells_A6_seq_add_negative_frees),

@@ -1316,7 +1316,8 @@ static bool infos_equal(const cs_kv_info *a, const cs_kv_info *b) {
            a->defrag_pending == b->defrag_pending && a->n_shift_passes == b->n_shift_passes &&
            a->n_cells_shifted == b->n_cells_shifted && a->n_defrag_passes == b->n_defrag_passes &&
            a->n_cells_moved == b->n_cells_moved && a->n_blocks_moved == b->n_blocks_moved &&
-           a->n_bytes_moved == b->n_bytes_moved && a->n_bytes_shifted == b->n_bytes_shifted;
+           a->n_bytes_moved == b->n_bytes_moved && a->n_bytes_shifted == b->n_bytes_shifted &&
+           a->n_cells_owned == b->n_cells_owned && a->n_bytes_owned == b->n_bytes_owned;
 }
 
 static void assert_unchanged(const cs_context *c, const kv_snapshot *s, const char *what) {
@@ -1464,6 +1465,8 @@ static void test_kv_e2e_d9_bad_kv_arguments(void **state) {
     EXPECT_BAD(cs_kv_seq_div(c, 2, -1, -1, 2), CS_ERR_INVALID_ARG, "2");
     EXPECT_BAD(cs_kv_seq_div(c, 0, -1, -1, 0), CS_ERR_INVALID_ARG, "0");
     EXPECT_BAD(cs_kv_seq_div(c, 0, -1, -1, -3), CS_ERR_INVALID_ARG, "-3");
+    EXPECT_BAD(cs_kv_seq_own(c, 2, -1, -1), CS_ERR_INVALID_ARG, "2");
+    EXPECT_BAD(cs_kv_seq_own(c, -1, -1, -1), CS_ERR_INVALID_ARG, "-1");
     EXPECT_BAD(cs_kv_stats(c, NULL), CS_ERR_INVALID_ARG, NULL);
     /* NULL context */
     EXPECT_BAD(cs_kv_seq_rm(NULL, 0, -1, -1), CS_ERR_INVALID_ARG, NULL);
@@ -1471,6 +1474,7 @@ static void test_kv_e2e_d9_bad_kv_arguments(void **state) {
     EXPECT_BAD(cs_kv_seq_keep(NULL, 0), CS_ERR_INVALID_ARG, NULL);
     EXPECT_BAD(cs_kv_seq_add(NULL, 0, -1, -1, 1), CS_ERR_INVALID_ARG, NULL);
     EXPECT_BAD(cs_kv_seq_div(NULL, 0, -1, -1, 2), CS_ERR_INVALID_ARG, NULL);
+    EXPECT_BAD(cs_kv_seq_own(NULL, 0, -1, -1), CS_ERR_INVALID_ARG, NULL);
     EXPECT_BAD(cs_kv_update(NULL), CS_ERR_INVALID_ARG, NULL);
     cs_kv_info info;
     EXPECT_BAD(cs_kv_stats(NULL, &info), CS_ERR_INVALID_ARG, NULL);
@@ -1492,8 +1496,160 @@ static void test_kv_e2e_d9_bad_kv_arguments(void **state) {
     assert_int_equal(cs_kv_seq_div(c, 0, -1, -1, 1), CS_OK);
     assert_int_equal(cs_kv_seq_rm(c, 0, 7, 3), CS_OK);
     assert_int_equal(cs_kv_seq_cp(c, 1, 1, -1, -1), CS_OK);
+    assert_int_equal(cs_kv_seq_own(c, 1, 3, 3), CS_OK);  /* empty range */
+    assert_int_equal(cs_kv_seq_own(c, 0, 6, 12), CS_OK); /* seq 0's own cells only */
     assert_unchanged(c, &s, "a no-op");
     free(s.cells);
+    cs_context_free(c);
+}
+
+/* ------------------------------------------- seq_own (ctxshift's op)
+ * The property of issue 11: a sequence that shifts through a prefix it
+ * shares with another must not move the other's cells. Sequences 0 and 1
+ * share a prompt by seq_cp; sequence 1 generates, then does a context
+ * shift (seq_rm + seq_add) through the shared range and generates more,
+ * interleaved with sequence 0's steps (separate single-token batches).
+ * With cs_kv_seq_own over the moving range first, sequence 0's logits are
+ * bit-identical to a cache where sequence 1 never existed: its cells,
+ * positions and rows are the same, only their indices differ, and the
+ * attention visits a sequence's cells in position order. Without it, the
+ * shift rotates sequence 0's prompt too and its logits change. */
+
+enum { OWN_P = 16, OWN_KEEP = 4, OWN_DISCARD = 6, OWN_STEPS = 6 };
+
+/* mode 0: sequence 0 alone; 1: with sequence 1 and seq_own; 2: with
+ * sequence 1, no seq_own. out: OWN_STEPS rows of sequence 0's logits. */
+static void own_run(const kv_model *M, int mode, float *out) {
+    const int32_t nv = cs_model_n_vocab(M->m);
+    cs_token prompt[OWN_P], t0[OWN_STEPS], t1[2 * OWN_STEPS];
+    gen_tokens(70, M->m, prompt, OWN_P);
+    gen_tokens(71, M->m, t0, OWN_STEPS);
+    gen_tokens(72, M->m, t1, 2 * OWN_STEPS);
+    cs_context *c = ctx_new(M->m, 64, 32, 2);
+    float *scratch = logits_buf(M->m, 1);
+    assert_int_equal(decode_run(c, M->m, prompt, OWN_P, 0, 0, OWN_P, NULL, NULL), 0);
+    if (mode > 0) assert_int_equal(cs_kv_seq_cp(c, 0, 1, -1, -1), CS_OK);
+    cs_pos p1 = OWN_P;
+    for (int32_t k = 0; k < OWN_STEPS; k++) {
+        if (mode > 0 && k == OWN_STEPS / 2) {
+            /* sequence 1's context shift: [KEEP, KEEP + DISCARD) goes, the
+             * rest moves down, shared prompt cells included */
+            const cs_pos from = OWN_KEEP + OWN_DISCARD;
+            if (mode == 1) {
+                assert_int_equal(cs_kv_seq_own(c, 1, from, -1), CS_OK);
+                const cs_kv_info st = stats(c);
+                assert_int_equal(st.n_cells_owned, OWN_P - from);
+                assert_int_equal(st.used, OWN_P + 3 * k + (OWN_P - from)); /* 3 cells a step */
+            }
+            assert_int_equal(cs_kv_seq_rm(c, 1, OWN_KEEP, from), CS_OK);
+            assert_int_equal(cs_kv_seq_add(c, 1, from, -1, -OWN_DISCARD), CS_OK);
+            p1 -= OWN_DISCARD;
+        }
+        if (mode > 0) {
+            decode_one(c, M->m, t1[k], p1++, 1, scratch);
+            decode_one(c, M->m, t1[OWN_STEPS + k], p1++, 1, scratch);
+        }
+        decode_one(c, M->m, t0[k], OWN_P + k, 0, out + (size_t)k * (size_t)nv);
+    }
+    assert_int_equal(cs_kv_seq_pos_max(c, 0), OWN_P + OWN_STEPS - 1);
+    assert_int_equal(cs_kv_seq_pos_min(c, 0), 0);
+    if (mode > 0) {
+        assert_int_equal(cs_kv_seq_pos_max(c, 1), p1 - 1);
+        assert_int_equal(cs_kv_seq_pos_min(c, 1), 0);
+    }
+    free(scratch);
+    cs_context_free(c);
+}
+
+static void test_kv_e2e_own_shift_isolation(void **state) {
+    const kv_model *M = *state;
+    const size_t n = (size_t)OWN_STEPS * (size_t)cs_model_n_vocab(M->m);
+    float *alone = logits_buf(M->m, OWN_STEPS), *owned = logits_buf(M->m, OWN_STEPS),
+          *shared = logits_buf(M->m, OWN_STEPS);
+    own_run(M, 0, alone);
+    own_run(M, 1, owned);
+    own_run(M, 2, shared);
+    assert_memory_equal(owned, alone, n * sizeof(float));
+    /* the bug seq_own prevents: the first step after the shift already differs */
+    const size_t after = (size_t)(OWN_STEPS / 2) * (size_t)cs_model_n_vocab(M->m);
+    assert_memory_equal(shared, alone, after * sizeof(float)); /* before the shift */
+    const double d = rel_diff(shared + after, alone + after, cs_model_n_vocab(M->m));
+    print_message("own: sequence 0 after a shared shift without seq_own: relative %.3e\n", d);
+    assert_true(d > TOL_TRANSLATION);
+    free(alone);
+    free(owned);
+    free(shared);
+}
+
+/* Rows, pending rotations, counters and all-or-nothing, on a Q8_0 K and F16
+ * V cache (the copy is of bytes as stored, whatever the type). */
+static void test_kv_e2e_own_rows(void **state) {
+    (void)state;
+    const cs_model *m = g_hd32;
+    cs_token toks[12];
+    gen_tokens(73, m, toks, 12);
+    ctx_opts o = opts(32, 16, 2);
+    o.type_k = CS_TYPE_Q8_0;
+    o.type_v = CS_TYPE_F16;
+    cs_context *c = ctx_new_o(m, &o);
+    assert_int_equal(decode_run(c, m, toks, 12, 0, 0, 12, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_cp(c, 0, 1, 0, 8), CS_OK);
+    /* a shift of both at once leaves rotations pending on shared cells */
+    assert_int_equal(cs_kv_seq_add(c, 0, 4, -1, 3), CS_OK);
+    int32_t n = 0;
+    cs_kv_cell *pre = view_get(c, &n);
+    uint8_t *dpre = kv_dump(c);
+    /* [2, inf) of seq 1: positions 2, 3 and 7..10 (cells 2..7), all shared */
+    assert_int_equal(cs_kv_seq_own(c, 1, 2, -1), CS_OK);
+    cs_kv_cell *post = view_get(c, &n);
+    uint8_t *dpost = kv_dump(c);
+    const cs_kv_info st = stats(c);
+    assert_int_equal(st.used, 18);
+    assert_int_equal(st.n_cells_owned, 6);
+    assert_int_equal(st.n_bytes_owned, 6 * (uint64_t)c->kv.n_layer * (c->kv.row_k + c->kv.row_v));
+    assert_int_equal(st.n_pending_shift, 8 + 4); /* cells 4..11 and the copies of 4..7 */
+    for (int32_t i = 0; i < 12; i++) {
+        const uint64_t want = i < 2 ? BIT(0) | BIT(1) : BIT(0);
+        assert_int_equal(post[i].seq, want);
+        assert_int_equal(post[i].pos, pre[i].pos);
+        assert_int_equal(post[i].delta, pre[i].delta);
+        if (i >= 2 && i < 8) { /* copied to the lowest free cells, 12.. */
+            const int32_t j = 12 + i - 2;
+            assert_int_equal(post[j].seq, BIT(1));
+            assert_int_equal(post[j].pos, pre[i].pos);
+            assert_int_equal(post[j].delta, pre[i].delta);
+            assert_true(rows_identical(c, dpre, i, dpost, j));
+        }
+    }
+    for (int32_t i = 0; i < 12; i++) assert_true(rows_identical(c, dpre, i, dpost, i));
+    /* the pending rotation applies to both copies alike */
+    assert_int_equal(cs_kv_update(c), CS_OK);
+    assert_int_equal(stats(c).n_cells_shifted, 12);
+    uint8_t *dupd = kv_dump(c);
+    for (int32_t i = 2; i < 8; i++) {
+        assert_true(rows_identical(c, dupd, i, dupd, 12 + i - 2));
+        if (i >= 4) assert_false(rows_identical(c, dpre, i, dupd, i)); /* rotated */
+    }
+    /* all or nothing: 12 shared cells, 4 free; refused with nothing
+     * changed (metadata, counters, bytes), then exactly 4 fit */
+    cs_context *f = ctx_new_o(m, &(ctx_opts){16, 16, 2, CS_TYPE_Q8_0, CS_TYPE_F16, false, -1, 256});
+    assert_int_equal(decode_run(f, m, toks, 12, 0, 0, 12, NULL, NULL), 0);
+    assert_int_equal(cs_kv_seq_cp(f, 0, 1, -1, -1), CS_OK);
+    kv_snapshot s = snap(f);
+    const uint64_t sum = kv_checksum(f);
+    assert_int_equal(cs_kv_seq_own(f, 1, -1, -1), CS_NO_KV_SLOT);
+    assert_unchanged(f, &s, "a refused seq_own");
+    assert_true(kv_checksum(f) == sum);
+    assert_int_equal(cs_kv_seq_own(f, 0, 8, -1), CS_OK);
+    assert_int_equal(cs_kv_used_cells(f), 16);
+    assert_int_equal(stats(f).n_cells_owned, 4);
+    cs_context_free(f);
+    free(s.cells);
+    free(pre);
+    free(post);
+    free(dpre);
+    free(dpost);
+    free(dupd);
     cs_context_free(c);
 }
 
@@ -2101,6 +2257,8 @@ int main(void) {
         KV_D_TEST(test_kv_e2e_d7_no_placement_while_shift_pending),
         KV_D_TEST(test_kv_e2e_d9_failed_decode_atomic),
         KV_D_TEST(test_kv_e2e_d9_bad_kv_arguments),
+        KV_D_TEST(test_kv_e2e_own_shift_isolation),
+        cmocka_unit_test(test_kv_e2e_own_rows),
         cmocka_unit_test(test_kv_e2e_b11_contiguous_forced_defrag),
         cmocka_unit_test(test_kv_e2e_b9_defrag_threshold),
         cmocka_unit_test(test_kv_e2e_b9_exact_formula),

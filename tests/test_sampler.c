@@ -1,5 +1,5 @@
-/* test_sampler.c: the sampler chain (penalty, top-k, top-p, min-p,
- * temperature, draw) through the public API. Expected distributions are
+/* test_sampler.c: the sampler chain (logit bias, penalties, top-k, top-p,
+ * min-p, temperature, draw) through the public API. Expected distributions are
  * computed here from the definitions (softmax in double, hand-worked
  * nuclei), never taken from the sampler. Every run uses fixed seeds. */
 #include "test.h"
@@ -79,6 +79,8 @@ static void test_sampler_default_params_match_llama_cpp(void **state) {
     assert_true(p.min_p == 0.05f);
     assert_true(p.repeat_penalty == 1.0f);
     assert_int_equal(p.repeat_last_n, 64);
+    assert_true(p.frequency_penalty == 0.0f);
+    assert_true(p.presence_penalty == 0.0f);
     assert_true(p.seed == 0);
 }
 
@@ -123,6 +125,16 @@ static void test_sampler_invalid_params_rejected(void **state) {
     expect_invalid(&p, 10, "repeat_last_n");
     p = good, p.repeat_last_n = CS_MAX_CTX + 1;
     expect_invalid(&p, 10, "repeat_last_n");
+    p = good, p.frequency_penalty = NAN;
+    expect_invalid(&p, 10, "frequency_penalty = nan");
+    p = good, p.frequency_penalty = 2.5f;
+    expect_invalid(&p, 10, "frequency_penalty = 2.5");
+    p = good, p.frequency_penalty = -INFINITY;
+    expect_invalid(&p, 10, "frequency_penalty = -inf");
+    p = good, p.presence_penalty = -2.01f;
+    expect_invalid(&p, 10, "presence_penalty = -2.01");
+    p = good, p.presence_penalty = INFINITY;
+    expect_invalid(&p, 10, "presence_penalty = inf");
 
     cs_sampler *s = NULL;
     assert_int_equal(cs_sampler_new(NULL, 10, &s), CS_ERR_INVALID_ARG);
@@ -135,6 +147,9 @@ static void test_sampler_invalid_params_rejected(void **state) {
     s = new_sampler(&p, 10);
     cs_sampler_free(s);
     p = good, p.temp = -1.0f, p.min_p = -0.5f;
+    s = new_sampler(&p, 10);
+    cs_sampler_free(s);
+    p = good, p.frequency_penalty = 2.0f, p.presence_penalty = -2.0f;
     s = new_sampler(&p, 10);
     cs_sampler_free(s);
 }
@@ -667,6 +682,207 @@ static void test_sampler_repeat_penalty_window(void **state) {
     cs_sampler_free(s);
 }
 
+/* ------------------------------------- frequency and presence penalties */
+
+/* The chain's logits before the filters, computed here from the definitions
+ * (llama.cpp's logit-bias then penalties samplers): bias added (-inf bans),
+ * then for each token with count > 0 in the window: repetition, then
+ * logit -= count * freq + presence, in float. */
+static void adjusted_ref(const float *logits, const float *bias, int n, const cs_token *window,
+                         int n_window, float repeat, float freq, float presence, float *out) {
+    for (int t = 0; t < n; t++) {
+        float l = logits[t];
+        if (bias) l = bias[t] == -INFINITY ? -INFINITY : l + bias[t];
+        int count = 0;
+        for (int i = 0; i < n_window; i++) count += window[i] == t;
+        if (count > 0) {
+            l = l <= 0.0f ? l * repeat : l / repeat;
+            l -= (float)count * freq + presence;
+        }
+        out[t] = l;
+    }
+}
+
+static int argmax_ref(const float *l, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return best;
+}
+
+static void test_sampler_frequency_presence_exact(void **state) {
+    (void)state;
+    cs_sampler_params p = plain_params(0, 0.0f);
+    p.repeat_last_n = 8;
+    p.frequency_penalty = 0.5f;
+    p.presence_penalty = 0.25f;
+    /* token 0 seen 3 times: 2.0 - (3 * 0.5 + 0.25) = 0.25, so 0.3 beats it
+     * and 0.2 does not (exact in binary) */
+    cs_sampler *s = new_sampler(&p, 2);
+    for (int i = 0; i < 3; i++) cs_sampler_accept(s, 0);
+    const float a[2] = {2.0f, 0.3f}, b[2] = {2.0f, 0.2f};
+    assert_int_equal(cs_sampler_sample(s, a), 1);
+    assert_int_equal(cs_sampler_sample(s, b), 0);
+    cs_sampler_free(s);
+
+    /* presence alone: once per token, not per occurrence: 1.0 - 0.5 = 0.5 */
+    p.frequency_penalty = 0.0f;
+    p.presence_penalty = 0.5f;
+    s = new_sampler(&p, 2);
+    for (int i = 0; i < 5; i++) cs_sampler_accept(s, 0);
+    const float c[2] = {1.0f, 0.4f}, d[2] = {1.0f, 0.6f};
+    assert_int_equal(cs_sampler_sample(s, c), 0);
+    assert_int_equal(cs_sampler_sample(s, d), 1);
+    cs_sampler_free(s);
+
+    /* negative values reward repetition: 0.0 + 2 * 0.5 = 1.0 > 0.9 */
+    p.frequency_penalty = -0.5f;
+    p.presence_penalty = 0.0f;
+    s = new_sampler(&p, 2);
+    cs_sampler_accept(s, 0);
+    cs_sampler_accept(s, 0);
+    const float e[2] = {0.0f, 0.9f};
+    assert_int_equal(cs_sampler_sample(s, e), 0);
+    cs_sampler_free(s);
+}
+
+/* Greedy and sampled choices over random logits and windows, against the
+ * direct computation: greedy exactly, draws within TOL_FREQ of the softmax
+ * of the directly adjusted logits. The window ring wraps (12 accepted, 6
+ * kept), so only the last 6 tokens count. */
+static void test_sampler_penalties_match_direct(void **state) {
+    (void)state;
+    enum { N = 12, ACCEPTED = 12, WINDOW = 6 };
+    float logits[N], adj[N];
+    double probs[N];
+    int counts[N];
+    int n_moved = 0; /* rounds where the penalties changed the arg-max */
+    test_lcg_state = 31;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < N; i++) logits[i] = test_rand_logit();
+        cs_token acc[ACCEPTED];
+        for (int i = 0; i < ACCEPTED; i++) /* ids 0..4: repeats are common */
+            acc[i] = (cs_token)((int)((test_rand_logit() + 4.0f) * 8.0f) % 5);
+        cs_sampler_params p = plain_params(5, 0.0f);
+        p.repeat_last_n = WINDOW;
+        p.repeat_penalty = round % 2 ? 1.0f : 1.2f;
+        p.frequency_penalty = (float)(round % 5) * 0.3f - 0.6f;
+        p.presence_penalty = (float)(round % 3) * 0.7f - 0.7f;
+        cs_sampler *s = new_sampler(&p, N);
+        for (int i = 0; i < ACCEPTED; i++) cs_sampler_accept(s, acc[i]);
+        adjusted_ref(logits, NULL, N, acc + ACCEPTED - WINDOW, WINDOW, p.repeat_penalty,
+                     p.frequency_penalty, p.presence_penalty, adj);
+        assert_int_equal(cs_sampler_sample(s, logits), argmax_ref(adj, N));
+        n_moved += argmax_ref(adj, N) != argmax_ref(logits, N);
+        cs_sampler_free(s);
+        if (round % 5 != 0) continue; /* draws: a few rounds suffice */
+        p.temp = 1.0f;
+        s = new_sampler(&p, N);
+        for (int i = 0; i < ACCEPTED; i++) cs_sampler_accept(s, acc[i]);
+        draw_counts(s, logits, N, N_DRAWS, counts);
+        softmax_ref(adj, N, 1.0, probs);
+        for (int t = 0; t < N; t++) assert_near((double)counts[t] / N_DRAWS, probs[t], TOL_FREQ);
+        cs_sampler_free(s);
+    }
+    print_message("penalties changed the arg-max in %d of 20 rounds\n", n_moved);
+    assert_true(n_moved > 0);
+}
+
+/* ------------------------------------------------------------ logit bias */
+
+static void test_sampler_logit_bias(void **state) {
+    (void)state;
+    cs_sampler_params p = plain_params(0, 0.0f);
+    cs_sampler *s = new_sampler(&p, 4);
+    const float l[4] = {1.0f, 2.0f, 1.5f, INFINITY};
+    assert_int_equal(cs_sampler_sample(s, l), 3);
+    /* -inf bans even a +inf logit; a finite bias moves a logit */
+    assert_int_equal(cs_sampler_set_logit_bias(s, 3, -INFINITY), CS_OK);
+    assert_int_equal(cs_sampler_sample(s, l), 1);
+    assert_int_equal(cs_sampler_set_logit_bias(s, 0, 1.25f), CS_OK); /* 2.25 */
+    assert_int_equal(cs_sampler_sample(s, l), 0);
+    assert_int_equal(cs_sampler_set_logit_bias(s, 0, 0.75f), CS_OK); /* replaced: 1.75 */
+    assert_int_equal(cs_sampler_sample(s, l), 1);
+    assert_int_equal(cs_sampler_set_logit_bias(s, 1, -1.0f), CS_OK); /* 1.0 */
+    assert_int_equal(cs_sampler_sample(s, l), 0);
+    assert_int_equal(cs_sampler_set_logit_bias(s, 0, 0.0f), CS_OK); /* removed */
+    assert_int_equal(cs_sampler_sample(s, l), 2);
+    /* reset keeps the biases; clear drops them */
+    cs_sampler_reset(s);
+    assert_int_equal(cs_sampler_sample(s, l), 2);
+    cs_sampler_clear_logit_bias(s);
+    assert_int_equal(cs_sampler_sample(s, l), 3);
+
+    /* bad arguments name the token or value and change nothing */
+    assert_int_equal(cs_sampler_set_logit_bias(s, 2, 5.0f), CS_OK);
+    assert_int_equal(cs_sampler_set_logit_bias(s, 4, 1.0f), CS_ERR_INVALID_ARG);
+    assert_non_null(strstr(cs_last_error(), "token 4"));
+    assert_int_equal(cs_sampler_set_logit_bias(s, -1, 1.0f), CS_ERR_INVALID_ARG);
+    assert_non_null(strstr(cs_last_error(), "token -1"));
+    assert_int_equal(cs_sampler_set_logit_bias(s, 1, NAN), CS_ERR_INVALID_ARG);
+    assert_non_null(strstr(cs_last_error(), "nan"));
+    assert_int_equal(cs_sampler_set_logit_bias(s, 1, INFINITY), CS_ERR_INVALID_ARG);
+    assert_non_null(strstr(cs_last_error(), "inf"));
+    assert_int_equal(cs_sampler_set_logit_bias(NULL, 0, 1.0f), CS_ERR_INVALID_ARG);
+    cs_sampler_clear_logit_bias(NULL);
+    const float flat[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    assert_int_equal(cs_sampler_sample(s, flat), 2); /* only token 2's bias */
+    cs_sampler_free(s);
+
+    /* bias runs before the penalties, as in llama.cpp: token 0 at 1.0 with
+     * bias +1 and repeat penalty 2 gives (1 + 1) / 2 = 1.0 < 1.25 (the other
+     * order would give 1 / 2 + 1 = 1.5) */
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = 4;
+    s = new_sampler(&p, 2);
+    cs_sampler_accept(s, 0);
+    assert_int_equal(cs_sampler_set_logit_bias(s, 0, 1.0f), CS_OK);
+    const float o[2] = {1.0f, 1.25f};
+    assert_int_equal(cs_sampler_sample(s, o), 1);
+    cs_sampler_free(s);
+}
+
+/* Every token biased, re-set, removed and set again: the list stays within
+ * its n_vocab entries (ASan checks the bounds); the draws then follow the
+ * softmax of logits + bias (computed here), with penalties on top; after a
+ * clear the sampler draws exactly what a fresh one with the same seed does. */
+static void test_sampler_logit_bias_distribution(void **state) {
+    (void)state;
+    enum { N = 10 };
+    float logits[N], bias[N], adj[N];
+    double probs[N];
+    int counts[N];
+    test_lcg_state = 41;
+    for (int i = 0; i < N; i++) logits[i] = test_rand_logit();
+    cs_sampler_params p = plain_params(9, 1.0f);
+    p.repeat_last_n = 4;
+    p.frequency_penalty = 0.4f;
+    p.presence_penalty = 0.1f;
+    cs_sampler *s = new_sampler(&p, N);
+    for (int round = 0; round < 3; round++)
+        for (int t = 0; t < N; t++) assert_int_equal(cs_sampler_set_logit_bias(s, t, 1.0f), CS_OK);
+    for (int t = 0; t < N; t++) assert_int_equal(cs_sampler_set_logit_bias(s, t, 0.0f), CS_OK);
+    for (int t = 0; t < N; t++) {
+        bias[t] = t == 4 ? -INFINITY : (float)(t % 3) - 1.0f;
+        assert_int_equal(cs_sampler_set_logit_bias(s, t, bias[t]), CS_OK);
+    }
+    const cs_token window[4] = {1, 1, 2, 7};
+    for (int i = 0; i < 4; i++) cs_sampler_accept(s, window[i]);
+    adjusted_ref(logits, bias, N, window, 4, 1.0f, p.frequency_penalty, p.presence_penalty, adj);
+    draw_counts(s, logits, N, N_DRAWS, counts);
+    softmax_ref(adj, N, 1.0, probs);
+    assert_int_equal(counts[4], 0);
+    for (int t = 0; t < N; t++) assert_near((double)counts[t] / N_DRAWS, probs[t], TOL_FREQ);
+
+    cs_sampler_clear_logit_bias(s);
+    cs_sampler_reset(s);
+    cs_sampler *fresh = new_sampler(&p, N);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(cs_sampler_sample(s, logits), cs_sampler_sample(fresh, logits));
+    cs_sampler_free(fresh);
+    cs_sampler_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampler_default_params_match_llama_cpp),
@@ -691,6 +907,10 @@ int main(void) {
         cmocka_unit_test(test_sampler_repeat_penalty_changes_argmax),
         cmocka_unit_test(test_sampler_repeat_penalty_once_per_token),
         cmocka_unit_test(test_sampler_repeat_penalty_window),
+        cmocka_unit_test(test_sampler_frequency_presence_exact),
+        cmocka_unit_test(test_sampler_penalties_match_direct),
+        cmocka_unit_test(test_sampler_logit_bias),
+        cmocka_unit_test(test_sampler_logit_bias_distribution),
     };
     return test_run(tests, NULL, NULL);
 }
