@@ -149,6 +149,82 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
 
 LANES_KERNELS(q5_0, LG_Q5_0)
 
+/* ------------------------------------------------ IQ4_NL: block sums */
+
+#define IQ4NL_TB 8
+
+/* IQ4_NL x16 in the reference order (vec_dot_iq4_nl_q8_0_ref): per block
+ * the exact integer sum, then sum += (d_w * d_x) * isum, a multiply and an
+ * add. The nibbles index a vpshufb table: VNNI takes the levels + 128 as
+ * the u8 operand and starts the int32 at the aux correction -128 * sum(q)
+ * (matmul.h); non-VNNI takes |level| and moves the level's sign onto the
+ * activation (maddubs pairs <= 2 * 127 * 127). Levels and signs are built
+ * once per block for the TB tokens (8 weight vectors, 8 masks). */
+CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK4_NL;
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi16(1);
+    const __m128i lv = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
+    const __m512i lut = _mm512_broadcast_i32x4(vnni ? _mm_xor_si128(lv, _mm_set1_epi8((char)0x80))
+                                                    : _mm_abs_epi8(lv));
+    const __m512i sgn = _mm512_broadcast_i32x4(lv);
+    __m512 acc[IQ4NL_TB];
+    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q4_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        __m512i wq[8];
+        __mmask64 neg[8];
+        for (int s = 0; s < 4; s++) {
+            const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * s);
+            const __m512i lo = _mm512_and_si512(raw, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            wq[2 * s] = _mm512_shuffle_epi8(lut, lo);
+            wq[2 * s + 1] = _mm512_shuffle_epi8(lut, hi);
+            neg[2 * s] = vnni ? 0 : _mm512_movepi8_mask(_mm512_shuffle_epi8(sgn, lo));
+            neg[2 * s + 1] = vnni ? 0 : _mm512_movepi8_mask(_mm512_shuffle_epi8(sgn, hi));
+        }
+        for (int t = 0; t < TB; t++) {
+            const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
+            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            __m512i ai = vnni ? _mm512_set1_epi32(a->corr) : _mm512_setzero_si512();
+            for (int s = 0; s < 8; s++) {
+                /* wq[2s'] low nibbles (elements 4s'..), wq[2s'+1] high (16+4s'..) */
+                const int8_t *xp = xb->qs + (s & 1) * 16 + (s >> 1) * 4;
+                if (vnni) {
+                    ai = dpbusd_bcast(ai, wq[s], xp);
+                } else {
+                    int32_t v;
+                    memcpy(&v, xp, 4);
+                    __m512i xv = _mm512_set1_epi32(v);
+                    xv = _mm512_mask_sub_epi8(xv, neg[s], _mm512_setzero_si512(), xv);
+                    ai = _mm512_add_epi32(ai,
+                                          _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
+                }
+            }
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(ai), sc));
+        }
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+static void uk_x16_iq4nl_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_iq4nl(K, w, x, out, IQ4NL_TB, 0);
+}
+static void uk_x16_iq4nl_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_iq4nl(K, w, &x, out, 1, 0);
+}
+static void uk_x16_iq4nl_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                   float *out) {
+    tile_iq4nl(K, w, x, out, IQ4NL_TB, 1);
+}
+static void uk_x16_iq4nl_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_iq4nl(K, w, &x, out, 1, 1);
+}
+
 /* ------------------------------------------------------- registration */
 
 void kernels_x16_legacy_avx512(kernels_table *k, bool vnni) {
@@ -157,6 +233,9 @@ void kernels_x16_legacy_avx512(kernels_table *k, bool vnni) {
     x[CS_TYPE_Q5_0] =
         vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile_vnni, uk_x16_q5_0_col_vnni}
              : (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
+    x[CS_TYPE_IQ4_NL] =
+        vnni ? (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile_vnni, uk_x16_iq4nl_col_vnni}
+             : (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col};
 }
 
 #endif /* x86 */
