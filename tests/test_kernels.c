@@ -989,8 +989,8 @@ static void test_kernels_matmul_x16(void **state) {
     rng_seed(17);
     threadpool *tps[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++) assert_int_equal(threadpool_new(i + 1, &tps[i]), CS_OK);
-    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K,
-                             CS_TYPE_Q6_K, CS_TYPE_Q5_0, CS_TYPE_IQ4_NL};
+    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0,   CS_TYPE_Q4_K, CS_TYPE_Q6_K,
+                             CS_TYPE_Q5_0, CS_TYPE_IQ4_NL, CS_TYPE_Q4_1, CS_TYPE_Q5_1};
     const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
                                  {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
     const kernels_table *ref = kernels_ref();

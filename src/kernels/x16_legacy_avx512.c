@@ -148,6 +148,8 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
     }
 
 LANES_KERNELS(q5_0, LG_Q5_0)
+LANES_KERNELS(q4_1, LG_Q4_1)
+LANES_KERNELS(q5_1, LG_Q5_1)
 
 /* ------------------------------------------------ IQ4_NL: block sums */
 
@@ -233,6 +235,12 @@ void kernels_x16_legacy_avx512(kernels_table *k, bool vnni) {
     x[CS_TYPE_Q5_0] =
         vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile_vnni, uk_x16_q5_0_col_vnni}
              : (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
+    x[CS_TYPE_Q4_1] =
+        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile_vnni, uk_x16_q4_1_col_vnni}
+             : (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
+    x[CS_TYPE_Q5_1] =
+        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile_vnni, uk_x16_q5_1_col_vnni}
+             : (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
     x[CS_TYPE_IQ4_NL] =
         vnni ? (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile_vnni, uk_x16_iq4nl_col_vnni}
              : (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col};
