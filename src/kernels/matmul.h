@@ -98,6 +98,9 @@ const kernels_table *kernels_avx512_novnni_table(void);
  * (x16_legacy_avx512.c; the VNNI ones when vnni). Called by the AVX-512
  * tables' init. */
 void kernels_x16_legacy_avx512(kernels_table *k, bool vnni);
+/* The same for IQ4_XS (x16_kquants_avx512.c), beside Q4_K / Q6_K's in
+ * x86_avx512.c; the maddubs kernels when !vnni, bit-identical either way. */
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni);
 /* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
 bool kernels_cpu_has_avx512vnni(void);
 #endif

@@ -19,7 +19,7 @@
 #include "kquants.h"
 #include "repack.h"
 #include "simd_x86.h"
-#include "x16_kquants.h"
+#include "matmul.h"
 
 /* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes (inline
  * asm: the file is not compiled with -mavx512vnni, the CPU may lack it). */
@@ -125,7 +125,7 @@ static void uk_x16_iq4xs_col_vnni(int64_t K, const void *const *w, const void *x
     tile_x16_iq4xs(K, w, &x, out, 1, 1);
 }
 
-void x16_kquants_register_avx512(kernels_table *k, bool vnni) {
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_IQ4_XS] =
         vnni ? (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile_vnni, uk_x16_iq4xs_col_vnni}
