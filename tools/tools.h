@@ -32,6 +32,8 @@ int cmd_replay(int argc, char **argv);
 int cmd_parallel(int argc, char **argv);
 int cmd_passkey(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+/* `ctxshift serve`: the HTTP server (tools/cmd_serve.c, serve_*.c). */
+int cmd_serve(int argc, char **argv);
 
 #ifndef CS_DEFAULT_MODEL
 /* CMake defines the absolute path of the bundled model; this fallback is

@@ -1,0 +1,56 @@
+/* serve_api.h: the JSON side of `ctxshift serve` (serve_api.c): request
+ * fields into serve_params, with an error that names the field, and the
+ * response shapes of llama-server (/completion) and OpenAI (/v1/...). */
+#ifndef CS_TOOLS_SERVE_API_H
+#define CS_TOOLS_SERVE_API_H
+
+#include <jansson.h>
+
+#include "serve.h"
+
+/* A client error: HTTP status (4xx) and message. */
+typedef struct serve_error {
+    int32_t status;
+    char msg[512];
+} serve_error;
+
+/* Fill err (status 400) with a formatted message; returns false. */
+bool serve_fail(serve_error *err, int32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parse the generation fields of a request body into p (defaults first;
+ * kind decides which names apply: OpenAI's max_tokens / logprobs /
+ * top_logprobs, or llama-server's n_predict / n_probs, both accepted as
+ * llama-server does). Returns false with err set (the field named) for a
+ * wrong type, a value out of range, n != 1, an unknown id_slot. */
+bool serve_parse_params(const json_t *body, int32_t kind, const serve_config *cfg,
+                        const cs_model *model, serve_params *p, serve_error *err);
+
+/* Tokenize a prompt field: a string, an array of token ids, or an array
+ * mixing strings and ids (one prompt); BOS added when the model adds one
+ * and the prompt does not start with it; special-token text is parsed
+ * (llama-server's behaviour for raw prompts). Returns false with err set. */
+bool serve_tokenize_prompt(const json_t *prompt, const cs_model *model, const char *field,
+                           cs_token **out, int32_t *n_out, serve_error *err);
+
+/* Valid UTF-8 copy of s[0, len) as a JSON string (invalid bytes become
+ * U+FFFD). New reference, NULL only on allocation failure. */
+json_t *serve_json_text(const char *s, size_t len);
+
+/* The response bodies. content: the whole generated text (non-stream) or
+ * this event's delta (stream); tokens/n_tokens: the token infos it covers. */
+json_t *serve_json_final(const serve_task *t, const serve_config *cfg, const cs_model *model,
+                         const char *content, size_t len, const serve_token_info *tokens,
+                         int32_t n_tokens, const char *id, int64_t created);
+/* One stream chunk for an event (final false) or the finishing chunk. */
+json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char *content, size_t len,
+                         const serve_token_info *tokens, int32_t n_tokens, bool first,
+                         const char *id, int64_t created);
+/* The OpenAI usage object of a finished task. */
+json_t *serve_json_usage(const serve_task *t);
+/* {"error":{"code","message","type"}} for an HTTP status. */
+json_t *serve_json_error(int32_t status, const char *msg);
+/* OpenAI's error type name for a status. */
+const char *serve_error_type(int32_t status);
+
+#endif /* CS_TOOLS_SERVE_API_H */

@@ -1,0 +1,17 @@
+/* serve_http.h: the HTTP side of `ctxshift serve` (serve_http.c). */
+#ifndef CS_TOOLS_SERVE_HTTP_H
+#define CS_TOOLS_SERVE_HTTP_H
+
+#include "serve.h"
+
+typedef struct serve_http serve_http;
+
+/* Start listening on cfg->host:cfg->port (port 0: a free one, written to
+ * *port_out). chat_template: the template name the chat routes use.
+ * Returns 0 or prints the error and returns TOOL_EXIT_FAIL. */
+int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engine *engine,
+                     const char *chat_template, serve_http **out, int32_t *port_out);
+/* Stop accepting, end open connections, free. */
+void serve_http_stop(serve_http *h);
+
+#endif /* CS_TOOLS_SERVE_HTTP_H */
