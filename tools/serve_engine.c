@@ -388,7 +388,6 @@ char *serve_engine_map(serve_engine *e, uint64_t *version) {
 
 static void slot_snapshot(serve_engine *e) {
     pthread_mutex_lock(&e->mu);
-    int32_t busy = 0;
     for (int32_t i = 0; i < e->n_slots; i++) {
         const serve_slot *s = &e->slots[i];
         serve_slot_info *o = &e->snap[i];
@@ -399,9 +398,9 @@ static void slot_snapshot(serve_engine *e) {
         o->n_cached_tokens = s->n_cache;
         o->n_decoded = s->n_decoded;
         o->n_remain = s->task && s->task->p.n_predict >= 0 ? s->task->p.n_predict - s->n_decoded : -1;
-        busy += s->task != NULL;
     }
-    e->stats.n_processing = busy;
+    /* n_processing is counted where slots start and end (slot_start,
+     * slot_release), not here: a snapshot lags by one step */
     e->stats.n_deferred = e->q_len;
     e->stats.n_cache_entries = prefix_tree_count(e->tree);
     cs_kv_stats(e->ctx, &e->stats.kv);
@@ -474,6 +473,9 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     t->timings.predicted_n = s->n_decoded;
     t->timings.predicted_ms = s->t_prompt_done ? (double)(now - s->t_prompt_done) / 1e6 : 0.0;
     pthread_mutex_lock(&e->mu);
+    /* counted before the task is finished, so a client that reads
+     * /metrics after its answer sees its request gone */
+    e->stats.n_processing--;
     e->stats.n_requests++;
     e->stats.n_prompt_tokens += (uint64_t)s->n_prompt_eval;
     e->stats.n_predicted_tokens += (uint64_t)s->n_decoded;
@@ -483,12 +485,6 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     /* the evaluated part of the cache becomes an entry (only what was
      * evaluated: a pending sampled token has no cell yet) */
     if (t->p.cache_prompt && s->n_exact > 0) entry_insert(e, s, s->n_exact);
-    if (finish == SERVE_FINISH_ERROR) {
-        serve_task_finish(t);
-    } else {
-        serve_task_finish(t);
-    }
-    serve_task_unref(t);
     cs_sampler_free(s->smpl);
     s->smpl = NULL;
     s->task = NULL;
@@ -496,6 +492,19 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     s->n_todo = s->i_todo = 0;
     s->i_batch = -1;
     s->last_used = ++e->clock;
+    /* /slots and /metrics show the slot free before its client hears the
+     * end (the full snapshot waits for the end of the step) */
+    pthread_mutex_lock(&e->mu);
+    int32_t busy = 0;
+    for (int32_t i = 0; i < e->n_slots; i++) busy += e->slots[i].task != NULL;
+    e->stats.n_processing = busy;
+    e->snap[s->id].processing = false;
+    e->snap[s->id].task_id = 0;
+    e->snap[s->id].n_cached_tokens = s->n_cache;
+    e->snap[s->id].n_remain = -1;
+    pthread_mutex_unlock(&e->mu);
+    serve_task_finish(t);
+    serve_task_unref(t);
 }
 
 /* llama-server's --cache-reuse after the common prefix [0, n_past): walk
@@ -644,6 +653,9 @@ static bool slot_start(serve_engine *e, serve_slot *s, serve_task *t) {
     /* prompt tokens count for the repetition penalties, as in llama-cli */
     for (int32_t i = 0; i < s->n_cache; i++) cs_sampler_accept(s->smpl, s->cache[i]);
     for (int32_t i = 0; i < s->n_todo; i++) cs_sampler_accept(s->smpl, s->todo[i]);
+    pthread_mutex_lock(&e->mu);
+    e->stats.n_processing++;
+    pthread_mutex_unlock(&e->mu);
     return true;
 }
 
@@ -1017,6 +1029,8 @@ static void run_ctls(serve_engine *e) {
         if (!c) return;
         run_ctl(e, c);
         pthread_mutex_lock(&e->mu);
+        /* /slots shows what the action left before its caller hears back */
+        e->snap[c->slot].n_cached_tokens = e->slots[c->slot].n_cache;
         c->done = true;
         pthread_cond_signal(&c->cv);
         pthread_mutex_unlock(&e->mu);

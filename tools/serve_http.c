@@ -35,6 +35,7 @@
 #include "args.h"
 #include "serve_api.h"
 #include "serve_chat.h"
+#include "serve_page.h"
 
 struct serve_http {
     const serve_config *cfg;
@@ -42,11 +43,13 @@ struct serve_http {
     serve_engine *engine;
     const char *chat_template;
     struct MHD_Daemon *daemon;
-    int64_t created; /* start time, for /v1/models */
+    int64_t created;   /* start time, for /v1/models */
+    atomic_int n_open; /* requests not yet completed, /cache/events excluded */
 };
 
 /* Per request state kept across libmicrohttpd's handler calls. */
 typedef struct req_ctx {
+    bool counted; /* in n_open */
     bool started;
     bool too_big;
     char *body;
@@ -441,10 +444,12 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
                 if (!oom) memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)), n_tk += ev->n_tokens;
             }
             serve_event_free(ev);
-            continue;
+        } else if (done) {
+            break;
         }
-        if (done) break;
-        if (!conn_alive(fd)) {
+        /* checked after events too: a generating task sends one per token,
+         * so a wait rarely times out (one poll(0) per event) */
+        if (!gone && !conn_alive(fd)) {
             atomic_store(&t->cancelled, true);
             gone = true;
         }
@@ -833,6 +838,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r = calloc(1, sizeof(*r));
         if (!r) return MHD_NO;
         *con_cls = r;
+        /* the endless map stream is not waited for at shutdown */
+        r->counted = strcmp(url, "/cache/events") != 0;
+        if (r->counted) atomic_fetch_add(&h->n_open, 1);
         /* a declared body over the limit is refused before reading it */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
@@ -901,6 +909,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return h_slot_action(h, c, r, url + 7);
     }
+    if (!rt && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+        /* the page (tools/page, embedded at build time): public like /health,
+         * its API calls carry the key */
+        const serve_page_file *pf = serve_page_find(url);
+        if (pf) return reply_bytes(c, 200, pf->content_type, pf->data, pf->len);
+    }
     if (!rt) return reply_error(c, 404, "no route %.200s %.200s", method, url);
     const bool is_post = strcmp(method, "POST") == 0;
     const bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
@@ -932,9 +946,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode code) {
-    (void)cls, (void)c, (void)code;
+    (void)c, (void)code;
+    serve_http *h = cls;
     req_ctx *r = *con_cls;
     if (!r) return;
+    if (r->counted) atomic_fetch_sub(&h->n_open, 1);
     free(r->body);
     free(r);
     *con_cls = NULL;
@@ -996,6 +1012,12 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
 
 void serve_http_stop(serve_http *h) {
     if (!h) return;
+    /* After serve_engine_shutdown every task is finished: let the open
+     * requests write their last event or error (at most 5 s) before
+     * MHD_stop_daemon closes their connections mid-response. */
+    for (int i = 0; i < 500 && atomic_load(&h->n_open) > 0; i++) {
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
     if (h->daemon) MHD_stop_daemon(h->daemon);
     free(h);
 }

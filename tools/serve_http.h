@@ -11,7 +11,8 @@ typedef struct serve_http serve_http;
  * Returns 0 or prints the error and returns TOOL_EXIT_FAIL. */
 int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engine *engine,
                      const char *chat_template, serve_http **out, int32_t *port_out);
-/* Stop accepting, end open connections, free. */
+/* End open connections (requests in progress get up to 5 s to finish their
+ * response first: call after serve_engine_shutdown), free. */
 void serve_http_stop(serve_http *h);
 
 #endif /* CS_TOOLS_SERVE_HTTP_H */
