@@ -17,6 +17,8 @@
 
 #include <string.h>
 
+#include "mem.h"
+
 #define MAX_TOKENS 8192
 #define MAX_SEGS   256
 #define MAX_TEXT   8192
@@ -383,6 +385,31 @@ static void test_segments_arguments(void **state) {
     cs_model_free(m);
 }
 
+/* Every allocation failing in turn: INT32_MIN (CS_ERR_NOMEM), no leak
+ * (ASan), then the full result once the allocations succeed. */
+static void test_segments_alloc_failure(void **state) {
+    (void)state;
+    cs_model *m = load_vocab(test_bundled_model());
+    const cs_chat_segment segs[] = {{"<s>[INST] ", 10, true},
+                                    {"Once upon \xE4\xBD\xA0 </s>", 18, false},
+                                    {" [/INST]</s>", 12, true}};
+    cs_token t[64], want[64];
+    const int32_t nw = tok_segs(m, segs, 3, want, true);
+    int64_t k = 0;
+    for (;; ++k) {
+        mem_fail_after(k);
+        const int32_t n = cs_tokenize_segments(m, segs, 3, t, 64, true);
+        mem_fail_after(-1);
+        if (n >= 0) {
+            assert_tokens_equal(t, n, want, nw);
+            break;
+        }
+        assert_int_equal(n, INT32_MIN);
+    }
+    assert_true(k > 2);
+    cs_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_segments_one_segment),
@@ -391,6 +418,7 @@ int main(void) {
         cmocka_unit_test(test_segments_content_stays_raw),
         cmocka_unit_test(test_segments_one_fragment),
         cmocka_unit_test(test_segments_arguments),
+        cmocka_unit_test(test_segments_alloc_failure),
     };
     return test_run(tests, NULL, NULL);
 }
