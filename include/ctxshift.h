@@ -503,7 +503,11 @@ typedef struct cs_chat_message {
  * content, which must never be parsed for special tokens (a user who types
  * "<|im_end|>" gets those characters, not the control token). text points
  * into static storage (template text) or into the content of the messages
- * passed in (valid while they are). */
+ * passed in (valid while they are). Tokenize them with
+ * cs_tokenize_segments (one pass over the joined text, as llama.cpp does),
+ * not segment by segment with cs_tokenize, which splits tokens differently
+ * at segment boundaries (BPE merges across them; SPM adds its space prefix
+ * per call). */
 typedef struct cs_chat_segment {
     const char *text;
     size_t len;
@@ -554,6 +558,28 @@ CS_API int32_t cs_chat_apply_segments(const char *name, const cs_chat_message *m
  * cs_chat_apply_segments. */
 CS_API int32_t cs_chat_apply_template(const char *name, const cs_chat_message *msgs, size_t n,
                                       bool add_assistant, char *buf, size_t size);
+
+/* Tokenize a rendered chat: segs[0, n_segs) joined into one text and
+ * tokenized in one pass, exactly as cs_tokenize(joined, parse_special =
+ * true) and llama.cpp's llama_tokenize do (raw text that runs across
+ * segments is one fragment: BPE merges and SPM's space prefix see it whole),
+ * except that a control token (or the unknown token) is matched only where
+ * all its bytes lie in is_special segments: text of a content segment is
+ * never turned into a control token. User-defined tokens match anywhere,
+ * as with cs_tokenize(parse_special = false). So one segment equals
+ * cs_tokenize(text, add_special, is_special), and all-special segments equal
+ * cs_tokenize of the joined text with parse_special. add_special adds BOS
+ * (and EOS) when the vocabulary asks for them; chat formats write no BOS.
+ * Returns the number of tokens written to tokens[0, n_max), or, when n_max
+ * is too small, minus the number needed (nothing useful is written then).
+ * Returns INT32_MIN on an invalid argument (NULL model; NULL segs with
+ * n_segs > 0; a segment with NULL text and len > 0; tokens NULL with
+ * n_max > 0; n_max < 0; more than INT32_MAX bytes in all), message in
+ * cs_last_error(). Allocates a copy of the joined text; cost as
+ * cs_tokenize of it. */
+CS_API int32_t cs_tokenize_segments(const cs_model *model, const cs_chat_segment *segs,
+                                    size_t n_segs, cs_token *tokens, int32_t n_max,
+                                    bool add_special);
 
 /* ------------------------------------------------------------- GGUF tools */
 

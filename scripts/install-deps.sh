@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ctxshift needs to build and test, only what is missing.
 # Debian packages: the build (cmake, pcre2, libmicrohttpd for `ctxshift serve`, ...), the tests (cmocka, jansson,
-# python3 for the shell tests), clang and its libFuzzer/sanitizer runtime
+# python3 for the shell tests, tmux for the terminal test of `ctxshift chat`), clang and its libFuzzer/sanitizer runtime
 # (libclang-rt-14-dev) for the clang build and the fuzz tests. As root it runs
 # apt-get; otherwise it prints the exact command and fails.
 # Then, when node >= 20 is there, `npm ci` in bench/peer (node-llama-cpp
@@ -20,7 +20,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcmocka-dev libjansson-dev
-    libmicrohttpd-dev clang libclang-rt-14-dev python3 chromium)
+    libmicrohttpd-dev clang libclang-rt-14-dev python3 tmux chromium)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -32,6 +32,15 @@ int32_t cs_tokenize(const cs_model *m, const char *text, size_t len, cs_token *t
                             parse_special);
 }
 
+int32_t cs_tokenize_segments(const cs_model *m, const cs_chat_segment *segs, size_t n_segs,
+                             cs_token *tokens, int32_t n_max, bool add_special) {
+    if (!m) {
+        error_fail(CS_ERR_INVALID_ARG, "cs_tokenize_segments: NULL model");
+        return INT32_MIN;
+    }
+    return tokenizer_encode_segments(m->vocab, segs, n_segs, tokens, n_max, add_special);
+}
+
 int32_t cs_token_to_piece(const cs_model *m, cs_token t, char *buf, size_t size, bool special) {
     if (!m || (!buf && size > 0)) {
         error_fail(CS_ERR_INVALID_ARG, "cs_token_to_piece: bad arguments");

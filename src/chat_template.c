@@ -179,14 +179,14 @@ const char *cs_model_chat_template(const cs_model *model) {
 
 /* ------------------------------------------------------------ rendering */
 
-typedef enum { R_SYSTEM, R_USER, R_ASSISTANT } chat_role;
+typedef enum { R_NONE = -1, R_SYSTEM, R_USER, R_ASSISTANT } chat_role;
 
 static const char *const g_roles[] = {"system", "user", "assistant"};
 
 static chat_role role_of(const char *r) {
     for (int i = 0; i < 3; i++)
         if (strcmp(r, g_roles[i]) == 0) return (chat_role)i;
-    return (chat_role)-1;
+    return R_NONE;
 }
 
 /* Where the pieces go: the caller's segment array (segs, n_max) and/or a
@@ -232,12 +232,13 @@ static size_t trimmed_len(const char *s) {
     return e.len;
 }
 
+/* The role of message i of m (checked by apply() before rendering). */
+#define ROLE(i) role_of(m[(i)].role)
+
 /* Gemma and Orion have no system turn: the system messages since the last
  * user turn are prepended to the next user turn (llama.cpp concatenates
  * them with no separator, then adds "\n\n"). Emits those of msgs[from, to)
  * and reports whether there was anything. */
-#define ROLE(i) role_of(m[(i)].role)
-
 static bool flush_system(emitter *e, const cs_chat_message *m, size_t from, size_t to, bool trim) {
     size_t total = 0;
     for (size_t i = from; i < to; i++)
@@ -546,7 +547,7 @@ static cs_status apply(const char *fn, const char *name, const cs_chat_message *
         if (!msgs[i].role || !msgs[i].content)
             return error_fail(CS_ERR_INVALID_ARG, "%s: message %zu: %s is NULL", fn, i,
                               !msgs[i].role ? "role" : "content");
-        if ((int)role_of(msgs[i].role) < 0)
+        if (role_of(msgs[i].role) == R_NONE)
             return error_fail(CS_ERR_INVALID_ARG,
                               "%s: message %zu: role '%.32s' is not system, user or assistant", fn,
                               i, msgs[i].role);

@@ -1122,12 +1122,35 @@ static size_t find_bytes(const char *hay, size_t n, const char *needle, size_t m
     return SIZE_MAX;
 }
 
+/* Append the matches of special token id (text st, m bytes) inside the
+ * raw fragment [pos, end) of text to b, searching only [lo, hi) (within
+ * the fragment): leftmost first, resuming after each match, as llama.cpp's
+ * find loop does. *pos advances past the last match; the raw text before
+ * each match becomes a fragment. */
+static bool cut_matches(enc *e, const char *text, size_t *pos, size_t lo, size_t hi, cs_token id,
+                        const char *st, size_t m, frag **b, size_t *cb, size_t *nb) {
+    while (lo < hi) {
+        const size_t at = find_bytes(text + lo, hi - lo, st, m);
+        if (at == SIZE_MAX) break;
+        if (!grow((void **)b, cb, *nb + 2, sizeof(frag))) return enc_oom(e);
+        if (lo + at > *pos) (*b)[(*nb)++] = (frag){-1, *pos, lo + at - *pos};
+        (*b)[(*nb)++] = (frag){id, 0, 0};
+        *pos = lo + at + m;
+        lo = *pos;
+    }
+    return true;
+}
+
 /* tokenizer_st_partition: cut the special tokens' texts out of the raw
- * fragments, longest token first. Control and unknown tokens only with
- * parse_special; user-defined ones always. Cost O(n_special * len) plus
- * the byte comparisons. *frags has *n_frags entries on return. */
-static bool partition(enc *e, const char *text, size_t len, bool parse_special, frag **frags,
-                      size_t *n_frags) {
+ * fragments, longest token first. User-defined tokens match anywhere;
+ * control and unknown tokens only entirely inside one of the byte ranges
+ * allow[0, n_allow) (sorted, disjoint; one range [0, len) is llama.cpp's
+ * parse_special, none is its parse_special = false). Raw text between
+ * matches stays one fragment across range boundaries. Cost
+ * O(n_special * (fragments + n_allow)) plus the byte comparisons, which are
+ * O(n_special * len). *frags has *n_frags entries on return. */
+static bool partition(enc *e, const char *text, size_t len, const seg *allow, size_t n_allow,
+                      frag **frags, size_t *n_frags) {
     const tokenizer_vocab *v = e->v;
     frag *a = NULL, *b = NULL;
     size_t ca = 0, cb = 0, na = 0;
@@ -1138,9 +1161,10 @@ static bool partition(enc *e, const char *text, size_t len, bool parse_special, 
     for (int32_t k = 0; k < v->n_special && na > 0; ++k) {
         const cs_token id = v->special[k];
         const vocab_token *t = &v->tok[id];
-        if (!parse_special && (t->attr & (ATTR_CONTROL | ATTR_UNKNOWN))) continue;
+        const bool restricted = (t->attr & (ATTR_CONTROL | ATTR_UNKNOWN)) != 0;
+        if (restricted && n_allow == 0) continue;
         const char *st = tok_text(v, id);
-        size_t nb = 0;
+        size_t nb = 0, r = 0; /* r: first range that may meet the current fragment */
         for (size_t i = 0; i < na; ++i) {
             if (a[i].token >= 0) {
                 if (!grow((void **)&b, &cb, nb + 1, sizeof(frag))) goto oom;
@@ -1149,13 +1173,19 @@ static bool partition(enc *e, const char *text, size_t len, bool parse_special, 
             }
             size_t pos = a[i].off;
             const size_t end = a[i].off + a[i].len;
-            for (;;) {
-                const size_t at = find_bytes(text + pos, end - pos, st, t->len);
-                if (at == SIZE_MAX) break;
-                if (!grow((void **)&b, &cb, nb + 2, sizeof(frag))) goto oom;
-                if (at > 0) b[nb++] = (frag){-1, pos, at};
-                b[nb++] = (frag){id, 0, 0};
-                pos += at + t->len;
+            if (!restricted) {
+                if (!cut_matches(e, text, &pos, pos, end, id, st, t->len, &b, &cb, &nb)) goto fail;
+            } else {
+                /* fragments ascend, so ranges ending before this one's
+                 * start end before every later one's too */
+                while (r < n_allow && allow[r].off + allow[r].len <= pos) ++r;
+                for (size_t q = r; q < n_allow && allow[q].off < end; ++q) {
+                    const size_t lo = allow[q].off > pos ? allow[q].off : pos;
+                    const size_t re = allow[q].off + allow[q].len;
+                    const size_t hi = re < end ? re : end;
+                    if (!cut_matches(e, text, &pos, lo, hi, id, st, t->len, &b, &cb, &nb))
+                        goto fail;
+                }
             }
             if (pos < end) {
                 if (!grow((void **)&b, &cb, nb + 1, sizeof(frag))) goto oom;
@@ -1175,27 +1205,20 @@ static bool partition(enc *e, const char *text, size_t len, bool parse_special, 
     *n_frags = na;
     return true;
 oom:
+    enc_oom(e);
+fail:
     mem_free(a);
     mem_free(b);
-    return enc_oom(e);
+    return false;
 }
 
 /* -------------------------------------------------------------- encode */
 
-int32_t tokenizer_encode(const tokenizer_vocab *v, const char *text, size_t len, cs_token *tokens,
-                         int32_t n_max, bool add_special, bool parse_special) {
-    if (!v || (!text && len > 0) || n_max < 0 || (!tokens && n_max > 0)) {
-        error_fail(CS_ERR_INVALID_ARG,
-                   "tokenizer_encode: bad arguments (vocab %p, text %p, len %zu, "
-                   "tokens %p, n_max %d)",
-                   (const void *)v, (const void *)text, len, (void *)tokens, (int)n_max);
-        return INT32_MIN;
-    }
-    if (len > (size_t)INT32_MAX) {
-        error_fail(CS_ERR_INVALID_ARG, "tokenizer_encode: text of %zu bytes exceeds INT32_MAX",
-                   len);
-        return INT32_MIN;
-    }
+/* Tokenize text[0, len) with control tokens matched only inside
+ * allow[0, n_allow) (see partition): llama.cpp's tokenize, one pass. */
+static int32_t encode_masked(const tokenizer_vocab *v, const char *text, size_t len,
+                             const seg *allow, size_t n_allow, cs_token *tokens, int32_t n_max,
+                             bool add_special) {
     enc e;
     memset(&e, 0, sizeof(e));
     e.v = v;
@@ -1203,7 +1226,7 @@ int32_t tokenizer_encode(const tokenizer_vocab *v, const char *text, size_t len,
     size_t n_frags = 0;
     int32_t ret = INT32_MIN;
 
-    if (!partition(&e, text, len, parse_special, &frags, &n_frags)) goto done;
+    if (!partition(&e, text, len, allow, n_allow, &frags, &n_frags)) goto done;
     if (v->type == VOCAB_SPM) {
         bool prev_special = true; /* a space prefix at the start and after special tokens */
         if (add_special && v->add_bos && !push_token(&e, v->bos)) goto done;
@@ -1252,6 +1275,79 @@ done:
     mem_free(e.orig);
     mem_free(e.segs);
     mem_free(e.segs2);
+    return ret;
+}
+
+int32_t tokenizer_encode(const tokenizer_vocab *v, const char *text, size_t len, cs_token *tokens,
+                         int32_t n_max, bool add_special, bool parse_special) {
+    if (!v || (!text && len > 0) || n_max < 0 || (!tokens && n_max > 0)) {
+        error_fail(CS_ERR_INVALID_ARG,
+                   "tokenizer_encode: bad arguments (vocab %p, text %p, len %zu, "
+                   "tokens %p, n_max %d)",
+                   (const void *)v, (const void *)text, len, (void *)tokens, (int)n_max);
+        return INT32_MIN;
+    }
+    if (len > (size_t)INT32_MAX) {
+        error_fail(CS_ERR_INVALID_ARG, "tokenizer_encode: text of %zu bytes exceeds INT32_MAX",
+                   len);
+        return INT32_MIN;
+    }
+    const seg whole = {0, len};
+    return encode_masked(v, text, len, &whole, parse_special ? 1 : 0, tokens, n_max, add_special);
+}
+
+int32_t tokenizer_encode_segments(const tokenizer_vocab *v, const cs_chat_segment *segs,
+                                  size_t n_segs, cs_token *tokens, int32_t n_max,
+                                  bool add_special) {
+    if (!v || (!segs && n_segs > 0) || n_max < 0 || (!tokens && n_max > 0)) {
+        error_fail(CS_ERR_INVALID_ARG,
+                   "tokenizer_encode_segments: bad arguments (vocab %p, segs %p, n_segs %zu, "
+                   "tokens %p, n_max %d)",
+                   (const void *)v, (const void *)segs, n_segs, (void *)tokens, (int)n_max);
+        return INT32_MIN;
+    }
+    size_t len = 0, n_allow = 0;
+    for (size_t i = 0; i < n_segs; ++i) {
+        if (!segs[i].text && segs[i].len > 0) {
+            error_fail(CS_ERR_INVALID_ARG,
+                       "tokenizer_encode_segments: segment %zu has NULL text and %zu bytes", i,
+                       segs[i].len);
+            return INT32_MIN;
+        }
+        if (segs[i].len > (size_t)INT32_MAX - len) {
+            error_fail(CS_ERR_INVALID_ARG,
+                       "tokenizer_encode_segments: the segments exceed INT32_MAX bytes");
+            return INT32_MIN;
+        }
+        len += segs[i].len;
+        if (segs[i].is_special && segs[i].len > 0) ++n_allow;
+    }
+    /* the joined text, and its special ranges with adjacent ones merged
+     * (a per-byte mask: a control token may span two template segments) */
+    char *text = mem_malloc(len ? len : 1);
+    seg *allow = mem_malloc((n_allow ? n_allow : 1) * sizeof(seg));
+    int32_t ret = INT32_MIN;
+    if (!text || !allow) {
+        error_fail(CS_ERR_NOMEM, "tokenizer: out of memory while encoding");
+        goto done;
+    }
+    size_t off = 0;
+    n_allow = 0;
+    for (size_t i = 0; i < n_segs; ++i) {
+        if (segs[i].len == 0) continue;
+        memcpy(text + off, segs[i].text, segs[i].len);
+        if (segs[i].is_special) {
+            if (n_allow > 0 && allow[n_allow - 1].off + allow[n_allow - 1].len == off)
+                allow[n_allow - 1].len += segs[i].len;
+            else
+                allow[n_allow++] = (seg){off, segs[i].len};
+        }
+        off += segs[i].len;
+    }
+    ret = encode_masked(v, text, len, allow, n_allow, tokens, n_max, add_special);
+done:
+    mem_free(text);
+    mem_free(allow);
     return ret;
 }
 

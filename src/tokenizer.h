@@ -29,6 +29,11 @@ bool tokenizer_is_eog(const tokenizer_vocab *v, cs_token t);
  * ctxshift.h. */
 int32_t tokenizer_encode(const tokenizer_vocab *v, const char *text, size_t len, cs_token *tokens,
                          int32_t n_max, bool add_special, bool parse_special);
+/* Same contract as cs_tokenize_segments in ctxshift.h: the joined segments
+ * tokenized in one pass, control tokens matched only inside is_special
+ * segments. Allocates a copy of the joined text. */
+int32_t tokenizer_encode_segments(const tokenizer_vocab *v, const cs_chat_segment *segs,
+                                  size_t n_segs, cs_token *tokens, int32_t n_max, bool add_special);
 int32_t tokenizer_token_to_piece(const tokenizer_vocab *v, cs_token t, char *buf, size_t size,
                                  bool special);
 int32_t tokenizer_decode(const tokenizer_vocab *v, const cs_token *tokens, int32_t n, char *buf,

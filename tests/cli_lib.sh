@@ -104,7 +104,7 @@ peer_build() {
             mkdir -p "$(dirname "$out")" &&
             ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I"$tree/src/include" \
                 -I"$tree/src/ggml/include" "$src" -o "$out" "$PEER_BINS/libllama.v0.4.0.so" \
-                "$PEER_BINS/libggml.v0.4.0.so" "$PEER_BINS/libggml-base.so" -Wl,-rpath,"$PEER_BINS"
+                "$PEER_BINS/libggml.v0.4.0.so" "$PEER_BINS/libggml-base.so" -lm -Wl,-rpath,"$PEER_BINS"
     } >"$TMP/err" 2>&1
     local rc=$?
     rm -rf "$tree"

@@ -979,15 +979,18 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
 /* x16 packing (repack.h): pack then unpack restores the bytes; with every
  * table, at 1/2/3 threads, for T = 1 and batches, a packed matmul equals
  * the scalar x16 reference (repack_x16_dot_ref, the ref table's path) bit for
- * bit. For Q4_0 / Q8_0 that is also the reference table's row-major result
- * bit for bit (same per-block order); for Q4_K / Q6_K (their own integer
- * order) it agrees with the row-major reference within rounding. */
+ * bit. For Q4_0 / Q8_0 / IQ4_XS that is also the reference table's
+ * row-major result bit for bit (same per-block order), and so for Q5_0 /
+ * IQ4_NL / Q4_1 / Q5_1 (the x16 kernels keep their reference dot's order);
+ * for Q4_K / Q6_K (their own integer order) it agrees with the row-major
+ * reference within rounding. K = 800 gives an odd block count. */
 static void test_kernels_matmul_x16(void **state) {
     (void)state;
     rng_seed(17);
     threadpool *tps[3] = {NULL, NULL, NULL};
     for (int i = 0; i < 3; i++) assert_int_equal(threadpool_new(i + 1, &tps[i]), CS_OK);
-    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
+    const int32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0,   CS_TYPE_Q4_K, CS_TYPE_Q6_K, CS_TYPE_IQ4_XS,
+                             CS_TYPE_Q5_0, CS_TYPE_IQ4_NL, CS_TYPE_Q4_1, CS_TYPE_Q5_1};
     const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
                                  {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
     const kernels_table *ref = kernels_ref();
@@ -1006,8 +1009,9 @@ static void test_kernels_matmul_x16(void **state) {
     assert_false(repack_x16_fits(CS_TYPE_Q5_K, 16, 256));
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         const bool kq = types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K;
+        const bool q8k = kq || types[ty] == CS_TYPE_IQ4_XS; /* blocks of 256 */
         assert_false(repack_x16_fits(types[ty], 15, 256));
-        assert_false(repack_x16_fits(types[ty], 16, kq ? 128 : 48));
+        assert_false(repack_x16_fits(types[ty], 16, q8k ? 128 : 48));
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int64_t N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
             if (!repack_x16_fits(types[ty], N, K)) continue;
@@ -1040,6 +1044,9 @@ static void test_kernels_matmul_x16(void **state) {
             for (size_t ti = 0; ti < N_ALL; ti++) {
                 const kernels_table *k = kernels_by_name(k_all_names[ti]);
                 if (!k) continue;
+                /* every packed type has its micro-kernel in the AVX-512 tables */
+                if (strncmp(k_all_names[ti], "avx512", 6) == 0)
+                    assert_true(matmul_x16_native(k, types[ty]));
                 for (int i = 0; i < 3; i++) {
                     memset(got, 0xff, (size_t)(N * T) * 4);
                     matmul(k, tps[i], types[ty], CS_LAYOUT_X16, P, N, K, x, T, got, scratch);

@@ -77,6 +77,7 @@ typedef struct pk_opts {
     const char *sweep_csv;
     const char *sweep_svg;
     bool print_prompt; /* hidden: print the prompt and exit (tests) */
+    bool print_ids;    /* print the answer's token ids (tests against llama.cpp) */
 } pk_opts;
 
 static void pk_usage(FILE *f) {
@@ -105,6 +106,7 @@ static void pk_usage(FILE *f) {
             "        --kv-map             print a map of the cache after every compression and "
             "shift\n"
             "        --kv-map-svg FILE    write the maps as an SVG timeline\n"
+            "        --print-ids          print the answer's token ids (\"answer ids: ...\")\n"
             "        --sweep              run a grid of key depths x junk lengths instead\n"
             "        --sweep-junk LIST    junk values of the grid (default: 25,50,100,200)\n"
             "        --sweep-depths N     key depths 0..100%% of the junk (default: %d)\n"
@@ -148,6 +150,8 @@ static int pk_parse(int argc, char **argv, pk_opts *o) {
             o->sweep = true;
         } else if (tool_arg_is(a, NULL, "--print-prompt")) {
             o->print_prompt = true;
+        } else if (tool_arg_is(a, NULL, "--print-ids")) {
+            o->print_ids = true;
         } else if (tool_arg_is(a, NULL, "--junk")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, PK_MAX_JUNK, &o->n_junk);
@@ -263,8 +267,9 @@ typedef struct pk_run_cfg {
     int32_t n_keep; /* -1: the prefix tokens */
     int32_t n_grp;
     int32_t n_batch;
-    int32_t n_ctx; /* usable span: n_ctx_train * n_grp */
-    bool quiet;    /* sweep: no progress lines */
+    int32_t n_ctx;  /* usable span: n_ctx_train * n_grp */
+    bool quiet;     /* sweep: no progress lines */
+    bool print_ids; /* an "answer ids:" line before the verdict */
     tool_kvmap *map;
 } pk_run_cfg;
 
@@ -274,6 +279,8 @@ typedef struct pk_result {
     bool found;
     char answer[PK_ANSWER_MAX];
     size_t answer_len;
+    cs_token ids[PK_N_PREDICT]; /* the answer's tokens, n_ids */
+    int32_t n_ids;
 } pk_result;
 
 /* Run state shared by the phases. */
@@ -532,6 +539,7 @@ static int pk_answer(pk_state *s, pk_result *res) {
             fwrite(s->piece, 1, (size_t)n, stdout);
             fflush(stdout);
         }
+        res->ids[res->n_ids++] = tok; /* at most PK_N_PREDICT iterations */
         if (res->answer_len + (size_t)n < sizeof(res->answer)) {
             memcpy(res->answer + res->answer_len, s->piece, (size_t)n);
             res->answer_len += (size_t)n;
@@ -551,6 +559,11 @@ static int pk_answer(pk_state *s, pk_result *res) {
     char key_text[32];
     snprintf(key_text, sizeof(key_text), "%" PRId64, cfg->key);
     res->found = strstr(res->answer, key_text) != NULL;
+    if (!cfg->quiet && cfg->print_ids) {
+        fputs("answer ids:", stdout);
+        for (int32_t i = 0; i < res->n_ids; i++) printf(" %d", (int)res->ids[i]);
+        putchar('\n');
+    }
     if (!cfg->quiet) {
         printf("%s\n", res->found ? "passkey found" : "passkey not found");
         fflush(stdout);
@@ -604,6 +617,7 @@ static pk_run_cfg pk_cfg(const pk_opts *o, int32_t n_ctx, tool_kvmap *map) {
                         .n_batch = o->common.n_batch,
                         .n_ctx = n_ctx,
                         .quiet = false,
+                        .print_ids = o->print_ids,
                         .map = map};
 }
 

@@ -42,6 +42,7 @@ typedef struct run_opts {
     bool ignore_eos;
     bool no_ctx_shift;
     bool check_shift; /* hidden: assert the cache invariants at every shift */
+    bool print_ids;   /* a line "id N" on stderr per generated token */
 } run_opts;
 
 static void run_usage(FILE *f) {
@@ -75,6 +76,7 @@ static void run_usage(FILE *f) {
         "        --repeat-last-n N    tokens the penalty looks back at; 0 = off, -1 = context "
         "size (default: 64)\n"
         "        --ignore-eos         never stop at end-of-generation tokens\n"
+        "        --print-ids          print each generated token's id to stderr (\"id N\")\n"
         "        --keep N             prompt tokens kept by a context shift, after BOS (BOS is\n"
         "                             always kept); -1 = the whole prompt (default: 0)\n"
         "        --no-context-shift   stop when the context is full instead of shifting\n"
@@ -127,6 +129,8 @@ static int run_parse(int argc, char **argv, run_opts *o) {
             o->no_ctx_shift = true;
         } else if (tool_arg_is(a, NULL, "--check-shift")) {
             o->check_shift = true;
+        } else if (tool_arg_is(a, NULL, "--print-ids")) {
+            o->print_ids = true;
         } else if (tool_arg_is(a, "-p", "--prompt")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) o->prompt = v;
         } else if (tool_arg_is(a, "-f", "--file")) {
@@ -879,6 +883,7 @@ static int run_generate(run_state *st) {
             tool_error("cannot print token %d", (int)tok);
             return TOOL_EXIT_FAIL;
         }
+        if (o->print_ids) fprintf(stderr, "id %d\n", (int)tok);
         n_gen++;
         if (o->n_predict >= 0 && n_gen >= o->n_predict) break;
         int stop = RUN_GO;

@@ -24,6 +24,7 @@ static const tool_command tool_commands[] = {
     {"passkey", cmd_passkey, "llama.cpp's passkey retrieval test (self-extend, context shift)"},
     {"quantize", cmd_quantize, "convert a model's weights to f16, q8_0, q4_0, q4_K_M, ..."},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server; clients share one KV cache"},
+    {"chat", cmd_chat, "chat with a model in the terminal (chat templates, context shift)"},
 };
 
 static void main_usage(FILE *f) {

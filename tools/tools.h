@@ -34,6 +34,8 @@ int cmd_passkey(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 /* `ctxshift serve`: the HTTP server (tools/cmd_serve.c, serve_*.c). */
 int cmd_serve(int argc, char **argv);
+/* `ctxshift chat`: a conversation in the terminal (tools/cmd_chat.c). */
+int cmd_chat(int argc, char **argv);
 
 #ifndef CS_DEFAULT_MODEL
 /* CMake defines the absolute path of the bundled model; this fallback is

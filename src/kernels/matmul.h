@@ -71,7 +71,9 @@ bool matmul_x16_native(const kernels_table *k, int32_t wtype);
 
 /* Per activation block, for x16 weights: the block's scale as a float and
  * the int32 accumulator's start value, -8 * sum(qs) for Q4_0 weights or
- * -128 * sum(qs) for Q8_0 weights (the weight bytes are offset by 8 / 128). */
+ * -128 * sum(qs) for Q8_0 and IQ4_NL weights (the weight bytes are offset
+ * by 8 / 128); filled but unused for Q5_0 (its kernel needs per-lane
+ * sums and forms them itself). Q8_1 activations (Q4_1, Q5_1) carry none. */
 typedef struct matmul_x16_aux {
     float d;
     int32_t corr;
@@ -92,6 +94,13 @@ const kernels_table *kernels_avx512_table(void);
 /* The same table under the name "avx512novnni": its matmul never uses
  * AVX512-VNNI (tests the fallback on CPUs that have it). */
 const kernels_table *kernels_avx512_novnni_table(void);
+/* Sets table k's x16 micro-kernels of Q5_0, IQ4_NL, Q4_1 and Q5_1
+ * (x16_legacy_avx512.c; the VNNI ones when vnni). Called by the AVX-512
+ * tables' init. */
+void kernels_x16_legacy_avx512(kernels_table *k, bool vnni);
+/* The same for IQ4_XS (x16_kquants_avx512.c), beside Q4_K / Q6_K's in
+ * x86_avx512.c; the maddubs kernels when !vnni, bit-identical either way. */
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni);
 /* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
 bool kernels_cpu_has_avx512vnni(void);
 #endif

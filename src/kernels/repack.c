@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "../common.h"
+#include "iquants.h"
 #include "kquants.h"
+#include "quant_legacy.h"
 
 /* A block format as a list of fields. In the x16 layout each field of the
  * 16 rows' block b is stored as slices: slice i of the field (bytes
@@ -57,9 +59,45 @@ static const x16_format k_q4_K = {
     144, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 12, 1, 0}, {16, 128, 4, 0}}, NULL};
 static const x16_format k_q6_K = {
     210, 256, 4, {{0, 128, 4, 0}, {128, 64, 4, 0}, {192, 16, 1, 0}, {208, 2, 2, 0}}, q6_K_slot};
+/* IQ4_XS: d, scales_h, scales_l planes, then qs (the kernel's read order) */
+static const x16_format k_iq4_xs = {
+    136, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 4, 1, 0}, {8, 128, 4, 0}}, NULL};
+
+/* Q4_1 / Q5_0 / Q5_1 / IQ4_NL (repack.h): d (and m) as f16 rows, qh one
+ * bit-transposed dword per row, qs as Q4_0. */
+static const x16_format k_iq4_nl = {18, 32, 2, {{0, 2, 2, 0}, {2, 16, 4, 0}}, NULL};
+static const x16_format k_q5_0 = {22, 32, 3, {{0, 2, 2, 0}, {2, 4, 4, 0}, {6, 16, 4, 0}}, NULL};
+static const x16_format k_q4_1 = {20, 32, 3, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 16, 4, 0}}, NULL};
+static const x16_format k_q5_1 = {
+    24, 32, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 4, 4, 0}, {8, 16, 4, 0}}, NULL};
+
+/* The qh fields (4-byte slices, bit-transposed by x16_qh_t). */
+static bool bit_transposed(const x16_format *fm, int k) {
+    return (fm == &k_q5_0 && k == 1) || (fm == &k_q5_1 && k == 2);
+}
+
+/* The Q5 high-bit dword: bit 4k + j (element 4k + j, k = lane 0..7, j =
+ * 0..3) <-> bit 8j + k, so that one dword shift and a mask put lane k's
+ * four high bits at bit 4 of the four bytes (repack.h). A bijection. */
+static uint32_t x16_qh_t(uint32_t h, bool to_x16) {
+    uint32_t o = 0;
+    for (int e = 0; e < 32; e++) {
+        const int a = e, b = 8 * (e % 4) + e / 4;
+        o |= ((h >> (to_x16 ? a : b)) & 1u) << (to_x16 ? b : a);
+    }
+    return o;
+}
 
 static const x16_format *format_of(int32_t type) {
     switch (type) {
+    case CS_TYPE_Q5_0:
+        return &k_q5_0;
+    case CS_TYPE_IQ4_NL:
+        return &k_iq4_nl;
+    case CS_TYPE_Q4_1:
+        return &k_q4_1;
+    case CS_TYPE_Q5_1:
+        return &k_q5_1;
     case CS_TYPE_Q4_0:
         return &k_q4_0;
     case CS_TYPE_Q8_0:
@@ -68,6 +106,8 @@ static const x16_format *format_of(int32_t type) {
         return &k_q4_K;
     case CS_TYPE_Q6_K:
         return &k_q6_K;
+    case CS_TYPE_IQ4_XS:
+        return &k_iq4_xs;
     default:
         return NULL;
     }
@@ -87,6 +127,7 @@ static void convert_group(const x16_format *fm, int64_t nb, uint8_t *rows, uint8
         size_t start = 0;
         for (int k = 0; k < fm->n_fields; k++) {
             const x16_field *f = &fm->f[k];
+            const bool bit_t = bit_transposed(fm, k);
             for (int r = 0; r < CS_X16_ROWS; r++) {
                 uint8_t *blk = rows + (size_t)r * row + (size_t)b * fm->block + f->off;
                 for (int i = 0; i < f->len / f->size; i++) {
@@ -94,6 +135,13 @@ static void convert_group(const x16_format *fm, int64_t nb, uint8_t *rows, uint8
                         fm->slot ? fm->slot(k, i) : start + (size_t)i * CS_X16_ROWS * f->size;
                     uint8_t *x = o + at + (size_t)r * f->size;
                     uint8_t *y = blk + (size_t)i * f->size;
+                    if (bit_t) { /* size 4 */
+                        uint32_t v;
+                        memcpy(&v, to_x16 ? y : x, 4);
+                        v = x16_qh_t(v, to_x16);
+                        memcpy(to_x16 ? x : y, &v, 4);
+                        continue;
+                    }
                     for (int j = 0; j < f->size; j++) {
                         if (to_x16)
                             x[j] = y[j] ^ f->xor_mask;
@@ -221,11 +269,26 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
     for (int r = 0; r < CS_X16_ROWS; r++) {
         const uint8_t *w = buf + (size_t)r * row;
         switch (type) {
+        case CS_TYPE_Q5_0: /* the legacy types: their reference dot itself */
+            vec_dot_q5_0_q8_0_ref(K, &out[r], w, x);
+            break;
+        case CS_TYPE_IQ4_NL:
+            vec_dot_iq4_nl_q8_0_ref(K, &out[r], w, x);
+            break;
+        case CS_TYPE_Q4_1:
+            vec_dot_q4_1_q8_1_ref(K, &out[r], w, x);
+            break;
+        case CS_TYPE_Q5_1:
+            vec_dot_q5_1_q8_1_ref(K, &out[r], w, x);
+            break;
         case CS_TYPE_Q4_K:
             out[r] = dot_row_q4_K(K, (const void *)w, x);
             break;
         case CS_TYPE_Q6_K:
             out[r] = dot_row_q6_K(K, (const void *)w, x);
+            break;
+        case CS_TYPE_IQ4_XS: /* the x16 kernels follow the reference dot */
+            vec_dot_iq4_xs_q8_K_ref(K, &out[r], w, x);
             break;
         default:
             out[r] = dot_row_q(type, K, w, x);

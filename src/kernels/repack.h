@@ -1,4 +1,5 @@
-/* repack.h: the "x16" weight layout, Q4_0, Q8_0, Q4_K and Q6_K matrices reordered at
+/* repack.h: the "x16" weight layout, Q4_0, Q8_0, Q4_K and Q6_K (and the
+ * legacy Q5_0, IQ4_NL, Q4_1, Q5_1) matrices reordered at
  * load time so that one 64-byte load holds 4 bytes of each of 16 rows.
  *
  * Why: the row-major matmul needs a horizontal sum per 32-element block and
@@ -15,6 +16,10 @@
  * format table): Q4_K block = d[16], dmin[16], the 12 scale bytes as byte
  * planes [12][16], qs sliced [32][16][4]; Q6_K block = ql [32][16][4],
  * qh [16][16][4], scales as planes [16][16], d[16].
+ * IQ4_XS (x16_kquants_avx512.c): d[16], scales_h[16], scales_l as byte
+ * planes [4][16], qs sliced [32][16][4] (sub-block j = slices 4j..4j+3);
+ * its x16 order is the reference dot's (vec_dot_iq4_xs_q8_K_ref), so the
+ * x16 result equals the reference table's row-major result bit for bit.
  *
  * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
  * occupies exactly the bytes of those 16 rows in row-major order, so the
@@ -29,6 +34,21 @@
  *                                    u8 operand of vpdpbusd)
  * Block sizes: Q4_0 32 + 256 = 288 = 16 * 18 bytes, Q8_0 32 + 512 = 544 =
  * 16 * 34 bytes.
+ *
+ * Legacy types (kernels in x16_legacy_avx512.c): IQ4_NL as Q4_0 (d[16],
+ * qs[4][16][4]; the kernel looks the nibbles up). Q5_0: d[16], qh[16][4],
+ * qs[4][16][4] (352 = 16 * 22); Q4_1: d[16], m[16], qs (320 = 16 * 20);
+ * Q5_1: d[16], m[16], qh[16][4], qs (384 = 16 * 24). qh[r] is row r's
+ * high-bit dword with bit 4k + j (element 4k + j) moved to bit 8j + k, so
+ * lane k's four high bits (elements 4k .. 4k+3, one int32 lane of the
+ * dot) are one shift and one mask away. Their numerics are those of the
+ * type's reference dot (quant_legacy.c, iquants.c), not the block-sum
+ * order below: Q5_0 / Q4_1 / Q5_1 keep the 8 per-lane float accumulators
+ * of ggml's AVX2 order (one FMA per lane and block, lanes summed at the
+ * end, then + the fma'd m * s sum for Q4_1 / Q5_1), so x16 holds 8
+ * accumulators per output; IQ4_NL scales each exact block sum with a
+ * multiply then an add, as Q8_0 (aux correction -128 * sum(q), its levels
+ * stored + 128 as the u8 operand).
  *
  * The activation rows a matmul with x16 weights converts to carry, after
  * their Q8_0 blocks, one matmul_x16_aux per block (matmul.h): the scale as a
@@ -49,15 +69,20 @@
 
 enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 
-#define CS_X16_ROWS      16
-#define CS_X16_Q4_BLOCK  288 /* bytes per block of a group */
-#define CS_X16_Q8_BLOCK  544
-#define CS_X16_Q4K_BLOCK 2304
-#define CS_X16_Q6K_BLOCK 3360
+#define CS_X16_ROWS        16
+#define CS_X16_Q4_BLOCK    288 /* bytes per block of a group */
+#define CS_X16_Q8_BLOCK    544
+#define CS_X16_Q4K_BLOCK   2304
+#define CS_X16_Q6K_BLOCK   3360
+#define CS_X16_IQ4XS_BLOCK 2176
+#define CS_X16_Q5_0_BLOCK  352 /* legacy types (IQ4_NL: CS_X16_Q4_BLOCK) */
+#define CS_X16_Q4_1_BLOCK  320
+#define CS_X16_Q5_1_BLOCK  384
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
- * Q4_0 or Q8_0 (K a positive multiple of 32) or Q4_K or Q6_K (K a positive
- * multiple of 256), N a positive multiple of 16. */
+ * Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
+ * Q4_K, Q6_K or IQ4_XS (K a positive multiple of 256), N a positive
+ * multiple of 16. */
 bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
 
 /* Reorder W (N rows of K elements, row-major) into the x16 layout in place.
@@ -69,7 +94,8 @@ void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
 void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
- * blocks for Q4_0 / Q8_0, Q8_K blocks for Q4_K / Q6_K): out[r] = dot(row
+ * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, Q8_1 for Q4_1 / Q5_1, Q8_K for
+ * Q4_K / Q6_K / IQ4_XS): out[r] = dot(row
  * 16g + r, x) for r < 16, grp = the group's first byte, in the order of the
  * x16 kernels (each function's comment in repack.c). Reads only the blocks
  * of x (not the aux entries), so it also checks the aux entries the SIMD

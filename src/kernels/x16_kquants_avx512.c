@@ -1,0 +1,135 @@
+/* x16_kquants_avx512.c: AVX-512 micro-kernels for x16-packed (repack.h)
+ * IQ4_XS weights against Q8_K activations. Compiled with the AVX-512 flags
+ * of x86_avx512.c; entered only through the AVX-512 tables, and the VNNI
+ * variants only when cpuid reports AVX512_VNNI (x86_avx512.c's init).
+ *
+ * Numerics: each 32-element sub-block's integer sum is exact on every path
+ * (VNNI on levels + 128 with the -128 * bsum correction, or maddubs on
+ * |a| and sign-moved levels), then scaled and accumulated in the order of
+ * the reference dot, vec_dot_iq4_xs_q8_K_ref: db = (d_w * d_a) * (ls - 32),
+ * sum = sum + db * isum (multiply, then add), sub-block after sub-block.
+ * So the result equals repack_x16_dot_ref and the reference table's
+ * row-major dot bit for bit. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "iquants.h"
+#include "kquants.h"
+#include "repack.h"
+#include "simd_x86.h"
+#include "matmul.h"
+
+/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes (inline
+ * asm: the file is not compiled with -mavx512vnni, the CPU may lack it). */
+typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
+CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
+    return acc;
+}
+
+/* acc += per-lane sum of 4 products of the weight bytes w and the 4 s8
+ * activation bytes at p (broadcast). VNNI: w holds level + 128 as u8 (the
+ * caller starts acc at the -128 * sum(a) correction). Otherwise w holds
+ * the signed level: maddubs(|a|, sign(a) * w), |a| <= 128 and |w| <= 127,
+ * so a pair sum stays below 2^15; exact int32 either way. */
+CS_INLINE __m512i dp_iq4(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
+    if (vnni) return dpbusd_bcast(acc, w, p);
+    int32_t v;
+    memcpy(&v, p, 4);
+    const __m512i a = _mm512_set1_epi32(v);
+    const __mmask64 neg = _mm512_movepi8_mask(a);
+    const __m512i sw = _mm512_mask_sub_epi8(w, neg, _mm512_setzero_si512(), w);
+    return _mm512_add_epi32(
+        acc, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(a), sw), _mm512_set1_epi16(1)));
+}
+
+/* IQ4_XS x16 block (CS_X16_IQ4XS_BLOCK bytes): d[16] f16 at 0, scales_h[16]
+ * at 32, scales_l planes [4][16] at 64, qs [32 slices][16 rows][4] at 128.
+ * Per sub-block the levels of the 16 rows (4 slices, low and high nibbles)
+ * are looked up once and shared by the TB tokens. */
+CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const *x, float *out,
+                              const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m128i t = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
+    if (vnni) t = _mm_xor_si128(t, _mm_set1_epi8((char)0x80)); /* level + 128 */
+    const __m512i tbl = _mm512_broadcast_i32x4(t);
+    __m512 acc[4];
+    for (int i = 0; i < TB; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        const __m512i sh =
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
+        const uint8_t *qs = blk + 128;
+        __m512 d[4];
+        for (int i = 0; i < TB; i++)
+            d[i] = _mm512_mul_ps(dw, _mm512_set1_ps(((const block_q8_K *)x[i])[b].d));
+        for (int j = 0; j < 8; j++) {
+            /* the block after next, 34 lines: 5 per sub-block */
+            for (int k = 0; k < 5 && 5 * j + k < 34; k++)
+                _mm_prefetch(
+                    (const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)(5 * j + k) * 64),
+                    _MM_HINT_T0);
+            const __m512i pl = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))));
+            const __m512i lo =
+                _mm512_and_si512(_mm512_srli_epi32(pl, 4 * (j % 2)), _mm512_set1_epi32(0xF));
+            const __m512i hi = _mm512_slli_epi32(
+                _mm512_and_si512(_mm512_srli_epi32(sh, 2 * j), _mm512_set1_epi32(3)), 4);
+            const __m512 ls = _mm512_cvtepi32_ps(
+                _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32)));
+            __m512i wl[4], wh[4];
+            for (int s = 0; s < 4; s++) {
+                const __m512i raw =
+                    _mm512_loadu_si512((const void *)(qs + (size_t)(4 * j + s) * 64));
+                wl[s] = _mm512_shuffle_epi8(tbl, _mm512_and_si512(raw, m4));
+                wh[s] = _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+            }
+            for (int i = 0; i < TB; i++) {
+                const block_q8_K *ab = (const block_q8_K *)x[i] + b;
+                const int8_t *a = ab->qs + 32 * j;
+                /* two chains: dpbusd latency bounds T = 1 otherwise */
+                __m512i s0 = vnni ? _mm512_set1_epi32(-128 * ((int32_t)ab->bsums[2 * j] +
+                                                              (int32_t)ab->bsums[2 * j + 1]))
+                                  : _mm512_setzero_si512();
+                __m512i s1 = _mm512_setzero_si512();
+                for (int s = 0; s < 4; s++) {
+                    s0 = dp_iq4(s0, wl[s], a + 4 * s, vnni);
+                    s1 = dp_iq4(s1, wh[s], a + 16 + 4 * s, vnni);
+                }
+                const __m512 isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                const __m512 db = _mm512_mul_ps(d[i], ls);
+                acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(db, isum));
+            }
+        }
+    }
+    for (int i = 0; i < TB; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
+}
+
+#define X16_IQ4XS_TB 4
+static void uk_x16_iq4xs_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_iq4xs(K, w, x, out, X16_IQ4XS_TB, 0);
+}
+static void uk_x16_iq4xs_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_iq4xs(K, w, &x, out, 1, 0);
+}
+static void uk_x16_iq4xs_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                   float *out) {
+    tile_x16_iq4xs(K, w, x, out, X16_IQ4XS_TB, 1);
+}
+static void uk_x16_iq4xs_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_iq4xs(K, w, &x, out, 1, 1);
+}
+
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni) {
+    const int32_t r = CS_X16_ROWS;
+    k->ukernel_x16[CS_TYPE_IQ4_XS] =
+        vnni ? (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile_vnni, uk_x16_iq4xs_col_vnni}
+             : (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile, uk_x16_iq4xs_col};
+}
+
+#endif /* x86 */

@@ -1,0 +1,249 @@
+/* x16_legacy_avx512.c: the x16 micro-kernels (repack.h) of the legacy
+ * weight types Q5_0 and IQ4_NL (Q8_0 activations) and Q4_1 and Q5_1 (Q8_1
+ * activations). Compiled with the flags of x86_avx512.c (F, BW, VL, DQ
+ * plus AVX2/FMA/F16C); vpdpbusd goes through inline asm, taken only in
+ * the VNNI variants, which x86_avx512.c registers only when cpuid reports
+ * AVX512_VNNI. Both paths give the same exact int32 lane sums, so VNNI and
+ * non-VNNI results are bit-identical, and so are repack_x16_dot_ref's
+ * (the types' reference dots on the unpacked rows).
+ *
+ * Why a per-type numerics split: Q5_0 / Q4_1 / Q5_1's reference dots
+ * (quant_legacy.c) keep ggml's AVX2 order, 8 float accumulators per
+ * output, one per 4-element int32 lane of a block (lane k: elements 4k ..
+ * 4k+3). In the x16 layout one dot step against a broadcast 4-byte
+ * activation slice yields exactly lane k's integer for 16 rows, so the
+ * kernel keeps the 8 lane accumulators as 8 zmm per token (16 rows each)
+ * and sums them as ggml's hsum_float_8 at the end. IQ4_NL's reference is
+ * the block-sum order (one exact integer per block, multiply then add),
+ * which is Q8_0's x16 scheme with the nibbles looked up. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "iquants.h"
+#include "matmul.h"
+#include "quant_legacy.h"
+
+#define CS_INLINE static inline __attribute__((always_inline))
+
+/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes: acc +=
+ * per int32 lane the sum of 4 products u8(a) * s8(p[0..3]) (as in
+ * x86_avx512.c; the file is not compiled with -mavx512vnni). */
+typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
+CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
+    return acc;
+}
+
+/* acc + per-lane sum of 4 products of the u8 bytes of w and the 4 s8
+ * bytes at p. Non-VNNI: maddubs pairs stay below 2^15 for |w| <= 127 (or
+ * w <= 31 against a s8 of magnitude <= 127: Q8 activations never hold
+ * -128), so the int32 is exact either way. */
+CS_INLINE __m512i dp4(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
+    if (vnni) return dpbusd_bcast(acc, w, p);
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, _mm512_set1_epi32(v)),
+                                                   _mm512_set1_epi16(1)));
+}
+
+/* ---------------------------------------- Q5_0 / Q4_1 / Q5_1: 8 lanes */
+
+enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
+
+#define LANES_TB 2 /* tokens per tile: 8 * 2 accumulators + temporaries fit 32 zmm */
+
+/* One x16 group against TB activation rows, in the reference order
+ * (quant_legacy.c): per block and lane k, acc[k] = fma(d_w * d_x, lane
+ * integer, acc[k]); Q4_1 / Q5_1 also summ = fma(m_w, s_x, summ); the
+ * output is (acc0+acc4 + acc2+acc6) + (acc1+acc5 + acc3+acc7) (+ summ).
+ * Lane k's weights (nibbles k < 4: low of qs slice k, else high of slice
+ * k - 4; plus the high bit for Q5) are built once per block and shared by
+ * the TB tokens. The Q5_0 offset -16 is folded in as -16 * (sum of the 4
+ * activation bytes), computed once per token and block. Registers: 8 * TB
+ * accumulators, TB scales (+ TB m sums) and a few temporaries. */
+CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB, const int kind, const int vnni) {
+    const int64_t nb = K / CS_QK_LEGACY;
+    const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
+    const size_t gb = kind == LG_Q5_0   ? CS_X16_Q5_0_BLOCK
+                      : kind == LG_Q4_1 ? CS_X16_Q4_1_BLOCK
+                                        : CS_X16_Q5_1_BLOCK;
+    const size_t off_h = has_m ? 64 : 32, off_q = off_h + (has_h ? 64 : 0);
+    const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
+    __m512 acc[8][LANES_TB], summ[LANES_TB];
+    for (int t = 0; t < TB; t++) {
+        summ[t] = _mm512_setzero_ps();
+        for (int k = 0; k < 8; k++) acc[k][t] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gb;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        __m512 sc[LANES_TB];
+        const int8_t *xq[LANES_TB];
+        int32_t nc[LANES_TB][8]; /* Q5_0: -16 * sum of lane k's activation bytes */
+        for (int t = 0; t < TB; t++) {
+            const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
+            uint16_t dx;
+            memcpy(&dx, xbk, 2);
+            sc[t] = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dx)));
+            xq[t] = (const int8_t *)(xbk + (has_m ? 4 : 2));
+            if (has_m) {
+                uint16_t sx;
+                memcpy(&sx, xbk + 2, 2);
+                const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)));
+                summ[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(sx)), summ[t]);
+            } else {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)xq[t]);
+                const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(16), a),
+                                                     _mm256_set1_epi16(1));
+                _mm256_storeu_si256((__m256i *)nc[t], _mm256_sub_epi32(_mm256_setzero_si256(), s4));
+            }
+        }
+        const __m512i H = has_h ? _mm512_loadu_si512(blk + off_h) : _mm512_setzero_si512();
+        for (int k = 0; k < 8; k++) {
+            const __m512i raw = _mm512_loadu_si512(blk + off_q + 64 * (k & 3));
+            __m512i q = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), m4);
+            if (has_h) {
+                const __m512i hs =
+                    k <= 4 ? _mm512_slli_epi32(H, 4 - k) : _mm512_srli_epi32(H, k - 4);
+                q = _mm512_or_si512(q, _mm512_and_si512(hs, b4));
+            }
+            for (int t = 0; t < TB; t++) {
+                __m512i ai = has_m ? _mm512_setzero_si512() : _mm512_set1_epi32(nc[t][k]);
+                ai = dp4(ai, q, xq[t] + 4 * k, vnni);
+                acc[k][t] = _mm512_fmadd_ps(sc[t], _mm512_cvtepi32_ps(ai), acc[k][t]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++) {
+        const __m512 t0 = _mm512_add_ps(acc[0][t], acc[4][t]),
+                     t1 = _mm512_add_ps(acc[1][t], acc[5][t]);
+        const __m512 t2 = _mm512_add_ps(acc[2][t], acc[6][t]),
+                     t3 = _mm512_add_ps(acc[3][t], acc[7][t]);
+        __m512 r = _mm512_add_ps(_mm512_add_ps(t0, t2), _mm512_add_ps(t1, t3));
+        if (has_m) r = _mm512_add_ps(r, summ[t]);
+        _mm512_storeu_ps(out + 16 * t, r);
+    }
+}
+
+#define LANES_KERNELS(name, kind)                                                                  \
+    static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
+                                     float *out) {                                                 \
+        tile_lanes(K, w, x, out, LANES_TB, kind, 0);                                               \
+    }                                                                                              \
+    static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
+        tile_lanes(K, w, &x, out, 1, kind, 0);                                                     \
+    }                                                                                              \
+    static void uk_x16_##name##_tile_vnni(int64_t K, const void *const *w, const void *const *x,   \
+                                          float *out) {                                            \
+        tile_lanes(K, w, x, out, LANES_TB, kind, 1);                                               \
+    }                                                                                              \
+    static void uk_x16_##name##_col_vnni(int64_t K, const void *const *w, const void *x,           \
+                                         float *out) {                                             \
+        tile_lanes(K, w, &x, out, 1, kind, 1);                                                     \
+    }
+
+LANES_KERNELS(q5_0, LG_Q5_0)
+LANES_KERNELS(q4_1, LG_Q4_1)
+LANES_KERNELS(q5_1, LG_Q5_1)
+
+/* ------------------------------------------------ IQ4_NL: block sums */
+
+#define IQ4NL_TB 8
+
+/* IQ4_NL x16 in the reference order (vec_dot_iq4_nl_q8_0_ref): per block
+ * the exact integer sum, then sum += (d_w * d_x) * isum, a multiply and an
+ * add. The nibbles index a vpshufb table: VNNI takes the levels + 128 as
+ * the u8 operand and starts the int32 at the aux correction -128 * sum(q)
+ * (matmul.h); non-VNNI takes |level| and moves the level's sign onto the
+ * activation (maddubs pairs <= 2 * 127 * 127). Levels and signs are built
+ * once per block for the TB tokens (8 weight vectors, 8 masks). */
+CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK4_NL;
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), ones = _mm512_set1_epi16(1);
+    const __m128i lv = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
+    const __m512i lut = _mm512_broadcast_i32x4(vnni ? _mm_xor_si128(lv, _mm_set1_epi8((char)0x80))
+                                                    : _mm_abs_epi8(lv));
+    const __m512i sgn = _mm512_broadcast_i32x4(lv);
+    __m512 acc[IQ4NL_TB];
+    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q4_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        __m512i wq[8];
+        __mmask64 neg[8];
+        for (int s = 0; s < 4; s++) {
+            const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * s);
+            const __m512i lo = _mm512_and_si512(raw, m4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            wq[2 * s] = _mm512_shuffle_epi8(lut, lo);
+            wq[2 * s + 1] = _mm512_shuffle_epi8(lut, hi);
+            neg[2 * s] = vnni ? 0 : _mm512_movepi8_mask(_mm512_shuffle_epi8(sgn, lo));
+            neg[2 * s + 1] = vnni ? 0 : _mm512_movepi8_mask(_mm512_shuffle_epi8(sgn, hi));
+        }
+        for (int t = 0; t < TB; t++) {
+            const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
+            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            __m512i ai = vnni ? _mm512_set1_epi32(a->corr) : _mm512_setzero_si512();
+            for (int s = 0; s < 8; s++) {
+                /* wq[2s'] low nibbles (elements 4s'..), wq[2s'+1] high (16+4s'..) */
+                const int8_t *xp = xb->qs + (s & 1) * 16 + (s >> 1) * 4;
+                if (vnni) {
+                    ai = dpbusd_bcast(ai, wq[s], xp);
+                } else {
+                    int32_t v;
+                    memcpy(&v, xp, 4);
+                    __m512i xv = _mm512_set1_epi32(v);
+                    xv = _mm512_mask_sub_epi8(xv, neg[s], _mm512_setzero_si512(), xv);
+                    ai = _mm512_add_epi32(ai,
+                                          _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
+                }
+            }
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(ai), sc));
+        }
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+static void uk_x16_iq4nl_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_iq4nl(K, w, x, out, IQ4NL_TB, 0);
+}
+static void uk_x16_iq4nl_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_iq4nl(K, w, &x, out, 1, 0);
+}
+static void uk_x16_iq4nl_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                   float *out) {
+    tile_iq4nl(K, w, x, out, IQ4NL_TB, 1);
+}
+static void uk_x16_iq4nl_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_iq4nl(K, w, &x, out, 1, 1);
+}
+
+/* ------------------------------------------------------- registration */
+
+void kernels_x16_legacy_avx512(kernels_table *k, bool vnni) {
+    matmul_ukernel *x = k->ukernel_x16;
+    const int32_t r = CS_X16_ROWS;
+    x[CS_TYPE_Q5_0] =
+        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile_vnni, uk_x16_q5_0_col_vnni}
+             : (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
+    x[CS_TYPE_Q4_1] =
+        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile_vnni, uk_x16_q4_1_col_vnni}
+             : (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
+    x[CS_TYPE_Q5_1] =
+        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile_vnni, uk_x16_q5_1_col_vnni}
+             : (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
+    x[CS_TYPE_IQ4_NL] =
+        vnni ? (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile_vnni, uk_x16_iq4nl_col_vnni}
+             : (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col};
+}
+
+#endif /* x86 */
