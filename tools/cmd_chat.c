@@ -305,58 +305,15 @@ static int chat_hist_push(chat_state *s, cs_token t) {
 
 /* ------------------------------------------------------------ prompts */
 
-/* The tokens of rendered segments: BOS first when the model adds one,
- * template text tokenized with special-token parsing, message content
- * without (a user who types "<|im_end|>" gets the characters), one BOS
- * when the template writes it too. Adjacent segments of the same kind are
- * tokenized together, so that how a format happens to cut its own text
- * into segments does not change the tokens. Into a malloc'd *out.
- * SWAP POINT: cs_tokenize_segments (being added to the library on another
- * branch) tokenizes the segments in one pass with these rules; when it
- * lands, this body becomes that one call. Cost: O(rendered bytes). */
+/* The tokens of rendered segments (serve_chat_tokens: one pass,
+ * control tokens only from template text, one BOS). */
 static int chat_tokenize_segments(const cs_model *model, const cs_chat_segment *segs,
                                   int32_t n_segs, cs_token **out, int32_t *n_out) {
-    size_t total = 1;
-    for (int32_t i = 0; i < n_segs; i++) total += segs[i].len;
-    if (total > INT32_MAX / 2) {
-        tool_error("the chat is too long (%zu bytes)", total);
+    serve_error err;
+    if (!serve_chat_tokens(model, segs, n_segs, out, n_out, &err)) {
+        tool_error("%s", err.msg);
         return TOOL_EXIT_FAIL;
     }
-    /* a token covers at least one byte */
-    cs_token *toks = malloc(total * sizeof(cs_token));
-    char *run = malloc(total);
-    if (toks == NULL || run == NULL) {
-        free(toks);
-        free(run);
-        return chat_oom();
-    }
-    int32_t n = 0;
-    const cs_token bos = cs_token_bos(model);
-    if (cs_vocab_add_bos(model) && bos >= 0) toks[n++] = bos;
-    for (int32_t i = 0; i < n_segs;) {
-        size_t len = 0;
-        const bool special = segs[i].is_special;
-        for (; i < n_segs && segs[i].is_special == special; i++) {
-            memcpy(run + len, segs[i].text, segs[i].len);
-            len += segs[i].len;
-        }
-        const int32_t got =
-            cs_tokenize(model, run, len, toks + n, (int32_t)total - n, false, special);
-        if (got < 0) {
-            free(toks);
-            free(run);
-            tool_error("tokenize: %s", got == INT32_MIN ? cs_last_error() : "too many tokens");
-            return TOOL_EXIT_FAIL;
-        }
-        n += got;
-    }
-    free(run);
-    if (n > 1 && toks[0] == bos && toks[1] == bos) {
-        memmove(toks, toks + 1, (size_t)(n - 1) * sizeof(cs_token));
-        n--;
-    }
-    *out = toks;
-    *n_out = n;
     return 0;
 }
 

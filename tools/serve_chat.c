@@ -135,6 +135,33 @@ static bool render_segments(const char *name, const cs_chat_message *m, size_t n
     return true;
 }
 
+bool serve_chat_tokens(const cs_model *model, const cs_chat_segment *segs, int32_t n_segs,
+                       cs_token **out, int32_t *n_out, serve_error *err) {
+    int32_t want = cs_tokenize_segments(model, segs, (size_t)n_segs, NULL, 0, true);
+    if (want == INT32_MIN) return serve_fail(err, 400, "tokenize: %s", cs_last_error());
+    want = want < 0 ? -want : want;
+    if (want > SERVE_MAX_PROMPT) {
+        return serve_fail(err, 400, "the chat has %d tokens (at most %d)", (int)want,
+                          SERVE_MAX_PROMPT);
+    }
+    cs_token *toks = malloc((size_t)(want > 0 ? want : 1) * sizeof(cs_token));
+    if (!toks) return serve_fail(err, 500, "out of memory");
+    int32_t n = cs_tokenize_segments(model, segs, (size_t)n_segs, toks, want, true);
+    if (n < 0) {
+        free(toks);
+        return serve_fail(err, 500, "tokenize failed");
+    }
+    /* a template that writes the BOS text itself: one BOS only */
+    const cs_token bos = cs_token_bos(model);
+    if (n > 1 && bos >= 0 && toks[0] == bos && toks[1] == bos) {
+        memmove(toks, toks + 1, (size_t)(n - 1) * sizeof(cs_token));
+        n--;
+    }
+    *out = toks;
+    *n_out = n;
+    return true;
+}
+
 bool serve_chat_prompt(const cs_model *model, const char *name, const json_t *messages,
                        cs_token **out, int32_t *n_out, serve_error *err) {
     cs_chat_message *m;
@@ -142,62 +169,16 @@ bool serve_chat_prompt(const cs_model *model, const char *name, const json_t *me
     size_t n;
     cs_chat_segment *segs = NULL;
     int32_t n_segs = 0;
-    cs_token *toks = NULL;
-    int32_t n_toks = 0, cap = 0;
     bool ok = parse_messages(messages, &m, &strs, &n, err) &&
-              render_segments(name, m, n, &segs, &n_segs, err);
-    const cs_token bos = cs_token_bos(model);
-    if (ok && cs_vocab_add_bos(model) && bos >= 0) {
-        toks = malloc(256 * sizeof(cs_token));
-        ok = toks != NULL;
-        if (ok) toks[n_toks++] = bos, cap = 256;
-        else serve_fail(err, 500, "out of memory");
+              render_segments(name, m, n, &segs, &n_segs, err) &&
+              serve_chat_tokens(model, segs, n_segs, out, n_out, err);
+    if (ok && *n_out == 0) {
+        free(*out);
+        ok = serve_fail(err, 400, "the chat renders to no tokens");
     }
-    for (int32_t i = 0; ok && i < n_segs; i++) {
-        int32_t want = cs_tokenize(model, segs[i].text, segs[i].len, NULL, 0, false, segs[i].is_special);
-        if (want == INT32_MIN) {
-            ok = serve_fail(err, 400, "tokenize: %s", cs_last_error());
-            break;
-        }
-        want = want < 0 ? -want : want;
-        if ((int64_t)n_toks + want > SERVE_MAX_PROMPT) {
-            ok = serve_fail(err, 400, "the chat has more than %d tokens", SERVE_MAX_PROMPT);
-            break;
-        }
-        if (n_toks + want > cap) {
-            int32_t c = cap ? cap : 256;
-            while (c < n_toks + want) c *= 2;
-            cs_token *p = realloc(toks, (size_t)c * sizeof(cs_token));
-            if (!p) {
-                ok = serve_fail(err, 500, "out of memory");
-                break;
-            }
-            toks = p;
-            cap = c;
-        }
-        const int32_t got = cs_tokenize(model, segs[i].text, segs[i].len, toks + n_toks, want, false,
-                                        segs[i].is_special);
-        if (got < 0) {
-            ok = serve_fail(err, 500, "tokenize failed");
-            break;
-        }
-        n_toks += got;
-    }
-    /* a template that writes the BOS text itself: one BOS only */
-    if (ok && n_toks > 1 && toks[0] == bos && toks[1] == bos) {
-        memmove(toks, toks + 1, (size_t)(n_toks - 1) * sizeof(cs_token));
-        n_toks--;
-    }
-    if (ok && n_toks == 0) ok = serve_fail(err, 400, "the chat renders to no tokens");
     free(segs);
     free_msgs(m, strs, n);
-    if (!ok) {
-        free(toks);
-        return false;
-    }
-    *out = toks;
-    *n_out = n_toks;
-    return true;
+    return ok;
 }
 
 bool serve_chat_render(const char *name, const json_t *messages, char **out, size_t *len,

@@ -22,6 +22,13 @@ const char *serve_chat_choose(const cs_model *model, const char *flag);
 bool serve_chat_prompt(const cs_model *model, const char *name, const json_t *messages,
                        cs_token **out, int32_t *n_out, serve_error *err);
 
+/* The tokens of a rendered chat (cs_tokenize_segments: one pass, control
+ * tokens only from template text), BOS first when the model adds one and
+ * only once when the template writes it too, into a malloc'd *out.
+ * Returns false with err set (400 when too long, 500 otherwise). */
+bool serve_chat_tokens(const cs_model *model, const cs_chat_segment *segs, int32_t n_segs,
+                       cs_token **out, int32_t *n_out, serve_error *err);
+
 /* The rendered text (malloc'd, NUL-terminated) for /apply-template. */
 bool serve_chat_render(const char *name, const json_t *messages, char **out, size_t *len,
                        serve_error *err);
