@@ -114,7 +114,9 @@ describe("queue full (-np 1, --max-queue 1)", () => {
   after(async () => srv?.stop());
 
   test("a third concurrent request is 503 with Retry-After; the others complete", async () => {
-    const long = { prompt: PROMPT, n_predict: 400, ignore_eos: true, temperature: 0 };
+    // long enough (context shifts; about 0.5 s in Release) that the first
+    // still runs while the second queues and the third is refused
+    const long = { prompt: PROMPT, n_predict: 2000, ignore_eos: true, temperature: 0 };
     const a = background(srv.base, "/completion", long);
     assert.ok(
       await until(async () => (await metrics(srv.base))["llamacpp:requests_processing"] === 1),
@@ -132,7 +134,7 @@ describe("queue full (-np 1, --max-queue 1)", () => {
     assert.equal(c.json.error.code, 503);
     for (const r of [await a.done, await b.done]) {
       assert.equal(r.status, 200, r.text);
-      assert.equal(JSON.parse(r.text).tokens_predicted, 400);
+      assert.equal(JSON.parse(r.text).tokens_predicted, 2000);
     }
     // the server keeps serving
     assert.equal((await greedy(srv.base, "The little dog", 8)).tokens_predicted, 8);
