@@ -473,9 +473,6 @@ static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     t->timings.predicted_n = s->n_decoded;
     t->timings.predicted_ms = s->t_prompt_done ? (double)(now - s->t_prompt_done) / 1e6 : 0.0;
     pthread_mutex_lock(&e->mu);
-    /* counted before the task is finished, so a client that reads
-     * /metrics after its answer sees its request gone */
-    e->stats.n_processing--;
     e->stats.n_requests++;
     e->stats.n_prompt_tokens += (uint64_t)s->n_prompt_eval;
     e->stats.n_predicted_tokens += (uint64_t)s->n_decoded;
