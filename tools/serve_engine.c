@@ -1078,6 +1078,8 @@ static void assign_tasks(serve_engine *e) {
             int32_t slot = -1;
             if (atomic_load(&c->cancelled)) {
                 slot = -2;
+            } else if (c->deadline_ns && now_ns() > c->deadline_ns) {
+                slot = -3; /* --timeout passed while it waited for a slot */
             } else if (c->p.id_slot >= 0) {
                 if (!e->slots[c->p.id_slot].task) slot = c->p.id_slot;
             } else {
@@ -1110,6 +1112,12 @@ static void assign_tasks(serve_engine *e) {
         if (!t) return;
         if (pick == -2) { /* cancelled while queued */
             serve_task_finish(t);
+            serve_task_unref(t);
+            continue;
+        }
+        if (pick == -3) {
+            task_fail(t, 503, "the request waited longer than --timeout %d s for a slot",
+                      e->cfg->timeout_s);
             serve_task_unref(t);
             continue;
         }
