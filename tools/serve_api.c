@@ -522,6 +522,14 @@ static json_t *logprobs_legacy(const cs_model *model, const serve_token_info *tk
                      tops, "text_offset", offs);
 }
 
+/* A choice's "logprobs": null, the chat shape or the legacy shape. */
+static json_t *choice_logprobs(const serve_task *t, const cs_model *model,
+                               const serve_token_info *tokens, int32_t n_tokens) {
+    if (!t->p.logprobs) return json_null();
+    return t->kind == SERVE_CHAT ? json_pack("{s:o}", "content", logprobs_chat(model, tokens, n_tokens))
+                                 : logprobs_legacy(model, tokens, n_tokens, 0);
+}
+
 static json_t *timings_json(const serve_task *t) {
     const serve_timings *g = &t->timings;
     const double pp = g->prompt_n > 0 ? g->prompt_ms / g->prompt_n : 0.0;
@@ -579,11 +587,7 @@ json_t *serve_json_final(const serve_task *t, const serve_config *cfg, const cs_
         }
         return r;
     }
-    json_t *lp = json_null();
-    if (p->logprobs) {
-        lp = t->kind == SERVE_CHAT ? json_pack("{s:o}", "content", logprobs_chat(model, tokens, n_tokens))
-                                   : logprobs_legacy(model, tokens, n_tokens, 0);
-    }
+    json_t *lp = choice_logprobs(t, model, tokens, n_tokens);
     json_t *choice;
     if (t->kind == SERVE_CHAT) {
         choice = json_pack("{s:i,s:{s:s,s:o},s:o,s:s}", "index", 0, "message", "role", "assistant",
@@ -612,11 +616,7 @@ json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char 
         }
         return r;
     }
-    json_t *lp = json_null();
-    if (p->logprobs) {
-        lp = t->kind == SERVE_CHAT ? json_pack("{s:o}", "content", logprobs_chat(model, tokens, n_tokens))
-                                   : logprobs_legacy(model, tokens, n_tokens, 0);
-    }
+    json_t *lp = choice_logprobs(t, model, tokens, n_tokens);
     json_t *choice;
     if (t->kind == SERVE_CHAT) {
         json_t *delta = json_object();

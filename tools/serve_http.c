@@ -289,6 +289,24 @@ static void stream_free(void *cls) {
     free(s);
 }
 
+/* Queue a 200 text/event-stream response read from reader(ctx) (chunked,
+ * blocking reader: thread-per-connection); free_fn(ctx) runs when the
+ * response is done or the client is gone, and also here on failure. */
+static enum MHD_Result reply_sse(struct MHD_Connection *c, MHD_ContentReaderCallback reader,
+                                 void *ctx, MHD_ContentReaderFreeCallback free_fn, size_t block) {
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, reader, ctx, free_fn);
+    if (!r) {
+        free_fn(ctx);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    add_common_headers(c, r);
+    const enum MHD_Result ok = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 /* ---------------------------------------------------- the cache map */
 
 typedef struct map_ctx {
@@ -354,17 +372,7 @@ static enum MHD_Result h_cache_events(serve_http *h, struct MHD_Connection *c, c
     if (!m) return reply_error(c, 500, "out of memory");
     m->h = h;
     m->fd = conn_fd(c);
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 65536, map_reader, m, map_free);
-    if (!resp) {
-        map_free(m);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-cache");
-    add_common_headers(c, resp);
-    const enum MHD_Result ok = MHD_queue_response(c, 200, resp);
-    MHD_destroy_response(resp);
-    return ok;
+    return reply_sse(c, map_reader, m, map_free, 65536);
 }
 
 /* ------------------------------------------------------- generation */
@@ -394,17 +402,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
         s->first = true;
         s->created = created;
         memcpy(s->id, id, sizeof(id));
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, s, stream_free);
-        if (!r) {
-            stream_free(s);
-            return MHD_NO;
-        }
-        MHD_add_response_header(r, "Content-Type", "text/event-stream");
-        MHD_add_response_header(r, "Cache-Control", "no-cache");
-        add_common_headers(c, r);
-        const enum MHD_Result ok = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        return ok;
+        return reply_sse(c, stream_reader, s, stream_free, 16384);
     }
     /* non-stream: collect every event */
     char *text = NULL;
@@ -424,16 +422,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
                 else oom = true;
             }
             if (!oom) memcpy(text + len, ev->text, ev->len), len += ev->len;
-            if (t->p.logprobs && ev->n_tokens > 0 && !oom) {
-                if (n_tk + ev->n_tokens > cap_tk) {
-                    int32_t nc = cap_tk ? cap_tk * 2 : 64;
-                    while (nc < n_tk + ev->n_tokens) nc *= 2;
-                    serve_token_info *p = realloc(tk, (size_t)nc * sizeof(*tk));
-                    if (p) tk = p, cap_tk = nc;
-                    else oom = true;
-                }
-                if (!oom) memcpy(tk + n_tk, ev->tokens, (size_t)ev->n_tokens * sizeof(*tk)), n_tk += ev->n_tokens;
-            } else if (t->p.return_tokens && ev->n_tokens > 0 && !oom) {
+            if ((t->p.logprobs || t->p.return_tokens) && ev->n_tokens > 0 && !oom) {
                 if (n_tk + ev->n_tokens > cap_tk) {
                     int32_t nc = cap_tk ? cap_tk * 2 : 64;
                     while (nc < n_tk + ev->n_tokens) nc *= 2;
@@ -956,6 +945,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* libmicrohttpd's messages (its format strings), with -v. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) TOOL_PRINTF(2, 0);
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     const serve_http *h = cls;
     if (!h->cfg->verbose) return;
