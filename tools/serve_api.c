@@ -502,7 +502,7 @@ static json_t *logprobs_legacy(const cs_model *model, const serve_token_info *tk
         int32_t len = cs_token_to_piece(model, tk[i].id, buf, sizeof(buf), false);
         if (len < 0) len = 0;
         json_array_append_new(tokens, serve_json_text(buf, (size_t)len));
-        json_array_append_new(lps, json_real(tk[i].logprob));
+        json_array_append_new(lps, json_real((double)tk[i].logprob));
         json_t *top = json_object();
         for (int32_t k = 0; k < tk[i].n_top; k++) {
             char b2[256];
@@ -510,7 +510,7 @@ static json_t *logprobs_legacy(const cs_model *model, const serve_token_info *tk
             if (l2 < 0) l2 = 0;
             json_t *key = serve_json_text(b2, (size_t)l2);
             if (key && !json_object_get(top, json_string_value(key))) {
-                json_object_set_new(top, json_string_value(key), json_real(tk[i].top_logprob[k]));
+                json_object_set_new(top, json_string_value(key), json_real((double)tk[i].top_logprob[k]));
             }
             json_decref(key);
         }
