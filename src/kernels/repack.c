@@ -53,6 +53,27 @@ static size_t q6_K_slot(int k, int i) {
     return (size_t)(((2 * h + g) * 4 + u) * 3 + sub) * 64;
 }
 
+/* Q3_K (repack.h): d, the scale planes, then per lane k (elements 4k ..
+ * 4k+3 of each 32) the hmask slice k and the qs slices (h = 0, k) and
+ * (h = 1, k), so the kernel, which finishes lane k of all 16 sub-blocks
+ * before lane k + 1, reads the block front to back. Fields: hmask, qs,
+ * scales, d. */
+static size_t q3_K_slot(int k, int i) {
+    if (k == 0) return 224 + (size_t)i * 192;
+    if (k == 1) return 224 + (size_t)(i % 8) * 192 + 64 + (size_t)(i / 8) * 64;
+    if (k == 2) return 32 + (size_t)i * CS_X16_ROWS;
+    return 0;
+}
+
+/* Q2_K (repack.h): d, dmin, the scales as 2-byte slices, then per lane k
+ * the qs slices (h = 0, k) and (h = 1, k), in the kernel's read order.
+ * Fields: scales, qs, d, dmin. */
+static size_t q2_K_slot(int k, int i) {
+    if (k == 0) return 64 + (size_t)i * 2 * CS_X16_ROWS;
+    if (k == 1) return 320 + (size_t)(i % 8) * 128 + (size_t)(i / 8) * 64;
+    return k == 2 ? 0 : 32;
+}
+
 static const x16_format k_q4_0 = {18, 32, 2, {{0, 2, 2, 0}, {2, 16, 4, 0}}, NULL};
 static const x16_format k_q8_0 = {34, 32, 2, {{0, 2, 2, 0}, {2, 32, 4, 0x80}}, NULL};
 static const x16_format k_q4_K = {
@@ -62,6 +83,12 @@ static const x16_format k_q6_K = {
 /* IQ4_XS: d, scales_h, scales_l planes, then qs (the kernel's read order) */
 static const x16_format k_iq4_xs = {
     136, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 4, 1, 0}, {8, 128, 4, 0}}, NULL};
+
+static const x16_format k_q3_K = {
+    110, 256, 4, {{0, 32, 4, 0}, {32, 64, 4, 0}, {96, 12, 1, 0}, {108, 2, 2, 0}}, q3_K_slot};
+
+static const x16_format k_q2_K = {
+    84, 256, 4, {{0, 16, 2, 0}, {16, 64, 4, 0}, {80, 2, 2, 0}, {82, 2, 2, 0}}, q2_K_slot};
 
 /* Q4_1 / Q5_0 / Q5_1 / IQ4_NL (repack.h): d (and m) as f16 rows, qh one
  * bit-transposed dword per row, qs as Q4_0. */
@@ -108,6 +135,10 @@ static const x16_format *format_of(int32_t type) {
         return &k_q6_K;
     case CS_TYPE_IQ4_XS:
         return &k_iq4_xs;
+    case CS_TYPE_Q3_K:
+        return &k_q3_K;
+    case CS_TYPE_Q2_K:
+        return &k_q2_K;
     default:
         return NULL;
     }
@@ -289,6 +320,12 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
             break;
         case CS_TYPE_IQ4_XS: /* the x16 kernels follow the reference dot */
             vec_dot_iq4_xs_q8_K_ref(K, &out[r], w, x);
+            break;
+        case CS_TYPE_Q3_K:
+            vec_dot_q3_K_q8_K_ref(K, &out[r], w, x);
+            break;
+        case CS_TYPE_Q2_K:
+            vec_dot_q2_K_q8_K_ref(K, &out[r], w, x);
             break;
         default:
             out[r] = dot_row_q(type, K, w, x);

@@ -20,6 +20,18 @@
  * planes [4][16], qs sliced [32][16][4] (sub-block j = slices 4j..4j+3);
  * its x16 order is the reference dot's (vec_dot_iq4_xs_q8_K_ref), so the
  * x16 result equals the reference table's row-major result bit for bit.
+ * Q3_K (same file): d[16] at 0, scales as byte planes [12][16] at 32, then
+ * for lane k = 0..7 at 224 + 192k: hmask slice k [16][4], qs slice
+ * (h = 0, k) [16][4], qs slice (h = 1, k) [16][4] (slice (h, k) = qs bytes
+ * 32h + 4k .. +3: elements 128h + 32g + 4k + j, g = 0..3, j = 0..3), so the
+ * lane-by-lane kernel streams the block in order (1760 = 16 * 110). Its
+ * numerics are the reference dot's (vec_dot_q3_K_q8_K_ref): 8 float
+ * lane accumulators per output, one FMA per lane and block, hsum8.
+ * Q2_K (same file, same numerics as vec_dot_q2_K_q8_K_ref, the dmin FMA
+ * of lane k before its scale FMA): d[16] at 0, dmin[16] at 32, scales as
+ * 2-byte slices [8][16][2] at 64 (slice s = scales 2s, 2s+1: the mins of
+ * lane s and the scales of groups (h, g) = (s / 4, s % 4)), then for lane
+ * k at 320 + 128k the qs slices (h = 0, k) and (h = 1, k) (1344 = 16 * 84).
  *
  * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
  * occupies exactly the bytes of those 16 rows in row-major order, so the
@@ -75,13 +87,15 @@ enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 #define CS_X16_Q4K_BLOCK   2304
 #define CS_X16_Q6K_BLOCK   3360
 #define CS_X16_IQ4XS_BLOCK 2176
+#define CS_X16_Q3K_BLOCK   1760
+#define CS_X16_Q2K_BLOCK   1344
 #define CS_X16_Q5_0_BLOCK  352 /* legacy types (IQ4_NL: CS_X16_Q4_BLOCK) */
 #define CS_X16_Q4_1_BLOCK  320
 #define CS_X16_Q5_1_BLOCK  384
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
  * Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
- * Q4_K, Q6_K or IQ4_XS (K a positive multiple of 256), N a positive
+ * Q4_K, Q6_K, IQ4_XS, Q3_K or Q2_K (K a positive multiple of 256), N a positive
  * multiple of 16. */
 bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
 
@@ -95,7 +109,7 @@ void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
  * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, Q8_1 for Q4_1 / Q5_1, Q8_K for
- * Q4_K / Q6_K / IQ4_XS): out[r] = dot(row
+ * Q4_K / Q6_K / IQ4_XS / Q3_K / Q2_K): out[r] = dot(row
  * 16g + r, x) for r < 16, grp = the group's first byte, in the order of the
  * x16 kernels (each function's comment in repack.c). Reads only the blocks
  * of x (not the aux entries), so it also checks the aux entries the SIMD

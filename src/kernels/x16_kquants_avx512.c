@@ -125,11 +125,267 @@ static void uk_x16_iq4xs_col_vnni(int64_t K, const void *const *w, const void *x
     tile_x16_iq4xs(K, w, &x, out, 1, 1);
 }
 
+/* ------------------------------------------------------------- Q3_K */
+
+/* acc += per-lane sum of the 2 products of the signed words of a and b
+ * (vpdpwssd, VNNI only, inline asm as dpbusd_bcast). */
+CS_INLINE __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
+#define X16_Q3K_TB 4
+
+/* Q3_K x16 (repack.h) in the reference order, vec_dot_q3_K_q8_K_ref: per
+ * super-block and lane k (elements 4k .. 4k+3 of each of the 8 groups of
+ * 32) the exact integer lane = sum over h, g of s * (sum of q * a), s the
+ * sub-block's signed 6-bit scale, q the signed 3-bit level; then
+ * acc[k] = fma(d_a * d_w, lane, acc[k]); the output is hsum8 of the 8
+ * accumulators. A signed 3-bit level times a signed 6-bit scale reaches
+ * (-4) * (-32) = 128, which no s8 holds, so the scale cannot be folded
+ * into the weight bytes: each 4-element dot is formed first on level + 4
+ * (u8, 0..7) with the -4 * sum(a) correction, giving an exact value of at
+ * most 4 * 4 * 127 in magnitude, and then multiplied by the scale with
+ * one word multiply-add (vpdpwssd on the scale in the low word; without
+ * VNNI the correction is taken per word pair from the maddubs result and
+ * vpmaddwd multiplies the pair by the scale in both words). The levels of
+ * the 16 rows are built once per (h, g, k) and shared by the TB tokens;
+ * cost per token and 16 x 256 weights: 64 x 2 (VNNI) or 64 x 4 vector
+ * integer ops, 8 conversions and FMAs. */
+CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
+    __m512 acc[X16_Q3K_TB][8];
+    for (int t = 0; t < TB; t++)
+        for (int k = 0; k < 8; k++) acc[t][k] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        /* the 16 scales s - 32 of the 16 rows: VNNI s & 0xffff (one word,
+         * vpdpwssd), otherwise s in both words (vpmaddwd on a word pair) */
+        __m512i scw[16];
+        {
+            __m512i pl[12];
+            for (int p = 0; p < 12; p++)
+                pl[p] = _mm512_cvtepu8_epi32(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * p)));
+            const __m512i f = _mm512_set1_epi32(0xF), t3 = _mm512_set1_epi32(3);
+            for (int j = 0; j < 16; j++) {
+                const __m512i lo =
+                    j < 8 ? _mm512_and_si512(pl[j], f) : _mm512_srli_epi32(pl[j - 8], 4);
+                const __m512i hi =
+                    _mm512_and_si512(_mm512_srli_epi32(pl[8 + j % 4], 2 * (j / 4)), t3);
+                __m512i s = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
+                                             _mm512_set1_epi32(32));
+                s = _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF));
+                scw[j] = vnni ? s : _mm512_or_si512(s, _mm512_slli_epi32(s, 16));
+            }
+        }
+        /* per token and 4-element group e = (element) / 4: VNNI -4 * (sum
+         * of the 4 activations); otherwise the word pair 4 * (a0 + a1),
+         * 4 * (a2 + a3) */
+        int32_t corr[X16_Q3K_TB][64];
+        __m512 d[X16_Q3K_TB];
+        const int8_t *xa[X16_Q3K_TB];
+        for (int t = 0; t < TB; t++) {
+            const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+            xa[t] = ab->qs;
+            d[t] = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
+            for (int c = 0; c < 4; c++) {
+                const __m512i a = _mm512_loadu_si512((const void *)(ab->qs + 64 * c));
+                __m512i p = _mm512_maddubs_epi16(c4, a);
+                if (vnni)
+                    p = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                         _mm512_madd_epi16(p, _mm512_set1_epi16(1)));
+                _mm512_storeu_si512((void *)(corr[t] + 16 * c), p);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *q = blk + 224 + (size_t)k * 192;
+            /* the block after next: 28 lines, 4 per lane */
+            for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++)
+                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
+                             _MM_HINT_T0);
+            const __m512i hm = _mm512_loadu_si512((const void *)q);
+            const __m512i qs[2] = {_mm512_loadu_si512((const void *)(q + 64)),
+                                   _mm512_loadu_si512((const void *)(q + 128))};
+            __m512i lane[X16_Q3K_TB];
+            for (int t = 0; t < TB; t++) lane[t] = _mm512_setzero_si512();
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 4; g++) {
+                    const __m512i q2 =
+                        _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
+                    const __mmask64 hb =
+                        _mm512_test_epi8_mask(hm, _mm512_set1_epi8((char)(1 << (4 * h + g))));
+                    const __m512i wv = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
+                    const __m512i sc = scw[8 * h + 2 * g + (k >> 2)];
+                    const int e = 32 * h + 8 * g + k;
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = xa[t] + 4 * e;
+                        if (vnni) {
+                            const __m512i dd = dpbusd_bcast(_mm512_set1_epi32(corr[t][e]), wv, a);
+                            lane[t] = dpwssd(lane[t], dd, sc);
+                        } else {
+                            int32_t v;
+                            memcpy(&v, a, 4);
+                            const __m512i p =
+                                _mm512_sub_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
+                                                 _mm512_set1_epi32(corr[t][e]));
+                            lane[t] = _mm512_add_epi32(lane[t], _mm512_madd_epi16(p, sc));
+                        }
+                    }
+                }
+            for (int t = 0; t < TB; t++)
+                acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][k]);
+        }
+    }
+    for (int t = 0; t < TB; t++) { /* hsum8: (0+4 + 2+6) + (1+5 + 3+7) */
+        const __m512 r0 = _mm512_add_ps(acc[t][4], acc[t][0]),
+                     r1 = _mm512_add_ps(acc[t][5], acc[t][1]);
+        const __m512 r2 = _mm512_add_ps(acc[t][6], acc[t][2]),
+                     r3 = _mm512_add_ps(acc[t][7], acc[t][3]);
+        _mm512_storeu_ps(out + 16 * t, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+    }
+}
+
+static void uk_x16_q3K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q3K(K, w, x, out, X16_Q3K_TB, 0);
+}
+static void uk_x16_q3K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q3K(K, w, &x, out, 1, 0);
+}
+static void uk_x16_q3K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                 float *out) {
+    tile_x16_q3K(K, w, x, out, X16_Q3K_TB, 1);
+}
+static void uk_x16_q3K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q3K(K, w, &x, out, 1, 1);
+}
+
+/* ------------------------------------------------------------- Q2_K */
+
+#define X16_Q2K_TB 4
+
+/* Q2_K x16 (repack.h) in the reference order, vec_dot_q2_K_q8_K_ref: per
+ * super-block and lane k (elements 4k .. 4k+3 of each of the 8 groups of
+ * 32) first acc[k] = fma(-d_a * dmin_w, m[2k] * bsums[2k] + m[2k+1] *
+ * bsums[2k+1], acc[k]), then acc[k] = fma(d_a * d_w, lane, acc[k]) with
+ * the exact lane = sum over h, g of s * (sum of q * a); the output is
+ * hsum8. Level (0..3) times scale (0..15) is at most 45, so one vpmullw
+ * on words (no carry between the two bytes of a word) forms the weight
+ * bytes s * q once per (h, g, k) for the TB tokens, and one vpdpbusd
+ * (VNNI) or maddubs + madd (pairs at most 2 * 45 * 127) per token adds
+ * them to the lane. Cost per token and 16 x 256 weights: 64 (VNNI) or
+ * 192 vector integer ops, 8 madds for the mins, 16 conversions and FMAs. */
+CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB, const int vnni) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512 acc[X16_Q2K_TB][8];
+    for (int t = 0; t < TB; t++)
+        for (int k = 0; k < 8; k++) acc[t][k] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        const __m512 mw =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
+        /* scale slice s = row bytes 2s, 2s+1 as words: mins mn[s] = the high
+         * nibbles (vpmaddwd against the bsums pair), scw[2s + u] = the low
+         * nibble of byte u in both words of the dword (vpmullw) */
+        __m512i mn[8], scw[16];
+        for (int sl = 0; sl < 8; sl++) {
+            const __m512i sv = _mm512_cvtepu8_epi16(
+                _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl)));
+            mn[sl] = _mm512_srli_epi16(sv, 4);
+            const __m512i s0 = _mm512_and_si512(sv, _mm512_set1_epi32(0xF));
+            const __m512i s1 = _mm512_and_si512(_mm512_srli_epi32(sv, 16), _mm512_set1_epi32(0xF));
+            scw[2 * sl] = _mm512_or_si512(s0, _mm512_slli_epi32(s0, 16));
+            scw[2 * sl + 1] = _mm512_or_si512(s1, _mm512_slli_epi32(s1, 16));
+        }
+        __m512 d[X16_Q2K_TB], dm[X16_Q2K_TB];
+        const block_q8_K *ab[X16_Q2K_TB];
+        for (int t = 0; t < TB; t++) {
+            ab[t] = (const block_q8_K *)x[t] + b;
+            d[t] = _mm512_mul_ps(_mm512_set1_ps(ab[t]->d), dw);
+            dm[t] = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
+        }
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *q = blk + 320 + (size_t)k * 128;
+            /* the block after next: 21 lines, 3 per lane */
+            for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++)
+                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
+                             _MM_HINT_T0);
+            const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
+                                   _mm512_loadu_si512((const void *)(q + 64))};
+            __m512i lane[X16_Q2K_TB];
+            for (int t = 0; t < TB; t++) {
+                int32_t bs;
+                memcpy(&bs, ab[t]->bsums + 2 * k, 4);
+                const __m512i prod = _mm512_madd_epi16(mn[k], _mm512_set1_epi32(bs));
+                acc[t][k] = _mm512_fmadd_ps(dm[t], _mm512_cvtepi32_ps(prod), acc[t][k]);
+                lane[t] = _mm512_setzero_si512();
+            }
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 4; g++) {
+                    const __m512i q2 =
+                        _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
+                    const __m512i wv = _mm512_mullo_epi16(q2, scw[8 * h + 2 * g + (k >> 2)]);
+                    const int e = 32 * h + 8 * g + k;
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = ab[t]->qs + 4 * e;
+                        if (vnni) {
+                            lane[t] = dpbusd_bcast(lane[t], wv, a);
+                        } else {
+                            int32_t v;
+                            memcpy(&v, a, 4);
+                            lane[t] = _mm512_add_epi32(
+                                lane[t],
+                                _mm512_madd_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
+                                                  _mm512_set1_epi16(1)));
+                        }
+                    }
+                }
+            for (int t = 0; t < TB; t++)
+                acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][k]);
+        }
+    }
+    for (int t = 0; t < TB; t++) { /* hsum8: (0+4 + 2+6) + (1+5 + 3+7) */
+        const __m512 r0 = _mm512_add_ps(acc[t][4], acc[t][0]),
+                     r1 = _mm512_add_ps(acc[t][5], acc[t][1]);
+        const __m512 r2 = _mm512_add_ps(acc[t][6], acc[t][2]),
+                     r3 = _mm512_add_ps(acc[t][7], acc[t][3]);
+        _mm512_storeu_ps(out + 16 * t, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+    }
+}
+
+static void uk_x16_q2K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q2K(K, w, x, out, X16_Q2K_TB, 0);
+}
+static void uk_x16_q2K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q2K(K, w, &x, out, 1, 0);
+}
+static void uk_x16_q2K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
+                                 float *out) {
+    tile_x16_q2K(K, w, x, out, X16_Q2K_TB, 1);
+}
+static void uk_x16_q2K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q2K(K, w, &x, out, 1, 1);
+}
+
 void kernels_x16_kquants_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_IQ4_XS] =
         vnni ? (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile_vnni, uk_x16_iq4xs_col_vnni}
              : (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile, uk_x16_iq4xs_col};
+    k->ukernel_x16[CS_TYPE_Q3_K] =
+        vnni ? (matmul_ukernel){r, X16_Q3K_TB, uk_x16_q3K_tile_vnni, uk_x16_q3K_col_vnni}
+             : (matmul_ukernel){r, X16_Q3K_TB, uk_x16_q3K_tile, uk_x16_q3K_col};
+    k->ukernel_x16[CS_TYPE_Q2_K] =
+        vnni ? (matmul_ukernel){r, X16_Q2K_TB, uk_x16_q2K_tile_vnni, uk_x16_q2K_col_vnni}
+             : (matmul_ukernel){r, X16_Q2K_TB, uk_x16_q2K_tile, uk_x16_q2K_col};
 }
 
 #endif /* x86 */
