@@ -27,9 +27,25 @@ function quantile(xs, q) {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
+// A kept-alive connection that the server closed between two requests
+// makes fetch fail before any response (llama-server's HTTP library closes
+// them after a few requests): such a request is sent again, as the openai
+// SDK does for connection errors, and counted.
+let retries = 0;
+async function post(body) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetch(`${url}/v1/chat/completions`, body);
+    } catch (e) {
+      if (attempt >= 3 || e?.cause?.code !== "UND_ERR_SOCKET") throw e;
+      retries++;
+    }
+  }
+}
+
 async function one(i) {
   const t0 = performance.now();
-  const res = await fetch(`${url}/v1/chat/completions`, {
+  const res = await post({
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({
@@ -94,4 +110,5 @@ console.log(JSON.stringify({
   itl_ms_p50: gaps.length ? +quantile(gaps, 0.5).toFixed(2) : null,
   itl_ms_p95: gaps.length ? +quantile(gaps, 0.95).toFixed(2) : null,
   cache_hit_rate: withCache ? +(cached / promptTokens).toFixed(3) : null,
+  connection_retries: retries,
 }));

@@ -71,7 +71,7 @@ const dir = process.argv[2];
 const read = (n) => fs.existsSync(`${dir}/${n}.jsonl`)
   ? fs.readFileSync(`${dir}/${n}.jsonl`, "utf8").trim().split("\n").map(JSON.parse) : [];
 const a = read("ctxshift"), b = read("llama-server");
-const cols = ["requests_per_s", "tokens_per_s", "ttft_ms_p50", "ttft_ms_p95", "itl_ms_p50", "itl_ms_p95", "cache_hit_rate"];
+const cols = ["requests_per_s", "tokens_per_s", "ttft_ms_p50", "ttft_ms_p95", "itl_ms_p50", "itl_ms_p95", "cache_hit_rate", "connection_retries"];
 console.log(`| clients | engine | ${cols.join(" | ")} |`);
 console.log(`| ---: | --- | ${cols.map(() => "---:").join(" | ")} |`);
 for (const r of a) {
@@ -80,6 +80,6 @@ for (const r of a) {
   if (!o) continue;
   console.log(`| ${r.concurrency} | llama-server | ${cols.map((c) => o[c]).join(" | ")} |`);
   const ratio = (c) => (o[c] && r[c] !== null ? (c.startsWith("requests") || c.startsWith("tokens") ? r[c] / o[c] : o[c] / r[c]) : null);
-  console.log(`| ${r.concurrency} | ratio (>1: ctxshift better) | ${cols.map((c) => c === "cache_hit_rate" ? "" : (ratio(c)?.toFixed(2) ?? "")).join(" | ")} |`);
+  console.log(`| ${r.concurrency} | ratio (>1: ctxshift better) | ${cols.map((c) => c === "cache_hit_rate" || c === "connection_retries" ? "" : (ratio(c)?.toFixed(2) ?? "")).join(" | ")} |`);
 }
 JS
