@@ -26,6 +26,16 @@ bool serve_fail(serve_error *err, int32_t status, const char *fmt, ...) {
     return false;
 }
 
+void serve_params_free(serve_params *p) {
+    for (int32_t i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    p->n_stop = 0;
+    free(p->bias_tok);
+    free(p->bias_val);
+    p->bias_tok = NULL;
+    p->bias_val = NULL;
+    p->n_bias = 0;
+}
+
 static const char *json_kind(const json_t *v) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";

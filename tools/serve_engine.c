@@ -145,16 +145,6 @@ serve_task *serve_task_new(int32_t kind, cs_token *prompt, int32_t n_prompt) {
     return t;
 }
 
-void serve_params_free(serve_params *p) {
-    for (int32_t i = 0; i < p->n_stop; i++) free(p->stop[i]);
-    p->n_stop = 0;
-    free(p->bias_tok);
-    free(p->bias_val);
-    p->bias_tok = NULL;
-    p->bias_val = NULL;
-    p->n_bias = 0;
-}
-
 void serve_event_free(serve_event *ev) {
     if (!ev) return;
     free(ev->text);
