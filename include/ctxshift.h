@@ -62,6 +62,10 @@ typedef struct cs_sampler cs_sampler; /* token sampler with its own RNG */
 
 typedef int32_t cs_token;
 typedef int32_t cs_pos;
+/* The largest position a cell holds: cs_decode and the state loads refuse
+ * larger ones and seq_add saturates at it, so an open range end (p1 < 0,
+ * "to infinity") covers every cell (docs/KV_CACHE_SPEC.md §2.1). */
+#define CS_POS_MAX (INT32_MAX - 1)
 typedef int32_t cs_seq;
 
 typedef enum cs_status {

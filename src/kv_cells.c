@@ -282,7 +282,9 @@ int32_t kv_cells_seq_add(kv_cells *c, cs_seq seq, cs_pos p0, cs_pos p1, cs_pos d
             if (first < 0) first = i;
             continue;
         }
-        c->pos[i] = sat32(np);
+        /* saturate at CS_POS_MAX, not INT32_MAX: an open range must reach
+         * every cell */
+        c->pos[i] = np > CS_POS_MAX ? CS_POS_MAX : (int32_t)np;
         c->delta[i] = sat32((int64_t)c->delta[i] + delta);
         seqpos_add_all(c, c->seq[i], c->pos[i], stale);
     }

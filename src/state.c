@@ -439,9 +439,10 @@ static cs_status state_parse(const cs_context *ctx, const uint8_t *data, size_t 
     for (uint32_t i = 0; i < h.n_cells; i++) {
         const size_t off = tok_end + (size_t)i * cell_bytes;
         const int32_t pos = (int32_t)get_u32(data + off);
-        if (pos < 0)
-            return error_fail(CS_ERR_FORMAT, "%s: cell %u: position %d at offset %zu is negative",
-                              fn, i, pos, off);
+        if (pos < 0 || pos > CS_POS_MAX)
+            return error_fail(CS_ERR_FORMAT,
+                              "%s: cell %u: position %d at offset %zu is outside [0, %d]", fn, i,
+                              pos, off, CS_POS_MAX);
         if (h.kind != STATE_KIND_WHOLE) continue;
         const uint64_t bits = get_u64(data + off + 4);
         if (bits == 0)

@@ -774,6 +774,53 @@ static void test_state_too_small_buffer(void **st) {
 }
 
 /* F16 cache: rows are copied byte for byte, so the round trip is exact. */
+/* No cell may hold INT32_MAX (CS_POS_MAX is the largest position): an open
+ * range end must reach every cell. Found by tests/fuzz/fuzz_state.c: a
+ * sequence state with a cell at INT32_MAX loaded, and seq_rm(s, -1, -1)
+ * could not empty the sequence afterwards. */
+static void test_state_position_limit(void **st) {
+    (void)st;
+    cs_context *c = new_ctx(64, 2, CS_TYPE_F32);
+    decode_prompt(c, 0, 0, N_PROMPT);
+    size_t n = 0;
+    uint8_t *buf = save_seq(c, 0, &n);
+    /* the first cell's position (docs/STATE.md: positions follow the header) */
+    uint32_t pos0;
+    memcpy(&pos0, buf + DOC_HEADER_BYTES, 4);
+    assert_int_equal(pos0, 0);
+    const uint32_t too_far = (uint32_t)INT32_MAX, last = (uint32_t)CS_POS_MAX;
+    memcpy(buf + DOC_HEADER_BYTES, &too_far, 4);
+    snapshot s0;
+    snap_take(c, &s0);
+    assert_int_equal(cs_state_seq_load(c, 1, buf, n), CS_ERR_FORMAT);
+    assert_non_null(strstr(cs_last_error(), "2147483647"));
+    assert_unchanged(c, &s0);
+    /* the largest position loads, and an open range removes it */
+    memcpy(buf + DOC_HEADER_BYTES, &last, 4);
+    assert_int_equal(cs_state_seq_load(c, 1, buf, n), CS_OK);
+    assert_int_equal(cs_kv_seq_pos_max(c, 1), CS_POS_MAX);
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    assert_int_equal(cs_kv_seq_pos_max(c, 1), -1);
+    assert_unchanged(c, &s0);
+    free(buf);
+    /* decode refuses INT32_MAX; seq_add saturates at CS_POS_MAX */
+    cs_batch *b;
+    assert_int_equal(cs_batch_new(1, 1, &b), CS_OK);
+    const cs_seq s1 = 1;
+    assert_int_equal(cs_batch_add(b, k_prompt[0], INT32_MAX, &s1, 1, true), CS_OK);
+    assert_true(cs_decode(c, b) < 0);
+    assert_non_null(strstr(cs_last_error(), "outside [0, 2147483646]"));
+    cs_batch_clear(b);
+    assert_int_equal(cs_batch_add(b, k_prompt[0], CS_POS_MAX - 1, &s1, 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    assert_int_equal(cs_kv_seq_add(c, 1, -1, -1, 10), CS_OK);
+    assert_int_equal(cs_kv_seq_pos_max(c, 1), CS_POS_MAX);
+    assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
+    assert_int_equal(cs_kv_seq_pos_max(c, 1), -1);
+    cs_batch_free(b);
+    cs_context_free(c);
+}
+
 static void test_state_f16_cache_round_trip(void **st) {
     (void)st;
     cs_context *a = new_ctx(64, 1, CS_TYPE_F16);
@@ -814,6 +861,7 @@ int main(void) {
         cmocka_unit_test(test_state_mismatched_model_refused),
         cmocka_unit_test(test_state_too_small_buffer),
         cmocka_unit_test(test_state_f16_cache_round_trip),
+        cmocka_unit_test(test_state_position_limit),
     };
     return test_run(tests, setup, teardown);
 }

@@ -5,6 +5,8 @@
 # tokens of the bundled vocabulary) in f16, q8_0 and q4_0, 11-30 KB each, so
 # that libFuzzer's mutations start from files the loader accepts.
 # tokenizer/: short texts with spaces, UTF-8, byte fallback and special tokens.
+# state/: seq1.bin and whole.bin are written by the fuzz_state target itself
+# (CS_FUZZ_STATE_SEEDS=DIR fuzz_state -runs=0 DIR); regress-*.bin are its findings.
 # serve_request/: request bodies of the server's test matrix, each after two
 # bytes: the route (0 /completion, 1 /v1/completions, 2 chat) and the chat format.
 set -euo pipefail
