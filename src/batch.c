@@ -81,10 +81,13 @@ cs_status batch_validate(const cs_batch *b, int32_t n_vocab, uint32_t n_batch, u
             return error_fail(CS_ERR_INVALID_ARG,
                               "decode: batch row %d: token id %d outside the vocabulary [0, %d)", i,
                               b->token[i], n_vocab);
-        if (b->pos[i] < 0 || b->pos[i] > CS_POS_MAX)
+        if (b->pos[i] < 0)
+            return error_fail(CS_ERR_INVALID_ARG, "decode: batch row %d: position %d is negative",
+                              i, b->pos[i]);
+        if (b->pos[i] > CS_POS_MAX)
             return error_fail(CS_ERR_INVALID_ARG,
-                              "decode: batch row %d: position %d is outside [0, %d]", i, b->pos[i],
-                              CS_POS_MAX);
+                              "decode: batch row %d: position %d is above CS_POS_MAX = %d", i,
+                              b->pos[i], CS_POS_MAX);
         if (b->n_seq[i] < 1)
             return error_fail(CS_ERR_INVALID_ARG, "decode: batch row %d has no sequence id", i);
         uint64_t set = 0;

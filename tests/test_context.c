@@ -93,6 +93,7 @@ static void test_context_bad_batch_leaves_cache(void **s) {
         {512, 4, &s0, 1, "vocabulary"},   {-1, 4, &s0, 1, "vocabulary"},
         {5, 4, &s_bad, 1, "sequence id"}, {5, 4, &s_neg, 1, "sequence id"},
         {5, 4, &s0, 0, "no sequence"},    {5, -3, &s0, 1, "negative"},
+        {5, INT32_MAX, &s0, 1, "CS_POS_MAX"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cs_batch_clear(b);
