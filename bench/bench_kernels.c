@@ -5,16 +5,25 @@
  *
  *   bench_kernels            full run (a few seconds per table)
  *   bench_kernels --quick    tiny sizes, < 2 s (CI smoke: keeps it compiling and running)
+ *   bench_kernels --peaks [--reps R]
+ *                            the core's peaks (register-only loops of the FMA, int8
+ *                            and BF16 dot instructions cpuid reports), then every
+ *                            weight type's matmul as a fraction of its peak, as
+ *                            markdown tables; the fastest burst / call over R
+ *                            times 0.2 s / 0.1 s (default R = 3), ~30 s
  *
  * Wall-clock numbers: compare tables within one run on a quiet machine. */
+#include <cpuid.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.h"
 #include "kernels/kernels.h"
 #include "kernels/matmul.h"
+#include "kernels/repack.h"
 #include "threadpool.h"
 
 static const char *const k_tables[] = {"ref", "avx2", "avx512", "avx512novnni"};
@@ -261,14 +270,363 @@ static void bench_matmul(int64_t N_full) {
     free(wf), free(X), free(Y), free(W), free(scratch), free(tmp);
 }
 
+/* ------------------------------------------------------------- peaks */
+
+/* Register-only loops of one instruction each: 24 instructions per
+ * iteration on 12 independent accumulators (6 for the 3-instruction AVX2 /
+ * AVX-512BW int8 sequence), which covers the 4-5 cycle latency of these
+ * instructions at 2 per cycle. Inline asm (the file is built without
+ * -mavx512*; the assembler takes any instruction, and cpuid gates every
+ * call), so the compiler can neither drop nor reorder the loop; the first
+ * accumulator is stored to g_sink. Operands are small constants that never
+ * reach denormals or overflow within ~1e10 steps. */
+#define CS_R12(op, w, a, b)                                                                        \
+    op " %%" w a ", %%" w b ", %%" w "0\n\t" op " %%" w a ", %%" w b ", %%" w "1\n\t" op " %%" w a \
+       ", %%" w b ", %%" w "2\n\t" op " %%" w a ", %%" w b ", %%" w "3\n\t" op " %%" w a           \
+       ", %%" w b ", %%" w "4\n\t" op " %%" w a ", %%" w b ", %%" w "5\n\t" op " %%" w a           \
+       ", %%" w b ", %%" w "6\n\t" op " %%" w a ", %%" w b ", %%" w "7\n\t" op " %%" w a           \
+       ", %%" w b ", %%" w "8\n\t" op " %%" w a ", %%" w b ", %%" w "9\n\t" op " %%" w a           \
+       ", %%" w b ", %%" w "10\n\t" op " %%" w a ", %%" w b ", %%" w "11\n\t"
+#define CS_ZERO12                                                                                  \
+    "vpxor %%xmm0, %%xmm0, %%xmm0\n\tvpxor %%xmm1, %%xmm1, %%xmm1\n\t"                             \
+    "vpxor %%xmm2, %%xmm2, %%xmm2\n\tvpxor %%xmm3, %%xmm3, %%xmm3\n\t"                             \
+    "vpxor %%xmm4, %%xmm4, %%xmm4\n\tvpxor %%xmm5, %%xmm5, %%xmm5\n\t"                             \
+    "vpxor %%xmm6, %%xmm6, %%xmm6\n\tvpxor %%xmm7, %%xmm7, %%xmm7\n\t"                             \
+    "vpxor %%xmm8, %%xmm8, %%xmm8\n\tvpxor %%xmm9, %%xmm9, %%xmm9\n\t"                             \
+    "vpxor %%xmm10, %%xmm10, %%xmm10\n\tvpxor %%xmm11, %%xmm11, %%xmm11\n\t"
+#define CS_CLOBBER12                                                                               \
+    "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",       \
+        "xmm11", "xmm12", "xmm13", "xmm14", "cc", "memory"
+
+static const float k_peak_f = 1e-3f;
+static const uint32_t k_peak_u8 = 0x03020301u;   /* small bytes: no int32 overflow */
+static const uint32_t k_peak_bf16 = 0x3a833a83u; /* two bf16 ~1e-3 */
+static const uint32_t k_peak_ones = 0x00010001u; /* the words of vpmaddwd's ones */
+
+/* One 12-chain loop body, repeated twice per iteration. */
+#define CS_PEAK_LOOP(name, bcast, w, op)                                                           \
+    static void name(int64_t n) {                                                                  \
+        uint32_t out;                                                                              \
+        __asm__ __volatile__(                                                                      \
+            CS_ZERO12 bcast " %[a], %%" w "12\n\t" bcast " %[b], %%" w "13\n\t"                    \
+                            "1:\n\t" CS_R12(op, w, "12", "13")                                     \
+                                CS_R12(op, w, "12", "13") "dec %[n]\n\tjnz 1b\n\t"                 \
+                                                          "vmovd %%xmm0, %[out]\n\tvzeroupper\n\t" \
+            : [n] "+r"(n), [out] "=m"(out)                                                         \
+            : [a] "m"(k_peak_f), [b] "m"(k_peak_u8)                                                \
+            : CS_CLOBBER12);                                                                       \
+        g_sink = (float)out;                                                                       \
+    }
+CS_PEAK_LOOP(peak_fma_ymm, "vbroadcastss", "ymm", "vfmadd231ps")
+CS_PEAK_LOOP(peak_fma_zmm, "vbroadcastss", "zmm", "vfmadd231ps")
+CS_PEAK_LOOP(peak_dpbusd_zmm, "vpbroadcastd", "zmm", "vpdpbusd")
+
+static void peak_dpbf16_zmm(int64_t n) {
+    uint32_t out;
+    __asm__ __volatile__(CS_ZERO12
+                         "vpbroadcastd %[a], %%zmm12\n\tvpbroadcastd %[a], %%zmm13\n\t"
+                         "1:\n\t" CS_R12("vdpbf16ps", "zmm", "12", "13")
+                             CS_R12("vdpbf16ps", "zmm", "12", "13") "dec %[n]\n\tjnz 1b\n\t"
+                                                                    "vmovd %%xmm0, %[out]\n\t"
+                                                                    "vzeroupper\n\t"
+                         : [n] "+r"(n), [out] "=m"(out)
+                         : [a] "m"(k_peak_bf16)
+                         : CS_CLOBBER12);
+    g_sink = (float)out;
+}
+
+/* vpdpbusd with a 4-byte memory operand broadcast to 16 lanes ({1to16}), the
+ * form the x16 kernels issue (one activation word against 16 weight rows). */
+#define CS_BC1(r) "vpdpbusd %[b]%{1to16%}, %%zmm12, %%zmm" r "\n\t"
+#define CS_BC12                                                                                    \
+    CS_BC1("0")                                                                                    \
+    CS_BC1("1")                                                                                    \
+    CS_BC1("2")                                                                                    \
+    CS_BC1("3")                                                                                    \
+    CS_BC1("4") CS_BC1("5") CS_BC1("6") CS_BC1("7") CS_BC1("8") CS_BC1("9") CS_BC1("10")           \
+        CS_BC1("11")
+static void peak_dpbusd_bcast_zmm(int64_t n) {
+    uint32_t out;
+    __asm__ __volatile__(CS_ZERO12 "vpbroadcastd %[a], %%zmm12\n\t"
+                                   "1:\n\t" CS_BC12 CS_BC12 "dec %[n]\n\tjnz 1b\n\t"
+                                   "vmovd %%xmm0, %[out]\n\tvzeroupper\n\t"
+                         : [n] "+r"(n), [out] "=m"(out)
+                         : [a] "m"(k_peak_u8), [b] "m"(k_peak_u8)
+                         : CS_CLOBBER12);
+    g_sink = (float)out;
+}
+
+/* The int8 dot without VNNI: maddubs (u8 x s8 -> s16 pairs), madd with ones
+ * (-> s32), add into the accumulator; 6 chains (acc 0-5, products 6-11),
+ * each step 3 instructions for 32 (ymm) or 64 (zmm) byte pairs. */
+#define CS_MB1(w, a, t)                                                                            \
+    "vpmaddubsw %%" w "13, %%" w "12, %%" w t "\n\tvpmaddwd %%" w "14, %%" w t ", %%" w t          \
+    "\n\tvpaddd %%" w t ", %%" w a ", %%" w a "\n\t"
+#define CS_MB6(w)                                                                                  \
+    CS_MB1(w, "0", "6")                                                                            \
+    CS_MB1(w, "1", "7")                                                                            \
+    CS_MB1(w, "2", "8") CS_MB1(w, "3", "9") CS_MB1(w, "4", "10") CS_MB1(w, "5", "11")
+#define CS_PEAK_MADD(name, w)                                                                      \
+    static void name(int64_t n) {                                                                  \
+        uint32_t out;                                                                              \
+        __asm__ __volatile__(CS_ZERO12 "vpbroadcastd %[a], %%" w "12\n\t"                          \
+                                       "vpbroadcastd %[a], %%" w "13\n\t"                          \
+                                       "vpbroadcastd %[o], %%" w "14\n\t"                          \
+                                       "1:\n\t" CS_MB6(w)                                          \
+                                           CS_MB6(w) "dec %[n]\n\tjnz 1b\n\t"                      \
+                                                     "vmovd %%xmm0, %[out]\n\tvzeroupper\n\t"      \
+                             : [n] "+r"(n), [out] "=m"(out)                                        \
+                             : [a] "m"(k_peak_u8), [o] "m"(k_peak_ones)                            \
+                             : CS_CLOBBER12);                                                      \
+        g_sink = (float)out;                                                                       \
+    }
+CS_PEAK_MADD(peak_maddubs_ymm, "ymm")
+CS_PEAK_MADD(peak_maddubs_zmm, "zmm")
+
+static bool cpu_avx2_fma(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static bool cpu_avx512bw(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+static bool cpu_vnni(void) {
+    return cpu_avx512bw() && kernels_cpu_has_avx512vnni();
+}
+/* AVX512_BF16: CPUID leaf 7 sub-leaf 1, EAX bit 5 (no __builtin_cpu_supports
+ * name for it in gcc 12 / clang 14). */
+static bool cpu_bf16(void) {
+    unsigned a, b, c, d;
+    return cpu_avx512bw() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
+}
+
+enum { PK_FMA_YMM, PK_FMA_ZMM, PK_MADD_YMM, PK_MADD_ZMM, PK_DPBUSD, PK_DPBUSD_BC, PK_BF16, PK_N };
+typedef struct peak_case {
+    const char *name, *isa;
+    bool (*have)(void);
+    void (*loop)(int64_t n);
+    double ops_per_iter; /* 2 per FMA lane, per byte pair, per bf16 pair */
+} peak_case;
+static const peak_case k_peaks[PK_N] = {
+    {"vfmadd231ps ymm", "FMA", cpu_avx2_fma, peak_fma_ymm, 24 * 8 * 2},
+    {"vfmadd231ps zmm", "AVX512F", cpu_avx512bw, peak_fma_zmm, 24 * 16 * 2},
+    {"vpmaddubsw+vpmaddwd+vpaddd ymm", "AVX2", cpu_avx2_fma, peak_maddubs_ymm, 12 * 32 * 2},
+    {"vpmaddubsw+vpmaddwd+vpaddd zmm", "AVX512BW", cpu_avx512bw, peak_maddubs_zmm, 12 * 64 * 2},
+    {"vpdpbusd zmm", "AVX512_VNNI", cpu_vnni, peak_dpbusd_zmm, 24 * 64 * 2},
+    {"vpdpbusd zmm, m32{1to16}", "AVX512_VNNI", cpu_vnni, peak_dpbusd_bcast_zmm, 24 * 64 * 2},
+    {"vdpbf16ps zmm", "AVX512_BF16", cpu_bf16, peak_dpbf16_zmm, 24 * 32 * 2},
+};
+static double g_ghz = 1;       /* clock_ghz() */
+static double g_peak[PK_N][2]; /* GOP/s, 1 and 2 threads; 0 = not on this CPU */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct peak_job {
+    void (*loop)(int64_t n);
+    int64_t n;
+} peak_job;
+static void peak_task(void *arg, int32_t ith, int32_t nth) {
+    (void)ith, (void)nth;
+    const peak_job *j = arg;
+    j->loop(j->n);
+}
+
+/* The fastest of short bursts (~2 ms each) over reps * 0.2 s: the cores are
+ * shared, and the scheduler's time slices are a few ms, so a burst that
+ * fits in one slice runs the core undisturbed while a 0.2 s run would
+ * average in the other processes. GOP/s over all threads. */
+static double peak_measure(const peak_case *pc, threadpool *tp, int reps) {
+    const double burst = 0.002, budget = g_quick ? 0.01 : 0.2 * reps;
+    peak_job j = {pc->loop, 1 << 8};
+    for (;;) { /* calibrate on one thread */
+        double t0 = now_s();
+        pc->loop(j.n);
+        double dt = now_s() - t0;
+        if (dt >= burst * 0.5) {
+            j.n = (int64_t)((double)j.n * burst / dt) + 1;
+            break;
+        }
+        j.n *= dt > 0 ? (burst / dt > 16 ? 16 : 2) : 16;
+    }
+    double best = 0;
+    for (double start = now_s(); now_s() - start < budget;) {
+        double t0 = now_s();
+        threadpool_run(tp, peak_task, &j);
+        double g =
+            pc->ops_per_iter * (double)j.n * threadpool_n_threads(tp) / (now_s() - t0) * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
+static void bench_peaks(int reps) {
+    threadpool *tp[2] = {NULL, NULL};
+    if (threadpool_new(1, &tp[0]) != CS_OK || threadpool_new(2, &tp[1]) != CS_OK) {
+        fprintf(stderr, "threadpool: %s\n", cs_last_error());
+        exit(1);
+    }
+    printf("## Peaks (register-only loops, fastest ~2 ms burst over %.1f s)\n\n", 0.2 * reps);
+    printf("| instruction | ISA | GOP/s 1 thread | GOP/s 2 threads | ops/cycle at 1 thread |\n");
+    printf("| --- | --- | ---: | ---: | ---: |\n");
+    for (int p = 0; p < PK_N; p++) {
+        if (!k_peaks[p].have()) {
+            printf("| %s | %s | (not on this CPU: skipped) | | |\n", k_peaks[p].name,
+                   k_peaks[p].isa);
+            continue;
+        }
+        for (int th = 0; th < 2; th++) g_peak[p][th] = peak_measure(&k_peaks[p], tp[th], reps);
+        printf("| %s | %s | %.1f | %.1f |", k_peaks[p].name, k_peaks[p].isa, g_peak[p][0],
+               g_peak[p][1]);
+        printf(" %.1f |\n", g_peak[p][0] / g_ghz);
+    }
+    threadpool_free(tp[0]);
+    threadpool_free(tp[1]);
+}
+
+/* Cycles per second from a chain of dependent integer adds (1 cycle each on
+ * every x86 core since the P6): only to express the peaks per cycle. The
+ * fastest of 0.5 ms bursts over reps * 0.1 s (see peak_measure). */
+static double clock_ghz(int reps) {
+    const int64_t n = 1 << 16;
+    double best = 0;
+    for (double start = now_s(); now_s() - start < (g_quick ? 0.01 : 0.1 * reps);) {
+        int64_t x = 0, i = n;
+        double t0 = now_s();
+        __asm__ __volatile__("1:\n\t"
+                             "add $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\t"
+                             "add $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\t"
+                             "add $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\t"
+                             "add $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\t"
+                             "add $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\t"
+                             "add $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\tadd $1, %[x]\n\t"
+                             "dec %[i]\n\tjnz 1b\n\t"
+                             : [x] "+r"(x), [i] "+r"(i)
+                             :
+                             : "cc");
+        double g = 24.0 * (double)n / (now_s() - t0) * 1e-9;
+        g_sink = (float)x;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
+/* The peak a weight type's kernels are bounded by in table k: the float
+ * types convert to FP32 and FMA (BF16 included: no vdpbf16ps in the
+ * kernels), the quantized ones do int8 dots (vpdpbusd where the table is
+ * the VNNI one, maddubs + madd otherwise). */
+static int peak_of(const kernels_table *k, int32_t type) {
+    const bool z = strncmp(k->name, "avx512", 6) == 0;
+    if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16)
+        return z ? PK_FMA_ZMM : PK_FMA_YMM;
+    if (strcmp(k->name, "avx512") == 0 && kernels_cpu_has_avx512vnni()) return PK_DPBUSD;
+    return z ? PK_MADD_ZMM : PK_MADD_YMM;
+}
+
+/* GFLOP/s of the fastest single call over reps * 0.1 s of calls (as
+ * peak_measure: the least disturbed call on shared cores; one call is
+ * 10 us at T = 1 to ~10 ms at T = 512 for the slowest type). */
+static double matmul_best(margs *m, int reps) {
+    const double budget = g_quick ? 0.005 : 0.1 * reps;
+    double best = 1e30;
+    b_matmul(m); /* warm-up */
+    for (double start = now_s(); now_s() - start < budget;) {
+        double t0 = now_s();
+        b_matmul(m);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return 2.0 * (double)(m->N * m->K * m->T) / best * 1e-9;
+}
+
+/* The per-type efficiency table: the best table's matmul at the 110M
+ * model's attention shape (N = K = 768), T = 512 (prompt) and T = 1
+ * (decode), every weight type in the layout the model loader gives it. */
+static void bench_efficiency(int reps) {
+    const kernels_table *k = kernels_best();
+    const int64_t K = g_quick ? 256 : 768, N = K, Tp = g_quick ? 16 : 512;
+    const int32_t types[] = {CS_TYPE_F32,    CS_TYPE_F16,  CS_TYPE_BF16,  CS_TYPE_Q8_0,
+                             CS_TYPE_Q4_0,   CS_TYPE_Q4_1, CS_TYPE_Q5_0,  CS_TYPE_Q5_1,
+                             CS_TYPE_IQ4_NL, CS_TYPE_Q2_K, CS_TYPE_Q3_K,  CS_TYPE_Q4_K,
+                             CS_TYPE_Q5_K,   CS_TYPE_Q6_K, CS_TYPE_IQ4_XS};
+    threadpool *tp[2] = {NULL, NULL};
+    if (threadpool_new(1, &tp[0]) != CS_OK || threadpool_new(2, &tp[1]) != CS_OK) {
+        fprintf(stderr, "threadpool: %s\n", cs_last_error());
+        exit(1);
+    }
+    float *wf = malloc((size_t)(N * K) * 4), *X = malloc((size_t)(Tp * K) * 4);
+    float *Y = malloc((size_t)(Tp * N) * 4);
+    void *W = malloc((size_t)(N * K) * 4), *tmp = malloc((size_t)K * 4 * CS_X16_ROWS);
+    void *scratch = malloc(matmul_scratch_size(CS_TYPE_F16, K, Tp) + 64);
+    if (!wf || !X || !Y || !W || !tmp || !scratch) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < N * K; i++) wf[i] = rnd();
+    for (int64_t i = 0; i < Tp * K; i++) X[i] = rnd();
+    printf("\n## Kernel efficiency, table %s, N = K = %lld, fastest call over %.1f s\n\n", k->name,
+           (long long)K, 0.1 * reps);
+    printf("| type | layout | peak | T=%lld GFLOP/s 1 thr | %% of peak | T=%lld 2 thr | %% of "
+           "2 x peak | T=1 GFLOP/s | %% of peak | T=1 weight GB/s |\n",
+           (long long)Tp, (long long)Tp);
+    printf("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
+        const int32_t type = types[ty];
+        uint64_t rb = 0;
+        if (!type_row_size(type, K, &rb)) continue;
+        const int32_t layout = repack_x16_fits(type, N, K) && matmul_x16_native(k, type)
+                                   ? CS_LAYOUT_X16
+                                   : CS_LAYOUT_ROWS;
+        for (int64_t n = 0; n < N; n++)
+            quantize_row(type, wf + n * K, (uint8_t *)W + (size_t)n * rb, K);
+        if (layout == CS_LAYOUT_X16) repack_x16_pack(type, W, N, K, tmp);
+        const int pk = peak_of(k, type);
+        margs m = {k, tp[0], type, layout, W, N, K, Tp, X, Y, scratch};
+        const double gp1 = matmul_best(&m, reps);
+        m.tp = tp[1];
+        const double gp2 = matmul_best(&m, reps);
+        m.tp = tp[0], m.T = 1;
+        const double g1 = matmul_best(&m, reps);
+        const double gbs = g1 / (2.0 * (double)K) * (double)rb; /* rows/s * bytes/row */
+        printf("| %s | %s | %s | %.1f | %.0f %% | %.1f | %.0f %% | %.1f | %.1f %% | %.1f |\n",
+               cs_type_name(type), layout == CS_LAYOUT_X16 ? "x16" : "rows", k_peaks[pk].name, gp1,
+               100 * gp1 / g_peak[pk][0], gp2, 50 * gp2 / g_peak[pk][0], g1,
+               100 * g1 / g_peak[pk][0], gbs);
+        if (type == CS_TYPE_BF16 && g_peak[PK_BF16][0] > 0)
+            printf("| (BF16 against vdpbf16ps) | | %s | | %.0f %% | | %.0f %% | | | |\n",
+                   k_peaks[PK_BF16].name, 100 * gp1 / g_peak[PK_BF16][0],
+                   50 * gp2 / g_peak[PK_BF16][0]);
+    }
+    threadpool_free(tp[0]);
+    threadpool_free(tp[1]);
+    free(wf), free(X), free(Y), free(W), free(tmp), free(scratch);
+}
+
 int main(int argc, char **argv) {
+    bool peaks = false;
+    int reps = 3;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             g_quick = true;
+        } else if (strcmp(argv[i], "--peaks") == 0) {
+            peaks = true;
+        } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+            reps = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--peaks [--reps R]]\n", argv[0]);
             return 2;
         }
+    }
+    if (peaks) {
+        g_ghz = clock_ghz(reps);
+        printf("clock: %.2f GHz (dependent integer adds)\n\n", g_ghz);
+        bench_peaks(reps);
+        bench_efficiency(reps);
+        return 0;
     }
     printf("best table: %s\n", kernels_best()->name);
     bench_kernels_table();
