@@ -30,8 +30,20 @@
 // --n-depth); --warmup-tokens N: the pp warm-up decodes N tokens instead of
 // the whole prompt (the interleaved suite runs one repetition per process).
 //
+// --ggml-cpu NAME: load exactly one CPU variant, DIR/libggml-cpu-NAME.so
+// (haswell: AVX2 + FMA + F16C, no AVX-512; a NAME with a '/' is a path),
+// instead of ggml_backend_load_all_from_path, which scores every
+// libggml-cpu-*.so the package ships and keeps the best one this CPU runs (on
+// an AVX-512 machine an AVX-512 one). ggml_backend_load still asks the
+// variant's ggml_backend_score, so one this CPU cannot run (alderlake needs
+// AVX-VNNI) is refused, not crashed into. Every JSON object carries
+// "system_info" (llama_print_system_info: the loaded variant's compile-time
+// features, e.g. "AVX2 = 1" and no "AVX512 = 1") so a table can say which
+// variant really ran.
+//
 // usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [-d D]
 //                     [--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR]
+//                     [--ggml-cpu NAME]
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -52,6 +64,7 @@ enum { NB_BATCH = 512, NB_MAX_REPS = 1000 };
 typedef struct nb_args {
     const char *model;
     const char *backend_dir;
+    const char *ggml_cpu; /* CPU variant to load alone; NULL = ggml's best */
     int n_prompt;
     int n_gen;
     int threads;
@@ -98,6 +111,7 @@ static int nb_parse_int(const char *s, int min, const char *name) {
 static void nb_parse(int argc, char **argv, nb_args *a) {
     a->model = NULL;
     a->backend_dir = NULL;
+    a->ggml_cpu = NULL;
     a->n_prompt = 512;
     a->n_gen = 128;
     a->threads = 1;
@@ -106,7 +120,7 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
     a->warmup = 0;
     a->fa = LLAMA_FLASH_ATTN_TYPE_DISABLED;
     a->fa_name = "off";
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { // every option takes one value
         const char *k = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
@@ -117,6 +131,8 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
             a->model = v;
         } else if (strcmp(k, "--backend-dir") == 0) {
             a->backend_dir = v;
+        } else if (strcmp(k, "--ggml-cpu") == 0) {
+            a->ggml_cpu = v;
         } else if (strcmp(k, "-p") == 0) {
             a->n_prompt = nb_parse_int(v, 0, k);
         } else if (strcmp(k, "-n") == 0) {
@@ -149,12 +165,61 @@ static void nb_parse(int argc, char **argv, nb_args *a) {
             fprintf(stderr, "native_bench: unknown argument '%s'\n", k);
             exit(2);
         }
-        i++;
     }
     if (a->model == NULL || (a->n_prompt == 0 && a->n_gen == 0)) {
         fprintf(stderr, "usage: native_bench -m MODEL [-p 512] [-n 128] [-t 1] [-r 5] [-d DEPTH] "
-                        "[--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR]\n");
+                        "[--warmup-tokens N] [--fa off|on|auto] [--backend-dir DIR] "
+                        "[--ggml-cpu NAME]\n");
         exit(2);
+    }
+    if (a->ggml_cpu != NULL && strchr(a->ggml_cpu, '/') == NULL && a->backend_dir == NULL) {
+        fprintf(stderr, "native_bench: --ggml-cpu NAME needs --backend-dir DIR\n");
+        exit(2);
+    }
+}
+
+// Loads the CPU backend: the named variant alone (--ggml-cpu) or ggml's best.
+// Returns 0, or -1 when the named variant is missing or this CPU cannot run
+// it (ggml_backend_load logs why through nb_quiet_log only on errors, so the
+// message here names the file).
+static int nb_load_backends(const nb_args *a) {
+    if (a->ggml_cpu == NULL) {
+        if (a->backend_dir != NULL) {
+            ggml_backend_load_all_from_path(a->backend_dir);
+        } else {
+            ggml_backend_load_all();
+        }
+        return 0;
+    }
+    char path[4096];
+    int n = strchr(a->ggml_cpu, '/') != NULL
+                ? snprintf(path, sizeof path, "%s", a->ggml_cpu)
+                : snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", a->backend_dir, a->ggml_cpu);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        fprintf(stderr, "native_bench: --ggml-cpu path too long\n");
+        return -1;
+    }
+    if (ggml_backend_load(path) == NULL) {
+        fprintf(stderr,
+                "native_bench: cannot load %s (missing, or its ggml_backend_score says this CPU "
+                "lacks an instruction it needs)\n",
+                path);
+        return -1;
+    }
+    return 0;
+}
+
+// Writes s as a JSON string body (quotes and backslashes escaped, control
+// characters dropped): the variant name from the command line and
+// llama_print_system_info (plain ASCII).
+static void nb_json_str(const char *s) {
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\') {
+            putchar('\\');
+        }
+        if ((unsigned char)*s >= 0x20) {
+            putchar(*s);
+        }
     }
 }
 
@@ -216,10 +281,14 @@ static void nb_print(const nb_args *a, const struct llama_model *model, int n_pr
            "\"type_k\": \"f16\", \"type_v\": \"f16\", \"flash_attn\": \"%s\", \"n_prompt\": %d, "
            "\"n_gen\": %d, \"n_depth\": %d, "
            "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, "
-           "\"native_avg_ts\": %.6f, \"native_stddev_ts\": %.6f, \"samples_ts\": [",
+           "\"native_avg_ts\": %.6f, \"native_stddev_ts\": %.6f, \"ggml_cpu\": \"",
            first ? "" : ",\n", a->model, desc, (unsigned long long)llama_model_size(model),
            (unsigned long long)llama_model_n_params(model), NB_BATCH, NB_BATCH, a->threads,
            a->fa_name, n_prompt, n_gen, a->depth, avg_ns, sd_ns, avg_ts, sd_ts, avg_ts, sd_ts);
+    nb_json_str(a->ggml_cpu != NULL ? a->ggml_cpu : "best");
+    printf("\", \"system_info\": \"");
+    nb_json_str(llama_print_system_info());
+    printf("\", \"samples_ts\": [");
     for (int r = 0; r < reps; r++) {
         printf("%s%.6f", r ? ", " : "", ts[r]);
     }
@@ -238,10 +307,8 @@ int main(int argc, char **argv) {
     uint64_t ns[NB_MAX_REPS];
 
     llama_log_set(nb_quiet_log, NULL);
-    if (a.backend_dir != NULL) {
-        ggml_backend_load_all_from_path(a.backend_dir);
-    } else {
-        ggml_backend_load_all();
+    if (nb_load_backends(&a) != 0) {
+        return 1;
     }
     llama_backend_init();
 

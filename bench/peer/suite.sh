@@ -6,6 +6,15 @@
 #
 #   bench/peer/suite.sh [-r 5] [-t "1 2"] [--shapes "110m 1.1b"]
 #                       [--types "f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"] [--no-depth] [--out DIR]
+#                       [--isa best|avx2]
+#
+# --isa avx2: both engines on their AVX2 paths (run it as its own invocation):
+# ctxshift with CS_KERNELS=avx2 (its AVX2 kernel table; the suite checks
+# `ctxshift --version` says so), llama.cpp with only libggml-cpu-haswell.so
+# loaded (native_bench --ggml-cpu haswell: AVX2 + FMA + F16C, no AVX-512).
+# The default, best, lets each engine pick its best path for this CPU.
+# Either way the table's last column says what each engine ran: ctxshift's
+# kernel table and llama.cpp's CPU features from llama_print_system_info.
 #
 # Steps:
 #  1. models: `ctxshift gen-model --preset SHAPE --type T` (deterministic
@@ -45,6 +54,7 @@ shapes="110m 1.1b"
 types="f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"
 depth=1
 out=""
+isa=best
 
 die() { echo "suite.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -55,7 +65,8 @@ while [[ $# -gt 0 ]]; do
     --types) types="${2:?}"; shift 2 ;;
     --no-depth) depth=0; shift ;;
     --out) out="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    --isa) isa="${2:?}"; shift 2 ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) die "unknown argument '$1'" ;;
   esac
 done
@@ -66,6 +77,18 @@ done
 vocab="$shared/ggml-vocab-llama-spm.gguf"
 [[ -f "$vocab" ]] || die "the Llama vocabulary $vocab is missing (set SHARED_MODELS)"
 command -v jq >/dev/null || die "jq is needed"
+nb_isa=()
+case "$isa" in
+  best) ;;
+  avx2)
+    export CS_KERNELS=avx2
+    nb_isa=(--ggml-cpu haswell)
+    # CS_KERNELS falls back to the best table (with a warning) on a CPU
+    # without AVX2; that run would be mislabelled, so stop instead
+    "$ctxshift" --version | grep -q 'kernels = avx2' ||
+      die "ctxshift does not run its avx2 table here: $("$ctxshift" --version)" ;;
+  *) die "--isa must be best or avx2" ;;
+esac
 
 export NODE_LLAMA_CPP_SKIP_DOWNLOAD=true NODE_LLAMA_CPP_GPU=false
 bins="$here/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
@@ -81,6 +104,8 @@ if [[ -z "$out" ]]; then
   trap 'rm -rf "$out"' EXIT
 fi
 mkdir -p "$out" "$models_dir"
+"$ctxshift" --version >"$out/ctxshift.version"
+echo "$isa" >"$out/isa"
 
 # ---- 1. models
 model_path() { echo "$models_dir/$1-$2.gguf"; }
@@ -114,7 +139,8 @@ tcsv="$(echo $threads_list | tr ' ' ',')"
 
 # ---- 3. pp512 / tg128, interleaved rounds
 run_cs() { "$ctxshift" bench -m "$1" -t "$2" -r 1 --warmup-tokens 32 --json "${@:4}" >"$3"; }
-run_nb() { "$native_bin" -m "$1" -t "$2" -r 1 --warmup-tokens 32 --backend-dir "$bins" "${@:4}" >"$3"; }
+run_nb() { "$native_bin" -m "$1" -t "$2" -r 1 --warmup-tokens 32 --backend-dir "$bins" \
+  ${nb_isa[@]+"${nb_isa[@]}"} "${@:4}" >"$3"; }
 round() { # model threads id k [extra ctxshift args] -- [extra native args]
   local m="$1" t="$2" id="$3" k="$4"; shift 4
   local cs_extra=() nb_extra=() side=cs
@@ -174,6 +200,7 @@ fi
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "llama.cpp: node-llama-cpp $(jq -r .version "$here/node_modules/node-llama-cpp/package.json") prebuilt CPU libllama via bench/peer/native_bench (persistent thread pool, flash attention off, like llama-bench)"
+echo "engines' CPU paths (--isa $isa): ctxshift $(sed -n 's/.*(\(kernels = [a-z0-9]*\).*/\1/p' "$out/ctxshift.version")${CS_KERNELS:+ (CS_KERNELS=$CS_KERNELS)}; llama.cpp ${nb_isa[*]:-ggml_backend_load_all (best variant)}"
 echo "medians of $reps interleaved rounds; ratio = ctxshift / llama.cpp (> 1: ctxshift faster)"
 echo
 "$node_bin" "$here/suite_table.mjs" "$out"

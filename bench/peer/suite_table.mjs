@@ -4,6 +4,7 @@
 //   <id>.model                            model path
 //   <id>.cs.<k>.json, <id>.nb.<k>.json    round k of `ctxshift bench --json`
 //                                         and of native_bench (llama.cpp)
+//   ctxshift.version                      `ctxshift --version` (its kernel table)
 // where <id> is main.<shape>.<type>.t<threads> or depth.110m.<type>.d<D>[h].
 // Every cell is the median over the rounds. usage: node suite_table.mjs DIR
 import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
@@ -55,7 +56,28 @@ function rounds(id, eng) {
   return r;
 }
 
-const typeOrder = ["f16", "q8_0", "q4_0", "q4_K_M"];
+// What each engine ran, for the "CPU paths" column. ctxshift: the kernel
+// table `ctxshift --version` names (one per process, so one per run).
+// llama.cpp: the CPU features llama_print_system_info lists as "= 1" for the
+// loaded libggml-cpu variant (SSE3/SSSE3 left out: every x86-64 variant
+// here has them), plus the variant name when native_bench was told one.
+const verFile = path.join(dir, "ctxshift.version");
+const csTable = existsSync(verFile)
+  ? (/kernels = ([a-z0-9]+)/.exec(readFileSync(verFile, "utf8"))?.[1] ?? "?")
+  : "?";
+function llamaPaths(objs) {
+  const seen = new Set();
+  for (const o of objs) {
+    if (typeof o.system_info !== "string") continue;
+    const feats = [...o.system_info.matchAll(/([A-Z0-9_]+) = 1/g)]
+      .map((m) => m[1])
+      .filter((f) => f !== "SSE3" && f !== "SSSE3");
+    seen.add(`${o.ggml_cpu && o.ggml_cpu !== "best" ? `${o.ggml_cpu}: ` : ""}${feats.join(" ")}`);
+  }
+  return seen.size ? [...seen].join(" / ") : "?";
+}
+
+const typeOrder = ["f16", "q8_0", "q4_0", "q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "Q5_0"];
 // ids: main.<shape>.<type>.t<threads>, depth.<shape>.<type>.d<D>[h]; shapes
 // may contain dots (1.1b), types do not
 function parseId(id) {
@@ -81,9 +103,9 @@ out.push(
 );
 out.push("");
 out.push(
-  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling |",
+  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | CPU paths (ctxshift table; llama.cpp variant: features) |",
 );
-out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 const mem = [];
 for (const id of main) {
   const { shape, type, last } = parseId(id);
@@ -93,7 +115,7 @@ for (const id of main) {
   const size = cs.objs[0]?.model_decode_bytes ?? cs.objs[0]?.model_size ?? nb.objs[0]?.model_size;
   const ceil = (bwOf(t) * 1e9) / size;
   out.push(
-    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} |`,
+    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${csTable}; ${llamaPaths(nb.objs)} |`,
   );
   const modelFile = readFileSync(path.join(dir, `${id}.model`), "utf8").trim();
   const fileBytes = existsSync(modelFile) ? statSync(modelFile).size : NaN;
