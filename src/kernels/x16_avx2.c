@@ -1,0 +1,146 @@
+/* x16_avx2.c: the x16 micro-kernels (repack.h) of Q8_0 and Q4_0 for the
+ * AVX2 table, for CPUs without AVX-512 (and without AVX-VNNI). Compiled with
+ * the flags of x86_avx2.c (AVX2, FMA, F16C).
+ *
+ * 16 rows are two ymm of 8 int32 lanes per token (rows 0-7 from the first
+ * 32 bytes of a 64-byte slice, rows 8-15 from the second). vpmaddubsw
+ * multiplies u8 by s8 and adds pairs into saturating int16, so the kernels
+ * keep every pair sum below 2^15 to stay exact:
+ *   Q8_0: the stored byte is w + 128; the kernel takes w = byte ^ 0x80,
+ *     multiplies |w| (u8, <= 128) by x with w's sign moved onto it
+ *     (vpsignb; x = 0 where w = 0): pairs <= 2 * 128 * 127 = 32512,
+ *     because Q8_0 activations from the table's from_float are in
+ *     [-127, 127] (round(x / d), d = amax / 127). The product is the
+ *     signed w * x, so the int32 accumulator starts at 0 (the aux
+ *     correction, -128 * sum(q), belongs to the u8-offset form of VNNI).
+ *   Q4_0: nibbles 0..15 (u8) times s8 x: a pair is <= 2 * 15 * 128 = 3840,
+ *     and the 16 products of one int16 lane over the whole block (4 slices,
+ *     low and high nibble) are <= 16 * 15 * 128 = 30720 < 2^15, so the
+ *     block is summed in int16 and widened once (vpmaddwd by 1); the
+ *     accumulator starts at the aux correction -8 * sum(q).
+ * Each lane then holds its row's exact block integer, scaled as the
+ * reference does (repack_x16_dot_ref, ref.c): sc = d_w * d_x, fma for Q4_0,
+ * multiply then add for Q8_0, blocks in order; so the result is bit-identical
+ * to the reference table and to the AVX-512 x16 kernels.
+ * Cost per block and token: Q8_0 16 x (vpsignb, vpmaddubsw, vpmaddwd,
+ * vpaddd); Q4_0 16 x (vpmaddubsw, vpaddw) + 2 vpmaddwd; the weight bytes are
+ * loaded and prepared once per block for the TB tokens of a tile. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "matmul.h"
+
+#define CS_INLINE static inline __attribute__((always_inline))
+
+/* Tokens per tile call: 2 x TB int accumulators plus 4 weight registers
+ * and the constants fit the 16 ymm registers. */
+#define X16_AVX2_TB 4
+
+/* The 4 bytes at p broadcast to the 8 int32 lanes. */
+CS_INLINE __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* One x16 group against TB activation rows (Q8_0 blocks, then the
+ * matmul_x16_aux entries); out[16t + r] = row r's dot with token t. */
+CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB, const int is_q4) {
+    const int64_t nb = K / CS_QK8_0;
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), flip = _mm256_set1_epi8((char)0x80);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[X16_AVX2_TB][2];
+    for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gb;
+        const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)),
+                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)))};
+        __m256i ai[X16_AVX2_TB][2];
+        for (int t = 0; t < TB; t++) ai[t][0] = ai[t][1] = _mm256_setzero_si256();
+        if (is_q4) {
+            for (int s = 0; s < 4; s++) {
+                /* slice s: low nibbles = elements 4s.., high = 16+4s.. */
+                const uint8_t *p = blk + 32 + 64 * s;
+                const __m256i r0 = _mm256_loadu_si256((const __m256i *)p);
+                const __m256i r1 = _mm256_loadu_si256((const __m256i *)(p + 32));
+                const __m256i lo0 = _mm256_and_si256(r0, m4), lo1 = _mm256_and_si256(r1, m4);
+                const __m256i hi0 = _mm256_and_si256(_mm256_srli_epi16(r0, 4), m4);
+                const __m256i hi1 = _mm256_and_si256(_mm256_srli_epi16(r1, 4), m4);
+                for (int t = 0; t < TB; t++) {
+                    const int8_t *q = ((const block_q8_0 *)x[t] + b)->qs;
+                    const __m256i xl = bcast4(q + 4 * s), xh = bcast4(q + 16 + 4 * s);
+                    ai[t][0] =
+                        _mm256_add_epi16(ai[t][0], _mm256_add_epi16(_mm256_maddubs_epi16(lo0, xl),
+                                                                    _mm256_maddubs_epi16(hi0, xh)));
+                    ai[t][1] =
+                        _mm256_add_epi16(ai[t][1], _mm256_add_epi16(_mm256_maddubs_epi16(lo1, xl),
+                                                                    _mm256_maddubs_epi16(hi1, xh)));
+                }
+            }
+            for (int t = 0; t < TB; t++) {
+                const matmul_x16_aux *a =
+                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+                const __m256i c = _mm256_set1_epi32(a->corr);
+                for (int h = 0; h < 2; h++)
+                    ai[t][h] = _mm256_add_epi32(c, _mm256_madd_epi16(ai[t][h], ones));
+            }
+        } else {
+            for (int s = 0; s < 8; s++) {
+                const uint8_t *p = blk + 32 + 64 * s;
+                const __m256i s0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), flip);
+                const __m256i s1 =
+                    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 32)), flip);
+                const __m256i a0 = _mm256_abs_epi8(s0), a1 = _mm256_abs_epi8(s1);
+                for (int t = 0; t < TB; t++) {
+                    const __m256i xv = bcast4(((const block_q8_0 *)x[t] + b)->qs + 4 * s);
+                    const __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, s0));
+                    const __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, s1));
+                    ai[t][0] = _mm256_add_epi32(ai[t][0], _mm256_madd_epi16(p0, ones));
+                    ai[t][1] = _mm256_add_epi32(ai[t][1], _mm256_madd_epi16(p1, ones));
+                }
+            }
+        }
+        for (int t = 0; t < TB; t++) {
+            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            const __m256 dx = _mm256_set1_ps(a->d);
+            for (int h = 0; h < 2; h++) {
+                const __m256 sc = _mm256_mul_ps(dw[h], dx);
+                const __m256 f = _mm256_cvtepi32_ps(ai[t][h]);
+                acc[t][h] = is_q4 ? _mm256_fmadd_ps(f, sc, acc[t][h])
+                                  : _mm256_add_ps(acc[t][h], _mm256_mul_ps(f, sc));
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, acc[t][0]);
+        _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
+    }
+}
+
+static void uk_x16_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16(K, w, x, out, X16_AVX2_TB, 0);
+}
+static void uk_x16_q8_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16(K, w, &x, out, 1, 0);
+}
+static void uk_x16_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16(K, w, x, out, X16_AVX2_TB, 1);
+}
+static void uk_x16_q4_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16(K, w, &x, out, 1, 1);
+}
+
+void kernels_x16_avx2(kernels_table *k) {
+    k->ukernel_x16[CS_TYPE_Q8_0] =
+        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q8_tile, uk_x16_q8_col};
+    k->ukernel_x16[CS_TYPE_Q4_0] =
+        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4_tile, uk_x16_q4_col};
+}
+
+#endif /* x86 */
