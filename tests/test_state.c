@@ -802,6 +802,7 @@ static void test_state_position_limit(void **st) {
     assert_int_equal(cs_kv_seq_rm(c, 1, -1, -1), CS_OK);
     assert_int_equal(cs_kv_seq_pos_max(c, 1), -1);
     assert_unchanged(c, &s0);
+    snap_free(&s0);
     free(buf);
     /* decode refuses INT32_MAX; seq_add saturates at CS_POS_MAX */
     cs_batch *b;
