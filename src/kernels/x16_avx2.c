@@ -1,4 +1,4 @@
-/* x16_avx2.c: the x16 micro-kernels (repack.h) of Q8_0 and Q4_0 for the
+/* x16_avx2.c: the x16 micro-kernels (repack.h) of Q8_0, Q4_0 and Q4_K for the
  * AVX2 table, for CPUs without AVX-512 (and without AVX-VNNI). Compiled with
  * the flags of x86_avx2.c (AVX2, FMA, F16C).
  *
@@ -30,6 +30,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kquants.h"
 #include "matmul.h"
 
 #define CS_INLINE static inline __attribute__((always_inline))
@@ -123,6 +124,101 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     }
 }
 
+/* Bytes 8h .. 8h+7 of v in its low half (rows 8h.. of a byte plane). */
+CS_INLINE __m128i half8(__m128i v, int h) {
+    return h ? _mm_srli_si128(v, 8) : v;
+}
+
+/* Q4_K x16 (repack.c's dot_row_q4_K order, as the AVX-512 uk_x16_q4K_*
+ * kernels): per super-block, token and half (rows 8h..8h+7) the exact
+ * integers sumi = sum_j sc[j] * (q . a over sub-block j) and summ =
+ * sum_j m[j] * (a's sub-block j sum), then acc = fma(sumi, d * d_a, acc),
+ * accm = fma(summ, dmin * d_a, accm); the output is acc - accm.
+ * Exact in int16: a nibble pair times Q8_K activations ([-128, 127]) is
+ * <= 2 * 15 * 128 = 3840, and one sub-block's 8 slices put 16 products in
+ * an int16 lane, <= 30720 < 2^15; vpmaddwd against the 6-bit scale held in
+ * both int16 halves of the row's lane then gives sc * isum in int32.
+ * A 64-byte slice is loaded once per half and TB tokens (the other half
+ * reloads it from L1). */
+CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    __m256 acc[X16_AVX2_TB][2], accm[X16_AVX2_TB][2];
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++) acc[t][h] = accm[t][h] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
+        const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
+        /* 6-bit scales and mins of the 16 rows, sub-block j, as bytes */
+        __m128i scb[8], mnb[8];
+        for (int j = 0; j < 4; j++) {
+            const __m128i p0 = _mm_loadu_si128((const __m128i *)(pl + 16 * j));
+            const __m128i p4 = _mm_loadu_si128((const __m128i *)(pl + 16 * (j + 4)));
+            const __m128i p8 = _mm_loadu_si128((const __m128i *)(pl + 16 * (j + 8)));
+            scb[j] = _mm_and_si128(p0, m63);
+            mnb[j] = _mm_and_si128(p4, m63);
+            scb[j + 4] = _mm_or_si128(_mm_and_si128(p8, m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4));
+            mnb[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
+        }
+        const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
+        for (int h = 0; h < 2; h++) {
+            __m256i sumi[X16_AVX2_TB];
+            for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++) {
+                __m256i al[X16_AVX2_TB], ah[X16_AVX2_TB];
+                for (int t = 0; t < TB; t++) al[t] = ah[t] = _mm256_setzero_si256();
+                for (int s = 0; s < 8; s++) {
+                    const __m256i raw = _mm256_loadu_si256(
+                        (const __m256i *)(qs + (size_t)(8 * j + s) * 64 + 32 * h));
+                    const __m256i lo = _mm256_and_si256(raw, m4);
+                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j + 4 * s;
+                        al[t] = _mm256_add_epi16(al[t], _mm256_maddubs_epi16(lo, bcast4(a)));
+                        ah[t] = _mm256_add_epi16(ah[t], _mm256_maddubs_epi16(hi, bcast4(a + 32)));
+                    }
+                }
+                /* the rows' scales in both int16 halves of their lanes */
+                const __m256i s0 = _mm256_cvtepu8_epi32(half8(scb[2 * j], h));
+                const __m256i s1 = _mm256_cvtepu8_epi32(half8(scb[2 * j + 1], h));
+                const __m256i sc0 = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16));
+                const __m256i sc1 = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
+                for (int t = 0; t < TB; t++)
+                    sumi[t] =
+                        _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(al[t], sc0),
+                                                                   _mm256_madd_epi16(ah[t], sc1)));
+            }
+            const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+            const __m256 dmv =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)));
+            __m256i mn[8];
+            for (int j = 0; j < 8; j++) mn[j] = _mm256_cvtepu8_epi32(half8(mnb[j], h));
+            for (int t = 0; t < TB; t++) {
+                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                __m256i summ = _mm256_setzero_si256();
+                for (int j = 0; j < 8; j++)
+                    summ = _mm256_add_epi32(
+                        summ, _mm256_mullo_epi32(mn[j],
+                                                 _mm256_set1_epi32((int32_t)ab->bsums[2 * j] +
+                                                                   (int32_t)ab->bsums[2 * j + 1])));
+                const __m256 dy = _mm256_set1_ps(ab->d);
+                acc[t][h] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dv, dy), acc[t][h]);
+                accm[t][h] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_mul_ps(dmv, dy), accm[t][h]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++)
+            _mm256_storeu_ps(out + 16 * t + 8 * h, _mm256_sub_ps(acc[t][h], accm[t][h]));
+}
+
 static void uk_x16_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16(K, w, x, out, X16_AVX2_TB, 0);
 }
@@ -135,12 +231,20 @@ static void uk_x16_q4_tile(int64_t K, const void *const *w, const void *const *x
 static void uk_x16_q4_col(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16(K, w, &x, out, 1, 1);
 }
+static void uk_x16_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q4K(K, w, x, out, X16_AVX2_TB);
+}
+static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q4K(K, w, &x, out, 1);
+}
 
 void kernels_x16_avx2(kernels_table *k) {
     k->ukernel_x16[CS_TYPE_Q8_0] =
         (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q8_tile, uk_x16_q8_col};
     k->ukernel_x16[CS_TYPE_Q4_0] =
         (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4_tile, uk_x16_q4_col};
+    k->ukernel_x16[CS_TYPE_Q4_K] =
+        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
 }
 
 #endif /* x86 */
