@@ -123,8 +123,14 @@ test('the page chats and maps the cache', { timeout: 180000 }, async (t) => {
   await page.waitForFunction(() => +document.getElementById('map').dataset.used > 0, null, {
     timeout: 10000,
   });
-  const used1 = +(await page.getAttribute('#map', 'data-used'));
-  assert.match(await page.textContent('#c-used'), new RegExp(`^${used1} / 512$`));
+  // both read in one evaluation: a map event between two reads would change
+  // the second (the counters follow the cache while the slot finishes)
+  const [usedAttr, usedText] = await page.evaluate(() => [
+    document.getElementById('map').dataset.used,
+    document.getElementById('c-used').textContent,
+  ]);
+  const used1 = +usedAttr;
+  assert.match(usedText, new RegExp(`^${used1} / 512$`));
   // ... and the canvas shows them: some pixels are not the free/hole/gap shades.
   const painted = await page.evaluate(() => {
     const c = document.getElementById('map');
