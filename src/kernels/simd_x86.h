@@ -1,11 +1,12 @@
 /* simd_x86.h: helpers shared by the x86 SIMD kernel files. Include it only
  * from files compiled with at least -mavx2 (x86_avx2.c, kquants_avx2.c,
- * iquants_avx2.c, iquants_avx512.c): the helpers use AVX instructions and
- * are always inlined into their callers. */
+ * iquants_avx2.c, the AVX-512 files; hsum8_x16_ps only with -mavx512f): the helpers use AVX
+ * instructions and are always inlined into their callers. */
 #ifndef CS_SIMD_X86_H
 #define CS_SIMD_X86_H
 
 #include <immintrin.h>
+#include <stdint.h>
 
 #define CS_INLINE static inline __attribute__((always_inline))
 
@@ -18,5 +19,27 @@ CS_INLINE float hsum8_ps(__m256 x) {
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
 }
+
+#ifdef __AVX512F__
+/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes: per
+ * int32 lane, acc + the sum of 4 products u8(a) * s8(p[0..3]). Inline asm:
+ * the AVX-512 files are not compiled with -mavx512vnni (the CPU may lack
+ * it; callers check kernels_cpu_has_avx512vnni). */
+typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
+CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
+    return acc;
+}
+
+/* hsum8_ps for 16 rows at once: lane k of 8 per-lane accumulators holds
+ * row r's lane k; the same order, (0+4 + 2+6) + (1+5 + 3+7), per row. For
+ * the x16 kernels that keep the reference dots' 8 float lanes. */
+CS_INLINE __m512 hsum8_x16_ps(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5,
+                              __m512 a6, __m512 a7) {
+    const __m512 r0 = _mm512_add_ps(a4, a0), r1 = _mm512_add_ps(a5, a1);
+    const __m512 r2 = _mm512_add_ps(a6, a2), r3 = _mm512_add_ps(a7, a3);
+    return _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
+}
+#endif
 
 #endif /* CS_SIMD_X86_H */

@@ -21,14 +21,6 @@
 #include "simd_x86.h"
 #include "matmul.h"
 
-/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes (inline
- * asm: the file is not compiled with -mavx512vnni, the CPU may lack it). */
-typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
-CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
-    return acc;
-}
-
 /* acc += per-lane sum of 4 products of the weight bytes w and the 4 s8
  * activation bytes at p (broadcast). VNNI: w holds level + 128 as u8 (the
  * caller starts acc at the -128 * sum(a) correction). Otherwise w holds
@@ -241,12 +233,9 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
                 acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][k]);
         }
     }
-    for (int t = 0; t < TB; t++) { /* hsum8: (0+4 + 2+6) + (1+5 + 3+7) */
-        const __m512 r0 = _mm512_add_ps(acc[t][4], acc[t][0]),
-                     r1 = _mm512_add_ps(acc[t][5], acc[t][1]);
-        const __m512 r2 = _mm512_add_ps(acc[t][6], acc[t][2]),
-                     r3 = _mm512_add_ps(acc[t][7], acc[t][3]);
-        _mm512_storeu_ps(out + 16 * t, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+    for (int t = 0; t < TB; t++) {
+        _mm512_storeu_ps(out + 16 * t, hsum8_x16_ps(acc[t][0], acc[t][1], acc[t][2], acc[t][3],
+                                                    acc[t][4], acc[t][5], acc[t][6], acc[t][7]));
     }
 }
 
@@ -352,12 +341,9 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                 acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][k]);
         }
     }
-    for (int t = 0; t < TB; t++) { /* hsum8: (0+4 + 2+6) + (1+5 + 3+7) */
-        const __m512 r0 = _mm512_add_ps(acc[t][4], acc[t][0]),
-                     r1 = _mm512_add_ps(acc[t][5], acc[t][1]);
-        const __m512 r2 = _mm512_add_ps(acc[t][6], acc[t][2]),
-                     r3 = _mm512_add_ps(acc[t][7], acc[t][3]);
-        _mm512_storeu_ps(out + 16 * t, _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3)));
+    for (int t = 0; t < TB; t++) {
+        _mm512_storeu_ps(out + 16 * t, hsum8_x16_ps(acc[t][0], acc[t][1], acc[t][2], acc[t][3],
+                                                    acc[t][4], acc[t][5], acc[t][6], acc[t][7]));
     }
 }
 

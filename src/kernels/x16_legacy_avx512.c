@@ -24,17 +24,7 @@
 #include "iquants.h"
 #include "matmul.h"
 #include "quant_legacy.h"
-
-#define CS_INLINE static inline __attribute__((always_inline))
-
-/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes: acc +=
- * per int32 lane the sum of 4 products u8(a) * s8(p[0..3]) (as in
- * x86_avx512.c; the file is not compiled with -mavx512vnni). */
-typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
-CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
-    return acc;
-}
+#include "simd_x86.h"
 
 /* acc + per-lane sum of 4 products of the u8 bytes of w and the 4 s8
  * bytes at p. Non-VNNI: maddubs pairs stay below 2^15 for |w| <= 127 (or
@@ -120,11 +110,8 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
         }
     }
     for (int t = 0; t < TB; t++) {
-        const __m512 t0 = _mm512_add_ps(acc[0][t], acc[4][t]),
-                     t1 = _mm512_add_ps(acc[1][t], acc[5][t]);
-        const __m512 t2 = _mm512_add_ps(acc[2][t], acc[6][t]),
-                     t3 = _mm512_add_ps(acc[3][t], acc[7][t]);
-        __m512 r = _mm512_add_ps(_mm512_add_ps(t0, t2), _mm512_add_ps(t1, t3));
+        __m512 r = hsum8_x16_ps(acc[0][t], acc[1][t], acc[2][t], acc[3][t], acc[4][t], acc[5][t],
+                                acc[6][t], acc[7][t]);
         if (has_m) r = _mm512_add_ps(r, summ[t]);
         _mm512_storeu_ps(out + 16 * t, r);
     }

@@ -29,8 +29,8 @@
 #include "kquants.h"
 #include "matmul.h"
 #include "quant_legacy.h"
+#include "simd_x86.h"
 
-#define CS_INLINE static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------ helpers */
 
@@ -475,13 +475,6 @@ static void uk_q4_col_vnni(int64_t K, const void *const *w, const void *x, float
 }
 
 /* ------------------------------------- x16 micro-kernels (repack.h) */
-
-/* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes. */
-typedef int32_t i32u_unaligned __attribute__((may_alias, aligned(1)));
-CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
-    return acc;
-}
 
 /* One x16 group (16 weight rows) against TB activation rows: lane r of
  * acc[t] accumulates row r's output for token t. Per block: the weight
