@@ -6,7 +6,7 @@
 #
 #   bench/peer/suite.sh [-r 5] [-t "1 2"] [--shapes "110m 1.1b"]
 #                       [--types "f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"] [--no-depth] [--out DIR]
-#                       [--isa best|avx2]
+#                       [--isa best|avx2] [--ik PATH/llama-bench]
 #
 # --isa avx2: both engines on their AVX2 paths (run it as its own invocation):
 # ctxshift with CS_KERNELS=avx2 (its AVX2 kernel table; the suite checks
@@ -15,6 +15,12 @@
 # The default, best, lets each engine pick its best path for this CPU.
 # Either way the table's last column says what each engine ran: ctxshift's
 # kernel table and llama.cpp's CPU features from llama_print_system_info.
+#
+# --ik PATH: the second peer, ik_llama.cpp's llama-bench (built outside the
+# project from a snapshot, see docs/BENCH.md), run in the same rounds twice:
+# with its default flags and with -rtr 1 (run-time repacking into its
+# interleaved layouts); a second table compares ctxshift with both. Only
+# with --isa best (it is built for this CPU).
 #
 # Steps:
 #  1. models: `ctxshift gen-model --preset SHAPE --type T` (deterministic
@@ -55,6 +61,7 @@ types="f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"
 depth=1
 out=""
 isa=best
+ik_bin=""
 
 die() { echo "suite.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -66,7 +73,8 @@ while [[ $# -gt 0 ]]; do
     --no-depth) depth=0; shift ;;
     --out) out="${2:?}"; shift 2 ;;
     --isa) isa="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    --ik) ik_bin="${2:?}"; shift 2 ;;
+    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
     *) die "unknown argument '$1'" ;;
   esac
 done
@@ -89,6 +97,10 @@ case "$isa" in
       die "ctxshift does not run its avx2 table here: $("$ctxshift" --version)" ;;
   *) die "--isa must be best or avx2" ;;
 esac
+if [[ -n "$ik_bin" ]]; then
+  [[ -x "$ik_bin" ]] || die "--ik: '$ik_bin' is not an executable llama-bench"
+  [[ "$isa" == best ]] || die "--ik runs only with --isa best (ik_llama.cpp is built for this CPU)"
+fi
 
 export NODE_LLAMA_CPP_SKIP_DOWNLOAD=true NODE_LLAMA_CPP_GPU=false
 bins="$here/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64"
@@ -141,6 +153,20 @@ tcsv="$(echo $threads_list | tr ' ' ',')"
 run_cs() { "$ctxshift" bench -m "$1" -t "$2" -r 1 --warmup-tokens 32 --json "${@:4}" >"$3"; }
 run_nb() { "$native_bin" -m "$1" -t "$2" -r 1 --warmup-tokens 32 --backend-dir "$bins" \
   ${nb_isa[@]+"${nb_isa[@]}"} "${@:4}" >"$3"; }
+# ik_llama.cpp's llama-bench: pp512 and tg128 in one process, one repetition
+# after its own warm-up run; stdout is its JSON array (same fields as ours)
+run_ik() { "$ik_bin" -m "$1" -t "$2" -p 512 -n 128 -r 1 -o json "${@:4}" >"$3" 2>/dev/null; }
+round_ik() { # model threads id k: default flags and -rtr 1, order alternating
+  local m="$1" t="$2" id="$3" k="$4"
+  [[ -n "$ik_bin" ]] || return 0
+  if (( k % 2 == 0 )); then
+    run_ik "$m" "$t" "$out/$id.ik.$k.json" || echo "ik_llama.cpp failed: $id" >&2
+    run_ik "$m" "$t" "$out/$id.ikr.$k.json" -rtr 1 || echo "ik_llama.cpp -rtr 1 failed: $id" >&2
+  else
+    run_ik "$m" "$t" "$out/$id.ikr.$k.json" -rtr 1 || echo "ik_llama.cpp -rtr 1 failed: $id" >&2
+    run_ik "$m" "$t" "$out/$id.ik.$k.json" || echo "ik_llama.cpp failed: $id" >&2
+  fi
+}
 round() { # model threads id k [extra ctxshift args] -- [extra native args]
   local m="$1" t="$2" id="$3" k="$4"; shift 4
   local cs_extra=() nb_extra=() side=cs
@@ -167,7 +193,10 @@ for s in $shapes; do
       echo "$m" >"$out/$id.model"
       for ((k = 0; k < reps; k++)); do
         echo "[$id round $((k + 1))/$reps]" >&2
+        # the ik_llama.cpp runs go first in odd rounds, last in even ones
+        if (( k % 2 == 1 )); then round_ik "$m" "$t" "$id" "$k"; fi
         round "$m" "$t" "$id" "$k"
+        if (( k % 2 == 0 )); then round_ik "$m" "$t" "$id" "$k"; fi
       done
     done
   done
@@ -201,6 +230,10 @@ fi
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "llama.cpp: node-llama-cpp $(jq -r .version "$here/node_modules/node-llama-cpp/package.json") prebuilt CPU libllama via bench/peer/native_bench (persistent thread pool, flash attention off, like llama-bench)"
 echo "engines' CPU paths (--isa $isa): ctxshift $(sed -n 's/.*(\(kernels = [a-z0-9]*\).*/\1/p' "$out/ctxshift.version")${CS_KERNELS:+ (CS_KERNELS=$CS_KERNELS)}; llama.cpp ${nb_isa[*]:-ggml_backend_load_all (best variant)}"
+if [[ -n "$ik_bin" ]]; then
+  ik_ver="$(jq -r '.[0].build_commit // "?"' "$(ls "$out"/*.ik.0.json | head -1)" 2>/dev/null || echo "?")"
+  echo "ik_llama.cpp: $ik_bin (build commit $ik_ver), its llama-bench -p 512 -n 128 -r 1, default flags and -rtr 1"
+fi
 echo "medians of $reps interleaved rounds; ratio = ctxshift / llama.cpp (> 1: ctxshift faster)"
 echo
 "$node_bin" "$here/suite_table.mjs" "$out"

@@ -4,6 +4,8 @@
 //   <id>.model                            model path
 //   <id>.cs.<k>.json, <id>.nb.<k>.json    round k of `ctxshift bench --json`
 //                                         and of native_bench (llama.cpp)
+//   <id>.ik.<k>.json, <id>.ikr.<k>.json   ik_llama.cpp's llama-bench, default
+//                                         flags and -rtr 1 (suite.sh --ik)
 //   ctxshift.version                      `ctxshift --version` (its kernel table)
 // where <id> is main.<shape>.<type>.t<threads> or depth.110m.<type>.d<D>[h].
 // Every cell is the median over the rounds. usage: node suite_table.mjs DIR
@@ -138,6 +140,30 @@ for (const m of mem) {
   out.push(
     `| ${m.name} | ${mib(m.fileBytes)} | ${mib(m.kv)} | ${mib(m.peak)} | ${mib(limit)} | ${m.peak <= limit ? "yes" : "NO"} |`,
   );
+}
+
+// ik_llama.cpp (suite.sh --ik): a second table, ctxshift against its
+// default flags and its run-time repacking (-rtr 1)
+const withIk = main.filter((id) => rounds(id, "ik").objs.length || rounds(id, "ikr").objs.length);
+if (withIk.length) {
+  out.push("");
+  out.push(
+    "ik_llama.cpp, same rounds (ratio = ctxshift / ik_llama.cpp; -rtr 1 repacks the weights at load into its interleaved layouts):",
+  );
+  out.push("");
+  out.push(
+    "| model | threads | pp512 ctxshift | pp512 ik | pp ratio | pp512 ik -rtr 1 | pp ratio -rtr | tg128 ctxshift | tg128 ik | tg ratio | tg128 ik -rtr 1 | tg ratio -rtr |",
+  );
+  out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const id of withIk) {
+    const { shape, type, last } = parseId(id);
+    const cs = rounds(id, "cs"), ik = rounds(id, "ik"), ikr = rounds(id, "ikr");
+    const cpp = median(cs.pp), ctg = median(cs.tg);
+    const ipp = median(ik.pp), itg = median(ik.tg), rpp = median(ikr.pp), rtg = median(ikr.tg);
+    out.push(
+      `| ${shape} ${type} | ${last.slice(1)} | ${f1(cpp)} | ${f1(ipp)} | ${f2(cpp / ipp)} | ${f1(rpp)} | ${f2(cpp / rpp)} | ${f1(ctg)} | ${f1(itg)} | ${f2(ctg / itg)} | ${f1(rtg)} | ${f2(ctg / rtg)} |`,
+    );
+  }
 }
 
 const depth = ids.filter((i) => parseId(i)?.kind === "depth").sort();
