@@ -195,6 +195,16 @@ typedef struct serve_slot_info {
  * sequences) and start its thread. Returns 0 or prints the error and
  * returns TOOL_EXIT_FAIL. */
 int serve_engine_start(const serve_config *cfg, const cs_model *model, serve_engine **out);
+/* Graceful stop, first half: later submissions and slot actions get 503,
+ * queued tasks end with 503 at once, and the active ones run on until they
+ * finish or grace_ms pass (polled every 20 ms). serve_engine_shutdown ends
+ * what is left. */
+void serve_engine_drain(serve_engine *e, int32_t grace_ms);
+/* Remove the temporaries that an interrupted slot save left in dir
+ * (".NAME.tmp.PID", see slot_save: a name no request can restore) whose
+ * process is gone; at start. Returns how many were removed. Cost: one
+ * readdir of dir. */
+int32_t serve_slot_clean_temporaries(const char *dir);
 /* Stop the thread: active and queued tasks end with an error, later
  * submissions get 503. Stats and slots stay readable until the free. */
 void serve_engine_shutdown(serve_engine *e);
