@@ -324,7 +324,7 @@ const r = summary.rss_mib;
 console.log(`  RSS MiB: start ${r.start}, minute ${r.warmup_minute} ${r.at_warmup}, after: min ${r.min_after} ` +
   `max ${r.max_after}, end ${r.end} (limit +-${RSS_MIB} MiB): ${rssOk ? "ok" : "FAIL"}`);
 console.log(`  errors: ${errors.length}${errors.length ? ": " + errors.slice(0, 5).join(" | ") : ""}`);
-console.log(`  SIGTERM with ${CLIENTS} clients just finished: exit 0 in ${stop.ms} ms`);
+console.log(`  SIGTERM after the soak: ${stop.ok ? "exit 0" : "FAIL"} in ${stop.ms} ms`);
 console.log(`  greedy answers alone on a fresh server: ${same}/${sample.length} equal`);
 for (const d of diffs) console.log(`  DIFF ${JSON.stringify(d).slice(0, 600)}`);
 console.log(`soak: ${pass ? "PASS" : "FAIL"} (${((Date.now() - t0) / 60000).toFixed(1)} min in all)`);
