@@ -211,7 +211,8 @@ void serve_engine_shutdown(serve_engine *e);
 /* Shut down (when not yet) and free everything. NULL is a no-op. */
 void serve_engine_free(serve_engine *e);
 /* Queue a task (the engine takes its own reference). Returns 0, or 503 when
- * the queue is full or the engine is stopping (nothing queued). */
+ * the queue is full, or 410 when the engine is stopping (nothing queued;
+ * both are answered 503, the codes only pick the message). */
 int serve_engine_submit(serve_engine *e, serve_task *t);
 void serve_engine_stats(serve_engine *e, serve_stats *out);
 enum serve_slot_action { SERVE_SLOT_SAVE = 0, SERVE_SLOT_RESTORE = 1, SERVE_SLOT_ERASE = 2 };

@@ -242,8 +242,9 @@ static void task_fail(serve_task *t, int32_t status, const char *fmt, ...) {
 int serve_engine_submit(serve_engine *e, serve_task *t) {
     pthread_mutex_lock(&e->mu);
     if (e->stopping || e->draining || e->q_len >= e->q_cap) {
+        const int rc = e->stopping || e->draining ? 410 : 503;
         pthread_mutex_unlock(&e->mu);
-        return 503;
+        return rc;
     }
     serve_task_ref(t);
     t->t_submit_ns = now_ns();

@@ -383,6 +383,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
     const int rc = serve_engine_submit(h->engine, t);
     if (rc != 0) {
         serve_task_unref(t);
+        if (rc == 410) return reply_error(c, 503, "the server is shutting down");
         return reply_error(c, 503, "the server is busy: %d requests are waiting (--max-queue)",
                            (int)h->cfg->max_queue);
     }

@@ -4,7 +4,8 @@
 // (".NAME.tmp.PID") are removed at start, a user's file that merely looks
 // alike is kept, no temporary is ever restored, and the slot saved before
 // the crash restores to the same tokens. SIGTERM during streams: new
-// connections are refused at once, a stream that finishes within the grace
+// connections are refused at once (a request on a connection opened
+// before gets 503), a stream that finishes within the grace
 // ends normally, an endless one ends with an error event and [DONE], and
 // the exit status is 0 within 10 s. Waits scale with SLOW (ASan).
 import { test, describe } from "node:test";
@@ -147,11 +148,25 @@ describe("SIGTERM", () => {
       prompt: "The little dog", max_tokens: 48, ignore_eos: true, temperature: 0,
     });
     await short.readEvents(2);
+    // a connection opened before the signal, its request sent after
+    const early = net.connect(srv.port, "127.0.0.1");
+    await new Promise((r, j) => early.on("connect", r).on("error", j));
+    let earlyText = "";
+    early.setEncoding("latin1");
+    early.on("data", (d) => (earlyText += d));
+    early.on("error", () => {});
     const t0 = Date.now();
     srv.proc.kill("SIGTERM");
     // refused once the signal is handled (ms), while the grace still runs
     assert.ok(await until(() => refused(srv.port), 3000 * SLOW, 20), "new connections are still accepted");
     assert.equal(srv.alive(), true, "the server exited before its streams ended");
+    const body = JSON.stringify({ prompt: PROMPT, n_predict: 4 });
+    early.write(`POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${body.length}\r\n\r\n${body}`);
+    assert.ok(await until(() => /\r\n\r\n.*\}/s.test(earlyText), 5000 * SLOW), `no answer: ${earlyText}`);
+    assert.match(earlyText, /^HTTP\/1\.1 503/);
+    assert.match(earlyText, /shutting down/);
+    early.destroy();
 
     await short.rest(15_000 * SLOW);
     assert.equal(short.error, null, `the short stream was cut: ${short.error}`);
