@@ -148,13 +148,19 @@ describe("SIGTERM", () => {
       prompt: "The little dog", max_tokens: 48, ignore_eos: true, temperature: 0,
     });
     await short.readEvents(2);
-    // a connection opened before the signal, its request sent after
+    // a keep-alive connection that the server has taken (one request
+    // answered: a connection still in the kernel's backlog would be reset
+    // with the listening socket), its next request sent after the signal
     const early = net.connect(srv.port, "127.0.0.1");
     await new Promise((r, j) => early.on("connect", r).on("error", j));
     let earlyText = "";
     early.setEncoding("latin1");
     early.on("data", (d) => (earlyText += d));
     early.on("error", () => {});
+    early.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.ok(await until(() => /\r\n\r\n.*\}/s.test(earlyText), 5000 * SLOW), `no /health answer: ${earlyText}`);
+    assert.match(earlyText, /^HTTP\/1\.1 200/);
+    earlyText = "";
     const t0 = Date.now();
     srv.proc.kill("SIGTERM");
     // refused once the signal is handled (ms), while the grace still runs
