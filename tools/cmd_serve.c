@@ -4,8 +4,10 @@
  * Flags take llama-server's names and meanings. stdout gets one line,
  * "serve: listening on http://HOST:PORT" (with the port chosen when
  * --port 0), once the server accepts connections; everything else goes to
- * stderr. SIGINT / SIGTERM stop it cleanly: no new connections, open
- * requests end with an error event, the engine stops, memory is freed,
+ * stderr. SIGINT / SIGTERM stop it cleanly within SERVE_STOP_GRACE_MS plus
+ * about 3 s: new connections are refused at once, queued requests get 503,
+ * running ones go on for up to the grace and those still running then end
+ * with an error event (and [DONE]); the engine stops, memory is freed,
  * exit status 0. */
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +21,10 @@
 #include "serve_chat.h"
 #include "serve_http.h"
 #include "tools.h"
+
+/* How long running requests may go on after SIGTERM: with the 3 s that
+ * serve_http_stop gives the last events, the server exits within 10 s. */
+#define SERVE_STOP_GRACE_MS 5000
 
 typedef struct serve_opts {
     tool_common common; /* -m -c -b -t -ctk -ctv -v -h */
@@ -193,6 +199,13 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
 
+    if (cfg->slot_save_path) {
+        const int32_t n_tmp = serve_slot_clean_temporaries(cfg->slot_save_path);
+        if (n_tmp > 0) {
+            fprintf(stderr, "serve: removed %d unfinished slot file temporaries from %s\n",
+                    (int)n_tmp, cfg->slot_save_path);
+        }
+    }
     if ((rc = serve_engine_start(cfg, model, &engine)) != 0) goto done;
     int32_t port = 0;
     if ((rc = serve_http_start(cfg, model, engine, tmpl, &http, &port)) != 0) goto done;
@@ -208,6 +221,8 @@ int cmd_serve(int argc, char **argv) {
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "serve: %s received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    serve_http_quiesce(http);
+    serve_engine_drain(engine, SERVE_STOP_GRACE_MS);
     rc = TOOL_EXIT_OK;
 done:
     /* the engine first: open streams get their final error event, then the

@@ -195,13 +195,24 @@ typedef struct serve_slot_info {
  * sequences) and start its thread. Returns 0 or prints the error and
  * returns TOOL_EXIT_FAIL. */
 int serve_engine_start(const serve_config *cfg, const cs_model *model, serve_engine **out);
+/* Graceful stop, first half: later submissions and slot actions get 503,
+ * queued tasks end with 503 at once, and the active ones run on until they
+ * finish or grace_ms pass (polled every 20 ms). serve_engine_shutdown ends
+ * what is left. */
+void serve_engine_drain(serve_engine *e, int32_t grace_ms);
+/* Remove the temporaries that an interrupted slot save left in dir
+ * (".NAME.tmp.PID", see slot_save: a name no request can restore) whose
+ * process is gone; at start. Returns how many were removed. Cost: one
+ * readdir of dir. */
+int32_t serve_slot_clean_temporaries(const char *dir);
 /* Stop the thread: active and queued tasks end with an error, later
  * submissions get 503. Stats and slots stay readable until the free. */
 void serve_engine_shutdown(serve_engine *e);
 /* Shut down (when not yet) and free everything. NULL is a no-op. */
 void serve_engine_free(serve_engine *e);
 /* Queue a task (the engine takes its own reference). Returns 0, or 503 when
- * the queue is full or the engine is stopping (nothing queued). */
+ * the queue is full, or 410 when the engine is stopping (nothing queued;
+ * both are answered 503, the codes only pick the message). */
 int serve_engine_submit(serve_engine *e, serve_task *t);
 void serve_engine_stats(serve_engine *e, serve_stats *out);
 enum serve_slot_action { SERVE_SLOT_SAVE = 0, SERVE_SLOT_RESTORE = 1, SERVE_SLOT_ERASE = 2 };

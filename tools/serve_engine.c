@@ -23,7 +23,9 @@
  * Each slot keeps the tokens its sequence holds at positions 0..n_cache-1
  * (slot->cache); n_exact of them equal a fresh evaluation (a context shift
  * leaves only the kept prefix exact), and only exact prefixes are shared. */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +94,7 @@ struct serve_engine {
     pthread_mutex_t mu; /* queue, stats, slot snapshot */
     pthread_cond_t cv;
     bool stopping;
+    bool draining;      /* serve_engine_drain: no new tasks, the active ones run on */
     serve_task **queue; /* ring */
     int32_t q_head, q_len, q_cap;
 
@@ -238,9 +241,10 @@ static void task_fail(serve_task *t, int32_t status, const char *fmt, ...) {
 
 int serve_engine_submit(serve_engine *e, serve_task *t) {
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->q_len >= e->q_cap) {
+    if (e->stopping || e->draining || e->q_len >= e->q_cap) {
+        const int rc = e->stopping || e->draining ? 410 : 503;
         pthread_mutex_unlock(&e->mu);
-        return 503;
+        return rc;
     }
     serve_task_ref(t);
     t->t_submit_ns = now_ns();
@@ -862,9 +866,18 @@ static void slot_save(serve_engine *e, serve_slot *s, const char *path, serve_sl
     memcpy(buf + 24, s->cache, n_tok);
     const size_t len = 24 + n_tok + written;
     /* a temporary name in the same folder, then rename: a reader never
-     * sees half a file, a failed write leaves the old file */
+     * sees half a file, a failed write leaves the old file. The name,
+     * ".NAME.tmp.PID", starts with '.', which no request's filename may
+     * (serve_http.c), so a temporary left by a crash is never restored, and
+     * serve_slot_clean_temporaries recognises it at the next start. */
     char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        snprintf(tmp, sizeof(tmp), "%.*s/.%s.tmp.%ld", (int)(slash - path), path, slash + 1,
+                 (long)getpid());
+    } else {
+        snprintf(tmp, sizeof(tmp), ".%s.tmp.%ld", path, (long)getpid());
+    }
     FILE *f = fopen(tmp, "wb");
     bool ok = f && fwrite(buf, 1, len, f) == len;
     if (f && fflush(f) != 0) ok = false;
@@ -993,7 +1006,7 @@ void serve_engine_slot_action(serve_engine *e, int32_t slot, int32_t action, con
     serve_ctl c = {.slot = slot, .action = action, .path = path, .res = res};
     pthread_cond_init(&c.cv, NULL);
     pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
+    if (e->stopping || e->draining) {
         res->status = 503;
         snprintf(res->msg, sizeof(res->msg), "the server is shutting down");
     } else {
@@ -1342,6 +1355,68 @@ oom:
 fail:
     serve_engine_free(e);
     return TOOL_EXIT_FAIL;
+}
+
+void serve_engine_drain(serve_engine *e, int32_t grace_ms) {
+    pthread_mutex_lock(&e->mu);
+    e->draining = true;
+    /* queued tasks never started: they end now (the engine thread only
+     * takes tasks from the queue under e->mu, so none is half taken) */
+    while (e->q_len > 0) {
+        serve_task *t = e->queue[e->q_head];
+        e->q_head = (e->q_head + 1) % e->q_cap;
+        e->q_len--;
+        task_fail(t, 503, "the server is shutting down");
+        serve_task_unref(t);
+    }
+    e->stats.n_deferred = 0;
+    pthread_mutex_unlock(&e->mu);
+    /* the snapshot is refreshed after every engine step, so a slot that
+     * finished shows idle within one step */
+    for (int32_t waited = 0; waited < grace_ms; waited += 20) {
+        bool busy = false;
+        pthread_mutex_lock(&e->mu);
+        for (int32_t i = 0; i < e->n_slots; i++) busy = busy || e->snap[i].processing;
+        pthread_mutex_unlock(&e->mu);
+        if (!busy) return;
+        nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+    }
+}
+
+/* A slot temporary: "." NAME ".tmp." PID, NAME not empty. */
+static bool is_slot_temporary(const char *name, long *pid) {
+    if (name[0] != '.') return false;
+    const char *t = strstr(name + 1, ".tmp.");
+    if (!t || t == name + 1) return false;
+    /* the last ".tmp." (NAME may hold one itself) */
+    for (const char *n; (n = strstr(t + 1, ".tmp.")) != NULL;) t = n;
+    const char *d = t + 5;
+    if (!*d) return false;
+    for (const char *q = d; *q; q++) {
+        if (*q < '0' || *q > '9') return false;
+    }
+    *pid = strtol(d, NULL, 10);
+    return true;
+}
+
+int32_t serve_slot_clean_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int32_t n = 0;
+    const struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        long pid = 0;
+        if (!is_slot_temporary(de->d_name, &pid)) continue;
+        /* a live writer (another server on the same folder) keeps its
+         * temporary; a reused pid only delays the removal */
+        if (pid > 0 && pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+            continue;
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (remove(path) == 0) n++;
+    }
+    closedir(d);
+    return n;
 }
 
 void serve_engine_shutdown(serve_engine *e) {

@@ -28,6 +28,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -382,6 +383,7 @@ static enum MHD_Result run_task(serve_http *h, struct MHD_Connection *c, serve_t
     const int rc = serve_engine_submit(h->engine, t);
     if (rc != 0) {
         serve_task_unref(t);
+        if (rc == 410) return reply_error(c, 503, "the server is shutting down");
         return reply_error(c, 503, "the server is busy: %d requests are waiting (--max-queue)",
                            (int)h->cfg->max_queue);
     }
@@ -971,7 +973,9 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
     memset(&ss, 0, sizeof(ss));
     struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* MHD_USE_ITC: MHD_quiesce_daemon needs it with internal threads */
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (inet_pton(AF_INET, cfg->host, &a4->sin_addr) == 1) {
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)cfg->port);
@@ -1001,12 +1005,20 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
     return 0;
 }
 
+void serve_http_quiesce(serve_http *h) {
+    if (!h || !h->daemon) return;
+    const MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    /* the daemon no longer polls the socket, but it still listens: a
+     * connect would wait in the backlog. Closing it refuses at once. */
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
 void serve_http_stop(serve_http *h) {
     if (!h) return;
     /* After serve_engine_shutdown every task is finished: let the open
-     * requests write their last event or error (at most 5 s) before
+     * requests write their last event or error (at most 3 s) before
      * MHD_stop_daemon closes their connections mid-response. */
-    for (int i = 0; i < 500 && atomic_load(&h->n_open) > 0; i++) {
+    for (int i = 0; i < 300 && atomic_load(&h->n_open) > 0; i++) {
         nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
     }
     if (h->daemon) MHD_stop_daemon(h->daemon);
