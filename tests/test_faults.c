@@ -649,6 +649,48 @@ static int fsync_eio(int fd) {
     return -1;
 }
 
+static int g_fsyncs, g_fsync_fail_at = -1; /* fail the call with this index */
+static int fsync_count(int fd) {
+    if (g_fsyncs++ == g_fsync_fail_at) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+/* A save syncs the temporary and then the directory; a failing directory
+ * sync is reported (the new file is in place then, the old one gone). */
+static void test_faults_fsync(void **s) {
+    (void)s;
+    char path[512];
+    test_tmp_path("faults-sync.state", path, sizeof path);
+    cs_context *c = new_ctx(64, 1, CS_TYPE_F16);
+    fill_fragmented(c);
+    const state_io_hooks h = {NULL, NULL, fsync_count};
+    g_fsyncs = 0;
+    g_fsync_fail_at = -1;
+    state_io_set_hooks(&h);
+    assert_int_equal(cs_state_save_file(c, path, NULL, 0), CS_OK);
+    assert_int_equal(g_fsyncs, 2);
+    g_fsyncs = 0;
+    g_fsync_fail_at = 1;
+    const cs_status st = cs_state_save_file(c, path, NULL, 0);
+    state_io_set_hooks(NULL);
+    assert_int_equal(st, CS_ERR_IO);
+    assert_non_null(strstr(cs_last_error(), "its directory"));
+    assert_non_null(strstr(cs_last_error(), strerror(EIO)));
+    assert_int_equal(count_temporaries(path, NULL), 0);
+    cs_context *d = new_ctx(64, 1, CS_TYPE_F16);
+    cs_token none[1];
+    int32_t n = -1;
+    assert_int_equal(cs_state_load_file(d, path, none, 1, &n), CS_OK);
+    assert_int_equal(n, 0);
+    assert_same_state(c, d);
+    remove(path);
+    cs_context_free(c);
+    cs_context_free(d);
+}
+
 static void test_faults_io_hooks(void **s) {
     (void)s;
     char path[512];
@@ -807,7 +849,7 @@ static void test_faults_tmpfs_enospc(void **s) {
     assert_int_equal(cs_state_save_file(c, path, toks, 1), CS_OK);
     size_t old_n = 0;
     uint8_t *old = read_all(path, &old_n);
-    /* 8 batches of 30 cells of 1292 bytes: about 300 KiB */
+    /* 7 batches of 30 cells of 1292 bytes (f32 rows): 231 cells, about 290 KiB */
     cs_batch *b = NULL;
     assert_int_equal(cs_batch_new(32, 1, &b), CS_OK);
     for (int32_t k = 0; k < 7; k++) {
@@ -835,10 +877,15 @@ static void test_faults_tmpfs_enospc(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_faults_constructors), cmocka_unit_test(test_faults_sampling),
-        cmocka_unit_test(test_faults_decode),       cmocka_unit_test(test_faults_cache_ops),
-        cmocka_unit_test(test_faults_state_memory), cmocka_unit_test(test_faults_state_file),
-        cmocka_unit_test(test_faults_io_hooks),     cmocka_unit_test(test_faults_stale_temporaries),
+        cmocka_unit_test(test_faults_constructors),
+        cmocka_unit_test(test_faults_sampling),
+        cmocka_unit_test(test_faults_decode),
+        cmocka_unit_test(test_faults_cache_ops),
+        cmocka_unit_test(test_faults_state_memory),
+        cmocka_unit_test(test_faults_state_file),
+        cmocka_unit_test(test_faults_io_hooks),
+        cmocka_unit_test(test_faults_fsync),
+        cmocka_unit_test(test_faults_stale_temporaries),
         cmocka_unit_test(test_faults_tmpfs_enospc),
     };
     return test_run(tests, setup, teardown);
