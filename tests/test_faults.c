@@ -624,6 +624,62 @@ static void test_faults_state_file(void **s) {
     cs_context_free(d);
 }
 
+/* ------------------------------------------------------------ model files */
+
+typedef struct out_file {
+    char path[1024];
+} out_file;
+
+static const char k_old_model[] = "an old file the failed writer must leave alone";
+
+/* After a failed write: the old file byte for byte, no temporary. */
+static void file_kept(void *user) {
+    out_file *o = user;
+    size_t n = 0;
+    uint8_t *d = read_all(o->path, &n);
+    assert_int_equal(n, sizeof k_old_model);
+    assert_memory_equal(d, k_old_model, n);
+    free(d);
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o->path);
+    assert_false(access(tmp, F_OK) == 0);
+}
+
+static int32_t op_quantize(cs_context *c, void *user) {
+    (void)c;
+    out_file *o = user;
+    return cs_model_quantize_threads(test_bundled_model(), o->path, "q8_0", 2);
+}
+
+static int32_t op_gen_model(cs_context *c, void *user) {
+    (void)c;
+    out_file *o = user;
+    cs_gen_model_params gp;
+    assert_true(cs_gen_model_preset("tiny", &gp));
+    gp.vocab_path = test_bundled_model();
+    return cs_gen_model_write(&gp, o->path);
+}
+
+/* The writers of model files: a failed quantize or generation leaves the
+ * file that was at the output path as it was, and no temporary. */
+static void test_faults_model_files(void **s) {
+    (void)s;
+    out_file o;
+    test_tmp_path("faults-q8.gguf", o.path, sizeof o.path);
+    write_all(o.path, k_old_model, sizeof k_old_model);
+    assert_true(sweep("model_quantize q8_0", NULL, op_quantize, &o, file_kept) > 5);
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(o.path, NULL, &m), CS_OK);
+    cs_model_free(m);
+    remove(o.path);
+    test_tmp_path("faults-gen.gguf", o.path, sizeof o.path);
+    write_all(o.path, k_old_model, sizeof k_old_model);
+    assert_true(sweep("gen_model_write tiny", NULL, op_gen_model, &o, file_kept) > 3);
+    assert_int_equal(cs_model_load(o.path, NULL, &m), CS_OK);
+    cs_model_free(m);
+    remove(o.path);
+}
+
 /* ------------------------------------------------------------ I/O hooks */
 
 static size_t g_write_left; /* bytes the write hook still accepts */
@@ -829,7 +885,8 @@ static void test_faults_stale_temporaries(void **s) {
 /* ------------------------------------------------------------ a full tmpfs */
 
 /* A real ENOSPC: a 64 KiB tmpfs holds the old state; a larger one does not
- * fit. Needs root (mount); elsewhere the hook test above is the evidence. */
+ * fit, nor does a generated model over an old file. Needs root (mount); elsewhere the hook test
+ * above is the evidence. */
 static void test_faults_tmpfs_enospc(void **s) {
     (void)s;
     char dir[512], path[600];
@@ -871,21 +928,28 @@ static void test_faults_tmpfs_enospc(void **s) {
     free(old);
     remove(path);
     cs_context_free(c);
+
+    /* a model generated over an old file on the full file system */
+    out_file o;
+    snprintf(o.path, sizeof o.path, "%s/model.gguf", dir);
+    write_all(o.path, k_old_model, sizeof k_old_model);
+    cs_gen_model_params gp;
+    assert_true(cs_gen_model_preset("tiny", &gp));
+    gp.vocab_path = test_bundled_model();
+    assert_int_equal(cs_gen_model_write(&gp, o.path), CS_ERR_IO);
+    file_kept(&o);
+    remove(o.path);
     assert_int_equal(umount2(dir, MNT_DETACH), 0);
     assert_int_equal(rmdir(dir), 0);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_faults_constructors),
-        cmocka_unit_test(test_faults_sampling),
-        cmocka_unit_test(test_faults_decode),
-        cmocka_unit_test(test_faults_cache_ops),
-        cmocka_unit_test(test_faults_state_memory),
-        cmocka_unit_test(test_faults_state_file),
-        cmocka_unit_test(test_faults_io_hooks),
-        cmocka_unit_test(test_faults_fsync),
-        cmocka_unit_test(test_faults_stale_temporaries),
+        cmocka_unit_test(test_faults_constructors), cmocka_unit_test(test_faults_sampling),
+        cmocka_unit_test(test_faults_decode),       cmocka_unit_test(test_faults_cache_ops),
+        cmocka_unit_test(test_faults_state_memory), cmocka_unit_test(test_faults_state_file),
+        cmocka_unit_test(test_faults_model_files),  cmocka_unit_test(test_faults_io_hooks),
+        cmocka_unit_test(test_faults_fsync),        cmocka_unit_test(test_faults_stale_temporaries),
         cmocka_unit_test(test_faults_tmpfs_enospc),
     };
     return test_run(tests, setup, teardown);
