@@ -333,14 +333,15 @@ static int32_t op_decode(cs_context *c, void *user) {
 /* A failed decode (logits growth, then the pending K-shift's scratch)
  * leaves the cache as it was; the decode that then succeeds gives the
  * logits, bit for bit, of an identical context that never failed. */
-static void test_faults_decode(void **s) {
-    (void)s;
-    cs_context *ref = new_ctx(64, 1, CS_TYPE_F16), *c = new_ctx(64, 1, CS_TYPE_F16);
+static void decode_case(int32_t threads, int32_t type) {
+    cs_context *ref = new_ctx(64, threads, type), *c = new_ctx(64, threads, type);
     fill_fragmented(ref);
     fill_fragmented(c);
     cs_batch *b = multi_seq_batch();
     assert_int_equal(cs_decode(ref, b), 0);
-    assert_int_equal(sweep("decode (multi-seq, shift)", c, op_decode, b, NULL), 2);
+    char what[64];
+    snprintf(what, sizeof what, "decode (%d thr, %s)", threads, cs_type_name(type));
+    assert_int_equal(sweep(what, c, op_decode, b, NULL), 2);
     const int32_t nv = cs_model_n_vocab(g_model);
     for (int32_t i = 0; i < cs_batch_n_tokens(b); i++)
         assert_memory_equal(cs_get_logits_ith(c, i), cs_get_logits_ith(ref, i),
@@ -352,6 +353,12 @@ static void test_faults_decode(void **s) {
     cs_batch_free(b);
     cs_context_free(ref);
     cs_context_free(c);
+}
+
+static void test_faults_decode(void **s) {
+    (void)s;
+    decode_case(1, CS_TYPE_F16);
+    decode_case(2, CS_TYPE_F32);
 }
 
 static int32_t op_kv_update(cs_context *c, void *user) {
