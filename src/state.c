@@ -633,9 +633,11 @@ static cs_status names_of(const char *path, const char *fn, state_names *nm) {
  * exists left behind (it crashed between creating and renaming): entries
  * named base.tmp-PID, PID all digits, not this process, and kill(PID, 0)
  * answering ESRCH. A live process's temporary (a save in progress) is left
- * alone; a reused PID keeps its stale file until that process ends. Best
- * effort: errors are ignored (a temporary is never read). Cost: one pass
- * over the directory's entries. */
+ * alone; a reused PID keeps its stale file until that process ends. PIDs
+ * are this PID namespace's: a saver in another container sharing the
+ * directory may lose its temporary, and its rename then fails with
+ * CS_ERR_IO; PATH is never damaged. Best effort: errors are ignored (a
+ * temporary is never read). Cost: one pass over the directory's entries. */
 static void remove_stale_temporaries(const state_names *nm) {
     DIR *d = opendir(nm->dir);
     if (!d) return;
