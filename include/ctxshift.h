@@ -438,8 +438,11 @@ CS_API cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf,
  * crashed mid-save is recognised by its PID no longer running: every
  * cs_state_save_file and cs_state_load_file of PATH removes such
  * PATH.tmp-PID files (never one of a live process, nor its own) and never
- * reads them. Two threads of one process must not save to one PATH at
- * once (they would share the temporary). */
+ * reads them (PIDs of this PID namespace: a saver in another container
+ * sharing the directory may fail with CS_ERR_IO; PATH is never damaged).
+ * Two threads of one process must not save to one PATH at once (they would
+ * share the temporary). Cost: the state's bytes, two fsyncs, one pass over
+ * the directory's entries. */
 CS_API cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *tokens,
                                     int32_t n_tokens);
 /* Load a file saved by cs_state_save_file; its tokens go to tokens[0, n_max)
