@@ -429,7 +429,20 @@ CS_API cs_status cs_state_seq_save(cs_context *ctx, cs_seq seq, void *buf, size_
 CS_API cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t size);
 
 /* Whole-cache state in a file, with tokens[0, n_tokens) alongside (the
- * prompt a cache holds, for prompt caching). */
+ * prompt a cache holds, for prompt caching). Atomic and durable: the state
+ * goes to the temporary PATH.tmp-PID (PID of the saving process), which is
+ * flushed and fsynced, renamed over PATH, and the directory fsynced; so
+ * PATH is always the old file or the whole new one. On failure (CS_ERR_IO
+ * naming the file and strerror, e.g. ENOSPC; CS_ERR_NOMEM) the temporary
+ * is removed and PATH is untouched. A temporary left by a process that
+ * crashed mid-save is recognised by its PID no longer running: every
+ * cs_state_save_file and cs_state_load_file of PATH removes such
+ * PATH.tmp-PID files (never one of a live process, nor its own) and never
+ * reads them (PIDs of this PID namespace: a saver in another container
+ * sharing the directory may fail with CS_ERR_IO; PATH is never damaged).
+ * Two threads of one process must not save to one PATH at once (they would
+ * share the temporary). Cost: the state's bytes, two fsyncs, one pass over
+ * the directory's entries. */
 CS_API cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *tokens,
                                     int32_t n_tokens);
 /* Load a file saved by cs_state_save_file; its tokens go to tokens[0, n_max)

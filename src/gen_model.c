@@ -10,6 +10,7 @@
  * and written by gguf_stream (gguf_stream.h) with the tensor infos, then
  * each tensor's data is appended row by row. Peak memory is the vocabulary
  * plus one row. */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -419,6 +420,7 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
     float *row_f32 = NULL;
     void *row_out = NULL;
     gguf_stream *s = NULL;
+    char *tmp = NULL;
 
     if (!params || !path)
         return error_fail(CS_ERR_INVALID_ARG, "gen-model: params and path are required");
@@ -475,15 +477,29 @@ cs_status cs_gen_model_write(const cs_gen_model_params *params, const char *path
         goto fail;
     }
 
-    if ((st = gguf_stream_begin(path, w, infos, n_tensors, &s)) != CS_OK) goto fail;
+    /* Written to PATH.tmp and renamed, as quantize does: a failed write
+     * (ENOSPC) removes the temporary and leaves a file at PATH as it was. */
+    const size_t plen = strlen(path);
+    if (!(tmp = mem_malloc(plen + 5))) {
+        st = error_fail(CS_ERR_NOMEM, "gen-model: out of memory");
+        goto fail;
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    if ((st = gguf_stream_begin(tmp, w, infos, n_tensors, &s)) != CS_OK) goto fail;
     gguf_writer_free(w);
     w = NULL;
     for (int64_t i = 0; i < n_tensors; i++) {
         st = gen_write_tensor(s, params, &tensors[i], i, row_f32, row_out);
         if (st != CS_OK) goto fail;
     }
-    st = gguf_stream_finish(s);
+    st = gguf_stream_finish(s); /* removes tmp on failure */
     s = NULL;
+    if (st == CS_OK && rename(tmp, path) != 0) {
+        st = error_fail(CS_ERR_IO, "gen-model: cannot rename '%s' to '%s': %s", tmp, path,
+                        strerror(errno));
+        remove(tmp);
+    }
 
 fail:
     gguf_stream_abort(s);
@@ -493,5 +509,6 @@ fail:
     mem_free(infos);
     mem_free(row_f32);
     mem_free(row_out);
+    mem_free(tmp);
     return st;
 }

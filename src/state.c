@@ -11,16 +11,22 @@
  * Loading parses and checks the whole input (every count against the bytes
  * that remain, every position and sequence bit) before it changes anything,
  * so a failed load leaves the cache exactly as it was. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "context.h"
 #include "cs_limits.h"
 #include "kv_cells.h"
 #include "model.h"
+#include "state_io.h"
 #include "types.h"
 
 #define STATE_MAGIC       "CSKV"
@@ -199,6 +205,23 @@ static uint32_t count_cells(const kv_cells *c, cs_seq seq) {
     return n;
 }
 
+/* ------------------------------------------------------------ I/O seam */
+
+static size_t io_write_default(const void *p, size_t n, FILE *f) {
+    return fwrite(p, 1, n, f);
+}
+static size_t io_read_default(void *p, size_t n, FILE *f) {
+    return fread(p, 1, n, f);
+}
+
+static state_io_hooks g_io = {io_write_default, io_read_default, fsync};
+
+void state_io_set_hooks(const state_io_hooks *hooks) {
+    g_io.write = hooks && hooks->write ? hooks->write : io_write_default;
+    g_io.read = hooks && hooks->read ? hooks->read : io_read_default;
+    g_io.fsync = hooks && hooks->fsync ? hooks->fsync : fsync;
+}
+
 /* ------------------------------------------------------------ writing */
 
 /* Where serialised bytes go: a caller buffer (capacity already checked) or
@@ -208,12 +231,19 @@ typedef struct state_sink {
     size_t off;
     FILE *f;
     bool failed;
+    int err; /* errno of the first failed write */
 } state_sink;
 
 static void sink_put(state_sink *s, const void *p, size_t n) {
     if (n == 0 || s->failed) return;
     if (s->f) {
-        if (fwrite(p, 1, n, s->f) != n) s->failed = true;
+        errno = 0;
+        const size_t put = g_io.write(p, n, s->f);
+        s->off += put;
+        if (put != n) {
+            s->failed = true;
+            s->err = errno ? errno : EIO;
+        }
         return;
     }
     memcpy(s->buf + s->off, p, n);
@@ -279,7 +309,7 @@ static cs_status save_to_buffer(cs_context *ctx, cs_seq seq, void *buf, size_t s
     cs_status st = cs_kv_update(ctx);
     if (st != CS_OK) return st;
     CS_ASSERT(count_cells(&ctx->cells, seq) == n_cells);
-    state_sink s = {buf, 0, NULL, false};
+    state_sink s = {buf, 0, NULL, false, 0};
     state_write(ctx, seq, n_cells, NULL, 0, &s);
     CS_ASSERT(s.off == need);
     if (written) *written = need;
@@ -559,6 +589,77 @@ cs_status cs_state_seq_load(cs_context *ctx, cs_seq dst, const void *buf, size_t
     return CS_OK;
 }
 
+/* ------------------------------------------------------------ files */
+
+/* The temporary a save of path writes: path + STATE_TMP_TAG + decimal PID
+ * of the saving process. */
+#define STATE_TMP_TAG ".tmp-"
+
+/* Names derived from a state file's path: the directory (for the stale
+ * scan and the directory fsync) and the temporary. One allocation. */
+typedef struct state_names {
+    char *dir; /* "." when path has no '/' */
+    const char *base;
+    char *tmp; /* path.tmp-PID */
+    char *block;
+} state_names;
+
+static cs_status names_of(const char *path, const char *fn, state_names *nm) {
+    memset(nm, 0, sizeof *nm);
+    const char *slash = strrchr(path, '/');
+    const size_t plen = strlen(path);
+    const size_t dlen = !slash ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    size_t need;
+    /* dir + NUL, path + tag + up to 20 digits + NUL */
+    if (!common_add_size(plen, dlen + sizeof STATE_TMP_TAG + 22, &need) ||
+        !(nm->block = mem_malloc(need)))
+        return error_fail(CS_ERR_NOMEM, "%s: out of memory for the names of '%s'", fn, path);
+    nm->dir = nm->block;
+    if (!slash)
+        memcpy(nm->dir, ".", 2);
+    else if (slash == path)
+        memcpy(nm->dir, "/", 2);
+    else {
+        memcpy(nm->dir, path, dlen);
+        nm->dir[dlen] = '\0';
+    }
+    nm->base = slash ? slash + 1 : path;
+    nm->tmp = nm->dir + dlen + 1;
+    snprintf(nm->tmp, need - dlen - 1, "%s" STATE_TMP_TAG "%ld", path, (long)getpid());
+    return CS_OK;
+}
+
+/* Remove the temporaries of base in dir that a process which no longer
+ * exists left behind (it crashed between creating and renaming): entries
+ * named base.tmp-PID, PID all digits, not this process, and kill(PID, 0)
+ * answering ESRCH. A live process's temporary (a save in progress) is left
+ * alone; a reused PID keeps its stale file until that process ends. PIDs
+ * are this PID namespace's: a saver in another container sharing the
+ * directory may lose its temporary, and its rename then fails with
+ * CS_ERR_IO; PATH is never damaged. Best effort: errors are ignored (a
+ * temporary is never read). Cost: one pass over the directory's entries. */
+static void remove_stale_temporaries(const state_names *nm) {
+    DIR *d = opendir(nm->dir);
+    if (!d) return;
+    const size_t blen = strlen(nm->base), tlen = strlen(STATE_TMP_TAG);
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (strncmp(name, nm->base, blen) != 0 || strncmp(name + blen, STATE_TMP_TAG, tlen) != 0)
+            continue;
+        const char *digits = name + blen + tlen;
+        char *end = NULL;
+        errno = 0;
+        const long pid = strtol(digits, &end, 10);
+        if (digits[0] < '0' || digits[0] > '9' || *end != '\0' || errno != 0 || pid <= 0 ||
+            pid != (long)(pid_t)pid || (pid_t)pid == getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        unlinkat(dirfd(d), name, 0);
+    }
+    closedir(d);
+}
+
 cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *tokens,
                              int32_t n_tokens) {
     const char *fn = "cs_state_save_file";
@@ -569,28 +670,43 @@ cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *
         if (tokens[t] < 0 || tokens[t] >= n_vocab)
             return error_fail(CS_ERR_INVALID_ARG, "%s: token %d is %d, outside [0, %d)", fn, t,
                               tokens[t], n_vocab);
-    cs_status st = cs_kv_update(ctx);
+    /* the names first: an allocation failure must come before the pending
+     * shift is applied, so that a failed save changes nothing */
+    state_names nm;
+    cs_status st = names_of(path, fn, &nm);
     if (st != CS_OK) return st;
+    if ((st = cs_kv_update(ctx)) != CS_OK) {
+        mem_free(nm.block);
+        return st;
+    }
+    remove_stale_temporaries(&nm);
     const uint32_t n_cells = (uint32_t)ctx->cells.used;
 
-    char *tmp = NULL;
-    FILE *f = NULL;
-    const size_t plen = strlen(path);
-    size_t tlen;
-    if (!common_add_size(plen, 32, &tlen) || !(tmp = mem_malloc(tlen)))
-        return error_fail(CS_ERR_NOMEM, "%s: out of memory", fn);
-    snprintf(tmp, tlen, "%s.tmp-%ld", path, (long)getpid());
-    f = fopen(tmp, "wb");
+    const char *tmp = nm.tmp;
+    bool created = false;
+    FILE *f = fopen(tmp, "wb");
     if (!f) {
         st = error_fail(CS_ERR_IO, "%s: cannot create '%s': %s", fn, tmp, strerror(errno));
         goto fail;
     }
-    state_sink s = {NULL, 0, f, false};
+    created = true;
+    state_sink s = {NULL, 0, f, false, 0};
     state_write(ctx, -1, n_cells, tokens, (uint32_t)n_tokens, &s);
+    if (s.failed) {
+        st = error_fail(CS_ERR_IO, "%s: cannot write '%s' (%zu bytes written): %s", fn, tmp, s.off,
+                        strerror(s.err));
+        goto fail;
+    }
+    /* durable: the data reaches the disk before the rename makes it the
+     * file, so a crash leaves the old file or the new one, never a torn one */
+    if (fflush(f) != 0 || g_io.fsync(fileno(f)) != 0) {
+        st = error_fail(CS_ERR_IO, "%s: cannot flush '%s' to disk: %s", fn, tmp, strerror(errno));
+        goto fail;
+    }
     const int close_rc = fclose(f);
     f = NULL;
-    if (s.failed || close_rc != 0) {
-        st = error_fail(CS_ERR_IO, "%s: cannot write '%s': %s", fn, tmp, strerror(errno));
+    if (close_rc != 0) {
+        st = error_fail(CS_ERR_IO, "%s: cannot close '%s': %s", fn, tmp, strerror(errno));
         goto fail;
     }
     if (rename(tmp, path) != 0) {
@@ -598,12 +714,25 @@ cs_status cs_state_save_file(cs_context *ctx, const char *path, const cs_token *
                         strerror(errno));
         goto fail;
     }
-    mem_free(tmp);
+    created = false;
+    /* and the rename itself: fsync the directory (EINVAL: a file system
+     * that cannot sync directories; the rename is then as durable as it
+     * gets) */
+    const int dfd = open(nm.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || (g_io.fsync(dfd) != 0 && errno != EINVAL)) {
+        st = error_fail(CS_ERR_IO,
+                        "%s: '%s' was written but its directory '%s' cannot be synced: %s", fn,
+                        path, nm.dir, strerror(errno));
+        if (dfd >= 0) close(dfd);
+        goto fail;
+    }
+    close(dfd);
+    mem_free(nm.block);
     return CS_OK;
 fail:
     if (f) fclose(f);
-    remove(tmp);
-    mem_free(tmp);
+    if (created) remove(tmp);
+    mem_free(nm.block);
     return st;
 }
 
@@ -614,7 +743,11 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
     if (!ctx || !path || !n_tokens || n_max < 0 || (n_max > 0 && !tokens))
         return error_fail(CS_ERR_INVALID_ARG, "%s: context, path, tokens and n_tokens must be set",
                           fn);
-    cs_status st = CS_OK;
+    state_names nm;
+    cs_status st = names_of(path, fn, &nm);
+    if (st != CS_OK) return st;
+    remove_stale_temporaries(&nm);
+    mem_free(nm.block);
     uint8_t *data = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return error_fail(CS_ERR_IO, "%s: cannot open '%s': %s", fn, path, strerror(errno));
@@ -630,7 +763,15 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
      * against this context and the caller's buffer before anything larger
      * is allocated. */
     uint8_t hdr[STATE_HEADER_SIZE];
-    const size_t got = fread(hdr, 1, sizeof hdr, f);
+    const size_t want_hdr = fsize < sizeof hdr ? (size_t)fsize : sizeof hdr;
+    const size_t got = g_io.read(hdr, sizeof hdr, f);
+    if (got < want_hdr) {
+        /* the file has the bytes (fstat) but the read did not give them: an
+         * I/O error, not a truncated state */
+        st = error_fail(CS_ERR_IO, "%s: short read of '%s': expected %zu bytes, read %zu", fn, path,
+                        want_hdr, got);
+        goto done;
+    }
     state_header h;
     size_t cb = 0, need = 0;
     if ((st = header_parse(ctx, hdr, got, STATE_KIND_WHOLE, who, &h, &cb, &need)) != CS_OK)
@@ -661,8 +802,10 @@ cs_status cs_state_load_file(cs_context *ctx, const char *path, cs_token *tokens
         goto done;
     }
     memcpy(data, hdr, got);
-    if (fread(data + got, 1, n - got, f) != n - got) {
-        st = error_fail(CS_ERR_IO, "%s: cannot read %zu bytes of '%s'", fn, n, path);
+    const size_t rest = g_io.read(data + got, n - got, f);
+    if (rest != n - got) {
+        st = error_fail(CS_ERR_IO, "%s: short read of '%s': expected %zu bytes, read %zu", fn, path,
+                        n, got + rest);
         goto done;
     }
     state_parsed p;
