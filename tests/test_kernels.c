@@ -981,8 +981,8 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
  * the scalar x16 reference (repack_x16_dot_ref, the ref table's path) bit for
  * bit. For Q4_0 / Q8_0 / IQ4_XS that is also the reference table's
  * row-major result bit for bit (same per-block order), and so for Q5_0 /
- * IQ4_NL / Q4_1 / Q5_1 / Q3_K / Q2_K (the x16 kernels keep their reference
- * dot's order, Q3_K / Q2_K its 8 float lanes);
+ * IQ4_NL / Q4_1 / Q5_1 / Q3_K / Q2_K / Q5_K (the x16 kernels keep their
+ * reference dot's order, Q3_K / Q2_K / Q5_K its 8 float lanes);
  * for Q4_K / Q6_K (their own integer order) it agrees with the row-major
  * reference within rounding. K = 800 gives an odd block count. */
 static void test_kernels_matmul_x16(void **state) {
@@ -992,7 +992,7 @@ static void test_kernels_matmul_x16(void **state) {
     for (int i = 0; i < 3; i++) assert_int_equal(threadpool_new(i + 1, &tps[i]), CS_OK);
     const int32_t types[] = {CS_TYPE_Q8_0,   CS_TYPE_Q4_0, CS_TYPE_Q4_K,   CS_TYPE_Q6_K,
                              CS_TYPE_IQ4_XS, CS_TYPE_Q5_0, CS_TYPE_IQ4_NL, CS_TYPE_Q4_1,
-                             CS_TYPE_Q5_1,   CS_TYPE_Q3_K, CS_TYPE_Q2_K};
+                             CS_TYPE_Q5_1,   CS_TYPE_Q3_K, CS_TYPE_Q2_K,   CS_TYPE_Q5_K};
     const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
                                  {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
     const kernels_table *ref = kernels_ref();
@@ -1008,11 +1008,11 @@ static void test_kernels_matmul_x16(void **state) {
                          matmul_convert_kind_of(CS_TYPE_Q8_0, CS_LAYOUT_ROWS));
     assert_int_not_equal(matmul_convert_kind_of(CS_TYPE_F16, CS_LAYOUT_ROWS),
                          matmul_convert_kind_of(CS_TYPE_BF16, CS_LAYOUT_ROWS));
-    assert_false(repack_x16_fits(CS_TYPE_Q5_K, 16, 256));
+    assert_true(repack_x16_fits(CS_TYPE_Q5_K, 16, 256));
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         const bool kq = types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K;
         const bool q8k = kq || types[ty] == CS_TYPE_IQ4_XS || types[ty] == CS_TYPE_Q3_K ||
-                         types[ty] == CS_TYPE_Q2_K; /* blocks of 256 */
+                         types[ty] == CS_TYPE_Q2_K || types[ty] == CS_TYPE_Q5_K; /* blocks of 256 */
         assert_false(repack_x16_fits(types[ty], 15, 256));
         assert_false(repack_x16_fits(types[ty], 16, q8k ? 128 : 48));
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -1050,10 +1050,11 @@ static void test_kernels_matmul_x16(void **state) {
                 /* every packed type has its micro-kernel in the AVX-512 tables */
                 if (strncmp(k_all_names[ti], "avx512", 6) == 0)
                     assert_true(matmul_x16_native(k, types[ty]));
-                /* the AVX2 table has Q8_0's, Q4_0's and Q4_K's (x16_avx2.c) */
+                /* the AVX2 table has Q8_0's, Q4_0's and Q4_K's (x16_avx2.c)
+                 * and Q5_K's (x16_q5k_avx2.c) */
                 if (strcmp(k_all_names[ti], "avx2") == 0 &&
                     (types[ty] == CS_TYPE_Q8_0 || types[ty] == CS_TYPE_Q4_0 ||
-                     types[ty] == CS_TYPE_Q4_K))
+                     types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q5_K))
                     assert_true(matmul_x16_native(k, types[ty]));
                 for (int i = 0; i < 3; i++) {
                     memset(got, 0xff, (size_t)(N * T) * 4);

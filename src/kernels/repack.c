@@ -74,12 +74,26 @@ static size_t q2_K_slot(int k, int i) {
     return k == 2 ? 0 : 32;
 }
 
+/* Q5_K (repack.h): d and dmin, the scale planes, then per lane k (elements
+ * 4k .. 4k+3 of each sub-block of 32) the qh slice k and the qs slices
+ * (j, k), j = 0..3 (qs bytes 32j + 4k .. +3: low nibbles sub-block 2j,
+ * high nibbles 2j + 1), so the lane-by-lane kernel reads the block front
+ * to back. Fields: d and dmin as one 2-slice field, scales, qh, qs. */
+static size_t q5_K_slot(int k, int i) {
+    if (k == 0) return (size_t)i * 2 * CS_X16_ROWS;
+    if (k == 1) return 64 + (size_t)i * CS_X16_ROWS;
+    if (k == 2) return 256 + (size_t)i * 320;
+    return 256 + (size_t)(i % 8) * 320 + 64 + (size_t)(i / 8) * 64;
+}
+
 static const x16_format k_q4_0 = {18, 32, 2, {{0, 2, 2, 0}, {2, 16, 4, 0}}, NULL};
 static const x16_format k_q8_0 = {34, 32, 2, {{0, 2, 2, 0}, {2, 32, 4, 0x80}}, NULL};
 static const x16_format k_q4_K = {
     144, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 12, 1, 0}, {16, 128, 4, 0}}, NULL};
 static const x16_format k_q6_K = {
     210, 256, 4, {{0, 128, 4, 0}, {128, 64, 4, 0}, {192, 16, 1, 0}, {208, 2, 2, 0}}, q6_K_slot};
+static const x16_format k_q5_K = {
+    176, 256, 4, {{0, 4, 2, 0}, {4, 12, 1, 0}, {16, 32, 4, 0}, {48, 128, 4, 0}}, q5_K_slot};
 /* IQ4_XS: d, scales_h, scales_l planes, then qs (the kernel's read order) */
 static const x16_format k_iq4_xs = {
     136, 256, 4, {{0, 2, 2, 0}, {2, 2, 2, 0}, {4, 4, 1, 0}, {8, 128, 4, 0}}, NULL};
@@ -131,6 +145,8 @@ static const x16_format *format_of(int32_t type) {
         return &k_q8_0;
     case CS_TYPE_Q4_K:
         return &k_q4_K;
+    case CS_TYPE_Q5_K:
+        return &k_q5_K;
     case CS_TYPE_Q6_K:
         return &k_q6_K;
     case CS_TYPE_IQ4_XS:
@@ -320,6 +336,9 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
             break;
         case CS_TYPE_IQ4_XS: /* the x16 kernels follow the reference dot */
             vec_dot_iq4_xs_q8_K_ref(K, &out[r], w, x);
+            break;
+        case CS_TYPE_Q5_K: /* its 8 float lanes, as Q3_K / Q2_K */
+            vec_dot_q5_K_q8_K_ref(K, &out[r], w, x);
             break;
         case CS_TYPE_Q3_K:
             vec_dot_q3_K_q8_K_ref(K, &out[r], w, x);

@@ -32,6 +32,13 @@
  * 2-byte slices [8][16][2] at 64 (slice s = scales 2s, 2s+1: the mins of
  * lane s and the scales of groups (h, g) = (s / 4, s % 4)), then for lane
  * k at 320 + 128k the qs slices (h = 0, k) and (h = 1, k) (1344 = 16 * 84).
+ * Q5_K (x16_q5k_avx512.c, same numerics as vec_dot_q5_K_q8_K_ref: 8
+ * float lane accumulators, the mins as one integer per block, multiplied
+ * by -d_a * dmin and added to a ninth accumulator): d[16] at 0, dmin[16]
+ * at 32, scales as byte planes [12][16] at 64, then for lane k at 256 +
+ * 320k the qh slice k [16][4] (qh bytes 4k .. 4k+3) and the qs slices
+ * (j, k) [16][4] for j = 0..3 (qs bytes 32j + 4k .. +3: elements 64j +
+ * 4k + i, low nibble, and 64j + 32 + 4k + i, high nibble) (2816 = 16 * 176).
  *
  * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
  * occupies exactly the bytes of those 16 rows in row-major order, so the
@@ -85,6 +92,7 @@ enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 #define CS_X16_Q4_BLOCK    288 /* bytes per block of a group */
 #define CS_X16_Q8_BLOCK    544
 #define CS_X16_Q4K_BLOCK   2304
+#define CS_X16_Q5K_BLOCK   2816
 #define CS_X16_Q6K_BLOCK   3360
 #define CS_X16_IQ4XS_BLOCK 2176
 #define CS_X16_Q3K_BLOCK   1760
@@ -95,7 +103,7 @@ enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
  * Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
- * Q4_K, Q6_K, IQ4_XS, Q3_K or Q2_K (K a positive multiple of 256), N a positive
+ * Q4_K, Q5_K, Q6_K, IQ4_XS, Q3_K or Q2_K (K a positive multiple of 256), N a positive
  * multiple of 16. */
 bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
 
@@ -109,7 +117,7 @@ void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
  * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, Q8_1 for Q4_1 / Q5_1, Q8_K for
- * Q4_K / Q6_K / IQ4_XS / Q3_K / Q2_K): out[r] = dot(row
+ * Q4_K / Q5_K / Q6_K / IQ4_XS / Q3_K / Q2_K): out[r] = dot(row
  * 16g + r, x) for r < 16, grp = the group's first byte, in the order of the
  * x16 kernels (each function's comment in repack.c). Reads only the blocks
  * of x (not the aux entries), so it also checks the aux entries the SIMD

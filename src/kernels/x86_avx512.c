@@ -1183,6 +1183,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     x[CS_TYPE_Q6_K] = vnni ? (matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
                            : (matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
     kernels_x16_kquants_avx512(k, vnni);
+    kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
 
     k->vec_dot_f16_f32 = avx512_vec_dot_f16_f32;

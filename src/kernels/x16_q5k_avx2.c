@@ -1,0 +1,159 @@
+/* x16_q5k_avx2.c: the x16 micro-kernel (repack.h) of Q5_K for the AVX2
+ * table, for CPUs without AVX-512. Compiled with the flags of x86_avx2.c
+ * (AVX2, FMA, F16C).
+ *
+ * Numerics as the AVX-512 kernels (x16_q5k_avx512.c), i.e. the order of
+ * vec_dot_q5_K_q8_K_ref: per super-block, lane k (elements 4k .. 4k+3 of
+ * each of the 8 sub-blocks) gets the exact integer sum over the sub-blocks
+ * of scale * (q . a), then acc[k] = fma(d_a * d_w, lane, acc[k]); the mins
+ * give one exact integer per super-block, added as summs = summs + (-d_a *
+ * dmin_w) * isum; the output is hsum8(acc) + summs. So the result equals
+ * repack_x16_dot_ref and the reference table bit for bit.
+ * Exactness: vpmaddubsw of the 5-bit levels (u8, 0..31) and the Q8_K
+ * activations gives word pairs of at most 2 * 31 * 128 = 7936 (no
+ * saturation); vpmaddwd against the 6-bit scale in both words of the
+ * row's lane then adds scale * pair0 + scale * pair1 in int32.
+ * 16 rows are two ymm of 8 int32 lanes (rows 8h .. 8h+7 from bytes 32h ..
+ * 32h+31 of a 64-byte slice); a half's levels of lane k are built once per
+ * TB tokens. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kquants.h"
+#include "matmul.h"
+#include "simd_x86.h"
+
+#define X16_Q5K_AVX2_TB 4
+
+/* hsum8_ps for 8 rows: lane k of a[k] is row r's lane k; ggml's order
+ * (0+4 + 2+6) + (1+5 + 3+7) per row, as hsum8_x16_ps. */
+CS_INLINE __m256 hsum8_x8_ps(const __m256 *a) {
+    const __m256 r0 = _mm256_add_ps(a[4], a[0]), r1 = _mm256_add_ps(a[5], a[1]);
+    const __m256 r2 = _mm256_add_ps(a[6], a[2]), r3 = _mm256_add_ps(a[7], a[3]);
+    return _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
+}
+
+/* Bytes 8h .. 8h+7 of v in its low half (rows 8h.. of a byte plane). */
+CS_INLINE __m128i half8_q5k(__m128i v, int h) {
+    return h ? _mm_srli_si128(v, 8) : v;
+}
+
+/* One x16 Q5_K group (repack.h: d, dmin, scale planes, then per lane k
+ * the qh slice and the 4 qs slices) against TB Q8_K rows. Cost per token,
+ * half and 16 x 256 weights: 64 x (vpmaddubsw, vpmaddwd, vpaddd), 8
+ * conversions and FMAs, 4 vpmaddwd for the mins. */
+CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
+    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    __m256 acc[X16_Q5K_AVX2_TB][2][8], summs[X16_Q5K_AVX2_TB][2];
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++) {
+            summs[t][h] = _mm256_setzero_ps();
+            for (int k = 0; k < 8; k++) acc[t][h][k] = _mm256_setzero_ps();
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
+        const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
+        __m128i scb[8], mnb[8];
+        for (int j = 0; j < 4; j++) {
+            const __m128i p0 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * j));
+            const __m128i p4 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 4)));
+            const __m128i p8 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 8)));
+            scb[j] = _mm_and_si128(p0, m63);
+            mnb[j] = _mm_and_si128(p4, m63);
+            scb[j + 4] = _mm_or_si128(_mm_and_si128(p8, m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4));
+            mnb[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
+        }
+        for (int h = 0; h < 2; h++) {
+            const __m256 dv =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
+            const __m256 mv = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * h)));
+            /* the scales in both words of the row's lane; the mins of
+             * sub-blocks 2u, 2u + 1 in the low and high word */
+            __m256i scw[8], mnw[4];
+            for (int s = 0; s < 8; s++) {
+                const __m256i v = _mm256_cvtepu8_epi32(half8_q5k(scb[s], h));
+                scw[s] = _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+            }
+            for (int u = 0; u < 4; u++)
+                mnw[u] = _mm256_or_si256(
+                    _mm256_cvtepu8_epi32(half8_q5k(mnb[2 * u], h)),
+                    _mm256_slli_epi32(_mm256_cvtepu8_epi32(half8_q5k(mnb[2 * u + 1], h)), 16));
+            __m256 d[X16_Q5K_AVX2_TB];
+            for (int t = 0; t < TB; t++) {
+                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                d[t] = _mm256_mul_ps(_mm256_set1_ps(ab->d), dv);
+                __m256i isum = _mm256_setzero_si256();
+                for (int u = 0; u < 4; u++) {
+                    const int32_t s0 = (int32_t)ab->bsums[4 * u] + ab->bsums[4 * u + 1];
+                    const int32_t s1 = (int32_t)ab->bsums[4 * u + 2] + ab->bsums[4 * u + 3];
+                    const int32_t pair = (int32_t)(((uint32_t)s0 & 0xFFFFu) | ((uint32_t)s1 << 16));
+                    isum =
+                        _mm256_add_epi32(isum, _mm256_madd_epi16(mnw[u], _mm256_set1_epi32(pair)));
+                }
+                const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(-ab->d), mv);
+                summs[t][h] =
+                    _mm256_add_ps(summs[t][h], _mm256_mul_ps(dm, _mm256_cvtepi32_ps(isum)));
+            }
+            for (int k = 0; k < 8; k++) {
+                const uint8_t *q = blk + 256 + (size_t)k * 320 + 32 * h;
+                const __m256i H = _mm256_loadu_si256((const __m256i *)(const void *)q);
+                __m256i lane[X16_Q5K_AVX2_TB];
+                for (int t = 0; t < TB; t++) lane[t] = _mm256_setzero_si256();
+                for (int j = 0; j < 4; j++) {
+                    const __m256i Q =
+                        _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 + 64 * j));
+                    /* bit 2j (2j + 1) of the qh byte to bit 4; 16-bit shifts
+                     * of at most 4 bring no bit across a byte to bit 4 */
+                    const __m256i hl = 2 * j <= 4 ? _mm256_slli_epi16(H, 4 - 2 * j)
+                                                  : _mm256_srli_epi16(H, 2 * j - 4);
+                    const __m256i hh = 2 * j + 1 <= 4 ? _mm256_slli_epi16(H, 3 - 2 * j)
+                                                      : _mm256_srli_epi16(H, 2 * j - 3);
+                    const __m256i lo =
+                        _mm256_or_si256(_mm256_and_si256(Q, m4), _mm256_and_si256(hl, m16));
+                    const __m256i hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(Q, 4), m4), _mm256_and_si256(hh, m16));
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = ((const block_q8_K *)x[t] + b)->qs + 64 * j + 4 * k;
+                        int32_t v0, v1;
+                        memcpy(&v0, a, 4);
+                        memcpy(&v1, a + 32, 4);
+                        const __m256i p0 = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(lo, _mm256_set1_epi32(v0)), scw[2 * j]);
+                        const __m256i p1 = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(hi, _mm256_set1_epi32(v1)), scw[2 * j + 1]);
+                        lane[t] = _mm256_add_epi32(lane[t], _mm256_add_epi32(p0, p1));
+                    }
+                }
+                for (int t = 0; t < TB; t++)
+                    acc[t][h][k] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane[t]), acc[t][h][k]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++)
+            _mm256_storeu_ps(out + 16 * t + 8 * h,
+                             _mm256_add_ps(hsum8_x8_ps(acc[t][h]), summs[t][h]));
+}
+
+static void uk_x16_q5K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q5K(K, w, x, out, X16_Q5K_AVX2_TB);
+}
+static void uk_x16_q5K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q5K(K, w, &x, out, 1);
+}
+
+void kernels_x16_q5k_avx2(kernels_table *k) {
+    k->ukernel_x16[CS_TYPE_Q5_K] =
+        (matmul_ukernel){CS_X16_ROWS, X16_Q5K_AVX2_TB, uk_x16_q5K_tile, uk_x16_q5K_col};
+}
+
+#endif /* x86 */
