@@ -74,10 +74,11 @@ CS_INLINE void tile_dp(int64_t K, const void *const *w, const void *const *x, fl
 static void uk_bf16dp_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_dp(K, w, x, out, DP_RB, DP_TB);
 }
-/* T = 1: the 4 rows' accumulators are independent chains, which hides the
- * instruction's latency; the per-output sequence is the tile's. */
+/* T = 1: one row after the other (one sequential weight stream: reading
+ * the 4 rows interleaved halved tg128 of the 110M model, docs/BENCH.md);
+ * the per-output sequence is the tile's. */
 static void uk_bf16dp_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_dp(K, w, &x, out, DP_RB, 1);
+    for (int r = 0; r < DP_RB; r++) tile_dp(K, &w[r], &x, out + r, 1, 1);
 }
 static void vec_dot_bf16_dp(int64_t n, float *s, const void *x, const void *y) {
     tile_dp(n, &x, &y, s, 1, 1);
