@@ -343,8 +343,8 @@ static void peak_dpbf16_zmm(int64_t n) {
     CS_BC1("1")                                                                                    \
     CS_BC1("2")                                                                                    \
     CS_BC1("3")                                                                                    \
-    CS_BC1("4") CS_BC1("5") CS_BC1("6") CS_BC1("7") CS_BC1("8") CS_BC1("9") CS_BC1("10")           \
-        CS_BC1("11")
+    CS_BC1("4")                                                                                    \
+    CS_BC1("5") CS_BC1("6") CS_BC1("7") CS_BC1("8") CS_BC1("9") CS_BC1("10") CS_BC1("11")
 static void peak_dpbusd_bcast_zmm(int64_t n) {
     uint32_t out;
     __asm__ __volatile__(CS_ZERO12 "vpbroadcastd %[a], %%zmm12\n\t"
@@ -516,11 +516,14 @@ static double clock_ghz(int reps) {
 }
 
 /* The peak a weight type's kernels are bounded by in table k: the float
- * types convert to FP32 and FMA (BF16 included: no vdpbf16ps in the
- * kernels), the quantized ones do int8 dots (vpdpbusd where the table is
- * the VNNI one, maddubs + madd otherwise). */
+ * types convert to FP32 and FMA, except BF16 in the "avx512" table on a
+ * CPU with AVX512_BF16 (vdpbf16ps, bf16_avx512.c); the quantized ones do
+ * int8 dots (vpdpbusd where the table is the VNNI one, maddubs + madd
+ * otherwise). */
 static int peak_of(const kernels_table *k, int32_t type) {
     const bool z = strncmp(k->name, "avx512", 6) == 0;
+    if (type == CS_TYPE_BF16 && strcmp(k->name, "avx512") == 0 && kernels_cpu_has_avx512bf16())
+        return PK_BF16;
     if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16)
         return z ? PK_FMA_ZMM : PK_FMA_YMM;
     if (strcmp(k->name, "avx512") == 0 && kernels_cpu_has_avx512vnni()) return PK_DPBUSD;

@@ -976,6 +976,95 @@ static void test_kernels_matmul_vnni_matches_fallback(void **state) {
     free(wf), free(x), free(ya), free(yb), free(W), free(scratch);
 }
 
+/* The AVX512_BF16 path (bf16_avx512.c): random bf16 rows in three
+ * regimes, ordinary (|x| <= 4), a wide exponent range (2^-140 .. 2^50:
+ * bf16 subnormals, products below FLT_MIN for DAZ/FTZ, big cancellations)
+ * and signed zeros; the "avx512" table's vec_dot and its tile and column
+ * micro-kernels through matmul must equal vec_dot_bf16_dp_ref (the
+ * scalar emulation of vdpbf16ps) bit for bit. Measured on Zen 4: 0
+ * mismatches in all regimes. The scalar emulation itself must agree with
+ * the reference table's double-sum BF16 dot within float accumulation
+ * (TOL_BF16_DOT of sum|x*y|, ordinary regime), on every CPU. */
+static float bf16_wide(void) {
+    const double m = (double)rng_f();
+    const int e = (int)(rng_next() % 191) - 140; /* 2^-140 .. 2^50: no overflow */
+    return (float)ldexp(m, e);
+}
+
+static void bf16_dp_rows(uint16_t *x, int64_t n, int regime) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = regime == 0 ? rng_f() * 4.0f : bf16_wide();
+        if (regime == 2 && rng_next() % 3 == 0) v = rng_next() % 2 ? 0.0f : -0.0f;
+        x[i] = fp32_to_bf16(v);
+    }
+}
+
+static void test_kernels_bf16_dp(void **state) {
+    (void)state;
+    rng_seed(18);
+    const kernels_table *ref = kernels_ref(), *kb = kernels_by_name("avx512");
+#if defined(__x86_64__) || defined(__i386__)
+    const bool have = kb && kernels_cpu_has_avx512bf16();
+#else
+    const bool have = false;
+#endif
+    const int64_t sizes[] = {1, 2, 7, 31, 32, 33, 63, 100, 1000, 4096};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int64_t n = sizes[si];
+        uint16_t *x = xmalloc((size_t)n * 2), *y = xmalloc((size_t)n * 2);
+        for (int regime = 0; regime < 3; regime++) {
+            for (int rep = 0; rep < 20; rep++) {
+                bf16_dp_rows(x, n, regime);
+                bf16_dp_rows(y, n, regime);
+                float want, got, rd;
+                vec_dot_bf16_dp_ref(n, &want, x, y);
+                if (regime == 0) {
+                    double a = 0;
+                    for (int64_t i = 0; i < n; i++)
+                        a += fabs((double)bf16_to_fp32(x[i]) * (double)bf16_to_fp32(y[i]));
+                    ref->vec_dot[CS_TYPE_BF16](n, &rd, x, y);
+                    check_rel((double)want, (double)rd, a, TOL_BF16_DOT, "dp_ref vs ref bf16",
+                              "ref", n);
+                }
+                if (!have) continue;
+                kb->vec_dot[CS_TYPE_BF16](n, &got, x, y);
+                if (memcmp(&got, &want, 4) != 0) {
+                    print_error("bf16 dp n=%lld regime %d: got %a want %a\n", (long long)n, regime,
+                                (double)got, (double)want);
+                    fail();
+                }
+            }
+        }
+        free(x), free(y);
+    }
+    if (!have) {
+        test_skip(CS_SKIP_CPU, "this CPU lacks AVX512_BF16 (the scalar emulation was checked)");
+        return;
+    }
+    /* matmul: tile (T = 9) and column (T = 1) micro-kernels, K with a tail */
+    const int64_t N = 13, Ks[] = {800, 96, 48}, T = 9;
+    for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+        const int64_t K = Ks[ki];
+        uint16_t *W = xmalloc((size_t)(N * K) * 2), *xb = xmalloc((size_t)(T * K) * 2);
+        float *x = xmalloc((size_t)(T * K) * 4), *yv = xmalloc((size_t)(N * T) * 4);
+        void *scratch = xmalloc(matmul_scratch_size(CS_TYPE_BF16, K, T));
+        bf16_dp_rows(W, N * K, 0);
+        fill(x, T * K, 3.0f);
+        for (int64_t i = 0; i < T * K; i++) xb[i] = fp32_to_bf16(x[i]);
+        for (int64_t t = 1; t <= T; t += T - 1) {
+            matmul(kb, NULL, CS_TYPE_BF16, CS_LAYOUT_ROWS, W, N, K, x, t, yv, scratch);
+            for (int64_t r = 0; r < t; r++) {
+                for (int64_t n = 0; n < N; n++) {
+                    float want;
+                    vec_dot_bf16_dp_ref(K, &want, W + n * K, xb + r * K);
+                    assert_memory_equal(&yv[r * N + n], &want, 4);
+                }
+            }
+        }
+        free(W), free(xb), free(x), free(yv), free(scratch);
+    }
+}
+
 /* x16 packing (repack.h): pack then unpack restores the bytes; with every
  * table, at 1/2/3 threads, for T = 1 and batches, a packed matmul equals
  * the scalar x16 reference (repack_x16_dot_ref, the ref table's path) bit for
@@ -1100,6 +1189,7 @@ int main(void) {
         cmocka_unit_test(test_kernels_quantize_row_float_types),
         cmocka_unit_test(test_kernels_fp16_all_halfs),
         cmocka_unit_test(test_kernels_bf16_rows),
+        cmocka_unit_test(test_kernels_bf16_dp),
         cmocka_unit_test(test_kernels_axpy),
         cmocka_unit_test(test_kernels_rmsnorm),
         cmocka_unit_test(test_kernels_softmax),

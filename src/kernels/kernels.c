@@ -55,6 +55,22 @@ bool kernels_cpu_has_avx512vnni(void) {
     pthread_once(&g_vnni_once, detect_avx512vnni);
     return g_vnni;
 }
+
+/* AVX512_BF16: CPUID leaf 7 subleaf 1, EAX bit 5 (leaf 7's subleaf count
+ * is EAX of subleaf 0; zmm state is covered by cpu_has_avx512). */
+static bool g_bf16;
+static pthread_once_t g_bf16_once = PTHREAD_ONCE_INIT;
+
+static void detect_avx512bf16(void) {
+    unsigned a, b, c, d;
+    g_bf16 = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && a >= 1 &&
+             __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
+}
+
+bool kernels_cpu_has_avx512bf16(void) {
+    pthread_once(&g_bf16_once, detect_avx512bf16);
+    return g_bf16;
+}
 #endif
 
 const kernels_table *kernels_by_name(const char *name) {

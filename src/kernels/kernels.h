@@ -166,6 +166,14 @@ void fp32_to_bf16_row_ref(const float *x, void *y, int64_t n);
 void vec_dot_f32_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_f16_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_bf16_ref(int64_t n, float *s, const void *x, const void *y);
+/* The arithmetic of the AVX512_BF16 kernels (bf16_avx512.c), their
+ * specification: 16 float lanes; per 32-element step (zeros past n) lane
+ * j adds the exact product of elements 2j+1, then of 2j, each rounded to
+ * nearest even, with inputs and results below FLT_MIN flushed to zero
+ * (vdpbf16ps's DAZ/FTZ per Intel's SDM); then the lanes are summed
+ * (i + i+8, i + i+4, (0+2) + (1+3)). Not bit-exact with vec_dot_bf16_ref
+ * (double sum); NaN payloads are not specified. Cost: 2 fmaf per element. */
+void vec_dot_bf16_dp_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 

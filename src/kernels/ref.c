@@ -10,6 +10,7 @@
  * per-block integer products scaled by d_x*d_y in float. The file is built
  * with -std=c11, so GCC does not contract a*b+c into FMA: every expression
  * below is rounded exactly as written. */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -39,6 +40,35 @@ void vec_dot_bf16_ref(int64_t n, float *s, const void *vx, const void *vy) {
     double sum = 0.0; /* each bf16*bf16 product is exact in float */
     for (int64_t i = 0; i < n; i++) sum += (double)(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
     *s = (float)sum;
+}
+
+/* Inputs and results below FLT_MIN count as (signed) zero: vdpbf16ps's
+ * DAZ / FTZ, which ignore MXCSR. */
+static float dp_flush(float v) {
+    return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v;
+}
+
+void vec_dot_bf16_dp_ref(int64_t n, float *s, const void *vx, const void *vy) {
+    const uint16_t *x = vx, *y = vy;
+    float lane[16] = {0};
+    for (int64_t k = 0; k < n; k += 32) {
+        for (int j = 0; j < 16; j++) {
+            /* odd element first, then even (the SDM's order); a bf16*bf16
+             * product is exact, fmaf rounds the sum once to nearest even;
+             * elements past n are zeros (the masked tail) */
+            for (int e = 1; e >= 0; e--) {
+                const int64_t i = k + 2 * j + e;
+                const float a = i < n ? dp_flush(bf16_to_fp32(x[i])) : 0.0f;
+                const float b = i < n ? dp_flush(bf16_to_fp32(y[i])) : 0.0f;
+                lane[j] = dp_flush(fmaf(a, b, lane[j]));
+            }
+        }
+    }
+    /* the lane tree of bf16_avx512.c: i + i+8, i + i+4, (0+2, 1+3), 0+1 */
+    float l8[8], l4[4];
+    for (int i = 0; i < 8; i++) l8[i] = lane[i] + lane[i + 8];
+    for (int i = 0; i < 4; i++) l4[i] = l8[i] + l8[i + 4];
+    *s = (l4[0] + l4[2]) + (l4[1] + l4[3]);
 }
 
 static void ref_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {

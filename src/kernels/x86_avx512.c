@@ -31,7 +31,6 @@
 #include "quant_legacy.h"
 #include "simd_x86.h"
 
-
 /* ------------------------------------------------------------ helpers */
 
 /* Fixed-order horizontal sum (deterministic). */
@@ -1135,11 +1134,13 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
 /* --------------------------------------------------------------- table */
 
 /* Both tables hold the same kernels; only "avx512" gets the VNNI
- * micro-kernels, and only when cpuid reports AVX512_VNNI ("avx512novnni"
- * lets tests cover the fallback on VNNI machines). K-quant weights use the
+ * micro-kernels, and only when cpuid reports AVX512_VNNI, and the vdpbf16ps
+ * BF16 kernels, only when cpuid reports AVX512_BF16 ("avx512novnni" has
+ * neither: it lets tests cover the fallbacks, and keeps BF16 weights on
+ * the FP32 widening kernels below). K-quant weights use the
  * AVX2 dots (every AVX-512 CPU has AVX2 and FMA; kernels.c checks both). A
  * row per weight type (and per vec_dot_type for from_float). */
-static void avx512_init(kernels_table *k, const char *name, bool vnni) {
+static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16dp) {
     kernels_init_ref(k, name);
     k->vec_dot[CS_TYPE_F32] = avx512_vec_dot_f32;
     k->vec_dot[CS_TYPE_F16] = avx512_vec_dot_f16;
@@ -1185,6 +1186,9 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni) {
     kernels_x16_kquants_avx512(k, vnni);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
+    /* BF16 weights: vdpbf16ps (bf16_avx512.c) where the CPU has it, in the
+     * table that takes the optional extensions ("avx512"). */
+    if (bf16dp) kernels_bf16_avx512(k);
 
     k->vec_dot_f16_f32 = avx512_vec_dot_f16_f32;
     k->fp16_to_fp32_row = avx512_fp16_to_fp32_row;
@@ -1203,11 +1207,11 @@ static pthread_once_t k_avx512_once = PTHREAD_ONCE_INIT;
 static pthread_once_t k_avx512_novnni_once = PTHREAD_ONCE_INIT;
 
 static void avx512_init_vnni(void) {
-    avx512_init(&k_avx512, "avx512", kernels_cpu_has_avx512vnni());
+    avx512_init(&k_avx512, "avx512", kernels_cpu_has_avx512vnni(), kernels_cpu_has_avx512bf16());
 }
 
 static void avx512_init_novnni(void) {
-    avx512_init(&k_avx512_novnni, "avx512novnni", false);
+    avx512_init(&k_avx512_novnni, "avx512novnni", false, false);
 }
 
 const kernels_table *kernels_avx512_table(void) {
