@@ -171,10 +171,48 @@ CS_INLINE __m512 reduce16_ps(const __m512 *v) {
     return _mm512_permutexvar_ps(order, r);
 }
 
+/* The scores of nq queries (q as f32 rows of nv * 16) over n cells, nv and
+ * nq compile-time constants at every call so the row and the accumulators
+ * stay in registers. */
+CS_INLINE void attn_scores_mq(const int nv, const int nq, int32_t n, const uint8_t *base,
+                              size_t stride, const int32_t *idx, const float *qf, float scale,
+                              float *const *s) {
+    __m512 part[KERNELS_ATTN_MQ][16];
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int32_t j0 = 0; j0 < n; j0 += 16) {
+        const int m = n - j0 < 16 ? n - j0 : 16;
+        for (int u = 0; u < 16; u++) {
+            if (u >= m) { /* padding cells of the last group: never stored */
+                for (int g = 0; g < nq; g++) part[g][u] = _mm512_setzero_ps();
+                continue;
+            }
+            const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j0 + u] * stride);
+            if (j0 + u + 2 < n)
+                _mm_prefetch((const char *)(base + (size_t)idx[j0 + u + 2] * stride), _MM_HINT_T0);
+            __m512 xr[ATTN_MAX_HD / 16];
+            for (int v = 0; v < nv; v++) xr[v] = load_f16(x + 16 * v);
+            for (int g = 0; g < nq; g++) {
+                const float *qg = qf + (size_t)g * ATTN_MAX_HD;
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int c = 0; c < nv; c += 4) {
+                    a0 = _mm512_fmadd_ps(xr[c], _mm512_load_ps(qg + 16 * c), a0);
+                    a1 = _mm512_fmadd_ps(xr[c + 1], _mm512_load_ps(qg + 16 * (c + 1)), a1);
+                    a2 = _mm512_fmadd_ps(xr[c + 2], _mm512_load_ps(qg + 16 * (c + 2)), a2);
+                    a3 = _mm512_fmadd_ps(xr[c + 3], _mm512_load_ps(qg + 16 * (c + 3)), a3);
+                }
+                part[g][u] = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+            }
+        }
+        for (int g = 0; g < nq; g++)
+            _mm512_mask_storeu_ps(s[g] + j0, mask16(m),
+                                  _mm512_mul_ps(reduce16_ps(part[g]), vscale));
+    }
+}
+
 static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
                                    const int32_t *idx, int32_t nq, const uint16_t *const *q,
                                    float scale, float *const *s) {
-    if (hd % 64 != 0 || hd > ATTN_MAX_HD) {
+    if (hd % 64 != 0 || hd > ATTN_MAX_HD || nq < 1 || nq > KERNELS_ATTN_MQ) {
         for (int32_t g = 0; g < nq; g++)
             for (int32_t j = 0; j < n; j++) {
                 float d;
@@ -185,44 +223,74 @@ static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, s
         return;
     }
     const int nv = (int)(hd / 16);
-    float qf[KERNELS_ATTN_MQ][ATTN_MAX_HD] __attribute__((aligned(64)));
+    float qf[KERNELS_ATTN_MQ * ATTN_MAX_HD] __attribute__((aligned(64)));
     for (int32_t g = 0; g < nq; g++)
-        for (int v = 0; v < nv; v++) _mm512_store_ps(qf[g] + 16 * v, load_f16(q[g] + 16 * v));
-    __m512 part[KERNELS_ATTN_MQ][16];
-    const __m512 vscale = _mm512_set1_ps(scale);
-    for (int32_t j0 = 0; j0 < n; j0 += 16) {
-        const int m = n - j0 < 16 ? n - j0 : 16;
-        for (int u = 0; u < 16; u++) {
-            if (u >= m) { /* padding cells of the last group: never stored */
-                for (int32_t g = 0; g < nq; g++) part[g][u] = _mm512_setzero_ps();
-                continue;
-            }
-            const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j0 + u] * stride);
-            if (j0 + u + 2 < n)
-                _mm_prefetch((const char *)(base + (size_t)idx[j0 + u + 2] * stride), _MM_HINT_T0);
-            __m512 xr[ATTN_MAX_HD / 16];
-            for (int v = 0; v < nv; v++) xr[v] = load_f16(x + 16 * v);
-            for (int32_t g = 0; g < nq; g++) {
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                for (int c = 0; c < nv; c += 4) {
-                    a0 = _mm512_fmadd_ps(xr[c], _mm512_load_ps(qf[g] + 16 * c), a0);
-                    a1 = _mm512_fmadd_ps(xr[c + 1], _mm512_load_ps(qf[g] + 16 * (c + 1)), a1);
-                    a2 = _mm512_fmadd_ps(xr[c + 2], _mm512_load_ps(qf[g] + 16 * (c + 2)), a2);
-                    a3 = _mm512_fmadd_ps(xr[c + 3], _mm512_load_ps(qf[g] + 16 * (c + 3)), a3);
-                }
-                part[g][u] = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        for (int v = 0; v < nv; v++)
+            _mm512_store_ps(qf + (size_t)g * ATTN_MAX_HD + 16 * v, load_f16(q[g] + 16 * v));
+#define ATTN_SCORES_CASE(NV, NQ)                                                                   \
+    case (NV)*8 + (NQ):                                                                            \
+        attn_scores_mq(NV, NQ, n, base, stride, idx, qf, scale, s);                                \
+        return;
+    switch (nv * 8 + nq) {
+        ATTN_SCORES_CASE(4, 1)
+        ATTN_SCORES_CASE(4, 2)
+        ATTN_SCORES_CASE(4, 3)
+        ATTN_SCORES_CASE(4, 4)
+        ATTN_SCORES_CASE(8, 1)
+        ATTN_SCORES_CASE(8, 2)
+        ATTN_SCORES_CASE(8, 3)
+        ATTN_SCORES_CASE(8, 4)
+        ATTN_SCORES_CASE(12, 1)
+        ATTN_SCORES_CASE(12, 2)
+        ATTN_SCORES_CASE(12, 3)
+        ATTN_SCORES_CASE(12, 4)
+        ATTN_SCORES_CASE(16, 1)
+        ATTN_SCORES_CASE(16, 2)
+        ATTN_SCORES_CASE(16, 3)
+        ATTN_SCORES_CASE(16, 4)
+    }
+#undef ATTN_SCORES_CASE
+}
+
+/* out[g] += f16(w[g][j]) * row j for ng queries, nv and ng compile-time
+ * constants (nv * ng <= 16 accumulators in registers). */
+CS_INLINE void attn_accum_mq(const int nv, const int ng, int32_t n, const uint8_t *base,
+                             size_t stride, const int32_t *idx, const float *const *w,
+                             float *const *out) {
+    __m512 acc[16];
+    for (int g = 0; g < ng; g++)
+        for (int v = 0; v < nv; v++) acc[g * nv + v] = _mm512_loadu_ps(out[g] + 16 * v);
+    for (int32_t j = 0; j < n; j += 16) {
+        /* 16 probabilities of each query rounded to f16 at once (round to
+         * nearest even) */
+        const int32_t m = n - j < 16 ? n - j : 16;
+        float wr[KERNELS_ATTN_MQ][16];
+        for (int g = 0; g < ng; g++)
+            _mm512_storeu_ps(
+                wr[g], _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(mask16(m), w[g] + j),
+                                                       _MM_FROUND_TO_NEAREST_INT)));
+        for (int32_t u = 0; u < m; u++) {
+            const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j + u] * stride);
+            if (j + u + 2 < n)
+                _mm_prefetch((const char *)(base + (size_t)idx[j + u + 2] * stride), _MM_HINT_T0);
+            __m512 wv[KERNELS_ATTN_MQ];
+            for (int g = 0; g < ng; g++) wv[g] = _mm512_set1_ps(wr[g][u]);
+            for (int v = 0; v < nv; v++) {
+                const __m512 xv = load_f16(x + 16 * v);
+                for (int g = 0; g < ng; g++)
+                    acc[g * nv + v] = _mm512_fmadd_ps(wv[g], xv, acc[g * nv + v]);
             }
         }
-        for (int32_t g = 0; g < nq; g++)
-            _mm512_mask_storeu_ps(s[g] + j0, mask16(m),
-                                  _mm512_mul_ps(reduce16_ps(part[g]), vscale));
     }
+    for (int g = 0; g < ng; g++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(out[g] + 16 * v, acc[g * nv + v]);
 }
 
 static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
                                   const int32_t *idx, int32_t nq, const float *const *w,
                                   float *const *out) {
-    if (hd % 16 != 0 || hd > 128) {
+    const int nv = (int)(hd / 16);
+    if (hd % 16 != 0 || (nv != 4 && nv != 8) || nq < 1 || nq > KERNELS_ATTN_MQ) {
         for (int32_t g = 0; g < nq; g++)
             for (int32_t j = 0; j < n; j++) {
                 const float wr = _cvtsh_ss(_cvtss_sh(w[g][j], _MM_FROUND_TO_NEAREST_INT));
@@ -230,38 +298,22 @@ static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, si
             }
         return;
     }
-    const int nv = (int)(hd / 16);
-    /* queries per pass: their accumulators (nv each) fill 16 registers */
-    const int per = 16 / nv < nq ? 16 / nv : nq;
-    for (int32_t g0 = 0; g0 < nq; g0 += per) {
-        const int ng = nq - g0 < per ? nq - g0 : per;
-        __m512 acc[16];
-        for (int g = 0; g < ng; g++)
-            for (int v = 0; v < nv; v++) acc[g * nv + v] = _mm512_loadu_ps(out[g0 + g] + 16 * v);
-        for (int32_t j = 0; j < n; j += 16) {
-            /* 16 probabilities of each query rounded to f16 at once (round to
-             * nearest even) */
-            const int32_t m = n - j < 16 ? n - j : 16;
-            float wr[KERNELS_ATTN_MQ][16];
-            for (int g = 0; g < ng; g++)
-                _mm512_storeu_ps(wr[g], _mm512_cvtph_ps(_mm512_cvtps_ph(
-                                            _mm512_maskz_loadu_ps(mask16(m), w[g0 + g] + j),
-                                            _MM_FROUND_TO_NEAREST_INT)));
-            for (int32_t u = 0; u < m; u++) {
-                const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j + u] * stride);
-                if (j + u + 2 < n)
-                    _mm_prefetch((const char *)(base + (size_t)idx[j + u + 2] * stride),
-                                 _MM_HINT_T0);
-                for (int v = 0; v < nv; v++) {
-                    const __m512 xv = load_f16(x + 16 * v);
-                    for (int g = 0; g < ng; g++)
-                        acc[g * nv + v] =
-                            _mm512_fmadd_ps(_mm512_set1_ps(wr[g][u]), xv, acc[g * nv + v]);
-                }
-            }
+    /* hd = 64: all queries in one pass; hd = 128: two at a time */
+    for (int32_t g0 = 0; g0 < nq; g0 += 16 / nv) {
+        const int ng = nq - g0 < 16 / nv ? nq - g0 : 16 / nv;
+#define ATTN_ACCUM_CASE(NV, NG)                                                                    \
+    case (NV)*8 + (NG):                                                                            \
+        attn_accum_mq(NV, NG, n, base, stride, idx, w + g0, out + g0);                             \
+        break;
+        switch (nv * 8 + ng) {
+            ATTN_ACCUM_CASE(4, 1)
+            ATTN_ACCUM_CASE(4, 2)
+            ATTN_ACCUM_CASE(4, 3)
+            ATTN_ACCUM_CASE(4, 4)
+            ATTN_ACCUM_CASE(8, 1)
+            ATTN_ACCUM_CASE(8, 2)
         }
-        for (int g = 0; g < ng; g++)
-            for (int v = 0; v < nv; v++) _mm512_storeu_ps(out[g0 + g] + 16 * v, acc[g * nv + v]);
+#undef ATTN_ACCUM_CASE
     }
 }
 
