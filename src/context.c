@@ -124,9 +124,9 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->hb = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
     c->hb2 = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
     c->rope_cs = mem_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
-    c->scores = mem_aligned_alloc((size_t)n_threads * n_ctx * sizeof(float));
+    c->scores = mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * n_ctx * sizeof(float));
     c->vis = mem_aligned_alloc((size_t)n_threads * n_ctx * sizeof(int32_t));
-    c->qh = mem_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * 4);
+    c->qh = mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * (size_t)hp->head_dim * 4);
     c->vrow = mem_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(float));
     c->mm_scratch_size = matmul_scratch_max(m, (int64_t)T);
     c->mm_scratch = mem_aligned_alloc(c->mm_scratch_size);
@@ -184,9 +184,11 @@ cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
         return error_fail(CS_ERR_INVALID_ARG, "cs_set_n_threads: n_threads %d outside [1, %d]",
                           n_threads, CS_MAX_THREADS);
     if (n_threads == c->n_threads) return CS_OK;
-    float *scores = mem_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(float));
+    float *scores =
+        mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * c->n_ctx * sizeof(float));
     int32_t *vis = mem_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(int32_t));
-    void *qh = mem_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
+    void *qh =
+        mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * (size_t)c->model->hp.head_dim * 4);
     float *vrow = mem_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
     threadpool *tp = NULL;
     cs_status st = (scores && vis && qh && vrow)

@@ -285,6 +285,74 @@ static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t 
  * across threads; a thread looks up the visible list when its token
  * changes. Each output row is written by exactly one thread, so results do
  * not depend on the thread count. */
+typedef struct attn_item {
+    int64_t t, h, hk;
+} attn_item;
+
+/* Item p in the order described in attn_worker. */
+static attn_item attn_item_at(const cs_context *ctx, const cs_batch *b, int64_t p) {
+    const model_hparams *hp = &ctx->model->hp;
+    const int32_t n_rep = hp->n_head / hp->n_head_kv;
+    attn_item it;
+    if (ctx->all_rows_listed) {
+        const int64_t per_kv = (int64_t)b->n_tokens * n_rep;
+        const int64_t rem = p % per_kv;
+        it.hk = p / per_kv, it.t = rem / n_rep, it.h = it.hk * n_rep + rem % n_rep;
+    } else { /* token-major: visible_cells scans once per token */
+        it.t = p / hp->n_head, it.h = p % hp->n_head, it.hk = it.h / n_rep;
+    }
+    return it;
+}
+
+/* Items p0.. of one KV head whose rows share their sequence's sorted list
+ * (the cache's F16 gathered kernels): up to KERNELS_ATTN_MQ of them go
+ * through attn_scores_f16 / attn_accum_f16 together over the cells all of
+ * them see (the shortest visible prefix), then each alone over the rest of
+ * its own prefix. Per query and cell the kernels do the same operations as
+ * one query at a time, so the grouping changes no result. */
+static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int32_t ng) {
+    cs_context *ctx = a->ctx;
+    const model_hparams *hp = &ctx->model->hp;
+    const kernels_table *k = ctx->kern;
+    const kv_store *kv = &ctx->kv;
+    const int64_t hd = hp->head_dim;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const size_t khead = kv_row_bytes(CS_TYPE_F16, hd), vhead = kv_row_bytes(CS_TYPE_F16, hd);
+    const uint8_t *K = kv->k[a->layer] + (size_t)it[0].hk * khead;
+    const uint8_t *V = kv->v[a->layer] + (size_t)it[0].hk * vhead;
+    float *scb = ctx->scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
+    uint16_t *qcb = (uint16_t *)((uint8_t *)ctx->qh + (size_t)ith * KERNELS_ATTN_MQ * hd * 4);
+    const uint16_t *qc[KERNELS_ATTN_MQ];
+    float *sc[KERNELS_ATTN_MQ], *out[KERNELS_ATTN_MQ];
+    const float *w[KERNELS_ATTN_MQ];
+    int32_t n_vis[KERNELS_ATTN_MQ], n_min = INT32_MAX;
+    const int32_t *vis = NULL;
+    for (int32_t g = 0; g < ng; g++) {
+        n_vis[g] = visible_prefix(ctx, a->b, it[g].t, &vis); /* the same list for all */
+        if (n_vis[g] < n_min) n_min = n_vis[g];
+        /* ggml's mul_mat converts the query to the K type's dot type */
+        uint16_t *q16 = qcb + (size_t)g * hd;
+        k->from_float[CS_TYPE_F16](ctx->q + it[g].t * hp->n_embd_q + it[g].h * hd, q16, hd);
+        qc[g] = q16;
+        sc[g] = scb + (size_t)g * ctx->n_ctx;
+        w[g] = sc[g];
+        out[g] = ctx->att + it[g].t * hp->n_embd_q + it[g].h * hd;
+        memset(out[g], 0, (size_t)hd * sizeof(float));
+    }
+    k->attn_scores_f16(hd, n_min, K, kv->row_k, vis, ng, qc, scale, sc);
+    for (int32_t g = 0; g < ng; g++) {
+        if (n_vis[g] > n_min)
+            k->attn_scores_f16(hd, n_vis[g] - n_min, K, kv->row_k, vis + n_min, 1, &qc[g], scale,
+                               (float *const[]){sc[g] + n_min});
+        k->softmax(sc[g], n_vis[g]);
+    }
+    k->attn_accum_f16(hd, n_min, V, kv->row_v, vis, ng, w, out);
+    for (int32_t g = 0; g < ng; g++)
+        if (n_vis[g] > n_min)
+            k->attn_accum_f16(hd, n_vis[g] - n_min, V, kv->row_v, vis + n_min, 1,
+                              (const float *const[]){w[g] + n_min}, &out[g]);
+}
+
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const attn_task *a = arg;
     cs_context *ctx = a->ctx;
@@ -292,7 +360,6 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const kernels_table *k = ctx->kern;
     const kv_store *kv = &ctx->kv;
     const int64_t hd = hp->head_dim;
-    const int32_t n_rep = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
     const int32_t tk = kv->type_k, tv = kv->type_v;
     const bool small = hd < ATTN_INLINE_HEAD_DIM;
@@ -300,12 +367,16 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const size_t khead = kv_row_bytes(tk, hd), vhead = kv_row_bytes(tv, hd);
     const uint8_t *K = kv->k[a->layer];
     const uint8_t *V = kv->v[a->layer];
-    float *sc = ctx->scores + (size_t)ith * ctx->n_ctx;
+    float *sc = ctx->scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
     int32_t *vis_buf = ctx->vis + (size_t)ith * ctx->n_ctx;
     const int32_t *vis = vis_buf;
-    void *qc = (uint8_t *)ctx->qh + (size_t)ith * (size_t)hd * 4; /* q in the K type */
+    void *qc = (uint8_t *)ctx->qh + (size_t)ith * KERNELS_ATTN_MQ * (size_t)hd * 4;
     float *vtmp = ctx->vrow + (size_t)ith * (size_t)hd;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
+    /* an F16 cache with the table's gathered kernels, every row on a sorted
+     * list: items go in groups (attn_group) */
+    const bool grouped = tk == CS_TYPE_F16 && tv == CS_TYPE_F16 && k->attn_scores_f16 &&
+                         k->attn_accum_f16 && ctx->all_rows_listed;
     int64_t p0, p1, cur_t = -1;
     int32_t n_vis = 0;
     threadpool_split(n_pairs, ith, nth, &p0, &p1);
@@ -317,14 +388,23 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
          * order changes no result. For T = 1 it is the plain head order.
          * Rows without a sorted list (more distinct sequences than lists)
          * keep the token-major order, whose scan runs once per token. */
-        int64_t t, h, hk;
-        if (ctx->all_rows_listed) {
-            const int64_t per_kv = (int64_t)a->b->n_tokens * n_rep;
-            const int64_t rem = p % per_kv;
-            hk = p / per_kv, t = rem / n_rep, h = hk * n_rep + rem % n_rep;
-        } else { /* token-major: visible_cells scans once per token */
-            t = p / hp->n_head, h = p % hp->n_head, hk = h / n_rep;
+        const attn_item it = attn_item_at(ctx, a->b, p);
+        if (grouped) {
+            /* the next items of the same KV head and sequence list: the
+             * query heads of one token (GQA), then the next tokens */
+            attn_item grp[KERNELS_ATTN_MQ];
+            int32_t ng = 0;
+            grp[ng++] = it;
+            while (ng < KERNELS_ATTN_MQ && p + ng < p1) {
+                const attn_item nx = attn_item_at(ctx, a->b, p + ng);
+                if (nx.hk != it.hk || ctx->tok_list[nx.t] != ctx->tok_list[it.t]) break;
+                grp[ng++] = nx;
+            }
+            attn_group(a, ith, grp, ng);
+            p += ng - 1;
+            continue;
         }
+        const int64_t t = it.t, h = it.h, hk = it.hk;
         if (t != cur_t) {
             if (ctx->tok_list[t] >= 0) {
                 n_vis = visible_prefix(ctx, a->b, t, &vis);
@@ -345,7 +425,8 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
             k->from_float[CS_TYPE_Q8_0](q, qc, hd);
         const bool gathered_k = tk == CS_TYPE_F16 && k->attn_scores_f16;
         if (gathered_k)
-            k->attn_scores_f16(hd, n_vis, K + (size_t)hk * khead, kv->row_k, vis, qc, scale, sc);
+            k->attn_scores_f16(hd, n_vis, K + (size_t)hk * khead, kv->row_k, vis, 1,
+                               (const uint16_t *const[]){qc}, scale, &sc);
         for (int32_t j = 0; j < (gathered_k ? 0 : n_vis); j++) {
             const uint8_t *kh = K + (size_t)vis[j] * kv->row_k + (size_t)hk * khead;
             float s;
@@ -362,7 +443,8 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
         k->softmax(sc, n_vis);
         const bool gathered_v = tv == CS_TYPE_F16 && k->attn_accum_f16;
         if (gathered_v)
-            k->attn_accum_f16(hd, n_vis, V + (size_t)hk * vhead, kv->row_v, vis, sc, out);
+            k->attn_accum_f16(hd, n_vis, V + (size_t)hk * vhead, kv->row_v, vis, 1,
+                              (const float *const[]){sc}, &out);
         for (int32_t j = 0; j < (gathered_v ? 0 : n_vis); j++) {
             float w = sc[j];
             const uint8_t *vh = V + (size_t)vis[j] * kv->row_v + (size_t)hk * vhead;

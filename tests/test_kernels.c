@@ -563,6 +563,82 @@ static void test_kernels_bf16_rows(void **state) {
     free(x), free(r);
 }
 
+/* ------------------------------------------------ gathered attention */
+
+/* attn_scores_f16 / attn_accum_f16 for 1..KERNELS_ATTN_MQ queries over
+ * gathered rows (a shuffled index, a row stride wider than the head) equal
+ * the table's vec_dot_f16 + scale and the f16-rounded axpy_f16 loops bit for
+ * bit, for head dims on the fast paths (64, 128, 256, 16, 96) and off them
+ * (8, 40), cell counts around the 16-cell groups. forward.c groups the
+ * queries of consecutive tokens through these kernels, so this is what
+ * keeps the grouping from changing any logit. */
+static void test_kernels_attn_gathered(void **state) {
+    (void)state;
+    rng_seed(21);
+    const int64_t hds[] = {64, 128, 256, 16, 96, 8, 40};
+    const int32_t ns[] = {1, 15, 16, 17, 40};
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
+        if (!k || !k->attn_scores_f16) continue;
+        assert_non_null(k->attn_accum_f16);
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+            const int64_t hd = hds[hi];
+            const int32_t n_rows = 48;
+            const size_t stride = (size_t)(hd + 24) * 2; /* the head is inside a wider row */
+            uint8_t *base = xmalloc(stride * (size_t)n_rows);
+            for (int32_t r = 0; r < n_rows; r++)
+                for (int64_t i = 0; i < hd + 24; i++)
+                    ((uint16_t *)(void *)(base + stride * (size_t)r))[i] =
+                        fp32_to_fp16(2.0f * rng_f() - 1.0f);
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int32_t n = ns[ni];
+                int32_t idx[48];
+                for (int32_t j = 0; j < n; j++) idx[j] = (j * 29 + 7) % n_rows;
+                for (int32_t nq = 1; nq <= KERNELS_ATTN_MQ; nq++) {
+                    uint16_t q[KERNELS_ATTN_MQ][256];
+                    float s[KERNELS_ATTN_MQ][48], w[KERNELS_ATTN_MQ][48];
+                    float out[KERNELS_ATTN_MQ][256], want[KERNELS_ATTN_MQ][256];
+                    const uint16_t *qp[KERNELS_ATTN_MQ];
+                    float *sp[KERNELS_ATTN_MQ], *op[KERNELS_ATTN_MQ];
+                    const float *wp[KERNELS_ATTN_MQ];
+                    for (int32_t g = 0; g < nq; g++) {
+                        for (int64_t i = 0; i < hd; i++)
+                            q[g][i] = fp32_to_fp16(4.0f * rng_f() - 2.0f);
+                        for (int32_t j = 0; j < n; j++) w[g][j] = rng_f() / (float)n;
+                        for (int64_t i = 0; i < hd; i++) out[g][i] = want[g][i] = rng_f();
+                        qp[g] = q[g], sp[g] = s[g], op[g] = out[g], wp[g] = w[g];
+                    }
+                    const float scale = 0.125f;
+                    k->attn_scores_f16(hd, n, base + 6, stride, idx, nq, qp, scale, sp);
+                    k->attn_accum_f16(hd, n, base + 6, stride, idx, nq, wp, op);
+                    for (int32_t g = 0; g < nq; g++) {
+                        for (int32_t j = 0; j < n; j++) {
+                            float d;
+                            k->vec_dot[CS_TYPE_F16](
+                                hd, &d,
+                                (const uint16_t *)(const void *)(base + 6 +
+                                                                 stride * (size_t)idx[j]),
+                                q[g]);
+                            const float e = d * scale;
+                            if (memcmp(&e, &s[g][j], sizeof e) != 0)
+                                fail_msg("%s attn_scores_f16 hd %lld n %d nq %d: query %d cell %d: "
+                                         "%.9g, want %.9g",
+                                         k->name, (long long)hd, n, nq, g, j, (double)s[g][j],
+                                         (double)e);
+                            k->axpy_f16(hd, fp16_to_fp32(fp32_to_fp16(w[g][j])),
+                                        (const uint16_t *)(const void *)(base + 6 +
+                                                                         stride * (size_t)idx[j]),
+                                        want[g]);
+                        }
+                        assert_memory_equal(out[g], want[g], (size_t)hd * sizeof(float));
+                    }
+                }
+            }
+            free(base);
+        }
+    }
+}
+
 /* ------------------------------------------------------- element-wise */
 
 static void test_kernels_axpy(void **state) {
@@ -1190,6 +1266,7 @@ int main(void) {
         cmocka_unit_test(test_kernels_fp16_all_halfs),
         cmocka_unit_test(test_kernels_bf16_rows),
         cmocka_unit_test(test_kernels_bf16_dp),
+        cmocka_unit_test(test_kernels_attn_gathered),
         cmocka_unit_test(test_kernels_axpy),
         cmocka_unit_test(test_kernels_rmsnorm),
         cmocka_unit_test(test_kernels_softmax),

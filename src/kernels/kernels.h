@@ -37,6 +37,11 @@ typedef struct matmul_ukernel {
     void (*col)(int64_t K, const void *const *w, const void *x, float *out);
 } matmul_ukernel;
 
+/* The most queries one call of attn_scores_f16 / attn_accum_f16 takes:
+ * the cells are read and converted once for all of them. forward.c sizes
+ * its per-thread score and query buffers by it. */
+#define KERNELS_ATTN_MQ 4
+
 typedef struct kernels_table {
     const char *name; /* "ref", "avx2", "avx512", "avx512novnni" */
 
@@ -86,19 +91,22 @@ typedef struct kernels_table {
     void (*rope)(float *x, int64_t n_head, int64_t head_dim, int32_t n_rot, int32_t mode,
                  const float *cs);
 
-    /* ---- attention over an F16 cache, gathered cells (optional: NULL in
-     * tables without them; forward.c then loops over vec_dot_f16 and
+    /* ---- attention over an F16 cache, gathered cells, for nq queries at
+     * once (1 <= nq <= KERNELS_ATTN_MQ) over the same cells (optional: NULL
+     * in tables without them; forward.c then loops over vec_dot_f16 and
      * axpy_f16). Row j of the cache is base + idx[j] * stride.
-     * s[j] = scale * dot(row j, q) over hd elements, each dot computed
-     * exactly as the table's vec_dot_f16 (q is f16, like the rows). */
+     * s[g][j] = scale * dot(row j, q[g]) over hd elements, each dot computed
+     * exactly as the table's vec_dot_f16 (q[g] is f16, like the rows). */
     void (*attn_scores_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
-                            const int32_t *idx, const uint16_t *q, float scale, float *s);
-    /* out[i] += f16(w[j]) * row j [i] for j = 0..n-1 in order, where f16()
-     * rounds to the nearest f16 (ggml rounds the probabilities to f16
-     * without flash attention): the same operations as n calls of
-     * axpy_f16. */
+                            const int32_t *idx, int32_t nq, const uint16_t *const *q, float scale,
+                            float *const *s);
+    /* out[g][i] += f16(w[g][j]) * row j [i] for j = 0..n-1 in order, where
+     * f16() rounds to the nearest f16 (ggml rounds the probabilities to f16
+     * without flash attention): the same operations as n calls of axpy_f16
+     * per query. */
     void (*attn_accum_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
-                           const int32_t *idx, const float *w, float *out);
+                           const int32_t *idx, int32_t nq, const float *const *w,
+                           float *const *out);
 } kernels_table;
 
 /* The scalar reference table (always available): the type table's scalar

@@ -125,63 +125,196 @@ static void avx512_vec_dot_f16(int64_t n, float *s, const void *vx, const void *
 
 static void avx512_axpy_f16(int64_t n, float a, const uint16_t *x, float *y);
 
-/* Gathered attention kernels (kernels.h). For hd = 64 (and other
- * multiples of 16 up to 128) the query and the output stay in registers
- * across cells; the per-cell operations are those of avx512_vec_dot_f16 /
- * avx512_axpy_f16, so results are bit-identical to the per-cell calls. */
-static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
-                                   const int32_t *idx, const uint16_t *q, float scale, float *s) {
-    if (hd != 64) {
-        for (int32_t j = 0; j < n; j++) {
-            float d;
-            avx512_vec_dot_f16(hd, &d, (const uint16_t *)(base + (size_t)idx[j] * stride), q);
-            s[j] = d * scale;
+/* Gathered attention kernels (kernels.h), for nq <= KERNELS_ATTN_MQ
+ * queries at once: each cell's row is loaded and converted once for all of
+ * them (the queries of a prompt's consecutive tokens, or a GQA group, see
+ * the batch's one list of cells). The per-cell operations are those of
+ * avx512_vec_dot_f16 / avx512_axpy_f16, so every result is bit-identical
+ * to per-cell, per-query calls:
+ * - scores: per cell and query the 4 chained FMA accumulators over 64-element
+ *   chunks, (a0 + a1) + (a2 + a3), then hsum16's tree (lanes i + 8, i + 4,
+ *   i + 2, i + 1). The trees of 16 cells are evaluated together
+ *   (reduce16_ps: the same pairs added, as shuffles of 16 vectors, 46
+ *   instructions instead of 16 x ~8 scalar-lane ones), and the 16 scores are
+ *   scaled and stored as one vector.
+ * - accumulation: per cell in order, out[g] += f16(w[g][j]) * row, the
+ *   accumulators of 16 / (hd / 16) queries in registers.
+ * Row dimensions other than multiples of 64 up to 256 (scores) or of 16 up
+ * to 128 (accumulation) take the per-query loops. Cost per cell and query
+ * for hd = 64 and 4 queries: 1 conversion, 4 FMAs, 3 adds, ~3 reduction
+ * instructions for the score; 1 conversion, 4 FMAs for the accumulation. */
+#define ATTN_MAX_HD 256
+
+/* r[j] = hsum16(v[j]) for j = 0..15, in one vector: hsum16's pairs at
+ * every level (i + 8, then i + 4, i + 2, i + 1), so each lane is
+ * bit-identical to hsum16 of its vector. */
+CS_INLINE __m512 reduce16_ps(const __m512 *v) {
+    __m512 a[8], b[4], c[2];
+    /* level 1: lanes i + i+8 of two vectors -> [s8(v0) | s8(v1)] */
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    /* level 2: quarters 0+1 and 2+3 -> [s4(v0) | s4(v1) | s4(v2) | s4(v3)] */
+    for (int i = 0; i < 4; i++)
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
+    /* level 3: in quarter q, elements 0+2 and 1+3 of vector q of b[2i] and
+     * of b[2i+1] -> quarter q = [s2(v 4(2i)/.. ] (cells q and 4 + q of the
+     * pair) */
+    for (int i = 0; i < 2; i++)
+        c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0xEE));
+    /* level 4: elements 0+1 -> quarter q = cells q, 4 + q, 8 + q, 12 + q */
+    const __m512 r =
+        _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], 0x88), _mm512_shuffle_ps(c[0], c[1], 0xDD));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, r);
+}
+
+/* The scores of nq queries (q as f32 rows of nv * 16) over n cells, nv and
+ * nq compile-time constants at every call so the row and the accumulators
+ * stay in registers. */
+CS_INLINE void attn_scores_mq(const int nv, const int nq, int32_t n, const uint8_t *base,
+                              size_t stride, const int32_t *idx, const float *qf, float scale,
+                              float *const *s) {
+    __m512 part[KERNELS_ATTN_MQ][16];
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int32_t j0 = 0; j0 < n; j0 += 16) {
+        const int m = n - j0 < 16 ? n - j0 : 16;
+        for (int u = 0; u < 16; u++) {
+            if (u >= m) { /* padding cells of the last group: never stored */
+                for (int g = 0; g < nq; g++) part[g][u] = _mm512_setzero_ps();
+                continue;
+            }
+            const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j0 + u] * stride);
+            if (j0 + u + 2 < n)
+                _mm_prefetch((const char *)(base + (size_t)idx[j0 + u + 2] * stride), _MM_HINT_T0);
+            __m512 xr[ATTN_MAX_HD / 16];
+            for (int v = 0; v < nv; v++) xr[v] = load_f16(x + 16 * v);
+            for (int g = 0; g < nq; g++) {
+                const float *qg = qf + (size_t)g * ATTN_MAX_HD;
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int c = 0; c < nv; c += 4) {
+                    a0 = _mm512_fmadd_ps(xr[c], _mm512_load_ps(qg + 16 * c), a0);
+                    a1 = _mm512_fmadd_ps(xr[c + 1], _mm512_load_ps(qg + 16 * (c + 1)), a1);
+                    a2 = _mm512_fmadd_ps(xr[c + 2], _mm512_load_ps(qg + 16 * (c + 2)), a2);
+                    a3 = _mm512_fmadd_ps(xr[c + 3], _mm512_load_ps(qg + 16 * (c + 3)), a3);
+                }
+                part[g][u] = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+            }
         }
-        return;
-    }
-    const __m512 q0 = load_f16(q), q1 = load_f16(q + 16), q2 = load_f16(q + 32),
-                 q3 = load_f16(q + 48);
-    for (int32_t j = 0; j < n; j++) {
-        const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j] * stride);
-        if (j + 2 < n)
-            _mm_prefetch((const char *)(base + (size_t)idx[j + 2] * stride), _MM_HINT_T0);
-        const __m512 a0 = _mm512_fmadd_ps(load_f16(x), q0, _mm512_setzero_ps());
-        const __m512 a1 = _mm512_fmadd_ps(load_f16(x + 16), q1, _mm512_setzero_ps());
-        const __m512 a2 = _mm512_fmadd_ps(load_f16(x + 32), q2, _mm512_setzero_ps());
-        const __m512 a3 = _mm512_fmadd_ps(load_f16(x + 48), q3, _mm512_setzero_ps());
-        s[j] = hsum16(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))) * scale;
+        for (int g = 0; g < nq; g++)
+            _mm512_mask_storeu_ps(s[g] + j0, mask16(m),
+                                  _mm512_mul_ps(reduce16_ps(part[g]), vscale));
     }
 }
 
-static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
-                                  const int32_t *idx, const float *w, float *out) {
-    if (hd % 16 != 0 || hd > 128) {
-        for (int32_t j = 0; j < n; j++) {
-            const float wr = _cvtsh_ss(_cvtss_sh(w[j], _MM_FROUND_TO_NEAREST_INT));
-            avx512_axpy_f16(hd, wr, (const uint16_t *)(base + (size_t)idx[j] * stride), out);
-        }
+static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                                   const int32_t *idx, int32_t nq, const uint16_t *const *q,
+                                   float scale, float *const *s) {
+    if (hd % 64 != 0 || hd > ATTN_MAX_HD || nq < 1 || nq > KERNELS_ATTN_MQ) {
+        for (int32_t g = 0; g < nq; g++)
+            for (int32_t j = 0; j < n; j++) {
+                float d;
+                avx512_vec_dot_f16(hd, &d, (const uint16_t *)(base + (size_t)idx[j] * stride),
+                                   q[g]);
+                s[g][j] = d * scale;
+            }
         return;
     }
     const int nv = (int)(hd / 16);
-    __m512 acc[8];
-    for (int v = 0; v < nv; v++) acc[v] = _mm512_loadu_ps(out + 16 * v);
-    int32_t j = 0;
-    for (; j < n; j += 16) {
-        /* 16 probabilities rounded to f16 at once (round to nearest even) */
+    float qf[KERNELS_ATTN_MQ * ATTN_MAX_HD] __attribute__((aligned(64)));
+    for (int32_t g = 0; g < nq; g++)
+        for (int v = 0; v < nv; v++)
+            _mm512_store_ps(qf + (size_t)g * ATTN_MAX_HD + 16 * v, load_f16(q[g] + 16 * v));
+#define ATTN_SCORES_CASE(NV, NQ)                                                                   \
+    case (NV)*8 + (NQ):                                                                            \
+        attn_scores_mq(NV, NQ, n, base, stride, idx, qf, scale, s);                                \
+        return;
+    switch (nv * 8 + nq) {
+        ATTN_SCORES_CASE(4, 1)
+        ATTN_SCORES_CASE(4, 2)
+        ATTN_SCORES_CASE(4, 3)
+        ATTN_SCORES_CASE(4, 4)
+        ATTN_SCORES_CASE(8, 1)
+        ATTN_SCORES_CASE(8, 2)
+        ATTN_SCORES_CASE(8, 3)
+        ATTN_SCORES_CASE(8, 4)
+        ATTN_SCORES_CASE(12, 1)
+        ATTN_SCORES_CASE(12, 2)
+        ATTN_SCORES_CASE(12, 3)
+        ATTN_SCORES_CASE(12, 4)
+        ATTN_SCORES_CASE(16, 1)
+        ATTN_SCORES_CASE(16, 2)
+        ATTN_SCORES_CASE(16, 3)
+        ATTN_SCORES_CASE(16, 4)
+    }
+#undef ATTN_SCORES_CASE
+}
+
+/* out[g] += f16(w[g][j]) * row j for ng queries, nv and ng compile-time
+ * constants (nv * ng <= 16 accumulators in registers). */
+CS_INLINE void attn_accum_mq(const int nv, const int ng, int32_t n, const uint8_t *base,
+                             size_t stride, const int32_t *idx, const float *const *w,
+                             float *const *out) {
+    __m512 acc[16];
+    for (int g = 0; g < ng; g++)
+        for (int v = 0; v < nv; v++) acc[g * nv + v] = _mm512_loadu_ps(out[g] + 16 * v);
+    for (int32_t j = 0; j < n; j += 16) {
+        /* 16 probabilities of each query rounded to f16 at once (round to
+         * nearest even) */
         const int32_t m = n - j < 16 ? n - j : 16;
-        const __m512 wv = _mm512_cvtph_ps(
-            _mm512_cvtps_ph(_mm512_maskz_loadu_ps(mask16(m), w + j), _MM_FROUND_TO_NEAREST_INT));
-        float wr[16];
-        _mm512_storeu_ps(wr, wv);
+        float wr[KERNELS_ATTN_MQ][16];
+        for (int g = 0; g < ng; g++)
+            _mm512_storeu_ps(
+                wr[g], _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(mask16(m), w[g] + j),
+                                                       _MM_FROUND_TO_NEAREST_INT)));
         for (int32_t u = 0; u < m; u++) {
             const uint16_t *x = (const uint16_t *)(base + (size_t)idx[j + u] * stride);
             if (j + u + 2 < n)
                 _mm_prefetch((const char *)(base + (size_t)idx[j + u + 2] * stride), _MM_HINT_T0);
-            const __m512 va = _mm512_set1_ps(wr[u]);
-            for (int v = 0; v < nv; v++) acc[v] = _mm512_fmadd_ps(va, load_f16(x + 16 * v), acc[v]);
+            __m512 wv[KERNELS_ATTN_MQ];
+            for (int g = 0; g < ng; g++) wv[g] = _mm512_set1_ps(wr[g][u]);
+            for (int v = 0; v < nv; v++) {
+                const __m512 xv = load_f16(x + 16 * v);
+                for (int g = 0; g < ng; g++)
+                    acc[g * nv + v] = _mm512_fmadd_ps(wv[g], xv, acc[g * nv + v]);
+            }
         }
     }
-    for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + 16 * v, acc[v]);
+    for (int g = 0; g < ng; g++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(out[g] + 16 * v, acc[g * nv + v]);
+}
+
+static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                                  const int32_t *idx, int32_t nq, const float *const *w,
+                                  float *const *out) {
+    const int nv = (int)(hd / 16);
+    if (hd % 16 != 0 || (nv != 4 && nv != 8) || nq < 1 || nq > KERNELS_ATTN_MQ) {
+        for (int32_t g = 0; g < nq; g++)
+            for (int32_t j = 0; j < n; j++) {
+                const float wr = _cvtsh_ss(_cvtss_sh(w[g][j], _MM_FROUND_TO_NEAREST_INT));
+                avx512_axpy_f16(hd, wr, (const uint16_t *)(base + (size_t)idx[j] * stride), out[g]);
+            }
+        return;
+    }
+    /* hd = 64: all queries in one pass; hd = 128: two at a time */
+    for (int32_t g0 = 0; g0 < nq; g0 += 16 / nv) {
+        const int ng = nq - g0 < 16 / nv ? nq - g0 : 16 / nv;
+#define ATTN_ACCUM_CASE(NV, NG)                                                                    \
+    case (NV)*8 + (NG):                                                                            \
+        attn_accum_mq(NV, NG, n, base, stride, idx, w + g0, out + g0);                             \
+        break;
+        switch (nv * 8 + ng) {
+            ATTN_ACCUM_CASE(4, 1)
+            ATTN_ACCUM_CASE(4, 2)
+            ATTN_ACCUM_CASE(4, 3)
+            ATTN_ACCUM_CASE(4, 4)
+            ATTN_ACCUM_CASE(8, 1)
+            ATTN_ACCUM_CASE(8, 2)
+        }
+#undef ATTN_ACCUM_CASE
+    }
 }
 
 static void avx512_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const float *y) {
