@@ -1,0 +1,259 @@
+/* x16_legacy_avx2.c: the x16 micro-kernels (repack.h) of the legacy weight
+ * types IQ4_NL and Q5_0 (Q8_0 activations) and Q4_1 and Q5_1 (Q8_1
+ * activations) for the AVX2 table, for CPUs without AVX-512 (and without
+ * AVX-VNNI). Compiled with the flags of x86_avx2.c (AVX2, FMA, F16C).
+ *
+ * Numerics: each type's reference dot (repack_x16_dot_ref), as the AVX-512
+ * kernels of x16_legacy_avx512.c, so the result is bit-identical to the
+ * reference table and to the AVX-512 tables:
+ *   IQ4_NL: per block the exact integer sum, then sum += (d_w * d_x) *
+ *     isum, a multiply and an add (Q8_0's scheme in x16_avx2.c);
+ *   Q5_0 / Q4_1 / Q5_1: ggml's AVX2 order, 8 float accumulators per output,
+ *     one per 4-element int32 lane k (elements 4k .. 4k+3), acc[k] =
+ *     fma(d_w * d_x, lane integer, acc[k]) block after block, summed as
+ *     hsum_float_8, then + summ = fma(m_w, s_x, summ) for Q4_1 / Q5_1.
+ *
+ * Exactness of vpmaddubsw (u8 x s8, pairs added in saturating int16; the
+ * Q8_0 / Q8_1 activations of the table's from_float are in [-127, 127],
+ * round(x / d) with d = amax / 127):
+ *   IQ4_NL: the u8 operand is |level| (<= 127, looked up with vpshufb), the
+ *     level's sign is moved onto the activation (vpsignb; no level is 0):
+ *     pairs <= 2 * 127 * 127 = 32258 < 2^15, widened per step (vpmaddwd).
+ *   Q5_0: w = (q | high bit) - 16 in [-16, 15]; |w| as the u8 operand, its
+ *     sign on the activation (vpsignb zeroes x where w = 0, the right
+ *     product): pairs <= 2 * 16 * 127 = 4064.
+ *   Q4_1 / Q5_1: the unsigned 4- or 5-bit values directly: pairs <= 2 * 31
+ *     * 127 = 7874.
+ * So every int32 lane holds the exact lane (or block) integer.
+ *
+ * Registers: a row group is 16 rows, two ymm of 8 rows (halves h). The
+ * 8 lane accumulators of 16 rows and one token would fill all 16 ymm, so the
+ * lane kernels walk the group's blocks once per half and per set of NS
+ * slices (lanes s and s + 4 of slice s), holding 2 * NS * TB accumulators;
+ * each lane accumulator still sees its blocks in order, so the split does
+ * not change any rounding. Tile: TB = 2 tokens, NS = 2 (4 passes); column
+ * (T = 1): NS = 4 (2 passes; the second reads the group back from L1/L2).
+ * Cost per block, half, lane and token: vpbroadcastd, (vpsignb,)
+ * vpmaddubsw, vpmaddwd, vcvtdq2ps, vfmadd; the weight lane is decoded once
+ * per TB tokens. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "iquants.h"
+#include "matmul.h"
+#include "quant_legacy.h"
+#include "simd_x86.h"
+
+/* The 4 bytes at p broadcast to the 8 int32 lanes. */
+CS_INLINE __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* f16 at p as a float. */
+CS_INLINE float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* ---------------------------------------- Q5_0 / Q4_1 / Q5_1: 8 lanes */
+
+enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
+
+#define LANES_TB 2 /* tokens per tile call */
+
+/* One pass: half h (rows 8h .. 8h+7), slices s0 .. s0+NS-1 (lanes s and
+ * s + 4 of each), all blocks in order; leaves lane k's accumulator of
+ * token t in lacc[k][t]. */
+CS_INLINE void lanes_pass(int64_t nb, const uint8_t *grp, const void *const *x, const int TB,
+                          const int NS, const int s0, const int h, const int kind,
+                          __m256 lacc[8][LANES_TB]) {
+    const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
+    const size_t gb = kind == LG_Q5_0   ? CS_X16_Q5_0_BLOCK
+                      : kind == LG_Q4_1 ? CS_X16_Q4_1_BLOCK
+                                        : CS_X16_Q5_1_BLOCK;
+    const size_t off_h = has_m ? 64 : 32, off_q = off_h + (has_h ? 64 : 0);
+    const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), b4 = _mm256_set1_epi8(0x10);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[8][LANES_TB]; /* [2 * NS][TB]: lane s0 + i at i, s0 + 4 + i at NS + i */
+    for (int i = 0; i < 2 * NS; i++)
+        for (int t = 0; t < TB; t++) acc[i][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gb;
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+        __m256 sc[LANES_TB];
+        const int8_t *xq[LANES_TB];
+        for (int t = 0; t < TB; t++) {
+            const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
+            sc[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(xbk)));
+            xq[t] = (const int8_t *)(xbk + (has_m ? 4 : 2));
+        }
+        const __m256i H = has_h ? _mm256_loadu_si256((const __m256i *)(blk + off_h + 32 * h))
+                                : _mm256_setzero_si256();
+        for (int i = 0; i < NS; i++) {
+            const int s = s0 + i;
+            const __m256i raw =
+                _mm256_loadu_si256((const __m256i *)(blk + off_q + 64 * s + 32 * h));
+            for (int hi = 0; hi < 2; hi++) {
+                const int k = s + 4 * hi;
+                __m256i q = _mm256_and_si256(hi ? _mm256_srli_epi16(raw, 4) : raw, m4);
+                if (has_h) {
+                    /* lane k's high bits, bit 8j + k of the row's dword, to bit 4 of byte j */
+                    const __m256i hs =
+                        k <= 4 ? _mm256_slli_epi32(H, 4 - k) : _mm256_srli_epi32(H, k - 4);
+                    q = _mm256_or_si256(q, _mm256_and_si256(hs, b4));
+                }
+                __m256i sg = q;
+                if (kind == LG_Q5_0) {
+                    sg = _mm256_sub_epi8(q, b4); /* w = q - 16 */
+                    q = _mm256_abs_epi8(sg);
+                }
+                for (int t = 0; t < TB; t++) {
+                    __m256i xv = bcast4(xq[t] + 4 * k);
+                    if (kind == LG_Q5_0) xv = _mm256_sign_epi8(xv, sg);
+                    const __m256i ai = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+                    acc[i + NS * hi][t] =
+                        _mm256_fmadd_ps(sc[t], _mm256_cvtepi32_ps(ai), acc[i + NS * hi][t]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < NS; i++)
+        for (int t = 0; t < TB; t++) {
+            lacc[s0 + i][t] = acc[i][t];
+            lacc[s0 + 4 + i][t] = acc[NS + i][t];
+        }
+}
+
+/* One x16 group against TB activation rows (Q8_0 or Q8_1 blocks); out[16t +
+ * r] = row r's dot with token t, in the reference order (header). */
+CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB, const int NS, const int kind) {
+    const int64_t nb = K / CS_QK_LEGACY;
+    const uint8_t *grp = w[0];
+    const size_t gb = kind == LG_Q4_1 ? CS_X16_Q4_1_BLOCK : CS_X16_Q5_1_BLOCK;
+    for (int h = 0; h < 2; h++) {
+        __m256 lacc[8][LANES_TB];
+        for (int s0 = 0; s0 < 4; s0 += NS) lanes_pass(nb, grp, x, TB, NS, s0, h, kind, lacc);
+        for (int t = 0; t < TB; t++) {
+            /* hsum_float_8's order per row: (a0+a4 + a2+a6) + (a1+a5 + a3+a7) */
+            const __m256 r0 = _mm256_add_ps(lacc[4][t], lacc[0][t]);
+            const __m256 r1 = _mm256_add_ps(lacc[5][t], lacc[1][t]);
+            const __m256 r2 = _mm256_add_ps(lacc[6][t], lacc[2][t]);
+            const __m256 r3 = _mm256_add_ps(lacc[7][t], lacc[3][t]);
+            __m256 r = _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
+            if (kind != LG_Q5_0) {
+                /* summ = fma(m_w, s_x, summ) over the blocks in order */
+                __m256 summ = _mm256_setzero_ps();
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *blk = grp + (size_t)b * gb;
+                    const __m256 mw =
+                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * h)));
+                    const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * sizeof(block_q8_1);
+                    summ = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_at(xbk + 2)), summ);
+                }
+                r = _mm256_add_ps(r, summ);
+            }
+            _mm256_storeu_ps(out + 16 * t + 8 * h, r);
+        }
+    }
+}
+
+#define LANES_KERNELS(name, kind)                                                                  \
+    static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
+                                     float *out) {                                                 \
+        tile_lanes(K, w, x, out, LANES_TB, 2, kind);                                               \
+    }                                                                                              \
+    static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
+        tile_lanes(K, w, &x, out, 1, 4, kind);                                                     \
+    }
+
+LANES_KERNELS(q5_0, LG_Q5_0)
+LANES_KERNELS(q4_1, LG_Q4_1)
+LANES_KERNELS(q5_1, LG_Q5_1)
+
+/* ------------------------------------------------ IQ4_NL: block sums */
+
+#define IQ4NL_TB 4 /* 2 x TB float and 2 x TB int accumulators */
+
+/* IQ4_NL x16 in the reference order (vec_dot_iq4_nl_q8_0_ref): per block
+ * and token the exact integer sum of each row, then acc += (d_w * d_x) *
+ * isum, a multiply then an add. Per slice and nibble the |level| and sign
+ * vectors of both halves are looked up once (vpshufb) for the TB tokens. */
+CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB) {
+    const int64_t nb = K / CS_QK4_NL;
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m128i lv = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_abs_epi8(lv));
+    const __m256i sgn = _mm256_broadcastsi128_si256(lv);
+    __m256 acc[IQ4NL_TB][2];
+    for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q4_BLOCK;
+        const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)),
+                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)))};
+        __m256i ai[IQ4NL_TB][2];
+        for (int t = 0; t < TB; t++) ai[t][0] = ai[t][1] = _mm256_setzero_si256();
+        for (int s = 0; s < 4; s++) {
+            /* slice s: low nibbles = elements 4s.., high = 16+4s.. */
+            const uint8_t *p = blk + 32 + 64 * s;
+            const __m256i r0 = _mm256_loadu_si256((const __m256i *)p);
+            const __m256i r1 = _mm256_loadu_si256((const __m256i *)(p + 32));
+            for (int hi = 0; hi < 2; hi++) {
+                const __m256i i0 = _mm256_and_si256(hi ? _mm256_srli_epi16(r0, 4) : r0, m4);
+                const __m256i i1 = _mm256_and_si256(hi ? _mm256_srli_epi16(r1, 4) : r1, m4);
+                const __m256i a0 = _mm256_shuffle_epi8(lut, i0), g0 = _mm256_shuffle_epi8(sgn, i0);
+                const __m256i a1 = _mm256_shuffle_epi8(lut, i1), g1 = _mm256_shuffle_epi8(sgn, i1);
+                for (int t = 0; t < TB; t++) {
+                    const int8_t *q = ((const block_q8_0 *)x[t] + b)->qs + 16 * hi + 4 * s;
+                    const __m256i xv = bcast4(q);
+                    const __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, g0));
+                    const __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, g1));
+                    ai[t][0] = _mm256_add_epi32(ai[t][0], _mm256_madd_epi16(p0, ones));
+                    ai[t][1] = _mm256_add_epi32(ai[t][1], _mm256_madd_epi16(p1, ones));
+                }
+            }
+        }
+        for (int t = 0; t < TB; t++) {
+            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            const __m256 dx = _mm256_set1_ps(a->d);
+            for (int h = 0; h < 2; h++) {
+                const __m256 sc = _mm256_mul_ps(dw[h], dx);
+                acc[t][h] =
+                    _mm256_add_ps(acc[t][h], _mm256_mul_ps(_mm256_cvtepi32_ps(ai[t][h]), sc));
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, acc[t][0]);
+        _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
+    }
+}
+
+static void uk_x16_iq4nl_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_iq4nl(K, w, x, out, IQ4NL_TB);
+}
+static void uk_x16_iq4nl_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_iq4nl(K, w, &x, out, 1);
+}
+
+/* ------------------------------------------------------- registration */
+
+void kernels_x16_legacy_avx2(kernels_table *k) {
+    matmul_ukernel *x = k->ukernel_x16;
+    const int32_t r = CS_X16_ROWS;
+    x[CS_TYPE_IQ4_NL] = (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col};
+    x[CS_TYPE_Q5_0] = (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
+    x[CS_TYPE_Q4_1] = (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
+    x[CS_TYPE_Q5_1] = (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
+}
+
+#endif /* x86 */
