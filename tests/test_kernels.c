@@ -1050,10 +1050,13 @@ static void test_kernels_matmul_x16(void **state) {
                 /* every packed type has its micro-kernel in the AVX-512 tables */
                 if (strncmp(k_all_names[ti], "avx512", 6) == 0)
                     assert_true(matmul_x16_native(k, types[ty]));
-                /* the AVX2 table has Q8_0's, Q4_0's and Q4_K's (x16_avx2.c) */
+                /* the AVX2 table has Q8_0's, Q4_0's and Q4_K's (x16_avx2.c) and
+                 * Q6_K's, IQ4_XS's, Q3_K's and Q2_K's (x16_kquants_avx2.c) */
                 if (strcmp(k_all_names[ti], "avx2") == 0 &&
                     (types[ty] == CS_TYPE_Q8_0 || types[ty] == CS_TYPE_Q4_0 ||
-                     types[ty] == CS_TYPE_Q4_K))
+                     types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K ||
+                     types[ty] == CS_TYPE_IQ4_XS || types[ty] == CS_TYPE_Q3_K ||
+                     types[ty] == CS_TYPE_Q2_K))
                     assert_true(matmul_x16_native(k, types[ty]));
                 for (int i = 0; i < 3; i++) {
                     memset(got, 0xff, (size_t)(N * T) * 4);

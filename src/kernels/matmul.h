@@ -105,6 +105,9 @@ void kernels_x16_kquants_avx512(kernels_table *k, bool vnni);
  * vpmaddubsw without VNNI; bit-identical to the reference). Called by the
  * AVX2 table's init, so CPUs without AVX-512 load those weights packed. */
 void kernels_x16_avx2(kernels_table *k);
+/* The same for Q6_K, IQ4_XS, Q3_K and Q2_K (x16_kquants_avx2.c), called
+ * after kernels_x16_avx2 by the AVX2 table's init. */
+void kernels_x16_kquants_avx2(kernels_table *k);
 /* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
 bool kernels_cpu_has_avx512vnni(void);
 #endif

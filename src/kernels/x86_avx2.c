@@ -640,6 +640,7 @@ static void avx2_init(void) {
     k->ukernel[CS_TYPE_Q8_0] = (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
     k->ukernel[CS_TYPE_Q4_0] = (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
     kernels_x16_avx2(k);
+    kernels_x16_kquants_avx2(k);
 
     k->vec_dot_f16_f32 = avx2_vec_dot_f16_f32;
     k->fp16_to_fp32_row = avx2_fp16_to_fp32_row;
