@@ -1215,14 +1215,11 @@ static void test_kernels_matmul_x16(void **state) {
                 /* every packed type has its micro-kernel in the AVX-512 tables */
                 if (strncmp(k_all_names[ti], "avx512", 6) == 0)
                     assert_true(matmul_x16_native(k, types[ty]));
-                /* the AVX2 table has Q8_0's, Q4_0's and Q4_K's (x16_avx2.c),
-                 * Q5_K's (x16_q5k_avx2.c) and IQ4_NL's, Q5_0's, Q4_1's and
-                 * Q5_1's (x16_legacy_avx2.c) */
-                if (strcmp(k_all_names[ti], "avx2") == 0 &&
-                    (types[ty] == CS_TYPE_Q8_0 || types[ty] == CS_TYPE_Q4_0 ||
-                     types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q5_K ||
-                     types[ty] == CS_TYPE_IQ4_NL || types[ty] == CS_TYPE_Q5_0 ||
-                     types[ty] == CS_TYPE_Q4_1 || types[ty] == CS_TYPE_Q5_1))
+                /* the AVX2 table has every x16 type's micro-kernel:
+                 * x16_avx2.c (Q8_0, Q4_0, Q4_K), x16_q5k_avx2.c,
+                 * x16_legacy_avx2.c (IQ4_NL, Q5_0, Q4_1, Q5_1) and
+                 * x16_kquants_avx2.c (Q6_K, IQ4_XS, Q3_K, Q2_K) */
+                if (strcmp(k_all_names[ti], "avx2") == 0)
                     assert_true(matmul_x16_native(k, types[ty]));
                 for (int i = 0; i < 3; i++) {
                     memset(got, 0xff, (size_t)(N * T) * 4);

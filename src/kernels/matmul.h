@@ -113,6 +113,9 @@ void kernels_x16_q5k_avx2(kernels_table *k);
 /* The same for IQ4_NL, Q5_0, Q4_1 and Q5_1 (x16_legacy_avx2.c), in their
  * reference dots' order, so bit-identical to it. Called after kernels_x16_avx2. */
 void kernels_x16_legacy_avx2(kernels_table *k);
+/* The same for Q6_K, IQ4_XS, Q3_K and Q2_K (x16_kquants_avx2.c), called
+ * after kernels_x16_avx2 by the AVX2 table's init. */
+void kernels_x16_kquants_avx2(kernels_table *k);
 /* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
 bool kernels_cpu_has_avx512vnni(void);
 /* cpuid's AVX512_BF16 bit (leaf 7 subleaf 1, EAX bit 5, with the AVX-512

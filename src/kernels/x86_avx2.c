@@ -642,6 +642,7 @@ static void avx2_init(void) {
     kernels_x16_avx2(k);
     kernels_x16_q5k_avx2(k);
     kernels_x16_legacy_avx2(k);
+    kernels_x16_kquants_avx2(k);
 
     k->vec_dot_f16_f32 = avx2_vec_dot_f16_f32;
     k->fp16_to_fp32_row = avx2_fp16_to_fp32_row;

@@ -1,0 +1,468 @@
+/* x16_kquants_avx2.c: the x16 micro-kernels (repack.h) of Q6_K, IQ4_XS,
+ * Q3_K and Q2_K for the AVX2 table (CPUs without AVX-512, and without
+ * AVX-VNNI), against Q8_K activations. Compiled with the flags of
+ * x86_avx2.c (AVX2, FMA, F16C).
+ *
+ * As in x16_avx2.c, 16 rows are two ymm of 8 int32 lanes (rows 8r .. 8r+7
+ * from bytes 32r .. 32r+31 of a 64-byte slice, "half" r). vpmaddubsw adds
+ * the two u8 * s8 products of a pair into saturating int16, so each kernel
+ * bounds its int16 sums below 2^15 (each kernel's comment); everything past
+ * them is exact int32, so every kernel forms the same block integers as its
+ * reference (repack_x16_dot_ref) and then scales and accumulates them with
+ * the same float operations in the same order (the AVX-512 kernels', in
+ * x86_avx512.c and x16_kquants_avx512.c): the results are bit-identical to
+ * the reference table and to the AVX-512 tables. Q8_K activations are
+ * taken as any s8 in [-128, 127]. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "iquants.h"
+#include "kquants.h"
+#include "matmul.h"
+#include "simd_x86.h"
+
+/* Tokens per tile call, as x16_avx2.c. */
+#define X16K_AVX2_TB 4
+
+/* The 4 bytes at p broadcast to the 8 int32 lanes. */
+CS_INLINE __m256i bc4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* 8 bytes at p (rows 8r .. 8r+7 of a byte plane) widened to int32 lanes. */
+CS_INLINE __m256i u8x8(const uint8_t *p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+}
+
+/* The word s (the low 16 bits of each lane) in both words of the lane:
+ * vpmaddwd against it gives s * (w0 + w1) per lane. */
+CS_INLINE __m256i both_words(__m256i s) {
+    return _mm256_or_si256(_mm256_and_si256(s, _mm256_set1_epi32(0xFFFF)),
+                           _mm256_slli_epi32(s, 16));
+}
+
+/* hsum8_ps (simd_x86.h) for 8 rows at once, as hsum8_x16_ps: lane k of
+ * the 8 accumulators holds row r's lane k; (0+4 + 2+6) + (1+5 + 3+7). */
+CS_INLINE __m256 hsum8_x8_ps(const __m256 a[8]) {
+    const __m256 r0 = _mm256_add_ps(a[4], a[0]), r1 = _mm256_add_ps(a[5], a[1]);
+    const __m256 r2 = _mm256_add_ps(a[6], a[2]), r3 = _mm256_add_ps(a[7], a[3]);
+    return _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
+}
+
+/* ------------------------------------------------------------- Q6_K */
+
+/* Q6_K x16 (repack.c's dot_row_q6_K order, as x86_avx512.c's
+ * tile_x16_q6K): per super-block, token and half the exact integer
+ * sumi = sum_s sc[s] * (q . a over sub-block s) - 32 * sum_s sc[s] *
+ * bsums[s] (the reference's sum_s sc[s] * (q . a - 32 * bsums[s]): the same
+ * integer, |sumi| <= 16 * 128 * (16 * 63 * 128 + 32 * 2048) < 2^31), then
+ * acc = fma(sumi, d * d_a, acc).
+ * Exact in int16: the 6-bit level (0..63, u8) times a ([-128, 127]) gives a
+ * pair <= 2 * 63 * 128 = 16128, and two slices' pairs are added in int16
+ * (<= 32256 < 2^15) before vpmaddwd against the sub-block's signed scale
+ * in both words. The 4 slices of a sub-block are assembled once per half
+ * for the TB tokens (the other half reads them again from L1).
+ * Cost per token and 16 x 256 weights: 2 x 16 x (4 vpmaddubsw, 2 vpaddw,
+ * 2 vpmaddwd, 2 vpaddd) and 2 x 8 vpmaddwd for the bsums. */
+CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+    __m256 acc[X16K_AVX2_TB][2];
+    for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
+        const uint8_t *scp = blk + 3072; /* 16 scale planes of 16 rows (s8) */
+        for (int r = 0; r < 2; r++) {
+            __m256i sumi[X16K_AVX2_TB];
+            for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 2; g++) {
+                    if (r == 0) /* the block after next, 53 lines: 14 per (h, g) */
+                        for (int k = 0; k < 14; k++)
+                            _mm_prefetch((const char *)(blk + 2 * CS_X16_Q6K_BLOCK +
+                                                        (size_t)((2 * h + g) * 14 + k) * 64),
+                                         _MM_HINT_T0);
+                    for (int m = 0; m < 4; m++) {
+                        const int sb = 8 * h + 2 * m + g;
+                        const __m256i sc2 = both_words(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            (const __m128i *)(const void *)(scp + 16 * sb + 8 * r))));
+                        __m256i v[4];
+                        for (int u = 0; u < 4; u++) {
+                            /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l */
+                            const uint8_t *c = blk + (size_t)((2 * h + g) * 4 + u) * 192 + 32 * r;
+                            const __m256i q = _mm256_loadu_si256(
+                                (const __m256i *)(const void *)(c + 64 * (m & 1)));
+                            const __m256i H =
+                                _mm256_loadu_si256((const __m256i *)(const void *)(c + 128));
+                            const __m256i lo =
+                                _mm256_and_si256(m < 2 ? q : _mm256_srli_epi16(q, 4), m4);
+                            const __m256i hi = _mm256_slli_epi16(
+                                _mm256_and_si256(_mm256_srli_epi16(H, 2 * m), m3), 4);
+                            v[u] = _mm256_or_si256(lo, hi);
+                        }
+                        for (int t = 0; t < TB; t++) {
+                            const int8_t *a =
+                                ((const block_q8_K *)x[t])[b].qs + 128 * h + 32 * m + 16 * g;
+                            const __m256i p01 =
+                                _mm256_add_epi16(_mm256_maddubs_epi16(v[0], bc4(a)),
+                                                 _mm256_maddubs_epi16(v[1], bc4(a + 4)));
+                            const __m256i p23 =
+                                _mm256_add_epi16(_mm256_maddubs_epi16(v[2], bc4(a + 8)),
+                                                 _mm256_maddubs_epi16(v[3], bc4(a + 12)));
+                            sumi[t] = _mm256_add_epi32(
+                                sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p01, sc2),
+                                                          _mm256_madd_epi16(p23, sc2)));
+                        }
+                    }
+                }
+            /* sum_s sc[s] * bsums[s]: scales of sub-blocks 2i, 2i+1 as the
+             * word pair of a lane against the bsums pair */
+            __m256i corr[X16K_AVX2_TB];
+            for (int t = 0; t < TB; t++) corr[t] = _mm256_setzero_si256();
+            for (int i = 0; i < 8; i++) {
+                const __m256i s0 = _mm256_cvtepi8_epi32(
+                    _mm_loadl_epi64((const __m128i *)(const void *)(scp + 32 * i + 8 * r)));
+                const __m256i s1 = _mm256_cvtepi8_epi32(
+                    _mm_loadl_epi64((const __m128i *)(const void *)(scp + 32 * i + 16 + 8 * r)));
+                const __m256i sp = _mm256_or_si256(_mm256_and_si256(s0, _mm256_set1_epi32(0xFFFF)),
+                                                   _mm256_slli_epi32(s1, 16));
+                for (int t = 0; t < TB; t++) {
+                    int32_t bs;
+                    memcpy(&bs, ((const block_q8_K *)x[t])[b].bsums + 2 * i, 4);
+                    corr[t] =
+                        _mm256_add_epi32(corr[t], _mm256_madd_epi16(sp, _mm256_set1_epi32(bs)));
+                }
+            }
+            const __m256 dv = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 3328 + 16 * r)));
+            for (int t = 0; t < TB; t++) {
+                const __m256i s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr[t], 5));
+                const __m256 dy = _mm256_set1_ps(((const block_q8_K *)x[t])[b].d);
+                acc[t][r] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dv, dy), acc[t][r]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, acc[t][0]);
+        _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
+    }
+}
+
+/* ----------------------------------------------------------- IQ4_XS */
+
+/* IQ4_XS x16 (the order of vec_dot_iq4_xs_q8_K_ref, as
+ * x16_kquants_avx512.c): per sub-block j of 32 the exact isum, then
+ * db = (d_w * d_a) * (ls - 32), acc = acc + db * isum (multiply, then add).
+ * Exact in int16: the levels (iq4nl_values, [-127, 113]) get a's sign
+ * (vpsignb) and multiply |a| (u8, <= 128), so a pair is <= 2 * 128 * 127 =
+ * 32512 < 2^15; each vpmaddubsw is widened at once (vpmaddwd by 1). The
+ * levels of a sub-block are looked up once per half for the TB tokens.
+ * Cost per token and 16 x 256 weights: 2 x 64 x (vpabsb, vpsignb,
+ * vpmaddubsw, vpmaddwd, vpaddd) and 16 conversions, multiplies and adds. */
+CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const *x, float *out,
+                              const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i tbl =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values));
+    __m256 acc[X16K_AVX2_TB][2];
+    for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
+        const uint8_t *qs = blk + 128;
+        for (int k = 0; k < 34; k += 2) /* the block after next */
+            _mm_prefetch((const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)k * 64),
+                         _MM_HINT_T0);
+        for (int r = 0; r < 2; r++) {
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * r)));
+            const __m256i sh = _mm256_cvtepu16_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
+            __m256 d[X16K_AVX2_TB];
+            for (int t = 0; t < TB; t++)
+                d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(((const block_q8_K *)x[t])[b].d));
+            for (int j = 0; j < 8; j++) {
+                const __m256i pl = u8x8(blk + 64 + 16 * (j / 2) + 8 * r);
+                const __m256i lo =
+                    _mm256_and_si256(_mm256_srli_epi32(pl, 4 * (j % 2)), _mm256_set1_epi32(0xF));
+                const __m256i hi = _mm256_slli_epi32(
+                    _mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4);
+                const __m256 ls = _mm256_cvtepi32_ps(
+                    _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32)));
+                __m256i wl[4], wh[4];
+                for (int s = 0; s < 4; s++) {
+                    const __m256i raw = _mm256_loadu_si256(
+                        (const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 + 32 * r));
+                    wl[s] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(raw, m4));
+                    wh[s] =
+                        _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                }
+                for (int t = 0; t < TB; t++) {
+                    const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 32 * j;
+                    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+                    for (int s = 0; s < 4; s++) {
+                        const __m256i al = bc4(a + 4 * s), ah = bc4(a + 16 + 4 * s);
+                        s0 = _mm256_add_epi32(
+                            s0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(al),
+                                                                       _mm256_sign_epi8(wl[s], al)),
+                                                  ones));
+                        s1 = _mm256_add_epi32(
+                            s1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(ah),
+                                                                       _mm256_sign_epi8(wh[s], ah)),
+                                                  ones));
+                    }
+                    const __m256 isum = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
+                    const __m256 db = _mm256_mul_ps(d[t], ls);
+                    acc[t][r] = _mm256_add_ps(acc[t][r], _mm256_mul_ps(db, isum));
+                }
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, acc[t][0]);
+        _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
+    }
+}
+
+/* ------------------------------------------------------------- Q3_K */
+
+/* Q3_K x16 (the order of vec_dot_q3_K_q8_K_ref, as x16_kquants_avx512.c's
+ * maddubs path): per super-block and lane k (elements 4k .. 4k+3 of each
+ * group of 32) the exact lane = sum over h, g of s * (q . a), s the signed
+ * 6-bit scale, q the signed 3-bit level; acc[k] = fma(d_a * d_w, lane,
+ * acc[k]); the output is the hsum8 of the 8 accumulators.
+ * Exact in int16: vpmaddubsw on level + 4 (u8, 0..7) gives a pair <=
+ * 2 * 7 * 128 = 1792; the word pair's correction 4 * (a0 + a1) (<= 1024 in
+ * magnitude) is subtracted in int16, leaving the signed pair q . a; then
+ * vpmaddwd against s in both words. The levels of the 16 rows are built
+ * once per (half, h, g, k) for the TB tokens; the float accumulators
+ * (TB x 2 x 8) live in memory, one load and store per lane and block.
+ * Cost per token and 16 x 256 weights: 2 x 64 x (vpmaddubsw, vpsubw,
+ * vpmaddwd, vpaddd), 16 conversions and FMAs. */
+CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m3 = _mm256_set1_epi8(3), c4 = _mm256_set1_epi8(4);
+    __m256 acc[X16K_AVX2_TB][2][8];
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < 8; k++) acc[t][r][k] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
+        /* the 16 scales s - 32 of the rows of half r, in both words */
+        __m256i scw[2][16];
+        __m256 d[X16K_AVX2_TB][2];
+        for (int r = 0; r < 2; r++) {
+            __m256i pl[12];
+            for (int p = 0; p < 12; p++) pl[p] = u8x8(blk + 32 + 16 * p + 8 * r);
+            const __m256i f = _mm256_set1_epi32(0xF), t3 = _mm256_set1_epi32(3);
+            for (int j = 0; j < 16; j++) {
+                const __m256i lo =
+                    j < 8 ? _mm256_and_si256(pl[j], f) : _mm256_srli_epi32(pl[j - 8], 4);
+                const __m256i hi =
+                    _mm256_and_si256(_mm256_srli_epi32(pl[8 + j % 4], 2 * (j / 4)), t3);
+                scw[r][j] = both_words(_mm256_sub_epi32(
+                    _mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32)));
+            }
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * r)));
+            for (int t = 0; t < TB; t++)
+                d[t][r] = _mm256_mul_ps(_mm256_set1_ps(((const block_q8_K *)x[t])[b].d), dw);
+        }
+        /* per token and 4-element group e: the word pair 4 * (a0 + a1),
+         * 4 * (a2 + a3) */
+        int32_t corr[X16K_AVX2_TB][64];
+        const int8_t *xa[X16K_AVX2_TB];
+        for (int t = 0; t < TB; t++) {
+            xa[t] = ((const block_q8_K *)x[t])[b].qs;
+            for (int c = 0; c < 8; c++)
+                _mm256_storeu_si256(
+                    (__m256i *)(void *)(corr[t] + 8 * c),
+                    _mm256_maddubs_epi16(
+                        c4, _mm256_loadu_si256((const __m256i *)(const void *)(xa[t] + 32 * c))));
+        }
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *q = blk + 224 + (size_t)k * 192;
+            for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++) /* the block after next */
+                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
+                             _MM_HINT_T0);
+            for (int r = 0; r < 2; r++) {
+                const __m256i hm = _mm256_loadu_si256((const __m256i *)(const void *)(q + 32 * r));
+                const __m256i qs[2] = {
+                    _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 + 32 * r)),
+                    _mm256_loadu_si256((const __m256i *)(const void *)(q + 128 + 32 * r))};
+                __m256i lane[X16K_AVX2_TB];
+                for (int t = 0; t < TB; t++) lane[t] = _mm256_setzero_si256();
+                for (int h = 0; h < 2; h++)
+                    for (int g = 0; g < 4; g++) {
+                        const __m256i q2 =
+                            _mm256_and_si256(g ? _mm256_srli_epi16(qs[h], 2 * g) : qs[h], m3);
+                        /* hmask bit n = 4h + g of each byte moved to bit 2
+                         * (4 when set); the 16-bit shift carries no other
+                         * bit of the byte's own word into bit 2 */
+                        const int n = 4 * h + g;
+                        const __m256i hb = _mm256_and_si256(n >= 2 ? _mm256_srli_epi16(hm, n - 2)
+                                                                   : _mm256_slli_epi16(hm, 2 - n),
+                                                            c4);
+                        const __m256i wv = _mm256_or_si256(q2, hb); /* level + 4 */
+                        const __m256i sc = scw[r][8 * h + 2 * g + (k >> 2)];
+                        const int e = 32 * h + 8 * g + k;
+                        for (int t = 0; t < TB; t++) {
+                            const __m256i p =
+                                _mm256_sub_epi16(_mm256_maddubs_epi16(wv, bc4(xa[t] + 4 * e)),
+                                                 _mm256_set1_epi32(corr[t][e]));
+                            lane[t] = _mm256_add_epi32(lane[t], _mm256_madd_epi16(p, sc));
+                        }
+                    }
+                for (int t = 0; t < TB; t++)
+                    acc[t][r][k] =
+                        _mm256_fmadd_ps(d[t][r], _mm256_cvtepi32_ps(lane[t]), acc[t][r][k]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 2; r++) _mm256_storeu_ps(out + 16 * t + 8 * r, hsum8_x8_ps(acc[t][r]));
+}
+
+/* ------------------------------------------------------------- Q2_K */
+
+/* Q2_K x16 (the order of vec_dot_q2_K_q8_K_ref, as x16_kquants_avx512.c's
+ * maddubs path): per super-block and lane k first acc[k] = fma(-d_a *
+ * dmin_w, m[2k] * bsums[2k] + m[2k+1] * bsums[2k+1], acc[k]), then
+ * acc[k] = fma(d_a * d_w, lane, acc[k]) with the exact lane = sum over
+ * h, g of s * (q . a); the output is the hsum8.
+ * Exact in int16: vpmullw on words forms the weight bytes s * q (level
+ * 0..3 times scale 0..15, <= 45, so no carry between the bytes of a word)
+ * once per (half, k, h, g) for the TB tokens; a vpmaddubsw pair is then
+ * <= 2 * 45 * 128 = 11520, and two groups' pairs are added in int16
+ * (<= 23040 < 2^15) before vpmaddwd by 1.
+ * Cost per token and 16 x 256 weights: 2 x 64 x (vpmaddubsw) + 2 x 32 x
+ * (vpaddw, vpmaddwd, vpaddd), 2 x 8 vpmaddwd for the mins, 32 conversions
+ * and FMAs. */
+CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    __m256 acc[X16K_AVX2_TB][2][8];
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 2; r++)
+            for (int k = 0; k < 8; k++) acc[t][r][k] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
+        /* scale slice s = row bytes 2s, 2s+1 as a lane's two words: mins
+         * mn = the high nibbles (vpmaddwd against the bsums pair), scw[2s + u]
+         * = the low nibble of byte u in both words (vpmullw) */
+        __m256i mn[2][8], scw[2][16];
+        __m256 d[X16K_AVX2_TB][2], dm[X16K_AVX2_TB][2];
+        for (int r = 0; r < 2; r++) {
+            for (int sl = 0; sl < 8; sl++) {
+                const __m256i sv = _mm256_cvtepu8_epi16(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 32 * sl + 16 * r)));
+                mn[r][sl] = _mm256_srli_epi16(sv, 4);
+                const __m256i s0 = _mm256_and_si256(sv, _mm256_set1_epi32(0xF));
+                const __m256i s1 =
+                    _mm256_and_si256(_mm256_srli_epi32(sv, 16), _mm256_set1_epi32(0xF));
+                scw[r][2 * sl] = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16));
+                scw[r][2 * sl + 1] = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
+            }
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * r)));
+            const __m256 mw = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
+            for (int t = 0; t < TB; t++) {
+                const float da = ((const block_q8_K *)x[t])[b].d;
+                d[t][r] = _mm256_mul_ps(_mm256_set1_ps(da), dw);
+                dm[t][r] = _mm256_mul_ps(_mm256_set1_ps(-da), mw);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            const uint8_t *q = blk + 320 + (size_t)k * 128;
+            for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++) /* the block after next */
+                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
+                             _MM_HINT_T0);
+            for (int r = 0; r < 2; r++) {
+                const __m256i qs[2] = {
+                    _mm256_loadu_si256((const __m256i *)(const void *)(q + 32 * r)),
+                    _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 + 32 * r))};
+                __m256i lane[X16K_AVX2_TB];
+                for (int t = 0; t < TB; t++) {
+                    int32_t bs;
+                    memcpy(&bs, ((const block_q8_K *)x[t])[b].bsums + 2 * k, 4);
+                    const __m256i prod = _mm256_madd_epi16(mn[r][k], _mm256_set1_epi32(bs));
+                    acc[t][r][k] =
+                        _mm256_fmadd_ps(dm[t][r], _mm256_cvtepi32_ps(prod), acc[t][r][k]);
+                    lane[t] = _mm256_setzero_si256();
+                }
+                for (int h = 0; h < 2; h++)
+                    for (int g = 0; g < 4; g += 2) {
+                        __m256i wv[2];
+                        for (int u = 0; u < 2; u++) {
+                            const __m256i q2 = _mm256_and_si256(
+                                g + u ? _mm256_srli_epi16(qs[h], 2 * (g + u)) : qs[h], m3);
+                            wv[u] = _mm256_mullo_epi16(q2, scw[r][8 * h + 2 * (g + u) + (k >> 2)]);
+                        }
+                        const int e = 32 * h + 8 * g + k; /* e + 8: group g + 1 */
+                        for (int t = 0; t < TB; t++) {
+                            const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 4 * e;
+                            const __m256i p =
+                                _mm256_add_epi16(_mm256_maddubs_epi16(wv[0], bc4(a)),
+                                                 _mm256_maddubs_epi16(wv[1], bc4(a + 32)));
+                            lane[t] = _mm256_add_epi32(lane[t], _mm256_madd_epi16(p, ones));
+                        }
+                    }
+                for (int t = 0; t < TB; t++)
+                    acc[t][r][k] =
+                        _mm256_fmadd_ps(d[t][r], _mm256_cvtepi32_ps(lane[t]), acc[t][r][k]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 2; r++) _mm256_storeu_ps(out + 16 * t + 8 * r, hsum8_x8_ps(acc[t][r]));
+}
+
+/* ------------------------------------------------------------ table */
+
+static void uk_q6K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q6K(K, w, x, out, X16K_AVX2_TB);
+}
+static void uk_q6K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q6K(K, w, &x, out, 1);
+}
+static void uk_iq4xs_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_iq4xs(K, w, x, out, X16K_AVX2_TB);
+}
+static void uk_iq4xs_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_iq4xs(K, w, &x, out, 1);
+}
+static void uk_q3K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q3K(K, w, x, out, X16K_AVX2_TB);
+}
+static void uk_q3K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q3K(K, w, &x, out, 1);
+}
+static void uk_q2K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_q2K(K, w, x, out, X16K_AVX2_TB);
+}
+static void uk_q2K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_q2K(K, w, &x, out, 1);
+}
+
+void kernels_x16_kquants_avx2(kernels_table *k) {
+    const int32_t r = CS_X16_ROWS;
+    k->ukernel_x16[CS_TYPE_Q6_K] = (matmul_ukernel){r, X16K_AVX2_TB, uk_q6K_tile, uk_q6K_col};
+    k->ukernel_x16[CS_TYPE_IQ4_XS] = (matmul_ukernel){r, X16K_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col};
+    k->ukernel_x16[CS_TYPE_Q3_K] = (matmul_ukernel){r, X16K_AVX2_TB, uk_q3K_tile, uk_q3K_col};
+    k->ukernel_x16[CS_TYPE_Q2_K] = (matmul_ukernel){r, X16K_AVX2_TB, uk_q2K_tile, uk_q2K_col};
+}
+
+#endif /* x86 */
