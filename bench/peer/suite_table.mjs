@@ -79,7 +79,7 @@ function llamaPaths(objs) {
   return seen.size ? [...seen].join(" / ") : "?";
 }
 
-const typeOrder = ["f16", "q8_0", "q4_0", "q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "Q5_0"];
+const typeOrder = ["f16", "bf16", "q8_0", "q4_0", "q4_K_M", "Q4_K_M", "Q5_K_M", "q5_K", "q6_K", "Q6_K", "Q3_K_M", "Q2_K", "IQ4_XS", "Q5_0", "IQ4_NL", "Q4_1", "Q5_1"];
 // ids: main.<shape>.<type>.t<threads>, depth.<shape>.<type>.d<D>[h]; shapes
 // may contain dots (1.1b), types do not
 function parseId(id) {
