@@ -147,11 +147,13 @@ CS_API const char *cs_system_info(void);
 typedef struct cs_model_params {
     bool vocab_only; /* load only metadata and tokenizer (vocab-only GGUF files) */
     bool use_mmap;   /* map the file (default); false reads it into memory */
-    /* Reorder Q4_0 / Q8_0 / Q4_K / Q6_K weight matrices in groups of 16 rows at load when
-     * the CPU's kernels use that layout (AVX-512), default true. In place:
-     * no extra memory; a mapped file becomes private pages and is never
-     * written. Logits are identical either way on Q4_0 and agree within the
-     * kernels' rounding on Q8_0 and the K-quants. */
+    /* Reorder the quantized weight matrices (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+     * IQ4_NL, IQ4_XS, Q2_K..Q6_K) in groups of 16 rows at load when the CPU's
+     * kernel table has micro-kernels for that layout (AVX-512 and AVX2),
+     * default true. In place: no extra memory; a mapped file becomes private
+     * pages and is never written. The packed kernels compute each type's
+     * reference dot bit for bit; the row-major SIMD dots used without packing
+     * agree with them within the kernels' rounding. */
     bool repack;
 } cs_model_params;
 

@@ -387,9 +387,9 @@ static bool weight_bytes_private(const cs_model *m, const model_weight *w, uint6
     return true;
 }
 
-/* Pack every Q4_0 / Q8_0 / Q4_K / Q6_K matmul weight the kernels of this CPU read in the
- * x16 layout (kernels/repack.h). The token embedding is read row by row
- * (get_rows) and stays as is, so a tied output does too. Cost: one read and
+/* Pack every quantized matmul weight the kernels of this CPU read in the
+ * x16 layout (kernels/repack.h; kernels_best()'s matmul_x16_native). The
+ * token embedding is read row by row (get_rows) and stays as is, so a tied output does too. Cost: one read and
  * write of those weights at load; memory: 16 rows of scratch. */
 static cs_status pack_weights(cs_model *m) {
     const kernels_table *k = kernels_best();
