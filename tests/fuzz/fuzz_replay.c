@@ -25,7 +25,7 @@
 #define CS_FUZZ_MODEL "models/stories260K-f32.gguf"
 #endif
 
-enum { MAX_CELLS = 256 };
+enum { MAX_CELLS = 64 };
 
 static void quiet_log(int32_t level, const char *msg, void *user) {
     (void)level;
