@@ -12,10 +12,13 @@
 # replay/: small `ctxshift replay` scenarios (the golden format, max_logit rows
 # instead of whole logits rows) with every op, two runs, checks, and a few
 # malformed steps.
+# ops/: hand-written operation sequences for fuzz_ops (the byte layout is in
+# fuzz_ops.c): a shared prefix with a shift, split, defrag and state round
+# trips; a full cache with holes and automatic defrag; edge positions.
 set -euo pipefail
 bin=${1:?usage: make_corpus.sh CTXSHIFT [OUTDIR]}
 out=${2:-$(cd "$(dirname "$0")" && pwd)/corpus}
-mkdir -p "$out/gguf" "$out/tokenizer" "$out/serve_request" "$out/replay"
+mkdir -p "$out/gguf" "$out/tokenizer" "$out/serve_request" "$out/replay" "$out/ops"
 for t in f16 q8_0 q4_0; do
     "$bin" gen-model -o "$out/gguf/tiny-$t.gguf" --type "$t" --n-embd 32 --n-layer 1 \
         --n-head 2 --n-head-kv 1 --n-ff 64 --n-ctx 64 --n-vocab 64 --seed 1 2>/dev/null
@@ -57,3 +60,11 @@ printf '%s' "$H"'{"name":"bad","context":{"n_ctx":8},"steps":[{"op":"decode","to
 {"context":{"n_ctx":8},"steps":[{"op":"decode","tokens":[1,2],"pos":[0,1],"seq":[[0],[0]],"out":[1,0]}]},
 {"context":{"n_ctx":8,"n_seq_max":1},"steps":[{"op":"decode","tokens":[600],"pos":[2147483647],"seq":[[5]],"out":[0]},{"op":"seq_add","seq":0,"p0":0,"p1":5,"delta":2147483647},{"op":"seq_rm","seq":9,"p0":-1,"p1":-1},{"op":"cells","result":{"n_cells":8,"pos":[0],"seqs":[[63]]}},{"op":"pos_max","seq":-1,"result":{"value":-1}}]},
 {"context":{"n_ctx":4},"steps":[{"op":"decode","tokens":[1,2,3,4,5,6],"pos":[0,1,2,3,4,5],"seq":[[0],[0],[0],[0],[0],[0]],"out":[5],"result":{"ret":1}}]}]}' >"$p/malformed.json"
+o="$out/ops"
+# ctx 0: decode seq 0 x8; seq_cp 0->1; decode seq 1 x4; seq_rm 0 [2,5); seq_add 1 [4,inf) -2;
+# update; seq_own 1; defrag; seq state 1 -> 2 (cleared); whole state; seq_div 1 /2; seq_keep 1
+printf '\x00\x00\x07\x01\x02\x03\x04\x05\x06\x07\x08\x04\x01\x02\x00\x00\x00\x0b\x09\x0a\x0b\x0c\x03\x01\x03\x06\x06\x02\x05\x00\x12\x0b\x09\x02\x00\x00\x0a\x0c\x19\x0e\x08\x02\x00\x00\x03\x05\x02' >"$o/shared_prefix.bin"
+# ctx 1: 4 rows in chosen sets; fill with 3 x 8 of seqs 1-3; no room for 8 more; holes; decode again
+printf '\x01\x00\x23\x05\x01\x03\x06\x02\x05\x07\x03\x0f\x08\x04\x01\x00\x0f\x01\x01\x01\x01\x01\x01\x01\x01\x00\x17\x02\x02\x02\x02\x02\x02\x02\x02\x00\x1f\x03\x03\x03\x03\x03\x03\x03\x03\x00\x07\x09\x09\x09\x09\x09\x09\x09\x09\x03\x03\x03\x0a\x03\x04\x00\x00\x00\x07\x04\x04\x04\x04\x04\x04\x04\x04\x0b\x0a' >"$o/full_holes.bin"
+# ctx 0: a token at CS_POS_MAX; seq_add +big; position INT32_MAX refused; seq state; seq_rm all
+printf '\x00\x00\x20\x05\xf2\x01\x06\x01\x00\x00\xfa\x00\x20\x05\xf4\x01\x0c\x00\x0d\x14\x03\x00\x00\x00\x0e' >"$o/edges.bin"
