@@ -4,7 +4,9 @@
 # gguf/: three one-layer random models (gen-model, 32 wide, the first 64
 # tokens of the bundled vocabulary) in f16, q8_0 and q4_0, 11-30 KB each, so
 # that libFuzzer's mutations start from files the loader accepts.
-# tokenizer/: short texts with spaces, UTF-8, byte fallback and special tokens.
+# tokenizer/: short texts with spaces, UTF-8, byte fallback and special tokens,
+# each after two bytes: the vocabulary (0-6, fuzz_tokenizer.c) and the flags
+# (3: add_special and parse_special for the special tokens, else 0).
 # state/: seq1.bin and whole.bin are written by the fuzz_state target itself
 # (CS_FUZZ_STATE_SEEDS=DIR fuzz_state -runs=0 DIR); regress-*.bin are its findings.
 # serve_request/: request bodies of the server's test matrix, each after two
@@ -23,10 +25,13 @@ for t in f16 q8_0 q4_0; do
     "$bin" gen-model -o "$out/gguf/tiny-$t.gguf" --type "$t" --n-embd 32 --n-layer 1 \
         --n-head 2 --n-head-kv 1 --n-ff 64 --n-ctx 64 --n-vocab 64 --seed 1 2>/dev/null
 done
-printf 'Once upon a time' >"$out/tokenizer/story.txt"
-printf '  leading spaces and trailing  \ttabs\nnewlines\n\n' >"$out/tokenizer/spaces.txt"
-printf 'caf\xc3\xa9 na\xc3\xafve \xf0\x9f\xa6\x99 \xe6\x88\x91 \xff\xfe bad bytes' >"$out/tokenizer/utf8.txt"
-printf '<s>Hello</s><unk> <s> </s>' >"$out/tokenizer/special.txt"
+for k in 0 1 2 3 4 5 6; do
+    t="$out/tokenizer/v$k"
+    printf "\\x0${k}\\x00"'Once upon a time, there was 12 cats.' >"$t-story.bin"
+    printf "\\x0${k}\\x00"'  leading spaces and trailing  \ttabs\nnewlines\n\n' >"$t-spaces.bin"
+    printf "\\x0${k}\\x00"'caf\xc3\xa9 na\xc3\xafve \xf0\x9f\xa6\x99 \xe6\x88\x91 \xff\xfe bad bytes' >"$t-utf8.bin"
+    printf "\\x0${k}\\x03"'<s>Hello</s><unk> <|im_start|>user<|im_end|> <|user|> <|eot_id|>' >"$t-special.bin"
+done
 r="$out/serve_request"
 printf '\x00\x00{"prompt":"Once upon a time","n_predict":8,"temperature":0}' >"$r/native.bin"
 printf '\x01\x00{"prompt":[1,2,3,"text",4],"max_tokens":4,"logprobs":3,"stop":["a","bb"],"seed":7}' >"$r/completion.bin"
