@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "replay.h"
 #include "tools.h"
 
 /* The cs_kv_cell.seq bit set holds 64 sequences. */
@@ -42,27 +43,6 @@
 #define RP_ATOL_F32   1e-3
 #define RP_ATOL_F16   3e-2
 #define RP_ATOL_QUANT 1e-2
-
-typedef struct rp_opts {
-    tool_common common; /* -t -v -h */
-    const char *file;
-    const char *models_dir;
-    const char *out_path;
-    double atol;       /* < 0: from the model's weight type */
-    double tie_margin; /* < 0: 2 * atol */
-    bool contiguous;
-    bool quiet;
-} rp_opts;
-
-typedef struct rp_stats {
-    int64_t n_steps;
-    int64_t n_rows;   /* logits / max_logit rows compared */
-    int64_t n_values; /* ret, value, cells and greedy checks compared */
-    int64_t n_fail;
-    int64_t n_departures;
-    int64_t n_near_ties;
-    double max_diff;
-} rp_stats;
 
 /* State of one run while it is replayed. */
 typedef struct rp_run {
@@ -1021,13 +1001,14 @@ static int rp_replay_run(const rp_opts *o, const cs_model *model, double atol, j
         return TOOL_EXIT_FAIL;
     }
     int32_t n_ctx = 0, n_batch = 0, n_ubatch = 0, n_seq_max = 0, type_k = 0, type_v = 0;
-    if (!rp_ctx_i32(cx, "n_ctx", -1, 1, RP_MAX_CELLS, &n_ctx, r.name)) return TOOL_EXIT_FAIL;
+    const int32_t max_cells = o->max_cells > 0 ? o->max_cells : RP_MAX_CELLS;
+    if (!rp_ctx_i32(cx, "n_ctx", -1, 1, max_cells, &n_ctx, r.name)) return TOOL_EXIT_FAIL;
     if (n_ctx < 0) {
         tool_error("replay: run '%s': context.n_ctx is missing", r.name);
         return TOOL_EXIT_FAIL;
     }
-    if (!rp_ctx_i32(cx, "n_batch", n_ctx, 1, RP_MAX_CELLS, &n_batch, r.name) ||
-        !rp_ctx_i32(cx, "n_ubatch", n_batch, 1, RP_MAX_CELLS, &n_ubatch, r.name) ||
+    if (!rp_ctx_i32(cx, "n_batch", n_ctx, 1, max_cells, &n_batch, r.name) ||
+        !rp_ctx_i32(cx, "n_ubatch", n_batch, 1, max_cells, &n_ubatch, r.name) ||
         !rp_ctx_i32(cx, "n_seq_max", 8, 1, RP_MAX_SEQ, &n_seq_max, r.name) ||
         !rp_ctx_type(cx, "type_k", &type_k, r.name) ||
         !rp_ctx_type(cx, "type_v", &type_v, r.name)) {
@@ -1143,6 +1124,38 @@ static void rp_checks(json_t *root, bool quiet) {
     }
 }
 
+const char *rp_scenario_model(json_t *root, const char *file) {
+    json_t *jfmt = json_object_get(root, "format");
+    json_t *jmodel = json_object_get(root, "model");
+    if (!json_is_object(root) || !json_is_string(jfmt) ||
+        strcmp(json_string_value(jfmt), "llama-kv-golden/1") != 0) {
+        tool_error("replay: %s: not a scenario (\"format\" must be \"llama-kv-golden/1\")", file);
+        return NULL;
+    }
+    if (!json_is_string(jmodel) || json_string_length(jmodel) == 0 ||
+        !json_is_array(json_object_get(root, "runs"))) {
+        tool_error("replay: %s: \"model\" must be a file name and \"runs\" an array", file);
+        return NULL;
+    }
+    return json_string_value(jmodel);
+}
+
+int rp_replay_runs(const rp_opts *o, const cs_model *model, double atol, json_t *root,
+                   rp_stats *total) {
+    memset(total, 0, sizeof *total);
+    size_t ri;
+    json_t *run;
+    json_array_foreach(json_object_get(root, "runs"), ri, run) {
+        if (!json_is_object(run)) {
+            tool_error("replay: %s: runs[%zu] is not an object", o->file, ri);
+            return TOOL_EXIT_FAIL;
+        }
+        if (rp_replay_run(o, model, atol, run, ri, total) != 0) return TOOL_EXIT_FAIL;
+    }
+    rp_checks(root, o->quiet);
+    return 0;
+}
+
 /* Find the scenario's model file. Returns 0 or TOOL_EXIT_FAIL (reported). */
 static int rp_model_path(const rp_opts *o, const char *model, char *out, size_t size) {
     if (o->models_dir != NULL) {
@@ -1204,20 +1217,11 @@ int cmd_replay(int argc, char **argv) {
         return TOOL_EXIT_FAIL;
     }
     rc = TOOL_EXIT_FAIL;
-    json_t *jfmt = json_object_get(root, "format");
-    json_t *jmodel = json_object_get(root, "model");
+    const char *model_name = rp_scenario_model(root, o.file);
+    if (model_name == NULL) goto done;
     json_t *runs = json_object_get(root, "runs");
-    if (!json_is_object(root) || !json_is_string(jfmt) ||
-        strcmp(json_string_value(jfmt), "llama-kv-golden/1") != 0) {
-        tool_error("replay: %s: not a scenario (\"format\" must be \"llama-kv-golden/1\")", o.file);
-        goto done;
-    }
-    if (!json_is_string(jmodel) || json_string_length(jmodel) == 0 || !json_is_array(runs)) {
-        tool_error("replay: %s: \"model\" must be a file name and \"runs\" an array", o.file);
-        goto done;
-    }
     char mpath[RP_PATH_MAX + 256];
-    if (rp_model_path(&o, json_string_value(jmodel), mpath, sizeof mpath) != 0) goto done;
+    if (rp_model_path(&o, model_name, mpath, sizeof mpath) != 0) goto done;
     const uint64_t t_load = tool_time_ns();
     if (tool_load_model(mpath, false, &model) != 0) goto done;
     char type_name[128];
@@ -1233,17 +1237,7 @@ int cmd_replay(int argc, char **argv) {
 
     const uint64_t t0 = tool_time_ns();
     rp_stats total;
-    memset(&total, 0, sizeof total);
-    size_t ri;
-    json_t *run;
-    json_array_foreach(runs, ri, run) {
-        if (!json_is_object(run)) {
-            tool_error("replay: %s: runs[%zu] is not an object", o.file, ri);
-            goto done;
-        }
-        if (rp_replay_run(&o, model, atol, run, ri, &total) != 0) goto done;
-    }
-    rp_checks(root, o.quiet);
+    if (rp_replay_runs(&o, model, atol, root, &total) != 0) goto done;
     const double secs = (double)(tool_time_ns() - t0) * 1e-9;
     rp_print_stats("total", &total);
     printf("%s\n", total.n_fail == 0 ? "PASS" : "FAIL");
