@@ -505,9 +505,12 @@ static size_t utf8_char(const char *s, size_t len) {
     }
     const unsigned char c1 = k > 1 ? (unsigned char)s[1] : 0;
     bool ok = true;
-    if (k == 2) ok = c >= 0xC2;
-    else if (k == 3) ok = (c != 0xE0 || c1 >= 0xA0) && (c != 0xED || c1 < 0xA0);
-    else if (k == 4) ok = c <= 0xF4 && (c != 0xF0 || c1 >= 0x90) && (c != 0xF4 || c1 < 0x90);
+    if (k == 2)
+        ok = c >= 0xC2;
+    else if (k == 3)
+        ok = (c != 0xE0 || c1 >= 0xA0) && (c != 0xED || c1 < 0xA0);
+    else if (k == 4)
+        ok = c <= 0xF4 && (c != 0xF0 || c1 >= 0x90) && (c != 0xF4 || c1 < 0x90);
     return ok ? k : 0;
 }
 
@@ -615,8 +618,9 @@ static json_t *logprobs_chat(const cs_model *model, const serve_token_info *tk, 
         for (int32_t k = 0; k < tk[i].n_top && top; k++) {
             json_t *b2;
             json_t *t2 = piece_json(model, tk[i].top_id[k], &b2);
-            append_or_drop(&top, json_pack("{s:i,s:o,s:o,s:f}", "id", (int)tk[i].top_id[k], "token",
-                                           t2, "bytes", b2, "logprob", (double)tk[i].top_logprob[k]));
+            append_or_drop(&top,
+                           json_pack("{s:i,s:o,s:o,s:f}", "id", (int)tk[i].top_id[k], "token", t2,
+                                     "bytes", b2, "logprob", (double)tk[i].top_logprob[k]));
         }
         append_or_drop(&arr, json_pack("{s:i,s:o,s:o,s:f,s:o}", "id", (int)tk[i].id, "token", tok,
                                        "bytes", bytes, "logprob", (double)tk[i].logprob,

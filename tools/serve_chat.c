@@ -125,7 +125,8 @@ static bool render_segments(const char *name, const cs_chat_message *m, size_t n
                             cs_chat_segment **segs, int32_t *n_segs, serve_error *err) {
     const int32_t want = cs_chat_apply_segments(name, m, n, true, NULL, 0);
     if (want < 0) {
-        return serve_fail(err, want == CS_ERR_NOMEM ? 500 : 400, "chat template: %s", cs_last_error());
+        return serve_fail(err, want == CS_ERR_NOMEM ? 500 : 400, "chat template: %s",
+                          cs_last_error());
     }
     *segs = malloc((size_t)(want > 0 ? want : 1) * sizeof(cs_chat_segment));
     if (!*segs) return serve_fail(err, 500, "out of memory");

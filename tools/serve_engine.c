@@ -229,7 +229,8 @@ serve_event *serve_task_wait(serve_task *t, int timeout_ms, bool *done) {
  * task on a slot, which slot_release(SERVE_FINISH_ERROR) finishes once it
  * has written the rest of the final record (the connection reads that
  * record as soon as the task is done). */
-static void task_error(serve_task *t, int32_t status, const char *fmt, va_list ap) TOOL_PRINTF(3, 0);
+static void task_error(serve_task *t, int32_t status, const char *fmt, va_list ap)
+    TOOL_PRINTF(3, 0);
 static void task_error(serve_task *t, int32_t status, const char *fmt, va_list ap) {
     vsnprintf(t->error_msg, sizeof(t->error_msg), fmt, ap);
     t->error_status = status;

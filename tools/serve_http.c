@@ -159,7 +159,8 @@ static json_t *body_json(struct MHD_Connection *c, const req_ctx *r, enum MHD_Re
     }
     /* JSON_DECODE_ANY: a scalar body is valid JSON, refused below by name */
     bool oom = false;
-    json_t *j = serve_json_load(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
+    json_t *j =
+        serve_json_load(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
     if (oom) {
         *res = reply_error(c, 500, "out of memory parsing the request body");
         return NULL;
@@ -676,7 +677,8 @@ static enum MHD_Result h_tokenize(serve_http *h, struct MHD_Connection *c, const
                     }
                 }
             }
-            oom = json_array_append_new(arr, json_pack("{s:i,s:o}", "id", (int)toks[i], "piece", piece)) != 0;
+            oom = json_array_append_new(
+                      arr, json_pack("{s:i,s:o}", "id", (int)toks[i], "piece", piece)) != 0;
         } else {
             oom = json_array_append_new(arr, json_integer(toks[i])) != 0;
         }
