@@ -45,6 +45,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "serve_faults_alloc.h" /* forced in already (CMakeLists.txt); here for the reader */
 #include "test.h"
 
 #include "mem.h"
