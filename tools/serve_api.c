@@ -324,7 +324,9 @@ static bool tokenize_piece(const cs_model *model, const char *s, size_t len, cs_
         return serve_fail(err, 413, "the prompt text of %zu bytes is too long", len);
     }
     int32_t want = cs_tokenize(model, s, len, NULL, 0, false, true);
-    if (want == INT32_MIN) return serve_fail(err, 400, "tokenize: %s", cs_last_error());
+    /* the arguments are valid here: INT32_MIN is the tokenizer's want of
+     * memory, a server error */
+    if (want == INT32_MIN) return serve_fail(err, 500, "tokenize: %s", cs_last_error());
     want = want < 0 ? -want : want;
     if (*n + (int64_t)want > SERVE_MAX_PROMPT) {
         return serve_fail(err, 400, "the prompt has more than %d tokens", SERVE_MAX_PROMPT);
@@ -416,7 +418,110 @@ fail:
     return false;
 }
 
+/* ------------------------------------------------------- jansson */
+
+/* Set by json_alloc when an allocation of this thread fails (each
+ * connection parses on its own thread). */
+static _Thread_local bool json_alloc_failed;
+
+static void *json_alloc(size_t n) {
+    void *p = malloc(n);
+    if (!p) json_alloc_failed = true;
+    return p;
+}
+
+static void json_release(void *p) {
+    free(p);
+}
+
+void serve_json_use_alloc(void) {
+    json_set_alloc_funcs(json_alloc, json_release);
+}
+
+json_t *serve_json_load(const char *buf, size_t len, size_t flags, json_error_t *je, bool *oom) {
+    json_alloc_failed = false;
+    json_t *j = json_loadb(buf, len, flags, je);
+    /* a parse that succeeded despite a failed allocation is refused too:
+     * jansson 2.14's lexer ignores a failed growth of its token buffer and
+     * goes on without the character (a string silently cut) */
+    *oom = json_alloc_failed;
+    if (*oom) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
 /* ---------------------------------------------------------- responses */
+
+/* The text being written by serve_json_dumps; failed is sticky, so that
+ * every write after a failed one fails too, whether or not jansson looked
+ * at the first failure's result. */
+typedef struct dump_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} dump_buf;
+
+static int dump_write(const char *buf, size_t size, void *data) {
+    dump_buf *d = data;
+    if (d->failed) return -1;
+    if (d->len + size + 1 > d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 256;
+        while (cap < d->len + size + 1) cap *= 2;
+        char *q = realloc(d->p, cap);
+        if (!q) {
+            d->failed = true;
+            return -1;
+        }
+        d->p = q;
+        d->cap = cap;
+    }
+    memcpy(d->p + d->len, buf, size);
+    d->len += size;
+    return 0;
+}
+
+char *serve_json_dumps(const json_t *j) {
+    dump_buf d = {0};
+    if (json_dump_callback(j, dump_write, &d, JSON_COMPACT) != 0 || d.failed || !d.p) {
+        free(d.p);
+        return NULL;
+    }
+    d.p[d.len] = '\0';
+    return d.p;
+}
+
+/* The length of the valid UTF-8 character at s[0, len) as jansson accepts
+ * it (no overlong form, surrogate or code point above U+10FFFF), or 0.
+ * Checked here rather than by a trial json_stringn, whose failure for want
+ * of memory would look like invalid text. */
+static size_t utf8_char(const char *s, size_t len) {
+    const unsigned char c = (unsigned char)s[0];
+    const size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (k == 0 || k > len) return 0;
+    for (size_t j = 1; j < k; j++) {
+        if (((unsigned char)s[j] >> 6) != 2) return 0;
+    }
+    const unsigned char c1 = k > 1 ? (unsigned char)s[1] : 0;
+    bool ok = true;
+    if (k == 2)
+        ok = c >= 0xC2;
+    else if (k == 3)
+        ok = (c != 0xE0 || c1 >= 0xA0) && (c != 0xED || c1 < 0xA0);
+    else if (k == 4)
+        ok = c <= 0xF4 && (c != 0xF0 || c1 >= 0x90) && (c != 0xF4 || c1 < 0x90);
+    return ok ? k : 0;
+}
+
+bool serve_utf8_valid(const char *s, size_t len) {
+    for (size_t i = 0; i < len;) {
+        const size_t k = utf8_char(s + i, len - i);
+        if (k == 0) return false;
+        i += k;
+    }
+    return true;
+}
 
 json_t *serve_json_text(const char *s, size_t len) {
     /* copy, replacing every invalid UTF-8 sequence by U+FFFD */
@@ -424,18 +529,9 @@ json_t *serve_json_text(const char *s, size_t len) {
     if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
-        const size_t ok = cs_utf8_complete_len(s + i, len - i > 4 ? 4 : len - i);
-        const unsigned char c = (unsigned char)s[i];
-        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool valid = k > 0 && i + k <= len && ok >= k;
-        for (size_t j = 1; valid && j < k; j++) valid = ((unsigned char)s[i + j] >> 6) == 2;
-        if (valid && k == 1 && c == 0) valid = false; /* NUL: jansson strings are C strings */
-        if (valid) {
-            json_t *probe = k > 1 ? json_stringn(s + i, k) : NULL; /* overlong / surrogates */
-            if (k > 1 && !probe) valid = false;
-            json_decref(probe);
-        }
-        if (valid) {
+        size_t k = utf8_char(s + i, len - i);
+        if (k == 1 && s[i] == 0) k = 0; /* NUL: jansson strings are C strings */
+        if (k > 0) {
             memcpy(out + o, s + i, k);
             o += k;
             i += k;
@@ -470,34 +566,65 @@ static const char *finish_name(int32_t f) {
     return f == SERVE_FINISH_EOS || f == SERVE_FINISH_WORD ? "stop" : "length";
 }
 
+/* Append v to arr (reference stolen); false, and arr released, when
+ * either is NULL or the append fails for want of memory: a response is
+ * whole or not built (a 500), never a 200 with an element missing. */
+static bool append_or_drop(json_t **arr, json_t *v) {
+    if (*arr && v && json_array_append_new(*arr, v) == 0) return true;
+    if (!*arr) json_decref(v);
+    json_decref(*arr);
+    *arr = NULL;
+    return false;
+}
+
+/* Set o[key] = v (reference stolen), as append_or_drop. */
+static bool set_or_drop(json_t **o, const char *key, json_t *v) {
+    if (*o && v && json_object_set_new(*o, key, v) == 0) return true;
+    if (!*o) json_decref(v);
+    json_decref(*o);
+    *o = NULL;
+    return false;
+}
+
+/* The token's text; its bytes as an array of integers into *bytes when
+ * bytes is not NULL. NULL (and *bytes NULL) on allocation failure. */
 static json_t *piece_json(const cs_model *model, cs_token id, json_t **bytes) {
     char buf[256];
     int32_t n = cs_token_to_piece(model, id, buf, sizeof(buf), false);
     if (n < 0) n = 0;
     if (bytes) {
         *bytes = json_array();
-        for (int32_t i = 0; i < n; i++) json_array_append_new(*bytes, json_integer((unsigned char)buf[i]));
+        for (int32_t i = 0; i < n && *bytes; i++) {
+            append_or_drop(bytes, json_integer((unsigned char)buf[i]));
+        }
+        if (!*bytes) return NULL;
     }
-    return serve_json_text(buf, (size_t)n);
+    json_t *text = serve_json_text(buf, (size_t)n);
+    if (!text && bytes) {
+        json_decref(*bytes);
+        *bytes = NULL;
+    }
+    return text;
 }
 
-/* Chat-shape logprobs: {"content":[{token, logprob, bytes, top_logprobs}]} */
+/* Chat-shape logprobs: {"content":[{token, logprob, bytes, top_logprobs}]}.
+ * NULL on allocation failure. */
 static json_t *logprobs_chat(const cs_model *model, const serve_token_info *tk, int32_t n) {
     json_t *arr = json_array();
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < n && arr; i++) {
         json_t *bytes;
         json_t *tok = piece_json(model, tk[i].id, &bytes);
         json_t *top = json_array();
-        for (int32_t k = 0; k < tk[i].n_top; k++) {
+        for (int32_t k = 0; k < tk[i].n_top && top; k++) {
             json_t *b2;
             json_t *t2 = piece_json(model, tk[i].top_id[k], &b2);
-            json_array_append_new(top, json_pack("{s:i,s:o,s:o,s:f}", "id", (int)tk[i].top_id[k],
-                                                 "token", t2, "bytes", b2, "logprob",
-                                                 (double)tk[i].top_logprob[k]));
+            append_or_drop(&top,
+                           json_pack("{s:i,s:o,s:o,s:f}", "id", (int)tk[i].top_id[k], "token", t2,
+                                     "bytes", b2, "logprob", (double)tk[i].top_logprob[k]));
         }
-        json_array_append_new(arr, json_pack("{s:i,s:o,s:o,s:f,s:o}", "id", (int)tk[i].id, "token",
-                                             tok, "bytes", bytes, "logprob", (double)tk[i].logprob,
-                                             "top_logprobs", top));
+        append_or_drop(&arr, json_pack("{s:i,s:o,s:o,s:f,s:o}", "id", (int)tk[i].id, "token", tok,
+                                       "bytes", bytes, "logprob", (double)tk[i].logprob,
+                                       "top_logprobs", top));
     }
     return arr;
 }
@@ -507,27 +634,31 @@ static json_t *logprobs_legacy(const cs_model *model, const serve_token_info *tk
                                size_t offset0) {
     json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
     size_t off = offset0;
-    for (int32_t i = 0; i < n; i++) {
+    for (int32_t i = 0; i < n && tokens && lps && tops && offs; i++) {
         char buf[256];
         int32_t len = cs_token_to_piece(model, tk[i].id, buf, sizeof(buf), false);
         if (len < 0) len = 0;
-        json_array_append_new(tokens, serve_json_text(buf, (size_t)len));
-        json_array_append_new(lps, json_real((double)tk[i].logprob));
+        append_or_drop(&tokens, serve_json_text(buf, (size_t)len));
+        append_or_drop(&lps, json_real((double)tk[i].logprob));
         json_t *top = json_object();
-        for (int32_t k = 0; k < tk[i].n_top; k++) {
+        for (int32_t k = 0; k < tk[i].n_top && top; k++) {
             char b2[256];
             int32_t l2 = cs_token_to_piece(model, tk[i].top_id[k], b2, sizeof(b2), false);
             if (l2 < 0) l2 = 0;
             json_t *key = serve_json_text(b2, (size_t)l2);
-            if (key && !json_object_get(top, json_string_value(key))) {
-                json_object_set_new(top, json_string_value(key), json_real((double)tk[i].top_logprob[k]));
+            if (!key) {
+                json_decref(top);
+                top = NULL;
+            } else if (!json_object_get(top, json_string_value(key))) {
+                set_or_drop(&top, json_string_value(key), json_real((double)tk[i].top_logprob[k]));
             }
             json_decref(key);
         }
-        json_array_append_new(tops, top);
-        json_array_append_new(offs, json_integer((json_int_t)off));
+        append_or_drop(&tops, top);
+        append_or_drop(&offs, json_integer((json_int_t)off));
         off += (size_t)len;
     }
+    /* json_pack releases the values it was given when one is NULL */
     return json_pack("{s:o,s:o,s:o,s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs",
                      tops, "text_offset", offs);
 }
@@ -570,7 +701,7 @@ static const char *stop_type(int32_t f) {
 
 static json_t *token_ids(const serve_token_info *tk, int32_t n) {
     json_t *a = json_array();
-    for (int32_t i = 0; i < n; i++) json_array_append_new(a, json_integer(tk[i].id));
+    for (int32_t i = 0; i < n && a; i++) append_or_drop(&a, json_integer(tk[i].id));
     return a;
 }
 
@@ -593,7 +724,7 @@ json_t *serve_json_final(const serve_task *t, const serve_config *cfg, const cs_
             "temperature", (double)p->sampling.temp, "top_k", (int)p->sampling.top_k, "n_keep",
             (int)p->n_keep);
         if (p->logprobs && r) {
-            json_object_set_new(r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
+            set_or_drop(&r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
         }
         return r;
     }
@@ -622,7 +753,7 @@ json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char 
                               "stop", 0, "id_slot", -1, "tokens_predicted", 0, "tokens_evaluated",
                               (int)t->n_prompt);
         if (p->logprobs && r) {
-            json_object_set_new(r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
+            set_or_drop(&r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
         }
         return r;
     }
@@ -630,8 +761,8 @@ json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char 
     json_t *choice;
     if (t->kind == SERVE_CHAT) {
         json_t *delta = json_object();
-        if (first) json_object_set_new(delta, "role", json_string("assistant"));
-        json_object_set_new(delta, "content", serve_json_text(content, len));
+        if (first) set_or_drop(&delta, "role", json_string("assistant"));
+        set_or_drop(&delta, "content", serve_json_text(content, len));
         choice = json_pack("{s:i,s:o,s:o,s:n}", "index", 0, "delta", delta, "logprobs", lp,
                            "finish_reason");
     } else {

@@ -33,6 +33,30 @@ bool serve_parse_params(const json_t *body, int32_t kind, const serve_config *cf
 bool serve_tokenize_prompt(const json_t *prompt, const cs_model *model, const char *field,
                            cs_token **out, int32_t *n_out, serve_error *err);
 
+/* Make jansson allocate through the server's functions (malloc and free,
+ * plus the note serve_json_load reads); idempotent, and harmless for values
+ * already allocated. serve_http_start calls it. */
+void serve_json_use_alloc(void);
+
+/* json_loadb of a request body; on failure *oom tells a failed allocation
+ * (a 500) from invalid JSON (a 400): jansson 2.14 reports most allocation
+ * failures of its lexer as syntax errors, and one (its token buffer's
+ * growth) not at all, returning a string with a character missing; any
+ * failed allocation during the parse makes it NULL with *oom true. Needs
+ * serve_json_use_alloc. */
+json_t *serve_json_load(const char *buf, size_t len, size_t flags, json_error_t *je, bool *oom);
+
+/* JSON_COMPACT text of j (malloc'd, NUL-terminated), or NULL when any
+ * allocation fails. Use it, not json_dumps: jansson 2.14's json_dumps
+ * ignores a failure while writing an object's key and can return text with
+ * that key cut (valid-looking output, wrong content). Cost: one pass over
+ * j, the buffer doubling as it grows. */
+char *serve_json_dumps(const json_t *j);
+
+/* Whether s[0, len) is UTF-8 that json_stringn accepts (NUL included);
+ * allocates nothing. */
+bool serve_utf8_valid(const char *s, size_t len);
+
 /* Valid UTF-8 copy of s[0, len) as a JSON string (invalid bytes become
  * U+FFFD). New reference, NULL only on allocation failure. */
 json_t *serve_json_text(const char *s, size_t len);

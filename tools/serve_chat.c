@@ -124,13 +124,17 @@ static void free_msgs(cs_chat_message *m, char **s, size_t n) {
 static bool render_segments(const char *name, const cs_chat_message *m, size_t n,
                             cs_chat_segment **segs, int32_t *n_segs, serve_error *err) {
     const int32_t want = cs_chat_apply_segments(name, m, n, true, NULL, 0);
-    if (want < 0) return serve_fail(err, 400, "chat template: %s", cs_last_error());
+    if (want < 0) {
+        return serve_fail(err, want == CS_ERR_NOMEM ? 500 : 400, "chat template: %s",
+                          cs_last_error());
+    }
     *segs = malloc((size_t)(want > 0 ? want : 1) * sizeof(cs_chat_segment));
     if (!*segs) return serve_fail(err, 500, "out of memory");
     *n_segs = cs_chat_apply_segments(name, m, n, true, *segs, want);
     if (*n_segs < 0) {
         free(*segs);
-        return serve_fail(err, 400, "chat template: %s", cs_last_error());
+        return serve_fail(err, *n_segs == CS_ERR_NOMEM ? 500 : 400, "chat template: %s",
+                          cs_last_error());
     }
     return true;
 }
@@ -138,7 +142,9 @@ static bool render_segments(const char *name, const cs_chat_message *m, size_t n
 bool serve_chat_tokens(const cs_model *model, const cs_chat_segment *segs, int32_t n_segs,
                        cs_token **out, int32_t *n_out, serve_error *err) {
     int32_t want = cs_tokenize_segments(model, segs, (size_t)n_segs, NULL, 0, true);
-    if (want == INT32_MIN) return serve_fail(err, 400, "tokenize: %s", cs_last_error());
+    /* the segments are valid here: INT32_MIN is the tokenizer's want of
+     * memory, a server error */
+    if (want == INT32_MIN) return serve_fail(err, 500, "tokenize: %s", cs_last_error());
     want = want < 0 ? -want : want;
     if (want > SERVE_MAX_PROMPT) {
         return serve_fail(err, 400, "the chat has %d tokens (at most %d)", (int)want,
@@ -190,7 +196,8 @@ bool serve_chat_render(const char *name, const json_t *messages, char **out, siz
     if (ok) {
         const int32_t want = cs_chat_apply_template(name, m, n, true, NULL, 0);
         if (want < 0) {
-            ok = serve_fail(err, 400, "chat template: %s", cs_last_error());
+            ok = serve_fail(err, want == CS_ERR_NOMEM ? 500 : 400, "chat template: %s",
+                            cs_last_error());
         } else {
             *out = malloc((size_t)want + 1);
             if (!*out) {

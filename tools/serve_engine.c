@@ -37,6 +37,7 @@
 
 #include "args.h"
 #include "serve.h"
+#include "serve_api.h"
 #include "serve_prefix.h"
 #include "tool_context.h"
 
@@ -224,16 +225,34 @@ serve_event *serve_task_wait(serve_task *t, int timeout_ms, bool *done) {
     return ev;
 }
 
-/* Finish a task with an error (status, message); the connection turns it
+/* Record a task's error (status, message) without finishing it: for a
+ * task on a slot, which slot_release(SERVE_FINISH_ERROR) finishes once it
+ * has written the rest of the final record (the connection reads that
+ * record as soon as the task is done). */
+static void task_error(serve_task *t, int32_t status, const char *fmt, va_list ap)
+    TOOL_PRINTF(3, 0);
+static void task_error(serve_task *t, int32_t status, const char *fmt, va_list ap) {
+    vsnprintf(t->error_msg, sizeof(t->error_msg), fmt, ap);
+    t->error_status = status;
+    t->finish = SERVE_FINISH_ERROR;
+}
+
+static void slot_error(serve_task *t, int32_t status, const char *fmt, ...) TOOL_PRINTF(3, 4);
+static void slot_error(serve_task *t, int32_t status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    task_error(t, status, fmt, ap);
+    va_end(ap);
+}
+
+/* Finish a task that holds no slot with an error; the connection turns it
  * into an HTTP error or a stream error event. */
 static void task_fail(serve_task *t, int32_t status, const char *fmt, ...) TOOL_PRINTF(3, 4);
 static void task_fail(serve_task *t, int32_t status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->error_msg, sizeof(t->error_msg), fmt, ap);
+    task_error(t, status, fmt, ap);
     va_end(ap);
-    t->error_status = status;
-    t->finish = SERVE_FINISH_ERROR;
     serve_task_finish(t);
 }
 
@@ -354,7 +373,7 @@ static void map_publish(serve_engine *e, const serve_stats *st) {
         "context_shifts", (json_int_t)st->n_context_shifts, "prefix_hits",
         (json_int_t)st->n_prefix_hits, "tokens_reused", (json_int_t)st->n_tokens_reused,
         "cached_prefixes", (int)st->n_cache_entries, "slots", slots);
-    char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *txt = j ? serve_json_dumps(j) : NULL;
     json_decref(j);
     if (!txt) return;
     pthread_mutex_lock(&e->mu);
@@ -404,8 +423,10 @@ static void slot_snapshot(serve_engine *e) {
 }
 
 /* Emit the text that is safe to send: not inside an incomplete UTF-8
- * sequence and not a possible beginning of a stop string. */
-static void slot_flush(serve_engine *e, serve_slot *s, bool final) {
+ * sequence and not a possible beginning of a stop string. Returns false
+ * when the event cannot be allocated: nothing was sent, the text and token
+ * infos stay pending (a later flush sends them). */
+static bool slot_flush(serve_engine *e, serve_slot *s, bool final) {
     (void)e;
     size_t safe = s->gen_len;
     if (!final) {
@@ -425,9 +446,9 @@ static void slot_flush(serve_engine *e, serve_slot *s, bool final) {
         if (safe < s->gen_sent) safe = s->gen_sent;
         safe = s->gen_sent + cs_utf8_complete_len(s->gen + s->gen_sent, safe - s->gen_sent);
     }
-    if (safe == s->gen_sent && s->n_infos == 0) return;
+    if (safe == s->gen_sent && s->n_infos == 0) return true;
     serve_event *ev = calloc(1, sizeof(*ev));
-    if (!ev) return;
+    if (!ev) return false;
     ev->len = safe - s->gen_sent;
     ev->text = malloc(ev->len + 1);
     if (ev->text) {
@@ -441,23 +462,27 @@ static void slot_flush(serve_engine *e, serve_slot *s, bool final) {
             ev->n_tokens = s->n_infos;
         }
     }
-    if (!ev->text) {
+    if (!ev->text || (s->n_infos > 0 && !ev->tokens)) {
         serve_event_free(ev);
-        return;
+        return false;
     }
     s->gen_sent = safe;
     s->n_infos = 0;
     serve_task_push(s->task, ev);
+    return true;
 }
 
 /* End the slot's task: final record, cache entry, slot idle. */
 static void slot_release(serve_engine *e, serve_slot *s, int32_t finish) {
     serve_task *t = s->task;
     const uint64_t now = now_ns();
-    if (finish != SERVE_FINISH_ERROR) {
-        if (finish != SERVE_FINISH_NONE) slot_flush(e, s, true);
-        t->finish = finish;
+    if (finish != SERVE_FINISH_ERROR && finish != SERVE_FINISH_NONE && !slot_flush(e, s, true)) {
+        /* the rest of the text cannot be sent: an answer cut short would
+         * pass for a whole one */
+        slot_error(t, 500, "out of memory sending the generated text");
+        finish = SERVE_FINISH_ERROR;
     }
+    if (finish != SERVE_FINISH_ERROR) t->finish = finish;
     t->id_slot = s->id;
     t->n_predicted = s->n_decoded;
     t->truncated = s->truncated;
@@ -633,7 +658,7 @@ static bool slot_start(serve_engine *e, serve_slot *s, serve_task *t) {
         st = cs_sampler_set_logit_bias(s->smpl, t->p.bias_tok[i], t->p.bias_val[i]);
     }
     if (st != CS_OK) {
-        task_fail(t, 400, "sampling parameters: %s", cs_last_error());
+        task_fail(t, st == CS_ERR_NOMEM ? 500 : 400, "sampling parameters: %s", cs_last_error());
         cs_sampler_free(s->smpl);
         s->smpl = NULL;
         s->task = NULL;
@@ -736,7 +761,7 @@ static void slot_sample(serve_engine *e, serve_slot *s) {
     }
     const cs_token tok = cs_sampler_sample(s->smpl, logits);
     if (tok < 0) {
-        task_fail(t, 500, "sampling failed: %s", cs_last_error());
+        slot_error(t, 500, "sampling failed: %s", cs_last_error());
         slot_release(e, s, SERVE_FINISH_ERROR);
         return;
     }
@@ -748,13 +773,18 @@ static void slot_sample(serve_engine *e, serve_slot *s) {
     }
     /* the token's text and info */
     const int32_t n = tool_token_piece(e->model, tok, false, &e->piece, &e->piece_cap);
+    if (n < 0) { /* a sampled id is in the vocabulary: the piece buffer's allocation */
+        slot_error(t, 500, "out of memory");
+        slot_release(e, s, SERVE_FINISH_ERROR);
+        return;
+    }
     if (n > 0) {
         if (s->gen_len + (size_t)n + 1 > s->gen_cap) {
             size_t cap = s->gen_cap ? s->gen_cap * 2 : 1024;
             while (cap < s->gen_len + (size_t)n + 1) cap *= 2;
             char *g = realloc(s->gen, cap);
             if (!g) {
-                task_fail(t, 500, "out of memory");
+                slot_error(t, 500, "out of memory");
                 slot_release(e, s, SERVE_FINISH_ERROR);
                 return;
             }
@@ -768,7 +798,7 @@ static void slot_sample(serve_engine *e, serve_slot *s) {
         const int32_t cap = s->cap_infos ? s->cap_infos * 2 : 8;
         serve_token_info *p = realloc(s->infos, (size_t)cap * sizeof(*p));
         if (!p) {
-            task_fail(t, 500, "out of memory");
+            slot_error(t, 500, "out of memory");
             slot_release(e, s, SERVE_FINISH_ERROR);
             return;
         }
@@ -953,7 +983,7 @@ static void slot_restore(serve_engine *e, serve_slot *s, const char *path, serve
         st = cs_state_seq_load(e->ctx, e->scratch, buf + (size_t)nt * 4, (size_t)ns);
     }
     if (st != CS_OK) {
-        res->status = st == CS_NO_KV_SLOT ? 503 : 400;
+        res->status = st == CS_NO_KV_SLOT ? 503 : st == CS_ERR_NOMEM ? 500 : 400;
         snprintf(res->msg, sizeof(res->msg), "slot file state refused: %s", cs_last_error());
         cs_kv_seq_rm(e->ctx, e->scratch, -1, -1);
         goto out;
@@ -1142,7 +1172,7 @@ static bool engine_step(serve_engine *e) {
         }
         if (s->task->deadline_ns && now > s->task->deadline_ns) {
             slot_flush(e, s, true);
-            task_fail(s->task, 503, "the request took longer than --timeout %d s", cfg->timeout_s);
+            slot_error(s->task, 503, "the request took longer than --timeout %d s", cfg->timeout_s);
             slot_release(e, s, SERVE_FINISH_ERROR);
             continue;
         }
@@ -1221,7 +1251,7 @@ static bool engine_step(serve_engine *e) {
         for (int32_t i = 0; i < e->n_slots; i++) {
             serve_slot *s = &e->slots[i];
             if (!s->task || take[i] == 0) continue;
-            task_fail(s->task, 500, "decode failed: %s", why);
+            slot_error(s->task, 500, "decode failed: %s", why);
             slot_release(e, s, SERVE_FINISH_ERROR);
         }
         return true;
@@ -1268,7 +1298,7 @@ static void *engine_main(void *arg) {
     pthread_mutex_unlock(&e->mu);
     for (int32_t i = 0; i < e->n_slots; i++) {
         if (e->slots[i].task) {
-            task_fail(e->slots[i].task, 503, "the server is shutting down");
+            slot_error(e->slots[i].task, 503, "the server is shutting down");
             slot_release(e, &e->slots[i], SERVE_FINISH_ERROR);
         }
     }

@@ -53,6 +53,7 @@ typedef struct req_ctx {
     bool counted; /* in n_open */
     bool started;
     bool too_big;
+    bool oom; /* the body could not be stored: answered 500 once it is read */
     char *body;
     size_t len, cap;
 } req_ctx;
@@ -84,7 +85,7 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, jso
             "{\"error\":{\"code\":500,\"message\":\"out of memory\",\"type\":\"server_error\"}}";
         return reply_bytes(c, 500, "application/json; charset=utf-8", oom, sizeof(oom) - 1);
     }
-    char *s = json_dumps(j, JSON_COMPACT);
+    char *s = serve_json_dumps(j);
     json_decref(j);
     if (!s) return reply_json(c, 500, NULL);
     const enum MHD_Result ok = reply_bytes(c, status, "application/json; charset=utf-8", s, strlen(s));
@@ -157,7 +158,13 @@ static json_t *body_json(struct MHD_Connection *c, const req_ctx *r, enum MHD_Re
         return NULL;
     }
     /* JSON_DECODE_ANY: a scalar body is valid JSON, refused below by name */
-    json_t *j = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    bool oom = false;
+    json_t *j =
+        serve_json_load(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je, &oom);
+    if (oom) {
+        *res = reply_error(c, 500, "out of memory parsing the request body");
+        return NULL;
+    }
     if (!j) {
         *res = reply_error(c, 400, "invalid JSON at line %d, column %d: %s", je.line, je.column,
                            je.text);
@@ -201,7 +208,7 @@ static bool sbuf_add(stream_ctx *s, const char *data, size_t n) {
 /* Append "data: <json>\n\n" (reference stolen). */
 static bool sbuf_event(stream_ctx *s, json_t *j) {
     if (!j) return false;
-    char *txt = json_dumps(j, JSON_COMPACT);
+    char *txt = serve_json_dumps(j);
     json_decref(j);
     if (!txt) return false;
     const bool ok = sbuf_add(s, "data: ", 6) && sbuf_add(s, txt, strlen(txt)) && sbuf_add(s, "\n\n", 2);
@@ -650,27 +657,37 @@ static enum MHD_Result h_tokenize(serve_http *h, struct MHD_Connection *c, const
     cs_token *toks = malloc((size_t)(want + 1) * sizeof(cs_token));
     const int32_t n = toks ? cs_tokenize(h->model, s, len, toks, want, json_is_true(as), true) : -1;
     json_t *arr = json_array();
-    for (int32_t i = 0; i < n; i++) {
+    bool oom = !arr;
+    for (int32_t i = 0; i < n && !oom; i++) {
         if (json_is_true(wp)) {
             char buf[256];
             int32_t pl = cs_token_to_piece(h->model, toks[i], buf, sizeof(buf), true);
             if (pl < 0) pl = 0;
+            /* text when it is valid UTF-8 (json_stringn is then NULL only
+             * for want of memory), else its bytes */
             json_t *piece;
-            if (cs_utf8_complete_len(buf, (size_t)pl) == (size_t)pl && (piece = json_stringn(buf, (size_t)pl))) {
+            if (serve_utf8_valid(buf, (size_t)pl)) {
+                piece = json_stringn(buf, (size_t)pl);
             } else {
                 piece = json_array();
-                for (int32_t k = 0; k < pl; k++) json_array_append_new(piece, json_integer((unsigned char)buf[k]));
+                for (int32_t k = 0; k < pl && piece; k++) {
+                    if (json_array_append_new(piece, json_integer((unsigned char)buf[k])) != 0) {
+                        json_decref(piece);
+                        piece = NULL;
+                    }
+                }
             }
-            json_array_append_new(arr, json_pack("{s:i,s:o}", "id", (int)toks[i], "piece", piece));
+            oom = json_array_append_new(
+                      arr, json_pack("{s:i,s:o}", "id", (int)toks[i], "piece", piece)) != 0;
         } else {
-            json_array_append_new(arr, json_integer(toks[i]));
+            oom = json_array_append_new(arr, json_integer(toks[i])) != 0;
         }
     }
     free(toks);
     json_decref(body);
-    if (n < 0) {
+    if (n < 0 || oom) {
         json_decref(arr);
-        return reply_error(c, 500, "tokenize failed");
+        return reply_error(c, 500, n < 0 ? "tokenize failed" : "out of memory");
     }
     return reply_json(c, 200, json_pack("{s:o}", "tokens", arr));
 }
@@ -702,6 +719,10 @@ static enum MHD_Result h_detokenize(serve_http *h, struct MHD_Connection *c, con
     }
     json_decref(body);
     int32_t want = cs_detokenize(h->model, ids, (int32_t)n, NULL, 0, true);
+    if (want == INT32_MIN) { /* the ids are checked: the library's failure */
+        free(ids);
+        return reply_error(c, 500, "detokenize failed: %s", cs_last_error());
+    }
     want = want < 0 ? -want : want;
     char *out = malloc((size_t)want + 1);
     const int32_t got = out ? cs_detokenize(h->model, ids, (int32_t)n, out, (size_t)want + 1, true) : -1;
@@ -854,15 +875,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (*upload_size > 0) {
         if (!r->too_big && r->len + *upload_size > (size_t)h->cfg->max_body) r->too_big = true;
-        if (!r->too_big) {
-            if (r->len + *upload_size + 1 > r->cap) {
-                size_t nc = r->cap ? r->cap * 2 : 8192;
-                while (nc < r->len + *upload_size + 1) nc *= 2;
-                char *b = realloc(r->body, nc);
-                if (!b) return MHD_NO;
+        if (!r->too_big && !r->oom && r->len + *upload_size + 1 > r->cap) {
+            size_t nc = r->cap ? r->cap * 2 : 8192;
+            while (nc < r->len + *upload_size + 1) nc *= 2;
+            char *b = realloc(r->body, nc);
+            if (b) {
                 r->body = b;
                 r->cap = nc;
+            } else {
+                r->oom = true; /* read the rest and drop it, as for too_big */
             }
+        }
+        if (!r->too_big && !r->oom) {
             memcpy(r->body + r->len, upload, *upload_size);
             r->len += *upload_size;
         }
@@ -898,6 +922,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return reply_error(c, 413, "the request body exceeds %lld bytes (--max-body)",
                                (long long)h->cfg->max_body);
         }
+        if (r->oom) return reply_error(c, 500, "out of memory reading the request body");
         return h_slot_action(h, c, r, url + 7);
     }
     if (!rt && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
@@ -916,7 +941,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(msg, sizeof(msg), "%s takes %s, not %.32s", rt->path, rt->post ? "POST" : "GET", method);
         json_decref(j);
         j = serve_json_error(405, msg);
-        char *s = json_dumps(j, JSON_COMPACT);
+        char *s = serve_json_dumps(j);
         json_decref(j);
         resp = MHD_create_response_from_buffer(s ? strlen(s) : 0, s ? s : (void *)"", MHD_RESPMEM_MUST_COPY);
         free(s);
@@ -932,6 +957,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return reply_error(c, 413, "the request body exceeds %lld bytes (--max-body)",
                            (long long)h->cfg->max_body);
     }
+    if (r->oom) return reply_error(c, 500, "out of memory reading the request body");
     return rt->fn(h, c, r);
 }
 
@@ -968,6 +994,7 @@ int serve_http_start(const serve_config *cfg, const cs_model *model, serve_engin
     h->engine = engine;
     h->chat_template = chat_template;
     h->created = (int64_t)time(NULL);
+    serve_json_use_alloc();
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof(ss));
