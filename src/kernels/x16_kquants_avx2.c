@@ -67,8 +67,9 @@ CS_INLINE __m256 hsum8_x8_ps(const __m256 a[8]) {
  * in both words. The 4 slices of a sub-block are assembled once per half
  * for the TB tokens (the other half reads them again from L1); the
  * one-token kernel instead loads each slice triple (ql, ql + 32, qh) once
- * and assembles the 4 sub-blocks it holds, about half the assembly work,
- * which at T = 1 is not shared by other tokens.
+ * and assembles the 4 sub-blocks it holds: 3 loads and 17 vector ops per
+ * triple where the per-sub-block path takes 8 loads and 21, work that at
+ * T = 1 is not shared by other tokens.
  * Cost per token and 16 x 256 weights: 2 x 16 x (4 vpmaddubsw, 2 vpaddw,
  * 2 vpmaddwd, 2 vpaddd) and 2 x 8 vpmaddwd for the bsums. */
 CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *x, float *out,
