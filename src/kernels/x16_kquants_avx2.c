@@ -65,7 +65,11 @@ CS_INLINE __m256 hsum8_x8_ps(const __m256 a[8]) {
  * pair <= 2 * 63 * 128 = 16128, and two slices' pairs are added in int16
  * (<= 32256 < 2^15) before vpmaddwd against the sub-block's signed scale
  * in both words. The 4 slices of a sub-block are assembled once per half
- * for the TB tokens (the other half reads them again from L1).
+ * for the TB tokens (the other half reads them again from L1); the
+ * one-token kernel instead loads each slice triple (ql, ql + 32, qh) once
+ * and assembles the 4 sub-blocks it holds: 3 loads and 17 vector ops per
+ * triple where the per-sub-block path takes 8 loads and 21, work that at
+ * T = 1 is not shared by other tokens.
  * Cost per token and 16 x 256 weights: 2 x 16 x (4 vpmaddubsw, 2 vpaddw,
  * 2 vpmaddwd, 2 vpaddd) and 2 x 8 vpmaddwd for the bsums. */
 CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *x, float *out,
@@ -88,6 +92,49 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                             _mm_prefetch((const char *)(blk + 2 * CS_X16_Q6K_BLOCK +
                                                         (size_t)((2 * h + g) * 14 + k) * 64),
                                          _MM_HINT_T0);
+                    if (TB == 1) {
+                        /* one token: the 3 slices of each u are loaded once
+                         * and give all 4 m; the same int16 pairs (two
+                         * slices, <= 32256) and vpmaddwd as below */
+                        const int8_t *a = ((const block_q8_K *)x[0])[b].qs + 128 * h + 16 * g;
+                        const __m256i m30 = _mm256_set1_epi8(0x30);
+                        for (int uu = 0; uu < 4; uu += 2) {
+                            __m256i p[4];
+                            for (int m = 0; m < 4; m++) p[m] = _mm256_setzero_si256();
+                            for (int u = uu; u < uu + 2; u++) {
+                                const uint8_t *c =
+                                    blk + (size_t)((2 * h + g) * 4 + u) * 192 + 32 * r;
+                                const __m256i A =
+                                    _mm256_loadu_si256((const __m256i *)(const void *)c);
+                                const __m256i B =
+                                    _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
+                                const __m256i H =
+                                    _mm256_loadu_si256((const __m256i *)(const void *)(c + 128));
+                                /* bits 2m, 2m+1 of H to bits 4, 5: the 16-bit
+                                 * shifts move no other bit of a byte there */
+                                const __m256i v[4] = {
+                                    _mm256_or_si256(_mm256_and_si256(A, m4),
+                                                    _mm256_and_si256(_mm256_slli_epi16(H, 4), m30)),
+                                    _mm256_or_si256(_mm256_and_si256(B, m4),
+                                                    _mm256_and_si256(_mm256_slli_epi16(H, 2), m30)),
+                                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(A, 4), m4),
+                                                    _mm256_and_si256(H, m30)),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16(B, 4), m4),
+                                        _mm256_and_si256(_mm256_srli_epi16(H, 2), m30))};
+                                for (int m = 0; m < 4; m++)
+                                    p[m] = _mm256_add_epi16(
+                                        p[m], _mm256_maddubs_epi16(v[m], bc4(a + 32 * m + 4 * u)));
+                            }
+                            for (int m = 0; m < 4; m++) {
+                                const __m256i sc2 = both_words(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                    (const __m128i *)(const void *)(scp + 16 * (8 * h + 2 * m + g) +
+                                                                    8 * r))));
+                                sumi[0] = _mm256_add_epi32(sumi[0], _mm256_madd_epi16(p[m], sc2));
+                            }
+                        }
+                        continue;
+                    }
                     for (int m = 0; m < 4; m++) {
                         const int sb = 8 * h + 2 * m + g;
                         const __m256i sc2 = both_words(_mm256_cvtepi8_epi32(_mm_loadl_epi64(

@@ -770,6 +770,12 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_sub_ps(acc[t], accm[t]));
 }
 
+/* Bitwise select: bits where m is set from lo, the others from hi (one
+ * vpternlogd; 0xe4 is the truth table of m ? lo : hi). */
+CS_INLINE __m512i q6_sel(__m512i lo, __m512i hi, __m512i m) {
+    return _mm512_ternarylogic_epi32(lo, hi, m, 0xe4);
+}
+
 /* Q6_K x16 (repack.c's dot_row_q6_K order): per super-block and token the
  * exact integer sum over the 16 sub-blocks of scale * (sum of q*a - 32 *
  * bsum), then one FMA. A quarter super-block (4 slices x 4 element groups,
@@ -779,7 +785,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                             const int TB, const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m3 = _mm512_set1_epi8(3);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m63 = _mm512_set1_epi8(63);
     __m512 acc[4];
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -796,22 +802,22 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                                                 (size_t)((2 * h + g) * 14 + k) * 64),
                                  _MM_HINT_T0);
                 for (int u = 0; u < 4; u++) {
-                    /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l */
+                    /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l.
+                     * 13 vector ops for the 4 vectors (21 with and/shift/or
+                     * per field): sel() takes the low nibble from its first
+                     * operand and bits 4-7 from the second, whose bits 4-5
+                     * are the 2 high bits after the 16-bit shift (bits that
+                     * cross the byte boundary land outside 4-5 or below 4);
+                     * one and with 63 then clears bits 6-7. */
                     const uint8_t *c = blk + (size_t)((2 * h + g) * 4 + u) * 192;
                     const __m512i A = _mm512_loadu_si512(c);
                     const __m512i B = _mm512_loadu_si512(c + 64);
                     const __m512i H = _mm512_loadu_si512(c + 128);
-                    v[0][u] = _mm512_or_si512(_mm512_and_si512(A, m4),
-                                              _mm512_slli_epi16(_mm512_and_si512(H, m3), 4));
-                    v[1][u] = _mm512_or_si512(
-                        _mm512_and_si512(B, m4),
-                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 2), m3), 4));
-                    v[2][u] = _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16(A, 4), m4),
-                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 4), m3), 4));
-                    v[3][u] = _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16(B, 4), m4),
-                        _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(H, 6), m3), 4));
+                    v[0][u] = _mm512_and_si512(q6_sel(A, _mm512_slli_epi16(H, 4), m4), m63);
+                    v[1][u] = _mm512_and_si512(q6_sel(B, _mm512_slli_epi16(H, 2), m4), m63);
+                    v[2][u] = _mm512_and_si512(q6_sel(_mm512_srli_epi16(A, 4), H, m4), m63);
+                    v[3][u] = _mm512_and_si512(
+                        q6_sel(_mm512_srli_epi16(B, 4), _mm512_srli_epi16(H, 2), m4), m63);
                 }
                 for (int m = 0; m < 4; m++) {
                     const int sb = 8 * h + 2 * m + g;
