@@ -6,12 +6,19 @@
  *
  * Matmul micro-kernels: rb = 4 weight rows x tb = 2 tokens, 8 ymm
  * accumulators (one per output), so every W vector load feeds two FMAs and
- * every X load four. The column kernel (a lone token, T = 1) walks its rows
- * one at a time: the weights then stream through memory in one sequential
- * pass, which the hardware prefetcher follows; 4 rows side by side (4
- * short streams) measured 3x slower on a memory-bound GEMV. Each accumulator sees the same
- * operation sequence in the 4x2 tile and in the 4x1 column kernel, so the tile shape never changes
- * a result (see matmul.h). */
+ * every X load four. Each accumulator sees the same operation sequence in
+ * the 4x2 tile and in the 4x1 column kernel, so the tile shape never changes
+ * a result (see matmul.h).
+ *
+ * Column kernels (a lone token, T = 1): the quantized ones walk their rows
+ * one at a time, so the weights stream in one sequential pass the hardware
+ * prefetcher follows (4 rows side by side, 4 short streams, measured up to
+ * 3x slower). The F16/BF16 ones cannot: one row keeps one accumulator, a
+ * chain of dependent FMAs (4-cycle latency per 16 weight bytes, 4 B/cycle,
+ * the whole tg speed in the profile). They take the 4 rows side by side
+ * (4 independent chains, X converted once) and issue the sequential stream
+ * themselves: one software prefetch per 64 weight bytes consumed, two row
+ * blocks ahead, into L2 (col_16). */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
@@ -137,6 +144,9 @@ static void avx2_vec_dot_f16_f32(int64_t n, float *s, const uint16_t *x, const f
 
 /* ------------------------------------------------ matmul micro-kernels */
 
+#define UK_RB 4
+#define UK_TB 2
+
 /* Generic RB x TB tile bodies; RB and TB are compile-time constants at
  * every call site, so the loops unroll and acc[][] lives in registers. */
 
@@ -200,6 +210,43 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
     }
     for (int r = 0; r < RB; r++)
         for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8_ps(acc[r][t]);
+}
+
+/* The column kernel of F16/BF16 weights: the UK_RB rows side by side, one
+ * accumulator each with tile_16's operation sequence (bit-identical to the
+ * tile and to one row at a time). Prefetch: matmul's rows are contiguous
+ * (row n + 1 starts where row n ends), so the block after next starts
+ * 1 + UK_RB rows past the end of w[UK_RB - 1]; each step of 8 elements
+ * consumes 64 bytes (one line) of this block and prefetches the next line
+ * of that one, a single sequential stream 2 blocks (12-48 KiB for K = 768 -
+ * 3072) ahead, into L2 (T1: into L1 it would evict X and the current block).
+ * Past the matrix end (and for a short last block, whose rows repeat) the
+ * prefetches are only hints: they never fault and change no result.
+ * Cost: K/8 steps of 5 loads + conversions, 4 FMAs, 1 prefetch. */
+CS_INLINE void col_16(int64_t K, const void *const *w, const void *xp, float *out,
+                      const int is_bf16) {
+    __m256 acc[UK_RB];
+    for (int r = 0; r < UK_RB; r++) acc[r] = _mm256_setzero_ps();
+    const uint16_t *x = xp;
+    const char *pf = (const char *)((const uint16_t *)w[UK_RB - 1] + (1 + UK_RB) * K);
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        _mm_prefetch(pf + (size_t)k * 2 * UK_RB, _MM_HINT_T1);
+        const __m256 xv = cvt_16(_mm_loadu_si128((const __m128i *)(x + k)), is_bf16);
+        for (int r = 0; r < UK_RB; r++) {
+            __m256 wv =
+                cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
+            acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
+        }
+    }
+    if (k < K) {
+        const __m256 xv = cvt_16(load_u16_tail(x + k, K - k), is_bf16);
+        for (int r = 0; r < UK_RB; r++) {
+            __m256 wv = cvt_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
+            acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
+        }
+    }
+    for (int r = 0; r < UK_RB; r++) out[r] = hsum8_ps(acc[r]);
 }
 
 /* Signed 32-byte weight block (values in [-127, 127] or [-8, 7]) times a
@@ -271,9 +318,6 @@ CS_INLINE void tile_q(int64_t K, const void *const *w, const void *const *x, flo
         for (int t = 0; t < TB; t++) out[t * RB + r] = is_q4 ? accq[r][t] : hsum8_ps(acc[r][t]);
 }
 
-#define UK_RB 4
-#define UK_TB 2
-
 static void uk_f32_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_f32(K, w, x, out, UK_RB, UK_TB);
 }
@@ -284,13 +328,13 @@ static void uk_f16_tile(int64_t K, const void *const *w, const void *const *x, f
     tile_16(K, w, x, out, UK_RB, UK_TB, 0);
 }
 static void uk_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    for (int r = 0; r < UK_RB; r++) tile_16(K, w + r, &x, out + r, 1, 1, 0);
+    col_16(K, w, x, out, 0);
 }
 static void uk_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_16(K, w, x, out, UK_RB, UK_TB, 1);
 }
 static void uk_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    for (int r = 0; r < UK_RB; r++) tile_16(K, w + r, &x, out + r, 1, 1, 1);
+    col_16(K, w, x, out, 1);
 }
 static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_q(K, w, x, out, UK_RB, UK_TB, 0);
