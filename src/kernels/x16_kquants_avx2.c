@@ -204,15 +204,27 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
 
 /* ----------------------------------------------------------- IQ4_XS */
 
+/* Tokens per IQ4_XS tile call: the 8 looked-up weight vectors of a
+ * (sub-block, half) serve 8 tokens. */
+#define IQ4XS_AVX2_TB 8
+
 /* IQ4_XS x16 (the order of vec_dot_iq4_xs_q8_K_ref, as
  * x16_kquants_avx512.c): per sub-block j of 32 the exact isum, then
  * db = (d_w * d_a) * (ls - 32), acc = acc + db * isum (multiply, then add).
  * Exact in int16: the levels (iq4nl_values, [-127, 113]) get a's sign
  * (vpsignb) and multiply |a| (u8, <= 128), so a pair is <= 2 * 128 * 127 =
- * 32512 < 2^15; each vpmaddubsw is widened at once (vpmaddwd by 1). The
- * levels of a sub-block are looked up once per half for the TB tokens.
- * Cost per token and 16 x 256 weights: 2 x 64 x (vpabsb, vpsignb,
- * vpmaddubsw, vpmaddwd, vpaddd) and 16 conversions, multiplies and adds. */
+ * 32512 < 2^15; each vpmaddubsw is widened at once (vpmaddwd by 1).
+ * Work per (half, sub-block): the 8 level vectors (vpshufb) and the scale
+ * are formed once for the TB tokens; |a| is formed once per super-block
+ * and token into aa (256 bytes, vpabsb on 8 vectors), so the inner step
+ * per token and 8 rows x 4 weights is 2 broadcast loads, vpsignb,
+ * vpmaddubsw, vpmaddwd, vpaddd (the minimum for signed levels and signed
+ * activations); the float accumulators live in memory (one load and store
+ * per sub-block and token), leaving the 16 ymm to the level vectors and
+ * the integer sums.
+ * Cost per token and 16 x 256 weights: 2 x 64 x (vpsignb, vpmaddubsw,
+ * vpmaddwd, vpaddd), 8 vpabsb, 16 conversions, 32 multiplies, 16 adds;
+ * per TB tokens 128 vpshufb and 16 scale decodes. */
 CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const *x, float *out,
                               const int TB) {
     const int64_t nb = K / CS_QK_K;
@@ -220,22 +232,33 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     const __m256i tbl =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values));
-    __m256 acc[X16K_AVX2_TB][2];
-    for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    float acc[IQ4XS_AVX2_TB][16];
+    int8_t aa[IQ4XS_AVX2_TB][CS_QK_K] __attribute__((aligned(32)));
+    const int8_t *xa[IQ4XS_AVX2_TB];
+    float da[IQ4XS_AVX2_TB];
+    __m256 dt[IQ4XS_AVX2_TB]; /* d_w * d_a of the half */
+    memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
         const uint8_t *qs = blk + 128;
         for (int k = 0; k < 34; k += 2) /* the block after next */
             _mm_prefetch((const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)k * 64),
                          _MM_HINT_T0);
+        for (int t = 0; t < TB; t++) {
+            const block_q8_K *xb = (const block_q8_K *)x[t] + b;
+            xa[t] = xb->qs;
+            da[t] = xb->d;
+            for (int c = 0; c < CS_QK_K / 32; c++)
+                _mm256_store_si256((__m256i *)(void *)(aa[t] + 32 * c),
+                                   _mm256_abs_epi8(_mm256_loadu_si256(
+                                       (const __m256i *)(const void *)(xa[t] + 32 * c))));
+        }
         for (int r = 0; r < 2; r++) {
             const __m256 dw =
                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * r)));
             const __m256i sh = _mm256_cvtepu16_epi32(
                 _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
-            __m256 d[X16K_AVX2_TB];
-            for (int t = 0; t < TB; t++)
-                d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(((const block_q8_K *)x[t])[b].d));
+            for (int t = 0; t < TB; t++) dt[t] = _mm256_mul_ps(dw, _mm256_set1_ps(da[t]));
             for (int j = 0; j < 8; j++) {
                 const __m256i pl = u8x8(blk + 64 + 16 * (j / 2) + 8 * r);
                 const __m256i lo =
@@ -244,39 +267,32 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                     _mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4);
                 const __m256 ls = _mm256_cvtepi32_ps(
                     _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32)));
-                __m256i wl[4], wh[4];
+                /* wv[s]: elements 4s .. 4s+3 of the sub-block, wv[4 + s]: 16 + 4s .. */
+                __m256i wv[8];
                 for (int s = 0; s < 4; s++) {
                     const __m256i raw = _mm256_loadu_si256(
                         (const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 + 32 * r));
-                    wl[s] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(raw, m4));
-                    wh[s] =
+                    wv[s] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(raw, m4));
+                    wv[4 + s] =
                         _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
                 }
                 for (int t = 0; t < TB; t++) {
-                    const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 32 * j;
-                    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-                    for (int s = 0; s < 4; s++) {
-                        const __m256i al = bc4(a + 4 * s), ah = bc4(a + 16 + 4 * s);
-                        s0 = _mm256_add_epi32(
-                            s0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(al),
-                                                                       _mm256_sign_epi8(wl[s], al)),
-                                                  ones));
-                        s1 = _mm256_add_epi32(
-                            s1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(ah),
-                                                                       _mm256_sign_epi8(wh[s], ah)),
-                                                  ones));
+                    const int8_t *a = xa[t] + 32 * j, *u = aa[t] + 32 * j;
+                    __m256i si = _mm256_setzero_si256();
+                    for (int e = 0; e < 8; e++) {
+                        const __m256i p = _mm256_maddubs_epi16(
+                            bc4(u + 4 * e), _mm256_sign_epi8(wv[e], bc4(a + 4 * e)));
+                        si = _mm256_add_epi32(si, _mm256_madd_epi16(p, ones));
                     }
-                    const __m256 isum = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));
-                    const __m256 db = _mm256_mul_ps(d[t], ls);
-                    acc[t][r] = _mm256_add_ps(acc[t][r], _mm256_mul_ps(db, isum));
+                    const __m256 db = _mm256_mul_ps(dt[t], ls);
+                    float *o = acc[t] + 8 * r;
+                    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
+                                                      _mm256_mul_ps(db, _mm256_cvtepi32_ps(si))));
                 }
             }
         }
     }
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, acc[t][0]);
-        _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
-    }
+    memcpy(out, acc, sizeof(float) * 16 * (size_t)TB);
 }
 
 /* ------------------------------------------------------------- Q3_K */
@@ -486,7 +502,7 @@ static void uk_q6K_col(int64_t K, const void *const *w, const void *x, float *ou
     tile_x16_q6K(K, w, &x, out, 1);
 }
 static void uk_iq4xs_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_x16_iq4xs(K, w, x, out, X16K_AVX2_TB);
+    tile_x16_iq4xs(K, w, x, out, IQ4XS_AVX2_TB);
 }
 static void uk_iq4xs_col(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_iq4xs(K, w, &x, out, 1);
@@ -507,7 +523,8 @@ static void uk_q2K_col(int64_t K, const void *const *w, const void *x, float *ou
 void kernels_x16_kquants_avx2(kernels_table *k) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_Q6_K] = (matmul_ukernel){r, X16K_AVX2_TB, uk_q6K_tile, uk_q6K_col};
-    k->ukernel_x16[CS_TYPE_IQ4_XS] = (matmul_ukernel){r, X16K_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col};
+    k->ukernel_x16[CS_TYPE_IQ4_XS] =
+        (matmul_ukernel){r, IQ4XS_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col};
     k->ukernel_x16[CS_TYPE_Q3_K] = (matmul_ukernel){r, X16K_AVX2_TB, uk_q3K_tile, uk_q3K_col};
     k->ukernel_x16[CS_TYPE_Q2_K] = (matmul_ukernel){r, X16K_AVX2_TB, uk_q2K_tile, uk_q2K_col};
 }

@@ -28,14 +28,13 @@
  *
  * Registers: a row group is 16 rows, two ymm of 8 rows (halves h). The
  * 8 lane accumulators of 16 rows and one token would fill all 16 ymm, so the
- * lane kernels walk the group's blocks once per half and per set of NS
- * slices (lanes s and s + 4 of slice s), holding 2 * NS * TB accumulators;
- * each lane accumulator still sees its blocks in order, so the split does
- * not change any rounding. Tile: TB = 2 tokens, NS = 2 (4 passes); column
- * (T = 1): NS = 4 (2 passes; the second reads the group back from L1/L2).
+ * lane kernels keep their 2 x 8 x TB lane accumulators in memory (L1) and
+ * walk the group's blocks once; each lane accumulator sees its blocks in
+ * order, as in the reference. Tile: TB = 8 tokens, column: 1.
  * Cost per block, half, lane and token: vpbroadcastd, (vpsignb,)
- * vpmaddubsw, vpmaddwd, vcvtdq2ps, vfmadd; the weight lane is decoded once
- * per TB tokens. */
+ * vpmaddubsw, vpmaddwd, vcvtdq2ps, vfmadd and the accumulator's load and
+ * store; the weight lane (vpand, vpsrlw, high bit: 3 more, Q5_0's sign:
+ * vpsubb, vpabsb) is decoded once per TB tokens. */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
@@ -64,14 +63,19 @@ CS_INLINE float f16_at(const uint8_t *p) {
 
 enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
 
-#define LANES_TB 2 /* tokens per tile call */
+#define LANES_TB 8 /* tokens per tile call */
 
-/* One pass: half h (rows 8h .. 8h+7), slices s0 .. s0+NS-1 (lanes s and
- * s + 4 of each), all blocks in order; leaves lane k's accumulator of
- * token t in lacc[k][t]. */
-CS_INLINE void lanes_pass(int64_t nb, const uint8_t *grp, const void *const *x, const int TB,
-                          const int NS, const int s0, const int h, const int kind,
-                          __m256 lacc[8][LANES_TB]) {
+/* One x16 group against TB activation rows (Q8_0 or Q8_1 blocks); out[16t +
+ * r] = row r's dot with token t, in the reference order (header). One pass
+ * over the blocks: per block, half and slice the two lane vectors (lanes s
+ * and s + 4) are decoded once for the TB tokens; the TB x 2 x 8 lane
+ * accumulators (4 KiB at TB = 8) live in memory, one load and store per
+ * block, half, lane and token, so the 16 ymm hold the decoded weights and
+ * the products. */
+CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB, const int kind) {
+    const int64_t nb = K / CS_QK_LEGACY;
+    const uint8_t *grp = w[0];
     const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
     const size_t gb = kind == LG_Q5_0   ? CS_X16_Q5_0_BLOCK
                       : kind == LG_Q4_1 ? CS_X16_Q4_1_BLOCK
@@ -80,72 +84,61 @@ CS_INLINE void lanes_pass(int64_t nb, const uint8_t *grp, const void *const *x, 
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const __m256i m4 = _mm256_set1_epi8(0x0f), b4 = _mm256_set1_epi8(0x10);
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[8][LANES_TB]; /* [2 * NS][TB]: lane s0 + i at i, s0 + 4 + i at NS + i */
-    for (int i = 0; i < 2 * NS; i++)
-        for (int t = 0; t < TB; t++) acc[i][t] = _mm256_setzero_ps();
+    float lacc[LANES_TB][2][8][8]; /* [token][half][lane k][row] */
+    memset(lacc, 0, sizeof(float) * 128 * (size_t)TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
-        __m256 sc[LANES_TB];
         const int8_t *xq[LANES_TB];
+        float dx[LANES_TB];
         for (int t = 0; t < TB; t++) {
             const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
-            sc[t] = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(xbk)));
+            dx[t] = f16_at(xbk);
             xq[t] = (const int8_t *)(xbk + (has_m ? 4 : 2));
         }
-        const __m256i H = has_h ? _mm256_loadu_si256((const __m256i *)(blk + off_h + 32 * h))
-                                : _mm256_setzero_si256();
-        for (int i = 0; i < NS; i++) {
-            const int s = s0 + i;
-            const __m256i raw =
-                _mm256_loadu_si256((const __m256i *)(blk + off_q + 64 * s + 32 * h));
-            for (int hi = 0; hi < 2; hi++) {
-                const int k = s + 4 * hi;
-                __m256i q = _mm256_and_si256(hi ? _mm256_srli_epi16(raw, 4) : raw, m4);
-                if (has_h) {
-                    /* lane k's high bits, bit 8j + k of the row's dword, to bit 4 of byte j */
-                    const __m256i hs =
-                        k <= 4 ? _mm256_slli_epi32(H, 4 - k) : _mm256_srli_epi32(H, k - 4);
-                    q = _mm256_or_si256(q, _mm256_and_si256(hs, b4));
-                }
-                __m256i sg = q;
-                if (kind == LG_Q5_0) {
-                    sg = _mm256_sub_epi8(q, b4); /* w = q - 16 */
-                    q = _mm256_abs_epi8(sg);
-                }
-                for (int t = 0; t < TB; t++) {
-                    __m256i xv = bcast4(xq[t] + 4 * k);
-                    if (kind == LG_Q5_0) xv = _mm256_sign_epi8(xv, sg);
-                    const __m256i ai = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-                    acc[i + NS * hi][t] =
-                        _mm256_fmadd_ps(sc[t], _mm256_cvtepi32_ps(ai), acc[i + NS * hi][t]);
+        for (int h = 0; h < 2; h++) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
+            __m256 sc[LANES_TB];
+            for (int t = 0; t < TB; t++) sc[t] = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t]));
+            const __m256i H = has_h ? _mm256_loadu_si256((const __m256i *)(blk + off_h + 32 * h))
+                                    : _mm256_setzero_si256();
+            for (int s = 0; s < 4; s++) {
+                const __m256i raw =
+                    _mm256_loadu_si256((const __m256i *)(blk + off_q + 64 * s + 32 * h));
+                for (int hi = 0; hi < 2; hi++) {
+                    const int k = s + 4 * hi;
+                    __m256i q = _mm256_and_si256(hi ? _mm256_srli_epi16(raw, 4) : raw, m4);
+                    if (has_h) {
+                        /* lane k's high bits, bit 8j + k of the row's dword, to bit 4 of byte j */
+                        const __m256i hs =
+                            k <= 4 ? _mm256_slli_epi32(H, 4 - k) : _mm256_srli_epi32(H, k - 4);
+                        q = _mm256_or_si256(q, _mm256_and_si256(hs, b4));
+                    }
+                    __m256i sg = q;
+                    if (kind == LG_Q5_0) {
+                        sg = _mm256_sub_epi8(q, b4); /* w = q - 16 */
+                        q = _mm256_abs_epi8(sg);
+                    }
+                    for (int t = 0; t < TB; t++) {
+                        __m256i xv = bcast4(xq[t] + 4 * k);
+                        if (kind == LG_Q5_0) xv = _mm256_sign_epi8(xv, sg);
+                        const __m256i ai = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+                        float *o = lacc[t][h][k];
+                        _mm256_storeu_ps(
+                            o, _mm256_fmadd_ps(sc[t], _mm256_cvtepi32_ps(ai), _mm256_loadu_ps(o)));
+                    }
                 }
             }
         }
     }
-    for (int i = 0; i < NS; i++)
-        for (int t = 0; t < TB; t++) {
-            lacc[s0 + i][t] = acc[i][t];
-            lacc[s0 + 4 + i][t] = acc[NS + i][t];
-        }
-}
-
-/* One x16 group against TB activation rows (Q8_0 or Q8_1 blocks); out[16t +
- * r] = row r's dot with token t, in the reference order (header). */
-CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x, float *out,
-                          const int TB, const int NS, const int kind) {
-    const int64_t nb = K / CS_QK_LEGACY;
-    const uint8_t *grp = w[0];
-    const size_t gb = kind == LG_Q4_1 ? CS_X16_Q4_1_BLOCK : CS_X16_Q5_1_BLOCK;
     for (int h = 0; h < 2; h++) {
-        __m256 lacc[8][LANES_TB];
-        for (int s0 = 0; s0 < 4; s0 += NS) lanes_pass(nb, grp, x, TB, NS, s0, h, kind, lacc);
         for (int t = 0; t < TB; t++) {
+            __m256 l[8];
+            for (int k = 0; k < 8; k++) l[k] = _mm256_loadu_ps(lacc[t][h][k]);
             /* hsum_float_8's order per row: (a0+a4 + a2+a6) + (a1+a5 + a3+a7) */
-            const __m256 r0 = _mm256_add_ps(lacc[4][t], lacc[0][t]);
-            const __m256 r1 = _mm256_add_ps(lacc[5][t], lacc[1][t]);
-            const __m256 r2 = _mm256_add_ps(lacc[6][t], lacc[2][t]);
-            const __m256 r3 = _mm256_add_ps(lacc[7][t], lacc[3][t]);
+            const __m256 r0 = _mm256_add_ps(l[4], l[0]);
+            const __m256 r1 = _mm256_add_ps(l[5], l[1]);
+            const __m256 r2 = _mm256_add_ps(l[6], l[2]);
+            const __m256 r3 = _mm256_add_ps(l[7], l[3]);
             __m256 r = _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
             if (kind != LG_Q5_0) {
                 /* summ = fma(m_w, s_x, summ) over the blocks in order */
@@ -167,10 +160,10 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
 #define LANES_KERNELS(name, kind)                                                                  \
     static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
                                      float *out) {                                                 \
-        tile_lanes(K, w, x, out, LANES_TB, 2, kind);                                               \
+        tile_lanes(K, w, x, out, LANES_TB, kind);                                                  \
     }                                                                                              \
     static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
-        tile_lanes(K, w, &x, out, 1, 4, kind);                                                     \
+        tile_lanes(K, w, &x, out, 1, kind);                                                        \
     }
 
 LANES_KERNELS(q5_0, LG_Q5_0)
@@ -179,12 +172,20 @@ LANES_KERNELS(q5_1, LG_Q5_1)
 
 /* ------------------------------------------------ IQ4_NL: block sums */
 
-#define IQ4NL_TB 4 /* 2 x TB float and 2 x TB int accumulators */
+#define IQ4NL_TB 8 /* tokens per tile call */
 
 /* IQ4_NL x16 in the reference order (vec_dot_iq4_nl_q8_0_ref): per block
  * and token the exact integer sum of each row, then acc += (d_w * d_x) *
- * isum, a multiply then an add. Per slice and nibble the |level| and sign
- * vectors of both halves are looked up once (vpshufb) for the TB tokens. */
+ * isum, a multiply then an add. Per block and half the 8 |level| and 8 sign
+ * vectors (4 slices x 2 nibbles, vpshufb) are looked up once for the TB
+ * tokens (those that do not fit the 16 ymm are read back as vpsignb's
+ * memory operand); the inner step per token and 8 rows x 4 weights is a
+ * broadcast load, vpsignb, vpmaddubsw, vpmaddwd, vpaddd; the float
+ * accumulators live in memory (one load and store per block, half and
+ * token).
+ * Cost per token and 16 x 32 weights: 2 x 8 x (vpsignb, vpmaddubsw,
+ * vpmaddwd, vpaddd), 2 conversions, 4 multiplies, 2 adds; per TB tokens
+ * 32 vpshufb. */
 CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x, float *out,
                           const int TB) {
     const int64_t nb = K / CS_QK4_NL;
@@ -194,48 +195,45 @@ CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x,
     const __m128i lv = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_abs_epi8(lv));
     const __m256i sgn = _mm256_broadcastsi128_si256(lv);
-    __m256 acc[IQ4NL_TB][2];
-    for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    float acc[IQ4NL_TB][16];
+    memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q4_BLOCK;
-        const __m256 dw[2] = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)),
-                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16)))};
-        __m256i ai[IQ4NL_TB][2];
-        for (int t = 0; t < TB; t++) ai[t][0] = ai[t][1] = _mm256_setzero_si256();
-        for (int s = 0; s < 4; s++) {
-            /* slice s: low nibbles = elements 4s.., high = 16+4s.. */
-            const uint8_t *p = blk + 32 + 64 * s;
-            const __m256i r0 = _mm256_loadu_si256((const __m256i *)p);
-            const __m256i r1 = _mm256_loadu_si256((const __m256i *)(p + 32));
-            for (int hi = 0; hi < 2; hi++) {
-                const __m256i i0 = _mm256_and_si256(hi ? _mm256_srli_epi16(r0, 4) : r0, m4);
-                const __m256i i1 = _mm256_and_si256(hi ? _mm256_srli_epi16(r1, 4) : r1, m4);
-                const __m256i a0 = _mm256_shuffle_epi8(lut, i0), g0 = _mm256_shuffle_epi8(sgn, i0);
-                const __m256i a1 = _mm256_shuffle_epi8(lut, i1), g1 = _mm256_shuffle_epi8(sgn, i1);
-                for (int t = 0; t < TB; t++) {
-                    const int8_t *q = ((const block_q8_0 *)x[t] + b)->qs + 16 * hi + 4 * s;
-                    const __m256i xv = bcast4(q);
-                    const __m256i p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(xv, g0));
-                    const __m256i p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(xv, g1));
-                    ai[t][0] = _mm256_add_epi32(ai[t][0], _mm256_madd_epi16(p0, ones));
-                    ai[t][1] = _mm256_add_epi32(ai[t][1], _mm256_madd_epi16(p1, ones));
-                }
-            }
-        }
+        const int8_t *xq[IQ4NL_TB];
+        float dx[IQ4NL_TB];
         for (int t = 0; t < TB; t++) {
-            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
-            const __m256 dx = _mm256_set1_ps(a->d);
-            for (int h = 0; h < 2; h++) {
-                const __m256 sc = _mm256_mul_ps(dw[h], dx);
-                acc[t][h] =
-                    _mm256_add_ps(acc[t][h], _mm256_mul_ps(_mm256_cvtepi32_ps(ai[t][h]), sc));
+            xq[t] = ((const block_q8_0 *)x[t] + b)->qs;
+            dx[t] = ((const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b)->d;
+        }
+        for (int h = 0; h < 2; h++) {
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
+            /* e = 4 * hi + s: slice s (elements 4s .., 16 + 4s .. for the
+             * high nibbles) of rows 8h .. 8h+7 */
+            __m256i av[8], gv[8];
+            for (int s = 0; s < 4; s++) {
+                const __m256i raw =
+                    _mm256_loadu_si256((const __m256i *)(const void *)(blk + 32 + 64 * s + 32 * h));
+                const __m256i i0 = _mm256_and_si256(raw, m4);
+                const __m256i i1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                av[s] = _mm256_shuffle_epi8(lut, i0), gv[s] = _mm256_shuffle_epi8(sgn, i0);
+                av[4 + s] = _mm256_shuffle_epi8(lut, i1), gv[4 + s] = _mm256_shuffle_epi8(sgn, i1);
+            }
+            for (int t = 0; t < TB; t++) {
+                __m256i si = _mm256_setzero_si256();
+                for (int e = 0; e < 8; e++) {
+                    const __m256i xv = bcast4(xq[t] + 16 * (e / 4) + 4 * (e % 4));
+                    const __m256i p = _mm256_maddubs_epi16(av[e], _mm256_sign_epi8(xv, gv[e]));
+                    si = _mm256_add_epi32(si, _mm256_madd_epi16(p, ones));
+                }
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t]));
+                float *o = acc[t] + 8 * h;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
+                                                  _mm256_mul_ps(_mm256_cvtepi32_ps(si), sc)));
             }
         }
     }
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, acc[t][0]);
-        _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
-    }
+    memcpy(out, acc, sizeof(float) * 16 * (size_t)TB);
 }
 
 static void uk_x16_iq4nl_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
