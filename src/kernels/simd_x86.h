@@ -7,6 +7,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #define CS_INLINE static inline __attribute__((always_inline))
 
@@ -19,6 +20,29 @@ CS_INLINE float hsum8_ps(__m256 x) {
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
 }
+
+#ifdef __AVX2__
+/* The 4 bytes at p broadcast to the 8 int32 lanes (an activation group of
+ * the AVX2 x16 kernels; unaligned, so through memcpy). */
+CS_INLINE __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Bytes 8h .. 8h+7 of v in its low half (rows 8h.. of an x16 byte plane). */
+CS_INLINE __m128i half8(__m128i v, int h) {
+    return h ? _mm_srli_si128(v, 8) : v;
+}
+
+/* hsum8_ps for 8 rows at once, as hsum8_x16_ps: lane k of a[k] holds row
+ * r's lane k; (0+4 + 2+6) + (1+5 + 3+7) per row. */
+CS_INLINE __m256 hsum8_x8_ps(const __m256 a[8]) {
+    const __m256 r0 = _mm256_add_ps(a[4], a[0]), r1 = _mm256_add_ps(a[5], a[1]);
+    const __m256 r2 = _mm256_add_ps(a[6], a[2]), r3 = _mm256_add_ps(a[7], a[3]);
+    return _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
+}
+#endif
 
 #ifdef __AVX512F__
 /* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes: per

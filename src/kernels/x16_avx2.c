@@ -32,19 +32,11 @@
 
 #include "kquants.h"
 #include "matmul.h"
-
-#define CS_INLINE static inline __attribute__((always_inline))
+#include "simd_x86.h"
 
 /* Tokens per tile call: 2 x TB int accumulators plus 4 weight registers
  * and the constants fit the 16 ymm registers. */
 #define X16_AVX2_TB 4
-
-/* The 4 bytes at p broadcast to the 8 int32 lanes. */
-CS_INLINE __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 
 /* One x16 group against TB activation rows (Q8_0 blocks, then the
  * matmul_x16_aux entries); out[16t + r] = row r's dot with token t. */
@@ -122,11 +114,6 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
         _mm256_storeu_ps(out + 16 * t, acc[t][0]);
         _mm256_storeu_ps(out + 16 * t + 8, acc[t][1]);
     }
-}
-
-/* Bytes 8h .. 8h+7 of v in its low half (rows 8h.. of a byte plane). */
-CS_INLINE __m128i half8(__m128i v, int h) {
-    return h ? _mm_srli_si128(v, 8) : v;
 }
 
 /* Q4_K x16 (repack.c's dot_row_q4_K order, as the AVX-512 uk_x16_q4K_*

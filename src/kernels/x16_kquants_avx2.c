@@ -45,14 +45,6 @@ CS_INLINE __m256i both_words(__m256i s) {
                            _mm256_slli_epi32(s, 16));
 }
 
-/* hsum8_ps (simd_x86.h) for 8 rows at once, as hsum8_x16_ps: lane k of
- * the 8 accumulators holds row r's lane k; (0+4 + 2+6) + (1+5 + 3+7). */
-CS_INLINE __m256 hsum8_x8_ps(const __m256 a[8]) {
-    const __m256 r0 = _mm256_add_ps(a[4], a[0]), r1 = _mm256_add_ps(a[5], a[1]);
-    const __m256 r2 = _mm256_add_ps(a[6], a[2]), r3 = _mm256_add_ps(a[7], a[3]);
-    return _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
-}
-
 /* ------------------------------------------------------------- Q6_K */
 
 /* Q6_K x16 (repack.c's dot_row_q6_K order, as x86_avx512.c's

@@ -45,13 +45,6 @@
 #include "quant_legacy.h"
 #include "simd_x86.h"
 
-/* The 4 bytes at p broadcast to the 8 int32 lanes. */
-CS_INLINE __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
 /* f16 at p as a float. */
 CS_INLINE float f16_at(const uint8_t *p) {
     uint16_t h;

@@ -27,19 +27,6 @@
 
 #define X16_Q5K_AVX2_TB 4
 
-/* hsum8_ps for 8 rows: lane k of a[k] is row r's lane k; ggml's order
- * (0+4 + 2+6) + (1+5 + 3+7) per row, as hsum8_x16_ps. */
-CS_INLINE __m256 hsum8_x8_ps(const __m256 *a) {
-    const __m256 r0 = _mm256_add_ps(a[4], a[0]), r1 = _mm256_add_ps(a[5], a[1]);
-    const __m256 r2 = _mm256_add_ps(a[6], a[2]), r3 = _mm256_add_ps(a[7], a[3]);
-    return _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
-}
-
-/* Bytes 8h .. 8h+7 of v in its low half (rows 8h.. of a byte plane). */
-CS_INLINE __m128i half8_q5k(__m128i v, int h) {
-    return h ? _mm_srli_si128(v, 8) : v;
-}
-
 /* One x16 Q5_K group (repack.h: d, dmin, scale planes, then per lane k
  * the qh slice and the 4 qs slices) against TB Q8_K rows. Cost per token,
  * half and 16 x 256 weights: 64 x (vpmaddubsw, vpmaddwd, vpaddd), 8
@@ -80,13 +67,13 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
              * sub-blocks 2u, 2u + 1 in the low and high word */
             __m256i scw[8], mnw[4];
             for (int s = 0; s < 8; s++) {
-                const __m256i v = _mm256_cvtepu8_epi32(half8_q5k(scb[s], h));
+                const __m256i v = _mm256_cvtepu8_epi32(half8(scb[s], h));
                 scw[s] = _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
             }
             for (int u = 0; u < 4; u++)
                 mnw[u] = _mm256_or_si256(
-                    _mm256_cvtepu8_epi32(half8_q5k(mnb[2 * u], h)),
-                    _mm256_slli_epi32(_mm256_cvtepu8_epi32(half8_q5k(mnb[2 * u + 1], h)), 16));
+                    _mm256_cvtepu8_epi32(half8(mnb[2 * u], h)),
+                    _mm256_slli_epi32(_mm256_cvtepu8_epi32(half8(mnb[2 * u + 1], h)), 16));
             __m256 d[X16_Q5K_AVX2_TB];
             for (int t = 0; t < TB; t++) {
                 const block_q8_K *ab = (const block_q8_K *)x[t] + b;
