@@ -138,7 +138,14 @@ static inline double test_rel_rms(const float *x, const float *y, int64_t n) {
     return sqrt(e / s);
 }
 
+/* CS_TEST_FILTER=PATTERN runs only the tests whose names match (cmocka's
+ * wildcards), for working on one test of a long binary. */
+static inline void test_apply_filter(void) {
+    const char *f = getenv("CS_TEST_FILTER");
+    if (f && f[0]) cmocka_set_test_filter(f);
+}
+
 #define test_run(tests, setup, teardown)                                                           \
-    test_exit_status(cmocka_run_group_tests(tests, setup, teardown))
+    (test_apply_filter(), test_exit_status(cmocka_run_group_tests(tests, setup, teardown)))
 
 #endif /* CS_TEST_H */

@@ -566,10 +566,7 @@ static const char *finish_name(int32_t f) {
     return f == SERVE_FINISH_EOS || f == SERVE_FINISH_WORD ? "stop" : "length";
 }
 
-/* Append v to arr (reference stolen); false, and arr released, when
- * either is NULL or the append fails for want of memory: a response is
- * whole or not built (a 500), never a 200 with an element missing. */
-static bool append_or_drop(json_t **arr, json_t *v) {
+bool serve_json_append(json_t **arr, json_t *v) {
     if (*arr && v && json_array_append_new(*arr, v) == 0) return true;
     if (!*arr) json_decref(v);
     json_decref(*arr);
@@ -577,8 +574,7 @@ static bool append_or_drop(json_t **arr, json_t *v) {
     return false;
 }
 
-/* Set o[key] = v (reference stolen), as append_or_drop. */
-static bool set_or_drop(json_t **o, const char *key, json_t *v) {
+bool serve_json_set(json_t **o, const char *key, json_t *v) {
     if (*o && v && json_object_set_new(*o, key, v) == 0) return true;
     if (!*o) json_decref(v);
     json_decref(*o);
@@ -595,7 +591,7 @@ static json_t *piece_json(const cs_model *model, cs_token id, json_t **bytes) {
     if (bytes) {
         *bytes = json_array();
         for (int32_t i = 0; i < n && *bytes; i++) {
-            append_or_drop(bytes, json_integer((unsigned char)buf[i]));
+            serve_json_append(bytes, json_integer((unsigned char)buf[i]));
         }
         if (!*bytes) return NULL;
     }
@@ -618,11 +614,11 @@ static json_t *logprobs_chat(const cs_model *model, const serve_token_info *tk, 
         for (int32_t k = 0; k < tk[i].n_top && top; k++) {
             json_t *b2;
             json_t *t2 = piece_json(model, tk[i].top_id[k], &b2);
-            append_or_drop(&top,
+            serve_json_append(&top,
                            json_pack("{s:i,s:o,s:o,s:f}", "id", (int)tk[i].top_id[k], "token", t2,
                                      "bytes", b2, "logprob", (double)tk[i].top_logprob[k]));
         }
-        append_or_drop(&arr, json_pack("{s:i,s:o,s:o,s:f,s:o}", "id", (int)tk[i].id, "token", tok,
+        serve_json_append(&arr, json_pack("{s:i,s:o,s:o,s:f,s:o}", "id", (int)tk[i].id, "token", tok,
                                        "bytes", bytes, "logprob", (double)tk[i].logprob,
                                        "top_logprobs", top));
     }
@@ -638,8 +634,8 @@ static json_t *logprobs_legacy(const cs_model *model, const serve_token_info *tk
         char buf[256];
         int32_t len = cs_token_to_piece(model, tk[i].id, buf, sizeof(buf), false);
         if (len < 0) len = 0;
-        append_or_drop(&tokens, serve_json_text(buf, (size_t)len));
-        append_or_drop(&lps, json_real((double)tk[i].logprob));
+        serve_json_append(&tokens, serve_json_text(buf, (size_t)len));
+        serve_json_append(&lps, json_real((double)tk[i].logprob));
         json_t *top = json_object();
         for (int32_t k = 0; k < tk[i].n_top && top; k++) {
             char b2[256];
@@ -650,12 +646,12 @@ static json_t *logprobs_legacy(const cs_model *model, const serve_token_info *tk
                 json_decref(top);
                 top = NULL;
             } else if (!json_object_get(top, json_string_value(key))) {
-                set_or_drop(&top, json_string_value(key), json_real((double)tk[i].top_logprob[k]));
+                serve_json_set(&top, json_string_value(key), json_real((double)tk[i].top_logprob[k]));
             }
             json_decref(key);
         }
-        append_or_drop(&tops, top);
-        append_or_drop(&offs, json_integer((json_int_t)off));
+        serve_json_append(&tops, top);
+        serve_json_append(&offs, json_integer((json_int_t)off));
         off += (size_t)len;
     }
     /* json_pack releases the values it was given when one is NULL */
@@ -701,7 +697,7 @@ static const char *stop_type(int32_t f) {
 
 static json_t *token_ids(const serve_token_info *tk, int32_t n) {
     json_t *a = json_array();
-    for (int32_t i = 0; i < n && a; i++) append_or_drop(&a, json_integer(tk[i].id));
+    for (int32_t i = 0; i < n && a; i++) serve_json_append(&a, json_integer(tk[i].id));
     return a;
 }
 
@@ -724,7 +720,7 @@ json_t *serve_json_final(const serve_task *t, const serve_config *cfg, const cs_
             "temperature", (double)p->sampling.temp, "top_k", (int)p->sampling.top_k, "n_keep",
             (int)p->n_keep);
         if (p->logprobs && r) {
-            set_or_drop(&r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
+            serve_json_set(&r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
         }
         return r;
     }
@@ -753,7 +749,7 @@ json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char 
                               "stop", 0, "id_slot", -1, "tokens_predicted", 0, "tokens_evaluated",
                               (int)t->n_prompt);
         if (p->logprobs && r) {
-            set_or_drop(&r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
+            serve_json_set(&r, "completion_probabilities", logprobs_chat(model, tokens, n_tokens));
         }
         return r;
     }
@@ -761,8 +757,8 @@ json_t *serve_json_chunk(const serve_task *t, const cs_model *model, const char 
     json_t *choice;
     if (t->kind == SERVE_CHAT) {
         json_t *delta = json_object();
-        if (first) set_or_drop(&delta, "role", json_string("assistant"));
-        set_or_drop(&delta, "content", serve_json_text(content, len));
+        if (first) serve_json_set(&delta, "role", json_string("assistant"));
+        serve_json_set(&delta, "content", serve_json_text(content, len));
         choice = json_pack("{s:i,s:o,s:o,s:n}", "index", 0, "delta", delta, "logprobs", lp,
                            "finish_reason");
     } else {

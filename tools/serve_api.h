@@ -53,6 +53,15 @@ json_t *serve_json_load(const char *buf, size_t len, size_t flags, json_error_t 
  * j, the buffer doubling as it grows. */
 char *serve_json_dumps(const json_t *j);
 
+/* Append v to *arr (reference stolen). False, with *arr released and set
+ * to NULL, when either is NULL or the append fails for want of memory: a
+ * reply is whole or not built (a 500), never a 200 with an element
+ * missing. jansson's own append and set report failure in a return value
+ * that is easy to drop; every reply the server builds goes through these. */
+bool serve_json_append(json_t **arr, json_t *v);
+/* Set (*o)[key] = v (reference stolen), as serve_json_append. */
+bool serve_json_set(json_t **o, const char *key, json_t *v);
+
 /* Whether s[0, len) is UTF-8 that json_stringn accepts (NUL included);
  * allocates nothing. */
 bool serve_utf8_valid(const char *s, size_t len);

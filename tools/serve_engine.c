@@ -357,13 +357,16 @@ static void map_publish(serve_engine *e, const serve_stats *st) {
         e->cells[i] = ch;
     }
     e->cells[n] = '\0';
+    /* a failed allocation skips this publication (the page keeps the last
+     * one), never publishes a map with a slot missing */
     json_t *slots = json_array();
-    for (int32_t i = 0; i < e->n_slots; i++) {
-        json_array_append_new(slots, json_pack("{s:i,s:b,s:i,s:i}", "id", (int)i, "busy",
-                                               e->slots[i].task != NULL, "n_cache",
-                                               (int)e->slots[i].n_cache, "n_decoded",
-                                               (int)e->slots[i].n_decoded));
+    for (int32_t i = 0; i < e->n_slots && slots; i++) {
+        serve_json_append(&slots, json_pack("{s:i,s:b,s:i,s:i}", "id", (int)i, "busy",
+                                            e->slots[i].task != NULL, "n_cache",
+                                            (int)e->slots[i].n_cache, "n_decoded",
+                                            (int)e->slots[i].n_decoded));
     }
+    if (!slots) return;
     json_t *j = json_pack(
         "{s:i,s:i,s:i,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:o}", "size", (int)n, "n_slots",
         (int)e->n_slots, "n_entries", (int)e->n_entries, "cells", e->cells, "used", (int)st->kv.used,

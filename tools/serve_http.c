@@ -229,19 +229,23 @@ static bool stream_final(stream_ctx *s) {
             return false;
         }
     } else {
+        /* a failed set drops the whole event and cuts the stream: a
+         * finishing chunk without its finish_reason would pass for an
+         * ordinary one (json_object_set_new releases v when it fails) */
         json_t *j = serve_json_chunk(t, s->h->model, "", 0, NULL, 0, false, s->id, s->created);
         json_t *choice = j ? json_array_get(json_object_get(j, "choices"), 0) : NULL;
-        if (choice) {
-            json_object_set_new(choice, "finish_reason",
-                                json_string(t->finish == SERVE_FINISH_LIMIT ? "length" : "stop"));
-            if (t->kind == SERVE_CHAT) json_object_set_new(choice, "delta", json_object());
+        const char *reason = t->finish == SERVE_FINISH_LIMIT ? "length" : "stop";
+        if (!choice || json_object_set_new(choice, "finish_reason", json_string(reason)) != 0 ||
+            (t->kind == SERVE_CHAT && json_object_set_new(choice, "delta", json_object()) != 0)) {
+            json_decref(j);
+            return false;
         }
         if (!sbuf_event(s, j)) return false;
         if (t->p.include_usage) {
             json_t *u = serve_json_chunk(t, s->h->model, "", 0, NULL, 0, false, s->id, s->created);
-            if (u) {
-                json_object_set_new(u, "choices", json_array());
-                json_object_set_new(u, "usage", serve_json_usage(t));
+            if (!serve_json_set(&u, "choices", json_array()) ||
+                !serve_json_set(&u, "usage", serve_json_usage(t))) {
+                return false;
             }
             if (!sbuf_event(s, u)) return false;
         }
@@ -550,9 +554,9 @@ static enum MHD_Result h_slots(serve_http *h, struct MHD_Connection *c, const re
     serve_slot_info info[SERVE_MAX_SEQ];
     const int32_t n = serve_engine_slots(h->engine, info, SERVE_MAX_SEQ);
     json_t *a = json_array();
-    for (int32_t i = 0; i < n && i < SERVE_MAX_SEQ; i++) {
-        json_array_append_new(
-            a, json_pack("{s:i,s:I,s:i,s:b,s:i,s:{s:b,s:i,s:i}}", "id", (int)info[i].id, "id_task",
+    for (int32_t i = 0; i < n && i < SERVE_MAX_SEQ && a; i++) {
+        serve_json_append(
+            &a, json_pack("{s:i,s:I,s:i,s:b,s:i,s:{s:b,s:i,s:i}}", "id", (int)info[i].id, "id_task",
                          (json_int_t)info[i].task_id, "n_ctx", (int)info[i].n_ctx, "is_processing",
                          info[i].processing, "n_cached_tokens", (int)info[i].n_cached_tokens,
                          "next_token", "has_next_token", info[i].processing, "n_remain",
@@ -798,17 +802,26 @@ static enum MHD_Result h_slot_action(serve_http *h, struct MHD_Connection *c, co
     serve_slot_result res;
     serve_engine_slot_action(h->engine, (int32_t)id, act, path, &res);
     if (res.status != 200) return reply_error(c, (unsigned)res.status, "%s", res.msg);
-    if (act == SERVE_SLOT_SAVE) {
-        return reply_json(c, 200, json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
-                                            name, "n_saved", (int)res.n_tokens, "n_written",
-                                            (json_int_t)res.n_bytes, "timings", "save_ms", res.ms));
+    /* The action is done: the reply is formatted here, with no allocation
+     * of ours that could fail and turn a done action into a 500. The
+     * filename needs no escaping (checked above: letters, digits, '.',
+     * '_', '-'; at most 128 bytes); %.17g round-trips a double. */
+    char reply[512];
+    int n;
+    if (act == SERVE_SLOT_ERASE) {
+        n = snprintf(reply, sizeof(reply), "{\"id_slot\":%ld,\"n_erased\":%d}", id,
+                     (int)res.n_tokens);
+    } else {
+        const bool save = act == SERVE_SLOT_SAVE;
+        n = snprintf(reply, sizeof(reply),
+                     "{\"id_slot\":%ld,\"filename\":\"%s\",\"%s\":%d,\"%s\":%llu,"
+                     "\"timings\":{\"%s\":%.17g}}",
+                     id, name, save ? "n_saved" : "n_restored", (int)res.n_tokens,
+                     save ? "n_written" : "n_read", (unsigned long long)res.n_bytes,
+                     save ? "save_ms" : "restore_ms", res.ms);
     }
-    if (act == SERVE_SLOT_RESTORE) {
-        return reply_json(c, 200, json_pack("{s:i,s:s,s:i,s:I,s:{s:f}}", "id_slot", (int)id, "filename",
-                                            name, "n_restored", (int)res.n_tokens, "n_read",
-                                            (json_int_t)res.n_bytes, "timings", "restore_ms", res.ms));
-    }
-    return reply_json(c, 200, json_pack("{s:i,s:i}", "id_slot", (int)id, "n_erased", (int)res.n_tokens));
+    if (n <= 0 || (size_t)n >= sizeof(reply)) return reply_error(c, 500, "slot reply too long");
+    return reply_bytes(c, 200, "application/json; charset=utf-8", reply, (size_t)n);
 }
 
 typedef enum MHD_Result (*route_fn)(serve_http *, struct MHD_Connection *, const req_ctx *);
