@@ -28,6 +28,18 @@
  * prediction is a finding); after an update no shift is pending and no
  * cell owes a rotation; after defrag + update the used cells are exactly
  * [0, used); a decode's logits are finite. Any mismatch aborts.
+ *
+ * Numeric properties (design test plan D7, D3): every operation runs on
+ * three contexts of the same kind. A updates lazily (inside cs_decode); B
+ * calls cs_kv_update before each decode that will run (D7: its cells,
+ * deltas and logits equal A's bit for bit); C calls cs_kv_defrag +
+ * cs_kv_update there (D3: the cells move, the logits do not change, bit
+ * for bit, because attention visits cells in position order). Where two
+ * cells visible to a row hold the same position, their order is the cell
+ * order, which the defrag changed: the first such decode is compared
+ * within F32 summation-order tolerance (1e-5 of the largest logit, spec
+ * D3) and C is then left out of the comparisons until the next input (its
+ * cached values may differ in the last bits from then on).
  * CS_FUZZ_OPS_TRACE=1 prints a line per step (to read a finding). */
 #include <math.h>
 #include <stddef.h>
@@ -200,9 +212,12 @@ static int cell_cmp(const void *a, const void *b) {
 
 /* ------------------------------------------------------------- checks */
 
+enum { LAZY, EXPLICIT, DEFRAG, N_LANES }; /* A, B, C above */
+
 static cs_model *model;
-static cs_context *ctxs[2];
+static cs_context *ctxs[2][N_LANES];
 static int32_t n_vocab;
+static bool c_diverged; /* C left out of the logits comparisons (above) */
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
@@ -249,18 +264,46 @@ static void check_updated(cs_context *ctx, bool defragged) {
         for (int32_t i = 0; i < c->size; i++) CHECK((c->seq[i] != 0) == (i < c->used));
 }
 
+/* D7: B's cells are A's, cell by cell (positions, sets, pending deltas). */
+static void check_same_cells(const cs_context *a, const cs_context *b) {
+    const kv_cells *x = &a->cells, *y = &b->cells;
+    CHECK(x->size == y->size && x->used == y->used && x->has_shift == y->has_shift);
+    CHECK(memcmp(x->pos, y->pos, (size_t)x->size * sizeof *x->pos) == 0);
+    CHECK(memcmp(x->seq, y->seq, (size_t)x->size * sizeof *x->seq) == 0);
+    CHECK(memcmp(x->delta, y->delta, (size_t)x->size * sizeof *x->delta) == 0);
+}
+
+/* Whether the cells visible to some row of the batch just placed hold a
+ * position twice (their visiting order is then the cell order). */
+static bool visible_duplicates(const ref_cache *m, int32_t n, const cs_pos *pos,
+                               const cs_seq *seq0) {
+    for (int32_t t = 0; t < n; t++) {
+        cs_pos seen[N_CTX];
+        int32_t k = 0;
+        for (int32_t i = 0; i < m->n; i++) {
+            if (!(m->c[i].seq >> seq0[t] & 1) || m->c[i].pos > pos[t]) continue;
+            for (int32_t j = 0; j < k; j++)
+                if (seen[j] == m->c[i].pos) return true;
+            seen[k++] = m->c[i].pos;
+        }
+    }
+    return false;
+}
+
 /* ------------------------------------------------------------- steps */
 
 static cs_batch *batch;
 static bool trace; /* CS_FUZZ_OPS_TRACE set: a line per step on stderr */
 
-/* A decode of 1-8 rows. The expected result: < 0 when a row is invalid,
- * 1 when the rows do not fit in the free cells, else 0 (spec A1, A12, D9). */
-static void step_decode(cs_context *ctx, ref_cache *m, reader *r) {
+/* A decode of 1-8 rows, on the three contexts. The expected result: < 0
+ * when a row is invalid, 1 when the rows do not fit in the free cells,
+ * else 0 (spec A1, A12, D9); the same on every context. */
+static void step_decode(cs_context *const *cx, ref_cache *m, reader *r) {
     const uint8_t mode = rd(r);
     const int32_t n = 1 + (mode & 7);
     bool valid = true;
     cs_pos pos[N_BATCH];
+    cs_seq seq0[N_BATCH];
     uint64_t set[N_BATCH];
     cs_batch_clear(batch);
     cs_seq s0 = (cs_seq)(mode >> 3 & 3);
@@ -283,6 +326,7 @@ static void step_decode(cs_context *ctx, ref_cache *m, reader *r) {
             if (b == 0xff) tok = n_vocab; /* out of the vocabulary */
             if (b == 0xfe) tok = -1;
         }
+        seq0[i] = ids[0];
         set[i] = 0;
         for (int32_t k = 0; k < n_ids; k++) {
             if (ids[k] >= N_SEQ)
@@ -293,67 +337,107 @@ static void step_decode(cs_context *ctx, ref_cache *m, reader *r) {
         if (tok < 0 || tok >= n_vocab || pos[i] < 0 || pos[i] > CS_POS_MAX) valid = false;
         CHECK(cs_batch_add(batch, tok, pos[i], ids, n_ids, i == n - 1 || (mode & 0x40)) == CS_OK);
     }
-    const int32_t ret = cs_decode(ctx, batch);
+    const bool runs = valid && n <= N_CTX - m->n;
+    int32_t ret[N_LANES];
+    for (int k = 0; k < N_LANES; k++) {
+        if (runs && k == EXPLICIT) {
+            CHECK(cs_kv_update(cx[k]) == CS_OK);
+            check_updated(cx[k], false);
+        }
+        if (runs && k == DEFRAG) {
+            cs_kv_defrag(cx[k]);
+            CHECK(cs_kv_update(cx[k]) == CS_OK);
+            check_updated(cx[k], true);
+        }
+        ret[k] = cs_decode(cx[k], batch);
+        CHECK(ret[k] == ret[LAZY]);
+    }
     if (!valid) {
-        CHECK(ret < 0);
+        CHECK(ret[LAZY] < 0);
         return;
     }
-    if (n > N_CTX - m->n) {
-        CHECK(ret == CS_NO_KV_SLOT);
+    if (!runs) {
+        CHECK(ret[LAZY] == CS_NO_KV_SLOT);
         return;
     }
-    CHECK(ret == 0);
+    CHECK(ret[LAZY] == 0);
     for (int32_t i = 0; i < n; i++) ref_add(m, pos[i], set[i]);
+    const bool exact = !visible_duplicates(m, n, pos, seq0);
     for (int32_t i = 0; i < n; i++) {
-        const float *lg = cs_get_logits_ith(ctx, i);
+        const float *lg = cs_get_logits_ith(cx[LAZY], i);
         if (i != n - 1 && !(mode & 0x40)) {
             CHECK(lg == NULL);
             continue;
         }
         CHECK(lg != NULL);
-        for (int32_t k = 0; k < n_vocab; k++) CHECK(isfinite(lg[k]));
+        float amax = 0.0f;
+        for (int32_t k = 0; k < n_vocab; k++) {
+            CHECK(isfinite(lg[k]));
+            amax = fmaxf(amax, fabsf(lg[k]));
+        }
+        /* D7: an explicit update changes nothing */
+        const float *lb = cs_get_logits_ith(cx[EXPLICIT], i);
+        CHECK(lb != NULL && memcmp(lg, lb, (size_t)n_vocab * sizeof *lg) == 0);
+        /* D3: neither does a defrag (exactly, in position order) */
+        const float *lc = cs_get_logits_ith(cx[DEFRAG], i);
+        CHECK(lc != NULL);
+        if (c_diverged) continue;
+        if (exact) {
+            CHECK(memcmp(lg, lc, (size_t)n_vocab * sizeof *lg) == 0);
+        } else {
+            for (int32_t k = 0; k < n_vocab; k++) CHECK(fabsf(lg[k] - lc[k]) <= 1e-5f * amax);
+        }
     }
+    if (!exact) c_diverged = true;
 }
 
 /* State of one sequence saved, dst cleared or not, then loaded into dst:
  * dst gets single-sequence cells at the saved positions (state seq save
  * and load; the destination must be empty, the cells must fit). */
-static void step_seq_state(cs_context *ctx, ref_cache *m, reader *r) {
+static void step_seq_state(cs_context *const *cx, ref_cache *m, reader *r) {
     const uint8_t b = rd(r);
     const cs_seq src = (cs_seq)(b & 3), dst = (cs_seq)(b >> 2 & 3);
-    const size_t size = cs_state_seq_size(ctx, src);
-    unsigned char *buf = malloc(size ? size : 1);
-    size_t w = 0;
-    CHECK(buf != NULL);
-    CHECK(cs_state_seq_save(ctx, src, buf, size, &w) == CS_OK);
     cs_pos saved[N_CTX];
     int32_t n_saved = 0;
     for (int32_t i = 0; i < m->n; i++)
         if (m->c[i].seq >> src & 1) saved[n_saved++] = m->c[i].pos;
-    if (b & 0x10) {
-        CHECK(cs_kv_seq_rm(ctx, dst, -1, -1) == CS_OK);
-        ref_seq_rm(m, dst, -1, -1);
-        check_cache(ctx, m);
+    const ref_cache before = *m;
+    cs_status st0 = CS_OK;
+    for (int k = 0; k < N_LANES; k++) {
+        cs_context *ctx = cx[k];
+        const size_t size = cs_state_seq_size(ctx, src);
+        unsigned char *buf = malloc(size ? size : 1);
+        size_t w = 0;
+        CHECK(buf != NULL);
+        CHECK(cs_state_seq_save(ctx, src, buf, size, &w) == CS_OK);
+        if (b & 0x10) {
+            CHECK(cs_kv_seq_rm(ctx, dst, -1, -1) == CS_OK);
+            *m = before;
+            ref_seq_rm(m, dst, -1, -1);
+            check_cache(ctx, m);
+        }
+        if (b & 0x20) w = (size_t)(b >> 6) * w / 4; /* truncated: refused */
+        const cs_status st = cs_state_seq_load(ctx, dst, buf, w);
+        free(buf);
+        if (k == LAZY) st0 = st;
+        CHECK(st == st0);
     }
-    if (b & 0x20) w = (size_t)(b >> 6) * w / 4; /* truncated: refused */
-    const cs_status st = cs_state_seq_load(ctx, dst, buf, w);
-    free(buf);
     if (b & 0x20) { /* refused, or an empty state that loads as nothing */
-        CHECK(st != CS_OK || n_saved == 0);
+        CHECK(st0 != CS_OK || n_saved == 0);
         return;
     }
     if (ref_seq_count(m, dst) > 0) {
-        CHECK(st == CS_ERR_INVALID_ARG);
+        CHECK(st0 == CS_ERR_INVALID_ARG);
     } else if (n_saved > N_CTX - m->n) {
-        CHECK(st == CS_NO_KV_SLOT);
+        CHECK(st0 == CS_NO_KV_SLOT);
     } else {
-        CHECK(st == CS_OK);
+        CHECK(st0 == CS_OK);
         for (int32_t i = 0; i < n_saved; i++) ref_add(m, saved[i], (uint64_t)1 << dst);
     }
 }
 
 /* The whole cache saved, cleared and loaded back: the same cells. */
-static void step_state(cs_context *ctx, const ref_cache *m) {
+static void step_state(cs_context *ctx) {
     const size_t size = cs_state_size(ctx);
     unsigned char *buf = malloc(size ? size : 1);
     size_t w = 0;
@@ -364,10 +448,20 @@ static void step_state(cs_context *ctx, const ref_cache *m) {
     CHECK(cs_state_load(ctx, buf, w) == CS_OK);
     free(buf);
     check_updated(ctx, false); /* saved after the pending shift was applied */
-    (void)m;
 }
 
-static void step(cs_context *ctx, ref_cache *m, reader *r) {
+/* The same call on every context: the same status. */
+#define ON_ALL(call)                                                                               \
+    do {                                                                                           \
+        cs_context *ctx = cx[LAZY];                                                                \
+        st = (call);                                                                               \
+        for (int k_ = 1; k_ < N_LANES; k_++) {                                                     \
+            ctx = cx[k_];                                                                          \
+            CHECK((call) == st);                                                                   \
+        }                                                                                          \
+    } while (0)
+
+static void step(cs_context *const *cx, ref_cache *m, reader *r) {
     const uint8_t op = rd(r) % 16;
     cs_seq s = 0, s2 = 0;
     cs_pos p0 = 0, p1 = 0, x = 0;
@@ -376,42 +470,42 @@ static void step(cs_context *ctx, ref_cache *m, reader *r) {
     case 0:
     case 1:
     case 2:
-        step_decode(ctx, m, r);
+        step_decode(cx, m, r);
         break;
     case 3: /* seq_rm: seq -1 means every sequence */
         s = rd_seq(r), p0 = rd_pos(r), p1 = rd_pos(r);
-        st = cs_kv_seq_rm(ctx, s, p0, p1);
+        ON_ALL(cs_kv_seq_rm(ctx, s, p0, p1));
         CHECK(st == (s >= N_SEQ ? CS_ERR_INVALID_ARG : CS_OK));
         if (st == CS_OK) ref_seq_rm(m, s, p0, p1);
         break;
     case 4:
         s = rd_seq(r), s2 = rd_seq(r), p0 = rd_pos(r), p1 = rd_pos(r);
-        st = cs_kv_seq_cp(ctx, s, s2, p0, p1);
+        ON_ALL(cs_kv_seq_cp(ctx, s, s2, p0, p1));
         CHECK(st == (s < 0 || s >= N_SEQ || s2 < 0 || s2 >= N_SEQ ? CS_ERR_INVALID_ARG : CS_OK));
         if (st == CS_OK && s != s2) ref_seq_cp(m, s, s2, p0, p1);
         break;
     case 5:
         s = rd_seq(r);
-        st = cs_kv_seq_keep(ctx, s);
+        ON_ALL(cs_kv_seq_keep(ctx, s));
         CHECK(st == (s < 0 || s >= N_SEQ ? CS_ERR_INVALID_ARG : CS_OK));
         if (st == CS_OK) ref_seq_keep(m, s);
         break;
     case 6:
     case 7:
         s = rd_seq(r), p0 = rd_pos(r), p1 = rd_pos(r), x = rd_delta(r);
-        st = cs_kv_seq_add(ctx, s, p0, p1, x);
+        ON_ALL(cs_kv_seq_add(ctx, s, p0, p1, x));
         CHECK(st == (s < 0 || s >= N_SEQ ? CS_ERR_INVALID_ARG : CS_OK));
         if (st == CS_OK) ref_seq_add(m, s, p0, p1, x);
         break;
     case 8:
         s = rd_seq(r), p0 = rd_pos(r), p1 = rd_pos(r), x = (cs_pos)(rd(r) % 6) - 1;
-        st = cs_kv_seq_div(ctx, s, p0, p1, x);
+        ON_ALL(cs_kv_seq_div(ctx, s, p0, p1, x));
         CHECK(st == (s < 0 || s >= N_SEQ || x < 1 ? CS_ERR_INVALID_ARG : CS_OK));
         if (st == CS_OK) ref_seq_div(m, s, p0, p1, x);
         break;
     case 9: /* seq_own: all or nothing */
         s = rd_seq(r), p0 = rd_pos(r), p1 = rd_pos(r);
-        st = cs_kv_seq_own(ctx, s, p0, p1);
+        ON_ALL(cs_kv_seq_own(ctx, s, p0, p1));
         if (s < 0 || s >= N_SEQ) {
             CHECK(st == CS_ERR_INVALID_ARG);
         } else if (ref_shared(m, s, p0, p1) > N_CTX - m->n) {
@@ -422,32 +516,38 @@ static void step(cs_context *ctx, ref_cache *m, reader *r) {
         }
         break;
     case 10:
-        cs_kv_defrag(ctx);
-        CHECK(cs_kv_update(ctx) == CS_OK);
-        check_updated(ctx, true);
+        for (int k = 0; k < N_LANES; k++) {
+            cs_kv_defrag(cx[k]);
+            CHECK(cs_kv_update(cx[k]) == CS_OK);
+            check_updated(cx[k], true);
+        }
         break;
     case 11:
-        CHECK(cs_kv_update(ctx) == CS_OK);
-        check_updated(ctx, false);
+        for (int k = 0; k < N_LANES; k++) {
+            CHECK(cs_kv_update(cx[k]) == CS_OK);
+            check_updated(cx[k], false);
+        }
         break;
     case 12:
     case 13:
-        step_seq_state(ctx, m, r);
+        step_seq_state(cx, m, r);
         break;
     case 14:
-        step_state(ctx, m);
+        for (int k = 0; k < N_LANES; k++) step_state(cx[k]);
         break;
     default:
         if (rd(r) == 0) { /* rarely: clear */
-            cs_kv_clear(ctx);
+            for (int k = 0; k < N_LANES; k++) cs_kv_clear(cx[k]);
             m->n = 0;
         }
         break;
     }
-    check_cache(ctx, m);
+    for (int k = 0; k < N_LANES; k++) check_cache(cx[k], m);
+    check_same_cells(cx[LAZY], cx[EXPLICIT]);
     if (trace)
-        fprintf(stderr, "op %2u: status %d, %d cells used, pos_max %d %d %d %d\n", op, (int)st,
-                m->n, ref_pos_max(m, 0), ref_pos_max(m, 1), ref_pos_max(m, 2), ref_pos_max(m, 3));
+        fprintf(stderr, "op %2u: status %d, %d cells used, pos_max %d %d %d %d%s\n", op, (int)st,
+                m->n, ref_pos_max(m, 0), ref_pos_max(m, 1), ref_pos_max(m, 2), ref_pos_max(m, 3),
+                c_diverged ? " (C diverged)" : "");
 }
 
 static void quiet_log(int32_t level, const char *msg, void *user) {
@@ -462,7 +562,7 @@ static void setup(void) {
     cs_model_params mp = cs_model_default_params();
     if (cs_model_load(CS_FUZZ_MODEL, &mp, &model) != CS_OK) abort();
     n_vocab = cs_model_n_vocab(model);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2 * N_LANES; k++) {
         cs_context_params cp = cs_context_default_params();
         cp.n_ctx = N_CTX;
         cp.n_batch = N_BATCH;
@@ -470,11 +570,12 @@ static void setup(void) {
         cp.n_threads = 1;
         cp.type_k = CS_TYPE_F32;
         cp.type_v = CS_TYPE_F32;
-        cp.contiguous_slots = k == 0;
-        cp.defrag_thold = k == 0 ? -1.0f : 0.1f;
+        const bool contiguous = k < N_LANES;
+        cp.contiguous_slots = contiguous;
+        cp.defrag_thold = contiguous ? -1.0f : 0.1f;
         cp.defrag_min_cells = 0;
-        cp.defrag_max_moves = k == 0 ? 0 : 1;
-        if (cs_context_new(model, &cp, &ctxs[k]) != CS_OK) abort();
+        cp.defrag_max_moves = contiguous ? 0 : 1;
+        if (cs_context_new(model, &cp, &ctxs[!contiguous][k % N_LANES]) != CS_OK) abort();
     }
     if (cs_batch_new(N_BATCH, N_SEQ + 2, &batch) != CS_OK) abort();
 }
@@ -483,12 +584,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!model) setup();
     if (size < 1) return 0;
-    cs_context *ctx = ctxs[data[0] & 1];
+    cs_context *const *cx = ctxs[data[0] & 1];
     reader r = {data + 1, size - 1};
     ref_cache m;
     m.n = 0;
-    cs_kv_clear(ctx);
-    check_cache(ctx, &m);
-    for (int k = 0; k < MAX_STEPS && r.n > 0; k++) step(ctx, &m, &r);
+    c_diverged = false;
+    for (int k = 0; k < N_LANES; k++) {
+        cs_kv_clear(cx[k]);
+        check_cache(cx[k], &m);
+    }
+    for (int k = 0; k < MAX_STEPS && r.n > 0; k++) step(cx, &m, &r);
     return 0;
 }
