@@ -87,7 +87,10 @@ PEER_BUNDLE="$(dirname "$PEER_BINS")/../../../node-llama-cpp/llama/gitRelease.bu
 
 # peer_build OUT SRC [DEP...]: compile the C program SRC against llama.h of
 # the bundled source and link the prebuilt libllama (RPATH to it) into OUT,
-# unless OUT is newer than SRC and every DEP. Returns non-zero (compiler
+# unless OUT is newer than SRC and every DEP and was linked against this
+# checkout's PEER_BINS (OUT.bins records it: OUT lives in a shared temporary
+# folder, and a binary built by another checkout points its RPATH at that
+# checkout's libraries, which may be gone). Returns non-zero (compiler
 # output in $TMP/err) when it cannot. Cost: a checkout of two include
 # folders from the bundle and one compile, the first time only.
 peer_build() {
@@ -95,6 +98,7 @@ peer_build() {
     shift 2
     [ -x "$out" ] && [ ! "$src" -nt "$out" ] || stale=1
     for dep in "$@"; do [ "$dep" -nt "$out" ] && stale=1; done
+    [ "$(cat "$out.bins" 2>/dev/null)" = "$PEER_BINS" ] || stale=1
     [ "$stale" -eq 1 ] || return 0
     local tree
     tree=$(mktemp -d "${TMPDIR:-/tmp}/cs-peer-src.XXXXXX") || return 1
@@ -104,7 +108,8 @@ peer_build() {
             mkdir -p "$(dirname "$out")" &&
             ${CC:-cc} -std=c11 -O2 -Wall -Wextra -Werror -I"$tree/src/include" \
                 -I"$tree/src/ggml/include" "$src" -o "$out" "$PEER_BINS/libllama.v0.4.0.so" \
-                "$PEER_BINS/libggml.v0.4.0.so" "$PEER_BINS/libggml-base.so" -lm -Wl,-rpath,"$PEER_BINS"
+                "$PEER_BINS/libggml.v0.4.0.so" "$PEER_BINS/libggml-base.so" -lm -Wl,-rpath,"$PEER_BINS" &&
+            printf '%s\n' "$PEER_BINS" >"$out.bins"
     } >"$TMP/err" 2>&1
     local rc=$?
     rm -rf "$tree"

@@ -78,7 +78,7 @@ typedef struct mm_task {
 static void fill_x16_aux(int32_t wtype, int64_t K, void *row) {
     const block_q8_0 *q = row;
     matmul_x16_aux *a = (matmul_x16_aux *)((uint8_t *)row + matmul_x16_aux_offset(K));
-    const int32_t off = wtype == CS_TYPE_Q4_0 ? 8 : 128;
+    const int32_t off = wtype == CS_TYPE_Q4_0 ? 8 : wtype == CS_TYPE_Q5_0 ? 16 : 128;
     for (int64_t b = 0; b < K / CS_QK8_0; b++) {
         int32_t s = 0;
         for (int j = 0; j < CS_QK8_0; j++) s += q[b].qs[j];

@@ -70,10 +70,10 @@ bool matmul_x16_native(const kernels_table *k, int32_t wtype);
  * tables hold one per weight type and layout.) */
 
 /* Per activation block, for x16 weights: the block's scale as a float and
- * the int32 accumulator's start value, -8 * sum(qs) for Q4_0 weights or
- * -128 * sum(qs) for Q8_0 and IQ4_NL weights (the weight bytes are offset
- * by 8 / 128); filled but unused for Q5_0 (its kernel needs per-lane
- * sums and forms them itself). Q8_1 activations (Q4_1, Q5_1) carry none. */
+ * the int32 accumulator's start value, -8 * sum(qs) for Q4_0 weights,
+ * -16 * sum(qs) for Q5_0 or -128 * sum(qs) for Q8_0 and IQ4_NL weights (the
+ * weight bytes are offset by 8 / 16 / 128). Q8_1 activations (Q4_1, Q5_1)
+ * carry none. */
 typedef struct matmul_x16_aux {
     float d;
     int32_t corr;

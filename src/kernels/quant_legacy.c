@@ -36,22 +36,6 @@ static int32_t q5_high(uint32_t qh, int j) {
     return (int32_t)((qh >> j) & 1u) << 4;
 }
 
-/* The AVX2 accumulation (quant_legacy.h): lane k of the block's integer
- * products (elements 4k .. 4k+3) goes into acc[k] with one FMA. */
-static void lanes_fma(float acc[8], float d, const int32_t *prod) {
-    for (int k = 0; k < 8; k++) {
-        const int32_t l = prod[4 * k] + prod[4 * k + 1] + prod[4 * k + 2] + prod[4 * k + 3];
-        acc[k] = fmaf(d, (float)l, acc[k]);
-    }
-}
-
-/* ggml's hsum_float_8: upper half onto lower, then pairs (0,2) (1,3). */
-static float lanes_sum(const float acc[8]) {
-    float t[4];
-    for (int k = 0; k < 4; k++) t[k] = acc[k] + acc[k + 4];
-    return (t[0] + t[2]) + (t[1] + t[3]);
-}
-
 /* ------------------------------------------------------ dequantizers */
 
 void dequantize_row_q4_1(const void *vx, float *y, int64_t n) {
@@ -186,51 +170,53 @@ void quantize_row_q8_1_ref(const float *x, void *vy, int64_t n) {
 
 /* -------------------------------------------------------------- dots */
 
+/* Dots in the block-sum order of quant_legacy.h. |isum| <= 32 * 31 * 127:
+ * exact in int32 and in float. */
 void vec_dot_q4_1_q8_1_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q4_1 *x = vx;
     const block_q8_1 *y = vy;
-    float acc[8] = {0}, summs = 0.0f;
+    float sum = 0.0f, summs = 0.0f;
     for (int64_t b = 0; b < n / QK; b++) {
-        int32_t prod[QK];
+        int32_t isum = 0;
         for (int j = 0; j < HALF; j++) {
-            prod[j] = (int32_t)(x[b].qs[j] & 0x0f) * y[b].qs[j];
-            prod[j + HALF] = (int32_t)(x[b].qs[j] >> 4) * y[b].qs[j + HALF];
+            isum += (int32_t)(x[b].qs[j] & 0x0f) * y[b].qs[j];
+            isum += (int32_t)(x[b].qs[j] >> 4) * y[b].qs[j + HALF];
         }
         summs = fmaf(fp16_to_fp32(x[b].m), fp16_to_fp32(y[b].s), summs);
-        lanes_fma(acc, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), prod);
+        sum += (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) * (float)isum;
     }
-    *s = lanes_sum(acc) + summs;
+    *s = sum + summs;
 }
 
 void vec_dot_q5_0_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q5_0 *x = vx;
     const block_q8_0 *y = vy;
-    float acc[8] = {0};
+    float sum = 0.0f;
     for (int64_t b = 0; b < n / QK; b++) {
         const uint32_t qh = load_qh(x[b].qh);
-        int32_t prod[QK];
+        int32_t isum = 0;
         for (int j = 0; j < HALF; j++) {
-            prod[j] = (((x[b].qs[j] & 0x0f) | q5_high(qh, j)) - 16) * y[b].qs[j];
-            prod[j + HALF] = (((x[b].qs[j] >> 4) | q5_high(qh, j + HALF)) - 16) * y[b].qs[j + HALF];
+            isum += (((x[b].qs[j] & 0x0f) | q5_high(qh, j)) - 16) * y[b].qs[j];
+            isum += (((x[b].qs[j] >> 4) | q5_high(qh, j + HALF)) - 16) * y[b].qs[j + HALF];
         }
-        lanes_fma(acc, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), prod);
+        sum += (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) * (float)isum;
     }
-    *s = lanes_sum(acc);
+    *s = sum;
 }
 
 void vec_dot_q5_1_q8_1_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q5_1 *x = vx;
     const block_q8_1 *y = vy;
-    float acc[8] = {0}, summs = 0.0f;
+    float sum = 0.0f, summs = 0.0f;
     for (int64_t b = 0; b < n / QK; b++) {
         const uint32_t qh = load_qh(x[b].qh);
-        int32_t prod[QK];
+        int32_t isum = 0;
         for (int j = 0; j < HALF; j++) {
-            prod[j] = ((x[b].qs[j] & 0x0f) | q5_high(qh, j)) * y[b].qs[j];
-            prod[j + HALF] = ((x[b].qs[j] >> 4) | q5_high(qh, j + HALF)) * y[b].qs[j + HALF];
+            isum += ((x[b].qs[j] & 0x0f) | q5_high(qh, j)) * y[b].qs[j];
+            isum += ((x[b].qs[j] >> 4) | q5_high(qh, j + HALF)) * y[b].qs[j + HALF];
         }
         summs = fmaf(fp16_to_fp32(x[b].m), fp16_to_fp32(y[b].s), summs);
-        lanes_fma(acc, fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d), prod);
+        sum += (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) * (float)isum;
     }
-    *s = lanes_sum(acc) + summs;
+    *s = sum + summs;
 }

@@ -4,16 +4,20 @@
  *
  * Numerics follow what llama.cpp runs on x86: activations are quantized as
  * ggml's x86 SIMD quantize_row_q8_0 / quantize_row_q8_1 do (id = 127/amax,
- * round half to even), and the dot products reproduce the accumulation
- * order of ggml's AVX2 kernels (ggml_vec_dot_q4_1_q8_1 and friends, and
- * llamafile's tinyBLAS for Q5_0): per block, the integer products go into
- * 8 int32 lanes (lane k holds elements 4k .. 4k+3), each lane is added to a
- * float accumulator with one FMA of the block's scale product, the lanes
- * are summed at the end in ggml's hsum_float_8 order, and for Q4_1/Q5_1 the
- * offsets (m * s per block, one float FMA each) are added last. The scalar
- * references here are the specification; the AVX2 and AVX-512 versions
- * (x86_avx2.c, x86_avx512.c) are bit-identical to them
- * (tests/test_quants_legacy.c). */
+ * round half to even). The dot products follow ggml's generic scalar
+ * order (ggml_vec_dot_q5_0_q8_0_generic and friends), as Q8_0, Q4_0 and
+ * IQ4_NL do here: per block one exact integer sum of the 32 products, then
+ * sum += (d_x * d_y) * isum, a multiply and an add; for Q4_1/Q5_1 the
+ * offsets go into a second float chain, summs = fma(m, s, summs), added to
+ * sum at the end. Why not ggml's AVX2 order (8 float lanes of 4 products
+ * each, one FMA per lane and block, which these references kept until
+ * 2026-12): it costs 8 conversions and 8 FMAs per block and output, which
+ * held the x16 prompt kernels at 14-22 % of the int8 peak where Q4_0's
+ * block-sum tiles reach 65 %; the result differs from ggml's AVX2 kernels
+ * by float rounding only (tests/test_ggml_peer.c measures it). The scalar
+ * references here are the specification; every SIMD version (x86_avx2.c,
+ * x86_avx512.c, the x16 micro-kernels) is bit-identical to them
+ * (tests/test_quants_legacy.c, tests/test_kernels.c). */
 #ifndef CS_QUANT_LEGACY_H
 #define CS_QUANT_LEGACY_H
 
@@ -76,7 +80,7 @@ void quantize_row_q5_1_ref(const float *x, void *y, int64_t n);
  * 127/amax), s = f16(d * sum q) with d the float before rounding. */
 void quantize_row_q8_1_ref(const float *x, void *y, int64_t n);
 
-/* Scalar dots in the AVX2 order described above. */
+/* Scalar dots in the block-sum order described above. */
 void vec_dot_q4_1_q8_1_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q5_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q5_1_q8_1_ref(int64_t n, float *s, const void *x, const void *y);

@@ -61,13 +61,11 @@
  * high-bit dword with bit 4k + j (element 4k + j) moved to bit 8j + k, so
  * lane k's four high bits (elements 4k .. 4k+3, one int32 lane of the
  * dot) are one shift and one mask away. Their numerics are those of the
- * type's reference dot (quant_legacy.c, iquants.c), not the block-sum
- * order below: Q5_0 / Q4_1 / Q5_1 keep the 8 per-lane float accumulators
- * of ggml's AVX2 order (one FMA per lane and block, lanes summed at the
- * end, then + the fma'd m * s sum for Q4_1 / Q5_1), so x16 holds 8
- * accumulators per output; IQ4_NL scales each exact block sum with a
- * multiply then an add, as Q8_0 (aux correction -128 * sum(q), its levels
- * stored + 128 as the u8 operand).
+ * type's reference dot (quant_legacy.c, iquants.c): each exact block sum
+ * scaled with a multiply then an add, as Q8_0; Q4_1 / Q5_1 then + the
+ * fma'd m * s chain; Q5_0's offset -16 is the aux start value -16 *
+ * sum(q), its 5-bit values stay unsigned as the u8 operand; IQ4_NL's
+ * levels are stored + 128 (aux correction -128 * sum(q)).
  *
  * The activation rows a matmul with x16 weights converts to carry, after
  * their Q8_0 blocks, one matmul_x16_aux per block (matmul.h): the scale as a

@@ -6,12 +6,9 @@
  * Numerics: each type's reference dot (repack_x16_dot_ref), as the AVX-512
  * kernels of x16_legacy_avx512.c, so the result is bit-identical to the
  * reference table and to the AVX-512 tables:
- *   IQ4_NL: per block the exact integer sum, then sum += (d_w * d_x) *
- *     isum, a multiply and an add (Q8_0's scheme in x16_avx2.c);
- *   Q5_0 / Q4_1 / Q5_1: ggml's AVX2 order, 8 float accumulators per output,
- *     one per 4-element int32 lane k (elements 4k .. 4k+3), acc[k] =
- *     fma(d_w * d_x, lane integer, acc[k]) block after block, summed as
- *     hsum_float_8, then + summ = fma(m_w, s_x, summ) for Q4_1 / Q5_1.
+ *   all four: per block the exact integer sum, then sum += (d_w * d_x) *
+ *     isum, a multiply and an add (Q8_0's scheme in x16_avx2.c); Q4_1 /
+ *     Q5_1 then + summ = fma(m_w, s_x, summ) over the blocks in order.
  *
  * Exactness of vpmaddubsw (u8 x s8, pairs added in saturating int16; the
  * Q8_0 / Q8_1 activations of the table's from_float are in [-127, 127],
@@ -19,22 +16,16 @@
  *   IQ4_NL: the u8 operand is |level| (<= 127, looked up with vpshufb), the
  *     level's sign is moved onto the activation (vpsignb; no level is 0):
  *     pairs <= 2 * 127 * 127 = 32258 < 2^15, widened per step (vpmaddwd).
- *   Q5_0: w = (q | high bit) - 16 in [-16, 15]; |w| as the u8 operand, its
- *     sign on the activation (vpsignb zeroes x where w = 0, the right
- *     product): pairs <= 2 * 16 * 127 = 4064.
- *   Q4_1 / Q5_1: the unsigned 4- or 5-bit values directly: pairs <= 2 * 31
- *     * 127 = 7874.
- * So every int32 lane holds the exact lane (or block) integer.
+ *   Q5_0 / Q4_1 / Q5_1: the unsigned 4- or 5-bit values q directly (Q5_0's
+ *     offset -16 is the int32 start value -16 * sum(x), matmul.h's aux):
+ *     pairs <= 2 * 31 * 127 = 7874.
+ * So every int32 lane holds the exact block integer.
  *
- * Registers: a row group is 16 rows, two ymm of 8 rows (halves h). The
- * 8 lane accumulators of 16 rows and one token would fill all 16 ymm, so the
- * lane kernels keep their 2 x 8 x TB lane accumulators in memory (L1) and
- * walk the group's blocks once; each lane accumulator sees its blocks in
- * order, as in the reference. Tile: TB = 8 tokens, column: 1.
- * Cost per block, half, lane and token: vpbroadcastd, (vpsignb,)
- * vpmaddubsw, vpmaddwd, vcvtdq2ps, vfmadd and the accumulator's load and
- * store; the weight lane (vpand, vpsrlw, high bit: 3 more, Q5_0's sign:
- * vpsubb, vpabsb) is decoded once per TB tokens. */
+ * Registers: a row group is 16 rows, two ymm of 8 rows (halves h); per
+ * block and half the 8 weight vectors (4 slices x 2 nibbles) are decoded
+ * once for the TB tokens and the float accumulators live in memory (one
+ * load and store per block, half and token). Tile: TB = 8 tokens,
+ * column: 1. */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
@@ -52,21 +43,22 @@ CS_INLINE float f16_at(const uint8_t *p) {
     return _cvtsh_ss(h);
 }
 
-/* ---------------------------------------- Q5_0 / Q4_1 / Q5_1: 8 lanes */
+/* ------------------------------------- Q5_0 / Q4_1 / Q5_1: block sums */
 
 enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
 
-#define LANES_TB 8 /* tokens per tile call */
+#define LG_TB 8 /* tokens per tile call */
 
 /* One x16 group against TB activation rows (Q8_0 or Q8_1 blocks); out[16t +
- * r] = row r's dot with token t, in the reference order (header). One pass
- * over the blocks: per block, half and slice the two lane vectors (lanes s
- * and s + 4) are decoded once for the TB tokens; the TB x 2 x 8 lane
- * accumulators (4 KiB at TB = 8) live in memory, one load and store per
- * block, half, lane and token, so the 16 ymm hold the decoded weights and
- * the products. */
-CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x, float *out,
-                          const int TB, const int kind) {
+ * r] = row r's dot with token t, in the reference order (header). Per
+ * block and half the 8 weight vectors (lane k: nibbles of slice k & 3, low
+ * for k < 4, with the Q5 high bits of its 4 elements at 0x10) are decoded
+ * once for the TB tokens; per token the 8 dot steps (vpbroadcastd,
+ * vpmaddubsw, vpmaddwd, vpaddd) go into one int32 vector, then one
+ * conversion, two multiplies and an add. The Q4_1 / Q5_1 offsets are a
+ * second pass per token and half, one FMA per block. */
+CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x, float *out,
+                           const int TB, const int kind) {
     const int64_t nb = K / CS_QK_LEGACY;
     const uint8_t *grp = w[0];
     const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
@@ -75,25 +67,34 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
                                         : CS_X16_Q5_1_BLOCK;
     const size_t off_h = has_m ? 64 : 32, off_q = off_h + (has_h ? 64 : 0);
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t aux_off = matmul_x16_aux_offset(K);
     const __m256i m4 = _mm256_set1_epi8(0x0f), b4 = _mm256_set1_epi8(0x10);
     const __m256i ones = _mm256_set1_epi16(1);
-    float lacc[LANES_TB][2][8][8]; /* [token][half][lane k][row] */
-    memset(lacc, 0, sizeof(float) * 128 * (size_t)TB);
+    float acc[LG_TB][16];
+    memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
-        const int8_t *xq[LANES_TB];
-        float dx[LANES_TB];
+        const int8_t *xq[LG_TB];
+        float dx[LG_TB];
+        int32_t corr[LG_TB];
         for (int t = 0; t < TB; t++) {
             const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
-            dx[t] = f16_at(xbk);
             xq[t] = (const int8_t *)(xbk + (has_m ? 4 : 2));
+            if (has_m) {
+                dx[t] = f16_at(xbk);
+                corr[t] = 0;
+            } else {
+                const matmul_x16_aux *a =
+                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+                dx[t] = a->d;
+                corr[t] = a->corr;
+            }
         }
         for (int h = 0; h < 2; h++) {
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * h)));
-            __m256 sc[LANES_TB];
-            for (int t = 0; t < TB; t++) sc[t] = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t]));
             const __m256i H = has_h ? _mm256_loadu_si256((const __m256i *)(blk + off_h + 32 * h))
                                     : _mm256_setzero_si256();
+            __m256i wq[8];
             for (int s = 0; s < 4; s++) {
                 const __m256i raw =
                     _mm256_loadu_si256((const __m256i *)(blk + off_q + 64 * s + 32 * h));
@@ -106,34 +107,26 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
                             k <= 4 ? _mm256_slli_epi32(H, 4 - k) : _mm256_srli_epi32(H, k - 4);
                         q = _mm256_or_si256(q, _mm256_and_si256(hs, b4));
                     }
-                    __m256i sg = q;
-                    if (kind == LG_Q5_0) {
-                        sg = _mm256_sub_epi8(q, b4); /* w = q - 16 */
-                        q = _mm256_abs_epi8(sg);
-                    }
-                    for (int t = 0; t < TB; t++) {
-                        __m256i xv = bcast4(xq[t] + 4 * k);
-                        if (kind == LG_Q5_0) xv = _mm256_sign_epi8(xv, sg);
-                        const __m256i ai = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-                        float *o = lacc[t][h][k];
-                        _mm256_storeu_ps(
-                            o, _mm256_fmadd_ps(sc[t], _mm256_cvtepi32_ps(ai), _mm256_loadu_ps(o)));
-                    }
+                    wq[k] = q;
                 }
+            }
+            for (int t = 0; t < TB; t++) {
+                __m256i si = _mm256_set1_epi32(corr[t]);
+                for (int k = 0; k < 8; k++) {
+                    const __m256i p = _mm256_maddubs_epi16(wq[k], bcast4(xq[t] + 4 * k));
+                    si = _mm256_add_epi32(si, _mm256_madd_epi16(p, ones));
+                }
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t]));
+                float *o = acc[t] + 8 * h;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
+                                                  _mm256_mul_ps(_mm256_cvtepi32_ps(si), sc)));
             }
         }
     }
-    for (int h = 0; h < 2; h++) {
-        for (int t = 0; t < TB; t++) {
-            __m256 l[8];
-            for (int k = 0; k < 8; k++) l[k] = _mm256_loadu_ps(lacc[t][h][k]);
-            /* hsum_float_8's order per row: (a0+a4 + a2+a6) + (a1+a5 + a3+a7) */
-            const __m256 r0 = _mm256_add_ps(l[4], l[0]);
-            const __m256 r1 = _mm256_add_ps(l[5], l[1]);
-            const __m256 r2 = _mm256_add_ps(l[6], l[2]);
-            const __m256 r3 = _mm256_add_ps(l[7], l[3]);
-            __m256 r = _mm256_add_ps(_mm256_add_ps(r0, r2), _mm256_add_ps(r1, r3));
-            if (kind != LG_Q5_0) {
+    for (int t = 0; t < TB; t++) {
+        for (int h = 0; h < 2; h++) {
+            __m256 r = _mm256_loadu_ps(acc[t] + 8 * h);
+            if (has_m) {
                 /* summ = fma(m_w, s_x, summ) over the blocks in order */
                 __m256 summ = _mm256_setzero_ps();
                 for (int64_t b = 0; b < nb; b++) {
@@ -150,18 +143,18 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
     }
 }
 
-#define LANES_KERNELS(name, kind)                                                                  \
+#define LEGACY_KERNELS(name, kind)                                                                 \
     static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
                                      float *out) {                                                 \
-        tile_lanes(K, w, x, out, LANES_TB, kind);                                                  \
+        tile_legacy(K, w, x, out, LG_TB, kind);                                                    \
     }                                                                                              \
     static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
-        tile_lanes(K, w, &x, out, 1, kind);                                                        \
+        tile_legacy(K, w, &x, out, 1, kind);                                                       \
     }
 
-LANES_KERNELS(q5_0, LG_Q5_0)
-LANES_KERNELS(q4_1, LG_Q4_1)
-LANES_KERNELS(q5_1, LG_Q5_1)
+LEGACY_KERNELS(q5_0, LG_Q5_0)
+LEGACY_KERNELS(q4_1, LG_Q4_1)
+LEGACY_KERNELS(q5_1, LG_Q5_1)
 
 /* ------------------------------------------------ IQ4_NL: block sums */
 
@@ -242,9 +235,9 @@ void kernels_x16_legacy_avx2(kernels_table *k) {
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
     x[CS_TYPE_IQ4_NL] = (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col};
-    x[CS_TYPE_Q5_0] = (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
-    x[CS_TYPE_Q4_1] = (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
-    x[CS_TYPE_Q5_1] = (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
+    x[CS_TYPE_Q5_0] = (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
+    x[CS_TYPE_Q4_1] = (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
+    x[CS_TYPE_Q5_1] = (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
 }
 
 #endif /* x86 */

@@ -7,15 +7,11 @@
  * non-VNNI results are bit-identical, and so are repack_x16_dot_ref's
  * (the types' reference dots on the unpacked rows).
  *
- * Why a per-type numerics split: Q5_0 / Q4_1 / Q5_1's reference dots
- * (quant_legacy.c) keep ggml's AVX2 order, 8 float accumulators per
- * output, one per 4-element int32 lane of a block (lane k: elements 4k ..
- * 4k+3). In the x16 layout one dot step against a broadcast 4-byte
- * activation slice yields exactly lane k's integer for 16 rows, so the
- * kernel keeps the 8 lane accumulators as 8 zmm per token (16 rows each)
- * and sums them as ggml's hsum_float_8 at the end. IQ4_NL's reference is
- * the block-sum order (one exact integer per block, multiply then add),
- * which is Q8_0's x16 scheme with the nibbles looked up. */
+ * All four follow the block-sum order of their references (one exact
+ * integer per block and row, then sum += (d_w * d_x) * isum, a multiply
+ * and an add; Q4_1 / Q5_1 add fma(m_w, s_x) chains at the end): Q8_0's x16
+ * scheme with the weights unpacked from nibbles (and high bits) or looked
+ * up (IQ4_NL). */
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
@@ -38,23 +34,26 @@ CS_INLINE __m512i dp4(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
                                                    _mm512_set1_epi16(1)));
 }
 
-/* ---------------------------------------- Q5_0 / Q4_1 / Q5_1: 8 lanes */
+/* ------------------------------------- Q5_0 / Q4_1 / Q5_1: block sums */
 
 enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
 
-#define LANES_TB 2 /* tokens per tile: 8 * 2 accumulators + temporaries fit 32 zmm */
+#define LG_TB 8 /* tokens per tile: 8 weight vectors + 8 (+ 8) accumulators */
 
 /* One x16 group against TB activation rows, in the reference order
- * (quant_legacy.c): per block and lane k, acc[k] = fma(d_w * d_x, lane
- * integer, acc[k]); Q4_1 / Q5_1 also summ = fma(m_w, s_x, summ); the
- * output is (acc0+acc4 + acc2+acc6) + (acc1+acc5 + acc3+acc7) (+ summ).
- * Lane k's weights (nibbles k < 4: low of qs slice k, else high of slice
- * k - 4; plus the high bit for Q5) are built once per block and shared by
- * the TB tokens. The Q5_0 offset -16 is folded in as -16 * (sum of the 4
- * activation bytes), computed once per token and block. Registers: 8 * TB
- * accumulators, TB scales (+ TB m sums) and a few temporaries. */
-CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x, float *out,
-                          const int TB, const int kind, const int vnni) {
+ * (quant_legacy.c): per block and row the exact integer sum, then
+ * acc += (d_w * d_x) * isum; Q4_1 / Q5_1 also summ = fma(m_w, s_x, summ),
+ * added at the end. The block's 8 weight vectors (lane k: nibbles of
+ * slice k & 3, low for k < 4, with the Q5 high bits of its 4 elements at
+ * 0x10) are built once and shared by the TB tokens; a token's 8 dot steps
+ * accumulate in one int32 vector. Q5_0's offset -16 is the aux start
+ * value -16 * sum(x) (matmul.h): the weight bytes stay unsigned (u <= 31,
+ * so non-VNNI maddubs pairs stay below 2 * 31 * 127). Cost per block and
+ * token: 8 dot steps, 1 conversion, 2 multiplies and 1 add (Q4_1 / Q5_1:
+ * one FMA more); before (ggml's 8-lane order) it was 8 conversions and 8
+ * FMAs. */
+CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x, float *out,
+                           const int TB, const int kind, const int vnni) {
     const int64_t nb = K / CS_QK_LEGACY;
     const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
     const size_t gb = kind == LG_Q5_0   ? CS_X16_Q5_0_BLOCK
@@ -62,38 +61,21 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
                                         : CS_X16_Q5_1_BLOCK;
     const size_t off_h = has_m ? 64 : 32, off_q = off_h + (has_h ? 64 : 0);
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t aux_off = matmul_x16_aux_offset(K);
     const uint8_t *grp = w[0];
     const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
-    __m512 acc[8][LANES_TB], summ[LANES_TB];
+    __m512 acc[LG_TB], summ[LG_TB];
     for (int t = 0; t < TB; t++) {
+        acc[t] = _mm512_setzero_ps();
         summ[t] = _mm512_setzero_ps();
-        for (int k = 0; k < 8; k++) acc[k][t] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
-        __m512 sc[LANES_TB];
-        const int8_t *xq[LANES_TB];
-        int32_t nc[LANES_TB][8]; /* Q5_0: -16 * sum of lane k's activation bytes */
-        for (int t = 0; t < TB; t++) {
-            const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
-            uint16_t dx;
-            memcpy(&dx, xbk, 2);
-            sc[t] = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(dx)));
-            xq[t] = (const int8_t *)(xbk + (has_m ? 4 : 2));
-            if (has_m) {
-                uint16_t sx;
-                memcpy(&sx, xbk + 2, 2);
-                const __m512 mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)));
-                summ[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(sx)), summ[t]);
-            } else {
-                const __m256i a = _mm256_loadu_si256((const __m256i *)xq[t]);
-                const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(16), a),
-                                                     _mm256_set1_epi16(1));
-                _mm256_storeu_si256((__m256i *)nc[t], _mm256_sub_epi32(_mm256_setzero_si256(), s4));
-            }
-        }
+        const __m512 mw =
+            has_m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32))) : dw;
         const __m512i H = has_h ? _mm512_loadu_si512(blk + off_h) : _mm512_setzero_si512();
+        __m512i wq[8];
         for (int k = 0; k < 8; k++) {
             const __m512i raw = _mm512_loadu_si512(blk + off_q + 64 * (k & 3));
             __m512i q = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), m4);
@@ -102,41 +84,54 @@ CS_INLINE void tile_lanes(int64_t K, const void *const *w, const void *const *x,
                     k <= 4 ? _mm512_slli_epi32(H, 4 - k) : _mm512_srli_epi32(H, k - 4);
                 q = _mm512_or_si512(q, _mm512_and_si512(hs, b4));
             }
-            for (int t = 0; t < TB; t++) {
-                __m512i ai = has_m ? _mm512_setzero_si512() : _mm512_set1_epi32(nc[t][k]);
-                ai = dp4(ai, q, xq[t] + 4 * k, vnni);
-                acc[k][t] = _mm512_fmadd_ps(sc[t], _mm512_cvtepi32_ps(ai), acc[k][t]);
+            wq[k] = q;
+        }
+        for (int t = 0; t < TB; t++) {
+            const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
+            const int8_t *xq = (const int8_t *)(xbk + (has_m ? 4 : 2));
+            __m512i ai = _mm512_setzero_si512();
+            float dx;
+            if (has_m) {
+                uint16_t h[2];
+                memcpy(h, xbk, 4);
+                dx = _cvtsh_ss(h[0]);
+                summ[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(h[1])), summ[t]);
+            } else {
+                const matmul_x16_aux *a =
+                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+                dx = a->d;
+                ai = _mm512_set1_epi32(a->corr);
             }
+            for (int k = 0; k < 8; k++) ai = dp4(ai, wq[k], xq + 4 * k, vnni);
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(ai), sc));
         }
     }
     for (int t = 0; t < TB; t++) {
-        __m512 r = hsum8_x16_ps(acc[0][t], acc[1][t], acc[2][t], acc[3][t], acc[4][t], acc[5][t],
-                                acc[6][t], acc[7][t]);
-        if (has_m) r = _mm512_add_ps(r, summ[t]);
-        _mm512_storeu_ps(out + 16 * t, r);
+        _mm512_storeu_ps(out + 16 * t, has_m ? _mm512_add_ps(acc[t], summ[t]) : acc[t]);
     }
 }
 
-#define LANES_KERNELS(name, kind)                                                                  \
+#define LEGACY_KERNELS(name, kind)                                                                 \
     static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
                                      float *out) {                                                 \
-        tile_lanes(K, w, x, out, LANES_TB, kind, 0);                                               \
+        tile_legacy(K, w, x, out, LG_TB, kind, 0);                                                 \
     }                                                                                              \
     static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
-        tile_lanes(K, w, &x, out, 1, kind, 0);                                                     \
+        tile_legacy(K, w, &x, out, 1, kind, 0);                                                    \
     }                                                                                              \
     static void uk_x16_##name##_tile_vnni(int64_t K, const void *const *w, const void *const *x,   \
                                           float *out) {                                            \
-        tile_lanes(K, w, x, out, LANES_TB, kind, 1);                                               \
+        tile_legacy(K, w, x, out, LG_TB, kind, 1);                                                 \
     }                                                                                              \
     static void uk_x16_##name##_col_vnni(int64_t K, const void *const *w, const void *x,           \
                                          float *out) {                                             \
-        tile_lanes(K, w, &x, out, 1, kind, 1);                                                     \
+        tile_legacy(K, w, &x, out, 1, kind, 1);                                                    \
     }
 
-LANES_KERNELS(q5_0, LG_Q5_0)
-LANES_KERNELS(q4_1, LG_Q4_1)
-LANES_KERNELS(q5_1, LG_Q5_1)
+LEGACY_KERNELS(q5_0, LG_Q5_0)
+LEGACY_KERNELS(q4_1, LG_Q4_1)
+LEGACY_KERNELS(q5_1, LG_Q5_1)
 
 /* ------------------------------------------------ IQ4_NL: block sums */
 
@@ -220,14 +215,14 @@ void kernels_x16_legacy_avx512(kernels_table *k, bool vnni) {
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
     x[CS_TYPE_Q5_0] =
-        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile_vnni, uk_x16_q5_0_col_vnni}
-             : (matmul_ukernel){r, LANES_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
+        vnni ? (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile_vnni, uk_x16_q5_0_col_vnni}
+             : (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col};
     x[CS_TYPE_Q4_1] =
-        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile_vnni, uk_x16_q4_1_col_vnni}
-             : (matmul_ukernel){r, LANES_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
+        vnni ? (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile_vnni, uk_x16_q4_1_col_vnni}
+             : (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col};
     x[CS_TYPE_Q5_1] =
-        vnni ? (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile_vnni, uk_x16_q5_1_col_vnni}
-             : (matmul_ukernel){r, LANES_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
+        vnni ? (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile_vnni, uk_x16_q5_1_col_vnni}
+             : (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col};
     x[CS_TYPE_IQ4_NL] =
         vnni ? (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile_vnni, uk_x16_iq4nl_col_vnni}
              : (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col};

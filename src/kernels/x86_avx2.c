@@ -361,10 +361,11 @@ static void avx2_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const voi
 }
 
 /* ------------------------------------------- Q4_1, Q5_0, Q5_1 dots */
-/* The order of quant_legacy.h (ggml's AVX2 kernels): per block, 8 int32
- * lanes of 4 consecutive products, one FMA of the scale product into 8
- * float lanes; hsum8 at the end, plus the offsets' float FMA chain for
- * Q4_1/Q5_1. Bit-identical to the scalar references. */
+/* The order of quant_legacy.h: per block the exact integer sum of the 32
+ * products (8 int32 lanes, then summed), then sum += (d_x * d_y) * isum;
+ * Q4_1/Q5_1 add the offsets' float FMA chain at the end. Bit-identical to
+ * the scalar references. These row dots run where no x16 micro-kernel
+ * does (unpacked weights); the x16 tiles are the hot path. */
 
 /* The 32 low nibbles of a block as bytes 0..15 (byte j = element j). */
 CS_INLINE __m256i nibbles32(const uint8_t *qs) {
@@ -385,52 +386,48 @@ CS_INLINE __m256i high_bits32(const uint8_t *qh) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-/* 8 lanes of u8 x s8 products, 4 per lane (u <= 31: no saturation). */
-CS_INLINE __m256 dot_u8_lanes(__m256i u, __m256i y) {
-    __m256i p16 = _mm256_maddubs_epi16(u, y);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+/* Exact sum of the u8 x s8 products (u <= 31: maddubs pairs <= 7874). */
+CS_INLINE int32_t isum_u8(__m256i u, __m256i y) {
+    return hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)));
 }
 
 static void avx2_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q4_1 *x = vx;
     const block_q8_1 *y = vy;
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
+    float sum = 0.0f, summs = 0.0f;
     for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
         summs = fmaf(f16_scale(x[b].m), f16_scale(y[b].s), summs);
-        const __m256 p =
-            dot_u8_lanes(nibbles32(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
+        const int32_t i = isum_u8(nibbles32(x[b].qs), _mm256_loadu_si256((const __m256i *)y[b].qs));
+        sum += (f16_scale(x[b].d) * f16_scale(y[b].d)) * (float)i;
     }
-    *s = hsum8_ps(acc) + summs;
+    *s = sum + summs;
 }
 
 static void avx2_vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q5_0 *x = vx;
     const block_q8_0 *y = vy;
-    __m256 acc = _mm256_setzero_ps();
+    float sum = 0.0f;
     for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
         __m256i q = _mm256_or_si256(nibbles32(x[b].qs), high_bits32(x[b].qh));
         q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
         const __m256i yq = _mm256_loadu_si256((const __m256i *)y[b].qs);
-        const __m256 p = _mm256_cvtepi32_ps(dot_i8(_mm256_abs_epi8(q), q, yq));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
+        const int32_t i = hsum_i32x8(dot_i8(_mm256_abs_epi8(q), q, yq));
+        sum += (f16_scale(x[b].d) * f16_scale(y[b].d)) * (float)i;
     }
-    *s = hsum8_ps(acc);
+    *s = sum;
 }
 
 static void avx2_vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
     const block_q5_1 *x = vx;
     const block_q8_1 *y = vy;
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
+    float sum = 0.0f, summs = 0.0f;
     for (int64_t b = 0; b < n / CS_QK_LEGACY; b++) {
         summs = fmaf(f16_scale(x[b].m), f16_scale(y[b].s), summs);
         const __m256i q = _mm256_or_si256(nibbles32(x[b].qs), high_bits32(x[b].qh));
-        const __m256 p = dot_u8_lanes(q, _mm256_loadu_si256((const __m256i *)y[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scale(x[b].d) * f16_scale(y[b].d)), p, acc);
+        const int32_t i = isum_u8(q, _mm256_loadu_si256((const __m256i *)y[b].qs));
+        sum += (f16_scale(x[b].d) * f16_scale(y[b].d)) * (float)i;
     }
-    *s = hsum8_ps(acc) + summs;
+    *s = sum + summs;
 }
 
 /* ---------------------------------------------------- row conversions */

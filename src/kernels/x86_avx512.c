@@ -912,10 +912,11 @@ static void avx512_vec_dot_q4_0_q8_0(int64_t n, float *s, const void *x, const v
 
 /* ------------------------------------------- Q4_1, Q5_0, Q5_1 dots */
 /* Two blocks per zmm for the integer work (lanes 0-7 block b, 8-15 block
- * b+1: unpacking in ymm halves, then one maddubs + madd + int->float for
- * both), then each block's FMA into one ymm of 8 float lanes in block
+ * b+1: unpacking in ymm halves, then one maddubs + madd for both), then
+ * each block's exact integer sum and sum += (d_x * d_y) * isum in block
  * order: the order of quant_legacy.h, so bit-identical to the scalar
- * references (an odd last block runs alone). */
+ * references (an odd last block runs alone). Not the hot path: the x16
+ * micro-kernels run packed weights. */
 
 /* Block q: bytes 0..31 = elements 0..31, the 4-bit parts. */
 CS_INLINE __m256i lg_nibbles(const uint8_t *qs) {
@@ -976,35 +977,37 @@ CS_INLINE lg_pair lg_load(const void *x, const void *y, int64_t b, int kind) {
     return kind == 0 ? lg_q4_1(x, y, b) : kind == 1 ? lg_q5_0(x, y, b) : lg_q5_1(x, y, b);
 }
 
+/* Exact sum of 8 int32 lanes. */
+CS_INLINE int32_t lg_hsum(__m256i v) {
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    t = _mm_add_epi32(t, _mm_unpackhi_epi64(t, t));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 1));
+    return _mm_cvtsi128_si32(t);
+}
+
 /* kind: 0 Q4_1 x Q8_1, 1 Q5_0 x Q8_0, 2 Q5_1 x Q8_1. */
 CS_INLINE float vec_dot_legacy(int64_t n, const void *x, const void *y, const int kind) {
     const int64_t nb = n / CS_QK_LEGACY;
     const __m512i ones = _mm512_set1_epi16(1);
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
+    float sum = 0.0f, summs = 0.0f;
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
         const lg_pair p0 = lg_load(x, y, b, kind), p1 = lg_load(x, y, b + 1, kind);
         const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(p0.u), p1.u, 1);
         const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(p0.y), p1.y, 1);
-        const __m512 p = _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_maddubs_epi16(u, v), ones));
+        const __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(u, v), ones);
         if (kind != 1) summs = lg_offset(x, y, b + 1, kind, lg_offset(x, y, b, kind, summs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(lg_scale(x, y, b, kind)), _mm512_castps512_ps256(p),
-                              acc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(lg_scale(x, y, b + 1, kind)),
-                              _mm512_extractf32x8_ps(p, 1), acc);
+        sum += lg_scale(x, y, b, kind) * (float)lg_hsum(_mm512_castsi512_si256(p));
+        sum += lg_scale(x, y, b + 1, kind) * (float)lg_hsum(_mm512_extracti64x4_epi64(p, 1));
     }
     if (b < nb) {
         const lg_pair p0 = lg_load(x, y, b, kind);
         const __m256i p16 = _mm256_maddubs_epi16(p0.u, p0.y);
-        const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
         if (kind != 1) summs = lg_offset(x, y, b, kind, summs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(lg_scale(x, y, b, kind)), p, acc);
+        sum += lg_scale(x, y, b, kind) *
+               (float)lg_hsum(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
     }
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s) + summs;
+    return sum + summs;
 }
 
 static void avx512_vec_dot_q4_1_q8_1(int64_t n, float *s, const void *x, const void *y) {
