@@ -42,6 +42,8 @@ static size_t vec_row_bytes(int32_t wtype, int64_t K) {
     CS_ASSERT(type_row_size(vdt, K, &b));
     if (vdt == CS_TYPE_Q8_0) /* blocks, then the x16 aux entries (used or not) */
         b = matmul_x16_aux_offset(K) + (size_t)(K / CS_QK8_0) * sizeof(matmul_x16_aux);
+    if (vdt == CS_TYPE_F16 || vdt == CS_TYPE_BF16) /* the row, then widened (matmul.h) */
+        b = matmul_wide_offset(K) + (size_t)K * sizeof(float);
     return ((size_t)b + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
 }
 
@@ -87,13 +89,29 @@ static void fill_x16_aux(int32_t wtype, int64_t K, void *row) {
     }
 }
 
+/* The widened copy of a converted F16 / BF16 row (matmul.h). O(K). */
+static void widen_row(const kernels_table *k, int32_t vdt, int64_t K, uint8_t *row) {
+    const uint16_t *h = (const uint16_t *)(const void *)row;
+    float *f = (float *)(void *)(row + matmul_wide_offset(K));
+    if (vdt == CS_TYPE_F16) {
+        k->fp16_to_fp32_row(h, f, K);
+        return;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        const uint32_t u = (uint32_t)h[i] << 16;
+        memcpy(&f[i], &u, sizeof u);
+    }
+}
+
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
     const type_from_float_fn from_float = m->k->from_float[m->vdt];
     const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
+    const bool wide = m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16;
     for (int64_t t = t0; t < t1; t++) {
-        void *dst = m->scratch + (size_t)t * m->x_row;
+        uint8_t *dst = m->scratch + (size_t)t * m->x_row;
         from_float(m->X + t * m->K, dst, m->K);
         if (aux) fill_x16_aux(m->wtype, m->K, dst);
+        if (wide) widen_row(m->k, m->vdt, m->K, dst);
     }
 }
 

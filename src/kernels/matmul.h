@@ -79,6 +79,15 @@ typedef struct matmul_x16_aux {
     int32_t corr;
 } matmul_x16_aux;
 
+/* Converted activation rows for F16 and BF16 weights: the vec_dot_type row
+ * (f16 / bf16 values), then at this byte offset the same values widened to
+ * f32 (exact), for micro-kernels that multiply in FP32: each activation is
+ * converted once per matmul instead of once per tile and k-step (the F16
+ * tile then spends its conversions on the weights only). */
+static inline size_t matmul_wide_offset(int64_t K) {
+    return ((size_t)K * sizeof(uint16_t) + 63) & ~(size_t)63;
+}
+
 /* Byte offset of the aux entries in a converted activation row of K elements. */
 static inline size_t matmul_x16_aux_offset(int64_t K) {
     return ((size_t)(K / CS_QK8_0) * sizeof(block_q8_0) + 7) & ~(size_t)7;

@@ -393,6 +393,46 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
         for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
 }
 
+/* F16 / BF16 weights against activations already widened to f32 in the
+ * converted row (matmul_wide_offset): per 16-element step RB weight
+ * conversions and RB x TB FMAs with the activations as memory operands
+ * (tile_16 converts the TB activation vectors at every step and row block
+ * too: 8 conversions per 16 FMAs at 4 x 4, here 4 per 24). Per output the
+ * sequence is tile_16's (one FMA per step into 16 lanes in k order, the
+ * tail masked to zeros, hsum16), so the results are identical. Registers:
+ * 24 accumulators and 4 weight vectors at 4 x 6. */
+#define WIDE_RB 6
+#define WIDE_TB 4
+CS_INLINE void tile_wide(int64_t K, const void *const *w, const void *const *x, float *out,
+                         const int RB, const int TB, const int is_bf16) {
+    const size_t off = matmul_wide_offset(K);
+    const float *xf[WIDE_TB];
+    for (int t = 0; t < TB; t++) xf[t] = (const float *)(const void *)((const uint8_t *)x[t] + off);
+    __m512 acc[WIDE_RB][WIDE_TB];
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 xv[WIDE_TB];
+        for (int t = 0; t < TB; t++) xv[t] = _mm512_loadu_ps(xf[t] + k);
+        for (int r = 0; r < RB; r++) {
+            const __m512 wv =
+                cvt_16(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w[r] + k)), is_bf16);
+            for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        }
+    }
+    if (k < K) {
+        const __mmask16 m = mask16(K - k);
+        for (int r = 0; r < RB; r++) {
+            const __m512 wv = cvt_16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w[r] + k), is_bf16);
+            for (int t = 0; t < TB; t++)
+                acc[r][t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, xf[t] + k), acc[r][t]);
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
+}
+
 /* vpdpbusd through inline asm: the file is not compiled with -mavx512vnni
  * (the CPU may lack it); callers only take this path after the cpuid check
  * in kernels.c. acc += sum of 4 products u8(a) * s8(b) per int32 lane. */
@@ -570,16 +610,21 @@ static void uk_f32_col(int64_t K, const void *const *w, const void *x, float *ou
     for (int r = 0; r < UK_RB; r++) tile_f32(K, &w[r], &x, out + r, 1, 1);
 }
 static void uk_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_16(K, w, x, out, UK_RB, UK_TB, 0);
+    tile_wide(K, w, x, out, WIDE_RB, WIDE_TB, 0);
 }
+/* Columns (a decode step) one row at a time from the 16-bit activations
+ * at the start of the converted row: one sequential weight stream is what
+ * the hardware prefetcher follows best (tile_wide with 6 rows side by side
+ * ran 110M F16 generation at 0.54x, one row at a time from the widened
+ * activations at 0.95x; measured at 1 thread). Same per-output sequence. */
 static void uk_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    for (int r = 0; r < UK_RB; r++) tile_16(K, &w[r], &x, out + r, 1, 1, 0);
+    for (int r = 0; r < WIDE_RB; r++) tile_16(K, &w[r], &x, out + r, 1, 1, 0);
 }
 static void uk_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_16(K, w, x, out, UK_RB, UK_TB, 1);
+    tile_wide(K, w, x, out, WIDE_RB, WIDE_TB, 1);
 }
 static void uk_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    for (int r = 0; r < UK_RB; r++) tile_16(K, &w[r], &x, out + r, 1, 1, 1);
+    for (int r = 0; r < WIDE_RB; r++) tile_16(K, &w[r], &x, out + r, 1, 1, 1);
 }
 static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_q(K, w, x, out, UK_RB, UK_TB, 0, 0);
@@ -1308,8 +1353,8 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
 
     matmul_ukernel *u = k->ukernel;
     u[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
-    u[CS_TYPE_F16] = (matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col};
-    u[CS_TYPE_BF16] = (matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col};
+    u[CS_TYPE_F16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_f16_tile, uk_f16_col};
+    u[CS_TYPE_BF16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_bf16_tile, uk_bf16_col};
     u[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni}
                            : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
     u[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni}
