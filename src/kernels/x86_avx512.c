@@ -424,7 +424,8 @@ CS_INLINE void tile_wide(int64_t K, const void *const *w, const void *const *x, 
     if (k < K) {
         const __mmask16 m = mask16(K - k);
         for (int r = 0; r < RB; r++) {
-            const __m512 wv = cvt_16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w[r] + k), is_bf16);
+            const __m512 wv =
+                cvt_16(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w[r] + k), is_bf16);
             for (int t = 0; t < TB; t++)
                 acc[r][t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, xf[t] + k), acc[r][t]);
         }
@@ -1049,8 +1050,8 @@ CS_INLINE float vec_dot_legacy(int64_t n, const void *x, const void *y, const in
         const lg_pair p0 = lg_load(x, y, b, kind);
         const __m256i p16 = _mm256_maddubs_epi16(p0.u, p0.y);
         if (kind != 1) summs = lg_offset(x, y, b, kind, summs);
-        sum += lg_scale(x, y, b, kind) *
-               (float)lg_hsum(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+        sum +=
+            lg_scale(x, y, b, kind) * (float)lg_hsum(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
     }
     return sum + summs;
 }
