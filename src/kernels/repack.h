@@ -80,6 +80,7 @@
 #define CS_REPACK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../types.h"
@@ -98,6 +99,23 @@ enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
 #define CS_X16_Q5_0_BLOCK  352 /* legacy types (IQ4_NL: CS_X16_Q4_BLOCK) */
 #define CS_X16_Q4_1_BLOCK  320
 #define CS_X16_Q5_1_BLOCK  384
+
+/* Where the parts of one x16 group block of Q5_0, Q4_1 or Q5_1 start
+ * (layout below): d[16] at 0, m[16] at 32 (Q4_1 / Q5_1), qh at high, qs
+ * at qs; size is the block's bytes. One table for the AVX2 and AVX-512
+ * kernels. */
+typedef struct x16_legacy_parts {
+    size_t size, high, qs;
+} x16_legacy_parts;
+
+static inline x16_legacy_parts repack_x16_legacy_parts(int32_t type) {
+    const bool has_m = type != CS_TYPE_Q5_0, has_h = type != CS_TYPE_Q4_1;
+    const size_t high = has_m ? 64 : 32;
+    return (x16_legacy_parts){type == CS_TYPE_Q5_0   ? CS_X16_Q5_0_BLOCK
+                              : type == CS_TYPE_Q4_1 ? CS_X16_Q4_1_BLOCK
+                                                     : CS_X16_Q5_1_BLOCK,
+                              high, high + (has_h ? 64 : 0)};
+}
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
  * Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
