@@ -62,8 +62,9 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
     const int64_t nb = K / CS_QK_LEGACY;
     const uint8_t *grp = w[0];
     const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
-    const x16_legacy_parts parts = repack_x16_legacy_parts(
-        kind == LG_Q5_0 ? CS_TYPE_Q5_0 : kind == LG_Q4_1 ? CS_TYPE_Q4_1 : CS_TYPE_Q5_1);
+    const x16_legacy_parts parts = repack_x16_legacy_parts(kind == LG_Q5_0   ? CS_TYPE_Q5_0
+                                                           : kind == LG_Q4_1 ? CS_TYPE_Q4_1
+                                                                             : CS_TYPE_Q5_1);
     const size_t gb = parts.size, off_h = parts.high, off_q = parts.qs;
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
