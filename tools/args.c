@@ -175,6 +175,31 @@ tool_common tool_common_defaults(uint32_t accepts) {
     };
 }
 
+int tool_parse_sampling(tool_args *it, cs_sampler_params *sp, bool *handled) {
+    const char *a = it->argv[it->i];
+    const char *v = NULL;
+    int rc = 0;
+    *handled = true;
+    if (tool_arg_is(a, NULL, "--temp")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_f32(a, v, -1e6f, 1e6f, &sp->temp);
+    } else if (tool_arg_is(a, NULL, "--top-k")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_i32(a, v, 0, INT32_MAX, &sp->top_k);
+    } else if (tool_arg_is(a, NULL, "--top-p")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_f32(a, v, 0, 1, &sp->top_p);
+    } else if (tool_arg_is(a, NULL, "--min-p")) {
+        if ((rc = tool_arg_value(it, &v)) == 0) rc = tool_parse_f32(a, v, 0, 1, &sp->min_p);
+    } else if (tool_arg_is(a, NULL, "--repeat-penalty")) {
+        if ((rc = tool_arg_value(it, &v)) == 0)
+            rc = tool_parse_f32(a, v, 0, 1e6f, &sp->repeat_penalty);
+    } else if (tool_arg_is(a, NULL, "--repeat-last-n")) {
+        if ((rc = tool_arg_value(it, &v)) == 0)
+            rc = tool_parse_i32(a, v, -1, INT32_MAX, &sp->repeat_last_n);
+    } else {
+        *handled = false;
+    }
+    return rc;
+}
+
 int tool_parse_common(tool_args *it, tool_common *c, bool *handled) {
     const char *a = it->argv[it->i];
     const char *v = NULL;

@@ -124,6 +124,11 @@ tool_common tool_common_defaults(uint32_t accepts);
  * *handled is false, and nothing is consumed, for any other argument. */
 int tool_parse_common(tool_args *it, tool_common *c, bool *handled);
 
+/* The sampling flags of run and chat, as tool_parse_common: --temp,
+ * --top-k, --top-p, --min-p, --repeat-penalty and --repeat-last-n (-1:
+ * the context size, resolved by the tool) into sp. */
+int tool_parse_sampling(tool_args *it, cs_sampler_params *sp, bool *handled);
+
 /* Help lines shared by the tools that align their flags in 29 columns. */
 #define TOOL_HELP_THREADS "  -t,   --threads N          worker threads (default: number of cores)\n"
 #define TOOL_HELP_CACHE_TYPES                                                                      \

@@ -40,14 +40,9 @@ typedef struct chat_opts {
     tool_common common; /* -m -c -b -t -ctk -ctv -v -h */
     const char *system;
     const char *chat_template;
-    int32_t n_predict; /* tokens per reply; -1: until end of generation */
-    int64_t seed;      /* -1: random */
-    float temp;
-    int32_t top_k;
-    float top_p;
-    float min_p;
-    float repeat_penalty;
-    int32_t repeat_last_n;
+    int32_t n_predict;          /* tokens per reply; -1: until end of generation */
+    int64_t seed;               /* -1: random */
+    cs_sampler_params sampling; /* repeat_last_n -1: the context size; seed unused */
     bool ignore_eos;
     bool no_ctx_shift;
     bool print_ids;
@@ -104,12 +99,7 @@ static void chat_defaults(chat_opts *o) {
                                        TOOL_FLAG_BATCH | TOOL_FLAG_CACHE_TYPES),
         .n_predict = -1,
         .seed = -1,
-        .temp = sp.temp,
-        .top_k = sp.top_k,
-        .top_p = sp.top_p,
-        .min_p = sp.min_p,
-        .repeat_penalty = sp.repeat_penalty,
-        .repeat_last_n = sp.repeat_last_n,
+        .sampling = sp,
     };
 }
 
@@ -143,6 +133,7 @@ static int chat_parse(int argc, char **argv, chat_opts *o) {
         const char *v = NULL;
         bool handled = false;
         int rc = tool_parse_common(&it, &o->common, &handled);
+        if (rc == 0 && !handled) rc = tool_parse_sampling(&it, &o->sampling, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, NULL, "--ignore-eos")) {
@@ -161,22 +152,6 @@ static int chat_parse(int argc, char **argv, chat_opts *o) {
         } else if (tool_arg_is(a, "-s", "--seed")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i64(a, v, -1, INT64_MAX, &o->seed);
-        } else if (tool_arg_is(a, NULL, "--temp")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_f32(a, v, -1e6f, 1e6f, &o->temp);
-        } else if (tool_arg_is(a, NULL, "--top-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 0, INT32_MAX, &o->top_k);
-        } else if (tool_arg_is(a, NULL, "--top-p")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0, 1, &o->top_p);
-        } else if (tool_arg_is(a, NULL, "--min-p")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0, 1, &o->min_p);
-        } else if (tool_arg_is(a, NULL, "--repeat-penalty")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_f32(a, v, 0, 1e6f, &o->repeat_penalty);
-        } else if (tool_arg_is(a, NULL, "--repeat-last-n")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->repeat_last_n);
         } else if (tool_arg_is(a, "-l", "--logit-bias")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = chat_parse_bias(a, v, o);
         } else {
@@ -693,14 +668,9 @@ static int chat_load(chat_state *s) {
 
     uint64_t seed = (uint64_t)o->seed;
     if (o->seed < 0) seed = (tool_time_ns() ^ ((uint64_t)getpid() << 32)) & 0xffffffffull;
-    cs_sampler_params sp = cs_sampler_default_params();
+    cs_sampler_params sp = o->sampling;
     sp.seed = seed;
-    sp.temp = o->temp;
-    sp.top_k = o->top_k;
-    sp.top_p = o->top_p;
-    sp.min_p = o->min_p;
-    sp.repeat_penalty = o->repeat_penalty;
-    sp.repeat_last_n = o->repeat_last_n < 0 ? s->n_ctx : o->repeat_last_n;
+    if (sp.repeat_last_n < 0) sp.repeat_last_n = s->n_ctx;
     cs_status st = cs_sampler_new(&sp, s->n_vocab, &s->smpl);
     if (st != CS_OK) return tool_fail_lib(st, "sampler");
     for (int32_t i = 0; i < o->n_bias; i++) {

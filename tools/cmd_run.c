@@ -27,18 +27,13 @@ typedef struct run_opts {
     tool_common common; /* -m -c -b -t -ctk -ctv -dt --kv-map --kv-map-svg -v -h */
     const char *prompt;
     const char *prompt_file;
-    const char *prompt_cache; /* --prompt-cache FILE: KV state of the prompt, reused and saved */
-    int32_t n_predict;        /* -1: no limit; -2: until the context is full */
-    int32_t n_keep;           /* --keep: prompt tokens kept after BOS; -1: the whole prompt */
-    int32_t grp_attn_n;       /* self-extend group factor G; 1: off */
-    int32_t grp_attn_w;       /* self-extend window W */
-    int64_t seed;             /* -1: random */
-    float temp;
-    int32_t top_k;
-    float top_p;
-    float min_p;
-    float repeat_penalty;
-    int32_t repeat_last_n; /* -1: the context size */
+    const char *prompt_cache;   /* --prompt-cache FILE: KV state of the prompt, reused and saved */
+    int32_t n_predict;          /* -1: no limit; -2: until the context is full */
+    int32_t n_keep;             /* --keep: prompt tokens kept after BOS; -1: the whole prompt */
+    int32_t grp_attn_n;         /* self-extend group factor G; 1: off */
+    int32_t grp_attn_w;         /* self-extend window W */
+    int64_t seed;               /* -1: random */
+    cs_sampler_params sampling; /* repeat_last_n -1: the context size; seed unused */
     bool ignore_eos;
     bool no_ctx_shift;
     bool check_shift; /* hidden: assert the cache invariants at every shift */
@@ -104,12 +99,7 @@ static void run_defaults(run_opts *o) {
         .grp_attn_n = 1,
         .grp_attn_w = 512,
         .seed = -1,
-        .temp = sp.temp,
-        .top_k = sp.top_k,
-        .top_p = sp.top_p,
-        .min_p = sp.min_p,
-        .repeat_penalty = sp.repeat_penalty,
-        .repeat_last_n = sp.repeat_last_n,
+        .sampling = sp,
     };
     o->common.defrag_thold = 0.1f; /* llama.cpp's tools default since b141e5f6 */
 }
@@ -121,6 +111,7 @@ static int run_parse(int argc, char **argv, run_opts *o) {
         const char *v = NULL;
         bool handled = false;
         int rc = tool_parse_common(&it, &o->common, &handled);
+        if (rc == 0 && !handled) rc = tool_parse_sampling(&it, &o->sampling, &handled);
         if (rc != 0) return rc;
         if (handled) continue;
         if (tool_arg_is(a, NULL, "--ignore-eos")) {
@@ -152,22 +143,6 @@ static int run_parse(int argc, char **argv, run_opts *o) {
         } else if (tool_arg_is(a, "-s", "--seed")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i64(a, v, -1, INT64_MAX, &o->seed);
-        } else if (tool_arg_is(a, NULL, "--temp")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_f32(a, v, -1e6f, 1e6f, &o->temp);
-        } else if (tool_arg_is(a, NULL, "--top-k")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, 0, INT32_MAX, &o->top_k);
-        } else if (tool_arg_is(a, NULL, "--top-p")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0, 1, &o->top_p);
-        } else if (tool_arg_is(a, NULL, "--min-p")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_f32(a, v, 0, 1, &o->min_p);
-        } else if (tool_arg_is(a, NULL, "--repeat-penalty")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_f32(a, v, 0, 1e6f, &o->repeat_penalty);
-        } else if (tool_arg_is(a, NULL, "--repeat-last-n")) {
-            if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32(a, v, -1, INT32_MAX, &o->repeat_last_n);
         } else {
             rc = tool_arg_unknown("run", a);
         }
@@ -703,14 +678,9 @@ static int run_load(run_state *st) {
 static int run_sampler_new(run_state *st) {
     const run_opts *o = &st->o;
     const uint64_t seed = o->seed >= 0 ? (uint64_t)o->seed : run_random_seed();
-    cs_sampler_params sp = cs_sampler_default_params();
+    cs_sampler_params sp = o->sampling;
     sp.seed = seed;
-    sp.temp = o->temp;
-    sp.top_k = o->top_k;
-    sp.top_p = o->top_p;
-    sp.min_p = o->min_p;
-    sp.repeat_penalty = o->repeat_penalty;
-    sp.repeat_last_n = o->repeat_last_n < 0 ? st->kv.n_ctx : o->repeat_last_n;
+    if (sp.repeat_last_n < 0) sp.repeat_last_n = st->kv.n_ctx;
     const cs_status st_new = cs_sampler_new(&sp, st->n_vocab, &st->smpl);
     if (st_new != CS_OK) return tool_fail_lib(st_new, "sampler");
     fprintf(stderr,
