@@ -730,16 +730,19 @@ void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) 
     const block_q3_K *x = vx;
     const block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
-    float acc[8] = {0};
+    float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const float d = y[i].d * fp16_to_fp32(x[i].d);
         int sc[16];
         for (int j = 0; j < 16; j++) sc[j] = q3_K_scale(x[i].scales, j);
         int32_t lane[8];
         lanes_k2(x[i].qs, x[i].hmask, sc, y[i].qs, lane);
-        for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
+        /* |isum| <= 256 * 4 * 127 * 32: exact in int32 and in float */
+        int32_t isum = 0;
+        for (int k = 0; k < 8; k++) isum += lane[k];
+        sum += d * (float)isum;
     }
-    *s = hsum8(acc);
+    *s = sum;
 }
 
 void vec_dot_q4_K_q8_K_ref(int64_t n, float *s, const void *x, const void *y) {

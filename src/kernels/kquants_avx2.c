@@ -225,7 +225,7 @@ void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy)
     const block_q3_K *x = vx;
     const block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
-    __m256 acc = _mm256_setzero_ps();
+    float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const float d = y[i].d * fp16_to_fp32(x[i].d);
         const uint8_t *p = x[i].scales;
@@ -235,9 +235,13 @@ void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy)
             sc[j] = (lo | (((p[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
         }
         const __m256i sumi = lanes_k2(x[i].qs, x[i].hmask, sc, y[i].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        /* the super-block's exact integer (kquants.h) */
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(sumi), _mm256_extracti128_si256(sumi, 1));
+        h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 1));
+        sum += d * (float)_mm_cvtsi128_si32(h);
     }
-    *s = hsum8_ps(acc);
+    *s = sum;
 }
 
 #else

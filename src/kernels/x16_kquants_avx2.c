@@ -289,30 +289,32 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
 
 /* ------------------------------------------------------------- Q3_K */
 
-/* Q3_K x16 (the order of vec_dot_q3_K_q8_K_ref, as x16_kquants_avx512.c's
- * maddubs path): per super-block and lane k (elements 4k .. 4k+3 of each
- * group of 32) the exact lane = sum over h, g of s * (q . a), s the signed
- * 6-bit scale, q the signed 3-bit level; acc[k] = fma(d_a * d_w, lane,
- * acc[k]); the output is the hsum8 of the 8 accumulators.
+/* Q3_K x16 (the order of vec_dot_q3_K_q8_K_ref): per super-block the
+ * exact integer isum = sum over the lanes k (elements 4k .. 4k+3 of each
+ * group of 32), h and g of s * (q . a), s the signed 6-bit scale, q the
+ * signed 3-bit level; then acc += (d_a * d_w) * isum, a multiply and an
+ * add.
  * Exact in int16: vpmaddubsw on level + 4 (u8, 0..7) gives a pair <=
  * 2 * 7 * 128 = 1792; the word pair's correction 4 * (a0 + a1) (<= 1024 in
  * magnitude) is subtracted in int16, leaving the signed pair q . a; then
  * vpmaddwd against s in both words. The levels of the 16 rows are built
- * once per (half, h, g, k) for the TB tokens; the float accumulators
- * (TB x 2 x 8) live in memory, one load and store per lane and block.
+ * once per (half, h, g, k) for the TB tokens; the int32 sums (TB x 2)
+ * live in memory, one load and store per lane and half.
  * Cost per token and 16 x 256 weights: 2 x 64 x (vpmaddubsw, vpsubw,
- * vpmaddwd, vpaddd), 16 conversions and FMAs. */
+ * vpmaddwd, vpaddd), 2 conversions, multiplies and adds. */
 CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m256i m3 = _mm256_set1_epi8(3), c4 = _mm256_set1_epi8(4);
-    __m256 acc[X16K_AVX2_TB][2][8];
+    __m256 acc[X16K_AVX2_TB][2];
     for (int t = 0; t < TB; t++)
-        for (int r = 0; r < 2; r++)
-            for (int k = 0; k < 8; k++) acc[t][r][k] = _mm256_setzero_ps();
+        for (int r = 0; r < 2; r++) acc[t][r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
+        __m256i isum[X16K_AVX2_TB][2];
+        for (int t = 0; t < TB; t++)
+            for (int r = 0; r < 2; r++) isum[t][r] = _mm256_setzero_si256();
         /* the 16 scales s - 32 of the rows of half r, in both words */
         __m256i scw[2][16];
         __m256 d[X16K_AVX2_TB][2];
@@ -378,14 +380,16 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
                             lane[t] = _mm256_add_epi32(lane[t], _mm256_madd_epi16(p, sc));
                         }
                     }
-                for (int t = 0; t < TB; t++)
-                    acc[t][r][k] =
-                        _mm256_fmadd_ps(d[t][r], _mm256_cvtepi32_ps(lane[t]), acc[t][r][k]);
+                for (int t = 0; t < TB; t++) isum[t][r] = _mm256_add_epi32(isum[t][r], lane[t]);
             }
         }
+        for (int t = 0; t < TB; t++)
+            for (int r = 0; r < 2; r++)
+                acc[t][r] = _mm256_add_ps(acc[t][r],
+                                          _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t][r]), d[t][r]));
     }
     for (int t = 0; t < TB; t++)
-        for (int r = 0; r < 2; r++) _mm256_storeu_ps(out + 16 * t + 8 * r, hsum8_x8_ps(acc[t][r]));
+        for (int r = 0; r < 2; r++) _mm256_storeu_ps(out + 16 * t + 8 * r, acc[t][r]);
 }
 
 /* ------------------------------------------------------------- Q2_K */

@@ -126,32 +126,34 @@ CS_INLINE __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
     return acc;
 }
 
-#define X16_Q3K_TB 4
+#define X16_Q3K_TB 8
 
 /* Q3_K x16 (repack.h) in the reference order, vec_dot_q3_K_q8_K_ref: per
- * super-block and lane k (elements 4k .. 4k+3 of each of the 8 groups of
- * 32) the exact integer lane = sum over h, g of s * (sum of q * a), s the
- * sub-block's signed 6-bit scale, q the signed 3-bit level; then
- * acc[k] = fma(d_a * d_w, lane, acc[k]); the output is hsum8 of the 8
- * accumulators. A signed 3-bit level times a signed 6-bit scale reaches
- * (-4) * (-32) = 128, which no s8 holds, so the scale cannot be folded
- * into the weight bytes: each 4-element dot is formed first on level + 4
- * (u8, 0..7) with the -4 * sum(a) correction, giving an exact value of at
- * most 4 * 4 * 127 in magnitude, and then multiplied by the scale with
- * one word multiply-add (vpdpwssd on the scale in the low word; without
- * VNNI the correction is taken per word pair from the maddubs result and
- * vpmaddwd multiplies the pair by the scale in both words). The levels of
- * the 16 rows are built once per (h, g, k) and shared by the TB tokens;
- * cost per token and 16 x 256 weights: 64 x 2 (VNNI) or 64 x 4 vector
- * integer ops, 8 conversions and FMAs. */
+ * super-block the exact integer isum = sum over the 16 sub-blocks j of
+ * s_j * (q . a over the sub-block's 16 elements), s the signed 6-bit scale,
+ * q the signed 3-bit level; then acc += (d_a * d_w) * isum, a multiply and
+ * an add. A signed level times a signed scale reaches (-4) * (-32) = 128,
+ * which no s8 holds, so the scale is applied to each sub-block's dot: the
+ * dot is formed on level + 4 (u8, 0..7) with the -4 * sum(a) correction
+ * (VNNI: 4 vpdpbusd from the int32 -4 * bsum, |dot| <= 16 * 4 * 127 =
+ * 8128, a signed word; then one vpdpwssd on the scale in the low word;
+ * without VNNI: 4 vpmaddubsw summed in int16 (<= 4 * 2 * 7 * 127 = 7112),
+ * minus the word pair 4 * (a0 + a1), 4 * (a2 + a3) summed over the 4
+ * groups, then vpmaddwd on the scale in both words). The sub-block's
+ * elements are the 4 lanes k = 4 * half .. +3 of group (h, g) (repack.h:
+ * element 128h + 32g + 4k + i); their level vectors are built once per
+ * (h, g, k) and shared by the TB tokens.
+ * Cost per token and 16 x 256 weights: 16 x (4 + 1) (VNNI) or 16 x (4 + 3
+ * + 2) vector integer ops, 1 conversion, 2 multiplies and 1 add; before
+ * (8 float lanes, each 4-element dot scaled) 64 x 2 or 64 x 4 and 8
+ * conversions and FMAs. */
 CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB, const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
-    __m512 acc[X16_Q3K_TB][8];
-    for (int t = 0; t < TB; t++)
-        for (int k = 0; k < 8; k++) acc[t][k] = _mm512_setzero_ps();
+    __m512 acc[X16_Q3K_TB];
+    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
@@ -175,36 +177,136 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
                 scw[j] = vnni ? s : _mm512_or_si512(s, _mm512_slli_epi32(s, 16));
             }
         }
-        /* per token and 4-element group e = (element) / 4: VNNI -4 * (sum
-         * of the 4 activations); otherwise the word pair 4 * (a0 + a1),
-         * 4 * (a2 + a3) */
-        int32_t corr[X16_Q3K_TB][64];
+        /* per token and sub-block j: VNNI -4 * bsums[j]; otherwise the word
+         * pair sums over the sub-block's 4 groups (each 128-bit lane of a
+         * vpmaddubsw(4, a) result is one sub-block: two shuffles add its 4
+         * dwords as word pairs) */
+        int32_t corr[X16_Q3K_TB][16];
         __m512 d[X16_Q3K_TB];
         const int8_t *xa[X16_Q3K_TB];
         for (int t = 0; t < TB; t++) {
             const block_q8_K *ab = (const block_q8_K *)x[t] + b;
             xa[t] = ab->qs;
             d[t] = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
+            if (vnni) {
+                for (int j = 0; j < 16; j++) corr[t][j] = -4 * (int32_t)ab->bsums[j];
+                continue;
+            }
             for (int c = 0; c < 4; c++) {
                 const __m512i a = _mm512_loadu_si512((const void *)(ab->qs + 64 * c));
                 __m512i p = _mm512_maddubs_epi16(c4, a);
-                if (vnni)
-                    p = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                         _mm512_madd_epi16(p, _mm512_set1_epi16(1)));
-                _mm512_storeu_si512((void *)(corr[t] + 16 * c), p);
+                p = _mm512_add_epi16(p, _mm512_shuffle_epi32(p, _MM_PERM_BADC));
+                p = _mm512_add_epi16(p, _mm512_shuffle_epi32(p, _MM_PERM_CDAB));
+                int32_t v[16];
+                _mm512_storeu_si512((void *)v, p);
+                for (int l = 0; l < 4; l++) corr[t][4 * c + l] = v[4 * l];
             }
         }
+        __m512i isum[X16_Q3K_TB];
+        for (int t = 0; t < TB; t++) isum[t] = _mm512_setzero_si512();
+        if (b + 2 < nb) /* the block after next, 28 lines */
+            for (int l = 0; l < 28; l++)
+                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
+                             _MM_HINT_T0);
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 4; g++)
+                for (int half = 0; half < 2; half++) {
+                    const int j = 8 * h + 2 * g + half;
+                    __m512i wv[4];
+                    for (int kk = 0; kk < 4; kk++) {
+                        const uint8_t *q = blk + 224 + (size_t)(4 * half + kk) * 192;
+                        const __m512i hm = _mm512_loadu_si512((const void *)q);
+                        const __m512i qs = _mm512_loadu_si512((const void *)(q + 64 + 64 * h));
+                        const __m512i q2 =
+                            _mm512_and_si512(g ? _mm512_srli_epi16(qs, 2 * g) : qs, m3);
+                        const __mmask64 hb =
+                            _mm512_test_epi8_mask(hm, _mm512_set1_epi8((char)(1 << (4 * h + g))));
+                        wv[kk] = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
+                    }
+                    const __m512i sc = scw[j];
+                    const int e0 = 32 * h + 8 * g + 4 * half; /* 4-element group of kk = 0 */
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = xa[t] + 4 * e0;
+                        if (vnni) {
+                            __m512i dd = _mm512_set1_epi32(corr[t][j]);
+                            for (int kk = 0; kk < 4; kk++)
+                                dd = dpbusd_bcast(dd, wv[kk], a + 4 * kk);
+                            isum[t] = dpwssd(isum[t], dd, sc);
+                        } else {
+                            __m512i p = _mm512_setzero_si512();
+                            for (int kk = 0; kk < 4; kk++) {
+                                int32_t v;
+                                memcpy(&v, a + 4 * kk, 4);
+                                p = _mm512_add_epi16(
+                                    p, _mm512_maddubs_epi16(wv[kk], _mm512_set1_epi32(v)));
+                            }
+                            p = _mm512_sub_epi16(p, _mm512_set1_epi32(corr[t][j]));
+                            isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, sc));
+                        }
+                    }
+                }
+        for (int t = 0; t < TB; t++)
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), d[t]));
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+/* The column (one token, a decode step) in the lane-major order of the
+ * layout: per lane k one load of its hmask and qs slices, then each
+ * 4-element dot scaled on its own (2 VNNI ops per 4 elements instead of
+ * 1.25) into the same exact integer isum, so the result is the tile's bit
+ * for bit. Why: the tile's sub-block order reloads each lane's slices once
+ * per (h, g), 8 times the loads, which a single token cannot amortize
+ * (110M Q3_K_M generation ran at 0.8x with it). */
+CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float *out,
+                           const int vnni) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        __m512i scw[16];
+        {
+            __m512i pl[12];
+            for (int p = 0; p < 12; p++)
+                pl[p] = _mm512_cvtepu8_epi32(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * p)));
+            const __m512i f = _mm512_set1_epi32(0xF), t3 = _mm512_set1_epi32(3);
+            for (int j = 0; j < 16; j++) {
+                const __m512i lo =
+                    j < 8 ? _mm512_and_si512(pl[j], f) : _mm512_srli_epi32(pl[j - 8], 4);
+                const __m512i hi =
+                    _mm512_and_si512(_mm512_srli_epi32(pl[8 + j % 4], 2 * (j / 4)), t3);
+                __m512i s = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
+                                             _mm512_set1_epi32(32));
+                s = _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF));
+                scw[j] = vnni ? s : _mm512_or_si512(s, _mm512_slli_epi32(s, 16));
+            }
+        }
+        /* per 4-element group e: VNNI -4 * (sum of the 4 activations);
+         * otherwise the word pair 4 * (a0 + a1), 4 * (a2 + a3) */
+        int32_t corr[64];
+        const block_q8_K *ab = (const block_q8_K *)x + b;
+        const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
+        for (int c = 0; c < 4; c++) {
+            const __m512i a = _mm512_loadu_si512((const void *)(ab->qs + 64 * c));
+            __m512i p = _mm512_maddubs_epi16(c4, a);
+            if (vnni)
+                p = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                     _mm512_madd_epi16(p, _mm512_set1_epi16(1)));
+            _mm512_storeu_si512((void *)(corr + 16 * c), p);
+        }
+        __m512i isum = _mm512_setzero_si512();
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
-            /* the block after next: 28 lines, 4 per lane */
-            for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++)
+            for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++) /* the block after next */
                 _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
                              _MM_HINT_T0);
             const __m512i hm = _mm512_loadu_si512((const void *)q);
             const __m512i qs[2] = {_mm512_loadu_si512((const void *)(q + 64)),
                                    _mm512_loadu_si512((const void *)(q + 128))};
-            __m512i lane[X16_Q3K_TB];
-            for (int t = 0; t < TB; t++) lane[t] = _mm512_setzero_si512();
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 4; g++) {
                     const __m512i q2 =
@@ -214,43 +316,37 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
                     const __m512i wv = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
                     const __m512i sc = scw[8 * h + 2 * g + (k >> 2)];
                     const int e = 32 * h + 8 * g + k;
-                    for (int t = 0; t < TB; t++) {
-                        const int8_t *a = xa[t] + 4 * e;
-                        if (vnni) {
-                            const __m512i dd = dpbusd_bcast(_mm512_set1_epi32(corr[t][e]), wv, a);
-                            lane[t] = dpwssd(lane[t], dd, sc);
-                        } else {
-                            int32_t v;
-                            memcpy(&v, a, 4);
-                            const __m512i p =
-                                _mm512_sub_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
-                                                 _mm512_set1_epi32(corr[t][e]));
-                            lane[t] = _mm512_add_epi32(lane[t], _mm512_madd_epi16(p, sc));
-                        }
+                    const int8_t *a = ab->qs + 4 * e;
+                    if (vnni) {
+                        const __m512i dd = dpbusd_bcast(_mm512_set1_epi32(corr[e]), wv, a);
+                        isum = dpwssd(isum, dd, sc);
+                    } else {
+                        int32_t v;
+                        memcpy(&v, a, 4);
+                        const __m512i p =
+                            _mm512_sub_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
+                                             _mm512_set1_epi32(corr[e]));
+                        isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p, sc));
                     }
                 }
-            for (int t = 0; t < TB; t++)
-                acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][k]);
         }
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), d));
     }
-    for (int t = 0; t < TB; t++) {
-        _mm512_storeu_ps(out + 16 * t, hsum8_x16_ps(acc[t][0], acc[t][1], acc[t][2], acc[t][3],
-                                                    acc[t][4], acc[t][5], acc[t][6], acc[t][7]));
-    }
+    _mm512_storeu_ps(out, acc);
 }
 
 static void uk_x16_q3K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q3K(K, w, x, out, X16_Q3K_TB, 0);
 }
 static void uk_x16_q3K_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_x16_q3K(K, w, &x, out, 1, 0);
+    col_x16_q3K(K, w, x, out, 0);
 }
 static void uk_x16_q3K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
     tile_x16_q3K(K, w, x, out, X16_Q3K_TB, 1);
 }
 static void uk_x16_q3K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_x16_q3K(K, w, &x, out, 1, 1);
+    col_x16_q3K(K, w, x, out, 1);
 }
 
 /* ------------------------------------------------------------- Q2_K */
