@@ -708,22 +708,24 @@ void vec_dot_q2_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) 
     const block_q2_K *x = vx;
     const block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
-    float acc[8] = {0};
+    float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const float d = y[i].d * fp16_to_fp32(x[i].d);
         const float dmin = -y[i].d * fp16_to_fp32(x[i].dmin);
         int sc[16];
         for (int j = 0; j < 16; j++) sc[j] = x[i].scales[j] & 0xF;
-        for (int k = 0; k < 8; k++) {
-            const int32_t prod = (x[i].scales[2 * k] >> 4) * y[i].bsums[2 * k] +
-                                 (x[i].scales[2 * k + 1] >> 4) * y[i].bsums[2 * k + 1];
-            acc[k] = fmaf(dmin, (float)prod, acc[k]);
-        }
-        int32_t lane[8];
+        /* the mins' and the levels' exact integers (kquants.h): |summs| <=
+         * 16 * 15 * 16 * 128, |isum| <= 256 * 3 * 128 * 15, both exact in
+         * float */
+        int32_t summs = 0;
+        for (int j = 0; j < 16; j++) summs += (x[i].scales[j] >> 4) * y[i].bsums[j];
+        int32_t lane[8], isum = 0;
         lanes_k2(x[i].qs, NULL, sc, y[i].qs, lane);
-        for (int k = 0; k < 8; k++) acc[k] = fmaf(d, (float)lane[k], acc[k]);
+        for (int k = 0; k < 8; k++) isum += lane[k];
+        sum += dmin * (float)summs;
+        sum += d * (float)isum;
     }
-    *s = hsum8(acc);
+    *s = sum;
 }
 
 void vec_dot_q3_K_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {

@@ -9,11 +9,13 @@
  * integer products of a super-block go into 8 int32 lanes (lane k holds the
  * elements whose index mod 32 lies in [4k, 4k+4)), each lane is added to a
  * float accumulator with one FMA per super-block, and the 8 lanes are summed
- * at the end in ggml's hsum_float_8 order. Exception: Q3_K sums the whole
- * super-block exactly in integers (sum over its 16 sub-blocks of scale *
- * (q . a)) and adds (d_w * d_a) * isum once, a multiply and an add: its x16
- * kernels then scale each 16-element sub-block's dot once instead of every
- * 4-element dot (2026-12; ggml's AVX2 order differs from it by float
+ * at the end in ggml's hsum_float_8 order. Exceptions: Q3_K and Q2_K sum
+ * the whole super-block exactly in integers (sum over its 16 sub-blocks of
+ * scale * (q . a); Q2_K also the mins, sum of m * bsum) and add
+ * (d_w * d_a) * isum once (Q2_K: first (-d_a * dmin_w) * summs), each a
+ * multiply and an add: their x16 kernels then scale a 16-element
+ * sub-block's dot once (Q3_K) or keep one int32 per token instead of 8
+ * float lanes (Q2_K) (2026-12; ggml's AVX2 order differs from it by float
  * rounding only, tests/test_ggml_peer.c). The scalar references below are
  * the specification; the AVX2 versions (kquants_avx2.c) are bit-identical
  * to them (tests/test_kquants.c). */

@@ -164,6 +164,14 @@ void vec_dot_q6_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy)
  * (levels) or 2*4*128 (Q3_K's high-bit term), so no int16 saturation and
  * the difference fits int16; vpmaddwd with |scale| <= 32 stays far inside
  * int32. */
+/* Exact sum of the 8 int32 lanes. */
+CS_INLINE int32_t hsum_epi32(__m256i v) {
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 1));
+    return _mm_cvtsi128_si32(h);
+}
+
 CS_INLINE __m256i scale_pair(const int *sc, int m) {
     return _mm256_setr_m128i(_mm_set1_epi16((short)sc[2 * m]),
                              _mm_set1_epi16((short)sc[2 * m + 1]));
@@ -203,22 +211,21 @@ void vec_dot_q2_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy)
     const block_q8_K *y = vy;
     const int64_t nb = n / CS_QK_K;
     const __m128i m4 = _mm_set1_epi8(0xF);
-    __m256 acc = _mm256_setzero_ps();
+    float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         const float d = y[i].d * fp16_to_fp32(x[i].d);
         const float dmin = -y[i].d * fp16_to_fp32(x[i].dmin);
-        /* mins: lane k = m[2k]*bsums[2k] + m[2k+1]*bsums[2k+1] */
+        /* the mins' integer: sum of m[j] * bsums[j] */
         const __m128i packed = _mm_loadu_si128((const __m128i *)(const void *)x[i].scales);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), m4));
         const __m256i bs = _mm256_loadu_si256((const __m256i *)(const void *)y[i].bsums);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)),
-                              acc);
         int sc[16];
         for (int j = 0; j < 16; j++) sc[j] = x[i].scales[j] & 0xF;
         const __m256i sumi = lanes_k2(x[i].qs, NULL, sc, y[i].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        sum += dmin * (float)hsum_epi32(_mm256_madd_epi16(mins, bs));
+        sum += d * (float)hsum_epi32(sumi);
     }
-    *s = hsum8_ps(acc);
+    *s = sum;
 }
 
 void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy) {
@@ -235,11 +242,7 @@ void vec_dot_q3_K_q8_K_avx2(int64_t n, float *s, const void *vx, const void *vy)
             sc[j] = (lo | (((p[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
         }
         const __m256i sumi = lanes_k2(x[i].qs, x[i].hmask, sc, y[i].qs);
-        /* the super-block's exact integer (kquants.h) */
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(sumi), _mm256_extracti128_si256(sumi, 1));
-        h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 1));
-        sum += d * (float)_mm_cvtsi128_si32(h);
+        sum += d * (float)hsum_epi32(sumi); /* the super-block's exact integer (kquants.h) */
     }
     *s = sum;
 }

@@ -395,29 +395,30 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
 /* ------------------------------------------------------------- Q2_K */
 
 /* Q2_K x16 (the order of vec_dot_q2_K_q8_K_ref, as x16_kquants_avx512.c's
- * maddubs path): per super-block and lane k first acc[k] = fma(-d_a *
- * dmin_w, m[2k] * bsums[2k] + m[2k+1] * bsums[2k+1], acc[k]), then
- * acc[k] = fma(d_a * d_w, lane, acc[k]) with the exact lane = sum over
- * h, g of s * (q . a); the output is the hsum8.
+ * maddubs path): per super-block the exact integers summs = sum of m_j *
+ * bsums_j and isum = sum over the lanes k, h and g of s * (q . a); then
+ * acc += (-d_a * dmin_w) * summs and acc += (d_a * d_w) * isum.
  * Exact in int16: vpmullw on words forms the weight bytes s * q (level
  * 0..3 times scale 0..15, <= 45, so no carry between the bytes of a word)
  * once per (half, k, h, g) for the TB tokens; a vpmaddubsw pair is then
  * <= 2 * 45 * 128 = 11520, and two groups' pairs are added in int16
  * (<= 23040 < 2^15) before vpmaddwd by 1.
  * Cost per token and 16 x 256 weights: 2 x 64 x (vpmaddubsw) + 2 x 32 x
- * (vpaddw, vpmaddwd, vpaddd), 2 x 8 vpmaddwd for the mins, 32 conversions
- * and FMAs. */
+ * (vpaddw, vpmaddwd, vpaddd), 2 x 8 vpmaddwd for the mins, 4 conversions,
+ * multiplies and adds. */
 CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
-    __m256 acc[X16K_AVX2_TB][2][8];
+    __m256 acc[X16K_AVX2_TB][2];
     for (int t = 0; t < TB; t++)
-        for (int r = 0; r < 2; r++)
-            for (int k = 0; k < 8; k++) acc[t][r][k] = _mm256_setzero_ps();
+        for (int r = 0; r < 2; r++) acc[t][r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
+        __m256i isum[X16K_AVX2_TB][2], msum[X16K_AVX2_TB][2];
+        for (int t = 0; t < TB; t++)
+            for (int r = 0; r < 2; r++) isum[t][r] = msum[t][r] = _mm256_setzero_si256();
         /* scale slice s = row bytes 2s, 2s+1 as a lane's two words: mins
          * mn = the high nibbles (vpmaddwd against the bsums pair), scw[2s + u]
          * = the low nibble of byte u in both words (vpmullw) */
@@ -457,9 +458,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                 for (int t = 0; t < TB; t++) {
                     int32_t bs;
                     memcpy(&bs, ((const block_q8_K *)x[t])[b].bsums + 2 * k, 4);
-                    const __m256i prod = _mm256_madd_epi16(mn[r][k], _mm256_set1_epi32(bs));
-                    acc[t][r][k] =
-                        _mm256_fmadd_ps(dm[t][r], _mm256_cvtepi32_ps(prod), acc[t][r][k]);
+                    msum[t][r] = _mm256_add_epi32(
+                        msum[t][r], _mm256_madd_epi16(mn[r][k], _mm256_set1_epi32(bs)));
                     lane[t] = _mm256_setzero_si256();
                 }
                 for (int h = 0; h < 2; h++)
@@ -479,14 +479,19 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                             lane[t] = _mm256_add_epi32(lane[t], _mm256_madd_epi16(p, ones));
                         }
                     }
-                for (int t = 0; t < TB; t++)
-                    acc[t][r][k] =
-                        _mm256_fmadd_ps(d[t][r], _mm256_cvtepi32_ps(lane[t]), acc[t][r][k]);
+                for (int t = 0; t < TB; t++) isum[t][r] = _mm256_add_epi32(isum[t][r], lane[t]);
             }
         }
+        for (int t = 0; t < TB; t++)
+            for (int r = 0; r < 2; r++) {
+                acc[t][r] = _mm256_add_ps(
+                    acc[t][r], _mm256_mul_ps(_mm256_cvtepi32_ps(msum[t][r]), dm[t][r]));
+                acc[t][r] = _mm256_add_ps(acc[t][r],
+                                          _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t][r]), d[t][r]));
+            }
     }
     for (int t = 0; t < TB; t++)
-        for (int r = 0; r < 2; r++) _mm256_storeu_ps(out + 16 * t + 8 * r, hsum8_x8_ps(acc[t][r]));
+        for (int r = 0; r < 2; r++) _mm256_storeu_ps(out + 16 * t + 8 * r, acc[t][r]);
 }
 
 /* ------------------------------------------------------------ table */

@@ -351,29 +351,31 @@ static void uk_x16_q3K_col_vnni(int64_t K, const void *const *w, const void *x, 
 
 /* ------------------------------------------------------------- Q2_K */
 
-#define X16_Q2K_TB 4
+#define X16_Q2K_TB 8
 
 /* Q2_K x16 (repack.h) in the reference order, vec_dot_q2_K_q8_K_ref: per
- * super-block and lane k (elements 4k .. 4k+3 of each of the 8 groups of
- * 32) first acc[k] = fma(-d_a * dmin_w, m[2k] * bsums[2k] + m[2k+1] *
- * bsums[2k+1], acc[k]), then acc[k] = fma(d_a * d_w, lane, acc[k]) with
- * the exact lane = sum over h, g of s * (sum of q * a); the output is
- * hsum8. Level (0..3) times scale (0..15) is at most 45, so one vpmullw
- * on words (no carry between the two bytes of a word) forms the weight
- * bytes s * q once per (h, g, k) for the TB tokens, and one vpdpbusd
- * (VNNI) or maddubs + madd (pairs at most 2 * 45 * 127) per token adds
- * them to the lane. Cost per token and 16 x 256 weights: 64 (VNNI) or
- * 192 vector integer ops, 8 madds for the mins, 16 conversions and FMAs. */
+ * super-block the exact integers summs = sum of m_j * bsums_j (8 vpmaddwd
+ * on the mins pairs of lane k) and isum = sum over the lanes k (elements
+ * 4k .. 4k+3 of each of the 8 groups of 32), h and g of s * (sum of q *
+ * a); then acc += (-d_a * dmin_w) * summs and acc += (d_a * d_w) * isum,
+ * each a multiply and an add. Level (0..3) times scale (0..15) is at most
+ * 45, so one vpmullw on words (no carry between the two bytes of a word)
+ * forms the weight bytes s * q once per (h, g, k) for the TB tokens, and
+ * one vpdpbusd (VNNI) or maddubs + madd (pairs at most 2 * 45 * 127) per
+ * token adds them to isum. Cost per token and 16 x 256 weights: 64 (VNNI)
+ * or 192 vector integer ops, 8 madds for the mins, 2 conversions, 4
+ * multiplies and adds (8 float lanes per token before: 16 conversions and
+ * FMAs, and 4 tokens a tile). */
 CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB, const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m512i m3 = _mm512_set1_epi8(3);
-    __m512 acc[X16_Q2K_TB][8];
-    for (int t = 0; t < TB; t++)
-        for (int k = 0; k < 8; k++) acc[t][k] = _mm512_setzero_ps();
+    __m512 acc[X16_Q2K_TB];
+    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
+        __m512i isum[X16_Q2K_TB], msum[X16_Q2K_TB];
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 mw =
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
@@ -396,6 +398,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
             ab[t] = (const block_q8_K *)x[t] + b;
             d[t] = _mm512_mul_ps(_mm512_set1_ps(ab[t]->d), dw);
             dm[t] = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
+            isum[t] = _mm512_setzero_si512();
+            msum[t] = _mm512_setzero_si512();
         }
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 320 + (size_t)k * 128;
@@ -405,13 +409,11 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                              _MM_HINT_T0);
             const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
                                    _mm512_loadu_si512((const void *)(q + 64))};
-            __m512i lane[X16_Q2K_TB];
             for (int t = 0; t < TB; t++) {
                 int32_t bs;
                 memcpy(&bs, ab[t]->bsums + 2 * k, 4);
-                const __m512i prod = _mm512_madd_epi16(mn[k], _mm512_set1_epi32(bs));
-                acc[t][k] = _mm512_fmadd_ps(dm[t], _mm512_cvtepi32_ps(prod), acc[t][k]);
-                lane[t] = _mm512_setzero_si512();
+                msum[t] =
+                    _mm512_add_epi32(msum[t], _mm512_madd_epi16(mn[k], _mm512_set1_epi32(bs)));
             }
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 4; g++) {
@@ -422,25 +424,24 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                     for (int t = 0; t < TB; t++) {
                         const int8_t *a = ab[t]->qs + 4 * e;
                         if (vnni) {
-                            lane[t] = dpbusd_bcast(lane[t], wv, a);
+                            isum[t] = dpbusd_bcast(isum[t], wv, a);
                         } else {
                             int32_t v;
                             memcpy(&v, a, 4);
-                            lane[t] = _mm512_add_epi32(
-                                lane[t],
+                            isum[t] = _mm512_add_epi32(
+                                isum[t],
                                 _mm512_madd_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
                                                   _mm512_set1_epi16(1)));
                         }
                     }
                 }
-            for (int t = 0; t < TB; t++)
-                acc[t][k] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(lane[t]), acc[t][k]);
+        }
+        for (int t = 0; t < TB; t++) {
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(msum[t]), dm[t]));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), d[t]));
         }
     }
-    for (int t = 0; t < TB; t++) {
-        _mm512_storeu_ps(out + 16 * t, hsum8_x16_ps(acc[t][0], acc[t][1], acc[t][2], acc[t][3],
-                                                    acc[t][4], acc[t][5], acc[t][6], acc[t][7]));
-    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
 static void uk_x16_q2K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
