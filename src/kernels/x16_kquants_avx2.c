@@ -484,8 +484,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
         }
         for (int t = 0; t < TB; t++)
             for (int r = 0; r < 2; r++) {
-                acc[t][r] = _mm256_add_ps(
-                    acc[t][r], _mm256_mul_ps(_mm256_cvtepi32_ps(msum[t][r]), dm[t][r]));
+                acc[t][r] = _mm256_add_ps(acc[t][r],
+                                          _mm256_mul_ps(_mm256_cvtepi32_ps(msum[t][r]), dm[t][r]));
                 acc[t][r] = _mm256_add_ps(acc[t][r],
                                           _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t][r]), d[t][r]));
             }
