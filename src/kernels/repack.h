@@ -25,10 +25,12 @@
  * (h = 0, k) [16][4], qs slice (h = 1, k) [16][4] (slice (h, k) = qs bytes
  * 32h + 4k .. +3: elements 128h + 32g + 4k + j, g = 0..3, j = 0..3), so the
  * lane-by-lane kernel streams the block in order (1760 = 16 * 110). Its
- * numerics are the reference dot's (vec_dot_q3_K_q8_K_ref): 8 float
- * lane accumulators per output, one FMA per lane and block, hsum8.
- * Q2_K (same file, same numerics as vec_dot_q2_K_q8_K_ref, the dmin FMA
- * of lane k before its scale FMA): d[16] at 0, dmin[16] at 32, scales as
+ * numerics are the reference dot's (vec_dot_q3_K_q8_K_ref): the
+ * super-block's exact integer, then one multiply and add (the tile visits
+ * it sub-block by sub-block, the column lane by lane: the same integer).
+ * Q2_K (same file, same numerics as vec_dot_q2_K_q8_K_ref: the mins'
+ * integer, then the levels', each multiplied and added once per
+ * super-block): d[16] at 0, dmin[16] at 32, scales as
  * 2-byte slices [8][16][2] at 64 (slice s = scales 2s, 2s+1: the mins of
  * lane s and the scales of groups (h, g) = (s / 4, s % 4)), then for lane
  * k at 320 + 128k the qs slices (h = 0, k) and (h = 1, k) (1344 = 16 * 84).
