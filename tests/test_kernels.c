@@ -1146,10 +1146,11 @@ static void test_kernels_bf16_dp(void **state) {
  * the scalar x16 reference (repack_x16_dot_ref, the ref table's path) bit for
  * bit. For Q4_0 / Q8_0 / IQ4_XS that is also the reference table's
  * row-major result bit for bit (same per-block order), and so for Q5_0 /
- * IQ4_NL / Q4_1 / Q5_1 / Q3_K / Q2_K / Q5_K (the x16 kernels keep their
- * reference dot's order, Q3_K / Q2_K / Q5_K its 8 float lanes);
- * for Q4_K / Q6_K (their own integer order) it agrees with the row-major
- * reference within rounding. K = 800 gives an odd block count. */
+ * IQ4_NL / Q4_1 / Q5_1 / Q3_K / Q2_K (the x16 kernels keep their reference
+ * dot's order: block or super-block integer sums); for Q4_K / Q5_K / Q6_K
+ * (their own integer order; the row-major references keep float lanes) it
+ * agrees with the row-major reference within rounding. K = 800 gives an
+ * odd block count. */
 static void test_kernels_matmul_x16(void **state) {
     (void)state;
     rng_seed(17);
@@ -1175,9 +1176,11 @@ static void test_kernels_matmul_x16(void **state) {
                          matmul_convert_kind_of(CS_TYPE_BF16, CS_LAYOUT_ROWS));
     assert_true(repack_x16_fits(CS_TYPE_Q5_K, 16, 256));
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
-        const bool kq = types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K;
+        /* x16 orders of their own (repack.c's dot_row_*): Q4_K, Q5_K, Q6_K */
+        const bool kq =
+            types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K || types[ty] == CS_TYPE_Q5_K;
         const bool q8k = kq || types[ty] == CS_TYPE_IQ4_XS || types[ty] == CS_TYPE_Q3_K ||
-                         types[ty] == CS_TYPE_Q2_K || types[ty] == CS_TYPE_Q5_K; /* blocks of 256 */
+                         types[ty] == CS_TYPE_Q2_K; /* blocks of 256 */
         assert_false(repack_x16_fits(types[ty], 15, 256));
         assert_false(repack_x16_fits(types[ty], 16, q8k ? 128 : 48));
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {

@@ -34,9 +34,9 @@
  * 2-byte slices [8][16][2] at 64 (slice s = scales 2s, 2s+1: the mins of
  * lane s and the scales of groups (h, g) = (s / 4, s % 4)), then for lane
  * k at 320 + 128k the qs slices (h = 0, k) and (h = 1, k) (1344 = 16 * 84).
- * Q5_K (x16_q5k_avx512.c, same numerics as vec_dot_q5_K_q8_K_ref: 8
- * float lane accumulators, the mins as one integer per block, multiplied
- * by -d_a * dmin and added to a ninth accumulator): d[16] at 0, dmin[16]
+ * Q5_K (x16_q5k_avx512.c; numerics repack.c's dot_row_q5_K, Q4_K's x16
+ * order with a fifth bit: the super-block's scaled sums and mins as exact
+ * integers, one FMA each): d[16] at 0, dmin[16]
  * at 32, scales as byte planes [12][16] at 64, then for lane k at 256 +
  * 320k the qh slice k [16][4] (qh bytes 4k .. 4k+3) and the qs slices
  * (j, k) [16][4] for j = 0..3 (qs bytes 32j + 4k .. +3: elements 64j +

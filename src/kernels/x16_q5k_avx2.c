@@ -2,13 +2,12 @@
  * table, for CPUs without AVX-512. Compiled with the flags of x86_avx2.c
  * (AVX2, FMA, F16C).
  *
- * Numerics as the AVX-512 kernels (x16_q5k_avx512.c), i.e. the order of
- * vec_dot_q5_K_q8_K_ref: per super-block, lane k (elements 4k .. 4k+3 of
- * each of the 8 sub-blocks) gets the exact integer sum over the sub-blocks
- * of scale * (q . a), then acc[k] = fma(d_a * d_w, lane, acc[k]); the mins
- * give one exact integer per super-block, added as summs = summs + (-d_a *
- * dmin_w) * isum; the output is hsum8(acc) + summs. So the result equals
- * repack_x16_dot_ref and the reference table bit for bit.
+ * Numerics as the AVX-512 kernels (x16_q5k_avx512.c), i.e. repack.c's
+ * dot_row_q5_K order: per super-block the exact integers sumi (sum over
+ * the lanes k and sub-blocks of scale * (q . a)) and summ (the mins times
+ * the activations' sub-block sums), then acc = fma(sumi, d_w * d_a, acc)
+ * and accm = fma(summ, dmin_w * d_a, accm); the output is acc - accm. So
+ * the result equals repack_x16_dot_ref bit for bit.
  * Exactness: vpmaddubsw of the 5-bit levels (u8, 0..31) and the Q8_K
  * activations gives word pairs of at most 2 * 31 * 128 = 7936 (no
  * saturation); vpmaddwd against the 6-bit scale in both words of the
@@ -29,7 +28,7 @@
 
 /* One x16 Q5_K group (repack.h: d, dmin, scale planes, then per lane k
  * the qh slice and the 4 qs slices) against TB Q8_K rows. Cost per token,
- * half and 16 x 256 weights: 64 x (vpmaddubsw, vpmaddwd, vpaddd), 8
+ * half and 16 x 256 weights: 64 x (vpmaddubsw, vpmaddwd, vpaddd), 2
  * conversions and FMAs, 4 vpmaddwd for the mins. */
 CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB) {
@@ -37,12 +36,9 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
     const uint8_t *grp = w[0];
     const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
     const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
-    __m256 acc[X16_Q5K_AVX2_TB][2][8], summs[X16_Q5K_AVX2_TB][2];
+    __m256 acc[X16_Q5K_AVX2_TB][2], accm[X16_Q5K_AVX2_TB][2];
     for (int t = 0; t < TB; t++)
-        for (int h = 0; h < 2; h++) {
-            summs[t][h] = _mm256_setzero_ps();
-            for (int k = 0; k < 8; k++) acc[t][h][k] = _mm256_setzero_ps();
-        }
+        for (int h = 0; h < 2; h++) acc[t][h] = accm[t][h] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
         const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
@@ -74,10 +70,10 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
                 mnw[u] = _mm256_or_si256(
                     _mm256_cvtepu8_epi32(half8(mnb[2 * u], h)),
                     _mm256_slli_epi32(_mm256_cvtepu8_epi32(half8(mnb[2 * u + 1], h)), 16));
-            __m256 d[X16_Q5K_AVX2_TB];
+            __m256i sumi[X16_Q5K_AVX2_TB];
             for (int t = 0; t < TB; t++) {
                 const block_q8_K *ab = (const block_q8_K *)x[t] + b;
-                d[t] = _mm256_mul_ps(_mm256_set1_ps(ab->d), dv);
+                sumi[t] = _mm256_setzero_si256();
                 __m256i isum = _mm256_setzero_si256();
                 for (int u = 0; u < 4; u++) {
                     const int32_t s0 = (int32_t)ab->bsums[4 * u] + ab->bsums[4 * u + 1];
@@ -86,9 +82,8 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
                     isum =
                         _mm256_add_epi32(isum, _mm256_madd_epi16(mnw[u], _mm256_set1_epi32(pair)));
                 }
-                const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(-ab->d), mv);
-                summs[t][h] =
-                    _mm256_add_ps(summs[t][h], _mm256_mul_ps(dm, _mm256_cvtepi32_ps(isum)));
+                accm[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                             _mm256_mul_ps(mv, _mm256_set1_ps(ab->d)), accm[t][h]);
             }
             for (int k = 0; k < 8; k++) {
                 const uint8_t *q = blk + 256 + (size_t)k * 320 + 32 * h;
@@ -120,15 +115,18 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
                         lane[t] = _mm256_add_epi32(lane[t], _mm256_add_epi32(p0, p1));
                     }
                 }
-                for (int t = 0; t < TB; t++)
-                    acc[t][h][k] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(lane[t]), acc[t][h][k]);
+                for (int t = 0; t < TB; t++) sumi[t] = _mm256_add_epi32(sumi[t], lane[t]);
+            }
+            for (int t = 0; t < TB; t++) {
+                const __m256 dy = _mm256_set1_ps(((const block_q8_K *)x[t] + b)->d);
+                acc[t][h] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dv, dy), acc[t][h]);
             }
         }
     }
     for (int t = 0; t < TB; t++)
         for (int h = 0; h < 2; h++)
-            _mm256_storeu_ps(out + 16 * t + 8 * h,
-                             _mm256_add_ps(hsum8_x8_ps(acc[t][h]), summs[t][h]));
+            _mm256_storeu_ps(out + 16 * t + 8 * h, _mm256_sub_ps(acc[t][h], accm[t][h]));
 }
 
 static void uk_x16_q5K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
