@@ -254,58 +254,37 @@ static float dot_row_q(int32_t type, int64_t K, const uint8_t *w, const block_q8
     return acc;
 }
 
-/* Q4_K in the x16 kernels' order: per super-block the exact integers
- * sumi = sum_j sc[j] * (sum of q * a over sub-block j) and
- * summ = sum_j m[j] * (sum of a over sub-block j), then
- * acc = fma(sumi, d*d_a, acc), accm = fma(summ, dmin*d_a, accm);
- * the result is acc - accm. */
-static float dot_row_q4_K(int64_t K, const block_q4_K *w, const block_q8_K *a) {
+/* Q4_K and Q5_K in the x16 kernels' order (Q5_K: Q4_K's with a fifth bit;
+ * the row references keep their float lanes): per super-block the exact
+ * integers sumi = sum_j sc[j] * (sum of q * a over sub-block j of 32; Q5_K:
+ * q = nibble | qh bit j << 4) and summ = sum_j m[j] * (bsums[2j] +
+ * bsums[2j+1]), then acc = fma(sumi, d*d_a, acc), accm = fma(summ,
+ * dmin*d_a, accm); the result is acc - accm. Both blocks start d, dmin,
+ * scales[12]; Q5_K has qh[32] before qs. */
+static float dot_row_k4(int64_t K, const uint8_t *w, size_t stride, bool q5, const block_q8_K *a) {
     float acc = 0.0f, accm = 0.0f;
     for (int64_t b = 0; b < K / CS_QK_K; b++) {
-        const uint8_t *q = w[b].scales;
+        const uint8_t *blk = w + (size_t)b * stride;
+        uint16_t hd, hdmin;
+        memcpy(&hd, blk, 2);
+        memcpy(&hdmin, blk + 2, 2);
+        const uint8_t *q = blk + 4, *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
         int32_t sumi = 0, summ = 0;
         for (int j = 0; j < 8; j++) {
             const int32_t sc = j < 4 ? (q[j] & 63) : ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
             const int32_t mn = j < 4 ? (q[j + 4] & 63) : ((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
             int32_t isum = 0;
             for (int l = 0; l < 32; l++) {
-                const uint8_t byte = w[b].qs[32 * (j / 2) + l];
-                isum += (int32_t)(j % 2 ? byte >> 4 : byte & 0xF) * a[b].qs[32 * j + l];
-            }
-            sumi += sc * isum;
-            summ += mn * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
-        }
-        acc = fmaf((float)sumi, fp16_to_fp32(w[b].d) * a[b].d, acc);
-        accm = fmaf((float)summ, fp16_to_fp32(w[b].dmin) * a[b].d, accm);
-    }
-    return acc - accm;
-}
-
-/* Q5_K in the x16 kernels' order (Q4_K's with a fifth bit, not the row
- * reference's 8 float lanes): per super-block the exact integers
- * sumi = sum_s sc[s] * (sum of q * a over sub-block s of 32; q = nibble |
- * qh bit s << 4) and summ = sum_s m[s] * (bsums[2s] + bsums[2s+1]), then
- * acc = fma(sumi, d*d_a, acc), accm = fma(summ, dmin*d_a, accm); the
- * result is acc - accm. */
-static float dot_row_q5_K(int64_t K, const block_q5_K *w, const block_q8_K *a) {
-    float acc = 0.0f, accm = 0.0f;
-    for (int64_t b = 0; b < K / CS_QK_K; b++) {
-        const uint8_t *q = w[b].scales;
-        int32_t sumi = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            const int32_t sc = j < 4 ? (q[j] & 63) : ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-            const int32_t mn = j < 4 ? (q[j + 4] & 63) : ((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-            int32_t isum = 0;
-            for (int l = 0; l < 32; l++) {
-                const uint8_t byte = w[b].qs[32 * (j / 2) + l];
-                const int32_t v = (j % 2 ? byte >> 4 : byte & 0xF) | (((w[b].qh[l] >> j) & 1) << 4);
+                const uint8_t byte = qs[32 * (j / 2) + l];
+                int32_t v = j % 2 ? byte >> 4 : byte & 0xF;
+                if (q5) v |= ((qh[l] >> j) & 1) << 4;
                 isum += v * a[b].qs[32 * j + l];
             }
             sumi += sc * isum;
             summ += mn * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
         }
-        acc = fmaf((float)sumi, fp16_to_fp32(w[b].d) * a[b].d, acc);
-        accm = fmaf((float)summ, fp16_to_fp32(w[b].dmin) * a[b].d, accm);
+        acc = fmaf((float)sumi, fp16_to_fp32(hd) * a[b].d, acc);
+        accm = fmaf((float)summ, fp16_to_fp32(hdmin) * a[b].d, accm);
     }
     return acc - accm;
 }
@@ -358,7 +337,7 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
             vec_dot_q5_1_q8_1_ref(K, &out[r], w, x);
             break;
         case CS_TYPE_Q4_K:
-            out[r] = dot_row_q4_K(K, (const void *)w, x);
+            out[r] = dot_row_k4(K, w, sizeof(block_q4_K), false, x);
             break;
         case CS_TYPE_Q6_K:
             out[r] = dot_row_q6_K(K, (const void *)w, x);
@@ -367,7 +346,7 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
             vec_dot_iq4_xs_q8_K_ref(K, &out[r], w, x);
             break;
         case CS_TYPE_Q5_K:
-            out[r] = dot_row_q5_K(K, (const void *)w, x);
+            out[r] = dot_row_k4(K, w, sizeof(block_q5_K), true, x);
             break;
         case CS_TYPE_Q3_K:
             vec_dot_q3_K_q8_K_ref(K, &out[r], w, x);

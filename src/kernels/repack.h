@@ -34,7 +34,7 @@
  * 2-byte slices [8][16][2] at 64 (slice s = scales 2s, 2s+1: the mins of
  * lane s and the scales of groups (h, g) = (s / 4, s % 4)), then for lane
  * k at 320 + 128k the qs slices (h = 0, k) and (h = 1, k) (1344 = 16 * 84).
- * Q5_K (x16_q5k_avx512.c; numerics repack.c's dot_row_q5_K, Q4_K's x16
+ * Q5_K (x16_q5k_avx512.c; numerics repack.c's dot_row_k4, Q4_K's x16
  * order with a fifth bit: the super-block's scaled sums and mins as exact
  * integers, one FMA each): d[16] at 0, dmin[16]
  * at 32, scales as byte planes [12][16] at 64, then for lane k at 256 +

@@ -116,7 +116,7 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     }
 }
 
-/* Q4_K x16 (repack.c's dot_row_q4_K order, as the AVX-512 uk_x16_q4K_*
+/* Q4_K x16 (repack.c's dot_row_k4 order, as the AVX-512 uk_x16_q4K_*
  * kernels): per super-block, token and half (rows 8h..8h+7) the exact
  * integers sumi = sum_j sc[j] * (q . a over sub-block j) and summ =
  * sum_j m[j] * (a's sub-block j sum), then acc = fma(sumi, d * d_a, acc),

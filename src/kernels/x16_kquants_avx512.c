@@ -126,6 +126,25 @@ CS_INLINE __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
     return acc;
 }
 
+/* The 16 scales s - 32 of a Q3_K x16 super-block's 16 rows: VNNI s &
+ * 0xffff (one word, vpdpwssd), otherwise s in both words (vpmaddwd on a
+ * word pair). */
+CS_INLINE void q3k_scales(const uint8_t *blk, __m512i scw[16], const int vnni) {
+    __m512i pl[12];
+    for (int p = 0; p < 12; p++)
+        pl[p] = _mm512_cvtepu8_epi32(
+            _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * p)));
+    const __m512i f = _mm512_set1_epi32(0xF), t3 = _mm512_set1_epi32(3);
+    for (int j = 0; j < 16; j++) {
+        const __m512i lo = j < 8 ? _mm512_and_si512(pl[j], f) : _mm512_srli_epi32(pl[j - 8], 4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(pl[8 + j % 4], 2 * (j / 4)), t3);
+        __m512i s =
+            _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)), _mm512_set1_epi32(32));
+        s = _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF));
+        scw[j] = vnni ? s : _mm512_or_si512(s, _mm512_slli_epi32(s, 16));
+    }
+}
+
 #define X16_Q3K_TB 8
 
 /* Q3_K x16 (repack.h) in the reference order, vec_dot_q3_K_q8_K_ref: per
@@ -157,26 +176,8 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
-        /* the 16 scales s - 32 of the 16 rows: VNNI s & 0xffff (one word,
-         * vpdpwssd), otherwise s in both words (vpmaddwd on a word pair) */
         __m512i scw[16];
-        {
-            __m512i pl[12];
-            for (int p = 0; p < 12; p++)
-                pl[p] = _mm512_cvtepu8_epi32(
-                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * p)));
-            const __m512i f = _mm512_set1_epi32(0xF), t3 = _mm512_set1_epi32(3);
-            for (int j = 0; j < 16; j++) {
-                const __m512i lo =
-                    j < 8 ? _mm512_and_si512(pl[j], f) : _mm512_srli_epi32(pl[j - 8], 4);
-                const __m512i hi =
-                    _mm512_and_si512(_mm512_srli_epi32(pl[8 + j % 4], 2 * (j / 4)), t3);
-                __m512i s = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
-                                             _mm512_set1_epi32(32));
-                s = _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF));
-                scw[j] = vnni ? s : _mm512_or_si512(s, _mm512_slli_epi32(s, 16));
-            }
-        }
+        q3k_scales(blk, scw, vnni);
         /* per token and sub-block j: VNNI -4 * bsums[j]; otherwise the word
          * pair sums over the sub-block's 4 groups (each 128-bit lane of a
          * vpmaddubsw(4, a) result is one sub-block: two shuffles add its 4
@@ -268,23 +269,7 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         __m512i scw[16];
-        {
-            __m512i pl[12];
-            for (int p = 0; p < 12; p++)
-                pl[p] = _mm512_cvtepu8_epi32(
-                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * p)));
-            const __m512i f = _mm512_set1_epi32(0xF), t3 = _mm512_set1_epi32(3);
-            for (int j = 0; j < 16; j++) {
-                const __m512i lo =
-                    j < 8 ? _mm512_and_si512(pl[j], f) : _mm512_srli_epi32(pl[j - 8], 4);
-                const __m512i hi =
-                    _mm512_and_si512(_mm512_srli_epi32(pl[8 + j % 4], 2 * (j / 4)), t3);
-                __m512i s = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)),
-                                             _mm512_set1_epi32(32));
-                s = _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF));
-                scw[j] = vnni ? s : _mm512_or_si512(s, _mm512_slli_epi32(s, 16));
-            }
-        }
+        q3k_scales(blk, scw, vnni);
         /* per 4-element group e: VNNI -4 * (sum of the 4 activations);
          * otherwise the word pair 4 * (a0 + a1), 4 * (a2 + a3) */
         int32_t corr[64];

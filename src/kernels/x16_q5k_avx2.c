@@ -3,7 +3,7 @@
  * (AVX2, FMA, F16C).
  *
  * Numerics as the AVX-512 kernels (x16_q5k_avx512.c), i.e. repack.c's
- * dot_row_q5_K order: per super-block the exact integers sumi (sum over
+ * dot_row_k4 order: per super-block the exact integers sumi (sum over
  * the lanes k and sub-blocks of scale * (q . a)) and summ (the mins times
  * the activations' sub-block sums), then acc = fma(sumi, d_w * d_a, acc)
  * and accm = fma(summ, dmin_w * d_a, accm); the output is acc - accm. So

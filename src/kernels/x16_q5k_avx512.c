@@ -3,7 +3,7 @@
  * x86_avx512.c; entered only through the AVX-512 tables, and the VNNI
  * variants only when cpuid reports AVX512_VNNI (x86_avx512.c's init).
  *
- * Numerics: repack.c's dot_row_q5_K order (the x16 order of Q4_K with a
+ * Numerics: repack.c's dot_row_k4 order (the x16 order of Q4_K with a
  * fifth bit; not the row-major reference's 8 float lanes): per super-block
  * the exact integers sumi = sum over the 8 sub-blocks s of scale[s] * (sum
  * of q * a) and summ = sum_s min[s] * (bsums[2s] + bsums[2s+1]), then

@@ -733,7 +733,7 @@ CS_INLINE __m512i dp_x16(__m512i acc, __m512i w, const int8_t *p, const int vnni
                                                    _mm512_set1_epi16(1)));
 }
 
-/* Q4_K x16 (repack.c's dot_row_q4_K order): per super-block and token the
+/* Q4_K x16 (repack.c's dot_row_k4 order): per super-block and token the
  * exact integers sumi (sub-block sums times 6-bit scales) and summ (mins
  * times the activation's sub-block sums), then one FMA each with the
  * scales. The nibbles of a 32-byte chunk (two sub-blocks) are loaded once
