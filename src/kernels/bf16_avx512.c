@@ -87,6 +87,7 @@ static void vec_dot_bf16_dp(int64_t n, float *s, const void *x, const void *y) {
 void kernels_bf16_avx512(kernels_table *k) {
     k->vec_dot[CS_TYPE_BF16] = vec_dot_bf16_dp;
     k->ukernel[CS_TYPE_BF16] = (matmul_ukernel){DP_RB, DP_TB, uk_bf16dp_tile, uk_bf16dp_col};
+    k->wide_x[CS_TYPE_BF16] = false; /* bf16 activations, not the widened copy */
 }
 
 #endif /* x86 */

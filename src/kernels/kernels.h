@@ -62,6 +62,11 @@ typedef struct kernels_table {
      * matmul_x16_aux entries, or Q8_K blocks). tile NULL: none, matmul
      * then uses vec_dot (rows) or repack_x16_dot_ref (x16). */
     matmul_ukernel ukernel[CS_TYPE_COUNT];
+    /* ukernel[t].tile reads the activations widened to f32
+     * (matmul_wide_offset, F16 / BF16 rows): matmul fills that copy only
+     * then, and only when a tile runs (T >= tb), so decode steps and the
+     * other kernels skip it */
+    bool wide_x[CS_TYPE_COUNT];
     matmul_ukernel ukernel_x16[CS_TYPE_COUNT];
 
     /* ---- the KV cache (types F32, F16, Q8_0) uses vec_dot[] and

@@ -106,7 +106,8 @@ static void widen_row(const kernels_table *k, int32_t vdt, int64_t K, uint8_t *r
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
     const type_from_float_fn from_float = m->k->from_float[m->vdt];
     const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
-    const bool wide = m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16;
+    const bool wide =
+        m->have_uk && m->layout == CS_LAYOUT_ROWS && m->k->wide_x[m->wtype] && m->T >= m->uk.tb;
     for (int64_t t = t0; t < t1; t++) {
         uint8_t *dst = m->scratch + (size_t)t * m->x_row;
         from_float(m->X + t * m->K, dst, m->K);

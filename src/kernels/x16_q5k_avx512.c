@@ -93,6 +93,15 @@ CS_INLINE __m512i q5k_summ(const block_q8_K *ab, const __m512i mnw[4]) {
     return isum;
 }
 
+/* One token's super-block into the accumulators, in dot_row_k4's order:
+ * acc = fma(sumi, d_w * d_a, acc), accm = fma(summ, dmin_w * d_a, accm). */
+CS_INLINE void q5k_accumulate(__m512 *acc, __m512 *accm, __m512i sumi, const block_q8_K *ab,
+                              __m512 dv, __m512 dmv, const __m512i mnw[4]) {
+    const __m512 dy = _mm512_set1_ps(ab->d);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dv, dy), *acc);
+    *accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q5k_summ(ab, mnw)), _mm512_mul_ps(dmv, dy), *accm);
+}
+
 /* The 5-bit levels of lane k for sub-block s = 2j + hi (elements 32s + 4k
  * .. +3): the nibble of qs slice (j, k) and bit s of the qh slice k moved
  * to bit 4 (16-bit shifts of at most 4 bring no bit across a byte). */
@@ -148,13 +157,8 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
                         sumi[t], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc[2 * j + hi]));
                 }
             }
-        for (int t = 0; t < TB; t++) {
-            const block_q8_K *ab = (const block_q8_K *)x[t] + b;
-            const __m512 dy = _mm512_set1_ps(ab->d);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(dv, dy), acc[t]);
-            accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q5k_summ(ab, mnw)), _mm512_mul_ps(dmv, dy),
-                                      accm[t]);
-        }
+        for (int t = 0; t < TB; t++)
+            q5k_accumulate(&acc[t], &accm[t], sumi[t], (const block_q8_K *)x[t] + b, dv, dmv, mnw);
     }
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_sub_ps(acc[t], accm[t]));
 }
@@ -202,10 +206,7 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
                 l1 = dp_q5k(l1, hv, scw[2 * j + 1], a + 64 * j + 32, vnni);
             }
         }
-        const __m512 dy = _mm512_set1_ps(ab->d);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(l0, l1)), _mm512_mul_ps(dv, dy),
-                              acc);
-        accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q5k_summ(ab, mnw)), _mm512_mul_ps(dmv, dy), accm);
+        q5k_accumulate(&acc, &accm, _mm512_add_epi32(l0, l1), ab, dv, dmv, mnw);
     }
     _mm512_storeu_ps(out, _mm512_sub_ps(acc, accm));
 }

@@ -1356,6 +1356,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     u[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
     u[CS_TYPE_F16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_f16_tile, uk_f16_col};
     u[CS_TYPE_BF16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_bf16_tile, uk_bf16_col};
+    k->wide_x[CS_TYPE_F16] = k->wide_x[CS_TYPE_BF16] = true; /* tile_wide */
     u[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni}
                            : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
     u[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni}
