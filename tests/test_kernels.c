@@ -1207,6 +1207,8 @@ static void test_kernels_matmul_x16(void **state) {
             matmul(ref, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x, T, want, scratch);
             matmul(ref, NULL, types[ty], CS_LAYOUT_ROWS, W, N, K, x, T, rows, scratch);
             if (kq) {
+                /* |packed - row| / (1 + |row|) measured on these shapes:
+                 * Q4_K <= 2.0e-5, Q5_K <= 4.2e-6, Q6_K <= 2.5e-6 */
                 for (int64_t i = 0; i < N * T; i++)
                     assert_true(fabsf(want[i] - rows[i]) <= 1e-4f * (1.0f + fabsf(rows[i])));
             } else {
