@@ -537,6 +537,184 @@ static void avx2_axpy_f16(int64_t n, float a, const uint16_t *x, float *y) {
     for (; i < n; i++) y[i] += a * fp16_to_fp32(x[i]);
 }
 
+/* ------------------------------------------------- gathered attention */
+
+/* Gathered attention kernels (kernels.h) for nq <= KERNELS_ATTN_MQ queries
+ * at once, the AVX2 counterparts of x86_avx512.c's: the queries of a
+ * prompt's consecutive tokens (or a GQA group) read each cached row while
+ * it is in L1, and each query is converted to f32 once per call instead of
+ * once per cell. Per cell and query the float operations are those of
+ * avx2_vec_dot_f16 / avx2_axpy_f16, so every result is bit-identical to
+ * per-cell, per-query calls (tests/test_kernels.c checks it):
+ * - scores: the 4 chained FMA accumulators over 32-element chunks,
+ *   (a0 + a1) + (a2 + a3), then hsum8_ps's tree, evaluated for 8 cells
+ *   together (reduce8_ps) and scaled and stored as one vector. Queries go
+ *   in pairs (8 accumulators, the row converted once per pair).
+ * - accumulation: per cell in order, out[g] += f16(w[g][j]) * row, 32
+ *   elements of 2 queries in 8 accumulator registers at a time, the
+ *   probabilities rounded to f16 8 at a time.
+ * Head dims other than multiples of 32 up to 256 take the per-query loops.
+ * Cost per cell and query for hd = 64 and 4 queries: 4 conversions, 8
+ * FMAs, 3 adds and ~2 reduction instructions for the score; 4 conversions
+ * and 8 FMAs for the accumulation (per-cell calls: 24 conversions, 16
+ * FMAs, a horizontal sum, 8 loads and stores of out and a scalar f16
+ * rounding). */
+#define ATTN_MAX_HD 256
+
+/* r[c] = hsum8_ps(v[c]) for c = 0..7 in one vector: hsum8_ps's pairs at
+ * every level (lanes i + 4, then i + 2, then i + 1), so each lane is
+ * bit-identical to hsum8_ps of its vector. */
+CS_INLINE __m256 reduce8_ps(const __m256 *v) {
+    __m256 a[4], b[2];
+    /* level 1: [s4(v[2i]) | s4(v[2i + 1])] */
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+                             _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+    /* level 2: [s2(v[4i]), s2(v[4i + 2]) | s2(v[4i + 1]), s2(v[4i + 3])] */
+    for (int i = 0; i < 2; i++)
+        b[i] = _mm256_add_ps(_mm256_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),
+                             _mm256_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));
+    /* level 3: [v0, v2, v4, v6 | v1, v3, v5, v7] */
+    const __m256 r =
+        _mm256_add_ps(_mm256_shuffle_ps(b[0], b[1], 0x88), _mm256_shuffle_ps(b[0], b[1], 0xDD));
+    return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* The scores of nq queries (qf: f32 rows of ATTN_MAX_HD) over n cells, nv
+ * (= hd / 8, a multiple of 4) and nq compile-time constants at every call. */
+CS_INLINE void attn_scores_mq(const int nv, const int nq, int32_t n, const uint8_t *base,
+                              size_t stride, const int32_t *idx, const float *qf, float scale,
+                              float *const *s) {
+    const __m256 vscale = _mm256_set1_ps(scale);
+    for (int32_t j0 = 0; j0 < n; j0 += 8) {
+        const int m = n - j0 < 8 ? n - j0 : 8;
+        __m256 part[KERNELS_ATTN_MQ][8];
+        for (int u = 0; u < 8; u++) {
+            if (u >= m) { /* padding cells of the last group: never stored */
+                for (int g = 0; g < nq; g++) part[g][u] = _mm256_setzero_ps();
+                continue;
+            }
+            const uint16_t *x = (const uint16_t *)(const void *)(base + (size_t)idx[j0 + u] * stride);
+            if (j0 + u + 2 < n)
+                _mm_prefetch((const char *)(base + (size_t)idx[j0 + u + 2] * stride), _MM_HINT_T0);
+            for (int g0 = 0; g0 < nq; g0 += 2) {
+                const int ng = nq - g0 < 2 ? nq - g0 : 2;
+                __m256 a[2][4];
+                for (int g = 0; g < ng; g++)
+                    for (int c = 0; c < 4; c++) a[g][c] = _mm256_setzero_ps();
+                for (int c = 0; c < nv; c++) {
+                    const __m256 xv = load_f16(x + 8 * c);
+                    for (int g = 0; g < ng; g++)
+                        a[g][c & 3] = _mm256_fmadd_ps(
+                            xv, _mm256_load_ps(qf + (size_t)(g0 + g) * ATTN_MAX_HD + 8 * c),
+                            a[g][c & 3]);
+                }
+                for (int g = 0; g < ng; g++)
+                    part[g0 + g][u] = _mm256_add_ps(_mm256_add_ps(a[g][0], a[g][1]),
+                                                    _mm256_add_ps(a[g][2], a[g][3]));
+            }
+        }
+        for (int g = 0; g < nq; g++)
+            _mm256_maskstore_ps(s[g] + j0, tail_mask(m), _mm256_mul_ps(reduce8_ps(part[g]), vscale));
+    }
+}
+
+static void avx2_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                                 const int32_t *idx, int32_t nq, const uint16_t *const *q,
+                                 float scale, float *const *s) {
+    if (hd % 32 != 0 || hd > ATTN_MAX_HD || nq < 1 || nq > KERNELS_ATTN_MQ) {
+        for (int32_t g = 0; g < nq; g++)
+            for (int32_t j = 0; j < n; j++) {
+                float d;
+                avx2_vec_dot_f16(hd, &d, base + (size_t)idx[j] * stride, q[g]);
+                s[g][j] = d * scale;
+            }
+        return;
+    }
+    const int nv = (int)(hd / 8);
+    float qf[KERNELS_ATTN_MQ * ATTN_MAX_HD] __attribute__((aligned(32)));
+    for (int32_t g = 0; g < nq; g++)
+        for (int v = 0; v < nv; v++)
+            _mm256_store_ps(qf + (size_t)g * ATTN_MAX_HD + 8 * v, load_f16(q[g] + 8 * v));
+#define ATTN_SCORES_CASE(NV, NQ)                                                                   \
+    case (NV)*8 + (NQ):                                                                            \
+        attn_scores_mq(NV, NQ, n, base, stride, idx, qf, scale, s);                                \
+        return;
+    switch (nv * 8 + nq) {
+        ATTN_SCORES_CASE(4, 1)
+        ATTN_SCORES_CASE(4, 2)
+        ATTN_SCORES_CASE(4, 3)
+        ATTN_SCORES_CASE(4, 4)
+        ATTN_SCORES_CASE(8, 1)
+        ATTN_SCORES_CASE(8, 2)
+        ATTN_SCORES_CASE(8, 3)
+        ATTN_SCORES_CASE(8, 4)
+        ATTN_SCORES_CASE(16, 1)
+        ATTN_SCORES_CASE(16, 2)
+        ATTN_SCORES_CASE(16, 3)
+        ATTN_SCORES_CASE(16, 4)
+        ATTN_SCORES_CASE(32, 1)
+        ATTN_SCORES_CASE(32, 2)
+        ATTN_SCORES_CASE(32, 3)
+        ATTN_SCORES_CASE(32, 4)
+    default: /* hd = 96, 160, 192, 224: the same kernel, nv at run time */
+        for (int32_t g0 = 0; g0 < nq; g0++)
+            attn_scores_mq(nv, 1, n, base, stride, idx, qf + (size_t)g0 * ATTN_MAX_HD, scale,
+                           s + g0);
+    }
+#undef ATTN_SCORES_CASE
+}
+
+/* out[g] += f16(w[g][j]) * row j, elements 8 * v0 .. 8 * v0 + 31, for ng
+ * (1 or 2, a compile-time constant) queries. */
+CS_INLINE void attn_accum_block(const int ng, int v0, int32_t n, const uint8_t *base,
+                                size_t stride, const int32_t *idx, const float *const *w,
+                                float *const *out) {
+    __m256 acc[2][4];
+    for (int g = 0; g < ng; g++)
+        for (int v = 0; v < 4; v++) acc[g][v] = _mm256_loadu_ps(out[g] + 8 * (v0 + v));
+    for (int32_t j = 0; j < n; j += 8) {
+        const int32_t m = n - j < 8 ? n - j : 8;
+        float wr[2][8];
+        for (int g = 0; g < ng; g++) /* round to nearest even, as fp32_to_fp16 */
+            _mm256_storeu_ps(wr[g], _mm256_cvtph_ps(_mm256_cvtps_ph(
+                                        _mm256_maskload_ps(w[g] + j, tail_mask(m)), CS_RND)));
+        for (int32_t u = 0; u < m; u++) {
+            const uint16_t *x =
+                (const uint16_t *)(const void *)(base + (size_t)idx[j + u] * stride) + 8 * v0;
+            __m256 wv[2];
+            for (int g = 0; g < ng; g++) wv[g] = _mm256_set1_ps(wr[g][u]);
+            for (int v = 0; v < 4; v++) {
+                const __m256 xv = load_f16(x + 8 * v);
+                for (int g = 0; g < ng; g++)
+                    acc[g][v] = _mm256_fmadd_ps(wv[g], xv, acc[g][v]);
+            }
+        }
+    }
+    for (int g = 0; g < ng; g++)
+        for (int v = 0; v < 4; v++) _mm256_storeu_ps(out[g] + 8 * (v0 + v), acc[g][v]);
+}
+
+static void avx2_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                                const int32_t *idx, int32_t nq, const float *const *w,
+                                float *const *out) {
+    if (hd % 32 != 0 || nq < 1 || nq > KERNELS_ATTN_MQ) {
+        for (int32_t g = 0; g < nq; g++)
+            for (int32_t j = 0; j < n; j++)
+                avx2_axpy_f16(hd, fp16_to_fp32(fp32_to_fp16(w[g][j])),
+                              (const uint16_t *)(const void *)(base + (size_t)idx[j] * stride),
+                              out[g]);
+        return;
+    }
+    for (int32_t g0 = 0; g0 < nq; g0 += 2)
+        for (int v0 = 0; v0 < (int)(hd / 8); v0 += 4) {
+            if (nq - g0 >= 2)
+                attn_accum_block(2, v0, n, base, stride, idx, w + g0, out + g0);
+            else
+                attn_accum_block(1, v0, n, base, stride, idx, w + g0, out + g0);
+        }
+}
+
 static void avx2_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     __m256d s0 = _mm256_setzero_pd(), s1 = s0;
     int64_t i = 0;
@@ -693,6 +871,8 @@ static void avx2_init(void) {
     k->softmax = avx2_softmax;
     k->swiglu = avx2_swiglu;
     k->rope = avx2_rope;
+    k->attn_scores_f16 = avx2_attn_scores_f16;
+    k->attn_accum_f16 = avx2_attn_accum_f16;
 }
 
 const kernels_table *kernels_avx2_table(void) {
