@@ -217,16 +217,22 @@ void vec_dot_iq4_nl_q8_0_ref(int64_t n, float *s, const void *vx, const void *vy
     *s = sum;
 }
 
+/* Per super-block the exact integer isum = sum over the sub-blocks of
+ * (ls - 32) * (q . a) (|isum| <= 8 * 32 * 32 * 127 * 127 < 2^31), then
+ * sum += (d_w * d_a) * isum, a multiply and an add: ggml's AVX2 order up to
+ * the float rounding of its 8 lanes (ggml's scalar code scales every
+ * sub-block in float). One float step per super-block is what lets the x16
+ * kernels fold the scale into the integer products (x16_kquants_*.c). */
 void vec_dot_iq4_xs_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const block_iq4_xs *x = vx;
     const block_q8_K *y = vy;
     float sum = 0;
     for (int64_t i = 0; i < n / CS_QK_K; ++i) {
-        const float d = fp16_to_fp32(x[i].d) * y[i].d;
-        for (int b = 0; b < CS_QK_K / 32; ++b) {
-            const float db = d * (float)(xs_scale(&x[i], b) - 32);
-            sum += db * (float)iq4_nl_block_isum(x[i].qs + 16 * b, y[i].qs + 32 * b);
-        }
+        int32_t isum = 0;
+        for (int b = 0; b < CS_QK_K / 32; ++b)
+            isum += (xs_scale(&x[i], b) - 32) *
+                    iq4_nl_block_isum(x[i].qs + 16 * b, y[i].qs + 32 * b);
+        sum += fp16_to_fp32(x[i].d) * y[i].d * (float)isum;
     }
     *s = sum;
 }

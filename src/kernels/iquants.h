@@ -80,8 +80,9 @@ void quantize_iq4_nl(const float *x, void *y, int64_t n);
  * 6-bit scales and a final index pass. Cost: about 17 passes. */
 void quantize_row_iq4_xs_ref(const float *x, void *y, int64_t n);
 
-/* ---- dots (type_vec_dot_fn), ggml's generic order; x: weight blocks,
- * y: Q8_0 (IQ4_NL) or Q8_K (IQ4_XS) blocks. */
+/* ---- dots (type_vec_dot_fn); x: weight blocks, y: Q8_0 (IQ4_NL) or
+ * Q8_K (IQ4_XS) blocks. IQ4_NL in ggml's generic order, IQ4_XS one exact
+ * integer sum per super-block (iquants.c). */
 void vec_dot_iq4_nl_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_iq4_xs_q8_K_ref(int64_t n, float *s, const void *x, const void *y);
 

@@ -70,6 +70,19 @@ CS_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i a, const int8_t *p) {
     return acc;
 }
 
+/* vpdpwssd: per int32 lane, acc + the two signed word products of a and
+ * b (exact, no saturation). VNNI only, inline asm as dpbusd_bcast. */
+CS_INLINE __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
+/* dpwssd with b = the two s16 words at p broadcast to all 16 lanes. */
+CS_INLINE __m512i dpwssd_bcast(__m512i acc, __m512i a, const int16_t *p) {
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const i32u_unaligned *)p));
+    return acc;
+}
+
 /* hsum8_ps for 16 rows at once: lane k of 8 per-lane accumulators holds
  * row r's lane k; the same order, (0+4 + 2+6) + (1+5 + 3+7), per row. For
  * the x16 kernels that keep the reference dots' 8 float lanes. */

@@ -5,9 +5,10 @@
  *
  * Numerics: each 32-element sub-block's integer sum is exact on every path
  * (VNNI on levels + 128 with the -128 * bsum correction, or maddubs on
- * |a| and sign-moved levels), then scaled and accumulated in the order of
- * the reference dot, vec_dot_iq4_xs_q8_K_ref: db = (d_w * d_a) * (ls - 32),
- * sum = sum + db * isum (multiply, then add), sub-block after sub-block.
+ * |a| and sign-moved levels); times its scale ls - 32 it is added into
+ * the super-block's exact int32 sum, which is scaled and accumulated in
+ * the order of the reference dot, vec_dot_iq4_xs_q8_K_ref: sum = sum +
+ * (d_w * d_a) * isum (multiply, then add), super-block after super-block.
  * So the result equals repack_x16_dot_ref and the reference table's
  * row-major dot bit for bit. */
 #if defined(__x86_64__) || defined(__i386__)
@@ -58,8 +59,11 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
         const uint8_t *qs = blk + 128;
         __m512 d[4];
-        for (int i = 0; i < TB; i++)
+        __m512i isum[4]; /* the super-block's exact integer sums, as the reference */
+        for (int i = 0; i < TB; i++) {
             d[i] = _mm512_mul_ps(dw, _mm512_set1_ps(((const block_q8_K *)x[i])[b].d));
+            isum[i] = _mm512_setzero_si512();
+        }
         for (int j = 0; j < 8; j++) {
             /* the block after next, 34 lines: 5 per sub-block */
             for (int k = 0; k < 5 && 5 * j + k < 34; k++)
@@ -72,8 +76,7 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                 _mm512_and_si512(_mm512_srli_epi32(pl, 4 * (j % 2)), _mm512_set1_epi32(0xF));
             const __m512i hi = _mm512_slli_epi32(
                 _mm512_and_si512(_mm512_srli_epi32(sh, 2 * j), _mm512_set1_epi32(3)), 4);
-            const __m512 ls = _mm512_cvtepi32_ps(
-                _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32)));
+            const __m512i ls = _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32));
             __m512i wl[4], wh[4];
             for (int s = 0; s < 4; s++) {
                 const __m512i raw =
@@ -93,11 +96,12 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                     s0 = dp_iq4(s0, wl[s], a + 4 * s, vnni);
                     s1 = dp_iq4(s1, wh[s], a + 16 + 4 * s, vnni);
                 }
-                const __m512 isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-                const __m512 db = _mm512_mul_ps(d[i], ls);
-                acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(db, isum));
+                isum[i] = _mm512_add_epi32(isum[i],
+                                           _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), ls));
             }
         }
+        for (int i = 0; i < TB; i++)
+            acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(d[i], _mm512_cvtepi32_ps(isum[i])));
     }
     for (int i = 0; i < TB; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
 }
@@ -118,13 +122,6 @@ static void uk_x16_iq4xs_col_vnni(int64_t K, const void *const *w, const void *x
 }
 
 /* ------------------------------------------------------------- Q3_K */
-
-/* acc += per-lane sum of the 2 products of the signed words of a and b
- * (vpdpwssd, VNNI only, inline asm as dpbusd_bcast). */
-CS_INLINE __m512i dpwssd(__m512i acc, __m512i a, __m512i b) {
-    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-    return acc;
-}
 
 /* The 16 scales s - 32 of a Q3_K x16 super-block's 16 rows: VNNI s &
  * 0xffff (one word, vpdpwssd), otherwise s in both words (vpmaddwd on a
@@ -395,6 +392,10 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
             const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
                                    _mm512_loadu_si512((const void *)(q + 64))};
             for (int t = 0; t < TB; t++) {
+                if (vnni) { /* one instruction: the words' products and the add */
+                    msum[t] = dpwssd_bcast(msum[t], mn[k], ab[t]->bsums + 2 * k);
+                    continue;
+                }
                 int32_t bs;
                 memcpy(&bs, ab[t]->bsums + 2 * k, 4);
                 msum[t] =

@@ -20,13 +20,6 @@
 #include "repack.h"
 #include "simd_x86.h"
 
-/* acc += per-lane sum of the 2 products of the signed words of a and b
- * (vpdpwssd, VNNI only, inline asm as dpbusd_bcast). */
-CS_INLINE __m512i dpwssd_q5k(__m512i acc, __m512i a, __m512i b) {
-    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-    return acc;
-}
-
 /* lane += scale * (4-element dot of the 5-bit levels w, u8 0..31, with the
  * 4 s8 activations at p). VNNI: vpdpbusd forms the dot, at most 4 * 31 *
  * 128 = 15872 in magnitude, so its int32 equals its sign-extended low word
@@ -35,7 +28,7 @@ CS_INLINE __m512i dpwssd_q5k(__m512i acc, __m512i a, __m512i b) {
  * 31 * 128, no saturation) and vpmaddwd against the scale in both words
  * adds scale * pair0 + scale * pair1. Exact int32 either way. */
 CS_INLINE __m512i dp_q5k(__m512i lane, __m512i w, __m512i sc, const int8_t *p, const int vnni) {
-    if (vnni) return dpwssd_q5k(lane, dpbusd_bcast(_mm512_setzero_si512(), w, p), sc);
+    if (vnni) return dpwssd(lane, dpbusd_bcast(_mm512_setzero_si512(), w, p), sc);
     int32_t v;
     memcpy(&v, p, 4);
     return _mm512_add_epi32(lane,

@@ -751,20 +751,28 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
         const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)));
         const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
-        __m512i sc[8], mn[8];
+        __m512i sc[8];
+        __m128i mnb[8]; /* the 16 rows' 6-bit mins of sub-block j, a byte each */
         for (int j = 0; j < 4; j++) {
             const __m128i p0 = _mm_loadu_si128((const __m128i *)(pl + 16 * j));
             const __m128i p4 = _mm_loadu_si128((const __m128i *)(pl + 16 * (j + 4)));
             const __m128i p8 = _mm_loadu_si128((const __m128i *)(pl + 16 * (j + 8)));
             sc[j] = _mm512_cvtepu8_epi32(_mm_and_si128(p0, m63));
-            mn[j] = _mm512_cvtepu8_epi32(_mm_and_si128(p4, m63));
+            mnb[j] = _mm_and_si128(p4, m63);
             sc[j + 4] = _mm512_cvtepu8_epi32(
                 _mm_or_si128(_mm_and_si128(p8, m15),
                              _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4)));
-            mn[j + 4] = _mm512_cvtepu8_epi32(
-                _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
-                             _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4)));
+            mnb[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
         }
+        /* VNNI: the mins of sub-blocks 2i, 2i + 1 as the two words of each
+         * row's lane (vpdpwssd against the token's sums of those sub-blocks);
+         * otherwise each min widened to its lane (vpmulld) */
+        __m512i mn[8];
+        for (int i = 0; i < 4 && vnni; i++)
+            mn[i] = _mm512_cvtepu8_epi16(_mm256_setr_m128i(_mm_unpacklo_epi8(mnb[2 * i], mnb[2 * i + 1]),
+                                                           _mm_unpackhi_epi8(mnb[2 * i], mnb[2 * i + 1])));
+        for (int j = 0; j < 8 && !vnni; j++) mn[j] = _mm512_cvtepu8_epi32(mnb[j]);
         const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
         __m512i sumi[4];
         for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
@@ -803,7 +811,16 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
         for (int t = 0; t < TB; t++) {
             const block_q8_K *ab = (const block_q8_K *)x[t] + b;
             __m512i summ = _mm512_setzero_si512();
-            for (int j = 0; j < 8; j++)
+            if (vnni) {
+                /* the 8 sub-block sums (|.| <= 32 * 128, words) in pairs:
+                 * 4 vpdpwssd instead of 8 vpmulld + vpaddd */
+                int16_t s32[8];
+                _mm_storeu_si128((__m128i *)(void *)s32,
+                                 _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
+                                                _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8))));
+                for (int i = 0; i < 4; i++) summ = dpwssd_bcast(summ, mn[i], s32 + 2 * i);
+            }
+            for (int j = 0; j < 8 && !vnni; j++)
                 summ = _mm512_add_epi32(
                     summ,
                     _mm512_mullo_epi32(mn[j], _mm512_set1_epi32((int32_t)ab->bsums[2 * j] +
