@@ -38,6 +38,9 @@ CS_INLINE __m512i dp_iq4(__m512i acc, __m512i w, const int8_t *p, const int vnni
         acc, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(a), sw), _mm512_set1_epi16(1)));
 }
 
+/* Tokens per IQ4_XS tile call. */
+#define X16_IQ4XS_TB 4
+
 /* IQ4_XS x16 block (CS_X16_IQ4XS_BLOCK bytes): d[16] f16 at 0, scales_h[16]
  * at 32, scales_l planes [4][16] at 64, qs [32 slices][16 rows][4] at 128.
  * Per sub-block the levels of the 16 rows (4 slices, low and high nibbles)
@@ -50,7 +53,7 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
     __m128i t = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
     if (vnni) t = _mm_xor_si128(t, _mm_set1_epi8((char)0x80)); /* level + 128 */
     const __m512i tbl = _mm512_broadcast_i32x4(t);
-    __m512 acc[4];
+    __m512 acc[X16_IQ4XS_TB];
     for (int i = 0; i < TB; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
@@ -58,8 +61,8 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
         const __m512i sh =
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
         const uint8_t *qs = blk + 128;
-        __m512 d[4];
-        __m512i isum[4]; /* the super-block's exact integer sums, as the reference */
+        __m512 d[X16_IQ4XS_TB];
+        __m512i isum[X16_IQ4XS_TB]; /* the super-block's exact integer sums, as the reference */
         for (int i = 0; i < TB; i++) {
             d[i] = _mm512_mul_ps(dw, _mm512_set1_ps(((const block_q8_K *)x[i])[b].d));
             isum[i] = _mm512_setzero_si512();
@@ -106,7 +109,6 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
     for (int i = 0; i < TB; i++) _mm512_storeu_ps(out + 16 * i, acc[i]);
 }
 
-#define X16_IQ4XS_TB 4
 static void uk_x16_iq4xs_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_iq4xs(K, w, x, out, X16_IQ4XS_TB, 0);
 }
