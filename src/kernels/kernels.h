@@ -42,6 +42,11 @@ typedef struct matmul_ukernel {
  * its per-thread score and query buffers by it. */
 #define KERNELS_ATTN_MQ 4
 
+/* CASE(nv, nq) for nq = 1 .. KERNELS_ATTN_MQ: the switch cases by which
+ * the SIMD attention kernels dispatch to an instantiation per (row
+ * vectors, query count), each keeping its accumulators in registers. */
+#define KERNELS_ATTN_NQ_CASES(CASE, NV) CASE(NV, 1) CASE(NV, 2) CASE(NV, 3) CASE(NV, 4)
+
 typedef struct kernels_table {
     const char *name; /* "ref", "avx2", "avx512", "avx512novnni" */
 
@@ -113,6 +118,18 @@ typedef struct kernels_table {
                            const int32_t *idx, int32_t nq, const float *const *w,
                            float *const *out);
 } kernels_table;
+
+/* The gathered attention kernels' results one (query, cell) pair at a
+ * time through a table's vec_dot_f16 (dot) / axpy_f16 (axpy): what a
+ * table's attn_scores_f16 / attn_accum_f16 run for head dims their fast
+ * paths do not take (ref.c). */
+void kernels_attn_scores_each(type_vec_dot_fn dot, int64_t hd, int32_t n, const uint8_t *base,
+                              size_t stride, const int32_t *idx, int32_t nq,
+                              const uint16_t *const *q, float scale, float *const *s);
+void kernels_attn_accum_each(void (*axpy)(int64_t n, float a, const uint16_t *x, float *y),
+                             int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                             const int32_t *idx, int32_t nq, const float *const *w,
+                             float *const *out);
 
 /* The scalar reference table (always available): the type table's scalar
  * entries and ref.c's kernels. */

@@ -248,3 +248,24 @@ void kernels_rope_cache(float *cs, float pos, const kernels_rope_params *p) {
         theta *= theta_scale;
     }
 }
+
+void kernels_attn_scores_each(type_vec_dot_fn dot, int64_t hd, int32_t n, const uint8_t *base,
+                              size_t stride, const int32_t *idx, int32_t nq,
+                              const uint16_t *const *q, float scale, float *const *s) {
+    for (int32_t g = 0; g < nq; g++)
+        for (int32_t j = 0; j < n; j++) {
+            float d;
+            dot(hd, &d, base + (size_t)idx[j] * stride, q[g]);
+            s[g][j] = d * scale;
+        }
+}
+
+void kernels_attn_accum_each(void (*axpy)(int64_t n, float a, const uint16_t *x, float *y),
+                             int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                             const int32_t *idx, int32_t nq, const float *const *w,
+                             float *const *out) {
+    for (int32_t g = 0; g < nq; g++)
+        for (int32_t j = 0; j < n; j++) /* ggml rounds the probabilities to f16 */
+            axpy(hd, fp16_to_fp32(fp32_to_fp16(w[g][j])),
+                 (const uint16_t *)(const void *)(base + (size_t)idx[j] * stride), out[g]);
+}

@@ -680,12 +680,7 @@ static void avx2_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, siz
                                  const int32_t *idx, int32_t nq, const uint16_t *const *q,
                                  float scale, float *const *s) {
     if (hd % 32 != 0 || hd > ATTN_MAX_HD || nq < 1 || nq > KERNELS_ATTN_MQ) {
-        for (int32_t g = 0; g < nq; g++)
-            for (int32_t j = 0; j < n; j++) {
-                float d;
-                avx2_vec_dot_f16(hd, &d, base + (size_t)idx[j] * stride, q[g]);
-                s[g][j] = d * scale;
-            }
+        kernels_attn_scores_each(avx2_vec_dot_f16, hd, n, base, stride, idx, nq, q, scale, s);
         return;
     }
     const int nv = (int)(hd / 8);
@@ -698,22 +693,10 @@ static void avx2_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, siz
         attn_scores_mq(NV, NQ, n, base, stride, idx, qf, scale, s);                                \
         return;
     switch (nv * 8 + nq) {
-        ATTN_SCORES_CASE(4, 1)
-        ATTN_SCORES_CASE(4, 2)
-        ATTN_SCORES_CASE(4, 3)
-        ATTN_SCORES_CASE(4, 4)
-        ATTN_SCORES_CASE(8, 1)
-        ATTN_SCORES_CASE(8, 2)
-        ATTN_SCORES_CASE(8, 3)
-        ATTN_SCORES_CASE(8, 4)
-        ATTN_SCORES_CASE(16, 1)
-        ATTN_SCORES_CASE(16, 2)
-        ATTN_SCORES_CASE(16, 3)
-        ATTN_SCORES_CASE(16, 4)
-        ATTN_SCORES_CASE(32, 1)
-        ATTN_SCORES_CASE(32, 2)
-        ATTN_SCORES_CASE(32, 3)
-        ATTN_SCORES_CASE(32, 4)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 4)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 8)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 16)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 32)
     default: /* hd = 96, 160, 192, 224: the same kernel, nv at run time */
         for (int32_t g0 = 0; g0 < nq; g0++)
             attn_scores_mq(nv, 1, n, base, stride, idx, qf + (size_t)g0 * ATTN_MAX_HD, scale,
@@ -756,11 +739,7 @@ static void avx2_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size
                                 const int32_t *idx, int32_t nq, const float *const *w,
                                 float *const *out) {
     if (hd % 32 != 0 || nq < 1 || nq > KERNELS_ATTN_MQ) {
-        for (int32_t g = 0; g < nq; g++)
-            for (int32_t j = 0; j < n; j++)
-                avx2_axpy_f16(hd, fp16_to_fp32(fp32_to_fp16(w[g][j])),
-                              (const uint16_t *)(const void *)(base + (size_t)idx[j] * stride),
-                              out[g]);
+        kernels_attn_accum_each(avx2_axpy_f16, hd, n, base, stride, idx, nq, w, out);
         return;
     }
     for (int32_t g0 = 0; g0 < nq; g0 += 2)

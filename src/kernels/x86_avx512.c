@@ -213,13 +213,7 @@ static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, s
                                    const int32_t *idx, int32_t nq, const uint16_t *const *q,
                                    float scale, float *const *s) {
     if (hd % 64 != 0 || hd > ATTN_MAX_HD || nq < 1 || nq > KERNELS_ATTN_MQ) {
-        for (int32_t g = 0; g < nq; g++)
-            for (int32_t j = 0; j < n; j++) {
-                float d;
-                avx512_vec_dot_f16(hd, &d, (const uint16_t *)(base + (size_t)idx[j] * stride),
-                                   q[g]);
-                s[g][j] = d * scale;
-            }
+        kernels_attn_scores_each(avx512_vec_dot_f16, hd, n, base, stride, idx, nq, q, scale, s);
         return;
     }
     const int nv = (int)(hd / 16);
@@ -232,22 +226,10 @@ static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, s
         attn_scores_mq(NV, NQ, n, base, stride, idx, qf, scale, s);                                \
         return;
     switch (nv * 8 + nq) {
-        ATTN_SCORES_CASE(4, 1)
-        ATTN_SCORES_CASE(4, 2)
-        ATTN_SCORES_CASE(4, 3)
-        ATTN_SCORES_CASE(4, 4)
-        ATTN_SCORES_CASE(8, 1)
-        ATTN_SCORES_CASE(8, 2)
-        ATTN_SCORES_CASE(8, 3)
-        ATTN_SCORES_CASE(8, 4)
-        ATTN_SCORES_CASE(12, 1)
-        ATTN_SCORES_CASE(12, 2)
-        ATTN_SCORES_CASE(12, 3)
-        ATTN_SCORES_CASE(12, 4)
-        ATTN_SCORES_CASE(16, 1)
-        ATTN_SCORES_CASE(16, 2)
-        ATTN_SCORES_CASE(16, 3)
-        ATTN_SCORES_CASE(16, 4)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 4)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 8)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 12)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 16)
     }
 #undef ATTN_SCORES_CASE
 }
@@ -291,11 +273,7 @@ static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, si
                                   float *const *out) {
     const int nv = (int)(hd / 16);
     if (hd % 16 != 0 || (nv != 4 && nv != 8) || nq < 1 || nq > KERNELS_ATTN_MQ) {
-        for (int32_t g = 0; g < nq; g++)
-            for (int32_t j = 0; j < n; j++) {
-                const float wr = _cvtsh_ss(_cvtss_sh(w[g][j], _MM_FROUND_TO_NEAREST_INT));
-                avx512_axpy_f16(hd, wr, (const uint16_t *)(base + (size_t)idx[j] * stride), out[g]);
-            }
+        kernels_attn_accum_each(avx512_axpy_f16, hd, n, base, stride, idx, nq, w, out);
         return;
     }
     /* hd = 64: all queries in one pass; hd = 128: two at a time */
@@ -306,10 +284,7 @@ static void avx512_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, si
         attn_accum_mq(NV, NG, n, base, stride, idx, w + g0, out + g0);                             \
         break;
         switch (nv * 8 + ng) {
-            ATTN_ACCUM_CASE(4, 1)
-            ATTN_ACCUM_CASE(4, 2)
-            ATTN_ACCUM_CASE(4, 3)
-            ATTN_ACCUM_CASE(4, 4)
+            KERNELS_ATTN_NQ_CASES(ATTN_ACCUM_CASE, 4)
             ATTN_ACCUM_CASE(8, 1)
             ATTN_ACCUM_CASE(8, 2)
         }
