@@ -230,8 +230,8 @@ void vec_dot_iq4_xs_q8_K_ref(int64_t n, float *s, const void *vx, const void *vy
     for (int64_t i = 0; i < n / CS_QK_K; ++i) {
         int32_t isum = 0;
         for (int b = 0; b < CS_QK_K / 32; ++b)
-            isum += (xs_scale(&x[i], b) - 32) *
-                    iq4_nl_block_isum(x[i].qs + 16 * b, y[i].qs + 32 * b);
+            isum +=
+                (xs_scale(&x[i], b) - 32) * iq4_nl_block_isum(x[i].qs + 16 * b, y[i].qs + 32 * b);
         sum += fp16_to_fp32(x[i].d) * y[i].d * (float)isum;
     }
     *s = sum;

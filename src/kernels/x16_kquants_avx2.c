@@ -264,8 +264,8 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                     _mm256_and_si256(_mm256_srli_epi32(pl, 4 * (j % 2)), _mm256_set1_epi32(0xF));
                 const __m256i hi = _mm256_slli_epi32(
                     _mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4);
-                const __m256i ls2 = both_words(
-                    _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32)));
+                const __m256i ls2 =
+                    both_words(_mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32)));
                 /* wv[s]: elements 4s .. 4s+3 of the sub-block, wv[4 + s]: 16 + 4s .. */
                 __m256i wv[8];
                 for (int s = 0; s < 4; s++) {

@@ -99,8 +99,8 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                     s0 = dp_iq4(s0, wl[s], a + 4 * s, vnni);
                     s1 = dp_iq4(s1, wh[s], a + 16 + 4 * s, vnni);
                 }
-                isum[i] = _mm512_add_epi32(isum[i],
-                                           _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), ls));
+                isum[i] =
+                    _mm512_add_epi32(isum[i], _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), ls));
             }
         }
         for (int i = 0; i < TB; i++)

@@ -510,8 +510,9 @@ static void avx2_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
         }
         float max = 0.0f;
         for (int k = 0; k < CS_QK_K / 8; k++) {
-            const int m = _mm256_movemask_ps(_mm256_cmp_ps(
-                _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            const int m = _mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * k)),
+                              _mm256_set1_ps(amax), _CMP_EQ_OQ));
             if (m) {
                 max = xb[8 * k + __builtin_ctz((unsigned)m)];
                 break;
@@ -527,9 +528,9 @@ static void avx2_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
                 _mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(xb + 16 * k + 8))), cap);
             /* [-127, 127]: the saturating packs change nothing */
             const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-            _mm_storeu_si128((__m128i *)(void *)(y[i].qs + 16 * k),
-                             _mm_packs_epi16(_mm256_castsi256_si128(p16),
-                                             _mm256_extracti128_si256(p16, 1)));
+            _mm_storeu_si128(
+                (__m128i *)(void *)(y[i].qs + 16 * k),
+                _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
             y[i].bsums[k] = (int16_t)hsum_i32x8(_mm256_add_epi32(q0, q1));
         }
         y[i].d = 1 / iscale;
@@ -651,7 +652,8 @@ CS_INLINE void attn_scores_mq(const int nv, const int nq, int32_t n, const uint8
                 for (int g = 0; g < nq; g++) part[g][u] = _mm256_setzero_ps();
                 continue;
             }
-            const uint16_t *x = (const uint16_t *)(const void *)(base + (size_t)idx[j0 + u] * stride);
+            const uint16_t *x =
+                (const uint16_t *)(const void *)(base + (size_t)idx[j0 + u] * stride);
             if (j0 + u + 2 < n)
                 _mm_prefetch((const char *)(base + (size_t)idx[j0 + u + 2] * stride), _MM_HINT_T0);
             for (int g0 = 0; g0 < nq; g0 += 2) {
@@ -672,7 +674,8 @@ CS_INLINE void attn_scores_mq(const int nv, const int nq, int32_t n, const uint8
             }
         }
         for (int g = 0; g < nq; g++)
-            _mm256_maskstore_ps(s[g] + j0, tail_mask(m), _mm256_mul_ps(reduce8_ps(part[g]), vscale));
+            _mm256_maskstore_ps(s[g] + j0, tail_mask(m),
+                                _mm256_mul_ps(reduce8_ps(part[g]), vscale));
     }
 }
 
@@ -707,9 +710,8 @@ static void avx2_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, siz
 
 /* out[g] += f16(w[g][j]) * row j, elements 8 * v0 .. 8 * v0 + 31, for ng
  * (1 or 2, a compile-time constant) queries. */
-CS_INLINE void attn_accum_block(const int ng, int v0, int32_t n, const uint8_t *base,
-                                size_t stride, const int32_t *idx, const float *const *w,
-                                float *const *out) {
+CS_INLINE void attn_accum_block(const int ng, int v0, int32_t n, const uint8_t *base, size_t stride,
+                                const int32_t *idx, const float *const *w, float *const *out) {
     __m256 acc[2][4];
     for (int g = 0; g < ng; g++)
         for (int v = 0; v < 4; v++) acc[g][v] = _mm256_loadu_ps(out[g] + 8 * (v0 + v));
@@ -726,8 +728,7 @@ CS_INLINE void attn_accum_block(const int ng, int v0, int32_t n, const uint8_t *
             for (int g = 0; g < ng; g++) wv[g] = _mm256_set1_ps(wr[g][u]);
             for (int v = 0; v < 4; v++) {
                 const __m256 xv = load_f16(x + 8 * v);
-                for (int g = 0; g < ng; g++)
-                    acc[g][v] = _mm256_fmadd_ps(wv[g], xv, acc[g][v]);
+                for (int g = 0; g < ng; g++) acc[g][v] = _mm256_fmadd_ps(wv[g], xv, acc[g][v]);
             }
         }
     }

@@ -745,8 +745,9 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
          * otherwise each min widened to its lane (vpmulld) */
         __m512i mn[8];
         for (int i = 0; i < 4 && vnni; i++)
-            mn[i] = _mm512_cvtepu8_epi16(_mm256_setr_m128i(_mm_unpacklo_epi8(mnb[2 * i], mnb[2 * i + 1]),
-                                                           _mm_unpackhi_epi8(mnb[2 * i], mnb[2 * i + 1])));
+            mn[i] = _mm512_cvtepu8_epi16(
+                _mm256_setr_m128i(_mm_unpacklo_epi8(mnb[2 * i], mnb[2 * i + 1]),
+                                  _mm_unpackhi_epi8(mnb[2 * i], mnb[2 * i + 1])));
         for (int j = 0; j < 8 && !vnni; j++) mn[j] = _mm512_cvtepu8_epi32(mnb[j]);
         const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
         __m512i sumi[4];
@@ -790,9 +791,11 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
                 /* the 8 sub-block sums (|.| <= 32 * 128, words) in pairs:
                  * 4 vpdpwssd instead of 8 vpmulld + vpaddd */
                 int16_t s32[8];
-                _mm_storeu_si128((__m128i *)(void *)s32,
-                                 _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
-                                                _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8))));
+                _mm_storeu_si128(
+                    (__m128i *)(void *)s32,
+                    _mm_hadd_epi16(
+                        _mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
+                        _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8))));
                 for (int i = 0; i < 4; i++) summ = dpwssd_bcast(summ, mn[i], s32 + 2 * i);
             }
             for (int j = 0; j < 8 && !vnni; j++)
