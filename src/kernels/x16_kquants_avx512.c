@@ -359,7 +359,7 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
-        __m512i isum[X16_Q2K_TB], msum[X16_Q2K_TB];
+        __m512i isum[X16_Q2K_TB];
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 mw =
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
@@ -376,14 +376,10 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
             scw[2 * sl] = _mm512_or_si512(s0, _mm512_slli_epi32(s0, 16));
             scw[2 * sl + 1] = _mm512_or_si512(s1, _mm512_slli_epi32(s1, 16));
         }
-        __m512 d[X16_Q2K_TB], dm[X16_Q2K_TB];
         const block_q8_K *ab[X16_Q2K_TB];
         for (int t = 0; t < TB; t++) {
             ab[t] = (const block_q8_K *)x[t] + b;
-            d[t] = _mm512_mul_ps(_mm512_set1_ps(ab[t]->d), dw);
-            dm[t] = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
             isum[t] = _mm512_setzero_si512();
-            msum[t] = _mm512_setzero_si512();
         }
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 320 + (size_t)k * 128;
@@ -393,16 +389,6 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                              _MM_HINT_T0);
             const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
                                    _mm512_loadu_si512((const void *)(q + 64))};
-            for (int t = 0; t < TB; t++) {
-                if (vnni) { /* one instruction: the words' products and the add */
-                    msum[t] = dpwssd_bcast(msum[t], mn[k], ab[t]->bsums + 2 * k);
-                    continue;
-                }
-                int32_t bs;
-                memcpy(&bs, ab[t]->bsums + 2 * k, 4);
-                msum[t] =
-                    _mm512_add_epi32(msum[t], _mm512_madd_epi16(mn[k], _mm512_set1_epi32(bs)));
-            }
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 4; g++) {
                     const __m512i q2 =
@@ -424,9 +410,24 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                     }
                 }
         }
+        /* the mins term after the levels' pass, token by token: the isum
+         * accumulators of all TB tokens and the mins' never need registers
+         * at the same time */
         for (int t = 0; t < TB; t++) {
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(msum[t]), dm[t]));
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), d[t]));
+            __m512i msum = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++) {
+                if (vnni) { /* one instruction: the words' products and the add */
+                    msum = dpwssd_bcast(msum, mn[k], ab[t]->bsums + 2 * k);
+                    continue;
+                }
+                int32_t bs;
+                memcpy(&bs, ab[t]->bsums + 2 * k, 4);
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(mn[k], _mm512_set1_epi32(bs)));
+            }
+            const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab[t]->d), dw);
+            const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(msum), dm));
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), d));
         }
     }
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
