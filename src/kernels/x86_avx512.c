@@ -713,13 +713,14 @@ CS_INLINE __m512i dp_x16(__m512i acc, __m512i w, const int8_t *p, const int vnni
  * times the activation's sub-block sums), then one FMA each with the
  * scales. The nibbles of a 32-byte chunk (two sub-blocks) are loaded once
  * per TB tokens. */
+#define X16_Q4K_TB 8 /* tokens per Q4_K tile call */
 CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB, const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
-    __m512 acc[4], accm[4];
+    __m512 acc[X16_Q4K_TB], accm[X16_Q4K_TB];
     for (int t = 0; t < TB; t++) acc[t] = accm[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
@@ -750,7 +751,7 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
                                   _mm_unpackhi_epi8(mnb[2 * i], mnb[2 * i + 1])));
         for (int j = 0; j < 8 && !vnni; j++) mn[j] = _mm512_cvtepu8_epi32(mnb[j]);
         const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
-        __m512i sumi[4];
+        __m512i sumi[X16_Q4K_TB];
         for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
         for (int j = 0; j < 4; j++) {
             __m512i lo[8], hi[8];
@@ -822,18 +823,19 @@ CS_INLINE __m512i q6_sel(__m512i lo, __m512i hi, __m512i m) {
  * bsum), then one FMA. A quarter super-block (4 slices x 4 element groups,
  * one sub-block each per group) of 6-bit values is assembled once per TB
  * tokens. */
+#define X16_Q6K_TB 8 /* tokens per Q6_K tile call */
 CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB, const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m512i m4 = _mm512_set1_epi8(0x0f), m63 = _mm512_set1_epi8(63);
-    __m512 acc[4];
+    __m512 acc[X16_Q6K_TB];
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
         const uint8_t *scp = blk + 3072;
         const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 3328)));
-        __m512i sumi[4];
+        __m512i sumi[X16_Q6K_TB];
         for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
             for (int g = 0; g < 2; g++) {
@@ -886,29 +888,28 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
-#define X16K_TB 4
 static void uk_x16_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_x16_q4K(K, w, x, out, X16K_TB, 0);
+    tile_x16_q4K(K, w, x, out, X16_Q4K_TB, 0);
 }
 static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_q4K(K, w, &x, out, 1, 0);
 }
 static void uk_x16_q4K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
-    tile_x16_q4K(K, w, x, out, X16K_TB, 1);
+    tile_x16_q4K(K, w, x, out, X16_Q4K_TB, 1);
 }
 static void uk_x16_q4K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_q4K(K, w, &x, out, 1, 1);
 }
 static void uk_x16_q6K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_x16_q6K(K, w, x, out, X16K_TB, 0);
+    tile_x16_q6K(K, w, x, out, X16_Q6K_TB, 0);
 }
 static void uk_x16_q6K_col(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_q6K(K, w, &x, out, 1, 0);
 }
 static void uk_x16_q6K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
-    tile_x16_q6K(K, w, x, out, X16K_TB, 1);
+    tile_x16_q6K(K, w, x, out, X16_Q6K_TB, 1);
 }
 static void uk_x16_q6K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_q6K(K, w, &x, out, 1, 1);
@@ -1363,10 +1364,10 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
                            : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
     x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
                            : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col};
-    x[CS_TYPE_Q4_K] = vnni ? (matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
-                           : (matmul_ukernel){r, X16K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
-    x[CS_TYPE_Q6_K] = vnni ? (matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
-                           : (matmul_ukernel){r, X16K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
+    x[CS_TYPE_Q4_K] = vnni ? (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
+                           : (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
+    x[CS_TYPE_Q6_K] = vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
+                           : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
     kernels_x16_kquants_avx512(k, vnni);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
