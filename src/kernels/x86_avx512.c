@@ -1364,10 +1364,12 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
                            : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
     x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
                            : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col};
-    x[CS_TYPE_Q4_K] = vnni ? (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
-                           : (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
-    x[CS_TYPE_Q6_K] = vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
-                           : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
+    x[CS_TYPE_Q4_K] =
+        vnni ? (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
+             : (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
+    x[CS_TYPE_Q6_K] =
+        vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
+             : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
     kernels_x16_kquants_avx512(k, vnni);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
