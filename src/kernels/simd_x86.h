@@ -26,8 +26,9 @@ CS_INLINE float hsum8_ps(__m256 x) {
  * bytes consumed. The hardware prefetcher alone leaves a 1-thread decode
  * short of the bandwidth: 110M Q8_0 generation on the AVX2 table, 1
  * thread, 158 -> 182 tokens/s at 4.3-5.4 KiB ahead (2.2 KiB: 158, 6.5 KiB:
- * 161). Groups are contiguous, so the stream runs on into the next group;
- * past the matrix end the prefetches are only hints (they never fault).
+ * 161; Q4_0 unchanged, so only Q8_0 calls it). Groups are contiguous,
+ * so the stream runs on into the next group; past the matrix end the
+ * prefetches are only hints (they never fault).
  * Cost: gb / 64 prefetch instructions per block (gb a constant at every
  * call, so the loop unrolls). */
 #define X16_PF_AHEAD 4352
