@@ -282,7 +282,10 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
                                      _mm512_madd_epi16(p, _mm512_set1_epi16(1)));
             _mm512_storeu_si512((void *)(corr + 16 * c), p);
         }
-        __m512i isum = _mm512_setzero_si512();
+        /* two chains (h = 0, 1), the vpdpwssd latency of one token's
+         * single chain partly exposed (bench_kernels q3_K, T = 1: 84 -> 87
+         * GFLOP/s) */
+        __m512i isum2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
             for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++) /* the block after next */
@@ -303,17 +306,18 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
                     const int8_t *a = ab->qs + 4 * e;
                     if (vnni) {
                         const __m512i dd = dpbusd_bcast(_mm512_set1_epi32(corr[e]), wv, a);
-                        isum = dpwssd(isum, dd, sc);
+                        isum2[h] = dpwssd(isum2[h], dd, sc);
                     } else {
                         int32_t v;
                         memcpy(&v, a, 4);
                         const __m512i p =
                             _mm512_sub_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
                                              _mm512_set1_epi32(corr[e]));
-                        isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p, sc));
+                        isum2[h] = _mm512_add_epi32(isum2[h], _mm512_madd_epi16(p, sc));
                     }
                 }
         }
+        const __m512i isum = _mm512_add_epi32(isum2[0], isum2[1]);
         acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), d));
     }
     _mm512_storeu_ps(out, acc);
@@ -359,7 +363,7 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
-        __m512i isum[X16_Q2K_TB];
+        __m512i isum[X16_Q2K_TB], isum2[X16_Q2K_TB];
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 mw =
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
@@ -379,7 +383,7 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
         const block_q8_K *ab[X16_Q2K_TB];
         for (int t = 0; t < TB; t++) {
             ab[t] = (const block_q8_K *)x[t] + b;
-            isum[t] = _mm512_setzero_si512();
+            isum[t] = isum2[t] = _mm512_setzero_si512();
         }
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 320 + (size_t)k * 128;
@@ -398,7 +402,14 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                     for (int t = 0; t < TB; t++) {
                         const int8_t *a = ab[t]->qs + 4 * e;
                         if (vnni) {
-                            isum[t] = dpbusd_bcast(isum[t], wv, a);
+                            /* two chains per token (odd g in the second):
+                             * a column (one token) is bound by vpdpbusd's
+                             * latency with one (bench_kernels q2_K, T = 1:
+                             * 102 -> 111 GFLOP/s; the tile is unchanged) */
+                            if (g & 1)
+                                isum2[t] = dpbusd_bcast(isum2[t], wv, a);
+                            else
+                                isum[t] = dpbusd_bcast(isum[t], wv, a);
                         } else {
                             int32_t v;
                             memcpy(&v, a, 4);
@@ -427,7 +438,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
             const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab[t]->d), dw);
             const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
             acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(msum), dm));
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), d));
+            acc[t] = _mm512_add_ps(
+                acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(isum[t], isum2[t])), d));
         }
     }
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
