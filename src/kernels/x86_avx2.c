@@ -212,28 +212,33 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
         for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8_ps(acc[r][t]);
 }
 
-/* The column kernel of F16/BF16 weights: the UK_RB rows side by side, one
- * accumulator each with tile_16's operation sequence (bit-identical to the
- * tile and to one row at a time). Prefetch: matmul's rows are contiguous
- * (row n + 1 starts where row n ends), so the block after next starts
- * 1 + UK_RB rows past the end of w[UK_RB - 1]; each step of 8 elements
- * consumes 64 bytes (one line) of this block and prefetches the next line
- * of that one, a single sequential stream 2 blocks (12-48 KiB for K = 768 -
- * 3072) ahead, into L2 (T1: into L1 it would evict X and the current block).
- * Past the matrix end (and for a short last block, whose rows repeat) the
- * prefetches are only hints: they never fault and change no result.
- * Cost: K/8 steps of 5 loads + conversions, 4 FMAs, 1 prefetch. */
-CS_INLINE void col_16(int64_t K, const void *const *w, const void *xp, float *out,
-                      const int is_bf16) {
+/* The column kernel of F16/BF16 weights: nr rows side by side per pass (F16
+ * 2 passes of 2 rows, BF16 one of UK_RB = 4), one accumulator each with
+ * tile_16's operation sequence (bit-identical to the tile and to one row at
+ * a time). Why 2 for F16: 110M F16 tg64, 7 alternating rounds, 1 / 2
+ * threads: 87.7 -> 94.3 and 120 -> 131 t/s (4 earlier 1-thread sets +3 to
+ * +8 %); BF16, whose widening costs 2 ops instead of 1, lost 7-10 % with 2
+ * (fewer rows to share the activation vector's). A single row is bound by
+ * the FMA latency (16 bytes per 4 cycles).
+ * Prefetch: matmul's rows are contiguous (row n + 1 starts where row n
+ * ends), so the pass after next starts 1 + nr rows past the end of
+ * w[nr - 1]; each step of 8 elements consumes 16 * nr bytes of this pass
+ * and prefetches as many of that one, a single sequential stream 2 passes
+ * ahead, into L2 (T1: into L1 it would evict X and the current rows; no
+ * prefetch at all ran at half speed). Past the matrix end (and for a short
+ * last block, whose rows repeat) the prefetches are only hints: they never
+ * fault and change no result.
+ * Cost: K/8 steps of nr + 1 loads + conversions, nr FMAs, 1 prefetch. */
+CS_INLINE void col_16_pass(int64_t K, const void *const *w, const uint16_t *x, float *out,
+                           const int nr, const int is_bf16) {
     __m256 acc[UK_RB];
-    for (int r = 0; r < UK_RB; r++) acc[r] = _mm256_setzero_ps();
-    const uint16_t *x = xp;
-    const char *pf = (const char *)((const uint16_t *)w[UK_RB - 1] + (1 + UK_RB) * K);
+    for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
+    const char *pf = (const char *)((const uint16_t *)w[nr - 1] + (1 + nr) * K);
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
-        _mm_prefetch(pf + (size_t)k * 2 * UK_RB, _MM_HINT_T1);
+        _mm_prefetch(pf + (size_t)k * 2 * nr, _MM_HINT_T1);
         const __m256 xv = cvt_16(_mm_loadu_si128((const __m128i *)(x + k)), is_bf16);
-        for (int r = 0; r < UK_RB; r++) {
+        for (int r = 0; r < nr; r++) {
             __m256 wv =
                 cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
             acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
@@ -241,12 +246,17 @@ CS_INLINE void col_16(int64_t K, const void *const *w, const void *xp, float *ou
     }
     if (k < K) {
         const __m256 xv = cvt_16(load_u16_tail(x + k, K - k), is_bf16);
-        for (int r = 0; r < UK_RB; r++) {
+        for (int r = 0; r < nr; r++) {
             __m256 wv = cvt_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
             acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
         }
     }
-    for (int r = 0; r < UK_RB; r++) out[r] = hsum8_ps(acc[r]);
+    for (int r = 0; r < nr; r++) out[r] = hsum8_ps(acc[r]);
+}
+CS_INLINE void col_16(int64_t K, const void *const *w, const void *xp, float *out,
+                      const int is_bf16) {
+    const int nr = is_bf16 ? UK_RB : 2;
+    for (int r = 0; r < UK_RB; r += nr) col_16_pass(K, w + r, xp, out + r, nr, is_bf16);
 }
 
 /* Signed 32-byte weight block (values in [-127, 127] or [-8, 7]) times a
