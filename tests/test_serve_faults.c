@@ -1084,8 +1084,31 @@ ROUTE_TEST(test_slot_save, R_SAVE)
 ROUTE_TEST(test_slot_restore, R_RESTORE)
 ROUTE_TEST(test_slot_erase, R_ERASE)
 
+/* The slot snapshot that GET /slots reads is whole from the engine's start:
+ * the request can arrive before the engine thread's first step (CI once saw
+ * a 200 with zeroed slots in test_slots). Right after each start, before
+ * the thread has necessarily run, every slot reads as idle with its id. */
+static void test_slots_at_start(void **state) {
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        serve_engine *e = NULL;
+        assert_int_equal(serve_engine_start(&g_cfg, g_model, &e), 0);
+        serve_slot_info info[SERVE_MAX_SEQ];
+        const int32_t n = serve_engine_slots(e, info, SERVE_MAX_SEQ);
+        assert_int_equal(n, g_cfg.n_slots);
+        for (int32_t i = 0; i < n; i++) {
+            assert_int_equal(info[i].id, i);
+            assert_int_equal(info[i].n_ctx, g_cfg.n_ctx_slot);
+            assert_int_equal(info[i].n_remain, -1);
+            assert_false(info[i].processing);
+        }
+        serve_engine_free(e);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_slots_at_start),
         cmocka_unit_test(test_native),      cmocka_unit_test(test_completions),
         cmocka_unit_test(test_chat),        cmocka_unit_test(test_native_stream),
         cmocka_unit_test(test_chat_stream), cmocka_unit_test(test_tokenize),

@@ -1375,6 +1375,9 @@ int serve_engine_start(const serve_config *cfg, const cs_model *model, serve_eng
         s->todo = malloc((size_t)(s->cap + 1) * sizeof(cs_token));
         s->i_batch = -1;
         if (!s->cache || !s->todo) goto oom;
+        /* the idle slot's snapshot now: GET /slots may arrive before the
+         * engine thread's first slot_snapshot, and must not see zeros */
+        e->snap[i] = (serve_slot_info){.id = i, .n_ctx = cfg->n_ctx_slot, .n_remain = -1};
     }
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         tool_error("serve: cannot start the engine thread");
