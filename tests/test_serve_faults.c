@@ -1108,14 +1108,13 @@ static void test_slots_at_start(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_slots_at_start),
-        cmocka_unit_test(test_native),      cmocka_unit_test(test_completions),
-        cmocka_unit_test(test_chat),        cmocka_unit_test(test_native_stream),
-        cmocka_unit_test(test_chat_stream), cmocka_unit_test(test_tokenize),
-        cmocka_unit_test(test_detokenize),  cmocka_unit_test(test_slots),
-        cmocka_unit_test(test_map),         cmocka_unit_test(test_cache_events),
-        cmocka_unit_test(test_slot_save),   cmocka_unit_test(test_slot_restore),
-        cmocka_unit_test(test_slot_erase),
+        cmocka_unit_test(test_slots_at_start), cmocka_unit_test(test_native),
+        cmocka_unit_test(test_completions),    cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_native_stream),  cmocka_unit_test(test_chat_stream),
+        cmocka_unit_test(test_tokenize),       cmocka_unit_test(test_detokenize),
+        cmocka_unit_test(test_slots),          cmocka_unit_test(test_map),
+        cmocka_unit_test(test_cache_events),   cmocka_unit_test(test_slot_save),
+        cmocka_unit_test(test_slot_restore),   cmocka_unit_test(test_slot_erase),
     };
     return test_run(tests, setup, teardown);
 }
