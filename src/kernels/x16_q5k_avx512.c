@@ -99,7 +99,7 @@ CS_INLINE void q5k_accumulate(__m512 *acc, __m512 *accm, __m512i sumi, const blo
  * .. +3): the nibble of qs slice (j, k), plus 16 where bit s of the qh
  * slice k is set (vptestmb, a masked vpaddb): 3 vector ops for a low
  * nibble, 4 for a high one (were 4 and 5 with the qh slice shifted and
- * masked into bit 4: bench_kernels q5_K, T = 512, 1 thread, ~223 -> ~235
+ * masked into bit 4: bench_kernels q5_K, T = 512, 1 thread, ~223 -> ~237
  * GFLOP/s). q5k_lv takes the loaded qh slice H and qs slice Q. */
 CS_INLINE __m512i q5k_lv(__m512i H, __m512i Q, const int s, const int hi) {
     const __m512i nib = _mm512_and_si512(hi ? _mm512_srli_epi16(Q, 4) : Q, _mm512_set1_epi8(0x0f));

@@ -218,12 +218,12 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
  * a time). Why 2 for F16: 110M F16 tg64, 7 alternating rounds, 1 / 2
  * threads: 87.7 -> 94.3 and 120 -> 131 t/s (4 earlier 1-thread sets +3 to
  * +8 %); BF16, whose widening costs 2 ops instead of 1, lost 7-10 % with 2
- * (fewer rows to share the activation vector's). The price: from cache two
- * rows are FMA-latency bound (2 x 16 bytes per 4 cycles; bench_kernels
- * f16 T = 1: 55 -> 34 GB/s), so a core that streams more than ~30 GB/s
- * from DRAM on one thread would lose; with several threads per memory
- * channel, as in practice, each thread gets far less. A single row is
- * bound at half that.
+ * (half as many rows share each widened activation vector). The price:
+ * from cache two rows are FMA-latency bound (2 x 16 bytes per 4 cycles;
+ * bench_kernels f16 T = 1: 55 -> 34 GB/s), so a core that streams more
+ * than ~30 GB/s from DRAM on one thread would lose; with several threads
+ * per memory channel, as in practice, each thread gets far less. A single
+ * row is bound at half that.
  * Prefetch: matmul's rows are contiguous (row n + 1 starts where row n
  * ends), so the pass after next starts 1 + nr rows past the end of
  * w[nr - 1]; each step of 8 elements consumes 16 * nr bytes of this pass
