@@ -343,7 +343,8 @@ static int32_t common_prefix(const cs_token *a, int32_t na, const cs_token *b, i
 static const char map_alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+=";
 
 /* Publish the cache map when it changed, at most 10 times a second (the
- * page's refresh; O(n_ctx) per publication). Engine thread. */
+ * page's refresh; O(n_ctx) per publication). Engine thread (or
+ * serve_engine_start before it runs). */
 static void map_publish(serve_engine *e, const serve_stats *st) {
     const uint64_t now = now_ns();
     if (now - e->map_t_ns < 100000000u) return;
@@ -1375,10 +1376,11 @@ int serve_engine_start(const serve_config *cfg, const cs_model *model, serve_eng
         s->todo = malloc((size_t)(s->cap + 1) * sizeof(cs_token));
         s->i_batch = -1;
         if (!s->cache || !s->todo) goto oom;
-        /* the idle slot's snapshot now: GET /slots may arrive before the
-         * engine thread's first slot_snapshot, and must not see zeros */
-        e->snap[i] = (serve_slot_info){.id = i, .n_ctx = cfg->n_ctx_slot, .n_remain = -1};
     }
+    /* the first snapshot (slots, stats, map) before the thread runs: a
+     * request may arrive before the engine thread's first step, and must
+     * not read zeroed slots */
+    slot_snapshot(e);
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         tool_error("serve: cannot start the engine thread");
         goto fail;
