@@ -698,6 +698,39 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+/* F16 x16 (repack.c's dot_row_f16): element k of the 16 rows is one
+ * 32-byte slice, widened once (vcvtph2ps) and multiplied by token t's
+ * activation k, broadcast from the widened copy of its converted row
+ * (matmul_wide_offset; an embedded-broadcast memory operand). Lane r of
+ * a0[t] / a1[t] is row r's even-k / odd-k chain, so no horizontal sum is
+ * left: per 2 elements 2 conversions serve 2 * TB FMAs (tile_wide spends
+ * one conversion per 4 FMAs and 24 reductions per call). K even. */
+#define X16_F16_TB 8
+CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *x, float *out,
+                            const int TB) {
+    const __m256i *g = w[0];
+    const size_t off = matmul_wide_offset(K);
+    const float *xf[X16_F16_TB];
+    for (int t = 0; t < TB; t++) xf[t] = (const float *)(const void *)((const uint8_t *)x[t] + off);
+    __m512 a0[X16_F16_TB], a1[X16_F16_TB];
+    for (int t = 0; t < TB; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 2) {
+        const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(g + k));
+        const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(g + k + 1));
+        for (int t = 0; t < TB; t++) a0[t] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xf[t][k]), a0[t]);
+        for (int t = 0; t < TB; t++)
+            a1[t] = _mm512_fmadd_ps(w1, _mm512_set1_ps(xf[t][k + 1]), a1[t]);
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_add_ps(a0[t], a1[t]));
+}
+
+static void uk_x16_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_f16(K, w, x, out, X16_F16_TB);
+}
+static void uk_x16_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_f16(K, w, &x, out, 1);
+}
+
 /* int8 dot step for the x16 kernels: acc += per-lane sum of 4 products of
  * u8 w bytes and the 4 s8 bytes at p (broadcast). Exact int32 either way. */
 CS_INLINE __m512i dp_x16(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
@@ -1360,6 +1393,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
 
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
+    x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col};
     x[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni}
                            : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
     x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
