@@ -1149,7 +1149,7 @@ static void test_kernels_bf16_dp(void **state) {
  * IQ4_NL / Q4_1 / Q5_1 / Q3_K / Q2_K (the x16 kernels keep their reference
  * dot's order: block or super-block integer sums); for Q4_K / Q5_K / Q6_K
  * (their own integer order; the row-major references keep float lanes) and
- * F16 (two float chains; the row-major reference sums in double) it agrees
+ * F16 / BF16 (two float chains; the row-major references sum in double) it agrees
  * with the row-major reference within rounding. K = 800 gives an
  * odd block count. */
 static void test_kernels_matmul_x16(void **state) {
@@ -1160,12 +1160,11 @@ static void test_kernels_matmul_x16(void **state) {
     const int32_t types[] = {CS_TYPE_Q8_0,   CS_TYPE_Q4_0, CS_TYPE_Q4_K,   CS_TYPE_Q6_K,
                              CS_TYPE_IQ4_XS, CS_TYPE_Q5_0, CS_TYPE_IQ4_NL, CS_TYPE_Q4_1,
                              CS_TYPE_Q5_1,   CS_TYPE_Q3_K, CS_TYPE_Q2_K,   CS_TYPE_Q5_K,
-                             CS_TYPE_F16};
+                             CS_TYPE_F16,    CS_TYPE_BF16};
     const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
                                  {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
     const kernels_table *ref = kernels_ref();
     assert_false(repack_x16_fits(CS_TYPE_F32, 16, 256));
-    assert_false(repack_x16_fits(CS_TYPE_BF16, 16, 256));
     assert_false(repack_x16_fits(CS_TYPE_F16, 16, 40)); /* blocks of 16 elements */
     /* conversion kinds: equal exactly when the converted rows are equal */
     assert_int_equal(matmul_convert_kind_of(CS_TYPE_Q8_0, CS_LAYOUT_ROWS),
@@ -1185,7 +1184,8 @@ static void test_kernels_matmul_x16(void **state) {
             types[ty] == CS_TYPE_Q4_K || types[ty] == CS_TYPE_Q6_K || types[ty] == CS_TYPE_Q5_K;
         const bool q8k = kq || types[ty] == CS_TYPE_IQ4_XS || types[ty] == CS_TYPE_Q3_K ||
                          types[ty] == CS_TYPE_Q2_K; /* blocks of 256 */
-        const bool f16 = types[ty] == CS_TYPE_F16; /* its own chains (dot_row_f16) */
+        /* their own chains (repack.c's dot_row_16) */
+        const bool f16 = types[ty] == CS_TYPE_F16 || types[ty] == CS_TYPE_BF16;
         assert_false(repack_x16_fits(types[ty], 15, 256));
         assert_false(repack_x16_fits(types[ty], 16, q8k ? 128 : f16 ? 24 : 48));
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -1214,7 +1214,8 @@ static void test_kernels_matmul_x16(void **state) {
             if (kq || f16) {
                 /* |packed - row| / (1 + |row|) measured on these shapes:
                  * Q4_K <= 2.0e-5, Q5_K <= 4.2e-6, Q6_K <= 2.5e-6,
-                 * F16 <= 1.7e-5 (two float chains against the row's double sum) */
+                 * F16 <= 1.7e-5, BF16 <= 1.4e-5 (two float chains against the row's
+                 * double sum) */
                 for (int64_t i = 0; i < N * T; i++)
                     assert_true(fabsf(want[i] - rows[i]) <= 1e-4f * (1.0f + fabsf(rows[i])));
             } else {
@@ -1223,11 +1224,14 @@ static void test_kernels_matmul_x16(void **state) {
             for (size_t ti = 0; ti < N_ALL; ti++) {
                 const kernels_table *k = kernels_by_name(k_all_names[ti]);
                 if (!k) continue;
-                /* every packed type has its micro-kernel in the AVX-512 tables */
-                if (strncmp(k_all_names[ti], "avx512", 6) == 0)
+                /* every packed type has its micro-kernel in the AVX-512 tables,
+                 * but BF16 where vdpbf16ps keeps it row-major (bf16_avx512.c) */
+                if (strncmp(k_all_names[ti], "avx512", 6) == 0 &&
+                    !(types[ty] == CS_TYPE_BF16 && strcmp(k_all_names[ti], "avx512") == 0 &&
+                      kernels_cpu_has_avx512bf16()))
                     assert_true(matmul_x16_native(k, types[ty]));
                 /* the AVX2 table has every x16 type's micro-kernel:
-                 * x16_avx2.c (F16, Q8_0, Q4_0, Q4_K), x16_q5k_avx2.c,
+                 * x16_avx2.c (F16, BF16, Q8_0, Q4_0, Q4_K), x16_q5k_avx2.c,
                  * x16_legacy_avx2.c (IQ4_NL, Q5_0, Q4_1, Q5_1) and
                  * x16_kquants_avx2.c (Q6_K, IQ4_XS, Q3_K, Q2_K) */
                 if (strcmp(k_all_names[ti], "avx2") == 0)

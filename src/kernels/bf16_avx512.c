@@ -88,6 +88,9 @@ void kernels_bf16_avx512(kernels_table *k) {
     k->vec_dot[CS_TYPE_BF16] = vec_dot_bf16_dp;
     k->ukernel[CS_TYPE_BF16] = (matmul_ukernel){DP_RB, DP_TB, uk_bf16dp_tile, uk_bf16dp_col};
     k->wide_x[CS_TYPE_BF16] = false; /* bf16 activations, not the widened copy */
+    /* not packed: vdpbf16ps on rows outruns the x16 FP32 tile (162 against
+     * ~105 GFLOP/s, bench_kernels --peaks, 1 thread, Zen 4) */
+    k->ukernel_x16[CS_TYPE_BF16] = (matmul_ukernel){0};
 }
 
 #endif /* x86 */

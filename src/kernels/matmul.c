@@ -106,9 +106,9 @@ static void widen_row(const kernels_table *k, int32_t vdt, int64_t K, uint8_t *r
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
     const type_from_float_fn from_float = m->k->from_float[m->vdt];
     const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
-    /* x16 F16 kernels broadcast f32 activations at every T; the row-major
-     * tile_wide reads them only when a tile is taken */
-    const bool wide = (m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_F16) ||
+    /* x16 F16 / BF16 kernels broadcast f32 activations at every T; the
+     * row-major tile_wide reads them only when a tile is taken */
+    const bool wide = (m->layout == CS_LAYOUT_X16 && (m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16)) ||
                       (m->have_uk && m->layout == CS_LAYOUT_ROWS && m->k->wide_x[m->wtype] &&
                        m->T >= m->uk.tb);
     for (int64_t t = t0; t < t1; t++) {
@@ -203,7 +203,7 @@ bool matmul_x16_native(const kernels_table *k, int32_t wtype) {
 
 int32_t matmul_convert_kind_of(int32_t wtype, int32_t layout) {
     const int32_t vdt = weight_traits(wtype)->vec_dot_type;
-    if (layout == CS_LAYOUT_X16 && (vdt == CS_TYPE_Q8_0 || vdt == CS_TYPE_F16))
+    if (layout == CS_LAYOUT_X16 && (vdt == CS_TYPE_Q8_0 || vdt == CS_TYPE_F16 || vdt == CS_TYPE_BF16))
         return MATMUL_CONVERT_X16 + wtype; /* aux entries / the widened copy at every T */
     return vdt; /* CS_TYPE_F32 is MATMUL_CONVERT_NONE */
 }

@@ -113,7 +113,7 @@ void kernels_x16_legacy_avx512(kernels_table *k, bool vnni);
 void kernels_x16_kquants_avx512(kernels_table *k, bool vnni);
 /* The same for Q5_K (x16_q5k_avx512.c), in the reference dot's order. */
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni);
-/* Sets the AVX2 table's x16 micro-kernels of F16, Q8_0, Q4_0 and Q4_K
+/* Sets the AVX2 table's x16 micro-kernels of F16, BF16, Q8_0, Q4_0 and Q4_K
  * (x16_avx2.c, vpmaddubsw without VNNI; bit-identical to the reference). Called by the
  * AVX2 table's init, so CPUs without AVX-512 load those weights packed. */
 void kernels_x16_avx2(kernels_table *k);

@@ -86,8 +86,8 @@ static size_t q5_K_slot(int k, int i) {
     return 256 + (size_t)(i % 8) * 320 + 64 + (size_t)(i / 8) * 64;
 }
 
-/* F16: element k of the 16 rows side by side (32 bytes, one vcvtph2ps),
- * blocks of 16 elements so K need only be a multiple of 16. */
+/* F16 / BF16: element k of the 16 rows side by side (32 bytes, one
+ * widening), blocks of 16 elements so K need only be a multiple of 16. */
 static const x16_format k_f16 = {32, 16, 1, {{0, 32, 2, 0}}, NULL};
 static const x16_format k_q4_0 = {18, 32, 2, {{0, 2, 2, 0}, {2, 16, 4, 0}}, NULL};
 static const x16_format k_q8_0 = {34, 32, 2, {{0, 2, 2, 0}, {2, 32, 4, 0x80}}, NULL};
@@ -135,6 +135,7 @@ static uint32_t x16_qh_t(uint32_t h, bool to_x16) {
 static const x16_format *format_of(int32_t type) {
     switch (type) {
     case CS_TYPE_F16:
+    case CS_TYPE_BF16:
         return &k_f16;
     case CS_TYPE_Q5_0:
         return &k_q5_0;
@@ -317,15 +318,17 @@ static float dot_row_q6_K(int64_t K, const block_q6_K *w, const block_q8_K *a) {
     return acc;
 }
 
-/* The x16 F16 kernels' order on one unpacked row against f16 activations:
- * two fused chains, even k and odd k, from +0, then their sum. The two
- * chains let the column (T = 1) keep two FMAs in flight on one group of 16
- * rows; exact widening of both operands, so fmaf matches vfmadd231ps. */
-static float dot_row_f16(int64_t K, const uint16_t *w, const uint16_t *x) {
+/* The x16 F16 / BF16 kernels' order on one unpacked row against
+ * activations of the same type: two fused chains, even k and odd k, from
+ * +0, then their sum. The two chains let the column (T = 1) keep two FMAs
+ * in flight on one group of 16 rows; both operands widen exactly, so fmaf
+ * matches vfmadd231ps. */
+static float dot_row_16(int64_t K, const uint16_t *w, const uint16_t *x, bool bf16) {
+    float (*cvt)(uint16_t) = bf16 ? bf16_to_fp32 : fp16_to_fp32;
     float c0 = 0.0f, c1 = 0.0f;
     for (int64_t k = 0; k < K; k += 2) {
-        c0 = fmaf(fp16_to_fp32(w[k]), fp16_to_fp32(x[k]), c0);
-        c1 = fmaf(fp16_to_fp32(w[k + 1]), fp16_to_fp32(x[k + 1]), c1);
+        c0 = fmaf(cvt(w[k]), cvt(x[k]), c0);
+        c1 = fmaf(cvt(w[k + 1]), cvt(x[k + 1]), c1);
     }
     return c0 + c1;
 }
@@ -343,7 +346,8 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
         const uint8_t *w = buf + (size_t)r * row;
         switch (type) {
         case CS_TYPE_F16:
-            out[r] = dot_row_f16(K, (const void *)w, x);
+        case CS_TYPE_BF16:
+            out[r] = dot_row_16(K, (const void *)w, x, type == CS_TYPE_BF16);
             break;
         case CS_TYPE_Q5_0: /* the legacy types: their reference dot itself */
             vec_dot_q5_0_q8_0_ref(K, &out[r], w, x);

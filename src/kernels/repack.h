@@ -1,5 +1,5 @@
 /* repack.h: the "x16" weight layout, Q4_0, Q8_0, Q4_K and Q6_K (and the
- * legacy Q5_0, IQ4_NL, Q4_1, Q5_1, the K-quants, and F16) matrices reordered at
+ * legacy Q5_0, IQ4_NL, Q4_1, Q5_1, the K-quants, F16 and BF16) matrices reordered at
  * load time so that one 64-byte load holds 4 bytes of each of 16 rows.
  *
  * Why: the row-major matmul needs a horizontal sum per 32-element block and
@@ -42,14 +42,16 @@
  * (j, k) [16][4] for j = 0..3 (qs bytes 32j + 4k .. +3: elements 64j +
  * 4k + i, low nibble, and 64j + 32 + 4k + i, high nibble) (2816 = 16 * 176).
  *
- * F16 (x86_avx512.c's tile_x16_f16): blocks of 16 elements; element k of
- * the 16 rows is one 32-byte slice (16 f16 values, row r at 2r), so one
- * vcvtph2ps widens a column of the group and a broadcast activation
- * multiplies it into 16 row sums with no horizontal work. Its numerics
- * (repack.c's dot_row_f16): per row two fused float chains, even k and odd
- * k, from +0, then their sum; against the f32 widened activations (which
- * are the f16 activations exactly). The row-major F16 kernels sum 16 lanes
- * and reduce them, so results differ from them within float rounding.
+ * F16 and BF16 (x86_avx512.c's tile_x16_f16, x16_avx2.c's): blocks of 16
+ * elements; element k of the 16 rows is one 32-byte slice (16 values, row
+ * r at 2r), so one widening (vcvtph2ps, or a shift for BF16) makes a
+ * column of the group and a broadcast activation multiplies it into 16 row
+ * sums with no horizontal work. Numerics (repack.c's dot_row_16): per row
+ * two fused float chains, even k and odd k, from +0, then their sum;
+ * against the f32 widened activations (the f16 / bf16 activations
+ * exactly). The row-major kernels sum 16 lanes and reduce them, so results
+ * differ from them within float rounding. BF16 is packed only where the
+ * table has no vdpbf16ps row kernel (bf16_avx512.c).
  *
  * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
  * occupies exactly the bytes of those 16 rows in row-major order, so the
@@ -129,7 +131,7 @@ static inline x16_legacy_parts repack_x16_legacy_parts(int32_t type) {
 }
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
- * F16 (K a positive multiple of 16), Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
+ * F16 or BF16 (K a positive multiple of 16), Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
  * Q4_K, Q5_K, Q6_K, IQ4_XS, Q3_K or Q2_K (K a positive multiple of 256), N a positive
  * multiple of 16. */
 bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
@@ -143,7 +145,7 @@ void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
 void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
- * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, F16 values for F16, Q8_1 for Q4_1 / Q5_1, Q8_K for
+ * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, F16 / BF16 values for F16 / BF16, Q8_1 for Q4_1 / Q5_1, Q8_K for
  * Q4_K / Q5_K / Q6_K / IQ4_XS / Q3_K / Q2_K): out[r] = dot(row
  * 16g + r, x) for r < 16, grp = the group's first byte, in the order of the
  * x16 kernels (each function's comment in repack.c). Reads only the blocks

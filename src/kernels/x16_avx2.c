@@ -1,4 +1,4 @@
-/* x16_avx2.c: the x16 micro-kernels (repack.h) of F16, Q8_0, Q4_0 and Q4_K for the
+/* x16_avx2.c: the x16 micro-kernels (repack.h) of F16, BF16, Q8_0, Q4_0 and Q4_K for the
  * AVX2 table, for CPUs without AVX-512 (and without AVX-VNNI). Compiled with
  * the flags of x86_avx2.c (AVX2, FMA, F16C).
  *
@@ -208,9 +208,9 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
             _mm256_storeu_ps(out + 16 * t + 8 * h, _mm256_sub_ps(acc[t][h], accm[t][h]));
 }
 
-/* F16 x16 (repack.c's dot_row_f16, as x86_avx512.c's tile_x16_f16): element
- * k of the group is two 16-byte halves (rows 0-7, 8-15), each widened once
- * by vcvtph2ps and multiplied by token t's f32 activation k (broadcast);
+/* F16 / BF16 x16 (repack.c's dot_row_16, as x86_avx512.c's tile_x16_f16):
+ * element k of the group is two 16-byte halves (rows 0-7, 8-15), each
+ * widened once (vcvtph2ps, or a shift for BF16) and multiplied by token t's f32 activation k (broadcast);
  * e[t][h] / o[t][h] are half h's even-k / odd-k chains. In a decode step (TB = 1)
  * the group is one sequential stream, prefetched X16_PF_AHEAD ahead; the
  * row-major column reads 2 rows at a time (x86_avx2.c's col_16_pass).
@@ -218,8 +218,15 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
  * made gcc 12 store the accumulators at every step: 43 against 100
  * GFLOP/s (bench_kernels --peaks, 1 thread). K even. */
 #define X16_F16_AVX2_TB 2
+/* 8 f16 / bf16 values at p widened to f32 (exact). */
+CS_INLINE __m256 x16_widen8(const uint8_t *p, const int is_bf16) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    if (is_bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+    return _mm256_cvtph_ps(v);
+}
+
 CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *x, float *out,
-                            const int TB) {
+                            const int TB, const int is_bf16) {
     const uint8_t *g = w[0];
     const size_t off = matmul_wide_offset(K);
     const float *xf[X16_F16_AVX2_TB];
@@ -229,15 +236,13 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
     for (int64_t k = 0; k < K; k += 2) {
         const uint8_t *p = g + (size_t)k * 32;
         if (TB == 1) _mm_prefetch((const char *)(p + X16_PF_AHEAD), _MM_HINT_T0);
-        __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)));
+        __m256 w0 = x16_widen8(p, is_bf16), w1 = x16_widen8(p + 16, is_bf16);
         for (int t = 0; t < TB; t++) {
             const __m256 xb = _mm256_broadcast_ss(xf[t] + k);
             e0[t] = _mm256_fmadd_ps(w0, xb, e0[t]);
             e1[t] = _mm256_fmadd_ps(w1, xb, e1[t]);
         }
-        w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 32)));
-        w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 48)));
+        w0 = x16_widen8(p + 32, is_bf16), w1 = x16_widen8(p + 48, is_bf16);
         for (int t = 0; t < TB; t++) {
             const __m256 xb = _mm256_broadcast_ss(xf[t] + k + 1);
             o0[t] = _mm256_fmadd_ps(w0, xb, o0[t]);
@@ -251,10 +256,16 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
 }
 
 static void uk_x16_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_x16_f16(K, w, x, out, X16_F16_AVX2_TB);
+    tile_x16_f16(K, w, x, out, X16_F16_AVX2_TB, 0);
 }
 static void uk_x16_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_x16_f16(K, w, &x, out, 1);
+    tile_x16_f16(K, w, &x, out, 1, 0);
+}
+static void uk_x16_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_f16(K, w, x, out, X16_F16_AVX2_TB, 1);
+}
+static void uk_x16_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_f16(K, w, &x, out, 1, 1);
 }
 
 static void uk_x16_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
@@ -279,6 +290,8 @@ static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float
 void kernels_x16_avx2(kernels_table *k) {
     k->ukernel_x16[CS_TYPE_F16] =
         (matmul_ukernel){CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_f16_tile, uk_x16_f16_col};
+    k->ukernel_x16[CS_TYPE_BF16] =
+        (matmul_ukernel){CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_bf16_tile, uk_x16_bf16_col};
     k->ukernel_x16[CS_TYPE_Q8_0] =
         (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q8_tile, uk_x16_q8_col};
     k->ukernel_x16[CS_TYPE_Q4_0] =

@@ -698,7 +698,7 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
-/* F16 x16 (repack.c's dot_row_f16): element k of the 16 rows is one
+/* F16 x16 (repack.c's dot_row_16): element k of the 16 rows is one
  * 32-byte slice, widened once (vcvtph2ps) and multiplied by token t's
  * activation k, broadcast from the widened copy of its converted row
  * (matmul_wide_offset; an embedded-broadcast memory operand). Lane r of
@@ -706,8 +706,14 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
  * left: per 2 elements 2 conversions serve 2 * TB FMAs (tile_wide spends
  * one conversion per 4 FMAs and 24 reductions per call). K even. */
 #define X16_F16_TB 8
+CS_INLINE __m512 x16_widen16(const __m256i *p, const int is_bf16) {
+    const __m256i v = _mm256_loadu_si256(p);
+    if (is_bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+    return _mm512_cvtph_ps(v);
+}
+
 CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *x, float *out,
-                            const int TB) {
+                            const int TB, const int is_bf16) {
     const __m256i *g = w[0];
     const size_t off = matmul_wide_offset(K);
     const float *xf[X16_F16_TB];
@@ -715,8 +721,7 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
     __m512 a0[X16_F16_TB], a1[X16_F16_TB];
     for (int t = 0; t < TB; t++) a0[t] = a1[t] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 2) {
-        const __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256(g + k));
-        const __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256(g + k + 1));
+        const __m512 w0 = x16_widen16(g + k, is_bf16), w1 = x16_widen16(g + k + 1, is_bf16);
         for (int t = 0; t < TB; t++) a0[t] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xf[t][k]), a0[t]);
         for (int t = 0; t < TB; t++)
             a1[t] = _mm512_fmadd_ps(w1, _mm512_set1_ps(xf[t][k + 1]), a1[t]);
@@ -725,10 +730,19 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
 }
 
 static void uk_x16_f16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_x16_f16(K, w, x, out, X16_F16_TB);
+    tile_x16_f16(K, w, x, out, X16_F16_TB, 0);
 }
 static void uk_x16_f16_col(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_x16_f16(K, w, &x, out, 1);
+    tile_x16_f16(K, w, &x, out, 1, 0);
+}
+/* BF16 the same way (widened by a shift), for AVX-512 CPUs without
+ * AVX512_BF16: where the CPU has it, kernels_bf16_avx512 keeps BF16 row-major
+ * with vdpbf16ps (twice the FP32 FMA peak). */
+static void uk_x16_bf16_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_f16(K, w, x, out, X16_F16_TB, 1);
+}
+static void uk_x16_bf16_col(int64_t K, const void *const *w, const void *x, float *out) {
+    tile_x16_f16(K, w, &x, out, 1, 1);
 }
 
 /* int8 dot step for the x16 kernels: acc += per-lane sum of 4 products of
@@ -1394,6 +1408,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
     x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col};
+    x[CS_TYPE_BF16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_bf16_tile, uk_x16_bf16_col};
     x[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni}
                            : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
     x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
