@@ -210,10 +210,14 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
 
 /* F16 / BF16 x16 (repack.c's dot_row_16, as x86_avx512.c's tile_x16_f16):
  * element k of the group is two 16-byte halves (rows 0-7, 8-15), each
- * widened once (vcvtph2ps, or a shift for BF16) and multiplied by token t's f32 activation k (broadcast);
- * e[t][h] / o[t][h] are half h's even-k / odd-k chains. In a decode step (TB = 1)
- * the group is one sequential stream, prefetched X16_PF_AHEAD ahead; the
- * row-major column reads 2 rows at a time (x86_avx2.c's col_16_pass).
+ * widened once (vcvtph2ps, or a shift for BF16) and multiplied by token
+ * t's f32 activation k (broadcast); e0[t] / o0[t] are rows 0-7's even-k /
+ * odd-k chains, e1[t] / o1[t] rows 8-15's. In a decode step
+ * (TB = 1) the group is one sequential stream, which the hardware
+ * prefetcher follows alone: a software prefetch 2, 4.3 or 8 KiB ahead cost
+ * 8-12 % (110M F16 tg64, 1 thread, 5 alternating rounds: 96.5 t/s without,
+ * 85-90 with). The row-major column read 2 rows at a time (x86_avx2.c's
+ * col_16_pass) and reached 86-88 t/s there.
  * TB = 2: 8 accumulators. TB = 3 (12, plus 2 weights and a broadcast)
  * made gcc 12 store the accumulators at every step: 43 against 100
  * GFLOP/s (bench_kernels --peaks, 1 thread). K even. */
@@ -235,7 +239,6 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) e0[t] = e1[t] = o0[t] = o1[t] = _mm256_setzero_ps();
     for (int64_t k = 0; k < K; k += 2) {
         const uint8_t *p = g + (size_t)k * 32;
-        if (TB == 1) _mm_prefetch((const char *)(p + X16_PF_AHEAD), _MM_HINT_T0);
         __m256 w0 = x16_widen8(p, is_bf16), w1 = x16_widen8(p + 16, is_bf16);
         for (int t = 0; t < TB; t++) {
             const __m256 xb = _mm256_broadcast_ss(xf[t] + k);
