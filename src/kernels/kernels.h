@@ -204,6 +204,10 @@ void vec_dot_bf16_ref(int64_t n, float *s, const void *x, const void *y);
  * (i + i+8, i + i+4, (0+2) + (1+3)). Not bit-exact with vec_dot_bf16_ref
  * (double sum); NaN payloads are not specified. Cost: 2 fmaf per element. */
 void vec_dot_bf16_dp_ref(int64_t n, float *s, const void *x, const void *y);
+/* One fp32 lane of one vdpbf16ps step: acc + w[1] * x[1], then + w[0] *
+ * x[0], each rounded to nearest even, with the instruction's DAZ / FTZ
+ * (inputs and results below FLT_MIN count as signed zeros). */
+float bf16_dp_lane_ref(float acc, const uint16_t w[2], const uint16_t x[2]);
 void vec_dot_q8_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 void vec_dot_q4_0_q8_0_ref(int64_t n, float *s, const void *x, const void *y);
 

@@ -131,9 +131,10 @@ bool kernels_cpu_has_avx512vnni(void);
 /* cpuid's AVX512_BF16 bit (leaf 7 subleaf 1, EAX bit 5, with the AVX-512
  * set), read once (kernels.c). */
 bool kernels_cpu_has_avx512bf16(void);
-/* Sets table k's BF16 vec_dot and row micro-kernels to the vdpbf16ps ones
- * (bf16_avx512.c: a different arithmetic from the FP32 widening kernels,
- * bit-exact with vec_dot_bf16_dp_ref). Call only when
+/* Sets table k's BF16 vec_dot, row and x16 micro-kernels to the vdpbf16ps
+ * ones (bf16_avx512.c: a different arithmetic from the FP32 widening
+ * kernels, bit-exact with vec_dot_bf16_dp_ref for rows and
+ * repack_x16_dot_bf16dp_ref for x16). Call only when
  * kernels_cpu_has_avx512bf16(); the "avx512" table's init does. */
 void kernels_bf16_avx512(kernels_table *k);
 #endif

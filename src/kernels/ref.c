@@ -48,20 +48,24 @@ static float dp_flush(float v) {
     return fabsf(v) < FLT_MIN ? copysignf(0.0f, v) : v;
 }
 
+float bf16_dp_lane_ref(float acc, const uint16_t w[2], const uint16_t x[2]) {
+    /* odd element first, then even (the SDM's order); a bf16*bf16 product
+     * is exact, fmaf rounds the sum once to nearest even */
+    for (int e = 1; e >= 0; e--)
+        acc = dp_flush(fmaf(dp_flush(bf16_to_fp32(w[e])), dp_flush(bf16_to_fp32(x[e])), acc));
+    return acc;
+}
+
 void vec_dot_bf16_dp_ref(int64_t n, float *s, const void *vx, const void *vy) {
     const uint16_t *x = vx, *y = vy;
     float lane[16] = {0};
     for (int64_t k = 0; k < n; k += 32) {
         for (int j = 0; j < 16; j++) {
-            /* odd element first, then even (the SDM's order); a bf16*bf16
-             * product is exact, fmaf rounds the sum once to nearest even;
-             * elements past n are zeros (the masked tail) */
-            for (int e = 1; e >= 0; e--) {
-                const int64_t i = k + 2 * j + e;
-                const float a = i < n ? dp_flush(bf16_to_fp32(x[i])) : 0.0f;
-                const float b = i < n ? dp_flush(bf16_to_fp32(y[i])) : 0.0f;
-                lane[j] = dp_flush(fmaf(a, b, lane[j]));
-            }
+            /* elements past n are zeros (the masked tail) */
+            const int64_t i = k + 2 * j;
+            const uint16_t a[2] = {i < n ? x[i] : 0, i + 1 < n ? x[i + 1] : 0};
+            const uint16_t b[2] = {i < n ? y[i] : 0, i + 1 < n ? y[i + 1] : 0};
+            lane[j] = bf16_dp_lane_ref(lane[j], a, b);
         }
     }
     /* the lane tree of bf16_avx512.c: i + i+8, i + i+4, (0+2, 1+3), 0+1 */

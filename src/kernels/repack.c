@@ -318,6 +318,19 @@ static float dot_row_q6_K(int64_t K, const block_q6_K *w, const block_q8_K *a) {
     return acc;
 }
 
+void repack_x16_dot_bf16dp_ref(int64_t K, const void *grp, const void *x,
+                               float out[CS_X16_ROWS]) {
+    const uint16_t *g = grp, *a = x;
+    for (int r = 0; r < CS_X16_ROWS; r++) {
+        float c[2] = {0.0f, 0.0f};
+        for (int64_t k = 0; k < K; k += 2) {
+            const uint16_t w2[2] = {g[k * CS_X16_ROWS + r], g[(k + 1) * CS_X16_ROWS + r]};
+            c[(k / 2) % 2] = bf16_dp_lane_ref(c[(k / 2) % 2], w2, a + k);
+        }
+        out[r] = c[0] + c[1];
+    }
+}
+
 /* The x16 F16 / BF16 kernels' order on one unpacked row against
  * activations of the same type: two fused chains, even k and odd k, from
  * +0, then their sum. The two chains let the column (T = 1) keep two FMAs

@@ -50,8 +50,9 @@
  * two fused float chains, even k and odd k, from +0, then their sum;
  * against the f32 widened activations (the f16 / bf16 activations
  * exactly). The row-major kernels sum 16 lanes and reduce them, so results
- * differ from them within float rounding. BF16 is packed only where the
- * table has no vdpbf16ps row kernel (bf16_avx512.c).
+ * differ from them within float rounding. Where the CPU has AVX512_BF16
+ * the "avx512" table reads the same BF16 layout with vdpbf16ps instead
+ * (bf16_avx512.c; repack_x16_dot_bf16dp_ref below), as it does for rows.
  *
  * Layout of one group of 16 rows (rows 16g .. 16g+15), block-major; it
  * occupies exactly the bytes of those 16 rows in row-major order, so the
@@ -153,5 +154,11 @@ void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *
  * kernels rely on. */
 void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
                         float out[CS_X16_ROWS]);
+
+/* The x16 BF16 group in the arithmetic of bf16_avx512.c's x16 kernels
+ * (vdpbf16ps, the tables that have it; x: the bf16 activation row):
+ * per row two chains, element pairs (k, k+1) with k / 2 even and odd, each
+ * step bf16_dp_lane_ref (kernels.h), from +0, then their sum. */
+void repack_x16_dot_bf16dp_ref(int64_t K, const void *grp, const void *x, float out[CS_X16_ROWS]);
 
 #endif /* CS_REPACK_H */
