@@ -29,12 +29,18 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
  * = dot(w[r], x[t]) over K elements for r < rb and t < tb (tile) or t < 1
  * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
  * activation rows. Both functions run the identical per-output operation
- * sequence, so the shape never changes a result. tile == NULL: none. */
+ * sequence, so the shape never changes a result. tile == NULL: none.
+ * tile2 (optional, NULL: none): the same for tb2 < tb activation rows, for
+ * the tokens left after the full tiles, so a batch of tb2 .. tb - 1 rows (a
+ * decode step of several sequences) does not stream the weights once per
+ * row through col. */
 typedef struct matmul_ukernel {
     int32_t rb; /* weight rows per call */
     int32_t tb; /* activation rows per tile call */
     void (*tile)(int64_t K, const void *const *w, const void *const *x, float *out);
     void (*col)(int64_t K, const void *const *w, const void *x, float *out);
+    int32_t tb2; /* activation rows per tile2 call */
+    void (*tile2)(int64_t K, const void *const *w, const void *const *x, float *out);
 } matmul_ukernel;
 
 /* The most queries one call of attn_scores_f16 / attn_accum_f16 takes:

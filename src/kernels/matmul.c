@@ -24,7 +24,7 @@
 #define CHUNK_BYTES (128 * 1024)
 /* below this many activation elements the conversion runs on the caller */
 #define CONVERT_INLINE_ELEMS 16384
-#define MAX_TILE             128 /* rb * tb of any micro-kernel */
+#define MAX_TILE             256 /* rb * tb of any micro-kernel */
 
 /* The type table's row of a weight type (asserted: a broken caller contract). */
 static const type_traits *weight_traits(int32_t wtype) {
@@ -152,6 +152,13 @@ static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
             for (int32_t j = 0; j < tb; j++)
                 memcpy(m->Y + (t + j) * m->N + n, out + (size_t)j * rb, (size_t)nr * sizeof(float));
         }
+        const int32_t tb2 = m->uk.tile2 ? m->uk.tb2 : t1 - t + 1;
+        for (; t + tb2 <= t1; t += tb2) {
+            for (int32_t j = 0; j < tb2; j++) x[j] = m->Xc + (size_t)(t + j) * m->x_row;
+            m->uk.tile2(m->K, w, x, out);
+            for (int32_t j = 0; j < tb2; j++)
+                memcpy(m->Y + (t + j) * m->N + n, out + (size_t)j * rb, (size_t)nr * sizeof(float));
+        }
         for (; t < t1; t++) {
             m->uk.col(m->K, w, m->Xc + (size_t)t * m->x_row, out);
             memcpy(m->Y + t * m->N + n, out, (size_t)nr * sizeof(float));
@@ -235,6 +242,7 @@ static void matmul_impl(const kernels_table *k, threadpool *tp, int32_t wtype, i
     m.vec_dot = k->vec_dot[wtype];
     CS_ASSERT(m.have_uk || m.vec_dot);
     CS_ASSERT(!m.have_uk || (m.uk.rb <= 16 && m.uk.tb <= 16 && m.uk.rb * m.uk.tb <= MAX_TILE));
+    CS_ASSERT(!m.have_uk || !m.uk.tile2 || (m.uk.tb2 > 1 && m.uk.tb2 < m.uk.tb));
     CS_ASSERT(layout != CS_LAYOUT_X16 || !m.have_uk || m.uk.rb == CS_X16_ROWS);
     if (m.vdt == CS_TYPE_F32) {
         m.Xc = (const uint8_t *)X;

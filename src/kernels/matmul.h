@@ -69,6 +69,10 @@ bool matmul_x16_native(const kernels_table *k, int32_t wtype);
 /* (The micro-kernel type, matmul_ukernel, is in kernels.h: the kernel
  * tables hold one per weight type and layout.) */
 
+/* Tokens per tile2 call of the AVX-512 K-quant tiles that take 16 tokens a
+ * call (Q3_K, Q4_K, Q5_K): batches of 8 .. 15 rows run one 8-token tile. */
+#define X16_KQ_TB2 8
+
 /* Per activation block, for x16 weights: the block's scale as a float and
  * the int32 accumulator's start value, -8 * sum(qs) for Q4_0 weights,
  * -16 * sum(qs) for Q5_0 or -128 * sum(qs) for Q8_0 and IQ4_NL weights (the

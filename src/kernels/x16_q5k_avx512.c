@@ -45,7 +45,10 @@ CS_INLINE __m512i dp_x16_q5k(__m512i acc, __m512i w, const int8_t *p, const int 
                                                    _mm512_set1_epi16(1)));
 }
 
-#define X16_Q5K_TB 8
+/* 16 tokens a call (bench_kernels --peaks q5_K, 1 thread, 3 alternating
+ * runs: 49-50 -> 56-58 % of the vpdpbusd peak at 8 -> 16); X16_KQ_TB2 (8)
+ * for the rest of a batch. */
+#define X16_Q5K_TB 16
 
 /* The 6-bit scales (sc: int32 per row; scw: VNNI the low word, otherwise
  * both words) and the mins paired in words (mnw[u]: sub-blocks 2u, 2u + 1)
@@ -202,12 +205,20 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
 static void uk_x16_q5K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q5K(K, w, x, out, X16_Q5K_TB, 0);
 }
+static void uk_x16_q5K_tile8(int64_t K, const void *const *w, const void *const *x,
+                            float *out) {
+    tile_x16_q5K(K, w, x, out, X16_KQ_TB2, 0);
+}
 static void uk_x16_q5K_col(int64_t K, const void *const *w, const void *x, float *out) {
     col_x16_q5K(K, w, x, out, 0);
 }
 static void uk_x16_q5K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
     tile_x16_q5K(K, w, x, out, X16_Q5K_TB, 1);
+}
+static void uk_x16_q5K_tile8_vnni(int64_t K, const void *const *w, const void *const *x,
+                            float *out) {
+    tile_x16_q5K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     col_x16_q5K(K, w, x, out, 1);
@@ -216,8 +227,8 @@ static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, 
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_Q5_K] =
-        vnni ? (matmul_ukernel){r, X16_Q5K_TB, uk_x16_q5K_tile_vnni, uk_x16_q5K_col_vnni}
-             : (matmul_ukernel){r, X16_Q5K_TB, uk_x16_q5K_tile, uk_x16_q5K_col};
+        vnni ? (matmul_ukernel){r, X16_Q5K_TB, uk_x16_q5K_tile_vnni, uk_x16_q5K_col_vnni, X16_KQ_TB2, uk_x16_q5K_tile8_vnni}
+             : (matmul_ukernel){r, X16_Q5K_TB, uk_x16_q5K_tile, uk_x16_q5K_col, X16_KQ_TB2, uk_x16_q5K_tile8};
 }
 
 #endif /* x86 */

@@ -760,7 +760,10 @@ CS_INLINE __m512i dp_x16(__m512i acc, __m512i w, const int8_t *p, const int vnni
  * times the activation's sub-block sums), then one FMA each with the
  * scales. The nibbles of a 32-byte chunk (two sub-blocks) are loaded once
  * per TB tokens. */
-#define X16_Q4K_TB 8 /* tokens per Q4_K tile call */
+/* tokens per Q4_K tile call: 16 measured 63 -> 64 % of the vpdpbusd peak
+ * against 8 (bench_kernels --peaks, 1 thread, 3 alternating runs); 8
+ * (X16_KQ_TB2) for the rest of a batch */
+#define X16_Q4K_TB 16
 CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB, const int vnni) {
     const int64_t nb = K / CS_QK_K;
@@ -938,12 +941,20 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
 static void uk_x16_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q4K(K, w, x, out, X16_Q4K_TB, 0);
 }
+static void uk_x16_q4K_tile8(int64_t K, const void *const *w, const void *const *x,
+                            float *out) {
+    tile_x16_q4K(K, w, x, out, X16_KQ_TB2, 0);
+}
 static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_q4K(K, w, &x, out, 1, 0);
 }
 static void uk_x16_q4K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
     tile_x16_q4K(K, w, x, out, X16_Q4K_TB, 1);
+}
+static void uk_x16_q4K_tile8_vnni(int64_t K, const void *const *w, const void *const *x,
+                            float *out) {
+    tile_x16_q4K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q4K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_q4K(K, w, &x, out, 1, 1);
@@ -1396,29 +1407,29 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     k->from_float[CS_TYPE_Q8_K] = avx512_quantize_row_q8_K;
 
     matmul_ukernel *u = k->ukernel;
-    u[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col};
-    u[CS_TYPE_F16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_f16_tile, uk_f16_col};
-    u[CS_TYPE_BF16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_bf16_tile, uk_bf16_col};
+    u[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col, 0, NULL};
+    u[CS_TYPE_F16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_f16_tile, uk_f16_col, 0, NULL};
+    u[CS_TYPE_BF16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_bf16_tile, uk_bf16_col, 0, NULL};
     k->wide_x[CS_TYPE_F16] = k->wide_x[CS_TYPE_BF16] = true; /* tile_wide */
-    u[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni}
-                           : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col};
-    u[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni}
-                           : (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col};
+    u[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni, 0, NULL}
+                           : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col, 0, NULL};
+    u[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni, 0, NULL}
+                           : (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col, 0, NULL};
 
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
-    x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col};
-    x[CS_TYPE_BF16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_bf16_tile, uk_x16_bf16_col};
-    x[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni}
-                           : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col};
-    x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni}
-                           : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col};
+    x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL};
+    x[CS_TYPE_BF16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL};
+    x[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni, 0, NULL}
+                           : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL};
+    x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni, 0, NULL}
+                           : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL};
     x[CS_TYPE_Q4_K] =
-        vnni ? (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni}
-             : (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile, uk_x16_q4K_col};
+        vnni ? (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni, X16_KQ_TB2, uk_x16_q4K_tile8_vnni}
+             : (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile, uk_x16_q4K_col, X16_KQ_TB2, uk_x16_q4K_tile8};
     x[CS_TYPE_Q6_K] =
-        vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni}
-             : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col};
+        vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni, 0, NULL}
+             : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col, 0, NULL};
     kernels_x16_kquants_avx512(k, vnni);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
