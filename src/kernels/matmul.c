@@ -108,9 +108,9 @@ static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
     const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
     /* x16 F16 / BF16 kernels broadcast f32 activations at every T; the
      * row-major tile_wide reads them only when a tile is taken */
-    const bool wide = (m->layout == CS_LAYOUT_X16 && (m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16)) ||
-                      (m->have_uk && m->layout == CS_LAYOUT_ROWS && m->k->wide_x[m->wtype] &&
-                       m->T >= m->uk.tb);
+    const bool wide =
+        (m->layout == CS_LAYOUT_X16 && (m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16)) ||
+        (m->have_uk && m->layout == CS_LAYOUT_ROWS && m->k->wide_x[m->wtype] && m->T >= m->uk.tb);
     for (int64_t t = t0; t < t1; t++) {
         uint8_t *dst = m->scratch + (size_t)t * m->x_row;
         from_float(m->X + t * m->K, dst, m->K);
@@ -210,7 +210,8 @@ bool matmul_x16_native(const kernels_table *k, int32_t wtype) {
 
 int32_t matmul_convert_kind_of(int32_t wtype, int32_t layout) {
     const int32_t vdt = weight_traits(wtype)->vec_dot_type;
-    if (layout == CS_LAYOUT_X16 && (vdt == CS_TYPE_Q8_0 || vdt == CS_TYPE_F16 || vdt == CS_TYPE_BF16))
+    if (layout == CS_LAYOUT_X16 &&
+        (vdt == CS_TYPE_Q8_0 || vdt == CS_TYPE_F16 || vdt == CS_TYPE_BF16))
         return MATMUL_CONVERT_X16 + wtype; /* aux entries / the widened copy at every T */
     return vdt; /* CS_TYPE_F32 is MATMUL_CONVERT_NONE */
 }

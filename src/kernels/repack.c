@@ -318,8 +318,7 @@ static float dot_row_q6_K(int64_t K, const block_q6_K *w, const block_q8_K *a) {
     return acc;
 }
 
-void repack_x16_dot_bf16dp_ref(int64_t K, const void *grp, const void *x,
-                               float out[CS_X16_ROWS]) {
+void repack_x16_dot_bf16dp_ref(int64_t K, const void *grp, const void *x, float out[CS_X16_ROWS]) {
     const uint16_t *g = grp, *a = x;
     for (int r = 0; r < CS_X16_ROWS; r++) {
         float c[2] = {0.0f, 0.0f};

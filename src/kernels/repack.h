@@ -132,9 +132,9 @@ static inline x16_legacy_parts repack_x16_legacy_parts(int32_t type) {
 }
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:
- * F16 or BF16 (K a positive multiple of 16), Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive multiple of 32) or
- * Q4_K, Q5_K, Q6_K, IQ4_XS, Q3_K or Q2_K (K a positive multiple of 256), N a positive
- * multiple of 16. */
+ * F16 or BF16 (K a positive multiple of 16), Q4_0, Q8_0, Q5_0, IQ4_NL, Q4_1 or Q5_1 (K a positive
+ * multiple of 32) or Q4_K, Q5_K, Q6_K, IQ4_XS, Q3_K or Q2_K (K a positive multiple of 256), N a
+ * positive multiple of 16. */
 bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
 
 /* Reorder W (N rows of K elements, row-major) into the x16 layout in place.
@@ -146,11 +146,10 @@ void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
 void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
 
 /* The scalar reference of one x16 group against one activation row (Q8_0
- * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, F16 / BF16 values for F16 / BF16, Q8_1 for Q4_1 / Q5_1, Q8_K for
- * Q4_K / Q5_K / Q6_K / IQ4_XS / Q3_K / Q2_K): out[r] = dot(row
- * 16g + r, x) for r < 16, grp = the group's first byte, in the order of the
- * x16 kernels (each function's comment in repack.c). Reads only the blocks
- * of x (not the aux entries), so it also checks the aux entries the SIMD
+ * blocks for Q4_0 / Q8_0 / Q5_0 / IQ4_NL, F16 / BF16 values for F16 / BF16, Q8_1 for Q4_1 / Q5_1,
+ * Q8_K for Q4_K / Q5_K / Q6_K / IQ4_XS / Q3_K / Q2_K): out[r] = dot(row 16g + r, x) for r < 16, grp
+ * = the group's first byte, in the order of the x16 kernels (each function's comment in repack.c).
+ * Reads only the blocks of x (not the aux entries), so it also checks the aux entries the SIMD
  * kernels rely on. */
 void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
                         float out[CS_X16_ROWS]);

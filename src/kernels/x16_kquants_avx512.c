@@ -330,8 +330,7 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
 static void uk_x16_q3K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q3K(K, w, x, out, X16_Q3K_TB, 0);
 }
-static void uk_x16_q3K_tile8(int64_t K, const void *const *w, const void *const *x,
-                            float *out) {
+static void uk_x16_q3K_tile8(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q3K(K, w, x, out, X16_KQ_TB2, 0);
 }
 static void uk_x16_q3K_col(int64_t K, const void *const *w, const void *x, float *out) {
@@ -342,7 +341,7 @@ static void uk_x16_q3K_tile_vnni(int64_t K, const void *const *w, const void *co
     tile_x16_q3K(K, w, x, out, X16_Q3K_TB, 1);
 }
 static void uk_x16_q3K_tile8_vnni(int64_t K, const void *const *w, const void *const *x,
-                            float *out) {
+                                  float *out) {
     tile_x16_q3K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q3K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
@@ -474,11 +473,18 @@ static void uk_x16_q2K_col_vnni(int64_t K, const void *const *w, const void *x, 
 void kernels_x16_kquants_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_IQ4_XS] =
-        vnni ? (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile_vnni, uk_x16_iq4xs_col_vnni, 0, NULL}
+        vnni ? (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile_vnni, uk_x16_iq4xs_col_vnni,
+                                0, NULL}
              : (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile, uk_x16_iq4xs_col, 0, NULL};
     k->ukernel_x16[CS_TYPE_Q3_K] =
-        vnni ? (matmul_ukernel){r, X16_Q3K_TB, uk_x16_q3K_tile_vnni, uk_x16_q3K_col_vnni, X16_KQ_TB2, uk_x16_q3K_tile8_vnni}
-             : (matmul_ukernel){r, X16_Q3K_TB, uk_x16_q3K_tile, uk_x16_q3K_col, X16_KQ_TB2, uk_x16_q3K_tile8};
+        vnni ? (matmul_ukernel){r,
+                                X16_Q3K_TB,
+                                uk_x16_q3K_tile_vnni,
+                                uk_x16_q3K_col_vnni,
+                                X16_KQ_TB2,
+                                uk_x16_q3K_tile8_vnni}
+             : (matmul_ukernel){r,          X16_Q3K_TB,      uk_x16_q3K_tile, uk_x16_q3K_col,
+                                X16_KQ_TB2, uk_x16_q3K_tile8};
     k->ukernel_x16[CS_TYPE_Q2_K] =
         vnni ? (matmul_ukernel){r, X16_Q2K_TB, uk_x16_q2K_tile_vnni, uk_x16_q2K_col_vnni, 0, NULL}
              : (matmul_ukernel){r, X16_Q2K_TB, uk_x16_q2K_tile, uk_x16_q2K_col, 0, NULL};

@@ -205,8 +205,7 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
 static void uk_x16_q5K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q5K(K, w, x, out, X16_Q5K_TB, 0);
 }
-static void uk_x16_q5K_tile8(int64_t K, const void *const *w, const void *const *x,
-                            float *out) {
+static void uk_x16_q5K_tile8(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q5K(K, w, x, out, X16_KQ_TB2, 0);
 }
 static void uk_x16_q5K_col(int64_t K, const void *const *w, const void *x, float *out) {
@@ -217,7 +216,7 @@ static void uk_x16_q5K_tile_vnni(int64_t K, const void *const *w, const void *co
     tile_x16_q5K(K, w, x, out, X16_Q5K_TB, 1);
 }
 static void uk_x16_q5K_tile8_vnni(int64_t K, const void *const *w, const void *const *x,
-                            float *out) {
+                                  float *out) {
     tile_x16_q5K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
@@ -227,8 +226,14 @@ static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, 
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_Q5_K] =
-        vnni ? (matmul_ukernel){r, X16_Q5K_TB, uk_x16_q5K_tile_vnni, uk_x16_q5K_col_vnni, X16_KQ_TB2, uk_x16_q5K_tile8_vnni}
-             : (matmul_ukernel){r, X16_Q5K_TB, uk_x16_q5K_tile, uk_x16_q5K_col, X16_KQ_TB2, uk_x16_q5K_tile8};
+        vnni ? (matmul_ukernel){r,
+                                X16_Q5K_TB,
+                                uk_x16_q5K_tile_vnni,
+                                uk_x16_q5K_col_vnni,
+                                X16_KQ_TB2,
+                                uk_x16_q5K_tile8_vnni}
+             : (matmul_ukernel){r,          X16_Q5K_TB,      uk_x16_q5K_tile, uk_x16_q5K_col,
+                                X16_KQ_TB2, uk_x16_q5K_tile8};
 }
 
 #endif /* x86 */

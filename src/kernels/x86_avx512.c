@@ -941,8 +941,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
 static void uk_x16_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q4K(K, w, x, out, X16_Q4K_TB, 0);
 }
-static void uk_x16_q4K_tile8(int64_t K, const void *const *w, const void *const *x,
-                            float *out) {
+static void uk_x16_q4K_tile8(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q4K(K, w, x, out, X16_KQ_TB2, 0);
 }
 static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float *out) {
@@ -953,7 +952,7 @@ static void uk_x16_q4K_tile_vnni(int64_t K, const void *const *w, const void *co
     tile_x16_q4K(K, w, x, out, X16_Q4K_TB, 1);
 }
 static void uk_x16_q4K_tile8_vnni(int64_t K, const void *const *w, const void *const *x,
-                            float *out) {
+                                  float *out) {
     tile_x16_q4K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q4K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
@@ -1411,22 +1410,32 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     u[CS_TYPE_F16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_f16_tile, uk_f16_col, 0, NULL};
     u[CS_TYPE_BF16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_bf16_tile, uk_bf16_col, 0, NULL};
     k->wide_x[CS_TYPE_F16] = k->wide_x[CS_TYPE_BF16] = true; /* tile_wide */
-    u[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni, 0, NULL}
-                           : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col, 0, NULL};
-    u[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni, 0, NULL}
-                           : (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col, 0, NULL};
+    u[CS_TYPE_Q8_0] = vnni
+                          ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni, 0, NULL}
+                          : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col, 0, NULL};
+    u[CS_TYPE_Q4_0] = vnni
+                          ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni, 0, NULL}
+                          : (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col, 0, NULL};
 
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
     x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL};
     x[CS_TYPE_BF16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL};
-    x[CS_TYPE_Q4_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni, 0, NULL}
-                           : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL};
-    x[CS_TYPE_Q8_0] = vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni, 0, NULL}
-                           : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL};
+    x[CS_TYPE_Q4_0] =
+        vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni, 0, NULL}
+             : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL};
+    x[CS_TYPE_Q8_0] =
+        vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni, 0, NULL}
+             : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL};
     x[CS_TYPE_Q4_K] =
-        vnni ? (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile_vnni, uk_x16_q4K_col_vnni, X16_KQ_TB2, uk_x16_q4K_tile8_vnni}
-             : (matmul_ukernel){r, X16_Q4K_TB, uk_x16_q4K_tile, uk_x16_q4K_col, X16_KQ_TB2, uk_x16_q4K_tile8};
+        vnni ? (matmul_ukernel){r,
+                                X16_Q4K_TB,
+                                uk_x16_q4K_tile_vnni,
+                                uk_x16_q4K_col_vnni,
+                                X16_KQ_TB2,
+                                uk_x16_q4K_tile8_vnni}
+             : (matmul_ukernel){r,          X16_Q4K_TB,      uk_x16_q4K_tile, uk_x16_q4K_col,
+                                X16_KQ_TB2, uk_x16_q4K_tile8};
     x[CS_TYPE_Q6_K] =
         vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni, 0, NULL}
              : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col, 0, NULL};
