@@ -370,71 +370,79 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m512i m3 = _mm512_set1_epi8(3);
-    __m512 acc[X16_Q2K_TB];
-    for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
+    /* the float sums live in out (one load and store per token and
+     * super-block): registers go to the TB integer sums and 8 scales */
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_setzero_ps());
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
         __m512i isum[X16_Q2K_TB], isum2[X16_Q2K_TB];
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
-        const __m512 mw =
-            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
-        /* scale slice s = row bytes 2s, 2s+1 as words: mins mn[s] = the high
-         * nibbles (vpmaddwd against the bsums pair), scw[2s + u] = the low
-         * nibble of byte u in both words of the dword (vpmullw) */
-        __m512i mn[8], scw[16];
-        for (int sl = 0; sl < 8; sl++) {
-            const __m512i sv = _mm512_cvtepu8_epi16(
-                _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl)));
-            mn[sl] = _mm512_srli_epi16(sv, 4);
-            const __m512i s0 = _mm512_and_si512(sv, _mm512_set1_epi32(0xF));
-            const __m512i s1 = _mm512_and_si512(_mm512_srli_epi32(sv, 16), _mm512_set1_epi32(0xF));
-            scw[2 * sl] = _mm512_or_si512(s0, _mm512_slli_epi32(s0, 16));
-            scw[2 * sl + 1] = _mm512_or_si512(s1, _mm512_slli_epi32(s1, 16));
-        }
         const block_q8_K *ab[X16_Q2K_TB];
         for (int t = 0; t < TB; t++) {
             ab[t] = (const block_q8_K *)x[t] + b;
             isum[t] = isum2[t] = _mm512_setzero_si512();
         }
-        for (int k = 0; k < 8; k++) {
-            const uint8_t *q = blk + 320 + (size_t)k * 128;
-            /* the block after next: 21 lines, 3 per lane */
-            for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++)
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
-            const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
-                                   _mm512_loadu_si512((const void *)(q + 64))};
-            for (int h = 0; h < 2; h++)
-                for (int g = 0; g < 4; g++) {
-                    const __m512i q2 =
-                        _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
-                    const __m512i wv = _mm512_mullo_epi16(q2, scw[8 * h + 2 * g + (k >> 2)]);
-                    const int e = 32 * h + 8 * g + k;
-                    for (int t = 0; t < TB; t++) {
-                        const int8_t *a = ab[t]->qs + 4 * e;
-                        if (vnni) {
-                            /* two chains per token (odd g in the second):
-                             * a column (one token) is bound by vpdpbusd's
-                             * latency with one (bench_kernels q2_K, T = 1:
-                             * 102 -> 111 GFLOP/s; the tile is unchanged) */
-                            if (g & 1)
-                                isum2[t] = dpbusd_bcast(isum2[t], wv, a);
-                            else
-                                isum[t] = dpbusd_bcast(isum[t], wv, a);
-                        } else {
-                            int32_t v;
-                            memcpy(&v, a, 4);
-                            isum[t] = _mm512_add_epi32(
-                                isum[t],
-                                _mm512_madd_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
-                                                  _mm512_set1_epi16(1)));
+        /* scale slice sl = row bytes 2sl, 2sl+1; lanes k < 4 use byte 0's
+         * low nibble, k >= 4 byte 1's (group (h, g) = slice 4h + g), as
+         * words in both halves of each dword (vpmullw) */
+        for (int u = 0; u < 2; u++) {
+            __m512i scw[8];
+            for (int sl = 0; sl < 8; sl++) {
+                const __m512i sv = _mm512_cvtepu8_epi16(
+                    _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl)));
+                const __m512i sc = _mm512_and_si512(u ? _mm512_srli_epi32(sv, 16) : sv,
+                                                    _mm512_set1_epi32(0xF));
+                scw[sl] = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
+            }
+            for (int k = 4 * u; k < 4 * u + 4; k++) {
+                const uint8_t *q = blk + 320 + (size_t)k * 128;
+                /* the block after next: 21 lines, 3 per lane */
+                for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++)
+                    _mm_prefetch((const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
+                                 _MM_HINT_T0);
+                const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
+                                       _mm512_loadu_si512((const void *)(q + 64))};
+                for (int h = 0; h < 2; h++)
+                    for (int g = 0; g < 4; g++) {
+                        const __m512i q2 =
+                            _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
+                        const __m512i wv = _mm512_mullo_epi16(q2, scw[4 * h + g]);
+                        const int e = 32 * h + 8 * g + k;
+                        for (int t = 0; t < TB; t++) {
+                            const int8_t *a = ab[t]->qs + 4 * e;
+                            if (vnni) {
+                                /* a column (one token) takes two chains (odd
+                                 * g in the second): with one it is bound by
+                                 * vpdpbusd's latency (bench_kernels q2_K, T =
+                                 * 1: 102 -> 111 GFLOP/s); a tile's tokens
+                                 * are chains enough */
+                                if (TB == 1 && (g & 1))
+                                    isum2[t] = dpbusd_bcast(isum2[t], wv, a);
+                                else
+                                    isum[t] = dpbusd_bcast(isum[t], wv, a);
+                            } else {
+                                int32_t v;
+                                memcpy(&v, a, 4);
+                                isum[t] = _mm512_add_epi32(
+                                    isum[t], _mm512_madd_epi16(
+                                                 _mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
+                                                 _mm512_set1_epi16(1)));
+                            }
                         }
                     }
-                }
+            }
         }
-        /* the mins term after the levels' pass, token by token: the isum
-         * accumulators of all TB tokens and the mins' never need registers
-         * at the same time */
+        /* the mins term after the levels' pass, token by token: mins mn[sl]
+         * = the high nibbles of scale slice sl (vpmaddwd / vpdpwssd against
+         * the bsums pair of lane sl) */
+        __m512i mn[8];
+        for (int sl = 0; sl < 8; sl++)
+            mn[sl] = _mm512_srli_epi16(
+                _mm512_cvtepu8_epi16(
+                    _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl))),
+                4);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        const __m512 mw =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
         for (int t = 0; t < TB; t++) {
             __m512i msum = _mm512_setzero_si512();
             for (int k = 0; k < 8; k++) {
@@ -448,12 +456,13 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
             }
             const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab[t]->d), dw);
             const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
-            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(msum), dm));
-            acc[t] = _mm512_add_ps(
-                acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(isum[t], isum2[t])), d));
+            __m512 acc = _mm512_loadu_ps(out + 16 * t);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), dm));
+            acc = _mm512_add_ps(
+                acc, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(isum[t], isum2[t])), d));
+            _mm512_storeu_ps(out + 16 * t, acc);
         }
     }
-    for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
 static void uk_x16_q2K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
