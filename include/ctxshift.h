@@ -147,13 +147,15 @@ CS_API const char *cs_system_info(void);
 typedef struct cs_model_params {
     bool vocab_only; /* load only metadata and tokenizer (vocab-only GGUF files) */
     bool use_mmap;   /* map the file (default); false reads it into memory */
-    /* Reorder the quantized weight matrices (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+    /* Reorder the weight matrices (F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
      * IQ4_NL, IQ4_XS, Q2_K..Q6_K) in groups of 16 rows at load when the CPU's
      * kernel table has micro-kernels for that layout (AVX-512 and AVX2),
      * default true. In place: no extra memory; a mapped file becomes private
      * pages and is never written. The packed kernels compute each type's
-     * reference dot bit for bit; the row-major SIMD dots used without packing
-     * agree with them within the kernels' rounding. */
+     * packed reference dot bit for bit (for most types the row-major
+     * reference dot itself; F16 / BF16 and Q4_K..Q6_K sum in an order of their
+     * own); the row-major SIMD dots used without packing agree with them
+     * within the kernels' rounding. */
     bool repack;
 } cs_model_params;
 

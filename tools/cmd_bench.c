@@ -65,7 +65,7 @@ static void bench_usage(FILE *f) {
             "(default: 0)\n"
             "        --fragment           with -d D: the D cached cells alternate with D holes\n"
             "        --warmup-tokens N    tokens of the pp warm-up (default: the whole prompt)\n"
-            "        --no-repack          keep quantized weights in file order (no x16 packing)\n" TOOL_HELP_CACHE_TYPES
+            "        --no-repack          keep weights in file order (no x16 packing)\n" TOOL_HELP_CACHE_TYPES
             "  -o,   --output FORMAT      md (a markdown table, default) or json\n"
             "        --json               same as -o json: a JSON array with llama-bench's "
             "fields\n" TOOL_HELP_VERBOSE TOOL_HELP_HELP,
