@@ -54,6 +54,14 @@ export async function startServer(args = []) {
     base,
     proc,
     stderr: () => stderr,
+    // stderr once it matches re: the server writes its start-up notes to
+    // stderr before the stdout line startServer waits for, but the two
+    // pipes arrive independently, so a note may land after that line.
+    async waitStderr(re, ms = 5_000 * SLOW) {
+      const t0 = Date.now();
+      while (!re.test(stderr) && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 10));
+      return stderr;
+    },
     alive: () => proc.exitCode === null && proc.signalCode === null,
     // SIGTERM, then exit status 0 within STOP_MS.
     async stop() {

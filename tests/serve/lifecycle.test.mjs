@@ -107,7 +107,8 @@ describe("kill -9 and restart with --slot-save-path", () => {
 
       const srv2 = await startServer(args);
       try {
-        assert.match(srv2.stderr(), /removed 2 unfinished slot file temporaries/);
+        const note = /removed 2 unfinished slot file temporaries/;
+        assert.match(await srv2.waitStderr(note), note);
         assert.equal(fs.existsSync(tmpA), false, "a stale temporary was left");
         assert.equal(fs.existsSync(tmpB), false, "a stale temporary was left");
         assert.equal(fs.readFileSync(lookalike, "utf8"), "a user's file");
