@@ -137,6 +137,7 @@ void kernels_bf16_avx512(kernels_table *k) {
     k->wide_x[CS_TYPE_BF16] = false; /* bf16 activations, not the widened copy */
     k->ukernel_x16[CS_TYPE_BF16] = (matmul_ukernel){
         CS_X16_ROWS, X16_BF16DP_TB, uk_x16_bf16dp_tile, uk_x16_bf16dp_col, 0, NULL};
+    k->wide_x16[CS_TYPE_BF16] = false; /* it reads the bf16 pairs */
 }
 
 #endif /* x86 */

@@ -79,6 +79,9 @@ typedef struct kernels_table {
      * other kernels skip it */
     bool wide_x[CS_TYPE_COUNT];
     matmul_ukernel ukernel_x16[CS_TYPE_COUNT];
+    /* ukernel_x16[t]'s tile and col read the widened activations (F16 /
+     * BF16 in FP32): matmul fills that copy at every T for them */
+    bool wide_x16[CS_TYPE_COUNT];
 
     /* ---- the KV cache (types F32, F16, Q8_0) uses vec_dot[] and
      * from_float[] of its type directly (forward.c, kv_cache.c). */

@@ -106,11 +106,9 @@ static void widen_row(const kernels_table *k, int32_t vdt, int64_t K, uint8_t *r
 static void convert_rows(const mm_task *m, int64_t t0, int64_t t1) {
     const type_from_float_fn from_float = m->k->from_float[m->vdt];
     const bool aux = m->layout == CS_LAYOUT_X16 && m->vdt == CS_TYPE_Q8_0;
-    /* x16 F16 / BF16 kernels broadcast f32 activations at every T; the
-     * row-major tile_wide reads them only when a tile is taken */
     const bool wide =
-        (m->layout == CS_LAYOUT_X16 && (m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16)) ||
-        (m->have_uk && m->layout == CS_LAYOUT_ROWS && m->k->wide_x[m->wtype] && m->T >= m->uk.tb);
+        m->have_uk && (m->layout == CS_LAYOUT_X16 ? m->k->wide_x16[m->wtype]
+                                                  : m->k->wide_x[m->wtype] && m->T >= m->uk.tb);
     for (int64_t t = t0; t < t1; t++) {
         uint8_t *dst = m->scratch + (size_t)t * m->x_row;
         from_float(m->X + t * m->K, dst, m->K);
@@ -133,32 +131,38 @@ static float dot_generic(const mm_task *m, const void *w, const void *x) {
     return s;
 }
 
-/* Rows [n0, n1) for tokens [t0, t1) with the micro-kernel. Rows past the
- * end of a short last block repeat the last row; their outputs are
- * dropped, so every kept output is computed exactly as in a full block. */
-static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
-    const int32_t rb = m->uk.rb, tb = m->uk.tb;
-    const void *w[16];
+typedef void (*mm_tile_fn)(int64_t K, const void *const *w, const void *const *x, float *out);
+
+/* Tiles of tb tokens from *t while they fit before t1, for the rb-row block
+ * at row n (w: its row pointers, nr of them kept); advances *t. */
+static void run_tiles(const mm_task *m, mm_tile_fn tile, int32_t tb, const void *const *w,
+                      int64_t n, int64_t nr, int64_t *t, int64_t t1) {
     const void *x[16];
     float out[MAX_TILE];
+    for (; *t + tb <= t1; *t += tb) {
+        for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(*t + j) * m->x_row;
+        tile(m->K, w, x, out);
+        for (int32_t j = 0; j < tb; j++)
+            memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * m->uk.rb,
+                   (size_t)nr * sizeof(float));
+    }
+}
+
+/* Rows [n0, n1) for tokens [t0, t1) with the micro-kernel: full tiles, then
+ * tile2's (if any), then the column. Rows past the end of a short last
+ * block repeat the last row; their outputs are dropped, so every kept
+ * output is computed exactly as in a full block. */
+static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
+    const int32_t rb = m->uk.rb;
+    const void *w[16];
+    float out[16]; /* one column: rb <= 16 */
     for (int64_t n = n0; n < n1; n += rb) {
         const int64_t nr = n1 - n < rb ? n1 - n : rb;
         for (int32_t r = 0; r < rb; r++)
             w[r] = m->W + (size_t)(n + (r < nr ? r : nr - 1)) * m->w_row;
         int64_t t = t0;
-        for (; t + tb <= t1; t += tb) {
-            for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(t + j) * m->x_row;
-            m->uk.tile(m->K, w, x, out);
-            for (int32_t j = 0; j < tb; j++)
-                memcpy(m->Y + (t + j) * m->N + n, out + (size_t)j * rb, (size_t)nr * sizeof(float));
-        }
-        const int32_t tb2 = m->uk.tile2 ? m->uk.tb2 : t1 - t + 1;
-        for (; t + tb2 <= t1; t += tb2) {
-            for (int32_t j = 0; j < tb2; j++) x[j] = m->Xc + (size_t)(t + j) * m->x_row;
-            m->uk.tile2(m->K, w, x, out);
-            for (int32_t j = 0; j < tb2; j++)
-                memcpy(m->Y + (t + j) * m->N + n, out + (size_t)j * rb, (size_t)nr * sizeof(float));
-        }
+        run_tiles(m, m->uk.tile, m->uk.tb, w, n, nr, &t, t1);
+        if (m->uk.tile2) run_tiles(m, m->uk.tile2, m->uk.tb2, w, n, nr, &t, t1);
         for (; t < t1; t++) {
             m->uk.col(m->K, w, m->Xc + (size_t)t * m->x_row, out);
             memcpy(m->Y + t * m->N + n, out, (size_t)nr * sizeof(float));

@@ -88,7 +88,8 @@ typedef struct matmul_x16_aux {
  * f32 (exact), for micro-kernels that multiply in FP32: each activation is
  * converted once per matmul instead of once per tile and k-step (the F16
  * tile then spends its conversions on the weights only). Filled only for a
- * micro-kernel whose table's wide_x[type] is set, when T reaches its tile. */
+ * row micro-kernel whose table's wide_x[type] is set, when T reaches its
+ * tile, and for an x16 one whose wide_x16[type] is set. */
 static inline size_t matmul_wide_offset(int64_t K) {
     return ((size_t)K * sizeof(uint16_t) + 63) & ~(size_t)63;
 }

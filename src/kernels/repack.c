@@ -318,18 +318,6 @@ static float dot_row_q6_K(int64_t K, const block_q6_K *w, const block_q8_K *a) {
     return acc;
 }
 
-void repack_x16_dot_bf16dp_ref(int64_t K, const void *grp, const void *x, float out[CS_X16_ROWS]) {
-    const uint16_t *g = grp, *a = x;
-    for (int r = 0; r < CS_X16_ROWS; r++) {
-        float c[2] = {0.0f, 0.0f};
-        for (int64_t k = 0; k < K; k += 2) {
-            const uint16_t w2[2] = {g[k * CS_X16_ROWS + r], g[(k + 1) * CS_X16_ROWS + r]};
-            c[(k / 2) % 2] = bf16_dp_lane_ref(c[(k / 2) % 2], w2, a + k);
-        }
-        out[r] = c[0] + c[1];
-    }
-}
-
 /* The x16 F16 / BF16 kernels' order on one unpacked row against
  * activations of the same type: two fused chains, even k and odd k, from
  * +0, then their sum. The two chains let the column (T = 1) keep two FMAs
@@ -345,7 +333,18 @@ static float dot_row_16(int64_t K, const uint16_t *w, const uint16_t *x, bool bf
     return c0 + c1;
 }
 
-void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
+/* repack_x16_dot_bf16dp_ref's order on one unpacked row: element pairs (k,
+ * k+1) alternate between two chains (k / 2 even, odd), each step one
+ * vdpbf16ps lane (bf16_dp_lane_ref), from +0, then their sum. */
+static float dot_row_bf16dp(int64_t K, const uint16_t *w, const uint16_t *x) {
+    float c[2] = {0.0f, 0.0f};
+    for (int64_t k = 0; k < K; k += 2)
+        c[(k / 2) % 2] = bf16_dp_lane_ref(c[(k / 2) % 2], w + k, x + k);
+    return c[0] + c[1];
+}
+
+/* repack_x16_dot_ref, with BF16 in the vdpbf16ps arithmetic when bf16dp. */
+static void x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x, bool bf16dp,
                         float out[CS_X16_ROWS]) {
     const x16_format *fm = format_of(type);
     CS_ASSERT(fm);
@@ -359,7 +358,8 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
         switch (type) {
         case CS_TYPE_F16:
         case CS_TYPE_BF16:
-            out[r] = dot_row_16(K, (const void *)w, x, type == CS_TYPE_BF16);
+            out[r] = bf16dp ? dot_row_bf16dp(K, (const void *)w, x)
+                            : dot_row_16(K, (const void *)w, x, type == CS_TYPE_BF16);
             break;
         case CS_TYPE_Q5_0: /* the legacy types: their reference dot itself */
             vec_dot_q5_0_q8_0_ref(K, &out[r], w, x);
@@ -397,4 +397,13 @@ void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
         }
     }
     if (buf != rows) mem_free(buf);
+}
+
+void repack_x16_dot_ref(int32_t type, int64_t K, const void *grp, const void *x,
+                        float out[CS_X16_ROWS]) {
+    x16_dot_ref(type, K, grp, x, false, out);
+}
+
+void repack_x16_dot_bf16dp_ref(int64_t K, const void *grp, const void *x, float out[CS_X16_ROWS]) {
+    x16_dot_ref(CS_TYPE_BF16, K, grp, x, true, out);
 }

@@ -38,6 +38,13 @@ CS_INLINE void x16_pf_block(const uint8_t *blk, size_t gb) {
 }
 
 #ifdef __AVX2__
+/* 8 f16 (is_bf16 = 0) or bf16 (1) values widened to f32, exactly: F16C's
+ * vcvtph2ps, or the bf16 bits moved to the top of each dword. */
+CS_INLINE __m256 widen8_16(__m128i v, const int is_bf16) {
+    if (is_bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+    return _mm256_cvtph_ps(v);
+}
+
 /* The 4 bytes at p broadcast to the 8 int32 lanes (an activation group of
  * the AVX2 x16 kernels; unaligned, so through memcpy). */
 CS_INLINE __m256i bcast4(const int8_t *p) {

@@ -222,11 +222,9 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
  * made gcc 12 store the accumulators at every step: 43 against 100
  * GFLOP/s (bench_kernels --peaks, 1 thread). K even. */
 #define X16_F16_AVX2_TB 2
-/* 8 f16 / bf16 values at p widened to f32 (exact). */
+/* the 8 f16 / bf16 values at p widened to f32 (exact) */
 CS_INLINE __m256 x16_widen8(const uint8_t *p, const int is_bf16) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)p);
-    if (is_bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
-    return _mm256_cvtph_ps(v);
+    return widen8_16(_mm_loadu_si128((const __m128i *)p), is_bf16);
 }
 
 CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *x, float *out,
@@ -295,6 +293,7 @@ void kernels_x16_avx2(kernels_table *k) {
         (matmul_ukernel){CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL};
     k->ukernel_x16[CS_TYPE_BF16] =
         (matmul_ukernel){CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL};
+    k->wide_x16[CS_TYPE_F16] = k->wide_x16[CS_TYPE_BF16] = true;
     k->ukernel_x16[CS_TYPE_Q8_0] =
         (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL};
     k->ukernel_x16[CS_TYPE_Q4_0] =

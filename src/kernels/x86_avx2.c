@@ -177,11 +177,8 @@ CS_INLINE void tile_f32(int64_t K, const void *const *w, const void *const *x, f
         for (int t = 0; t < TB; t++) out[t * RB + r] = hsum8_ps(acc[r][t]);
 }
 
-/* f16 (is_bf16 = 0) and bf16 (1) weights against activations of the same type. */
-CS_INLINE __m256 cvt_16(__m128i v, const int is_bf16) {
-    if (is_bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
-    return _mm256_cvtph_ps(v);
-}
+/* f16 (is_bf16 = 0) and bf16 (1) weights against activations of the same
+ * type, widened by simd_x86.h's widen8_16. */
 
 CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, float *out,
                        const int RB, const int TB, const int is_bf16) {
@@ -192,19 +189,20 @@ CS_INLINE void tile_16(int64_t K, const void *const *w, const void *const *x, fl
     for (; k + 8 <= K; k += 8) {
         __m256 xv[2];
         for (int t = 0; t < TB; t++)
-            xv[t] = cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)x[t] + k)), is_bf16);
+            xv[t] =
+                widen8_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)x[t] + k)), is_bf16);
         for (int r = 0; r < RB; r++) {
             __m256 wv =
-                cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
+                widen8_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
             for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
     if (k < K) {
         __m256 xv[2];
         for (int t = 0; t < TB; t++)
-            xv[t] = cvt_16(load_u16_tail((const uint16_t *)x[t] + k, K - k), is_bf16);
+            xv[t] = widen8_16(load_u16_tail((const uint16_t *)x[t] + k, K - k), is_bf16);
         for (int r = 0; r < RB; r++) {
-            __m256 wv = cvt_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
+            __m256 wv = widen8_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
             for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
@@ -241,17 +239,17 @@ CS_INLINE void col_16_pass(int64_t K, const void *const *w, const uint16_t *x, f
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
         _mm_prefetch(pf + (size_t)k * 2 * nr, _MM_HINT_T1);
-        const __m256 xv = cvt_16(_mm_loadu_si128((const __m128i *)(x + k)), is_bf16);
+        const __m256 xv = widen8_16(_mm_loadu_si128((const __m128i *)(x + k)), is_bf16);
         for (int r = 0; r < nr; r++) {
             __m256 wv =
-                cvt_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
+                widen8_16(_mm_loadu_si128((const __m128i *)((const uint16_t *)w[r] + k)), is_bf16);
             acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
         }
     }
     if (k < K) {
-        const __m256 xv = cvt_16(load_u16_tail(x + k, K - k), is_bf16);
+        const __m256 xv = widen8_16(load_u16_tail(x + k, K - k), is_bf16);
         for (int r = 0; r < nr; r++) {
-            __m256 wv = cvt_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
+            __m256 wv = widen8_16(load_u16_tail((const uint16_t *)w[r] + k, K - k), is_bf16);
             acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
         }
     }

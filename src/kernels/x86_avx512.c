@@ -706,12 +706,6 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
  * left: per 2 elements 2 conversions serve 2 * TB FMAs (tile_wide spends
  * one conversion per 4 FMAs and 24 reductions per call). K even. */
 #define X16_F16_TB 8
-CS_INLINE __m512 x16_widen16(const __m256i *p, const int is_bf16) {
-    const __m256i v = _mm256_loadu_si256(p);
-    if (is_bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-    return _mm512_cvtph_ps(v);
-}
-
 CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *x, float *out,
                             const int TB, const int is_bf16) {
     const __m256i *g = w[0];
@@ -721,7 +715,8 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
     __m512 a0[X16_F16_TB], a1[X16_F16_TB];
     for (int t = 0; t < TB; t++) a0[t] = a1[t] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 2) {
-        const __m512 w0 = x16_widen16(g + k, is_bf16), w1 = x16_widen16(g + k + 1, is_bf16);
+        const __m512 w0 = cvt_16(_mm256_loadu_si256(g + k), is_bf16);
+        const __m512 w1 = cvt_16(_mm256_loadu_si256(g + k + 1), is_bf16);
         for (int t = 0; t < TB; t++) a0[t] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xf[t][k]), a0[t]);
         for (int t = 0; t < TB; t++)
             a1[t] = _mm512_fmadd_ps(w1, _mm512_set1_ps(xf[t][k + 1]), a1[t]);
@@ -1421,6 +1416,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     const int32_t r = CS_X16_ROWS;
     x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL};
     x[CS_TYPE_BF16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL};
+    k->wide_x16[CS_TYPE_F16] = k->wide_x16[CS_TYPE_BF16] = true;
     x[CS_TYPE_Q4_0] =
         vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni, 0, NULL}
              : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL};
