@@ -17,6 +17,7 @@
  * Cost per layer: the matmuls (2*T*params) plus T*n_head*cell_max*head_dim*2
  * for attention. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "context.h"
@@ -161,7 +162,8 @@ typedef struct attn_task {
     cs_context *ctx;
     const cs_batch *b;
     int32_t layer;
-    int32_t n_cells; /* cells [0, n_cells) may be visible */
+    int32_t n_cells;          /* cells [0, n_cells) may be visible */
+    atomic_int_fast64_t next; /* attn_worker's next range of items */
 } attn_task;
 
 /* Heads narrower than this use inline loops: for tiny heads (stories260K
@@ -281,9 +283,9 @@ static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t 
     return lo;
 }
 
-/* Work items are (token, head) pairs, KV head by KV head, split evenly
- * across threads; a thread looks up the visible list when its token
- * changes. Each output row is written by exactly one thread, so results do
+/* Work items are (token, head) pairs, KV head by KV head, in ranges that
+ * threads take from a shared counter (attn_worker); a thread looks up the
+ * visible list when its token changes. Each output row is written by exactly one thread, so results do
  * not depend on the thread count. */
 typedef struct attn_item {
     int64_t t, h, hk;
@@ -353,8 +355,8 @@ static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int
                               (const float *const[]){w[g] + n_min}, &out[g]);
 }
 
-static void attn_worker(void *arg, int32_t ith, int32_t nth) {
-    const attn_task *a = arg;
+/* Items [p0, p1) on thread ith (its scratch rows). */
+static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) {
     cs_context *ctx = a->ctx;
     const model_hparams *hp = &ctx->model->hp;
     const kernels_table *k = ctx->kern;
@@ -372,14 +374,12 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     const int32_t *vis = vis_buf;
     void *qc = (uint8_t *)ctx->qh + (size_t)ith * KERNELS_ATTN_MQ * (size_t)hd * 4;
     float *vtmp = ctx->vrow + (size_t)ith * (size_t)hd;
-    const int64_t n_pairs = (int64_t)a->b->n_tokens * hp->n_head;
     /* an F16 cache with the table's gathered kernels, every row on a sorted
      * list: items go in groups (attn_group) */
     const bool grouped = tk == CS_TYPE_F16 && tv == CS_TYPE_F16 && k->attn_scores_f16 &&
                          k->attn_accum_f16 && ctx->all_rows_listed;
-    int64_t p0, p1, cur_t = -1;
+    int64_t cur_t = -1;
     int32_t n_vis = 0;
-    threadpool_split(n_pairs, ith, nth, &p0, &p1);
     for (int64_t p = p0; p < p1; p++) {
         /* KV-head-major order: consecutive items of a thread read the same
          * K/V head slices (all tokens, then the query heads sharing them),
@@ -465,6 +465,23 @@ static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     }
 }
 
+/* Item ranges per thread. Threads take ranges from a shared counter (as
+ * matmul does), so one slowed down by another process does not hold the
+ * others at the job's end; one relaxed atomic add per range. */
+#define ATTN_RANGES_PER_THREAD 4
+
+static void attn_worker(void *arg, int32_t ith, int32_t nth) {
+    attn_task *a = arg;
+    const int64_t n_pairs = (int64_t)a->b->n_tokens * a->ctx->model->hp.n_head;
+    int64_t n_ranges = (int64_t)nth * ATTN_RANGES_PER_THREAD, u;
+    if (n_ranges > n_pairs) n_ranges = n_pairs;
+    while ((u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < n_ranges) {
+        int64_t p0, p1;
+        threadpool_split(n_pairs, (int32_t)u, (int32_t)n_ranges, &p0, &p1);
+        attn_range(a, ith, p0, p1);
+    }
+}
+
 /* Write the batch's K and V rows (already rotated) into their cells. */
 static void store_kv(cs_context *ctx, int32_t layer, int32_t T) {
     const int64_t n = ctx->model->hp.n_embd_kv;
@@ -496,6 +513,7 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
         run_rows_layer(ctx, b, ROWS_ROPE, NULL, L, T, hp->n_embd_q + hp->n_embd_kv);
         store_kv(ctx, il, T);
         attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
+        atomic_init(&at.next, 0);
         threadpool_run(ctx->tp, attn_worker, &at);
         forward_matmul(ctx, &L->wo, NULL, ctx->att, T, ctx->xb);
         run_rows(ctx, b, ROWS_RESID_NORM, L->ffn_norm, T, E);
