@@ -409,12 +409,11 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                 /* dword r = row r's two bytes; byte 4rr + lev <- byte 4rr + u */
                 const __m512i sv = _mm512_cvtepu16_epi32(raw);
                 const __m512i sc = _mm512_and_si512(
-                    _mm512_shuffle_epi8(sv, _mm512_add_epi8(rowc, _mm512_set1_epi8((char)u))),
-                    m15);
+                    _mm512_shuffle_epi8(sv, _mm512_add_epi8(rowc, _mm512_set1_epi8((char)u))), m15);
                 /* lev 1, 3: s; lev 2, 3: + 2s */
                 const __m512i odd = _mm512_maskz_mov_epi8(0xAAAAAAAAAAAAAAAAull, sc);
-                tbl[sl] = _mm512_mask_add_epi8(odd, 0xCCCCCCCCCCCCCCCCull, odd,
-                                               _mm512_add_epi8(sc, sc));
+                tbl[sl] =
+                    _mm512_mask_add_epi8(odd, 0xCCCCCCCCCCCCCCCCull, odd, _mm512_add_epi8(sc, sc));
             }
             for (int k = 4 * u; k < 4 * u + 4; k++) {
                 const uint8_t *q = blk + 320 + (size_t)k * 128;
