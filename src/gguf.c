@@ -650,10 +650,8 @@ cs_status gguf_open_ex(const char *path, bool use_mmap, gguf_file **out) {
     return CS_OK;
 }
 
-cs_status gguf_set_writable(gguf_file *g, bool writable) {
-    if (!g->map)
-        return error_fail(CS_ERR_INVALID_ARG, "gguf: a caller's buffer cannot be made writable");
-    return mmap_set_writable(g->map, writable);
+void gguf_release(gguf_file *g, const void *p, size_t n) {
+    if (g->map) mmap_release(g->map, p, n);
 }
 
 void gguf_close(gguf_file *g) {

@@ -97,10 +97,10 @@ const char *gguf_kv_to_text(const gguf_file *g, int64_t i, int32_t max_items, ch
 
 int64_t gguf_n_tensors(const gguf_file *g);
 const gguf_tensor *gguf_tensor_at(const gguf_file *g, int64_t i);
-/* For a file opened by path: allow or forbid writes to its bytes (see
- * mmap_set_writable; the file itself never changes). CS_ERR_INVALID_ARG
- * for a file opened on a caller's buffer. */
-cs_status gguf_set_writable(gguf_file *g, bool writable);
+/* The caller never reads the tensor bytes [p, p + n) again: for a file
+ * opened by path, mmap_release gives their pages back; for a caller's
+ * buffer, nothing. */
+void gguf_release(gguf_file *g, const void *p, size_t n);
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name); /* NULL if absent */
 
 /* ---------------------------------------------------------------- writer */

@@ -1,11 +1,13 @@
 /* mem.c: the allocation wrappers every module uses, with failure injection
  * for the tests (mem_fail_after): one place to make the N-th allocation
  * fail, so every constructor's CS_ERR_NOMEM path can be exercised. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise (Linux, BSD) */
 #include "mem.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ---------------------------------------------------------- allocation */
 
@@ -47,6 +49,38 @@ void *mem_aligned_alloc(size_t n) {
 
 void mem_free(void *p) {
     free(p);
+}
+
+/* 2 MiB: the x86-64 and arm64 (4 KiB granule) huge page. */
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+/* The mapping's length for n bytes: n rounded up to HUGE_ALIGN (0 on
+ * overflow). */
+static size_t huge_len(size_t n) {
+    if (n == 0) n = 1;
+    return n > SIZE_MAX - HUGE_ALIGN ? 0 : (n + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1);
+}
+
+void *mem_huge_alloc(size_t n) {
+    if (alloc_should_fail()) return NULL;
+    const size_t len = huge_len(n);
+    if (len == 0 || len > SIZE_MAX - HUGE_ALIGN) return NULL;
+    /* map one huge page more and trim both ends to the aligned part */
+    uint8_t *raw = mmap(NULL, len + HUGE_ALIGN, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + len + HUGE_ALIGN > p + len) munmap(p + len, (size_t)(raw + len + HUGE_ALIGN - (p + len)));
+#ifdef MADV_HUGEPAGE
+    /* a kernel without transparent huge pages refuses: 4 KiB pages then */
+    (void)madvise(p, len, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+void mem_huge_free(void *p, size_t n) {
+    if (p) munmap(p, huge_len(n));
 }
 
 char *mem_strndup(const char *s, size_t n) {

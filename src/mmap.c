@@ -1,4 +1,5 @@
 /* mmap.c: read-only file mapping with a read() fallback. */
+#define _DEFAULT_SOURCE /* madvise (Linux, BSD) */
 #include "mmap.h"
 
 #include <errno.h>
@@ -66,7 +67,7 @@ cs_status mmap_open(const char *path, bool use_mmap, mmap_file **out) {
         }
         CS_LOG_DBG("mmap of '%s' failed (%s); reading it instead", path, strerror(errno));
     }
-    uint8_t *buf = mem_malloc(m->size);
+    uint8_t *buf = mem_huge_alloc(m->size); /* the weights are read from it */
     if (!buf) {
         st = error_fail(CS_ERR_NOMEM, "cannot allocate %zu bytes to read '%s'", m->size, path);
         goto fail;
@@ -90,12 +91,16 @@ fail:
     return st;
 }
 
-cs_status mmap_set_writable(mmap_file *m, bool writable) {
-    if (!m->mapped || m->size == 0) return CS_OK;
-    if (mprotect((void *)(uintptr_t)m->data, m->size, PROT_READ | (writable ? PROT_WRITE : 0)) != 0)
-        return error_fail(CS_ERR_IO, "mprotect of %zu mapped bytes failed: %s", m->size,
-                          strerror(errno));
-    return CS_OK;
+void mmap_release(mmap_file *m, const void *p, size_t n) {
+    if (n == 0) return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = (uintptr_t)m->data, hi = lo + m->size;
+    const uintptr_t a = (uintptr_t)p, b = a + n;
+    CS_ASSERT(a >= lo && b <= hi && b >= a);
+    /* whole pages only: the partial pages at both ends may hold bytes of
+     * the neighbours */
+    const uintptr_t a1 = (a + page - 1) & ~(page - 1), b1 = b & ~(page - 1);
+    if (b1 > a1) (void)madvise((void *)a1, b1 - a1, MADV_DONTNEED);
 }
 
 void mmap_free(mmap_file *m) {
@@ -104,7 +109,7 @@ void mmap_free(mmap_file *m) {
         if (m->mapped)
             munmap((void *)(uintptr_t)m->data, m->size);
         else
-            mem_free((void *)(uintptr_t)m->data);
+            mem_huge_free((void *)(uintptr_t)m->data, m->size);
     }
     mem_free(m);
 }

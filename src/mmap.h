@@ -9,7 +9,7 @@
 typedef struct mmap_file {
     const void *data; /* size bytes; NULL when size is 0 */
     size_t size;      /* file size in bytes */
-    bool mapped;      /* true: mmap'd (munmap on free); false: heap copy */
+    bool mapped;      /* true: mmap'd (munmap on free); false: heap copy (mem_huge_alloc) */
 } mmap_file;
 
 /* Open path and make its bytes available read-only. use_mmap false (or a
@@ -19,11 +19,13 @@ typedef struct mmap_file {
  * CS_ERR_NOMEM. *out is NULL on failure; free with mmap_free. */
 cs_status mmap_open(const char *path, bool use_mmap, mmap_file **out);
 
-/* Allow (writable true) or forbid writes to the bytes, for the model
- * loader's in-place weight packing. A mapping is private (MAP_PRIVATE), so
- * written pages become private copies and the file never changes; a heap
- * copy is always writable (no-op). Errors: CS_ERR_IO (mprotect failed). */
-cs_status mmap_set_writable(mmap_file *m, bool writable);
+/* The caller never reads [p, p + n) (inside data) again: the whole pages
+ * inside the range are given back (madvise MADV_DONTNEED). A mapping would
+ * map the file's bytes again if they were read; a heap copy (huge pages,
+ * mem_huge_alloc) would read zeros. The model loader calls it for each
+ * weight it copied into its packed arena, so the process does not hold
+ * both copies. Best effort, O(pages). */
+void mmap_release(mmap_file *m, const void *p, size_t n);
 
 /* Unmap or free. NULL is a no-op. Pointers into data die with it. */
 void mmap_free(mmap_file *m);

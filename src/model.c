@@ -388,9 +388,13 @@ static bool weight_bytes_private(const cs_model *m, const model_weight *w, uint6
 }
 
 /* Pack every quantized matmul weight the kernels of this CPU read in the
- * x16 layout (kernels/repack.h; kernels_best()'s matmul_x16_native). The
- * token embedding is read row by row (get_rows) and stays as is, so a tied output does too. Cost: one read and
- * write of those weights at load; memory: 16 rows of scratch. */
+ * x16 layout (kernels/repack.h; kernels_best()'s matmul_x16_native) into
+ * one arena of huge pages (mem_huge_alloc: a decode step streams them all),
+ * giving the file's pages of each back once it is copied (gguf_release), so
+ * the process holds one copy. The token embedding is read row by row
+ * (get_rows) and stays in the file, so a tied output does too. Cost: one
+ * read of those weights and two writes at load; memory: the packed bytes
+ * (as many as the file's) and 16 rows of scratch. */
 static cs_status pack_weights(cs_model *m) {
     const kernels_table *k = kernels_best();
     const model_hparams *hp = &m->hp;
@@ -398,7 +402,7 @@ static cs_status pack_weights(cs_model *m) {
     model_weight **ws = mem_calloc((size_t)n_w, sizeof *ws);
     if (!ws) return error_fail(CS_ERR_NOMEM, "model: out of memory");
     int64_t n = 0;
-    uint64_t tmp_bytes = 0;
+    uint64_t tmp_bytes = 0, total = 0;
     for (int64_t i = 0; i < n_w; i++) {
         model_weight *w;
         if (i == n_w - 1) {
@@ -417,25 +421,36 @@ static cs_status pack_weights(cs_model *m) {
             continue;
         ws[n++] = w;
         if (row * CS_X16_ROWS > tmp_bytes) tmp_bytes = row * CS_X16_ROWS;
+        total += (bytes + 63) & ~(uint64_t)63; /* each weight 64-byte aligned */
     }
     cs_status st = CS_OK;
     void *tmp = NULL;
-    /* a refused mprotect only costs the speed-up: the weights stay as they are */
-    if (n > 0 && gguf_set_writable(m->gguf, true) == CS_OK) {
+    if (n > 0) {
+        /* the weights' bytes are already in memory: total <= file size */
+        m->packed = mem_huge_alloc((size_t)total);
         tmp = mem_malloc((size_t)tmp_bytes);
-        if (!tmp) {
-            st = error_fail(CS_ERR_NOMEM, "model: out of memory for %llu bytes of packing scratch",
-                            (unsigned long long)tmp_bytes);
+        if (!m->packed || !tmp) {
+            st = error_fail(CS_ERR_NOMEM,
+                            "model: out of memory for %llu bytes of packed weights and %llu of "
+                            "packing scratch",
+                            (unsigned long long)total, (unsigned long long)tmp_bytes);
         } else {
+            m->packed_bytes = (size_t)total;
+            uint8_t *dst = m->packed;
             for (int64_t i = 0; i < n; i++) {
-                repack_x16_pack(ws[i]->type, (void *)(uintptr_t)ws[i]->data, ws[i]->ne1, ws[i]->ne0,
-                                tmp);
-                ws[i]->layout = CS_LAYOUT_X16;
+                model_weight *w = ws[i];
+                uint64_t row = 0;
+                (void)type_row_size(w->type, w->ne0, &row); /* checked above */
+                const size_t bytes = (size_t)(row * (uint64_t)w->ne1);
+                memcpy(dst, w->data, bytes);
+                gguf_release(m->gguf, w->data, bytes);
+                repack_x16_pack(w->type, dst, w->ne1, w->ne0, tmp);
+                w->data = dst;
+                w->layout = CS_LAYOUT_X16;
+                dst += (bytes + 63) & ~(size_t)63;
             }
             m->n_packed = (int32_t)n;
         }
-        cs_status st2 = gguf_set_writable(m->gguf, false);
-        if (st == CS_OK) st = st2;
     }
     mem_free(tmp);
     mem_free(ws);
@@ -493,6 +508,7 @@ void cs_model_free(cs_model *m) {
     if (!m) return;
     tokenizer_free(m->vocab);
     gguf_close(m->gguf);
+    mem_huge_free(m->packed, m->packed_bytes);
     mem_free(m->layers);
     mem_free(m);
 }

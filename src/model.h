@@ -82,7 +82,9 @@ struct cs_model {
     /* Fingerprint of the weights that state files carry, taken at load
      * before any packing (so it does not depend on the CPU). */
     uint64_t weights_hash;
-    int32_t n_packed; /* weights packed to CS_LAYOUT_X16 at load */
+    int32_t n_packed;    /* weights packed to CS_LAYOUT_X16 at load */
+    void *packed;        /* their arena (mem_huge_alloc), or NULL */
+    size_t packed_bytes; /* its size */
 };
 
 /* state.c: FNV-1a over the ends of tok_embd and output (as the file holds

@@ -83,6 +83,17 @@ static float *packed_logits(const char *path, bool repack, bool use_mmap, uint8_
     const bool native = matmul_x16_native(kernels_best(), m->layers[0].wq.type);
     assert_int_equal(m->n_packed, repack && native ? 5 * 4 + 1 : 0);
     assert_int_equal(m->layers[0].w_up.layout, CS_LAYOUT_ROWS);
+    /* the packed weights live in the model's arena, 64-byte aligned, the
+     * arena 2 MiB aligned (mem_huge_alloc) */
+    const model_weight *pw[] = {&m->layers[0].wq, &m->layers[4].wo, &m->output};
+    for (size_t i = 0; i < sizeof pw / sizeof pw[0] && m->n_packed > 0; i++) {
+        const uint8_t *d = pw[i]->data, *a = m->packed;
+        assert_int_equal(pw[i]->layout, CS_LAYOUT_X16);
+        assert_true(d >= a && d < a + m->packed_bytes);
+        assert_int_equal((uintptr_t)d % 64, 0);
+    }
+    assert_int_equal((uintptr_t)m->packed % (2u << 20), 0);
+    assert_true(m->n_packed > 0 || m->packed == NULL);
     cs_context_params cp = cs_context_default_params();
     cp.n_ctx = 64;
     cp.n_threads = 2;

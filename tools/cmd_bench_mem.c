@@ -7,12 +7,19 @@
  * adds, the limit. One untimed pass pages the buffer in; then r timed
  * passes; the reported figure is the median (and best) bytes / second.
  * The tg ceiling of a model is this bandwidth divided by the bytes a token
- * reads (bench/peer/suite.sh does that division). */
+ * reads (bench/peer/suite.sh does that division).
+ *
+ * The buffer asks for transparent huge pages (madvise MADV_HUGEPAGE), as
+ * the engine's packed weights do, so the ceiling is the one those weights
+ * could reach; --small-pages measures 4 KiB pages (a file mapping's, which
+ * llama.cpp reads its weights from). The figure says which it got. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, madvise */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "args.h"
 #include "tools.h"
@@ -85,6 +92,18 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The process's anonymous huge-page bytes (Linux /proc; 0 elsewhere). */
+static uint64_t anon_huge_bytes(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb << 10;
+}
+
 static void mem_usage(FILE *f) {
     fprintf(f, "usage: ctxshift bench mem [flags]\n"
                "\n"
@@ -94,6 +113,8 @@ static void mem_usage(FILE *f) {
                "  -t, --threads LIST     reader threads (default: number of cores)\n"
                "  -r, --repetitions N    timed passes per thread count (default: 5)\n"
                "      --size MIB         buffer size in MiB (default: 1024)\n"
+               "      --small-pages      4 KiB pages (default: transparent huge pages, as the\n"
+               "                         packed weights use; the output says what was had)\n"
                "      --json             a JSON array, one object per thread count\n"
                "  -h, --help             print this help\n");
 }
@@ -101,7 +122,7 @@ static void mem_usage(FILE *f) {
 int cmd_bench_mem(int argc, char **argv) {
     tool_args it = {argc, argv, 1};
     int32_t threads[32], n_threads = 1, reps = 5, size_mib = 1024;
-    bool json = false;
+    bool json = false, small = false;
     threads[0] = tool_default_threads();
     for (; it.i < argc; it.i++) {
         const char *a = argv[it.i], *v = NULL;
@@ -119,27 +140,36 @@ int cmd_bench_mem(int argc, char **argv) {
                 rc = tool_parse_i32(a, v, 1, 1 << 20, &size_mib);
         } else if (tool_arg_is(a, NULL, "--json")) {
             json = true;
+        } else if (tool_arg_is(a, NULL, "--small-pages")) {
+            small = true;
         } else {
             rc = tool_arg_unknown("bench mem", a);
         }
         if (rc != 0) return rc;
     }
     const size_t bytes = (size_t)size_mib << 20, words = bytes / sizeof(uint64_t);
-    uint64_t *buf = malloc(bytes);
+    void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint64_t *buf = map == MAP_FAILED ? NULL : map;
     double *secs = malloc((size_t)reps * sizeof *secs);
     if (!buf || !secs) {
-        free(buf), free(secs);
+        if (buf) munmap(buf, bytes);
+        free(secs);
         tool_error("out of memory for a %d MiB buffer", (int)size_mib);
         return TOOL_EXIT_FAIL;
     }
+    /* before the first touch: the pages are chosen then */
+    (void)madvise(buf, bytes, small ? MADV_NOHUGEPAGE : MADV_HUGEPAGE);
     for (size_t i = 0; i < words; i++) buf[i] = i * 0x9e3779b97f4a7c15ull;
+    /* the share of the buffer in huge pages (the kernel may refuse them) */
+    const uint64_t hb = anon_huge_bytes();
+    const double huge_frac = (double)(hb < bytes ? hb : bytes) / (double)bytes;
     uint64_t sink = 0;
     int rc = TOOL_EXIT_OK;
     if (json)
         printf("[\n");
     else
-        printf("| threads | buffer MiB | read GB/s (median) | best GB/s |\n"
-               "| ------: | ---------: | -----------------: | --------: |\n");
+        printf("| threads | buffer MiB | huge pages | read GB/s (median) | best GB/s |\n"
+               "| ------: | ---------: | ---------: | -----------------: | --------: |\n");
     for (int32_t ti = 0; ti < n_threads && rc == TOOL_EXIT_OK; ti++) {
         if (mem_pass(buf, words, threads[ti], &sink) < 0) { /* untimed warm pass */
             tool_error("cannot start %d threads", (int)threads[ti]);
@@ -154,13 +184,15 @@ int cmd_bench_mem(int argc, char **argv) {
         const double gbs = (double)bytes / med * 1e-9, best = (double)bytes / secs[0] * 1e-9;
         if (json)
             printf("%s  {\"test\": \"mem_read\", \"n_threads\": %d, \"bytes\": %zu, \"reps\": %d, "
-                   "\"median_gbs\": %.3f, \"best_gbs\": %.3f}",
-                   ti ? ",\n" : "", (int)threads[ti], bytes, (int)reps, gbs, best);
+                   "\"median_gbs\": %.3f, \"best_gbs\": %.3f, \"huge_page_fraction\": %.3f}",
+                   ti ? ",\n" : "", (int)threads[ti], bytes, (int)reps, gbs, best, huge_frac);
         else
-            printf("| %7d | %10d | %18.2f | %9.2f |\n", (int)threads[ti], (int)size_mib, gbs, best);
+            printf("| %7d | %10d | %8.0f %% | %18.2f | %9.2f |\n", (int)threads[ti], (int)size_mib,
+                   100.0 * huge_frac, gbs, best);
     }
     if (json) printf("\n]\n");
     if (sink == 42) fprintf(stderr, "(checksum %llu)\n", (unsigned long long)sink); /* keep it */
-    free(buf), free(secs);
+    munmap(buf, bytes);
+    free(secs);
     return rc;
 }
