@@ -150,8 +150,10 @@ typedef struct cs_model_params {
     /* Reorder the weight matrices (F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
      * IQ4_NL, IQ4_XS, Q2_K..Q6_K) in groups of 16 rows at load when the CPU's
      * kernel table has micro-kernels for that layout (AVX-512 and AVX2),
-     * default true. In place: no extra memory; a mapped file becomes private
-     * pages and is never written. The packed kernels compute each type's
+     * default true. Packed into one arena of transparent huge pages (a
+     * decode step streams every weight; 4 KiB pages cost bandwidth), each
+     * weight's file pages given back once copied: memory stays at about the
+     * file's size, and the file is never written. The packed kernels compute each type's
      * packed reference dot bit for bit (for most types the row-major
      * reference dot itself; F16 / BF16 and Q4_K..Q6_K sum in an order of their
      * own); the row-major SIMD dots used without packing agree with them

@@ -285,8 +285,8 @@ static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t 
 
 /* Work items are (token, head) pairs, KV head by KV head, in ranges that
  * threads take from a shared counter (attn_worker); a thread looks up the
- * visible list when its token changes. Each output row is written by exactly one thread, so results do
- * not depend on the thread count. */
+ * visible list when its token changes. Each output row is written by exactly one thread, so results
+ * do not depend on the thread count. */
 typedef struct attn_item {
     int64_t t, h, hk;
 } attn_item;
