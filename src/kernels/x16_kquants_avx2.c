@@ -81,9 +81,10 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                 for (int g = 0; g < 2; g++) {
                     if (r == 0) /* the block after next, 53 lines: 14 per (h, g) */
                         for (int k = 0; k < 14; k++)
-                            _mm_prefetch((const char *)(blk + 2 * CS_X16_Q6K_BLOCK +
-                                                        (size_t)((2 * h + g) * 14 + k) * 64),
-                                         _MM_HINT_T0);
+                            X16_PF_TILE(TB,
+                                        (const char *)(blk + 2 * CS_X16_Q6K_BLOCK +
+                                                       (size_t)((2 * h + g) * 14 + k) * 64),
+                                        _MM_HINT_T0);
                     if (TB == 1) {
                         /* one token: the 3 slices of each u are loaded once
                          * and give all 4 m; the same int16 pairs (two
@@ -240,8 +241,8 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
         const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
         const uint8_t *qs = blk + 128;
         for (int k = 0; k < 34; k += 2) /* the block after next */
-            _mm_prefetch((const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)k * 64),
-                         _MM_HINT_T0);
+            X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)k * 64),
+                        _MM_HINT_T0);
         for (int t = 0; t < TB; t++) {
             const block_q8_K *xb = (const block_q8_K *)x[t] + b;
             xa[t] = xb->qs;
@@ -363,8 +364,8 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
             for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++) /* the block after next */
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
+                X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
+                            _MM_HINT_T0);
             for (int r = 0; r < 2; r++) {
                 const __m256i hm = _mm256_loadu_si256((const __m256i *)(const void *)(q + 32 * r));
                 const __m256i qs[2] = {
@@ -461,8 +462,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 320 + (size_t)k * 128;
             for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++) /* the block after next */
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
+                X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
+                            _MM_HINT_T0);
             for (int r = 0; r < 2; r++) {
                 const __m256i qs[2] = {
                     _mm256_loadu_si256((const __m256i *)(const void *)(q + 32 * r)),

@@ -70,9 +70,9 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
         for (int j = 0; j < 8; j++) {
             /* the block after next, 34 lines: 5 per sub-block */
             for (int k = 0; k < 5 && 5 * j + k < 34; k++)
-                _mm_prefetch(
-                    (const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)(5 * j + k) * 64),
-                    _MM_HINT_T0);
+                X16_PF_TILE(TB,
+                            (const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)(5 * j + k) * 64),
+                            _MM_HINT_T0);
             const __m512i pl = _mm512_cvtepu8_epi32(
                 _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))));
             const __m512i lo =
@@ -210,8 +210,8 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
         for (int t = 0; t < TB; t++) isum[t] = _mm512_setzero_si512();
         if (b + 2 < nb) /* the block after next, 28 lines */
             for (int l = 0; l < 28; l++)
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
+                X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
+                            _MM_HINT_T0);
         for (int h = 0; h < 2; h++)
             for (int g = 0; g < 4; g++)
                 for (int half = 0; half < 2; half++) {
@@ -292,9 +292,6 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
         __m512i isum2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
-            for (int l = 4 * k; l < 4 * k + 4 && l < 28; l++) /* the block after next */
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q3K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
             const __m512i hm = _mm512_loadu_si512((const void *)q);
             const __m512i qs[2] = {_mm512_loadu_si512((const void *)(q + 64)),
                                    _mm512_loadu_si512((const void *)(q + 128))};
@@ -419,8 +416,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                 const uint8_t *q = blk + 320 + (size_t)k * 128;
                 /* the block after next: 21 lines, 3 per lane */
                 for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++)
-                    _mm_prefetch((const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
-                                 _MM_HINT_T0);
+                    X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
+                                _MM_HINT_T0);
                 const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
                                        _mm512_loadu_si512((const void *)(q + 64))};
                 for (int h = 0; h < 2; h++)

@@ -139,8 +139,8 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
         for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
         if (b + 2 < nb) /* the block after next, 44 lines */
             for (int l = 0; l < 44; l++)
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q5K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
+                X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_Q5K_BLOCK + (size_t)l * 64),
+                            _MM_HINT_T0);
         for (int j = 0; j < 4; j++)
             for (int hi = 0; hi < 2; hi++) {
                 __m512i lv[8];
@@ -183,10 +183,6 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
         __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 256 + (size_t)k * 320;
-            /* the block after next: 44 lines, 6 per lane */
-            for (int l = 6 * k; l < 6 * k + 6 && l < 44; l++)
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q5K_BLOCK + (size_t)l * 64),
-                             _MM_HINT_T0);
             const __m512i H = _mm512_loadu_si512((const void *)q);
             const int8_t *a = ab->qs + 4 * k;
             for (int j = 0; j < 4; j++) {

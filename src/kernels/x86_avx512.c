@@ -800,12 +800,13 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
         for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
         for (int j = 0; j < 4; j++) {
             __m512i lo[8], hi[8];
-            /* software prefetch of the block after next (36 lines, 9 per
-             * step): 1.1B Q4_K_M generation, 1 thread, 27-29 -> 32-34
-             * tokens/s with the split dot chains below */
+            /* a tile's software prefetch of the block after next (36
+             * lines, 9 per step; X16_PF_TILE: the column, which gained
+             * from it with 4 KiB pages, now does better without) */
             for (int k = 0; k < 9; k++)
-                _mm_prefetch((const char *)(blk + 2 * CS_X16_Q4K_BLOCK + (size_t)(9 * j + k) * 64),
-                             _MM_HINT_T0);
+                X16_PF_TILE(TB,
+                            (const char *)(blk + 2 * CS_X16_Q4K_BLOCK + (size_t)(9 * j + k) * 64),
+                            _MM_HINT_T0);
             for (int s = 0; s < 8; s++) {
                 const __m512i raw = _mm512_loadu_si512(qs + (size_t)(8 * j + s) * 64);
                 lo[s] = _mm512_and_si512(raw, m4);
@@ -886,9 +887,10 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
             for (int g = 0; g < 2; g++) {
                 __m512i v[4][4];             /* [m][slice in the group] */
                 for (int k = 0; k < 14; k++) /* 53 lines ahead, a quarter per step */
-                    _mm_prefetch((const char *)(blk + 2 * CS_X16_Q6K_BLOCK +
-                                                (size_t)((2 * h + g) * 14 + k) * 64),
-                                 _MM_HINT_T0);
+                    X16_PF_TILE(TB,
+                                (const char *)(blk + 2 * CS_X16_Q6K_BLOCK +
+                                               (size_t)((2 * h + g) * 14 + k) * 64),
+                                _MM_HINT_T0);
                 for (int u = 0; u < 4; u++) {
                     /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l.
                      * 13 vector ops for the 4 vectors (21 with and/shift/or
