@@ -393,8 +393,8 @@ static bool weight_bytes_private(const cs_model *m, const model_weight *w, uint6
  * giving the file's pages of each back once it is copied (gguf_release), so
  * the process holds one copy. The token embedding is read row by row
  * (get_rows) and stays in the file, so a tied output does too. Cost: one
- * read of those weights and two writes at load; memory: the packed bytes
- * (as many as the file's) and 16 rows of scratch. */
+ * read of those weights and one write (plus the kernel's zeroing of the
+ * new pages) at load; memory: the packed bytes, as many as the file's. */
 static cs_status pack_weights(cs_model *m) {
     const kernels_table *k = kernels_best();
     const model_hparams *hp = &m->hp;
@@ -402,7 +402,7 @@ static cs_status pack_weights(cs_model *m) {
     model_weight **ws = mem_calloc((size_t)n_w, sizeof *ws);
     if (!ws) return error_fail(CS_ERR_NOMEM, "model: out of memory");
     int64_t n = 0;
-    uint64_t tmp_bytes = 0, total = 0;
+    uint64_t total = 0;
     for (int64_t i = 0; i < n_w; i++) {
         model_weight *w;
         if (i == n_w - 1) {
@@ -420,20 +420,15 @@ static cs_status pack_weights(cs_model *m) {
             !common_mul_u64(row, (uint64_t)w->ne1, &bytes) || !weight_bytes_private(m, w, bytes))
             continue;
         ws[n++] = w;
-        if (row * CS_X16_ROWS > tmp_bytes) tmp_bytes = row * CS_X16_ROWS;
         total += (bytes + 63) & ~(uint64_t)63; /* each weight 64-byte aligned */
     }
     cs_status st = CS_OK;
-    void *tmp = NULL;
     if (n > 0) {
         /* the weights' bytes are already in memory: total <= file size */
         m->packed = mem_huge_alloc((size_t)total);
-        tmp = mem_malloc((size_t)tmp_bytes);
-        if (!m->packed || !tmp) {
-            st = error_fail(CS_ERR_NOMEM,
-                            "model: out of memory for %llu bytes of packed weights and %llu of "
-                            "packing scratch",
-                            (unsigned long long)total, (unsigned long long)tmp_bytes);
+        if (!m->packed) {
+            st = error_fail(CS_ERR_NOMEM, "model: out of memory for %llu bytes of packed weights",
+                            (unsigned long long)total);
         } else {
             m->packed_bytes = (size_t)total;
             uint8_t *dst = m->packed;
@@ -442,9 +437,8 @@ static cs_status pack_weights(cs_model *m) {
                 uint64_t row = 0;
                 (void)type_row_size(w->type, w->ne0, &row); /* checked above */
                 const size_t bytes = (size_t)(row * (uint64_t)w->ne1);
-                memcpy(dst, w->data, bytes);
+                repack_x16_pack_to(w->type, dst, w->data, w->ne1, w->ne0);
                 gguf_release(m->gguf, w->data, bytes);
-                repack_x16_pack(w->type, dst, w->ne1, w->ne0, tmp);
                 w->data = dst;
                 w->layout = CS_LAYOUT_X16;
                 dst += (bytes + 63) & ~(size_t)63;
@@ -452,7 +446,6 @@ static cs_status pack_weights(cs_model *m) {
             m->n_packed = (int32_t)n;
         }
     }
-    mem_free(tmp);
     mem_free(ws);
     return st;
 }

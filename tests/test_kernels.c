@@ -1206,6 +1206,11 @@ static void test_kernels_matmul_x16(void **state) {
             assert_memory_not_equal(P, W, wbytes);
             repack_x16_unpack(types[ty], P, N, K, U);
             assert_memory_equal(U, W, wbytes);
+            /* packing into another buffer (the loader's arena) writes the
+             * same bytes */
+            memset(U, 0xA5, wbytes);
+            repack_x16_pack_to(types[ty], U, W, N, K);
+            assert_memory_equal(U, P, wbytes);
             void *scratch = xmalloc(matmul_scratch_size(types[ty], K, T));
             float *want = xmalloc((size_t)(N * T) * 4), *rows = xmalloc((size_t)(N * T) * 4);
             float *got = xmalloc((size_t)(N * T) * 4);

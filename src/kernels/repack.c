@@ -220,6 +220,16 @@ void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp) {
     }
 }
 
+void repack_x16_pack_to(int32_t type, void *dst, const void *src, int64_t N, int64_t K) {
+    CS_ASSERT(repack_x16_fits(type, N, K) && dst && src);
+    const x16_format *fm = format_of(type);
+    const int64_t nb = K / fm->qk;
+    const size_t gsize = (size_t)nb * fm->block * CS_X16_ROWS;
+    for (int64_t g = 0; g < N / CS_X16_ROWS; g++)
+        convert_group(fm, nb, (uint8_t *)(uintptr_t)src + (size_t)g * gsize,
+                      (uint8_t *)dst + (size_t)g * gsize, true);
+}
+
 void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out) {
     CS_ASSERT(repack_x16_fits(type, N, K) && W && out);
     const x16_format *fm = format_of(type);

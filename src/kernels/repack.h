@@ -142,6 +142,11 @@ bool repack_x16_fits(int32_t type, int64_t N, int64_t K);
  * Cost: one read and one write of W. */
 void repack_x16_pack(int32_t type, void *W, int64_t N, int64_t K, void *tmp);
 
+/* The same layout written to dst from the row-major src (same size, not
+ * overlapping): the model loader packs the file's weights straight into
+ * its huge-page arena. Cost: one read of src and one write of dst. */
+void repack_x16_pack_to(int32_t type, void *dst, const void *src, int64_t N, int64_t K);
+
 /* The inverse: x16 matrix W back to row-major rows in out (not in place). */
 void repack_x16_unpack(int32_t type, const void *W, int64_t N, int64_t K, void *out);
 
