@@ -152,7 +152,7 @@ typedef struct cs_model_params {
      * kernel table has micro-kernels for that layout (AVX-512 and AVX2),
      * default true. Packed into one arena of transparent huge pages (a
      * decode step streams every weight; 4 KiB pages cost bandwidth), each
-     * weight's file pages given back once copied: memory stays at about the
+     * weight's file pages given back once packed: memory stays at about the
      * file's size, and the file is never written. The packed kernels compute each type's
      * packed reference dot bit for bit (for most types the row-major
      * reference dot itself; F16 / BF16 and Q4_K..Q6_K sum in an order of their

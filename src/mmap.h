@@ -23,7 +23,7 @@ cs_status mmap_open(const char *path, bool use_mmap, mmap_file **out);
  * inside the range are given back (madvise MADV_DONTNEED). A mapping would
  * map the file's bytes again if they were read; a heap copy (huge pages,
  * mem_huge_alloc) would read zeros. The model loader calls it for each
- * weight it copied into its packed arena, so the process does not hold
+ * weight it packed into its arena, so the process does not hold
  * both copies. Best effort, O(pages). */
 void mmap_release(mmap_file *m, const void *p, size_t n);
 
