@@ -17,7 +17,6 @@
  * Cost per layer: the matmuls (2*T*params) plus T*n_head*cell_max*head_dim*2
  * for attention. */
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "context.h"
@@ -285,8 +284,8 @@ static int32_t visible_prefix(const cs_context *ctx, const cs_batch *b, int64_t 
 
 /* Work items are (token, head) pairs, KV head by KV head, in ranges that
  * threads take from a shared counter (attn_worker); a thread looks up the
- * visible list when its token changes. Each output row is written by exactly one thread, so results
- * do not depend on the thread count. */
+ * visible list when its token changes. Each output row is written by
+ * exactly one thread, so results do not depend on the thread count. */
 typedef struct attn_item {
     int64_t t, h, hk;
 } attn_item;
@@ -465,17 +464,12 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
     }
 }
 
-/* Item ranges per thread. Threads take ranges from a shared counter (as
- * matmul does), so one slowed down by another process does not hold the
- * others at the job's end; one relaxed atomic add per range. */
-#define ATTN_RANGES_PER_THREAD 4
-
+/* Item ranges from the job's shared counter (threadpool_take). */
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     attn_task *a = arg;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * a->ctx->model->hp.n_head;
-    int64_t n_ranges = (int64_t)nth * ATTN_RANGES_PER_THREAD, u;
-    if (n_ranges > n_pairs) n_ranges = n_pairs;
-    while ((u = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed)) < n_ranges) {
+    const int64_t n_ranges = threadpool_n_ranges(n_pairs, nth);
+    for (int64_t u; (u = threadpool_take(&a->next, n_ranges)) >= 0;) {
         int64_t p0, p1;
         threadpool_split(n_pairs, (int32_t)u, (int32_t)n_ranges, &p0, &p1);
         attn_range(a, ith, p0, p1);

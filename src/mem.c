@@ -65,14 +65,14 @@ void *mem_huge_alloc(size_t n) {
     if (alloc_should_fail()) return NULL;
     const size_t len = huge_len(n);
     if (len == 0 || len > SIZE_MAX - HUGE_ALIGN) return NULL;
-    /* map one huge page more and trim both ends to the aligned part */
+    /* map one huge page more and trim both ends to the aligned part (the
+     * tail is never empty: p < raw + HUGE_ALIGN) */
     uint8_t *raw =
         mmap(NULL, len + HUGE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return NULL;
     uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
     if (p > raw) munmap(raw, (size_t)(p - raw));
-    if (raw + len + HUGE_ALIGN > p + len)
-        munmap(p + len, (size_t)(raw + len + HUGE_ALIGN - (p + len)));
+    munmap(p + len, (size_t)(raw + HUGE_ALIGN - p));
 #ifdef MADV_HUGEPAGE
     /* a kernel without transparent huge pages refuses: 4 KiB pages then */
     (void)madvise(p, len, MADV_HUGEPAGE);

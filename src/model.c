@@ -390,7 +390,7 @@ static bool weight_bytes_private(const cs_model *m, const model_weight *w, uint6
 /* Pack every quantized matmul weight the kernels of this CPU read in the
  * x16 layout (kernels/repack.h; kernels_best()'s matmul_x16_native) into
  * one arena of huge pages (mem_huge_alloc: a decode step streams them all),
- * giving the file's pages of each back once it is copied (gguf_release), so
+ * giving the file's pages of each back once it is packed (gguf_release), so
  * the process holds one copy. The token embedding is read row by row
  * (get_rows) and stays in the file, so a tied output does too. Cost: one
  * read of those weights and one write (plus the kernel's zeroing of the
@@ -399,7 +399,10 @@ static cs_status pack_weights(cs_model *m) {
     const kernels_table *k = kernels_best();
     const model_hparams *hp = &m->hp;
     const int64_t n_w = (int64_t)hp->n_layer * 7 + 1;
-    model_weight **ws = mem_calloc((size_t)n_w, sizeof *ws);
+    struct {
+        model_weight *w;
+        size_t bytes;
+    } *ws = mem_calloc((size_t)n_w, sizeof *ws);
     if (!ws) return error_fail(CS_ERR_NOMEM, "model: out of memory");
     int64_t n = 0;
     uint64_t total = 0;
@@ -419,8 +422,8 @@ static cs_status pack_weights(cs_model *m) {
             !type_row_size(w->type, w->ne0, &row) ||
             !common_mul_u64(row, (uint64_t)w->ne1, &bytes) || !weight_bytes_private(m, w, bytes))
             continue;
-        ws[n++] = w;
-        total += (bytes + 63) & ~(uint64_t)63; /* each weight 64-byte aligned */
+        ws[n].w = w, ws[n++].bytes = (size_t)bytes; /* <= the file size */
+        total += (bytes + 63) & ~(uint64_t)63;      /* each weight 64-byte aligned */
     }
     cs_status st = CS_OK;
     if (n > 0) {
@@ -433,15 +436,12 @@ static cs_status pack_weights(cs_model *m) {
             m->packed_bytes = (size_t)total;
             uint8_t *dst = m->packed;
             for (int64_t i = 0; i < n; i++) {
-                model_weight *w = ws[i];
-                uint64_t row = 0;
-                (void)type_row_size(w->type, w->ne0, &row); /* checked above */
-                const size_t bytes = (size_t)(row * (uint64_t)w->ne1);
+                model_weight *w = ws[i].w;
                 repack_x16_pack_to(w->type, dst, w->data, w->ne1, w->ne0);
-                gguf_release(m->gguf, w->data, bytes);
+                gguf_release(m->gguf, w->data, ws[i].bytes);
                 w->data = dst;
                 w->layout = CS_LAYOUT_X16;
-                dst += (bytes + 63) & ~(size_t)63;
+                dst += (ws[i].bytes + 63) & ~(size_t)63;
             }
             m->n_packed = (int32_t)n;
         }

@@ -43,6 +43,17 @@ typedef struct matmul_ukernel {
     void (*tile2)(int64_t K, const void *const *w, const void *const *x, float *out);
 } matmul_ukernel;
 
+/* The micro-kernel named by stem: stem##_tile / stem##_col, or their VNNI
+ * variants stem##_tile_vnni / stem##_col_vnni when vnni (a table init's
+ * registration line). MATMUL_UK2 adds tile2 = stem##_tile8(_vnni) of tb2
+ * tokens. */
+#define MATMUL_UK(vnni, rb, tb, stem)                                                              \
+    ((vnni) ? (matmul_ukernel){rb, tb, stem##_tile_vnni, stem##_col_vnni, 0, NULL}                 \
+            : (matmul_ukernel){rb, tb, stem##_tile, stem##_col, 0, NULL})
+#define MATMUL_UK2(vnni, rb, tb, tb2, stem)                                                        \
+    ((vnni) ? (matmul_ukernel){rb, tb, stem##_tile_vnni, stem##_col_vnni, tb2, stem##_tile8_vnni}  \
+            : (matmul_ukernel){rb, tb, stem##_tile, stem##_col, tb2, stem##_tile8})
+
 /* The most queries one call of attn_scores_f16 / attn_accum_f16 takes:
  * the cells are read and converted once for all of them. forward.c sizes
  * its per-thread score and query buffers by it. */

@@ -8,16 +8,15 @@
  *     wake-up of the pool;
  *  2. cut the work in units of (token chunk, range of rb-row blocks): chunk
  *     = converted rows that fit ~128 KiB, so they stay in L2 while the W
- *     rows stream past; RANGES_PER_THREAD ranges per thread. Threads take
- *     units from a shared counter, so one slowed down by another process
- *     does not hold the others at the job's end. Each rb-row block runs
+ *     rows stream past; the thread pool's ranges per thread. Threads take
+ *     units from a shared counter (threadpool_take), so one slowed down by
+ *     another process does not hold the others at the job's end. Each rb-row block runs
  *     tb-token tiles, then the leftover tokens one at a time.
  * No reduction is ever split, and the micro-kernels compute every output
  * with the same instruction sequence whatever the tile shape, so results
  * do not depend on the thread count, on T, or on where a split falls. */
 #include "matmul.h"
 
-#include <stdatomic.h>
 #include <string.h>
 
 #include "../common.h"
@@ -75,7 +74,7 @@ typedef struct mm_task {
     uint8_t *scratch;
     bool have_uk;
     matmul_ukernel uk;
-    type_vec_dot_fn vec_dot; /* k->vec_dot[wtype], when there is no micro-kernel */
+    type_vec_dot_fn vec_dot;  /* k->vec_dot[wtype], when there is no micro-kernel */
     atomic_int_fast64_t next; /* matmul_task's next work unit */
 } mm_task;
 
@@ -192,31 +191,22 @@ static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
     }
 }
 
-/* Row ranges per thread and token chunk. More ranges than threads let a
- * thread that finishes early (its core was shared with another process, or
- * its rows sat in a slower cache) take work from the others instead of
- * waiting at the end of the job; the cost is one relaxed atomic add per
- * range (tens of ns against the microseconds of a range). */
-#define RANGES_PER_THREAD 4
-
 /* Work units are (token chunk, row range) pairs, token-chunk-major, taken
- * in order from a shared counter: all threads work on the same chunk of
- * converted activations (it stays in cache) while the weight rows stream
- * past. Which thread computes a unit changes no result (file comment). */
+ * in order from the job's shared counter (threadpool_take): all threads
+ * work on the same chunk of converted activations (it stays in cache)
+ * while the weight rows stream past. Which thread computes a unit changes
+ * no result (file comment). */
 static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     (void)ith;
     mm_task *m = arg;
     const int64_t rb = m->have_uk ? m->uk.rb : m->layout == CS_LAYOUT_X16 ? CS_X16_ROWS : 1;
     const int64_t n_blocks = (m->N + rb - 1) / rb;
-    int64_t n_ranges = (int64_t)nth * RANGES_PER_THREAD;
-    if (n_ranges > n_blocks) n_ranges = n_blocks;
+    const int64_t n_ranges = threadpool_n_ranges(n_blocks, nth);
     int64_t chunk = (int64_t)(CHUNK_BYTES / m->x_row);
     const int64_t tb = m->have_uk ? m->uk.tb : 1;
     chunk = chunk < tb ? tb : chunk / tb * tb;
     const int64_t n_units = (m->T + chunk - 1) / chunk * n_ranges;
-    for (;;) {
-        const int64_t u = atomic_fetch_add_explicit(&m->next, 1, memory_order_relaxed);
-        if (u >= n_units) break;
+    for (int64_t u; (u = threadpool_take(&m->next, n_units)) >= 0;) {
         int64_t b0, b1;
         threadpool_split(n_blocks, (int32_t)(u % n_ranges), (int32_t)n_ranges, &b0, &b1);
         const int64_t n0 = b0 * rb, n1 = b1 * rb < m->N ? b1 * rb : m->N;
@@ -238,7 +228,7 @@ int32_t matmul_convert_kind_of(int32_t wtype, int32_t layout) {
     if (layout == CS_LAYOUT_X16 &&
         (vdt == CS_TYPE_Q8_0 || vdt == CS_TYPE_F16 || vdt == CS_TYPE_BF16))
         return MATMUL_CONVERT_X16 + wtype; /* aux entries / the widened copy at every T */
-    return vdt; /* CS_TYPE_F32 is MATMUL_CONVERT_NONE */
+    return vdt;                            /* CS_TYPE_F32 is MATMUL_CONVERT_NONE */
 }
 
 static void matmul_impl(const kernels_table *k, threadpool *tp, int32_t wtype, int32_t layout,

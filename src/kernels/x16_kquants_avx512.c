@@ -458,10 +458,9 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
          * the bsums pair of lane sl) */
         __m512i mn[8];
         for (int sl = 0; sl < 8; sl++)
-            mn[sl] = _mm512_srli_epi16(
-                _mm512_cvtepu8_epi16(
-                    _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl))),
-                4);
+            mn[sl] = _mm512_srli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                                           (const __m256i *)(const void *)(blk + 64 + 32 * sl))),
+                                       4);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 mw =
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
@@ -503,22 +502,9 @@ static void uk_x16_q2K_col_vnni(int64_t K, const void *const *w, const void *x, 
 
 void kernels_x16_kquants_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
-    k->ukernel_x16[CS_TYPE_IQ4_XS] =
-        vnni ? (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile_vnni, uk_x16_iq4xs_col_vnni,
-                                0, NULL}
-             : (matmul_ukernel){r, X16_IQ4XS_TB, uk_x16_iq4xs_tile, uk_x16_iq4xs_col, 0, NULL};
-    k->ukernel_x16[CS_TYPE_Q3_K] =
-        vnni ? (matmul_ukernel){r,
-                                X16_Q3K_TB,
-                                uk_x16_q3K_tile_vnni,
-                                uk_x16_q3K_col_vnni,
-                                X16_KQ_TB2,
-                                uk_x16_q3K_tile8_vnni}
-             : (matmul_ukernel){r,          X16_Q3K_TB,      uk_x16_q3K_tile, uk_x16_q3K_col,
-                                X16_KQ_TB2, uk_x16_q3K_tile8};
-    k->ukernel_x16[CS_TYPE_Q2_K] =
-        vnni ? (matmul_ukernel){r, X16_Q2K_TB, uk_x16_q2K_tile_vnni, uk_x16_q2K_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, X16_Q2K_TB, uk_x16_q2K_tile, uk_x16_q2K_col, 0, NULL};
+    k->ukernel_x16[CS_TYPE_IQ4_XS] = MATMUL_UK(vnni, r, X16_IQ4XS_TB, uk_x16_iq4xs);
+    k->ukernel_x16[CS_TYPE_Q3_K] = MATMUL_UK2(vnni, r, X16_Q3K_TB, X16_KQ_TB2, uk_x16_q3K);
+    k->ukernel_x16[CS_TYPE_Q2_K] = MATMUL_UK(vnni, r, X16_Q2K_TB, uk_x16_q2K);
 }
 
 #endif /* x86 */

@@ -214,18 +214,10 @@ static void uk_x16_iq4nl_col_vnni(int64_t K, const void *const *w, const void *x
 void kernels_x16_legacy_avx512(kernels_table *k, bool vnni) {
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
-    x[CS_TYPE_Q5_0] =
-        vnni ? (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile_vnni, uk_x16_q5_0_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col, 0, NULL};
-    x[CS_TYPE_Q4_1] =
-        vnni ? (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile_vnni, uk_x16_q4_1_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col, 0, NULL};
-    x[CS_TYPE_Q5_1] =
-        vnni ? (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile_vnni, uk_x16_q5_1_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col, 0, NULL};
-    x[CS_TYPE_IQ4_NL] =
-        vnni ? (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile_vnni, uk_x16_iq4nl_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col, 0, NULL};
+    x[CS_TYPE_Q5_0] = MATMUL_UK(vnni, r, LG_TB, uk_x16_q5_0);
+    x[CS_TYPE_Q4_1] = MATMUL_UK(vnni, r, LG_TB, uk_x16_q4_1);
+    x[CS_TYPE_Q5_1] = MATMUL_UK(vnni, r, LG_TB, uk_x16_q5_1);
+    x[CS_TYPE_IQ4_NL] = MATMUL_UK(vnni, r, IQ4NL_TB, uk_x16_iq4nl);
 }
 
 #endif /* x86 */

@@ -221,15 +221,7 @@ static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, 
 
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni) {
     const int32_t r = CS_X16_ROWS;
-    k->ukernel_x16[CS_TYPE_Q5_K] =
-        vnni ? (matmul_ukernel){r,
-                                X16_Q5K_TB,
-                                uk_x16_q5K_tile_vnni,
-                                uk_x16_q5K_col_vnni,
-                                X16_KQ_TB2,
-                                uk_x16_q5K_tile8_vnni}
-             : (matmul_ukernel){r,          X16_Q5K_TB,      uk_x16_q5K_tile, uk_x16_q5K_col,
-                                X16_KQ_TB2, uk_x16_q5K_tile8};
+    k->ukernel_x16[CS_TYPE_Q5_K] = MATMUL_UK2(vnni, r, X16_Q5K_TB, X16_KQ_TB2, uk_x16_q5K);
 }
 
 #endif /* x86 */

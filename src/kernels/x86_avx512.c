@@ -1407,36 +1407,18 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     u[CS_TYPE_F16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_f16_tile, uk_f16_col, 0, NULL};
     u[CS_TYPE_BF16] = (matmul_ukernel){WIDE_RB, WIDE_TB, uk_bf16_tile, uk_bf16_col, 0, NULL};
     k->wide_x[CS_TYPE_F16] = k->wide_x[CS_TYPE_BF16] = true; /* tile_wide */
-    u[CS_TYPE_Q8_0] = vnni
-                          ? (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile_vnni, uk_q8_col_vnni, 0, NULL}
-                          : (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col, 0, NULL};
-    u[CS_TYPE_Q4_0] = vnni
-                          ? (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile_vnni, uk_q4_col_vnni, 0, NULL}
-                          : (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col, 0, NULL};
+    u[CS_TYPE_Q8_0] = MATMUL_UK(vnni, UK_RB, UK_TB, uk_q8);
+    u[CS_TYPE_Q4_0] = MATMUL_UK(vnni, UK_RB, UK_TB, uk_q4);
 
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
     x[CS_TYPE_F16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL};
     x[CS_TYPE_BF16] = (matmul_ukernel){r, X16_F16_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL};
     k->wide_x16[CS_TYPE_F16] = k->wide_x16[CS_TYPE_BF16] = true;
-    x[CS_TYPE_Q4_0] =
-        vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q4_tile_vnni, uk_x16_q4_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, X16_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL};
-    x[CS_TYPE_Q8_0] =
-        vnni ? (matmul_ukernel){r, X16_TB, uk_x16_q8_tile_vnni, uk_x16_q8_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, X16_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL};
-    x[CS_TYPE_Q4_K] =
-        vnni ? (matmul_ukernel){r,
-                                X16_Q4K_TB,
-                                uk_x16_q4K_tile_vnni,
-                                uk_x16_q4K_col_vnni,
-                                X16_KQ_TB2,
-                                uk_x16_q4K_tile8_vnni}
-             : (matmul_ukernel){r,          X16_Q4K_TB,      uk_x16_q4K_tile, uk_x16_q4K_col,
-                                X16_KQ_TB2, uk_x16_q4K_tile8};
-    x[CS_TYPE_Q6_K] =
-        vnni ? (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile_vnni, uk_x16_q6K_col_vnni, 0, NULL}
-             : (matmul_ukernel){r, X16_Q6K_TB, uk_x16_q6K_tile, uk_x16_q6K_col, 0, NULL};
+    x[CS_TYPE_Q4_0] = MATMUL_UK(vnni, r, X16_TB, uk_x16_q4);
+    x[CS_TYPE_Q8_0] = MATMUL_UK(vnni, r, X16_TB, uk_x16_q8);
+    x[CS_TYPE_Q4_K] = MATMUL_UK2(vnni, r, X16_Q4K_TB, X16_KQ_TB2, uk_x16_q4K);
+    x[CS_TYPE_Q6_K] = MATMUL_UK(vnni, r, X16_Q6K_TB, uk_x16_q6K);
     kernels_x16_kquants_avx512(k, vnni);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
