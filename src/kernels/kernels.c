@@ -71,6 +71,22 @@ bool kernels_cpu_has_avx512bf16(void) {
     pthread_once(&g_bf16_once, detect_avx512bf16);
     return g_bf16;
 }
+
+/* GFNI: CPUID leaf 7 subleaf 0, ECX bit 8; with the AVX-512 set, as its
+ * only user is the zmm form. Ice Lake and later, Zen 4; not Skylake-X or
+ * Cascade Lake. */
+static bool g_gfni;
+static pthread_once_t g_gfni_once = PTHREAD_ONCE_INIT;
+
+static void detect_gfni(void) {
+    unsigned a, b, c, d;
+    g_gfni = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 8) & 1u);
+}
+
+bool kernels_cpu_has_gfni(void) {
+    pthread_once(&g_gfni_once, detect_gfni);
+    return g_gfni;
+}
 #endif
 
 const kernels_table *kernels_by_name(const char *name) {

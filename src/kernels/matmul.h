@@ -136,6 +136,10 @@ bool kernels_cpu_has_avx512vnni(void);
 /* cpuid's AVX512_BF16 bit (leaf 7 subleaf 1, EAX bit 5, with the AVX-512
  * set), read once (kernels.c). */
 bool kernels_cpu_has_avx512bf16(void);
+/* cpuid's GFNI bit (leaf 7 subleaf 0, ECX bit 8, with the AVX-512 set),
+ * read once (kernels.c): the "avx512" table's Q6_K column uses
+ * vgf2p8affineqb when it and VNNI are there, bit-identical either way. */
+bool kernels_cpu_has_gfni(void);
 /* Sets table k's BF16 vec_dot, row and x16 micro-kernels to the vdpbf16ps
  * ones (bf16_avx512.c: a different arithmetic from the FP32 widening
  * kernels, bit-exact with vec_dot_bf16_dp_ref for rows and

@@ -106,6 +106,18 @@ CS_INLINE __m512i dpwssd_bcast(__m512i acc, __m512i a, const int16_t *p) {
     return acc;
 }
 
+/* vgf2p8affineqb with b = 0: each byte x becomes M x over GF(2), M the
+ * 8x8 bit matrix in the qword m (byte 7 - i of m selects the input bits
+ * whose parity is output bit i). With a 0/1 permutation matrix it moves
+ * bits within every byte and clears the rest in one op, which a 16-bit
+ * shift plus a mask takes two for. GFNI only, inline asm as dpbusd_bcast
+ * (callers check kernels_cpu_has_gfni). */
+CS_INLINE __m512i gf2p8affine(__m512i x, __m512i m) {
+    __m512i r;
+    __asm__("vgf2p8affineqb $0, %2, %1, %0" : "=v"(r) : "v"(x), "v"(m));
+    return r;
+}
+
 /* hsum8_ps for 16 rows at once: lane k of 8 per-lane accumulators holds
  * row r's lane k; the same order, (0+4 + 2+6) + (1+5 + 3+7), per row. For
  * the x16 kernels that keep the reference dots' 8 float lanes. */
