@@ -52,6 +52,21 @@ CS_INLINE void x16_pf_block(const uint8_t *blk, size_t gb) {
         if ((TB) > 1) _mm_prefetch((p), (h));                                                      \
     } while (0)
 
+/* Keeps a just-loaded vector in its register: left to itself gcc folds
+ * the load into each op that reads the value (vpsrlw $4, (mem); vpandd
+ * (mem)), which reads the same 64 bytes two or three times, and Zen 4 takes
+ * one 64-byte load a cycle. The empty asm costs no instruction. */
+#define X16_IN_REG(v) __asm__("" : "+v"(v))
+
+#ifdef __AVX512F__
+/* A weight vector loaded once into a register (X16_IN_REG). */
+CS_INLINE __m512i x16_load(const void *p) {
+    __m512i v = _mm512_loadu_si512(p);
+    X16_IN_REG(v);
+    return v;
+}
+#endif
+
 #ifdef __AVX2__
 /* 8 f16 (is_bf16 = 0) or bf16 (1) values widened to f32, exactly: F16C's
  * vcvtph2ps, or the bf16 bits moved to the top of each dword. */

@@ -82,8 +82,7 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
             const __m512i ls = _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32));
             __m512i wl[4], wh[4];
             for (int s = 0; s < 4; s++) {
-                const __m512i raw =
-                    _mm512_loadu_si512((const void *)(qs + (size_t)(4 * j + s) * 64));
+                const __m512i raw = x16_load((const void *)(qs + (size_t)(4 * j + s) * 64));
                 wl[s] = _mm512_shuffle_epi8(tbl, _mm512_and_si512(raw, m4));
                 wh[s] = _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
             }
@@ -219,8 +218,8 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
                     __m512i wv[4];
                     for (int kk = 0; kk < 4; kk++) {
                         const uint8_t *q = blk + 224 + (size_t)(4 * half + kk) * 192;
-                        const __m512i hm = _mm512_loadu_si512((const void *)q);
-                        const __m512i qs = _mm512_loadu_si512((const void *)(q + 64 + 64 * h));
+                        const __m512i hm = x16_load((const void *)q);
+                        const __m512i qs = x16_load((const void *)(q + 64 + 64 * h));
                         const __m512i q2 =
                             _mm512_and_si512(g ? _mm512_srli_epi16(qs, 2 * g) : qs, m3);
                         const __mmask64 hb =
@@ -292,9 +291,9 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
         __m512i isum2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
-            const __m512i hm = _mm512_loadu_si512((const void *)q);
-            const __m512i qs[2] = {_mm512_loadu_si512((const void *)(q + 64)),
-                                   _mm512_loadu_si512((const void *)(q + 128))};
+            const __m512i hm = x16_load((const void *)q);
+            const __m512i qs[2] = {x16_load((const void *)(q + 64)),
+                                   x16_load((const void *)(q + 128))};
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 4; g++) {
                     const __m512i q2 =
@@ -418,8 +417,7 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                 for (int l = 3 * k; l < 3 * k + 3 && l < 21; l++)
                     X16_PF_TILE(TB, (const char *)(blk + 2 * CS_X16_Q2K_BLOCK + (size_t)l * 64),
                                 _MM_HINT_T0);
-                const __m512i qs[2] = {_mm512_loadu_si512((const void *)q),
-                                       _mm512_loadu_si512((const void *)(q + 64))};
+                const __m512i qs[2] = {x16_load((const void *)q), x16_load((const void *)(q + 64))};
                 for (int h = 0; h < 2; h++)
                     for (int g = 0; g < 4; g++) {
                         const __m512i qg = g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h];

@@ -74,10 +74,10 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         const __m512 mw =
             has_m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32))) : dw;
-        const __m512i H = has_h ? _mm512_loadu_si512(blk + off_h) : _mm512_setzero_si512();
+        const __m512i H = has_h ? x16_load(blk + off_h) : _mm512_setzero_si512();
         __m512i wq[8];
         for (int k = 0; k < 8; k++) {
-            const __m512i raw = _mm512_loadu_si512(blk + off_q + 64 * (k & 3));
+            const __m512i raw = x16_load(blk + off_q + 64 * (k & 3));
             __m512i q = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), m4);
             if (has_h) {
                 const __m512i hs =
@@ -162,7 +162,7 @@ CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x,
         __m512i wq[8];
         __mmask64 neg[8];
         for (int s = 0; s < 4; s++) {
-            const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * s);
+            const __m512i raw = x16_load(blk + 32 + 64 * s);
             const __m512i lo = _mm512_and_si512(raw, m4);
             const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             wq[2 * s] = _mm512_shuffle_epi8(lut, lo);

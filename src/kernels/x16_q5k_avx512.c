@@ -110,8 +110,8 @@ CS_INLINE __m512i q5k_lv(__m512i H, __m512i Q, const int s, const int hi) {
     return _mm512_mask_add_epi8(nib, h, nib, _mm512_set1_epi8(16));
 }
 CS_INLINE __m512i q5k_levels(const uint8_t *q, const int j, const int hi) {
-    return q5k_lv(_mm512_loadu_si512((const void *)q),
-                  _mm512_loadu_si512((const void *)(q + 64 + 64 * j)), 2 * j + hi, hi);
+    return q5k_lv(x16_load((const void *)q), x16_load((const void *)(q + 64 + 64 * j)), 2 * j + hi,
+                  hi);
 }
 
 /* Q5_K x16 tile (repack.h: d, dmin, scale planes, then per lane k the qh
@@ -183,10 +183,10 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
         __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 256 + (size_t)k * 320;
-            const __m512i H = _mm512_loadu_si512((const void *)q);
+            const __m512i H = x16_load((const void *)q);
             const int8_t *a = ab->qs + 4 * k;
             for (int j = 0; j < 4; j++) {
-                const __m512i Q = _mm512_loadu_si512((const void *)(q + 64 + 64 * j));
+                const __m512i Q = x16_load((const void *)(q + 64 + 64 * j));
                 const __m512i lo = q5k_lv(H, Q, 2 * j, 0), hv = q5k_lv(H, Q, 2 * j + 1, 1);
                 /* two chains: vpdpwssd latency bounds one token otherwise */
                 l0 = dp_q5k(l0, lo, scw[2 * j], a + 64 * j, vnni);

@@ -656,7 +656,7 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
         for (int s = 0; s < 8; s++) neg[s] = 0;
         if (is_q4) {
             for (int s = 0; s < 4; s++) {
-                const __m512i raw = _mm512_loadu_si512(blk + 32 + 64 * s);
+                const __m512i raw = x16_load(blk + 32 + 64 * s);
                 wq[2 * s] = _mm512_and_si512(raw, m4);
                 wq[2 * s + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             }
@@ -808,7 +808,7 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
                             (const char *)(blk + 2 * CS_X16_Q4K_BLOCK + (size_t)(9 * j + k) * 64),
                             _MM_HINT_T0);
             for (int s = 0; s < 8; s++) {
-                const __m512i raw = _mm512_loadu_si512(qs + (size_t)(8 * j + s) * 64);
+                const __m512i raw = x16_load(qs + (size_t)(8 * j + s) * 64);
                 lo[s] = _mm512_and_si512(raw, m4);
                 hi[s] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             }
@@ -909,14 +909,9 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                 for (int u = 0; u < 4; u++) {
                     /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l. */
                     const uint8_t *c = blk + (size_t)((2 * h + g) * 4 + u) * 192;
-                    __m512i A = _mm512_loadu_si512(c);
-                    __m512i B = _mm512_loadu_si512(c + 64);
-                    __m512i H = _mm512_loadu_si512(c + 128);
-                    /* In registers: left to itself gcc folds the loads into
-                     * the shifts and reads A, B and H seven times, and Zen 4
-                     * takes one 64-byte load a cycle (column 104 -> 134
-                     * GFLOP/s pinned). */
-                    __asm__("" : "+v"(A), "+v"(B), "+v"(H));
+                    /* x16_load: gcc read A, B and H seven times (column
+                     * 104 -> 134 GFLOP/s in registers) */
+                    const __m512i A = x16_load(c), B = x16_load(c + 64), H = x16_load(c + 128);
                     if (gfni) {
                         v[0][u] = q6_sel(A, gf2p8affine(H, g0), m4);
                         v[1][u] = q6_sel(B, gf2p8affine(H, g1), m4);
