@@ -29,15 +29,17 @@
 #     `ctxshift quantize F16 OUT q4_K_M` for q4_K_M (an upper-case name such as
 #     Q3_K_M, Q2_K, IQ4_XS, Q5_0: llama.cpp's mix, `quantize ... llama:NAME`); written once to
 #     $CS_TMP/ctxshift-suite (default /tmp; 1.1B needs about 4.5 GB).
-#  2. `ctxshift bench mem -t 1,2`: read bandwidth (median of 5 passes).
+#  2. `ctxshift bench mem -t 1,2`: read bandwidth (5 passes).
 #  3. for every model and thread count, r rounds; each round runs ctxshift
 #     bench and native_bench once each (pp512 then tg128, one repetition
 #     after a 32-token warm-up), in alternating order, so both see the same
-#     machine state. The table shows medians over the rounds.
+#     machine state, then `bench mem` at the row's thread count (3 passes).
+#     The table shows medians over the rounds; a row's tg ceiling uses the
+#     best bandwidth pass of its own rounds.
 #  4. speed at depth (110M Q4_0 and Q8_0, 2 threads): pp512 / tg128 with
 #     2048 and 4096 tokens already cached, and ctxshift with 2048 live cells
 #     spread over a 4096-cell window (every other cell a hole).
-#  5. bandwidth again at the end; the ceiling uses the mean of both runs.
+#  5. bandwidth again at the end (start and end are shown for reference).
 # Output: markdown tables on stdout (bench/peer/suite_table.mjs), raw JSON
 # kept in --out DIR (default: a temporary folder, removed).
 #
@@ -197,6 +199,10 @@ for s in $shapes; do
         if (( k % 2 == 1 )); then round_ik "$m" "$t" "$id" "$k"; fi
         round "$m" "$t" "$id" "$k"
         if (( k % 2 == 0 )); then round_ik "$m" "$t" "$id" "$k"; fi
+        # the row's own ceiling: this host's bandwidth drifts by a third
+        # within minutes, so a start / end figure misjudges the rows between
+        "$ctxshift" bench mem -t "$t" -r 3 --json >"$out/$id.mem.$k.json" ||
+          echo "bench mem failed: $id" >&2
       done
     done
   done
