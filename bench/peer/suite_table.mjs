@@ -52,6 +52,22 @@ function rowBw(id, t) {
 const files = readdirSync(dir);
 const ids = [...new Set(files.filter((f) => f.endsWith(".model")).map((f) => f.slice(0, -6)))];
 
+// an engine's generation against the bandwidth measured right after the
+// same round: the median over rounds of tg_k / (mem_k * 1e9 / size); NaN
+// without per-round bandwidth
+function perRound(id, eng, t, size) {
+  const r = [];
+  for (let k = 0; ; k++) {
+    const m = path.join(dir, `${id}.mem.${k}.json`);
+    const e = path.join(dir, `${id}.${eng}.${k}.json`);
+    if (!existsSync(m) && !existsSync(e)) break;
+    const gbs = (readJson(m) ?? []).find((o) => o.n_threads === t)?.best_gbs;
+    const tg = (readJson(e) ?? []).find((o) => o.n_gen > 0 && !o.n_prompt)?.avg_ts;
+    if (gbs && tg) r.push(tg / ((gbs * 1e9) / size));
+  }
+  return r.length ? median(r) : NaN;
+}
+
 // rounds of one engine: {pp: [t/s], tg: [t/s], objs: [...]}
 function rounds(id, eng) {
   const r = { pp: [], tg: [], objs: [] };
@@ -115,9 +131,9 @@ out.push(
 );
 out.push("");
 out.push(
-  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | row GB/s | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | CPU paths (ctxshift table; llama.cpp variant: features) |",
+  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | row GB/s | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | ctxshift / round's | llama.cpp / round's | CPU paths (ctxshift table; llama.cpp variant: features) |",
 );
-out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 let anyGlobal = false;
 const mem = [];
 for (const id of main) {
@@ -130,7 +146,7 @@ for (const id of main) {
   anyGlobal ||= !rb.own;
   const ceil = (rb.gbs * 1e9) / size;
   out.push(
-    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(rb.gbs)}${rb.own ? "" : "*"} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${csTable}; ${llamaPaths(nb.objs)} |`,
+    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(rb.gbs)}${rb.own ? "" : "*"} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${pct(perRound(id, "cs", t, size))} | ${pct(perRound(id, "nb", t, size))} | ${csTable}; ${llamaPaths(nb.objs)} |`,
   );
   const modelFile = readFileSync(path.join(dir, `${id}.model`), "utf8").trim();
   const fileBytes = existsSync(modelFile) ? statSync(modelFile).size : NaN;
@@ -141,7 +157,7 @@ for (const id of main) {
 }
 out.push("");
 out.push(
-  "tg ceiling = row GB/s / bytes a token reads (`cs_model_decode_bytes`: every weight once, the token embedding one row); both engines read the same bytes, the KV cache of tg128 adds under 1 %. row GB/s = the best `bench mem` pass at the row's thread count over the runs after each of its rounds" +
+  "tg ceiling = row GB/s / bytes a token reads (`cs_model_decode_bytes`: every weight once, the token embedding one row); both engines read the same bytes, the KV cache of tg128 adds under 1 %. row GB/s = the best `bench mem` pass at the row's thread count over the runs after each of its rounds; '/ round\'s': the median over rounds of the round's tg128 against the ceiling from the bandwidth measured right after it (on a host whose bandwidth drifts, the fairer pairing; one high pass can set the row's best)" +
     (anyGlobal ? " (* : none recorded, the start and end runs' best)." : "."),
 );
 out.push("");
