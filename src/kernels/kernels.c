@@ -40,52 +40,38 @@ static bool cpu_has_avx512(void) {
            __builtin_cpu_supports("avx512dq");
 }
 
-/* AVX512_VNNI: CPUID leaf 7 subleaf 0, ECX bit 11 (read directly: older
- * compilers' __builtin_cpu_supports lacks the name). */
-static bool g_vnni;
-static pthread_once_t g_vnni_once = PTHREAD_ONCE_INIT;
+/* The AVX-512 extensions the "avx512" table uses, read once from cpuid
+ * (cached: cpuid traps in a VM), each only with the AVX-512 set itself:
+ * - AVX512_VNNI: leaf 7 subleaf 0, ECX bit 11 (read directly: older
+ *   compilers' __builtin_cpu_supports lacks the name);
+ * - AVX512_BF16: leaf 7 subleaf 1, EAX bit 5 (leaf 7's subleaf count is
+ *   EAX of subleaf 0);
+ * - GFNI: leaf 7 subleaf 0, ECX bit 8 (its only user is the zmm form): Ice
+ *   Lake and later, Zen 4; not Skylake-X or Cascade Lake. */
+static struct { bool vnni, bf16, gfni; } g_ext;
+static pthread_once_t g_ext_once = PTHREAD_ONCE_INIT;
 
-static void detect_avx512vnni(void) {
+static void detect_avx512_extensions(void) {
     unsigned a, b, c, d;
-    g_vnni = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1u);
+    if (!cpu_has_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    g_ext.vnni = (c >> 11) & 1u;
+    g_ext.gfni = (c >> 8) & 1u;
+    g_ext.bf16 = a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
 }
 
-/* Cached: cpuid traps in a VM. */
 bool kernels_cpu_has_avx512vnni(void) {
-    pthread_once(&g_vnni_once, detect_avx512vnni);
-    return g_vnni;
-}
-
-/* AVX512_BF16: CPUID leaf 7 subleaf 1, EAX bit 5 (leaf 7's subleaf count
- * is EAX of subleaf 0; zmm state is covered by cpu_has_avx512). */
-static bool g_bf16;
-static pthread_once_t g_bf16_once = PTHREAD_ONCE_INIT;
-
-static void detect_avx512bf16(void) {
-    unsigned a, b, c, d;
-    g_bf16 = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && a >= 1 &&
-             __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
+    pthread_once(&g_ext_once, detect_avx512_extensions);
+    return g_ext.vnni;
 }
 
 bool kernels_cpu_has_avx512bf16(void) {
-    pthread_once(&g_bf16_once, detect_avx512bf16);
-    return g_bf16;
-}
-
-/* GFNI: CPUID leaf 7 subleaf 0, ECX bit 8; with the AVX-512 set, as its
- * only user is the zmm form. Ice Lake and later, Zen 4; not Skylake-X or
- * Cascade Lake. */
-static bool g_gfni;
-static pthread_once_t g_gfni_once = PTHREAD_ONCE_INIT;
-
-static void detect_gfni(void) {
-    unsigned a, b, c, d;
-    g_gfni = cpu_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 8) & 1u);
+    pthread_once(&g_ext_once, detect_avx512_extensions);
+    return g_ext.bf16;
 }
 
 bool kernels_cpu_has_gfni(void) {
-    pthread_once(&g_gfni_once, detect_gfni);
-    return g_gfni;
+    pthread_once(&g_ext_once, detect_avx512_extensions);
+    return g_ext.gfni;
 }
 #endif
 
