@@ -401,7 +401,7 @@ static cs_status pack_weights(cs_model *m) {
     const int64_t n_w = (int64_t)hp->n_layer * 7 + 1;
     struct {
         model_weight *w;
-        size_t bytes;
+        size_t bytes, off; /* its file bytes; its place in the arena */
     } *ws = mem_calloc((size_t)n_w, sizeof *ws);
     if (!ws) return error_fail(CS_ERR_NOMEM, "model: out of memory");
     int64_t n = 0;
@@ -422,8 +422,9 @@ static cs_status pack_weights(cs_model *m) {
             !type_row_size(w->type, w->ne0, &row) ||
             !common_mul_u64(row, (uint64_t)w->ne1, &bytes) || !weight_bytes_private(m, w, bytes))
             continue;
-        ws[n].w = w, ws[n++].bytes = (size_t)bytes; /* <= the file size */
-        total += (bytes + 63) & ~(uint64_t)63;      /* each weight 64-byte aligned */
+        /* each weight 64-byte aligned; bytes <= the file size, no overflow */
+        ws[n].w = w, ws[n].bytes = (size_t)bytes, ws[n++].off = (size_t)total;
+        total += (bytes + 63) & ~(uint64_t)63;
     }
     cs_status st = CS_OK;
     if (n > 0) {
@@ -434,14 +435,13 @@ static cs_status pack_weights(cs_model *m) {
                             (unsigned long long)total);
         } else {
             m->packed_bytes = (size_t)total;
-            uint8_t *dst = m->packed;
             for (int64_t i = 0; i < n; i++) {
                 model_weight *w = ws[i].w;
+                uint8_t *dst = (uint8_t *)m->packed + ws[i].off;
                 repack_x16_pack_to(w->type, dst, w->data, w->ne1, w->ne0);
                 gguf_release(m->gguf, w->data, ws[i].bytes);
                 w->data = dst;
                 w->layout = CS_LAYOUT_X16;
-                dst += (ws[i].bytes + 63) & ~(size_t)63;
             }
             m->n_packed = (int32_t)n;
         }

@@ -38,17 +38,21 @@ for (const f of ["mem.start.json", "mem.end.json"]) {
   for (const o of readJson(path.join(dir, f)) ?? []) (bw[o.n_threads] ??= []).push(o.best_gbs);
 }
 const bwOf = (t) => (bw[t] ? Math.max(...bw[t]) : NaN);
-// a row's own bandwidth: the best pass of the `bench mem` run after each of
-// its rounds (suite.sh step 3); runs made before it had them fall back to
-// the start and end runs
+// a row's bandwidth per round: the best pass of the `bench mem` run after
+// round k at the row's thread count (suite.sh step 3; undefined where a
+// round has none)
+function roundMem(id, t) {
+  const r = [];
+  for (let k = 0; existsSync(path.join(dir, `${id}.cs.${k}.json`)); k++)
+    r.push((readJson(path.join(dir, `${id}.mem.${k}.json`)) ?? []).find((o) => o.n_threads === t)?.best_gbs);
+  return r;
+}
+// a row's own bandwidth: the best of its rounds; runs made before the
+// suite measured per round fall back to the start and end runs
 function rowBw(id, t) {
-  const re = new RegExp(`^${id.replace(/[.]/g, "\\.")}\\.mem\\.\\d+\\.json$`);
-  const best = [];
-  for (const f of files.filter((x) => re.test(x)))
-    for (const o of readJson(path.join(dir, f)) ?? []) if (o.n_threads === t) best.push(o.best_gbs);
+  const best = roundMem(id, t).filter((x) => x);
   return best.length ? { gbs: Math.max(...best), own: true } : { gbs: bwOf(t), own: false };
 }
-
 const files = readdirSync(dir);
 const ids = [...new Set(files.filter((f) => f.endsWith(".model")).map((f) => f.slice(0, -6)))];
 
@@ -57,14 +61,11 @@ const ids = [...new Set(files.filter((f) => f.endsWith(".model")).map((f) => f.s
 // without per-round bandwidth
 function perRound(id, eng, t, size) {
   const r = [];
-  for (let k = 0; ; k++) {
-    const m = path.join(dir, `${id}.mem.${k}.json`);
-    const e = path.join(dir, `${id}.${eng}.${k}.json`);
-    if (!existsSync(m) && !existsSync(e)) break;
-    const gbs = (readJson(m) ?? []).find((o) => o.n_threads === t)?.best_gbs;
-    const tg = (readJson(e) ?? []).find((o) => o.n_gen > 0 && !o.n_prompt)?.avg_ts;
+  roundMem(id, t).forEach((gbs, k) => {
+    const e = readJson(path.join(dir, `${id}.${eng}.${k}.json`)) ?? [];
+    const tg = e.find((o) => o.n_gen > 0 && !o.n_prompt)?.avg_ts;
     if (gbs && tg) r.push(tg / ((gbs * 1e9) / size));
-  }
+  });
   return r.length ? median(r) : NaN;
 }
 
