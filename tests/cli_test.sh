@@ -399,6 +399,43 @@ if [ "$RC" -eq 0 ] && grep -q "| model" "$TMP/out" && grep -q " pp16 |" "$TMP/ou
 else
     fail "bench markdown" "exit status $RC, stdout '$(cat "$TMP/out")'"
 fi
+# --mem-pair: every timed token followed by one probe pass of decode_bytes;
+# the pair fields are consistent with the samples (t/s counts tokens only)
+run bench -m "$MODEL" -p 8 -n 6 -r 2 -t 1,2 --mem-pair --json
+if [ "$RC" -ne 0 ]; then
+    fail "bench --mem-pair" "exit status $RC, stderr '$(cat "$TMP/err")'"
+elif ! command -v python3 >/dev/null 2>&1; then
+    skip "bench --mem-pair fields" "no python3"
+elif python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [(t["n_prompt"], t["n_gen"], t["n_threads"]) for t in d] == [(8, 0, 1), (0, 6, 1), (8, 0, 2), (0, 6, 2)], "tests"
+for t in d:
+    assert t["peak_rss_bytes"] is None, "peak RSS is null with the probe buffer"
+    if t["n_gen"] == 0:
+        assert "mem_pair_ratio" not in t, "pp tests are not paired"
+        continue
+    assert t["mem_pair_tokens"] == 12, "tokens %d" % t["mem_pair_tokens"]
+    assert t["mem_pair_probe_bytes"] == t["model_decode_bytes"] // 8 * 8, "probe bytes"
+    assert 0 <= t["mem_pair_huge_page_fraction"] <= 1, "huge fraction"
+    dec, probe = t["mem_pair_decode_gbs"], t["mem_pair_probe_gbs"]
+    assert dec > 0 and probe > 0 and t["mem_pair_ratio_median"] > 0, "positive"
+    assert abs(t["mem_pair_ratio"] - dec / probe) <= 1e-3 * t["mem_pair_ratio"] + 1e-4, "ratio"
+    want = t["model_decode_bytes"] * 12 / sum(t["samples_ns"])
+    assert abs(dec - want) <= 2e-3 * want + 1e-3, "decode GB/s %f vs samples %f" % (dec, want)
+    for ns, ts in zip(t["samples_ns"], t["samples_ts"]):
+        assert abs(ts - 6e9 / ns) <= 1e-3 * ts, "t/s from token time"
+' "$TMP/out" 2>"$TMP/err"; then
+    ok "bench --mem-pair: paired fields match the token samples, pp untouched, peak RSS null"
+else
+    fail "bench --mem-pair" "$(cat "$TMP/err")"
+fi
+run bench -m "$MODEL" -p 0 -n 3 -r 1 -t 1 --mem-pair
+if [ "$RC" -eq 0 ] && grep -q "decode / probe" "$TMP/out" && grep -q " tg3 |.*%" "$TMP/out"; then
+    ok "bench --mem-pair markdown has the paired columns"
+else
+    fail "bench --mem-pair markdown" "exit status $RC, stdout '$(cat "$TMP/out")'"
+fi
 
 # ---------------------------------------------------------------- gen-model
 TINY="$TMP/tiny.gguf"

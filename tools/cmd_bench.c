@@ -43,7 +43,20 @@ typedef struct bench_opts {
     bool fragment;
     bool no_repack;
     bool json;
+    bool mem_pair; /* --mem-pair: a bandwidth probe pass after every generated token */
 } bench_opts;
+
+/* --mem-pair's probe: bench mem's read pass over a buffer of as many bytes
+ * as a token reads (cs_model_decode_bytes), run with the test's threads
+ * after every timed token, so each token's weight stream is compared with
+ * the machine's read bandwidth of the same moment (on a shared host the
+ * bandwidth drifts by tens of % within seconds; a probe run before or after
+ * a whole test pairs different moments). */
+typedef struct bench_probe {
+    uint64_t *buf; /* NULL: no probe */
+    size_t bytes;
+    double huge_frac;
+} bench_probe;
 
 static void bench_usage(FILE *f) {
     fprintf(f,
@@ -65,7 +78,13 @@ static void bench_usage(FILE *f) {
             "(default: 0)\n"
             "        --fragment           with -d D: the D cached cells alternate with D holes\n"
             "        --warmup-tokens N    tokens of the pp warm-up (default: the whole prompt)\n"
-            "        --no-repack          keep weights in file order (no x16 packing)\n" TOOL_HELP_CACHE_TYPES
+            "        --no-repack          keep weights in file order (no x16 packing)\n"
+            "        --mem-pair           tg tests: after every timed token, one pass of\n"
+            "                             'bench mem's read probe over as many bytes as a token\n"
+            "                             reads, with the test's threads; reports the decode's\n"
+            "                             GB/s against the probe's (t/s counts the tokens only;\n"
+            "                             the probe buffer adds that many bytes to the process,\n"
+            "                             so peak_rss_bytes is null)\n" TOOL_HELP_CACHE_TYPES
             "  -o,   --output FORMAT      md (a markdown table, default) or json\n"
             "        --json               same as -o json: a JSON array with llama-bench's "
             "fields\n" TOOL_HELP_VERBOSE TOOL_HELP_HELP,
@@ -114,6 +133,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o) {
             o->fragment = true;
         } else if (tool_arg_is(a, NULL, "--no-repack")) {
             o->no_repack = true;
+        } else if (tool_arg_is(a, NULL, "--mem-pair")) {
+            o->mem_pair = true;
         } else if (tool_arg_is(a, NULL, "--warmup-tokens")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
                 rc = tool_parse_i32(a, v, 1, 1 << 20, &o->warmup);
@@ -141,6 +162,12 @@ typedef struct bench_test {
     uint64_t peak_rss; /* process peak resident set after the test, bytes */
     int32_t n_window;  /* cells attention scanned at the end of the last run */
     int32_t n_used;    /* live cells then */
+    /* --mem-pair (tg tests): token and probe time summed over all reps, and
+     * the median over tokens of (token's GB/s) / (the probe's right after) */
+    bool paired;
+    uint64_t pair_tokens, pair_probe_bytes; /* tokens timed; bytes of one probe pass */
+    uint64_t pair_tok_ns, pair_probe_ns;
+    double pair_median;
 } bench_test;
 
 /* Deterministic token source (xorshift64*), like llama-bench's rand() % n_vocab. */
@@ -189,6 +216,41 @@ static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int
         if (rc != 0) return rc;
         t = bench_rand_token(rng, n_vocab);
     }
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One timed tg run with the probe: n_gen tokens, each followed by one
+ * probe pass; adds the tokens' time to *tok_ns, the passes' to t's sums,
+ * and each token's ratio (decode_bytes / token time) / (probe bytes /
+ * pass time) to ratios[0..n_gen). */
+static int bench_tg_paired(const cs_model *model, cs_context *ctx, cs_batch *batch,
+                           const bench_probe *pr, bench_test *t, uint64_t decode_bytes,
+                           uint64_t *rng, uint64_t *tok_ns, double *ratios) {
+    uint64_t sink = 0;
+    for (int32_t i = 0; i < t->n_gen; i++) {
+        const uint64_t a = tool_time_ns();
+        const int rc = bench_tg(model, ctx, batch, 1, t->n_depth + i, rng);
+        if (rc != 0) return rc;
+        const uint64_t b = tool_time_ns();
+        const double secs =
+            bench_mem_pass(pr->buf, pr->bytes / sizeof(uint64_t), t->n_threads, &sink);
+        if (secs <= 0) {
+            tool_error("--mem-pair: cannot run the probe with %d threads", (int)t->n_threads);
+            return TOOL_EXIT_FAIL;
+        }
+        const uint64_t dt = b - a > 0 ? b - a : 1;
+        *tok_ns += dt;
+        t->pair_tokens++;
+        t->pair_tok_ns += dt;
+        t->pair_probe_ns += (uint64_t)(secs * 1e9);
+        ratios[i] = ((double)decode_bytes / (double)dt) / ((double)pr->bytes / (secs * 1e9));
+    }
+    if (sink == 42) fprintf(stderr, "(checksum %llu)\n", (unsigned long long)sink); /* keep it */
     return 0;
 }
 
@@ -252,12 +314,25 @@ static void bench_stats(bench_test *t, int32_t reps) {
     t->stddev_ts = reps > 1 ? sqrt(var_ts / (reps - 1)) : 0.0;
 }
 
-/* Run one test on a fresh context: a warm-up, then reps timed runs. */
-static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test *t) {
+/* Run one test on a fresh context: a warm-up, then reps timed runs (a tg
+ * test with pr->buf set runs them paired with the probe). */
+static int bench_run_test(const cs_model *model, const bench_opts *o, const bench_probe *pr,
+                          bench_test *t) {
     int rc = TOOL_EXIT_FAIL;
     cs_context *ctx = NULL;
     cs_batch *batch = NULL;
+    double *ratios = NULL;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
+    t->paired = pr->buf != NULL && t->n_gen > 0 && t->n_prompt == 0;
+    t->pair_probe_bytes = pr->bytes;
+    const uint64_t decode_bytes = cs_model_decode_bytes(model);
+    if (t->paired) {
+        ratios = malloc((size_t)t->n_gen * (size_t)o->reps * sizeof *ratios);
+        if (!ratios) {
+            tool_error("out of memory for %d x %d paired samples", (int)t->n_gen, (int)o->reps);
+            return TOOL_EXIT_FAIL;
+        }
+    }
 
     const int32_t fill = o->fragment ? 2 * t->n_depth : t->n_depth;
     tool_common cc = o->common;
@@ -292,6 +367,14 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
         if (t->n_depth > 0 && (rc = bench_fill_depth(model, ctx, batch, t->n_depth, o->fragment,
                                                      t->n_batch, &rng)) != 0)
             goto done;
+        if (t->paired) {
+            uint64_t tok_ns = 0;
+            if ((rc = bench_tg_paired(model, ctx, batch, pr, t, decode_bytes, &rng, &tok_ns,
+                                      ratios + (size_t)r * (size_t)t->n_gen)) != 0)
+                goto done;
+            t->samples_ns[r] = tok_ns;
+            continue;
+        }
         const uint64_t t0 = tool_time_ns();
         if (t->n_prompt > 0 &&
             (rc = bench_pp(model, ctx, batch, t->n_prompt, t->n_batch, t->n_depth, &rng)) != 0)
@@ -301,6 +384,11 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
         t->samples_ns[r] = tool_time_ns() - t0;
     }
     bench_stats(t, o->reps);
+    if (t->paired) {
+        const size_t n = (size_t)t->n_gen * (size_t)o->reps;
+        qsort(ratios, n, sizeof *ratios, cmp_double);
+        t->pair_median = n % 2 ? ratios[n / 2] : 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]);
+    }
     cs_kv_info ki;
     if (cs_kv_stats(ctx, &ki) == CS_OK) {
         t->n_window = ki.n_window;
@@ -311,6 +399,7 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, bench_test
     if (getrusage(RUSAGE_SELF, &ru) == 0) t->peak_rss = (uint64_t)ru.ru_maxrss * 1024u;
     rc = 0;
 done:
+    free(ratios);
     cs_batch_free(batch);
     cs_context_free(ctx);
     return rc;
@@ -326,14 +415,30 @@ typedef struct bench_model_info {
     uint64_t n_params;
 } bench_model_info;
 
-static void bench_md_header(void) {
-    printf("| %-30s | %10s | %10s | %-10s | %7s | %13s | %20s |\n", "model", "size", "params",
-           "backend", "threads", "test", "t/s");
-    printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | "
-           "------------: | -------------------: |\n");
+/* --mem-pair: the decode's weight stream (decode_bytes per token) or the
+ * probe's bandwidth over all timed tokens, GB/s; and their ratio. */
+static double bench_pair_gbs(const bench_test *t, uint64_t decode_bytes, bool decode) {
+    const double bytes = (double)(decode ? decode_bytes : t->pair_probe_bytes) * t->pair_tokens;
+    const uint64_t ns = decode ? t->pair_tok_ns : t->pair_probe_ns;
+    return ns > 0 ? bytes / (double)ns : 0.0;
 }
 
-static void bench_md_row(const bench_model_info *mi, const bench_test *t) {
+static double bench_pair_ratio(const bench_test *t, uint64_t decode_bytes) {
+    const double p = bench_pair_gbs(t, decode_bytes, false);
+    return p > 0 ? bench_pair_gbs(t, decode_bytes, true) / p : 0.0;
+}
+
+static void bench_md_header(bool mem_pair) {
+    printf("| %-30s | %10s | %10s | %-10s | %7s | %13s | %20s |", "model", "size", "params",
+           "backend", "threads", "test", "t/s");
+    if (mem_pair) printf(" decode GB/s | probe GB/s | decode / probe (median) |");
+    printf("\n| ------------------------------ | ---------: | ---------: | ---------- | ------: | "
+           "------------: | -------------------: |");
+    if (mem_pair) printf(" ----------: | ---------: | ----------------------: |");
+    printf("\n");
+}
+
+static void bench_md_row(const bench_model_info *mi, const bench_test *t, bool mem_pair) {
     char size[32], params[32], test[32], ts[48];
     const double gib = 1024.0 * 1024.0 * 1024.0;
     if ((double)mi->size < gib) {
@@ -360,12 +465,21 @@ static void bench_md_row(const bench_model_info *mi, const bench_test *t) {
     }
     snprintf(ts, sizeof(ts), "%.2f ± %.2f", t->avg_ts, t->stddev_ts);
     /* "±" is two bytes in UTF-8 but one column: pad by one more. */
-    printf("| %-30.30s | %10s | %10s | %-10s | %7d | %13s | %21s |\n", mi->desc, size, params,
-           "CPU", (int)t->n_threads, test, ts);
+    printf("| %-30.30s | %10s | %10s | %-10s | %7d | %13s | %21s |", mi->desc, size, params, "CPU",
+           (int)t->n_threads, test, ts);
+    if (t->paired) {
+        printf(" %11.2f | %10.2f | %9.1f %% (%5.1f %%) |",
+               bench_pair_gbs(t, mi->decode_bytes, true),
+               bench_pair_gbs(t, mi->decode_bytes, false),
+               100.0 * bench_pair_ratio(t, mi->decode_bytes), 100.0 * t->pair_median);
+    } else if (mem_pair) {
+        printf(" %11s | %10s | %23s |", "", "", "");
+    }
+    printf("\n");
 }
 
 static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, const bench_test *t,
-                           int32_t reps) {
+                           int32_t reps, double pr_huge_frac) {
     printf("  {\n");
     printf("    \"model_filename\": ");
     tool_json_string(stdout, mi->path, strlen(mi->path));
@@ -386,7 +500,19 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
     printf("    \"kv_cells_used\": %d,\n", (int)t->n_used);
     printf("    \"kv_window\": %d,\n", (int)t->n_window);
     printf("    \"kv_bytes\": %llu,\n", (unsigned long long)t->kv_bytes);
-    printf("    \"peak_rss_bytes\": %llu,\n", (unsigned long long)t->peak_rss);
+    if (o->mem_pair)
+        printf("    \"peak_rss_bytes\": null,\n"); /* the probe buffer counts in it */
+    else
+        printf("    \"peak_rss_bytes\": %llu,\n", (unsigned long long)t->peak_rss);
+    if (t->paired) {
+        printf("    \"mem_pair_tokens\": %llu,\n", (unsigned long long)t->pair_tokens);
+        printf("    \"mem_pair_probe_bytes\": %llu,\n", (unsigned long long)t->pair_probe_bytes);
+        printf("    \"mem_pair_huge_page_fraction\": %.3f,\n", pr_huge_frac);
+        printf("    \"mem_pair_decode_gbs\": %.3f,\n", bench_pair_gbs(t, mi->decode_bytes, true));
+        printf("    \"mem_pair_probe_gbs\": %.3f,\n", bench_pair_gbs(t, mi->decode_bytes, false));
+        printf("    \"mem_pair_ratio\": %.4f,\n", bench_pair_ratio(t, mi->decode_bytes));
+        printf("    \"mem_pair_ratio_median\": %.4f,\n", t->pair_median);
+    }
     printf("    \"repack\": %s,\n", o->no_repack ? "false" : "true");
     printf("    \"test_time\": \"%s\",\n", t->test_time);
     printf("    \"avg_ns\": %.0f,\n", t->avg_ns);
@@ -467,28 +593,28 @@ static void bench_model_describe(const cs_model *model, const char *path, bench_
  * test fails part way). samples_ns/samples_ts (o->reps each) are shared by
  * every test. Returns TOOL_EXIT_OK or the failing test's status. */
 static int bench_run_all(const cs_model *model, const bench_opts *o, const bench_model_info *mi,
-                         bench_test *tests, int32_t n_tests, uint64_t *samples_ns,
-                         double *samples_ts) {
+                         const bench_probe *pr, bench_test *tests, int32_t n_tests,
+                         uint64_t *samples_ns, double *samples_ts) {
     int rc;
     if (o->json) {
         printf("[\n");
     } else {
-        bench_md_header();
+        bench_md_header(o->mem_pair);
     }
     fflush(stdout);
     for (int32_t i = 0; i < n_tests; i++) {
         bench_test *t = &tests[i];
         t->samples_ns = samples_ns;
         t->samples_ts = samples_ts;
-        if ((rc = bench_run_test(model, o, t)) != 0) {
+        if ((rc = bench_run_test(model, o, pr, t)) != 0) {
             if (o->json) printf("\n]\n"); /* keep stdout a valid (partial) JSON array */
             return rc;
         }
         if (o->json) {
             if (i > 0) printf(",\n");
-            bench_json_obj(mi, o, t, o->reps);
+            bench_json_obj(mi, o, t, o->reps, pr->huge_frac);
         } else {
-            bench_md_row(mi, t);
+            bench_md_row(mi, t, o->mem_pair);
         }
         fflush(stdout);
     }
@@ -518,6 +644,7 @@ int cmd_bench(int argc, char **argv) {
     int32_t n_tests = 0;
     if ((rc = bench_plan(&o, &tests, &n_tests)) != TOOL_EXIT_OK) return rc;
     cs_model *model = NULL;
+    bench_probe probe = {0};
     uint64_t *samples_ns = NULL;
     double *samples_ts = NULL;
     if ((rc = bench_load_model(&o, &model)) != TOOL_EXIT_OK) goto done;
@@ -530,9 +657,19 @@ int cmd_bench(int argc, char **argv) {
     }
     bench_model_info mi;
     bench_model_describe(model, o.common.model, &mi);
+    if (o.mem_pair) {
+        probe.bytes = (size_t)(mi.decode_bytes / sizeof(uint64_t) * sizeof(uint64_t));
+        probe.buf = bench_mem_buffer(probe.bytes, false, &probe.huge_frac);
+        if (!probe.buf) {
+            tool_error("--mem-pair: out of memory for a probe buffer of %llu bytes",
+                       (unsigned long long)probe.bytes);
+            goto done;
+        }
+    }
     if (o.common.verbose) fprintf(stderr, "system_info: %s\n", cs_system_info());
-    rc = bench_run_all(model, &o, &mi, tests, n_tests, samples_ns, samples_ts);
+    rc = bench_run_all(model, &o, &mi, &probe, tests, n_tests, samples_ns, samples_ts);
 done:
+    bench_mem_buffer_free(probe.buf, probe.bytes);
     free(samples_ts);
     free(samples_ns);
     free(tests);

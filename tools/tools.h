@@ -18,12 +18,29 @@
 #ifndef CS_TOOLS_H
 #define CS_TOOLS_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 int cmd_run(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* `ctxshift bench kv`: KV cache operation costs (tools/cmd_bench_kv.c). */
 int cmd_bench_kv(int argc, char **argv);
 /* `ctxshift bench mem`: memory read bandwidth (tools/cmd_bench_mem.c). */
 int cmd_bench_mem(int argc, char **argv);
+/* Its read probe, also run by `ctxshift bench --mem-pair` between tokens.
+ * bench_mem_buffer: an anonymous mapping of bytes (>= 8), transparent huge
+ * pages unless small, every page written; *huge_frac the share the kernel
+ * gave in huge pages. NULL when the mapping fails. Free it with
+ * bench_mem_buffer_free (NULL allowed). bench_mem_pass: nt threads (1..256,
+ * created for the pass, pinned to nothing like the engine's pool) each sum a
+ * contiguous share of the first words words; returns the pass's seconds
+ * (thread start to last join), < 0 when a thread cannot start or nt is out
+ * of range; adds the sums to *sink (keeps the reads). Cost: one read of
+ * the buffer, about 40 ms per GiB on one core of a 25 GB/s machine. */
+uint64_t *bench_mem_buffer(size_t bytes, bool small, double *huge_frac);
+void bench_mem_buffer_free(uint64_t *buf, size_t bytes);
+double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink);
 int cmd_perplexity(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
