@@ -6,7 +6,7 @@
 #
 #   bench/peer/suite.sh [-r 5] [-t "1 2"] [--shapes "110m 1.1b"]
 #                       [--types "f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"] [--no-depth] [--out DIR]
-#                       [--isa best|avx2] [--ik PATH/llama-bench]
+#                       [--isa best|avx2] [--ik PATH/llama-bench] [--no-pair]
 #
 # --isa avx2: both engines on their AVX2 paths (run it as its own invocation):
 # ctxshift with CS_KERNELS=avx2 (its AVX2 kernel table; the suite checks
@@ -34,6 +34,9 @@
 #     bench and native_bench once each (pp512 then tg128, one repetition
 #     after a 32-token warm-up), in alternating order, so both see the same
 #     machine state, then `bench mem` at the row's thread count (3 passes).
+#     Then (unless --no-pair) `ctxshift bench -p 0 -n 64 --mem-pair`: a
+#     bench mem pass of the token's bytes after every generated token, each
+#     token paired with the bandwidth of its own moment.
 #     The table shows medians over the rounds; a row's tg ceiling uses the
 #     best bandwidth pass of its own rounds.
 #  4. speed at depth (110M Q4_0 and Q8_0, 2 threads): pp512 / tg128 with
@@ -64,6 +67,7 @@ depth=1
 out=""
 isa=best
 ik_bin=""
+pair=1
 
 die() { echo "suite.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -76,7 +80,8 @@ while [[ $# -gt 0 ]]; do
     --out) out="${2:?}"; shift 2 ;;
     --isa) isa="${2:?}"; shift 2 ;;
     --ik) ik_bin="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
+    --no-pair) pair=0; shift ;;
+    -h|--help) sed -n '2,51p' "$0"; exit 0 ;;
     *) die "unknown argument '$1'" ;;
   esac
 done
@@ -203,6 +208,10 @@ for s in $shapes; do
         # within minutes, so a start / end figure misjudges the rows between
         "$ctxshift" bench mem -t "$t" -r 3 --json >"$out/$id.mem.$k.json" ||
           echo "bench mem failed: $id" >&2
+        if (( pair )); then
+          "$ctxshift" bench -m "$m" -t "$t" -r 1 -p 0 -n 64 --mem-pair --json \
+            >"$out/$id.pair.$k.json" || echo "bench --mem-pair failed: $id" >&2
+        fi
       done
     done
   done

@@ -4,6 +4,9 @@
 //   <id>.model                            model path
 //   <id>.cs.<k>.json, <id>.nb.<k>.json    round k of `ctxshift bench --json`
 //                                         and of native_bench (llama.cpp)
+//   <id>.pair.<k>.json                    round k of `ctxshift bench -p 0 -n 64
+//                                         --mem-pair --json` (tg with a probe
+//                                         pass after every token)
 //   <id>.ik.<k>.json, <id>.ikr.<k>.json   ik_llama.cpp's llama-bench, default
 //                                         flags and -rtr 1 (suite.sh --ik)
 //   ctxshift.version                      `ctxshift --version` (its kernel table)
@@ -69,6 +72,18 @@ function perRound(id, eng, t, size) {
   return r.length ? median(r) : NaN;
 }
 
+// ctxshift's decode against the probe pass after each of its tokens
+// (`bench --mem-pair`), the median over rounds of the ratio of the sums
+// (every token) and of the per-token median; NaN without pair files
+function paired(id) {
+  const sum = [], med = [];
+  for (let k = 0; existsSync(path.join(dir, `${id}.cs.${k}.json`)); k++) {
+    const o = (readJson(path.join(dir, `${id}.pair.${k}.json`)) ?? []).find((x) => x.mem_pair_ratio);
+    if (o) sum.push(o.mem_pair_ratio), med.push(o.mem_pair_ratio_median);
+  }
+  return { sum: sum.length ? median(sum) : NaN, med: med.length ? median(med) : NaN };
+}
+
 // rounds of one engine: {pp: [t/s], tg: [t/s], objs: [...]}
 function rounds(id, eng) {
   const r = { pp: [], tg: [], objs: [] };
@@ -132,9 +147,9 @@ out.push(
 );
 out.push("");
 out.push(
-  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | row GB/s | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | ctxshift / round's | llama.cpp / round's | CPU paths (ctxshift table; llama.cpp variant: features) |",
+  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | row GB/s | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | ctxshift / round's | llama.cpp / round's | ctxshift / paired probe: all tokens (median token) | CPU paths (ctxshift table; llama.cpp variant: features) |",
 );
-out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 let anyGlobal = false;
 const mem = [];
 for (const id of main) {
@@ -146,8 +161,9 @@ for (const id of main) {
   const rb = rowBw(id, t);
   anyGlobal ||= !rb.own;
   const ceil = (rb.gbs * 1e9) / size;
+  const pr = paired(id);
   out.push(
-    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(rb.gbs)}${rb.own ? "" : "*"} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${pct(perRound(id, "cs", t, size))} | ${pct(perRound(id, "nb", t, size))} | ${csTable}; ${llamaPaths(nb.objs)} |`,
+    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(rb.gbs)}${rb.own ? "" : "*"} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${pct(perRound(id, "cs", t, size))} | ${pct(perRound(id, "nb", t, size))} | ${pct(pr.sum)} (${pct(pr.med)}) | ${csTable}; ${llamaPaths(nb.objs)} |`,
   );
   const modelFile = readFileSync(path.join(dir, `${id}.model`), "utf8").trim();
   const fileBytes = existsSync(modelFile) ? statSync(modelFile).size : NaN;
@@ -158,7 +174,7 @@ for (const id of main) {
 }
 out.push("");
 out.push(
-  "tg ceiling = row GB/s / bytes a token reads (`cs_model_decode_bytes`: every weight once, the token embedding one row); both engines read the same bytes, the KV cache of tg128 adds under 1 %. row GB/s = the best `bench mem` pass at the row's thread count over the runs after each of its rounds; '/ round\'s': the median over rounds of the round's tg128 against the ceiling from the bandwidth measured right after it (on a host whose bandwidth drifts, the fairer pairing; one high pass can set the row's best)" +
+  "tg ceiling = row GB/s / bytes a token reads (`cs_model_decode_bytes`: every weight once, the token embedding one row); both engines read the same bytes, the KV cache of tg128 adds under 1 %. row GB/s = the best `bench mem` pass at the row's thread count over the runs after each of its rounds; '/ round\'s': the median over rounds of the round's tg128 against the ceiling from the bandwidth measured right after it (on a host whose bandwidth drifts, the fairer pairing; one high pass can set the row's best); 'paired probe': `ctxshift bench -p 0 -n 64 --mem-pair`, each token's weight stream against a `bench mem` pass of the same bytes run right after it, same threads, as the ratio of the sums over all tokens and as the median token's ratio, median over rounds (the tightest pairing; llama.cpp cannot be paired this way)" +
     (anyGlobal ? " (* : none recorded, the start and end runs' best)." : "."),
 );
 out.push("");
