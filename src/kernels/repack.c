@@ -33,24 +33,25 @@ typedef struct x16_format {
     size_t (*slot)(int k, int i);
 } x16_format;
 
-/* Q6_K: the kernel assembles 6-bit values from one ql slice at l, one at
- * l + 32 and the qh slice at l; storing those three side by side, in the
- * order the kernel walks them (half h, sub-block parity g, slice u), makes
- * the weight stream strictly sequential, which the hardware prefetcher
- * needs for generation (T = 1): the field-by-field order ran at a fifth of
- * the bandwidth. ql and qh take bytes [0, 3072) of the block. */
+/* Q6_K (repack.h, x16_q6K_scale_off): the kernel assembles 6-bit values
+ * from one ql slice at l, one at l + 32 and the qh slice at l; storing
+ * those three side by side, in the order the kernel walks them (half h,
+ * sub-block parity g, slice u), each quarter's scale planes before its
+ * slices and d last, makes the weight stream strictly sequential, which the
+ * hardware prefetcher needs for generation (T = 1): the field-by-field
+ * order ran at a fifth of the bandwidth. */
 static size_t q6_K_slot(int k, int i) {
     int h, g, u, sub;
     if (k == 0) { /* ql slice i: bytes 4i..4i+3 of ql */
         h = i / 16, sub = (i % 16) < 8 ? 0 : 1, g = (i % 8) / 4, u = i % 4;
     } else if (k == 1) { /* qh slice i */
         h = i / 8, sub = 2, g = (i % 8) / 4, u = i % 4;
-    } else if (k == 2) { /* scale planes */
-        return 3072 + (size_t)i * CS_X16_ROWS;
+    } else if (k == 2) { /* scale plane of sub-block i */
+        return x16_q6K_scale_off(i);
     } else { /* d */
-        return 3328;
+        return CS_X16_Q6K_D;
     }
-    return (size_t)(((2 * h + g) * 4 + u) * 3 + sub) * 64;
+    return x16_q6K_quant_off(h, g, u) + (size_t)sub * 64;
 }
 
 /* Q3_K (repack.h): d, the scale planes, then per lane k (elements 4k ..

@@ -72,8 +72,8 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
     __m256 acc[X16K_AVX2_TB][2];
     for (int t = 0; t < TB; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
+        /* 16 scale planes of 16 rows (s8) at x16_q6K_scale_off (repack.h) */
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
-        const uint8_t *scp = blk + 3072; /* 16 scale planes of 16 rows (s8) */
         for (int r = 0; r < 2; r++) {
             __m256i sumi[X16K_AVX2_TB];
             for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
@@ -95,8 +95,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                             __m256i p[4];
                             for (int m = 0; m < 4; m++) p[m] = _mm256_setzero_si256();
                             for (int u = uu; u < uu + 2; u++) {
-                                const uint8_t *c =
-                                    blk + (size_t)((2 * h + g) * 4 + u) * 192 + 32 * r;
+                                const uint8_t *c = blk + x16_q6K_quant_off(h, g, u) + 32 * r;
                                 const __m256i A =
                                     _mm256_loadu_si256((const __m256i *)(const void *)c);
                                 const __m256i B =
@@ -121,7 +120,9 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                             }
                             for (int m = 0; m < 4; m++) {
                                 const __m256i sc2 = both_words(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                    (const __m128i *)(const void *)(scp + 16 * (8 * h + 2 * m + g) +
+                                    (const __m128i *)(const void *)(blk +
+                                                                    x16_q6K_scale_off(8 * h +
+                                                                                      2 * m + g) +
                                                                     8 * r))));
                                 sumi[0] = _mm256_add_epi32(sumi[0], _mm256_madd_epi16(p[m], sc2));
                             }
@@ -131,11 +132,11 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                     for (int m = 0; m < 4; m++) {
                         const int sb = 8 * h + 2 * m + g;
                         const __m256i sc2 = both_words(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                            (const __m128i *)(const void *)(scp + 16 * sb + 8 * r))));
+                            (const __m128i *)(const void *)(blk + x16_q6K_scale_off(sb) + 8 * r))));
                         __m256i v[4];
                         for (int u = 0; u < 4; u++) {
                             /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l */
-                            const uint8_t *c = blk + (size_t)((2 * h + g) * 4 + u) * 192 + 32 * r;
+                            const uint8_t *c = blk + x16_q6K_quant_off(h, g, u) + 32 * r;
                             const __m256i q = _mm256_loadu_si256(
                                 (const __m256i *)(const void *)(c + 64 * (m & 1)));
                             const __m256i H =
@@ -166,10 +167,10 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
             __m256i corr[X16K_AVX2_TB];
             for (int t = 0; t < TB; t++) corr[t] = _mm256_setzero_si256();
             for (int i = 0; i < 8; i++) {
-                const __m256i s0 = _mm256_cvtepi8_epi32(
-                    _mm_loadl_epi64((const __m128i *)(const void *)(scp + 32 * i + 8 * r)));
-                const __m256i s1 = _mm256_cvtepi8_epi32(
-                    _mm_loadl_epi64((const __m128i *)(const void *)(scp + 32 * i + 16 + 8 * r)));
+                const __m256i s0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    (const __m128i *)(const void *)(blk + x16_q6K_scale_off(2 * i) + 8 * r)));
+                const __m256i s1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    (const __m128i *)(const void *)(blk + x16_q6K_scale_off(2 * i + 1) + 8 * r)));
                 const __m256i sp = _mm256_or_si256(_mm256_and_si256(s0, _mm256_set1_epi32(0xFFFF)),
                                                    _mm256_slli_epi32(s1, 16));
                 for (int t = 0; t < TB; t++) {
@@ -180,7 +181,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                 }
             }
             const __m256 dv = _mm256_cvtph_ps(
-                _mm_loadu_si128((const __m128i *)(const void *)(blk + 3328 + 16 * r)));
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + CS_X16_Q6K_D + 16 * r)));
             for (int t = 0; t < TB; t++) {
                 const __m256i s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr[t], 5));
                 const __m256 dy = _mm256_set1_ps(((const block_q8_K *)x[t])[b].d);

@@ -893,9 +893,9 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
     __m512 acc[X16_Q6K_TB];
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
+        /* the block front to back (repack.h, x16_q6K_scale_off): each
+         * quarter's scales, its slices, d after the quarters */
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
-        const uint8_t *scp = blk + 3072;
-        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 3328)));
         __m512i sumi[X16_Q6K_TB];
         for (int t = 0; t < TB; t++) sumi[t] = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
@@ -908,7 +908,7 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                                 _MM_HINT_T0);
                 for (int u = 0; u < 4; u++) {
                     /* repack.c's q6_K_slot: ql slice at l, at l + 32, qh at l. */
-                    const uint8_t *c = blk + (size_t)((2 * h + g) * 4 + u) * 192;
+                    const uint8_t *c = blk + x16_q6K_quant_off(h, g, u);
                     /* x16_load: gcc read A, B and H seven times (column
                      * 104 -> 134 GFLOP/s in registers) */
                     const __m512i A = x16_load(c), B = x16_load(c + 64), H = x16_load(c + 128);
@@ -934,8 +934,8 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                 }
                 for (int m = 0; m < 4; m++) {
                     const int sb = 8 * h + 2 * m + g;
-                    const __m512i scv =
-                        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scp + 16 * sb)));
+                    const __m512i scv = _mm512_cvtepi8_epi32(
+                        _mm_loadu_si128((const __m128i *)(blk + x16_q6K_scale_off(sb))));
                     for (int t = 0; t < TB; t++) {
                         const block_q8_K *ab = (const block_q8_K *)x[t] + b;
                         const int8_t *a = ab->qs + 128 * h + 32 * m + 16 * g;
@@ -954,6 +954,8 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
                 }
             }
         }
+        const __m512 dv =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + CS_X16_Q6K_D)));
         for (int t = 0; t < TB; t++) {
             const __m512 dy = _mm512_set1_ps(((const block_q8_K *)x[t])[b].d);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(dv, dy), acc[t]);
