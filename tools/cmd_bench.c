@@ -639,6 +639,12 @@ int cmd_bench(int argc, char **argv) {
     };
     int rc = bench_parse(argc, argv, &o);
     if (!tool_begin(&rc, &o.common, bench_usage)) return rc;
+    for (int32_t i = 0; o.mem_pair && i < o.n_n_threads; i++)
+        if (o.threads[i] > BENCH_MEM_MAX_THREADS) {
+            tool_error("--mem-pair: -t %d: the probe runs at most %d threads", (int)o.threads[i],
+                       (int)BENCH_MEM_MAX_THREADS);
+            return TOOL_EXIT_USAGE;
+        }
 
     bench_test *tests = NULL;
     int32_t n_tests = 0;

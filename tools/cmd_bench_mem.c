@@ -27,8 +27,6 @@
 #include "args.h"
 #include "tools.h"
 
-enum { MEM_MAX_THREADS = 256 };
-
 typedef struct mem_job {
     const uint64_t *p;
     size_t n; /* uint64 words */
@@ -67,9 +65,9 @@ static void *mem_worker(void *arg) {
 
 /* One timed pass (tools.h). */
 double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink) {
-    if (nt < 1 || nt > MEM_MAX_THREADS) return -1.0;
-    pthread_t th[MEM_MAX_THREADS];
-    mem_job jobs[MEM_MAX_THREADS];
+    if (nt < 1 || nt > BENCH_MEM_MAX_THREADS) return -1.0;
+    pthread_t th[BENCH_MEM_MAX_THREADS];
+    mem_job jobs[BENCH_MEM_MAX_THREADS];
     pthread_barrier_t start;
     if (pthread_barrier_init(&start, NULL, (unsigned)nt + 1) != 0) return -1.0;
     int32_t made = 0;
@@ -160,7 +158,7 @@ int cmd_bench_mem(int argc, char **argv) {
             return TOOL_EXIT_OK;
         } else if (tool_arg_is(a, "-t", "--threads")) {
             if ((rc = tool_arg_value(&it, &v)) == 0)
-                rc = tool_parse_i32_list(a, v, 1, MEM_MAX_THREADS, threads, 32, &n_threads);
+                rc = tool_parse_i32_list(a, v, 1, BENCH_MEM_MAX_THREADS, threads, 32, &n_threads);
         } else if (tool_arg_is(a, "-r", "--repetitions")) {
             if ((rc = tool_arg_value(&it, &v)) == 0) rc = tool_parse_i32(a, v, 1, 1000, &reps);
         } else if (tool_arg_is(a, NULL, "--size")) {

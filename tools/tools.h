@@ -38,6 +38,7 @@ int cmd_bench_mem(int argc, char **argv);
  * (thread start to last join), < 0 when a thread cannot start or nt is out
  * of range; adds the sums to *sink (keeps the reads). Cost: one read of
  * the buffer, about 40 ms per GiB on one core of a 25 GB/s machine. */
+enum { BENCH_MEM_MAX_THREADS = 256 };
 uint64_t *bench_mem_buffer(size_t bytes, bool small, double *huge_frac);
 void bench_mem_buffer_free(uint64_t *buf, size_t bytes);
 double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink);
