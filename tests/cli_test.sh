@@ -64,7 +64,7 @@ check_rc "empty integer exits 2" 2 "error: -t: '' is not an integer" -- run -t "
 check_rc "bad cache type exits 2" 2 "error: -ctk: 'q9' is not a KV cache type" -- run -ctk q9
 check_rc "bad bench list exits 2" 2 "error: -t: '1,,2'" -- bench -t 1,,2
 check_rc "bad bench output exits 2" 2 "error: -o: 'xml'" -- bench -o xml
-check_rc "bench --mem-pair over 256 threads exits 2" 2 "error: --mem-pair: -t 300: the probe runs at most 256 threads" -- bench --mem-pair -t 1,300
+check_rc "bench --mem-pair over 256 threads exits 2" 2 "error: --mem-pair: 300 threads: the probe runs at most 256" -- bench --mem-pair -t 1,300
 check_rc "perplexity without -f exits 2" 2 "error:" -- perplexity
 check_rc "tokenize without text exits 2" 2 "error:" -- tokenize
 check_rc "info without file exits 2" 2 "error:" -- info

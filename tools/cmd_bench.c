@@ -79,9 +79,10 @@ static void bench_usage(FILE *f) {
             "        --fragment           with -d D: the D cached cells alternate with D holes\n"
             "        --warmup-tokens N    tokens of the pp warm-up (default: the whole prompt)\n"
             "        --no-repack          keep weights in file order (no x16 packing)\n"
-            "        --mem-pair           tg tests: after every timed token, one pass of\n"
-            "                             'bench mem's read probe over as many bytes as a token\n"
-            "                             reads, with the test's threads; reports the decode's\n"
+            "        --mem-pair           tg tests: after every timed token, one pass of the\n"
+            "                             read probe of 'bench mem' over as many bytes as a token\n"
+            "                             reads of weights (with -d, its KV cache reads are not\n"
+            "                             counted), with the test's threads; reports the decode's\n"
             "                             GB/s against the probe's (t/s counts the tokens only;\n"
             "                             the probe buffer adds that many bytes to the process,\n"
             "                             so peak_rss_bytes is null)\n" TOOL_HELP_CACHE_TYPES
@@ -468,7 +469,7 @@ static void bench_md_row(const bench_model_info *mi, const bench_test *t, bool m
     printf("| %-30.30s | %10s | %10s | %-10s | %7d | %13s | %21s |", mi->desc, size, params, "CPU",
            (int)t->n_threads, test, ts);
     if (t->paired) {
-        printf(" %11.2f | %10.2f | %9.1f %% (%5.1f %%) |",
+        printf(" %11.2f | %10.2f | %11.1f %% (%5.1f %%) |",
                bench_pair_gbs(t, mi->decode_bytes, true),
                bench_pair_gbs(t, mi->decode_bytes, false),
                100.0 * bench_pair_ratio(t, mi->decode_bytes), 100.0 * t->pair_median);
@@ -641,8 +642,8 @@ int cmd_bench(int argc, char **argv) {
     if (!tool_begin(&rc, &o.common, bench_usage)) return rc;
     for (int32_t i = 0; o.mem_pair && i < o.n_n_threads; i++)
         if (o.threads[i] > BENCH_MEM_MAX_THREADS) {
-            tool_error("--mem-pair: -t %d: the probe runs at most %d threads", (int)o.threads[i],
-                       (int)BENCH_MEM_MAX_THREADS);
+            tool_error("--mem-pair: %d threads: the probe runs at most %d (set -t)",
+                       (int)o.threads[i], (int)BENCH_MEM_MAX_THREADS);
             return TOOL_EXIT_USAGE;
         }
 

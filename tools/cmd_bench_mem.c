@@ -27,16 +27,29 @@
 #include "args.h"
 #include "tools.h"
 
+/* The start line of a pass: the readers wait until the caller sets go
+ * (1: read, -1: a thread could not start, leave without reading). A
+ * barrier would wait forever for a thread that was never created. */
+typedef struct mem_start {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int go;
+} mem_start;
+
 typedef struct mem_job {
     const uint64_t *p;
     size_t n; /* uint64 words */
     uint64_t sum;
-    pthread_barrier_t *start;
+    mem_start *start;
 } mem_job;
 
 static void *mem_worker(void *arg) {
     mem_job *j = arg;
-    pthread_barrier_wait(j->start);
+    pthread_mutex_lock(&j->start->mu);
+    while (j->start->go == 0) pthread_cond_wait(&j->start->cv, &j->start->mu);
+    const int go = j->start->go;
+    pthread_mutex_unlock(&j->start->mu);
+    if (go < 0) return NULL;
     /* 32-byte vector loads (GCC/clang vector extension: whatever SIMD the
      * build targets), 4 independent accumulators: one 128-byte step per
      * two cache lines keeps enough loads in flight to saturate memory.
@@ -68,8 +81,7 @@ double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *s
     if (nt < 1 || nt > BENCH_MEM_MAX_THREADS) return -1.0;
     pthread_t th[BENCH_MEM_MAX_THREADS];
     mem_job jobs[BENCH_MEM_MAX_THREADS];
-    pthread_barrier_t start;
-    if (pthread_barrier_init(&start, NULL, (unsigned)nt + 1) != 0) return -1.0;
+    mem_start start = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     int32_t made = 0;
     for (int32_t t = 0; t < nt; t++) {
         const size_t a = words * (size_t)t / (size_t)nt, b = words * (size_t)(t + 1) / (size_t)nt;
@@ -77,17 +89,15 @@ double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *s
         if (pthread_create(&th[t], NULL, mem_worker, &jobs[t]) != 0) break;
         made++;
     }
-    if (made < nt) { /* release the barrier with stand-in waits, then fail */
-        for (int32_t t = made; t < nt; t++) {
-            jobs[t].n = 0;
-            mem_worker(&jobs[t]);
-        }
-    }
     const uint64_t t0 = tool_time_ns();
-    pthread_barrier_wait(&start);
+    pthread_mutex_lock(&start.mu);
+    start.go = made < nt ? -1 : 1; /* a thread that cannot start fails the pass */
+    pthread_cond_broadcast(&start.cv);
+    pthread_mutex_unlock(&start.mu);
     for (int32_t t = 0; t < made; t++) pthread_join(th[t], NULL);
     const uint64_t t1 = tool_time_ns();
-    pthread_barrier_destroy(&start);
+    pthread_cond_destroy(&start.cv);
+    pthread_mutex_destroy(&start.mu);
     for (int32_t t = 0; t < made; t++) *sink += jobs[t].sum;
     return made < nt ? -1.0 : (double)(t1 - t0) * 1e-9;
 }

@@ -115,7 +115,8 @@ enum { CS_LAYOUT_ROWS = 0, CS_LAYOUT_X16 = 1 };
  * scale planes (16 rows, s8) of the sub-blocks 8h + 2m + g, m = 0..3, at
  * +16m, then for u = 0..3 at +64 + 192u the ql slice at l, the ql slice at
  * l + 32 and the qh slice at l; d[16] (f16) closes the block at
- * CS_X16_Q6K_D, read after the quarters. Why: a decode column streams the
+ * CS_X16_Q6K_D, which the decode column reads after the quarters (a tile,
+ * reading from cache, loads it first). Why: a decode column streams the
  * weights from memory, and the hardware prefetcher follows a stream that
  * only moves forward. With the scales and d at the block's end, read before
  * and between the quants, the 1.1B Q6_K decode (1 thread, `bench -n 48
