@@ -373,15 +373,18 @@ static int32_t model_ftype(const cs_model *m) {
 
 /* ---------------------------------------------------------------- packing */
 
-/* True when w's bytes overlap no other tensor's: packing rewrites them in
- * place, so a (hostile) file whose tensors share bytes keeps those
- * tensors as they are. O(n_tensors). */
+/* True when w's bytes overlap no other tensor's: packing gives the file's
+ * pages back (on the read() path, anonymous pages that would read as zeros
+ * afterwards), so a (hostile) file whose tensors share bytes keeps those
+ * tensors as they are. Two tensors with the same bytes (an alias) are not
+ * private either: only the first exact match is w itself. O(n_tensors). */
 static bool weight_bytes_private(const cs_model *m, const model_weight *w, uint64_t bytes) {
     const uint8_t *a0 = w->data, *a1 = a0 + bytes;
+    int same = 0;
     for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
         const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
         const uint8_t *b0 = t->data, *b1 = b0 + t->nbytes;
-        if (b0 == a0 && t->nbytes == bytes) continue; /* w itself */
+        if (b0 == a0 && t->nbytes == bytes && same++ == 0) continue; /* w itself */
         if (b0 < a1 && a0 < b1 && t->nbytes > 0) return false;
     }
     return true;
