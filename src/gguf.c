@@ -654,6 +654,10 @@ void gguf_release(gguf_file *g, const void *p, size_t n) {
     if (g->map) mmap_release(g->map, p, n);
 }
 
+void gguf_release_span(gguf_file *g, const void *p, size_t n) {
+    if (g->map) mmap_release_span(g->map, p, n);
+}
+
 void gguf_close(gguf_file *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_kv; i++) gguf_kv_clear(&g->kvs[i]);

@@ -101,6 +101,11 @@ const gguf_tensor *gguf_tensor_at(const gguf_file *g, int64_t i);
  * opened by path, mmap_release gives their pages back; for a caller's
  * buffer, nothing. */
 void gguf_release(gguf_file *g, const void *p, size_t n);
+/* For bytes copied out of the file: on a mapping, mmap_release_span gives
+ * back the pages of the 2 MiB-aligned span around them, which other
+ * tensors may share (read from the file again if needed); nothing for a
+ * heap copy or a caller's buffer. */
+void gguf_release_span(gguf_file *g, const void *p, size_t n);
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name); /* NULL if absent */
 
 /* ---------------------------------------------------------------- writer */

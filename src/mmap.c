@@ -103,6 +103,18 @@ void mmap_release(mmap_file *m, const void *p, size_t n) {
     if (b1 > a1) (void)madvise((void *)a1, b1 - a1, MADV_DONTNEED);
 }
 
+void mmap_release_span(mmap_file *m, const void *p, size_t n) {
+    if (n == 0 || !m->mapped) return;
+    const uintptr_t span = (uintptr_t)2 << 20;
+    const uintptr_t lo = (uintptr_t)m->data, hi = lo + m->size;
+    const uintptr_t a = (uintptr_t)p, b = a + n;
+    CS_ASSERT(a >= lo && b <= hi && b >= a);
+    uintptr_t a1 = a & ~(span - 1), b1 = (b + span - 1) & ~(span - 1);
+    if (a1 < lo) a1 = lo;
+    if (b1 > hi || b1 < b) b1 = hi;
+    mmap_release(m, (const void *)a1, b1 - a1);
+}
+
 void mmap_free(mmap_file *m) {
     if (!m) return;
     if (m->data) {

@@ -27,6 +27,15 @@ cs_status mmap_open(const char *path, bool use_mmap, mmap_file **out);
  * both copies. Best effort, O(pages). */
 void mmap_release(mmap_file *m, const void *p, size_t n);
 
+/* For a small range copied out of the file: on a mapping, the pages of
+ * the 2 MiB-aligned span around [p, p + n) (clipped to the file) are given
+ * back. The kernel maps a file's large page-cache folios whole (up to
+ * 2 MiB), so reading an 8 KB norm kept up to 2 MiB of its neighbours
+ * resident. On a mapping any page given back is read from the file again
+ * if needed (the token embedding, another vector); a heap copy is left
+ * alone (its pages would read as zeros). O(span pages). */
+void mmap_release_span(mmap_file *m, const void *p, size_t n);
+
 /* Unmap or free. NULL is a no-op. Pointers into data die with it. */
 void mmap_free(mmap_file *m);
 

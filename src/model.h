@@ -85,6 +85,8 @@ struct cs_model {
     int32_t n_packed;    /* weights packed to CS_LAYOUT_X16 at load */
     void *packed;        /* their arena (mem_huge_alloc), or NULL */
     size_t packed_bytes; /* its size */
+    void *small;         /* the norms, biases and rope factors copied out of the file when
+                            packing (model.c copy_small_vectors), or NULL */
 };
 
 /* state.c: FNV-1a over the ends of tok_embd and output (as the file holds
