@@ -509,10 +509,10 @@ static void bench_json_obj(const bench_model_info *mi, const bench_opts *o, cons
         printf("    \"mem_pair_tokens\": %llu,\n", (unsigned long long)t->pair_tokens);
         printf("    \"mem_pair_probe_bytes\": %llu,\n", (unsigned long long)t->pair_probe_bytes);
         printf("    \"mem_pair_huge_page_fraction\": %.3f,\n", pr_huge_frac);
-        printf("    \"mem_pair_decode_gbs\": %.3f,\n", bench_pair_gbs(t, mi->decode_bytes, true));
-        printf("    \"mem_pair_probe_gbs\": %.3f,\n", bench_pair_gbs(t, mi->decode_bytes, false));
-        printf("    \"mem_pair_ratio\": %.4f,\n", bench_pair_ratio(t, mi->decode_bytes));
-        printf("    \"mem_pair_ratio_median\": %.4f,\n", t->pair_median);
+        printf("    \"mem_pair_decode_gbs\": %.6f,\n", bench_pair_gbs(t, mi->decode_bytes, true));
+        printf("    \"mem_pair_probe_gbs\": %.6f,\n", bench_pair_gbs(t, mi->decode_bytes, false));
+        printf("    \"mem_pair_ratio\": %.6f,\n", bench_pair_ratio(t, mi->decode_bytes));
+        printf("    \"mem_pair_ratio_median\": %.6f,\n", t->pair_median);
     }
     printf("    \"repack\": %s,\n", o->no_repack ? "false" : "true");
     printf("    \"test_time\": \"%s\",\n", t->test_time);
