@@ -220,11 +220,6 @@ static int bench_tg(const cs_model *model, cs_context *ctx, cs_batch *batch, int
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* One timed tg run with the probe: n_gen tokens, each followed by one
  * probe pass; adds the tokens' time to *tok_ns, the passes' to t's sums,
  * and each token's ratio (decode_bytes / token time) / (probe bytes /
@@ -387,8 +382,7 @@ static int bench_run_test(const cs_model *model, const bench_opts *o, const benc
     bench_stats(t, o->reps);
     if (t->paired) {
         const size_t n = (size_t)t->n_gen * (size_t)o->reps;
-        qsort(ratios, n, sizeof *ratios, cmp_double);
-        t->pair_median = n % 2 ? ratios[n / 2] : 0.5 * (ratios[n / 2 - 1] + ratios[n / 2]);
+        t->pair_median = bench_sort_median(ratios, n);
     }
     cs_kv_info ki;
     if (cs_kv_stats(ctx, &ki) == CS_OK) {

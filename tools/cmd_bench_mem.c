@@ -107,6 +107,11 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+double bench_sort_median(double *v, size_t n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /* The process's anonymous huge-page bytes (Linux /proc; 0 elsewhere). */
 static uint64_t anon_huge_bytes(void) {
     FILE *f = fopen("/proc/self/smaps_rollup", "r");
@@ -210,8 +215,7 @@ int cmd_bench_mem(int argc, char **argv) {
             if ((secs[r] = bench_mem_pass(buf, words, threads[ti], &sink)) <= 0)
                 rc = TOOL_EXIT_FAIL;
         if (rc != TOOL_EXIT_OK) break;
-        qsort(secs, (size_t)reps, sizeof *secs, cmp_double);
-        const double med = reps % 2 ? secs[reps / 2] : 0.5 * (secs[reps / 2 - 1] + secs[reps / 2]);
+        const double med = bench_sort_median(secs, (size_t)reps); /* secs[0]: the best */
         const double gbs = (double)bytes / med * 1e-9, best = (double)bytes / secs[0] * 1e-9;
         if (json)
             printf("%s  {\"test\": \"mem_read\", \"n_threads\": %d, \"bytes\": %zu, \"reps\": %d, "

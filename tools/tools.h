@@ -42,6 +42,9 @@ enum { BENCH_MEM_MAX_THREADS = 256 };
 uint64_t *bench_mem_buffer(size_t bytes, bool small, double *huge_frac);
 void bench_mem_buffer_free(uint64_t *buf, size_t bytes);
 double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink);
+/* Sorts v[0..n) ascending (n >= 1) and returns its median (the mean of the
+ * middle two for even n). O(n log n). */
+double bench_sort_median(double *v, size_t n);
 int cmd_perplexity(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
