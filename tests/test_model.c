@@ -221,6 +221,50 @@ static void test_model_packing(void **s) {
     }
 }
 
+/* One per-token vector of a loaded model against its tensor in the file:
+ * equal bytes always; outside the file's bytes exactly when `copied`. */
+static void check_small_vector(const cs_model *m, const float *v, const char *name, bool copied) {
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    assert_non_null(t);
+    assert_non_null(v);
+    assert_memory_equal(v, t->data, (size_t)t->nbytes);
+    const uint8_t *p = (const uint8_t *)(const void *)v, *d = (const uint8_t *)t->data;
+    if (copied) {
+        assert_non_null(m->small);
+        assert_true(p != d);
+    } else {
+        assert_ptr_equal(p, d);
+    }
+}
+
+/* When packing, the norms every token reads are copied out of the file
+ * (model.c copy_small_vectors: their 2 MiB neighbourhood of a mapping is
+ * given back, which kept large page-cache folios resident), with the file's
+ * bytes; without packing they stay in the file. Mapped and heap copies. */
+static void test_model_small_vectors_copied(void **s) {
+    (void)s;
+    char path[1024];
+    const char *p = test_shared_path("models/stories260K-q4_0.gguf", path, sizeof path);
+    if (!p) return;
+    for (int mode = 0; mode < 3; mode++) {
+        cs_model_params mp = cs_model_default_params();
+        mp.repack = mode != 0;
+        mp.use_mmap = mode != 2;
+        cs_model *m = NULL;
+        assert_int_equal(cs_model_load(p, &mp, &m), CS_OK);
+        if (mode == 0) assert_null(m->small);
+        char name[64];
+        for (int32_t l = 0; l < m->hp.n_layer; l++) {
+            snprintf(name, sizeof name, "blk.%d.attn_norm.weight", (int)l);
+            check_small_vector(m, m->layers[l].attn_norm, name, mode != 0);
+            snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", (int)l);
+            check_small_vector(m, m->layers[l].ffn_norm, name, mode != 0);
+        }
+        check_small_vector(m, m->output_norm, "output_norm.weight", mode != 0);
+        cs_model_free(m);
+    }
+}
+
 /* ------------------------------------------------ variants of the model */
 
 typedef struct variant {
@@ -488,6 +532,7 @@ int main(void) {
         cmocka_unit_test(test_model_load_variants),
         cmocka_unit_test(test_model_packing),
         cmocka_unit_test(test_model_packing_shared_bytes),
+        cmocka_unit_test(test_model_small_vectors_copied),
         cmocka_unit_test(test_model_variants),
         cmocka_unit_test(test_model_family_variants),
         cmocka_unit_test(test_model_tekken_refused),
