@@ -147,9 +147,9 @@ out.push(
 );
 out.push("");
 out.push(
-  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | row GB/s | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | ctxshift / round's | llama.cpp / round's | ctxshift / paired probe: all tokens (median token) | CPU paths (ctxshift table; llama.cpp variant: features) |",
+  "| model | threads | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio | row GB/s | tg ceiling | ctxshift / ceiling | llama.cpp / ceiling | best round / ceiling: ctxshift, llama.cpp | ctxshift / round's | llama.cpp / round's | ctxshift / paired probe: all tokens (median token) | CPU paths (ctxshift table; llama.cpp variant: features) |",
 );
-out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+out.push("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 let anyGlobal = false;
 const mem = [];
 for (const id of main) {
@@ -163,7 +163,7 @@ for (const id of main) {
   const ceil = (rb.gbs * 1e9) / size;
   const pr = paired(id);
   out.push(
-    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(rb.gbs)}${rb.own ? "" : "*"} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${pct(perRound(id, "cs", t, size))} | ${pct(perRound(id, "nb", t, size))} | ${pct(pr.sum)} (${pct(pr.med)}) | ${csTable}; ${llamaPaths(nb.objs)} |`,
+    `| ${shape} ${type} | ${t} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} | ${f1(rb.gbs)}${rb.own ? "" : "*"} | ${f1(ceil)} | ${pct(ctg / ceil)} | ${pct(ltg / ceil)} | ${pct(Math.max(...cs.tg) / ceil)} / ${pct(Math.max(...nb.tg) / ceil)} | ${pct(perRound(id, "cs", t, size))} | ${pct(perRound(id, "nb", t, size))} | ${pct(pr.sum)} (${pct(pr.med)}) | ${csTable}; ${llamaPaths(nb.objs)} |`,
   );
   const modelFile = readFileSync(path.join(dir, `${id}.model`), "utf8").trim();
   const fileBytes = existsSync(modelFile) ? statSync(modelFile).size : NaN;
@@ -174,7 +174,7 @@ for (const id of main) {
 }
 out.push("");
 out.push(
-  "tg ceiling = row GB/s / bytes a token reads (`cs_model_decode_bytes`: every weight once, the token embedding one row); both engines read the same bytes, the KV cache of tg128 adds under 1 %. row GB/s = the best `bench mem` pass at the row's thread count over the runs after each of its rounds; '/ round\'s': the median over rounds of the round's tg128 against the ceiling from the bandwidth measured right after it (on a host whose bandwidth drifts, the fairer pairing; one high pass can set the row's best); 'paired probe': `ctxshift bench -p 0 -n 64 --mem-pair`, each token's weight stream against a `bench mem` pass of the same bytes run right after it, same threads, as the ratio of the sums over all tokens and as the median token's ratio, median over rounds (the tightest pairing; llama.cpp cannot be paired this way)" +
+  "tg ceiling = row GB/s / bytes a token reads (`cs_model_decode_bytes`: every weight once, the token embedding one row); both engines read the same bytes, the KV cache of tg128 adds under 1 %. row GB/s = the best `bench mem` pass at the row's thread count over the runs after each of its rounds; '/ round\'s': the median over rounds of the round's tg128 against the ceiling from the bandwidth measured right after it (on a host whose bandwidth drifts, the fairer pairing; one high pass can set the row's best); 'best round / ceiling': each engine's fastest tg128 round against the same ceiling, extreme against extreme (the ceiling is the best of 3 passes per round, so it still favours the probe); 'paired probe': `ctxshift bench -p 0 -n 64 --mem-pair`, each token's weight stream against a `bench mem` pass of the same bytes run right after it, same threads, as the ratio of the sums over all tokens and as the median token's ratio, median over rounds (the tightest pairing; llama.cpp cannot be paired this way)" +
     (anyGlobal ? " (* : none recorded, the start and end runs' best)." : "."),
 );
 out.push("");
