@@ -7,7 +7,8 @@
  *     on the calling thread when it is small (a decode step), which saves a
  *     wake-up of the pool;
  *  2. cut the work in units of (token chunk, range of rb-row blocks): chunk
- *     = converted rows that fit ~128 KiB, so they stay in L2 while the W
+ *     = converted rows that fit ~128 KiB (256 KiB for F16 / BF16 rows, which
+ *     hold two copies), so they stay in L2 while the W
  *     rows stream past; the thread pool's ranges per thread. Threads take
  *     units from a shared counter (threadpool_take), so one slowed down by
  *     another process does not hold the others at the job's end. Each rb-row block runs
@@ -202,7 +203,13 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     const int64_t rb = m->have_uk ? m->uk.rb : m->layout == CS_LAYOUT_X16 ? CS_X16_ROWS : 1;
     const int64_t n_blocks = (m->N + rb - 1) / rb;
     const int64_t n_ranges = threadpool_n_ranges(n_blocks, nth);
-    int64_t chunk = (int64_t)(CHUNK_BYTES / m->x_row);
+    /* F16 / BF16 rows carry the 16-bit copy and its widened floats and a
+     * kernel reads one of them, so their budget is doubled: 110M F16 pp512
+     * at 2 threads +3 % while another tenant loads the shared cache, 0 %
+     * otherwise (docs/BENCH.md, "F16 at two threads") */
+    const size_t budget =
+        m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16 ? 2 * CHUNK_BYTES : CHUNK_BYTES;
+    int64_t chunk = (int64_t)(budget / m->x_row);
     const int64_t tb = m->have_uk ? m->uk.tb : 1;
     chunk = chunk < tb ? tb : chunk / tb * tb;
     const int64_t n_units = (m->T + chunk - 1) / chunk * n_ranges;
