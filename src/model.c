@@ -478,50 +478,49 @@ static cs_status pack_weights(cs_model *m) {
  * large page-cache folios whole, so each 8 KB norm between two packed
  * matrices kept up to 2 MiB of the file resident (a cold-cache 1.1B Q4_K_M
  * decode held 95 MB of the file, 82 MB of it PMD-mapped, and peaked 55 MiB
- * over file + KV + 64 MiB). Cost: one copy of those vectors (a few hundred
- * KB), O(vectors x tensors) look-ups. A vector that is not a whole tensor
- * stays where it is. */
+ * over file + KV + 64 MiB). Each vector's length is the one load_tensors
+ * checked its tensor against. Cost: one copy of those vectors (a few
+ * hundred KB), O(vectors). */
 static cs_status copy_small_vectors(cs_model *m) {
-    const int64_t n_v = (int64_t)m->hp.n_layer * 5 + 2;
+    const model_hparams *hp = &m->hp;
+    const int64_t n_v = (int64_t)hp->n_layer * 5 + 2;
     const float ***v = mem_calloc((size_t)n_v, sizeof *v);
-    size_t *len = mem_calloc((size_t)n_v, sizeof *len);
+    size_t *len = mem_calloc((size_t)n_v, sizeof *len); /* floats, 16-aligned slots */
     cs_status st = CS_OK;
     if (!v || !len) {
         st = error_fail(CS_ERR_NOMEM, "model: out of memory");
         goto done;
     }
-    for (int64_t l = 0; l < m->hp.n_layer; l++) {
+    for (int64_t l = 0; l < hp->n_layer; l++) {
         model_layer *L = &m->layers[l];
-        v[5 * l] = &L->attn_norm, v[5 * l + 1] = &L->ffn_norm;
-        v[5 * l + 2] = &L->bq, v[5 * l + 3] = &L->bk, v[5 * l + 4] = &L->bv;
+        v[5 * l] = &L->attn_norm, len[5 * l] = (size_t)hp->n_embd;
+        v[5 * l + 1] = &L->ffn_norm, len[5 * l + 1] = (size_t)hp->n_embd;
+        v[5 * l + 2] = &L->bq, len[5 * l + 2] = (size_t)hp->n_embd_q;
+        v[5 * l + 3] = &L->bk, len[5 * l + 3] = (size_t)hp->n_embd_kv;
+        v[5 * l + 4] = &L->bv, len[5 * l + 4] = (size_t)hp->n_embd_kv;
     }
-    v[n_v - 2] = &m->output_norm, v[n_v - 1] = &m->hp.rope_freq_factors;
-    size_t total = 0;
+    v[n_v - 2] = &m->output_norm, len[n_v - 2] = (size_t)hp->n_embd;
+    v[n_v - 1] = &m->hp.rope_freq_factors, len[n_v - 1] = (size_t)(hp->n_rot / 2);
+    size_t total = 0; /* floats */
     for (int64_t i = 0; i < n_v; i++) {
-        if (!*v[i]) continue;
-        for (int64_t k = 0; k < gguf_n_tensors(m->gguf); k++) {
-            const gguf_tensor *t = gguf_tensor_at(m->gguf, k);
-            if (t->data == (const void *)*v[i] && t->nbytes > 0) {
-                len[i] = (size_t)t->nbytes;
-                break;
-            }
-        }
-        total += (len[i] + 63) & ~(size_t)63;
+        if (!*v[i]) len[i] = 0; /* a bias or the factors the file does not have */
+        total += (len[i] + 15) & ~(size_t)15;
     }
     if (total == 0) goto done;
-    uint8_t *dst = mem_malloc(total);
+    float *dst = mem_malloc(total * sizeof *dst);
     if (!dst) {
-        st = error_fail(CS_ERR_NOMEM, "model: out of memory for %zu bytes of norms", total);
+        st = error_fail(CS_ERR_NOMEM, "model: out of memory for %zu bytes of norms",
+                        total * sizeof *dst);
         goto done;
     }
     m->small = dst;
     for (int64_t i = 0; i < n_v; i++) {
         if (len[i] == 0) continue;
         const float *old = *v[i];
-        memcpy(dst, old, len[i]);
-        *v[i] = (const float *)(void *)dst;
-        gguf_release_span(m->gguf, old, len[i]);
-        dst += (len[i] + 63) & ~(size_t)63;
+        memcpy(dst, old, len[i] * sizeof *dst);
+        *v[i] = dst;
+        gguf_release_span(m->gguf, old, len[i] * sizeof *dst);
+        dst += (len[i] + 15) & ~(size_t)15;
     }
 done:
     mem_free(v);
