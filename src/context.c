@@ -70,6 +70,77 @@ static cs_status check_params(const cs_model *m, const cs_context_params *p, uin
     return CS_OK;
 }
 
+/* ------------------------------------------------------ per-thread scratch */
+
+/* Largest transposed-key copy per thread: 4 MiB (16384 cells of a 64-wide
+ * head), so a long context costs no more than that per thread; cells past
+ * it take the per-cell kernel, which gives the same bits. */
+#define KT_MAX_BYTES ((size_t)4 << 20)
+
+/* The attention's per-thread buffers for n_threads threads. */
+typedef struct thread_bufs {
+    float *scores;
+    int32_t *vis;
+    void *qh;
+    float *vrow;
+    float *kt;
+    attn_kt_state *kt_state;
+} thread_bufs;
+
+static void thread_bufs_free(thread_bufs *t) {
+    mem_free(t->scores);
+    mem_free(t->vis);
+    mem_free(t->qh);
+    mem_free(t->vrow);
+    mem_free(t->kt);
+    mem_free(t->kt_state);
+}
+
+/* Cells of the transposed keys per thread (0: the path is off): the
+ * table must have the kernels for this head dim and the K cache be F16. */
+static int32_t kt_cells_for(const cs_context *c) {
+    const int64_t hd = c->model->hp.head_dim;
+    if (!c->kern->attn_kt_f16 || !KERNELS_ATTN_KT_HD(hd) || c->kv.type_k != CS_TYPE_F16) return 0;
+    const size_t cap = KT_MAX_BYTES / ((size_t)hd * sizeof(float)) / 16 * 16;
+    const size_t want = ((size_t)c->n_ctx + 15) / 16 * 16;
+    return (int32_t)(want < cap ? want : cap);
+}
+
+/* Allocates every buffer or none (false: out of memory, *t all NULL).
+ * Cost: O(n_threads * (n_ctx * (KERNELS_ATTN_MQ + 1) + kt_cells * head_dim)). */
+static bool thread_bufs_alloc(const cs_context *c, int32_t n_threads, thread_bufs *t) {
+    const size_t nt = (size_t)n_threads, n_ctx = c->n_ctx, hd = (size_t)c->model->hp.head_dim;
+    *t = (thread_bufs){0};
+    t->scores = mem_aligned_alloc(nt * KERNELS_ATTN_MQ * n_ctx * sizeof(float));
+    t->vis = mem_aligned_alloc(nt * n_ctx * sizeof(int32_t));
+    t->qh = mem_aligned_alloc(nt * KERNELS_ATTN_MQ * hd * 4);
+    t->vrow = mem_aligned_alloc(nt * hd * sizeof(float));
+    bool ok = t->scores && t->vis && t->qh && t->vrow;
+    if (c->kt_cells > 0) {
+        t->kt = mem_aligned_alloc(nt * (size_t)c->kt_cells * hd * sizeof(float));
+        t->kt_state = mem_calloc(nt, sizeof *t->kt_state);
+        ok = ok && t->kt && t->kt_state;
+    }
+    if (!ok) {
+        thread_bufs_free(t);
+        *t = (thread_bufs){0};
+    }
+    return ok;
+}
+
+static void thread_bufs_set(cs_context *c, const thread_bufs *t) {
+    c->scores = t->scores;
+    c->vis = t->vis;
+    c->qh = t->qh;
+    c->vrow = t->vrow;
+    c->kt = t->kt;
+    c->kt_state = t->kt_state;
+}
+
+static thread_bufs thread_bufs_of(const cs_context *c) {
+    return (thread_bufs){c->scores, c->vis, c->qh, c->vrow, c->kt, c->kt_state};
+}
+
 cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_context **out) {
     if (out) *out = NULL;
     if (!m || !out)
@@ -124,10 +195,10 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->hb = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
     c->hb2 = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
     c->rope_cs = mem_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
-    c->scores = mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * n_ctx * sizeof(float));
-    c->vis = mem_aligned_alloc((size_t)n_threads * n_ctx * sizeof(int32_t));
-    c->qh = mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * (size_t)hp->head_dim * 4);
-    c->vrow = mem_aligned_alloc((size_t)n_threads * (size_t)hp->head_dim * sizeof(float));
+    c->kt_cells = kt_cells_for(c);
+    thread_bufs tb;
+    if (!thread_bufs_alloc(c, n_threads, &tb)) goto nomem;
+    thread_bufs_set(c, &tb);
     c->mm_scratch_size = matmul_scratch_max(m, (int64_t)T);
     c->mm_scratch = mem_aligned_alloc(c->mm_scratch_size);
     c->slot = mem_malloc(T * sizeof *c->slot);
@@ -138,8 +209,7 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->tok_list = mem_malloc(T * sizeof *c->tok_list);
     if (!c->seq_cells || !c->tok_list) goto nomem;
     if (!c->x || !c->xb || !c->q || !c->att || !c->k || !c->v || !c->hb || !c->hb2 || !c->rope_cs ||
-        !c->scores || !c->vis || !c->qh || !c->vrow || !c->mm_scratch || !c->slot || !c->seqs ||
-        !c->seq0 || !c->out_index)
+        !c->mm_scratch || !c->slot || !c->seqs || !c->seq0 || !c->out_index)
         goto nomem;
     if ((st = threadpool_new(n_threads, &c->tp)) != CS_OK) goto fail;
     *out = c;
@@ -157,11 +227,12 @@ void cs_context_free(cs_context *c) {
     threadpool_free(c->tp);
     kv_store_free(&c->kv);
     kv_cells_free(&c->cells);
-    void *bufs[] = {
-        c->x,         c->xb,      c->q,         c->att,    c->k,    c->v,          c->hb,
-        c->hb2,       c->rope_cs, c->scores,    c->vis,    c->qh,   c->mm_scratch, c->slot,
-        c->seqs,      c->seq0,    c->out_index, c->logits, c->vrow, c->defrag_ids, c->defrag_moves,
-        c->seq_cells, c->tok_list};
+    thread_bufs tb = thread_bufs_of(c);
+    thread_bufs_free(&tb);
+    void *bufs[] = {c->x,          c->xb,           c->q,         c->att,       c->k,
+                    c->v,          c->hb,           c->hb2,       c->rope_cs,   c->mm_scratch,
+                    c->slot,       c->seqs,         c->seq0,      c->out_index, c->logits,
+                    c->defrag_ids, c->defrag_moves, c->seq_cells, c->tok_list};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mem_free(bufs[i]);
     mem_free(c);
 }
@@ -184,33 +255,21 @@ cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
         return error_fail(CS_ERR_INVALID_ARG, "cs_set_n_threads: n_threads %d outside [1, %d]",
                           n_threads, CS_MAX_THREADS);
     if (n_threads == c->n_threads) return CS_OK;
-    float *scores =
-        mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * c->n_ctx * sizeof(float));
-    int32_t *vis = mem_aligned_alloc((size_t)n_threads * c->n_ctx * sizeof(int32_t));
-    void *qh =
-        mem_aligned_alloc((size_t)n_threads * KERNELS_ATTN_MQ * (size_t)c->model->hp.head_dim * 4);
-    float *vrow = mem_aligned_alloc((size_t)n_threads * (size_t)c->model->hp.head_dim * 4);
+    thread_bufs tb;
     threadpool *tp = NULL;
-    cs_status st = (scores && vis && qh && vrow)
-                       ? threadpool_new(n_threads, &tp)
-                       : error_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory");
+    if (!thread_bufs_alloc(c, n_threads, &tb))
+        return error_fail(CS_ERR_NOMEM, "cs_set_n_threads: out of memory for %d threads",
+                          n_threads);
+    const cs_status st = threadpool_new(n_threads, &tp);
     if (st != CS_OK) {
-        mem_free(scores);
-        mem_free(vis);
-        mem_free(qh);
-        mem_free(vrow);
+        thread_bufs_free(&tb);
         return st;
     }
     threadpool_free(c->tp);
-    mem_free(c->scores);
-    mem_free(c->vis);
-    mem_free(c->qh);
-    mem_free(c->vrow);
-    c->vrow = vrow;
+    thread_bufs old = thread_bufs_of(c);
+    thread_bufs_free(&old);
+    thread_bufs_set(c, &tb);
     c->tp = tp;
-    c->scores = scores;
-    c->vis = vis;
-    c->qh = qh;
     c->n_threads = n_threads;
     return CS_OK;
 }

@@ -13,6 +13,20 @@
 
 #define CS_ATTN_SEQ_LISTS 4
 
+/* A batch of at least this many rows takes the transposed keys (forward.c,
+ * kernels.h attn_kt_f16): each thread transposes a KV head's cells once
+ * (about 6 operations per cell and 16 head elements) and saves about 5 per
+ * (cell, query) on the scores, so it pays when a cell serves several of
+ * the thread's queries; a decode step's few rows keep the per-cell kernel. */
+#define CS_ATTN_KT_MIN_TOKENS 32
+
+/* Which keys a thread's transposed copy holds (forward.c): blocks [0,
+ * n_blocks) of list `list`'s cells, KV head hk, layer `layer`, in the
+ * current decode (reset with layer -1 at each layer's attention). */
+typedef struct attn_kt_state {
+    int32_t layer, hk, list, n_blocks;
+} attn_kt_state;
+
 struct cs_context {
     const cs_model *model;
     cs_context_params params;
@@ -43,8 +57,15 @@ struct cs_context {
     float *hb;      /* (n_batch, n_ff) */
     float *hb2;     /* (n_batch, n_ff) */
     float *rope_cs; /* (n_batch, n_rot) cos/sin per token */
-    float *scores;  /* (n_threads, n_ctx) attention scores */
+    /* per thread of the pool (thread_bufs_alloc in context.c sizes them) */
+    float *scores;  /* (n_threads, KERNELS_ATTN_MQ, n_ctx) attention scores */
     int32_t *vis;   /* (n_threads, n_ctx) cells visible to the current token */
+    /* A prompt's keys transposed (kernels.h, attn_kt_f16): per thread kt_cells
+     * cells of one KV head, the head and list named by its kt_state.
+     * kt_cells 0: none (no such kernel, another cache type or head dim). */
+    float *kt;               /* (n_threads, kt_cells, head_dim) */
+    attn_kt_state *kt_state; /* (n_threads) */
+    int32_t kt_cells;
     /* Per decode (forward.c): the cells of up to CS_ATTN_SEQ_LISTS of the
      * batch's sequences in position order, so a row's visible cells are a
      * prefix of its sequence's list: sorted once per decode, not per
@@ -55,8 +76,8 @@ struct cs_context {
     cs_seq seq_list_id[CS_ATTN_SEQ_LISTS];
     int32_t n_seq_lists;
     bool all_rows_listed; /* every row of the batch has a list */
-    void *qh;             /* (n_threads, head_dim) query as f16 or Q8_0 for such a K cache */
-    float *vrow;          /* (n_threads, head_dim) a V head dequantized from Q8_0 */
+    void *qh;    /* (n_threads, KERNELS_ATTN_MQ, head_dim) queries as f16 or Q8_0 (K cache) */
+    float *vrow; /* (n_threads, head_dim) a V head dequantized from Q8_0 */
     void *mm_scratch;     /* activations converted for the matmul */
     size_t mm_scratch_size;
     int32_t *slot;  /* (n_batch) cell of each batch row */

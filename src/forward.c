@@ -162,6 +162,7 @@ typedef struct attn_task {
     const cs_batch *b;
     int32_t layer;
     int32_t n_cells;          /* cells [0, n_cells) may be visible */
+    bool use_kt;              /* grouped scores from transposed keys (attn_scores_span) */
     atomic_int_fast64_t next; /* attn_worker's next range of items */
 } attn_task;
 
@@ -305,6 +306,48 @@ static attn_item attn_item_at(const cs_context *ctx, const cs_batch *b, int64_t 
     return it;
 }
 
+/* Scores of nq queries of KV head hk for cells [j0, j1) of the list vis
+ * (list li): s[g][j] = scale * dot(cell vis[j], q[g]). With the task's
+ * transposed keys, thread ith first extends its copy to cover j1 (whole
+ * blocks of the list, at most kt_cells cells), then reads it; the cells
+ * past the copy, or every cell without one, take attn_scores_f16. Both
+ * give the same bits (kernels.h), so where a range falls changes nothing. */
+static void attn_scores_span(const attn_task *a, int32_t ith, int64_t hk, int32_t li,
+                             const int32_t *vis, int32_t j0, int32_t j1, int32_t nq,
+                             const uint16_t *const *q, float *const *s) {
+    cs_context *ctx = a->ctx;
+    const kernels_table *k = ctx->kern;
+    const kv_store *kv = &ctx->kv;
+    const int64_t hd = ctx->model->hp.head_dim;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const uint8_t *K = kv->k[a->layer] + (size_t)hk * kv_row_bytes(CS_TYPE_F16, hd);
+    int32_t jk = j0; /* first cell not served by the copy */
+    if (a->use_kt) {
+        attn_kt_state *st = &ctx->kt_state[ith];
+        float *kt = ctx->kt + (size_t)ith * (size_t)ctx->kt_cells * (size_t)hd;
+        if (st->layer != a->layer || st->hk != (int32_t)hk || st->list != li)
+            *st = (attn_kt_state){a->layer, (int32_t)hk, li, 0};
+        const int32_t n_list = ctx->seq_list_n[li];
+        const int32_t want = j1 < ctx->kt_cells ? j1 : ctx->kt_cells;
+        const int32_t have = st->n_blocks * 16;
+        if (want > have) {
+            const int32_t end = (want + 15) / 16 * 16 < n_list ? (want + 15) / 16 * 16 : n_list;
+            k->attn_kt_f16(hd, end - have, K, kv->row_k, vis + have, kt + (size_t)have * hd);
+            st->n_blocks = (end + 15) / 16;
+        }
+        const int32_t covered = st->n_blocks * 16 < j1 ? st->n_blocks * 16 : j1;
+        if (covered > j0) {
+            k->attn_scores_kt_f16(hd, j0, covered, kt, nq, q, scale, s);
+            jk = covered;
+        }
+    }
+    if (jk < j1) {
+        float *sj[KERNELS_ATTN_MQ];
+        for (int32_t g = 0; g < nq; g++) sj[g] = s[g] + jk;
+        k->attn_scores_f16(hd, j1 - jk, K, kv->row_k, vis + jk, nq, q, scale, sj);
+    }
+}
+
 /* Items p0.. of one KV head whose rows share their sequence's sorted list
  * (the cache's F16 gathered kernels): up to KERNELS_ATTN_MQ of them go
  * through attn_scores_f16 / attn_accum_f16 together over the cells all of
@@ -317,10 +360,7 @@ static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int
     const kernels_table *k = ctx->kern;
     const kv_store *kv = &ctx->kv;
     const int64_t hd = hp->head_dim;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const size_t khead = kv_row_bytes(CS_TYPE_F16, hd), vhead = kv_row_bytes(CS_TYPE_F16, hd);
-    const uint8_t *K = kv->k[a->layer] + (size_t)it[0].hk * khead;
-    const uint8_t *V = kv->v[a->layer] + (size_t)it[0].hk * vhead;
+    const uint8_t *V = kv->v[a->layer] + (size_t)it[0].hk * kv_row_bytes(CS_TYPE_F16, hd);
     float *scb = ctx->scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
     uint16_t *qcb = (uint16_t *)((uint8_t *)ctx->qh + (size_t)ith * KERNELS_ATTN_MQ * hd * 4);
     const uint16_t *qc[KERNELS_ATTN_MQ];
@@ -340,11 +380,11 @@ static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int
         out[g] = ctx->att + it[g].t * hp->n_embd_q + it[g].h * hd;
         memset(out[g], 0, (size_t)hd * sizeof(float));
     }
-    k->attn_scores_f16(hd, n_min, K, kv->row_k, vis, ng, qc, scale, sc);
+    const int32_t li = ctx->tok_list[it[0].t];
+    attn_scores_span(a, ith, it[0].hk, li, vis, 0, n_min, ng, qc, sc);
     for (int32_t g = 0; g < ng; g++) {
         if (n_vis[g] > n_min)
-            k->attn_scores_f16(hd, n_vis[g] - n_min, K, kv->row_k, vis + n_min, 1, &qc[g], scale,
-                               (float *const[]){sc[g] + n_min});
+            attn_scores_span(a, ith, it[0].hk, li, vis, n_min, n_vis[g], 1, &qc[g], &sc[g]);
         k->softmax(sc[g], n_vis[g]);
     }
     k->attn_accum_f16(hd, n_min, V, kv->row_v, vis, ng, w, out);
@@ -467,6 +507,8 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
 /* Item ranges from the job's shared counter (threadpool_take). */
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     attn_task *a = arg;
+    /* the copy a thread kept is of the last layer's keys (attn_kt_state) */
+    if (a->use_kt) a->ctx->kt_state[ith].layer = -1;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * a->ctx->model->hp.n_head;
     const int64_t n_ranges = threadpool_n_ranges(n_pairs, nth);
     for (int64_t u; (u = threadpool_take(&a->next, n_ranges)) >= 0;) {
@@ -497,6 +539,7 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
 
     int32_t n_cells = kv_cells_cell_max(&ctx->cells);
     prepare_seq_lists(ctx, b, n_cells);
+    const bool kt_batch = ctx->kt_cells > 0 && ctx->all_rows_listed && T >= CS_ATTN_KT_MIN_TOKENS;
     for (int32_t il = 0; il < hp->n_layer; il++) {
         const model_layer *L = &m->layers[il];
         /* layers after the first got xb = norm(x) with the residual below */
@@ -506,7 +549,7 @@ void forward_batch(cs_context *ctx, const cs_batch *b) {
         forward_matmul(ctx, &L->wv, &L->wk, ctx->xb, T, ctx->v);
         run_rows_layer(ctx, b, ROWS_ROPE, NULL, L, T, hp->n_embd_q + hp->n_embd_kv);
         store_kv(ctx, il, T);
-        attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells};
+        attn_task at = {.ctx = ctx, .b = b, .layer = il, .n_cells = n_cells, .use_kt = kt_batch};
         atomic_init(&at.next, 0);
         threadpool_run(ctx->tp, attn_worker, &at);
         forward_matmul(ctx, &L->wo, NULL, ctx->att, T, ctx->xb);

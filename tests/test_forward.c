@@ -681,6 +681,147 @@ static void test_forward_ref_matches_llama_cpp(void **state) {
     json_decref(root);
 }
 
+/* ------------------------------------------------ transposed keys
+ *
+ * (h) A prompt of CS_ATTN_KT_MIN_TOKENS rows or more computes its scores
+ * from each thread's transposed copy of the keys (kernels.h attn_kt_f16),
+ * smaller batches per cell; both must give the same bits. On a model with
+ * head_dim 64 (the copy's smallest head) and GQA groups of 2, F16 cache, 2
+ * threads, every row's logits of:
+ *  - each sequence's prompt in one batch (the copy),
+ *  - the same in batches of 7 rows (per cell),
+ *  - one batch with the copy capped at 32 cells (cells past it per cell),
+ *  - both prompts interleaved in one batch (two lists, one copy per list),
+ * are compared bit for bit. */
+
+enum { KT_N0 = 96, KT_N1 = 70, KT_SMALL = 7 };
+
+static cs_context *kt_ctx(const cs_model *m) {
+    cs_context_params p = cs_context_default_params();
+    p.n_ctx = 256;
+    p.n_batch = KT_N0 + KT_N1;
+    p.n_seq_max = 2;
+    p.n_threads = 2;
+    p.type_k = p.type_v = CS_TYPE_F16;
+    cs_context *c = NULL;
+    assert_int_equal(cs_context_new(m, &p, &c), CS_OK);
+    return c;
+}
+
+/* Decodes rows [i0, i1) of (tok, seq) (position = index within its
+ * sequence, pos[]) as one batch and copies each row's logits to out[row]. */
+static void kt_decode(cs_context *c, const cs_token *tok, const cs_seq *seq, const cs_pos *pos,
+                      int32_t i0, int32_t i1, float *out, int32_t n_vocab) {
+    cs_batch *b = NULL;
+    assert_int_equal(cs_batch_new(i1 - i0, 1, &b), CS_OK);
+    for (int32_t i = i0; i < i1; i++)
+        assert_int_equal(cs_batch_add(b, tok[i], pos[i], &seq[i], 1, true), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    for (int32_t i = i0; i < i1; i++)
+        memcpy(out + (size_t)i * n_vocab, cs_get_logits_ith(c, i - i0), (size_t)n_vocab * 4);
+    cs_batch_free(b);
+}
+
+/* Whether some thread's copy holds keys of the last layer: the copy ran. */
+static bool kt_used(const cs_context *c) {
+    for (int32_t i = 0; i < c->n_threads; i++)
+        if (c->kt_state[i].layer == c->model->hp.n_layer - 1 && c->kt_state[i].n_blocks > 0)
+            return true;
+    return false;
+}
+
+static void test_forward_transposed_keys_bit_identical(void **state) {
+    (void)state;
+    cs_gen_model_params gp;
+    memset(&gp, 0, sizeof gp);
+    assert_true(cs_gen_model_preset("tiny", &gp));
+    gp.vocab_path = test_bundled_model();
+    gp.n_embd = 256;
+    gp.n_head = 4;
+    gp.n_head_kv = 2;
+    gp.seed = 300;
+    char path[1024];
+    test_tmp_path("kt-hd64.gguf", path, sizeof path);
+    assert_int_equal(cs_gen_model_write(&gp, path), CS_OK);
+    cs_model *m = NULL;
+    cs_model_params mp = cs_model_default_params();
+    assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
+    unlink(path);
+    assert_int_equal(m->hp.head_dim, 64);
+    const int32_t n_vocab = cs_model_n_vocab(m), n = KT_N0 + KT_N1;
+
+    /* rows 0 .. KT_N0 - 1: sequence 0; then sequence 1 */
+    cs_token tok[KT_N0 + KT_N1];
+    cs_seq seq[KT_N0 + KT_N1];
+    cs_pos pos[KT_N0 + KT_N1];
+    make_prompt(tok, KT_N0, 3, n_vocab);
+    make_prompt(tok + KT_N0, KT_N1, 4, n_vocab);
+    for (int32_t i = 0; i < n; i++) {
+        seq[i] = i < KT_N0 ? 0 : 1;
+        pos[i] = i < KT_N0 ? i : i - KT_N0;
+    }
+    float *want = malloc((size_t)n * n_vocab * 4), *got = malloc((size_t)n * n_vocab * 4);
+    assert_non_null(want);
+    assert_non_null(got);
+
+    /* per cell: batches of KT_SMALL rows */
+    cs_context *c = kt_ctx(m);
+    if (c->kt_cells == 0) {
+        cs_context_free(c);
+        free(want), free(got);
+        cs_model_free(m);
+        test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
+    }
+    for (int32_t i = 0; i < n; i += KT_SMALL) {
+        const int32_t end = i + KT_SMALL < n ? i + KT_SMALL : n;
+        const int32_t e = i < KT_N0 && end > KT_N0 ? KT_N0 : end; /* one sequence per batch */
+        kt_decode(c, tok, seq, pos, i, e, want, n_vocab);
+        if (e != end) i = e - KT_SMALL;
+    }
+    assert_false(kt_used(c));
+    cs_context_free(c);
+
+    for (int run = 0; run < 3; run++) {
+        static const char *const what[] = {"one batch per sequence", "copy capped at 32 cells",
+                                           "sequences interleaved"};
+        c = kt_ctx(m);
+        if (run == 1) c->kt_cells = 32; /* a smaller stride inside the same buffers */
+        if (run < 2) {
+            kt_decode(c, tok, seq, pos, 0, KT_N0, got, n_vocab);
+            kt_decode(c, tok, seq, pos, KT_N0, n, got, n_vocab);
+        } else {
+            /* rows alternate between the sequences; results go back to
+             * their rows */
+            cs_token t2[KT_N0 + KT_N1];
+            cs_seq s2[KT_N0 + KT_N1];
+            cs_pos p2[KT_N0 + KT_N1];
+            int32_t from[KT_N0 + KT_N1], a = 0, b = KT_N0;
+            for (int32_t i = 0; i < n; i++) {
+                from[i] = (i % 2 == 0 && a < KT_N0) || b == n ? a++ : b++;
+                t2[i] = tok[from[i]], s2[i] = seq[from[i]], p2[i] = pos[from[i]];
+            }
+            float *tmp = malloc((size_t)n * n_vocab * 4);
+            assert_non_null(tmp);
+            kt_decode(c, t2, s2, p2, 0, n, tmp, n_vocab);
+            for (int32_t i = 0; i < n; i++)
+                memcpy(got + (size_t)from[i] * n_vocab, tmp + (size_t)i * n_vocab,
+                       (size_t)n_vocab * 4);
+            free(tmp);
+        }
+        assert_true(kt_used(c));
+        for (int32_t i = 0; i < n; i++)
+            if (memcmp(got + (size_t)i * n_vocab, want + (size_t)i * n_vocab,
+                       (size_t)n_vocab * 4) != 0)
+                fail_msg("%s: row %d (sequence %d, position %d) differs from the per-cell "
+                         "decode",
+                         what[run], i, seq[i], pos[i]);
+        print_message("(h) %-24s %d rows bit-identical\n", what[run], n);
+        cs_context_free(c);
+    }
+    free(want), free(got);
+    cs_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_ref_matches_llama_cpp),
@@ -693,6 +834,7 @@ int main(void) {
         cmocka_unit_test(test_forward_families_match_ref),
         cmocka_unit_test(test_forward_families_kshift_match_ref),
         cmocka_unit_test(test_forward_family_presets),
+        cmocka_unit_test(test_forward_transposed_keys_bit_identical),
     };
     return test_run(tests, setup, teardown);
 }

@@ -639,6 +639,89 @@ static void test_kernels_attn_gathered(void **state) {
     }
 }
 
+/* attn_kt_f16 + attn_scores_kt_f16 equal attn_scores_f16 over the same
+ * gathered cells bit for bit, for every head dim they take, 1 ..
+ * KERNELS_ATTN_MQ queries, and cell ranges [j0, j1) that start and end
+ * inside blocks, at block edges and in the zero-padded last block. Rows
+ * hold values of both signs, exact zeros and large magnitudes, so any
+ * change of pairing or sign of zero shows. forward.c switches to these
+ * kernels for prompts, so this keeps that switch from changing a logit. */
+static void test_kernels_attn_kt(void **state) {
+    (void)state;
+    rng_seed(22);
+    const int64_t hds[] = {64, 128, 192, 256};
+    const int32_t ns[] = {1, 15, 16, 17, 40, 48};
+    int checked = 0;
+    for (size_t ti = 0; ti < N_ALL; ti++) {
+        const kernels_table *k = kernels_by_name(k_all_names[ti]);
+        if (!k || !k->attn_kt_f16) continue;
+        assert_non_null(k->attn_scores_kt_f16);
+        assert_non_null(k->attn_scores_f16);
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+            const int64_t hd = hds[hi];
+            assert_true(KERNELS_ATTN_KT_HD(hd));
+            const int32_t n_rows = 48;
+            const size_t stride = (size_t)(hd + 24) * 2;
+            uint8_t *base = xmalloc(stride * (size_t)n_rows);
+            for (int32_t r = 0; r < n_rows; r++)
+                for (int64_t i = 0; i < hd + 24; i++) {
+                    const float u = rng_f();
+                    const float v = u < 0.05f  ? 0.0f
+                                    : u < 0.1f ? 3000.0f * (rng_f() - 0.5f)
+                                               : 2.0f * rng_f() - 1.0f;
+                    ((uint16_t *)(void *)(base + stride * (size_t)r))[i] = fp32_to_fp16(v);
+                }
+            float *kt = mem_aligned_alloc((size_t)n_rows * (size_t)hd * sizeof(float));
+            assert_non_null(kt);
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                const int32_t n = ns[ni];
+                int32_t idx[48];
+                for (int32_t j = 0; j < n; j++) idx[j] = (j * 29 + 7) % n_rows;
+                k->attn_kt_f16(hd, n, base + 6, stride, idx, kt);
+                /* the padding cells of the last block are zeros */
+                for (int32_t j = n; j < (n + 15) / 16 * 16; j++)
+                    for (int64_t i = 0; i < hd; i++)
+                        assert_true(kt[((size_t)(j / 16) * hd + i) * 16 + j % 16] == 0.0f);
+                const int32_t ranges[][2] = {{0, n}, {n / 3, n}, {n / 2, n / 2 + 1}, {n - 1, n}};
+                for (int32_t nq = 1; nq <= KERNELS_ATTN_MQ; nq++) {
+                    uint16_t q[KERNELS_ATTN_MQ][256];
+                    float want[KERNELS_ATTN_MQ][48], got[KERNELS_ATTN_MQ][48];
+                    const uint16_t *qp[KERNELS_ATTN_MQ];
+                    float *wp[KERNELS_ATTN_MQ], *gp[KERNELS_ATTN_MQ];
+                    for (int32_t g = 0; g < nq; g++) {
+                        for (int64_t i = 0; i < hd; i++)
+                            q[g][i] = fp32_to_fp16(i % 7 == 3 ? 0.0f : 4.0f * rng_f() - 2.0f);
+                        qp[g] = q[g], wp[g] = want[g], gp[g] = got[g];
+                    }
+                    const float scale = 0.0883883476f;
+                    k->attn_scores_f16(hd, n, base + 6, stride, idx, nq, qp, scale, wp);
+                    for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                        const int32_t j0 = ranges[ri][0], j1 = ranges[ri][1];
+                        for (int32_t g = 0; g < nq; g++)
+                            for (int32_t j = 0; j < 48; j++) got[g][j] = -7.0f; /* sentinel */
+                        k->attn_scores_kt_f16(hd, j0, j1, kt, nq, qp, scale, gp);
+                        for (int32_t g = 0; g < nq; g++)
+                            for (int32_t j = 0; j < 48; j++) {
+                                const bool in = j >= j0 && j < j1;
+                                if (in ? memcmp(&got[g][j], &want[g][j], sizeof(float)) != 0
+                                       : got[g][j] != -7.0f)
+                                    fail_msg("%s attn_scores_kt_f16 hd %lld n %d [%d, %d) nq %d: "
+                                             "query %d cell %d: %.9g, want %.9g",
+                                             k->name, (long long)hd, n, j0, j1, nq, g, j,
+                                             (double)got[g][j], in ? (double)want[g][j] : -7.0);
+                                checked += in;
+                            }
+                    }
+                }
+            }
+            mem_free(kt);
+            free(base);
+        }
+    }
+    /* a CPU without AVX-512 has no table with these kernels: say so */
+    if (checked == 0) test_skip(CS_SKIP_CPU, "no kernel table with attn_kt_f16 (AVX-512)");
+}
+
 /* ------------------------------------------------------- element-wise */
 
 static void test_kernels_axpy(void **state) {
@@ -1307,6 +1390,7 @@ int main(void) {
         cmocka_unit_test(test_kernels_bf16_rows),
         cmocka_unit_test(test_kernels_bf16_dp),
         cmocka_unit_test(test_kernels_attn_gathered),
+        cmocka_unit_test(test_kernels_attn_kt),
         cmocka_unit_test(test_kernels_axpy),
         cmocka_unit_test(test_kernels_rmsnorm),
         cmocka_unit_test(test_kernels_softmax),

@@ -137,7 +137,28 @@ typedef struct kernels_table {
     void (*attn_accum_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
                            const int32_t *idx, int32_t nq, const float *const *w,
                            float *const *out);
+
+    /* ---- the scores of a prompt's many queries over the same cells from
+     * a transposed copy of the keys (optional, NULL: none; only for head
+     * dims KERNELS_ATTN_KT_HD accepts). A per-cell dot ends in a 16-lane
+     * sum per (cell, query); with keys along the lanes the same pairs are
+     * added between vectors instead, so the transposition, done once per
+     * head for all of a prompt's queries, buys about half the operations.
+     * attn_kt_f16 writes the key blocks of cells idx[0..n): block b (cells
+     * 16b .. 16b + 15, zeros past n) is hd vectors of 16 floats,
+     * kt[(b * hd + i) * 16 + r] = element i of cell idx[16b + r].
+     * attn_scores_kt_f16 computes s[g][j] for j in [j0, j1) from blocks
+     * j0 / 16 .. of kt (64-byte aligned), bit-identical to attn_scores_f16
+     * over the same cells. */
+    void (*attn_kt_f16)(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                        const int32_t *idx, float *kt);
+    void (*attn_scores_kt_f16)(int64_t hd, int32_t j0, int32_t j1, const float *kt, int32_t nq,
+                               const uint16_t *const *q, float scale, float *const *s);
 } kernels_table;
+
+/* The head dims the transposed-key kernels take: multiples of 64 up to 256
+ * (the per-cell kernels' four 16-lane chains, whose order they repeat). */
+#define KERNELS_ATTN_KT_HD(hd) ((hd) % 64 == 0 && (hd) >= 64 && (hd) <= 256)
 
 /* The gathered attention kernels' results one (query, cell) pair at a
  * time through a table's vec_dot_f16 (dot) / axpy_f16 (axpy): what a

@@ -24,8 +24,9 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "../common.h"
 #include "iquants.h"
+#include "kernels.h"
 #include "kquants.h"
 #include "matmul.h"
 #include "quant_legacy.h"
@@ -232,6 +233,139 @@ static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, s
         KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 16)
     }
 #undef ATTN_SCORES_CASE
+}
+
+/* r[i] <- element i of every r[u] (lane u): a 16 x 16 transpose in four
+ * rounds of 16 shuffles (pairs, quads, 128-bit lanes twice). */
+CS_INLINE void transpose16_ps(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4i + e], 128-bit lane k: element 4k + e of rows 4i .. 4i + 3 */
+    __m512 u[16];
+    for (int i = 0; i < 4; i++)
+        for (int h = 0; h < 2; h++) {
+            const __m512d a = _mm512_castps_pd(t[4 * i + h]),
+                          b = _mm512_castps_pd(t[4 * i + 2 + h]);
+            u[4 * i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            u[4 * i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    for (int e = 0; e < 4; e++) {
+        const __m512 a = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88);
+        const __m512 b = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xDD);
+        const __m512 c = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+        const __m512 d = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xDD);
+        r[e] = _mm512_shuffle_f32x4(a, c, 0x88);
+        r[8 + e] = _mm512_shuffle_f32x4(a, c, 0xDD);
+        r[4 + e] = _mm512_shuffle_f32x4(b, d, 0x88);
+        r[12 + e] = _mm512_shuffle_f32x4(b, d, 0xDD);
+    }
+}
+
+/* kernels.h's key blocks: 16 cells' rows converted, 16 elements at a time
+ * transposed. Cost per cell: hd / 16 conversions, hd / 4 shuffles, hd / 16
+ * stores, paid once per head for all of a prompt's queries. */
+static void avx512_attn_kt_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
+                               const int32_t *idx, float *kt) {
+    for (int32_t j0 = 0; j0 < n; j0 += 16) {
+        const int m = n - j0 < 16 ? n - j0 : 16;
+        float *blk = kt + (size_t)(j0 / 16) * (size_t)hd * 16;
+        for (int64_t c = 0; c < hd; c += 16) {
+            __m512 r[16];
+            for (int u = 0; u < 16; u++)
+                r[u] = u < m
+                           ? load_f16((const uint16_t *)(const void *)(base + (size_t)idx[j0 + u] *
+                                                                                  stride) +
+                                      c)
+                           : _mm512_setzero_ps();
+            transpose16_ps(r);
+            for (int i = 0; i < 16; i++) _mm512_store_ps(blk + (size_t)(c + i) * 16, r[i]);
+        }
+    }
+}
+
+/* Lane l's value before hsum16's tree for query q over the 16 cells of a
+ * key block, as attn_scores_mq forms it per cell: chain k (0..3) adds,
+ * for c = 0, 4, .., element 16 (c + k) + l times the query's, then
+ * (a0 + a1) + (a2 + a3). */
+CS_INLINE __m512 kt_leaf(const float *blk, const float *q, const int nv, int l) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+    for (int c = 0; c < nv; c += 4)
+        for (int k = 0; k < 4; k++) {
+            const int i = 16 * (c + k) + l;
+            a[k] =
+                _mm512_fmadd_ps(_mm512_load_ps(blk + (size_t)i * 16), _mm512_set1_ps(q[i]), a[k]);
+        }
+    return _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+}
+
+/* The scores of nq queries (f32 rows of nv * 16, ATTN_MAX_HD apart) for
+ * cells [j0, j1) from the key blocks, nv and nq compile-time constants.
+ * hsum16's tree (lanes l + 8, then + 4, + 2, + 1) is walked between
+ * vectors, depth first: step u (0..7) forms the level-1 pair of leaves l
+ * and l + 8 for l = bitrev3(u) (0, 4, 2, 6, 1, 5, 3, 7), then closes as
+ * many pairs as u has trailing one bits, so at most 3 partial sums per
+ * query wait on a small stack. Kept a loop: unrolled, the compiler
+ * computes every leaf first and spills them. Per block and query: hd
+ * FMAs and hd / 16 * 3 + 15 adds, where the per-cell kernel also spends
+ * ~46 shuffles on the 16 lane trees. */
+CS_INLINE void attn_scores_kt_mq(const int nv, const int nq, int32_t j0, int32_t j1,
+                                 const float *kt, const float *qf, float scale, float *const *s) {
+    static const uint8_t pair_lane[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+    const __m512 vscale = _mm512_set1_ps(scale);
+    for (int32_t b = j0 / 16; b * 16 < j1; b++) {
+        const float *blk = kt + (size_t)b * (size_t)nv * 256;
+        const int32_t lo = b * 16 < j0 ? j0 - b * 16 : 0;
+        const int32_t hi = j1 - b * 16 < 16 ? j1 - b * 16 : 16;
+        const __mmask16 m = (__mmask16)(mask16(hi) & ~mask16(lo));
+        __m512 st[KERNELS_ATTN_MQ][3];
+        int sp = 0;
+#pragma GCC unroll 1
+        for (int u = 0; u < 8; u++) {
+            const int l = pair_lane[u];
+            __m512 v[KERNELS_ATTN_MQ];
+            for (int g = 0; g < nq; g++) {
+                const float *q = qf + (size_t)g * ATTN_MAX_HD;
+                v[g] = _mm512_add_ps(kt_leaf(blk, q, nv, l), kt_leaf(blk, q, nv, l + 8));
+            }
+            for (int t = u; t & 1; t >>= 1) {
+                sp--;
+                for (int g = 0; g < nq; g++) v[g] = _mm512_add_ps(st[g][sp], v[g]);
+            }
+            if (u == 7) {
+                for (int g = 0; g < nq; g++)
+                    _mm512_mask_storeu_ps(s[g] + (size_t)b * 16, m, _mm512_mul_ps(v[g], vscale));
+                break;
+            }
+            for (int g = 0; g < nq; g++) st[g][sp] = v[g];
+            sp++;
+        }
+    }
+}
+
+static void avx512_attn_scores_kt_f16(int64_t hd, int32_t j0, int32_t j1, const float *kt,
+                                      int32_t nq, const uint16_t *const *q, float scale,
+                                      float *const *s) {
+    CS_ASSERT(KERNELS_ATTN_KT_HD(hd) && nq >= 1 && nq <= KERNELS_ATTN_MQ);
+    const int nv = (int)(hd / 16);
+    float qf[KERNELS_ATTN_MQ * ATTN_MAX_HD] __attribute__((aligned(64)));
+    for (int32_t g = 0; g < nq; g++)
+        for (int v = 0; v < nv; v++)
+            _mm512_store_ps(qf + (size_t)g * ATTN_MAX_HD + 16 * v, load_f16(q[g] + 16 * v));
+#define ATTN_SCORES_KT_CASE(NV, NQ)                                                                \
+    case (NV)*8 + (NQ):                                                                            \
+        attn_scores_kt_mq(NV, NQ, j0, j1, kt, qf, scale, s);                                       \
+        return;
+    switch (nv * 8 + nq) {
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 4)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 8)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 12)
+        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 16)
+    }
+#undef ATTN_SCORES_KT_CASE
 }
 
 /* out[g] += f16(w[g][j]) * row j for ng queries, nv and ng compile-time
@@ -1471,6 +1605,8 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     k->axpy_f16 = avx512_axpy_f16;
     k->attn_scores_f16 = avx512_attn_scores_f16;
     k->attn_accum_f16 = avx512_attn_accum_f16;
+    k->attn_kt_f16 = avx512_attn_kt_f16;
+    k->attn_scores_kt_f16 = avx512_attn_scores_kt_f16;
     k->rmsnorm = avx512_rmsnorm;
     k->softmax = avx512_softmax;
     k->swiglu = avx512_swiglu;
