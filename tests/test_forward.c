@@ -696,7 +696,9 @@ static void test_forward_ref_matches_llama_cpp(void **state) {
 
 enum { KT_N0 = 96, KT_N1 = 70, KT_SMALL = 7 };
 
-static cs_context *kt_ctx(const cs_model *m) {
+/* A context for the test on kernel table k: the weights are F32, which no
+ * table packs, so every table computes with the same loaded model. */
+static cs_context *kt_ctx(const cs_model *m, const kernels_table *k) {
     cs_context_params p = cs_context_default_params();
     p.n_ctx = 256;
     p.n_batch = KT_N0 + KT_N1;
@@ -705,6 +707,7 @@ static cs_context *kt_ctx(const cs_model *m) {
     p.type_k = p.type_v = CS_TYPE_F16;
     cs_context *c = NULL;
     assert_int_equal(cs_context_new(m, &p, &c), CS_OK);
+    c->kern = k;
     return c;
 }
 
@@ -730,26 +733,9 @@ static bool kt_used(const cs_context *c) {
     return false;
 }
 
-static void test_forward_transposed_keys_bit_identical(void **state) {
-    (void)state;
-    cs_gen_model_params gp;
-    memset(&gp, 0, sizeof gp);
-    assert_true(cs_gen_model_preset("tiny", &gp));
-    gp.vocab_path = test_bundled_model();
-    gp.n_embd = 256;
-    gp.n_head = 4;
-    gp.n_head_kv = 2;
-    gp.seed = 300;
-    char path[1024];
-    test_tmp_path("kt-hd64.gguf", path, sizeof path);
-    assert_int_equal(cs_gen_model_write(&gp, path), CS_OK);
-    cs_model *m = NULL;
-    cs_model_params mp = cs_model_default_params();
-    assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
-    unlink(path);
-    assert_int_equal(m->hp.head_dim, 64);
+/* The four decodes of (h) with table k. */
+static void kt_check_table(const cs_model *m, const kernels_table *k) {
     const int32_t n_vocab = cs_model_n_vocab(m), n = KT_N0 + KT_N1;
-
     /* rows 0 .. KT_N0 - 1: sequence 0; then sequence 1 */
     cs_token tok[KT_N0 + KT_N1];
     cs_seq seq[KT_N0 + KT_N1];
@@ -764,19 +750,14 @@ static void test_forward_transposed_keys_bit_identical(void **state) {
     assert_non_null(want);
     assert_non_null(got);
 
-    /* per cell: batches of KT_SMALL rows */
-    cs_context *c = kt_ctx(m);
-    if (c->kt_cells == 0) {
-        cs_context_free(c);
-        free(want), free(got);
-        cs_model_free(m);
-        test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
-    }
-    for (int32_t i = 0; i < n; i += KT_SMALL) {
-        const int32_t end = i + KT_SMALL < n ? i + KT_SMALL : n;
-        const int32_t e = i < KT_N0 && end > KT_N0 ? KT_N0 : end; /* one sequence per batch */
-        kt_decode(c, tok, seq, pos, i, e, want, n_vocab);
-        if (e != end) i = e - KT_SMALL;
+    /* per cell: batches of KT_SMALL rows, one sequence per batch */
+    cs_context *c = kt_ctx(m, k);
+    assert_true(c->kt_cells > 0);
+    for (int32_t i = 0; i < n;) {
+        int32_t end = i + KT_SMALL < n ? i + KT_SMALL : n;
+        if (i < KT_N0 && end > KT_N0) end = KT_N0;
+        kt_decode(c, tok, seq, pos, i, end, want, n_vocab);
+        i = end;
     }
     assert_false(kt_used(c));
     cs_context_free(c);
@@ -784,7 +765,7 @@ static void test_forward_transposed_keys_bit_identical(void **state) {
     for (int run = 0; run < 3; run++) {
         static const char *const what[] = {"one batch per sequence", "copy capped at 32 cells",
                                            "sequences interleaved"};
-        c = kt_ctx(m);
+        c = kt_ctx(m, k);
         if (run == 1) c->kt_cells = 32; /* a smaller stride inside the same buffers */
         if (run < 2) {
             kt_decode(c, tok, seq, pos, 0, KT_N0, got, n_vocab);
@@ -812,14 +793,47 @@ static void test_forward_transposed_keys_bit_identical(void **state) {
         for (int32_t i = 0; i < n; i++)
             if (memcmp(got + (size_t)i * n_vocab, want + (size_t)i * n_vocab,
                        (size_t)n_vocab * 4) != 0)
-                fail_msg("%s: row %d (sequence %d, position %d) differs from the per-cell "
+                fail_msg("%s, %s: row %d (sequence %d, position %d) differs from the per-cell "
                          "decode",
-                         what[run], i, seq[i], pos[i]);
-        print_message("(h) %-24s %d rows bit-identical\n", what[run], n);
+                         k->name, what[run], i, seq[i], pos[i]);
+        print_message("(h) %-6s %-24s %d rows bit-identical\n", k->name, what[run], n);
         cs_context_free(c);
     }
     free(want), free(got);
+}
+
+static void test_forward_transposed_keys_bit_identical(void **state) {
+    (void)state;
+    cs_gen_model_params gp;
+    memset(&gp, 0, sizeof gp);
+    assert_true(cs_gen_model_preset("tiny", &gp));
+    gp.vocab_path = test_bundled_model();
+    gp.n_embd = 256;
+    gp.n_head = 4;
+    gp.n_head_kv = 2;
+    gp.seed = 300;
+    char path[1024];
+    test_tmp_path("kt-hd64.gguf", path, sizeof path);
+    assert_int_equal(cs_gen_model_write(&gp, path), CS_OK);
+    cs_model *m = NULL;
+    cs_model_params mp = cs_model_default_params();
+    assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
+    unlink(path);
+    assert_int_equal(m->hp.head_dim, 64);
+    /* every table this CPU runs that has the kernels (the context's
+     * buffers are sized by kernels_best(), which has them whenever any
+     * table does) */
+    static const char *const names[] = {"avx512", "avx2"};
+    int n_tables = 0;
+    const bool best_has = kernels_best()->attn_kt_f16 != NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const kernels_table *k = kernels_by_name(names[i]);
+        if (!k || !k->attn_kt_f16 || !best_has) continue;
+        kt_check_table(m, k);
+        n_tables++;
+    }
     cs_model_free(m);
+    if (n_tables == 0) test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
 }
 
 int main(void) {
