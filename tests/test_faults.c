@@ -950,13 +950,93 @@ static void test_faults_tmpfs_enospc(void **s) {
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* A context whose prompts take the transposed keys (head_dim 64, F16
+ * cache, a table with attn_kt_f16) allocates a copy and its state per
+ * thread: creation and cs_set_n_threads fail whole at each of those points
+ * too (ASan shows a leak or a double free on the way out), and a context
+ * made after the failures decodes a prompt that uses the copy. */
+typedef struct kt_fault {
+    const cs_model *m;
+    int32_t threads;
+} kt_fault;
+
+static int32_t op_kt_context_new(cs_context *c, void *user) {
+    (void)c;
+    const kt_fault *f = user;
+    cs_context_params p = cs_context_default_params();
+    p.n_ctx = 64;
+    p.n_threads = f->threads;
+    p.type_k = p.type_v = CS_TYPE_F16;
+    cs_context *x = (cs_context *)1;
+    cs_status st = cs_context_new(f->m, &p, &x);
+    if (st == CS_OK) {
+        assert_true(x->kt_cells > 0);
+        cs_context_free(x);
+    } else {
+        assert_null(x);
+    }
+    return st;
+}
+
+static void test_faults_transposed_keys(void **s) {
+    (void)s;
+    if (!kernels_best()->attn_kt_f16)
+        test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
+    cs_gen_model_params gp;
+    memset(&gp, 0, sizeof gp);
+    assert_true(cs_gen_model_preset("tiny", &gp));
+    gp.vocab_path = test_bundled_model();
+    gp.n_embd = 256;
+    gp.n_head = 4;
+    gp.n_head_kv = 2;
+    char path[1024];
+    test_tmp_path("faults-kt.gguf", path, sizeof path);
+    assert_int_equal(cs_gen_model_write(&gp, path), CS_OK);
+    cs_model *m = NULL;
+    assert_int_equal(cs_model_load(path, NULL, &m), CS_OK);
+    unlink(path);
+    kt_fault f = {m, 2};
+    /* the 1-thread sweep of test_faults_constructors has > 10 points; the
+     * copy and its state add 2 per context */
+    assert_true(sweep("context, transposed keys", NULL, op_kt_context_new, &f, NULL) > 12);
+
+    cs_context_params p = cs_context_default_params();
+    p.n_ctx = 64;
+    p.n_threads = 1;
+    p.type_k = p.type_v = CS_TYPE_F16;
+    cs_context *c = NULL;
+    assert_int_equal(cs_context_new(m, &p, &c), CS_OK);
+    int32_t threads = 3;
+    assert_true(sweep("set_n_threads 1 -> 3, keys", c, op_set_threads, &threads, NULL) >= 6);
+    assert_int_equal(cs_n_threads(c), 3);
+    cs_batch *b = NULL;
+    cs_seq seq = 0;
+    assert_int_equal(cs_batch_new(CS_ATTN_KT_MIN_TOKENS, 1, &b), CS_OK);
+    for (int32_t i = 0; i < CS_ATTN_KT_MIN_TOKENS; i++)
+        assert_int_equal(
+            cs_batch_add(b, (cs_token)(1 + i), i, &seq, 1, i + 1 == CS_ATTN_KT_MIN_TOKENS), CS_OK);
+    assert_int_equal(cs_decode(c, b), 0);
+    bool used = false;
+    for (int32_t i = 0; i < cs_n_threads(c); i++) used = used || c->kt_state[i].n_blocks > 0;
+    assert_true(used);
+    cs_batch_free(b);
+    cs_context_free(c);
+    cs_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_faults_constructors), cmocka_unit_test(test_faults_sampling),
-        cmocka_unit_test(test_faults_decode),       cmocka_unit_test(test_faults_cache_ops),
-        cmocka_unit_test(test_faults_state_memory), cmocka_unit_test(test_faults_state_file),
-        cmocka_unit_test(test_faults_model_files),  cmocka_unit_test(test_faults_io_hooks),
-        cmocka_unit_test(test_faults_fsync),        cmocka_unit_test(test_faults_stale_temporaries),
+        cmocka_unit_test(test_faults_constructors),
+        cmocka_unit_test(test_faults_sampling),
+        cmocka_unit_test(test_faults_decode),
+        cmocka_unit_test(test_faults_cache_ops),
+        cmocka_unit_test(test_faults_transposed_keys),
+        cmocka_unit_test(test_faults_state_memory),
+        cmocka_unit_test(test_faults_state_file),
+        cmocka_unit_test(test_faults_model_files),
+        cmocka_unit_test(test_faults_io_hooks),
+        cmocka_unit_test(test_faults_fsync),
+        cmocka_unit_test(test_faults_stale_temporaries),
         cmocka_unit_test(test_faults_tmpfs_enospc),
     };
     return test_run(tests, setup, teardown);
