@@ -252,8 +252,8 @@ CS_API cs_context_params cs_context_default_params(void);
 
 /* Create a context with an empty KV cache. The model must outlive it.
  * Memory: the KV cache, n_batch rows of activations, and per thread about
- * 5 * n_ctx floats of attention scratch plus, with an F16 K cache, head
- * size 64, 128, 192 or 256 and an AVX-512 CPU, a transposed copy of one
+ * 5 * n_ctx floats of attention scratch plus, with an F16 K and V cache,
+ * head size 64, 128, 192 or 256 and an AVX-512 CPU, a transposed copy of one
  * head's keys for prompts: min(n_ctx, 4 MiB / (4 * head size)) cells of
  * head size floats, at most 4 MiB.
  * Errors: CS_ERR_INVALID_ARG (a parameter out of range, named),

@@ -97,10 +97,13 @@ static void thread_bufs_free(thread_bufs *t) {
 }
 
 /* Cells of the transposed keys per thread (0: the path is off): the
- * table must have the kernels for this head dim and the K cache be F16. */
+ * table must have the kernels for this head dim, and K and V be F16 (the
+ * grouped attention that reads the copy, forward.c attn_group). */
 static int32_t kt_cells_for(const cs_context *c) {
     const int64_t hd = c->model->hp.head_dim;
-    if (!c->kern->attn_kt_f16 || !KERNELS_ATTN_KT_HD(hd) || c->kv.type_k != CS_TYPE_F16) return 0;
+    if (!c->kern->attn_kt_f16 || !KERNELS_ATTN_KT_HD(hd) || c->kv.type_k != CS_TYPE_F16 ||
+        c->kv.type_v != CS_TYPE_F16)
+        return 0;
     const size_t cap = KT_MAX_BYTES / ((size_t)hd * sizeof(float)) / 16 * 16;
     const size_t want = ((size_t)c->n_ctx + 15) / 16 * 16;
     return (int32_t)(want < cap ? want : cap);
