@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 
 #include "context.h"
+#include "fixtures/tiny_model.h"
 #include "mem.h"
 #include "state_io.h"
 
@@ -982,19 +983,8 @@ static void test_faults_transposed_keys(void **s) {
     (void)s;
     if (!kernels_best()->attn_kt_f16)
         test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
-    cs_gen_model_params gp;
-    memset(&gp, 0, sizeof gp);
-    assert_true(cs_gen_model_preset("tiny", &gp));
-    gp.vocab_path = test_bundled_model();
-    gp.n_embd = 256;
-    gp.n_head = 4;
-    gp.n_head_kv = 2;
-    char path[1024];
-    test_tmp_path("faults-kt.gguf", path, sizeof path);
-    assert_int_equal(cs_gen_model_write(&gp, path), CS_OK);
-    cs_model *m = NULL;
-    assert_int_equal(cs_model_load(path, NULL, &m), CS_OK);
-    unlink(path);
+    cs_model *m = fixture_hd64_model(0);
+    assert_non_null(m);
     kt_fault f = {m, 2};
     /* the 1-thread sweep of test_faults_constructors has > 10 points; the
      * copy and its state add 2 per context */

@@ -804,21 +804,8 @@ static void kt_check_table(const cs_model *m, const kernels_table *k) {
 
 static void test_forward_transposed_keys_bit_identical(void **state) {
     (void)state;
-    cs_gen_model_params gp;
-    memset(&gp, 0, sizeof gp);
-    assert_true(cs_gen_model_preset("tiny", &gp));
-    gp.vocab_path = test_bundled_model();
-    gp.n_embd = 256;
-    gp.n_head = 4;
-    gp.n_head_kv = 2;
-    gp.seed = 300;
-    char path[1024];
-    test_tmp_path("kt-hd64.gguf", path, sizeof path);
-    assert_int_equal(cs_gen_model_write(&gp, path), CS_OK);
-    cs_model *m = NULL;
-    cs_model_params mp = cs_model_default_params();
-    assert_int_equal(cs_model_load(path, &mp, &m), CS_OK);
-    unlink(path);
+    cs_model *m = fixture_hd64_model(300);
+    assert_non_null(m);
     assert_int_equal(m->hp.head_dim, 64);
     /* every table this CPU runs that has the kernels (the context's
      * buffers are sized by kernels_best(), which has them whenever any

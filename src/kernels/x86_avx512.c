@@ -172,6 +172,24 @@ CS_INLINE __m512 reduce16_ps(const __m512 *v) {
     return _mm512_permutexvar_ps(order, r);
 }
 
+/* The nq queries widened to f32 rows of nv * 16, ATTN_MAX_HD apart (the
+ * scores kernels' operands). */
+CS_INLINE void attn_queries_f32(const int nv, int32_t nq, const uint16_t *const *q, float *qf) {
+    for (int32_t g = 0; g < nq; g++)
+        for (int v = 0; v < nv; v++)
+            _mm512_store_ps(qf + (size_t)g * ATTN_MAX_HD + 16 * v, load_f16(q[g] + 16 * v));
+}
+
+/* The scores kernels' instantiations, CASE(nv, nq) for head dims 64, 128,
+ * 192 and 256 and 1 .. KERNELS_ATTN_MQ queries. */
+#define ATTN_SCORES_SWITCH(nv, nq, CASE)                                                           \
+    switch ((nv)*8 + (nq)) {                                                                       \
+        KERNELS_ATTN_NQ_CASES(CASE, 4)                                                             \
+        KERNELS_ATTN_NQ_CASES(CASE, 8)                                                             \
+        KERNELS_ATTN_NQ_CASES(CASE, 12)                                                            \
+        KERNELS_ATTN_NQ_CASES(CASE, 16)                                                            \
+    }
+
 /* The scores of nq queries (q as f32 rows of nv * 16) over n cells, nv and
  * nq compile-time constants at every call so the row and the accumulators
  * stay in registers. */
@@ -219,19 +237,12 @@ static void avx512_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, s
     }
     const int nv = (int)(hd / 16);
     float qf[KERNELS_ATTN_MQ * ATTN_MAX_HD] __attribute__((aligned(64)));
-    for (int32_t g = 0; g < nq; g++)
-        for (int v = 0; v < nv; v++)
-            _mm512_store_ps(qf + (size_t)g * ATTN_MAX_HD + 16 * v, load_f16(q[g] + 16 * v));
+    attn_queries_f32(nv, nq, q, qf);
 #define ATTN_SCORES_CASE(NV, NQ)                                                                   \
     case (NV)*8 + (NQ):                                                                            \
         attn_scores_mq(NV, NQ, n, base, stride, idx, qf, scale, s);                                \
         return;
-    switch (nv * 8 + nq) {
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 4)
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 8)
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 12)
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_CASE, 16)
-    }
+    ATTN_SCORES_SWITCH(nv, nq, ATTN_SCORES_CASE)
 #undef ATTN_SCORES_CASE
 }
 
@@ -352,19 +363,12 @@ static void avx512_attn_scores_kt_f16(int64_t hd, int32_t j0, int32_t j1, const 
     CS_ASSERT(KERNELS_ATTN_KT_HD(hd) && nq >= 1 && nq <= KERNELS_ATTN_MQ);
     const int nv = (int)(hd / 16);
     float qf[KERNELS_ATTN_MQ * ATTN_MAX_HD] __attribute__((aligned(64)));
-    for (int32_t g = 0; g < nq; g++)
-        for (int v = 0; v < nv; v++)
-            _mm512_store_ps(qf + (size_t)g * ATTN_MAX_HD + 16 * v, load_f16(q[g] + 16 * v));
+    attn_queries_f32(nv, nq, q, qf);
 #define ATTN_SCORES_KT_CASE(NV, NQ)                                                                \
     case (NV)*8 + (NQ):                                                                            \
         attn_scores_kt_mq(NV, NQ, j0, j1, kt, qf, scale, s);                                       \
         return;
-    switch (nv * 8 + nq) {
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 4)
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 8)
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 12)
-        KERNELS_ATTN_NQ_CASES(ATTN_SCORES_KT_CASE, 16)
-    }
+    ATTN_SCORES_SWITCH(nv, nq, ATTN_SCORES_KT_CASE)
 #undef ATTN_SCORES_KT_CASE
 }
 
