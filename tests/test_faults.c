@@ -983,7 +983,7 @@ static void test_faults_transposed_keys(void **s) {
     (void)s;
     if (!kernels_best()->attn_kt_f16)
         test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
-    cs_model *m = fixture_hd64_model(0);
+    cs_model *m = fixture_wide_head_model(64, 0);
     assert_non_null(m);
     kt_fault f = {m, 2};
     /* the 1-thread sweep of test_faults_constructors has > 10 points; the

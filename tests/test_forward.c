@@ -685,14 +685,16 @@ static void test_forward_ref_matches_llama_cpp(void **state) {
  *
  * (h) A prompt of CS_ATTN_KT_MIN_TOKENS rows or more computes its scores
  * from each thread's transposed copy of the keys (kernels.h attn_kt_f16),
- * smaller batches per cell; both must give the same bits. On a model with
- * head_dim 64 (the copy's smallest head) and GQA groups of 2, F16 cache, 2
- * threads, every row's logits of:
+ * smaller batches per cell; both must give the same bits. On models with
+ * head_dim 64 (the copy's smallest head) and 128 (a key_length wider than
+ * n_embd / n_head) and GQA groups of 2, F16 cache, 2 threads, every row's
+ * logits of:
  *  - each sequence's prompt in one batch (the copy),
- *  - the same in batches of 7 rows (per cell),
  *  - one batch with the copy capped at 32 cells (cells past it per cell),
- *  - both prompts interleaved in one batch (two lists, one copy per list),
- * are compared bit for bit. */
+ *  - both prompts interleaved in one batch (two lists: the copy is redone
+ *    at each switch)
+ * are compared bit for bit with those of the same prompts in batches of 7
+ * rows (per cell). */
 
 enum { KT_N0 = 96, KT_N1 = 70, KT_SMALL = 7 };
 
@@ -796,7 +798,8 @@ static void kt_check_table(const cs_model *m, const kernels_table *k) {
                 fail_msg("%s, %s: row %d (sequence %d, position %d) differs from the per-cell "
                          "decode",
                          k->name, what[run], i, seq[i], pos[i]);
-        print_message("(h) %-6s %-24s %d rows bit-identical\n", k->name, what[run], n);
+        print_message("(h) %-6s hd %3d %-24s %d rows bit-identical\n", k->name, (int)m->hp.head_dim,
+                      what[run], n);
         cs_context_free(c);
     }
     free(want), free(got);
@@ -804,23 +807,26 @@ static void kt_check_table(const cs_model *m, const kernels_table *k) {
 
 static void test_forward_transposed_keys_bit_identical(void **state) {
     (void)state;
-    cs_model *m = fixture_hd64_model(300);
-    assert_non_null(m);
-    assert_int_equal(m->hp.head_dim, 64);
     /* every table this CPU runs that has the kernels (the context's
      * buffers are sized by kernels_best(), which has them whenever any
-     * table does) */
+     * table does), on head dims 64 and 128 (the model's key_length) */
     static const char *const names[] = {"avx512", "avx2"};
-    int n_tables = 0;
+    static const int32_t head_dims[] = {64, 128};
+    int n_checked = 0;
     const bool best_has = kernels_best()->attn_kt_f16 != NULL;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const kernels_table *k = kernels_by_name(names[i]);
-        if (!k || !k->attn_kt_f16 || !best_has) continue;
-        kt_check_table(m, k);
-        n_tables++;
+    for (size_t h = 0; h < sizeof head_dims / sizeof head_dims[0]; h++) {
+        cs_model *m = fixture_wide_head_model(head_dims[h], 300 + h);
+        assert_non_null(m);
+        assert_int_equal(m->hp.head_dim, head_dims[h]);
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            const kernels_table *k = kernels_by_name(names[i]);
+            if (!k || !k->attn_kt_f16 || !best_has) continue;
+            kt_check_table(m, k);
+            n_checked++;
+        }
+        cs_model_free(m);
     }
-    cs_model_free(m);
-    if (n_tables == 0) test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
+    if (n_checked == 0) test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
 }
 
 int main(void) {
