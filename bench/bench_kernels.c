@@ -10,7 +10,8 @@
  *                            and BF16 dot instructions cpuid reports), then every
  *                            weight type's matmul as a fraction of its peak, as
  *                            markdown tables; the fastest burst / call over R
- *                            times 0.2 s / 0.1 s (default R = 3), ~30 s
+ *                            times 0.2 s / 0.1 s (default R = 3), ~30 s; then the
+ *                            prompt attention kernels against the FMA peak
  *
  * Wall-clock numbers: compare tables within one run on a quiet machine. */
 #include <cpuid.h>
@@ -24,6 +25,7 @@
 #include "kernels/kernels.h"
 #include "kernels/matmul.h"
 #include "kernels/repack.h"
+#include "mem.h"
 #include "threadpool.h"
 
 static const char *const k_tables[] = {"ref", "avx2", "avx512", "avx512novnni"};
@@ -609,6 +611,115 @@ static void bench_efficiency(int reps) {
     free(wf), free(X), free(Y), free(W), free(tmp), free(scratch);
 }
 
+/* The attention kernels of a prompt at the 110M model's shape (12 heads of
+ * 64 in a cache row; 128 as Llama 3's), 512 cached cells, 4 queries a
+ * call as forward.c groups them, against the FP32 FMA peak: the per-cell
+ * scores, the scores from the transposed keys (with the transposition's
+ * rate), the weighted V sum, and softmax's time per element. Each is the
+ * fastest call over reps * 0.1 s, from cache (a head's keys are 64-128 KB
+ * at 512 cells). */
+typedef struct attn_bench {
+    const kernels_table *k;
+    int64_t hd;
+    int32_t n, nq;
+    const uint8_t *base;
+    size_t stride;
+    const int32_t *idx;
+    float *kt;
+    const uint16_t *const *q;
+    float *const *s;
+    const float *const *w;
+    float *const *out;
+} attn_bench;
+
+enum { AB_SCORES, AB_KT, AB_SCORES_KT, AB_ACCUM, AB_SOFTMAX };
+
+static void attn_call(const attn_bench *a, int what) {
+    const kernels_table *k = a->k;
+    switch (what) {
+    case AB_SCORES:
+        k->attn_scores_f16(a->hd, a->n, a->base, a->stride, a->idx, a->nq, a->q, 0.125f, a->s);
+        break;
+    case AB_KT:
+        k->attn_kt_f16(a->hd, a->n, a->base, a->stride, a->idx, a->kt);
+        break;
+    case AB_SCORES_KT:
+        k->attn_scores_kt_f16(a->hd, 0, a->n, a->kt, a->nq, a->q, 0.125f, a->s);
+        break;
+    case AB_ACCUM:
+        k->attn_accum_f16(a->hd, a->n, a->base, a->stride, a->idx, a->nq, a->w, a->out);
+        break;
+    default:
+        k->softmax(a->s[0], a->n);
+        break;
+    }
+}
+
+static double attn_best_s(const attn_bench *a, int what, int reps) {
+    double best = 1e30;
+    for (double start = now_s(); now_s() - start < 0.1 * reps;) {
+        const double t0 = now_s();
+        attn_call(a, what);
+        const double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+static void bench_attention(int reps) {
+    const kernels_table *k = kernels_best();
+    if (!k->attn_scores_f16 || !k->attn_accum_f16) return;
+    const int pk = peak_of(k, CS_TYPE_F16);
+    const int32_t n = 512, nq = KERNELS_ATTN_MQ;
+    const size_t stride = 768 * 2 * 2; /* a cache row of 12 heads of 128 */
+    uint8_t *base = malloc(stride * (size_t)n);
+    int32_t *idx = malloc((size_t)n * sizeof *idx);
+    float *kt = mem_aligned_alloc((size_t)n * 128 * sizeof(float));
+    static uint16_t q[KERNELS_ATTN_MQ][128];
+    static float s[KERNELS_ATTN_MQ][512], o[KERNELS_ATTN_MQ][128];
+    if (!base || !idx || !kt) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < stride * (size_t)n / 2; i++)
+        ((uint16_t *)(void *)base)[i] = fp32_to_fp16(rnd());
+    for (int32_t j = 0; j < n; j++) idx[j] = j;
+    const uint16_t *qp[KERNELS_ATTN_MQ];
+    float *sp[KERNELS_ATTN_MQ], *op[KERNELS_ATTN_MQ];
+    const float *wp[KERNELS_ATTN_MQ];
+    for (int g = 0; g < nq; g++) {
+        for (int i = 0; i < 128; i++) q[g][i] = fp32_to_fp16(rnd());
+        for (int32_t j = 0; j < n; j++) s[g][j] = 1.0f / (float)n;
+        qp[g] = q[g], sp[g] = s[g], op[g] = o[g], wp[g] = s[g];
+    }
+    printf("\n## Attention, table %s, %d cells, %d queries a call, fastest call over %.1f s\n\n",
+           k->name, n, nq, 0.1 * reps);
+    printf("| head dim | scores per cell GFLOP/s | %% of %s | scores from transposed keys | %% of "
+           "peak | transposition, cells/us | V sum GFLOP/s | %% of peak | softmax ns/element |\n",
+           k_peaks[pk].name);
+    printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (int64_t hd = 64; hd <= 128; hd *= 2) {
+        const attn_bench a = {k, hd, n, nq, base, stride, idx, kt, qp, sp, wp, op};
+        const double flop = 2.0 * (double)hd * n * nq, peak = g_peak[pk][0];
+        const double g_sc = flop / attn_best_s(&a, AB_SCORES, reps) * 1e-9;
+        const double g_ac = flop / attn_best_s(&a, AB_ACCUM, reps) * 1e-9;
+        printf("| %lld | %.1f | %.0f %% |", (long long)hd, g_sc, 100 * g_sc / peak);
+        if (k->attn_kt_f16 && KERNELS_ATTN_KT_HD(hd)) {
+            const double t_kt = attn_best_s(&a, AB_KT, reps);
+            const double g_kt = flop / attn_best_s(&a, AB_SCORES_KT, reps) * 1e-9;
+            printf(" %.1f | %.0f %% | %.0f |", g_kt, 100 * g_kt / peak, n / t_kt * 1e-6);
+        } else {
+            printf(" - | - | - |");
+        }
+        for (int g = 0; g < nq; g++)
+            for (int32_t j = 0; j < n; j++) s[g][j] = 1.0f / (float)n;
+        const double t_sm = attn_best_s(&a, AB_SOFTMAX, reps);
+        printf(" %.1f | %.0f %% | %.2f |\n", g_ac, 100 * g_ac / peak, t_sm / n * 1e9);
+    }
+    g_sink = s[0][0] + o[0][0];
+    free(base), free(idx), mem_free(kt);
+}
+
 int main(int argc, char **argv) {
     bool peaks = false;
     int reps = 3;
@@ -629,6 +740,7 @@ int main(int argc, char **argv) {
         printf("clock: %.2f GHz (dependent integer adds)\n\n", g_ghz);
         bench_peaks(reps);
         bench_efficiency(reps);
+        bench_attention(reps);
         return 0;
     }
     printf("best table: %s\n", kernels_best()->name);
