@@ -77,16 +77,6 @@ static cs_status check_params(const cs_model *m, const cs_context_params *p, uin
  * it take the per-cell kernel, which gives the same bits. */
 #define KT_MAX_BYTES ((size_t)4 << 20)
 
-/* The attention's per-thread buffers for n_threads threads. */
-typedef struct thread_bufs {
-    float *scores;
-    int32_t *vis;
-    void *qh;
-    float *vrow;
-    float *kt;
-    attn_kt_state *kt_state;
-} thread_bufs;
-
 static void thread_bufs_free(thread_bufs *t) {
     mem_free(t->scores);
     mem_free(t->vis);
@@ -129,19 +119,6 @@ static bool thread_bufs_alloc(const cs_context *c, int32_t n_threads, thread_buf
         *t = (thread_bufs){0};
     }
     return ok;
-}
-
-static void thread_bufs_set(cs_context *c, const thread_bufs *t) {
-    c->scores = t->scores;
-    c->vis = t->vis;
-    c->qh = t->qh;
-    c->vrow = t->vrow;
-    c->kt = t->kt;
-    c->kt_state = t->kt_state;
-}
-
-static thread_bufs thread_bufs_of(const cs_context *c) {
-    return (thread_bufs){c->scores, c->vis, c->qh, c->vrow, c->kt, c->kt_state};
 }
 
 cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_context **out) {
@@ -199,9 +176,7 @@ cs_status cs_context_new(const cs_model *m, const cs_context_params *params, cs_
     c->hb2 = mem_aligned_alloc(T * (size_t)hp->n_ff * sizeof(float));
     c->rope_cs = mem_aligned_alloc(T * (size_t)hp->n_rot * sizeof(float));
     c->kt_cells = kt_cells_for(c);
-    thread_bufs tb;
-    if (!thread_bufs_alloc(c, n_threads, &tb)) goto nomem;
-    thread_bufs_set(c, &tb);
+    if (!thread_bufs_alloc(c, n_threads, &c->tb)) goto nomem;
     c->mm_scratch_size = matmul_scratch_max(m, (int64_t)T);
     c->mm_scratch = mem_aligned_alloc(c->mm_scratch_size);
     c->slot = mem_malloc(T * sizeof *c->slot);
@@ -230,8 +205,7 @@ void cs_context_free(cs_context *c) {
     threadpool_free(c->tp);
     kv_store_free(&c->kv);
     kv_cells_free(&c->cells);
-    thread_bufs tb = thread_bufs_of(c);
-    thread_bufs_free(&tb);
+    thread_bufs_free(&c->tb);
     void *bufs[] = {c->x,          c->xb,           c->q,         c->att,       c->k,
                     c->v,          c->hb,           c->hb2,       c->rope_cs,   c->mm_scratch,
                     c->slot,       c->seqs,         c->seq0,      c->out_index, c->logits,
@@ -269,9 +243,8 @@ cs_status cs_set_n_threads(cs_context *c, int32_t n_threads) {
         return st;
     }
     threadpool_free(c->tp);
-    thread_bufs old = thread_bufs_of(c);
-    thread_bufs_free(&old);
-    thread_bufs_set(c, &tb);
+    thread_bufs_free(&c->tb);
+    c->tb = tb;
     c->tp = tp;
     c->n_threads = n_threads;
     return CS_OK;

@@ -27,6 +27,19 @@ typedef struct attn_kt_state {
     int32_t layer, hk, list, n_blocks;
 } attn_kt_state;
 
+/* The attention's buffers of each thread of the pool. */
+typedef struct thread_bufs {
+    float *scores; /* (n_threads, KERNELS_ATTN_MQ, n_ctx) attention scores */
+    int32_t *vis;  /* (n_threads, n_ctx) cells visible to the current token */
+    void *qh;      /* (n_threads, KERNELS_ATTN_MQ, head_dim) queries as f16 or Q8_0 (K cache) */
+    float *vrow;   /* (n_threads, head_dim) a V head dequantized from Q8_0 */
+    /* A prompt's keys transposed (kernels.h, attn_kt_f16): per thread
+     * kt_cells cells of one KV head, the head and list named by its
+     * kt_state; NULL without a copy. */
+    float *kt;               /* (n_threads, kt_cells, head_dim) */
+    attn_kt_state *kt_state; /* (n_threads) */
+} thread_bufs;
+
 struct cs_context {
     const cs_model *model;
     cs_context_params params;
@@ -58,13 +71,9 @@ struct cs_context {
     float *hb2;     /* (n_batch, n_ff) */
     float *rope_cs; /* (n_batch, n_rot) cos/sin per token */
     /* per thread of the pool (thread_bufs_alloc in context.c sizes them) */
-    float *scores;  /* (n_threads, KERNELS_ATTN_MQ, n_ctx) attention scores */
-    int32_t *vis;   /* (n_threads, n_ctx) cells visible to the current token */
-    /* A prompt's keys transposed (kernels.h, attn_kt_f16): per thread kt_cells
-     * cells of one KV head, the head and list named by its kt_state.
-     * kt_cells 0: none (no such kernel, another cache type or head dim). */
-    float *kt;               /* (n_threads, kt_cells, head_dim) */
-    attn_kt_state *kt_state; /* (n_threads) */
+    thread_bufs tb;
+    /* cells of tb.kt per thread; 0: no copy (no such kernel, another cache
+     * type or head dim) */
     int32_t kt_cells;
     /* Per decode (forward.c): the cells of up to CS_ATTN_SEQ_LISTS of the
      * batch's sequences in position order, so a row's visible cells are a
@@ -76,8 +85,6 @@ struct cs_context {
     cs_seq seq_list_id[CS_ATTN_SEQ_LISTS];
     int32_t n_seq_lists;
     bool all_rows_listed; /* every row of the batch has a list */
-    void *qh;    /* (n_threads, KERNELS_ATTN_MQ, head_dim) queries as f16 or Q8_0 (K cache) */
-    float *vrow; /* (n_threads, head_dim) a V head dequantized from Q8_0 */
     void *mm_scratch;     /* activations converted for the matmul */
     size_t mm_scratch_size;
     int32_t *slot;  /* (n_batch) cell of each batch row */

@@ -323,17 +323,18 @@ static void attn_scores_span(const attn_task *a, int32_t ith, int64_t hk, int32_
     const uint8_t *K = kv->k[a->layer] + (size_t)hk * kv_row_bytes(CS_TYPE_F16, hd);
     int32_t jk = j0; /* first cell not served by the copy */
     if (a->use_kt) {
-        attn_kt_state *st = &ctx->kt_state[ith];
-        float *kt = ctx->kt + (size_t)ith * (size_t)ctx->kt_cells * (size_t)hd;
+        attn_kt_state *st = &ctx->tb.kt_state[ith];
+        float *kt = ctx->tb.kt + (size_t)ith * (size_t)ctx->kt_cells * (size_t)hd;
         if (st->layer != a->layer || st->hk != (int32_t)hk || st->list != li)
             *st = (attn_kt_state){a->layer, (int32_t)hk, li, 0};
-        const int32_t n_list = ctx->seq_list_n[li];
-        const int32_t want = j1 < ctx->kt_cells ? j1 : ctx->kt_cells;
-        const int32_t have = st->n_blocks * 16;
+        /* whole blocks up to j1 (kt_cells is a multiple of 16); the list's
+         * last block may be partial */
+        const int32_t want = ((j1 < ctx->kt_cells ? j1 : ctx->kt_cells) + 15) / 16 * 16;
+        const int32_t have = st->n_blocks * 16, n_list = ctx->seq_list_n[li];
         if (want > have) {
-            const int32_t end = (want + 15) / 16 * 16 < n_list ? (want + 15) / 16 * 16 : n_list;
+            const int32_t end = want < n_list ? want : n_list;
             k->attn_kt_f16(hd, end - have, K, kv->row_k, vis + have, kt + (size_t)have * hd);
-            st->n_blocks = (end + 15) / 16;
+            st->n_blocks = want / 16;
         }
         const int32_t covered = st->n_blocks * 16 < j1 ? st->n_blocks * 16 : j1;
         if (covered > j0) {
@@ -361,8 +362,8 @@ static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int
     const kv_store *kv = &ctx->kv;
     const int64_t hd = hp->head_dim;
     const uint8_t *V = kv->v[a->layer] + (size_t)it[0].hk * kv_row_bytes(CS_TYPE_F16, hd);
-    float *scb = ctx->scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
-    uint16_t *qcb = (uint16_t *)((uint8_t *)ctx->qh + (size_t)ith * KERNELS_ATTN_MQ * hd * 4);
+    float *scb = ctx->tb.scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
+    uint16_t *qcb = (uint16_t *)((uint8_t *)ctx->tb.qh + (size_t)ith * KERNELS_ATTN_MQ * hd * 4);
     const uint16_t *qc[KERNELS_ATTN_MQ];
     float *sc[KERNELS_ATTN_MQ], *out[KERNELS_ATTN_MQ];
     const float *w[KERNELS_ATTN_MQ];
@@ -408,11 +409,11 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
     const size_t khead = kv_row_bytes(tk, hd), vhead = kv_row_bytes(tv, hd);
     const uint8_t *K = kv->k[a->layer];
     const uint8_t *V = kv->v[a->layer];
-    float *sc = ctx->scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
-    int32_t *vis_buf = ctx->vis + (size_t)ith * ctx->n_ctx;
+    float *sc = ctx->tb.scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
+    int32_t *vis_buf = ctx->tb.vis + (size_t)ith * ctx->n_ctx;
     const int32_t *vis = vis_buf;
-    void *qc = (uint8_t *)ctx->qh + (size_t)ith * KERNELS_ATTN_MQ * (size_t)hd * 4;
-    float *vtmp = ctx->vrow + (size_t)ith * (size_t)hd;
+    void *qc = (uint8_t *)ctx->tb.qh + (size_t)ith * KERNELS_ATTN_MQ * (size_t)hd * 4;
+    float *vtmp = ctx->tb.vrow + (size_t)ith * (size_t)hd;
     /* an F16 cache with the table's gathered kernels, every row on a sorted
      * list: items go in groups (attn_group) */
     const bool grouped = tk == CS_TYPE_F16 && tv == CS_TYPE_F16 && k->attn_scores_f16 &&
@@ -508,7 +509,7 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
 static void attn_worker(void *arg, int32_t ith, int32_t nth) {
     attn_task *a = arg;
     /* the copy a thread kept is of the last layer's keys (attn_kt_state) */
-    if (a->use_kt) a->ctx->kt_state[ith].layer = -1;
+    if (a->use_kt) a->ctx->tb.kt_state[ith].layer = -1;
     const int64_t n_pairs = (int64_t)a->b->n_tokens * a->ctx->model->hp.n_head;
     const int64_t n_ranges = threadpool_n_ranges(n_pairs, nth);
     for (int64_t u; (u = threadpool_take(&a->next, n_ranges)) >= 0;) {

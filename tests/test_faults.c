@@ -238,15 +238,28 @@ static int32_t op_model_load_read(cs_context *c, void *user) {
     return st;
 }
 
+/* cs_context_new on model m (NULL: the bundled one) with `threads` threads
+ * and a K / V cache of `type`; kt: the context must hold a transposed-key
+ * copy (forward.c), or must not. */
+typedef struct ctx_case {
+    const cs_model *m;
+    int32_t threads;
+    int32_t type;
+    bool kt;
+} ctx_case;
+
 static int32_t op_context_new(cs_context *c, void *user) {
     (void)c;
+    const ctx_case *cc = user;
     cs_context_params p = cs_context_default_params();
     p.n_ctx = 64;
     p.n_seq_max = 4;
-    p.n_threads = *(int32_t *)user;
+    p.n_threads = cc->threads;
+    p.type_k = p.type_v = cc->type;
     cs_context *x = (cs_context *)1;
-    cs_status st = cs_context_new(g_model, &p, &x);
+    cs_status st = cs_context_new(cc->m ? cc->m : g_model, &p, &x);
     if (st == CS_OK) {
+        assert_int_equal(x->kt_cells > 0, cc->kt);
         cs_context_free(x);
     } else {
         assert_null(x);
@@ -285,10 +298,10 @@ static void test_faults_constructors(void **s) {
     (void)s;
     assert_true(sweep("model load", NULL, op_model_load, NULL, NULL) > 3);
     assert_true(sweep("model load (no mmap)", NULL, op_model_load_read, NULL, NULL) > 3);
-    int32_t threads = 1;
-    assert_true(sweep("context (1 thread)", NULL, op_context_new, &threads, NULL) > 10);
-    threads = 3; /* the pool's workers allocate too */
-    assert_true(sweep("context (3 threads)", NULL, op_context_new, &threads, NULL) > 12);
+    ctx_case cc = {NULL, 1, CS_TYPE_F16, false};
+    assert_true(sweep("context (1 thread)", NULL, op_context_new, &cc, NULL) > 10);
+    cc.threads = 3; /* the pool's workers allocate too */
+    assert_true(sweep("context (3 threads)", NULL, op_context_new, &cc, NULL) > 12);
     assert_int_equal(sweep("batch", NULL, op_batch_new, NULL, NULL), 6);
     assert_int_equal(sweep("sampler", NULL, op_sampler_new, NULL, NULL), 1);
 }
@@ -953,51 +966,35 @@ static void test_faults_tmpfs_enospc(void **s) {
 
 /* A context whose prompts take the transposed keys (head_dim 64, F16
  * cache, a table with attn_kt_f16) allocates a copy and its state per
- * thread: creation and cs_set_n_threads fail whole at each of those points
- * too (ASan shows a leak or a double free on the way out), and a context
- * made after the failures decodes a prompt that uses the copy. */
-typedef struct kt_fault {
-    const cs_model *m;
-    int32_t threads;
-} kt_fault;
-
-static int32_t op_kt_context_new(cs_context *c, void *user) {
-    (void)c;
-    const kt_fault *f = user;
-    cs_context_params p = cs_context_default_params();
-    p.n_ctx = 64;
-    p.n_threads = f->threads;
-    p.type_k = p.type_v = CS_TYPE_F16;
-    cs_context *x = (cs_context *)1;
-    cs_status st = cs_context_new(f->m, &p, &x);
-    if (st == CS_OK) {
-        assert_true(x->kt_cells > 0);
-        cs_context_free(x);
-    } else {
-        assert_null(x);
-    }
-    return st;
-}
-
+ * thread: exactly two allocation points more than the same context with
+ * an F32 cache (no copy), each failing whole (ASan shows a leak or a double
+ * free on the way out); cs_set_n_threads fails whole at them too, and a
+ * context made after the failures decodes a prompt that uses the copy. */
 static void test_faults_transposed_keys(void **s) {
     (void)s;
     if (!kernels_best()->attn_kt_f16)
         test_skip(CS_SKIP_CPU, "no kernel table with transposed keys (AVX-512)");
     cs_model *m = fixture_wide_head_model(64, 0);
     assert_non_null(m);
-    kt_fault f = {m, 2};
-    /* the 1-thread sweep of test_faults_constructors has > 10 points; the
-     * copy and its state add 2 per context */
-    assert_true(sweep("context, transposed keys", NULL, op_kt_context_new, &f, NULL) > 12);
+    ctx_case plain = {m, 2, CS_TYPE_F32, false}, kt = {m, 2, CS_TYPE_F16, true};
+    const int32_t n_plain = sweep("context, F32 cache", NULL, op_context_new, &plain, NULL);
+    assert_int_equal(sweep("context, transposed keys", NULL, op_context_new, &kt, NULL),
+                     n_plain + 2);
 
     cs_context_params p = cs_context_default_params();
     p.n_ctx = 64;
     p.n_threads = 1;
-    p.type_k = p.type_v = CS_TYPE_F16;
+    p.type_k = p.type_v = CS_TYPE_F32;
     cs_context *c = NULL;
     assert_int_equal(cs_context_new(m, &p, &c), CS_OK);
     int32_t threads = 3;
-    assert_true(sweep("set_n_threads 1 -> 3, keys", c, op_set_threads, &threads, NULL) >= 6);
+    const int32_t n_plain_threads =
+        sweep("set_n_threads 1 -> 3, F32", c, op_set_threads, &threads, NULL);
+    cs_context_free(c);
+    p.type_k = p.type_v = CS_TYPE_F16;
+    assert_int_equal(cs_context_new(m, &p, &c), CS_OK);
+    assert_int_equal(sweep("set_n_threads 1 -> 3, keys", c, op_set_threads, &threads, NULL),
+                     n_plain_threads + 2);
     assert_int_equal(cs_n_threads(c), 3);
     cs_batch *b = NULL;
     cs_seq seq = 0;
@@ -1007,7 +1004,7 @@ static void test_faults_transposed_keys(void **s) {
             cs_batch_add(b, (cs_token)(1 + i), i, &seq, 1, i + 1 == CS_ATTN_KT_MIN_TOKENS), CS_OK);
     assert_int_equal(cs_decode(c, b), 0);
     bool used = false;
-    for (int32_t i = 0; i < cs_n_threads(c); i++) used = used || c->kt_state[i].n_blocks > 0;
+    for (int32_t i = 0; i < cs_n_threads(c); i++) used = used || c->tb.kt_state[i].n_blocks > 0;
     assert_true(used);
     cs_batch_free(b);
     cs_context_free(c);

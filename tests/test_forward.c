@@ -730,7 +730,7 @@ static void kt_decode(cs_context *c, const cs_token *tok, const cs_seq *seq, con
 /* Whether some thread's copy holds keys of the last layer: the copy ran. */
 static bool kt_used(const cs_context *c) {
     for (int32_t i = 0; i < c->n_threads; i++)
-        if (c->kt_state[i].layer == c->model->hp.n_layer - 1 && c->kt_state[i].n_blocks > 0)
+        if (c->tb.kt_state[i].layer == c->model->hp.n_layer - 1 && c->tb.kt_state[i].n_blocks > 0)
             return true;
     return false;
 }
