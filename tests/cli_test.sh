@@ -419,6 +419,7 @@ for t in d:
     assert t["mem_pair_tokens"] == 12, "tokens %d" % t["mem_pair_tokens"]
     assert t["mem_pair_probe_bytes"] == t["model_decode_bytes"] // 8 * 8, "probe bytes"
     assert 0 <= t["mem_pair_huge_page_fraction"] <= 1, "huge fraction"
+    assert t["mem_pair_loop"] in ("avx2 4x32B", "sse2 4x16B", "scalar 4x8B"), "loop"
     dec, probe = t["mem_pair_decode_gbs"], t["mem_pair_probe_gbs"]
     assert dec > 0 and probe > 0 and t["mem_pair_ratio_median"] > 0, "positive"
     assert abs(t["mem_pair_ratio"] - dec / probe) <= 1e-3 * t["mem_pair_ratio"] + 1e-4, "ratio"
@@ -431,6 +432,27 @@ for t in d:
 else
     fail "bench --mem-pair" "$(cat "$TMP/err")"
 fi
+# bench mem: every pass checks its sum against the buffer's contents (a
+# read loop that drops a share's tail fails), 3 threads split 1 MiB unevenly
+run bench mem --size 1 -t 1,3 -r 2 --json
+if [ "$RC" -ne 0 ]; then
+    fail "bench mem --json" "exit status $RC, stderr '$(cat "$TMP/err")'"
+elif ! command -v python3 >/dev/null 2>&1; then
+    skip "bench mem fields" "no python3"
+elif python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [t["n_threads"] for t in d] == [1, 3], "threads"
+for t in d:
+    assert t["test"] == "mem_read" and t["bytes"] == 1 << 20 and t["reps"] == 2, "fields"
+    assert 0 < t["median_gbs"] <= t["best_gbs"], "median %f best %f" % (t["median_gbs"], t["best_gbs"])
+    assert t["loop"] in ("avx2 4x32B", "sse2 4x16B", "scalar 4x8B"), "loop " + t["loop"]
+' "$TMP/out" 2>"$TMP/err"; then
+    ok "bench mem --json: fields, the loop named, sums checked on uneven shares"
+else
+    fail "bench mem --json" "$(cat "$TMP/err")"
+fi
+check_rc "bench mem over 256 threads exits 2" 2 "error: -t: '300' is out of range [1, 256]" -- bench mem -t 300
 run bench -m "$MODEL" -p 0 -n 3 -r 1 -t 1 --mem-pair
 if [ "$RC" -eq 0 ] && grep -q "decode / probe" "$TMP/out" && grep -q " tg3 |.*%" "$TMP/out"; then
     ok "bench --mem-pair markdown has the paired columns"

@@ -3,8 +3,8 @@
  *
  * Each of T threads (pinned to nothing, like the engine's pool) sums its
  * contiguous share of a buffer far larger than the caches (default 1 GiB)
- * with 4 independent vector accumulators, which keeps the loads, not the
- * adds, the limit. One untimed pass pages the buffer in; then r timed
+ * with the fastest plain read loop measured on x86 (mem_read_pick below;
+ * the output names it). One untimed pass pages the buffer in; then r timed
  * passes; the reported figure is the median (and best) bytes / second.
  * The tg ceiling of a model is this bandwidth divided by the bytes a token
  * reads (bench/peer/suite.sh does that division). `ctxshift bench
@@ -37,11 +37,88 @@ typedef struct mem_start {
 } mem_start;
 
 typedef struct mem_job {
+    uint64_t (*read)(const uint64_t *p, size_t n);
     const uint64_t *p;
     size_t n; /* uint64 words */
     uint64_t sum;
     mem_start *start;
 } mem_job;
+
+/* The read loops: 4 independent accumulators of 128 bytes a step, which
+ * keeps the loads, not the adds, the limit. The widest plain loads the CPU
+ * has, picked at run time, because the tool is built for baseline x86-64:
+ * before, a GCC vector-extension loop of 32 bytes compiled to baseline
+ * code read 26.3-26.8 GB/s at 1 thread where the same loop built with AVX2
+ * read 32.4-33.2 (Zen 4 VM, 1 GiB, best of 6), so every ceiling of the tg
+ * suite sat about a fifth low. Measured beside it (same VM, 1 thread, best
+ * of 4-5, three runs): 4 x 32-byte AVX2 loads 32.3-32.9 GB/s, 4 x 16-byte
+ * SSE2 29.5-31.9, 8 x 32-byte 29.5-31.2, 2 or 4 x 64-byte AVX-512
+ * 29.9-31.3, any of them with software prefetch 512 B or 2 KiB ahead
+ * 25.0-30.0 (the hardware prefetcher follows the stream alone), so the
+ * AVX2 loop is the probe wherever the CPU has it. */
+typedef uint64_t (*mem_read_fn)(const uint64_t *p, size_t n);
+
+static uint64_t mem_read_scalar(const uint64_t *p, size_t n) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) a0 += p[i], a1 += p[i + 1], a2 += p[i + 2], a3 += p[i + 3];
+    for (; i < n; i++) a0 += p[i];
+    return a0 + a1 + a2 + a3;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+static uint64_t mem_read_sse2(const uint64_t *p, size_t n) {
+    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        a0 = _mm_add_epi64(a0, _mm_loadu_si128((const __m128i *)(const void *)(p + i)));
+        a1 = _mm_add_epi64(a1, _mm_loadu_si128((const __m128i *)(const void *)(p + i + 2)));
+        a2 = _mm_add_epi64(a2, _mm_loadu_si128((const __m128i *)(const void *)(p + i + 4)));
+        a3 = _mm_add_epi64(a3, _mm_loadu_si128((const __m128i *)(const void *)(p + i + 6)));
+    }
+    uint64_t v[2];
+    _mm_storeu_si128((__m128i *)(void *)v,
+                     _mm_add_epi64(_mm_add_epi64(a0, a1), _mm_add_epi64(a2, a3)));
+    return v[0] + v[1] + mem_read_scalar(p + i, n - i);
+}
+
+__attribute__((target("avx2"))) static uint64_t mem_read_avx2(const uint64_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256((const __m256i *)(const void *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256((const __m256i *)(const void *)(p + i + 4)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256((const __m256i *)(const void *)(p + i + 8)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256((const __m256i *)(const void *)(p + i + 12)));
+    }
+    uint64_t v[4];
+    _mm256_storeu_si256((__m256i *)(void *)v,
+                        _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+    return v[0] + v[1] + v[2] + v[3] + mem_read_scalar(p + i, n - i);
+}
+#endif
+
+/* The loop for this CPU and its name (bench_mem_loop, tools.h). */
+static mem_read_fn mem_read_pick(const char **name) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        *name = "avx2 4x32B";
+        return mem_read_avx2;
+    }
+    *name = "sse2 4x16B";
+    return mem_read_sse2;
+#else
+    *name = "scalar 4x8B";
+    return mem_read_scalar;
+#endif
+}
+
+const char *bench_mem_loop(void) {
+    const char *name = NULL;
+    (void)mem_read_pick(&name);
+    return name;
+}
 
 static void *mem_worker(void *arg) {
     mem_job *j = arg;
@@ -50,42 +127,38 @@ static void *mem_worker(void *arg) {
     const int go = j->start->go;
     pthread_mutex_unlock(&j->start->mu);
     if (go < 0) return NULL;
-    /* 32-byte vector loads (GCC/clang vector extension: whatever SIMD the
-     * build targets), 4 independent accumulators: one 128-byte step per
-     * two cache lines keeps enough loads in flight to saturate memory.
-     * No software prefetch: the hardware prefetcher follows the stream, and
-     * prefetches 4 KiB ahead read slower (Zen 4 VM, 256 MiB, 1 thread,
-     * three runs of 20-300 alternating passes, best pass: 24.6 / 31.4 /
-     * 30.9 GB/s with them, 25.4 / 34.0 / 32.6 without), so the ceiling
-     * would sit a few % low. */
-    typedef uint64_t v4u64 __attribute__((vector_size(32), aligned(8)));
-    v4u64 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    size_t i = 0;
-    for (; i + 16 <= j->n; i += 16) {
-        v4u64 x0, x1, x2, x3;
-        memcpy(&x0, j->p + i, 32);
-        memcpy(&x1, j->p + i + 4, 32);
-        memcpy(&x2, j->p + i + 8, 32);
-        memcpy(&x3, j->p + i + 12, 32);
-        a0 += x0, a1 += x1, a2 += x2, a3 += x3;
-    }
-    uint64_t s = 0;
-    for (; i < j->n; i++) s += j->p[i];
-    const v4u64 t = a0 + a1 + a2 + a3;
-    j->sum = s + t[0] + t[1] + t[2] + t[3];
+    j->sum = j->read(j->p, j->n);
     return NULL;
 }
 
-/* One timed pass (tools.h). */
+/* Word i of a probe buffer (bench_mem_buffer): distinct, nonzero bits. */
+#define MEM_FILL 0x9e3779b97f4a7c15ull
+
+/* The sum mod 2^64 of the first n words of a probe buffer: MEM_FILL times
+ * n (n - 1) / 2, the halving done on the even factor so no bit is lost. */
+static uint64_t mem_expected_sum(uint64_t n) {
+    if (n == 0) return 0;
+    const uint64_t tri = n % 2 == 0 ? n / 2 * (n - 1) : (n - 1) / 2 * n;
+    return MEM_FILL * tri;
+}
+
+/* One timed pass (tools.h). Every pass checks its threads' sums against
+ * the buffer's known contents, so a read loop that skipped or repeated a
+ * word (a tail, a share boundary) fails instead of reporting a rate. */
 double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink) {
-    if (nt < 1 || nt > BENCH_MEM_MAX_THREADS) return -1.0;
+    if (nt < 1 || nt > BENCH_MEM_MAX_THREADS) {
+        tool_error("the read probe runs 1 to %d threads, not %d", BENCH_MEM_MAX_THREADS, (int)nt);
+        return -1.0;
+    }
     pthread_t th[BENCH_MEM_MAX_THREADS];
     mem_job jobs[BENCH_MEM_MAX_THREADS];
     mem_start start = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     int32_t made = 0;
+    const char *loop = NULL;
+    const mem_read_fn read = mem_read_pick(&loop);
     for (int32_t t = 0; t < nt; t++) {
         const size_t a = words * (size_t)t / (size_t)nt, b = words * (size_t)(t + 1) / (size_t)nt;
-        jobs[t] = (mem_job){buf + a, b - a, 0, &start};
+        jobs[t] = (mem_job){read, buf + a, b - a, 0, &start};
         if (pthread_create(&th[t], NULL, mem_worker, &jobs[t]) != 0) break;
         made++;
     }
@@ -98,8 +171,21 @@ double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *s
     const uint64_t t1 = tool_time_ns();
     pthread_cond_destroy(&start.cv);
     pthread_mutex_destroy(&start.mu);
-    for (int32_t t = 0; t < made; t++) *sink += jobs[t].sum;
-    return made < nt ? -1.0 : (double)(t1 - t0) * 1e-9;
+    if (made < nt) {
+        tool_error("the read probe could start only %d of %d threads", (int)made, (int)nt);
+        return -1.0;
+    }
+    uint64_t sum = 0;
+    for (int32_t t = 0; t < made; t++) sum += jobs[t].sum;
+    *sink += sum;
+    if (sum != mem_expected_sum(words)) {
+        tool_error("the read probe's loop '%s' summed %016llx over %zu words where the buffer "
+                   "holds %016llx",
+                   loop, (unsigned long long)sum, words,
+                   (unsigned long long)mem_expected_sum(words));
+        return -1.0;
+    }
+    return (double)(t1 - t0) * 1e-9;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -134,7 +220,7 @@ uint64_t *bench_mem_buffer(size_t bytes, bool small, double *huge_frac) {
     /* before the first touch: the pages are chosen then */
     (void)madvise(buf, bytes, small ? MADV_NOHUGEPAGE : MADV_HUGEPAGE);
     const uint64_t hb0 = anon_huge_bytes(); /* the process's other huge pages */
-    for (size_t i = 0; i < words; i++) buf[i] = i * 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < words; i++) buf[i] = i * MEM_FILL;
     /* the share of the buffer in huge pages (the kernel may refuse them) */
     const uint64_t hb1 = anon_huge_bytes(), hb = hb1 > hb0 ? hb1 - hb0 : 0;
     *huge_frac = (double)(hb < bytes ? hb : bytes) / (double)bytes;
@@ -203,11 +289,10 @@ int cmd_bench_mem(int argc, char **argv) {
     if (json)
         printf("[\n");
     else
-        printf("| threads | buffer MiB | huge pages | read GB/s (median) | best GB/s |\n"
-               "| ------: | ---------: | ---------: | -----------------: | --------: |\n");
+        printf("| threads | buffer MiB | huge pages | loop | read GB/s (median) | best GB/s |\n"
+               "| ------: | ---------: | ---------: | ---- | -----------------: | --------: |\n");
     for (int32_t ti = 0; ti < n_threads && rc == TOOL_EXIT_OK; ti++) {
         if (bench_mem_pass(buf, words, threads[ti], &sink) < 0) { /* untimed warm pass */
-            tool_error("cannot start %d threads", (int)threads[ti]);
             rc = TOOL_EXIT_FAIL;
             break;
         }
@@ -219,11 +304,13 @@ int cmd_bench_mem(int argc, char **argv) {
         const double gbs = (double)bytes / med * 1e-9, best = (double)bytes / secs[0] * 1e-9;
         if (json)
             printf("%s  {\"test\": \"mem_read\", \"n_threads\": %d, \"bytes\": %zu, \"reps\": %d, "
-                   "\"median_gbs\": %.3f, \"best_gbs\": %.3f, \"huge_page_fraction\": %.3f}",
-                   ti ? ",\n" : "", (int)threads[ti], bytes, (int)reps, gbs, best, huge_frac);
+                   "\"median_gbs\": %.3f, \"best_gbs\": %.3f, \"huge_page_fraction\": %.3f, "
+                   "\"loop\": \"%s\"}",
+                   ti ? ",\n" : "", (int)threads[ti], bytes, (int)reps, gbs, best, huge_frac,
+                   bench_mem_loop());
         else
-            printf("| %7d | %10d | %8.0f %% | %18.2f | %9.2f |\n", (int)threads[ti], (int)size_mib,
-                   100.0 * huge_frac, gbs, best);
+            printf("| %7d | %10d | %8.0f %% | %s | %18.2f | %9.2f |\n", (int)threads[ti],
+                   (int)size_mib, 100.0 * huge_frac, bench_mem_loop(), gbs, best);
     }
     if (json) printf("\n]\n");
     if (sink == 42) fprintf(stderr, "(checksum %llu)\n", (unsigned long long)sink); /* keep it */

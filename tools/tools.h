@@ -35,13 +35,18 @@ int cmd_bench_mem(int argc, char **argv);
  * bench_mem_buffer_free (NULL allowed). bench_mem_pass: nt threads (1..256,
  * created for the pass, pinned to nothing like the engine's pool) each sum a
  * contiguous share of the first words words; returns the pass's seconds
- * (thread start to last join), < 0 when a thread cannot start or nt is out
- * of range; adds the sums to *sink (keeps the reads). Cost: one read of
- * the buffer, about 40 ms per GiB on one core of a 25 GB/s machine. */
+ * (thread start to last join), < 0 after printing why (tool_error) when a
+ * thread cannot start, nt is out of range or the sums differ from what
+ * bench_mem_buffer wrote (a wrong read loop); adds the sums to *sink
+ * (keeps the reads). Cost: one read of
+ * the buffer, about 40 ms per GiB on one core of a 25 GB/s machine.
+ * bench_mem_loop: the name of the read loop the passes use on this CPU
+ * (e.g. "avx2 4x32B"; a static string). */
 enum { BENCH_MEM_MAX_THREADS = 256 };
 uint64_t *bench_mem_buffer(size_t bytes, bool small, double *huge_frac);
 void bench_mem_buffer_free(uint64_t *buf, size_t bytes);
 double bench_mem_pass(const uint64_t *buf, size_t words, int32_t nt, uint64_t *sink);
+const char *bench_mem_loop(void);
 /* Sorts v[0..n) ascending (n >= 1) and returns its median (the mean of the
  * middle two for even n). O(n log n). */
 double bench_sort_median(double *v, size_t n);
