@@ -131,7 +131,8 @@ static void *mem_worker(void *arg) {
     return NULL;
 }
 
-/* Word i of a probe buffer (bench_mem_buffer): distinct, nonzero bits. */
+/* Word i of a probe buffer (bench_mem_buffer) holds i * MEM_FILL (odd: the
+ * words are distinct), so the sum of any prefix is known in closed form. */
 #define MEM_FILL 0x9e3779b97f4a7c15ull
 
 /* The sum mod 2^64 of the first n words of a probe buffer: MEM_FILL times
