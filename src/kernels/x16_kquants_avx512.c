@@ -254,15 +254,14 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
-/* The column (one token, a decode step) in the lane-major order of the
- * layout: per lane k one load of its hmask and qs slices, then each
- * 4-element dot scaled on its own (2 VNNI ops per 4 elements instead of
- * 1.25) into the same exact integer isum, so the result is the tile's bit
- * for bit. Why: the tile's sub-block order reloads each lane's slices once
- * per (h, g), 8 times the loads, which a single token cannot amortize
- * (110M Q3_K_M generation ran at 0.8x with it). */
-CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float *out,
-                           const int vnni) {
+/* The column (one token, a decode step) without VNNI, in the lane-major
+ * order of the layout: per lane k one load of its hmask and qs slices,
+ * then each 4-element dot scaled on its own into the same exact integer
+ * isum, so the result is the tile's bit for bit. Why: the tile's sub-block
+ * order reloads each lane's slices once per (h, g), 8 times the loads,
+ * which a single token cannot amortize (110M Q3_K_M generation ran at 0.8x
+ * with it). */
+CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float *out) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
@@ -271,23 +270,16 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         __m512i scw[16];
-        q3k_scales(blk, scw, vnni);
-        /* per 4-element group e: VNNI -4 * (sum of the 4 activations);
-         * otherwise the word pair 4 * (a0 + a1), 4 * (a2 + a3) */
+        q3k_scales(blk, scw, 0);
+        /* per 4-element group e: the word pair 4 * (a0 + a1), 4 * (a2 + a3) */
         int32_t corr[64];
         const block_q8_K *ab = (const block_q8_K *)x + b;
         const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
         for (int c = 0; c < 4; c++) {
             const __m512i a = _mm512_loadu_si512((const void *)(ab->qs + 64 * c));
-            __m512i p = _mm512_maddubs_epi16(c4, a);
-            if (vnni)
-                p = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                     _mm512_madd_epi16(p, _mm512_set1_epi16(1)));
-            _mm512_storeu_si512((void *)(corr + 16 * c), p);
+            _mm512_storeu_si512((void *)(corr + 16 * c), _mm512_maddubs_epi16(c4, a));
         }
-        /* two chains (h = 0, 1), the vpdpwssd latency of one token's
-         * single chain partly exposed (bench_kernels q3_K, T = 1: 84 -> 87
-         * GFLOP/s) */
+        /* two chains (h = 0, 1) */
         __m512i isum2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
@@ -303,22 +295,72 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
                     const __m512i wv = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
                     const __m512i sc = scw[8 * h + 2 * g + (k >> 2)];
                     const int e = 32 * h + 8 * g + k;
-                    const int8_t *a = ab->qs + 4 * e;
-                    if (vnni) {
-                        const __m512i dd = dpbusd_bcast(_mm512_set1_epi32(corr[e]), wv, a);
-                        isum2[h] = dpwssd(isum2[h], dd, sc);
-                    } else {
-                        int32_t v;
-                        memcpy(&v, a, 4);
-                        const __m512i p =
-                            _mm512_sub_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
-                                             _mm512_set1_epi32(corr[e]));
-                        isum2[h] = _mm512_add_epi32(isum2[h], _mm512_madd_epi16(p, sc));
-                    }
+                    int32_t v;
+                    memcpy(&v, ab->qs + 4 * e, 4);
+                    const __m512i p = _mm512_sub_epi16(
+                        _mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)), _mm512_set1_epi32(corr[e]));
+                    isum2[h] = _mm512_add_epi32(isum2[h], _mm512_madd_epi16(p, sc));
                 }
         }
         const __m512i isum = _mm512_add_epi32(isum2[0], isum2[1]);
         acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), d));
+    }
+    _mm512_storeu_ps(out, acc);
+}
+
+/* The VNNI column: lane-major like col_x16_q3K (each lane's hmask and qs
+ * slices loaded once), but summed per sub-block: the 8 sub-blocks of a
+ * half super-block (lanes k = 4 * half .. +3) each get their own vpdpbusd
+ * chain, started at -4 * bsums[j] (the levels enter as level + 4), so the
+ * chain ends at the sub-block's exact sum of level * a, |.| <= 16 * 4 *
+ * 128 = 8192, a signed word, which one vpdpwssd scales (the tile's
+ * numerics). Before, every 4-element dot took its own vpdpwssd and its own
+ * correction: 64 of each per super-block, now 16 and 16 (a broadcast of
+ * bsums). The integer sum is exact whatever the order, and the float steps
+ * are the tile's, so the result is the tile's bit for bit. */
+CS_INLINE void col_x16_q3K_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        __m512i scw[16];
+        q3k_scales(blk, scw, 1);
+        const block_q8_K *ab = (const block_q8_K *)x + b;
+        const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
+        __m512i isum[4];
+        for (int i = 0; i < 4; i++) isum[i] = _mm512_setzero_si512();
+        for (int half = 0; half < 2; half++) {
+            __m512i dd[8]; /* sub-block j = 8h + 2g + half */
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 4; g++)
+                    dd[4 * h + g] =
+                        _mm512_set1_epi32(-4 * (int32_t)ab->bsums[8 * h + 2 * g + half]);
+            for (int k = 4 * half; k < 4 * half + 4; k++) {
+                const uint8_t *q = blk + 224 + (size_t)k * 192;
+                const __m512i hm = x16_load((const void *)q);
+                const __m512i qs[2] = {x16_load((const void *)(q + 64)),
+                                       x16_load((const void *)(q + 128))};
+                for (int h = 0; h < 2; h++)
+                    for (int g = 0; g < 4; g++) {
+                        const __m512i q2 =
+                            _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
+                        const __mmask64 hb =
+                            _mm512_test_epi8_mask(hm, _mm512_set1_epi8((char)(1 << (4 * h + g))));
+                        const __m512i wv = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
+                        dd[4 * h + g] =
+                            dpbusd_bcast(dd[4 * h + g], wv, ab->qs + 4 * (32 * h + 8 * g + k));
+                    }
+            }
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 4; g++)
+                    isum[g] = dpwssd(isum[g], dd[4 * h + g], scw[8 * h + 2 * g + half]);
+        }
+        const __m512i is = _mm512_add_epi32(_mm512_add_epi32(isum[0], isum[1]),
+                                            _mm512_add_epi32(isum[2], isum[3]));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(is), d));
     }
     _mm512_storeu_ps(out, acc);
 }
@@ -330,7 +372,7 @@ static void uk_x16_q3K_tile8(int64_t K, const void *const *w, const void *const 
     tile_x16_q3K(K, w, x, out, X16_KQ_TB2, 0);
 }
 static void uk_x16_q3K_col(int64_t K, const void *const *w, const void *x, float *out) {
-    col_x16_q3K(K, w, x, out, 0);
+    col_x16_q3K(K, w, x, out);
 }
 static void uk_x16_q3K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
@@ -341,7 +383,7 @@ static void uk_x16_q3K_tile8_vnni(int64_t K, const void *const *w, const void *c
     tile_x16_q3K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q3K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
-    col_x16_q3K(K, w, x, out, 1);
+    col_x16_q3K_vnni(K, w, x, out);
 }
 
 /* ------------------------------------------------------------- Q2_K */
@@ -377,11 +419,11 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_setzero_ps());
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
-        __m512i isum[X16_Q2K_TB], isum2[X16_Q2K_TB];
+        __m512i isum[X16_Q2K_TB];
         const block_q8_K *ab[X16_Q2K_TB];
         for (int t = 0; t < TB; t++) {
             ab[t] = (const block_q8_K *)x[t] + b;
-            isum[t] = isum2[t] = _mm512_setzero_si512();
+            isum[t] = _mm512_setzero_si512();
         }
         /* scale slice sl = row bytes 2sl, 2sl+1; lanes k < 4 use byte 0's
          * low nibble, k >= 4 byte 1's (group (h, g) = slice 4h + g).
@@ -429,16 +471,8 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
                         const int e = 32 * h + 8 * g + k;
                         for (int t = 0; t < TB; t++) {
                             const int8_t *a = ab[t]->qs + 4 * e;
-                            if (vnni) {
-                                /* a column (one token) takes two chains (odd
-                                 * g in the second): with one it is bound by
-                                 * vpdpbusd's latency (bench_kernels q2_K, T =
-                                 * 1: 102 -> 111 GFLOP/s); a tile's tokens
-                                 * are chains enough */
-                                if (TB == 1 && (g & 1))
-                                    isum2[t] = dpbusd_bcast(isum2[t], wv, a);
-                                else
-                                    isum[t] = dpbusd_bcast(isum[t], wv, a);
+                            if (vnni) { /* the VNNI column is col_x16_q2K_vnni */
+                                isum[t] = dpbusd_bcast(isum[t], wv, a);
                             } else {
                                 int32_t v;
                                 memcpy(&v, a, 4);
@@ -477,11 +511,74 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
             const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(-ab[t]->d), mw);
             __m512 acc = _mm512_loadu_ps(out + 16 * t);
             acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), dm));
-            acc = _mm512_add_ps(
-                acc, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(isum[t], isum2[t])), d));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum[t]), d));
             _mm512_storeu_ps(out + 16 * t, acc);
         }
     }
+}
+
+/* The VNNI column (one token, a decode step): the levels (0..3) go into
+ * vpdpbusd as they are, one accumulator per sub-block (8 independent
+ * chains of 4 per half super-block instead of 2 chains of 32), and each
+ * sub-block's sum, at most 16 * 3 * 128 = 6144 (a signed word), is scaled
+ * once by a vpdpwssd on the scale in the low word of its lane. The tile's
+ * way (weight bytes s * q formed first) costs a vpmullw per vpdpbusd that
+ * a single token cannot share. Integer sums are exact, and the float steps
+ * are the tile's, so the result is the tile's bit for bit.
+ * Cost per 16 x 256 weights: 64 vpdpbusd, 112 shifts and ands, 24
+ * vpdpwssd (16 scales, 8 mins), 24 scale unpacks; the tile's column did 64
+ * more vpmullw and ran its vpdpbusd in two dependent chains. */
+CS_INLINE void col_x16_q2K_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m3 = _mm512_set1_epi8(3), m15 = _mm512_set1_epi32(0xF);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
+        const block_q8_K *ab = (const block_q8_K *)x + b;
+        __m512i isum[4];
+        for (int i = 0; i < 4; i++) isum[i] = _mm512_setzero_si512();
+        for (int u = 0; u < 2; u++) {
+            __m512i dd[8]; /* sub-block (h, g) of this half: slice 4h + g */
+            for (int i = 0; i < 8; i++) dd[i] = _mm512_setzero_si512();
+            for (int k = 4 * u; k < 4 * u + 4; k++) {
+                const uint8_t *q = blk + 320 + (size_t)k * 128;
+                const __m512i qs[2] = {x16_load((const void *)q), x16_load((const void *)(q + 64))};
+                for (int h = 0; h < 2; h++)
+                    for (int g = 0; g < 4; g++) {
+                        const __m512i qg = g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h];
+                        dd[4 * h + g] = dpbusd_bcast(dd[4 * h + g], _mm512_and_si512(qg, m3),
+                                                     ab->qs + 4 * (32 * h + 8 * g + k));
+                    }
+            }
+            /* scale slice sl: dword r = row r's bytes 2sl, 2sl + 1 as words;
+             * this half's scale is the low nibble of word u */
+            for (int sl = 0; sl < 8; sl++) {
+                const __m512i sv = _mm512_cvtepu8_epi16(
+                    _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl)));
+                const __m512i sc = _mm512_and_si512(u ? _mm512_srli_epi32(sv, 16) : sv, m15);
+                isum[sl & 3] = dpwssd(isum[sl & 3], dd[sl], sc);
+            }
+        }
+        __m512i msum = _mm512_setzero_si512();
+        for (int sl = 0; sl < 8; sl++) {
+            const __m512i mn =
+                _mm512_srli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(
+                                      (const __m256i *)(const void *)(blk + 64 + 32 * sl))),
+                                  4);
+            msum = dpwssd_bcast(msum, mn, ab->bsums + 2 * sl);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        const __m512 mw =
+            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
+        const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
+        const __m512 dm = _mm512_mul_ps(_mm512_set1_ps(-ab->d), mw);
+        const __m512i is = _mm512_add_epi32(_mm512_add_epi32(isum[0], isum[1]),
+                                            _mm512_add_epi32(isum[2], isum[3]));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(msum), dm));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(is), d));
+    }
+    _mm512_storeu_ps(out, acc);
 }
 
 static void uk_x16_q2K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
@@ -495,7 +592,7 @@ static void uk_x16_q2K_tile_vnni(int64_t K, const void *const *w, const void *co
     tile_x16_q2K(K, w, x, out, X16_Q2K_TB, 1);
 }
 static void uk_x16_q2K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_x16_q2K(K, w, &x, out, 1, 1);
+    col_x16_q2K_vnni(K, w, x, out);
 }
 
 void kernels_x16_kquants_avx512(kernels_table *k, bool vnni) {
