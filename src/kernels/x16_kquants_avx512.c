@@ -143,6 +143,18 @@ CS_INLINE void q3k_scales(const uint8_t *blk, __m512i scw[16], const int vnni) {
     }
 }
 
+/* The 64 weight bytes level + 4 (0..7) of group g of half h of one lane
+ * (repack.h): the 2 low bits from the lane's qs slice of half h, shifted by
+ * 2g, plus 4 where the hmask slice has bit 4h + g. Both columns use it; the
+ * tile keeps its own copy of these three steps, which compiled through
+ * this helper read 1-3 % slower there (bench_kernels q3_K T = 512: 256-266
+ * against 263-265 GFLOP/s). */
+CS_INLINE __m512i q3k_level4(__m512i hm, __m512i qs, const int h, const int g) {
+    const __m512i q2 = _mm512_and_si512(g ? _mm512_srli_epi16(qs, 2 * g) : qs, _mm512_set1_epi8(3));
+    const __mmask64 hb = _mm512_test_epi8_mask(hm, _mm512_set1_epi8((char)(1 << (4 * h + g))));
+    return _mm512_mask_add_epi8(q2, hb, q2, _mm512_set1_epi8(4));
+}
+
 /* 16 tokens a call: the level vectors of a sub-block lane are built once
  * for twice the tokens (bench_kernels --peaks q3_K, 1 thread, 3
  * alternating runs: 232-234 -> 263-267 GFLOP/s at 8 -> 16); X16_KQ_TB2
@@ -264,7 +276,7 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
 CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float *out) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
-    const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
+    const __m512i c4 = _mm512_set1_epi8(4);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
@@ -288,11 +300,7 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
                                    x16_load((const void *)(q + 128))};
             for (int h = 0; h < 2; h++)
                 for (int g = 0; g < 4; g++) {
-                    const __m512i q2 =
-                        _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
-                    const __mmask64 hb =
-                        _mm512_test_epi8_mask(hm, _mm512_set1_epi8((char)(1 << (4 * h + g))));
-                    const __m512i wv = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
+                    const __m512i wv = q3k_level4(hm, qs[h], h, g);
                     const __m512i sc = scw[8 * h + 2 * g + (k >> 2)];
                     const int e = 32 * h + 8 * g + k;
                     int32_t v;
@@ -321,7 +329,6 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
 CS_INLINE void col_x16_q3K_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
-    const __m512i m3 = _mm512_set1_epi8(3), c4 = _mm512_set1_epi8(4);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
@@ -345,13 +352,8 @@ CS_INLINE void col_x16_q3K_vnni(int64_t K, const void *const *w, const void *x, 
                                        x16_load((const void *)(q + 128))};
                 for (int h = 0; h < 2; h++)
                     for (int g = 0; g < 4; g++) {
-                        const __m512i q2 =
-                            _mm512_and_si512(g ? _mm512_srli_epi16(qs[h], 2 * g) : qs[h], m3);
-                        const __mmask64 hb =
-                            _mm512_test_epi8_mask(hm, _mm512_set1_epi8((char)(1 << (4 * h + g))));
-                        const __m512i wv = _mm512_mask_add_epi8(q2, hb, q2, c4); /* level + 4 */
-                        dd[4 * h + g] =
-                            dpbusd_bcast(dd[4 * h + g], wv, ab->qs + 4 * (32 * h + 8 * g + k));
+                        dd[4 * h + g] = dpbusd_bcast(dd[4 * h + g], q3k_level4(hm, qs[h], h, g),
+                                                     ab->qs + 4 * (32 * h + 8 * g + k));
                     }
             }
             for (int h = 0; h < 2; h++)
