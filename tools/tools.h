@@ -38,8 +38,8 @@ int cmd_bench_mem(int argc, char **argv);
  * (thread start to last join), < 0 after printing why (tool_error) when a
  * thread cannot start, nt is out of range or the sums differ from what
  * bench_mem_buffer wrote (a wrong read loop); adds the sums to *sink
- * (keeps the reads). Cost: one read of
- * the buffer, about 40 ms per GiB on one core of a 25 GB/s machine.
+ * (keeps the reads). Cost: one read of the buffer, about 30 ms per GiB
+ * on one core of a 33 GB/s machine.
  * bench_mem_loop: the name of the read loop the passes use on this CPU
  * (e.g. "avx2 4x32B"; a static string). */
 enum { BENCH_MEM_MAX_THREADS = 256 };

@@ -266,67 +266,77 @@ CS_INLINE void tile_x16_q3K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
-/* The column (one token, a decode step) without VNNI, in the lane-major
- * order of the layout: per lane k one load of its hmask and qs slices,
- * then each 4-element dot scaled on its own into the same exact integer
- * isum, so the result is the tile's bit for bit. Why: the tile's sub-block
- * order reloads each lane's slices once per (h, g), 8 times the loads,
- * which a single token cannot amortize (110M Q3_K_M generation ran at 0.8x
- * with it). */
-CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float *out) {
-    const int64_t nb = K / CS_QK_K;
-    const uint8_t *grp = w[0];
-    const __m512i c4 = _mm512_set1_epi8(4);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
-        __m512i scw[16];
-        q3k_scales(blk, scw, 0);
-        /* per 4-element group e: the word pair 4 * (a0 + a1), 4 * (a2 + a3) */
-        int32_t corr[64];
-        const block_q8_K *ab = (const block_q8_K *)x + b;
-        const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
-        for (int c = 0; c < 4; c++) {
-            const __m512i a = _mm512_loadu_si512((const void *)(ab->qs + 64 * c));
-            _mm512_storeu_si512((void *)(corr + 16 * c), _mm512_maddubs_epi16(c4, a));
-        }
-        /* two chains (h = 0, 1) */
-        __m512i isum2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-        for (int k = 0; k < 8; k++) {
+/* The columns (one token, a decode step) go lane-major through the layout:
+ * per lane k one load of its hmask and qs slices. Why: the tile's
+ * sub-block order reloads each lane's slices once per (h, g), 8 times the
+ * loads, which a single token cannot amortize (110M Q3_K_M generation ran
+ * at 0.8x with it). The super-block's exact integer sum, without VNNI:
+ * each 4-element dot scaled on its own (maddubs on level + 4 minus the
+ * word pair 4 * (a0 + a1), 4 * (a2 + a3), then vpmaddwd on the scale in
+ * both words), two chains (h = 0, 1). */
+CS_INLINE __m512i q3k_col_isum(const uint8_t *blk, const block_q8_K *ab, const __m512i scw[16]) {
+    int32_t corr[64]; /* per 4-element group e */
+    for (int c = 0; c < 4; c++) {
+        const __m512i a = _mm512_loadu_si512((const void *)(ab->qs + 64 * c));
+        _mm512_storeu_si512((void *)(corr + 16 * c), _mm512_maddubs_epi16(_mm512_set1_epi8(4), a));
+    }
+    __m512i isum2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int k = 0; k < 8; k++) {
+        const uint8_t *q = blk + 224 + (size_t)k * 192;
+        const __m512i hm = x16_load((const void *)q);
+        const __m512i qs[2] = {x16_load((const void *)(q + 64)), x16_load((const void *)(q + 128))};
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 4; g++) {
+                const __m512i wv = q3k_level4(hm, qs[h], h, g);
+                const __m512i sc = scw[8 * h + 2 * g + (k >> 2)];
+                const int e = 32 * h + 8 * g + k;
+                int32_t v;
+                memcpy(&v, ab->qs + 4 * e, 4);
+                const __m512i p = _mm512_sub_epi16(_mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)),
+                                                   _mm512_set1_epi32(corr[e]));
+                isum2[h] = _mm512_add_epi32(isum2[h], _mm512_madd_epi16(p, sc));
+            }
+    }
+    return _mm512_add_epi32(isum2[0], isum2[1]);
+}
+
+/* With VNNI, summed per sub-block: the 8 sub-blocks of a half super-block
+ * (lanes k = 4 * half .. +3) each get their own vpdpbusd chain, started
+ * at -4 * bsums[j] (the levels enter as level + 4), so the chain ends at
+ * the sub-block's exact sum of level * a, |.| <= 16 * 4 * 128 = 8192, a
+ * signed word, which one vpdpwssd scales (the tile's numerics): 16
+ * vpdpwssd and corrections per super-block instead of one per 4-element
+ * dot (64). */
+CS_INLINE __m512i q3k_col_isum_vnni(const uint8_t *blk, const block_q8_K *ab,
+                                    const __m512i scw[16]) {
+    __m512i isum[4];
+    for (int i = 0; i < 4; i++) isum[i] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; half++) {
+        __m512i dd[8]; /* sub-block j = 8h + 2g + half */
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 4; g++)
+                dd[4 * h + g] = _mm512_set1_epi32(-4 * (int32_t)ab->bsums[8 * h + 2 * g + half]);
+        for (int k = 4 * half; k < 4 * half + 4; k++) {
             const uint8_t *q = blk + 224 + (size_t)k * 192;
             const __m512i hm = x16_load((const void *)q);
             const __m512i qs[2] = {x16_load((const void *)(q + 64)),
                                    x16_load((const void *)(q + 128))};
             for (int h = 0; h < 2; h++)
-                for (int g = 0; g < 4; g++) {
-                    const __m512i wv = q3k_level4(hm, qs[h], h, g);
-                    const __m512i sc = scw[8 * h + 2 * g + (k >> 2)];
-                    const int e = 32 * h + 8 * g + k;
-                    int32_t v;
-                    memcpy(&v, ab->qs + 4 * e, 4);
-                    const __m512i p = _mm512_sub_epi16(
-                        _mm512_maddubs_epi16(wv, _mm512_set1_epi32(v)), _mm512_set1_epi32(corr[e]));
-                    isum2[h] = _mm512_add_epi32(isum2[h], _mm512_madd_epi16(p, sc));
-                }
+                for (int g = 0; g < 4; g++)
+                    dd[4 * h + g] = dpbusd_bcast(dd[4 * h + g], q3k_level4(hm, qs[h], h, g),
+                                                 ab->qs + 4 * (32 * h + 8 * g + k));
         }
-        const __m512i isum = _mm512_add_epi32(isum2[0], isum2[1]);
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), d));
+        for (int h = 0; h < 2; h++)
+            for (int g = 0; g < 4; g++)
+                isum[g] = dpwssd(isum[g], dd[4 * h + g], scw[8 * h + 2 * g + half]);
     }
-    _mm512_storeu_ps(out, acc);
+    return _mm512_add_epi32(_mm512_add_epi32(isum[0], isum[1]), _mm512_add_epi32(isum[2], isum[3]));
 }
 
-/* The VNNI column: lane-major like col_x16_q3K (each lane's hmask and qs
- * slices loaded once), but summed per sub-block: the 8 sub-blocks of a
- * half super-block (lanes k = 4 * half .. +3) each get their own vpdpbusd
- * chain, started at -4 * bsums[j] (the levels enter as level + 4), so the
- * chain ends at the sub-block's exact sum of level * a, |.| <= 16 * 4 *
- * 128 = 8192, a signed word, which one vpdpwssd scales (the tile's
- * numerics). Before, every 4-element dot took its own vpdpwssd and its own
- * correction: 64 of each per super-block, now 16 and 16 (a broadcast of
- * bsums). The integer sum is exact whatever the order, and the float steps
- * are the tile's, so the result is the tile's bit for bit. */
-CS_INLINE void col_x16_q3K_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+/* The column: either integer sum (exact in any order), then the tile's
+ * float step, so the result is the tile's bit for bit. */
+CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float *out,
+                           const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     __m512 acc = _mm512_setzero_ps();
@@ -334,35 +344,11 @@ CS_INLINE void col_x16_q3K_vnni(int64_t K, const void *const *w, const void *x, 
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         __m512i scw[16];
-        q3k_scales(blk, scw, 1);
+        q3k_scales(blk, scw, vnni);
         const block_q8_K *ab = (const block_q8_K *)x + b;
         const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
-        __m512i isum[4];
-        for (int i = 0; i < 4; i++) isum[i] = _mm512_setzero_si512();
-        for (int half = 0; half < 2; half++) {
-            __m512i dd[8]; /* sub-block j = 8h + 2g + half */
-            for (int h = 0; h < 2; h++)
-                for (int g = 0; g < 4; g++)
-                    dd[4 * h + g] =
-                        _mm512_set1_epi32(-4 * (int32_t)ab->bsums[8 * h + 2 * g + half]);
-            for (int k = 4 * half; k < 4 * half + 4; k++) {
-                const uint8_t *q = blk + 224 + (size_t)k * 192;
-                const __m512i hm = x16_load((const void *)q);
-                const __m512i qs[2] = {x16_load((const void *)(q + 64)),
-                                       x16_load((const void *)(q + 128))};
-                for (int h = 0; h < 2; h++)
-                    for (int g = 0; g < 4; g++) {
-                        dd[4 * h + g] = dpbusd_bcast(dd[4 * h + g], q3k_level4(hm, qs[h], h, g),
-                                                     ab->qs + 4 * (32 * h + 8 * g + k));
-                    }
-            }
-            for (int h = 0; h < 2; h++)
-                for (int g = 0; g < 4; g++)
-                    isum[g] = dpwssd(isum[g], dd[4 * h + g], scw[8 * h + 2 * g + half]);
-        }
-        const __m512i is = _mm512_add_epi32(_mm512_add_epi32(isum[0], isum[1]),
-                                            _mm512_add_epi32(isum[2], isum[3]));
-        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(is), d));
+        const __m512i isum = vnni ? q3k_col_isum_vnni(blk, ab, scw) : q3k_col_isum(blk, ab, scw);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), d));
     }
     _mm512_storeu_ps(out, acc);
 }
@@ -374,7 +360,7 @@ static void uk_x16_q3K_tile8(int64_t K, const void *const *w, const void *const 
     tile_x16_q3K(K, w, x, out, X16_KQ_TB2, 0);
 }
 static void uk_x16_q3K_col(int64_t K, const void *const *w, const void *x, float *out) {
-    col_x16_q3K(K, w, x, out);
+    col_x16_q3K(K, w, x, out, 0);
 }
 static void uk_x16_q3K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
@@ -385,7 +371,7 @@ static void uk_x16_q3K_tile8_vnni(int64_t K, const void *const *w, const void *c
     tile_x16_q3K(K, w, x, out, X16_KQ_TB2, 1);
 }
 static void uk_x16_q3K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
-    col_x16_q3K_vnni(K, w, x, out);
+    col_x16_q3K(K, w, x, out, 1);
 }
 
 /* ------------------------------------------------------------- Q2_K */
@@ -526,7 +512,10 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
  * once by a vpdpwssd on the scale in the low word of its lane. The tile's
  * way (weight bytes s * q formed first) costs a vpmullw per vpdpbusd that
  * a single token cannot share. Integer sums are exact, and the float steps
- * are the tile's, so the result is the tile's bit for bit.
+ * are the tile's (the tile keeps its own copy of them: through a shared
+ * helper the Q2_K tile read 4 % slower, bench_kernels q2_K T = 512
+ * 298-300 against 311-312 GFLOP/s), so the result is the tile's bit for
+ * bit.
  * Cost per 16 x 256 weights: 64 vpdpbusd, 112 shifts and ands, 24
  * vpdpwssd (16 scales, 8 mins), 24 scale unpacks; the tile's column did 64
  * more vpmullw and ran its vpdpbusd in two dependent chains. */
