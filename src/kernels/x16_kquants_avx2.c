@@ -199,8 +199,11 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
 /* ----------------------------------------------------------- IQ4_XS */
 
 /* Tokens per IQ4_XS tile call: the 8 looked-up weight vectors of a
- * (sub-block, half) serve 8 tokens. */
-#define IQ4XS_AVX2_TB 8
+ * (sub-block, nibble) serve 16 tokens (the integer sums live in memory,
+ * so more tokens cost no registers; bench_kernels iq4_xs T = 512 under
+ * CS_KERNELS=avx2, 1 thread, 4 alternating runs: 114-122 GFLOP/s at 8,
+ * 123-127 at 16). */
+#define IQ4XS_AVX2_TB 16
 
 /* IQ4_XS x16 (the order of vec_dot_iq4_xs_q8_K_ref, as
  * x16_kquants_avx512.c): per super-block the exact integer isum = sum over
@@ -211,20 +214,28 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
  * 32512 < 2^15; vpmaddwd against the row's ls - 32 in both words of its
  * lane (|ls - 32| <= 32) widens and scales it at once: |isum| <= 8 * 8 *
  * 2 * 32512 * 32 < 2^31.
- * Work per (half, sub-block): the 8 level vectors (vpshufb) and the scale
- * are formed once for the TB tokens; |a| is formed once per super-block
- * and token into aa (256 bytes, vpabsb on 8 vectors), so the inner step
- * per token and 8 rows x 4 weights is 2 broadcast loads, vpsignb,
- * vpmaddubsw, vpmaddwd, vpaddd (the minimum for signed levels and signed
- * activations); the int32 super-block sums live in memory (one load, add
- * and store per sub-block and token), leaving the 16 ymm to the level
- * vectors and the integer sums.
- * Cost per token and 16 x 256 weights: 2 x 64 x (vpsignb, vpmaddubsw,
- * vpmaddwd, vpaddd), 8 vpabsb, 16 adds into the super-block sums, 2
- * conversions, multiplies and adds; per TB tokens 128 vpshufb and 16
- * scale decodes. (Before the reference took one float step per
- * super-block, every sub-block's sum was converted, scaled and added in
- * float: 110M IQ4_XS pp512, 1 thread, was 8 % slower.) */
+ * Work per (sub-block, nibble): the 8 level vectors (vpshufb) of both row
+ * halves and their scales are formed once for the TB tokens; |a| is
+ * formed once per super-block and token into aa (256 bytes, vpabsb on 8
+ * vectors), so the inner step per token and 16 rows x 4 weights is 2
+ * broadcast loads (a and |a|, shared by the two row halves: one
+ * broadcast per half before cost 6 % of the tile, bench_kernels iq4_xs
+ * T = 512 under CS_KERNELS=avx2, 1 thread, 3 alternating runs: 114-115
+ * -> 122 GFLOP/s at 8 tokens),
+ * then per half vpsignb, vpmaddubsw, vpmaddwd, vpaddd (the minimum for
+ * signed levels and signed activations. The sign is a third of the
+ * step's time: without it, giving wrong sums, the one-broadcast-per-half
+ * tile read 160 against 110 GFLOP/s; vpxor + vpsubb from a precomputed
+ * sign mask read 111, and int16 levels pre-scaled by ls - 32 for
+ * vpmaddwd alone, exact as well, 92.) The int32 super-block sums live in
+ * memory (one load, add and store per half, nibble, sub-block and token),
+ * leaving the 16 ymm to the level vectors and the integer sums.
+ * Cost per token and 16 x 256 weights: 64 x 2 broadcasts and 2 x 64 x
+ * (vpsignb, vpmaddubsw, vpmaddwd, vpaddd), 8 vpabsb, 32 adds into the
+ * super-block sums, 2 conversions, multiplies and adds; per TB tokens 128
+ * vpshufb and 16 scale decodes. (Before the reference took one float step
+ * per super-block, every sub-block's sum was converted, scaled and added
+ * in float: 110M IQ4_XS pp512, 1 thread, was 8 % slower.) */
 CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const *x, float *out,
                               const int TB) {
     const int64_t nb = K / CS_QK_K;
@@ -233,7 +244,7 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
     const __m256i tbl =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values));
     __m256 acc[IQ4XS_AVX2_TB][2];
-    int32_t isum[IQ4XS_AVX2_TB][8] __attribute__((aligned(32)));
+    int32_t isum[IQ4XS_AVX2_TB][2][8] __attribute__((aligned(32)));
     int8_t aa[IQ4XS_AVX2_TB][CS_QK_K] __attribute__((aligned(32)));
     const int8_t *xa[IQ4XS_AVX2_TB];
     float da[IQ4XS_AVX2_TB];
@@ -252,46 +263,59 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                 _mm256_store_si256((__m256i *)(void *)(aa[t] + 32 * c),
                                    _mm256_abs_epi8(_mm256_loadu_si256(
                                        (const __m256i *)(const void *)(xa[t] + 32 * c))));
+            for (int r = 0; r < 2; r++)
+                _mm256_store_si256((__m256i *)(void *)isum[t][r], _mm256_setzero_si256());
         }
-        for (int r = 0; r < 2; r++) {
-            const __m256 dw =
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * r)));
-            const __m256i sh = _mm256_cvtepu16_epi32(
-                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
-            for (int t = 0; t < TB; t++)
-                _mm256_store_si256((__m256i *)(void *)isum[t], _mm256_setzero_si256());
-            for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < 8; j++) {
+            __m256i ls2[2]; /* rows 8r .. 8r+7 */
+            for (int r = 0; r < 2; r++) {
                 const __m256i pl = u8x8(blk + 64 + 16 * (j / 2) + 8 * r);
+                const __m256i sh = _mm256_cvtepu16_epi32(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
                 const __m256i lo =
                     _mm256_and_si256(_mm256_srli_epi32(pl, 4 * (j % 2)), _mm256_set1_epi32(0xF));
                 const __m256i hi = _mm256_slli_epi32(
                     _mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4);
-                const __m256i ls2 =
+                ls2[r] =
                     both_words(_mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32)));
-                /* wv[s]: elements 4s .. 4s+3 of the sub-block, wv[4 + s]: 16 + 4s .. */
-                __m256i wv[8];
-                for (int s = 0; s < 4; s++) {
-                    const __m256i raw = _mm256_loadu_si256(
-                        (const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 + 32 * r));
-                    wv[s] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(raw, m4));
-                    wv[4 + s] =
-                        _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
-                }
-                for (int t = 0; t < TB; t++) {
-                    const int8_t *a = xa[t] + 32 * j, *u = aa[t] + 32 * j;
-                    __m256i si = _mm256_load_si256((const __m256i *)(const void *)isum[t]);
-                    for (int e = 0; e < 8; e++) {
-                        const __m256i p = _mm256_maddubs_epi16(
-                            bc4(u + 4 * e), _mm256_sign_epi8(wv[e], bc4(a + 4 * e)));
-                        si = _mm256_add_epi32(si, _mm256_madd_epi16(p, ls2));
+            }
+            for (int n = 0; n < 2; n++) {
+                /* wv[r][s]: elements 16n + 4s .. 16n + 4s + 3 of the
+                 * sub-block (nibble n of its qs slice s), rows 8r .. */
+                __m256i wv[2][4];
+                for (int r = 0; r < 2; r++)
+                    for (int s = 0; s < 4; s++) {
+                        const __m256i raw = _mm256_loadu_si256(
+                            (const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 +
+                                                            32 * r));
+                        wv[r][s] = _mm256_shuffle_epi8(
+                            tbl, _mm256_and_si256(n ? _mm256_srli_epi16(raw, 4) : raw, m4));
                     }
-                    _mm256_store_si256((__m256i *)(void *)isum[t], si);
+                for (int t = 0; t < TB; t++) {
+                    const int8_t *a = xa[t] + 32 * j + 16 * n, *u = aa[t] + 32 * j + 16 * n;
+                    __m256i si[2];
+                    for (int r = 0; r < 2; r++)
+                        si[r] = _mm256_load_si256((const __m256i *)(const void *)isum[t][r]);
+                    for (int s = 0; s < 4; s++) {
+                        const __m256i ab = bc4(a + 4 * s), ub = bc4(u + 4 * s);
+                        for (int r = 0; r < 2; r++)
+                            si[r] = _mm256_add_epi32(
+                                si[r], _mm256_madd_epi16(_mm256_maddubs_epi16(
+                                                             ub, _mm256_sign_epi8(wv[r][s], ab)),
+                                                         ls2[r]));
+                    }
+                    for (int r = 0; r < 2; r++)
+                        _mm256_store_si256((__m256i *)(void *)isum[t][r], si[r]);
                 }
             }
+        }
+        for (int r = 0; r < 2; r++) {
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * r)));
             for (int t = 0; t < TB; t++) {
                 const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(da[t]));
-                const __m256 f =
-                    _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(const void *)isum[t]));
+                const __m256 f = _mm256_cvtepi32_ps(
+                    _mm256_load_si256((const __m256i *)(const void *)isum[t][r]));
                 acc[t][r] = _mm256_add_ps(acc[t][r], _mm256_mul_ps(d, f));
             }
         }
