@@ -285,9 +285,8 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                 __m256i wv[2][4];
                 for (int r = 0; r < 2; r++)
                     for (int s = 0; s < 4; s++) {
-                        const __m256i raw = _mm256_loadu_si256(
-                            (const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 +
-                                                            32 * r));
+                        const __m256i raw = _mm256_loadu_si256((
+                            const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 + 32 * r));
                         wv[r][s] = _mm256_shuffle_epi8(
                             tbl, _mm256_and_si256(n ? _mm256_srli_epi16(raw, 4) : raw, m4));
                     }
@@ -300,9 +299,9 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                         const __m256i ab = bc4(a + 4 * s), ub = bc4(u + 4 * s);
                         for (int r = 0; r < 2; r++)
                             si[r] = _mm256_add_epi32(
-                                si[r], _mm256_madd_epi16(_mm256_maddubs_epi16(
-                                                             ub, _mm256_sign_epi8(wv[r][s], ab)),
-                                                         ls2[r]));
+                                si[r], _mm256_madd_epi16(
+                                           _mm256_maddubs_epi16(ub, _mm256_sign_epi8(wv[r][s], ab)),
+                                           ls2[r]));
                     }
                     for (int r = 0; r < 2; r++)
                         _mm256_store_si256((__m256i *)(void *)isum[t][r], si[r]);
