@@ -28,7 +28,9 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
 /* A register-tiled matmul micro-kernel for one weight type: out[t*rb + r]
  * = dot(w[r], x[t]) over K elements for r < rb and t < tb (tile) or t < 1
  * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
- * activation rows. Both functions run the identical per-output operation
+ * activation rows; for the x16 layout w[0] points at the 16-row group's
+ * packed blocks and is the only pointer read (matmul leaves the others
+ * NULL). Both functions run the identical per-output operation
  * sequence, so the shape never changes a result. tile == NULL: none.
  * tile2 (optional, NULL: none): the same for tb2 < tb activation rows, for
  * the tokens left after the full tiles, so a batch of tb2 .. tb - 1 rows (a
