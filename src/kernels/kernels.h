@@ -30,7 +30,10 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
  * (col). w[] points at rb weight rows, x[] at tb (or 1) converted
  * activation rows; for the x16 layout w[0] points at the 16-row group's
  * packed blocks and is the only pointer read (matmul leaves the others
- * NULL). Both functions run the identical per-output operation
+ * NULL). out: rb * tb (or rb) floats, the only memory written (a kernel
+ * may use them as scratch before the results; matmul's column writes
+ * straight into the output rows). Both functions run the identical
+ * per-output operation
  * sequence, so the shape never changes a result. tile == NULL: none.
  * tile2 (optional, NULL: none): the same for tb2 < tb activation rows, for
  * the tokens left after the full tiles, so a batch of tb2 .. tb - 1 rows (a

@@ -200,10 +200,13 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
 
 /* Tokens per IQ4_XS tile call: the 8 looked-up weight vectors of a
  * (sub-block, nibble) serve 16 tokens (the integer sums live in memory,
- * so more tokens cost no registers; bench_kernels iq4_xs T = 512 under
- * CS_KERNELS=avx2, 1 thread, 4 alternating runs: 114-122 GFLOP/s at 8,
- * 123-127 at 16). */
-#define IQ4XS_AVX2_TB 16
+ * so more tokens cost no registers; a 768 x 768 matmul at T = 512 under
+ * the avx2 table, 1 thread, 4 alternating runs: 114-122 GFLOP/s at 8,
+ * 123-127 at 16). The 8 .. 15 tokens left after the full tiles (a decode
+ * step of that many sequences) take one 8-token tile (tile2) instead of a
+ * column pass over the weights each. */
+#define IQ4XS_AVX2_TB  16
+#define IQ4XS_AVX2_TB2 8
 
 /* IQ4_XS x16 (the order of vec_dot_iq4_xs_q8_K_ref, as
  * x16_kquants_avx512.c): per super-block the exact integer isum = sum over
@@ -219,9 +222,8 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
  * formed once per super-block and token into aa (256 bytes, vpabsb on 8
  * vectors), so the inner step per token and 16 rows x 4 weights is 2
  * broadcast loads (a and |a|, shared by the two row halves: one
- * broadcast per half before cost 6 % of the tile, bench_kernels iq4_xs
- * T = 512 under CS_KERNELS=avx2, 1 thread, 3 alternating runs: 114-115
- * -> 122 GFLOP/s at 8 tokens),
+ * broadcast per half before cost 6 % of the tile: the same matmul, 3
+ * alternating runs at 8 tokens, 114-115 -> 122 GFLOP/s),
  * then per half vpsignb, vpmaddubsw, vpmaddwd, vpaddd (the minimum for
  * signed levels and signed activations. The sign is a third of the
  * step's time: without it, giving wrong sums, the one-broadcast-per-half
@@ -231,8 +233,9 @@ CS_INLINE void tile_x16_q6K(int64_t K, const void *const *w, const void *const *
  * memory (one load, add and store per half, nibble, sub-block and token),
  * leaving the 16 ymm to the level vectors and the integer sums.
  * Cost per token and 16 x 256 weights: 64 x 2 broadcasts and 2 x 64 x
- * (vpsignb, vpmaddubsw, vpmaddwd, vpaddd), 8 vpabsb, 32 adds into the
- * super-block sums, 2 conversions, multiplies and adds; per TB tokens 128
+ * (vpsignb, vpmaddubsw, vpmaddwd, vpaddd), 8 vpabsb, 32 loads and stores
+ * of the super-block sums, 2 conversions, 4 multiplies, 2 adds; per TB
+ * tokens 128
  * vpshufb and 16 scale decodes. (Before the reference took one float step
  * per super-block, every sub-block's sum was converted, scaled and added
  * in float: 110M IQ4_XS pp512, 1 thread, was 8 % slower.) */
@@ -543,6 +546,9 @@ static void uk_q6K_col(int64_t K, const void *const *w, const void *x, float *ou
 static void uk_iq4xs_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_iq4xs(K, w, x, out, IQ4XS_AVX2_TB);
 }
+static void uk_iq4xs_tile8(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_iq4xs(K, w, x, out, IQ4XS_AVX2_TB2);
+}
 static void uk_iq4xs_col(int64_t K, const void *const *w, const void *x, float *out) {
     tile_x16_iq4xs(K, w, &x, out, 1);
 }
@@ -563,8 +569,8 @@ void kernels_x16_kquants_avx2(kernels_table *k) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_Q6_K] =
         (matmul_ukernel){r, X16K_AVX2_TB, uk_q6K_tile, uk_q6K_col, 0, NULL};
-    k->ukernel_x16[CS_TYPE_IQ4_XS] =
-        (matmul_ukernel){r, IQ4XS_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col, 0, NULL};
+    k->ukernel_x16[CS_TYPE_IQ4_XS] = (matmul_ukernel){
+        r, IQ4XS_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col, IQ4XS_AVX2_TB2, uk_iq4xs_tile8};
     k->ukernel_x16[CS_TYPE_Q3_K] =
         (matmul_ukernel){r, X16K_AVX2_TB, uk_q3K_tile, uk_q3K_col, 0, NULL};
     k->ukernel_x16[CS_TYPE_Q2_K] =
