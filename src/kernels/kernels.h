@@ -33,8 +33,8 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
  * NULL). out: rb * tb (or rb) floats, the only memory written (a kernel
  * may use them as scratch before the results; matmul's column writes
  * straight into the output rows). Both functions run the identical
- * per-output operation
- * sequence, so the shape never changes a result. tile == NULL: none.
+ * per-output operation sequence, so the shape never changes a result.
+ * tile == NULL: none.
  * tile2 (optional, NULL: none): the same for tb2 < tb activation rows, for
  * the tokens left after the full tiles, so a batch of tb2 .. tb - 1 rows (a
  * decode step of several sequences) does not stream the weights once per
