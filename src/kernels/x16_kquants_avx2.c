@@ -269,16 +269,18 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
             for (int r = 0; r < 2; r++)
                 _mm256_store_si256((__m256i *)(void *)isum[t][r], _mm256_setzero_si256());
         }
+        __m256i sh[2]; /* the scales' high bits of rows 8r .. 8r+7 */
+        for (int r = 0; r < 2; r++)
+            sh[r] = _mm256_cvtepu16_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
         for (int j = 0; j < 8; j++) {
             __m256i ls2[2]; /* rows 8r .. 8r+7 */
             for (int r = 0; r < 2; r++) {
                 const __m256i pl = u8x8(blk + 64 + 16 * (j / 2) + 8 * r);
-                const __m256i sh = _mm256_cvtepu16_epi32(
-                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * r)));
                 const __m256i lo =
                     _mm256_and_si256(_mm256_srli_epi32(pl, 4 * (j % 2)), _mm256_set1_epi32(0xF));
                 const __m256i hi = _mm256_slli_epi32(
-                    _mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4);
+                    _mm256_and_si256(_mm256_srli_epi32(sh[r], 2 * j), _mm256_set1_epi32(3)), 4);
                 ls2[r] =
                     both_words(_mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32)));
             }

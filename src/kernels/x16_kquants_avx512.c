@@ -517,7 +517,7 @@ CS_INLINE void tile_x16_q2K(int64_t K, const void *const *w, const void *const *
  * 298-300 against 311-312 GFLOP/s), so the result is the tile's bit for
  * bit.
  * Cost per 16 x 256 weights: 64 vpdpbusd, 112 shifts and ands, 24
- * vpdpwssd (16 scales, 8 mins), 24 scale unpacks; the tile's column did 64
+ * vpdpwssd (16 scales, 8 mins), 8 scale unpacks; the tile's column did 64
  * more vpmullw and ran its vpdpbusd in two dependent chains. */
 CS_INLINE void col_x16_q2K_vnni(int64_t K, const void *const *w, const void *x, float *out) {
     const int64_t nb = K / CS_QK_K;
@@ -527,6 +527,13 @@ CS_INLINE void col_x16_q2K_vnni(int64_t K, const void *const *w, const void *x, 
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
         const block_q8_K *ab = (const block_q8_K *)x + b;
+        /* scale slice sl: dword r = row r's bytes 2sl, 2sl + 1 as words;
+         * half u's scale is the low nibble of word u, the mins the high
+         * nibbles (unpacked once for both halves and the mins) */
+        __m512i sv[8];
+        for (int sl = 0; sl < 8; sl++)
+            sv[sl] = _mm512_cvtepu8_epi16(
+                _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl)));
         __m512i isum[4];
         for (int i = 0; i < 4; i++) isum[i] = _mm512_setzero_si512();
         for (int u = 0; u < 2; u++) {
@@ -542,23 +549,15 @@ CS_INLINE void col_x16_q2K_vnni(int64_t K, const void *const *w, const void *x, 
                                                      ab->qs + 4 * (32 * h + 8 * g + k));
                     }
             }
-            /* scale slice sl: dword r = row r's bytes 2sl, 2sl + 1 as words;
-             * this half's scale is the low nibble of word u */
             for (int sl = 0; sl < 8; sl++) {
-                const __m512i sv = _mm512_cvtepu8_epi16(
-                    _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 + 32 * sl)));
-                const __m512i sc = _mm512_and_si512(u ? _mm512_srli_epi32(sv, 16) : sv, m15);
+                const __m512i sc =
+                    _mm512_and_si512(u ? _mm512_srli_epi32(sv[sl], 16) : sv[sl], m15);
                 isum[sl & 3] = dpwssd(isum[sl & 3], dd[sl], sc);
             }
         }
         __m512i msum = _mm512_setzero_si512();
-        for (int sl = 0; sl < 8; sl++) {
-            const __m512i mn =
-                _mm512_srli_epi16(_mm512_cvtepu8_epi16(_mm256_loadu_si256(
-                                      (const __m256i *)(const void *)(blk + 64 + 32 * sl))),
-                                  4);
-            msum = dpwssd_bcast(msum, mn, ab->bsums + 2 * sl);
-        }
+        for (int sl = 0; sl < 8; sl++)
+            msum = dpwssd_bcast(msum, _mm512_srli_epi16(sv[sl], 4), ab->bsums + 2 * sl);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 mw =
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
