@@ -145,9 +145,13 @@ static void run_tiles(const mm_task *m, mm_tile_fn tile, int32_t tb, const void 
     for (; *t + tb <= t1; *t += tb) {
         for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(*t + j) * m->x_row;
         tile(m->K, w, x, out);
-        for (int32_t j = 0; j < tb; j++)
-            memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * m->uk.rb,
-                   (size_t)nr * sizeof(float));
+        if (nr == 16 && m->uk.rb == 16)
+            for (int32_t j = 0; j < tb; j++)
+                memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * 16, 16 * sizeof(float));
+        else
+            for (int32_t j = 0; j < tb; j++)
+                memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * m->uk.rb,
+                       (size_t)nr * sizeof(float));
     }
 }
 

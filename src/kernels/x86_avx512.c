@@ -1370,12 +1370,37 @@ static void avx512_quantize_row_q8_K(const float *x, void *vy, int64_t n) {
         }
         const float iscale = -127.f / max;
         const __m512 vs = _mm512_set1_ps(iscale);
-        for (int k = 0; k < 16; k++) {
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(xb + 16 * k)));
-            q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
-            _mm_storeu_si128((__m128i *)(void *)(y[i].qs + 16 * k), _mm512_cvtepi32_epi8(q));
-            y[i].bsums[k] = (int16_t)_mm512_reduce_add_epi32(q);
+        /* 64 levels a vector; vpsadbw on level + 128 sums each 8 of them
+         * (u64 lanes 2l, 2l + 1 hold 16-element group l of the 4) */
+        __m512i sad[4];
+        for (int g = 0; g < 4; g++) {
+            __m128i b[4];
+            for (int k = 0; k < 4; k++) {
+                const __m512i q = _mm512_min_epi32(
+                    _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(xb + 64 * g + 16 * k))),
+                    _mm512_set1_epi32(127));
+                b[k] = _mm512_cvtepi32_epi8(q); /* [-127, 127]: exact */
+            }
+            __m512i v = _mm512_castsi128_si512(b[0]);
+            v = _mm512_inserti32x4(v, b[1], 1);
+            v = _mm512_inserti32x4(v, b[2], 2);
+            v = _mm512_inserti32x4(v, b[3], 3);
+            _mm512_storeu_si512((void *)(y[i].qs + 64 * g), v);
+            sad[g] = _mm512_sad_epu8(_mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)),
+                                     _mm512_setzero_si512());
         }
+        /* groups 0-7 and 8-15: even lanes + odd lanes, then 16 x 128 off */
+        const __m512i ev = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+        const __m512i od = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+        const __m512i s0 = _mm512_add_epi64(_mm512_permutex2var_epi64(sad[0], ev, sad[1]),
+                                            _mm512_permutex2var_epi64(sad[0], od, sad[1]));
+        const __m512i s1 = _mm512_add_epi64(_mm512_permutex2var_epi64(sad[2], ev, sad[3]),
+                                            _mm512_permutex2var_epi64(sad[2], od, sad[3]));
+        const __m256i bs = _mm256_sub_epi16(
+            _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi64_epi16(s0)),
+                                    _mm512_cvtepi64_epi16(s1), 1),
+            _mm256_set1_epi16(16 * 128));
+        _mm256_storeu_si256((__m256i *)(void *)y[i].bsums, bs);
         y[i].d = 1 / iscale;
     }
 }
