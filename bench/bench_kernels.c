@@ -322,6 +322,17 @@ static const uint32_t k_peak_ones = 0x00010001u; /* the words of vpmaddwd's ones
 CS_PEAK_LOOP(peak_fma_ymm, "vbroadcastss", "ymm", "vfmadd231ps")
 CS_PEAK_LOOP(peak_fma_zmm, "vbroadcastss", "zmm", "vfmadd231ps")
 CS_PEAK_LOOP(peak_dpbusd_zmm, "vpbroadcastd", "zmm", "vpdpbusd")
+/* vpdpbusd on ymm: VEX-encoded (AVX-VNNI) where the CPU has it, else
+ * EVEX-encoded (AVX512_VNNI + AVX512VL), as the "avxvnni" and
+ * "avxvnni_evex" tables issue it */
+CS_PEAK_LOOP(peak_dpbusd_ymm_vex, "vpbroadcastd", "ymm", "%{vex%} vpdpbusd")
+CS_PEAK_LOOP(peak_dpbusd_ymm_evex, "vpbroadcastd", "ymm", "%{evex%} vpdpbusd")
+static void peak_dpbusd_ymm(int64_t n) {
+    if (kernels_cpu_has_avxvnni())
+        peak_dpbusd_ymm_vex(n);
+    else
+        peak_dpbusd_ymm_evex(n);
+}
 
 static void peak_dpbf16_zmm(int64_t n) {
     uint32_t out;
@@ -396,6 +407,9 @@ static bool cpu_avx512bw(void) {
 static bool cpu_vnni(void) {
     return cpu_avx512bw() && kernels_cpu_has_avx512vnni();
 }
+static bool cpu_vnni_ymm(void) {
+    return kernels_cpu_has_avxvnni() || cpu_vnni();
+}
 /* AVX512_BF16: CPUID leaf 7 sub-leaf 1, EAX bit 5 (no __builtin_cpu_supports
  * name for it in gcc 12 / clang 14). */
 static bool cpu_bf16(void) {
@@ -403,7 +417,17 @@ static bool cpu_bf16(void) {
     return cpu_avx512bw() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
 }
 
-enum { PK_FMA_YMM, PK_FMA_ZMM, PK_MADD_YMM, PK_MADD_ZMM, PK_DPBUSD, PK_DPBUSD_BC, PK_BF16, PK_N };
+enum {
+    PK_FMA_YMM,
+    PK_FMA_ZMM,
+    PK_MADD_YMM,
+    PK_MADD_ZMM,
+    PK_DPBUSD_YMM,
+    PK_DPBUSD,
+    PK_DPBUSD_BC,
+    PK_BF16,
+    PK_N
+};
 typedef struct peak_case {
     const char *name, *isa;
     bool (*have)(void);
@@ -415,6 +439,7 @@ static const peak_case k_peaks[PK_N] = {
     {"vfmadd231ps zmm", "AVX512F", cpu_avx512bw, peak_fma_zmm, 24 * 16 * 2},
     {"vpmaddubsw+vpmaddwd+vpaddd ymm", "AVX2", cpu_avx2_fma, peak_maddubs_ymm, 12 * 32 * 2},
     {"vpmaddubsw+vpmaddwd+vpaddd zmm", "AVX512BW", cpu_avx512bw, peak_maddubs_zmm, 12 * 64 * 2},
+    {"vpdpbusd ymm", "AVX-VNNI or AVX512_VNNI", cpu_vnni_ymm, peak_dpbusd_ymm, 24 * 32 * 2},
     {"vpdpbusd zmm", "AVX512_VNNI", cpu_vnni, peak_dpbusd_zmm, 24 * 64 * 2},
     {"vpdpbusd zmm, m32{1to16}", "AVX512_VNNI", cpu_vnni, peak_dpbusd_bcast_zmm, 24 * 64 * 2},
     {"vdpbf16ps zmm", "AVX512_BF16", cpu_bf16, peak_dpbf16_zmm, 24 * 32 * 2},
@@ -529,6 +554,11 @@ static int peak_of(const kernels_table *k, int32_t type) {
     if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16)
         return z ? PK_FMA_ZMM : PK_FMA_YMM;
     if (strcmp(k->name, "avx512") == 0 && kernels_cpu_has_avx512vnni()) return PK_DPBUSD;
+    /* the avxvnni tables: the types whose x16 kernel is not the AVX2 one */
+    const kernels_table *avx2 = kernels_by_name("avx2");
+    if (strncmp(k->name, "avxvnni", 7) == 0 && avx2 &&
+        k->ukernel_x16[type].tile != avx2->ukernel_x16[type].tile)
+        return PK_DPBUSD_YMM;
     return z ? PK_MADD_ZMM : PK_MADD_YMM;
 }
 

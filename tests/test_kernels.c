@@ -68,8 +68,10 @@ static void fill(float *x, int64_t n, float scale) {
 
 /* avx512novnni: the AVX-512 table with the non-VNNI matmul micro-kernels
  * (on a VNNI CPU, "avx512" takes the vpdpbusd ones) */
-static const char *const k_simd_names[] = {"avx2", "avx512", "avx512novnni"};
-static const char *const k_all_names[] = {"ref", "avx2", "avx512", "avx512novnni"};
+static const char *const k_simd_names[] = {"avx2", "avx512", "avx512novnni", "avxvnni",
+                                           "avxvnni_evex"};
+static const char *const k_all_names[] = {"ref",          "avx2",    "avx512",
+                                          "avx512novnni", "avxvnni", "avxvnni_evex"};
 #define N_SIMD (sizeof k_simd_names / sizeof k_simd_names[0])
 #define N_ALL  (sizeof k_all_names / sizeof k_all_names[0])
 
@@ -352,6 +354,44 @@ static void test_kernels_quantize_q8_0_ref_rounding(void **state) {
     quantize_row_q8_0_ref(z, &a, 32);
     assert_int_equal(a.d, 0);
     for (int j = 0; j < 32; j++) assert_int_equal(a.qs[j], 0);
+}
+
+/* The AVX-VNNI kernels (x16_avxvnni.c) run in this binary's bit-exact
+ * tests as "avxvnni" where the CPU has AVX-VNNI, else as "avxvnni_evex"
+ * (the same source with EVEX-encoded vpdpbusd) where it has AVX512_VNNI;
+ * this says which, and skips (cpu) where neither runs. Both tables are
+ * the AVX2 table with four x16 micro-kernels replaced. */
+static void test_kernels_avxvnni_tables(void **state) {
+    (void)state;
+    const kernels_table *vex = kernels_by_name("avxvnni");
+    const kernels_table *evex = kernels_by_name("avxvnni_evex");
+    const kernels_table *avx2 = kernels_by_name("avx2");
+    const int32_t vnni_types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
+    const kernels_table *both[] = {vex, evex};
+    for (int i = 0; i < 2; i++) {
+        const kernels_table *k = both[i];
+        if (!k) continue;
+        assert_non_null(avx2);
+        for (int32_t ty = 0; ty < CS_TYPE_COUNT; ty++) {
+            bool vt = false;
+            for (size_t j = 0; j < sizeof vnni_types / sizeof vnni_types[0]; j++)
+                vt = vt || vnni_types[j] == ty;
+            if (vt)
+                assert_ptr_not_equal(k->ukernel_x16[ty].tile, avx2->ukernel_x16[ty].tile);
+            else
+                assert_ptr_equal(k->ukernel_x16[ty].tile, avx2->ukernel_x16[ty].tile);
+            assert_ptr_equal(k->vec_dot[ty], avx2->vec_dot[ty]);
+        }
+    }
+    /* the two encodings are different functions */
+    if (vex && evex)
+        assert_ptr_not_equal(vex->ukernel_x16[CS_TYPE_Q4_K].tile,
+                             evex->ukernel_x16[CS_TYPE_Q4_K].tile);
+    if (!vex && !evex)
+        test_skip(CS_SKIP_CPU, "no AVX-VNNI and no AVX512_VNNI: the avxvnni kernels did not run");
+    if (!vex)
+        print_message("avxvnni: this CPU has no AVX-VNNI; its kernels ran as avxvnni_evex "
+                      "(EVEX-encoded vpdpbusd, AVX512_VNNI)\n");
 }
 
 /* Q8_K activations: every table bit-exact with the reference, including
@@ -1376,6 +1416,7 @@ int main(void) {
     setenv("CS_KERNELS", "ref", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_tables),
+        cmocka_unit_test(test_kernels_avxvnni_tables),
         cmocka_unit_test(test_kernels_type_table),
         cmocka_unit_test(test_kernels_weight_types_and_names),
         cmocka_unit_test(test_kernels_matmul_x16),

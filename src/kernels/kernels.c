@@ -59,6 +59,22 @@ static void detect_avx512_extensions(void) {
     g_ext.bf16 = a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
 }
 
+/* AVX-VNNI: leaf 7 subleaf 1, EAX bit 4 (VEX-encoded vpdpbusd on ymm; Alder
+ * Lake and later Intel cores, Zen 5), with the AVX2 set. */
+static bool g_avxvnni;
+static pthread_once_t g_avxvnni_once = PTHREAD_ONCE_INIT;
+
+static void detect_avxvnni(void) {
+    unsigned a, b, c, d;
+    if (!cpu_has_avx2() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1) return;
+    g_avxvnni = __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1u);
+}
+
+bool kernels_cpu_has_avxvnni(void) {
+    pthread_once(&g_avxvnni_once, detect_avxvnni);
+    return g_avxvnni;
+}
+
 bool kernels_cpu_has_avx512vnni(void) {
     pthread_once(&g_ext_once, detect_avx512_extensions);
     return g_ext.vnni;
@@ -83,6 +99,10 @@ const kernels_table *kernels_by_name(const char *name) {
     if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? kernels_avx512_table() : NULL;
     if (strcmp(name, "avx512novnni") == 0)
         return cpu_has_avx512() ? kernels_avx512_novnni_table() : NULL;
+    if (strcmp(name, "avxvnni") == 0)
+        return kernels_cpu_has_avxvnni() ? kernels_avxvnni_table() : NULL;
+    if (strcmp(name, "avxvnni_evex") == 0) /* AVX512_VNNI implies the AVX-512 set, VL included */
+        return kernels_cpu_has_avx512vnni() ? kernels_avxvnni_evex_table() : NULL;
 #endif
     return NULL;
 }
@@ -99,7 +119,7 @@ static void choose_best(void) {
                    "choosing automatically",
                    env);
     }
-    static const char *const order[] = {"avx512", "avx2", "ref"};
+    static const char *const order[] = {"avx512", "avxvnni", "avx2", "ref"};
     for (size_t i = 0; i < sizeof order / sizeof order[0] && !g_best; i++)
         g_best = kernels_by_name(order[i]);
 }

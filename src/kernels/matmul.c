@@ -145,6 +145,10 @@ static void run_tiles(const mm_task *m, mm_tile_fn tile, int32_t tb, const void 
     for (; *t + tb <= t1; *t += tb) {
         for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(*t + j) * m->x_row;
         tile(m->K, w, x, out);
+        /* a full 16-row block: a constant-size copy, which the compiler
+         * inlines; the libc call per token and row block took 3-4 % of a
+         * 2-thread 110M Q2_K prompt (perf: memmove + run_tiles ~600 of
+         * ~8000 samples, ~400 after) */
         if (nr == 16 && m->uk.rb == 16)
             for (int32_t j = 0; j < tb; j++)
                 memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * 16, 16 * sizeof(float));

@@ -131,6 +131,20 @@ void kernels_x16_legacy_avx2(kernels_table *k);
 /* The same for Q6_K, IQ4_XS, Q3_K and Q2_K (x16_kquants_avx2.c), called
  * after kernels_x16_avx2 by the AVX2 table's init. */
 void kernels_x16_kquants_avx2(kernels_table *k);
+/* The AVX2 table with the x16 micro-kernels of Q8_0, Q4_0, Q4_K and Q6_K
+ * on 256-bit vpdpbusd (x16_avxvnni.c), bit-identical to it: "avxvnni"
+ * (VEX, AVX-VNNI) for CPUs with AVX2 and AVX-VNNI, and "avxvnni_evex" (the
+ * same kernels EVEX-encoded, AVX512_VNNI + AVX512VL) to run them on
+ * AVX-512 VNNI CPUs. Call only after checking the CPU features. */
+const kernels_table *kernels_avxvnni_table(void);
+const kernels_table *kernels_avxvnni_evex_table(void);
+/* Sets table k's x16 micro-kernels of those four types (x16_avxvnni.c,
+ * x16_avxvnni_evex.c); called by the two tables' init. */
+void kernels_x16_avxvnni(kernels_table *k);
+void kernels_x16_avxvnni_evex(kernels_table *k);
+/* cpuid's AVX-VNNI bit (leaf 7 subleaf 1, EAX bit 4, with AVX2), read
+ * once (kernels.c). */
+bool kernels_cpu_has_avxvnni(void);
 /* cpuid's AVX512_VNNI bit (with the AVX-512 set), read once (kernels.c). */
 bool kernels_cpu_has_avx512vnni(void);
 /* cpuid's AVX512_BF16 bit (leaf 7 subleaf 1, EAX bit 5, with the AVX-512

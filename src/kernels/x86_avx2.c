@@ -930,4 +930,27 @@ const kernels_table *kernels_avx2_table(void) {
     return &k_avx2;
 }
 
+/* The AVX2 table with the VNNI x16 micro-kernels (x16_avxvnni.c). */
+static kernels_table k_avxvnni, k_avxvnni_evex;
+static pthread_once_t k_avxvnni_once = PTHREAD_ONCE_INIT;
+
+static void avxvnni_init(void) {
+    k_avxvnni = *kernels_avx2_table();
+    k_avxvnni.name = "avxvnni";
+    kernels_x16_avxvnni(&k_avxvnni);
+    k_avxvnni_evex = *kernels_avx2_table();
+    k_avxvnni_evex.name = "avxvnni_evex";
+    kernels_x16_avxvnni_evex(&k_avxvnni_evex);
+}
+
+const kernels_table *kernels_avxvnni_table(void) {
+    pthread_once(&k_avxvnni_once, avxvnni_init);
+    return &k_avxvnni;
+}
+
+const kernels_table *kernels_avxvnni_evex_table(void) {
+    pthread_once(&k_avxvnni_once, avxvnni_init);
+    return &k_avxvnni_evex;
+}
+
 #endif /* x86 */

@@ -1,0 +1,333 @@
+/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of Q8_0, Q4_0, Q4_K and
+ * Q6_K with 256-bit vpdpbusd / vpdpwssd, for CPUs with AVX2 and AVX-VNNI
+ * but without AVX-512 (Intel Alder Lake and later, Core Ultra): the
+ * "avxvnni" table, which is the AVX2 table with these four tiles replaced
+ * (the decode columns stay the AVX2 ones: see kernels_x16_avxvnni).
+ *
+ * Compiled with the flags of x86_avx2.c. The two VNNI instructions are
+ * inline asm with an explicit encoding: this file emits the VEX form
+ * (AVX-VNNI); x16_avxvnni_evex.c includes it with CS_AVXVNNI_EVEX set and
+ * emits the EVEX form of the same ymm instruction (AVX512_VNNI +
+ * AVX512VL), everything else byte for byte the same source and flags. That
+ * twin is the table "avxvnni_evex": never chosen automatically, it runs
+ * these kernels on AVX-512 VNNI CPUs (the development machine, a Zen 4,
+ * has no AVX-VNNI), so the tests and bench_kernels check them there.
+ *
+ * 16 rows are two ymm of 8 int32 lanes (rows 0-7 from the first 32 bytes
+ * of a 64-byte slice, rows 8-15 from the second), as x16_avx2.c. Each
+ * kernel is the AVX-512 VNNI kernel of its type (x86_avx512.c) on one row
+ * half at a time: the same exact integer sums (vpdpbusd adds 4 u8 x s8
+ * products into int32 without saturation), then the same float steps per
+ * lane, so every output is bit-identical to the reference table.
+ * Cost per token and 16 x 32 weights against the maddubs kernels: Q8_0 16
+ * vpdpbusd instead of 16 x (vpsignb, vpmaddubsw, vpmaddwd, vpaddd); Q4_0
+ * 16 vpdpbusd instead of 16 x (vpmaddubsw, vpaddw) + 2 vpmaddwd. */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "kquants.h"
+#include "matmul.h"
+#include "repack.h"
+#include "simd_x86.h"
+
+#ifndef CS_AVXVNNI_EVEX
+#define CS_AVXVNNI_EVEX 0
+#endif
+
+#if CS_AVXVNNI_EVEX
+#define VNNI_ENC      "%{evex%} "
+#define VNNI_FN(name) name##_evex
+#else
+#define VNNI_ENC      "%{vex%} "
+#define VNNI_FN(name) name
+#endif
+
+/* acc + per-lane sum of the 4 products of u8 bytes u and s8 bytes s. */
+CS_INLINE __m256i vdpbusd(__m256i acc, __m256i u, __m256i s) {
+    __asm__(VNNI_ENC "vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+    return acc;
+}
+
+/* acc + per-lane sum of the 2 signed word products of a and b. */
+CS_INLINE __m256i vdpwssd(__m256i acc, __m256i a, __m256i b) {
+    __asm__(VNNI_ENC "vpdpwssd %2, %1, %0" : "+x"(acc) : "x"(a), "x"(b));
+    return acc;
+}
+
+/* ----------------------------------------------------------- Q8_0, Q4_0 */
+
+/* Tokens per tile call; bench_kernels-shaped harness (N = K = 768, T =
+ * 512, 1 thread, "avxvnni_evex" on Zen 4), GFLOP/s at TB = 2 / 4 / 6 / 8:
+ * Q8_0 168 / 184 / 190 / 191, Q4_0 130 / 183 / 194 / 188, Q4_K 180 / 208
+ * / 241 / 179, Q6_K 107 / 147 / 161 / 167. Left-over tokens take the
+ * column (TB = 1). */
+#define VNNI_TB     6
+#define VNNI_TB_Q6K 8
+#define VNNI_TB_MAX 8
+
+/* One x16 group against TB activation rows (Q8_0 blocks, then the
+ * matmul_x16_aux entries), x86_avx512.c's tile_x16 with VNNI per row half:
+ * Q8_0's stored bytes are w + 128 (u8) and Q4_0's nibbles 0..15 (u8), the
+ * int32 sum starts at the aux correction (-128 or -8 times sum(q)), so it
+ * ends at the block's exact sum of w * q. The float sums live in out (one
+ * load and store per token, half and block): the 16 registers hold the 8
+ * weight vectors of the half, the token's sum and its broadcast. */
+CS_INLINE void tile_q8q4(int64_t K, const void *const *w, const void *const *x, float *out,
+                         const int TB, const int is_q4) {
+    const int64_t nb = K / CS_QK8_0;
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
+        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gb;
+        for (int h = 0; h < 2; h++) {
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
+            __m256i wq[8];
+            if (is_q4) {
+                for (int s = 0; s < 4; s++) {
+                    const __m256i raw = _mm256_loadu_si256(
+                        (const __m256i *)(const void *)(blk + 32 + 64 * s + 32 * h));
+                    wq[2 * s] = _mm256_and_si256(raw, m4);
+                    wq[2 * s + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                }
+            } else {
+                for (int s = 0; s < 8; s++)
+                    wq[s] = _mm256_loadu_si256(
+                        (const __m256i *)(const void *)(blk + 32 + 64 * s + 32 * h));
+            }
+            for (int t = 0; t < TB; t++) {
+                const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
+                const matmul_x16_aux *a =
+                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+                __m256i acc_i = _mm256_set1_epi32(a->corr);
+                for (int s = 0; s < 8; s++) {
+                    /* Q4_0: wq[2s'] low nibbles (elements 4s'..), wq[2s'+1]
+                     * high nibbles (elements 16+4s'..) */
+                    const int8_t *xp =
+                        is_q4 ? xb->qs + (s & 1) * 16 + (s >> 1) * 4 : xb->qs + 4 * s;
+                    acc_i = vdpbusd(acc_i, wq[s], bcast4(xp));
+                }
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(a->d));
+                const __m256 f = _mm256_cvtepi32_ps(acc_i);
+                float *o = out + 16 * t + 8 * h;
+                const __m256 acc = _mm256_loadu_ps(o);
+                _mm256_storeu_ps(o, is_q4 ? _mm256_fmadd_ps(f, sc, acc)
+                                          : _mm256_add_ps(acc, _mm256_mul_ps(f, sc)));
+            }
+        }
+    }
+}
+
+static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q8q4(K, w, x, out, VNNI_TB, 0);
+}
+static void uk_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q8q4(K, w, x, out, VNNI_TB, 1);
+}
+
+/* ------------------------------------------------------------------ Q4_K */
+
+/* Q4_K x16 (repack.c's dot_row_k4 order), x86_avx512.c's tile_x16_q4K with
+ * VNNI per row half: per super-block, token and half the exact integers
+ * sumi = sum over the 8 sub-blocks j of sc[j] * (q . a) (vpdpbusd on the
+ * nibbles, two chains per nibble half, then vpmulld by the 6-bit scale)
+ * and summ = sum of m[j] * (a's sub-block sums) (4 vpdpwssd on the mins
+ * in word pairs); then acc = fma(sumi, d * d_a, acc) and accm = fma(summ,
+ * dmin * d_a, accm), and the output acc - accm. */
+CS_INLINE void tile_q4K(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    float accm[VNNI_TB_MAX][16];
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 16; r++) out[16 * t + r] = accm[t][r] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
+        const uint8_t *pl = blk + 64;  /* 12 byte planes of 16 rows */
+        const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
+        for (int h = 0; h < 2; h++) {
+            const __m256 dv =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
+            const __m256 dmv = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * h)));
+            __m256i sc[8], mn[4];
+            __m128i mnb[8]; /* the 8 rows' 6-bit mins of sub-block j, bytes 0-7 */
+            for (int j = 0; j < 4; j++) {
+                const __m128i p0 = half8(_mm_loadu_si128((const __m128i *)(pl + 16 * j)), h);
+                const __m128i p4 = half8(_mm_loadu_si128((const __m128i *)(pl + 16 * (j + 4))), h);
+                const __m128i p8 = half8(_mm_loadu_si128((const __m128i *)(pl + 16 * (j + 8))), h);
+                sc[j] = _mm256_cvtepu8_epi32(_mm_and_si128(p0, m63));
+                mnb[j] = _mm_and_si128(p4, m63);
+                sc[j + 4] = _mm256_cvtepu8_epi32(
+                    _mm_or_si128(_mm_and_si128(p8, m15),
+                                 _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4)));
+                mnb[j + 4] =
+                    _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                                 _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
+            }
+            /* the mins of sub-blocks 2i, 2i + 1 as the two words of each
+             * row's lane (vpdpwssd against the token's sums of those) */
+            for (int i = 0; i < 4; i++)
+                mn[i] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mnb[2 * i], mnb[2 * i + 1]));
+            __m256i sumi[VNNI_TB_MAX];
+            for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++) {
+                __m256i al[VNNI_TB_MAX], ah[VNNI_TB_MAX];
+                for (int t = 0; t < TB; t++) al[t] = ah[t] = _mm256_setzero_si256();
+                for (int s = 0; s < 8; s++) {
+                    const __m256i raw = _mm256_loadu_si256(
+                        (const __m256i *)(const void *)(qs + (size_t)(8 * j + s) * 64 + 32 * h));
+                    const __m256i lo = _mm256_and_si256(raw, m4);
+                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j;
+                        al[t] = vdpbusd(al[t], lo, bcast4(a + 4 * s));
+                        ah[t] = vdpbusd(ah[t], hi, bcast4(a + 32 + 4 * s));
+                    }
+                }
+                for (int t = 0; t < TB; t++)
+                    sumi[t] = _mm256_add_epi32(
+                        sumi[t], _mm256_add_epi32(_mm256_mullo_epi32(al[t], sc[2 * j]),
+                                                  _mm256_mullo_epi32(ah[t], sc[2 * j + 1])));
+            }
+            for (int t = 0; t < TB; t++) {
+                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                /* the 8 sub-block sums (|.| <= 32 * 128, words) in pairs */
+                const __m128i s32 =
+                    _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
+                                   _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8)));
+                __m256i summ = _mm256_setzero_si256();
+                for (int i = 0; i < 4; i++) {
+                    int32_t v;
+                    memcpy(&v, (const int16_t *)&s32 + 2 * i, 4);
+                    summ = vdpwssd(summ, mn[i], _mm256_set1_epi32(v));
+                }
+                const __m256 dy = _mm256_set1_ps(ab->d);
+                float *o = out + 16 * t + 8 * h, *om = accm[t] + 8 * h;
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
+                                                    _mm256_mul_ps(dv, dy), _mm256_loadu_ps(o)));
+                _mm256_storeu_ps(om, _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ),
+                                                     _mm256_mul_ps(dmv, dy), _mm256_loadu_ps(om)));
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++)
+            _mm256_storeu_ps(out + 16 * t + 8 * h,
+                             _mm256_sub_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
+                                           _mm256_loadu_ps(accm[t] + 8 * h)));
+}
+
+static void uk_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q4K(K, w, x, out, VNNI_TB);
+}
+
+/* ------------------------------------------------------------------ Q6_K */
+
+/* Q6_K x16 (repack.c's dot_row_q6_K order), x86_avx512.c's tile_x16_q6K
+ * with VNNI per row half: per super-block and token the exact integer sum
+ * over the 16 sub-blocks of scale * (sum of q * a - 32 * bsum), the chain
+ * of a sub-block started at -32 * bsum (the 6-bit values enter as u8
+ * 0..63), then one FMA with d * d_a. The four 6-bit vectors of a slice
+ * are assembled from its ql and qh bytes as the AVX-512 kernel does
+ * (13 ops for 4 vectors; sel takes the low nibble from its first operand,
+ * bits 4-7 from the second). */
+CS_INLINE __m256i q6_sel8(__m256i lo, __m256i hi, __m256i m4) {
+    return _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_andnot_si256(m4, hi));
+}
+
+CS_INLINE void tile_q6K(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m63 = _mm256_set1_epi8(63);
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
+        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
+        for (int hr = 0; hr < 2; hr++) { /* row half */
+            __m256i sumi[VNNI_TB_MAX];
+            for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 2; g++)
+                    for (int m = 0; m < 4; m++) {
+                        __m256i v[4]; /* the 4 slices u of field m */
+                        for (int u = 0; u < 4; u++) {
+                            const uint8_t *c = blk + x16_q6K_quant_off(h, g, u) + 32 * hr;
+                            const __m256i A = _mm256_loadu_si256((const __m256i *)(const void *)c);
+                            const __m256i B =
+                                _mm256_loadu_si256((const __m256i *)(const void *)(c + 64));
+                            const __m256i H =
+                                _mm256_loadu_si256((const __m256i *)(const void *)(c + 128));
+                            __m256i f;
+                            if (m == 0)
+                                f = q6_sel8(A, _mm256_slli_epi16(H, 4), m4);
+                            else if (m == 1)
+                                f = q6_sel8(B, _mm256_slli_epi16(H, 2), m4);
+                            else if (m == 2)
+                                f = q6_sel8(_mm256_srli_epi16(A, 4), H, m4);
+                            else
+                                f = q6_sel8(_mm256_srli_epi16(B, 4), _mm256_srli_epi16(H, 2), m4);
+                            v[u] = _mm256_and_si256(f, m63);
+                        }
+                        const int sb = 8 * h + 2 * m + g;
+                        const __m256i scv = _mm256_cvtepi8_epi32(
+                            half8(_mm_loadu_si128(
+                                      (const __m128i *)(const void *)(blk + x16_q6K_scale_off(sb))),
+                                  hr));
+                        for (int t = 0; t < TB; t++) {
+                            const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                            const int8_t *a = ab->qs + 128 * h + 32 * m + 16 * g;
+                            __m256i ai = _mm256_set1_epi32(-32 * (int32_t)ab->bsums[sb]);
+                            for (int u = 0; u < 4; u++) ai = vdpbusd(ai, v[u], bcast4(a + 4 * u));
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ai, scv));
+                        }
+                    }
+            const __m256 dv = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + CS_X16_Q6K_D + 16 * hr)));
+            for (int t = 0; t < TB; t++) {
+                const __m256 dy = _mm256_set1_ps(((const block_q8_K *)x[t])[b].d);
+                float *o = out + 16 * t + 8 * hr;
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
+                                                    _mm256_mul_ps(dv, dy), _mm256_loadu_ps(o)));
+            }
+        }
+    }
+}
+
+static void uk_q6K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q6K(K, w, x, out, VNNI_TB_Q6K);
+}
+
+/* --------------------------------------------------------------- table */
+
+/* Only the tiles: the decode columns (T = 1) stay the AVX2 table's, which
+ * read faster at one token (110M tg64, 1 thread, "avxvnni_evex" with this
+ * file's kernel at TB = 1 against the AVX2 column, 2 alternating runs:
+ * Q8_0 187 / 178 against 203 / 197 t/s, Q6_K 191 / 179 against 218 /
+ * 249); a token is bound by memory there, and either is exact. */
+void VNNI_FN(kernels_x16_avxvnni)(kernels_table *k) {
+    matmul_ukernel *u = k->ukernel_x16; /* the AVX2 table's, no tile2 */
+    u[CS_TYPE_Q8_0] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q8_tile, u[CS_TYPE_Q8_0].col, 0, NULL};
+    u[CS_TYPE_Q4_0] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4_tile, u[CS_TYPE_Q4_0].col, 0, NULL};
+    u[CS_TYPE_Q4_K] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4K_tile, u[CS_TYPE_Q4_K].col, 0, NULL};
+    u[CS_TYPE_Q6_K] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB_Q6K, uk_q6K_tile, u[CS_TYPE_Q6_K].col, 0, NULL};
+}
+
+#endif /* x86 */
