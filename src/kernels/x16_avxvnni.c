@@ -1,8 +1,10 @@
-/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of Q8_0, Q4_0, Q4_K and
- * Q6_K with 256-bit vpdpbusd / vpdpwssd, for CPUs with AVX2 and AVX-VNNI
- * but without AVX-512 (Intel Alder Lake and later, Core Ultra): the
- * "avxvnni" table, which is the AVX2 table with these four tiles replaced
- * (the decode columns stay the AVX2 ones: see kernels_x16_avxvnni).
+/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of Q8_0, Q4_0, Q4_K, Q5_K,
+ * Q6_K and IQ4_XS with 256-bit vpdpbusd / vpdpwssd, for CPUs with AVX2 and
+ * AVX-VNNI but without AVX-512 (Intel Alder Lake and later, Core Ultra):
+ * the "avxvnni" table, which is the AVX2 table with these six tiles
+ * replaced (the decode columns stay the AVX2 ones: see
+ * kernels_x16_avxvnni). The other types (Q2_K, Q3_K, the legacy Q4_1,
+ * Q5_0, Q5_1, IQ4_NL, and F16 / BF16) keep the AVX2 table's kernels.
  *
  * Compiled with the flags of x86_avx2.c. The two VNNI instructions are
  * inline asm with an explicit encoding: this file emits the VEX form
@@ -27,6 +29,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "iquants.h"
 #include "kquants.h"
 #include "matmul.h"
 #include "repack.h"
@@ -61,10 +64,11 @@ CS_INLINE __m256i vdpwssd(__m256i acc, __m256i a, __m256i b) {
 /* Tokens per tile call; bench_kernels-shaped harness (N = K = 768, T =
  * 512, 1 thread, "avxvnni_evex" on Zen 4), GFLOP/s at TB = 2 / 4 / 6 / 8:
  * Q8_0 168 / 184 / 190 / 191, Q4_0 130 / 183 / 194 / 188, Q4_K 180 / 208
- * / 241 / 179, Q6_K 107 / 147 / 161 / 167. Left-over tokens take the
- * column (TB = 1). */
-#define VNNI_TB     6
-#define VNNI_TB_Q6K 8
+ * / 241 / 179, Q6_K 107 / 147 / 161 / 167; at 4 / 6 / 8 Q5_K 136-137 /
+ * 145-153 / 159-164, IQ4_XS 191-194 / 205-212 / 199-201. Left-over tokens
+ * take the column (TB = 1). */
+#define VNNI_TB     6 /* Q8_0, Q4_0, Q4_K, IQ4_XS */
+#define VNNI_TB8    8 /* Q5_K, Q6_K */
 #define VNNI_TB_MAX 8
 
 /* One x16 group against TB activation rows (Q8_0 blocks, then the
@@ -308,7 +312,187 @@ CS_INLINE void tile_q6K(int64_t K, const void *const *w, const void *const *x, f
 }
 
 static void uk_q6K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_q6K(K, w, x, out, VNNI_TB_Q6K);
+    tile_q6K(K, w, x, out, VNNI_TB8);
+}
+
+/* ------------------------------------------------------------------ Q5_K */
+
+/* Q5_K x16 (repack.c's dot_row_k4 order), x16_q5k_avx512.c's tile with
+ * VNNI per row half: sub-block s = 2j + hi at a time, the 8 level vectors
+ * (one per lane k: the nibble of qs slice (j, k), plus 16 where bit s of
+ * lane k's qh slice is set) built once for the TB tokens; per token 8
+ * vpdpbusd (two chains; |dot| <= 32 * 31 * 128) and one vpmulld by the
+ * sub-block's 6-bit scale into sumi. The mins as in x16_q5k_avx2.c (word
+ * pairs against the token's 32-element sums). Then acc = fma(sumi, d *
+ * d_a, acc), accm = fma(summ, dmin * d_a, accm), the output acc - accm. */
+CS_INLINE void tile_q5K(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
+    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    float accm[VNNI_TB_MAX][16];
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 16; r++) out[16 * t + r] = accm[t][r] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
+        const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
+        __m128i scb[8], mnb[8];
+        for (int j = 0; j < 4; j++) {
+            const __m128i p0 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * j));
+            const __m128i p4 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 4)));
+            const __m128i p8 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 8)));
+            scb[j] = _mm_and_si128(p0, m63);
+            mnb[j] = _mm_and_si128(p4, m63);
+            scb[j + 4] = _mm_or_si128(_mm_and_si128(p8, m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4));
+            mnb[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
+        }
+        for (int h = 0; h < 2; h++) {
+            const __m256 dv =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
+            const __m256 mv = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * h)));
+            __m256i sumi[VNNI_TB_MAX];
+            for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
+            for (int j = 0; j < 4; j++)
+                for (int hi = 0; hi < 2; hi++) {
+                    const int sb = 2 * j + hi;
+                    __m256i lv[8];
+                    for (int k = 0; k < 8; k++) {
+                        const uint8_t *q = blk + 256 + (size_t)k * 320 + 32 * h;
+                        const __m256i H = _mm256_loadu_si256((const __m256i *)(const void *)q);
+                        const __m256i Q =
+                            _mm256_loadu_si256((const __m256i *)(const void *)(q + 64 + 64 * j));
+                        /* bit sb of the qh byte to bit 4 (16-bit shifts of
+                         * at most 4 bring no bit across a byte to bit 4) */
+                        const __m256i hb =
+                            sb <= 4 ? _mm256_slli_epi16(H, 4 - sb) : _mm256_srli_epi16(H, sb - 4);
+                        lv[k] =
+                            _mm256_or_si256(_mm256_and_si256(hi ? _mm256_srli_epi16(Q, 4) : Q, m4),
+                                            _mm256_and_si256(hb, m16));
+                    }
+                    const __m256i sc = _mm256_cvtepu8_epi32(half8(scb[sb], h));
+                    for (int t = 0; t < TB; t++) {
+                        const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j + 32 * hi;
+                        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+                        for (int k = 0; k < 8; k += 2) {
+                            a0 = vdpbusd(a0, lv[k], bcast4(a + 4 * k));
+                            a1 = vdpbusd(a1, lv[k + 1], bcast4(a + 4 * k + 4));
+                        }
+                        sumi[t] = _mm256_add_epi32(
+                            sumi[t], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
+                    }
+                }
+            /* the mins of sub-blocks 2u, 2u + 1 in the low and high word */
+            __m256i mnw[4];
+            for (int u = 0; u < 4; u++)
+                mnw[u] = _mm256_or_si256(
+                    _mm256_cvtepu8_epi32(half8(mnb[2 * u], h)),
+                    _mm256_slli_epi32(_mm256_cvtepu8_epi32(half8(mnb[2 * u + 1], h)), 16));
+            for (int t = 0; t < TB; t++) {
+                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                __m256i summ = _mm256_setzero_si256();
+                for (int u = 0; u < 4; u++) {
+                    const int32_t s0 = (int32_t)ab->bsums[4 * u] + ab->bsums[4 * u + 1];
+                    const int32_t s1 = (int32_t)ab->bsums[4 * u + 2] + ab->bsums[4 * u + 3];
+                    const int32_t pair = (int32_t)(((uint32_t)s0 & 0xFFFFu) | ((uint32_t)s1 << 16));
+                    summ = vdpwssd(summ, mnw[u], _mm256_set1_epi32(pair));
+                }
+                const __m256 dy = _mm256_set1_ps(ab->d);
+                float *o = out + 16 * t + 8 * h, *om = accm[t] + 8 * h;
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
+                                                    _mm256_mul_ps(dv, dy), _mm256_loadu_ps(o)));
+                _mm256_storeu_ps(om, _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ),
+                                                     _mm256_mul_ps(mv, dy), _mm256_loadu_ps(om)));
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++)
+            _mm256_storeu_ps(out + 16 * t + 8 * h,
+                             _mm256_sub_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
+                                           _mm256_loadu_ps(accm[t] + 8 * h)));
+}
+
+static void uk_q5K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q5K(K, w, x, out, VNNI_TB8);
+}
+
+/* ---------------------------------------------------------------- IQ4_XS */
+
+/* IQ4_XS x16 (d[16] f16 at 0, scales_h[16] at 32, scales_l planes [4][16]
+ * at 64, qs [32 slices][16 rows][4] at 128), x16_kquants_avx512.c's tile
+ * with VNNI per row half: per sub-block the levels + 128 (u8, one vpshufb
+ * per nibble vector) of the 8 rows are looked up once for the TB tokens;
+ * per token two vpdpbusd chains started at -128 * (the sub-block's
+ * activation sum) end at its exact dot, times ls - 32 (vpmulld) into the
+ * super-block's isum; then acc = acc + (d_w * d_a) * isum. */
+CS_INLINE void tile_iq4xs(int64_t K, const void *const *w, const void *const *x, float *out,
+                          const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m128i t16 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values),
+                                      _mm_set1_epi8((char)0x80)); /* level + 128 */
+    const __m256i tbl = _mm256_broadcastsi128_si256(t16);
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
+        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
+        const uint8_t *qs = blk + 128;
+        for (int h = 0; h < 2; h++) {
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
+            const __m256i sh = _mm256_cvtepu16_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * h)));
+            __m256i isum[VNNI_TB_MAX];
+            for (int t = 0; t < TB; t++) isum[t] = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                const __m256i pl = _mm256_cvtepu8_epi32(half8(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))), h));
+                const __m256i lo =
+                    _mm256_and_si256(_mm256_srli_epi32(pl, 4 * (j % 2)), _mm256_set1_epi32(0xF));
+                const __m256i hi = _mm256_slli_epi32(
+                    _mm256_and_si256(_mm256_srli_epi32(sh, 2 * j), _mm256_set1_epi32(3)), 4);
+                const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo, hi), _mm256_set1_epi32(32));
+                __m256i wl[4], wh[4];
+                for (int s = 0; s < 4; s++) {
+                    const __m256i raw = _mm256_loadu_si256(
+                        (const __m256i *)(const void *)(qs + (size_t)(4 * j + s) * 64 + 32 * h));
+                    wl[s] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(raw, m4));
+                    wh[s] =
+                        _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+                }
+                for (int t = 0; t < TB; t++) {
+                    const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                    const int8_t *a = ab->qs + 32 * j;
+                    __m256i s0 = _mm256_set1_epi32(
+                        -128 * ((int32_t)ab->bsums[2 * j] + (int32_t)ab->bsums[2 * j + 1]));
+                    __m256i s1 = _mm256_setzero_si256();
+                    for (int s = 0; s < 4; s++) {
+                        s0 = vdpbusd(s0, wl[s], bcast4(a + 4 * s));
+                        s1 = vdpbusd(s1, wh[s], bcast4(a + 16 + 4 * s));
+                    }
+                    isum[t] =
+                        _mm256_add_epi32(isum[t], _mm256_mullo_epi32(_mm256_add_epi32(s0, s1), ls));
+                }
+            }
+            for (int t = 0; t < TB; t++) {
+                const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(((const block_q8_K *)x[t])[b].d));
+                float *o = out + 16 * t + 8 * h;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
+                                                  _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t]))));
+            }
+        }
+    }
+}
+
+static void uk_iq4xs_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_iq4xs(K, w, x, out, VNNI_TB);
 }
 
 /* --------------------------------------------------------------- table */
@@ -327,7 +511,11 @@ void VNNI_FN(kernels_x16_avxvnni)(kernels_table *k) {
     u[CS_TYPE_Q4_K] =
         (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4K_tile, u[CS_TYPE_Q4_K].col, 0, NULL};
     u[CS_TYPE_Q6_K] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB_Q6K, uk_q6K_tile, u[CS_TYPE_Q6_K].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q6K_tile, u[CS_TYPE_Q6_K].col, 0, NULL};
+    u[CS_TYPE_Q5_K] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q5K_tile, u[CS_TYPE_Q5_K].col, 0, NULL};
+    u[CS_TYPE_IQ4_XS] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_iq4xs_tile, u[CS_TYPE_IQ4_XS].col, 0, NULL};
 }
 
 #endif /* x86 */
