@@ -366,8 +366,8 @@ static void test_kernels_avxvnni_tables(void **state) {
     const kernels_table *vex = kernels_by_name("avxvnni");
     const kernels_table *evex = kernels_by_name("avxvnni_evex");
     const kernels_table *avx2 = kernels_by_name("avx2");
-    const int32_t vnni_types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K,
-                                  CS_TYPE_Q5_K, CS_TYPE_Q6_K, CS_TYPE_IQ4_XS};
+    const int32_t vnni_types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0,   CS_TYPE_Q4_K, CS_TYPE_Q5_K,
+                                  CS_TYPE_Q6_K, CS_TYPE_IQ4_XS, CS_TYPE_Q3_K, CS_TYPE_Q2_K};
     const kernels_table *both[] = {vex, evex};
     for (int i = 0; i < 2; i++) {
         const kernels_table *k = both[i];

@@ -1,11 +1,10 @@
-/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of Q8_0, Q4_0, Q4_K, Q5_K,
- * Q6_K and IQ4_XS with 256-bit vpdpbusd / vpdpwssd, for CPUs with AVX2 and
- * AVX-VNNI but without AVX-512 (Intel Alder Lake and later, Core Ultra):
- * the "avxvnni" table, which is the AVX2 table with these six tiles
- * replaced (the decode columns stay the AVX2 ones: see
- * kernels_x16_avxvnni). The other types (Q2_K, Q3_K, the legacy Q4_1,
- * Q5_0, Q5_1, IQ4_NL, and F16 / BF16) keep the AVX2 table's kernels.
- *
+/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of Q8_0, Q4_0, Q2_K, Q3_K,
+ * Q4_K, Q5_K, Q6_K and IQ4_XS with 256-bit vpdpbusd / vpdpwssd, for CPUs
+ * with AVX2 and AVX-VNNI but without AVX-512 (Intel Alder Lake and later,
+ * Core Ultra): the "avxvnni" table, which is the AVX2 table with these
+ * tiles replaced (the decode columns stay the AVX2 ones: see
+ * kernels_x16_avxvnni). The legacy Q4_1, Q5_0, Q5_1 and IQ4_NL, and F16 /
+ * BF16, keep the AVX2 table's kernels. *
  * Compiled with the flags of x86_avx2.c. The two VNNI instructions are
  * inline asm with an explicit encoding: this file emits the VEX form
  * (AVX-VNNI); x16_avxvnni_evex.c includes it with CS_AVXVNNI_EVEX set and
@@ -65,10 +64,11 @@ CS_INLINE __m256i vdpwssd(__m256i acc, __m256i a, __m256i b) {
  * 512, 1 thread, "avxvnni_evex" on Zen 4), GFLOP/s at TB = 2 / 4 / 6 / 8:
  * Q8_0 168 / 184 / 190 / 191, Q4_0 130 / 183 / 194 / 188, Q4_K 180 / 208
  * / 241 / 179, Q6_K 107 / 147 / 161 / 167; at 4 / 6 / 8 Q5_K 136-137 /
- * 145-153 / 159-164, IQ4_XS 191-194 / 205-212 / 199-201. Left-over tokens
+ * 145-153 / 159-164, IQ4_XS 191-194 / 205-212 / 199-201, Q3_K 129-130 /
+ * 150-152 / 164-165, Q2_K 166-168 / 191-195 / 190-193. Left-over tokens
  * take the column (TB = 1). */
-#define VNNI_TB     6 /* Q8_0, Q4_0, Q4_K, IQ4_XS */
-#define VNNI_TB8    8 /* Q5_K, Q6_K */
+#define VNNI_TB     6 /* Q8_0, Q4_0, Q4_K, IQ4_XS, Q2_K */
+#define VNNI_TB8    8 /* Q3_K, Q5_K, Q6_K */
 #define VNNI_TB_MAX 8
 
 /* One x16 group against TB activation rows (Q8_0 blocks, then the
@@ -495,6 +495,182 @@ static void uk_iq4xs_tile(int64_t K, const void *const *w, const void *const *x,
     tile_iq4xs(K, w, x, out, VNNI_TB);
 }
 
+/* ------------------------------------------------------------------ Q3_K */
+
+/* Q3_K x16 (repack.h: d[16] f16, 12 scale planes at 32, then per lane k at
+ * 224 + 192 k the hmask slice and the qs slices of halves h = 0, 1),
+ * x16_kquants_avx512.c's VNNI tile per row half: per sub-block j = 8h +
+ * 2g + half the 4 weight vectors hold level + 4 (u8 0..7: the 2 low bits
+ * from qs >> 2g, bit 2 from hmask bit 4h + g moved by one shift); per
+ * token the sub-block's chain starts at -4 * bsums[j], so after 4
+ * vpdpbusd it is the exact sum of level * a (|.| <= 16 * 4 * 128 = 8192, a
+ * signed word), which one vpdpwssd scales by s - 32 (the low word of its
+ * lane) into isum; then acc = acc + (d_a * d_w) * isum. */
+CS_INLINE void tile_q3K(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m3 = _mm256_set1_epi8(3), c4 = _mm256_set1_epi8(4);
+    const __m128i f = _mm_set1_epi8(0xF), t3 = _mm_set1_epi8(3);
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
+        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
+        for (int hr = 0; hr < 2; hr++) {
+            /* the 8 rows' scales s - 32 of sub-block j, in the low word */
+            __m256i scw[16];
+            for (int j = 0; j < 16; j++) {
+                const __m128i p0 = half8(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * (j & 7))), hr);
+                const __m128i p8 = half8(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * (8 + j % 4))),
+                    hr);
+                const __m128i lo = _mm_and_si128(j < 8 ? p0 : _mm_srli_epi16(p0, 4), f);
+                const __m128i hi = _mm_and_si128(_mm_srli_epi16(p8, 2 * (j / 4)), t3);
+                scw[j] = _mm256_and_si256(
+                    _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_or_si128(lo, _mm_slli_epi16(hi, 4))),
+                                     _mm256_set1_epi32(32)),
+                    _mm256_set1_epi32(0xFFFF));
+            }
+            __m256i isum[VNNI_TB_MAX];
+            for (int t = 0; t < TB; t++) isum[t] = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++)
+                for (int g = 0; g < 4; g++)
+                    for (int half = 0; half < 2; half++) {
+                        const int j = 8 * h + 2 * g + half, sh = 4 * h + g - 2;
+                        __m256i wv[4];
+                        for (int kk = 0; kk < 4; kk++) {
+                            const uint8_t *q = blk + 224 + (size_t)(4 * half + kk) * 192 + 32 * hr;
+                            const __m256i hm = _mm256_loadu_si256((const __m256i *)(const void *)q);
+                            const __m256i qs = _mm256_loadu_si256(
+                                (const __m256i *)(const void *)(q + 64 + 64 * h));
+                            /* hmask bit 4h + g to bit 2: a 16-bit shift by at
+                             * most 5 right or 2 left brings no other byte's
+                             * bit there */
+                            const __m256i hb =
+                                sh >= 0 ? _mm256_srli_epi16(hm, sh) : _mm256_slli_epi16(hm, -sh);
+                            wv[kk] = _mm256_or_si256(
+                                _mm256_and_si256(g ? _mm256_srli_epi16(qs, 2 * g) : qs, m3),
+                                _mm256_and_si256(hb, c4));
+                        }
+                        const int e0 = 32 * h + 8 * g + 4 * half; /* 4-element group of kk = 0 */
+                        for (int t = 0; t < TB; t++) {
+                            const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                            __m256i dd = _mm256_set1_epi32(-4 * (int32_t)ab->bsums[j]);
+                            for (int kk = 0; kk < 4; kk++)
+                                dd = vdpbusd(dd, wv[kk], bcast4(ab->qs + 4 * (e0 + kk)));
+                            isum[t] = vdpwssd(isum[t], dd, scw[j]);
+                        }
+                    }
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * hr)));
+            for (int t = 0; t < TB; t++) {
+                const __m256 d = _mm256_mul_ps(_mm256_set1_ps(((const block_q8_K *)x[t])[b].d), dw);
+                float *o = out + 16 * t + 8 * hr;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
+                                                  _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), d)));
+            }
+        }
+    }
+}
+
+static void uk_q3K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q3K(K, w, x, out, VNNI_TB8);
+}
+
+/* ------------------------------------------------------------------ Q2_K */
+
+/* Q2_K x16 (repack.h: d[16], dmin[16] f16, 8 scale slices of 16 rows x 2
+ * bytes at 64, then per lane k at 320 + 128 k the two qs slices of element
+ * halves h), x16_kquants_avx512.c's tile per row half: the weight bytes s
+ * * q (scale 0..15 times level 0..3, at most 45) come from one vpshufb
+ * of a table of s_r * level per 128-bit lane (4 rows x 4 levels), built
+ * per scale slice; one vpdpbusd per token adds them to isum. The mins:
+ * vpdpwssd of the high nibbles of the scale bytes (words) against the
+ * bsums pairs. Then acc = acc + (-d_a * dmin) * summs and acc = acc +
+ * (d_a * d) * isum, each a multiply and an add. */
+CS_INLINE void tile_q2K(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m256i m3 = _mm256_set1_epi8(3), m15 = _mm256_set1_epi8(15);
+    /* byte b of dword r: 4 (r mod 4), the row's offset in its table */
+    const __m256i rowc = _mm256_set_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0, 0x0C0C0C0C,
+                                          0x08080808, 0x04040404, 0);
+    const __m256i odd = _mm256_set1_epi32((int)0xFF00FF00),
+                  hi2 = _mm256_set1_epi32((int)0xFFFF0000);
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
+        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
+        for (int hr = 0; hr < 2; hr++) {
+            __m256i isum[VNNI_TB_MAX];
+            for (int t = 0; t < TB; t++) isum[t] = _mm256_setzero_si256();
+            /* lanes k < 4 take the low nibble of scale byte 0, k >= 4 of
+             * byte 1; group (h, g) = slice 4h + g */
+            for (int u = 0; u < 2; u++)
+                for (int sl = 0; sl < 8; sl++) {
+                    const int h = sl / 4, g = sl % 4;
+                    const __m256i sv = _mm256_cvtepu16_epi32(_mm_loadu_si128(
+                        (const __m128i *)(const void *)(blk + 64 + 32 * sl + 16 * hr)));
+                    const __m256i sc = _mm256_and_si256(
+                        _mm256_shuffle_epi8(sv, _mm256_add_epi8(rowc, _mm256_set1_epi8((char)u))),
+                        m15);
+                    /* level 1, 3: s; level 2, 3: + 2s */
+                    const __m256i tbl = _mm256_add_epi8(
+                        _mm256_and_si256(sc, odd), _mm256_and_si256(_mm256_add_epi8(sc, sc), hi2));
+                    for (int k = 4 * u; k < 4 * u + 4; k++) {
+                        const __m256i qv = _mm256_loadu_si256(
+                            (const __m256i *)(const void *)(blk + 320 + (size_t)k * 128 + 64 * h +
+                                                            32 * hr));
+                        const __m256i qg = g ? _mm256_srli_epi16(qv, 2 * g) : qv;
+                        const __m256i wv = _mm256_shuffle_epi8(
+                            tbl, _mm256_or_si256(_mm256_and_si256(qg, m3), rowc));
+                        const int e = 32 * h + 8 * g + k;
+                        for (int t = 0; t < TB; t++)
+                            isum[t] = vdpbusd(isum[t], wv,
+                                              bcast4(((const block_q8_K *)x[t])[b].qs + 4 * e));
+                    }
+                }
+            /* the mins: the high nibbles of scale slice k as words */
+            __m256i mn[8];
+            for (int k = 0; k < 8; k++)
+                mn[k] = _mm256_srli_epi16(
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                        (const __m128i *)(const void *)(blk + 64 + 32 * k + 16 * hr))),
+                    4);
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * hr)));
+            const __m256 mw = _mm256_cvtph_ps(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * hr)));
+            for (int t = 0; t < TB; t++) {
+                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                __m256i msum = _mm256_setzero_si256();
+                for (int k = 0; k < 8; k++) {
+                    int32_t bs;
+                    memcpy(&bs, ab->bsums + 2 * k, 4);
+                    msum = vdpwssd(msum, mn[k], _mm256_set1_epi32(bs));
+                }
+                const __m256 d = _mm256_mul_ps(_mm256_set1_ps(ab->d), dw);
+                const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(-ab->d), mw);
+                float *o = out + 16 * t + 8 * hr;
+                __m256 acc = _mm256_loadu_ps(o);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(msum), dm));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(isum[t]), d));
+                _mm256_storeu_ps(o, acc);
+            }
+        }
+    }
+}
+
+static void uk_q2K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_q2K(K, w, x, out, VNNI_TB);
+}
+
 /* --------------------------------------------------------------- table */
 
 /* Only the tiles: the decode columns (T = 1) stay the AVX2 table's, which
@@ -516,6 +692,10 @@ void VNNI_FN(kernels_x16_avxvnni)(kernels_table *k) {
         (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q5K_tile, u[CS_TYPE_Q5_K].col, 0, NULL};
     u[CS_TYPE_IQ4_XS] =
         (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_iq4xs_tile, u[CS_TYPE_IQ4_XS].col, 0, NULL};
+    u[CS_TYPE_Q3_K] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q3K_tile, u[CS_TYPE_Q3_K].col, 0, NULL};
+    u[CS_TYPE_Q2_K] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q2K_tile, u[CS_TYPE_Q2_K].col, 0, NULL};
 }
 
 #endif /* x86 */
