@@ -131,12 +131,10 @@ void kernels_x16_legacy_avx2(kernels_table *k);
 /* The same for Q6_K, IQ4_XS, Q3_K and Q2_K (x16_kquants_avx2.c), called
  * after kernels_x16_avx2 by the AVX2 table's init. */
 void kernels_x16_kquants_avx2(kernels_table *k);
-/* The AVX2 table with the x16 prompt tiles of Q8_0, Q4_0, Q2_K, Q3_K, Q4_K,
- * Q5_K, Q6_K and IQ4_XS on 256-bit vpdpbusd (x16_avxvnni.c), bit-identical
- * to it: "avxvnni" (VEX, AVX-VNNI) for CPUs with AVX2 and AVX-VNNI, and
- * "avxvnni_evex" (the same kernels EVEX-encoded, AVX512_VNNI + AVX512VL)
- * to run them on AVX-512 VNNI CPUs. Call only after checking the CPU
- * features. */
+/* The AVX2 table with the x16 prompt tiles of every int8 weight type on
+ * 256-bit vpdpbusd (x16_avxvnni.c), bit-identical to it: "avxvnni" (VEX, AVX-VNNI) for CPUs with
+ * AVX2 and AVX-VNNI, and "avxvnni_evex" (the same kernels EVEX-encoded, AVX512_VNNI + AVX512VL) to
+ * run them on AVX-512 VNNI CPUs. Call only after checking the CPU features. */
 const kernels_table *kernels_avxvnni_table(void);
 const kernels_table *kernels_avxvnni_evex_table(void);
 /* Sets table k's x16 tiles of those types (x16_avxvnni.c,

@@ -1,10 +1,11 @@
-/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of Q8_0, Q4_0, Q2_K, Q3_K,
- * Q4_K, Q5_K, Q6_K and IQ4_XS with 256-bit vpdpbusd / vpdpwssd, for CPUs
- * with AVX2 and AVX-VNNI but without AVX-512 (Intel Alder Lake and later,
- * Core Ultra): the "avxvnni" table, which is the AVX2 table with these
- * tiles replaced (the decode columns stay the AVX2 ones: see
- * kernels_x16_avxvnni). The legacy Q4_1, Q5_0, Q5_1 and IQ4_NL, and F16 /
- * BF16, keep the AVX2 table's kernels. *
+/* x16_avxvnni.c: the x16 prompt tiles (repack.h) of every int8 weight type
+ * (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+ * IQ4_XS) with 256-bit vpdpbusd / vpdpwssd, for CPUs with AVX2 and AVX-VNNI
+ * but without AVX-512 (Intel Alder Lake and later, Core Ultra): the
+ * "avxvnni" table, which is the AVX2 table with these tiles replaced (the
+ * decode columns stay the AVX2 ones: see kernels_x16_avxvnni; F16 / BF16
+ * are FP32 FMA work and stay too).
+ *
  * Compiled with the flags of x86_avx2.c. The two VNNI instructions are
  * inline asm with an explicit encoding: this file emits the VEX form
  * (AVX-VNNI); x16_avxvnni_evex.c includes it with CS_AVXVNNI_EVEX set and
@@ -31,6 +32,7 @@
 #include "iquants.h"
 #include "kquants.h"
 #include "matmul.h"
+#include "quant_legacy.h"
 #include "repack.h"
 #include "simd_x86.h"
 
@@ -671,6 +673,110 @@ static void uk_q2K_tile(int64_t K, const void *const *w, const void *const *x, f
     tile_q2K(K, w, x, out, VNNI_TB);
 }
 
+/* ------------------------------------------- Q5_0, Q4_1, Q5_1, IQ4_NL */
+
+enum { LG_Q5_0, LG_Q4_1, LG_Q5_1, LG_IQ4_NL };
+
+/* The legacy types, x16_legacy_avx512.c's VNNI tiles per row half, in
+ * their references' order: per block and row the exact integer sum, then
+ * acc = acc + (d_w * d_x) * isum; Q4_1 / Q5_1 also summ = fma(m_w, s_x,
+ * summ), added at the end. The block's 8 weight vectors are built once
+ * for the TB tokens: the nibbles of slice k & 3 (low for k < 4) with
+ * Q5's high bit at 0x10, or IQ4_NL's levels + 128 (one vpshufb). Q5_0
+ * (offset -16) and IQ4_NL (+128) start at the aux correction (matmul.h). */
+CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x, float *out,
+                           const int TB, const int kind) {
+    const int nl = kind == LG_IQ4_NL;
+    const int64_t nb = K / CS_QK_LEGACY;
+    const int has_h = kind == LG_Q5_0 || kind == LG_Q5_1,
+              has_m = kind == LG_Q4_1 || kind == LG_Q5_1;
+    const x16_legacy_parts parts = repack_x16_legacy_parts(kind == LG_Q5_0   ? CS_TYPE_Q5_0
+                                                           : kind == LG_Q4_1 ? CS_TYPE_Q4_1
+                                                                             : CS_TYPE_Q5_1);
+    const size_t gb = nl ? CS_X16_Q4_BLOCK : parts.size, off_h = parts.high;
+    const size_t off_q = nl ? 32 : parts.qs;
+    const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const uint8_t *grp = w[0];
+    const __m256i m4 = _mm256_set1_epi8(0x0f), b4 = _mm256_set1_epi8(0x10);
+    const __m256i lut = _mm256_broadcastsi128_si256(
+        _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values),
+                      _mm_set1_epi8((char)0x80))); /* level + 128 */
+    float summ[VNNI_TB_MAX][16];
+    for (int t = 0; t < TB; t++)
+        for (int r = 0; r < 16; r++) out[16 * t + r] = summ[t][r] = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * gb;
+        for (int hr = 0; hr < 2; hr++) {
+            const __m256 dw =
+                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * hr)));
+            const __m256 mw = has_m ? _mm256_cvtph_ps(_mm_loadu_si128(
+                                          (const __m128i *)(const void *)(blk + 32 + 16 * hr)))
+                                    : dw;
+            const __m256i H =
+                has_h ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + off_h + 32 * hr))
+                      : _mm256_setzero_si256();
+            __m256i wq[8];
+            for (int k = 0; k < 8; k++) {
+                const __m256i raw = _mm256_loadu_si256(
+                    (const __m256i *)(const void *)(blk + off_q + 64 * (k & 3) + 32 * hr));
+                __m256i q = _mm256_and_si256(k < 4 ? raw : _mm256_srli_epi16(raw, 4), m4);
+                if (has_h) {
+                    const __m256i hs =
+                        k <= 4 ? _mm256_slli_epi32(H, 4 - k) : _mm256_srli_epi32(H, k - 4);
+                    q = _mm256_or_si256(q, _mm256_and_si256(hs, b4));
+                }
+                wq[k] = nl ? _mm256_shuffle_epi8(lut, q) : q;
+            }
+            for (int t = 0; t < TB; t++) {
+                const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
+                const int8_t *xq = (const int8_t *)(xbk + (has_m ? 4 : 2));
+                __m256i ai = _mm256_setzero_si256();
+                float dx;
+                if (has_m) {
+                    uint16_t hv[2];
+                    memcpy(hv, xbk, 4);
+                    dx = _cvtsh_ss(hv[0]);
+                    float *sm = summ[t] + 8 * hr;
+                    _mm256_storeu_ps(sm, _mm256_fmadd_ps(mw, _mm256_set1_ps(_cvtsh_ss(hv[1])),
+                                                         _mm256_loadu_ps(sm)));
+                } else {
+                    const matmul_x16_aux *a =
+                        (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+                    dx = a->d;
+                    ai = _mm256_set1_epi32(a->corr);
+                }
+                /* wq[k]: elements 4 (k & 3) .. (+ 16 for k >= 4) */
+                for (int k = 0; k < 8; k++)
+                    ai = vdpbusd(ai, wq[k], bcast4(xq + 16 * (k >> 2) + 4 * (k & 3)));
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
+                float *o = out + 16 * t + 8 * hr;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
+                                                  _mm256_mul_ps(_mm256_cvtepi32_ps(ai), sc)));
+            }
+        }
+    }
+    if (has_m)
+        for (int t = 0; t < TB; t++)
+            for (int h = 0; h < 2; h++)
+                _mm256_storeu_ps(out + 16 * t + 8 * h,
+                                 _mm256_add_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
+                                               _mm256_loadu_ps(summ[t] + 8 * h)));
+}
+
+static void uk_q5_0_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_legacy(K, w, x, out, VNNI_TB, LG_Q5_0);
+}
+static void uk_q4_1_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_legacy(K, w, x, out, VNNI_TB, LG_Q4_1);
+}
+static void uk_q5_1_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_legacy(K, w, x, out, VNNI_TB, LG_Q5_1);
+}
+static void uk_iq4nl_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_legacy(K, w, x, out, VNNI_TB, LG_IQ4_NL);
+}
+
 /* --------------------------------------------------------------- table */
 
 /* Only the tiles: the decode columns (T = 1) stay the AVX2 table's, which
@@ -696,6 +802,14 @@ void VNNI_FN(kernels_x16_avxvnni)(kernels_table *k) {
         (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q3K_tile, u[CS_TYPE_Q3_K].col, 0, NULL};
     u[CS_TYPE_Q2_K] =
         (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q2K_tile, u[CS_TYPE_Q2_K].col, 0, NULL};
+    u[CS_TYPE_Q5_0] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q5_0_tile, u[CS_TYPE_Q5_0].col, 0, NULL};
+    u[CS_TYPE_Q4_1] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4_1_tile, u[CS_TYPE_Q4_1].col, 0, NULL};
+    u[CS_TYPE_Q5_1] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q5_1_tile, u[CS_TYPE_Q5_1].col, 0, NULL};
+    u[CS_TYPE_IQ4_NL] =
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_iq4nl_tile, u[CS_TYPE_IQ4_NL].col, 0, NULL};
 }
 
 #endif /* x86 */
