@@ -28,7 +28,8 @@
 #include "mem.h"
 #include "threadpool.h"
 
-static const char *const k_tables[] = {"ref", "avx2", "avx512", "avx512novnni"};
+static const char *const k_tables[] = {"ref",          "avx2",    "avx512",
+                                       "avx512novnni", "avxvnni", "avxvnni_evex"};
 #define N_TABLES 4
 
 static bool g_quick;

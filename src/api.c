@@ -83,7 +83,8 @@ const char *cs_version(void) {
 const char *cs_system_info(void) {
     static char buf[128];
     const kernels_table *k = kernels_best();
-    snprintf(buf, sizeof buf, "kernels = %s | AVX512 = %d | AVX2 = %d", k->name,
-             kernels_by_name("avx512") != NULL, kernels_by_name("avx2") != NULL);
+    snprintf(buf, sizeof buf, "kernels = %s | AVX512 = %d | AVX_VNNI = %d | AVX2 = %d", k->name,
+             kernels_by_name("avx512") != NULL, kernels_by_name("avxvnni") != NULL,
+             kernels_by_name("avx2") != NULL);
     return buf;
 }

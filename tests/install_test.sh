@@ -90,7 +90,7 @@ fi
 # ------------------------------------------------------ installed command
 BIN="$P/bin/ctxshift"
 run --version
-if [ "$RC" -eq 0 ] && grep -qE "^ctxshift $VERSION \(kernels = [a-z0-9]+" "$TMP/out"; then
+if [ "$RC" -eq 0 ] && grep -qE "^ctxshift $VERSION \(kernels = [a-z0-9_]+" "$TMP/out"; then
     ok "installed ctxshift --version: $(cat "$TMP/out")"
 else
     fail "installed ctxshift --version" "exit status $RC, output '$(cat "$TMP/out")'"

@@ -6,12 +6,17 @@
 #
 #   bench/peer/suite.sh [-r 5] [-t "1 2"] [--shapes "110m 1.1b"]
 #                       [--types "f16 q8_0 q4_0 q4_K_M Q3_K_M Q2_K IQ4_XS Q5_0"] [--no-depth] [--out DIR]
-#                       [--isa best|avx2] [--ik PATH/llama-bench] [--no-pair]
+#                       [--isa best|avx2|avxvnni] [--ik PATH/llama-bench] [--no-pair]
 #
 # --isa avx2: both engines on their AVX2 paths (run it as its own invocation):
 # ctxshift with CS_KERNELS=avx2 (its AVX2 kernel table; the suite checks
 # `ctxshift --version` says so), llama.cpp with only libggml-cpu-haswell.so
 # loaded (native_bench --ggml-cpu haswell: AVX2 + FMA + F16C, no AVX-512).
+# --isa avxvnni: ctxshift's "avxvnni" table (AVX2 + AVX-VNNI prompt tiles)
+# against llama.cpp's alderlake variant where the CPU has AVX-VNNI; on a
+# CPU without it (this Zen 4) ctxshift runs the same kernels EVEX-encoded
+# ("avxvnni_evex") and llama.cpp haswell, which the note and the table's
+# last column say.
 # The default, best, lets each engine pick its best path for this CPU.
 # Either way the table's last column says what each engine ran: ctxshift's
 # kernel table and llama.cpp's CPU features from llama_print_system_info.
@@ -102,7 +107,21 @@ case "$isa" in
     # without AVX2; that run would be mislabelled, so stop instead
     "$ctxshift" --version | grep -q 'kernels = avx2' ||
       die "ctxshift does not run its avx2 table here: $("$ctxshift" --version)" ;;
-  *) die "--isa must be best or avx2" ;;
+  avxvnni)
+    # ctxshift's AVX-VNNI table where the CPU has AVX-VNNI, else its EVEX
+    # twin (the same kernels; AVX-512 VNNI CPUs such as Zen 4); llama.cpp's
+    # alderlake variant (AVX2 + AVX-VNNI) where it loads, else haswell
+    if grep -qw avx_vnni /proc/cpuinfo; then
+      export CS_KERNELS=avxvnni
+      nb_isa=(--ggml-cpu alderlake)
+    else
+      export CS_KERNELS=avxvnni_evex
+      nb_isa=(--ggml-cpu haswell)
+      echo "note: no AVX-VNNI on this CPU: ctxshift runs avxvnni_evex, llama.cpp haswell" >&2
+    fi
+    "$ctxshift" --version | grep -q "kernels = $CS_KERNELS " ||
+      die "ctxshift does not run its $CS_KERNELS table here: $("$ctxshift" --version)" ;;
+  *) die "--isa must be best, avx2 or avxvnni" ;;
 esac
 if [[ -n "$ik_bin" ]]; then
   [[ -x "$ik_bin" ]] || die "--ik: '$ik_bin' is not an executable llama-bench"
@@ -244,7 +263,7 @@ fi
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "llama.cpp: node-llama-cpp $(jq -r .version "$here/node_modules/node-llama-cpp/package.json") prebuilt CPU libllama via bench/peer/native_bench (persistent thread pool, flash attention off, like llama-bench)"
-echo "engines' CPU paths (--isa $isa): ctxshift $(sed -n 's/.*(\(kernels = [a-z0-9]*\).*/\1/p' "$out/ctxshift.version")${CS_KERNELS:+ (CS_KERNELS=$CS_KERNELS)}; llama.cpp ${nb_isa[*]:-ggml_backend_load_all (best variant)}"
+echo "engines' CPU paths (--isa $isa): ctxshift $(sed -n 's/.*(\(kernels = [a-z0-9_]*\).*/\1/p' "$out/ctxshift.version")${CS_KERNELS:+ (CS_KERNELS=$CS_KERNELS)}; llama.cpp ${nb_isa[*]:-ggml_backend_load_all (best variant)}"
 if [[ -n "$ik_bin" ]]; then
   ik_ver="$(jq -r '.[0].build_commit // "?"' "$(ls "$out"/*.ik.0.json | head -1)" 2>/dev/null || echo "?")"
   echo "ik_llama.cpp: $ik_bin (build commit $ik_ver), its llama-bench -p 512 -n 128 -r 1, default flags and -rtr 1"
