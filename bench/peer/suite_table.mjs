@@ -107,7 +107,7 @@ function rounds(id, eng) {
 // here has them), plus the variant name when native_bench was told one.
 const verFile = path.join(dir, "ctxshift.version");
 const csTable = existsSync(verFile)
-  ? (/kernels = ([a-z0-9]+)/.exec(readFileSync(verFile, "utf8"))?.[1] ?? "?")
+  ? (/kernels = ([a-z0-9_]+)/.exec(readFileSync(verFile, "utf8"))?.[1] ?? "?")
   : "?";
 function llamaPaths(objs) {
   const seen = new Set();
