@@ -67,6 +67,25 @@ CS_INLINE __m512i x16_load(const void *p) {
 }
 #endif
 
+/* The 6-bit scales and mins of a Q4_K / Q5_K x16 super-block (scale_min_k4
+ * on the 12 byte planes of 16 rows at pl, repack.h): sc[j] and mn[j] hold
+ * sub-block j's, one byte per row. SSE2; the AVX2 and AVX-VNNI kernels of
+ * both types take them from here. */
+CS_INLINE void x16_k4_scale_bytes(const uint8_t *pl, __m128i sc[8], __m128i mn[8]) {
+    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
+    for (int j = 0; j < 4; j++) {
+        const __m128i p0 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * j));
+        const __m128i p4 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 4)));
+        const __m128i p8 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 8)));
+        sc[j] = _mm_and_si128(p0, m63);
+        mn[j] = _mm_and_si128(p4, m63);
+        sc[j + 4] = _mm_or_si128(_mm_and_si128(p8, m15),
+                                 _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4));
+        mn[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
+                                 _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
+    }
+}
+
 #ifdef __AVX2__
 /* 8 f16 (is_bf16 = 0) or bf16 (1) values widened to f32, exactly: F16C's
  * vcvtph2ps, or the bf16 bits moved to the top of each dword. */

@@ -60,6 +60,11 @@ CS_INLINE __m256i vdpwssd(__m256i acc, __m256i a, __m256i b) {
     return acc;
 }
 
+/* The tiles' float sums live in out (TB tokens x 16 rows): start at 0. */
+CS_INLINE void zero_out(float *out, int TB) {
+    for (int t = 0; t < 2 * TB; t++) _mm256_storeu_ps(out + 8 * t, _mm256_setzero_ps());
+}
+
 /* ----------------------------------------------------------- Q8_0, Q4_0 */
 
 /* Tokens per tile call; bench_kernels-shaped harness (N = K = 768, T =
@@ -87,10 +92,7 @@ CS_INLINE void tile_q8q4(int64_t K, const void *const *w, const void *const *x, 
     const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
     const uint8_t *grp = w[0];
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
-        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
-    }
+    zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
         for (int h = 0; h < 2; h++) {
@@ -139,6 +141,66 @@ static void uk_q4_tile(int64_t K, const void *const *w, const void *const *x, fl
     tile_q8q4(K, w, x, out, VNNI_TB, 1);
 }
 
+/* ------------------------------------------------------- Q4_K, Q5_K */
+
+/* The scales and mins of a super-block (x16_k4_scale_bytes) kept in
+ * memory, sm[0][j] and sm[1][j] sub-block j's 16 rows: held in registers
+ * across the row halves they cost the tiles' accumulators theirs (the
+ * Q4_K tile read 124 against 241 GFLOP/s). */
+CS_INLINE void k4_scales(const uint8_t *blk, uint8_t sm[2][8][16]) {
+    __m128i sc[8], mn[8];
+    x16_k4_scale_bytes(blk + 64, sc, mn);
+    for (int j = 0; j < 8; j++) {
+        _mm_storeu_si128((__m128i *)(void *)sm[0][j], sc[j]);
+        _mm_storeu_si128((__m128i *)(void *)sm[1][j], mn[j]);
+    }
+}
+
+/* Rows 8h .. 8h+7 of a byte plane row (16 bytes), one per int32 lane. */
+CS_INLINE __m256i k4_lanes(const uint8_t *p, int h) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p + 8 * h)));
+}
+
+/* The mins of sub-blocks 2u, 2u + 1 of row half h as the low and high
+ * word of each row's lane. */
+CS_INLINE void k4_min_pairs(const uint8_t mn[8][16], int h, __m256i mnw[4]) {
+    for (int u = 0; u < 4; u++)
+        mnw[u] = _mm256_or_si256(k4_lanes(mn[2 * u], h),
+                                 _mm256_slli_epi32(k4_lanes(mn[2 * u + 1], h), 16));
+}
+
+/* One token's super-block into row half h of out (acc) and accm, in
+ * dot_row_k4's order: summ = the mins against the token's 32-element sums
+ * (|.| <= 32 * 128, words; vpdpwssd on the pairs), acc = fma(sumi, d *
+ * d_a, acc), accm = fma(summ, dmin * d_a, accm). */
+CS_INLINE void k4_accumulate(float *o, float *om, __m256i sumi, const block_q8_K *ab, __m256 dv,
+                             __m256 mv, const __m256i mnw[4]) {
+    /* the 8 sub-block sums as words, dword u = sub-blocks 2u, 2u + 1 (one
+     * vphaddw and broadcasts from memory: forming the pairs in general
+     * registers read 223 against 241 GFLOP/s in the Q4_K tile) */
+    int32_t pairs[4];
+    _mm_storeu_si128(
+        (__m128i *)(void *)pairs,
+        _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
+                       _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8))));
+    __m256i summ = _mm256_setzero_si256();
+    for (int u = 0; u < 4; u++) summ = vdpwssd(summ, mnw[u], _mm256_set1_epi32(pairs[u]));
+    const __m256 dy = _mm256_set1_ps(ab->d);
+    _mm256_storeu_ps(
+        o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dv, dy), _mm256_loadu_ps(o)));
+    _mm256_storeu_ps(
+        om, _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_mul_ps(mv, dy), _mm256_loadu_ps(om)));
+}
+
+/* out = acc - accm for the TB tokens. */
+CS_INLINE void k4_finish(float *out, const float (*accm)[16], int TB) {
+    for (int t = 0; t < TB; t++)
+        for (int h = 0; h < 2; h++)
+            _mm256_storeu_ps(out + 16 * t + 8 * h,
+                             _mm256_sub_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
+                                           _mm256_loadu_ps(accm[t] + 8 * h)));
+}
+
 /* ------------------------------------------------------------------ Q4_K */
 
 /* Q4_K x16 (repack.c's dot_row_k4 order), x86_avx512.c's tile_x16_q4K with
@@ -153,38 +215,21 @@ CS_INLINE void tile_q4K(int64_t K, const void *const *w, const void *const *x, f
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
     float accm[VNNI_TB_MAX][16];
     for (int t = 0; t < TB; t++)
         for (int r = 0; r < 16; r++) out[16 * t + r] = accm[t][r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
-        const uint8_t *pl = blk + 64;  /* 12 byte planes of 16 rows */
         const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
+        uint8_t sm[2][8][16];
+        k4_scales(blk, sm);
         for (int h = 0; h < 2; h++) {
             const __m256 dv =
                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
             const __m256 dmv = _mm256_cvtph_ps(
                 _mm_loadu_si128((const __m128i *)(const void *)(blk + 32 + 16 * h)));
-            __m256i sc[8], mn[4];
-            __m128i mnb[8]; /* the 8 rows' 6-bit mins of sub-block j, bytes 0-7 */
-            for (int j = 0; j < 4; j++) {
-                const __m128i p0 = half8(_mm_loadu_si128((const __m128i *)(pl + 16 * j)), h);
-                const __m128i p4 = half8(_mm_loadu_si128((const __m128i *)(pl + 16 * (j + 4))), h);
-                const __m128i p8 = half8(_mm_loadu_si128((const __m128i *)(pl + 16 * (j + 8))), h);
-                sc[j] = _mm256_cvtepu8_epi32(_mm_and_si128(p0, m63));
-                mnb[j] = _mm_and_si128(p4, m63);
-                sc[j + 4] = _mm256_cvtepu8_epi32(
-                    _mm_or_si128(_mm_and_si128(p8, m15),
-                                 _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4)));
-                mnb[j + 4] =
-                    _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
-                                 _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
-            }
-            /* the mins of sub-blocks 2i, 2i + 1 as the two words of each
-             * row's lane (vpdpwssd against the token's sums of those) */
-            for (int i = 0; i < 4; i++)
-                mn[i] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mnb[2 * i], mnb[2 * i + 1]));
+            __m256i sc[8];
+            for (int j = 0; j < 8; j++) sc[j] = k4_lanes(sm[0][j], h);
             __m256i sumi[VNNI_TB_MAX];
             for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
             for (int j = 0; j < 4; j++) {
@@ -206,32 +251,14 @@ CS_INLINE void tile_q4K(int64_t K, const void *const *w, const void *const *x, f
                         sumi[t], _mm256_add_epi32(_mm256_mullo_epi32(al[t], sc[2 * j]),
                                                   _mm256_mullo_epi32(ah[t], sc[2 * j + 1])));
             }
-            for (int t = 0; t < TB; t++) {
-                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
-                /* the 8 sub-block sums (|.| <= 32 * 128, words) in pairs */
-                const __m128i s32 =
-                    _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
-                                   _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8)));
-                __m256i summ = _mm256_setzero_si256();
-                for (int i = 0; i < 4; i++) {
-                    int32_t v;
-                    memcpy(&v, (const int16_t *)&s32 + 2 * i, 4);
-                    summ = vdpwssd(summ, mn[i], _mm256_set1_epi32(v));
-                }
-                const __m256 dy = _mm256_set1_ps(ab->d);
-                float *o = out + 16 * t + 8 * h, *om = accm[t] + 8 * h;
-                _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
-                                                    _mm256_mul_ps(dv, dy), _mm256_loadu_ps(o)));
-                _mm256_storeu_ps(om, _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ),
-                                                     _mm256_mul_ps(dmv, dy), _mm256_loadu_ps(om)));
-            }
+            __m256i mnw[4];
+            k4_min_pairs((const uint8_t(*)[16])sm[1], h, mnw);
+            for (int t = 0; t < TB; t++)
+                k4_accumulate(out + 16 * t + 8 * h, accm[t] + 8 * h, sumi[t],
+                              (const block_q8_K *)x[t] + b, dv, dmv, mnw);
         }
     }
-    for (int t = 0; t < TB; t++)
-        for (int h = 0; h < 2; h++)
-            _mm256_storeu_ps(out + 16 * t + 8 * h,
-                             _mm256_sub_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
-                                           _mm256_loadu_ps(accm[t] + 8 * h)));
+    k4_finish(out, (const float(*)[16])accm, TB);
 }
 
 static void uk_q4K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
@@ -257,10 +284,7 @@ CS_INLINE void tile_q6K(int64_t K, const void *const *w, const void *const *x, f
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m256i m4 = _mm256_set1_epi8(0x0f), m63 = _mm256_set1_epi8(63);
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
-        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
-    }
+    zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
         for (int hr = 0; hr < 2; hr++) { /* row half */
@@ -332,25 +356,13 @@ CS_INLINE void tile_q5K(int64_t K, const void *const *w, const void *const *x, f
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
-    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
     float accm[VNNI_TB_MAX][16];
     for (int t = 0; t < TB; t++)
         for (int r = 0; r < 16; r++) out[16 * t + r] = accm[t][r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
-        const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
-        __m128i scb[8], mnb[8];
-        for (int j = 0; j < 4; j++) {
-            const __m128i p0 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * j));
-            const __m128i p4 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 4)));
-            const __m128i p8 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 8)));
-            scb[j] = _mm_and_si128(p0, m63);
-            mnb[j] = _mm_and_si128(p4, m63);
-            scb[j + 4] = _mm_or_si128(_mm_and_si128(p8, m15),
-                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4));
-            mnb[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
-                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
-        }
+        uint8_t sm[2][8][16];
+        k4_scales(blk, sm);
         for (int h = 0; h < 2; h++) {
             const __m256 dv =
                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
@@ -375,7 +387,7 @@ CS_INLINE void tile_q5K(int64_t K, const void *const *w, const void *const *x, f
                             _mm256_or_si256(_mm256_and_si256(hi ? _mm256_srli_epi16(Q, 4) : Q, m4),
                                             _mm256_and_si256(hb, m16));
                     }
-                    const __m256i sc = _mm256_cvtepu8_epi32(half8(scb[sb], h));
+                    const __m256i sc = k4_lanes(sm[0][sb], h);
                     for (int t = 0; t < TB; t++) {
                         const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j + 32 * hi;
                         __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
@@ -387,35 +399,14 @@ CS_INLINE void tile_q5K(int64_t K, const void *const *w, const void *const *x, f
                             sumi[t], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
                     }
                 }
-            /* the mins of sub-blocks 2u, 2u + 1 in the low and high word */
             __m256i mnw[4];
-            for (int u = 0; u < 4; u++)
-                mnw[u] = _mm256_or_si256(
-                    _mm256_cvtepu8_epi32(half8(mnb[2 * u], h)),
-                    _mm256_slli_epi32(_mm256_cvtepu8_epi32(half8(mnb[2 * u + 1], h)), 16));
-            for (int t = 0; t < TB; t++) {
-                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
-                __m256i summ = _mm256_setzero_si256();
-                for (int u = 0; u < 4; u++) {
-                    const int32_t s0 = (int32_t)ab->bsums[4 * u] + ab->bsums[4 * u + 1];
-                    const int32_t s1 = (int32_t)ab->bsums[4 * u + 2] + ab->bsums[4 * u + 3];
-                    const int32_t pair = (int32_t)(((uint32_t)s0 & 0xFFFFu) | ((uint32_t)s1 << 16));
-                    summ = vdpwssd(summ, mnw[u], _mm256_set1_epi32(pair));
-                }
-                const __m256 dy = _mm256_set1_ps(ab->d);
-                float *o = out + 16 * t + 8 * h, *om = accm[t] + 8 * h;
-                _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]),
-                                                    _mm256_mul_ps(dv, dy), _mm256_loadu_ps(o)));
-                _mm256_storeu_ps(om, _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ),
-                                                     _mm256_mul_ps(mv, dy), _mm256_loadu_ps(om)));
-            }
+            k4_min_pairs((const uint8_t(*)[16])sm[1], h, mnw);
+            for (int t = 0; t < TB; t++)
+                k4_accumulate(out + 16 * t + 8 * h, accm[t] + 8 * h, sumi[t],
+                              (const block_q8_K *)x[t] + b, dv, mv, mnw);
         }
     }
-    for (int t = 0; t < TB; t++)
-        for (int h = 0; h < 2; h++)
-            _mm256_storeu_ps(out + 16 * t + 8 * h,
-                             _mm256_sub_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
-                                           _mm256_loadu_ps(accm[t] + 8 * h)));
+    k4_finish(out, (const float(*)[16])accm, TB);
 }
 
 static void uk_q5K_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
@@ -439,10 +430,7 @@ CS_INLINE void tile_iq4xs(int64_t K, const void *const *w, const void *const *x,
     const __m128i t16 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values),
                                       _mm_set1_epi8((char)0x80)); /* level + 128 */
     const __m256i tbl = _mm256_broadcastsi128_si256(t16);
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
-        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
-    }
+    zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
         const uint8_t *qs = blk + 128;
@@ -514,10 +502,7 @@ CS_INLINE void tile_q3K(int64_t K, const void *const *w, const void *const *x, f
     const uint8_t *grp = w[0];
     const __m256i m3 = _mm256_set1_epi8(3), c4 = _mm256_set1_epi8(4);
     const __m128i f = _mm_set1_epi8(0xF), t3 = _mm_set1_epi8(3);
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
-        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
-    }
+    zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
         for (int hr = 0; hr < 2; hr++) {
@@ -603,10 +588,7 @@ CS_INLINE void tile_q2K(int64_t K, const void *const *w, const void *const *x, f
                                           0x08080808, 0x04040404, 0);
     const __m256i odd = _mm256_set1_epi32((int)0xFF00FF00),
                   hi2 = _mm256_set1_epi32((int)0xFFFF0000);
-    for (int t = 0; t < TB; t++) {
-        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
-        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
-    }
+    zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
         for (int hr = 0; hr < 2; hr++) {

@@ -35,25 +35,13 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
     const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
-    const __m128i m63 = _mm_set1_epi8(63), m15 = _mm_set1_epi8(15), m3 = _mm_set1_epi8(3);
     __m256 acc[X16_Q5K_AVX2_TB][2], accm[X16_Q5K_AVX2_TB][2];
     for (int t = 0; t < TB; t++)
         for (int h = 0; h < 2; h++) acc[t][h] = accm[t][h] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
-        const uint8_t *pl = blk + 64; /* 12 byte planes of 16 rows */
         __m128i scb[8], mnb[8];
-        for (int j = 0; j < 4; j++) {
-            const __m128i p0 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * j));
-            const __m128i p4 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 4)));
-            const __m128i p8 = _mm_loadu_si128((const __m128i *)(const void *)(pl + 16 * (j + 8)));
-            scb[j] = _mm_and_si128(p0, m63);
-            mnb[j] = _mm_and_si128(p4, m63);
-            scb[j + 4] = _mm_or_si128(_mm_and_si128(p8, m15),
-                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p0, 6), m3), 4));
-            mnb[j + 4] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(p8, 4), m15),
-                                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(p4, 6), m3), 4));
-        }
+        x16_k4_scale_bytes(blk + 64, scb, mnb);
         for (int h = 0; h < 2; h++) {
             const __m256 dv =
                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
