@@ -40,53 +40,47 @@ static bool cpu_has_avx512(void) {
            __builtin_cpu_supports("avx512dq");
 }
 
-/* The AVX-512 extensions the "avx512" table uses, read once from cpuid
- * (cached: cpuid traps in a VM), each only with the AVX-512 set itself:
- * - AVX512_VNNI: leaf 7 subleaf 0, ECX bit 11 (read directly: older
- *   compilers' __builtin_cpu_supports lacks the name);
- * - AVX512_BF16: leaf 7 subleaf 1, EAX bit 5 (leaf 7's subleaf count is
- *   EAX of subleaf 0);
- * - GFNI: leaf 7 subleaf 0, ECX bit 8 (its only user is the zmm form): Ice
- *   Lake and later, Zen 4; not Skylake-X or Cascade Lake. */
-static struct { bool vnni, bf16, gfni; } g_ext;
+/* The extensions the SIMD tables use beyond their base set, read once
+ * from cpuid (cached: cpuid traps in a VM), each only with its base set:
+ * - AVX-VNNI (with AVX2): leaf 7 subleaf 1, EAX bit 4 (VEX-encoded
+ *   vpdpbusd on ymm; Alder Lake and later Intel cores, Zen 5);
+ * - with AVX-512: AVX512_VNNI, leaf 7 subleaf 0, ECX bit 11 (read
+ *   directly: older compilers' __builtin_cpu_supports lacks the name);
+ *   AVX512_BF16, leaf 7 subleaf 1, EAX bit 5; GFNI, leaf 7 subleaf 0, ECX
+ *   bit 8 (its only user is the zmm form): Ice Lake and later, Zen 4; not
+ *   Skylake-X or Cascade Lake.
+ * Leaf 7's subleaf count is EAX of subleaf 0. */
+static struct { bool avxvnni, vnni, bf16, gfni; } g_ext;
 static pthread_once_t g_ext_once = PTHREAD_ONCE_INIT;
 
-static void detect_avx512_extensions(void) {
-    unsigned a, b, c, d;
-    if (!cpu_has_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+static void detect_extensions(void) {
+    unsigned a, b, c, d, a1 = 0, b1, c1, d1;
+    if (!cpu_has_avx2() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    if (a >= 1 && !__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) a1 = 0;
+    g_ext.avxvnni = (a1 >> 4) & 1u;
+    if (!cpu_has_avx512()) return;
     g_ext.vnni = (c >> 11) & 1u;
     g_ext.gfni = (c >> 8) & 1u;
-    g_ext.bf16 = a >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
-}
-
-/* AVX-VNNI: leaf 7 subleaf 1, EAX bit 4 (VEX-encoded vpdpbusd on ymm; Alder
- * Lake and later Intel cores, Zen 5), with the AVX2 set. */
-static bool g_avxvnni;
-static pthread_once_t g_avxvnni_once = PTHREAD_ONCE_INIT;
-
-static void detect_avxvnni(void) {
-    unsigned a, b, c, d;
-    if (!cpu_has_avx2() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1) return;
-    g_avxvnni = __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1u);
+    g_ext.bf16 = (a1 >> 5) & 1u;
 }
 
 bool kernels_cpu_has_avxvnni(void) {
-    pthread_once(&g_avxvnni_once, detect_avxvnni);
-    return g_avxvnni;
+    pthread_once(&g_ext_once, detect_extensions);
+    return g_ext.avxvnni;
 }
 
 bool kernels_cpu_has_avx512vnni(void) {
-    pthread_once(&g_ext_once, detect_avx512_extensions);
+    pthread_once(&g_ext_once, detect_extensions);
     return g_ext.vnni;
 }
 
 bool kernels_cpu_has_avx512bf16(void) {
-    pthread_once(&g_ext_once, detect_avx512_extensions);
+    pthread_once(&g_ext_once, detect_extensions);
     return g_ext.bf16;
 }
 
 bool kernels_cpu_has_gfni(void) {
-    pthread_once(&g_ext_once, detect_avx512_extensions);
+    pthread_once(&g_ext_once, detect_extensions);
     return g_ext.gfni;
 }
 #endif

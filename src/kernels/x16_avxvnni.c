@@ -62,10 +62,13 @@ CS_INLINE __m256i vdpwssd(__m256i acc, __m256i a, __m256i b) {
 
 /* The tiles' float sums live in out (TB tokens x 16 rows): start at 0. */
 CS_INLINE void zero_out(float *out, int TB) {
-    for (int t = 0; t < 2 * TB; t++) _mm256_storeu_ps(out + 8 * t, _mm256_setzero_ps());
+    for (int t = 0; t < TB; t++) {
+        _mm256_storeu_ps(out + 16 * t, _mm256_setzero_ps());
+        _mm256_storeu_ps(out + 16 * t + 8, _mm256_setzero_ps());
+    }
 }
 
-/* ----------------------------------------------------------- Q8_0, Q4_0 */
+/* ------------------------------------------------------------ tokens */
 
 /* Tokens per tile call; bench_kernels-shaped harness (N = K = 768, T =
  * 512, 1 thread, "avxvnni_evex" on Zen 4), GFLOP/s at TB = 2 / 4 / 6 / 8:
@@ -77,69 +80,6 @@ CS_INLINE void zero_out(float *out, int TB) {
 #define VNNI_TB     6 /* Q8_0, Q4_0, Q4_K, IQ4_XS, Q2_K */
 #define VNNI_TB8    8 /* Q3_K, Q5_K, Q6_K */
 #define VNNI_TB_MAX 8
-
-/* One x16 group against TB activation rows (Q8_0 blocks, then the
- * matmul_x16_aux entries), x86_avx512.c's tile_x16 with VNNI per row half:
- * Q8_0's stored bytes are w + 128 (u8) and Q4_0's nibbles 0..15 (u8), the
- * int32 sum starts at the aux correction (-128 or -8 times sum(q)), so it
- * ends at the block's exact sum of w * q. The float sums live in out (one
- * load and store per token, half and block): the 16 registers hold the 8
- * weight vectors of the half, the token's sum and its broadcast. */
-CS_INLINE void tile_q8q4(int64_t K, const void *const *w, const void *const *x, float *out,
-                         const int TB, const int is_q4) {
-    const int64_t nb = K / CS_QK8_0;
-    const size_t aux_off = matmul_x16_aux_offset(K);
-    const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
-    const uint8_t *grp = w[0];
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    zero_out(out, TB);
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk = grp + (size_t)b * gb;
-        for (int h = 0; h < 2; h++) {
-            const __m256 dw =
-                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * h)));
-            __m256i wq[8];
-            if (is_q4) {
-                for (int s = 0; s < 4; s++) {
-                    const __m256i raw = _mm256_loadu_si256(
-                        (const __m256i *)(const void *)(blk + 32 + 64 * s + 32 * h));
-                    wq[2 * s] = _mm256_and_si256(raw, m4);
-                    wq[2 * s + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                }
-            } else {
-                for (int s = 0; s < 8; s++)
-                    wq[s] = _mm256_loadu_si256(
-                        (const __m256i *)(const void *)(blk + 32 + 64 * s + 32 * h));
-            }
-            for (int t = 0; t < TB; t++) {
-                const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
-                const matmul_x16_aux *a =
-                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
-                __m256i acc_i = _mm256_set1_epi32(a->corr);
-                for (int s = 0; s < 8; s++) {
-                    /* Q4_0: wq[2s'] low nibbles (elements 4s'..), wq[2s'+1]
-                     * high nibbles (elements 16+4s'..) */
-                    const int8_t *xp =
-                        is_q4 ? xb->qs + (s & 1) * 16 + (s >> 1) * 4 : xb->qs + 4 * s;
-                    acc_i = vdpbusd(acc_i, wq[s], bcast4(xp));
-                }
-                const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(a->d));
-                const __m256 f = _mm256_cvtepi32_ps(acc_i);
-                float *o = out + 16 * t + 8 * h;
-                const __m256 acc = _mm256_loadu_ps(o);
-                _mm256_storeu_ps(o, is_q4 ? _mm256_fmadd_ps(f, sc, acc)
-                                          : _mm256_add_ps(acc, _mm256_mul_ps(f, sc)));
-            }
-        }
-    }
-}
-
-static void uk_q8_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_q8q4(K, w, x, out, VNNI_TB, 0);
-}
-static void uk_q4_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_q8q4(K, w, x, out, VNNI_TB, 1);
-}
 
 /* ------------------------------------------------------- Q4_K, Q5_K */
 
@@ -655,28 +595,33 @@ static void uk_q2K_tile(int64_t K, const void *const *w, const void *const *x, f
     tile_q2K(K, w, x, out, VNNI_TB);
 }
 
-/* ------------------------------------------- Q5_0, Q4_1, Q5_1, IQ4_NL */
+/* ------------------------------- blocks of 32: Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL */
 
-enum { LG_Q5_0, LG_Q4_1, LG_Q5_1, LG_IQ4_NL };
+enum { B32_Q8_0, B32_Q4_0, B32_Q5_0, B32_Q4_1, B32_Q5_1, B32_IQ4_NL };
 
-/* The legacy types, x16_legacy_avx512.c's VNNI tiles per row half, in
- * their references' order: per block and row the exact integer sum, then
- * acc = acc + (d_w * d_x) * isum; Q4_1 / Q5_1 also summ = fma(m_w, s_x,
- * summ), added at the end. The block's 8 weight vectors are built once
- * for the TB tokens: the nibbles of slice k & 3 (low for k < 4) with
- * Q5's high bit at 0x10, or IQ4_NL's levels + 128 (one vpshufb). Q5_0
- * (offset -16) and IQ4_NL (+128) start at the aux correction (matmul.h). */
-CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x, float *out,
-                           const int TB, const int kind) {
-    const int nl = kind == LG_IQ4_NL;
+/* The types of 32-element blocks, the VNNI tiles of x86_avx512.c
+ * (tile_x16) and x16_legacy_avx512.c per row half, in their references'
+ * order: per block and row the exact integer sum, then acc = acc + (d_w *
+ * d_x) * isum (Q4_0: fma(isum, d_w * d_x, acc)); Q4_1 / Q5_1 also summ =
+ * fma(m_w, s_x, summ), added at the end. The block's 8 weight vectors
+ * (vector k: elements 4k .. 4k + 3 of the 16 rows) are built once for the
+ * TB tokens: Q8_0's stored bytes w + 128, or the nibbles of slice k & 3
+ * (low for k < 4) with Q5's high bit at 0x10, or IQ4_NL's levels + 128
+ * (one vpshufb). All but Q4_1 / Q5_1 start at the aux correction
+ * (matmul.h: -128, -8, -16 or -128 times sum(q)). */
+CS_INLINE void tile_b32(int64_t K, const void *const *w, const void *const *x, float *out,
+                        const int TB, const int kind) {
+    const int nib = kind != B32_Q8_0, nl = kind == B32_IQ4_NL;
+    const int has_h = kind == B32_Q5_0 || kind == B32_Q5_1,
+              has_m = kind == B32_Q4_1 || kind == B32_Q5_1;
     const int64_t nb = K / CS_QK_LEGACY;
-    const int has_h = kind == LG_Q5_0 || kind == LG_Q5_1,
-              has_m = kind == LG_Q4_1 || kind == LG_Q5_1;
-    const x16_legacy_parts parts = repack_x16_legacy_parts(kind == LG_Q5_0   ? CS_TYPE_Q5_0
-                                                           : kind == LG_Q4_1 ? CS_TYPE_Q4_1
-                                                                             : CS_TYPE_Q5_1);
-    const size_t gb = nl ? CS_X16_Q4_BLOCK : parts.size, off_h = parts.high;
-    const size_t off_q = nl ? 32 : parts.qs;
+    /* the x16 block: Q5_0 / Q4_1 / Q5_1's parts (repack.h), else d then the slices */
+    const int lg = kind == B32_Q5_0 || has_m;
+    const x16_legacy_parts lp = repack_x16_legacy_parts(kind == B32_Q5_0   ? CS_TYPE_Q5_0
+                                                        : kind == B32_Q4_1 ? CS_TYPE_Q4_1
+                                                                           : CS_TYPE_Q5_1);
+    const size_t gb = lg ? lp.size : nib ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
+    const size_t off_q = lg ? lp.qs : 32, off_h = lp.high;
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
     const uint8_t *grp = w[0];
@@ -685,8 +630,8 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
         _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)iq4nl_values),
                       _mm_set1_epi8((char)0x80))); /* level + 128 */
     float summ[VNNI_TB_MAX][16];
-    for (int t = 0; t < TB; t++)
-        for (int r = 0; r < 16; r++) out[16 * t + r] = summ[t][r] = 0.0f;
+    zero_out(out, TB);
+    if (has_m) zero_out(&summ[0][0], TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
         for (int hr = 0; hr < 2; hr++) {
@@ -700,9 +645,9 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
                       : _mm256_setzero_si256();
             __m256i wq[8];
             for (int k = 0; k < 8; k++) {
-                const __m256i raw = _mm256_loadu_si256(
-                    (const __m256i *)(const void *)(blk + off_q + 64 * (k & 3) + 32 * hr));
-                __m256i q = _mm256_and_si256(k < 4 ? raw : _mm256_srli_epi16(raw, 4), m4);
+                const uint8_t *sl = blk + off_q + 64 * (nib ? k & 3 : k) + 32 * hr;
+                __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)sl);
+                if (nib) q = _mm256_and_si256(k < 4 ? q : _mm256_srli_epi16(q, 4), m4);
                 if (has_h) {
                     const __m256i hs =
                         k <= 4 ? _mm256_slli_epi32(H, 4 - k) : _mm256_srli_epi32(H, k - 4);
@@ -728,36 +673,33 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
                     dx = a->d;
                     ai = _mm256_set1_epi32(a->corr);
                 }
-                /* wq[k]: elements 4 (k & 3) .. (+ 16 for k >= 4) */
-                for (int k = 0; k < 8; k++)
-                    ai = vdpbusd(ai, wq[k], bcast4(xq + 16 * (k >> 2) + 4 * (k & 3)));
+                for (int k = 0; k < 8; k++) ai = vdpbusd(ai, wq[k], bcast4(xq + 4 * k));
                 const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(dx));
+                const __m256 f = _mm256_cvtepi32_ps(ai);
                 float *o = out + 16 * t + 8 * hr;
-                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o),
-                                                  _mm256_mul_ps(_mm256_cvtepi32_ps(ai), sc)));
+                const __m256 acc = _mm256_loadu_ps(o);
+                _mm256_storeu_ps(o, kind == B32_Q4_0 ? _mm256_fmadd_ps(f, sc, acc)
+                                                     : _mm256_add_ps(acc, _mm256_mul_ps(f, sc)));
             }
         }
     }
     if (has_m)
-        for (int t = 0; t < TB; t++)
-            for (int h = 0; h < 2; h++)
-                _mm256_storeu_ps(out + 16 * t + 8 * h,
-                                 _mm256_add_ps(_mm256_loadu_ps(out + 16 * t + 8 * h),
-                                               _mm256_loadu_ps(summ[t] + 8 * h)));
+        for (int t = 0; t < 2 * TB; t++)
+            _mm256_storeu_ps(out + 8 * t, _mm256_add_ps(_mm256_loadu_ps(out + 8 * t),
+                                                        _mm256_loadu_ps(&summ[0][0] + 8 * t)));
 }
 
-static void uk_q5_0_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_legacy(K, w, x, out, VNNI_TB, LG_Q5_0);
-}
-static void uk_q4_1_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_legacy(K, w, x, out, VNNI_TB, LG_Q4_1);
-}
-static void uk_q5_1_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_legacy(K, w, x, out, VNNI_TB, LG_Q5_1);
-}
-static void uk_iq4nl_tile(int64_t K, const void *const *w, const void *const *x, float *out) {
-    tile_legacy(K, w, x, out, VNNI_TB, LG_IQ4_NL);
-}
+#define B32_TILE(name, kind)                                                                       \
+    static void uk_##name##_tile(int64_t K, const void *const *w, const void *const *x,            \
+                                 float *out) {                                                     \
+        tile_b32(K, w, x, out, VNNI_TB, kind);                                                     \
+    }
+B32_TILE(q8, B32_Q8_0)
+B32_TILE(q4, B32_Q4_0)
+B32_TILE(q5_0, B32_Q5_0)
+B32_TILE(q4_1, B32_Q4_1)
+B32_TILE(q5_1, B32_Q5_1)
+B32_TILE(iq4nl, B32_IQ4_NL)
 
 /* --------------------------------------------------------------- table */
 
