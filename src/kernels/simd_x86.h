@@ -140,6 +140,65 @@ CS_INLINE __m512i dpwssd_bcast(__m512i acc, __m512i a, const int16_t *p) {
     return acc;
 }
 
+#ifdef __AVX512BW__
+/* x16_k4_scale_bytes for the VNNI decode columns of Q4_K and Q5_K, on whole
+ * vectors: the 12 planes are 3 vectors of 4 planes (sc 0-3 with 2 high bits
+ * of sc 4-7 each; mn 0-3 likewise; the low nibbles of sc 4-7 and mn 4-7),
+ * so 9 vector ops decode all 16 fields (the per-plane SSE2 form takes 44
+ * plus 8 widenings). sc: the 8 scale planes (16 bytes, one per row) into a
+ * 128-byte buffer, where a column widens each with a load-op vpmovzxbd
+ * when it multiplies. mnw[u]: the mins of sub-blocks 2u and 2u + 1 as the
+ * two words of each row's lane (for dpwssd_bcast against the activation's
+ * two 32-element sums). A 16-bit shift moves bits across a byte boundary;
+ * the masks before it or the select after it keep only the bits that stay
+ * within their byte. */
+CS_INLINE void x16_k4_scales_zmm(const uint8_t *pl, uint8_t sc[128], __m512i mnw[4]) {
+    const __m512i m63 = _mm512_set1_epi8(63), mc0 = _mm512_set1_epi8((char)0xc0);
+    const __m512i m15 = _mm512_set1_epi8(15);
+    const __m512i z0 = x16_load(pl), z1 = x16_load(pl + 64), z2 = x16_load(pl + 128);
+    /* 0xca: m ? a : b per bit (m = m15: bits 0-3 from a, 4-7 from b) */
+    _mm512_storeu_si512(sc, _mm512_and_si512(z0, m63));
+    _mm512_storeu_si512(
+        sc + 64,
+        _mm512_ternarylogic_epi32(m15, z2, _mm512_srli_epi16(_mm512_and_si512(z0, mc0), 2), 0xca));
+    const __m512i ma = _mm512_and_si512(z1, m63);
+    const __m512i mb = _mm512_ternarylogic_epi32(
+        m15, _mm512_srli_epi16(z2, 4), _mm512_srli_epi16(_mm512_and_si512(z1, mc0), 2), 0xca);
+    /* planes (m0 | m1 | m2 | m3): bytes of planes 2u and 2u + 1 interleaved
+     * row by row (the lane-swapped copy puts plane 2u + 1 beside 2u), rows
+     * 0-7 and 8-15 joined, widened to words */
+    const __m512i ix = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i ta = _mm512_shuffle_i64x2(ma, ma, 0xb1), tb = _mm512_shuffle_i64x2(mb, mb, 0xb1);
+    const __m512i qa =
+        _mm512_permutex2var_epi64(_mm512_unpacklo_epi8(ma, ta), ix, _mm512_unpackhi_epi8(ma, ta));
+    const __m512i qb =
+        _mm512_permutex2var_epi64(_mm512_unpacklo_epi8(mb, tb), ix, _mm512_unpackhi_epi8(mb, tb));
+    mnw[0] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(qa));
+    mnw[1] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(qa, 1));
+    mnw[2] = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(qb));
+    mnw[3] = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(qb, 1));
+}
+
+/* Sub-block j's scales of x16_k4_scales_zmm's buffer as int32 lanes. */
+CS_INLINE __m512i x16_k4_scale(const uint8_t sc[128], int j) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(sc + 16 * j)));
+}
+
+/* The mins' exact integer of a decode column: sum over the 8 sub-blocks of
+ * min * (the activation's 32-element sum, bsums[2s] + bsums[2s + 1], at
+ * most 32 * 128 in magnitude: a word), 4 vpdpwssd against x16_k4_scales_zmm's
+ * pairs. */
+CS_INLINE __m512i x16_k4_summ(const int16_t *bsums, const __m512i mnw[4]) {
+    int16_t s32[8];
+    _mm_storeu_si128((__m128i *)(void *)s32,
+                     _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)bsums),
+                                    _mm_loadu_si128((const __m128i *)(const void *)(bsums + 8))));
+    __m512i summ = _mm512_setzero_si512();
+    for (int u = 0; u < 4; u++) summ = dpwssd_bcast(summ, mnw[u], s32 + 2 * u);
+    return summ;
+}
+#endif
+
 /* vgf2p8affineqb with b = 0: each byte x becomes M x over GF(2), M the
  * 8x8 bit matrix in the qword m (byte 7 - i of m selects the input bits
  * whose parity is output bit i). With a 0/1 permutation matrix it moves
