@@ -185,10 +185,11 @@ static void random_blocks(int32_t type, uint8_t *w, int64_t n) {
 static void test_iquants_simd_vs_ref(void **state) {
     (void)state;
 #if defined(__x86_64__) || defined(__i386__)
-    const char *names[5] = {"avx2", "avx512", "avx512novnni", "avxvnni", "avxvnni_evex"};
-    const kernels_table *tabs[5];
+    const char *names[6] = {"avx2",         "avx512",  "avx512novnni",
+                            "avx512nogfni", "avxvnni", "avxvnni_evex"};
+    const kernels_table *tabs[6];
     int n_tabs = 0;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 6; i++)
         if ((tabs[n_tabs] = kernels_by_name(names[i])) != NULL) n_tabs++;
     if (n_tabs == 0) test_skip(CS_SKIP_CPU, "no SIMD kernels for this CPU");
     /* IQ4_NL lengths with an odd block count (the scalar tail) too */

@@ -93,6 +93,8 @@ const kernels_table *kernels_by_name(const char *name) {
     if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? kernels_avx512_table() : NULL;
     if (strcmp(name, "avx512novnni") == 0)
         return cpu_has_avx512() ? kernels_avx512_novnni_table() : NULL;
+    if (strcmp(name, "avx512nogfni") == 0)
+        return cpu_has_avx512() ? kernels_avx512_nogfni_table() : NULL;
     if (strcmp(name, "avxvnni") == 0)
         return kernels_cpu_has_avxvnni() ? kernels_avxvnni_table() : NULL;
     if (strcmp(name, "avxvnni_evex") == 0) /* AVX512_VNNI implies the AVX-512 set, VL included */

@@ -109,13 +109,19 @@ const kernels_table *kernels_avx512_table(void);
 /* The same table under the name "avx512novnni": its matmul never uses
  * AVX512-VNNI (tests the fallback on CPUs that have it). */
 const kernels_table *kernels_avx512_novnni_table(void);
+/* The same under the name "avx512nogfni": the "avx512" table without the
+ * GFNI kernels (the Q6_K and Q3_K decode columns' gf2p8affine forms), so
+ * a GFNI CPU also tests the VNNI kernels that CPUs without GFNI run. */
+const kernels_table *kernels_avx512_nogfni_table(void);
 /* Sets table k's x16 micro-kernels of Q5_0, IQ4_NL, Q4_1 and Q5_1
  * (x16_legacy_avx512.c; the VNNI ones when vnni). Called by the AVX-512
  * tables' init. */
 void kernels_x16_legacy_avx512(kernels_table *k, bool vnni);
-/* The same for IQ4_XS (x16_kquants_avx512.c), beside Q4_K / Q6_K's in
- * x86_avx512.c; the maddubs kernels when !vnni, bit-identical either way. */
-void kernels_x16_kquants_avx512(kernels_table *k, bool vnni);
+/* The same for IQ4_XS, Q3_K and Q2_K (x16_kquants_avx512.c), beside Q4_K /
+ * Q6_K's in x86_avx512.c; the maddubs kernels when !vnni, bit-identical
+ * either way; gfni (the CPU has GFNI, with vnni): the Q3_K column's
+ * gf2p8affine level build. */
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni, bool gfni);
 /* The same for Q5_K (x16_q5k_avx512.c), in the reference dot's order. */
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni);
 /* Sets the AVX2 table's x16 micro-kernels of F16, BF16, Q8_0, Q4_0 and Q4_K

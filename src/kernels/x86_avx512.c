@@ -1674,7 +1674,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     x[CS_TYPE_Q4_K] = MATMUL_UK2(vnni, r, X16_Q4K_TB, X16_KQ_TB2, uk_x16_q4K);
     x[CS_TYPE_Q6_K] = MATMUL_UK(vnni, r, X16_Q6K_TB, uk_x16_q6K);
     if (vnni && gfni) x[CS_TYPE_Q6_K].col = uk_x16_q6K_col_vnni_gfni;
-    kernels_x16_kquants_avx512(k, vnni);
+    kernels_x16_kquants_avx512(k, vnni, gfni);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
     /* BF16 weights: vdpbf16ps (bf16_avx512.c) where the CPU has it, in the
@@ -1695,9 +1695,10 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     k->rope = avx512_rope;
 }
 
-static kernels_table k_avx512, k_avx512_novnni;
+static kernels_table k_avx512, k_avx512_novnni, k_avx512_nogfni;
 static pthread_once_t k_avx512_once = PTHREAD_ONCE_INIT;
 static pthread_once_t k_avx512_novnni_once = PTHREAD_ONCE_INIT;
+static pthread_once_t k_avx512_nogfni_once = PTHREAD_ONCE_INIT;
 
 static void avx512_init_vnni(void) {
     avx512_init(&k_avx512, "avx512", kernels_cpu_has_avx512vnni(), kernels_cpu_has_avx512bf16(),
@@ -1708,6 +1709,11 @@ static void avx512_init_novnni(void) {
     avx512_init(&k_avx512_novnni, "avx512novnni", false, false, false);
 }
 
+static void avx512_init_nogfni(void) {
+    avx512_init(&k_avx512_nogfni, "avx512nogfni", kernels_cpu_has_avx512vnni(),
+                kernels_cpu_has_avx512bf16(), false);
+}
+
 const kernels_table *kernels_avx512_table(void) {
     pthread_once(&k_avx512_once, avx512_init_vnni);
     return &k_avx512;
@@ -1716,6 +1722,11 @@ const kernels_table *kernels_avx512_table(void) {
 const kernels_table *kernels_avx512_novnni_table(void) {
     pthread_once(&k_avx512_novnni_once, avx512_init_novnni);
     return &k_avx512_novnni;
+}
+
+const kernels_table *kernels_avx512_nogfni_table(void) {
+    pthread_once(&k_avx512_nogfni_once, avx512_init_nogfni);
+    return &k_avx512_nogfni;
 }
 
 #endif /* x86 */
