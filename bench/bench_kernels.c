@@ -550,8 +550,8 @@ static double clock_ghz(int reps) {
  * otherwise). */
 static int peak_of(const kernels_table *k, int32_t type) {
     const bool z = strncmp(k->name, "avx512", 6) == 0;
-    /* "avx512nogfni" is "avx512" less the GFNI decode columns */
-    const bool full = strcmp(k->name, "avx512") == 0 || strcmp(k->name, "avx512nogfni") == 0;
+    /* "avx512noext" is "avx512" less the GFNI and VBMI decode columns */
+    const bool full = strcmp(k->name, "avx512") == 0 || strcmp(k->name, "avx512noext") == 0;
     if (type == CS_TYPE_BF16 && full && kernels_cpu_has_avx512bf16()) return PK_BF16;
     if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16)
         return z ? PK_FMA_ZMM : PK_FMA_YMM;

@@ -185,8 +185,8 @@ static void random_blocks(int32_t type, uint8_t *w, int64_t n) {
 static void test_iquants_simd_vs_ref(void **state) {
     (void)state;
 #if defined(__x86_64__) || defined(__i386__)
-    const char *names[6] = {"avx2",         "avx512",  "avx512novnni",
-                            "avx512nogfni", "avxvnni", "avxvnni_evex"};
+    const char *names[6] = {"avx2",        "avx512",  "avx512novnni",
+                            "avx512noext", "avxvnni", "avxvnni_evex"};
     const kernels_table *tabs[6];
     int n_tabs = 0;
     for (int i = 0; i < 6; i++)

@@ -67,12 +67,13 @@ static void fill(float *x, int64_t n, float scale) {
 }
 
 /* avx512novnni: the AVX-512 table with the non-VNNI matmul micro-kernels
- * (on a VNNI CPU, "avx512" takes the vpdpbusd ones); avx512nogfni: without
- * the GFNI decode columns (on a GFNI CPU, "avx512" takes those) */
-static const char *const k_simd_names[] = {"avx2",         "avx512",  "avx512novnni",
-                                           "avx512nogfni", "avxvnni", "avxvnni_evex"};
-static const char *const k_all_names[] = {"ref",          "avx2",    "avx512",      "avx512novnni",
-                                          "avx512nogfni", "avxvnni", "avxvnni_evex"};
+ * (on a VNNI CPU, "avx512" takes the vpdpbusd ones); avx512noext: without
+ * the GFNI and VBMI decode columns (on a CPU with those, "avx512" takes
+ * them) */
+static const char *const k_simd_names[] = {"avx2",        "avx512",  "avx512novnni",
+                                           "avx512noext", "avxvnni", "avxvnni_evex"};
+static const char *const k_all_names[] = {"ref",         "avx2",    "avx512",      "avx512novnni",
+                                          "avx512noext", "avxvnni", "avxvnni_evex"};
 #define N_SIMD (sizeof k_simd_names / sizeof k_simd_names[0])
 #define N_ALL  (sizeof k_all_names / sizeof k_all_names[0])
 
@@ -1349,7 +1350,7 @@ static void test_kernels_matmul_x16(void **state) {
                 assert_memory_equal(want, rows, (size_t)(N * T) * 4);
             }
             /* BF16 in the vdpbf16ps arithmetic (bf16_avx512.c), the
-             * "avx512" (and "avx512nogfni") table's where the CPU has
+             * "avx512" (and "avx512noext") table's where the CPU has
              * AVX512_BF16 */
             float *want_dp = NULL;
             if (types[ty] == CS_TYPE_BF16) {
@@ -1372,7 +1373,7 @@ static void test_kernels_matmul_x16(void **state) {
                 if (!k) continue;
                 const bool dp = types[ty] == CS_TYPE_BF16 &&
                                 (strcmp(k_all_names[ti], "avx512") == 0 ||
-                                 strcmp(k_all_names[ti], "avx512nogfni") == 0) &&
+                                 strcmp(k_all_names[ti], "avx512noext") == 0) &&
                                 kernels_cpu_has_avx512bf16();
                 const float *wk = dp ? want_dp : want;
                 /* every packed type has its micro-kernel in the AVX-512 tables */

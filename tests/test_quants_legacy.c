@@ -41,8 +41,8 @@
 
 #define N_LG 3
 static const int32_t k_types[N_LG] = {CS_TYPE_Q4_1, CS_TYPE_Q5_0, CS_TYPE_Q5_1};
-static const char *const k_simd[] = {"avx2",         "avx512",  "avx512novnni",
-                                     "avx512nogfni", "avxvnni", "avxvnni_evex"};
+static const char *const k_simd[] = {"avx2",        "avx512",  "avx512novnni",
+                                     "avx512noext", "avxvnni", "avxvnni_evex"};
 
 static uint64_t g_rng;
 

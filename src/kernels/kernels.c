@@ -47,10 +47,11 @@ static bool cpu_has_avx512(void) {
  * - with AVX-512: AVX512_VNNI, leaf 7 subleaf 0, ECX bit 11 (read
  *   directly: older compilers' __builtin_cpu_supports lacks the name);
  *   AVX512_BF16, leaf 7 subleaf 1, EAX bit 5; GFNI, leaf 7 subleaf 0, ECX
- *   bit 8 (its only user is the zmm form): Ice Lake and later, Zen 4; not
+ *   bit 8 (its only user is the zmm form); AVX512_VBMI, leaf 7 subleaf 0,
+ *   ECX bit 1 (vpermb): GFNI and VBMI on Ice Lake and later, Zen 4; not
  *   Skylake-X or Cascade Lake.
  * Leaf 7's subleaf count is EAX of subleaf 0. */
-static struct { bool avxvnni, vnni, bf16, gfni; } g_ext;
+static struct { bool avxvnni, vnni, bf16, gfni, vbmi; } g_ext;
 static pthread_once_t g_ext_once = PTHREAD_ONCE_INIT;
 
 static void detect_extensions(void) {
@@ -61,6 +62,7 @@ static void detect_extensions(void) {
     if (!cpu_has_avx512()) return;
     g_ext.vnni = (c >> 11) & 1u;
     g_ext.gfni = (c >> 8) & 1u;
+    g_ext.vbmi = (c >> 1) & 1u;
     g_ext.bf16 = (a1 >> 5) & 1u;
 }
 
@@ -83,6 +85,11 @@ bool kernels_cpu_has_gfni(void) {
     pthread_once(&g_ext_once, detect_extensions);
     return g_ext.gfni;
 }
+
+bool kernels_cpu_has_avx512vbmi(void) {
+    pthread_once(&g_ext_once, detect_extensions);
+    return g_ext.vbmi;
+}
 #endif
 
 const kernels_table *kernels_by_name(const char *name) {
@@ -93,8 +100,8 @@ const kernels_table *kernels_by_name(const char *name) {
     if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? kernels_avx512_table() : NULL;
     if (strcmp(name, "avx512novnni") == 0)
         return cpu_has_avx512() ? kernels_avx512_novnni_table() : NULL;
-    if (strcmp(name, "avx512nogfni") == 0)
-        return cpu_has_avx512() ? kernels_avx512_nogfni_table() : NULL;
+    if (strcmp(name, "avx512noext") == 0)
+        return cpu_has_avx512() ? kernels_avx512_noext_table() : NULL;
     if (strcmp(name, "avxvnni") == 0)
         return kernels_cpu_has_avxvnni() ? kernels_avxvnni_table() : NULL;
     if (strcmp(name, "avxvnni_evex") == 0) /* AVX512_VNNI implies the AVX-512 set, VL included */

@@ -109,19 +109,22 @@ const kernels_table *kernels_avx512_table(void);
 /* The same table under the name "avx512novnni": its matmul never uses
  * AVX512-VNNI (tests the fallback on CPUs that have it). */
 const kernels_table *kernels_avx512_novnni_table(void);
-/* The same under the name "avx512nogfni": the "avx512" table without the
- * GFNI kernels (the Q6_K and Q3_K decode columns' gf2p8affine forms), so
- * a GFNI CPU also tests the VNNI kernels that CPUs without GFNI run. */
-const kernels_table *kernels_avx512_nogfni_table(void);
+/* The same under the name "avx512noext": the "avx512" table (VNNI and
+ * BF16 as the CPU has them) without the GFNI and VBMI kernels (the Q6_K
+ * and Q3_K decode columns' gf2p8affine forms, the IQ4_XS column's vpermb
+ * one), so a CPU with those also tests the VNNI kernels that CPUs without
+ * them run (Skylake-X, Cascade Lake). */
+const kernels_table *kernels_avx512_noext_table(void);
 /* Sets table k's x16 micro-kernels of Q5_0, IQ4_NL, Q4_1 and Q5_1
  * (x16_legacy_avx512.c; the VNNI ones when vnni). Called by the AVX-512
  * tables' init. */
 void kernels_x16_legacy_avx512(kernels_table *k, bool vnni);
 /* The same for IQ4_XS, Q3_K and Q2_K (x16_kquants_avx512.c), beside Q4_K /
  * Q6_K's in x86_avx512.c; the maddubs kernels when !vnni, bit-identical
- * either way; gfni (the CPU has GFNI, with vnni): the Q3_K column's
- * gf2p8affine level build. */
-void kernels_x16_kquants_avx512(kernels_table *k, bool vnni, bool gfni);
+ * either way; with vnni, gfni (the CPU has GFNI): the Q3_K column's
+ * gf2p8affine level build, vbmi (AVX512_VBMI): the IQ4_XS column's vpermb
+ * lookups. */
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni, bool gfni, bool vbmi);
 /* The same for Q5_K (x16_q5k_avx512.c), in the reference dot's order. */
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni);
 /* Sets the AVX2 table's x16 micro-kernels of F16, BF16, Q8_0, Q4_0 and Q4_K
@@ -159,6 +162,11 @@ bool kernels_cpu_has_avx512bf16(void);
  * read once (kernels.c): the "avx512" table's Q6_K column uses
  * vgf2p8affineqb when it and VNNI are there, bit-identical either way. */
 bool kernels_cpu_has_gfni(void);
+/* cpuid's AVX512_VBMI bit (leaf 7 subleaf 0, ECX bit 1, with the AVX-512
+ * set), read once (kernels.c): the "avx512" table's IQ4_XS column looks
+ * its levels up with vpermb when it and VNNI are there, bit-identical
+ * either way. */
+bool kernels_cpu_has_avx512vbmi(void);
 /* Sets table k's BF16 vec_dot, row and x16 micro-kernels to the vdpbf16ps
  * ones (bf16_avx512.c: a different arithmetic from the FP32 widening
  * kernels, bit-exact with vec_dot_bf16_dp_ref for rows and

@@ -199,6 +199,14 @@ CS_INLINE __m512i x16_k4_summ(const int16_t *bsums, const __m512i mnw[4]) {
 }
 #endif
 
+/* vpermb: byte i of the result is byte (idx[i] & 63) of tbl. VBMI only,
+ * inline asm as dpbusd_bcast (callers check kernels_cpu_has_avx512vbmi). */
+CS_INLINE __m512i permb(__m512i idx, __m512i tbl) {
+    __m512i r;
+    __asm__("vpermb %2, %1, %0" : "=v"(r) : "v"(idx), "v"(tbl));
+    return r;
+}
+
 /* vgf2p8affineqb with b = 0: each byte x becomes M x over GF(2), M the
  * 8x8 bit matrix in the qword m (byte 7 - i of m selects the input bits
  * whose parity is output bit i). With a 0/1 permutation matrix it moves

@@ -118,8 +118,75 @@ static void uk_x16_iq4xs_tile_vnni(int64_t K, const void *const *w, const void *
                                    float *out) {
     tile_x16_iq4xs(K, w, x, out, X16_IQ4XS_TB, 1);
 }
+/* The VNNI decode column: the tile's integers and float steps (so its
+ * result bit for bit) with fewer instructions per weight line. With VBMI
+ * each nibble's level + 128 is one vpermb: the 16-entry table repeated in
+ * the 4 lanes is a 64-entry table indexed by bits 0-5, of which only 0-3
+ * select, so neither the low nibble nor the 16-bit-shifted high one needs
+ * a mask (3 ops per line instead of 5). Per sub-block the scale takes 5
+ * ops (was 7) and the -128 * bsum start one broadcast load from a vector
+ * formed once per super-block (was three scalar ops). bench_kernels iq4_xs
+ * T = 1 (1 thread, from cache): 160 -> 185 GFLOP/s with the vpermb alone. */
+CS_INLINE void col_x16_iq4xs_vnni(int64_t K, const void *const *w, const void *x, float *out,
+                                  const int vbmi) {
+    const int64_t nb = K / CS_QK_K;
+    const uint8_t *grp = w[0];
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi32(0x30);
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_xor_si128(
+        _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values), _mm_set1_epi8((char)0x80)));
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
+        const block_q8_K *ab = (const block_q8_K *)x + b;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
+        const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(ab->d));
+        const __m512i sh =
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
+        /* -128 * (the sub-block's activation sum), sub-block j in corr[j] */
+        int32_t corr[8];
+        _mm256_storeu_si256(
+            (__m256i *)(void *)corr,
+            _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_slli_epi32(
+                    _mm256_cvtepi16_epi32(_mm_hadd_epi16(
+                        _mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
+                        _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8)))),
+                    7)));
+        const uint8_t *qs = blk + 128;
+        __m512i isum = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            const __m512i pl = _mm512_cvtepu8_epi32(
+                _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))));
+            /* the 2 high bits of scale j (bits 2j of the row's word) at 4-5 */
+            const __m512i hi = _mm512_and_si512(
+                j <= 2 ? _mm512_slli_epi32(sh, 4 - 2 * j) : _mm512_srli_epi32(sh, 2 * j - 4), m30);
+            const __m512i lo =
+                j % 2 ? _mm512_srli_epi32(pl, 4) : _mm512_and_si512(pl, _mm512_set1_epi32(0xF));
+            const __m512i ls = _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32));
+            const int8_t *a = ab->qs + 32 * j;
+            __m512i s0 = _mm512_set1_epi32(corr[j]), s1 = _mm512_setzero_si512();
+            for (int s = 0; s < 4; s++) {
+                const __m512i raw = x16_load((const void *)(qs + (size_t)(4 * j + s) * 64));
+                const __m512i rh = _mm512_srli_epi16(raw, 4);
+                const __m512i wl =
+                    vbmi ? permb(raw, tbl) : _mm512_shuffle_epi8(tbl, _mm512_and_si512(raw, m4));
+                const __m512i wh =
+                    vbmi ? permb(rh, tbl) : _mm512_shuffle_epi8(tbl, _mm512_and_si512(rh, m4));
+                s0 = dpbusd_bcast(s0, wl, a + 4 * s);
+                s1 = dpbusd_bcast(s1, wh, a + 16 + 4 * s);
+            }
+            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), ls));
+        }
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
+    }
+    _mm512_storeu_ps(out, acc);
+}
 static void uk_x16_iq4xs_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
-    tile_x16_iq4xs(K, w, &x, out, 1, 1);
+    col_x16_iq4xs_vnni(K, w, x, out, 0);
+}
+static void uk_x16_iq4xs_col_vnni_vbmi(int64_t K, const void *const *w, const void *x, float *out) {
+    col_x16_iq4xs_vnni(K, w, x, out, 1);
 }
 
 /* ------------------------------------------------------------- Q3_K */
@@ -651,9 +718,10 @@ static void uk_x16_q2K_col_vnni(int64_t K, const void *const *w, const void *x, 
     col_x16_q2K_vnni(K, w, x, out);
 }
 
-void kernels_x16_kquants_avx512(kernels_table *k, bool vnni, bool gfni) {
+void kernels_x16_kquants_avx512(kernels_table *k, bool vnni, bool gfni, bool vbmi) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_IQ4_XS] = MATMUL_UK(vnni, r, X16_IQ4XS_TB, uk_x16_iq4xs);
+    if (vnni && vbmi) k->ukernel_x16[CS_TYPE_IQ4_XS].col = uk_x16_iq4xs_col_vnni_vbmi;
     k->ukernel_x16[CS_TYPE_Q3_K] = MATMUL_UK2(vnni, r, X16_Q3K_TB, X16_KQ_TB2, uk_x16_q3K);
     if (vnni && gfni) k->ukernel_x16[CS_TYPE_Q3_K].col = uk_x16_q3K_col_vnni_gfni;
     k->ukernel_x16[CS_TYPE_Q2_K] = MATMUL_UK(vnni, r, X16_Q2K_TB, uk_x16_q2K);

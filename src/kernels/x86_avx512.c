@@ -1632,7 +1632,8 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
  * FP32 widening kernels below). K-quant weights use the
  * AVX2 dots (every AVX-512 CPU has AVX2 and FMA; kernels.c checks both). A
  * row per weight type (and per vec_dot_type for from_float). */
-static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16dp, bool gfni) {
+static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16dp, bool gfni,
+                        bool vbmi) {
     kernels_init_ref(k, name);
     k->vec_dot[CS_TYPE_F32] = avx512_vec_dot_f32;
     k->vec_dot[CS_TYPE_F16] = avx512_vec_dot_f16;
@@ -1674,7 +1675,7 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     x[CS_TYPE_Q4_K] = MATMUL_UK2(vnni, r, X16_Q4K_TB, X16_KQ_TB2, uk_x16_q4K);
     x[CS_TYPE_Q6_K] = MATMUL_UK(vnni, r, X16_Q6K_TB, uk_x16_q6K);
     if (vnni && gfni) x[CS_TYPE_Q6_K].col = uk_x16_q6K_col_vnni_gfni;
-    kernels_x16_kquants_avx512(k, vnni, gfni);
+    kernels_x16_kquants_avx512(k, vnni, gfni, vbmi);
     kernels_x16_q5k_avx512(k, vnni);
     kernels_x16_legacy_avx512(k, vnni);
     /* BF16 weights: vdpbf16ps (bf16_avx512.c) where the CPU has it, in the
@@ -1695,23 +1696,23 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     k->rope = avx512_rope;
 }
 
-static kernels_table k_avx512, k_avx512_novnni, k_avx512_nogfni;
+static kernels_table k_avx512, k_avx512_novnni, k_avx512_noext;
 static pthread_once_t k_avx512_once = PTHREAD_ONCE_INIT;
 static pthread_once_t k_avx512_novnni_once = PTHREAD_ONCE_INIT;
-static pthread_once_t k_avx512_nogfni_once = PTHREAD_ONCE_INIT;
+static pthread_once_t k_avx512_noext_once = PTHREAD_ONCE_INIT;
 
 static void avx512_init_vnni(void) {
     avx512_init(&k_avx512, "avx512", kernels_cpu_has_avx512vnni(), kernels_cpu_has_avx512bf16(),
-                kernels_cpu_has_gfni());
+                kernels_cpu_has_gfni(), kernels_cpu_has_avx512vbmi());
 }
 
 static void avx512_init_novnni(void) {
-    avx512_init(&k_avx512_novnni, "avx512novnni", false, false, false);
+    avx512_init(&k_avx512_novnni, "avx512novnni", false, false, false, false);
 }
 
-static void avx512_init_nogfni(void) {
-    avx512_init(&k_avx512_nogfni, "avx512nogfni", kernels_cpu_has_avx512vnni(),
-                kernels_cpu_has_avx512bf16(), false);
+static void avx512_init_noext(void) {
+    avx512_init(&k_avx512_noext, "avx512noext", kernels_cpu_has_avx512vnni(),
+                kernels_cpu_has_avx512bf16(), false, false);
 }
 
 const kernels_table *kernels_avx512_table(void) {
@@ -1724,9 +1725,9 @@ const kernels_table *kernels_avx512_novnni_table(void) {
     return &k_avx512_novnni;
 }
 
-const kernels_table *kernels_avx512_nogfni_table(void) {
-    pthread_once(&k_avx512_nogfni_once, avx512_init_nogfni);
-    return &k_avx512_nogfni;
+const kernels_table *kernels_avx512_noext_table(void) {
+    pthread_once(&k_avx512_noext_once, avx512_init_noext);
+    return &k_avx512_noext;
 }
 
 #endif /* x86 */
