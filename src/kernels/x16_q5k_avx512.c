@@ -156,52 +156,21 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_sub_ps(acc[t], accm[t]));
 }
 
-/* The column (one token) without VNNI, lane by lane, the layout's order:
- * lane k's qh and qs slices are loaded once, each 4-element dot is scaled
- * on its own (dp_q5k) into the same exact sumi, so the result is the
- * tile's bit for bit; the tile's sub-block order would load every qh slice
- * 8 times, which one token cannot amortize. */
-static void uk_x16_q5K_col(int64_t K, const void *const *w, const void *x, float *out) {
+/* The column (one token) lane by lane, the layout's order: lane k's qh and
+ * qs slices are loaded once (the tile's sub-block order would load every
+ * qh slice 8 times, which one token cannot amortize), into the same exact
+ * integers as the tile's and with its float steps, so the result is the
+ * tile's bit for bit. With VNNI one vpdpbusd chain per sub-block (8
+ * accumulators), each scaled once by vpmulld after the super-block, the
+ * scales by x16_k4_scales_zmm and the mins by x16_k4_summ; it was each
+ * 4-element dot scaled on its own (vpdpbusd + vpdpwssd): paired with the
+ * read probe over 151 MB (K = 2048, 3 alternating runs, Zen 4, 1 thread)
+ * 0.894-0.901 -> 0.910-0.920 of the probe, from L2 44 -> 54 GB/s. Without
+ * VNNI each 4-element dot is scaled by dp_q5k, two chains. */
+CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float *out,
+                           const int vnni) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
-    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
-        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
-        const __m512 dmv =
-            _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
-        __m512i sc[8], scw[8], mnw[4];
-        q5k_scales(blk, sc, scw, mnw);
-        const block_q8_K *ab = (const block_q8_K *)x + b;
-        __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
-        for (int k = 0; k < 8; k++) {
-            const uint8_t *q = blk + 256 + (size_t)k * 320;
-            const __m512i H = x16_load((const void *)q);
-            const int8_t *a = ab->qs + 4 * k;
-            for (int j = 0; j < 4; j++) {
-                const __m512i Q = x16_load((const void *)(q + 64 + 64 * j));
-                const __m512i lo = q5k_lv(H, Q, 2 * j, 0), hv = q5k_lv(H, Q, 2 * j + 1, 1);
-                /* two chains: vpdpwssd latency bounds one token otherwise */
-                l0 = dp_q5k(l0, lo, scw[2 * j], a + 64 * j);
-                l1 = dp_q5k(l1, hv, scw[2 * j + 1], a + 64 * j + 32);
-            }
-        }
-        q5k_accumulate(&acc, &accm, _mm512_add_epi32(l0, l1), ab, dv, dmv, mnw);
-    }
-    _mm512_storeu_ps(out, _mm512_sub_ps(acc, accm));
-}
-
-/* The VNNI column: the layout's order as above, with one vpdpbusd chain
- * per sub-block (8 accumulators, each scaled once by vpmulld after the
- * super-block), the scales by x16_k4_scales_zmm and the mins by
- * x16_k4_summ: the tile's integers and float steps, bit for bit. Was each
- * 4-element dot scaled on its own (vpdpbusd + vpdpwssd). Paired with the
- * read probe over 151 MB (K = 2048, 3 alternating runs, Zen 4, 1 thread):
- * 0.894-0.901 -> 0.910-0.920; from L2 44 -> 54 GB/s. */
-static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
-    const int64_t nb = K / CS_QK_K;
-    const uint8_t *grp = w[0];
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m16 = _mm512_set1_epi8(16);
     __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
@@ -209,9 +178,12 @@ static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, 
         const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 dmv =
             _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 32)));
-        uint8_t sc[128];
-        __m512i mnw[4], sb[8];
-        x16_k4_scales_zmm(blk + 64, sc, mnw);
+        uint8_t sc8[128];
+        __m512i sc[8], scw[8], mnw[4], sb[8]; /* without VNNI: sb[0], sb[1] the two chains */
+        if (vnni)
+            x16_k4_scales_zmm(blk + 64, sc8, mnw);
+        else
+            q5k_scales(blk, sc, scw, mnw);
         for (int s = 0; s < 8; s++) sb[s] = _mm512_setzero_si512();
         for (int k = 0; k < 8; k++) {
             const uint8_t *q = blk + 256 + (size_t)k * 320;
@@ -219,26 +191,27 @@ static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, 
             const int8_t *a = ab->qs + 4 * k;
             for (int j = 0; j < 4; j++) {
                 const __m512i Q = x16_load((const void *)(q + 64 + 64 * j));
-                /* q5k_lv with the 16 added by a masked vpaddb */
-                const __m512i nl = _mm512_and_si512(Q, m4);
-                const __m512i nh = _mm512_and_si512(_mm512_srli_epi16(Q, 4), m4);
-                const __mmask64 hl =
-                    _mm512_test_epi8_mask(H, _mm512_set1_epi8((char)(1 << (2 * j))));
-                const __mmask64 hh =
-                    _mm512_test_epi8_mask(H, _mm512_set1_epi8((char)(1 << (2 * j + 1))));
-                sb[2 * j] =
-                    dpbusd_bcast(sb[2 * j], _mm512_mask_add_epi8(nl, hl, nl, m16), a + 64 * j);
-                sb[2 * j + 1] = dpbusd_bcast(sb[2 * j + 1], _mm512_mask_add_epi8(nh, hh, nh, m16),
-                                             a + 64 * j + 32);
+                const __m512i lo = q5k_lv(H, Q, 2 * j, 0), hv = q5k_lv(H, Q, 2 * j + 1, 1);
+                if (vnni) {
+                    sb[2 * j] = dpbusd_bcast(sb[2 * j], lo, a + 64 * j);
+                    sb[2 * j + 1] = dpbusd_bcast(sb[2 * j + 1], hv, a + 64 * j + 32);
+                } else {
+                    sb[0] = dp_q5k(sb[0], lo, scw[2 * j], a + 64 * j);
+                    sb[1] = dp_q5k(sb[1], hv, scw[2 * j + 1], a + 64 * j + 32);
+                }
             }
         }
-        __m512i sumi = _mm512_setzero_si512();
-        for (int s = 0; s < 8; s++)
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(sb[s], x16_k4_scale(sc, s)));
+        __m512i sumi = _mm512_add_epi32(sb[0], sb[1]);
+        if (vnni) {
+            sumi = _mm512_setzero_si512();
+            for (int s = 0; s < 8; s++)
+                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(sb[s], x16_k4_scale(sc8, s)));
+        }
         const __m512 dy = _mm512_set1_ps(ab->d);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dv, dy), acc);
-        accm = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x16_k4_summ(ab->bsums, mnw)),
-                               _mm512_mul_ps(dmv, dy), accm);
+        accm = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(vnni ? x16_k4_summ(ab->bsums, mnw) : q5k_summ(ab, mnw)),
+            _mm512_mul_ps(dmv, dy), accm);
     }
     _mm512_storeu_ps(out, _mm512_sub_ps(acc, accm));
 }
@@ -249,6 +222,9 @@ static void uk_x16_q5K_tile(int64_t K, const void *const *w, const void *const *
 static void uk_x16_q5K_tile8(int64_t K, const void *const *w, const void *const *x, float *out) {
     tile_x16_q5K(K, w, x, out, X16_KQ_TB2, 0);
 }
+static void uk_x16_q5K_col(int64_t K, const void *const *w, const void *x, float *out) {
+    col_x16_q5K(K, w, x, out, 0);
+}
 static void uk_x16_q5K_tile_vnni(int64_t K, const void *const *w, const void *const *x,
                                  float *out) {
     tile_x16_q5K(K, w, x, out, X16_Q5K_TB, 1);
@@ -256,6 +232,9 @@ static void uk_x16_q5K_tile_vnni(int64_t K, const void *const *w, const void *co
 static void uk_x16_q5K_tile8_vnni(int64_t K, const void *const *w, const void *const *x,
                                   float *out) {
     tile_x16_q5K(K, w, x, out, X16_KQ_TB2, 1);
+}
+static void uk_x16_q5K_col_vnni(int64_t K, const void *const *w, const void *x, float *out) {
+    col_x16_q5K(K, w, x, out, 1);
 }
 
 void kernels_x16_q5k_avx512(kernels_table *k, bool vnni) {
