@@ -86,6 +86,16 @@ CS_INLINE void x16_k4_scale_bytes(const uint8_t *pl, __m128i sc[8], __m128i mn[8
     }
 }
 
+#ifdef __SSSE3__
+/* The 8 32-element sums of a Q8_K block's activations, bsums[2j] +
+ * bsums[2j + 1] (at most 32 * 128 in magnitude: words), as words 0..7:
+ * one vphaddw. The K-quant and IQ4_XS kernels' mins and corrections. */
+CS_INLINE __m128i q8k_sums32(const int16_t *bsums) {
+    return _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)bsums),
+                          _mm_loadu_si128((const __m128i *)(const void *)(bsums + 8)));
+}
+#endif
+
 #ifdef __AVX2__
 /* 8 f16 (is_bf16 = 0) or bf16 (1) values widened to f32, exactly: F16C's
  * vcvtph2ps, or the bf16 bits moved to the top of each dword. */
@@ -190,9 +200,7 @@ CS_INLINE __m512i x16_k4_scale(const uint8_t sc[128], int j) {
  * pairs. */
 CS_INLINE __m512i x16_k4_summ(const int16_t *bsums, const __m512i mnw[4]) {
     int16_t s32[8];
-    _mm_storeu_si128((__m128i *)(void *)s32,
-                     _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)bsums),
-                                    _mm_loadu_si128((const __m128i *)(const void *)(bsums + 8))));
+    _mm_storeu_si128((__m128i *)(void *)s32, q8k_sums32(bsums));
     __m512i summ = _mm512_setzero_si512();
     for (int u = 0; u < 4; u++) summ = dpwssd_bcast(summ, mnw[u], s32 + 2 * u);
     return summ;

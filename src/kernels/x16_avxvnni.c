@@ -119,10 +119,7 @@ CS_INLINE void k4_accumulate(float *o, float *om, __m256i sumi, const block_q8_K
      * vphaddw and broadcasts from memory: forming the pairs in general
      * registers read 223 against 241 GFLOP/s in the Q4_K tile) */
     int32_t pairs[4];
-    _mm_storeu_si128(
-        (__m128i *)(void *)pairs,
-        _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
-                       _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8))));
+    _mm_storeu_si128((__m128i *)(void *)pairs, q8k_sums32(ab->bsums));
     __m256i summ = _mm256_setzero_si256();
     for (int u = 0; u < 4; u++) summ = vdpwssd(summ, mnw[u], _mm256_set1_epi32(pairs[u]));
     const __m256 dy = _mm256_set1_ps(ab->d);

@@ -38,6 +38,21 @@ CS_INLINE __m512i dp_iq4(__m512i acc, __m512i w, const int8_t *p, const int vnni
         acc, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(a), sw), _mm512_set1_epi16(1)));
 }
 
+/* Sub-block j's scale ls - 32 of the 16 rows as int32 lanes: the low 4
+ * bits from nibble j % 2 of plane j / 2 (blk + 64), the high 2 from bits
+ * 2j of the row's word in sh (scales_h widened, blk + 32), moved to bits
+ * 4-5 by one shift and a mask. 5 vector ops and a load-op widening. */
+CS_INLINE __m512i iq4xs_scale(const uint8_t *blk, __m512i sh, const int j) {
+    const __m512i pl = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))));
+    const __m512i hi = _mm512_and_si512(j <= 2 ? _mm512_slli_epi32(sh, 4 - 2 * j)
+                                               : _mm512_srli_epi32(sh, 2 * j - 4),
+                                        _mm512_set1_epi32(0x30));
+    const __m512i lo =
+        j % 2 ? _mm512_srli_epi32(pl, 4) : _mm512_and_si512(pl, _mm512_set1_epi32(0xF));
+    return _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32));
+}
+
 /* Tokens per IQ4_XS tile call. */
 #define X16_IQ4XS_TB 4
 
@@ -73,13 +88,7 @@ CS_INLINE void tile_x16_iq4xs(int64_t K, const void *const *w, const void *const
                 X16_PF_TILE(TB,
                             (const char *)(blk + 2 * CS_X16_IQ4XS_BLOCK + (size_t)(5 * j + k) * 64),
                             _MM_HINT_T0);
-            const __m512i pl = _mm512_cvtepu8_epi32(
-                _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))));
-            const __m512i lo =
-                _mm512_and_si512(_mm512_srli_epi32(pl, 4 * (j % 2)), _mm512_set1_epi32(0xF));
-            const __m512i hi = _mm512_slli_epi32(
-                _mm512_and_si512(_mm512_srli_epi32(sh, 2 * j), _mm512_set1_epi32(3)), 4);
-            const __m512i ls = _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32));
+            const __m512i ls = iq4xs_scale(blk, sh, j);
             __m512i wl[4], wh[4];
             for (int s = 0; s < 4; s++) {
                 const __m512i raw = x16_load((const void *)(qs + (size_t)(4 * j + s) * 64));
@@ -123,15 +132,15 @@ static void uk_x16_iq4xs_tile_vnni(int64_t K, const void *const *w, const void *
  * each nibble's level + 128 is one vpermb: the 16-entry table repeated in
  * the 4 lanes is a 64-entry table indexed by bits 0-5, of which only 0-3
  * select, so neither the low nibble nor the 16-bit-shifted high one needs
- * a mask (3 ops per line instead of 5). Per sub-block the scale takes 5
- * ops (was 7) and the -128 * bsum start one broadcast load from a vector
- * formed once per super-block (was three scalar ops). bench_kernels iq4_xs
+ * a mask (3 ops per line instead of 5). The -128 * bsum start of a
+ * sub-block's chain is one broadcast load from a vector formed once per
+ * super-block (was three scalar ops). bench_kernels iq4_xs
  * T = 1 (1 thread, from cache): 160 -> 185 GFLOP/s with the vpermb alone. */
 CS_INLINE void col_x16_iq4xs_vnni(int64_t K, const void *const *w, const void *x, float *out,
                                   const int vbmi) {
     const int64_t nb = K / CS_QK_K;
     const uint8_t *grp = w[0];
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi32(0x30);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i tbl = _mm512_broadcast_i32x4(_mm_xor_si128(
         _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values), _mm_set1_epi8((char)0x80)));
     __m512 acc = _mm512_setzero_ps();
@@ -146,24 +155,12 @@ CS_INLINE void col_x16_iq4xs_vnni(int64_t K, const void *const *w, const void *x
         int32_t corr[8];
         _mm256_storeu_si256(
             (__m256i *)(void *)corr,
-            _mm256_sub_epi32(
-                _mm256_setzero_si256(),
-                _mm256_slli_epi32(
-                    _mm256_cvtepi16_epi32(_mm_hadd_epi16(
-                        _mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
-                        _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8)))),
-                    7)));
+            _mm256_sub_epi32(_mm256_setzero_si256(),
+                             _mm256_slli_epi32(_mm256_cvtepi16_epi32(q8k_sums32(ab->bsums)), 7)));
         const uint8_t *qs = blk + 128;
         __m512i isum = _mm512_setzero_si512();
         for (int j = 0; j < 8; j++) {
-            const __m512i pl = _mm512_cvtepu8_epi32(
-                _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 + 16 * (j / 2))));
-            /* the 2 high bits of scale j (bits 2j of the row's word) at 4-5 */
-            const __m512i hi = _mm512_and_si512(
-                j <= 2 ? _mm512_slli_epi32(sh, 4 - 2 * j) : _mm512_srli_epi32(sh, 2 * j - 4), m30);
-            const __m512i lo =
-                j % 2 ? _mm512_srli_epi32(pl, 4) : _mm512_and_si512(pl, _mm512_set1_epi32(0xF));
-            const __m512i ls = _mm512_sub_epi32(_mm512_or_si512(lo, hi), _mm512_set1_epi32(32));
+            const __m512i ls = iq4xs_scale(blk, sh, j);
             const int8_t *a = ab->qs + 32 * j;
             __m512i s0 = _mm512_set1_epi32(corr[j]), s1 = _mm512_setzero_si512();
             for (int s = 0; s < 4; s++) {

@@ -201,12 +201,10 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
                 }
             }
         }
-        __m512i sumi = _mm512_add_epi32(sb[0], sb[1]);
-        if (vnni) {
-            sumi = _mm512_setzero_si512();
-            for (int s = 0; s < 8; s++)
-                sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(sb[s], x16_k4_scale(sc8, s)));
-        }
+        __m512i sumi = _mm512_setzero_si512(); /* VNNI: each chain scaled once */
+        for (int s = 0; s < 8 && vnni; s++)
+            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(sb[s], x16_k4_scale(sc8, s)));
+        if (!vnni) sumi = _mm512_add_epi32(sb[0], sb[1]);
         const __m512 dy = _mm512_set1_ps(ab->d);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dv, dy), acc);
         accm = _mm512_fmadd_ps(

@@ -973,15 +973,9 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
             const block_q8_K *ab = (const block_q8_K *)x[t] + b;
             __m512i summ = _mm512_setzero_si512();
             if (vnni) {
-                /* the 8 sub-block sums (|.| <= 32 * 128, words) in pairs:
-                 * 4 vpdpwssd instead of 8 vpmulld + vpaddd */
-                int16_t s32[8];
-                _mm_storeu_si128(
-                    (__m128i *)(void *)s32,
-                    _mm_hadd_epi16(
-                        _mm_loadu_si128((const __m128i *)(const void *)ab->bsums),
-                        _mm_loadu_si128((const __m128i *)(const void *)(ab->bsums + 8))));
-                for (int i = 0; i < 4; i++) summ = dpwssd_bcast(summ, mn[i], s32 + 2 * i);
+                /* the 8 sub-block sums in pairs: 4 vpdpwssd instead of
+                 * 8 vpmulld + vpaddd */
+                summ = x16_k4_summ(ab->bsums, mn);
             }
             for (int j = 0; j < 8 && !vnni; j++)
                 summ = _mm512_add_epi32(
