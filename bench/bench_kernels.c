@@ -544,18 +544,15 @@ static double clock_ghz(int reps) {
 }
 
 /* The peak a weight type's kernels are bounded by in table k: the float
- * types convert to FP32 and FMA, except BF16 in the "avx512" tables on a
- * CPU with AVX512_BF16 (vdpbf16ps, bf16_avx512.c); the quantized ones do
- * int8 dots (vpdpbusd where the table is the VNNI one, maddubs + madd
- * otherwise). */
+ * types convert to FP32 and FMA, except BF16 in a table with bf16dp
+ * (vdpbf16ps, bf16_avx512.c); the quantized ones do int8 dots (vpdpbusd
+ * in a table with vnni512, maddubs + madd otherwise). */
 static int peak_of(const kernels_table *k, int32_t type) {
     const bool z = strncmp(k->name, "avx512", 6) == 0;
-    /* "avx512noext" is "avx512" less the GFNI and VBMI decode columns */
-    const bool full = strcmp(k->name, "avx512") == 0 || strcmp(k->name, "avx512noext") == 0;
-    if (type == CS_TYPE_BF16 && full && kernels_cpu_has_avx512bf16()) return PK_BF16;
+    if (type == CS_TYPE_BF16 && k->bf16dp) return PK_BF16;
     if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16)
         return z ? PK_FMA_ZMM : PK_FMA_YMM;
-    if (full && kernels_cpu_has_avx512vnni()) return PK_DPBUSD;
+    if (k->vnni512) return PK_DPBUSD;
     /* the avxvnni tables: the types whose x16 kernel is not the AVX2 one */
     const kernels_table *avx2 = kernels_by_name("avx2");
     if (strncmp(k->name, "avxvnni", 7) == 0 && avx2 &&

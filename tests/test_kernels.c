@@ -1350,8 +1350,8 @@ static void test_kernels_matmul_x16(void **state) {
                 assert_memory_equal(want, rows, (size_t)(N * T) * 4);
             }
             /* BF16 in the vdpbf16ps arithmetic (bf16_avx512.c), the
-             * "avx512" (and "avx512noext") table's where the CPU has
-             * AVX512_BF16 */
+             * tables' with bf16dp (the "avx512" ones where the CPU has
+             * AVX512_BF16) */
             float *want_dp = NULL;
             if (types[ty] == CS_TYPE_BF16) {
                 want_dp = xmalloc((size_t)(N * T) * 4);
@@ -1371,10 +1371,7 @@ static void test_kernels_matmul_x16(void **state) {
             for (size_t ti = 0; ti < N_ALL; ti++) {
                 const kernels_table *k = kernels_by_name(k_all_names[ti]);
                 if (!k) continue;
-                const bool dp = types[ty] == CS_TYPE_BF16 &&
-                                (strcmp(k_all_names[ti], "avx512") == 0 ||
-                                 strcmp(k_all_names[ti], "avx512noext") == 0) &&
-                                kernels_cpu_has_avx512bf16();
+                const bool dp = types[ty] == CS_TYPE_BF16 && k->bf16dp;
                 const float *wk = dp ? want_dp : want;
                 /* every packed type has its micro-kernel in the AVX-512 tables */
                 if (strncmp(k_all_names[ti], "avx512", 6) == 0)

@@ -131,6 +131,7 @@ static void uk_x16_bf16dp_col(int64_t K, const void *const *w, const void *x, fl
 }
 
 void kernels_bf16_avx512(kernels_table *k) {
+    k->bf16dp = true;
     k->vec_dot[CS_TYPE_BF16] = vec_dot_bf16_dp;
     k->ukernel[CS_TYPE_BF16] =
         (matmul_ukernel){DP_RB, DP_TB, uk_bf16dp_tile, uk_bf16dp_col, 0, NULL};

@@ -70,7 +70,12 @@ typedef struct matmul_ukernel {
 #define KERNELS_ATTN_NQ_CASES(CASE, NV) CASE(NV, 1) CASE(NV, 2) CASE(NV, 3) CASE(NV, 4)
 
 typedef struct kernels_table {
-    const char *name; /* "ref", "avx2", "avx512", "avx512novnni" */
+    const char *name; /* "ref", "avx2", "avx512", "avx512novnni", ... */
+    /* the arithmetic the table's kernels run, for tests and benchmarks that
+     * must know it without going by the name: vnni512, the int8 matmuls
+     * use 512-bit vpdpbusd; bf16dp, BF16 weights use vdpbf16ps
+     * (bf16_avx512.c, a different rounding from the FP32 widening) */
+    bool vnni512, bf16dp;
 
     /* ---- per element type, indexed by CS_TYPE_* (the type table,
      * types.h, says which types are weights and their vec_dot_type). Each

@@ -1629,6 +1629,7 @@ static void avx512_rope(float *x, int64_t n_head, int64_t head_dim, int32_t n_ro
 static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16dp, bool gfni,
                         bool vbmi) {
     kernels_init_ref(k, name);
+    k->vnni512 = vnni;
     k->vec_dot[CS_TYPE_F32] = avx512_vec_dot_f32;
     k->vec_dot[CS_TYPE_F16] = avx512_vec_dot_f16;
     k->vec_dot[CS_TYPE_BF16] = avx512_vec_dot_bf16;
