@@ -320,7 +320,7 @@ static void attn_scores_span(const attn_task *a, int32_t ith, int64_t hk, int32_
     const kv_store *kv = &ctx->kv;
     const int64_t hd = ctx->model->hp.head_dim;
     const float scale = 1.0f / sqrtf((float)hd);
-    const uint8_t *K = kv->k[a->layer] + (size_t)hk * kv_row_bytes(CS_TYPE_F16, hd);
+    const uint8_t *K = (const uint8_t *)kv->k[a->layer] + kv_store_off(kv, false, (int32_t)hk, 0);
     int32_t jk = j0; /* first cell not served by the copy */
     if (a->use_kt) {
         attn_kt_state *st = &ctx->tb.kt_state[ith];
@@ -333,7 +333,7 @@ static void attn_scores_span(const attn_task *a, int32_t ith, int64_t hk, int32_
         const int32_t have = st->n_blocks * 16, n_list = ctx->seq_list_n[li];
         if (want > have) {
             const int32_t end = want < n_list ? want : n_list;
-            k->attn_kt_f16(hd, end - have, K, kv->row_k, vis + have, kt + (size_t)have * hd);
+            k->attn_kt_f16(hd, end - have, K, kv->head_k, vis + have, kt + (size_t)have * hd);
             st->n_blocks = want / 16;
         }
         const int32_t covered = st->n_blocks * 16 < j1 ? st->n_blocks * 16 : j1;
@@ -345,7 +345,7 @@ static void attn_scores_span(const attn_task *a, int32_t ith, int64_t hk, int32_
     if (jk < j1) {
         float *sj[KERNELS_ATTN_MQ];
         for (int32_t g = 0; g < nq; g++) sj[g] = s[g] + jk;
-        k->attn_scores_f16(hd, j1 - jk, K, kv->row_k, vis + jk, nq, q, scale, sj);
+        k->attn_scores_f16(hd, j1 - jk, K, kv->head_k, vis + jk, nq, q, scale, sj);
     }
 }
 
@@ -361,7 +361,8 @@ static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int
     const kernels_table *k = ctx->kern;
     const kv_store *kv = &ctx->kv;
     const int64_t hd = hp->head_dim;
-    const uint8_t *V = kv->v[a->layer] + (size_t)it[0].hk * kv_row_bytes(CS_TYPE_F16, hd);
+    const uint8_t *V =
+        (const uint8_t *)kv->v[a->layer] + kv_store_off(kv, true, (int32_t)it[0].hk, 0);
     float *scb = ctx->tb.scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
     uint16_t *qcb = (uint16_t *)((uint8_t *)ctx->tb.qh + (size_t)ith * KERNELS_ATTN_MQ * hd * 4);
     const uint16_t *qc[KERNELS_ATTN_MQ];
@@ -388,10 +389,10 @@ static void attn_group(const attn_task *a, int32_t ith, const attn_item *it, int
             attn_scores_span(a, ith, it[0].hk, li, vis, n_min, n_vis[g], 1, &qc[g], &sc[g]);
         k->softmax(sc[g], n_vis[g]);
     }
-    k->attn_accum_f16(hd, n_min, V, kv->row_v, vis, ng, w, out);
+    k->attn_accum_f16(hd, n_min, V, kv->head_v, vis, ng, w, out);
     for (int32_t g = 0; g < ng; g++)
         if (n_vis[g] > n_min)
-            k->attn_accum_f16(hd, n_vis[g] - n_min, V, kv->row_v, vis + n_min, 1,
+            k->attn_accum_f16(hd, n_vis[g] - n_min, V, kv->head_v, vis + n_min, 1,
                               (const float *const[]){w[g] + n_min}, &out[g]);
 }
 
@@ -405,8 +406,8 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
     const float scale = 1.0f / sqrtf((float)hd);
     const int32_t tk = kv->type_k, tv = kv->type_v;
     const bool small = hd < ATTN_INLINE_HEAD_DIM;
-    /* byte offset of KV head hk inside a row: hd elements of the type */
-    const size_t khead = kv_row_bytes(tk, hd), vhead = kv_row_bytes(tv, hd);
+    /* bytes of one cell's head: the stride between cells of a head (kv_cache.h) */
+    const size_t khead = kv->head_k, vhead = kv->head_v;
     const uint8_t *K = kv->k[a->layer];
     const uint8_t *V = kv->v[a->layer];
     float *sc = ctx->tb.scores + (size_t)ith * KERNELS_ATTN_MQ * ctx->n_ctx;
@@ -465,10 +466,10 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
             k->from_float[CS_TYPE_Q8_0](q, qc, hd);
         const bool gathered_k = tk == CS_TYPE_F16 && k->attn_scores_f16;
         if (gathered_k)
-            k->attn_scores_f16(hd, n_vis, K + (size_t)hk * khead, kv->row_k, vis, 1,
-                               (const uint16_t *const[]){qc}, scale, &sc);
+            k->attn_scores_f16(hd, n_vis, K + kv_store_off(kv, false, (int32_t)hk, 0), khead, vis,
+                               1, (const uint16_t *const[]){qc}, scale, &sc);
         for (int32_t j = 0; j < (gathered_k ? 0 : n_vis); j++) {
-            const uint8_t *kh = K + (size_t)vis[j] * kv->row_k + (size_t)hk * khead;
+            const uint8_t *kh = K + kv_store_off(kv, false, (int32_t)hk, vis[j]);
             float s;
             if (tk == CS_TYPE_F16)
                 k->vec_dot[CS_TYPE_F16](hd, &s, (const uint16_t *)kh, qc);
@@ -483,11 +484,11 @@ static void attn_range(const attn_task *a, int32_t ith, int64_t p0, int64_t p1) 
         k->softmax(sc, n_vis);
         const bool gathered_v = tv == CS_TYPE_F16 && k->attn_accum_f16;
         if (gathered_v)
-            k->attn_accum_f16(hd, n_vis, V + (size_t)hk * vhead, kv->row_v, vis, 1,
+            k->attn_accum_f16(hd, n_vis, V + kv_store_off(kv, true, (int32_t)hk, 0), vhead, vis, 1,
                               (const float *const[]){sc}, &out);
         for (int32_t j = 0; j < (gathered_v ? 0 : n_vis); j++) {
             float w = sc[j];
-            const uint8_t *vh = V + (size_t)vis[j] * kv->row_v + (size_t)hk * vhead;
+            const uint8_t *vh = V + kv_store_off(kv, true, (int32_t)hk, vis[j]);
             if (tv == CS_TYPE_F16) {
                 /* without flash attention ggml rounds the probabilities to f16 */
                 w = fp16_to_fp32(fp32_to_fp16(w));

@@ -1,4 +1,4 @@
-/* kv_cache.c: K/V row storage, row writes, the K-shift and defrag moves. */
+/* kv_cache.c: K/V storage (head-major, kv_cache.h), cell writes, the K-shift and defrag moves. */
 #include "kv_cache.h"
 
 #include <math.h>
@@ -45,20 +45,29 @@ cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_he
     s->type_v = type_v;
     s->row_k = kv_row_bytes(type_k, s->n_embd_kv);
     s->row_v = kv_row_bytes(type_v, s->n_embd_kv);
+    s->head_k = kv_row_bytes(type_k, head_dim);
+    s->head_v = kv_row_bytes(type_v, head_dim);
     s->k = mem_calloc((size_t)n_layer, sizeof *s->k);
     s->v = mem_calloc((size_t)n_layer, sizeof *s->v);
     if (!s->k || !s->v) goto nomem;
+    /* each layer's K and V rounded up to a cache line, so that every head
+     * of every layer starts 64-byte aligned where its row size allows */
+    size_t bk, bv, per_layer, total;
+    if (!common_mul_size(s->row_k, (size_t)size, &bk) ||
+        !common_mul_size(s->row_v, (size_t)size, &bv) || bk > SIZE_MAX - 64 || bv > SIZE_MAX - 64)
+        goto nomem;
+    bk = (bk + 63) & ~(size_t)63;
+    bv = (bv + 63) & ~(size_t)63;
+    if (bk > SIZE_MAX - bv) goto nomem;
+    per_layer = bk + bv;
+    if (!common_mul_size(per_layer, (size_t)n_layer, &total)) goto nomem;
+    /* anonymous memory reads as zeros: a never-written cell is deterministic */
+    s->arena = mem_huge_alloc(total);
+    if (!s->arena) goto nomem;
+    s->arena_bytes = total;
     for (int32_t il = 0; il < n_layer; il++) {
-        size_t bk, bv;
-        if (!common_mul_size(s->row_k, (size_t)size, &bk) ||
-            !common_mul_size(s->row_v, (size_t)size, &bv))
-            goto nomem;
-        s->k[il] = mem_aligned_alloc(bk);
-        s->v[il] = mem_aligned_alloc(bv);
-        if (!s->k[il] || !s->v[il]) goto nomem;
-        /* zeroed so that a read of a never-written cell is deterministic */
-        memset(s->k[il], 0, bk);
-        memset(s->v[il], 0, bv);
+        s->k[il] = (uint8_t *)s->arena + per_layer * (size_t)il;
+        s->v[il] = (uint8_t *)s->k[il] + bk;
     }
     return CS_OK;
 nomem:
@@ -67,13 +76,24 @@ nomem:
 }
 
 void kv_store_free(kv_store *s) {
-    for (int32_t il = 0; il < s->n_layer; il++) {
-        if (s->k) mem_free(s->k[il]);
-        if (s->v) mem_free(s->v[il]);
-    }
+    mem_huge_free(s->arena, s->arena_bytes);
     mem_free(s->k);
     mem_free(s->v);
     memset(s, 0, sizeof *s);
+}
+
+void kv_store_get_row(const kv_store *s, bool v, const void *buf, int32_t c, void *row) {
+    const size_t hb = v ? s->head_v : s->head_k;
+    for (int32_t h = 0; h < s->n_head_kv; h++)
+        memcpy((uint8_t *)row + (size_t)h * hb, (const uint8_t *)buf + kv_store_off(s, v, h, c),
+               hb);
+}
+
+void kv_store_put_row(const kv_store *s, bool v, void *buf, int32_t c, const void *row) {
+    const size_t hb = v ? s->head_v : s->head_k;
+    for (int32_t h = 0; h < s->n_head_kv; h++)
+        memcpy((uint8_t *)buf + kv_store_off(s, v, h, c), (const uint8_t *)row + (size_t)h * hb,
+               hb);
 }
 
 static void write_row(int32_t type, const kernels_table *k, void *dst, const float *src,
@@ -93,8 +113,15 @@ static void write_row(int32_t type, const kernels_table *k, void *dst, const flo
 
 void kv_store_write(const kv_store *s, const kernels_table *k, int32_t layer, int32_t cell,
                     const float *krow, const float *vrow) {
-    write_row(s->type_k, k, (uint8_t *)s->k[layer] + (size_t)cell * s->row_k, krow, s->n_embd_kv);
-    write_row(s->type_v, k, (uint8_t *)s->v[layer] + (size_t)cell * s->row_v, vrow, s->n_embd_kv);
+    /* head by head: every conversion is elementwise or per 32-element block,
+     * and a head is whole blocks, so the bytes equal a whole-row conversion */
+    const int32_t hd = s->head_dim;
+    for (int32_t h = 0; h < s->n_head_kv; h++) {
+        write_row(s->type_k, k, (uint8_t *)s->k[layer] + kv_store_off(s, false, h, cell),
+                  krow + (size_t)h * hd, hd);
+        write_row(s->type_v, k, (uint8_t *)s->v[layer] + kv_store_off(s, true, h, cell),
+                  vrow + (size_t)h * hd, hd);
+    }
 }
 
 /* ------------------------------------------------------------- K-shift
@@ -111,12 +138,13 @@ void kv_store_write(const kv_store *s, const kernels_table *k, int32_t layer, in
  *    previous cell when the delta repeats, the common case of a context
  *    shift) and then applied to every layer, layer-major inside the batch,
  *    so each layer's rows are visited in ascending order;
- *  - a row is rotated by one kernel call over all its heads (F32 in place;
- *    F16 and Q8_0 through an f32 scratch row), per head only when n_rot <
- *    head_dim leaves pass-through elements that must keep their bytes. */
+ *  - each head of a cell is rotated by one kernel call (F32 in place; F16
+ *    and Q8_0 through an f32 scratch head), over [0, n_rot) only, so the
+ *    pass-through elements keep their bytes; a layer's heads are walked
+ *    one after another, each an ascending run of cells (kv_cache.h). */
 
-/* Cells per batch: large enough that each layer's rows are streamed in
- * runs of SHIFT_BATCH rows (the hardware prefetcher needs runs; 16 was
+/* Cells per batch: large enough that each head's cells are streamed in
+ * runs of SHIFT_BATCH cells (the hardware prefetcher needs runs; 16 was
  * ~15 % slower than 128 on the 12-layer F16 benchmark), small enough that
  * the batch's tables stay in L2 (128 * n_rot floats). */
 enum { SHIFT_BATCH = 128 };
@@ -133,54 +161,33 @@ typedef struct shift_job {
     size_t scratch_floats; /* floats per thread */
 } shift_job;
 
-/* Rotate the K row of one cell of one layer by the table cs. buf holds
- * n_embd_kv floats. */
-static void shift_row(const shift_job *j, int32_t layer, int32_t cell, const float *cs,
-                      float *buf) {
+/* Rotate head h of one cell of one layer by the table cs (the rope kernel
+ * treats heads alike, so one head at a time is the row's arithmetic). Only
+ * [0, n_rot) is converted and written back (Q8_0: the blocks that hold
+ * it), so the pass-through elements keep their exact bytes. buf holds
+ * head_dim floats. */
+static void shift_head(const shift_job *j, int32_t layer, int32_t h, int32_t cell, const float *cs,
+                       float *buf) {
     const kv_store *s = j->s;
     const kernels_table *k = j->k;
     const int32_t n_rot = j->rope.n_rot, mode = j->rope.mode;
-    const int32_t hd = s->head_dim, nh = s->n_head_kv;
-    const int64_t n = s->n_embd_kv;
-    uint8_t *row = (uint8_t *)s->k[layer] + (size_t)cell * s->row_k;
+    const int32_t hd = s->head_dim;
+    uint8_t *p = (uint8_t *)s->k[layer] + kv_store_off(s, false, h, cell);
     switch (s->type_k) {
     case CS_TYPE_F32:
-        k->rope((float *)row, nh, hd, n_rot, mode, cs);
+        k->rope((float *)p, 1, hd, n_rot, mode, cs);
         break;
-    case CS_TYPE_F16: {
-        uint16_t *h16 = (uint16_t *)row;
-        if (n_rot == hd) {
-            k->fp16_to_fp32_row(h16, buf, n);
-            k->rope(buf, nh, hd, n_rot, mode, cs);
-            k->from_float[CS_TYPE_F16](buf, h16, n);
-        } else {
-            /* only [0, n_rot) of each head is converted and written back,
-             * so the pass-through elements keep their exact bytes */
-            for (int32_t h = 0; h < nh; h++)
-                k->fp16_to_fp32_row(h16 + (size_t)h * hd, buf + (size_t)h * hd, n_rot);
-            k->rope(buf, nh, hd, n_rot, mode, cs);
-            for (int32_t h = 0; h < nh; h++)
-                k->from_float[CS_TYPE_F16](buf + (size_t)h * hd, h16 + (size_t)h * hd, n_rot);
-        }
+    case CS_TYPE_F16:
+        k->fp16_to_fp32_row((const uint16_t *)p, buf, n_rot);
+        k->rope(buf, 1, hd, n_rot, mode, cs);
+        k->from_float[CS_TYPE_F16](buf, p, n_rot);
         break;
-    }
     case CS_TYPE_Q8_0: {
-        block_q8_0 *q = (block_q8_0 *)row;
-        const int32_t bph = hd / CS_QK8_0;                      /* blocks per head */
-        const int32_t brot = (n_rot + CS_QK8_0 - 1) / CS_QK8_0; /* blocks holding rotated dims */
-        if (brot == bph) {
-            dequantize_row_q8_0(q, buf, n);
-            k->rope(buf, nh, hd, n_rot, mode, cs);
-            k->from_float[CS_TYPE_Q8_0](buf, q, n);
-        } else {
-            /* blocks past the rotated part are neither read nor rewritten */
-            const int64_t ne = (int64_t)brot * CS_QK8_0;
-            for (int32_t h = 0; h < nh; h++)
-                dequantize_row_q8_0(q + (size_t)h * bph, buf + (size_t)h * hd, ne);
-            k->rope(buf, nh, hd, n_rot, mode, cs);
-            for (int32_t h = 0; h < nh; h++)
-                k->from_float[CS_TYPE_Q8_0](buf + (size_t)h * hd, q + (size_t)h * bph, ne);
-        }
+        /* the blocks holding rotated dims; the rest are neither read nor rewritten */
+        const int64_t ne = (int64_t)((n_rot + CS_QK8_0 - 1) / CS_QK8_0) * CS_QK8_0;
+        dequantize_row_q8_0((const block_q8_0 *)p, buf, ne);
+        k->rope(buf, 1, hd, n_rot, mode, cs);
+        k->from_float[CS_TYPE_Q8_0](buf, p, ne);
         break;
     }
     default:
@@ -218,8 +225,12 @@ static void shift_worker(void *arg, int32_t ith, int32_t nth) {
             }
             tab[b] = tabs + (size_t)(n_tab - 1) * n_rot;
         }
+        /* layer by layer, head by head: each head's cells are one ascending
+         * run of memory */
         for (int32_t il = 0; il < j->s->n_layer; il++)
-            for (int32_t b = 0; b < nb; b++) shift_row(j, il, j->cells[b0 + b], tab[b], buf);
+            for (int32_t h = 0; h < j->s->n_head_kv; h++)
+                for (int32_t b = 0; b < nb; b++)
+                    shift_head(j, il, h, j->cells[b0 + b], tab[b], buf);
     }
 }
 
@@ -250,7 +261,7 @@ static size_t shift_row_bytes(const kv_store *s, int32_t n_rot) {
  * (RoPE type NONE) means the model has no RoPE: positions live in the
  * metadata only, so the deltas are just cleared (spec §8 C6). Allocates
  * one scratch block (the cell list, and per thread a batch of tables and
- * an f32 row: at most (n_cells + n_threads) * n_rot + n_threads * n_embd_kv
+ * an f32 head: at most (n_cells + n_threads) * n_rot + n_threads * head_dim
  * floats); if that fails, returns -1 with CS_ERR_NOMEM recorded and the
  * deltas left pending (nothing changed). */
 int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const kernels_table *k, threadpool *tp,
@@ -271,7 +282,7 @@ int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const kernels_table *k, t
     const int32_t batch = share < SHIFT_BATCH ? share : SHIFT_BATCH;
     /* per thread: tables, then the row, rounded up to a cache line so that
      * threads never write to the same line */
-    size_t per = (size_t)batch * (size_t)rope->n_rot + (size_t)s->n_embd_kv;
+    size_t per = (size_t)batch * (size_t)rope->n_rot + (size_t)s->head_dim;
     per = (per + 15) & ~(size_t)15;
     size_t list_floats = ((size_t)n_cells + 15) & ~(size_t)15; /* int32 and float are 4 bytes */
     void *mem = mem_aligned_alloc((list_floats + (size_t)nth * per) * sizeof(float));
@@ -316,12 +327,16 @@ void kv_store_move(kv_store *s, const kv_move *moves, int32_t n_moves, uint64_t 
     for (int32_t il = 0; il < s->n_layer; il++) {
         uint8_t *K = s->k[il], *V = s->v[il];
         for (int32_t m = 0; m < n_moves; m++) {
-            size_t nk = (size_t)moves[m].n * s->row_k, nv = (size_t)moves[m].n * s->row_v;
-            /* sources >= used > destinations: the ranges never overlap, but
-             * memmove keeps this correct even for a hand-made plan */
-            memmove(K + (size_t)moves[m].dst * s->row_k, K + (size_t)moves[m].src * s->row_k, nk);
-            memmove(V + (size_t)moves[m].dst * s->row_v, V + (size_t)moves[m].src * s->row_v, nv);
-            total += nk + nv;
+            const int32_t src = moves[m].src, dst = moves[m].dst;
+            const size_t nk = (size_t)moves[m].n * s->head_k, nv = (size_t)moves[m].n * s->head_v;
+            /* a block of cells is one run per head; sources >= used >
+             * destinations, so the runs never overlap, but memmove keeps
+             * this correct even for a hand-made plan */
+            for (int32_t h = 0; h < s->n_head_kv; h++) {
+                memmove(K + kv_store_off(s, false, h, dst), K + kv_store_off(s, false, h, src), nk);
+                memmove(V + kv_store_off(s, true, h, dst), V + kv_store_off(s, true, h, src), nv);
+            }
+            total += (uint64_t)moves[m].n * (s->row_k + s->row_v);
         }
     }
     if (bytes) *bytes += total;

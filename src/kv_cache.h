@@ -9,10 +9,16 @@
 #include "kv_cells.h"
 #include "threadpool.h"
 
-/* K and V are row-major over cells (spec §1.3 [R]): row i of layer l holds
- * cell i, n_embd_kv elements (head h at [h*head_dim, (h+1)*head_dim)), in
- * type_k / type_v (F32, F16 or Q8_0; a Q8_0 row is n_embd_kv/32 blocks, and
- * head_dim % 32 == 0 so that every head is whole blocks). */
+/* K and V are head-major: in each layer, head h of every cell comes before
+ * head h + 1, so head h of cell c is the head_k bytes at
+ * k[l] + (h * size + c) * head_k (kv_store_off), head_dim elements in
+ * type_k / type_v (F32, F16 or Q8_0; head_dim % 32 == 0 for Q8_0, so a
+ * head is whole blocks). Why not one row per cell (spec §1.3, upstream's K):
+ * attention reads one head over all cells, and with rows it read 128 of
+ * every 1536 bytes (110M, F16), which ran at 7 GB/s where one stream per
+ * head runs at 24 (docs/KV_CACHE.md "Storage"). A cell's row, heads in
+ * order (row_k / row_v bytes), is what state files hold (kv_store_get_row /
+ * kv_store_put_row). */
 typedef struct kv_store {
     int32_t n_layer;
     int32_t size;
@@ -20,16 +26,32 @@ typedef struct kv_store {
     int32_t head_dim;
     int32_t n_head_kv;
     int32_t type_k, type_v;
-    size_t row_k, row_v; /* bytes per cell row */
-    void **k;            /* (n_layer) -> (size, row_k bytes) */
-    void **v;            /* (n_layer) -> (size, row_v bytes) */
+    size_t row_k, row_v;   /* bytes of one cell, all heads */
+    size_t head_k, head_v; /* bytes of one head of one cell */
+    void **k;              /* (n_layer) -> (n_head_kv, size, head_k bytes) */
+    void **v;              /* (n_layer) -> (n_head_kv, size, head_v bytes) */
+    void *arena;           /* every k[l] and v[l] (mem_huge_alloc) */
+    size_t arena_bytes;
 } kv_store;
+
+/* Byte offset of head h of cell c in a layer's K buffer (v: V buffer). */
+static inline size_t kv_store_off(const kv_store *s, bool v, int32_t h, int32_t c) {
+    return ((size_t)h * (size_t)s->size + (size_t)c) * (v ? s->head_v : s->head_k);
+}
+
+/* Cell c of a layer's K buffer (v: V) buf, or of a copy of one, gathered
+ * into row (row_k / row_v bytes, head after head), and scattered back.
+ * O(row bytes). */
+void kv_store_get_row(const kv_store *s, bool v, const void *buf, int32_t c, void *row);
+void kv_store_put_row(const kv_store *s, bool v, void *buf, int32_t c, const void *row);
 
 /* Bytes of a row of n elements of a cache type (F32, F16, Q8_0), 0 if the
  * type is not a cache type or n does not fit its blocks. */
 size_t kv_row_bytes(int32_t type, int64_t n);
 
-/* Allocate zeroed storage. CS_ERR_UNSUPPORTED (named) for a type other than
+/* Allocate zeroed storage: one arena of huge pages for all layers (an
+ * attention pass streams a head's cells; with 4 KiB pages the hardware
+ * prefetcher stops at every page edge). CS_ERR_UNSUPPORTED (named) for a type other than
  * F32/F16/Q8_0 or Q8_0 with head_dim % 32 != 0; CS_ERR_NOMEM. */
 cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_head_kv,
                         int32_t head_dim, int32_t type_k, int32_t type_v);
@@ -54,8 +76,8 @@ void kv_store_write(const kv_store *s, const kernels_table *k, int32_t layer, in
 int32_t kv_store_apply_shift(kv_store *s, kv_cells *c, const kernels_table *k, threadpool *tp,
                              const kernels_rope_params *rope, uint64_t *bytes);
 
-/* Move the K and V rows of the planned blocks in every layer (memmove of
- * whole rows: bit-exact for every type). Adds the bytes moved to *bytes.
+/* Move the K and V of the planned blocks in every layer (one memmove per
+ * head of each block: bit-exact for every type). Adds the bytes moved to *bytes.
  * The source rows are left as they were, so this is also the row copy of
  * kv_cells_seq_own (whose source cells stay in use). */
 void kv_store_move(kv_store *s, const kv_move *moves, int32_t n_moves, uint64_t *bytes);

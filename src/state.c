@@ -278,9 +278,14 @@ static void state_write(const cs_context *ctx, cs_seq seq, uint32_t n_cells, con
             nm = 12;
         }
         sink_put(s, meta, nm);
+        /* the cell's rows, head after head (kv_cache.h: the store is head-major) */
+        const kv_store *kv = &ctx->kv;
         for (int32_t il = 0; il < n_layer; il++) {
-            sink_put(s, (const uint8_t *)ctx->kv.k[il] + (size_t)i * ctx->kv.row_k, ctx->kv.row_k);
-            sink_put(s, (const uint8_t *)ctx->kv.v[il] + (size_t)i * ctx->kv.row_v, ctx->kv.row_v);
+            for (int32_t hk = 0; hk < kv->n_head_kv; hk++)
+                sink_put(s, (const uint8_t *)kv->k[il] + kv_store_off(kv, false, hk, i),
+                         kv->head_k);
+            for (int32_t hk = 0; hk < kv->n_head_kv; hk++)
+                sink_put(s, (const uint8_t *)kv->v[il] + kv_store_off(kv, true, hk, i), kv->head_v);
         }
         written++;
     }
@@ -495,9 +500,9 @@ static cs_status state_parse(const cs_context *ctx, const uint8_t *data, size_t 
 static void copy_rows(cs_context *ctx, const uint8_t *rec, size_t meta, int32_t idx) {
     const uint8_t *src = rec + meta;
     for (int32_t il = 0; il < ctx->model->hp.n_layer; il++) {
-        memcpy((uint8_t *)ctx->kv.k[il] + (size_t)idx * ctx->kv.row_k, src, ctx->kv.row_k);
+        kv_store_put_row(&ctx->kv, false, ctx->kv.k[il], idx, src);
         src += ctx->kv.row_k;
-        memcpy((uint8_t *)ctx->kv.v[il] + (size_t)idx * ctx->kv.row_v, src, ctx->kv.row_v);
+        kv_store_put_row(&ctx->kv, true, ctx->kv.v[il], idx, src);
         src += ctx->kv.row_v;
     }
 }

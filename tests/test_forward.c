@@ -499,14 +499,16 @@ static double layer0_keys_rel(const cs_context *c, const fwd_model *fm, const cs
     for (int32_t j = 0; j < n; j++) {
         double *k = key + (size_t)j * (size_t)nkv;
         ref_rope_f64(fm->ref, k, kv->n_head_kv, (double)new_pos[j]);
-        const float *row = (const float *)(const void *)((const uint8_t *)kv->k[0] +
-                                                         (size_t)cell_of[j] * kv->row_k);
+        float *row = malloc(kv->row_k);
+        assert_non_null(row);
+        kv_store_get_row(kv, false, kv->k[0], cell_of[j], row);
         double d = 0, mx = 0;
         for (int32_t i = 0; i < nkv; i++) {
             d = fmax(d, fabs((double)row[i] - k[i]));
             mx = fmax(mx, fabs(k[i]));
         }
         worst = fmax(worst, d / fmax(mx, 1e-30));
+        free(row);
     }
     free(key);
     return worst;

@@ -186,8 +186,23 @@ static void fx_put(fx *f, int32_t cell, cs_pos pos, uint64_t seqs) {
     kv_cells_assign(&f->c, cell, pos, seqs);
 }
 
+/* Cell cell of the K (v: V) layer buffer buf (a store's or a snapshot's),
+ * gathered into a row, heads in order, in one of two static buffers (slot
+ * 0 or 1), so two rows can be compared. */
+static const void *row_in(const kv_store *s, bool v, const void *buf, int32_t cell, int slot) {
+    static uint8_t rows[2][8192];
+    assert_true((v ? s->row_v : s->row_k) <= sizeof rows[0]);
+    kv_store_get_row(s, v, buf, cell, rows[slot]);
+    return rows[slot];
+}
+
 static const void *k_row(const kv_store *s, int32_t layer, int32_t cell) {
-    return (const uint8_t *)s->k[layer] + (size_t)cell * s->row_k;
+    return row_in(s, false, s->k[layer], cell, 0);
+}
+
+/* The K row of a cell in a snapshot (snapshot() below). */
+static const void *snap_k_row(const kv_store *s, const uint8_t *snap, int32_t layer, int32_t cell) {
+    return row_in(s, false, snap + s->row_k * (size_t)s->size * (size_t)layer, cell, 1);
 }
 
 /* K row of a cell as floats. */
@@ -248,11 +263,8 @@ static uint8_t *snapshot(const kv_store *s, bool v) {
 }
 
 static bool cell_k_equal(const kv_store *s, const uint8_t *snap, int32_t cell) {
-    const size_t layer = s->row_k * (size_t)s->size;
     for (int32_t il = 0; il < s->n_layer; il++)
-        if (memcmp(snap + layer * (size_t)il + (size_t)cell * s->row_k, k_row(s, il, cell),
-                   s->row_k) != 0)
-            return false;
+        if (memcmp(snap_k_row(s, snap, il, cell), k_row(s, il, cell), s->row_k) != 0) return false;
     return true;
 }
 
@@ -332,8 +344,7 @@ static void c1_case(int32_t mode, int32_t hd, int32_t n_rot, bool yarn) {
             /* pass-through dims keep their bytes */
             for (int32_t il = 0; il < f.s.n_layer; il++) {
                 const float *now = k_row(&f.s, il, cell);
-                const float *old = (const float *)(before + (size_t)il * f.s.row_k * f.s.size +
-                                                   (size_t)cell * f.s.row_k);
+                const float *old = snap_k_row(&f.s, before, il, cell);
                 for (int32_t h = 0; h < f.s.n_head_kv; h++)
                     assert_memory_equal(now + h * hd + n_rot, old + h * hd + n_rot,
                                         (size_t)(hd - n_rot) * sizeof(float));
@@ -381,8 +392,7 @@ static void test_kv_cache_c1_partial_rotary_bytes(void **state) {
                 acc_ref(&e, &f, i, 1050 + 13 * i);
                 for (int32_t il = 0; il < 2; il++) {
                     const uint8_t *now = k_row(&f.s, il, i);
-                    const uint8_t *old =
-                        before + (size_t)il * f.s.row_k * 8 + (size_t)i * f.s.row_k;
+                    const uint8_t *old = snap_k_row(&f.s, before, il, i);
                     for (int32_t h = 0; h < 3; h++) {
                         size_t off, len;
                         if (type == CS_TYPE_Q8_0) {
@@ -806,14 +816,17 @@ static void test_kv_cache_move_bit_exact(void **state) {
             assert_non_null(v1);
             memcpy(k1, k0, s.row_k * N * N_LAYER);
             memcpy(v1, v0, s.row_v * N * N_LAYER);
+            /* (each cell's row gathered and scattered, so the oracle does
+             * not share kv_store_move's per-head runs) */
+            uint8_t row[2 * 64 * 4];
             for (int32_t il = 0; il < N_LAYER; il++)
                 for (int32_t m = 0; m < n_moves; m++)
                     for (int32_t r = 0; r < moves[m].n; r++) {
                         const size_t lk = s.row_k * N * (size_t)il, lv = s.row_v * N * (size_t)il;
-                        memcpy(k1 + lk + (size_t)(moves[m].dst + r) * s.row_k,
-                               k0 + lk + (size_t)(moves[m].src + r) * s.row_k, s.row_k);
-                        memcpy(v1 + lv + (size_t)(moves[m].dst + r) * s.row_v,
-                               v0 + lv + (size_t)(moves[m].src + r) * s.row_v, s.row_v);
+                        kv_store_get_row(&s, false, k0 + lk, moves[m].src + r, row);
+                        kv_store_put_row(&s, false, k1 + lk, moves[m].dst + r, row);
+                        kv_store_get_row(&s, true, v0 + lv, moves[m].src + r, row);
+                        kv_store_put_row(&s, true, v1 + lv, moves[m].dst + r, row);
                     }
             uint64_t bytes = 7;
             kv_store_move(&s, moves, n_moves, &bytes);

@@ -340,9 +340,27 @@ static int32_t cell_keys(const cs_kv_cell *v, int32_t n, int64_t *keys) {
 
 #define BIT(s) ((uint64_t)1 << (s))
 
+/* The store is head-major (kv_cache.h): a cell's row is gathered, heads
+ * in order, into a ring of static buffers, so that a few rows can be live
+ * in one expression. */
+static uint8_t *row_slot(size_t n) {
+    static uint8_t ring[8][16384];
+    static unsigned next;
+    assert_true(n <= sizeof ring[0]);
+    return ring[next++ % 8];
+}
+
 static const float *k_row(const cs_context *c, int32_t layer, int32_t cell) {
     assert_int_equal(c->kv.type_k, CS_TYPE_F32);
-    return (const float *)((const uint8_t *)c->kv.k[layer] + (size_t)cell * c->kv.row_k);
+    uint8_t *r = row_slot(c->kv.row_k);
+    kv_store_get_row(&c->kv, false, c->kv.k[layer], cell, r);
+    return (const float *)(const void *)r;
+}
+
+static const uint8_t *v_row(const cs_context *c, int32_t layer, int32_t cell) {
+    uint8_t *r = row_slot(c->kv.row_v);
+    kv_store_get_row(&c->kv, true, c->kv.v[layer], cell, r);
+    return r;
 }
 
 /* Every K and V byte of every layer and every cell (used or not): per
@@ -381,7 +399,9 @@ static const uint8_t *dump_row(const cs_context *c, const uint8_t *dump, int32_t
     const size_t k_bytes = (size_t)c->kv.size * c->kv.row_k;
     const size_t layer_bytes = k_bytes + (size_t)c->kv.size * c->kv.row_v;
     const uint8_t *p = dump + (size_t)layer * layer_bytes;
-    return v_part ? p + k_bytes + (size_t)cell * c->kv.row_v : p + (size_t)cell * c->kv.row_k;
+    uint8_t *r = row_slot(v_part ? c->kv.row_v : c->kv.row_k);
+    kv_store_get_row(&c->kv, v_part, v_part ? p + k_bytes : p, cell, r);
+    return r;
 }
 
 /* The K and V rows of cell a of context/dump x and cell b of y, all layers,
@@ -2101,8 +2121,7 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
         }
         for (int32_t l = 0; l < c->kv.n_layer; l++) {
             /* V carries no position: moved bit-exactly, shifted or not */
-            assert_memory_equal(dump_row(c, dpre, l, j, true),
-                                (const uint8_t *)c->kv.v[l] + (size_t)i * c->kv.row_v, c->kv.row_v);
+            assert_memory_equal(dump_row(c, dpre, l, j, true), v_row(c, l, i), c->kv.row_v);
             if (!s0) { /* moved only: K bit-exact too */
                 assert_memory_equal(dump_row(c, dpre, l, j, false), k_row(c, l, i), c->kv.row_k);
             } else {
@@ -2113,12 +2132,9 @@ static void test_kv_e2e_b10_defrag_and_pending_shift(void **state) {
             }
             for (size_t d = 0; d < row; d++) fresh[d] = (double)k_row(f, l, jf)[d];
             err_add(&k_fresh, k_row(c, l, i), fresh, (int32_t)row);
-            const float *fv =
-                (const float *)((const uint8_t *)f->kv.v[l] + (size_t)jf * f->kv.row_v);
+            const float *fv = (const float *)(const void *)v_row(f, l, jf);
             for (size_t d = 0; d < row; d++) fresh[d] = (double)fv[d];
-            err_add(&v_fresh,
-                    (const float *)((const uint8_t *)c->kv.v[l] + (size_t)i * c->kv.row_v), fresh,
-                    (int32_t)row);
+            err_add(&v_fresh, (const float *)(const void *)v_row(c, l, i), fresh, (int32_t)row);
         }
     }
     err_add_k0_direct(&k0, g_tiny_ref, c, cells0, toks[0], pos0, D3_PER_SEQ);
