@@ -44,7 +44,7 @@
 #     token paired with the bandwidth of its own moment.
 #     The table shows medians over the rounds; a row's tg ceiling uses the
 #     best bandwidth pass of its own rounds.
-#  4. speed at depth (110M Q4_0 and Q8_0, 2 threads): pp512 / tg128 with
+#  4. speed at depth (110M Q4_0 and Q8_0, at each thread count): pp512 / tg128 with
 #     2048 and 4096 tokens already cached, and ctxshift with 2048 live cells
 #     spread over a 4096-cell window (every other cell a hole).
 #  5. bandwidth again at the end (start and end are shown for reference).
@@ -241,19 +241,21 @@ if [[ $depth -eq 1 && " $shapes " == *" 110m "* ]]; then
   for ty in q4_0 q8_0; do
     [[ " $types " == *" $ty "* ]] || continue
     m="$(model_path 110m "$ty")"
-    for d in 2048 4096; do
-      id="depth.110m.$ty.d$d"
+    for t in $threads_list; do
+      for d in 2048 4096; do
+        id="depth.110m.$ty.d${d}t$t"
+        echo "$m" >"$out/$id.model"
+        for ((k = 0; k < reps; k++)); do
+          echo "[$id round $((k + 1))/$reps]" >&2
+          round "$m" "$t" "$id" "$k" -d "$d" -- -d "$d"
+        done
+      done
+      id="depth.110m.$ty.d2048ht$t"
       echo "$m" >"$out/$id.model"
       for ((k = 0; k < reps; k++)); do
         echo "[$id round $((k + 1))/$reps]" >&2
-        round "$m" 2 "$id" "$k" -d "$d" -- -d "$d"
+        round "$m" "$t" "$id" "$k" -d 2048 --fragment -- none
       done
-    done
-    id="depth.110m.$ty.d2048h"
-    echo "$m" >"$out/$id.model"
-    for ((k = 0; k < reps; k++)); do
-      echo "[$id round $((k + 1))/$reps]" >&2
-      round "$m" 2 "$id" "$k" -d 2048 --fragment -- none
     done
   done
 fi

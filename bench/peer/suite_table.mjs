@@ -10,7 +10,8 @@
 //   <id>.ik.<k>.json, <id>.ikr.<k>.json   ik_llama.cpp's llama-bench, default
 //                                         flags and -rtr 1 (suite.sh --ik)
 //   ctxshift.version                      `ctxshift --version` (its kernel table)
-// where <id> is main.<shape>.<type>.t<threads> or depth.110m.<type>.d<D>[h].
+// where <id> is main.<shape>.<type>.t<threads> or depth.110m.<type>.d<D>[h][t<threads>]
+// (no t<threads>: 2 threads, the suite's runs before 2026-12-07).
 // Every cell is the median over the rounds. usage: node suite_table.mjs DIR
 import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
@@ -125,7 +126,7 @@ const typeOrder = ["f16", "bf16", "q8_0", "q4_0", "q4_K_M", "Q4_K_M", "Q5_K_M", 
 // ids: main.<shape>.<type>.t<threads>, depth.<shape>.<type>.d<D>[h]; shapes
 // may contain dots (1.1b), types do not
 function parseId(id) {
-  const m = /^(main|depth)\.(.+)\.([^.]+)\.([td]\d+h?)$/.exec(id);
+  const m = /^(main|depth)\.(.+)\.([^.]+)\.([td]\d+h?(?:t\d+)?)$/.exec(id);
   return m ? { kind: m[1], shape: m[2], type: m[3], last: m[4] } : null;
 }
 const key = (id) => {
@@ -213,19 +214,34 @@ if (withIk.length) {
   }
 }
 
-const depth = ids.filter((i) => parseId(i)?.kind === "depth").sort();
+// depth ids: the depth (d2048, d4096, d2048h) and the threads (t1, t2; none: 2)
+const depthOf = (id) => {
+  const m = /^d(\d+h?)(?:t(\d+))?$/.exec(parseId(id).last);
+  return { d: m[1], t: m[2] ? Number(m[2]) : 2 };
+};
+const depth = ids
+  .filter((i) => parseId(i)?.kind === "depth")
+  .sort((a, b) => {
+    const pa = parseId(a), pb = parseId(b), da = depthOf(a), db = depthOf(b);
+    return (
+      typeOrder.indexOf(pa.type) - typeOrder.indexOf(pb.type) ||
+      da.t - db.t ||
+      da.d.localeCompare(db.d)
+    );
+  });
 if (depth.length) {
   out.push("");
-  out.push("speed at depth, 2 threads (dD: D tokens cached before the timed run; d2048h: 2048 live cells in a 4096-cell window, every other cell a hole; llama.cpp has no such case):");
+  out.push("speed at depth (dD: D tokens cached before the timed run; d2048h: 2048 live cells in a 4096-cell window, every other cell a hole; llama.cpp has no such case):");
   out.push("");
-  out.push("| model | depth | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio |");
-  out.push("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  out.push("| model | threads | depth | pp512 ctxshift | pp512 llama.cpp | pp ratio | tg128 ctxshift | tg128 llama.cpp | tg ratio |");
+  out.push("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const id of depth) {
-    const { shape, type, last: d } = parseId(id);
+    const { shape, type } = parseId(id);
+    const { d, t } = depthOf(id);
     const cs = rounds(id, "cs"), nb = rounds(id, "nb");
     const cpp = median(cs.pp), ctg = median(cs.tg), lpp = median(nb.pp), ltg = median(nb.tg);
     out.push(
-      `| ${shape} ${type} | ${d.slice(1)} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} |`,
+      `| ${shape} ${type} | ${t} | ${d} | ${f1(cpp)} | ${f1(lpp)} | ${f2(cpp / lpp)} | ${f1(ctg)} | ${f1(ltg)} | ${f2(ctg / ltg)} |`,
     );
   }
 }
