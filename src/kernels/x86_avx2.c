@@ -720,13 +720,16 @@ static void avx2_attn_scores_f16(int64_t hd, int32_t n, const uint8_t *base, siz
 #undef ATTN_SCORES_CASE
 }
 
-/* out[g] += f16(w[g][j]) * row j, elements 8 * v0 .. 8 * v0 + 31, for ng
- * (1 or 2, a compile-time constant) queries. */
-CS_INLINE void attn_accum_block(const int ng, int v0, int32_t n, const uint8_t *base, size_t stride,
-                                const int32_t *idx, const float *const *w, float *const *out) {
-    __m256 acc[2][4];
+/* out[g] += f16(w[g][j]) * row j, elements 8 * v0 .. 8 * (v0 + nb) - 1, for
+ * ng (1 or 2) queries, nb (4 or 8) vectors: ng * nb <= 8 accumulators of
+ * the 16 ymm registers. Each element's sum runs over j in order whatever
+ * the split, so blocks change no bit. */
+CS_INLINE void attn_accum_block(const int ng, const int nb, int v0, int32_t n, const uint8_t *base,
+                                size_t stride, const int32_t *idx, const float *const *w,
+                                float *const *out) {
+    __m256 acc[2][8];
     for (int g = 0; g < ng; g++)
-        for (int v = 0; v < 4; v++) acc[g][v] = _mm256_loadu_ps(out[g] + 8 * (v0 + v));
+        for (int v = 0; v < nb; v++) acc[g][v] = _mm256_loadu_ps(out[g] + 8 * (v0 + v));
     for (int32_t j = 0; j < n; j += 8) {
         const int32_t m = n - j < 8 ? n - j : 8;
         float wr[2][8];
@@ -738,16 +741,20 @@ CS_INLINE void attn_accum_block(const int ng, int v0, int32_t n, const uint8_t *
                 (const uint16_t *)(const void *)(base + (size_t)idx[j + u] * stride) + 8 * v0;
             __m256 wv[2];
             for (int g = 0; g < ng; g++) wv[g] = _mm256_set1_ps(wr[g][u]);
-            for (int v = 0; v < 4; v++) {
+            for (int v = 0; v < nb; v++) {
                 const __m256 xv = load_f16(x + 8 * v);
                 for (int g = 0; g < ng; g++) acc[g][v] = _mm256_fmadd_ps(wv[g], xv, acc[g][v]);
             }
         }
     }
     for (int g = 0; g < ng; g++)
-        for (int v = 0; v < 4; v++) _mm256_storeu_ps(out[g] + 8 * (v0 + v), acc[g][v]);
+        for (int v = 0; v < nb; v++) _mm256_storeu_ps(out[g] + 8 * (v0 + v), acc[g][v]);
 }
 
+/* Queries in pairs, 32 elements a pass; a lone query 64 a pass, so a
+ * 64-element head (a decode step without GQA) is read in one pass over
+ * its cells, not two (110M F16 cache, 12 layers x 4096 cells: 10.4 -> 28.9 GB/s
+ * of V, docs/BENCH.md "Attention over a deep cache"). */
 static void avx2_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size_t stride,
                                 const int32_t *idx, int32_t nq, const float *const *w,
                                 float *const *out) {
@@ -755,13 +762,18 @@ static void avx2_attn_accum_f16(int64_t hd, int32_t n, const uint8_t *base, size
         kernels_attn_accum_each(avx2_axpy_f16, hd, n, base, stride, idx, nq, w, out);
         return;
     }
-    for (int32_t g0 = 0; g0 < nq; g0 += 2)
-        for (int v0 = 0; v0 < (int)(hd / 8); v0 += 4) {
-            if (nq - g0 >= 2)
-                attn_accum_block(2, v0, n, base, stride, idx, w + g0, out + g0);
-            else
-                attn_accum_block(1, v0, n, base, stride, idx, w + g0, out + g0);
+    const int nv = (int)(hd / 8);
+    for (int32_t g0 = 0; g0 < nq; g0 += 2) {
+        if (nq - g0 >= 2) {
+            for (int v0 = 0; v0 < nv; v0 += 4)
+                attn_accum_block(2, 4, v0, n, base, stride, idx, w + g0, out + g0);
+            continue;
         }
+        int v0 = 0;
+        for (; v0 + 8 <= nv; v0 += 8)
+            attn_accum_block(1, 8, v0, n, base, stride, idx, w + g0, out + g0);
+        if (v0 < nv) attn_accum_block(1, 4, v0, n, base, stride, idx, w + g0, out + g0);
+    }
 }
 
 static void avx2_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
