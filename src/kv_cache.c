@@ -136,8 +136,8 @@ void kv_store_write(const kv_store *s, const kernels_table *k, int32_t layer, in
  *  - each share is walked in batches of SHIFT_BATCH cells; the (cos, sin)
  *    table of each batch cell is computed once (and reused from the
  *    previous cell when the delta repeats, the common case of a context
- *    shift) and then applied to every layer, layer-major inside the batch,
- *    so each layer's rows are visited in ascending order;
+ *    shift) and then applied to every layer and head, layer-major inside
+ *    the batch, so each head's cells are visited in ascending order;
  *  - each head of a cell is rotated by one kernel call (F32 in place; F16
  *    and Q8_0 through an f32 scratch head), over [0, n_rot) only, so the
  *    pass-through elements keep their bytes; a layer's heads are walked
