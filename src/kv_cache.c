@@ -50,8 +50,8 @@ cs_status kv_store_init(kv_store *s, int32_t n_layer, int32_t size, int32_t n_he
     s->k = mem_calloc((size_t)n_layer, sizeof *s->k);
     s->v = mem_calloc((size_t)n_layer, sizeof *s->v);
     if (!s->k || !s->v) goto nomem;
-    /* each layer's K and V rounded up to a cache line, so that every head
-     * of every layer starts 64-byte aligned where its row size allows */
+    /* each layer's K and V buffer rounded up to a cache line, so that every
+     * buffer starts on one */
     size_t bk, bv, per_layer, total;
     if (!common_mul_size(s->row_k, (size_t)size, &bk) ||
         !common_mul_size(s->row_v, (size_t)size, &bv) || bk > SIZE_MAX - 64 || bv > SIZE_MAX - 64)

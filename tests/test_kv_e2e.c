@@ -1717,6 +1717,61 @@ static void test_kv_e2e_b11_contiguous_forced_defrag(void **state) {
     free(want);
 }
 
+/* ------------------------------------ state file rows, heads in order */
+
+/* A little-endian uint32 of a state buffer (docs/STATE.md). */
+static uint32_t state_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A whole-cache state holds, per used cell in index order, each layer's K
+ * row then V row with the heads in order (docs/STATE.md), whatever the
+ * store's layout: every record's rows equal the cell's rows read back
+ * through kv_store_get_row (k_row / v_row), whose head order
+ * test_forward pins against the reference model's keys. The save walks the
+ * heads itself (state.c), so a layout or order slip on either side fails
+ * here. Two sequences interleaved, so used cells are not one run. */
+static void test_kv_e2e_state_rows_heads_in_order(void **state) {
+    (void)state;
+    enum { PER_SEQ = 6 };
+    cs_token t0[PER_SEQ], t1[PER_SEQ];
+    gen_tokens(90, g_tiny, t0, PER_SEQ);
+    gen_tokens(91, g_tiny, t1, PER_SEQ);
+    cs_context *c = ctx_new(g_tiny, 32, 16, 2);
+    assert_true(c->kv.n_head_kv > 1);
+    decode_interleaved(c, t0, t1, PER_SEQ);
+    assert_int_equal(cs_kv_seq_rm(c, 1, 2, 4), CS_OK); /* holes among the used cells */
+    const size_t need = cs_state_size(c);
+    uint8_t *buf = malloc(need);
+    assert_non_null(buf);
+    size_t written = 0;
+    assert_int_equal(cs_state_save(c, buf, need, &written), CS_OK);
+    assert_int_equal(written, need);
+    assert_int_equal(state_u32(buf + 56), c->kv.row_k);
+    assert_int_equal(state_u32(buf + 60), c->kv.row_v);
+    const uint32_t n_cells = state_u32(buf + 64);
+    assert_int_equal(n_cells, 2 * PER_SEQ - 2);
+    const uint8_t *rec = buf + 72 + 4 * (size_t)state_u32(buf + 68);
+    uint32_t seen = 0;
+    for (int32_t i = 0; i < c->cells.size; i++) {
+        if (c->cells.pos[i] < 0) continue;
+        assert_int_equal(state_u32(rec), (uint32_t)c->cells.pos[i]);
+        const uint8_t *r = rec + 12; /* pos, then the sequence bitset */
+        for (int32_t l = 0; l < c->kv.n_layer; l++) {
+            assert_memory_equal(r, k_row(c, l, i), c->kv.row_k);
+            r += c->kv.row_k;
+            assert_memory_equal(r, v_row(c, l, i), c->kv.row_v);
+            r += c->kv.row_v;
+        }
+        rec = r;
+        seen++;
+    }
+    assert_int_equal(seen, n_cells);
+    assert_ptr_equal(rec, buf + need);
+    free(buf);
+    cs_context_free(c);
+}
+
 /* ------------------------------------------------ B9 automatic threshold */
 
 /* Two interleaved sequences, seq 1 removed, then one decode for seq 0.
@@ -2276,6 +2331,7 @@ int main(void) {
         KV_D_TEST(test_kv_e2e_own_shift_isolation),
         cmocka_unit_test(test_kv_e2e_own_rows),
         cmocka_unit_test(test_kv_e2e_b11_contiguous_forced_defrag),
+        cmocka_unit_test(test_kv_e2e_state_rows_heads_in_order),
         cmocka_unit_test(test_kv_e2e_b9_defrag_threshold),
         cmocka_unit_test(test_kv_e2e_b9_exact_formula),
         cmocka_unit_test(test_kv_e2e_a9_clear_drops_pending_shift),
