@@ -1387,10 +1387,19 @@ static void test_kernels_matmul_x16(void **state) {
                     matmul(k, tps[i], types[ty], CS_LAYOUT_X16, P, N, K, x, T, got, scratch);
                     assert_memory_equal(got, wk, (size_t)(N * T) * 4);
                 }
-                for (int64_t t = 0; t < T; t++) {
-                    matmul(k, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x + t * K, 1, got, scratch);
-                    assert_memory_equal(got, wk + t * N, (size_t)N * 4);
+                /* the decode columns with and without their software
+                 * prefetch (kernels_col_prefetch): only a hint, the same
+                 * outputs either way */
+                const bool col_pf = kernels_column_prefetch();
+                for (int pf = 0; pf < 2; pf++) {
+                    kernels_col_prefetch = pf == 1;
+                    for (int64_t t = 0; t < T; t++) {
+                        matmul(k, NULL, types[ty], CS_LAYOUT_X16, P, N, K, x + t * K, 1, got,
+                               scratch);
+                        assert_memory_equal(got, wk + t * N, (size_t)N * 4);
+                    }
                 }
+                kernels_col_prefetch = col_pf;
                 /* the converted variant reads scratch, not X: spoil X after a
                  * full call and the result must not change */
                 float *xs = xmalloc((size_t)(T * K) * 4);

@@ -92,9 +92,44 @@ bool kernels_cpu_has_avx512vbmi(void) {
 }
 #endif
 
+bool kernels_col_prefetch;
+static pthread_once_t g_colpf_once = PTHREAD_ONCE_INIT;
+
+/* AMD family 1Ah (Zen 5): base family 0Fh plus extended family 0Bh in
+ * cpuid leaf 1 EAX. */
+static bool cpu_is_zen5(void) {
+#if CS_HAVE_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    const bool amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; /* AuthenticAMD */
+    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned fam = (a >> 8) & 0xfu, ext = (a >> 20) & 0xffu;
+    return fam == 0xfu && fam + ext == 0x1au;
+#else
+    return false;
+#endif
+}
+
+static void choose_col_prefetch(void) {
+    const char *env = getenv("CS_COLUMN_PREFETCH");
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) {
+        kernels_col_prefetch = env[0] == '1';
+        return;
+    }
+    if (env && *env)
+        CS_LOG_WRN("kernels: CS_COLUMN_PREFETCH=%s is neither 0 nor 1; choosing by CPU", env);
+    kernels_col_prefetch = cpu_is_zen5();
+}
+
+bool kernels_column_prefetch(void) {
+    pthread_once(&g_colpf_once, choose_col_prefetch);
+    return kernels_col_prefetch;
+}
+
 const kernels_table *kernels_by_name(const char *name) {
     if (!name) return NULL;
     if (strcmp(name, "ref") == 0) return kernels_ref();
+    (void)kernels_column_prefetch(); /* before any SIMD column can run */
 #if CS_HAVE_X86
     if (strcmp(name, "avx2") == 0) return cpu_has_avx2() ? kernels_avx2_table() : NULL;
     if (strcmp(name, "avx512") == 0) return cpu_has_avx512() ? kernels_avx512_table() : NULL;

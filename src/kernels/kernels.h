@@ -191,6 +191,21 @@ const kernels_table *kernels_best(void);
 /* A table by name, or NULL when the CPU (or build) lacks it. */
 const kernels_table *kernels_by_name(const char *name);
 
+/* Whether the x16 decode columns (a matmul at T = 1) issue software
+ * prefetches of the weight stream, as the prompt tiles always do: a
+ * property of the core's hardware prefetcher, not of the table, so every
+ * SIMD table follows it. Set once, before kernels_by_name returns a SIMD
+ * table: CS_COLUMN_PREFETCH=0|1 in the environment, else on for AMD
+ * family 1Ah (Zen 5), off elsewhere. Measured (110M tg64, 1 thread,
+ * paired read probe): Zen 5 without it streams the K-quant columns at
+ * 38-60 % of the probe, with it 88-95 %; Zen 4 lost 10-30 % of tg with it
+ * (docs/BENCH.md, "Decode columns without software prefetch" and
+ * "Zen 5: decode columns need software prefetch"). Results never depend
+ * on it (a prefetch is only a hint). */
+extern bool kernels_col_prefetch;
+/* The choice above, made now if not made yet (kernels_by_name calls it). */
+bool kernels_column_prefetch(void);
+
 /* For the per-ISA files' table set-up (run once, under pthread_once):
  * kernels_init_ref copies the reference table into *k (so every slot a
  * file does not replace keeps its scalar kernel) and names it. */

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
+
 #define CS_INLINE static inline __attribute__((always_inline))
 
 /* The 8 lanes summed in ggml's hsum_float_8 order: upper half onto the
@@ -37,20 +39,36 @@ CS_INLINE void x16_pf_block(const uint8_t *blk, size_t gb) {
         _mm_prefetch((const char *)(blk + X16_PF_AHEAD + o), _MM_HINT_T0);
 }
 
-/* Software prefetch of weight lines in the K-quant / IQ4_XS kernels, for
- * tiles only (TB > 1, a compile-time constant at every call). A decode
- * column (TB == 1) leaves the stream to the hardware prefetcher: with the
- * weights on huge pages (mem_huge_alloc) it follows them alone, and the
- * prefetch instructions only cost (110M tg64, 1 thread, 3 alternating
- * rounds: AVX-512 Q6_K 220 -> 242 t/s, Q4_K_M 288 -> 333, Q3_K_M 246 ->
- * 324, Q2_K 361 -> 384; AVX2 Q6_K 190 -> 244, IQ4_XS 238 -> 293; 1.1B
- * Q6_K 24.6 -> 27.8), while a prompt's tiles, which read the weights from
- * cache at a far lower rate, still gain from it (AVX-512 Q4_K_M pp512
- * 1141 -> 1249 t/s). The Q8_0 column above kept its own (within noise). */
+/* Software prefetch of weight lines in the K-quant / IQ4_XS kernels: in
+ * tiles always (TB > 1, a compile-time constant at every call), in a
+ * decode column (TB == 1) where kernels_col_prefetch says the core needs
+ * it (kernels.h). On Zen 4 a column leaves the stream to the hardware
+ * prefetcher: with the weights on huge pages (mem_huge_alloc) it follows
+ * them alone, and the prefetch instructions only cost (110M tg64, 1
+ * thread, 3 alternating rounds: AVX-512 Q6_K 220 -> 242 t/s, Q4_K_M 288 ->
+ * 333, Q3_K_M 246 -> 324, Q2_K 361 -> 384; AVX2 Q6_K 190 -> 244, IQ4_XS
+ * 238 -> 293; 1.1B Q6_K 24.6 -> 27.8). On Zen 5 the hardware prefetcher
+ * falls behind a column and the prefetch doubles K-quant generation (110M
+ * Q6_K tg64, 1 thread: 153 -> 355 t/s). A prompt's tiles, which read the
+ * weights from cache at a far lower rate, gain from it on both (AVX-512
+ * Q4_K_M pp512 1141 -> 1249 t/s on Zen 4). X16_PF_COL: a site that only a
+ * column takes (the tiles there were measured without one). */
 #define X16_PF_TILE(TB, p, h)                                                                      \
     do {                                                                                           \
-        if ((TB) > 1) _mm_prefetch((p), (h));                                                      \
+        if ((TB) > 1 || kernels_col_prefetch) _mm_prefetch((p), (h));                              \
     } while (0)
+#define X16_PF_COL(TB, p, h)                                                                       \
+    do {                                                                                           \
+        if ((TB) == 1 && kernels_col_prefetch) _mm_prefetch((p), (h));                             \
+    } while (0)
+
+/* A column's prefetch of a whole gb-byte block at p (the block after next:
+ * one burst of gb / 64 prefetches at the top of a block's step), where
+ * kernels_col_prefetch says the core needs it. */
+CS_INLINE void x16_pf_col_block(const uint8_t *p, size_t gb) {
+    if (!kernels_col_prefetch) return;
+    for (size_t o = 0; o < gb; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
+}
 
 /* Keeps a just-loaded vector in its register: left to itself gcc folds
  * the load into each op that reads the value (vpsrlw $4, (mem); vpandd

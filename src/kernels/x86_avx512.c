@@ -788,6 +788,7 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
+        if (TB == 1) x16_pf_col_block(blk + X16_PF_AHEAD, gb);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         __m512i wq[8];
         __mmask64 neg[8];
@@ -853,6 +854,7 @@ CS_INLINE void tile_x16_f16(int64_t K, const void *const *w, const void *const *
     __m512 a0[X16_F16_TB], a1[X16_F16_TB];
     for (int t = 0; t < TB; t++) a0[t] = a1[t] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 2) {
+        X16_PF_COL(TB, (const char *)(g + k) + X16_PF_AHEAD, _MM_HINT_T0); /* the 64 B read here */
         const __m512 w0 = cvt_16(_mm256_loadu_si256(g + k), is_bf16);
         const __m512 w1 = cvt_16(_mm256_loadu_si256(g + k + 1), is_bf16);
         for (int t = 0; t < TB; t++) a0[t] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xf[t][k]), a0[t]);
@@ -1020,6 +1022,9 @@ static void uk_x16_q4K_col_vnni(int64_t K, const void *const *w, const void *x, 
         __m512i sl = _mm512_setzero_si512(), sh = _mm512_setzero_si512();
         for (int j = 0; j < 4; j++) {
             const int8_t *a = ab->qs + 64 * j;
+            for (int k = 0; k < 9; k++) /* the block after next, as the tile */
+                X16_PF_COL(1, (const char *)(blk + 2 * CS_X16_Q4K_BLOCK + (size_t)(9 * j + k) * 64),
+                           _MM_HINT_T0);
             /* two chains per nibble half: dpbusd latency */
             __m512i al = _mm512_setzero_si512(), ah = _mm512_setzero_si512();
             __m512i al2 = _mm512_setzero_si512(), ah2 = _mm512_setzero_si512();
