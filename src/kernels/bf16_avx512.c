@@ -134,10 +134,10 @@ void kernels_bf16_avx512(kernels_table *k) {
     k->bf16dp = true;
     k->vec_dot[CS_TYPE_BF16] = vec_dot_bf16_dp;
     k->ukernel[CS_TYPE_BF16] =
-        (matmul_ukernel){DP_RB, DP_TB, uk_bf16dp_tile, uk_bf16dp_col, 0, NULL};
+        (matmul_ukernel){DP_RB, DP_TB, uk_bf16dp_tile, uk_bf16dp_col, 0, NULL, 0, NULL};
     k->wide_x[CS_TYPE_BF16] = false; /* bf16 activations, not the widened copy */
     k->ukernel_x16[CS_TYPE_BF16] = (matmul_ukernel){
-        CS_X16_ROWS, X16_BF16DP_TB, uk_x16_bf16dp_tile, uk_x16_bf16dp_col, 0, NULL};
+        CS_X16_ROWS, X16_BF16DP_TB, uk_x16_bf16dp_tile, uk_x16_bf16dp_col, 0, NULL, 0, NULL};
     k->wide_x16[CS_TYPE_BF16] = false; /* it reads the bf16 pairs */
 }
 

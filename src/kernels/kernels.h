@@ -38,7 +38,12 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
  * tile2 (optional, NULL: none): the same for tb2 < tb activation rows, for
  * the tokens left after the full tiles, so a batch of tb2 .. tb - 1 rows (a
  * decode step of several sequences) does not stream the weights once per
- * row through col. */
+ * row through col.
+ * tile_pair (optional, x16 only, NULL: none): two neighbouring 16-row
+ * groups (w[0], w[1]) times tbp activation rows in one call, out[t * 32 +
+ * r] with rows 16..31 from w[1]; each output again by the identical
+ * sequence. Where the broadcast of an activation is the bound (the F16
+ * FMA tile), one broadcast then feeds two groups. */
 typedef struct matmul_ukernel {
     int32_t rb; /* weight rows per call */
     int32_t tb; /* activation rows per tile call */
@@ -46,6 +51,8 @@ typedef struct matmul_ukernel {
     void (*col)(int64_t K, const void *const *w, const void *x, float *out);
     int32_t tb2; /* activation rows per tile2 call */
     void (*tile2)(int64_t K, const void *const *w, const void *const *x, float *out);
+    int32_t tbp; /* activation rows per tile_pair call */
+    void (*tile_pair)(int64_t K, const void *const *w, const void *const *x, float *out);
 } matmul_ukernel;
 
 /* The micro-kernel named by stem: stem##_tile / stem##_col, or their VNNI
@@ -53,11 +60,12 @@ typedef struct matmul_ukernel {
  * registration line). MATMUL_UK2 adds tile2 = stem##_tile8(_vnni) of tb2
  * tokens. */
 #define MATMUL_UK(vnni, rb, tb, stem)                                                              \
-    ((vnni) ? (matmul_ukernel){rb, tb, stem##_tile_vnni, stem##_col_vnni, 0, NULL}                 \
-            : (matmul_ukernel){rb, tb, stem##_tile, stem##_col, 0, NULL})
+    ((vnni) ? (matmul_ukernel){rb, tb, stem##_tile_vnni, stem##_col_vnni, 0, NULL, 0, NULL}        \
+            : (matmul_ukernel){rb, tb, stem##_tile, stem##_col, 0, NULL, 0, NULL})
 #define MATMUL_UK2(vnni, rb, tb, tb2, stem)                                                        \
-    ((vnni) ? (matmul_ukernel){rb, tb, stem##_tile_vnni, stem##_col_vnni, tb2, stem##_tile8_vnni}  \
-            : (matmul_ukernel){rb, tb, stem##_tile, stem##_col, tb2, stem##_tile8})
+    ((vnni) ? (matmul_ukernel){rb, tb, stem##_tile_vnni, stem##_col_vnni, tb2, stem##_tile8_vnni,  \
+                               0, NULL}                                                            \
+            : (matmul_ukernel){rb, tb, stem##_tile, stem##_col, tb2, stem##_tile8, 0, NULL})
 
 /* The most queries one call of attn_scores_f16 / attn_accum_f16 takes:
  * the cells are read and converted once for all of them. forward.c sizes

@@ -26,7 +26,7 @@
 #define CHUNK_BYTES (128 * 1024)
 /* below this many activation elements the conversion runs on the caller */
 #define CONVERT_INLINE_ELEMS 16384
-#define MAX_TILE             256 /* rb * tb of any micro-kernel */
+#define MAX_TILE             256 /* rb * tb of any micro-kernel (tile_pair: 32 * tbp) */
 
 /* The type table's row of a weight type (asserted: a broken caller contract). */
 static const type_traits *weight_traits(int32_t wtype) {
@@ -159,6 +159,36 @@ static void run_tiles(const mm_task *m, mm_tile_fn tile, int32_t tb, const void 
     }
 }
 
+/* Pair tiles (ukernel tile_pair) over tokens [*t, t1) for the two x16
+ * groups at rows n and n + 16; advances *t past the last full tile. */
+static void run_pair_tiles(const mm_task *m, int64_t n, int64_t *t, int64_t t1) {
+    const void *w[2] = {m->W + (size_t)n * m->w_row, m->W + (size_t)(n + 16) * m->w_row};
+    const void *x[16];
+    float out[MAX_TILE];
+    const int32_t tb = m->uk.tbp;
+    for (; *t + tb <= t1; *t += tb) {
+        for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(*t + j) * m->x_row;
+        m->uk.tile_pair(m->K, w, x, out);
+        for (int32_t j = 0; j < tb; j++)
+            memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * 32, 32 * sizeof(float));
+    }
+}
+
+static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1);
+
+/* x16 with a pair tile: two full groups at a time through tile_pair, the
+ * tokens left after its tiles and a lone last group through the 16-row
+ * kernels (rows_ukernel). */
+static void rows_ukernel_pairs(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
+    int64_t n = n0;
+    for (; n + 32 <= n1; n += 32) {
+        int64_t t = t0;
+        run_pair_tiles(m, n, &t, t1);
+        if (t < t1) rows_ukernel(m, n, n + 32, t, t1);
+    }
+    if (n < n1) rows_ukernel(m, n, n1, t0, t1);
+}
+
 /* Rows [n0, n1) for tokens [t0, t1) with the micro-kernel: full tiles, then
  * tile2's (if any), then the column. Rows past the end of a short last
  * block repeat the last row; their outputs are dropped, so every kept
@@ -228,7 +258,8 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
     const size_t budget =
         m->vdt == CS_TYPE_F16 || m->vdt == CS_TYPE_BF16 ? 2 * CHUNK_BYTES : CHUNK_BYTES;
     int64_t chunk = (int64_t)(budget / m->x_row);
-    const int64_t tb = m->have_uk ? m->uk.tb : 1;
+    /* whole pair tiles where there are any (x16 F16: 56 -> 54 tokens at K = 768) */
+    const int64_t tb = !m->have_uk ? 1 : m->uk.tile_pair ? m->uk.tbp : m->uk.tb;
     chunk = chunk < tb ? tb : chunk / tb * tb;
     const int64_t n_units = (m->T + chunk - 1) / chunk * n_ranges;
     for (int64_t u; (u = threadpool_take(&m->next, n_units)) >= 0;) {
@@ -237,7 +268,9 @@ static void matmul_task(void *arg, int32_t ith, int32_t nth) {
         const int64_t n0 = b0 * rb, n1 = b1 * rb < m->N ? b1 * rb : m->N;
         if (n0 >= n1) continue;
         const int64_t t0 = u / n_ranges * chunk, t1 = t0 + chunk < m->T ? t0 + chunk : m->T;
-        if (m->have_uk)
+        if (m->have_uk && m->uk.tile_pair && t1 - t0 >= m->uk.tbp)
+            rows_ukernel_pairs(m, n0, n1, t0, t1);
+        else if (m->have_uk)
             rows_ukernel(m, n0, n1, t0, t1);
         else
             rows_generic(m, n0, n1, t0, t1);
@@ -285,6 +318,9 @@ static void matmul_impl(const kernels_table *k, threadpool *tp, int32_t wtype, i
     CS_ASSERT(!m.have_uk || (m.uk.rb <= 16 && m.uk.tb <= 16 && m.uk.rb * m.uk.tb <= MAX_TILE));
     CS_ASSERT(!m.have_uk || !m.uk.tile2 || (m.uk.tb2 > 1 && m.uk.tb2 < m.uk.tb));
     CS_ASSERT(layout != CS_LAYOUT_X16 || !m.have_uk || m.uk.rb == CS_X16_ROWS);
+    CS_ASSERT(
+        !m.have_uk || !m.uk.tile_pair ||
+        (layout == CS_LAYOUT_X16 && m.uk.tbp > 0 && m.uk.tbp <= 16 && 32 * m.uk.tbp <= MAX_TILE));
     if (m.vdt == CS_TYPE_F32) {
         m.Xc = (const uint8_t *)X;
         m.x_row = (size_t)K * sizeof(float);

@@ -283,17 +283,17 @@ static void uk_x16_q4K_col(int64_t K, const void *const *w, const void *x, float
 }
 
 void kernels_x16_avx2(kernels_table *k) {
-    k->ukernel_x16[CS_TYPE_F16] =
-        (matmul_ukernel){CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL};
-    k->ukernel_x16[CS_TYPE_BF16] =
-        (matmul_ukernel){CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL};
+    k->ukernel_x16[CS_TYPE_F16] = (matmul_ukernel){
+        CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_f16_tile, uk_x16_f16_col, 0, NULL, 0, NULL};
+    k->ukernel_x16[CS_TYPE_BF16] = (matmul_ukernel){
+        CS_X16_ROWS, X16_F16_AVX2_TB, uk_x16_bf16_tile, uk_x16_bf16_col, 0, NULL, 0, NULL};
     k->wide_x16[CS_TYPE_F16] = k->wide_x16[CS_TYPE_BF16] = true;
     k->ukernel_x16[CS_TYPE_Q8_0] =
-        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q8_tile, uk_x16_q8_col, 0, NULL, 0, NULL};
     k->ukernel_x16[CS_TYPE_Q4_0] =
-        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL};
-    k->ukernel_x16[CS_TYPE_Q4_K] =
-        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4K_tile, uk_x16_q4K_col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4_tile, uk_x16_q4_col, 0, NULL, 0, NULL};
+    k->ukernel_x16[CS_TYPE_Q4_K] = (matmul_ukernel){
+        CS_X16_ROWS, X16_AVX2_TB, uk_x16_q4K_tile, uk_x16_q4K_col, 0, NULL, 0, NULL};
 }
 
 #endif /* x86 */

@@ -727,29 +727,29 @@ B32_TILE(iq4nl, B32_IQ4_NL)
 void VNNI_FN(kernels_x16_avxvnni)(kernels_table *k) {
     matmul_ukernel *u = k->ukernel_x16; /* the AVX2 table's, no tile2 */
     u[CS_TYPE_Q8_0] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q8_tile, u[CS_TYPE_Q8_0].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q8_tile, u[CS_TYPE_Q8_0].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q4_0] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4_tile, u[CS_TYPE_Q4_0].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4_tile, u[CS_TYPE_Q4_0].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q4_K] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4K_tile, u[CS_TYPE_Q4_K].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4K_tile, u[CS_TYPE_Q4_K].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q6_K] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q6K_tile, u[CS_TYPE_Q6_K].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q6K_tile, u[CS_TYPE_Q6_K].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q5_K] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q5K_tile, u[CS_TYPE_Q5_K].col, 0, NULL};
-    u[CS_TYPE_IQ4_XS] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_iq4xs_tile, u[CS_TYPE_IQ4_XS].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q5K_tile, u[CS_TYPE_Q5_K].col, 0, NULL, 0, NULL};
+    u[CS_TYPE_IQ4_XS] = (matmul_ukernel){
+        CS_X16_ROWS, VNNI_TB, uk_iq4xs_tile, u[CS_TYPE_IQ4_XS].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q3_K] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q3K_tile, u[CS_TYPE_Q3_K].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB8, uk_q3K_tile, u[CS_TYPE_Q3_K].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q2_K] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q2K_tile, u[CS_TYPE_Q2_K].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q2K_tile, u[CS_TYPE_Q2_K].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q5_0] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q5_0_tile, u[CS_TYPE_Q5_0].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q5_0_tile, u[CS_TYPE_Q5_0].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q4_1] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4_1_tile, u[CS_TYPE_Q4_1].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q4_1_tile, u[CS_TYPE_Q4_1].col, 0, NULL, 0, NULL};
     u[CS_TYPE_Q5_1] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q5_1_tile, u[CS_TYPE_Q5_1].col, 0, NULL};
-    u[CS_TYPE_IQ4_NL] =
-        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_iq4nl_tile, u[CS_TYPE_IQ4_NL].col, 0, NULL};
+        (matmul_ukernel){CS_X16_ROWS, VNNI_TB, uk_q5_1_tile, u[CS_TYPE_Q5_1].col, 0, NULL, 0, NULL};
+    u[CS_TYPE_IQ4_NL] = (matmul_ukernel){
+        CS_X16_ROWS, VNNI_TB, uk_iq4nl_tile, u[CS_TYPE_IQ4_NL].col, 0, NULL, 0, NULL};
 }
 
 #endif /* x86 */

@@ -570,13 +570,13 @@ static void uk_q2K_col(int64_t K, const void *const *w, const void *x, float *ou
 void kernels_x16_kquants_avx2(kernels_table *k) {
     const int32_t r = CS_X16_ROWS;
     k->ukernel_x16[CS_TYPE_Q6_K] =
-        (matmul_ukernel){r, X16K_AVX2_TB, uk_q6K_tile, uk_q6K_col, 0, NULL};
+        (matmul_ukernel){r, X16K_AVX2_TB, uk_q6K_tile, uk_q6K_col, 0, NULL, 0, NULL};
     k->ukernel_x16[CS_TYPE_IQ4_XS] = (matmul_ukernel){
-        r, IQ4XS_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col, IQ4XS_AVX2_TB2, uk_iq4xs_tile8};
+        r, IQ4XS_AVX2_TB, uk_iq4xs_tile, uk_iq4xs_col, IQ4XS_AVX2_TB2, uk_iq4xs_tile8, 0, NULL};
     k->ukernel_x16[CS_TYPE_Q3_K] =
-        (matmul_ukernel){r, X16K_AVX2_TB, uk_q3K_tile, uk_q3K_col, 0, NULL};
+        (matmul_ukernel){r, X16K_AVX2_TB, uk_q3K_tile, uk_q3K_col, 0, NULL, 0, NULL};
     k->ukernel_x16[CS_TYPE_Q2_K] =
-        (matmul_ukernel){r, X16K_AVX2_TB, uk_q2K_tile, uk_q2K_col, 0, NULL};
+        (matmul_ukernel){r, X16K_AVX2_TB, uk_q2K_tile, uk_q2K_col, 0, NULL, 0, NULL};
 }
 
 #endif /* x86 */

@@ -237,10 +237,14 @@ static void uk_x16_iq4nl_col(int64_t K, const void *const *w, const void *x, flo
 void kernels_x16_legacy_avx2(kernels_table *k) {
     matmul_ukernel *x = k->ukernel_x16;
     const int32_t r = CS_X16_ROWS;
-    x[CS_TYPE_IQ4_NL] = (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col, 0, NULL};
-    x[CS_TYPE_Q5_0] = (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col, 0, NULL};
-    x[CS_TYPE_Q4_1] = (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col, 0, NULL};
-    x[CS_TYPE_Q5_1] = (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col, 0, NULL};
+    x[CS_TYPE_IQ4_NL] =
+        (matmul_ukernel){r, IQ4NL_TB, uk_x16_iq4nl_tile, uk_x16_iq4nl_col, 0, NULL, 0, NULL};
+    x[CS_TYPE_Q5_0] =
+        (matmul_ukernel){r, LG_TB, uk_x16_q5_0_tile, uk_x16_q5_0_col, 0, NULL, 0, NULL};
+    x[CS_TYPE_Q4_1] =
+        (matmul_ukernel){r, LG_TB, uk_x16_q4_1_tile, uk_x16_q4_1_col, 0, NULL, 0, NULL};
+    x[CS_TYPE_Q5_1] =
+        (matmul_ukernel){r, LG_TB, uk_x16_q5_1_tile, uk_x16_q5_1_col, 0, NULL, 0, NULL};
 }
 
 #endif /* x86 */

@@ -128,8 +128,8 @@ static void uk_x16_q5K_col(int64_t K, const void *const *w, const void *x, float
 }
 
 void kernels_x16_q5k_avx2(kernels_table *k) {
-    k->ukernel_x16[CS_TYPE_Q5_K] =
-        (matmul_ukernel){CS_X16_ROWS, X16_Q5K_AVX2_TB, uk_x16_q5K_tile, uk_x16_q5K_col, 0, NULL};
+    k->ukernel_x16[CS_TYPE_Q5_K] = (matmul_ukernel){
+        CS_X16_ROWS, X16_Q5K_AVX2_TB, uk_x16_q5K_tile, uk_x16_q5K_col, 0, NULL, 0, NULL};
 }
 
 #endif /* x86 */

@@ -915,11 +915,16 @@ static void avx2_init(void) {
     k->from_float[CS_TYPE_Q8_1] = avx2_quantize_row_q8_1;
     k->from_float[CS_TYPE_Q8_K] = avx2_quantize_row_q8_K;
 
-    k->ukernel[CS_TYPE_F32] = (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col, 0, NULL};
-    k->ukernel[CS_TYPE_F16] = (matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col, 0, NULL};
-    k->ukernel[CS_TYPE_BF16] = (matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col, 0, NULL};
-    k->ukernel[CS_TYPE_Q8_0] = (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col, 0, NULL};
-    k->ukernel[CS_TYPE_Q4_0] = (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col, 0, NULL};
+    k->ukernel[CS_TYPE_F32] =
+        (matmul_ukernel){UK_RB, UK_TB, uk_f32_tile, uk_f32_col, 0, NULL, 0, NULL};
+    k->ukernel[CS_TYPE_F16] =
+        (matmul_ukernel){UK_RB, UK_TB, uk_f16_tile, uk_f16_col, 0, NULL, 0, NULL};
+    k->ukernel[CS_TYPE_BF16] =
+        (matmul_ukernel){UK_RB, UK_TB, uk_bf16_tile, uk_bf16_col, 0, NULL, 0, NULL};
+    k->ukernel[CS_TYPE_Q8_0] =
+        (matmul_ukernel){UK_RB, UK_TB, uk_q8_tile, uk_q8_col, 0, NULL, 0, NULL};
+    k->ukernel[CS_TYPE_Q4_0] =
+        (matmul_ukernel){UK_RB, UK_TB, uk_q4_tile, uk_q4_col, 0, NULL, 0, NULL};
     kernels_x16_avx2(k);
     kernels_x16_q5k_avx2(k);
     kernels_x16_legacy_avx2(k);
