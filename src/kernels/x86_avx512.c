@@ -1066,8 +1066,12 @@ static void uk_x16_q4K_col_vnni(int64_t K, const void *const *w, const void *x, 
         __m512i sl = _mm512_setzero_si512(), sh = _mm512_setzero_si512();
         for (int j = 0; j < 4; j++) {
             const int8_t *a = ab->qs + 64 * j;
-            for (int k = 0; k < 9; k++) /* the block after next, as the tile */
-                X16_PF_COL(1, (const char *)(blk + 2 * CS_X16_Q4K_BLOCK + (size_t)(9 * j + k) * 64),
+            /* three blocks ahead (the tile takes two): 1.1B Q4_K_M tg48, 1
+             * thread, Zen 5, paired probe, 4 alternating runs: 2 blocks
+             * 0.876-0.916, 3 blocks 0.933-0.939, 3.5 blocks 0.914-0.933;
+             * 1 block 0.835-0.839 */
+            for (int k = 0; k < 9; k++)
+                X16_PF_COL(1, (const char *)(blk + 3 * CS_X16_Q4K_BLOCK + (size_t)(9 * j + k) * 64),
                            _MM_HINT_T0);
             /* two chains per nibble half: dpbusd latency */
             __m512i al = _mm512_setzero_si512(), ah = _mm512_setzero_si512();
