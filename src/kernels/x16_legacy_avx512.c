@@ -103,7 +103,12 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
                 dx = a->d;
                 ai = _mm512_set1_epi32(a->corr);
             }
-            for (int k = 0; k < 8; k++) ai = dp4(ai, wq[k], xq + 4 * k, vnni);
+            __m512i ai2 = _mm512_setzero_si512(); /* a second chain: exact int32 */
+            for (int k = 0; k < 8; k += 2) {
+                ai = dp4(ai, wq[k], xq + 4 * k, vnni);
+                ai2 = dp4(ai2, wq[k + 1], xq + 4 * k + 4, vnni);
+            }
+            ai = _mm512_add_epi32(ai, ai2);
             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
             acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(_mm512_cvtepi32_ps(ai), sc));
         }
