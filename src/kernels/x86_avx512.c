@@ -813,21 +813,27 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
             const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
             const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
             __m512i acc_i = is_q4 || vnni ? _mm512_set1_epi32(a->corr) : _mm512_setzero_si512();
+            /* two int32 chains (even / odd steps), added at the end: exact,
+             * and half the dependent vpdpbusd per chain (bench_kernels T =
+             * 512, 1 thread, Zen 5: see docs/BENCH.md, "Prompt tiles on Zen 5") */
+            __m512i acc_o = _mm512_setzero_si512();
             for (int s = 0; s < 8; s++) {
+                __m512i *ac = s & 1 ? &acc_o : &acc_i;
                 /* Q4_0: wq[2s'] = low nibbles (elements 4s'..), wq[2s'+1]
                  * = high nibbles (elements 16+4s'..) */
                 const int8_t *xp = is_q4 ? xb->qs + (s & 1) * 16 + (s >> 1) * 4 : xb->qs + 4 * s;
                 if (vnni) {
-                    acc_i = dpbusd_bcast(acc_i, wq[s], xp);
+                    *ac = dpbusd_bcast(*ac, wq[s], xp);
                 } else {
                     int32_t v;
                     memcpy(&v, xp, 4);
                     __m512i xv = _mm512_set1_epi32(v);
                     if (!is_q4) xv = _mm512_mask_sub_epi8(xv, neg[s], _mm512_setzero_si512(), xv);
-                    acc_i = _mm512_add_epi32(
-                        acc_i, _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
+                    *ac = _mm512_add_epi32(
+                        *ac, _mm512_madd_epi16(_mm512_maddubs_epi16(wq[s], xv), ones));
                 }
             }
+            acc_i = _mm512_add_epi32(acc_i, acc_o);
             const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a->d));
             const __m512 f = _mm512_cvtepi32_ps(acc_i);
             acc[t] = is_q4 ? _mm512_fmadd_ps(f, sc, acc[t])
