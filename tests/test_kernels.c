@@ -1284,8 +1284,12 @@ static void test_kernels_matmul_x16(void **state) {
                              CS_TYPE_IQ4_XS, CS_TYPE_Q5_0, CS_TYPE_IQ4_NL, CS_TYPE_Q4_1,
                              CS_TYPE_Q5_1,   CS_TYPE_Q3_K, CS_TYPE_Q2_K,   CS_TYPE_Q5_K,
                              CS_TYPE_F16,    CS_TYPE_BF16};
-    const int64_t shapes[][3] = {{16, 32, 1},   {48, 800, 9}, {32, 768, 33},
-                                 {64, 2048, 3}, {16, 256, 5}, {48, 512, 9}};
+    /* {208, 128, 14}: 13 groups, so each of a pool's ranges holds two or
+     * more and the pair tiles run (kernels.h tile_pair), with a lone group
+     * and 2 tokens left after the 6-token pair tiles; in the others every
+     * range holds one group */
+    const int64_t shapes[][3] = {{16, 32, 1},  {48, 800, 9}, {32, 768, 33}, {64, 2048, 3},
+                                 {16, 256, 5}, {48, 512, 9}, {208, 128, 14}};
     const kernels_table *ref = kernels_ref();
     assert_false(repack_x16_fits(CS_TYPE_F32, 16, 256));
     assert_false(repack_x16_fits(CS_TYPE_F16, 16, 40)); /* blocks of 16 elements */

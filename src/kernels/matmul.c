@@ -159,36 +159,6 @@ static void run_tiles(const mm_task *m, mm_tile_fn tile, int32_t tb, const void 
     }
 }
 
-/* Pair tiles (ukernel tile_pair) over tokens [*t, t1) for the two x16
- * groups at rows n and n + 16; advances *t past the last full tile. */
-static void run_pair_tiles(const mm_task *m, int64_t n, int64_t *t, int64_t t1) {
-    const void *w[2] = {m->W + (size_t)n * m->w_row, m->W + (size_t)(n + 16) * m->w_row};
-    const void *x[16];
-    float out[MAX_TILE];
-    const int32_t tb = m->uk.tbp;
-    for (; *t + tb <= t1; *t += tb) {
-        for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(*t + j) * m->x_row;
-        m->uk.tile_pair(m->K, w, x, out);
-        for (int32_t j = 0; j < tb; j++)
-            memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * 32, 32 * sizeof(float));
-    }
-}
-
-static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1);
-
-/* x16 with a pair tile: two full groups at a time through tile_pair, the
- * tokens left after its tiles and a lone last group through the 16-row
- * kernels (rows_ukernel). */
-static void rows_ukernel_pairs(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
-    int64_t n = n0;
-    for (; n + 32 <= n1; n += 32) {
-        int64_t t = t0;
-        run_pair_tiles(m, n, &t, t1);
-        if (t < t1) rows_ukernel(m, n, n + 32, t, t1);
-    }
-    if (n < n1) rows_ukernel(m, n, n1, t0, t1);
-}
-
 /* Rows [n0, n1) for tokens [t0, t1) with the micro-kernel: full tiles, then
  * tile2's (if any), then the column. Rows past the end of a short last
  * block repeat the last row; their outputs are dropped, so every kept
@@ -219,6 +189,34 @@ static void rows_ukernel(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, i
             if (nr < rb) memcpy(y, out, (size_t)nr * sizeof(float));
         }
     }
+}
+
+/* Pair tiles (ukernel tile_pair) over tokens [*t, t1) for the two x16
+ * groups at rows n and n + 16; advances *t past the last full tile. */
+static void run_pair_tiles(const mm_task *m, int64_t n, int64_t *t, int64_t t1) {
+    const void *w[2] = {m->W + (size_t)n * m->w_row, m->W + (size_t)(n + 16) * m->w_row};
+    const void *x[16];
+    float out[MAX_TILE];
+    const int32_t tb = m->uk.tbp;
+    for (; *t + tb <= t1; *t += tb) {
+        for (int32_t j = 0; j < tb; j++) x[j] = m->Xc + (size_t)(*t + j) * m->x_row;
+        m->uk.tile_pair(m->K, w, x, out);
+        for (int32_t j = 0; j < tb; j++)
+            memcpy(m->Y + (*t + j) * m->N + n, out + (size_t)j * 32, 32 * sizeof(float));
+    }
+}
+
+/* x16 with a pair tile: two full groups at a time through tile_pair, the
+ * tokens left after its tiles and a lone last group through the 16-row
+ * kernels (rows_ukernel). */
+static void rows_ukernel_pairs(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {
+    int64_t n = n0;
+    for (; n + 32 <= n1; n += 32) {
+        int64_t t = t0;
+        run_pair_tiles(m, n, &t, t1);
+        if (t < t1) rows_ukernel(m, n, n + 32, t, t1);
+    }
+    if (n < n1) rows_ukernel(m, n, n1, t0, t1);
 }
 
 static void rows_generic(const mm_task *m, int64_t n0, int64_t n1, int64_t t0, int64_t t1) {

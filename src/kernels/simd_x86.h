@@ -62,11 +62,16 @@ CS_INLINE void x16_pf_block(const uint8_t *blk, size_t gb) {
         if ((TB) == 1 && kernels_col_prefetch) _mm_prefetch((p), (h));                             \
     } while (0)
 
-/* A column's prefetch of a whole gb-byte block at p (the block after next:
- * one burst of gb / 64 prefetches at the top of a block's step), where
- * kernels_col_prefetch says the core needs it. */
-CS_INLINE void x16_pf_col_block(const uint8_t *p, size_t gb) {
-    if (!kernels_col_prefetch) return;
+/* A decode column's prefetch of one gb-byte block's worth of lines ahead
+ * of the block at blk, where kernels_col_prefetch says the core needs it
+ * (TB == 1; a tile passes its TB and takes none here). How far: a
+ * super-block (gb >= 1 KiB) the block after next, as the tiles'
+ * X16_PF_TILE; a small legacy block X16_PF_AHEAD bytes, as x16_pf_block
+ * (two 288-byte blocks would be only 576 bytes). gb is a constant at
+ * every call, so the choice and the loop fold at compile time. */
+CS_INLINE void x16_pf_col(const int TB, const uint8_t *blk, size_t gb) {
+    if (TB != 1 || !kernels_col_prefetch) return;
+    const uint8_t *p = blk + (gb >= 1024 ? 2 * gb : X16_PF_AHEAD);
     for (size_t o = 0; o < gb; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
 }
 

@@ -58,8 +58,8 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
         for (int t = 0; t < TB; t++) ai[t][0] = ai[t][1] = _mm256_setzero_si256();
         if (TB == 1 && !is_q4) /* a Q8_0 decode step (Q4_0 measured no gain): x16_pf_block */
             x16_pf_block(blk, gb);
-        else if (TB == 1) /* Q4_0 where the core needs it (kernels_col_prefetch) */
-            x16_pf_col_block(blk + X16_PF_AHEAD, gb);
+        else /* Q4_0 where the core needs it (kernels_col_prefetch) */
+            x16_pf_col(TB, blk, gb);
         if (is_q4) {
             for (int s = 0; s < 4; s++) {
                 /* slice s: low nibbles = elements 4s.., high = 16+4s.. */
@@ -141,9 +141,7 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
         for (int h = 0; h < 2; h++) acc[t][h] = accm[t][h] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q4K_BLOCK,
-                             CS_X16_Q4K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q4K_BLOCK);
         /* 6-bit scales and mins of the 16 rows, sub-block j, as bytes */
         __m128i scb[8], mnb[8];
         x16_k4_scale_bytes(blk + 64, scb, mnb);

@@ -157,9 +157,7 @@ CS_INLINE void tile_q4K(int64_t K, const void *const *w, const void *const *x, f
         for (int r = 0; r < 16; r++) out[16 * t + r] = accm[t][r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q4K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q4K_BLOCK,
-                             CS_X16_Q4K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q4K_BLOCK);
         const uint8_t *qs = blk + 256; /* [32 slices][16 rows][4] */
         uint8_t sm[2][8][16];
         k4_scales(blk, sm);
@@ -227,9 +225,7 @@ CS_INLINE void tile_q6K(int64_t K, const void *const *w, const void *const *x, f
     zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q6K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q6K_BLOCK,
-                             CS_X16_Q6K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q6K_BLOCK);
         for (int hr = 0; hr < 2; hr++) { /* row half */
             __m256i sumi[VNNI_TB_MAX];
             for (int t = 0; t < TB; t++) sumi[t] = _mm256_setzero_si256();
@@ -304,9 +300,7 @@ CS_INLINE void tile_q5K(int64_t K, const void *const *w, const void *const *x, f
         for (int r = 0; r < 16; r++) out[16 * t + r] = accm[t][r] = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q5K_BLOCK,
-                             CS_X16_Q5K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q5K_BLOCK);
         uint8_t sm[2][8][16];
         k4_scales(blk, sm);
         for (int h = 0; h < 2; h++) {
@@ -379,9 +373,7 @@ CS_INLINE void tile_iq4xs(int64_t K, const void *const *w, const void *const *x,
     zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_IQ4XS_BLOCK,
-                             CS_X16_IQ4XS_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_IQ4XS_BLOCK);
         const uint8_t *qs = blk + 128;
         for (int h = 0; h < 2; h++) {
             const __m256 dw =
@@ -454,9 +446,7 @@ CS_INLINE void tile_q3K(int64_t K, const void *const *w, const void *const *x, f
     zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q3K_BLOCK,
-                             CS_X16_Q3K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q3K_BLOCK);
         for (int hr = 0; hr < 2; hr++) {
             /* the 8 rows' scales s - 32 of sub-block j, in the low word */
             __m256i scw[16];
@@ -543,9 +533,7 @@ CS_INLINE void tile_q2K(int64_t K, const void *const *w, const void *const *x, f
     zero_out(out, TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q2K_BLOCK,
-                             CS_X16_Q2K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q2K_BLOCK);
         for (int hr = 0; hr < 2; hr++) {
             __m256i isum[VNNI_TB_MAX];
             for (int t = 0; t < TB; t++) isum[t] = _mm256_setzero_si256();
@@ -649,7 +637,7 @@ CS_INLINE void tile_b32(int64_t K, const void *const *w, const void *const *x, f
     if (has_m) zero_out(&summ[0][0], TB);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
-        if (TB == 1) x16_pf_col_block(blk + X16_PF_AHEAD, gb);
+        x16_pf_col(TB, blk, gb);
         for (int hr = 0; hr < 2; hr++) {
             const __m256 dw =
                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * hr)));

@@ -146,8 +146,7 @@ CS_INLINE void col_x16_iq4xs_vnni(int64_t K, const void *const *w, const void *x
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_IQ4XS_BLOCK;
-        x16_pf_col_block(blk + 2 * CS_X16_IQ4XS_BLOCK,
-                         CS_X16_IQ4XS_BLOCK); /* the block after next */
+        x16_pf_col(1, blk, CS_X16_IQ4XS_BLOCK);
         const block_q8_K *ab = (const block_q8_K *)x + b;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(ab->d));
@@ -466,7 +465,7 @@ CS_INLINE void col_x16_q3K(int64_t K, const void *const *w, const void *x, float
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q3K_BLOCK;
-        x16_pf_col_block(blk + 2 * CS_X16_Q3K_BLOCK, CS_X16_Q3K_BLOCK); /* the block after next */
+        x16_pf_col(1, blk, CS_X16_Q3K_BLOCK);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const block_q8_K *ab = (const block_q8_K *)x + b;
         const __m512 d = _mm512_mul_ps(_mm512_set1_ps(ab->d), dw);
@@ -665,7 +664,7 @@ CS_INLINE void col_x16_q2K_vnni(int64_t K, const void *const *w, const void *x, 
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q2K_BLOCK;
-        x16_pf_col_block(blk + 2 * CS_X16_Q2K_BLOCK, CS_X16_Q2K_BLOCK); /* the block after next */
+        x16_pf_col(1, blk, CS_X16_Q2K_BLOCK);
         const block_q8_K *ab = (const block_q8_K *)x + b;
         /* scale slice sl: dword r = row r's bytes 2sl, 2sl + 1 as words;
          * half u's scale is the low nibble of word u, the mins the high

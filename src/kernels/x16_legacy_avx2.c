@@ -74,7 +74,7 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
     memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
-        if (TB == 1) x16_pf_col_block(blk + X16_PF_AHEAD, gb);
+        x16_pf_col(TB, blk, gb);
         const int8_t *xq[LG_TB];
         float dx[LG_TB];
         int32_t corr[LG_TB];
@@ -186,8 +186,7 @@ CS_INLINE void tile_iq4nl(int64_t K, const void *const *w, const void *const *x,
     memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q4_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q4_BLOCK, CS_X16_Q4_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q4_BLOCK);
         const int8_t *xq[IQ4NL_TB];
         float dx[IQ4NL_TB];
         for (int t = 0; t < TB; t++) {

@@ -40,9 +40,7 @@ CS_INLINE void tile_x16_q5K(int64_t K, const void *const *w, const void *const *
         for (int h = 0; h < 2; h++) acc[t][h] = accm[t][h] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
-        if (TB == 1)
-            x16_pf_col_block(blk + 2 * CS_X16_Q5K_BLOCK,
-                             CS_X16_Q5K_BLOCK); /* the block after next */
+        x16_pf_col(TB, blk, CS_X16_Q5K_BLOCK);
         __m128i scb[8], mnb[8];
         x16_k4_scale_bytes(blk + 64, scb, mnb);
         for (int h = 0; h < 2; h++) {

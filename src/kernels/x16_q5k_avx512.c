@@ -174,7 +174,7 @@ CS_INLINE void col_x16_q5K(int64_t K, const void *const *w, const void *x, float
     __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * CS_X16_Q5K_BLOCK;
-        x16_pf_col_block(blk + 2 * CS_X16_Q5K_BLOCK, CS_X16_Q5K_BLOCK); /* the block after next */
+        x16_pf_col(1, blk, CS_X16_Q5K_BLOCK);
         const block_q8_K *ab = (const block_q8_K *)x + b;
         const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)blk));
         const __m512 dmv =

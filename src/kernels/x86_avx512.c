@@ -788,7 +788,7 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = grp + (size_t)b * gb;
-        if (TB == 1) x16_pf_col_block(blk + X16_PF_AHEAD, gb);
+        x16_pf_col(TB, blk, gb);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         __m512i wq[8];
         __mmask64 neg[8];
