@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common.h"
@@ -33,6 +34,20 @@ static const char *const k_tables[] = {"ref",          "avx2",    "avx512",
 #define N_TABLES 4
 
 static bool g_quick;
+/* --types: the efficiency table's types, comma-separated (NULL: all). */
+static const char *g_types;
+
+static bool type_selected(const char *name) {
+    if (!g_types) return true;
+    const size_t n = strlen(name);
+    for (const char *p = g_types; *p;) {
+        const char *e = strchr(p, ',');
+        const size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncasecmp(p, name, n) == 0) return true;
+        p += len + (e != NULL);
+    }
+    return false;
+}
 static volatile float g_sink;
 
 static uint64_t g_rng = 42;
@@ -611,7 +626,7 @@ static void bench_efficiency(int reps) {
     for (size_t ty = 0; ty < sizeof types / sizeof types[0]; ty++) {
         const int32_t type = types[ty];
         uint64_t rb = 0;
-        if (!type_row_size(type, K, &rb)) continue;
+        if (!type_row_size(type, K, &rb) || !type_selected(cs_type_name(type))) continue;
         const int32_t layout = repack_x16_fits(type, N, K) && matmul_x16_native(k, type)
                                    ? CS_LAYOUT_X16
                                    : CS_LAYOUT_ROWS;
@@ -751,6 +766,7 @@ static void bench_attention(int reps) {
 
 int main(int argc, char **argv) {
     bool peaks = false;
+
     int reps = 3;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
@@ -759,8 +775,14 @@ int main(int argc, char **argv) {
             peaks = true;
         } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0) {
             reps = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--types") == 0 && i + 1 < argc) {
+            g_types = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--peaks [--reps R]]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--quick] [--peaks [--reps R] [--types LIST]]\n"
+                    "  --types LIST  comma-separated type names (q5_K,q6_K): the kernel\n"
+                    "                efficiency table has only these, no attention table\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -769,7 +791,7 @@ int main(int argc, char **argv) {
         printf("clock: %.2f GHz (dependent integer adds)\n\n", g_ghz);
         bench_peaks(reps);
         bench_efficiency(reps);
-        bench_attention(reps);
+        if (!g_types) bench_attention(reps);
         return 0;
     }
     printf("best table: %s\n", kernels_best()->name);
