@@ -1286,10 +1286,11 @@ static void test_kernels_matmul_x16(void **state) {
                              CS_TYPE_F16,    CS_TYPE_BF16};
     /* {208, 128, 14}: 13 groups, so each of a pool's ranges holds two or
      * more and the pair tiles run (kernels.h tile_pair), with a lone group
-     * and 2 tokens left after the 6-token pair tiles; in the others every
-     * range holds one group */
-    const int64_t shapes[][3] = {{16, 32, 1},  {48, 800, 9}, {32, 768, 33}, {64, 2048, 3},
-                                 {16, 256, 5}, {48, 512, 9}, {208, 128, 14}};
+     * and 2 tokens left after the 6-token pair tiles; {208, 512, 37} the
+     * same for the 16-token pair tiles of the super-block types (5 tokens
+     * left); in the others every range holds one group */
+    const int64_t shapes[][3] = {{16, 32, 1},  {48, 800, 9}, {32, 768, 33},  {64, 2048, 3},
+                                 {16, 256, 5}, {48, 512, 9}, {208, 128, 14}, {208, 512, 37}};
     const kernels_table *ref = kernels_ref();
     assert_false(repack_x16_fits(CS_TYPE_F32, 16, 256));
     assert_false(repack_x16_fits(CS_TYPE_F16, 16, 40)); /* blocks of 16 elements */

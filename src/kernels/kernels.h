@@ -43,7 +43,8 @@ enum { CS_ROPE_NORM = 0, CS_ROPE_NEOX = 2 };
  * groups (w[0], w[1]) times tbp activation rows in one call, out[t * 32 +
  * r] with rows 16..31 from w[1]; each output again by the identical
  * sequence. Where the broadcast of an activation is the bound (the F16
- * FMA tile), one broadcast then feeds two groups. */
+ * FMA tile, the int8 K-quant tiles' vpdpbusd), one broadcast then feeds
+ * two groups. tbp <= 16. */
 typedef struct matmul_ukernel {
     int32_t rb; /* weight rows per call */
     int32_t tb; /* activation rows per tile call */

@@ -26,7 +26,7 @@
 #define CHUNK_BYTES (128 * 1024)
 /* below this many activation elements the conversion runs on the caller */
 #define CONVERT_INLINE_ELEMS 16384
-#define MAX_TILE             256 /* rb * tb of any micro-kernel (tile_pair: 32 * tbp) */
+#define MAX_TILE             512 /* rb * tb of any micro-kernel (tile_pair: 32 * tbp) */
 
 /* The type table's row of a weight type (asserted: a broken caller contract). */
 static const type_traits *weight_traits(int32_t wtype) {

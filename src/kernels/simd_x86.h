@@ -150,6 +150,15 @@ CS_INLINE __m256 hsum8_x8_ps(const __m256 a[8]) {
 #endif
 
 #ifdef __AVX512F__
+/* vpdpbusd through inline asm: the AVX-512 files are not compiled with
+ * -mavx512vnni (the CPU may lack it); callers only take this path after
+ * the cpuid check in kernels.c. acc += sum of 4 products u8(a) * s8(b)
+ * per int32 lane. */
+CS_INLINE __m512i dpbusd_asm(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
 /* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes: per
  * int32 lane, acc + the sum of 4 products u8(a) * s8(p[0..3]). Inline asm:
  * the AVX-512 files are not compiled with -mavx512vnni (the CPU may lack

@@ -547,13 +547,6 @@ CS_INLINE void tile_wide(int64_t K, const void *const *w, const void *const *x, 
         for (int t = 0; t < TB; t++) out[t * RB + r] = hsum16(acc[r][t]);
 }
 
-/* vpdpbusd through inline asm: the file is not compiled with -mavx512vnni
- * (the CPU may lack it); callers only take this path after the cpuid check
- * in kernels.c. acc += sum of 4 products u8(a) * s8(b) per int32 lane. */
-CS_INLINE __m512i dpbusd_asm(__m512i acc, __m512i a, __m512i b) {
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-    return acc;
-}
 #define DPBUSD(acc, a, b) dpbusd_asm(acc, a, b)
 
 CS_INLINE __m512i join256(__m256i lo, __m256i hi) {
