@@ -1242,14 +1242,10 @@ CS_INLINE void tile_x16_q6K_pair(int64_t K, const void *const *w, const void *co
                                      _MM_HINT_T0);
                     for (int u = 0; u < 4; u++) {
                         const uint8_t *c = blk[gr] + x16_q6K_quant_off(h, g, u);
-                        const __m512i A = x16_load(c), B = x16_load(c + 64),
-                                      H = x16_load(c + 128);
-                        v[gr][0][u] =
-                            _mm512_and_si512(q6_sel(A, _mm512_slli_epi16(H, 4), m4), m63);
-                        v[gr][1][u] =
-                            _mm512_and_si512(q6_sel(B, _mm512_slli_epi16(H, 2), m4), m63);
-                        v[gr][2][u] =
-                            _mm512_and_si512(q6_sel(_mm512_srli_epi16(A, 4), H, m4), m63);
+                        const __m512i A = x16_load(c), B = x16_load(c + 64), H = x16_load(c + 128);
+                        v[gr][0][u] = _mm512_and_si512(q6_sel(A, _mm512_slli_epi16(H, 4), m4), m63);
+                        v[gr][1][u] = _mm512_and_si512(q6_sel(B, _mm512_slli_epi16(H, 2), m4), m63);
+                        v[gr][2][u] = _mm512_and_si512(q6_sel(_mm512_srli_epi16(A, 4), H, m4), m63);
                         v[gr][3][u] = _mm512_and_si512(
                             q6_sel(_mm512_srli_epi16(B, 4), _mm512_srli_epi16(H, 2), m4), m63);
                     }
