@@ -1035,6 +1035,84 @@ CS_INLINE void tile_x16_q4K(int64_t K, const void *const *w, const void *const *
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, _mm512_sub_ps(acc[t], accm[t]));
 }
 
+/* Two groups (32 rows) x X16_Q4K_PAIR_TB tokens, VNNI only, a sub-block
+ * at a time: its nibbles of both groups (16 vectors) are split once, and
+ * each 4-byte activation slice is broadcast once into a register for the
+ * two groups' vpdpbusd. The scales and mins come from x16_k4_scales_zmm
+ * (the decode column's), the same exact integers sumi and summ as
+ * tile_x16_q4K's and its float steps: its result bit for bit.
+ * bench_kernels q4_K, T = 512, Zen 5, 5 alternating runs at 1 thread:
+ * best 516 -> 574 GFLOP/s, mean 491 -> 536. */
+#define X16_Q4K_PAIR_TB 16
+CS_INLINE void tile_x16_q4K_pair(int64_t K, const void *const *w, const void *const *x,
+                                 float *out) {
+    const int64_t nb = K / CS_QK_K;
+    const int TB = X16_Q4K_PAIR_TB;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[2][X16_Q4K_PAIR_TB], accm[2][X16_Q4K_PAIR_TB];
+    for (int t = 0; t < TB; t++)
+        acc[0][t] = acc[1][t] = accm[0][t] = accm[1][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk[2] = {(const uint8_t *)w[0] + (size_t)b * CS_X16_Q4K_BLOCK,
+                                 (const uint8_t *)w[1] + (size_t)b * CS_X16_Q4K_BLOCK};
+        uint8_t sc8[2][128];
+        __m512i mnw[2][4];
+        for (int g = 0; g < 2; g++) {
+            x16_k4_scales_zmm(blk[g] + 64, sc8[g], mnw[g]);
+            if (b + 2 < nb) /* the block after next, 36 lines */
+                for (int l = 0; l < 36; l++)
+                    _mm_prefetch((const char *)(blk[g] + 2 * CS_X16_Q4K_BLOCK + (size_t)l * 64),
+                                 _MM_HINT_T0);
+        }
+        __m512i sumi[2][X16_Q4K_PAIR_TB];
+        for (int j = 0; j < 4; j++)
+            for (int hi = 0; hi < 2; hi++) {
+                const int sb = 2 * j + hi;
+                __m512i lv[2][8];
+                for (int g = 0; g < 2; g++)
+                    for (int s = 0; s < 8; s++) {
+                        const __m512i raw = x16_load(blk[g] + 256 + (size_t)(8 * j + s) * 64);
+                        lv[g][s] = _mm512_and_si512(hi ? _mm512_srli_epi16(raw, 4) : raw, m4);
+                    }
+                const __m512i sc0 = x16_k4_scale(sc8[0], sb), sc1 = x16_k4_scale(sc8[1], sb);
+                for (int t = 0; t < TB; t++) {
+                    const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j + 32 * hi;
+                    __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
+                    for (int s = 0; s < 8; s++) {
+                        int32_t v;
+                        memcpy(&v, a + 4 * s, 4);
+                        const __m512i xb = _mm512_set1_epi32(v);
+                        c0 = dpbusd_asm(c0, lv[0][s], xb);
+                        c1 = dpbusd_asm(c1, lv[1][s], xb);
+                    }
+                    const __m512i p0 = _mm512_mullo_epi32(c0, sc0);
+                    const __m512i p1 = _mm512_mullo_epi32(c1, sc1);
+                    sumi[0][t] = sb ? _mm512_add_epi32(sumi[0][t], p0) : p0;
+                    sumi[1][t] = sb ? _mm512_add_epi32(sumi[1][t], p1) : p1;
+                }
+            }
+        for (int g = 0; g < 2; g++) {
+            const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk[g]));
+            const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk[g] + 32)));
+            for (int t = 0; t < TB; t++) {
+                const block_q8_K *ab = (const block_q8_K *)x[t] + b;
+                const __m512 dy = _mm512_set1_ps(ab->d);
+                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[g][t]), _mm512_mul_ps(dv, dy),
+                                            acc[g][t]);
+                accm[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(x16_k4_summ(ab->bsums, mnw[g])),
+                                             _mm512_mul_ps(dmv, dy), accm[g][t]);
+            }
+        }
+    }
+    for (int t = 0; t < TB; t++)
+        for (int g = 0; g < 2; g++)
+            _mm512_storeu_ps(out + 32 * t + 16 * g, _mm512_sub_ps(acc[g][t], accm[g][t]));
+}
+static void uk_x16_q4K_pair_vnni(int64_t K, const void *const *w, const void *const *x,
+                                 float *out) {
+    tile_x16_q4K_pair(K, w, x, out);
+}
+
 /* The Q4_K decode column (VNNI): tile_x16_q4K's integers and float steps,
  * so the same result bit for bit, with fewer instructions per weight line.
  * A 1-thread decode streams the weights at a rate set by how many line
@@ -1823,6 +1901,8 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     x[CS_TYPE_Q6_K] = MATMUL_UK(vnni, r, X16_Q6K_TB, uk_x16_q6K);
     if (vnni && gfni) x[CS_TYPE_Q6_K].col = uk_x16_q6K_col_vnni_gfni;
     if (vnni) {
+        x[CS_TYPE_Q4_K].tbp = X16_Q4K_PAIR_TB;
+        x[CS_TYPE_Q4_K].tile_pair = uk_x16_q4K_pair_vnni;
         x[CS_TYPE_Q6_K].tbp = X16_Q6K_PAIR_TB;
         x[CS_TYPE_Q6_K].tile_pair = uk_x16_q6K_pair_vnni;
     }
