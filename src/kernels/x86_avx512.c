@@ -836,6 +836,69 @@ CS_INLINE void tile_x16(int64_t K, const void *const *w, const void *const *x, f
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+/* Two groups (32 rows) x X16_PAIR_TB tokens, VNNI only: each 4-byte
+ * activation slice is broadcast once into a register for the two groups'
+ * vpdpbusd, and a token's aux entry (start value, scale) is read once for
+ * both. Per output the same exact int32 block sums and float steps as
+ * tile_x16: its result bit for bit. bench_kernels T = 512, Zen 5, 5
+ * alternating runs at 1 thread: Q8_0 mean 440 -> 466 GFLOP/s (best 471 ->
+ * 494), Q4_0 best 513 -> 539. */
+#define X16_PAIR_TB 8
+CS_INLINE void tile_x16_pair(int64_t K, const void *const *w, const void *const *x, float *out,
+                             const int is_q4) {
+    const int64_t nb = K / CS_QK8_0;
+    const size_t aux_off = matmul_x16_aux_offset(K);
+    const size_t gb = is_q4 ? CS_X16_Q4_BLOCK : CS_X16_Q8_BLOCK;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[2][X16_PAIR_TB];
+    for (int t = 0; t < X16_PAIR_TB; t++) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512 dw[2];
+        __m512i wq[2][8];
+        for (int g = 0; g < 2; g++) {
+            const uint8_t *blk = (const uint8_t *)w[g] + (size_t)b * gb;
+            dw[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+            for (int s4 = 0; s4 < 4 && is_q4; s4++) {
+                const __m512i raw = x16_load(blk + 32 + 64 * s4);
+                wq[g][2 * s4] = _mm512_and_si512(raw, m4);
+                wq[g][2 * s4 + 1] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            }
+            for (int s8 = 0; s8 < 8 && !is_q4; s8++) wq[g][s8] = x16_load(blk + 32 + 64 * s8);
+        }
+        for (int t = 0; t < X16_PAIR_TB; t++) {
+            const block_q8_0 *xb = (const block_q8_0 *)x[t] + b;
+            const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
+            __m512i c0 = _mm512_set1_epi32(a->corr), c1 = c0;
+            for (int s8 = 0; s8 < 8; s8++) {
+                /* tile_x16's element order: Q4_0 low nibbles then high */
+                const int8_t *xp = is_q4 ? xb->qs + (s8 & 1) * 16 + (s8 >> 1) * 4 : xb->qs + 4 * s8;
+                int32_t v;
+                memcpy(&v, xp, 4);
+                const __m512i xv = _mm512_set1_epi32(v);
+                c0 = dpbusd_asm(c0, wq[0][s8], xv);
+                c1 = dpbusd_asm(c1, wq[1][s8], xv);
+            }
+            const __m512 dx = _mm512_set1_ps(a->d);
+            const __m512 f0 = _mm512_cvtepi32_ps(c0), f1 = _mm512_cvtepi32_ps(c1);
+            const __m512 sc0 = _mm512_mul_ps(dw[0], dx), sc1 = _mm512_mul_ps(dw[1], dx);
+            acc[0][t] = is_q4 ? _mm512_fmadd_ps(f0, sc0, acc[0][t])
+                              : _mm512_add_ps(acc[0][t], _mm512_mul_ps(f0, sc0));
+            acc[1][t] = is_q4 ? _mm512_fmadd_ps(f1, sc1, acc[1][t])
+                              : _mm512_add_ps(acc[1][t], _mm512_mul_ps(f1, sc1));
+        }
+    }
+    for (int t = 0; t < X16_PAIR_TB; t++) {
+        _mm512_storeu_ps(out + 32 * t, acc[0][t]);
+        _mm512_storeu_ps(out + 32 * t + 16, acc[1][t]);
+    }
+}
+static void uk_x16_q4_pair_vnni(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_pair(K, w, x, out, 1);
+}
+static void uk_x16_q8_pair_vnni(int64_t K, const void *const *w, const void *const *x, float *out) {
+    tile_x16_pair(K, w, x, out, 0);
+}
+
 /* F16 x16 (repack.c's dot_row_16): element k of the 16 rows is one
  * 32-byte slice, widened once (vcvtph2ps) and multiplied by token t's
  * activation k, broadcast from the widened copy of its converted row
@@ -1901,6 +1964,9 @@ static void avx512_init(kernels_table *k, const char *name, bool vnni, bool bf16
     x[CS_TYPE_Q6_K] = MATMUL_UK(vnni, r, X16_Q6K_TB, uk_x16_q6K);
     if (vnni && gfni) x[CS_TYPE_Q6_K].col = uk_x16_q6K_col_vnni_gfni;
     if (vnni) {
+        x[CS_TYPE_Q4_0].tbp = x[CS_TYPE_Q8_0].tbp = X16_PAIR_TB;
+        x[CS_TYPE_Q4_0].tile_pair = uk_x16_q4_pair_vnni;
+        x[CS_TYPE_Q8_0].tile_pair = uk_x16_q8_pair_vnni;
         x[CS_TYPE_Q4_K].tbp = X16_Q4K_PAIR_TB;
         x[CS_TYPE_Q4_K].tile_pair = uk_x16_q4K_pair_vnni;
         x[CS_TYPE_Q6_K].tbp = X16_Q6K_PAIR_TB;
