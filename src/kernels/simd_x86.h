@@ -159,6 +159,14 @@ CS_INLINE __m512i dpbusd_asm(__m512i acc, __m512i a, __m512i b) {
     return acc;
 }
 
+/* The 4 bytes at p (an activation slice) broadcast to every int32 lane
+ * of a register: the pair tiles' operand for two vpdpbusd. */
+CS_INLINE __m512i bcast4_512(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
 /* vpdpbusd with a 4-byte memory operand broadcast to all 16 lanes: per
  * int32 lane, acc + the sum of 4 products u8(a) * s8(p[0..3]). Inline asm:
  * the AVX-512 files are not compiled with -mavx512vnni (the CPU may lack

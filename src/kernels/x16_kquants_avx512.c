@@ -29,9 +29,7 @@
  * so a pair sum stays below 2^15; exact int32 either way. */
 CS_INLINE __m512i dp_iq4(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
     if (vnni) return dpbusd_bcast(acc, w, p);
-    int32_t v;
-    memcpy(&v, p, 4);
-    const __m512i a = _mm512_set1_epi32(v);
+    const __m512i a = bcast4_512(p);
     const __mmask64 neg = _mm512_movepi8_mask(a);
     const __m512i sw = _mm512_mask_sub_epi8(w, neg, _mm512_setzero_si512(), w);
     return _mm512_add_epi32(
@@ -420,9 +418,7 @@ CS_INLINE void tile_x16_q3K_pair(int64_t K, const void *const *w, const void *co
                         const __m512i corr = _mm512_set1_epi32(-4 * (int32_t)ab->bsums[j]);
                         __m512i d0 = corr, d1 = corr;
                         for (int kk = 0; kk < 4; kk++) {
-                            int32_t v;
-                            memcpy(&v, a + 4 * kk, 4);
-                            const __m512i xb = _mm512_set1_epi32(v);
+                            const __m512i xb = bcast4_512(a + 4 * kk);
                             d0 = dpbusd_asm(d0, wv[0][kk], xb);
                             d1 = dpbusd_asm(d1, wv[1][kk], xb);
                         }

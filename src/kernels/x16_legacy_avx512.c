@@ -40,6 +40,24 @@ enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
 
 #define LG_TB 8 /* tokens per tile: 8 weight vectors + 8 (+ 8) accumulators */
 
+/* The 8 weight vectors of one legacy x16 block (lane k: the nibbles of
+ * slice k & 3, low for k < 4, with the Q5 high bits of its 4 elements at
+ * 0x10 when has_h), shared by tile_legacy and tile_legacy_pair. */
+CS_INLINE void lg_weights(const uint8_t *blk, size_t off_h, size_t off_q, const int has_h,
+                          __m512i wq[8]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
+    const __m512i H = has_h ? x16_load(blk + off_h) : _mm512_setzero_si512();
+    for (int k = 0; k < 8; k++) {
+        const __m512i raw = x16_load(blk + off_q + 64 * (k & 3));
+        __m512i q = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), m4);
+        if (has_h) {
+            const __m512i hs = k <= 4 ? _mm512_slli_epi32(H, 4 - k) : _mm512_srli_epi32(H, k - 4);
+            q = _mm512_or_si512(q, _mm512_and_si512(hs, b4));
+        }
+        wq[k] = q;
+    }
+}
+
 /* One x16 group against TB activation rows, in the reference order
  * (quant_legacy.c): per block and row the exact integer sum, then
  * acc += (d_w * d_x) * isum; Q4_1 / Q5_1 also summ = fma(m_w, s_x, summ),
@@ -63,7 +81,6 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
     const uint8_t *grp = w[0];
-    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
     __m512 acc[LG_TB], summ[LG_TB];
     for (int t = 0; t < TB; t++) {
         acc[t] = _mm512_setzero_ps();
@@ -75,18 +92,8 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         const __m512 mw =
             has_m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32))) : dw;
-        const __m512i H = has_h ? x16_load(blk + off_h) : _mm512_setzero_si512();
         __m512i wq[8];
-        for (int k = 0; k < 8; k++) {
-            const __m512i raw = x16_load(blk + off_q + 64 * (k & 3));
-            __m512i q = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), m4);
-            if (has_h) {
-                const __m512i hs =
-                    k <= 4 ? _mm512_slli_epi32(H, 4 - k) : _mm512_srli_epi32(H, k - 4);
-                q = _mm512_or_si512(q, _mm512_and_si512(hs, b4));
-            }
-            wq[k] = q;
-        }
+        lg_weights(blk, off_h, off_q, has_h, wq);
         for (int t = 0; t < TB; t++) {
             const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
             const int8_t *xq = (const int8_t *)(xbk + (has_m ? 4 : 2));
@@ -136,7 +143,6 @@ CS_INLINE void tile_legacy_pair(int64_t K, const void *const *w, const void *con
     const size_t gb = parts.size, off_h = parts.high, off_q = parts.qs;
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
-    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
     __m512 acc[2][LG_PAIR_TB], summ[2][LG_PAIR_TB];
     for (int g = 0; g < 2; g++)
         for (int t = 0; t < LG_PAIR_TB; t++) acc[g][t] = summ[g][t] = _mm512_setzero_ps();
@@ -148,17 +154,7 @@ CS_INLINE void tile_legacy_pair(int64_t K, const void *const *w, const void *con
             dw[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
             mw[g] =
                 has_m ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32))) : dw[g];
-            const __m512i H = has_h ? x16_load(blk + off_h) : _mm512_setzero_si512();
-            for (int k = 0; k < 8; k++) {
-                const __m512i raw = x16_load(blk + off_q + 64 * (k & 3));
-                __m512i q = _mm512_and_si512(k < 4 ? raw : _mm512_srli_epi16(raw, 4), m4);
-                if (has_h) {
-                    const __m512i hs =
-                        k <= 4 ? _mm512_slli_epi32(H, 4 - k) : _mm512_srli_epi32(H, k - 4);
-                    q = _mm512_or_si512(q, _mm512_and_si512(hs, b4));
-                }
-                wq[g][k] = q;
-            }
+            lg_weights(blk, off_h, off_q, has_h, wq[g]);
         }
         for (int t = 0; t < LG_PAIR_TB; t++) {
             const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
@@ -180,9 +176,7 @@ CS_INLINE void tile_legacy_pair(int64_t K, const void *const *w, const void *con
             }
             __m512i a0 = start, a1 = start;
             for (int k = 0; k < 8; k++) {
-                int32_t v;
-                memcpy(&v, xq + 4 * k, 4);
-                const __m512i xv = _mm512_set1_epi32(v);
+                const __m512i xv = bcast4_512(xq + 4 * k);
                 a0 = dpbusd_asm(a0, wq[0][k], xv);
                 a1 = dpbusd_asm(a1, wq[1][k], xv);
             }

@@ -199,9 +199,7 @@ CS_INLINE void tile_x16_q5K_pair(int64_t K, const void *const *w, const void *co
                     const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j + 32 * hi;
                     __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
                     for (int k = 0; k < 8; k++) {
-                        int32_t v;
-                        memcpy(&v, a + 4 * k, 4);
-                        const __m512i xb = _mm512_set1_epi32(v);
+                        const __m512i xb = bcast4_512(a + 4 * k);
                         c0 = dpbusd_asm(c0, lv0[k], xb);
                         c1 = dpbusd_asm(c1, lv1[k], xb);
                     }

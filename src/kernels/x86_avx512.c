@@ -872,9 +872,7 @@ CS_INLINE void tile_x16_pair(int64_t K, const void *const *w, const void *const 
             for (int s8 = 0; s8 < 8; s8++) {
                 /* tile_x16's element order: Q4_0 low nibbles then high */
                 const int8_t *xp = is_q4 ? xb->qs + (s8 & 1) * 16 + (s8 >> 1) * 4 : xb->qs + 4 * s8;
-                int32_t v;
-                memcpy(&v, xp, 4);
-                const __m512i xv = _mm512_set1_epi32(v);
+                const __m512i xv = bcast4_512(xp);
                 c0 = dpbusd_asm(c0, wq[0][s8], xv);
                 c1 = dpbusd_asm(c1, wq[1][s8], xv);
             }
@@ -1142,9 +1140,7 @@ CS_INLINE void tile_x16_q4K_pair(int64_t K, const void *const *w, const void *co
                     const int8_t *a = ((const block_q8_K *)x[t])[b].qs + 64 * j + 32 * hi;
                     __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
                     for (int s = 0; s < 8; s++) {
-                        int32_t v;
-                        memcpy(&v, a + 4 * s, 4);
-                        const __m512i xb = _mm512_set1_epi32(v);
+                        const __m512i xb = bcast4_512(a + 4 * s);
                         c0 = dpbusd_asm(c0, lv[0][s], xb);
                         c1 = dpbusd_asm(c1, lv[1][s], xb);
                     }
@@ -1403,9 +1399,7 @@ CS_INLINE void tile_x16_q6K_pair(int64_t K, const void *const *w, const void *co
                         const __m512i corr = _mm512_set1_epi32(-32 * (int32_t)ab->bsums[sb]);
                         __m512i xb[4];
                         for (int k = 0; k < 4; k++) {
-                            int32_t xv;
-                            memcpy(&xv, a + 4 * k, 4);
-                            xb[k] = _mm512_set1_epi32(xv);
+                            xb[k] = bcast4_512(a + 4 * k);
                         }
                         /* tile_x16_q6K's two chains per token and group */
                         __m512i p0 = dpbusd_asm(corr, v[0][m][0], xb[0]);
