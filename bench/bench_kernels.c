@@ -766,7 +766,6 @@ static void bench_attention(int reps) {
 
 int main(int argc, char **argv) {
     bool peaks = false;
-
     int reps = 3;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {

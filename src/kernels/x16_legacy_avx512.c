@@ -58,6 +58,32 @@ CS_INLINE void lg_weights(const uint8_t *blk, size_t off_h, size_t off_q, const 
     }
 }
 
+/* Token row xr's header of activation block b for a legacy tile: the
+ * block's quants, d_x, and s_x (Q8_1 rows: has_m; start stays 0) or the
+ * aux start value (Q8_0 rows, matmul.h; s stays 0). Shared by tile_legacy
+ * and tile_legacy_pair. */
+typedef struct lg_act {
+    const int8_t *q;
+    float d, s;
+    __m512i start;
+} lg_act;
+
+CS_INLINE lg_act lg_token(const void *xr, int64_t b, size_t xb, size_t aux_off, const int has_m) {
+    const uint8_t *xbk = (const uint8_t *)xr + (size_t)b * xb;
+    lg_act r = {(const int8_t *)(xbk + (has_m ? 4 : 2)), 0.0f, 0.0f, _mm512_setzero_si512()};
+    if (has_m) {
+        uint16_t h[2];
+        memcpy(h, xbk, 4);
+        r.d = _cvtsh_ss(h[0]);
+        r.s = _cvtsh_ss(h[1]);
+    } else {
+        const matmul_x16_aux *a = (const matmul_x16_aux *)((const uint8_t *)xr + aux_off) + b;
+        r.d = a->d;
+        r.start = _mm512_set1_epi32(a->corr);
+    }
+    return r;
+}
+
 /* One x16 group against TB activation rows, in the reference order
  * (quant_legacy.c): per block and row the exact integer sum, then
  * acc += (d_w * d_x) * isum; Q4_1 / Q5_1 also summ = fma(m_w, s_x, summ),
@@ -95,21 +121,11 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
         __m512i wq[8];
         lg_weights(blk, off_h, off_q, has_h, wq);
         for (int t = 0; t < TB; t++) {
-            const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
-            const int8_t *xq = (const int8_t *)(xbk + (has_m ? 4 : 2));
-            __m512i ai = _mm512_setzero_si512();
-            float dx;
-            if (has_m) {
-                uint16_t h[2];
-                memcpy(h, xbk, 4);
-                dx = _cvtsh_ss(h[0]);
-                summ[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(_cvtsh_ss(h[1])), summ[t]);
-            } else {
-                const matmul_x16_aux *a =
-                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
-                dx = a->d;
-                ai = _mm512_set1_epi32(a->corr);
-            }
+            const lg_act xa = lg_token(x[t], b, xb, aux_off, has_m);
+            const int8_t *xq = xa.q;
+            const float dx = xa.d;
+            __m512i ai = xa.start;
+            if (has_m) summ[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xa.s), summ[t]);
             __m512i ai2 = _mm512_setzero_si512(); /* a second chain: exact int32 */
             for (int k = 0; k < 8; k += 2) {
                 ai = dp4(ai, wq[k], xq + 4 * k, vnni);
@@ -157,24 +173,15 @@ CS_INLINE void tile_legacy_pair(int64_t K, const void *const *w, const void *con
             lg_weights(blk, off_h, off_q, has_h, wq[g]);
         }
         for (int t = 0; t < LG_PAIR_TB; t++) {
-            const uint8_t *xbk = (const uint8_t *)x[t] + (size_t)b * xb;
-            const int8_t *xq = (const int8_t *)(xbk + (has_m ? 4 : 2));
-            __m512i start = _mm512_setzero_si512();
-            float dx;
+            const lg_act xa = lg_token(x[t], b, xb, aux_off, has_m);
+            const int8_t *xq = xa.q;
+            const float dx = xa.d;
             if (has_m) {
-                uint16_t h[2];
-                memcpy(h, xbk, 4);
-                dx = _cvtsh_ss(h[0]);
-                const __m512 sx = _mm512_set1_ps(_cvtsh_ss(h[1]));
+                const __m512 sx = _mm512_set1_ps(xa.s);
                 summ[0][t] = _mm512_fmadd_ps(mw[0], sx, summ[0][t]);
                 summ[1][t] = _mm512_fmadd_ps(mw[1], sx, summ[1][t]);
-            } else {
-                const matmul_x16_aux *a =
-                    (const matmul_x16_aux *)((const uint8_t *)x[t] + aux_off) + b;
-                dx = a->d;
-                start = _mm512_set1_epi32(a->corr);
             }
-            __m512i a0 = start, a1 = start;
+            __m512i a0 = xa.start, a1 = xa.start;
             for (int k = 0; k < 8; k++) {
                 const __m512i xv = bcast4_512(xq + 4 * k);
                 a0 = dpbusd_asm(a0, wq[0][k], xv);
