@@ -132,18 +132,19 @@ static inline size_t x16_q6K_scale_off(int sb) {
 static inline size_t x16_q6K_quant_off(int h, int g, int u) {
     return (size_t)(2 * h + g) * CS_X16_Q6K_QUARTER + 64 + (size_t)192 * u;
 }
-#define CS_X16_Q3K_BLOCK   1760
-#define CS_X16_Q2K_BLOCK   1344
-#define CS_X16_Q5_0_BLOCK  352 /* legacy types (IQ4_NL: CS_X16_Q4_BLOCK) */
-#define CS_X16_Q4_1_BLOCK  320
-#define CS_X16_Q5_1_BLOCK  384
+#define CS_X16_Q3K_BLOCK  1760
+#define CS_X16_Q2K_BLOCK  1344
+#define CS_X16_Q5_0_BLOCK 352 /* legacy types (IQ4_NL: CS_X16_Q4_BLOCK) */
+#define CS_X16_Q4_1_BLOCK 320
+#define CS_X16_Q5_1_BLOCK 384
 
 /* Where the parts of one x16 group block of Q5_0, Q4_1 or Q5_1 start
- * (layout below): d[16] at 0, m[16] at 32 (Q4_1 / Q5_1), qh at high, qs
- * at qs; size is the block's bytes. One table for the AVX2 and AVX-512
- * kernels. */
+ * (layout below): d[16] at 0, m[16] at 32 (Q4_1 / Q5_1: has_m), qh at
+ * high (Q5_0 / Q5_1: has_h), qs at qs; size is the block's bytes. One
+ * table for the AVX2 and AVX-512 kernels. */
 typedef struct x16_legacy_parts {
     size_t size, high, qs;
+    bool has_h, has_m;
 } x16_legacy_parts;
 
 static inline x16_legacy_parts repack_x16_legacy_parts(int32_t type) {
@@ -152,7 +153,7 @@ static inline x16_legacy_parts repack_x16_legacy_parts(int32_t type) {
     return (x16_legacy_parts){type == CS_TYPE_Q5_0   ? CS_X16_Q5_0_BLOCK
                               : type == CS_TYPE_Q4_1 ? CS_X16_Q4_1_BLOCK
                                                      : CS_X16_Q5_1_BLOCK,
-                              high, high + (has_h ? 64 : 0)};
+                              high, high + (has_h ? 64 : 0), has_h, has_m};
 }
 
 /* True when an (N rows, K columns) matrix of type can take the x16 layout:

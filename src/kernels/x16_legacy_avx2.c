@@ -45,8 +45,6 @@ CS_INLINE float f16_at(const uint8_t *p) {
 
 /* ------------------------------------- Q5_0 / Q4_1 / Q5_1: block sums */
 
-enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
-
 #define LG_TB 8 /* tokens per tile call */
 
 /* One x16 group against TB activation rows (Q8_0 or Q8_1 blocks); out[16t +
@@ -58,13 +56,11 @@ enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
  * conversion, two multiplies and an add. The Q4_1 / Q5_1 offsets are a
  * second pass per token and half, one FMA per block. */
 CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x, float *out,
-                           const int TB, const int kind) {
+                           const int TB, const int32_t type) {
     const int64_t nb = K / CS_QK_LEGACY;
     const uint8_t *grp = w[0];
-    const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
-    const x16_legacy_parts parts = repack_x16_legacy_parts(kind == LG_Q5_0   ? CS_TYPE_Q5_0
-                                                           : kind == LG_Q4_1 ? CS_TYPE_Q4_1
-                                                                             : CS_TYPE_Q5_1);
+    const x16_legacy_parts parts = repack_x16_legacy_parts(type);
+    const int has_h = parts.has_h, has_m = parts.has_m;
     const size_t gb = parts.size, off_h = parts.high, off_q = parts.qs;
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
@@ -144,18 +140,18 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
     }
 }
 
-#define LEGACY_KERNELS(name, kind)                                                                 \
+#define LEGACY_KERNELS(name, type)                                                                 \
     static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
                                      float *out) {                                                 \
-        tile_legacy(K, w, x, out, LG_TB, kind);                                                    \
+        tile_legacy(K, w, x, out, LG_TB, type);                                                    \
     }                                                                                              \
     static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
-        tile_legacy(K, w, &x, out, 1, kind);                                                       \
+        tile_legacy(K, w, &x, out, 1, type);                                                       \
     }
 
-LEGACY_KERNELS(q5_0, LG_Q5_0)
-LEGACY_KERNELS(q4_1, LG_Q4_1)
-LEGACY_KERNELS(q5_1, LG_Q5_1)
+LEGACY_KERNELS(q5_0, CS_TYPE_Q5_0)
+LEGACY_KERNELS(q4_1, CS_TYPE_Q4_1)
+LEGACY_KERNELS(q5_1, CS_TYPE_Q5_1)
 
 /* ------------------------------------------------ IQ4_NL: block sums */
 

@@ -36,8 +36,6 @@ CS_INLINE __m512i dp4(__m512i acc, __m512i w, const int8_t *p, const int vnni) {
 
 /* ------------------------------------- Q5_0 / Q4_1 / Q5_1: block sums */
 
-enum { LG_Q5_0, LG_Q4_1, LG_Q5_1 };
-
 #define LG_TB 8 /* tokens per tile: 8 weight vectors + 8 (+ 8) accumulators */
 
 /* The 8 weight vectors of one legacy x16 block (lane k: the nibbles of
@@ -97,12 +95,10 @@ CS_INLINE lg_act lg_token(const void *xr, int64_t b, size_t xb, size_t aux_off, 
  * one FMA more); before (ggml's 8-lane order) it was 8 conversions and 8
  * FMAs. */
 CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x, float *out,
-                           const int TB, const int kind, const int vnni) {
+                           const int TB, const int32_t type, const int vnni) {
     const int64_t nb = K / CS_QK_LEGACY;
-    const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
-    const x16_legacy_parts parts = repack_x16_legacy_parts(kind == LG_Q5_0   ? CS_TYPE_Q5_0
-                                                           : kind == LG_Q4_1 ? CS_TYPE_Q4_1
-                                                                             : CS_TYPE_Q5_1);
+    const x16_legacy_parts parts = repack_x16_legacy_parts(type);
+    const int has_h = parts.has_h, has_m = parts.has_m;
     const size_t gb = parts.size, off_h = parts.high, off_q = parts.qs;
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
@@ -150,12 +146,10 @@ CS_INLINE void tile_legacy(int64_t K, const void *const *w, const void *const *x
  * 546, Q5_1 424 -> 480. */
 #define LG_PAIR_TB 8
 CS_INLINE void tile_legacy_pair(int64_t K, const void *const *w, const void *const *x, float *out,
-                                const int kind) {
+                                const int32_t type) {
     const int64_t nb = K / CS_QK_LEGACY;
-    const int has_h = kind != LG_Q4_1, has_m = kind != LG_Q5_0;
-    const x16_legacy_parts parts = repack_x16_legacy_parts(kind == LG_Q5_0   ? CS_TYPE_Q5_0
-                                                           : kind == LG_Q4_1 ? CS_TYPE_Q4_1
-                                                                             : CS_TYPE_Q5_1);
+    const x16_legacy_parts parts = repack_x16_legacy_parts(type);
+    const int has_h = parts.has_h, has_m = parts.has_m;
     const size_t gb = parts.size, off_h = parts.high, off_q = parts.qs;
     const size_t xb = has_m ? sizeof(block_q8_1) : sizeof(block_q8_0);
     const size_t aux_off = matmul_x16_aux_offset(K);
@@ -200,38 +194,38 @@ CS_INLINE void tile_legacy_pair(int64_t K, const void *const *w, const void *con
                              has_m ? _mm512_add_ps(acc[g][t], summ[g][t]) : acc[g][t]);
 }
 
-#define LEGACY_KERNELS(name, kind)                                                                 \
+#define LEGACY_KERNELS(name, type)                                                                 \
     static void uk_x16_##name##_tile(int64_t K, const void *const *w, const void *const *x,        \
                                      float *out) {                                                 \
-        tile_legacy(K, w, x, out, LG_TB, kind, 0);                                                 \
+        tile_legacy(K, w, x, out, LG_TB, type, 0);                                                 \
     }                                                                                              \
     static void uk_x16_##name##_col(int64_t K, const void *const *w, const void *x, float *out) {  \
-        tile_legacy(K, w, &x, out, 1, kind, 0);                                                    \
+        tile_legacy(K, w, &x, out, 1, type, 0);                                                    \
     }                                                                                              \
     static void uk_x16_##name##_tile_vnni(int64_t K, const void *const *w, const void *const *x,   \
                                           float *out) {                                            \
-        tile_legacy(K, w, x, out, LG_TB, kind, 1);                                                 \
+        tile_legacy(K, w, x, out, LG_TB, type, 1);                                                 \
     }                                                                                              \
     static void uk_x16_##name##_col_vnni(int64_t K, const void *const *w, const void *x,           \
                                          float *out) {                                             \
-        tile_legacy(K, w, &x, out, 1, kind, 1);                                                    \
+        tile_legacy(K, w, &x, out, 1, type, 1);                                                    \
     }
 
-LEGACY_KERNELS(q5_0, LG_Q5_0)
-LEGACY_KERNELS(q4_1, LG_Q4_1)
-LEGACY_KERNELS(q5_1, LG_Q5_1)
+LEGACY_KERNELS(q5_0, CS_TYPE_Q5_0)
+LEGACY_KERNELS(q4_1, CS_TYPE_Q4_1)
+LEGACY_KERNELS(q5_1, CS_TYPE_Q5_1)
 
 static void uk_x16_q4_1_pair_vnni(int64_t K, const void *const *w, const void *const *x,
                                   float *out) {
-    tile_legacy_pair(K, w, x, out, LG_Q4_1);
+    tile_legacy_pair(K, w, x, out, CS_TYPE_Q4_1);
 }
 static void uk_x16_q5_1_pair_vnni(int64_t K, const void *const *w, const void *const *x,
                                   float *out) {
-    tile_legacy_pair(K, w, x, out, LG_Q5_1);
+    tile_legacy_pair(K, w, x, out, CS_TYPE_Q5_1);
 }
 static void uk_x16_q5_0_pair_vnni(int64_t K, const void *const *w, const void *const *x,
                                   float *out) {
-    tile_legacy_pair(K, w, x, out, LG_Q5_0);
+    tile_legacy_pair(K, w, x, out, CS_TYPE_Q5_0);
 }
 
 /* ------------------------------------------------ IQ4_NL: block sums */
